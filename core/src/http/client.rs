@@ -1,0 +1,315 @@
+//! A small HTTP client that speaks what the front speaks: HTTP/1.1 and h2c over `http://`,
+//! HTTP/2 or HTTP/1.1 (by ALPN) over `https://`, and HTTP/3 over `h3://`.
+//!
+//! [`HttpClient::connect`] opens one connection to a base URL; [`Connection::send`] sends
+//! requests over it (HTTP/2 and HTTP/3 requests may run concurrently on clones). Response
+//! bodies are read whole, up to a size limit, under a per-request timeout.
+
+use std::net::{SocketAddr, ToSocketAddrs as _};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf as _, Bytes, BytesMut};
+use http::{HeaderValue, Request, Response, Uri, header};
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+use tracing::debug;
+
+use super::Protocol;
+use super::tls::{self, ClientTls, TlsError};
+
+/// Why a request failed, and whether trying again (elsewhere) can help.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The base URL is not `http://`, `https://` or `h3://` with a host and port.
+    #[error("bad URL {0:?}: expected http://HOST:PORT, https://HOST:PORT or h3://HOST:PORT")]
+    BadUrl(String),
+    /// The host name did not resolve.
+    #[error("cannot resolve {0}")]
+    Resolve(String),
+    /// TCP or QUIC connect failed.
+    #[error("connecting to {addr}: {reason}")]
+    Connect {
+        /// The address.
+        addr: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The TLS configuration is unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The request failed on an established connection.
+    #[error("request failed: {0}")]
+    Request(String),
+    /// The response body passed the size limit.
+    #[error("response body larger than {0} bytes")]
+    TooLarge(u64),
+    /// No complete response within the timeout.
+    #[error("no response within {0:?}")]
+    Timeout(Duration),
+}
+
+impl ClientError {
+    /// Whether another attempt, on a new connection or at another server, may succeed.
+    #[must_use]
+    pub const fn is_retryable(&self) -> bool {
+        !matches!(self, Self::BadUrl(_) | Self::Tls(_))
+    }
+}
+
+/// A client; cheap to clone.
+#[derive(Clone)]
+pub struct HttpClient {
+    tcp_tls: Arc<rustls::ClientConfig>,
+    quic: quinn::ClientConfig,
+    timeout: Duration,
+    max_body: u64,
+}
+
+impl HttpClient {
+    /// A client trusting `trust`, with a 30 s request timeout and a 64 MiB body limit.
+    ///
+    /// # Errors
+    /// [`ClientError::Tls`] when a CA file is unusable.
+    pub fn new(trust: &ClientTls) -> Result<Self, ClientError> {
+        let tcp_tls = tls::client_config(trust, tls::ALPN_TCP, false)?;
+        let quic_tls = tls::client_config(trust, tls::ALPN_H3, true)?;
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(quic_tls)
+            .map_err(|e| ClientError::Tls(TlsError::Generate(e.to_string())))?;
+        let quic = quinn::ClientConfig::new(Arc::new(crypto));
+        Ok(Self { tcp_tls, quic, timeout: Duration::from_secs(30), max_body: 64 * 1024 * 1024 })
+    }
+
+    /// Sets the per-request timeout.
+    #[must_use]
+    pub const fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets the response body limit.
+    #[must_use]
+    pub const fn with_max_body(mut self, max: u64) -> Self {
+        self.max_body = max;
+        self
+    }
+
+    /// Opens a connection to `base` (`scheme://host:port`). `http://` speaks HTTP/1.1, or h2c
+    /// when `h2c` is set; `https://` takes what ALPN agrees; `h3://` speaks HTTP/3.
+    ///
+    /// # Errors
+    /// [`ClientError`] when the URL is bad or the connection cannot be made.
+    pub async fn connect(&self, base: &str, h2c: bool) -> Result<Connection, ClientError> {
+        let (scheme, authority) = base
+            .split_once("://")
+            .map(|(s, r)| (s, r.trim_end_matches('/')))
+            .ok_or_else(|| ClientError::BadUrl(base.to_owned()))?;
+        let (host, _) = authority.rsplit_once(':').ok_or_else(|| ClientError::BadUrl(base.to_owned()))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let addr = resolve(authority).await?;
+        let connect = async {
+            match scheme {
+                "http" | "https" => {
+                    let tcp = TcpStream::connect(addr)
+                        .await
+                        .map_err(|e| ClientError::Connect { addr: addr.to_string(), reason: e.to_string() })?;
+                    let _ = tcp.set_nodelay(true);
+                    if scheme == "http" {
+                        handshake(tcp, h2c, "http", authority).await
+                    } else {
+                        let name = rustls::pki_types::ServerName::try_from(host.clone())
+                            .map_err(|_| ClientError::BadUrl(base.to_owned()))?;
+                        let tls = tokio_rustls::TlsConnector::from(self.tcp_tls.clone())
+                            .connect(name, tcp)
+                            .await
+                            .map_err(|e| ClientError::Connect { addr: addr.to_string(), reason: format!("TLS: {e}") })?;
+                        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                        handshake(tls, h2, "https", authority).await
+                    }
+                }
+                "h3" => self.connect_h3(addr, &host, authority).await,
+                _ => Err(ClientError::BadUrl(base.to_owned())),
+            }
+        };
+        let mut conn = tokio::time::timeout(self.timeout, connect).await.map_err(|_| ClientError::Timeout(self.timeout))??;
+        conn.timeout = self.timeout;
+        conn.max_body = self.max_body;
+        Ok(conn)
+    }
+
+    async fn connect_h3(&self, addr: SocketAddr, host: &str, authority: &str) -> Result<Connection, ClientError> {
+        let bind: SocketAddr = if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }
+            .parse()
+            .map_err(|_| ClientError::BadUrl(authority.to_owned()))?;
+        let conn_err = |reason: String| ClientError::Connect { addr: addr.to_string(), reason };
+        let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| conn_err(e.to_string()))?;
+        endpoint.set_default_client_config(self.quic.clone());
+        let conn = endpoint
+            .connect(addr, host)
+            .map_err(|e| conn_err(e.to_string()))?
+            .await
+            .map_err(|e| conn_err(format!("QUIC: {e}")))?;
+        let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(conn))
+            .await
+            .map_err(|e| conn_err(format!("HTTP/3: {e}")))?;
+        tokio::spawn(async move {
+            let e = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+            if !e.is_h3_no_error() {
+                debug!(error = %e, "HTTP/3 client connection closed");
+            }
+        });
+        Ok(Connection {
+            inner: Inner::H3 { send, _endpoint: endpoint },
+            scheme: "https",
+            authority: authority.to_owned(),
+            timeout: self.timeout,
+            max_body: self.max_body,
+        })
+    }
+}
+
+async fn resolve(authority: &str) -> Result<SocketAddr, ClientError> {
+    let a = authority.to_owned();
+    tokio::task::spawn_blocking(move || a.to_socket_addrs().ok().and_then(|mut i| i.next()))
+        .await
+        .ok()
+        .flatten()
+        .ok_or_else(|| ClientError::Resolve(authority.to_owned()))
+}
+
+async fn handshake<I>(io: I, h2: bool, scheme: &'static str, authority: &str) -> Result<Connection, ClientError>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(io);
+    let err = |e: hyper::Error| ClientError::Connect { addr: authority.to_owned(), reason: e.to_string() };
+    let inner = if h2 {
+        let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.map_err(err)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(error = %e, "HTTP/2 client connection closed");
+            }
+        });
+        Inner::H2(send)
+    } else {
+        let (send, conn) = hyper::client::conn::http1::handshake(io).await.map_err(err)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(error = %e, "HTTP/1.1 client connection closed");
+            }
+        });
+        Inner::H1(send)
+    };
+    Ok(Connection { inner, scheme, authority: authority.to_owned(), timeout: Duration::from_secs(30), max_body: 0 })
+}
+
+enum Inner {
+    H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+    /// The endpoint is kept so its socket lives as long as the connection.
+    H3 {
+        send: h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
+        _endpoint: quinn::Endpoint,
+    },
+}
+
+/// One open connection.
+pub struct Connection {
+    inner: Inner,
+    scheme: &'static str,
+    authority: String,
+    timeout: Duration,
+    max_body: u64,
+}
+
+impl Connection {
+    /// The protocol this connection speaks.
+    #[must_use]
+    pub const fn protocol(&self) -> Protocol {
+        match self.inner {
+            Inner::H1(_) => Protocol::Http1,
+            Inner::H2(_) => Protocol::Http2,
+            Inner::H3 { .. } => Protocol::Http3,
+        }
+    }
+
+    /// `GET path` (path and query, e.g. `/v1/chunks/…`).
+    ///
+    /// # Errors
+    /// See [`Connection::send`].
+    pub async fn get(&mut self, path: &str) -> Result<Response<Bytes>, ClientError> {
+        let req = Request::get(path).body(Bytes::new()).map_err(|e| ClientError::Request(e.to_string()))?;
+        self.send(req).await
+    }
+
+    /// Sends `req` (its URI is a path and query; the connection supplies scheme and authority)
+    /// and reads the whole response.
+    ///
+    /// # Errors
+    /// [`ClientError`] when the request fails, times out or the body is too large.
+    pub async fn send(&mut self, req: Request<Bytes>) -> Result<Response<Bytes>, ClientError> {
+        let timeout = self.timeout;
+        tokio::time::timeout(timeout, self.send_inner(req)).await.map_err(|_| ClientError::Timeout(timeout))?
+    }
+
+    async fn send_inner(&mut self, req: Request<Bytes>) -> Result<Response<Bytes>, ClientError> {
+        let (mut parts, body) = req.into_parts();
+        let rq = |e: &dyn std::fmt::Display| ClientError::Request(e.to_string());
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+        let max = self.max_body;
+        match &mut self.inner {
+            Inner::H1(send) => {
+                parts.uri = path.parse::<Uri>().map_err(|e| rq(&e))?;
+                let host = HeaderValue::from_str(&self.authority).map_err(|e| rq(&e))?;
+                parts.headers.entry(header::HOST).or_insert(host);
+                send.ready().await.map_err(|e| rq(&e))?;
+                let resp = send.send_request(Request::from_parts(parts, Full::new(body))).await.map_err(|e| rq(&e))?;
+                collect_hyper(resp, max).await
+            }
+            Inner::H2(send) => {
+                parts.uri = format!("{}://{}{}", self.scheme, self.authority, path).parse::<Uri>().map_err(|e| rq(&e))?;
+                parts.version = http::Version::HTTP_2;
+                send.ready().await.map_err(|e| rq(&e))?;
+                let resp = send.send_request(Request::from_parts(parts, Full::new(body))).await.map_err(|e| rq(&e))?;
+                collect_hyper(resp, max).await
+            }
+            Inner::H3 { send, .. } => {
+                parts.uri = format!("https://{}{}", self.authority, path).parse::<Uri>().map_err(|e| rq(&e))?;
+                let mut stream = send.send_request(Request::from_parts(parts, ())).await.map_err(|e| rq(&e))?;
+                if !body.is_empty() {
+                    stream.send_data(body).await.map_err(|e| rq(&e))?;
+                }
+                stream.finish().await.map_err(|e| rq(&e))?;
+                let resp = stream.recv_response().await.map_err(|e| rq(&e))?;
+                let mut buf = BytesMut::new();
+                while let Some(mut chunk) = stream.recv_data().await.map_err(|e| rq(&e))? {
+                    if (buf.len() + chunk.remaining()) as u64 > max {
+                        return Err(ClientError::TooLarge(max));
+                    }
+                    while chunk.has_remaining() {
+                        let part = chunk.chunk();
+                        buf.extend_from_slice(part);
+                        let n = part.len();
+                        chunk.advance(n);
+                    }
+                }
+                Ok(resp.map(|()| buf.freeze()))
+            }
+        }
+    }
+}
+
+async fn collect_hyper(resp: Response<hyper::body::Incoming>, max: u64) -> Result<Response<Bytes>, ClientError> {
+    let (parts, body) = resp.into_parts();
+    let limited = http_body_util::Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX));
+    let bytes = limited.collect().await.map_err(|e| {
+        if e.is::<http_body_util::LengthLimitError>() {
+            ClientError::TooLarge(max)
+        } else {
+            ClientError::Request(e.to_string())
+        }
+    })?;
+    Ok(Response::from_parts(parts, bytes.to_bytes()))
+}

@@ -1,0 +1,154 @@
+//! The HTTP/3 side of the front: QUIC connections from a quinn endpoint, each request handed to
+//! the same [`Handler`] as TCP requests.
+
+use std::sync::Arc;
+
+use bytes::{Buf as _, Bytes};
+use http::{Request, Response, StatusCode};
+use http_body::Frame;
+use http_body_util::{BodyExt as _, StreamBody};
+use tokio::sync::{Semaphore, watch};
+use tracing::{Instrument as _, debug, info_span, warn};
+
+use super::server::ServerConfig;
+use super::{BodyError, Handler, Protocol, RequestContext, ResponseBody, json_error};
+
+type H3Conn = h3::server::Connection<h3_quinn::Connection, Bytes>;
+type H3Stream = h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
+
+pub(super) async fn accept_loop<H: Handler>(
+    endpoint: quinn::Endpoint,
+    handler: Arc<H>,
+    permits: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+    config: Arc<ServerConfig>,
+) {
+    loop {
+        let incoming = tokio::select! {
+            biased;
+            _ = super::stopped(&mut stop) => return,
+            i = endpoint.accept() => i,
+        };
+        let Some(incoming) = incoming else { return };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            debug!(remote = %incoming.remote_address(), "connection limit reached, refusing QUIC connection");
+            incoming.refuse();
+            continue;
+        };
+        let remote = incoming.remote_address();
+        let (handler, stop, config) = (handler.clone(), stop.clone(), config.clone());
+        tokio::spawn(
+            async move {
+                let connecting = match incoming.accept() {
+                    Ok(c) => c,
+                    Err(e) => return debug!(error = %e, "QUIC accept failed"),
+                };
+                match tokio::time::timeout(config.handshake_timeout, connecting).await {
+                    Ok(Ok(conn)) => serve_conn(conn, handler, stop, &config).await,
+                    Ok(Err(e)) => debug!(error = %e, "QUIC handshake failed"),
+                    Err(_) => debug!("QUIC handshake timed out"),
+                }
+                drop(permit);
+            }
+            .instrument(info_span!("conn", %remote, scheme = "h3")),
+        );
+    }
+}
+
+async fn serve_conn<H: Handler>(conn: quinn::Connection, handler: Arc<H>, mut stop: watch::Receiver<bool>, config: &ServerConfig) {
+    let remote = conn.remote_address();
+    let mut h3: H3Conn = match h3::server::builder()
+        .max_field_section_size(config.max_header_bytes as u64)
+        .build(h3_quinn::Connection::new(conn))
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => return debug!(error = %e, "HTTP/3 setup failed"),
+    };
+    let mut requests = tokio::task::JoinSet::new();
+    let mut stopping = false;
+    loop {
+        let next = tokio::select! {
+            r = h3.accept() => r,
+            _ = super::stopped(&mut stop), if !stopping => {
+                stopping = true;
+                // GOAWAY: the client finishes what it started and opens no new requests here.
+                if let Err(e) = h3.shutdown(0).await {
+                    debug!(error = %e, "HTTP/3 shutdown");
+                }
+                continue;
+            }
+        };
+        match next {
+            Ok(Some(resolver)) => {
+                let handler = handler.clone();
+                let max_uri = config.max_uri_bytes;
+                requests.spawn(async move {
+                    match resolver.resolve_request().await {
+                        Ok((req, stream)) => serve_request(req, stream, handler.as_ref(), remote, max_uri).await,
+                        Err(e) => debug!(error = %e, "bad HTTP/3 request"),
+                    }
+                });
+            }
+            Ok(None) => break,
+            Err(e) => {
+                if !e.is_h3_no_error() {
+                    debug!(error = %e, "HTTP/3 connection ended");
+                }
+                break;
+            }
+        }
+        // Reap finished request tasks so the set stays small on long connections.
+        while requests.try_join_next().is_some() {}
+    }
+    while requests.join_next().await.is_some() {}
+}
+
+async fn serve_request<H: Handler>(req: Request<()>, stream: H3Stream, handler: &H, remote: std::net::SocketAddr, max_uri: usize) {
+    let (mut send, recv) = stream.split();
+    let resp = if req.uri().path_and_query().map_or(0, |p| p.as_str().len()) > max_uri {
+        json_error(StatusCode::URI_TOO_LONG, format!("request target longer than {max_uri} bytes"))
+    } else {
+        let body = futures_util::stream::unfold(recv, |mut recv| async move {
+            match recv.recv_data().await {
+                Ok(Some(mut buf)) => {
+                    let bytes = buf.copy_to_bytes(buf.remaining());
+                    Some((Ok(Frame::data(bytes)), recv))
+                }
+                Ok(None) => None,
+                Err(e) => Some((Err(BodyError::Transport(e.to_string())), recv)),
+            }
+        });
+        let req = req.map(|()| StreamBody::new(body).boxed_unsync());
+        let ctx = RequestContext { protocol: Protocol::Http3, tls: true, remote };
+        handler.call(req, ctx).await
+    };
+    if let Err(e) = send_response(&mut send, resp).await {
+        debug!(error = %e, "sending HTTP/3 response failed");
+    }
+}
+
+async fn send_response(
+    send: &mut h3::server::RequestStream<h3_quinn::SendStream<Bytes>, Bytes>,
+    resp: Response<ResponseBody>,
+) -> Result<(), h3::error::StreamError> {
+    let (parts, mut body) = resp.into_parts();
+    send.send_response(Response::from_parts(parts, ())).await?;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    if !data.is_empty() {
+                        send.send_data(data).await?;
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "response body failed mid-stream; resetting the stream");
+                send.stop_stream(h3::error::Code::H3_INTERNAL_ERROR);
+                return Ok(());
+            }
+        }
+    }
+    send.finish().await
+}

@@ -1,0 +1,143 @@
+//! A connection wrapper that closes connections on which nothing moves.
+//!
+//! A connection is idle when neither a read nor a write has made progress for `idle`. That
+//! catches clients that stop reading a response (a slow-read attack holds a connection slot
+//! otherwise forever) and connections left open with nothing to do, while a slow but moving
+//! transfer is left alone. The deadline is checked lazily: progress only stores an `Instant`,
+//! and the timer is re-armed only when it fires, so the hot path costs no timer operations.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// `S` with an idle timeout.
+pub(crate) struct IdleTimeout<S> {
+    inner: S,
+    idle: Duration,
+    last_progress: Instant,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl<S> IdleTimeout<S> {
+    pub(crate) fn new(inner: S, idle: Duration) -> Self {
+        let now = Instant::now();
+        Self { inner, idle, last_progress: now, timer: Box::pin(tokio::time::sleep_until(now + idle)) }
+    }
+
+    /// Called when an operation is pending: errors once the connection has been idle too long.
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            let deadline = self.last_progress + self.idle;
+            if self.timer.deadline() != deadline {
+                self.timer.as_mut().reset(deadline);
+            }
+            ready!(self.timer.as_mut().poll(cx));
+            if Instant::now() >= self.last_progress + self.idle {
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "connection idle timeout")));
+            }
+        }
+    }
+}
+
+use std::future::Future as _;
+
+impl<S: AsyncRead + Unpin> AsyncRead for IdleTimeout<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                if buf.filled().len() > before {
+                    self.last_progress = Instant::now();
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => match self.poll_idle(cx) {
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                _ => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Ready(r) => {
+                if matches!(r, Ok(n) if n > 0) {
+                    self.last_progress = Instant::now();
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => match self.poll_idle(cx) {
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                _ => Poll::Pending,
+            },
+        }
+    }
+
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
+            Poll::Ready(r) => {
+                if matches!(r, Ok(n) if n > 0) {
+                    self.last_progress = Instant::now();
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => match self.poll_idle(cx) {
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                _ => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_read_times_out_but_progress_keeps_it_open() {
+        let (a, mut b) = tokio::io::duplex(64);
+        let mut a = IdleTimeout::new(a, Duration::from_secs(10));
+        let writer = tokio::spawn(async move {
+            for _ in 0..3 {
+                tokio::time::sleep(Duration::from_secs(6)).await;
+                b.write_all(b"x").await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            drop(b);
+        });
+        let mut buf = [0u8; 1];
+        for _ in 0..3 {
+            a.read_exact(&mut buf).await.unwrap();
+        }
+        let err = a.read_exact(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        writer.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reader_that_never_reads_times_out_the_writer() {
+        let (a, _b) = tokio::io::duplex(8);
+        let mut a = IdleTimeout::new(a, Duration::from_secs(5));
+        let err = a.write_all(&[0u8; 64]).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    }
+}

@@ -1,0 +1,100 @@
+//! Listen URLs: `http://HOST:PORT`, `https://HOST:PORT`, `h3://HOST:PORT` (SPEC §1).
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::str::FromStr;
+
+/// How a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    /// Plaintext TCP: HTTP/1.1 and h2c (prior knowledge).
+    Http,
+    /// TLS over TCP: ALPN h2 and http/1.1.
+    Https,
+    /// QUIC over UDP: HTTP/3.
+    H3,
+}
+
+impl Scheme {
+    /// The URL scheme.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Https => "https",
+            Self::H3 => "h3",
+        }
+    }
+
+    /// Whether the scheme needs a certificate.
+    #[must_use]
+    pub const fn needs_tls(self) -> bool {
+        matches!(self, Self::Https | Self::H3)
+    }
+}
+
+/// A parsed listen URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenUrl {
+    /// How it speaks.
+    pub scheme: Scheme,
+    /// Where it binds.
+    pub addr: SocketAddr,
+}
+
+/// A listen URL that could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid listen URL {url:?}: {reason} (expected http://HOST:PORT, https://HOST:PORT or h3://HOST:PORT)")]
+pub struct ListenUrlError {
+    url: String,
+    reason: &'static str,
+}
+
+impl FromStr for ListenUrl {
+    type Err = ListenUrlError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = |reason| ListenUrlError { url: s.chars().take(200).collect(), reason };
+        let (scheme, rest) = s.split_once("://").ok_or_else(|| err("missing scheme"))?;
+        let scheme = match scheme {
+            "http" => Scheme::Http,
+            "https" => Scheme::Https,
+            "h3" => Scheme::H3,
+            _ => return Err(err("unknown scheme")),
+        };
+        let hostport = rest.strip_suffix('/').unwrap_or(rest);
+        if hostport.contains('/') || hostport.contains('?') {
+            return Err(err("a listen URL has no path"));
+        }
+        let addr = hostport
+            .to_socket_addrs()
+            .map_err(|_| err("host:port does not resolve"))?
+            .next()
+            .ok_or_else(|| err("host:port does not resolve"))?;
+        Ok(Self { scheme, addr })
+    }
+}
+
+impl fmt::Display for ListenUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}", self.scheme.as_str(), self.addr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses() {
+        let u: ListenUrl = "h3://127.0.0.1:4433".parse().unwrap();
+        assert_eq!(u.scheme, Scheme::H3);
+        assert_eq!(u.addr.port(), 4433);
+        assert_eq!(u.to_string(), "h3://127.0.0.1:4433");
+        let u: ListenUrl = "http://[::1]:0/".parse().unwrap();
+        assert_eq!(u.addr, "[::1]:0".parse().unwrap());
+        for bad in ["127.0.0.1:80", "ftp://x:1", "http://127.0.0.1", "http://127.0.0.1:80/x", "https://:99999"] {
+            assert!(bad.parse::<ListenUrl>().is_err(), "{bad}");
+        }
+    }
+}

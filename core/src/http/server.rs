@@ -1,0 +1,355 @@
+//! Binding listeners and serving a [`Handler`] on them until shutdown.
+//!
+//! ```text
+//! Server::bind(urls, tls, config)  → ports known (tests bind port 0 and read local_urls())
+//! server.serve(handler, shutdown)  → accept loops; on shutdown: stop accepting, let in-flight
+//!                                    requests finish (up to grace_period), close the rest
+//! ```
+//!
+//! One semaphore caps open connections across all listeners; when every permit is taken a new
+//! TCP connection is closed at once and a QUIC handshake refused, so clients fail over quickly
+//! instead of queueing. The same semaphore tells when every connection has drained.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderValue, Request, StatusCode, header};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+use tracing::{Instrument as _, debug, info, info_span, warn};
+
+use super::io::IdleTimeout;
+use super::listen::{ListenUrl, Scheme};
+use super::tls::{self, CertifiedKey, TlsError};
+use super::{BodyError, Handler, Protocol, RequestContext, json_error};
+
+/// Limits and timeouts of the front. Every field has a default suited to a public edge.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Open connections at most, over all listeners (default 10 000).
+    pub max_connections: usize,
+    /// Time a client has to send a complete request head (default 10 s).
+    pub header_read_timeout: Duration,
+    /// A connection on which nothing moves for this long is closed (default 60 s).
+    pub idle_timeout: Duration,
+    /// Time a client has to complete a TLS handshake (default 10 s).
+    pub handshake_timeout: Duration,
+    /// Largest request head (request line and headers), in bytes (default 16 KiB).
+    pub max_header_bytes: usize,
+    /// Longest request target (path and query), in bytes (default 4 KiB).
+    pub max_uri_bytes: usize,
+    /// Concurrent streams per HTTP/2 or HTTP/3 connection (default 128).
+    pub max_concurrent_streams: u32,
+    /// How long shutdown waits for in-flight requests (default 10 s).
+    pub grace_period: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            handshake_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
+            max_uri_bytes: 4 * 1024,
+            max_concurrent_streams: 128,
+            grace_period: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why the front could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// A listen address could not be bound.
+    #[error("cannot listen on {url}: {source}")]
+    Bind {
+        /// The listen URL.
+        url: String,
+        /// The socket error.
+        source: std::io::Error,
+    },
+    /// TLS material is missing or unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// An `https://` or `h3://` listener was requested without TLS material.
+    #[error("{0} needs a TLS certificate")]
+    NoCertificate(String),
+    /// No listen URL was given.
+    #[error("no listen URL given; pass --listen http://127.0.0.1:8080 (or https://, h3://)")]
+    NoListener,
+}
+
+struct TcpBound {
+    url: ListenUrl,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+}
+
+/// Listeners bound and ready to serve.
+pub struct Server {
+    tcp: Vec<TcpBound>,
+    quic: Vec<(ListenUrl, quinn::Endpoint)>,
+    config: ServerConfig,
+    alt_svc: Option<HeaderValue>,
+}
+
+impl Server {
+    /// Binds every listen URL. `tls` is required when any URL is `https://` or `h3://`. An
+    /// `h3://` URL with port 0 binds the UDP port of a TCP listener on the same address when
+    /// it is free, so HTTP/3 shares the HTTPS port number as `Alt-Svc` clients expect.
+    ///
+    /// # Errors
+    /// [`ServerError`] for a port in use, missing TLS material, or no URLs.
+    pub async fn bind(urls: &[ListenUrl], tls: Option<&CertifiedKey>, config: ServerConfig) -> Result<Self, ServerError> {
+        if urls.is_empty() {
+            return Err(ServerError::NoListener);
+        }
+        let need_tls = |u: &ListenUrl| tls.ok_or_else(|| ServerError::NoCertificate(u.to_string()));
+        let mut tcp = Vec::new();
+        for u in urls.iter().filter(|u| u.scheme != Scheme::H3) {
+            let listener = TcpListener::bind(u.addr).await.map_err(|source| ServerError::Bind { url: u.to_string(), source })?;
+            let addr = listener.local_addr().map_err(|source| ServerError::Bind { url: u.to_string(), source })?;
+            let acceptor = if u.scheme == Scheme::Https {
+                Some(TlsAcceptor::from(tls::server_config(need_tls(u)?, tls::ALPN_TCP, false)?))
+            } else {
+                None
+            };
+            tcp.push(TcpBound { url: ListenUrl { scheme: u.scheme, addr }, listener, tls: acceptor });
+        }
+        let mut quic = Vec::new();
+        for u in urls.iter().filter(|u| u.scheme == Scheme::H3) {
+            let rustls_cfg = tls::server_config(need_tls(u)?, tls::ALPN_H3, true)?;
+            let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(rustls_cfg)
+                .map_err(|e| ServerError::Tls(TlsError::Generate(e.to_string())))?;
+            let mut server_cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+            let mut transport = quinn::TransportConfig::default();
+            transport
+                .max_idle_timeout(quinn::IdleTimeout::try_from(config.idle_timeout).ok())
+                .max_concurrent_bidi_streams(config.max_concurrent_streams.into())
+                .max_concurrent_uni_streams(8u32.into());
+            server_cfg.transport_config(Arc::new(transport));
+            let socket = bind_udp(u, &tcp)?;
+            let endpoint = quinn::Endpoint::new(
+                quinn::EndpointConfig::default(),
+                Some(server_cfg),
+                socket,
+                Arc::new(quinn::TokioRuntime),
+            )
+            .map_err(|source| ServerError::Bind { url: u.to_string(), source })?;
+            let addr = endpoint.local_addr().map_err(|source| ServerError::Bind { url: u.to_string(), source })?;
+            quic.push((ListenUrl { scheme: Scheme::H3, addr }, endpoint));
+        }
+        let alt_svc = quic
+            .first()
+            .and_then(|(u, _)| HeaderValue::from_str(&format!("h3=\":{}\"; ma=86400", u.addr.port())).ok());
+        Ok(Self { tcp, quic, config, alt_svc })
+    }
+
+    /// The bound URLs, with the real ports.
+    #[must_use]
+    pub fn local_urls(&self) -> Vec<ListenUrl> {
+        self.tcp.iter().map(|t| t.url.clone()).chain(self.quic.iter().map(|(u, _)| u.clone())).collect()
+    }
+
+    /// Serves `handler` until `shutdown` completes, then drains.
+    pub async fn serve<H: Handler>(self, handler: Arc<H>, shutdown: impl Future<Output = ()>) {
+        let Self { tcp, quic, config, alt_svc } = self;
+        let config = Arc::new(config);
+        let permits = Arc::new(Semaphore::new(config.max_connections));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut loops = tokio::task::JoinSet::new();
+
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.header_read_timeout)
+            .max_buf_size(config.max_header_bytes.max(8192));
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(config.max_concurrent_streams)
+            .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
+            .keep_alive_interval(Duration::from_secs(20))
+            .keep_alive_timeout(Duration::from_secs(20));
+        let builder = Arc::new(builder);
+
+        for bound in tcp {
+            info!(url = %bound.url, "listening");
+            let tcp_ctx = TcpLoop {
+                handler: handler.clone(),
+                permits: permits.clone(),
+                stop: stop_rx.clone(),
+                config: config.clone(),
+                builder: builder.clone(),
+                alt_svc: alt_svc.clone(),
+            };
+            loops.spawn(tcp_ctx.run(bound));
+        }
+        for (url, endpoint) in &quic {
+            info!(url = %url, "listening");
+            loops.spawn(super::h3::accept_loop(
+                endpoint.clone(),
+                handler.clone(),
+                permits.clone(),
+                stop_rx.clone(),
+                config.clone(),
+            ));
+        }
+
+        shutdown.await;
+        info!(grace = ?config.grace_period, "shutting down: no new connections, draining in-flight requests");
+        let _ = stop_tx.send(true);
+        while loops.join_next().await.is_some() {}
+        let total = u32::try_from(config.max_connections).unwrap_or(u32::MAX);
+        match tokio::time::timeout(config.grace_period, permits.acquire_many(total)).await {
+            Ok(_) => info!("drained"),
+            Err(_) => warn!(open = config.max_connections - permits.available_permits(), "grace period over, closing remaining connections"),
+        }
+        for (_, endpoint) in &quic {
+            endpoint.close(0u32.into(), b"server shutting down");
+        }
+        for (_, endpoint) in &quic {
+            let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+        }
+    }
+}
+
+/// Binds the UDP socket for an `h3://` URL (see [`Server::bind`] for the port-0 rule).
+fn bind_udp(u: &ListenUrl, tcp: &[TcpBound]) -> Result<std::net::UdpSocket, ServerError> {
+    let bind_err = |source| ServerError::Bind { url: u.to_string(), source };
+    if u.addr.port() == 0 {
+        let twin = tcp.iter().find(|t| t.url.addr.ip() == u.addr.ip() && t.url.scheme == Scheme::Https)
+            .or_else(|| tcp.iter().find(|t| t.url.addr.ip() == u.addr.ip()));
+        if let Some(t) = twin {
+            if let Ok(s) = std::net::UdpSocket::bind(t.url.addr) {
+                return Ok(s);
+            }
+        }
+    }
+    std::net::UdpSocket::bind(u.addr).map_err(bind_err)
+}
+
+/// Everything a TCP accept loop and its connections share.
+struct TcpLoop<H> {
+    handler: Arc<H>,
+    permits: Arc<Semaphore>,
+    stop: watch::Receiver<bool>,
+    config: Arc<ServerConfig>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    alt_svc: Option<HeaderValue>,
+}
+
+impl<H: Handler> TcpLoop<H> {
+    async fn run(mut self, bound: TcpBound) {
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                _ = super::stopped(&mut self.stop) => return,
+                a = bound.listener.accept() => a,
+            };
+            let (stream, remote) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    warn!(error = %e, url = %bound.url, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+                debug!(%remote, "connection limit reached, closing new connection");
+                drop(stream);
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let conn = TcpConn {
+                handler: self.handler.clone(),
+                stop: self.stop.clone(),
+                config: self.config.clone(),
+                builder: self.builder.clone(),
+                alt_svc: self.alt_svc.clone(),
+            };
+            let tls = bound.tls.clone();
+            let span = info_span!("conn", %remote, scheme = bound.url.scheme.as_str());
+            tokio::spawn(
+                async move {
+                    conn.serve(stream, remote, tls).await;
+                    drop(permit);
+                }
+                .instrument(span),
+            );
+        }
+    }
+}
+
+struct TcpConn<H> {
+    handler: Arc<H>,
+    stop: watch::Receiver<bool>,
+    config: Arc<ServerConfig>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    alt_svc: Option<HeaderValue>,
+}
+
+impl<H: Handler> TcpConn<H> {
+    async fn serve(self, stream: TcpStream, remote: SocketAddr, tls: Option<TlsAcceptor>) {
+        let io = IdleTimeout::new(stream, self.config.idle_timeout);
+        match tls {
+            None => self.serve_io(io, remote, false).await,
+            Some(acceptor) => match tokio::time::timeout(self.config.handshake_timeout, acceptor.accept(io)).await {
+                Ok(Ok(tls_stream)) => self.serve_io(tls_stream, remote, true).await,
+                Ok(Err(e)) => debug!(error = %e, "TLS handshake failed"),
+                Err(_) => debug!("TLS handshake timed out"),
+            },
+        }
+    }
+
+    async fn serve_io<I>(self, io: I, remote: SocketAddr, tls: bool)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Self { handler, mut stop, config, builder, alt_svc } = self;
+        let max_uri = config.max_uri_bytes;
+        let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let handler = handler.clone();
+            let alt_svc = alt_svc.clone();
+            async move {
+                let protocol = if req.version() == http::Version::HTTP_2 { Protocol::Http2 } else { Protocol::Http1 };
+                let ctx = RequestContext { protocol, tls, remote };
+                let mut resp = if req.uri().path_and_query().map_or(0, |p| p.as_str().len()) > max_uri {
+                    json_error(StatusCode::URI_TOO_LONG, format!("request target longer than {max_uri} bytes"))
+                } else {
+                    let req = req.map(|b| b.map_err(|e| BodyError::Transport(e.to_string())).boxed_unsync());
+                    handler.call(req, ctx).await
+                };
+                if let Some(v) = alt_svc {
+                    resp.headers_mut().insert(header::ALT_SVC, v);
+                }
+                Ok::<_, Infallible>(resp)
+            }
+        });
+        let conn = builder.serve_connection(TokioIo::new(io), svc);
+        tokio::pin!(conn);
+        let result = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = super::stopped(&mut stop) => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = result {
+            debug!(error = %e, "connection ended with an error");
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! chorus-core: the types and the serving front that every chorus node shares.
+//!
+//! - [`id`]: track and chunk ids, validated once where they enter the system;
+//! - [`manifest`]: the signed track manifest (ed25519 over RFC 8785 canonical JSON);
+//! - [`keys`]: ed25519 keys in PEM; [`token`]: EdDSA JWT access tokens;
+//! - [`http`]: one front serving a handler over HTTP/1.1, HTTP/2 and HTTP/3, and a client;
+//! - [`metrics`]: the Prometheus registry helpers;
+//! - [`units`]: sizes (`512MiB`) and durations (`30s`) as the CLI and config files write them;
+//! - [`fsutil`]: crash-safe file writes.
+//!
+//! Pure types ([`id`], [`manifest`], [`token`]) do no I/O.
+#![warn(missing_docs)]
+
+pub mod fsutil;
+pub mod http;
+pub mod id;
+pub mod keys;
+pub mod manifest;
+pub mod metrics;
+pub mod token;
+pub mod units;
+
+pub use id::{ChunkId, IdError, RenditionId, TrackId};
+pub use manifest::Manifest;
