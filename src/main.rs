@@ -1,1 +1,216 @@
-fn main() {}
+//! `chorus`: one binary for every role in the network. See `chorus --help` and SPEC §1.
+//!
+//! Exit status: 0 on success, 2 on bad usage (clap's errors, a bad config file), 1 on failure,
+//! with a one-line `error:` that says what to do.
+
+mod config;
+mod ingest_cmd;
+mod origin_cmd;
+
+use std::ffi::OsString;
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use chorus_core::TrackId;
+use chorus_core::keys;
+use chorus_core::token::{Claims, TokenIssuer, unix_secs};
+use chorus_core::units::Span;
+use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
+
+/// chorus: an edge CDN and hybrid peer-to-peer delivery network for audio.
+#[derive(Parser)]
+#[command(
+    name = "chorus",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Args)]
+struct Global {
+    /// TOML file with settings: keys are the long flags with _ for - (flags and CHORUS_* env win).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log filter, e.g. `info`, `debug`, or `info,chorus_core=debug` (RUST_LOG syntax).
+    #[arg(long, global = true, default_value = "info", value_name = "FILTER")]
+    log_level: String,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve a chunk store: manifests, chunks and HLS over HTTP/1.1, HTTP/2 and HTTP/3.
+    Origin(origin_cmd::OriginArgs),
+    /// Encode or import audio into a store (or upload it to a running origin).
+    Ingest(ingest_cmd::IngestArgs),
+    /// Manage ed25519 keys.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// Manage access tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Write origin.key/origin.pub (manifest signing) and token.key/token.pub (access tokens).
+    Generate {
+        /// Directory to write the four files into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Replace existing key files.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Print an access token (an EdDSA JWT) signed with the token private key.
+    Issue {
+        /// The token private key (token.key from `chorus keys generate`).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// Who the token is for.
+        #[arg(long, value_name = "S")]
+        sub: Option<String>,
+        /// Limit the token to these tracks (repeat; default: all tracks).
+        #[arg(long = "track", value_name = "ID")]
+        tracks: Vec<TrackId>,
+        /// How long the token is valid, e.g. 1h, 30m, 7d.
+        #[arg(long, value_name = "DURATION")]
+        ttl: Span,
+    },
+}
+
+fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let cmd = config::with_env(Cli::command());
+    let matches = match cmd.clone().try_get_matches_from(&args) {
+        Ok(m) => m,
+        Err(e) => e.exit(),
+    };
+    let matches = match config::merge(&cmd, &matches, &args) {
+        Ok(None) => matches,
+        Ok(Some(merged)) => match cmd.clone().try_get_matches_from(&merged) {
+            Ok(m) => m,
+            Err(e) => e.exit(),
+        },
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    init_logging(&cli.global);
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the error and its causes.
+            let msg = e
+                .chain()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(": ");
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(g: &Global) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&g.log_level).unwrap_or_else(|e| {
+        eprintln!(
+            "warning: bad --log-level {:?} ({e}); using info",
+            g.log_level
+        );
+        tracing_subscriber::EnvFilter::new("info")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match g.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
+fn run(cmd: Cmd) -> Result<()> {
+    match cmd {
+        Cmd::Origin(a) => runtime()?.block_on(origin_cmd::run(a)),
+        Cmd::Ingest(a) => ingest_cmd::run(a),
+        Cmd::Keys(KeysCmd::Generate { out, force }) => keys_generate(&out, force),
+        Cmd::Token(TokenCmd::Issue {
+            key,
+            sub,
+            tracks,
+            ttl,
+        }) => {
+            let key = keys::read_signing_key(&key)?;
+            let now = unix_secs(std::time::SystemTime::now());
+            let claims = Claims {
+                exp: now.saturating_add(ttl.0.as_secs()),
+                iat: Some(now),
+                sub,
+                tracks: (!tracks.is_empty()).then_some(tracks),
+            };
+            println!("{}", TokenIssuer::new(&key)?.issue(&claims)?);
+            Ok(())
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn keys_generate(out: &std::path::Path, force: bool) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let names = ["origin.key", "origin.pub", "token.key", "token.pub"];
+    if !force {
+        if let Some(existing) = names.iter().map(|n| out.join(n)).find(|p| p.exists()) {
+            anyhow::bail!(
+                "{} exists; pass --force to replace the keys (clients pinning the old origin.pub will refuse new manifests)",
+                existing.display()
+            );
+        }
+    }
+    for pair in ["origin", "token"] {
+        let key = keys::generate();
+        keys::write_pair(
+            &key,
+            &out.join(format!("{pair}.key")),
+            &out.join(format!("{pair}.pub")),
+        )?;
+        println!(
+            "{}: key id {}",
+            out.join(format!("{pair}.pub")).display(),
+            keys::key_id(&key.verifying_key())
+        );
+    }
+    Ok(())
+}

@@ -7,8 +7,8 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
 
 use crate::fsutil;
@@ -29,7 +29,9 @@ pub enum KeyError {
         source: io::Error,
     },
     /// The file is not an ed25519 key in the expected PEM form.
-    #[error("key file {path}: not an ed25519 {expected} key in PEM ({detail}); make one with `chorus keys generate` or `openssl genpkey -algorithm ed25519`")]
+    #[error(
+        "key file {path}: not an ed25519 {expected} key in PEM ({detail}); make one with `chorus keys generate` or `openssl genpkey -algorithm ed25519`"
+    )]
     Format {
         /// The file.
         path: PathBuf,
@@ -53,7 +55,10 @@ pub fn generate() -> SigningKey {
 }
 
 fn read_small(path: &Path) -> Result<String, KeyError> {
-    let io_err = |source| KeyError::Io { path: path.to_owned(), source };
+    let io_err = |source| KeyError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let meta = std::fs::metadata(path).map_err(io_err)?;
     if meta.len() > MAX_KEY_FILE {
         return Err(KeyError::Format {
@@ -102,7 +107,9 @@ pub fn read_verifying_key(path: &Path) -> Result<VerifyingKey, KeyError> {
 #[must_use]
 pub fn signing_key_pem(key: &SigningKey) -> String {
     // Encoding a valid in-memory key cannot fail; an empty string would be caught on read.
-    key.to_pkcs8_pem(LineEnding::LF).map(|z| z.to_string()).unwrap_or_default()
+    key.to_pkcs8_pem(LineEnding::LF)
+        .map(|z| z.to_string())
+        .unwrap_or_default()
 }
 
 /// The SPKI PEM text of a public key.
@@ -116,10 +123,21 @@ pub fn verifying_key_pem(key: &VerifyingKey) -> String {
 /// # Errors
 /// [`KeyError::Io`] from the writes.
 pub fn write_pair(key: &SigningKey, priv_path: &Path, pub_path: &Path) -> Result<(), KeyError> {
-    fsutil::write_atomic(priv_path, signing_key_pem(key).as_bytes(), 0o600)
-        .map_err(|source| KeyError::Io { path: priv_path.to_owned(), source })?;
-    fsutil::write_atomic(pub_path, verifying_key_pem(&key.verifying_key()).as_bytes(), 0o644)
-        .map_err(|source| KeyError::Io { path: pub_path.to_owned(), source })
+    fsutil::write_atomic(priv_path, signing_key_pem(key).as_bytes(), 0o600).map_err(|source| {
+        KeyError::Io {
+            path: priv_path.to_owned(),
+            source,
+        }
+    })?;
+    fsutil::write_atomic(
+        pub_path,
+        verifying_key_pem(&key.verifying_key()).as_bytes(),
+        0o644,
+    )
+    .map_err(|source| KeyError::Io {
+        path: pub_path.to_owned(),
+        source,
+    })
 }
 
 /// Reads the private key at `priv_path`, or makes one (and its public half at `pub_path`) if
@@ -146,9 +164,11 @@ mod tests {
     #[test]
     fn pem_roundtrip_and_key_id() {
         let dir = tempfile::tempdir().unwrap();
-        let (k, created) = load_or_create(&dir.path().join("a.key"), &dir.path().join("a.pub")).unwrap();
+        let (k, created) =
+            load_or_create(&dir.path().join("a.key"), &dir.path().join("a.pub")).unwrap();
         assert!(created);
-        let (k2, created) = load_or_create(&dir.path().join("a.key"), &dir.path().join("a.pub")).unwrap();
+        let (k2, created) =
+            load_or_create(&dir.path().join("a.key"), &dir.path().join("a.pub")).unwrap();
         assert!(!created);
         assert_eq!(k.to_bytes(), k2.to_bytes());
         let pubk = read_verifying_key(&dir.path().join("a.pub")).unwrap();
@@ -160,7 +180,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join("a.key")).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.path().join("a.key"))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
     }
@@ -181,6 +204,9 @@ mod tests {
         std::fs::write(&p, "not a key").unwrap();
         let e = read_verifying_key(&p).unwrap_err().to_string();
         assert!(e.contains("not an ed25519"), "{e}");
-        assert!(matches!(read_signing_key(&dir.path().join("missing")), Err(KeyError::Io { .. })));
+        assert!(matches!(
+            read_signing_key(&dir.path().join("missing")),
+            Err(KeyError::Io { .. })
+        ));
     }
 }

@@ -12,7 +12,9 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use ed25519_dalek::{Signature as Ed25519Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use ed25519_dalek::{
+    Signature as Ed25519Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::id::{ChunkId, RenditionId, TrackId};
@@ -169,15 +171,30 @@ impl ManifestError {
     /// manifest could be a carrier's fault; a wrong key or format is the origin's configuration.
     #[must_use]
     pub const fn is_retryable_elsewhere(&self) -> bool {
-        matches!(self, Self::Malformed(_) | Self::BadSignature | Self::Unsigned | Self::TooLarge(_))
+        matches!(
+            self,
+            Self::Malformed(_) | Self::BadSignature | Self::Unsigned | Self::TooLarge(_)
+        )
     }
 }
 
 impl Manifest {
     /// A new unsigned manifest for `track_id`.
     #[must_use]
-    pub fn new(track_id: TrackId, title: String, duration_ms: u64, renditions: Vec<Rendition>) -> Self {
-        Self { format: FORMAT.to_owned(), track_id, title, duration_ms, renditions, signature: None }
+    pub fn new(
+        track_id: TrackId,
+        title: String,
+        duration_ms: u64,
+        renditions: Vec<Rendition>,
+    ) -> Self {
+        Self {
+            format: FORMAT.to_owned(),
+            track_id,
+            title,
+            duration_ms,
+            renditions,
+            signature: None,
+        }
     }
 
     /// The RFC 8785 canonical bytes that the signature covers: the manifest without `signature`.
@@ -234,21 +251,25 @@ impl Manifest {
             None => return Err(ManifestError::Malformed("missing \"format\"".to_owned())),
         }
         let sig_value = obj.remove("signature").ok_or(ManifestError::Unsigned)?;
-        let sig: Signature =
-            serde_json::from_value(sig_value).map_err(|e| ManifestError::Malformed(format!("signature: {e}")))?;
+        let sig: Signature = serde_json::from_value(sig_value)
+            .map_err(|e| ManifestError::Malformed(format!("signature: {e}")))?;
         if sig.alg != "ed25519" {
             return Err(ManifestError::UnsupportedAlgorithm(sig.alg));
         }
         let expected = key_id(key);
         if sig.key_id != expected {
-            return Err(ManifestError::WrongKey { expected, found: sig.key_id });
+            return Err(ManifestError::WrongKey {
+                expected,
+                found: sig.key_id,
+            });
         }
         let raw: [u8; 64] = BASE64
             .decode(sig.value.as_bytes())
             .ok()
             .and_then(|v| v.try_into().ok())
             .ok_or(ManifestError::BadSignature)?;
-        let signed = serde_jcs::to_vec(&value).map_err(|e| ManifestError::Malformed(e.to_string()))?;
+        let signed =
+            serde_jcs::to_vec(&value).map_err(|e| ManifestError::Malformed(e.to_string()))?;
         key.verify(&signed, &Ed25519Signature::from_bytes(&raw))
             .map_err(|_| ManifestError::BadSignature)?;
         let mut manifest: Self =
@@ -271,7 +292,11 @@ impl Manifest {
             return invalid(format!("title longer than {} bytes", limits::MAX_TITLE));
         }
         if self.renditions.is_empty() || self.renditions.len() > limits::MAX_RENDITIONS {
-            return invalid(format!("{} renditions (expected 1 to {})", self.renditions.len(), limits::MAX_RENDITIONS));
+            return invalid(format!(
+                "{} renditions (expected 1 to {})",
+                self.renditions.len(),
+                limits::MAX_RENDITIONS
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         let mut cmaf_reference: Option<&Rendition> = None;
@@ -279,21 +304,41 @@ impl Manifest {
             if !seen.insert(&r.id) {
                 return invalid(format!("rendition {} appears twice", r.id));
             }
-            if r.codec.is_empty() || r.codec.len() > limits::MAX_CODEC || !r.codec.bytes().all(|b| b.is_ascii_graphic()) {
+            if r.codec.is_empty()
+                || r.codec.len() > limits::MAX_CODEC
+                || !r.codec.bytes().all(|b| b.is_ascii_graphic())
+            {
                 return invalid(format!("rendition {}: bad codec string", r.id));
             }
             if r.segments.is_empty() || r.segments.len() > limits::MAX_SEGMENTS {
-                return invalid(format!("rendition {}: {} segments (expected 1 to {})", r.id, r.segments.len(), limits::MAX_SEGMENTS));
+                return invalid(format!(
+                    "rendition {}: {} segments (expected 1 to {})",
+                    r.id,
+                    r.segments.len(),
+                    limits::MAX_SEGMENTS
+                ));
             }
-            let sizes = r.init.iter().map(|c| c.size).chain(r.segments.iter().map(|s| s.size));
+            let sizes = r
+                .init
+                .iter()
+                .map(|c| c.size)
+                .chain(r.segments.iter().map(|s| s.size));
             for size in sizes {
                 if size == 0 || size > limits::MAX_CHUNK_BYTES {
-                    return invalid(format!("rendition {}: chunk of {size} bytes (expected 1 to {})", r.id, limits::MAX_CHUNK_BYTES));
+                    return invalid(format!(
+                        "rendition {}: chunk of {size} bytes (expected 1 to {})",
+                        r.id,
+                        limits::MAX_CHUNK_BYTES
+                    ));
                 }
             }
             match (r.container, &r.init) {
-                (Container::Cmaf, None) => return invalid(format!("rendition {}: cmaf needs an init chunk", r.id)),
-                (Container::Raw, Some(_)) => return invalid(format!("rendition {}: raw has no init chunk", r.id)),
+                (Container::Cmaf, None) => {
+                    return invalid(format!("rendition {}: cmaf needs an init chunk", r.id));
+                }
+                (Container::Raw, Some(_)) => {
+                    return invalid(format!("rendition {}: raw has no init chunk", r.id));
+                }
                 (Container::Cmaf, Some(_)) => {
                     if let Some(first) = cmaf_reference {
                         check_aligned(first, r)?;
@@ -325,7 +370,10 @@ impl Rendition {
         self.init
             .iter()
             .copied()
-            .chain(self.segments.iter().map(|s| ChunkRef { id: s.id, size: s.size }))
+            .chain(self.segments.iter().map(|s| ChunkRef {
+                id: s.id,
+                size: s.size,
+            }))
     }
 
     /// Total bytes of all chunks.
@@ -373,7 +421,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn seg(n: u8, dur: u64) -> Segment {
-        Segment { id: ChunkId::of(&[n]), size: 1000 + u64::from(n), duration_ms: dur }
+        Segment {
+            id: ChunkId::of(&[n]),
+            size: 1000 + u64::from(n),
+            duration_ms: dur,
+        }
     }
 
     pub(crate) fn sample() -> Manifest {
@@ -382,10 +434,18 @@ mod tests {
             codec: "mp4a.40.2".to_owned(),
             bitrate_bps: bps,
             container: Container::Cmaf,
-            init: Some(ChunkRef { id: ChunkId::of(id.as_bytes()), size: 812 }),
+            init: Some(ChunkRef {
+                id: ChunkId::of(id.as_bytes()),
+                size: 812,
+            }),
             segments: vec![seg(1, 6000), seg(2, 6000), seg(3, 2017)],
         };
-        Manifest::new(TrackId::parse("demo-1").unwrap(), "Démo \"1\"".to_owned(), 14017, vec![r("aac-24", 24000), r("aac-96", 96000)])
+        Manifest::new(
+            TrackId::parse("demo-1").unwrap(),
+            "Démo \"1\"".to_owned(),
+            14017,
+            vec![r("aac-24", 24000), r("aac-96", 96000)],
+        )
     }
 
     fn signed() -> (Manifest, SigningKey, Vec<u8>) {
@@ -406,7 +466,9 @@ mod tests {
         again.sign(&key).unwrap();
         assert_eq!(again.to_json().unwrap(), json);
         // Pretty-printed JSON still verifies: the signature is over the canonical form.
-        let pretty = serde_json::to_vec_pretty(&serde_json::from_slice::<serde_json::Value>(&json).unwrap()).unwrap();
+        let pretty =
+            serde_json::to_vec_pretty(&serde_json::from_slice::<serde_json::Value>(&json).unwrap())
+                .unwrap();
         assert!(Manifest::verify(&pretty, &key.verifying_key()).is_ok());
     }
 
@@ -414,7 +476,10 @@ mod tests {
     fn wrong_key_is_named() {
         let (_, _, json) = signed();
         let other = SigningKey::from_bytes(&[8; 32]);
-        assert!(matches!(Manifest::verify(&json, &other.verifying_key()), Err(ManifestError::WrongKey { .. })));
+        assert!(matches!(
+            Manifest::verify(&json, &other.verifying_key()),
+            Err(ManifestError::WrongKey { .. })
+        ));
     }
 
     #[test]
@@ -422,24 +487,45 @@ mod tests {
         let (_, key, json) = signed();
         let vk = key.verifying_key();
         let mut v: serde_json::Value = serde_json::from_slice(&json).unwrap();
-        assert!(matches!(Manifest::verify(b"{not json", &vk), Err(ManifestError::Malformed(_))));
-        assert!(matches!(Manifest::verify(b"[]", &vk), Err(ManifestError::Malformed(_))));
-        assert!(matches!(Manifest::verify(&vec![b' '; limits::MAX_BYTES + 1], &vk), Err(ManifestError::TooLarge(_))));
+        assert!(matches!(
+            Manifest::verify(b"{not json", &vk),
+            Err(ManifestError::Malformed(_))
+        ));
+        assert!(matches!(
+            Manifest::verify(b"[]", &vk),
+            Err(ManifestError::Malformed(_))
+        ));
+        assert!(matches!(
+            Manifest::verify(&vec![b' '; limits::MAX_BYTES + 1], &vk),
+            Err(ManifestError::TooLarge(_))
+        ));
 
         let mut f = v.clone();
         f["format"] = "chorus-manifest/2".into();
-        assert!(matches!(Manifest::verify(&serde_json::to_vec(&f).unwrap(), &vk), Err(ManifestError::UnsupportedFormat(_))));
+        assert!(matches!(
+            Manifest::verify(&serde_json::to_vec(&f).unwrap(), &vk),
+            Err(ManifestError::UnsupportedFormat(_))
+        ));
 
         let mut u = v.clone();
         u.as_object_mut().unwrap().remove("signature");
-        assert!(matches!(Manifest::verify(&serde_json::to_vec(&u).unwrap(), &vk), Err(ManifestError::Unsigned)));
+        assert!(matches!(
+            Manifest::verify(&serde_json::to_vec(&u).unwrap(), &vk),
+            Err(ManifestError::Unsigned)
+        ));
 
         let mut a = v.clone();
         a["signature"]["alg"] = "rsa".into();
-        assert!(matches!(Manifest::verify(&serde_json::to_vec(&a).unwrap(), &vk), Err(ManifestError::UnsupportedAlgorithm(_))));
+        assert!(matches!(
+            Manifest::verify(&serde_json::to_vec(&a).unwrap(), &vk),
+            Err(ManifestError::UnsupportedAlgorithm(_))
+        ));
 
         v["signature"]["value"] = "AAAA".into();
-        assert!(matches!(Manifest::verify(&serde_json::to_vec(&v).unwrap(), &vk), Err(ManifestError::BadSignature)));
+        assert!(matches!(
+            Manifest::verify(&serde_json::to_vec(&v).unwrap(), &vk),
+            Err(ManifestError::BadSignature)
+        ));
     }
 
     #[test]
@@ -447,14 +533,22 @@ mod tests {
         let (_, key, json) = signed();
         let mut v: serde_json::Value = serde_json::from_slice(&json).unwrap();
         v["extra"] = serde_json::json!({"x": 1});
-        assert!(matches!(Manifest::verify(&serde_json::to_vec(&v).unwrap(), &key.verifying_key()), Err(ManifestError::BadSignature)));
+        assert!(matches!(
+            Manifest::verify(&serde_json::to_vec(&v).unwrap(), &key.verifying_key()),
+            Err(ManifestError::BadSignature)
+        ));
     }
 
     #[test]
     fn validation_rules() {
         let mut m = sample();
         m.renditions[1].segments.pop();
-        assert!(m.validate().unwrap_err().to_string().contains("not time-aligned"));
+        assert!(
+            m.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("not time-aligned")
+        );
         let mut m = sample();
         m.renditions[1].segments[0].duration_ms = 6100;
         assert!(m.validate().is_err());
@@ -476,7 +570,10 @@ mod tests {
     fn tamper(v: &mut serde_json::Value, index: &mut usize) -> bool {
         use serde_json::Value;
         match v {
-            Value::Object(map) => map.iter_mut().filter(|(k, _)| k.as_str() != "signature").any(|(_, x)| tamper(x, index)),
+            Value::Object(map) => map
+                .iter_mut()
+                .filter(|(k, _)| k.as_str() != "signature")
+                .any(|(_, x)| tamper(x, index)),
             Value::Array(items) => items.iter_mut().any(|x| tamper(x, index)),
             leaf => {
                 if *index == 0 {
@@ -486,7 +583,15 @@ mod tests {
                             // Flip the last character to another valid one of the same class.
                             let mut c: Vec<char> = s.chars().collect();
                             let last = c.last_mut().unwrap();
-                            *last = if *last == '0' { '1' } else if last.is_ascii_digit() { '0' } else if *last == 'a' { 'b' } else { 'a' };
+                            *last = if *last == '0' {
+                                '1'
+                            } else if last.is_ascii_digit() {
+                                '0'
+                            } else if *last == 'a' {
+                                'b'
+                            } else {
+                                'a'
+                            };
                             Value::String(c.into_iter().collect())
                         }
                         other => (*other).clone(),

@@ -1,1 +1,18 @@
+//! chorus-origin: where tracks enter the network.
+//!
+//! - [`ingest`]: audio in, chunks and a signed manifest out (ffmpeg ladder, HLS/CMAF import,
+//!   or raw byte chunks of a pre-encoded file);
+//! - [`store`]: the content-addressed chunk store, crash-safe and verified on read;
+//! - [`playlist`]: HLS playlists generated from manifests;
+//! - [`api`]: the read API (SPEC §3) and `PUT /admin/tracks/{track}`;
+//! - [`metrics`]: the origin's Prometheus metrics.
+#![warn(missing_docs)]
 
+pub mod api;
+pub mod ingest;
+pub mod metrics;
+pub mod playlist;
+pub mod store;
+
+pub use api::{ApiConfig, Origin};
+pub use store::Store;

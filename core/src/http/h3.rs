@@ -55,7 +55,12 @@ pub(super) async fn accept_loop<H: Handler>(
     }
 }
 
-async fn serve_conn<H: Handler>(conn: quinn::Connection, handler: Arc<H>, mut stop: watch::Receiver<bool>, config: &ServerConfig) {
+async fn serve_conn<H: Handler>(
+    conn: quinn::Connection,
+    handler: Arc<H>,
+    mut stop: watch::Receiver<bool>,
+    config: &ServerConfig,
+) {
     let remote = conn.remote_address();
     let mut h3: H3Conn = match h3::server::builder()
         .max_field_section_size(config.max_header_bytes as u64)
@@ -85,7 +90,9 @@ async fn serve_conn<H: Handler>(conn: quinn::Connection, handler: Arc<H>, mut st
                 let max_uri = config.max_uri_bytes;
                 requests.spawn(async move {
                     match resolver.resolve_request().await {
-                        Ok((req, stream)) => serve_request(req, stream, handler.as_ref(), remote, max_uri).await,
+                        Ok((req, stream)) => {
+                            serve_request(req, stream, handler.as_ref(), remote, max_uri).await
+                        }
                         Err(e) => debug!(error = %e, "bad HTTP/3 request"),
                     }
                 });
@@ -104,10 +111,19 @@ async fn serve_conn<H: Handler>(conn: quinn::Connection, handler: Arc<H>, mut st
     while requests.join_next().await.is_some() {}
 }
 
-async fn serve_request<H: Handler>(req: Request<()>, stream: H3Stream, handler: &H, remote: std::net::SocketAddr, max_uri: usize) {
+async fn serve_request<H: Handler>(
+    req: Request<()>,
+    stream: H3Stream,
+    handler: &H,
+    remote: std::net::SocketAddr,
+    max_uri: usize,
+) {
     let (mut send, recv) = stream.split();
     let resp = if req.uri().path_and_query().map_or(0, |p| p.as_str().len()) > max_uri {
-        json_error(StatusCode::URI_TOO_LONG, format!("request target longer than {max_uri} bytes"))
+        json_error(
+            StatusCode::URI_TOO_LONG,
+            format!("request target longer than {max_uri} bytes"),
+        )
     } else {
         let body = futures_util::stream::unfold(recv, |mut recv| async move {
             match recv.recv_data().await {
@@ -120,7 +136,11 @@ async fn serve_request<H: Handler>(req: Request<()>, stream: H3Stream, handler: 
             }
         });
         let req = req.map(|()| StreamBody::new(body).boxed_unsync());
-        let ctx = RequestContext { protocol: Protocol::Http3, tls: true, remote };
+        let ctx = RequestContext {
+            protocol: Protocol::Http3,
+            tls: true,
+            remote,
+        };
         handler.call(req, ctx).await
     };
     if let Err(e) = send_response(&mut send, resp).await {

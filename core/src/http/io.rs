@@ -25,7 +25,12 @@ pub(crate) struct IdleTimeout<S> {
 impl<S> IdleTimeout<S> {
     pub(crate) fn new(inner: S, idle: Duration) -> Self {
         let now = Instant::now();
-        Self { inner, idle, last_progress: now, timer: Box::pin(tokio::time::sleep_until(now + idle)) }
+        Self {
+            inner,
+            idle,
+            last_progress: now,
+            timer: Box::pin(tokio::time::sleep_until(now + idle)),
+        }
     }
 
     /// Called when an operation is pending: errors once the connection has been idle too long.
@@ -37,7 +42,10 @@ impl<S> IdleTimeout<S> {
             }
             ready!(self.timer.as_mut().poll(cx));
             if Instant::now() >= self.last_progress + self.idle {
-                return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "connection idle timeout")));
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "connection idle timeout",
+                )));
             }
         }
     }
@@ -46,7 +54,11 @@ impl<S> IdleTimeout<S> {
 use std::future::Future as _;
 
 impl<S: AsyncRead + Unpin> AsyncRead for IdleTimeout<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Ready(r) => {
@@ -64,7 +76,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for IdleTimeout<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match Pin::new(&mut self.inner).poll_write(cx, buf) {
             Poll::Ready(r) => {
                 if matches!(r, Ok(n) if n > 0) {
@@ -79,7 +95,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<S> {
         }
     }
 
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
             Poll::Ready(r) => {
                 if matches!(r, Ok(n) if n > 0) {

@@ -1,0 +1,366 @@
+//! Answering the read API's common questions the same way on origin and edge: immutable chunk
+//! responses with `ETag`, conditional requests and single byte ranges; query parameters;
+//! bearer credentials.
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
+
+use super::{ResponseBody, empty, full};
+use crate::id::ChunkId;
+
+/// `Cache-Control` of a chunk: chunks never change.
+pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
+/// Suffixes a chunk URL may carry, and the content type each implies. Playlists name chunks
+/// `/v1/chunks/{id}.mp4` (init) and `/v1/chunks/{id}.m4s` (media segment) because HLS
+/// players such as ffmpeg only fetch segment URLs with a known media extension; the bytes are
+/// the same as at `/v1/chunks/{id}`.
+pub const CHUNK_SUFFIXES: &[(&str, &str)] = &[(".m4s", "audio/mp4"), (".mp4", "audio/mp4")];
+
+/// Parses the last path segment of a chunk URL: `{id}`, `{id}.m4s` or `{id}.mp4`. Returns the
+/// id and the content type to answer with.
+///
+/// # Errors
+/// [`IdError::Chunk`](crate::IdError::Chunk) for anything else.
+pub fn parse_chunk_segment(segment: &str) -> Result<(ChunkId, &'static str), crate::IdError> {
+    for (suffix, content_type) in CHUNK_SUFFIXES {
+        if let Some(hex) = segment.strip_suffix(suffix) {
+            return ChunkId::parse(hex).map(|id| (id, *content_type));
+        }
+    }
+    ChunkId::parse(segment).map(|id| (id, "application/octet-stream"))
+}
+
+/// A parsed `Range` header against a body of known length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeRequest {
+    /// No usable range: send the whole body (also for multi-range requests, which RFC 9110
+    /// lets a server ignore).
+    Full,
+    /// Send bytes `start..=end`.
+    Partial {
+        /// First byte.
+        start: u64,
+        /// Last byte, inclusive.
+        end: u64,
+    },
+    /// The range lies outside the body: 416.
+    Unsatisfiable,
+}
+
+/// Parses `value` (`bytes=0-99`, `bytes=100-`, `bytes=-100`) for a body of `len` bytes.
+#[must_use]
+pub fn parse_range(value: &str, len: u64) -> RangeRequest {
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return RangeRequest::Full;
+    };
+    if spec.contains(',') {
+        return RangeRequest::Full;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return RangeRequest::Full;
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let num = |s: &str| {
+        if s.is_empty() || s.len() > 20 || !s.bytes().all(|c| c.is_ascii_digit()) {
+            None
+        } else {
+            s.parse::<u64>().ok()
+        }
+    };
+    match (a.is_empty(), b.is_empty()) {
+        (true, true) => RangeRequest::Full,
+        (true, false) => match num(b) {
+            Some(0) => RangeRequest::Unsatisfiable,
+            Some(n) if len > 0 => RangeRequest::Partial {
+                start: len.saturating_sub(n),
+                end: len - 1,
+            },
+            Some(_) => RangeRequest::Unsatisfiable,
+            None => RangeRequest::Full,
+        },
+        (false, _) => {
+            let Some(start) = num(a) else {
+                return RangeRequest::Full;
+            };
+            let end = if b.is_empty() { Some(u64::MAX) } else { num(b) };
+            match end {
+                None => RangeRequest::Full,
+                Some(end) if end < start => RangeRequest::Full,
+                Some(_) if start >= len => RangeRequest::Unsatisfiable,
+                Some(end) => RangeRequest::Partial {
+                    start,
+                    end: end.min(len - 1),
+                },
+            }
+        }
+    }
+}
+
+fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == etag || t == "*")
+}
+
+/// The response for chunk `id` whose verified bytes are `bytes`: `ETag`, immutable caching,
+/// `If-None-Match` (304), a single `Range` (206/416), `HEAD` without a body.
+#[must_use]
+pub fn chunk_response(
+    id: &ChunkId,
+    bytes: Bytes,
+    content_type: &'static str,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Response<ResponseBody> {
+    let etag = format!("\"{id}\"");
+    let len = bytes.len() as u64;
+    let set_common = |resp: &mut Response<ResponseBody>| {
+        let h = resp.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&etag) {
+            h.insert(header::ETAG, v);
+        }
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
+        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    };
+    if etag_matches(headers, &etag) {
+        let mut resp = empty(StatusCode::NOT_MODIFIED);
+        set_common(&mut resp);
+        return resp;
+    }
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map_or(RangeRequest::Full, |v| parse_range(v, len));
+    // If-Range with another validator means the client's copy is stale: send it all.
+    let range = match headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok()) {
+        Some(v) if v.trim() != etag => RangeRequest::Full,
+        _ => range,
+    };
+    let (status, body, content_range) = match range {
+        RangeRequest::Full => (StatusCode::OK, bytes, None),
+        RangeRequest::Partial { start, end } => {
+            let slice = bytes
+                .slice(usize::try_from(start).unwrap_or(0)..usize::try_from(end + 1).unwrap_or(0));
+            (
+                StatusCode::PARTIAL_CONTENT,
+                slice,
+                Some(format!("bytes {start}-{end}/{len}")),
+            )
+        }
+        RangeRequest::Unsatisfiable => {
+            let mut resp = super::json_error(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                format!("range outside the chunk's {len} bytes"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                resp.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return resp;
+        }
+    };
+    let body_len = body.len();
+    let mut resp = if method == Method::HEAD {
+        empty(status)
+    } else {
+        full(status, content_type, body)
+    };
+    set_common(&mut resp);
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(body_len));
+    if let Some(cr) = content_range.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        h.insert(header::CONTENT_RANGE, cr);
+    }
+    resp
+}
+
+/// The value of query parameter `name`, percent-decoded (`+` is a space). `None` when absent
+/// or not valid UTF-8 after decoding.
+#[must_use]
+pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then(|| percent_decode(v)).flatten()
+    })
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The credential of an `Authorization: Bearer …` header.
+#[must_use]
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, cred) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| cred.trim())
+}
+
+/// Whether `given` equals `expected`, in time that does not depend on where they differ.
+#[must_use]
+pub fn secret_eq(given: &str, expected: &str) -> bool {
+    use subtle::ConstantTimeEq as _;
+    // Hash first so the comparison's length is fixed too.
+    blake3::hash(given.as_bytes())
+        .as_bytes()
+        .ct_eq(blake3::hash(expected.as_bytes()).as_bytes())
+        .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn ranges() {
+        use RangeRequest::*;
+        assert_eq!(
+            parse_range("bytes=0-99", 1000),
+            Partial { start: 0, end: 99 }
+        );
+        assert_eq!(
+            parse_range("bytes=900-", 1000),
+            Partial {
+                start: 900,
+                end: 999
+            }
+        );
+        assert_eq!(
+            parse_range("bytes=900-5000", 1000),
+            Partial {
+                start: 900,
+                end: 999
+            }
+        );
+        assert_eq!(
+            parse_range("bytes=-100", 1000),
+            Partial {
+                start: 900,
+                end: 999
+            }
+        );
+        assert_eq!(
+            parse_range("bytes=-5000", 1000),
+            Partial { start: 0, end: 999 }
+        );
+        assert_eq!(parse_range("bytes=1000-", 1000), Unsatisfiable);
+        assert_eq!(parse_range("bytes=-0", 1000), Unsatisfiable);
+        assert_eq!(parse_range("bytes=5-1", 1000), Full);
+        assert_eq!(parse_range("bytes=0-1,5-6", 1000), Full);
+        assert_eq!(parse_range("items=0-1", 1000), Full);
+        assert_eq!(parse_range("bytes=x-1", 1000), Full);
+    }
+
+    #[test]
+    fn chunk_responses() {
+        let data = Bytes::from_static(b"0123456789");
+        let id = ChunkId::of(&data);
+        let mut h = HeaderMap::new();
+        let r = chunk_response(
+            &id,
+            data.clone(),
+            "application/octet-stream",
+            &Method::GET,
+            &h,
+        );
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()[header::ETAG], format!("\"{id}\"").as_str());
+        assert_eq!(r.headers()[header::CACHE_CONTROL], IMMUTABLE);
+        h.insert(header::RANGE, HeaderValue::from_static("bytes=2-4"));
+        let r = chunk_response(
+            &id,
+            data.clone(),
+            "application/octet-stream",
+            &Method::GET,
+            &h,
+        );
+        assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(r.headers()[header::CONTENT_RANGE], "bytes 2-4/10");
+        h.insert(header::RANGE, HeaderValue::from_static("bytes=10-"));
+        let r = chunk_response(
+            &id,
+            data.clone(),
+            "application/octet-stream",
+            &Method::GET,
+            &h,
+        );
+        assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+        assert_eq!(r.headers()[header::CONTENT_RANGE], "bytes */10");
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_str(&format!("\"{id}\"")).unwrap(),
+        );
+        assert_eq!(
+            chunk_response(&id, data, "application/octet-stream", &Method::GET, &h).status(),
+            StatusCode::NOT_MODIFIED
+        );
+    }
+
+    #[test]
+    fn chunk_segments() {
+        let id = ChunkId::of(b"x");
+        assert_eq!(
+            parse_chunk_segment(&format!("{id}.m4s")).unwrap(),
+            (id, "audio/mp4")
+        );
+        assert_eq!(parse_chunk_segment(&id.to_hex()).unwrap().0, id);
+        assert!(parse_chunk_segment(&format!("{id}.exe")).is_err());
+        assert!(parse_chunk_segment(".m4s").is_err());
+    }
+
+    #[test]
+    fn queries_and_credentials() {
+        assert_eq!(
+            query_param(Some("a=1&title=Hello%20W+x&b"), "title").as_deref(),
+            Some("Hello W x")
+        );
+        assert_eq!(query_param(Some("b"), "b").as_deref(), Some(""));
+        assert_eq!(query_param(Some("a=%zz"), "a"), None);
+        assert_eq!(query_param(Some("a=%4"), "a"), None);
+        assert_eq!(query_param(None, "a"), None);
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer s3cret"),
+        );
+        assert_eq!(bearer(&h), Some("s3cret"));
+        assert!(secret_eq("s3cret", "s3cret"));
+        assert!(!secret_eq("s3cres", "s3cret"));
+    }
+
+    proptest! {
+        #[test]
+        fn range_is_always_inside(v in "bytes=[0-9]{0,4}-[0-9]{0,4}", len in 1u64..5000) {
+            if let RangeRequest::Partial { start, end } = parse_range(&v, len) {
+                prop_assert!(start <= end && end < len);
+            }
+        }
+
+        #[test]
+        fn percent_decode_never_panics(s in ".{0,40}") {
+            let _ = query_param(Some(&format!("k={s}")), "k");
+        }
+    }
+}

@@ -1,0 +1,536 @@
+//! The origin's HTTP API (SPEC §3): the read API every node serves, plus the admin upload.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chorus_core::TrackId;
+use chorus_core::http::body::{self, BodyError};
+use chorus_core::http::serve::{
+    bearer, chunk_response, parse_chunk_segment, query_param, secret_eq,
+};
+use chorus_core::http::{
+    Body, Handler, RequestContext, ResponseBody, empty, full, json, json_error,
+};
+use chorus_core::keys::SigningKey;
+use chorus_core::manifest::Manifest;
+use http::request::Parts;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use tokio::io::AsyncWriteExt as _;
+use tracing::{error, info, warn};
+
+use crate::ingest::{self, IngestError, IngestRequest, Mode, NoProgress};
+use crate::metrics::OriginMetrics;
+use crate::playlist;
+use crate::store::{Store, StoreError};
+
+/// `Cache-Control` of manifests and playlists: short, so a re-ingested track shows up soon.
+const SHORT_CACHE: &str = "public, max-age=10";
+
+/// Settings of the origin's API.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Shared secret for `/admin/` endpoints; `None` disables them.
+    pub admin_token: Option<String>,
+    /// Largest upload accepted by `PUT /admin/tracks/{track}`.
+    pub max_upload_bytes: u64,
+    /// An upload that sends nothing for this long is cut off.
+    pub body_idle_timeout: Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            admin_token: None,
+            max_upload_bytes: 2 << 30,
+            body_idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The origin: a store, its signing key, and the API over them.
+pub struct Origin {
+    store: Store,
+    key: Arc<SigningKey>,
+    config: ApiConfig,
+    metrics: OriginMetrics,
+    /// One ingest at a time: ffmpeg takes the CPU, and manifest replacement stays ordered.
+    ingest_lock: tokio::sync::Mutex<()>,
+}
+
+/// Which route a request took, for the `route` metric label.
+#[derive(Clone, Copy)]
+enum Route {
+    Manifest,
+    Chunk,
+    HlsMaster,
+    HlsMedia,
+    Metrics,
+    Health,
+    Ready,
+    AdminIngest,
+    Other,
+}
+
+impl Route {
+    const fn name(self) -> &'static str {
+        match self {
+            Self::Manifest => "manifest",
+            Self::Chunk => "chunk",
+            Self::HlsMaster => "hls_master",
+            Self::HlsMedia => "hls_media",
+            Self::Metrics => "metrics",
+            Self::Health => "healthz",
+            Self::Ready => "readyz",
+            Self::AdminIngest => "admin_ingest",
+            Self::Other => "other",
+        }
+    }
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<ResponseBody> {
+    let mut r = json_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method not allowed; use {allow}"),
+    );
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+fn is_read(m: &Method) -> bool {
+    m == Method::GET || m == Method::HEAD
+}
+
+impl Origin {
+    /// An origin over `store`, signing with `key`.
+    #[must_use]
+    pub fn new(store: Store, key: SigningKey, config: ApiConfig, metrics: OriginMetrics) -> Self {
+        Self {
+            store,
+            key: Arc::new(key),
+            config,
+            metrics,
+            ingest_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The metrics.
+    #[must_use]
+    pub const fn metrics(&self) -> &OriginMetrics {
+        &self.metrics
+    }
+
+    /// Recounts tracks and chunks for the gauges (a directory scan, off the request path).
+    pub async fn refresh_counts(&self) {
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.count()).await {
+            Ok(Ok((tracks, chunks))) => {
+                self.metrics
+                    .tracks
+                    .set(i64::try_from(tracks).unwrap_or(i64::MAX));
+                self.metrics
+                    .chunks
+                    .set(i64::try_from(chunks).unwrap_or(i64::MAX));
+            }
+            Ok(Err(e)) => warn!(error = %e, "counting the store failed"),
+            Err(e) => warn!(error = %e, "counting the store panicked"),
+        }
+    }
+
+    async fn route(&self, req: Request<Body>) -> (Route, Response<ResponseBody>) {
+        let (req, body) = req.into_parts();
+        let path = req.uri.path().to_owned();
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let method = req.method.clone();
+        match segments.as_slice() {
+            ["v1", "tracks", track, "manifest"] => {
+                let r = if is_read(&method) {
+                    self.manifest(track, &req).await
+                } else {
+                    method_not_allowed("GET, HEAD")
+                };
+                (Route::Manifest, r)
+            }
+            ["v1", "chunks", chunk] => {
+                let r = if is_read(&method) {
+                    self.chunk(chunk, &req).await
+                } else {
+                    method_not_allowed("GET, HEAD")
+                };
+                (Route::Chunk, r)
+            }
+            ["v1", "tracks", track, "hls", file] => {
+                let route = if *file == "master.m3u8" {
+                    Route::HlsMaster
+                } else {
+                    Route::HlsMedia
+                };
+                let r = if is_read(&method) {
+                    self.playlist(track, file, &req).await
+                } else {
+                    method_not_allowed("GET, HEAD")
+                };
+                (route, r)
+            }
+            ["metrics"] => (
+                Route::Metrics,
+                chorus_core::metrics::response(&self.metrics.registry),
+            ),
+            ["healthz"] => (Route::Health, full(StatusCode::OK, "text/plain", "ok\n")),
+            ["readyz"] => {
+                let ok = self.store.root().join("manifests").is_dir();
+                let r = if ok {
+                    full(StatusCode::OK, "text/plain", "ready\n")
+                } else {
+                    json_error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "store directory unavailable",
+                    )
+                };
+                (Route::Ready, r)
+            }
+            ["admin", "tracks", track] => {
+                let r = if method == Method::PUT {
+                    self.upload(track, &req, body).await
+                } else {
+                    method_not_allowed("PUT")
+                };
+                (Route::AdminIngest, r)
+            }
+            _ => (
+                Route::Other,
+                json_error(
+                    StatusCode::NOT_FOUND,
+                    format!("no such endpoint: {}", truncate(&path)),
+                ),
+            ),
+        }
+    }
+
+    async fn manifest(&self, track: &str, req: &Parts) -> Response<ResponseBody> {
+        let track = match TrackId::parse(track) {
+            Ok(t) => t,
+            Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
+        };
+        let doc = match self.load_manifest(&track).await {
+            Ok(Some(d)) => d,
+            Ok(None) => return json_error(StatusCode::NOT_FOUND, format!("unknown track {track}")),
+            Err(e) => return internal(&e),
+        };
+        let etag = format!("\"{}\"", &blake3::hash(&doc).to_hex()[..32]);
+        let not_modified = req
+            .headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+        let mut resp = if not_modified {
+            empty(StatusCode::NOT_MODIFIED)
+        } else if req.method == Method::HEAD {
+            let mut r = empty(StatusCode::OK);
+            r.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(doc.len()));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            r
+        } else {
+            full(StatusCode::OK, "application/json", doc)
+        };
+        let h = resp.headers_mut();
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static(SHORT_CACHE));
+        if let Ok(v) = HeaderValue::from_str(&etag) {
+            h.insert(header::ETAG, v);
+        }
+        resp
+    }
+
+    async fn load_manifest(&self, track: &TrackId) -> Result<Option<Bytes>, StoreError> {
+        let store = self.store.clone();
+        let track = track.clone();
+        tokio::task::spawn_blocking(move || store.get_manifest(&track))
+            .await
+            .unwrap_or_else(|e| {
+                Err(StoreError::Io {
+                    path: PathBuf::new(),
+                    source: std::io::Error::other(e.to_string()),
+                })
+            })
+    }
+
+    async fn chunk(&self, chunk: &str, req: &Parts) -> Response<ResponseBody> {
+        let (id, content_type) = match parse_chunk_segment(chunk) {
+            Ok(parsed) => parsed,
+            Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
+        };
+        let store = self.store.clone();
+        let read = tokio::task::spawn_blocking(move || store.get_chunk(&id))
+            .await
+            .unwrap_or_else(|e| {
+                Err(StoreError::Io {
+                    path: PathBuf::new(),
+                    source: std::io::Error::other(e.to_string()),
+                })
+            });
+        match read {
+            Ok(Some(bytes)) => chunk_response(&id, bytes, content_type, &req.method, &req.headers),
+            Ok(None) => json_error(StatusCode::NOT_FOUND, format!("unknown chunk {id}")),
+            Err(StoreError::Corrupt(id)) => {
+                self.metrics.corrupt.inc();
+                json_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("chunk {id} is corrupt on this origin's disk"),
+                )
+            }
+            Err(e) => internal(&e),
+        }
+    }
+
+    async fn playlist(&self, track: &str, file: &str, req: &Parts) -> Response<ResponseBody> {
+        let track = match TrackId::parse(track) {
+            Ok(t) => t,
+            Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
+        };
+        let Some(name) = file.strip_suffix(".m3u8") else {
+            return json_error(StatusCode::NOT_FOUND, "playlists end in .m3u8");
+        };
+        let doc = match self.load_manifest(&track).await {
+            Ok(Some(d)) => d,
+            Ok(None) => return json_error(StatusCode::NOT_FOUND, format!("unknown track {track}")),
+            Err(e) => return internal(&e),
+        };
+        // The origin trusts its own store: parse without re-verifying the signature.
+        let m: Manifest = match serde_json::from_slice(&doc) {
+            Ok(m) => m,
+            Err(e) => {
+                return json_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("stored manifest of {track} is unreadable: {e}"),
+                );
+            }
+        };
+        let token = query_param(req.uri.query(), "token").filter(|t| {
+            t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        });
+        let text = if name == "master" {
+            playlist::master(&m, token.as_deref())
+                .ok_or("track has no HLS-playable (cmaf) rendition")
+        } else {
+            match m.rendition(name) {
+                Some(r) => playlist::media(r, token.as_deref()).ok_or("rendition is raw byte chunks, which HLS cannot play; fetch its chunks directly"),
+                None => return json_error(StatusCode::NOT_FOUND, format!("track {track} has no rendition {}", truncate(name))),
+            }
+        };
+        match text {
+            Ok(t) => {
+                let mut r = if req.method == Method::HEAD {
+                    empty(StatusCode::OK)
+                } else {
+                    full(StatusCode::OK, "application/vnd.apple.mpegurl", t)
+                };
+                r.headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static(SHORT_CACHE));
+                r
+            }
+            Err(msg) => json_error(StatusCode::NOT_FOUND, msg),
+        }
+    }
+
+    async fn upload(&self, track: &str, req: &Parts, body: Body) -> Response<ResponseBody> {
+        let Some(expected) = &self.config.admin_token else {
+            return json_error(
+                StatusCode::FORBIDDEN,
+                "the admin API is disabled: start the origin with --admin-token",
+            );
+        };
+        match bearer(&req.headers) {
+            Some(given) if secret_eq(given, expected) => {}
+            Some(_) => return json_error(StatusCode::UNAUTHORIZED, "wrong admin token"),
+            None => {
+                return json_error(
+                    StatusCode::UNAUTHORIZED,
+                    "admin token required: Authorization: Bearer <token>",
+                );
+            }
+        }
+        let track = match TrackId::parse(track) {
+            Ok(t) => t,
+            Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
+        };
+        let q = req.uri.query().map(str::to_owned);
+        let mode = match query_param(q.as_deref(), "mode")
+            .as_deref()
+            .map(str::parse::<Mode>)
+        {
+            None => Mode::Encode,
+            Some(Ok(Mode::Hls)) => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "mode=hls imports a package directory; upload one file with mode=encode or mode=raw",
+                );
+            }
+            Some(Ok(m)) => m,
+            Some(Err(e)) => return json_error(StatusCode::BAD_REQUEST, e),
+        };
+        let ladder_kbps = match query_param(q.as_deref(), "ladder") {
+            None => Vec::new(),
+            Some(l) => match l
+                .split(',')
+                .map(|k| k.trim().parse::<u32>())
+                .collect::<Result<Vec<_>, _>>()
+            {
+                Ok(v) => v,
+                Err(_) => {
+                    return json_error(
+                        StatusCode::BAD_REQUEST,
+                        "ladder is a list of kbit/s, e.g. ladder=24,96,160,320",
+                    );
+                }
+            },
+        };
+        let title = query_param(q.as_deref(), "title");
+        if title
+            .as_ref()
+            .is_some_and(|t| t.len() > chorus_core::manifest::limits::MAX_TITLE)
+        {
+            return json_error(StatusCode::BAD_REQUEST, "title too long");
+        }
+
+        // Stage the upload in the store's tmp/ (removed when dropped).
+        let staged = match tempfile::Builder::new()
+            .prefix("upload-")
+            .tempfile_in(self.store.tmp_dir())
+        {
+            Ok(f) => f,
+            Err(e) => return internal(&e),
+        };
+        if let Err(resp) = self.receive(body, staged.path()).await {
+            self.metrics.ingests.with_label_values(&["rejected"]).inc();
+            return resp;
+        }
+        let _guard = self.ingest_lock.lock().await;
+        let request = IngestRequest {
+            track: track.clone(),
+            title,
+            ladder_kbps,
+            mode,
+            input: staged.path().to_owned(),
+        };
+        let (store, key) = (self.store.clone(), self.key.clone());
+        let result = tokio::task::spawn_blocking(move || {
+            let r = ingest::ingest(&store, &key, &request, &NoProgress);
+            drop(staged);
+            r
+        })
+        .await;
+        let result = match result {
+            Ok(r) => r,
+            Err(e) => return internal(&e),
+        };
+        match result {
+            Ok(report) => {
+                let label = if report.unchanged {
+                    "unchanged"
+                } else {
+                    "published"
+                };
+                self.metrics.ingests.with_label_values(&[label]).inc();
+                info!(track = %track, chunks = report.chunks, new = report.new_chunks, unchanged = report.unchanged, "ingested upload");
+                drop(_guard);
+                self.refresh_counts().await;
+                json(
+                    if report.unchanged {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::CREATED
+                    },
+                    &report,
+                )
+            }
+            Err(e) if e.is_input_error() => {
+                self.metrics.ingests.with_label_values(&["rejected"]).inc();
+                json_error(StatusCode::UNPROCESSABLE_ENTITY, e)
+            }
+            Err(e @ IngestError::FfmpegMissing) => {
+                self.metrics.ingests.with_label_values(&["rejected"]).inc();
+                json_error(StatusCode::NOT_IMPLEMENTED, e)
+            }
+            Err(e) => {
+                self.metrics.ingests.with_label_values(&["failed"]).inc();
+                error!(track = %track, error = %e, "ingest failed");
+                json_error(StatusCode::INTERNAL_SERVER_ERROR, e)
+            }
+        }
+    }
+
+    /// Streams a request body into `path`, bounded in size and time.
+    async fn receive(
+        &self,
+        mut body: Body,
+        path: &std::path::Path,
+    ) -> Result<(), Response<ResponseBody>> {
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(path)
+            .await
+            .map_err(|e| internal(&e))?;
+        let (max, idle) = (self.config.max_upload_bytes, self.config.body_idle_timeout);
+        if http_body::Body::size_hint(&body).lower() > max {
+            return Err(json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("upload larger than {max} bytes"),
+            ));
+        }
+        let mut seen = 0;
+        loop {
+            match body::next_data(&mut body, &mut seen, max, idle).await {
+                Ok(Some(data)) => file.write_all(&data).await.map_err(|e| internal(&e))?,
+                Ok(None) => break,
+                Err(BodyError::TooLarge(m)) => {
+                    return Err(json_error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("upload larger than {m} bytes"),
+                    ));
+                }
+                Err(e @ BodyError::Stalled(_)) => {
+                    return Err(json_error(StatusCode::REQUEST_TIMEOUT, e));
+                }
+                Err(e) => return Err(json_error(StatusCode::BAD_REQUEST, e)),
+            }
+        }
+        if seen == 0 {
+            return Err(json_error(
+                StatusCode::BAD_REQUEST,
+                "empty upload: send the audio file as the request body",
+            ));
+        }
+        file.flush().await.map_err(|e| internal(&e))?;
+        Ok(())
+    }
+}
+
+fn internal(e: &dyn std::fmt::Display) -> Response<ResponseBody> {
+    error!(error = %e, "internal error");
+    json_error(StatusCode::INTERNAL_SERVER_ERROR, e)
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+impl Handler for Origin {
+    async fn call(&self, req: Request<Body>, ctx: RequestContext) -> Response<ResponseBody> {
+        let (route, resp) = self.route(req).await;
+        self.metrics
+            .requests
+            .inc(ctx.protocol, route.name(), resp.status());
+        if let Some(n) = http_body::Body::size_hint(resp.body()).exact() {
+            self.metrics.served_bytes.inc_by(n);
+        }
+        resp
+    }
+}

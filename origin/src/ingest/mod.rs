@@ -1,0 +1,352 @@
+//! Ingest: turning audio into chunks and a signed manifest in the [`Store`].
+//!
+//! Three modes ([`Mode`]), one pipeline:
+//!
+//! ```text
+//!  encode: source file ──ffprobe, ffmpeg──▶ HLS/CMAF ladder in STORE/tmp ─┐
+//!  hls:    an existing HLS/CMAF package ───────────────────────────────────┼─▶ Plan (pieces of files)
+//!  raw:    one pre-encoded file ──cut into 256 KiB pieces─────────────────┘        │
+//!        hash every piece ─▶ build + validate + sign the manifest ─▶ write chunks ─▶ publish manifest
+//! ```
+//!
+//! Nothing is written to the store until the manifest has been built and validated, so a bad
+//! input (not audio, unreadable, misaligned renditions) leaves the store unchanged. Chunks are
+//! written before the manifest that names them, so a reader never sees a manifest whose chunks
+//! are missing. Re-ingesting the same input gives the same chunks and the same manifest bytes
+//! (ffmpeg runs bit-exact, signing is deterministic): the report then says `unchanged`.
+
+mod encode;
+mod hls;
+mod probe;
+mod raw;
+
+use std::fs::File;
+use std::io::{Read as _, Seek as _, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use chorus_core::keys::SigningKey;
+use chorus_core::manifest::{
+    self, ChunkRef, Container, Manifest, ManifestError, Rendition, Segment,
+};
+use chorus_core::{ChunkId, RenditionId, TrackId};
+use serde::Serialize;
+
+use crate::store::{Store, StoreError};
+
+pub use encode::{DEFAULT_LADDER_KBPS, SEGMENT_SECONDS};
+pub use raw::RAW_CHUNK_BYTES;
+
+/// How to read the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// `hls` for a directory or `.m3u8`, `encode` for anything else.
+    #[default]
+    Auto,
+    /// Encode a source file with ffmpeg into an AAC ladder of CMAF segments.
+    Encode,
+    /// Import an existing HLS package with fMP4 (CMAF) segments, as it is.
+    Hls,
+    /// Cut one pre-encoded file into byte chunks (a `raw` rendition).
+    Raw,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "encode" => Ok(Self::Encode),
+            "hls" => Ok(Self::Hls),
+            "raw" => Ok(Self::Raw),
+            _ => Err(format!(
+                "unknown ingest mode {s:?}: expected auto, encode, hls or raw"
+            )),
+        }
+    }
+}
+
+/// What to ingest.
+#[derive(Debug, Clone)]
+pub struct IngestRequest {
+    /// The track id to publish under.
+    pub track: TrackId,
+    /// The title; defaults to the track id.
+    pub title: Option<String>,
+    /// Bitrates in kbit/s for `encode` (default [`DEFAULT_LADDER_KBPS`]).
+    pub ladder_kbps: Vec<u32>,
+    /// How to read the input.
+    pub mode: Mode,
+    /// The source file, HLS playlist or package directory.
+    pub input: PathBuf,
+}
+
+/// What an ingest did.
+#[derive(Debug, Clone, Serialize)]
+pub struct IngestReport {
+    /// The track.
+    pub track_id: TrackId,
+    /// The mode actually used.
+    pub mode: &'static str,
+    /// Rendition ids, lowest bitrate first.
+    pub renditions: Vec<String>,
+    /// Chunks the manifest names.
+    pub chunks: usize,
+    /// Chunks that were not in the store before.
+    pub new_chunks: usize,
+    /// Bytes of all chunks.
+    pub bytes: u64,
+    /// The track's duration.
+    pub duration_ms: u64,
+    /// Whether the published manifest is byte-identical to the one already there.
+    pub unchanged: bool,
+}
+
+/// Why an ingest failed. Nothing was published.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IngestError {
+    /// The input cannot be used as given (the user's to fix).
+    #[error("{0}")]
+    Input(String),
+    /// The input is not audio (or not a format we can read).
+    #[error("not an audio file we can ingest: {0}")]
+    NotAudio(String),
+    /// `encode` needs ffmpeg and ffprobe, which are not installed.
+    #[error(
+        "ffmpeg is not installed, and encoding a source file needs it: install it (e.g. `apt-get install ffmpeg`), or ingest an already encoded file with --mode raw, or an HLS/CMAF package with --mode hls"
+    )]
+    FfmpegMissing,
+    /// ffmpeg failed.
+    #[error("ffmpeg failed: {0}")]
+    Ffmpeg(String),
+    /// The resulting manifest breaks a rule (e.g. renditions not time-aligned).
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// Reading the input or writing the store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl IngestError {
+    /// Whether the input is at fault (answered as a 4xx), rather than the server.
+    #[must_use]
+    pub const fn is_input_error(&self) -> bool {
+        matches!(self, Self::Input(_) | Self::NotAudio(_) | Self::Manifest(_))
+    }
+}
+
+/// Receives progress; the CLI draws a bar, the server logs.
+pub trait Progress: Sync {
+    /// A new stage begins (`encoding`, `hashing`, `storing`), with its total if known.
+    fn stage(&self, name: &str, total: Option<u64>);
+    /// Position within the stage.
+    fn position(&self, pos: u64);
+}
+
+/// Progress that goes nowhere.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn stage(&self, _: &str, _: Option<u64>) {}
+    fn position(&self, _: u64) {}
+}
+
+/// A byte range of a file that becomes one chunk.
+#[derive(Debug, Clone)]
+struct Piece {
+    path: PathBuf,
+    offset: u64,
+    len: u64,
+}
+
+impl Piece {
+    fn whole(path: &Path) -> Result<Self, IngestError> {
+        let len = std::fs::metadata(path)
+            .map_err(|e| IngestError::Input(format!("{}: {e}", path.display())))?
+            .len();
+        Ok(Self {
+            path: path.to_owned(),
+            offset: 0,
+            len,
+        })
+    }
+
+    fn read(&self) -> Result<Vec<u8>, IngestError> {
+        let err = |e: std::io::Error| IngestError::Input(format!("{}: {e}", self.path.display()));
+        if self.len == 0 || self.len > manifest::limits::MAX_CHUNK_BYTES {
+            return Err(IngestError::Input(format!(
+                "{}: a chunk of {} bytes (a chunk must be 1 byte to {} MiB; use shorter segments)",
+                self.path.display(),
+                self.len,
+                manifest::limits::MAX_CHUNK_BYTES >> 20
+            )));
+        }
+        let mut f = File::open(&self.path).map_err(err)?;
+        f.seek(SeekFrom::Start(self.offset)).map_err(err)?;
+        let mut buf = Vec::with_capacity(usize::try_from(self.len).unwrap_or(0));
+        f.take(self.len).read_to_end(&mut buf).map_err(err)?;
+        if buf.len() as u64 != self.len {
+            return Err(IngestError::Input(format!(
+                "{}: file is shorter than its playlist says",
+                self.path.display()
+            )));
+        }
+        Ok(buf)
+    }
+}
+
+/// A rendition before hashing.
+#[derive(Debug, Clone)]
+struct PlannedRendition {
+    id: RenditionId,
+    codec: String,
+    bitrate_bps: u64,
+    container: Container,
+    init: Option<Piece>,
+    segments: Vec<(Piece, u64)>,
+}
+
+/// What the input turned into: renditions made of file pieces.
+#[derive(Debug, Default)]
+struct Plan {
+    renditions: Vec<PlannedRendition>,
+    /// The track's duration when known better than the sum of segment durations.
+    duration_ms: Option<u64>,
+}
+
+/// Ingests `req` into `store`, signing the manifest with `key`.
+///
+/// # Errors
+/// [`IngestError`]; the store then holds no new manifest (at most unreferenced chunks, if
+/// writing failed halfway).
+pub fn ingest(
+    store: &Store,
+    key: &SigningKey,
+    req: &IngestRequest,
+    progress: &dyn Progress,
+) -> Result<IngestReport, IngestError> {
+    let mode = match req.mode {
+        Mode::Auto if req.input.is_dir() || req.input.extension().is_some_and(|e| e == "m3u8") => {
+            Mode::Hls
+        }
+        Mode::Auto => Mode::Encode,
+        m => m,
+    };
+    if !req.input.exists() {
+        return Err(IngestError::Input(format!(
+            "{}: no such file or directory",
+            req.input.display()
+        )));
+    }
+    // The encoder's output lives in a temporary directory that must outlive the commit.
+    let mut _encoded = None;
+    let (plan, mode_name) = match mode {
+        Mode::Hls => (hls::plan(&req.input)?, "hls"),
+        Mode::Raw => (raw::plan(&req.input)?, "raw"),
+        Mode::Encode | Mode::Auto => {
+            let (dir, plan) = encode::plan(store, &req.input, &req.ladder_kbps, progress)?;
+            _encoded = Some(dir);
+            (plan, "encode")
+        }
+    };
+    commit(store, key, req, plan, mode_name, progress)
+}
+
+fn commit(
+    store: &Store,
+    key: &SigningKey,
+    req: &IngestRequest,
+    plan: Plan,
+    mode: &'static str,
+    progress: &dyn Progress,
+) -> Result<IngestReport, IngestError> {
+    let mut renditions = plan.renditions;
+    renditions.sort_by_key(|r| r.bitrate_bps);
+    let total: u64 = renditions
+        .iter()
+        .flat_map(|r| r.init.iter().chain(r.segments.iter().map(|(p, _)| p)))
+        .map(|p| p.len)
+        .sum();
+
+    // Pass 1: hash every piece and build the manifest; nothing is written yet.
+    progress.stage("hashing", Some(total));
+    let mut done = 0u64;
+    let mut hash = |p: &Piece| -> Result<ChunkRef, IngestError> {
+        let bytes = p.read()?;
+        done += p.len;
+        progress.position(done);
+        Ok(ChunkRef {
+            id: ChunkId::of(&bytes),
+            size: p.len,
+        })
+    };
+    let mut built = Vec::with_capacity(renditions.len());
+    for r in &renditions {
+        let init = r.init.as_ref().map(&mut hash).transpose()?;
+        let mut segments = Vec::with_capacity(r.segments.len());
+        for (p, duration_ms) in &r.segments {
+            let c = hash(p)?;
+            segments.push(Segment {
+                id: c.id,
+                size: c.size,
+                duration_ms: *duration_ms,
+            });
+        }
+        built.push(Rendition {
+            id: r.id.clone(),
+            codec: r.codec.clone(),
+            bitrate_bps: r.bitrate_bps,
+            container: r.container,
+            init,
+            segments,
+        });
+    }
+    let duration_ms = plan
+        .duration_ms
+        .unwrap_or_else(|| built.iter().map(Rendition::duration_ms).max().unwrap_or(0));
+    let title = req.title.clone().unwrap_or_else(|| req.track.to_string());
+    let mut manifest = Manifest::new(req.track.clone(), title, duration_ms, built);
+    manifest.sign(key)?;
+    let json = manifest.to_json()?;
+
+    // Pass 2: write chunks (re-verified against pass 1, in case a file changed), then publish.
+    progress.stage("storing", Some(total));
+    let mut done = 0u64;
+    let mut new_chunks = 0;
+    for (r, m) in renditions.iter().zip(&manifest.renditions) {
+        let pieces = r.init.iter().chain(r.segments.iter().map(|(p, _)| p));
+        for (p, c) in pieces.zip(m.chunks()) {
+            let bytes = p.read()?;
+            let (id, new) = store.put_chunk(&bytes)?;
+            if id != c.id {
+                return Err(IngestError::Input(format!(
+                    "{} changed while it was being ingested",
+                    p.path.display()
+                )));
+            }
+            new_chunks += usize::from(new);
+            done += p.len;
+            progress.position(done);
+        }
+    }
+    let unchanged = store
+        .get_manifest(&req.track)?
+        .is_some_and(|old| old == json);
+    if !unchanged {
+        store.put_manifest(&req.track, &json)?;
+    }
+    Ok(IngestReport {
+        track_id: req.track.clone(),
+        mode,
+        renditions: manifest
+            .renditions
+            .iter()
+            .map(|r| r.id.to_string())
+            .collect(),
+        chunks: manifest.chunks().count(),
+        new_chunks,
+        bytes: total,
+        duration_ms,
+        unchanged,
+    })
+}

@@ -1,0 +1,120 @@
+//! HLS playlists generated from a manifest, so any HLS player can play a track from an origin
+//! or edge with no chorus code. Segment URIs are `/v1/chunks/{chunk}.m4s` and the init
+//! segment's `/v1/chunks/{chunk}.mp4` (players such as ffmpeg refuse segment URLs without a
+//! media extension; the suffix names the same bytes as `/v1/chunks/{chunk}`). A `token` query
+//! parameter, when the playlist was requested with one, is carried onto every URI so players
+//! that cannot set headers still pass the edge's token check.
+
+use std::fmt::Write as _;
+
+use chorus_core::manifest::{Container, Manifest, Rendition};
+
+/// Whether a rendition can be played through HLS (CMAF only; raw byte chunks cannot).
+#[must_use]
+pub fn playable(r: &Rendition) -> bool {
+    r.container == Container::Cmaf
+}
+
+fn suffix(token: Option<&str>) -> String {
+    token.map(|t| format!("?token={t}")).unwrap_or_default()
+}
+
+/// The multivariant playlist: one variant per CMAF rendition. `None` if there is none.
+#[must_use]
+pub fn master(m: &Manifest, token: Option<&str>) -> Option<String> {
+    let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+    let mut any = false;
+    for r in m.renditions.iter().filter(|r| playable(r)) {
+        any = true;
+        // BANDWIDTH is the peak rate of any segment, as RFC 8216 asks.
+        let peak = r
+            .segments
+            .iter()
+            .filter(|s| s.duration_ms > 0)
+            .map(|s| s.size * 8 * 1000 / s.duration_ms)
+            .max()
+            .unwrap_or(r.bitrate_bps)
+            .max(r.bitrate_bps);
+        let _ = writeln!(
+            out,
+            "#EXT-X-STREAM-INF:BANDWIDTH={peak},AVERAGE-BANDWIDTH={},CODECS=\"{}\"\n{}.m3u8{}",
+            r.bitrate_bps.max(1),
+            r.codec,
+            r.id,
+            suffix(token)
+        );
+    }
+    any.then_some(out)
+}
+
+/// The media playlist of a CMAF rendition. `None` for raw renditions.
+#[must_use]
+pub fn media(r: &Rendition, token: Option<&str>) -> Option<String> {
+    if !playable(r) {
+        return None;
+    }
+    let q = suffix(token);
+    let target = r
+        .segments
+        .iter()
+        .map(|s| s.duration_ms.div_ceil(1000))
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let mut out = format!(
+        "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-INDEPENDENT-SEGMENTS\n"
+    );
+    if let Some(init) = &r.init {
+        let _ = writeln!(out, "#EXT-X-MAP:URI=\"/v1/chunks/{}.mp4{q}\"", init.id);
+    }
+    for s in &r.segments {
+        let _ = writeln!(
+            out,
+            "#EXTINF:{}.{:03},\n/v1/chunks/{}.m4s{q}",
+            s.duration_ms / 1000,
+            s.duration_ms % 1000,
+            s.id
+        );
+    }
+    out.push_str("#EXT-X-ENDLIST\n");
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chorus_core::manifest::{ChunkRef, Segment};
+    use chorus_core::{ChunkId, RenditionId, TrackId};
+
+    #[test]
+    fn media_playlist_lists_exactly_the_chunks() {
+        let seg = |n: u8, d| Segment {
+            id: ChunkId::of(&[n]),
+            size: 100,
+            duration_ms: d,
+        };
+        let r = Rendition {
+            id: RenditionId::parse("aac-96").unwrap(),
+            codec: "mp4a.40.2".into(),
+            bitrate_bps: 96_000,
+            container: Container::Cmaf,
+            init: Some(ChunkRef {
+                id: ChunkId::of(b"init"),
+                size: 10,
+            }),
+            segments: vec![seg(1, 6014), seg(2, 5991), seg(3, 2018)],
+        };
+        let p = media(&r, Some("abc")).unwrap();
+        assert!(p.contains(&format!(
+            "#EXT-X-MAP:URI=\"/v1/chunks/{}.mp4?token=abc\"",
+            ChunkId::of(b"init")
+        )));
+        assert!(p.contains("#EXTINF:6.014,\n"));
+        assert!(p.contains("#EXT-X-TARGETDURATION:7\n"));
+        let uris: Vec<_> = p.lines().filter(|l| l.starts_with("/v1/chunks/")).collect();
+        assert_eq!(uris.len(), 3);
+        let m = Manifest::new(TrackId::parse("t").unwrap(), String::new(), 14023, vec![r]);
+        let master = master(&m, None).unwrap();
+        assert!(master.contains("CODECS=\"mp4a.40.2\"\naac-96.m3u8\n"));
+    }
+}

@@ -1,0 +1,197 @@
+//! `chorus ingest`: encode or import audio into a store, or upload it to a running origin.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use chorus_core::TrackId;
+use chorus_core::http::client::HttpClient;
+use chorus_core::http::tls::ClientTls;
+use chorus_core::keys;
+use chorus_origin::Store;
+use chorus_origin::ingest::{self, IngestRequest, Mode, Progress};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Args)]
+pub(crate) struct IngestArgs {
+    /// The audio source file, HLS playlist, or HLS/CMAF package directory.
+    #[arg(value_name = "FILE")]
+    input: PathBuf,
+    /// The track id to publish under ([A-Za-z0-9_-], up to 64 characters).
+    #[arg(long, value_name = "ID")]
+    track: TrackId,
+    /// The track's title (default: the track id).
+    #[arg(long, value_name = "T")]
+    title: Option<String>,
+    /// Bitrates to encode, in kbit/s (encode mode).
+    #[arg(long, value_name = "KBPS,…", value_delimiter = ',', default_values_t = ingest::DEFAULT_LADDER_KBPS.to_vec())]
+    ladder: Vec<u32>,
+    /// auto (hls for a directory or .m3u8, else encode), encode (ffmpeg), hls (import a
+    /// CMAF package as it is), raw (cut a pre-encoded file into byte chunks).
+    #[arg(long, value_name = "MODE", default_value = "auto")]
+    mode: Mode,
+    /// The store to ingest into (not with --origin).
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "origin",
+        conflicts_with = "origin"
+    )]
+    store: Option<PathBuf>,
+    /// The signing key (default: STORE/origin.key, created on first use).
+    #[arg(long, value_name = "FILE", conflicts_with = "origin")]
+    signing_key: Option<PathBuf>,
+    /// Upload to a running origin instead (e.g. http://127.0.0.1:8080); needs --admin-token.
+    #[arg(long, value_name = "URL", requires = "admin_token")]
+    origin: Option<String>,
+    /// The origin's admin token (with --origin).
+    #[arg(long, value_name = "T")]
+    admin_token: Option<String>,
+    /// Extra root certificate (PEM) to trust for an https:// or h3:// origin.
+    #[arg(long, value_name = "FILE")]
+    ca: Vec<PathBuf>,
+    /// Skip TLS certificate checks for the origin (testing only).
+    #[arg(long)]
+    insecure: bool,
+}
+
+/// Draws ingest progress as a bar on stderr (hidden when stderr is not a terminal).
+struct Bar(ProgressBar);
+
+impl Progress for Bar {
+    fn stage(&self, name: &str, total: Option<u64>) {
+        let template = match (name, total) {
+            ("encoding", Some(_)) => {
+                "{msg:>9} [{bar:30}] {percent:>3}% of the audio, {elapsed} elapsed, ~{eta} left"
+            }
+            (_, Some(_)) => "{msg:>9} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+            _ => "{msg:>9} {spinner}",
+        };
+        if let Ok(style) = ProgressStyle::with_template(template) {
+            self.0.set_style(style.progress_chars("=> "));
+        }
+        self.0.set_message(name.to_owned());
+        self.0.set_length(total.unwrap_or(0));
+        self.0.set_position(0);
+        self.0.enable_steady_tick(Duration::from_millis(200));
+    }
+
+    fn position(&self, pos: u64) {
+        self.0.set_position(pos);
+    }
+}
+
+pub(crate) fn run(a: IngestArgs) -> Result<()> {
+    if let Some(origin) = &a.origin {
+        return upload(&a, origin);
+    }
+    let Some(store_dir) = &a.store else {
+        bail!("give --store DIR, or --origin URL to upload")
+    };
+    let store =
+        Store::open(store_dir).with_context(|| format!("opening store {}", store_dir.display()))?;
+    let key = match &a.signing_key {
+        Some(p) => keys::read_signing_key(p)?,
+        None => {
+            let p = store.default_key_path();
+            keys::load_or_create(&p, &p.with_extension("pub"))?.0
+        }
+    };
+    let req = IngestRequest {
+        track: a.track.clone(),
+        title: a.title.clone(),
+        ladder_kbps: a.ladder.clone(),
+        mode: a.mode,
+        input: a.input.clone(),
+    };
+    let bar = Bar(ProgressBar::new(0));
+    let result = ingest::ingest(&store, &key, &req, &bar);
+    bar.0.finish_and_clear();
+    let report = result?;
+    println!(
+        "{} {}: {} renditions ({}), {} chunks ({} new), {:.1} MiB, {:.1} s{}",
+        if report.unchanged {
+            "unchanged"
+        } else {
+            "published"
+        },
+        report.track_id,
+        report.renditions.len(),
+        report.renditions.join(", "),
+        report.chunks,
+        report.new_chunks,
+        report.bytes as f64 / 1_048_576.0,
+        report.duration_ms as f64 / 1000.0,
+        if report.unchanged {
+            " (identical manifest already published)"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}
+
+fn upload(a: &IngestArgs, origin: &str) -> Result<()> {
+    if a.mode == Mode::Hls || a.input.is_dir() {
+        bail!(
+            "--origin uploads one file; import an HLS package directory with --store on the origin's host"
+        );
+    }
+    let body = std::fs::read(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
+    let mut query = format!(
+        "mode={}",
+        if a.mode == Mode::Raw { "raw" } else { "encode" }
+    );
+    query.push_str(&format!(
+        "&ladder={}",
+        a.ladder
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    ));
+    if let Some(t) = &a.title {
+        query.push_str("&title=");
+        query.push_str(&percent_encode(t));
+    }
+    let token = a.admin_token.clone().unwrap_or_default();
+    let trust = ClientTls {
+        ca_files: a.ca.clone(),
+        insecure: a.insecure,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let resp = rt.block_on(async {
+        // Encoding takes a while on the origin: allow for it.
+        let client = HttpClient::new(&trust)?.with_timeout(Duration::from_secs(30 * 60));
+        let mut conn = client.connect(origin, false).await?;
+        let req = http::Request::put(format!("/admin/tracks/{}?{query}", a.track))
+            .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(bytes::Bytes::from(body))?;
+        anyhow::Ok(conn.send(req).await?)
+    })?;
+    let text = String::from_utf8_lossy(resp.body());
+    if !resp.status().is_success() {
+        let msg = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| text.to_string());
+        bail!("origin answered {}: {msg}", resp.status());
+    }
+    println!("{text}");
+    Ok(())
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,128 @@
+//! `chorus origin`: serve a chunk store.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use chorus_core::http::{ListenUrl, Server, ServerConfig, tls};
+use chorus_core::keys;
+use chorus_core::units::Size;
+use chorus_origin::metrics::OriginMetrics;
+use chorus_origin::{ApiConfig, Origin, Store};
+use clap::Args;
+use tracing::{info, warn};
+
+#[derive(Args)]
+pub(crate) struct OriginArgs {
+    /// The chunk store directory (created if missing).
+    #[arg(long, value_name = "DIR")]
+    store: PathBuf,
+    /// Where to listen: http://HOST:PORT (HTTP/1.1, h2c), https://HOST:PORT (TLS, h2 and
+    /// http/1.1), h3://HOST:PORT (HTTP/3). Repeat for several.
+    #[arg(
+        long,
+        value_name = "URL",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:8080"
+    )]
+    listen: Vec<ListenUrl>,
+    /// The manifest signing key (default: STORE/origin.key, created on first use with
+    /// STORE/origin.pub beside it, the key clients pin).
+    #[arg(long, value_name = "FILE")]
+    signing_key: Option<PathBuf>,
+    /// Shared secret for the admin API (PUT /admin/tracks/{track}); without it the admin API
+    /// is disabled.
+    #[arg(long, value_name = "T")]
+    admin_token: Option<String>,
+    /// TLS certificate chain (PEM) for https:// and h3:// (default: a self-signed one in STORE/tls/).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Largest upload accepted by the admin API.
+    #[arg(long, value_name = "SIZE", default_value = "2GiB")]
+    max_upload_size: Size,
+    /// Open connections at most, over all listeners.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    max_connections: usize,
+}
+
+pub(crate) async fn run(a: OriginArgs) -> Result<()> {
+    let store =
+        Store::open(&a.store).with_context(|| format!("opening store {}", a.store.display()))?;
+    let key = match &a.signing_key {
+        Some(p) => keys::read_signing_key(p)?,
+        None => {
+            let priv_path = store.default_key_path();
+            let pub_path = priv_path.with_extension("pub");
+            let (key, created) = keys::load_or_create(&priv_path, &pub_path)?;
+            if created {
+                info!(public_key = %pub_path.display(), "created a manifest signing key; clients pin its public half with --origin-key");
+            }
+            key
+        }
+    };
+    info!(key_id = %keys::key_id(&key.verifying_key()), "manifests are signed with this key");
+
+    let cert = if a.listen.iter().any(|u| u.scheme.needs_tls()) {
+        let ck = tls::load_or_generate(a.tls_cert.as_deref(), a.tls_key.as_deref(), store.root())?;
+        if a.tls_cert.is_none() {
+            warn!(cert = %ck.cert_path.display(), "using a self-signed certificate; clients need --ca with this file (or --insecure)");
+        }
+        Some(ck)
+    } else {
+        None
+    };
+    let config = ServerConfig {
+        max_connections: a.max_connections,
+        ..ServerConfig::default()
+    };
+    let server = Server::bind(&a.listen, cert.as_ref(), config).await?;
+
+    let api = ApiConfig {
+        admin_token: a.admin_token.clone(),
+        max_upload_bytes: a.max_upload_size.0,
+        ..ApiConfig::default()
+    };
+    if api.admin_token.is_none() {
+        info!("admin API disabled (no --admin-token)");
+    }
+    let origin = Arc::new(Origin::new(store, key, api, OriginMetrics::new()));
+    origin.refresh_counts().await;
+    let counter = origin.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(60));
+        every.tick().await;
+        loop {
+            every.tick().await;
+            counter.refresh_counts().await;
+        }
+    });
+    server.serve(origin, shutdown_signal()).await;
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
