@@ -104,20 +104,20 @@ enum TokenCmd {
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
     let cmd = config::with_env(Cli::command());
-    let matches = match cmd.clone().try_get_matches_from(&args) {
+    // A lenient first pass finds --config even when required flags are left to the file.
+    let args = match cmd.clone().ignore_errors(true).try_get_matches_from(&args) {
+        Ok(lenient) => match config::merge(&cmd, &lenient, &args) {
+            Ok(merged) => merged.unwrap_or(args),
+            Err(msg) => {
+                eprintln!("error: {msg}");
+                return ExitCode::from(2);
+            }
+        },
+        Err(_) => args,
+    };
+    let matches = match cmd.try_get_matches_from(&args) {
         Ok(m) => m,
         Err(e) => e.exit(),
-    };
-    let matches = match config::merge(&cmd, &matches, &args) {
-        Ok(None) => matches,
-        Ok(Some(merged)) => match cmd.clone().try_get_matches_from(&merged) {
-            Ok(m) => m,
-            Err(e) => e.exit(),
-        },
-        Err(msg) => {
-            eprintln!("error: {msg}");
-            return ExitCode::from(2);
-        }
     };
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(c) => c,

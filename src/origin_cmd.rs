@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use chorus_core::http::{ListenUrl, Server, ServerConfig, tls};
 use chorus_core::keys;
-use chorus_core::units::Size;
+use chorus_core::units::{Size, Span};
 use chorus_origin::metrics::OriginMetrics;
 use chorus_origin::{ApiConfig, Origin, Store};
 use clap::Args;
@@ -47,6 +47,13 @@ pub(crate) struct OriginArgs {
     /// Open connections at most, over all listeners.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     max_connections: usize,
+    /// Time a client has to send a request's headers (against slow-header attacks).
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    header_read_timeout: Span,
+    /// Close connections on which nothing moves for this long (also cuts off clients that stop
+    /// reading, and uploads that stop sending).
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    idle_timeout: Span,
 }
 
 pub(crate) async fn run(a: OriginArgs) -> Result<()> {

@@ -1,0 +1,203 @@
+//! Test support: real `chorus` processes on port 0, and test inputs made on the spot.
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The `chorus` binary under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_chorus"))
+}
+
+/// Runs `chorus args…` to completion.
+pub fn chorus(args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .output()
+        .expect("chorus runs")
+}
+
+/// Runs `chorus args…` with `PATH` replaced (to hide ffmpeg).
+pub fn chorus_with_path(args: &[&str], path: &Path) -> Output {
+    Command::new(bin())
+        .args(args)
+        .env("PATH", path)
+        .output()
+        .expect("chorus runs")
+}
+
+/// Whether ffmpeg and ffprobe are installed. On CI they must be (`.ci/run` installs them):
+/// a missing ffmpeg there fails the test instead of skipping it.
+pub fn have_ffmpeg() -> bool {
+    let ok = ["ffmpeg", "ffprobe"].iter().all(|p| {
+        Command::new(p)
+            .arg("-version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "ffmpeg/ffprobe missing on CI: .ci/run must install them"
+        );
+        eprintln!("note: ffmpeg not installed; skipping the parts of this test that need it");
+    }
+    ok
+}
+
+/// A running node; killed when dropped.
+pub struct Node {
+    pub child: Child,
+    /// Listen URLs as the node logged them, e.g. `h3://127.0.0.1:40123`.
+    pub urls: Vec<String>,
+    /// Every log line so far.
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Node {
+    /// Starts `chorus args…` with JSON logs and waits until it logged `expect_listeners`
+    /// listen URLs.
+    pub fn start(args: &[&str], expect_listeners: usize) -> Self {
+        Self::start_env(args, &[], expect_listeners)
+    }
+
+    /// [`Node::start`] with extra environment variables.
+    pub fn start_env(args: &[&str], env: &[(&str, &str)], expect_listeners: usize) -> Self {
+        let mut child = Command::new(bin())
+            .args(args)
+            .envs(env.iter().copied())
+            .args(["--log-format", "json", "--log-level", "info"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("chorus starts");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    if v["fields"]["message"] == "listening" {
+                        if let Some(u) = v["fields"]["url"].as_str() {
+                            let _ = tx.send(u.to_owned());
+                        }
+                    }
+                }
+                log2.lock().unwrap().push(line);
+            }
+        });
+        let mut urls = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while urls.len() < expect_listeners {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(u) => urls.push(u),
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!(
+                        "node did not start; log:\n{}",
+                        log.lock().unwrap().join("\n")
+                    );
+                }
+            }
+        }
+        Self { child, urls, log }
+    }
+
+    /// The listen URL with `scheme`.
+    pub fn url(&self, scheme: &str) -> String {
+        self.urls
+            .iter()
+            .find(|u| u.starts_with(&format!("{scheme}://")))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {scheme} listener in {:?}", self.urls))
+    }
+
+    /// `host:port` of the listener with `scheme`.
+    pub fn addr(&self, scheme: &str) -> String {
+        self.url(scheme).split_once("://").unwrap().1.to_owned()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "node did not stop after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A WAV file of `seconds` of a two-tone chord, 44.1 kHz stereo 16-bit, made here.
+pub fn write_wav(path: &Path, seconds: u32) {
+    let rate = 44_100u32;
+    let frames = rate * seconds;
+    let mut data = Vec::with_capacity(frames as usize * 4);
+    for n in 0..frames {
+        let t = f64::from(n) / f64::from(rate);
+        let env = (t * 2.0 * std::f64::consts::PI).sin().abs();
+        let l = 0.3 * env * (2.0 * std::f64::consts::PI * 220.0 * t).sin();
+        let r = 0.3 * env * (2.0 * std::f64::consts::PI * 277.18 * t).sin();
+        for s in [l, r] {
+            data.extend_from_slice(&((s * f64::from(i16::MAX)) as i16).to_le_bytes());
+        }
+    }
+    let mut wav = Vec::with_capacity(44 + data.len());
+    wav.extend_from_slice(b"RIFF");
+    wav.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    wav.extend_from_slice(&16u32.to_le_bytes());
+    wav.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    wav.extend_from_slice(&2u16.to_le_bytes()); // channels
+    wav.extend_from_slice(&rate.to_le_bytes());
+    wav.extend_from_slice(&(rate * 4).to_le_bytes());
+    wav.extend_from_slice(&4u16.to_le_bytes());
+    wav.extend_from_slice(&16u16.to_le_bytes());
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    wav.extend_from_slice(&data);
+    std::fs::write(path, wav).unwrap();
+}
+
+/// The repository's sample tracks directory.
+pub fn samples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("samples")
+}
+
+/// Every file under `dir`, recursively, with its contents (to tell whether a store changed).
+pub fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((
+                    p.strip_prefix(dir).unwrap().to_owned(),
+                    std::fs::read(&p).unwrap(),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
