@@ -191,8 +191,8 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 fn keys_generate(out: &std::path::Path, force: bool) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let names = ["origin.key", "origin.pub", "token.key", "token.pub"];
-    if !force {
-        if let Some(existing) = names.iter().map(|n| out.join(n)).find(|p| p.exists()) {
+    if !force && let Some(existing) = names.iter().map(|n| out.join(n)).find(|p| p.exists()) {
+        {
             anyhow::bail!(
                 "{} exists; pass --force to replace the keys (clients pinning the old origin.pub will refuse new manifests)",
                 existing.display()

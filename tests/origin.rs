@@ -1,6 +1,8 @@
 //! End to end: `chorus ingest` in every mode, then a real `chorus origin` process on port 0
 //! serving every chunk over HTTP/1.1, HTTP/2 over TLS and HTTP/3, and refusing bad input.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns
+
 mod support;
 
 use std::path::Path;

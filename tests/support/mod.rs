@@ -1,5 +1,5 @@
 //! Test support: real `chorus` processes on port 0, and test inputs made on the spot.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -80,12 +80,11 @@ impl Node {
         let log2 = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                    if v["fields"]["message"] == "listening" {
-                        if let Some(u) = v["fields"]["url"].as_str() {
-                            let _ = tx.send(u.to_owned());
-                        }
-                    }
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                    && v["fields"]["message"] == "listening"
+                    && let Some(u) = v["fields"]["url"].as_str()
+                {
+                    let _ = tx.send(u.to_owned());
                 }
                 log2.lock().unwrap().push(line);
             }

@@ -157,10 +157,10 @@ async fn send_response(
     while let Some(frame) = body.frame().await {
         match frame {
             Ok(frame) => {
-                if let Ok(data) = frame.into_data() {
-                    if !data.is_empty() {
-                        send.send_data(data).await?;
-                    }
+                if let Ok(data) = frame.into_data()
+                    && !data.is_empty()
+                {
+                    send.send_data(data).await?;
                 }
             }
             Err(e) => {

@@ -289,10 +289,10 @@ fn bind_udp(u: &ListenUrl, tcp: &[TcpBound]) -> Result<std::net::UdpSocket, Serv
             .iter()
             .find(|t| t.url.addr.ip() == u.addr.ip() && t.url.scheme == Scheme::Https)
             .or_else(|| tcp.iter().find(|t| t.url.addr.ip() == u.addr.ip()));
-        if let Some(t) = twin {
-            if let Ok(s) = std::net::UdpSocket::bind(t.url.addr) {
-                return Ok(s);
-            }
+        if let Some(t) = twin
+            && let Ok(s) = std::net::UdpSocket::bind(t.url.addr)
+        {
+            return Ok(s);
         }
     }
     std::net::UdpSocket::bind(u.addr).map_err(bind_err)

@@ -214,11 +214,7 @@ fn rendition(
     };
     let duration_ms: u64 = segments.iter().map(|(_, d)| d).sum();
     let bytes: u64 = segments.iter().map(|(p, _)| p.len).sum();
-    let bitrate_bps = if duration_ms == 0 {
-        0
-    } else {
-        bytes * 8 * 1000 / duration_ms
-    };
+    let bitrate_bps = (bytes * 8 * 1000).checked_div(duration_ms).unwrap_or(0);
     Ok(PlannedRendition {
         id: rendition_id(path, &codec, bitrate_bps),
         codec,
