@@ -4,6 +4,7 @@
 //! with a one-line `error:` that says what to do.
 
 mod config;
+mod get_cmd;
 mod ingest_cmd;
 mod origin_cmd;
 
@@ -61,6 +62,8 @@ enum Cmd {
     Origin(origin_cmd::OriginArgs),
     /// Encode or import audio into a store (or upload it to a running origin).
     Ingest(ingest_cmd::IngestArgs),
+    /// Fetch one URL over HTTP/1.1, HTTP/2 or HTTP/3 (h3://), verifying chunk hashes.
+    Get(get_cmd::GetArgs),
     /// Manage ed25519 keys.
     #[command(subcommand)]
     Keys(KeysCmd),
@@ -160,6 +163,7 @@ fn run(cmd: Cmd) -> Result<()> {
     match cmd {
         Cmd::Origin(a) => runtime()?.block_on(origin_cmd::run(a)),
         Cmd::Ingest(a) => ingest_cmd::run(a),
+        Cmd::Get(a) => get_cmd::run(a),
         Cmd::Keys(KeysCmd::Generate { out, force }) => keys_generate(&out, force),
         Cmd::Token(TokenCmd::Issue {
             key,
