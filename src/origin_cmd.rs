@@ -84,6 +84,8 @@ pub(crate) async fn run(a: OriginArgs) -> Result<()> {
     };
     let config = ServerConfig {
         max_connections: a.max_connections,
+        header_read_timeout: a.header_read_timeout.0,
+        idle_timeout: a.idle_timeout.0,
         ..ServerConfig::default()
     };
     let server = Server::bind(&a.listen, cert.as_ref(), config).await?;
@@ -91,7 +93,7 @@ pub(crate) async fn run(a: OriginArgs) -> Result<()> {
     let api = ApiConfig {
         admin_token: a.admin_token.clone(),
         max_upload_bytes: a.max_upload_size.0,
-        ..ApiConfig::default()
+        body_idle_timeout: a.idle_timeout.0.min(ApiConfig::default().body_idle_timeout),
     };
     if api.admin_token.is_none() {
         info!("admin API disabled (no --admin-token)");

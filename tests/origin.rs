@@ -522,8 +522,15 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         .await
         .unwrap();
     let mut buf = Vec::new();
+    let started = std::time::Instant::now();
     let read = tokio::time::timeout(Duration::from_secs(20), slow.read_to_end(&mut buf)).await;
     assert!(read.is_ok(), "a slow client kept its connection open");
+    // Cut by the configured 1 s, not the 10 s default (generous for a slow machine).
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}: --header-read-timeout not applied?",
+        started.elapsed()
+    );
     assert!(!String::from_utf8_lossy(&buf).contains("200 OK"));
 
     // The node is still fine, and counted what it refused. (The idle keep-alive connection was
@@ -821,4 +828,142 @@ fn keys_and_tokens_from_the_cli() {
             "1m",
         ]));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_chunk_on_disk_is_never_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let pkg = samples().join("chorus-lantern");
+    ok(&chorus(&[
+        "ingest",
+        "--store",
+        s(&store),
+        "--track",
+        "lantern",
+        s(&pkg),
+    ]));
+    let node = Node::start(
+        &[
+            "origin",
+            "--store",
+            s(&store),
+            "--listen",
+            "http://127.0.0.1:0",
+        ],
+        1,
+    );
+    let client = HttpClient::new(&ClientTls::default()).unwrap();
+    let mut conn = client.connect(&node.url("http"), false).await.unwrap();
+    let key = keys::read_verifying_key(&store.join("origin.pub")).unwrap();
+    let m = fetch_manifest(&mut conn, "lantern", &key).await;
+    let victim = m.renditions[1].segments[1];
+    let hex = victim.id.to_hex();
+    let path = store.join("chunks").join(&hex[..2]).join(&hex);
+
+    // HEAD gives the headers and length without the body.
+    let head = conn
+        .send(
+            Request::head(format!("/v1/chunks/{hex}"))
+                .body(bytes::Bytes::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    assert_eq!(
+        head.headers()["content-length"],
+        victim.size.to_string().as_str()
+    );
+    assert!(head.body().is_empty());
+
+    // Flip one byte on disk: the origin refuses to serve it and quarantines the file.
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[100] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    let resp = conn.get(&format!("/v1/chunks/{hex}")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(String::from_utf8_lossy(resp.body()).contains("corrupt"));
+    assert!(!path.exists() && store.join("quarantine").join(&hex).exists());
+    assert_eq!(
+        conn.get(&format!("/v1/chunks/{hex}"))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    let metrics = conn.get("/metrics").await.unwrap();
+    assert!(
+        String::from_utf8_lossy(metrics.body()).contains("chorus_origin_corrupt_chunks_total 1")
+    );
+
+    // Re-ingesting the package restores it.
+    let out = ok(&chorus(&[
+        "ingest",
+        "--store",
+        s(&store),
+        "--track",
+        "lantern",
+        s(&pkg),
+    ]));
+    assert!(out.contains("(1 new)"), "{out}");
+    let resp = conn.get(&format!("/v1/chunks/{hex}")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(ChunkId::of(resp.body()), victim.id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_cap_are_closed_at_once() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let node = Node::start(
+        &[
+            "origin",
+            "--store",
+            s(&store),
+            "--listen",
+            "http://127.0.0.1:0",
+            "--max-connections",
+            "2",
+        ],
+        1,
+    );
+    let client = HttpClient::new(&ClientTls::default()).unwrap();
+    let mut a = client.connect(&node.url("http"), false).await.unwrap();
+    let mut b = client.connect(&node.url("http"), false).await.unwrap();
+    assert_eq!(a.get("/healthz").await.unwrap().status(), StatusCode::OK);
+    assert_eq!(b.get("/healthz").await.unwrap().status(), StatusCode::OK);
+    // A third connection is accepted by the kernel, then closed by the node without an answer.
+    let mut third = tokio::net::TcpStream::connect(node.addr("http"))
+        .await
+        .unwrap();
+    let _ = third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let mut buf = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(20), third.read_to_end(&mut buf)).await;
+    assert!(
+        matches!(n, Ok(Ok(0)) | Ok(Err(_))),
+        "over-cap connection got {:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    // Once one closes, there is room again.
+    drop(a);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(mut c) = client.connect(&node.url("http"), false).await
+            && c.get("/healthz")
+                .await
+                .is_ok_and(|r| r.status() == StatusCode::OK)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no room after a connection closed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(b.get("/healthz").await.unwrap().status(), StatusCode::OK);
 }
