@@ -26,7 +26,8 @@ pub(crate) fn with_env(cmd: Command) -> Command {
             if a.is_positional() || a.get_id() == "help" || a.get_id() == "version" {
                 return a;
             }
-            let name = format!("CHORUS_{}", a.get_id().as_str().to_ascii_uppercase());
+            let long = a.get_long().unwrap_or(a.get_id().as_str());
+            let name = format!("CHORUS_{}", long.replace('-', "_").to_ascii_uppercase());
             a.env(name)
         });
         let names: Vec<String> = cmd
@@ -67,17 +68,22 @@ pub(crate) fn merge(
     let mut extra = Vec::new();
     let mut apply =
         |key: &str, value: &toml::Value, c: &Command, m: &ArgMatches| -> Result<bool, String> {
-            let Some(arg) = c.get_arguments().find(|a| a.get_id() == key) else {
+            // A key names a long flag with `_` for `-` (`admin_token` → `--admin-token`).
+            let long = key.replace('_', "-");
+            let Some(arg) = c
+                .get_arguments()
+                .find(|a| a.get_long() == Some(long.as_str()))
+            else {
                 return Ok(false);
             };
             if matches!(
-                m.value_source(key),
+                m.value_source(arg.get_id().as_str()),
                 Some(ValueSource::CommandLine | ValueSource::EnvVariable)
             ) {
                 return Ok(true);
             }
             let flag = format!("--{}", arg.get_long().unwrap_or(key));
-            let takes_value = arg.get_num_args().is_none_or(|n| n.takes_values());
+            let takes_value = arg.get_action().takes_values();
             let values: Vec<&toml::Value> = match value {
                 toml::Value::Array(items) => items.iter().collect(),
                 v => vec![v],
@@ -172,6 +178,8 @@ fn all_names(cmd: &Command) -> Vec<&str> {
 }
 
 fn any_knows(cmd: &Command, key: &str) -> bool {
-    cmd.get_arguments().any(|a| a.get_id() == key)
+    let long = key.replace('_', "-");
+    cmd.get_arguments()
+        .any(|a| a.get_long() == Some(long.as_str()))
         || cmd.get_subcommands().any(|s| any_knows(s, key))
 }

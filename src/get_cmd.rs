@@ -24,7 +24,7 @@ pub(crate) struct GetArgs {
     #[arg(long)]
     h2c: bool,
     /// Extra root certificate (PEM) to trust, e.g. an origin's STORE/tls/cert.pem.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", value_delimiter = ',')]
     ca: Vec<PathBuf>,
     /// Skip TLS certificate checks (testing only).
     #[arg(long)]

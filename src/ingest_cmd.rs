@@ -49,7 +49,7 @@ pub(crate) struct IngestArgs {
     #[arg(long, value_name = "T")]
     admin_token: Option<String>,
     /// Extra root certificate (PEM) to trust for an https:// or h3:// origin.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", value_delimiter = ',')]
     ca: Vec<PathBuf>,
     /// Skip TLS certificate checks for the origin (testing only).
     #[arg(long)]
@@ -133,6 +133,11 @@ pub(crate) fn run(a: IngestArgs) -> Result<()> {
 }
 
 fn upload(a: &IngestArgs, origin: &str) -> Result<()> {
+    if a.insecure {
+        bail!(
+            "--insecure would send the admin token to whoever answers; trust the origin's certificate with --ca instead"
+        );
+    }
     if a.mode == Mode::Hls || a.input.is_dir() {
         bail!(
             "--origin uploads one file; import an HLS package directory with --store on the origin's host"

@@ -96,7 +96,7 @@ enum TokenCmd {
         #[arg(long, value_name = "S")]
         sub: Option<String>,
         /// Limit the token to these tracks (repeat; default: all tracks).
-        #[arg(long = "track", value_name = "ID")]
+        #[arg(long = "track", value_name = "ID", value_delimiter = ',')]
         tracks: Vec<TrackId>,
         /// How long the token is valid, e.g. 1h, 30m, 7d.
         #[arg(long, value_name = "DURATION")]
@@ -161,7 +161,13 @@ fn init_logging(g: &Global) {
 
 fn run(cmd: Cmd) -> Result<()> {
     match cmd {
-        Cmd::Origin(a) => runtime()?.block_on(origin_cmd::run(a)),
+        Cmd::Origin(a) => {
+            let rt = runtime()?;
+            let result = rt.block_on(origin_cmd::run(a));
+            // Do not wait for a blocking task (an upload being encoded) after the drain.
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+            result
+        }
         Cmd::Ingest(a) => ingest_cmd::run(a),
         Cmd::Get(a) => get_cmd::run(a),
         Cmd::Keys(KeysCmd::Generate { out, force }) => keys_generate(&out, force),

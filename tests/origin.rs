@@ -88,7 +88,8 @@ async fn fetch_all(conn: &mut Connection, m: &Manifest) -> Vec<Vec<u8>> {
 async fn every_ingest_mode_then_every_chunk_over_every_protocol() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    let wav = dir.path().join("tone.wav");
+    // A name ffmpeg would read as a protocol ("tone:") unless given as a file: URL.
+    let wav = dir.path().join("tone: one.wav");
     write_wav(&wav, 4);
 
     // (b) an HLS/CMAF package, imported as it is; idempotent.
@@ -187,6 +188,23 @@ async fn every_ingest_mode_then_every_chunk_over_every_protocol() {
     ] {
         let mut conn = client.connect(&node.url(scheme), false).await.unwrap();
         assert_eq!(conn.protocol(), expect, "{scheme}");
+        // HEAD: headers and length, no body, on every protocol.
+        let first = fetch_manifest(&mut conn, "sunrise", &key).await.renditions[0].segments[0];
+        let head = conn
+            .send(
+                Request::head(format!("/v1/chunks/{}", first.id))
+                    .body(bytes::Bytes::new())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(head.status(), StatusCode::OK, "{scheme}");
+        assert_eq!(
+            head.headers()["content-length"],
+            first.size.to_string().as_str(),
+            "{scheme}"
+        );
+        assert!(head.body().is_empty(), "{scheme}: HEAD sent a body");
         let mut fetched = Vec::new();
         for track in &tracks {
             let m = fetch_manifest(&mut conn, track, &key).await;
@@ -407,6 +425,19 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         ),
         (get("/v2/anything"), StatusCode::NOT_FOUND),
         (
+            Request::delete("/metrics")
+                .body(bytes::Bytes::new())
+                .unwrap(),
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (
+            Request::get("/healthz")
+                .header("x-big", "a".repeat(20 * 1024))
+                .body(bytes::Bytes::new())
+                .unwrap(),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        ),
+        (
             Request::post(format!("/v1/chunks/{}", chunk.id))
                 .body(bytes::Bytes::new())
                 .unwrap(),
@@ -470,7 +501,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
             "{what}: {}",
             String::from_utf8_lossy(resp.body())
         );
-        if want != StatusCode::URI_TOO_LONG || !resp.body().is_empty() {
+        if want != StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE {
             let v: serde_json::Value = serde_json::from_slice(resp.body())
                 .unwrap_or_else(|_| panic!("{what}: error body is not JSON"));
             assert!(
@@ -744,6 +775,18 @@ async fn config_file_env_and_flags_layer_and_shutdown_is_graceful() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown key \"stor\""));
     assert_eq!(chorus(&["origin"]).status.code(), Some(2));
+    // Booleans in the file work as switches.
+    let keys_dir = dir.path().join("keys");
+    ok(&chorus(&["keys", "generate", "--out", s(&keys_dir)]));
+    std::fs::write(&cfg, "force = true\n").unwrap();
+    ok(&chorus(&[
+        "keys",
+        "generate",
+        "--out",
+        s(&keys_dir),
+        "--config",
+        s(&cfg),
+    ]));
     assert_eq!(
         chorus(&["origin", "--store", "x", "--listen", "ftp://x:1"])
             .status

@@ -149,9 +149,40 @@ pub fn load_or_create(priv_path: &Path, pub_path: &Path) -> Result<(SigningKey, 
     match read_signing_key(priv_path) {
         Ok(k) => Ok((k, false)),
         Err(KeyError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            // Two processes may start on a fresh store at once: the key is published with a
+            // hard link, which fails if the other one won, and then its key is used.
             let key = generate();
-            write_pair(&key, priv_path, pub_path)?;
-            Ok((key, true))
+            let dir = priv_path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let tmp = dir.join(format!("{}key-{}", fsutil::TMP_PREFIX, std::process::id()));
+            let io_err = |source| KeyError::Io {
+                path: priv_path.to_owned(),
+                source,
+            };
+            fsutil::write_atomic(&tmp, signing_key_pem(&key).as_bytes(), 0o600).map_err(io_err)?;
+            let linked = std::fs::hard_link(&tmp, priv_path);
+            let _ = std::fs::remove_file(&tmp);
+            match linked {
+                Ok(()) => {
+                    fsutil::sync_dir(dir).map_err(io_err)?;
+                    fsutil::write_atomic(
+                        pub_path,
+                        verifying_key_pem(&key.verifying_key()).as_bytes(),
+                        0o644,
+                    )
+                    .map_err(|source| KeyError::Io {
+                        path: pub_path.to_owned(),
+                        source,
+                    })?;
+                    Ok((key, true))
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    Ok((read_signing_key(priv_path)?, false))
+                }
+                Err(e) => Err(io_err(e)),
+            }
         }
         Err(e) => Err(e),
     }

@@ -4,6 +4,7 @@
 //! - [`manifest`]: the signed track manifest (ed25519 over RFC 8785 canonical JSON);
 //! - [`keys`]: ed25519 keys in PEM; [`token`]: EdDSA JWT access tokens;
 //! - [`http`]: one front serving a handler over HTTP/1.1, HTTP/2 and HTTP/3, and a client;
+//! - [`hls`]: HLS playlists generated from a manifest;
 //! - [`metrics`]: the Prometheus registry helpers;
 //! - [`units`]: sizes (`512MiB`) and durations (`30s`) as the CLI and config files write them;
 //! - [`fsutil`]: crash-safe file writes.
@@ -12,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod fsutil;
+pub mod hls;
 pub mod http;
 pub mod id;
 pub mod keys;

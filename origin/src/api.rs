@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chorus_core::TrackId;
+use chorus_core::hls as playlist;
 use chorus_core::http::body::{self, BodyError};
 use chorus_core::http::serve::{
     bearer, chunk_response, parse_chunk_segment, query_param, secret_eq,
@@ -22,7 +23,6 @@ use tracing::{error, info, warn};
 
 use crate::ingest::{self, IngestError, IngestRequest, Mode, NoProgress};
 use crate::metrics::OriginMetrics;
-use crate::playlist;
 use crate::store::{Store, StoreError};
 
 /// `Cache-Control` of manifests and playlists: short, so a re-ingested track shows up soon.
@@ -56,7 +56,7 @@ pub struct Origin {
     config: ApiConfig,
     metrics: OriginMetrics,
     /// One ingest at a time: ffmpeg takes the CPU, and manifest replacement stays ordered.
-    ingest_lock: tokio::sync::Mutex<()>,
+    ingest_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Which route a request took, for the `route` metric label.
@@ -112,7 +112,7 @@ impl Origin {
             key: Arc::new(key),
             config,
             metrics,
-            ingest_lock: tokio::sync::Mutex::new(()),
+            ingest_lock: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -173,6 +173,9 @@ impl Origin {
                     method_not_allowed("GET, HEAD")
                 };
                 (route, r)
+            }
+            ["metrics" | "healthz" | "readyz"] if !is_read(&method) => {
+                (Route::Other, method_not_allowed("GET, HEAD"))
             }
             ["metrics"] => (
                 Route::Metrics,
@@ -326,11 +329,8 @@ impl Origin {
         };
         match text {
             Ok(t) => {
-                let mut r = if req.method == Method::HEAD {
-                    empty(StatusCode::OK)
-                } else {
-                    full(StatusCode::OK, "application/vnd.apple.mpegurl", t)
-                };
+                // For HEAD the front drops the body and keeps its length.
+                let mut r = full(StatusCode::OK, "application/vnd.apple.mpegurl", t);
                 r.headers_mut()
                     .insert(header::CACHE_CONTROL, HeaderValue::from_static(SHORT_CACHE));
                 r
@@ -411,7 +411,9 @@ impl Origin {
             self.metrics.ingests.with_label_values(&["rejected"]).inc();
             return resp;
         }
-        let _guard = self.ingest_lock.lock().await;
+        // The lock moves into the blocking task: if this request is cancelled (client gone,
+        // shutdown), the ingest still runs to its end holding it.
+        let guard = self.ingest_lock.clone().lock_owned().await;
         let request = IngestRequest {
             track: track.clone(),
             title,
@@ -423,6 +425,7 @@ impl Origin {
         let result = tokio::task::spawn_blocking(move || {
             let r = ingest::ingest(&store, &key, &request, &NoProgress);
             drop(staged);
+            drop(guard);
             r
         })
         .await;
@@ -439,7 +442,6 @@ impl Origin {
                 };
                 self.metrics.ingests.with_label_values(&[label]).inc();
                 info!(track = %track, chunks = report.chunks, new = report.new_chunks, unchanged = report.unchanged, "ingested upload");
-                drop(_guard);
                 self.refresh_counts().await;
                 json(
                     if report.unchanged {

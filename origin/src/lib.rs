@@ -3,7 +3,6 @@
 //! - [`ingest`]: audio in, chunks and a signed manifest out (ffmpeg ladder, HLS/CMAF import,
 //!   or raw byte chunks of a pre-encoded file);
 //! - [`store`]: the content-addressed chunk store, crash-safe and verified on read;
-//! - [`playlist`]: HLS playlists generated from manifests;
 //! - [`api`]: the read API (SPEC §3) and `PUT /admin/tracks/{track}`;
 //! - [`metrics`]: the origin's Prometheus metrics.
 #![warn(missing_docs)]
@@ -11,7 +10,6 @@
 pub mod api;
 pub mod ingest;
 pub mod metrics;
-pub mod playlist;
 pub mod store;
 
 pub use api::{ApiConfig, Origin};

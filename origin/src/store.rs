@@ -113,7 +113,12 @@ impl Store {
             return Ok((id, false));
         }
         let dir = path.parent().unwrap_or(&self.root);
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        if !dir.is_dir() {
+            // A new fan-out directory must itself be durable before a chunk in it counts.
+            fs::create_dir_all(dir).map_err(io_err(dir))?;
+            let chunks = self.root.join("chunks");
+            fsutil::sync_dir(&chunks).map_err(io_err(&chunks))?;
+        }
         fsutil::write_atomic(&path, bytes, 0o644).map_err(io_err(&path))?;
         Ok((id, true))
     }

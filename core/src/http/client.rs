@@ -78,7 +78,12 @@ impl HttpClient {
         let quic_tls = tls::client_config(trust, tls::ALPN_H3, true)?;
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(quic_tls)
             .map_err(|e| ClientError::Tls(TlsError::Generate(e.to_string())))?;
-        let quic = quinn::ClientConfig::new(Arc::new(crypto));
+        let mut quic = quinn::ClientConfig::new(Arc::new(crypto));
+        // Keep-alives while waiting on a slow answer (a server encoding an upload says nothing
+        // for minutes); the server's idle timeout would otherwise close the connection.
+        let mut transport = quinn::TransportConfig::default();
+        transport.keep_alive_interval(Some(Duration::from_secs(10)));
+        quic.transport_config(Arc::new(transport));
         Ok(Self {
             tcp_tls,
             quic,

@@ -87,13 +87,21 @@ async fn serve_conn<H: Handler>(
         match next {
             Ok(Some(resolver)) => {
                 let handler = handler.clone();
-                let max_uri = config.max_uri_bytes;
+                let limits = Limits {
+                    max_uri: config.max_uri_bytes,
+                    header_timeout: config.header_read_timeout,
+                    idle: config.idle_timeout,
+                };
                 requests.spawn(async move {
-                    match resolver.resolve_request().await {
-                        Ok((req, stream)) => {
-                            serve_request(req, stream, handler.as_ref(), remote, max_uri).await
+                    // The request head must arrive in time, as on TCP.
+                    match tokio::time::timeout(limits.header_timeout, resolver.resolve_request())
+                        .await
+                    {
+                        Ok(Ok((req, stream))) => {
+                            serve_request(req, stream, handler.as_ref(), remote, limits).await
                         }
-                        Err(e) => debug!(error = %e, "bad HTTP/3 request"),
+                        Ok(Err(e)) => debug!(error = %e, "bad HTTP/3 request"),
+                        Err(_) => debug!("HTTP/3 request head timed out"),
                     }
                 });
             }
@@ -111,13 +119,23 @@ async fn serve_conn<H: Handler>(
     while requests.join_next().await.is_some() {}
 }
 
+/// Per-request limits, copied from the [`ServerConfig`].
+#[derive(Clone, Copy)]
+struct Limits {
+    max_uri: usize,
+    header_timeout: std::time::Duration,
+    idle: std::time::Duration,
+}
+
 async fn serve_request<H: Handler>(
     req: Request<()>,
     stream: H3Stream,
     handler: &H,
     remote: std::net::SocketAddr,
-    max_uri: usize,
+    limits: Limits,
 ) {
+    let max_uri = limits.max_uri;
+    let head_only = req.method() == http::Method::HEAD;
     let (mut send, recv) = stream.split();
     let resp = if req.uri().path_and_query().map_or(0, |p| p.as_str().len()) > max_uri {
         json_error(
@@ -143,24 +161,37 @@ async fn serve_request<H: Handler>(
         };
         handler.call(req, ctx).await
     };
-    if let Err(e) = send_response(&mut send, resp).await {
+    if let Err(e) = send_response(&mut send, resp, head_only, limits.idle).await {
         debug!(error = %e, "sending HTTP/3 response failed");
     }
 }
 
+/// Sends `resp`; without its body for `HEAD` (hyper strips it on TCP; here it is ours to do).
+/// A client that takes more than `idle` to accept a piece of the body is cut off.
 async fn send_response(
     send: &mut h3::server::RequestStream<h3_quinn::SendStream<Bytes>, Bytes>,
     resp: Response<ResponseBody>,
-) -> Result<(), h3::error::StreamError> {
+    head_only: bool,
+    idle: std::time::Duration,
+) -> Result<(), SendError> {
     let (parts, mut body) = resp.into_parts();
     send.send_response(Response::from_parts(parts, ())).await?;
+    if head_only {
+        return Ok(send.finish().await?);
+    }
     while let Some(frame) = body.frame().await {
         match frame {
             Ok(frame) => {
                 if let Ok(data) = frame.into_data()
                     && !data.is_empty()
                 {
-                    send.send_data(data).await?;
+                    match tokio::time::timeout(idle, send.send_data(data)).await {
+                        Ok(sent) => sent?,
+                        Err(_) => {
+                            send.stop_stream(h3::error::Code::H3_REQUEST_CANCELLED);
+                            return Err(SendError::Stalled);
+                        }
+                    }
                 }
             }
             Err(e) => {
@@ -170,5 +201,13 @@ async fn send_response(
             }
         }
     }
-    send.finish().await
+    Ok(send.finish().await?)
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    #[error(transparent)]
+    Stream(#[from] h3::error::StreamError),
+    #[error("client stopped reading the response")]
+    Stalled,
 }

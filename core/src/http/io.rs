@@ -1,6 +1,7 @@
 //! A connection wrapper that closes connections on which nothing moves.
 //!
-//! A connection is idle when neither a read nor a write has made progress for `idle`. That
+//! A connection is idle when neither a read nor a write has made progress for `idle` and no
+//! request on it is being handled (an upload being encoded is not the client's fault). That
 //! catches clients that stop reading a response (a slow-read attack holds a connection slot
 //! otherwise forever) and connections left open with nothing to do, while a slow but moving
 //! transfer is left alone. The deadline is checked lazily: progress only stores an `Instant`,
@@ -8,11 +9,39 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
+
+/// Counts the requests a connection's handler is working on; while it is above zero the
+/// connection is not idle.
+#[derive(Clone, Default)]
+pub(crate) struct Busy(Arc<AtomicUsize>);
+
+impl Busy {
+    /// Marks one request as in progress until the guard is dropped.
+    pub(crate) fn enter(&self) -> BusyGuard {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        BusyGuard(self.0.clone())
+    }
+
+    fn active(&self) -> bool {
+        self.0.load(Ordering::Relaxed) > 0
+    }
+}
+
+/// See [`Busy::enter`].
+pub(crate) struct BusyGuard(Arc<AtomicUsize>);
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// `S` with an idle timeout.
 pub(crate) struct IdleTimeout<S> {
@@ -20,16 +49,18 @@ pub(crate) struct IdleTimeout<S> {
     idle: Duration,
     last_progress: Instant,
     timer: Pin<Box<Sleep>>,
+    busy: Busy,
 }
 
 impl<S> IdleTimeout<S> {
-    pub(crate) fn new(inner: S, idle: Duration) -> Self {
+    pub(crate) fn new(inner: S, idle: Duration, busy: Busy) -> Self {
         let now = Instant::now();
         Self {
             inner,
             idle,
             last_progress: now,
             timer: Box::pin(tokio::time::sleep_until(now + idle)),
+            busy,
         }
     }
 
@@ -41,7 +72,11 @@ impl<S> IdleTimeout<S> {
                 self.timer.as_mut().reset(deadline);
             }
             ready!(self.timer.as_mut().poll(cx));
-            if Instant::now() >= self.last_progress + self.idle {
+            let now = Instant::now();
+            if self.busy.active() {
+                // The server is working on a request: waiting for it is not the client's fault.
+                self.last_progress = now;
+            } else if now >= self.last_progress + self.idle {
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "connection idle timeout",
@@ -135,7 +170,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn idle_read_times_out_but_progress_keeps_it_open() {
         let (a, mut b) = tokio::io::duplex(64);
-        let mut a = IdleTimeout::new(a, Duration::from_secs(10));
+        let mut a = IdleTimeout::new(a, Duration::from_secs(10), Busy::default());
         let writer = tokio::spawn(async move {
             for _ in 0..3 {
                 tokio::time::sleep(Duration::from_secs(6)).await;
@@ -154,9 +189,31 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_busy_connection_is_not_idle() {
+        let (a, mut b) = tokio::io::duplex(64);
+        let busy = Busy::default();
+        let mut a = IdleTimeout::new(a, Duration::from_secs(5), busy.clone());
+        let guard = busy.enter();
+        let writer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            drop(guard);
+            b.write_all(b"x").await.unwrap();
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            drop(b);
+        });
+        let mut buf = [0u8; 1];
+        a.read_exact(&mut buf).await.unwrap();
+        assert_eq!(
+            a.read_exact(&mut buf).await.unwrap_err().kind(),
+            io::ErrorKind::TimedOut
+        );
+        writer.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_reader_that_never_reads_times_out_the_writer() {
         let (a, _b) = tokio::io::duplex(8);
-        let mut a = IdleTimeout::new(a, Duration::from_secs(5));
+        let mut a = IdleTimeout::new(a, Duration::from_secs(5), Busy::default());
         let err = a.write_all(&[0u8; 64]).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
     }

@@ -26,7 +26,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument as _, debug, info, info_span, warn};
 
-use super::io::IdleTimeout;
+use super::io::{Busy, IdleTimeout};
 use super::listen::{ListenUrl, Scheme};
 use super::tls::{self, CertifiedKey, TlsError};
 use super::{BodyError, Handler, Protocol, RequestContext, json_error};
@@ -361,13 +361,14 @@ struct TcpConn<H> {
 
 impl<H: Handler> TcpConn<H> {
     async fn serve(self, stream: TcpStream, remote: SocketAddr, tls: Option<TlsAcceptor>) {
-        let io = IdleTimeout::new(stream, self.config.idle_timeout);
+        let busy = Busy::default();
+        let io = IdleTimeout::new(stream, self.config.idle_timeout, busy.clone());
         match tls {
-            None => self.serve_io(io, remote, false).await,
+            None => self.serve_io(io, remote, false, busy).await,
             Some(acceptor) => {
                 match tokio::time::timeout(self.config.handshake_timeout, acceptor.accept(io)).await
                 {
-                    Ok(Ok(tls_stream)) => self.serve_io(tls_stream, remote, true).await,
+                    Ok(Ok(tls_stream)) => self.serve_io(tls_stream, remote, true, busy).await,
                     Ok(Err(e)) => debug!(error = %e, "TLS handshake failed"),
                     Err(_) => debug!("TLS handshake timed out"),
                 }
@@ -375,7 +376,7 @@ impl<H: Handler> TcpConn<H> {
         }
     }
 
-    async fn serve_io<I>(self, io: I, remote: SocketAddr, tls: bool)
+    async fn serve_io<I>(self, io: I, remote: SocketAddr, tls: bool, busy: Busy)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -390,7 +391,9 @@ impl<H: Handler> TcpConn<H> {
         let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
             let handler = handler.clone();
             let alt_svc = alt_svc.clone();
+            let working = busy.enter();
             async move {
+                let _working = working;
                 let protocol = if req.version() == http::Version::HTTP_2 {
                     Protocol::Http2
                 } else {

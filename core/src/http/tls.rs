@@ -192,7 +192,7 @@ pub fn server_config(
 /// How a client decides to trust servers.
 #[derive(Debug, Clone, Default)]
 pub struct ClientTls {
-    /// Extra roots (PEM files) to trust.
+    /// Roots (PEM files) to trust in addition to the built-in web roots.
     pub ca_files: Vec<PathBuf>,
     /// Skip certificate checks entirely.
     pub insecure: bool,
@@ -215,6 +215,9 @@ pub fn client_config(
         builder.with_safe_default_protocol_versions()?
     };
     let mut cfg = if trust.insecure {
+        tracing::warn!(
+            "--insecure: TLS certificates are not checked; anyone on the path can impersonate the server (content is still verified by manifest signatures and chunk hashes)"
+        );
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(NoCertificateCheck(
@@ -222,7 +225,10 @@ pub fn client_config(
             )))
             .with_no_client_auth()
     } else {
-        let mut roots = rustls::RootCertStore::empty();
+        // The usual web roots (Mozilla's list, built in), plus any the operator adds with --ca.
+        let mut roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
         for f in &trust.ca_files {
             for cert in read_certs(f)? {
                 roots.add(cert).map_err(|e| TlsError::Pem {

@@ -73,9 +73,11 @@ pub(super) fn plan(
         "-progress",
         "pipe:1",
         "-y",
+        "-protocol_whitelist",
+        "file",
         "-i",
     ])
-    .arg(input)
+    .arg(probe::file_url(input)?)
     .args(ladder.iter().flat_map(|_| ["-map", "0:a:0"]))
     .args(["-c:a", "aac", "-ar", "44100"]);
     for (i, kbps) in ladder.iter().enumerate() {

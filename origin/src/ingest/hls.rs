@@ -231,7 +231,29 @@ fn piece(
     follow: Option<u64>,
 ) -> Result<Piece, IngestError> {
     let whole = Piece::whole(path)?;
-    let Some(r) = range else { return Ok(whole) };
+    let Some(r) = range else {
+        if whole.len > limits::MAX_CHUNK_BYTES {
+            return Err(input_err(
+                path,
+                format!(
+                    "segment of {} bytes is larger than the {} MiB chunk limit",
+                    whole.len,
+                    limits::MAX_CHUNK_BYTES >> 20
+                ),
+            ));
+        }
+        return Ok(whole);
+    };
+    if r.length > limits::MAX_CHUNK_BYTES {
+        return Err(input_err(
+            path,
+            format!(
+                "byte range of {} bytes is larger than the {} MiB chunk limit",
+                r.length,
+                limits::MAX_CHUNK_BYTES >> 20
+            ),
+        ));
+    }
     let offset = r.offset.or(follow).unwrap_or(0);
     if offset
         .checked_add(r.length)

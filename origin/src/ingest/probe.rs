@@ -34,6 +34,16 @@ struct Format {
     bit_rate: Option<String>,
 }
 
+/// `path` as ffmpeg's `file:` URL of the absolute path, so a name like `Live: Set.flac` is not
+/// taken for a protocol, and nothing but local files can be read (with `-protocol_whitelist`).
+pub(super) fn file_url(path: &Path) -> Result<std::ffi::OsString, IngestError> {
+    let abs = std::fs::canonicalize(path)
+        .map_err(|e| IngestError::Input(format!("{}: {e}", path.display())))?;
+    let mut url = std::ffi::OsString::from("file:");
+    url.push(abs.as_os_str());
+    Ok(url)
+}
+
 /// Whether a program can be started (`ffmpeg`, `ffprobe`).
 pub(super) fn available(program: &str) -> bool {
     Command::new(program)
@@ -52,12 +62,14 @@ pub(super) fn probe(path: &Path) -> Result<Probe, IngestError> {
         .args([
             "-v",
             "error",
+            "-protocol_whitelist",
+            "file",
             "-show_entries",
             "stream=codec_type:format=duration,bit_rate",
             "-of",
             "json",
         ])
-        .arg(path)
+        .arg(file_url(path)?)
         .output()
         .map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
@@ -97,6 +109,8 @@ pub(super) fn probe(path: &Path) -> Result<Probe, IngestError> {
         .duration
         .and_then(|d| d.parse::<f64>().ok())
         .filter(|d| d.is_finite() && *d > 0.0)
+        // Anything over a week is a lie in the file's header, not audio.
+        .filter(|d| *d < 7.0 * 86_400.0)
         .map(|d| (d * 1000.0).round() as u64)
         .ok_or_else(|| {
             IngestError::NotAudio(format!(

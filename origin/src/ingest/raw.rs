@@ -47,14 +47,14 @@ pub(super) fn plan(input: &Path) -> Result<Plan, IngestError> {
         .and_then(|i| i.bitrate_bps)
         .or_else(|| {
             info.filter(|i| i.duration_ms > 0)
-                .map(|i| whole.len * 8 * 1000 / i.duration_ms)
+                .map(|i| mul_div(whole.len, 8000, i.duration_ms))
         })
         .unwrap_or(0);
     let segments = (0..count)
         .map(|i| {
             let offset = i * RAW_CHUNK_BYTES;
             let len = RAW_CHUNK_BYTES.min(whole.len - offset);
-            let duration_ms = info.map_or(0, |i| i.duration_ms * len / whole.len);
+            let duration_ms = info.map_or(0, |i| mul_div(i.duration_ms, len, whole.len));
             (
                 Piece {
                     path: input.to_owned(),
@@ -78,6 +78,14 @@ pub(super) fn plan(input: &Path) -> Result<Plan, IngestError> {
         }],
         duration_ms: info.map(|i| i.duration_ms),
     })
+}
+
+/// `a * b / c` without overflow (saturating; 0 when `c` is 0).
+fn mul_div(a: u64, b: u64, c: u64) -> u64 {
+    if c == 0 {
+        return 0;
+    }
+    u64::try_from(u128::from(a) * u128::from(b) / u128::from(c)).unwrap_or(u64::MAX)
 }
 
 /// The audio format of a file from its first bytes.

@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 
-use chorus_core::manifest::{Container, Manifest, Rendition};
+use crate::manifest::{Container, Manifest, Rendition};
 
 /// Whether a rendition can be played through HLS (CMAF only; raw byte chunks cannot).
 #[must_use]
@@ -83,8 +83,8 @@ pub fn media(r: &Rendition, token: Option<&str>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chorus_core::manifest::{ChunkRef, Segment};
-    use chorus_core::{ChunkId, RenditionId, TrackId};
+    use crate::manifest::{ChunkRef, Segment};
+    use crate::{ChunkId, RenditionId, TrackId};
 
     #[test]
     fn media_playlist_lists_exactly_the_chunks() {

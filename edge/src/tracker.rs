@@ -1,0 +1,320 @@
+//! The peer tracker (SPEC §3): which peers hold which track, so a client finds up to 10 peers in
+//! one round trip.
+//!
+//! Plain logic with an explicit clock. Bounded everywhere: at most
+//! [`TrackerConfig::per_track`] peers remembered per track (the stalest is replaced), at most
+//! [`TrackerConfig::max_tracks`] tracks, at most [`TrackerConfig::returned`] peers answered,
+//! entries expire after [`TrackerConfig::ttl`], and announces are rate-limited per source
+//! address with a token bucket whose table is bounded too.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use chorus_core::TrackId;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+/// Limits of the tracker; every default suits a public edge.
+#[derive(Debug, Clone)]
+pub struct TrackerConfig {
+    /// Peers remembered per track (default 20).
+    pub per_track: usize,
+    /// Peers returned per query (default 10).
+    pub returned: usize,
+    /// An entry not re-announced within this is dropped (default 5 min; peers re-announce
+    /// before it runs out).
+    pub ttl: Duration,
+    /// Tracks remembered at most (default 200 000).
+    pub max_tracks: usize,
+    /// Announces per source address: burst size (default 10).
+    pub burst: u32,
+    /// Announces per source address: one more allowed every this long (default 3 s).
+    pub refill: Duration,
+    /// Source addresses whose rate is tracked at most (default 100 000).
+    pub max_sources: usize,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        Self {
+            per_track: 20,
+            returned: 10,
+            ttl: Duration::from_secs(300),
+            max_tracks: 200_000,
+            burst: 10,
+            refill: Duration::from_secs(3),
+            max_sources: 100_000,
+        }
+    }
+}
+
+/// Most addresses one announce may carry.
+pub const MAX_ADDRS: usize = 8;
+/// Longest multiaddr accepted, in bytes.
+pub const MAX_ADDR_LEN: usize = 256;
+/// Most tracks one announce may name.
+pub const MAX_TRACKS_PER_ANNOUNCE: usize = 256;
+/// Longest peer id accepted (a base58 libp2p peer id is 46–53 characters).
+pub const MAX_PEER_ID_LEN: usize = 128;
+
+/// `POST /v1/peers/announce` body.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Announce {
+    /// The peer's libp2p id (base58).
+    pub peer_id: String,
+    /// Where it listens, as multiaddrs.
+    pub addrs: Vec<String>,
+    /// The tracks it holds (complete or partly).
+    pub tracks: Vec<TrackId>,
+}
+
+/// One peer in a `GET /v1/tracks/{track}/peers` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerRecord {
+    /// The peer's libp2p id.
+    pub peer_id: String,
+    /// Where it listens.
+    pub addrs: Vec<String>,
+}
+
+/// Why an announce was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrackerError {
+    /// The announce breaks a bound or a format rule (400).
+    #[error("invalid announce: {0}")]
+    Invalid(String),
+    /// The source announces too often (429); retry after the given time.
+    #[error("too many announces from this address; retry in {0:?}")]
+    RateLimited(Duration),
+}
+
+#[derive(Debug, Clone)]
+struct PeerInfo {
+    addrs: Vec<String>,
+    seen: Instant,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// The tracker's state.
+#[derive(Debug)]
+pub struct Tracker {
+    cfg: TrackerConfig,
+    /// Per track: peer ids with the time of their last announce of it.
+    tracks: HashMap<TrackId, Vec<(String, Instant)>>,
+    /// Per peer: its latest addresses.
+    peers: HashMap<String, PeerInfo>,
+    buckets: HashMap<IpAddr, Bucket>,
+    entries: usize,
+}
+
+fn valid_peer_id(s: &str) -> bool {
+    // base58btc alphabet (no 0, O, I, l).
+    !s.is_empty()
+        && s.len() <= MAX_PEER_ID_LEN
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() && !matches!(b, b'0' | b'O' | b'I' | b'l'))
+}
+
+fn valid_multiaddr(s: &str) -> bool {
+    s.starts_with('/') && s.len() <= MAX_ADDR_LEN && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
+impl Tracker {
+    /// An empty tracker.
+    #[must_use]
+    pub fn new(cfg: TrackerConfig) -> Self {
+        Self { cfg, tracks: HashMap::new(), peers: HashMap::new(), buckets: HashMap::new(), entries: 0 }
+    }
+
+    /// Peer entries held (over all tracks): `chorus_tracker_peers`.
+    #[must_use]
+    pub const fn entries(&self) -> usize {
+        self.entries
+    }
+
+    /// Records `ann` from `source` at `now`.
+    ///
+    /// # Errors
+    /// [`TrackerError::Invalid`] for a malformed announce, [`TrackerError::RateLimited`] when
+    /// `source` has used its budget.
+    pub fn announce(&mut self, now: Instant, source: IpAddr, ann: Announce) -> Result<(), TrackerError> {
+        if !valid_peer_id(&ann.peer_id) {
+            return Err(TrackerError::Invalid("peer_id must be a base58 libp2p peer id".into()));
+        }
+        if ann.addrs.is_empty() || ann.addrs.len() > MAX_ADDRS || !ann.addrs.iter().all(|a| valid_multiaddr(a)) {
+            return Err(TrackerError::Invalid(format!("addrs must be 1 to {MAX_ADDRS} multiaddrs of at most {MAX_ADDR_LEN} bytes")));
+        }
+        if ann.tracks.len() > MAX_TRACKS_PER_ANNOUNCE {
+            return Err(TrackerError::Invalid(format!("at most {MAX_TRACKS_PER_ANNOUNCE} tracks per announce")));
+        }
+        self.take_token(now, source)?;
+        self.peers.insert(ann.peer_id.clone(), PeerInfo { addrs: ann.addrs, seen: now });
+        for track in ann.tracks {
+            if !self.tracks.contains_key(&track) && self.tracks.len() >= self.cfg.max_tracks {
+                self.expire(now);
+                if self.tracks.len() >= self.cfg.max_tracks {
+                    continue; // full of live entries: remember what we have
+                }
+            }
+            let list = self.tracks.entry(track).or_default();
+            if let Some(e) = list.iter_mut().find(|(p, _)| *p == ann.peer_id) {
+                e.1 = now;
+            } else if list.len() < self.cfg.per_track {
+                list.push((ann.peer_id.clone(), now));
+                self.entries += 1;
+            } else if let Some(stalest) = list.iter_mut().min_by_key(|(_, t)| *t) {
+                *stalest = (ann.peer_id.clone(), now);
+            }
+        }
+        Ok(())
+    }
+
+    fn take_token(&mut self, now: Instant, source: IpAddr) -> Result<(), TrackerError> {
+        let (burst, refill) = (f64::from(self.cfg.burst), self.cfg.refill.as_secs_f64().max(1e-3));
+        if !self.buckets.contains_key(&source) && self.buckets.len() >= self.cfg.max_sources {
+            // Forget sources whose bucket has refilled: they are idle.
+            self.buckets.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() / refill < burst);
+            if self.buckets.len() >= self.cfg.max_sources {
+                return Err(TrackerError::RateLimited(self.cfg.refill));
+            }
+        }
+        let b = self.buckets.entry(source).or_insert(Bucket { tokens: burst, at: now });
+        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() / refill).min(burst);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(TrackerError::RateLimited(Duration::from_secs_f64((1.0 - b.tokens) * refill)))
+        }
+    }
+
+    /// Up to [`TrackerConfig::returned`] live peers for `track`, most recently announced first.
+    #[must_use]
+    pub fn peers(&self, now: Instant, track: &TrackId) -> Vec<PeerRecord> {
+        let Some(list) = self.tracks.get(track) else { return Vec::new() };
+        let mut live: Vec<&(String, Instant)> = list.iter().filter(|(_, t)| now.duration_since(*t) < self.cfg.ttl).collect();
+        live.sort_by(|a, b| b.1.cmp(&a.1));
+        live.into_iter()
+            .filter_map(|(id, _)| self.peers.get(id).map(|p| PeerRecord { peer_id: id.clone(), addrs: p.addrs.clone() }))
+            .take(self.cfg.returned)
+            .collect()
+    }
+
+    /// Drops expired entries, tracks left empty, and peers no track names.
+    pub fn expire(&mut self, now: Instant) {
+        let ttl = self.cfg.ttl;
+        let mut entries = 0;
+        self.tracks.retain(|_, list| {
+            list.retain(|(_, t)| now.duration_since(*t) < ttl);
+            entries += list.len();
+            !list.is_empty()
+        });
+        self.entries = entries;
+        self.peers.retain(|_, p| now.duration_since(p.seen) < ttl);
+        let refill = self.cfg.refill.as_secs_f64().max(1e-3);
+        let burst = f64::from(self.cfg.burst);
+        self.buckets.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() / refill < burst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PEER: &str = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN";
+
+    fn ann(peer: &str, tracks: &[&str]) -> Announce {
+        Announce {
+            peer_id: peer.to_owned(),
+            addrs: vec![format!("/ip4/127.0.0.1/tcp/4001/p2p/{peer}")],
+            tracks: tracks.iter().map(|t| TrackId::parse(t).unwrap()).collect(),
+        }
+    }
+
+    fn peer(n: usize) -> String {
+        format!("12D3KooW{n:0>10}").replace('0', "z")
+    }
+
+    fn ip(n: u8) -> IpAddr {
+        IpAddr::from([10, 0, 0, n])
+    }
+
+    #[test]
+    fn remembers_20_returns_10_newest_first() {
+        let cfg = TrackerConfig { burst: 1000, ..TrackerConfig::default() };
+        let mut t = Tracker::new(cfg);
+        let start = Instant::now();
+        let track = TrackId::parse("t").unwrap();
+        for n in 0..30 {
+            t.announce(start + Duration::from_secs(n as u64), ip(1), ann(&format!("{}{}", peer(0), n).replace('0', "z"), &["t"])).unwrap();
+        }
+        assert_eq!(t.entries(), 20);
+        let now = start + Duration::from_secs(30);
+        let got = t.peers(now, &track);
+        assert_eq!(got.len(), 10);
+        // The 10 most recent announces (peers 20..29), newest first.
+        let want: Vec<String> = (20..30).rev().map(|n| format!("{}{}", peer(0), n).replace('0', "z")).collect();
+        assert_eq!(got.iter().map(|p| p.peer_id.clone()).collect::<Vec<_>>(), want);
+    }
+
+    #[test]
+    fn entries_expire() {
+        let mut t = Tracker::new(TrackerConfig::default());
+        let start = Instant::now();
+        let track = TrackId::parse("t").unwrap();
+        t.announce(start, ip(1), ann(PEER, &["t"])).unwrap();
+        assert_eq!(t.peers(start + Duration::from_secs(299), &track).len(), 1);
+        assert!(t.peers(start + Duration::from_secs(300), &track).is_empty());
+        t.expire(start + Duration::from_secs(301));
+        assert_eq!(t.entries(), 0);
+        assert!(t.tracks.is_empty() && t.peers.is_empty());
+    }
+
+    #[test]
+    fn rate_limited_per_source() {
+        let mut t = Tracker::new(TrackerConfig::default());
+        let now = Instant::now();
+        for _ in 0..10 {
+            t.announce(now, ip(1), ann(PEER, &["t"])).unwrap();
+        }
+        assert!(matches!(t.announce(now, ip(1), ann(PEER, &["t"])), Err(TrackerError::RateLimited(_))));
+        // Another source is not affected; the first gets one more after the refill time.
+        t.announce(now, ip(2), ann(PEER, &["t"])).unwrap();
+        t.announce(now + Duration::from_secs(3), ip(1), ann(PEER, &["t"])).unwrap();
+    }
+
+    #[test]
+    fn bounded_tracks_and_sources() {
+        let cfg = TrackerConfig { max_tracks: 3, max_sources: 2, ..TrackerConfig::default() };
+        let mut t = Tracker::new(cfg);
+        let now = Instant::now();
+        t.announce(now, ip(1), ann(PEER, &["a", "b", "c", "d", "e"])).unwrap();
+        assert_eq!(t.tracks.len(), 3);
+        t.announce(now, ip(2), ann(PEER, &["a"])).unwrap();
+        assert!(matches!(t.announce(now, ip(3), ann(PEER, &["a"])), Err(TrackerError::RateLimited(_))));
+    }
+
+    #[test]
+    fn malformed_announces() {
+        let mut t = Tracker::new(TrackerConfig::default());
+        let now = Instant::now();
+        let mut a = ann(PEER, &["t"]);
+        a.peer_id = "not/base58".into();
+        assert!(matches!(t.announce(now, ip(1), a), Err(TrackerError::Invalid(_))));
+        let mut a = ann(PEER, &["t"]);
+        a.addrs = vec!["x".repeat(300)];
+        assert!(matches!(t.announce(now, ip(1), a), Err(TrackerError::Invalid(_))));
+        let mut a = ann(PEER, &["t"]);
+        a.addrs = (0..9).map(|i| format!("/ip4/1.2.3.{i}/tcp/1")).collect();
+        assert!(matches!(t.announce(now, ip(1), a), Err(TrackerError::Invalid(_))));
+        assert!(serde_json::from_str::<Announce>(r#"{"peer_id":"x","addrs":[],"tracks":["../x"]}"#).is_err());
+    }
+}
