@@ -291,6 +291,17 @@ impl Connection {
         }
     }
 
+    /// Whether the connection is known to be closed (pooled connections are checked before
+    /// reuse; an HTTP/3 connection reports closure only when a request fails).
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        match &self.inner {
+            Inner::H1(s) => s.is_closed(),
+            Inner::H2(s) => s.is_closed(),
+            Inner::H3 { .. } => false,
+        }
+    }
+
     /// `GET path` (path and query, e.g. `/v1/chunks/…`).
     ///
     /// # Errors

@@ -1,0 +1,299 @@
+//! The edge's chunk cache: a memory tier over a disk tier, sharing one admission policy.
+//!
+//! ```text
+//! get(id):    memory ──hit──▶ Bytes (no copy)
+//!               │miss
+//!             disk ──hit, hash verified──▶ promoted to memory (if admitted) ──▶ Bytes
+//!               │miss, or file corrupt (deleted, counted)
+//!             Miss: the caller fetches upstream (coalesced) and calls insert()
+//! insert(id): memory (admission) and disk (admission; written atomically off the runtime)
+//! ```
+//!
+//! Every chunk read from disk is checked against its id, so a file damaged on disk, or a cache
+//! directory carried over from another machine, is never served: it is dropped and fetched
+//! again. A write error (disk full, I/O error) turns the disk tier off with a warning; the edge
+//! keeps serving from memory and upstream.
+//!
+//! Prefetched chunks are remembered until a client asks for them (`used`) or they leave the
+//! cache unasked (`wasted`), so operators can see whether prefetch pays.
+
+pub mod disk;
+pub mod sketch;
+pub mod tier;
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use chorus_core::ChunkId;
+use lru::LruCache;
+use tracing::warn;
+
+use self::disk::{DiskEntry, DiskStore};
+use self::sketch::Sketch;
+use self::tier::{Admission, Tier};
+
+/// Prefetched chunks remembered at most while waiting to be used.
+const PREFETCH_TRACKED: usize = 65_536;
+
+/// Cache sizes and place.
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// Memory tier capacity in bytes.
+    pub mem_bytes: u64,
+    /// Disk tier capacity in bytes (0 disables it).
+    pub disk_bytes: u64,
+    /// Where the disk tier lives; `None` disables it.
+    pub dir: Option<PathBuf>,
+}
+
+/// Which tier answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TierName {
+    /// RAM.
+    Memory,
+    /// Local disk.
+    Disk,
+}
+
+impl TierName {
+    /// Metric label.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Disk => "disk",
+        }
+    }
+}
+
+/// What a lookup found, and prefetch accounting for it.
+#[derive(Debug)]
+pub struct Found {
+    /// The chunk's verified bytes.
+    pub bytes: Bytes,
+    /// The tier it came from.
+    pub tier: TierName,
+    /// Whether this was the first request for a prefetched chunk.
+    pub prefetch_used: bool,
+}
+
+/// Counters the cache reports to whoever keeps metrics.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Events {
+    /// Prefetched chunks that left the cache without being asked for.
+    pub prefetch_wasted: u64,
+    /// Chunks found corrupt on disk (dropped).
+    pub disk_corrupt: u64,
+}
+
+struct Inner {
+    mem: Tier<Bytes>,
+    disk: Tier<DiskEntry>,
+    sketch: Sketch,
+    prefetched: LruCache<ChunkId, ()>,
+}
+
+/// The two-tier chunk cache. Cheap operations take a short lock; disk I/O runs outside it.
+pub struct ChunkCache {
+    inner: Mutex<Inner>,
+    disk: Option<DiskStore>,
+}
+
+impl ChunkCache {
+    /// Opens the cache, rebuilding the disk tier's index from `cfg.dir` (files are verified
+    /// lazily, when first read). Returns the cache and how many files were indexed.
+    ///
+    /// # Errors
+    /// An I/O error when the directory cannot be created or listed.
+    pub async fn open(cfg: &CacheConfig) -> std::io::Result<(Self, usize)> {
+        let mut disk_tier = Tier::new(cfg.disk_bytes);
+        let mut indexed = 0;
+        let disk = match &cfg.dir {
+            Some(dir) if cfg.disk_bytes > 0 => {
+                let store = DiskStore::new(dir.clone());
+                let found = store.scan().await?;
+                indexed = found.len();
+                let mut evicted = Vec::new();
+                for (id, entry) in found {
+                    evicted.extend(disk_tier.insert(id, entry).into_iter().map(|(id, _)| id));
+                }
+                store.remove_all(evicted).await;
+                Some(store)
+            }
+            _ => None,
+        };
+        // Size the sketch for the number of chunks the cache can hold (about 64 KiB each).
+        let items =
+            usize::try_from((cfg.mem_bytes + cfg.disk_bytes) / 65_536).unwrap_or(usize::MAX);
+        let inner = Inner {
+            mem: Tier::new(cfg.mem_bytes),
+            disk: disk_tier,
+            sketch: Sketch::new(items.max(1024)),
+            prefetched: LruCache::unbounded(),
+        };
+        Ok((
+            Self {
+                inner: Mutex::new(inner),
+                disk,
+            },
+            indexed,
+        ))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves consistent-enough state for a cache.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether the disk tier is on (it turns off after a write error).
+    #[must_use]
+    pub fn disk_enabled(&self) -> bool {
+        self.disk.as_ref().is_some_and(DiskStore::enabled)
+    }
+
+    /// (bytes, capacity) of the memory and disk tiers.
+    #[must_use]
+    pub fn usage(&self) -> [(u64, u64); 2] {
+        let g = self.lock();
+        let disk_cap = if self.disk_enabled() {
+            g.disk.capacity()
+        } else {
+            0
+        };
+        [
+            (g.mem.bytes(), g.mem.capacity()),
+            (g.disk.bytes(), disk_cap),
+        ]
+    }
+
+    /// Whether `id` is held in either tier (no verification, no recency change).
+    #[must_use]
+    pub fn contains(&self, id: &ChunkId) -> bool {
+        let g = self.lock();
+        g.mem.contains(id) || (self.disk_enabled() && g.disk.contains(id))
+    }
+
+    /// Looks `id` up, counting the request for admission. `Ok(None)` is a miss.
+    pub async fn get(&self, id: &ChunkId, events: &mut Events) -> Option<Found> {
+        let on_disk = {
+            let mut g = self.lock();
+            g.sketch.increment(id);
+            if let Some(b) = g.mem.get(id) {
+                let bytes = b.clone();
+                let prefetch_used = g.prefetched.pop(id).is_some();
+                return Some(Found {
+                    bytes,
+                    tier: TierName::Memory,
+                    prefetch_used,
+                });
+            }
+            self.disk_enabled() && g.disk.get(id).is_some()
+        };
+        if !on_disk {
+            return None;
+        }
+        let disk = self.disk.as_ref()?;
+        match disk.read(id).await {
+            Some(bytes) => {
+                let mut g = self.lock();
+                let prefetch_used = g.prefetched.pop(id).is_some();
+                let inner = &mut *g;
+                if let Admission::Admitted(evicted) =
+                    inner.mem.offer(*id, bytes.clone(), &inner.sketch)
+                {
+                    drop(evicted); // still on disk
+                }
+                Some(Found {
+                    bytes,
+                    tier: TierName::Disk,
+                    prefetch_used,
+                })
+            }
+            None => {
+                // Missing or corrupt: forget it; the caller fetches it again.
+                events.disk_corrupt += 1;
+                let mut g = self.lock();
+                g.disk.remove(id);
+                None
+            }
+        }
+    }
+
+    /// Stores verified `bytes` for `id` in the tiers that admit them. `prefetched` marks a chunk
+    /// no client has asked for yet.
+    pub async fn insert(&self, id: ChunkId, bytes: Bytes, prefetched: bool) -> Events {
+        let mut events = Events::default();
+        let (to_write, to_delete) = {
+            let mut g = self.lock();
+            let inner = &mut *g;
+            let mut dropped = Vec::new();
+            if let Admission::Admitted(evicted) = inner.mem.offer(id, bytes.clone(), &inner.sketch)
+            {
+                dropped.extend(evicted.into_iter().map(|(k, _)| k));
+            }
+            let mut to_delete = Vec::new();
+            let mut to_write = false;
+            if self.disk_enabled() && !inner.disk.contains(&id) {
+                if let Admission::Admitted(evicted) = inner.disk.offer(
+                    id,
+                    DiskEntry {
+                        size: bytes.len() as u64,
+                    },
+                    &inner.sketch,
+                ) {
+                    to_write = true;
+                    for (k, _) in evicted {
+                        to_delete.push(k);
+                        if !inner.mem.contains(&k) {
+                            dropped.push(k);
+                        }
+                    }
+                }
+            }
+            // A chunk that left memory but is still on disk is still cached.
+            for k in dropped {
+                if !inner.mem.contains(&k)
+                    && !(self.disk_enabled() && inner.disk.contains(&k))
+                    && inner.prefetched.pop(&k).is_some()
+                {
+                    events.prefetch_wasted += 1;
+                }
+            }
+            let held = inner.mem.contains(&id) || inner.disk.contains(&id);
+            if prefetched && held {
+                inner.prefetched.put(id, ());
+                while inner.prefetched.len() > PREFETCH_TRACKED {
+                    inner.prefetched.pop_lru();
+                    events.prefetch_wasted += 1;
+                }
+            }
+            (to_write, to_delete)
+        };
+        if let Some(disk) = &self.disk {
+            disk.remove_all(to_delete).await;
+            if to_write && !disk.write(&id, bytes).await {
+                warn!("disk tier turned off after a write error; serving from memory and upstream");
+                self.lock().disk.remove(&id);
+            }
+        }
+        events
+    }
+
+    /// Removes `id` from both tiers (and its file). Returns whether it was held.
+    pub async fn purge(&self, id: &ChunkId) -> bool {
+        let held = {
+            let mut g = self.lock();
+            g.prefetched.pop(id);
+            let m = g.mem.remove(id).is_some();
+            let d = g.disk.remove(id).is_some();
+            m || d
+        };
+        if let Some(disk) = &self.disk {
+            disk.remove_all(vec![*id]).await;
+        }
+        held
+    }
+}

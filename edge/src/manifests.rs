@@ -1,0 +1,325 @@
+//! Manifests at the edge: cached as the upstream says (`Cache-Control: max-age`, `ETag`),
+//! revalidated with `If-None-Match` when stale, served stale when every upstream is down, and
+//! fetched once for any number of concurrent requests.
+//!
+//! Each cached manifest also feeds the chunk index: for every chunk, which track, rendition and
+//! position it is. Prefetch uses it (segment i asked → i+1..i+k), and so do track-scoped access
+//! tokens (a chunk request names no track). The index holds exactly the chunks of the cached
+//! manifests, so it is bounded with them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chorus_core::keys::VerifyingKey;
+use chorus_core::manifest::Manifest;
+use chorus_core::{ChunkId, TrackId};
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use lru::LruCache;
+use tokio::time::Instant;
+use tracing::warn;
+
+use crate::coalesce::Inflight;
+use crate::upstream::{FetchError, Upstreams};
+
+/// Used when the upstream sends no `max-age`.
+const DEFAULT_MAX_AGE: Duration = Duration::from_secs(10);
+/// Most positions remembered per chunk (identical chunks shared by many tracks).
+const MAX_POSITIONS: usize = 8;
+
+/// Where a chunk sits in a track.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    /// The track.
+    pub track: TrackId,
+    /// Index of the rendition in the manifest.
+    pub rendition: usize,
+    /// Index of the segment; `None` for the init chunk.
+    pub segment: Option<usize>,
+}
+
+/// A cached manifest.
+#[derive(Debug)]
+pub struct Entry {
+    /// The document, as received.
+    pub bytes: Bytes,
+    /// The upstream's `ETag`.
+    pub etag: Option<String>,
+    /// The parsed manifest.
+    pub manifest: Arc<Manifest>,
+    fetched: Instant,
+    max_age: Duration,
+}
+
+/// How a manifest request was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// From cache, within its max-age.
+    Fresh,
+    /// Fetched (first time, or changed upstream).
+    Fetched,
+    /// Stale, confirmed unchanged upstream (304).
+    Revalidated,
+    /// Stale, and no upstream could be asked: served anyway.
+    Stale,
+}
+
+struct State {
+    entries: LruCache<TrackId, Arc<Entry>>,
+    index: HashMap<ChunkId, Vec<Position>>,
+}
+
+/// The manifest cache and chunk index.
+pub struct Manifests {
+    state: Mutex<State>,
+    inflight: Inflight<TrackId, (Arc<Entry>, Freshness), FetchError>,
+    origin_key: Option<VerifyingKey>,
+}
+
+fn max_age(headers: &HeaderMap) -> Duration {
+    let Some(cc) = headers
+        .get(header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return DEFAULT_MAX_AGE;
+    };
+    let mut age = DEFAULT_MAX_AGE;
+    for d in cc.split(',').map(str::trim) {
+        if d.eq_ignore_ascii_case("no-store") || d.eq_ignore_ascii_case("no-cache") {
+            return Duration::ZERO;
+        }
+        if let Some(v) = d
+            .strip_prefix("max-age=")
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            age = Duration::from_secs(v.min(86_400));
+        }
+    }
+    age
+}
+
+impl Manifests {
+    /// A cache of at most `capacity` manifests. With `origin_key`, manifests that do not verify
+    /// against it are refused like a failed upstream (and never cached).
+    #[must_use]
+    pub fn new(capacity: usize, origin_key: Option<VerifyingKey>) -> Self {
+        let cap =
+            std::num::NonZeroUsize::new(capacity.max(1)).unwrap_or(std::num::NonZeroUsize::MIN);
+        Self {
+            state: Mutex::new(State {
+                entries: LruCache::new(cap),
+                index: HashMap::new(),
+            }),
+            inflight: Inflight::default(),
+            origin_key,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The manifest for `track`, from cache or upstream.
+    ///
+    /// # Errors
+    /// [`FetchError`] when it is not cached and no upstream delivered it.
+    pub async fn get(
+        self: &Arc<Self>,
+        track: &TrackId,
+        upstreams: &Arc<Upstreams>,
+    ) -> Result<(Arc<Entry>, Freshness), FetchError> {
+        let cached = self.lock().entries.get(track).cloned();
+        if let Some(e) = &cached {
+            if e.fetched.elapsed() < e.max_age {
+                return Ok((e.clone(), Freshness::Fresh));
+            }
+        }
+        let (this, ups, t) = (self.clone(), upstreams.clone(), track.clone());
+        let (result, _) = self
+            .inflight
+            .get(
+                track.clone(),
+                move || async move { this.refresh(&t, cached, &ups).await },
+                FetchError::Failed("manifest fetch lost".into()),
+            )
+            .await;
+        result
+    }
+
+    async fn refresh(
+        &self,
+        track: &TrackId,
+        cached: Option<Arc<Entry>>,
+        upstreams: &Upstreams,
+    ) -> Result<(Arc<Entry>, Freshness), FetchError> {
+        let mut headers = HeaderMap::new();
+        if let Some(etag) = cached
+            .as_ref()
+            .and_then(|e| e.etag.as_deref())
+            .and_then(|e| HeaderValue::from_str(e).ok())
+        {
+            headers.insert(header::IF_NONE_MATCH, etag);
+        }
+        let key = self.origin_key;
+        let check = move |r: &Response<Bytes>| -> Result<(), String> {
+            match r.status() {
+                StatusCode::NOT_MODIFIED => Ok(()),
+                StatusCode::OK => parse(r.body(), key.as_ref()).map(|_| ()),
+                s => Err(format!("unexpected status {s}")),
+            }
+        };
+        let path = format!("/v1/tracks/{track}/manifest");
+        match upstreams.get(&path, headers, None, &check).await {
+            Ok(r) if r.status() == StatusCode::NOT_MODIFIED => match cached {
+                Some(old) => {
+                    let e = Arc::new(Entry {
+                        bytes: old.bytes.clone(),
+                        etag: old.etag.clone(),
+                        manifest: old.manifest.clone(),
+                        fetched: Instant::now(),
+                        max_age: max_age(r.headers()),
+                    });
+                    self.lock().entries.put(track.clone(), e.clone());
+                    Ok((e, Freshness::Revalidated))
+                }
+                None => Err(FetchError::Failed(
+                    "upstream answered 304 to an unconditional request".into(),
+                )),
+            },
+            Ok(r) => {
+                let etag = r
+                    .headers()
+                    .get(header::ETAG)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let age = max_age(r.headers());
+                let manifest = parse(r.body(), key.as_ref()).map_err(FetchError::Failed)?;
+                if manifest.track_id != *track {
+                    return Err(FetchError::Failed(format!(
+                        "upstream sent the manifest of {} for {track}",
+                        manifest.track_id
+                    )));
+                }
+                let e = Arc::new(Entry {
+                    bytes: r.into_body(),
+                    etag,
+                    manifest: Arc::new(manifest),
+                    fetched: Instant::now(),
+                    max_age: age,
+                });
+                self.store(track, e.clone());
+                Ok((e, Freshness::Fetched))
+            }
+            Err(err @ FetchError::NotFound) => {
+                self.purge(track);
+                Err(err)
+            }
+            Err(err) => match cached {
+                Some(old) => {
+                    warn!(track = %track, error = %err, "upstreams unavailable; serving a stale manifest");
+                    Ok((old, Freshness::Stale))
+                }
+                None => Err(err),
+            },
+        }
+    }
+
+    fn store(&self, track: &TrackId, e: Arc<Entry>) {
+        let mut g = self.lock();
+        let state = &mut *g;
+        if let Some(old) = state.entries.peek(track).cloned() {
+            unindex(&mut state.index, track, &old.manifest);
+        }
+        if let Some((evicted_track, evicted)) = state.entries.push(track.clone(), e.clone()) {
+            if evicted_track != *track {
+                unindex(&mut state.index, &evicted_track, &evicted.manifest);
+            }
+        }
+        for (ri, r) in e.manifest.renditions.iter().enumerate() {
+            let positions = r
+                .init
+                .iter()
+                .map(|c| (c.id, None))
+                .chain(r.segments.iter().enumerate().map(|(i, s)| (s.id, Some(i))));
+            for (id, segment) in positions {
+                let list = state.index.entry(id).or_default();
+                if list.len() < MAX_POSITIONS {
+                    list.push(Position {
+                        track: track.clone(),
+                        rendition: ri,
+                        segment,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Where chunk `id` sits in the cached manifests.
+    #[must_use]
+    pub fn positions(&self, id: &ChunkId) -> Vec<Position> {
+        self.lock().index.get(id).cloned().unwrap_or_default()
+    }
+
+    /// The cached manifest of `track`, fresh or not.
+    #[must_use]
+    pub fn cached(&self, track: &TrackId) -> Option<Arc<Manifest>> {
+        self.lock().entries.peek(track).map(|e| e.manifest.clone())
+    }
+
+    /// Forgets `track`'s manifest; returns it if it was cached.
+    pub fn purge(&self, track: &TrackId) -> Option<Arc<Manifest>> {
+        let mut g = self.lock();
+        let state = &mut *g;
+        let e = state.entries.pop(track)?;
+        unindex(&mut state.index, track, &e.manifest);
+        Some(e.manifest.clone())
+    }
+}
+
+fn unindex(index: &mut HashMap<ChunkId, Vec<Position>>, track: &TrackId, m: &Manifest) {
+    for c in m.chunks() {
+        if let Some(list) = index.get_mut(&c.id) {
+            list.retain(|p| p.track != *track);
+            if list.is_empty() {
+                index.remove(&c.id);
+            }
+        }
+    }
+}
+
+/// Parses (and, with a key, verifies) a manifest from upstream.
+fn parse(bytes: &[u8], key: Option<&VerifyingKey>) -> Result<Manifest, String> {
+    match key {
+        Some(k) => Manifest::verify(bytes, k).map_err(|e| e.to_string()),
+        None => {
+            if bytes.len() > chorus_core::manifest::limits::MAX_BYTES {
+                return Err("manifest too large".into());
+            }
+            let m: Manifest =
+                serde_json::from_slice(bytes).map_err(|e| format!("malformed manifest: {e}"))?;
+            m.validate().map_err(|e| e.to_string())?;
+            Ok(m)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_control() {
+        let mut h = HeaderMap::new();
+        assert_eq!(max_age(&h), DEFAULT_MAX_AGE);
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=30"),
+        );
+        assert_eq!(max_age(&h), Duration::from_secs(30));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        assert_eq!(max_age(&h), Duration::ZERO);
+    }
+}

@@ -1,0 +1,174 @@
+//! The edge's metrics (SPEC §6), in one place, with help text a capacity planner can read.
+
+use chorus_core::metrics::{RequestCounter, register};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
+
+use crate::upstream::UpstreamMetrics;
+
+/// Every metric the edge exports.
+#[derive(Clone)]
+pub struct EdgeMetrics {
+    /// The registry behind `/metrics`.
+    pub registry: Registry,
+    /// `chorus_edge_requests_total{protocol,route,status}`.
+    pub requests: RequestCounter,
+    /// `chorus_edge_cache_requests_total{result,tier}`.
+    pub cache_requests: IntCounterVec,
+    /// `chorus_edge_cache_bytes{tier}`.
+    pub cache_bytes: IntGaugeVec,
+    /// `chorus_edge_cache_capacity_bytes{tier}`.
+    pub cache_capacity: IntGaugeVec,
+    /// `chorus_edge_served_bytes_total{source}`.
+    pub served_bytes: IntCounterVec,
+    /// `chorus_edge_prefetch_total{result}`.
+    pub prefetch: IntCounterVec,
+    /// `chorus_edge_corrupt_chunks_total{source}`.
+    pub corrupt: IntCounterVec,
+    /// Upstream request metrics.
+    pub upstream: UpstreamMetrics,
+    /// `chorus_qoe_startup_seconds`.
+    pub qoe_startup: Histogram,
+    /// `chorus_qoe_stalls_total`.
+    pub qoe_stalls: IntCounter,
+    /// `chorus_qoe_stall_seconds_total`.
+    pub qoe_stall_seconds: prometheus::Counter,
+    /// `chorus_qoe_bytes_total{source}`.
+    pub qoe_bytes: IntCounterVec,
+    /// `chorus_qoe_beacons_total`.
+    pub qoe_beacons: IntCounter,
+    /// `chorus_tracker_peers`.
+    pub tracker_peers: IntGauge,
+}
+
+impl EdgeMetrics {
+    /// Creates and registers every metric in a new registry.
+    #[must_use]
+    #[allow(
+        clippy::expect_used,
+        clippy::missing_panics_doc,
+        clippy::too_many_lines
+    )] // constant, valid options
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            register(&registry, &c);
+            c
+        };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            register(&registry, &g);
+            g
+        };
+        let latency_buckets = vec![
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
+        let upstream_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "chorus_edge_upstream_seconds",
+                "Time to fetch from an upstream (origin or parent edge), per attempt, by upstream.",
+            )
+            .buckets(latency_buckets.clone()),
+            &["upstream"],
+        )
+        .expect("valid metric");
+        register(&registry, &upstream_seconds);
+        let upstream = UpstreamMetrics {
+            requests: counter_vec(
+                "chorus_edge_upstream_requests_total",
+                "Requests this edge sent to each upstream, by status code (or 'error', 'timeout'): the load the edge puts on origins and parents.",
+                &["upstream", "status"],
+            ),
+            seconds: upstream_seconds,
+            healthy: gauge_vec(
+                "chorus_edge_upstream_healthy",
+                "1 when the upstream is considered up (health checks and recent requests), else 0.",
+                &["upstream"],
+            ),
+        };
+        let qoe_startup = Histogram::with_opts(
+            HistogramOpts::new("chorus_qoe_startup_seconds", "Client-reported startup time: from asking for a track to the first verified playable segment.")
+                .buckets(vec![0.05, 0.1, 0.15, 0.2, 0.265, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0]),
+        )
+        .expect("valid metric");
+        register(&registry, &qoe_startup);
+        let qoe_stalls = IntCounter::new(
+            "chorus_qoe_stalls_total",
+            "Client-reported playback stalls (the buffer ran dry), summed over plays.",
+        )
+        .expect("valid metric");
+        register(&registry, &qoe_stalls);
+        let qoe_stall_seconds = prometheus::Counter::new(
+            "chorus_qoe_stall_seconds_total",
+            "Client-reported time spent stalled, summed over plays.",
+        )
+        .expect("valid metric");
+        register(&registry, &qoe_stall_seconds);
+        let qoe_beacons = IntCounter::new(
+            "chorus_qoe_beacons_total",
+            "QoE beacons received: one per play that reported.",
+        )
+        .expect("valid metric");
+        register(&registry, &qoe_beacons);
+        let tracker_peers = IntGauge::new(
+            "chorus_tracker_peers",
+            "Peer entries the tracker holds, over all tracks (a peer holding 3 tracks counts 3).",
+        )
+        .expect("valid metric");
+        register(&registry, &tracker_peers);
+        Self {
+            requests: RequestCounter::new(&registry, "edge"),
+            cache_requests: counter_vec(
+                "chorus_edge_cache_requests_total",
+                "Chunk lookups by result: hit (served from a tier), miss (fetched upstream), coalesced (joined a fetch already under way). Hit ratio = hit / all.",
+                &["result", "tier"],
+            ),
+            cache_bytes: gauge_vec(
+                "chorus_edge_cache_bytes",
+                "Bytes held in each cache tier.",
+                &["tier"],
+            ),
+            cache_capacity: gauge_vec(
+                "chorus_edge_cache_capacity_bytes",
+                "Configured size of each cache tier (disk is 0 once it is turned off after an error).",
+                &["tier"],
+            ),
+            served_bytes: counter_vec(
+                "chorus_edge_served_bytes_total",
+                "Chunk bytes sent to clients by where they came from: memory, disk, or upstream (a miss). Byte hit ratio = (memory + disk) / all.",
+                &["source"],
+            ),
+            prefetch: counter_vec(
+                "chorus_edge_prefetch_total",
+                "Prefetched chunks: issued (fetched ahead of a request), used (later asked for), wasted (left the cache unasked). Precision = used / issued.",
+                &["result"],
+            ),
+            corrupt: counter_vec(
+                "chorus_edge_corrupt_chunks_total",
+                "Chunks refused because their bytes did not match their id: from disk (damaged cache file) or upstream (a corrupting or lying upstream). Never served.",
+                &["source"],
+            ),
+            upstream,
+            qoe_startup,
+            qoe_stalls,
+            qoe_stall_seconds,
+            qoe_bytes: counter_vec(
+                "chorus_qoe_bytes_total",
+                "Client-reported bytes played, by where the client got them: edge, peer, or its local cache.",
+                &["source"],
+            ),
+            qoe_beacons,
+            tracker_peers,
+            registry,
+        }
+    }
+}
+
+impl Default for EdgeMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

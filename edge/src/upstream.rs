@@ -1,0 +1,452 @@
+//! Upstreams: where misses are fetched from.
+//!
+//! Two kinds: origins (`--upstream`), tried in the order given, and parent edges (`--parent`),
+//! tried first, in an order that depends on the chunk (rendezvous hashing of the chunk id), so
+//! each chunk has a home parent and a tier of edges caches each chunk once. Every attempt has a
+//! timeout; an error, a timeout, a 5xx or a body whose hash is not the chunk's id (a lying or
+//! corrupting upstream) moves on to the next upstream. Errors say whether they came from
+//! upstream and map to 502/504/404 for the client.
+//!
+//! Health is tracked two ways: passively (three failures in a row mark an upstream down) and
+//! actively (`GET /healthz` every `health_interval`, which also brings it back). Upstreams
+//! marked down are skipped, so with every upstream down a miss fails at once instead of
+//! waiting on timeouts. Connections are pooled per upstream and reused.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chorus_core::ChunkId;
+use chorus_core::http::client::{ClientError, Connection, HttpClient};
+use chorus_core::http::tls::ClientTls;
+use http::{HeaderMap, Request, Response, StatusCode};
+use prometheus::{HistogramVec, IntCounterVec, IntGaugeVec};
+use tracing::{debug, info, warn};
+
+/// Idle connections kept per upstream.
+const POOL_MAX: usize = 32;
+
+/// How upstreams are contacted.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Time limit of one attempt at one upstream, connecting included (default 5 s).
+    pub timeout: Duration,
+    /// How often each upstream's `/healthz` is checked (default 2 s).
+    pub health_interval: Duration,
+    /// Failures in a row that mark an upstream down (default 3).
+    pub fail_threshold: u32,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(5),
+            health_interval: Duration::from_secs(2),
+            fail_threshold: 3,
+        }
+    }
+}
+
+/// Why a fetch failed, after every usable upstream was tried.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FetchError {
+    /// Upstreams answered 404.
+    #[error("not found upstream")]
+    NotFound,
+    /// No upstream is healthy: nothing was tried.
+    #[error("no healthy upstream")]
+    NoUpstream,
+    /// The last upstream tried did not answer in time.
+    #[error("upstream timed out")]
+    Timeout,
+    /// Upstreams failed (errors, 5xx, wrong bytes).
+    #[error("upstream failed: {0}")]
+    Failed(String),
+}
+
+impl FetchError {
+    /// The status to answer the client with.
+    #[must_use]
+    pub const fn status(&self) -> StatusCode {
+        match self {
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::NoUpstream | Self::Failed(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
+/// Whether an upstream is an origin or a parent edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// An origin, tried in configured order.
+    Origin,
+    /// A parent edge, chosen per chunk by rendezvous hashing.
+    Parent,
+}
+
+/// One upstream.
+pub struct Upstream {
+    /// Its base URL (`h3://host:port`, `https://…`, `http://…`).
+    pub url: String,
+    /// Origin or parent.
+    pub kind: Kind,
+    healthy: AtomicBool,
+    failures: AtomicU32,
+    pool: Mutex<Vec<Connection>>,
+}
+
+impl Upstream {
+    /// Whether it is considered up.
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    fn take(&self) -> Option<Connection> {
+        let mut pool = self
+            .pool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while let Some(c) = pool.pop() {
+            if !c.is_closed() {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    fn put(&self, c: Connection) {
+        let mut pool = self
+            .pool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if pool.len() < POOL_MAX && !c.is_closed() {
+            pool.push(c);
+        }
+    }
+
+    fn clear(&self) {
+        self.pool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+    }
+}
+
+/// Upstream metrics.
+#[derive(Clone)]
+pub struct UpstreamMetrics {
+    /// `chorus_edge_upstream_requests_total{upstream,status}`.
+    pub requests: IntCounterVec,
+    /// `chorus_edge_upstream_seconds{upstream}`.
+    pub seconds: HistogramVec,
+    /// `chorus_edge_upstream_healthy{upstream}`.
+    pub healthy: IntGaugeVec,
+}
+
+/// The set of upstreams of an edge.
+pub struct Upstreams {
+    list: Vec<Arc<Upstream>>,
+    client: HttpClient,
+    cfg: UpstreamConfig,
+    metrics: UpstreamMetrics,
+}
+
+/// What an attempt at one upstream came to.
+enum Attempt {
+    Done(Response<Bytes>),
+    NotFound,
+    Failed(FetchError),
+}
+
+impl Upstreams {
+    /// Upstreams from origin and parent URLs.
+    ///
+    /// # Errors
+    /// [`ClientError`] when the TLS trust settings are unusable.
+    pub fn new(
+        origins: &[String],
+        parents: &[String],
+        trust: &ClientTls,
+        cfg: UpstreamConfig,
+        metrics: UpstreamMetrics,
+    ) -> Result<Self, ClientError> {
+        let client = HttpClient::new(trust)?
+            .with_timeout(cfg.timeout)
+            .with_max_body(chorus_core::manifest::limits::MAX_BYTES as u64 * 2);
+        let mk = |url: &String, kind| {
+            metrics.healthy.with_label_values(&[url.as_str()]).set(1);
+            Arc::new(Upstream {
+                url: url.trim_end_matches('/').to_owned(),
+                kind,
+                healthy: AtomicBool::new(true),
+                failures: AtomicU32::new(0),
+                pool: Mutex::new(Vec::new()),
+            })
+        };
+        let list = parents
+            .iter()
+            .map(|u| mk(u, Kind::Parent))
+            .chain(origins.iter().map(|u| mk(u, Kind::Origin)))
+            .collect();
+        Ok(Self {
+            list,
+            client,
+            cfg,
+            metrics,
+        })
+    }
+
+    /// Every upstream.
+    #[must_use]
+    pub fn all(&self) -> &[Arc<Upstream>] {
+        &self.list
+    }
+
+    /// Whether at least one upstream is up (readiness).
+    #[must_use]
+    pub fn any_healthy(&self) -> bool {
+        self.list.iter().any(|u| u.healthy())
+    }
+
+    /// Healthy upstreams in the order to try: parents by rendezvous hash of `key`, then
+    /// origins in configured order.
+    #[must_use]
+    pub fn order(&self, key: Option<&ChunkId>) -> Vec<Arc<Upstream>> {
+        let mut parents: Vec<(u64, Arc<Upstream>)> = self
+            .list
+            .iter()
+            .filter(|u| u.kind == Kind::Parent && u.healthy())
+            .map(|u| {
+                let mut h = blake3::Hasher::new();
+                h.update(u.url.as_bytes());
+                if let Some(k) = key {
+                    h.update(k.as_bytes());
+                }
+                let d = h.finalize();
+                let b = d.as_bytes();
+                (
+                    u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
+                    u.clone(),
+                )
+            })
+            .collect();
+        parents.sort_by(|a, b| b.0.cmp(&a.0));
+        parents
+            .into_iter()
+            .map(|(_, u)| u)
+            .chain(
+                self.list
+                    .iter()
+                    .filter(|u| u.kind == Kind::Origin && u.healthy())
+                    .cloned(),
+            )
+            .collect()
+    }
+
+    fn failed(&self, u: &Upstream, why: &str) {
+        let n = u.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        u.clear();
+        if n >= self.cfg.fail_threshold && u.healthy.swap(false, Ordering::Relaxed) {
+            warn!(upstream = %u.url, failures = n, reason = why, "upstream marked down");
+            self.metrics
+                .healthy
+                .with_label_values(&[u.url.as_str()])
+                .set(0);
+        }
+    }
+
+    fn succeeded(&self, u: &Upstream) {
+        u.failures.store(0, Ordering::Relaxed);
+        if !u.healthy.swap(true, Ordering::Relaxed) {
+            info!(upstream = %u.url, "upstream back up");
+            self.metrics
+                .healthy
+                .with_label_values(&[u.url.as_str()])
+                .set(1);
+        }
+    }
+
+    /// One request to one upstream over a pooled connection (a stale pooled connection is
+    /// replaced by a new one once).
+    async fn send(
+        &self,
+        u: &Upstream,
+        req: &Request<Bytes>,
+    ) -> Result<Response<Bytes>, ClientError> {
+        let clone = || {
+            let mut b = Request::builder().method(req.method()).uri(req.uri());
+            if let Some(h) = b.headers_mut() {
+                h.extend(req.headers().clone());
+            }
+            b.body(req.body().clone())
+                .map_err(|e| ClientError::Request(e.to_string()))
+        };
+        if let Some(mut c) = u.take() {
+            match c.send(clone()?).await {
+                Ok(r) => {
+                    u.put(c);
+                    return Ok(r);
+                }
+                Err(e @ ClientError::Timeout(_)) => return Err(e),
+                Err(e) => {
+                    debug!(upstream = %u.url, error = %e, "pooled connection failed; reconnecting")
+                }
+            }
+        }
+        let mut c = self.client.connect(&u.url, false).await?;
+        let r = c.send(clone()?).await?;
+        u.put(c);
+        Ok(r)
+    }
+
+    async fn attempt(
+        &self,
+        u: &Upstream,
+        req: &Request<Bytes>,
+        check: &(dyn Fn(&Response<Bytes>) -> Result<(), String> + Sync),
+    ) -> Attempt {
+        let started = Instant::now();
+        let result = self.send(u, req).await;
+        self.metrics
+            .seconds
+            .with_label_values(&[u.url.as_str()])
+            .observe(started.elapsed().as_secs_f64());
+        let label = match &result {
+            Ok(r) => r.status().as_str().to_owned(),
+            Err(ClientError::Timeout(_)) => "timeout".to_owned(),
+            Err(_) => "error".to_owned(),
+        };
+        self.metrics
+            .requests
+            .with_label_values(&[u.url.as_str(), &label])
+            .inc();
+        match result {
+            Ok(r) if r.status() == StatusCode::NOT_FOUND => {
+                self.succeeded(u);
+                Attempt::NotFound
+            }
+            Ok(r) if r.status().is_server_error() => {
+                self.failed(u, "5xx");
+                Attempt::Failed(FetchError::Failed(format!(
+                    "{} answered {}",
+                    u.url,
+                    r.status()
+                )))
+            }
+            Ok(r) => match check(&r) {
+                Ok(()) => {
+                    self.succeeded(u);
+                    Attempt::Done(r)
+                }
+                Err(why) => {
+                    warn!(upstream = %u.url, reason = %why, "upstream sent a bad answer; trying the next one");
+                    self.failed(u, "bad answer");
+                    Attempt::Failed(FetchError::Failed(format!("{}: {why}", u.url)))
+                }
+            },
+            Err(ClientError::Timeout(_)) => {
+                self.failed(u, "timeout");
+                Attempt::Failed(FetchError::Timeout)
+            }
+            Err(e) => {
+                self.failed(u, "error");
+                Attempt::Failed(FetchError::Failed(format!("{}: {e}", u.url)))
+            }
+        }
+    }
+
+    /// `GET path` from the first upstream that answers well (`check` passes), in [`order`]
+    /// for `key`.
+    ///
+    /// # Errors
+    /// [`FetchError`]: 404 if every answering upstream said so, else the last failure.
+    ///
+    /// [`order`]: Upstreams::order
+    pub async fn get(
+        &self,
+        path: &str,
+        headers: HeaderMap,
+        key: Option<&ChunkId>,
+        check: &(dyn Fn(&Response<Bytes>) -> Result<(), String> + Sync),
+    ) -> Result<Response<Bytes>, FetchError> {
+        let order = self.order(key);
+        if order.is_empty() {
+            return Err(FetchError::NoUpstream);
+        }
+        let mut req = Request::get(path)
+            .body(Bytes::new())
+            .map_err(|e| FetchError::Failed(e.to_string()))?;
+        *req.headers_mut() = headers;
+        let mut last = FetchError::NoUpstream;
+        let mut not_found = false;
+        for u in order {
+            match self.attempt(&u, &req, check).await {
+                Attempt::Done(r) => return Ok(r),
+                Attempt::NotFound => not_found = true,
+                Attempt::Failed(e) => last = e,
+            }
+        }
+        Err(if not_found {
+            FetchError::NotFound
+        } else {
+            last
+        })
+    }
+
+    /// Fetches chunk `id`, accepting only bytes that hash to it.
+    ///
+    /// # Errors
+    /// [`FetchError`] when no upstream delivered the chunk.
+    pub async fn fetch_chunk(&self, id: &ChunkId) -> Result<Bytes, FetchError> {
+        let check = |r: &Response<Bytes>| {
+            if r.status() != StatusCode::OK {
+                return Err(format!("unexpected status {}", r.status()));
+            }
+            if id.matches(r.body()) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "body of {} bytes does not hash to chunk {id}",
+                    r.body().len()
+                ))
+            }
+        };
+        let r = self
+            .get(
+                &format!("/v1/chunks/{id}"),
+                HeaderMap::new(),
+                Some(id),
+                &check,
+            )
+            .await?;
+        Ok(r.into_body())
+    }
+
+    /// Checks every upstream's `/healthz` now.
+    pub async fn check_health(&self) {
+        let probes = self.list.iter().map(|u| async move {
+            let req = Request::get("/healthz").body(Bytes::new());
+            let ok = match req {
+                Ok(req) => matches!(tokio::time::timeout(self.cfg.timeout, self.send(u, &req)).await, Ok(Ok(r)) if r.status().is_success()),
+                Err(_) => false,
+            };
+            if ok {
+                self.succeeded(u);
+            } else if u.healthy.swap(false, Ordering::Relaxed) {
+                warn!(upstream = %u.url, "upstream failed its health check; marked down");
+                self.metrics.healthy.with_label_values(&[u.url.as_str()]).set(0);
+                u.clear();
+            }
+        });
+        futures_util::future::join_all(probes).await;
+    }
+
+    /// The configured health-check interval.
+    #[must_use]
+    pub const fn health_interval(&self) -> Duration {
+        self.cfg.health_interval
+    }
+}
