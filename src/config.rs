@@ -30,10 +30,7 @@ pub(crate) fn with_env(cmd: Command) -> Command {
             let name = format!("CHORUS_{}", long.replace('-', "_").to_ascii_uppercase());
             a.env(name)
         });
-        let names: Vec<String> = cmd
-            .get_subcommands()
-            .map(|s| s.get_name().to_owned())
-            .collect();
+        let names: Vec<String> = cmd.get_subcommands().map(|s| s.get_name().to_owned()).collect();
         names.into_iter().fold(cmd, |c, n| c.mut_subcommand(n, add))
     }
     add(cmd)
@@ -45,11 +42,7 @@ pub(crate) fn with_env(cmd: Command) -> Command {
 /// # Errors
 /// A message (for exit status 2) when the file cannot be read, is not TOML, or names an
 /// unknown key.
-pub(crate) fn merge(
-    cmd: &Command,
-    matches: &ArgMatches,
-    args: &[OsString],
-) -> Result<Option<Vec<OsString>>, String> {
+pub(crate) fn merge(cmd: &Command, matches: &ArgMatches, args: &[OsString]) -> Result<Option<Vec<OsString>>, String> {
     let Some(path) = matches.get_one::<std::path::PathBuf>("config") else {
         return Ok(None);
     };
@@ -66,57 +59,42 @@ pub(crate) fn merge(
     let known_sections: Vec<&str> = all_names(cmd);
 
     let mut extra = Vec::new();
-    let mut apply =
-        |key: &str, value: &toml::Value, c: &Command, m: &ArgMatches| -> Result<bool, String> {
-            // A key names a long flag with `_` for `-` (`admin_token` → `--admin-token`).
-            let long = key.replace('_', "-");
-            let Some(arg) = c
-                .get_arguments()
-                .find(|a| a.get_long() == Some(long.as_str()))
-            else {
-                return Ok(false);
-            };
-            if matches!(
-                m.value_source(arg.get_id().as_str()),
-                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-            ) {
-                return Ok(true);
-            }
-            let flag = format!("--{}", arg.get_long().unwrap_or(key));
-            let takes_value = arg.get_action().takes_values();
-            let values: Vec<&toml::Value> = match value {
-                toml::Value::Array(items) => items.iter().collect(),
-                v => vec![v],
-            };
-            for v in values {
-                match v {
-                    toml::Value::Boolean(b) if !takes_value => {
-                        if *b {
-                            extra.push(OsString::from(&flag));
-                        }
-                    }
-                    toml::Value::String(s) => {
-                        extra.extend([OsString::from(&flag), OsString::from(s)])
-                    }
-                    toml::Value::Integer(i) => {
-                        extra.extend([OsString::from(&flag), OsString::from(i.to_string())])
-                    }
-                    toml::Value::Float(f) => {
-                        extra.extend([OsString::from(&flag), OsString::from(f.to_string())])
-                    }
-                    toml::Value::Boolean(b) => {
-                        extra.extend([OsString::from(&flag), OsString::from(b.to_string())])
-                    }
-                    _ => {
-                        return Err(format!(
-                            "{}: key {key:?} must be a string, number, boolean or list of them",
-                            path.display()
-                        ));
+    let mut apply = |key: &str, value: &toml::Value, c: &Command, m: &ArgMatches| -> Result<bool, String> {
+        // A key names a long flag with `_` for `-` (`admin_token` → `--admin-token`).
+        let long = key.replace('_', "-");
+        let Some(arg) = c.get_arguments().find(|a| a.get_long() == Some(long.as_str())) else {
+            return Ok(false);
+        };
+        if matches!(m.value_source(arg.get_id().as_str()), Some(ValueSource::CommandLine | ValueSource::EnvVariable)) {
+            return Ok(true);
+        }
+        let flag = format!("--{}", arg.get_long().unwrap_or(key));
+        let takes_value = arg.get_action().takes_values();
+        let values: Vec<&toml::Value> = match value {
+            toml::Value::Array(items) => items.iter().collect(),
+            v => vec![v],
+        };
+        for v in values {
+            match v {
+                toml::Value::Boolean(b) if !takes_value => {
+                    if *b {
+                        extra.push(OsString::from(&flag));
                     }
                 }
+                toml::Value::String(s) => extra.extend([OsString::from(&flag), OsString::from(s)]),
+                toml::Value::Integer(i) => extra.extend([OsString::from(&flag), OsString::from(i.to_string())]),
+                toml::Value::Float(f) => extra.extend([OsString::from(&flag), OsString::from(f.to_string())]),
+                toml::Value::Boolean(b) => extra.extend([OsString::from(&flag), OsString::from(b.to_string())]),
+                _ => {
+                    return Err(format!(
+                        "{}: key {key:?} must be a string, number, boolean or list of them",
+                        path.display()
+                    ));
+                }
             }
-            Ok(true)
-        };
+        }
+        Ok(true)
+    };
 
     let leaf_name = leaf_cmd.get_name().to_owned();
     for (key, value) in &table {
@@ -141,10 +119,7 @@ pub(crate) fn merge(
         if !apply(key, value, leaf_cmd, leaf_m)? && !apply(key, value, cmd, matches)? {
             // A top-level key that only another command knows is fine (one file, many nodes).
             if !any_knows(cmd, key) {
-                return Err(format!(
-                    "{}: unknown key {key:?} (keys are the long flags, with _ for -)",
-                    path.display()
-                ));
+                return Err(format!("{}: unknown key {key:?} (keys are the long flags, with _ for -)", path.display()));
             }
         }
     }
@@ -157,15 +132,12 @@ pub(crate) fn merge(
 }
 
 fn read(path: &Path) -> Result<toml::Table, String> {
-    let meta =
-        std::fs::metadata(path).map_err(|e| format!("config file {}: {e}", path.display()))?;
+    let meta = std::fs::metadata(path).map_err(|e| format!("config file {}: {e}", path.display()))?;
     if meta.len() > MAX_CONFIG_BYTES {
         return Err(format!("config file {}: larger than 1 MiB", path.display()));
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("config file {}: {e}", path.display()))?;
-    text.parse::<toml::Table>()
-        .map_err(|e| format!("config file {}: {e}", path.display()))
+    let text = std::fs::read_to_string(path).map_err(|e| format!("config file {}: {e}", path.display()))?;
+    text.parse::<toml::Table>().map_err(|e| format!("config file {}: {e}", path.display()))
 }
 
 fn all_names(cmd: &Command) -> Vec<&str> {
@@ -179,7 +151,5 @@ fn all_names(cmd: &Command) -> Vec<&str> {
 
 fn any_knows(cmd: &Command, key: &str) -> bool {
     let long = key.replace('_', "-");
-    cmd.get_arguments()
-        .any(|a| a.get_long() == Some(long.as_str()))
-        || cmd.get_subcommands().any(|s| any_knows(s, key))
+    cmd.get_arguments().any(|a| a.get_long() == Some(long.as_str())) || cmd.get_subcommands().any(|s| any_knows(s, key))
 }

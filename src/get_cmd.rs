@@ -38,25 +38,14 @@ pub(crate) struct GetArgs {
 }
 
 pub(crate) fn run(a: GetArgs) -> Result<()> {
-    let (scheme, rest) = a
-        .url
-        .split_once("://")
-        .context("URL needs a scheme: http://, https:// or h3://")?;
-    let (authority, path) = rest
-        .find('/')
-        .map_or((rest, "/"), |i| (&rest[..i], &rest[i..]));
+    let (scheme, rest) = a.url.split_once("://").context("URL needs a scheme: http://, https:// or h3://")?;
+    let (authority, path) = rest.find('/').map_or((rest, "/"), |i| (&rest[..i], &rest[i..]));
     let base = format!("{scheme}://{authority}");
-    let trust = ClientTls {
-        ca_files: a.ca.clone(),
-        insecure: a.insecure,
-    };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let trust = ClientTls { ca_files: a.ca.clone(), insecure: a.insecure };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let started = Instant::now();
     let (resp, protocol) = rt.block_on(async {
-        let client =
-            HttpClient::new(&trust)?.with_timeout(a.timeout.0.max(Duration::from_millis(1)));
+        let client = HttpClient::new(&trust)?.with_timeout(a.timeout.0.max(Duration::from_millis(1)));
         let mut conn = client.connect(&base, a.h2c).await?;
         let mut req = http::Request::get(path);
         if let Some(t) = &a.token {
@@ -75,10 +64,7 @@ pub(crate) fn run(a: GetArgs) -> Result<()> {
         body.len(),
         elapsed.as_secs_f64() * 1000.0
     );
-    if let Some(seg) = path
-        .split('?')
-        .next()
-        .and_then(|p| p.strip_prefix("/v1/chunks/"))
+    if let Some(seg) = path.split('?').next().and_then(|p| p.strip_prefix("/v1/chunks/"))
         && resp.status() == http::StatusCode::OK
         && let Ok((id, _)) = parse_chunk_segment(seg)
     {

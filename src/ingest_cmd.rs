@@ -32,12 +32,7 @@ pub(crate) struct IngestArgs {
     #[arg(long, value_name = "MODE", default_value = "auto")]
     mode: Mode,
     /// The store to ingest into (not with --origin).
-    #[arg(
-        long,
-        value_name = "DIR",
-        required_unless_present = "origin",
-        conflicts_with = "origin"
-    )]
+    #[arg(long, value_name = "DIR", required_unless_present = "origin", conflicts_with = "origin")]
     store: Option<PathBuf>,
     /// The signing key (default: STORE/origin.key, created on first use).
     #[arg(long, value_name = "FILE", conflicts_with = "origin")]
@@ -62,9 +57,7 @@ struct Bar(ProgressBar);
 impl Progress for Bar {
     fn stage(&self, name: &str, total: Option<u64>) {
         let template = match (name, total) {
-            ("encoding", Some(_)) => {
-                "{msg:>9} [{bar:30}] {percent:>3}% of the audio, {elapsed} elapsed, ~{eta} left"
-            }
+            ("encoding", Some(_)) => "{msg:>9} [{bar:30}] {percent:>3}% of the audio, {elapsed} elapsed, ~{eta} left",
             (_, Some(_)) => "{msg:>9} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
             _ => "{msg:>9} {spinner}",
         };
@@ -86,11 +79,8 @@ pub(crate) fn run(a: IngestArgs) -> Result<()> {
     if let Some(origin) = &a.origin {
         return upload(&a, origin);
     }
-    let Some(store_dir) = &a.store else {
-        bail!("give --store DIR, or --origin URL to upload")
-    };
-    let store =
-        Store::open(store_dir).with_context(|| format!("opening store {}", store_dir.display()))?;
+    let Some(store_dir) = &a.store else { bail!("give --store DIR, or --origin URL to upload") };
+    let store = Store::open(store_dir).with_context(|| format!("opening store {}", store_dir.display()))?;
     let key = match &a.signing_key {
         Some(p) => keys::read_signing_key(p)?,
         None => {
@@ -111,11 +101,7 @@ pub(crate) fn run(a: IngestArgs) -> Result<()> {
     let report = result?;
     println!(
         "{} {}: {} renditions ({}), {} chunks ({} new), {:.1} MiB, {:.1} s{}",
-        if report.unchanged {
-            "unchanged"
-        } else {
-            "published"
-        },
+        if report.unchanged { "unchanged" } else { "published" },
         report.track_id,
         report.renditions.len(),
         report.renditions.join(", "),
@@ -123,11 +109,7 @@ pub(crate) fn run(a: IngestArgs) -> Result<()> {
         report.new_chunks,
         report.bytes as f64 / 1_048_576.0,
         report.duration_ms as f64 / 1000.0,
-        if report.unchanged {
-            " (identical manifest already published)"
-        } else {
-            ""
-        }
+        if report.unchanged { " (identical manifest already published)" } else { "" }
     );
     Ok(())
 }
@@ -139,35 +121,18 @@ fn upload(a: &IngestArgs, origin: &str) -> Result<()> {
         );
     }
     if a.mode == Mode::Hls || a.input.is_dir() {
-        bail!(
-            "--origin uploads one file; import an HLS package directory with --store on the origin's host"
-        );
+        bail!("--origin uploads one file; import an HLS package directory with --store on the origin's host");
     }
     let body = std::fs::read(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
-    let mut query = format!(
-        "mode={}",
-        if a.mode == Mode::Raw { "raw" } else { "encode" }
-    );
-    query.push_str(&format!(
-        "&ladder={}",
-        a.ladder
-            .iter()
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join(",")
-    ));
+    let mut query = format!("mode={}", if a.mode == Mode::Raw { "raw" } else { "encode" });
+    query.push_str(&format!("&ladder={}", a.ladder.iter().map(u32::to_string).collect::<Vec<_>>().join(",")));
     if let Some(t) = &a.title {
         query.push_str("&title=");
         query.push_str(&percent_encode(t));
     }
     let token = a.admin_token.clone().unwrap_or_default();
-    let trust = ClientTls {
-        ca_files: a.ca.clone(),
-        insecure: a.insecure,
-    };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let trust = ClientTls { ca_files: a.ca.clone(), insecure: a.insecure };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let resp = rt.block_on(async {
         // Encoding takes a while on the origin: allow for it.
         let client = HttpClient::new(&trust)?.with_timeout(Duration::from_secs(30 * 60));

@@ -4,6 +4,7 @@
 //! with a one-line `error:` that says what to do.
 
 mod config;
+mod edge_cmd;
 mod get_cmd;
 mod ingest_cmd;
 mod origin_cmd;
@@ -22,12 +23,7 @@ use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand, V
 
 /// chorus: an edge CDN and hybrid peer-to-peer delivery network for audio.
 #[derive(Parser)]
-#[command(
-    name = "chorus",
-    version,
-    propagate_version = true,
-    max_term_width = 100
-)]
+#[command(name = "chorus", version, propagate_version = true, max_term_width = 100)]
 struct Cli {
     #[command(flatten)]
     global: Global,
@@ -60,6 +56,8 @@ enum LogFormat {
 enum Cmd {
     /// Serve a chunk store: manifests, chunks and HLS over HTTP/1.1, HTTP/2 and HTTP/3.
     Origin(origin_cmd::OriginArgs),
+    /// Run an edge cache node in front of origins (and parent edges).
+    Edge(edge_cmd::EdgeArgs),
     /// Encode or import audio into a store (or upload it to a running origin).
     Ingest(ingest_cmd::IngestArgs),
     /// Fetch one URL over HTTP/1.1, HTTP/2 or HTTP/3 (h3://), verifying chunk hashes.
@@ -131,11 +129,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: the error and its causes.
-            let msg = e
-                .chain()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(": ");
+            let msg = e.chain().map(ToString::to_string).collect::<Vec<_>>().join(": ");
             eprintln!("error: {msg}");
             ExitCode::FAILURE
         }
@@ -144,15 +138,10 @@ fn main() -> ExitCode {
 
 fn init_logging(g: &Global) {
     let filter = tracing_subscriber::EnvFilter::try_new(&g.log_level).unwrap_or_else(|e| {
-        eprintln!(
-            "warning: bad --log-level {:?} ({e}); using info",
-            g.log_level
-        );
+        eprintln!("warning: bad --log-level {:?} ({e}); using info", g.log_level);
         tracing_subscriber::EnvFilter::new("info")
     });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match g.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
@@ -168,15 +157,16 @@ fn run(cmd: Cmd) -> Result<()> {
             rt.shutdown_timeout(std::time::Duration::from_secs(1));
             result
         }
+        Cmd::Edge(a) => {
+            let rt = runtime()?;
+            let result = rt.block_on(edge_cmd::run(a));
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+            result
+        }
         Cmd::Ingest(a) => ingest_cmd::run(a),
         Cmd::Get(a) => get_cmd::run(a),
         Cmd::Keys(KeysCmd::Generate { out, force }) => keys_generate(&out, force),
-        Cmd::Token(TokenCmd::Issue {
-            key,
-            sub,
-            tracks,
-            ttl,
-        }) => {
+        Cmd::Token(TokenCmd::Issue { key, sub, tracks, ttl }) => {
             let key = keys::read_signing_key(&key)?;
             let now = unix_secs(std::time::SystemTime::now());
             let claims = Claims {
@@ -192,10 +182,7 @@ fn run(cmd: Cmd) -> Result<()> {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
 }
 
 fn keys_generate(out: &std::path::Path, force: bool) -> Result<()> {
@@ -211,16 +198,8 @@ fn keys_generate(out: &std::path::Path, force: bool) -> Result<()> {
     }
     for pair in ["origin", "token"] {
         let key = keys::generate();
-        keys::write_pair(
-            &key,
-            &out.join(format!("{pair}.key")),
-            &out.join(format!("{pair}.pub")),
-        )?;
-        println!(
-            "{}: key id {}",
-            out.join(format!("{pair}.pub")).display(),
-            keys::key_id(&key.verifying_key())
-        );
+        keys::write_pair(&key, &out.join(format!("{pair}.key")), &out.join(format!("{pair}.pub")))?;
+        println!("{}: key id {}", out.join(format!("{pair}.pub")).display(), keys::key_id(&key.verifying_key()));
     }
     Ok(())
 }

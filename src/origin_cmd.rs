@@ -20,12 +20,7 @@ pub(crate) struct OriginArgs {
     store: PathBuf,
     /// Where to listen: http://HOST:PORT (HTTP/1.1, h2c), https://HOST:PORT (TLS, h2 and
     /// http/1.1), h3://HOST:PORT (HTTP/3). Repeat for several.
-    #[arg(
-        long,
-        value_name = "URL",
-        value_delimiter = ',',
-        default_value = "http://127.0.0.1:8080"
-    )]
+    #[arg(long, value_name = "URL", value_delimiter = ',', default_value = "http://127.0.0.1:8080")]
     listen: Vec<ListenUrl>,
     /// The manifest signing key (default: STORE/origin.key, created on first use with
     /// STORE/origin.pub beside it, the key clients pin).
@@ -57,8 +52,7 @@ pub(crate) struct OriginArgs {
 }
 
 pub(crate) async fn run(a: OriginArgs) -> Result<()> {
-    let store =
-        Store::open(&a.store).with_context(|| format!("opening store {}", a.store.display()))?;
+    let store = Store::open(&a.store).with_context(|| format!("opening store {}", a.store.display()))?;
     let key = match &a.signing_key {
         Some(p) => keys::read_signing_key(p)?,
         None => {
@@ -118,15 +112,14 @@ pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

@@ -48,10 +48,7 @@ fn origin_args<'a>(store: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
 }
 
 async fn fetch_manifest(conn: &mut Connection, track: &str, key: &VerifyingKey) -> Manifest {
-    let resp = conn
-        .get(&format!("/v1/tracks/{track}/manifest"))
-        .await
-        .unwrap();
+    let resp = conn.get(&format!("/v1/tracks/{track}/manifest")).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK, "{track}: {:?}", resp.body());
     assert!(resp.headers().contains_key("etag"));
     Manifest::verify(resp.body(), key).unwrap()
@@ -67,16 +64,9 @@ async fn fetch_all(conn: &mut Connection, m: &Manifest) -> Vec<Vec<u8>> {
             let resp = conn.get(&format!("/v1/chunks/{}", c.id)).await.unwrap();
             assert_eq!(resp.status(), StatusCode::OK);
             assert_eq!(resp.body().len() as u64, c.size);
-            assert_eq!(
-                ChunkId::of(resp.body()),
-                c.id,
-                "chunk bytes do not hash to their id"
-            );
+            assert_eq!(ChunkId::of(resp.body()), c.id, "chunk bytes do not hash to their id");
             assert_eq!(resp.headers()["etag"], format!("\"{}\"", c.id).as_str());
-            assert_eq!(
-                resp.headers()["cache-control"],
-                "public, max-age=31536000, immutable"
-            );
+            assert_eq!(resp.headers()["cache-control"], "public, max-age=31536000, immutable");
             bytes.extend_from_slice(resp.body());
         }
         out.push(bytes);
@@ -94,116 +84,44 @@ async fn every_ingest_mode_then_every_chunk_over_every_protocol() {
 
     // (b) an HLS/CMAF package, imported as it is; idempotent.
     let sunrise = samples().join("chorus-sunrise");
-    let first = ok(&chorus(&[
-        "ingest",
-        "--store",
-        s(&store),
-        "--track",
-        "sunrise",
-        "--title",
-        "Sunrise",
-        s(&sunrise),
-    ]));
-    assert!(
-        first.starts_with("published sunrise: 2 renditions (aac-24, aac-96)"),
-        "{first}"
-    );
-    let again = ok(&chorus(&[
-        "ingest",
-        "--store",
-        s(&store),
-        "--track",
-        "sunrise",
-        "--title",
-        "Sunrise",
-        s(&sunrise),
-    ]));
-    assert!(
-        again.starts_with("unchanged sunrise") && again.contains("(0 new)"),
-        "{again}"
-    );
+    let first = ok(&chorus(&["ingest", "--store", s(&store), "--track", "sunrise", "--title", "Sunrise", s(&sunrise)]));
+    assert!(first.starts_with("published sunrise: 2 renditions (aac-24, aac-96)"), "{first}");
+    let again = ok(&chorus(&["ingest", "--store", s(&store), "--track", "sunrise", "--title", "Sunrise", s(&sunrise)]));
+    assert!(again.starts_with("unchanged sunrise") && again.contains("(0 new)"), "{again}");
 
     // (c) a single pre-encoded file as raw byte chunks.
-    ok(&chorus(&[
-        "ingest",
-        "--store",
-        s(&store),
-        "--track",
-        "tone-raw",
-        "--mode",
-        "raw",
-        s(&wav),
-    ]));
+    ok(&chorus(&["ingest", "--store", s(&store), "--track", "tone-raw", "--mode", "raw", s(&wav)]));
 
     // (a) a source file encoded by ffmpeg into a ladder.
     let ffmpeg = have_ffmpeg();
     let mut tracks = vec!["sunrise", "tone-raw"];
     if ffmpeg {
-        let out = ok(&chorus(&[
-            "ingest",
-            "--store",
-            s(&store),
-            "--track",
-            "tone-enc",
-            "--ladder",
-            "24,96",
-            s(&wav),
-        ]));
-        assert!(
-            out.starts_with("published tone-enc: 2 renditions (aac-24, aac-96)"),
-            "{out}"
-        );
-        let again = ok(&chorus(&[
-            "ingest",
-            "--store",
-            s(&store),
-            "--track",
-            "tone-enc",
-            "--ladder",
-            "24,96",
-            s(&wav),
-        ]));
-        assert!(
-            again.starts_with("unchanged tone-enc"),
-            "re-encoding must be idempotent: {again}"
-        );
+        let out = ok(&chorus(&["ingest", "--store", s(&store), "--track", "tone-enc", "--ladder", "24,96", s(&wav)]));
+        assert!(out.starts_with("published tone-enc: 2 renditions (aac-24, aac-96)"), "{out}");
+        let again = ok(&chorus(&["ingest", "--store", s(&store), "--track", "tone-enc", "--ladder", "24,96", s(&wav)]));
+        assert!(again.starts_with("unchanged tone-enc"), "re-encoding must be idempotent: {again}");
         tracks.push("tone-enc");
     }
 
     let node = Node::start(&origin_args(s(&store), &[]), 3);
     let key = keys::read_verifying_key(&store.join("origin.pub")).unwrap();
-    let trust = ClientTls {
-        ca_files: vec![store.join("tls").join("cert.pem")],
-        insecure: false,
-    };
+    let trust = ClientTls { ca_files: vec![store.join("tls").join("cert.pem")], insecure: false };
     let client = HttpClient::new(&trust).unwrap();
     // HTTP/3 shares the HTTPS port number, as Alt-Svc announces.
     assert_eq!(node.addr("https"), node.addr("h3"));
 
     let mut per_protocol = Vec::new();
-    for (scheme, expect) in [
-        ("http", Protocol::Http1),
-        ("https", Protocol::Http2),
-        ("h3", Protocol::Http3),
-    ] {
+    for (scheme, expect) in [("http", Protocol::Http1), ("https", Protocol::Http2), ("h3", Protocol::Http3)] {
         let mut conn = client.connect(&node.url(scheme), false).await.unwrap();
         assert_eq!(conn.protocol(), expect, "{scheme}");
         // HEAD: headers and length, no body, on every protocol.
         let first = fetch_manifest(&mut conn, "sunrise", &key).await.renditions[0].segments[0];
         let head = conn
-            .send(
-                Request::head(format!("/v1/chunks/{}", first.id))
-                    .body(bytes::Bytes::new())
-                    .unwrap(),
-            )
+            .send(Request::head(format!("/v1/chunks/{}", first.id)).body(bytes::Bytes::new()).unwrap())
             .await
             .unwrap();
         assert_eq!(head.status(), StatusCode::OK, "{scheme}");
-        assert_eq!(
-            head.headers()["content-length"],
-            first.size.to_string().as_str(),
-            "{scheme}"
-        );
+        assert_eq!(head.headers()["content-length"], first.size.to_string().as_str(), "{scheme}");
         assert!(head.body().is_empty(), "{scheme}: HEAD sent a body");
         let mut fetched = Vec::new();
         for track in &tracks {
@@ -213,13 +131,7 @@ async fn every_ingest_mode_then_every_chunk_over_every_protocol() {
         if scheme != "h3" {
             let resp = conn.get("/healthz").await.unwrap();
             let alt = resp.headers()["alt-svc"].to_str().unwrap().to_owned();
-            assert_eq!(
-                alt,
-                format!(
-                    "h3=\":{}\"; ma=86400",
-                    node.addr("h3").rsplit(':').next().unwrap()
-                )
-            );
+            assert_eq!(alt, format!("h3=\":{}\"; ma=86400", node.addr("h3").rsplit(':').next().unwrap()));
         }
         per_protocol.push(fetched);
     }
@@ -233,13 +145,7 @@ async fn every_ingest_mode_then_every_chunk_over_every_protocol() {
         per_protocol[2].iter().map(|(_, b)| b).collect::<Vec<_>>()
     );
 
-    let by_track = |t: &str| {
-        per_protocol[0]
-            .iter()
-            .find(|(m, _)| m.track_id.as_str() == t)
-            .unwrap()
-            .clone()
-    };
+    let by_track = |t: &str| per_protocol[0].iter().find(|(m, _)| m.track_id.as_str() == t).unwrap().clone();
 
     // The raw rendition's chunks, concatenated, are the file.
     let (raw_m, raw_bytes) = by_track("tone-raw");
@@ -251,24 +157,14 @@ async fn every_ingest_mode_then_every_chunk_over_every_protocol() {
     let mut conn = client.connect(&node.url("http"), false).await.unwrap();
     for track in tracks.iter().filter(|t| **t != "tone-raw") {
         let (m, _) = by_track(track);
-        let master = conn
-            .get(&format!("/v1/tracks/{track}/hls/master.m3u8"))
-            .await
-            .unwrap();
+        let master = conn.get(&format!("/v1/tracks/{track}/hls/master.m3u8")).await.unwrap();
         assert_eq!(master.status(), StatusCode::OK);
         let master = String::from_utf8(master.body().to_vec()).unwrap();
         let variants: Vec<&str> = master.lines().filter(|l| !l.starts_with('#')).collect();
-        let expected: Vec<String> = m
-            .renditions
-            .iter()
-            .map(|r| format!("{}.m3u8", r.id))
-            .collect();
+        let expected: Vec<String> = m.renditions.iter().map(|r| format!("{}.m3u8", r.id)).collect();
         assert_eq!(variants, expected);
         for r in &m.renditions {
-            let media = conn
-                .get(&format!("/v1/tracks/{track}/hls/{}.m3u8", r.id))
-                .await
-                .unwrap();
+            let media = conn.get(&format!("/v1/tracks/{track}/hls/{}.m3u8", r.id)).await.unwrap();
             let media = String::from_utf8(media.body().to_vec()).unwrap();
             let mut listed: Vec<String> = Vec::new();
             for line in media.lines() {
@@ -279,11 +175,7 @@ async fn every_ingest_mode_then_every_chunk_over_every_protocol() {
                 }
             }
             let mut want = vec![format!("/v1/chunks/{}.mp4", r.init.unwrap().id)];
-            want.extend(
-                r.segments
-                    .iter()
-                    .map(|s| format!("/v1/chunks/{}.m4s", s.id)),
-            );
+            want.extend(r.segments.iter().map(|s| format!("/v1/chunks/{}.m4s", s.id)));
             assert_eq!(listed, want, "{track}/{}", r.id);
             // The suffixed URLs serve the same bytes.
             let seg = conn.get(&want[1]).await.unwrap();
@@ -291,10 +183,7 @@ async fn every_ingest_mode_then_every_chunk_over_every_protocol() {
             assert!(media.trim_end().ends_with("#EXT-X-ENDLIST"));
         }
     }
-    let raw_hls = conn
-        .get("/v1/tracks/tone-raw/hls/master.m3u8")
-        .await
-        .unwrap();
+    let raw_hls = conn.get("/v1/tracks/tone-raw/hls/master.m3u8").await.unwrap();
     assert_eq!(raw_hls.status(), StatusCode::NOT_FOUND);
 
     // ffprobe decodes a rendition's init + segments, and an HLS player plays the playlist.
@@ -305,34 +194,18 @@ async fn every_ingest_mode_then_every_chunk_over_every_protocol() {
                 let f = dir.path().join(format!("{track}-{}.mp4", r.id));
                 std::fs::write(&f, b).unwrap();
                 let out = std::process::Command::new("ffprobe")
-                    .args([
-                        "-v",
-                        "error",
-                        "-show_entries",
-                        "format=duration",
-                        "-of",
-                        "csv=p=0",
-                    ])
+                    .args(["-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0"])
                     .arg(&f)
                     .output()
                     .unwrap();
-                let secs: f64 = String::from_utf8_lossy(&out.stdout)
-                    .trim()
-                    .parse()
-                    .unwrap_or(-1.0);
+                let secs: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(-1.0);
                 let want = r.duration_ms() as f64 / 1000.0;
-                assert!(
-                    (secs - want).abs() < 0.1,
-                    "{track}/{}: ffprobe says {secs}s, manifest {want}s",
-                    r.id
-                );
+                assert!((secs - want).abs() < 0.1, "{track}/{}: ffprobe says {secs}s, manifest {want}s", r.id);
             }
         }
         let url = format!("{}/v1/tracks/sunrise/hls/master.m3u8", node.url("http"));
-        let out = std::process::Command::new("ffmpeg")
-            .args(["-v", "error", "-i", &url, "-f", "null", "-"])
-            .output()
-            .unwrap();
+        let out =
+            std::process::Command::new("ffmpeg").args(["-v", "error", "-i", &url, "-f", "null", "-"]).output().unwrap();
         assert!(
             out.status.success() && out.stderr.is_empty(),
             "ffmpeg could not play the HLS: {}",
@@ -345,14 +218,7 @@ async fn every_ingest_mode_then_every_chunk_over_every_protocol() {
 async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    ok(&chorus(&[
-        "ingest",
-        "--store",
-        s(&store),
-        "--track",
-        "sunrise",
-        s(&samples().join("chorus-sunrise")),
-    ]));
+    ok(&chorus(&["ingest", "--store", s(&store), "--track", "sunrise", s(&samples().join("chorus-sunrise"))]));
     let node = Node::start(
         &[
             "origin",
@@ -389,58 +255,24 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     let cases: Vec<(Request<bytes::Bytes>, StatusCode)> = vec![
         (get("/v1/chunks/xyz"), StatusCode::BAD_REQUEST),
         (get(&format!("/v1/chunks/{upper}")), StatusCode::BAD_REQUEST),
-        (
-            get(&format!("/v1/chunks/{}.exe", chunk.id)),
-            StatusCode::BAD_REQUEST,
-        ),
-        (
-            get("/v1/chunks/..%2F..%2Forigin.key"),
-            StatusCode::BAD_REQUEST,
-        ),
+        (get(&format!("/v1/chunks/{}.exe", chunk.id)), StatusCode::BAD_REQUEST),
+        (get("/v1/chunks/..%2F..%2Forigin.key"), StatusCode::BAD_REQUEST),
         (get("/v1/chunks/../../origin.key"), StatusCode::NOT_FOUND),
-        (
-            get("/v1/tracks/..%2Fmanifests%2Fsunrise/manifest"),
-            StatusCode::BAD_REQUEST,
-        ),
-        (
-            get("/v1/tracks/sun%00rise/manifest"),
-            StatusCode::BAD_REQUEST,
-        ),
-        (
-            get(&format!("/v1/tracks/{}/manifest", "x".repeat(65))),
-            StatusCode::BAD_REQUEST,
-        ),
+        (get("/v1/tracks/..%2Fmanifests%2Fsunrise/manifest"), StatusCode::BAD_REQUEST),
+        (get("/v1/tracks/sun%00rise/manifest"), StatusCode::BAD_REQUEST),
+        (get(&format!("/v1/tracks/{}/manifest", "x".repeat(65))), StatusCode::BAD_REQUEST),
         (get("/v1/tracks/nope/manifest"), StatusCode::NOT_FOUND),
-        (
-            get("/v1/tracks/nope/hls/master.m3u8"),
-            StatusCode::NOT_FOUND,
-        ),
-        (
-            get("/v1/tracks/sunrise/hls/aac-999.m3u8"),
-            StatusCode::NOT_FOUND,
-        ),
-        (
-            get(&format!("/v1/chunks/{}", ChunkId::of(b"never stored"))),
-            StatusCode::NOT_FOUND,
-        ),
+        (get("/v1/tracks/nope/hls/master.m3u8"), StatusCode::NOT_FOUND),
+        (get("/v1/tracks/sunrise/hls/aac-999.m3u8"), StatusCode::NOT_FOUND),
+        (get(&format!("/v1/chunks/{}", ChunkId::of(b"never stored"))), StatusCode::NOT_FOUND),
         (get("/v2/anything"), StatusCode::NOT_FOUND),
+        (Request::delete("/metrics").body(bytes::Bytes::new()).unwrap(), StatusCode::METHOD_NOT_ALLOWED),
         (
-            Request::delete("/metrics")
-                .body(bytes::Bytes::new())
-                .unwrap(),
-            StatusCode::METHOD_NOT_ALLOWED,
-        ),
-        (
-            Request::get("/healthz")
-                .header("x-big", "a".repeat(20 * 1024))
-                .body(bytes::Bytes::new())
-                .unwrap(),
+            Request::get("/healthz").header("x-big", "a".repeat(20 * 1024)).body(bytes::Bytes::new()).unwrap(),
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         ),
         (
-            Request::post(format!("/v1/chunks/{}", chunk.id))
-                .body(bytes::Bytes::new())
-                .unwrap(),
+            Request::post(format!("/v1/chunks/{}", chunk.id)).body(bytes::Bytes::new()).unwrap(),
             StatusCode::METHOD_NOT_ALLOWED,
         ),
         (
@@ -450,79 +282,32 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
                 .unwrap(),
             StatusCode::RANGE_NOT_SATISFIABLE,
         ),
-        (
-            get(&format!("/v1/chunks/{}?{}", chunk.id, "q=".repeat(3000))),
-            StatusCode::URI_TOO_LONG,
-        ),
-        (
-            put("/admin/tracks/new1", None, &text),
-            StatusCode::UNAUTHORIZED,
-        ),
-        (
-            put("/admin/tracks/new1", Some("wrong"), &text),
-            StatusCode::UNAUTHORIZED,
-        ),
-        (
-            put("/admin/tracks/..%2Fx", Some("adm1n"), &text),
-            StatusCode::BAD_REQUEST,
-        ),
-        (
-            put("/admin/tracks/new1?mode=raw", Some("adm1n"), &text),
-            StatusCode::UNPROCESSABLE_ENTITY,
-        ),
-        (
-            put("/admin/tracks/new1?mode=bogus", Some("adm1n"), &text),
-            StatusCode::BAD_REQUEST,
-        ),
-        (
-            put("/admin/tracks/new1", Some("adm1n"), b""),
-            StatusCode::BAD_REQUEST,
-        ),
-        (
-            put(
-                "/admin/tracks/new1?mode=raw",
-                Some("adm1n"),
-                &vec![0xFFu8; 100 * 1024],
-            ),
-            StatusCode::PAYLOAD_TOO_LARGE,
-        ),
+        (get(&format!("/v1/chunks/{}?{}", chunk.id, "q=".repeat(3000))), StatusCode::URI_TOO_LONG),
+        (put("/admin/tracks/new1", None, &text), StatusCode::UNAUTHORIZED),
+        (put("/admin/tracks/new1", Some("wrong"), &text), StatusCode::UNAUTHORIZED),
+        (put("/admin/tracks/..%2Fx", Some("adm1n"), &text), StatusCode::BAD_REQUEST),
+        (put("/admin/tracks/new1?mode=raw", Some("adm1n"), &text), StatusCode::UNPROCESSABLE_ENTITY),
+        (put("/admin/tracks/new1?mode=bogus", Some("adm1n"), &text), StatusCode::BAD_REQUEST),
+        (put("/admin/tracks/new1", Some("adm1n"), b""), StatusCode::BAD_REQUEST),
+        (put("/admin/tracks/new1?mode=raw", Some("adm1n"), &vec![0xFFu8; 100 * 1024]), StatusCode::PAYLOAD_TOO_LARGE),
     ];
     for (req, want) in cases {
         let what = format!("{} {}", req.method(), req.uri());
         // A new connection each time: after refusing an upload early, a server may close.
         let mut conn = client.connect(&node.url("http"), false).await.unwrap();
-        let resp = conn
-            .send(req)
-            .await
-            .unwrap_or_else(|e| panic!("{what}: {e}"));
-        assert_eq!(
-            resp.status(),
-            want,
-            "{what}: {}",
-            String::from_utf8_lossy(resp.body())
-        );
+        let resp = conn.send(req).await.unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(resp.status(), want, "{what}: {}", String::from_utf8_lossy(resp.body()));
         if want != StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE {
-            let v: serde_json::Value = serde_json::from_slice(resp.body())
-                .unwrap_or_else(|_| panic!("{what}: error body is not JSON"));
-            assert!(
-                v["error"].as_str().is_some_and(|e| !e.is_empty()),
-                "{what}: {v}"
-            );
+            let v: serde_json::Value =
+                serde_json::from_slice(resp.body()).unwrap_or_else(|_| panic!("{what}: error body is not JSON"));
+            assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{what}: {v}");
         }
     }
     // A non-audio upload for ffmpeg to encode is refused the same way.
     let mut conn = client.connect(&node.url("http"), false).await.unwrap();
     if have_ffmpeg() {
-        let resp = conn
-            .send(put("/admin/tracks/new2", Some("adm1n"), &text))
-            .await
-            .unwrap();
-        assert_eq!(
-            resp.status(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "{}",
-            String::from_utf8_lossy(resp.body())
-        );
+        let resp = conn.send(put("/admin/tracks/new2", Some("adm1n"), &text)).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY, "{}", String::from_utf8_lossy(resp.body()));
     }
     // A range inside the chunk works.
     let r = conn
@@ -535,23 +320,16 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
-    assert_eq!(
-        r.headers()["content-range"],
-        format!("bytes 4-11/{}", chunk.size).as_str()
-    );
+    assert_eq!(r.headers()["content-range"], format!("bytes 4-11/{}", chunk.size).as_str());
     assert_eq!(r.body().len(), 8);
 
     // Nothing was written: no manifest, no chunk, no stray upload.
     assert_eq!(snapshot(&store), before, "bad input changed the store");
 
     // A client that sends half a request head is cut off by the header timeout.
-    let mut slow = tokio::net::TcpStream::connect(node.addr("http"))
-        .await
-        .unwrap();
+    let mut slow = tokio::net::TcpStream::connect(node.addr("http")).await.unwrap();
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
     let mut buf = Vec::new();
     let started = std::time::Instant::now();
     let read = tokio::time::timeout(Duration::from_secs(20), slow.read_to_end(&mut buf)).await;
@@ -570,9 +348,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     let metrics = conn.get("/metrics").await.unwrap();
     let text = String::from_utf8_lossy(metrics.body());
     assert!(
-        text.contains(
-            "chorus_origin_requests_total{protocol=\"http/1.1\",route=\"chunk\",status=\"400\"} 4"
-        ),
+        text.contains("chorus_origin_requests_total{protocol=\"http/1.1\",route=\"chunk\",status=\"400\"} 4"),
         "{text}"
     );
     assert!(text.contains("chorus_origin_tracks 1"));
@@ -587,56 +363,23 @@ fn without_ffmpeg_encoding_says_to_install_it_and_other_modes_work() {
     let wav = dir.path().join("tone.wav");
     write_wav(&wav, 2);
 
-    let out = chorus_with_path(
-        &["ingest", "--store", s(&store), "--track", "t1", s(&wav)],
-        &empty_path,
-    );
+    let out = chorus_with_path(&["ingest", "--store", s(&store), "--track", "t1", s(&wav)], &empty_path);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("ffmpeg is not installed")
-            && err.contains("install it")
-            && err.contains("--mode raw"),
+        err.contains("ffmpeg is not installed") && err.contains("install it") && err.contains("--mode raw"),
         "{err}"
     );
-    assert_eq!(
-        err.trim().lines().count(),
-        1,
-        "one-line error expected: {err}"
-    );
+    assert_eq!(err.trim().lines().count(), 1, "one-line error expected: {err}");
     assert!(!store.join("manifests").join("t1.json").exists());
 
+    ok(&chorus_with_path(&["ingest", "--store", s(&store), "--track", "t1", "--mode", "raw", s(&wav)], &empty_path));
     ok(&chorus_with_path(
-        &[
-            "ingest",
-            "--store",
-            s(&store),
-            "--track",
-            "t1",
-            "--mode",
-            "raw",
-            s(&wav),
-        ],
+        &["ingest", "--store", s(&store), "--track", "t2", s(&samples().join("chorus-tides"))],
         &empty_path,
     ));
-    ok(&chorus_with_path(
-        &[
-            "ingest",
-            "--store",
-            s(&store),
-            "--track",
-            "t2",
-            s(&samples().join("chorus-tides")),
-        ],
-        &empty_path,
-    ));
-    let m: Manifest =
-        serde_json::from_slice(&std::fs::read(store.join("manifests").join("t1.json")).unwrap())
-            .unwrap();
-    assert_eq!(
-        m.renditions[0].segments.iter().map(|s| s.size).sum::<u64>(),
-        std::fs::metadata(&wav).unwrap().len()
-    );
+    let m: Manifest = serde_json::from_slice(&std::fs::read(store.join("manifests").join("t1.json")).unwrap()).unwrap();
+    assert_eq!(m.renditions[0].segments.iter().map(|s| s.size).sum::<u64>(), std::fs::metadata(&wav).unwrap().len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -648,21 +391,9 @@ async fn uploads_through_the_admin_api_and_the_cli() {
     let store = dir.path().join("store");
     let wav = dir.path().join("tone.wav");
     write_wav(&wav, 3);
-    let node = Node::start(
-        &[
-            "origin",
-            "--store",
-            s(&store),
-            "--listen",
-            "http://127.0.0.1:0",
-            "--admin-token",
-            "adm1n",
-        ],
-        1,
-    );
-    let client = HttpClient::new(&ClientTls::default())
-        .unwrap()
-        .with_timeout(Duration::from_secs(300));
+    let node =
+        Node::start(&["origin", "--store", s(&store), "--listen", "http://127.0.0.1:0", "--admin-token", "adm1n"], 1);
+    let client = HttpClient::new(&ClientTls::default()).unwrap().with_timeout(Duration::from_secs(300));
     let mut conn = client.connect(&node.url("http"), false).await.unwrap();
     let upload = |q: &str| {
         Request::put(format!("/admin/tracks/up1?{q}"))
@@ -670,30 +401,13 @@ async fn uploads_through_the_admin_api_and_the_cli() {
             .body(bytes::Bytes::from(std::fs::read(&wav).unwrap()))
             .unwrap()
     };
-    let resp = conn
-        .send(upload("ladder=24,96&title=Up%20One"))
-        .await
-        .unwrap();
-    assert_eq!(
-        resp.status(),
-        StatusCode::CREATED,
-        "{}",
-        String::from_utf8_lossy(resp.body())
-    );
+    let resp = conn.send(upload("ladder=24,96&title=Up%20One")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED, "{}", String::from_utf8_lossy(resp.body()));
     let report: serde_json::Value = serde_json::from_slice(resp.body()).unwrap();
-    assert_eq!(
-        report["renditions"],
-        serde_json::json!(["aac-24", "aac-96"])
-    );
-    let resp = conn
-        .send(upload("ladder=24,96&title=Up%20One"))
-        .await
-        .unwrap();
+    assert_eq!(report["renditions"], serde_json::json!(["aac-24", "aac-96"]));
+    let resp = conn.send(upload("ladder=24,96&title=Up%20One")).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(
-        serde_json::from_slice::<serde_json::Value>(resp.body()).unwrap()["unchanged"],
-        true
-    );
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(resp.body()).unwrap()["unchanged"], true);
 
     let key = keys::read_verifying_key(&store.join("origin.pub")).unwrap();
     let m = fetch_manifest(&mut conn, "up1", &key).await;
@@ -715,16 +429,7 @@ async fn uploads_through_the_admin_api_and_the_cli() {
     ]);
     let body = ok(&out);
     assert!(body.contains("\"track_id\":\"up2\""), "{body}");
-    let out = chorus(&[
-        "ingest",
-        "--origin",
-        &node.url("http"),
-        "--admin-token",
-        "wrong",
-        "--track",
-        "up3",
-        s(&wav),
-    ]);
+    let out = chorus(&["ingest", "--origin", &node.url("http"), "--admin-token", "wrong", "--track", "up3", s(&wav)]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
 }
@@ -740,11 +445,7 @@ async fn config_file_env_and_flags_layer_and_shutdown_is_graceful() {
     )
     .unwrap();
     // The environment beats the file.
-    let node = Node::start_env(
-        &["origin", "--config", s(&cfg)],
-        &[("CHORUS_ADMIN_TOKEN", "from-env")],
-        1,
-    );
+    let node = Node::start_env(&["origin", "--config", s(&cfg)], &[("CHORUS_ADMIN_TOKEN", "from-env")], 1);
     let client = HttpClient::new(&ClientTls::default()).unwrap();
     let mut conn = client.connect(&node.url("http"), false).await.unwrap();
     let put = |t: &str| {
@@ -753,21 +454,12 @@ async fn config_file_env_and_flags_layer_and_shutdown_is_graceful() {
             .body(bytes::Bytes::from_static(b"fLaC"))
             .unwrap()
     };
-    assert_eq!(
-        conn.send(put("from-file")).await.unwrap().status(),
-        StatusCode::UNAUTHORIZED
-    );
-    assert_ne!(
-        conn.send(put("from-env")).await.unwrap().status(),
-        StatusCode::UNAUTHORIZED
-    );
+    assert_eq!(conn.send(put("from-file")).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    assert_ne!(conn.send(put("from-env")).await.unwrap().status(), StatusCode::UNAUTHORIZED);
     assert_eq!(conn.get("/readyz").await.unwrap().status(), StatusCode::OK);
     drop(conn);
     let status = node.terminate();
-    assert!(
-        status.success(),
-        "SIGTERM should stop the origin cleanly: {status}"
-    );
+    assert!(status.success(), "SIGTERM should stop the origin cleanly: {status}");
 
     // Unknown keys and bad flags are usage errors (exit 2) with a message.
     std::fs::write(&cfg, "stor = \"x\"\n").unwrap();
@@ -779,32 +471,14 @@ async fn config_file_env_and_flags_layer_and_shutdown_is_graceful() {
     let keys_dir = dir.path().join("keys");
     ok(&chorus(&["keys", "generate", "--out", s(&keys_dir)]));
     std::fs::write(&cfg, "force = true\n").unwrap();
-    ok(&chorus(&[
-        "keys",
-        "generate",
-        "--out",
-        s(&keys_dir),
-        "--config",
-        s(&cfg),
-    ]));
-    assert_eq!(
-        chorus(&["origin", "--store", "x", "--listen", "ftp://x:1"])
-            .status
-            .code(),
-        Some(2)
-    );
+    ok(&chorus(&["keys", "generate", "--out", s(&keys_dir), "--config", s(&cfg)]));
+    assert_eq!(chorus(&["origin", "--store", "x", "--listen", "ftp://x:1"]).status.code(), Some(2));
     assert!(ok(&chorus(&["ingest", "--help"])).contains("--ladder"));
 
     // A port in use is a runtime failure (exit 1) with a one-line message.
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = busy.local_addr().unwrap().port();
-    let out = chorus(&[
-        "origin",
-        "--store",
-        s(&store),
-        "--listen",
-        &format!("http://127.0.0.1:{port}"),
-    ]);
+    let out = chorus(&["origin", "--store", s(&store), "--listen", &format!("http://127.0.0.1:{port}")]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen on"));
 }
@@ -818,12 +492,7 @@ fn keys_and_tokens_from_the_cli() {
         assert!(keys_dir.join(f).is_file(), "{f}");
     }
     // Refuses to overwrite without --force.
-    assert_eq!(
-        chorus(&["keys", "generate", "--out", s(&keys_dir)])
-            .status
-            .code(),
-        Some(1)
-    );
+    assert_eq!(chorus(&["keys", "generate", "--out", s(&keys_dir)]).status.code(), Some(1));
 
     let tok = ok(&chorus(&[
         "token",
@@ -837,22 +506,15 @@ fn keys_and_tokens_from_the_cli() {
         "--ttl",
         "1h",
     ]));
-    let verifier = token::TokenVerifier::new(
-        &keys::read_verifying_key(&keys_dir.join("token.pub")).unwrap(),
-        Duration::ZERO,
-    )
-    .unwrap();
-    let claims = verifier
-        .verify(tok.trim(), std::time::SystemTime::now())
-        .unwrap();
+    let verifier =
+        token::TokenVerifier::new(&keys::read_verifying_key(&keys_dir.join("token.pub")).unwrap(), Duration::ZERO)
+            .unwrap();
+    let claims = verifier.verify(tok.trim(), std::time::SystemTime::now()).unwrap();
     assert_eq!(claims.sub.as_deref(), Some("u1"));
     assert!(claims.allows(&chorus_core::TrackId::parse("sunrise").unwrap()));
     assert!(!claims.allows(&chorus_core::TrackId::parse("other").unwrap()));
     let later = std::time::SystemTime::now() + Duration::from_secs(3601);
-    assert!(matches!(
-        verifier.verify(tok.trim(), later),
-        Err(token::TokenError::Expired(_))
-    ));
+    assert!(matches!(verifier.verify(tok.trim(), later), Err(token::TokenError::Expired(_))));
 
     // A key made by openssl works as a signing key, when openssl is around.
     let ossl = dir.path().join("ossl.key");
@@ -862,14 +524,7 @@ fn keys_and_tokens_from_the_cli() {
         .status()
         .is_ok_and(|s| s.success())
     {
-        ok(&chorus(&[
-            "token",
-            "issue",
-            "--key",
-            s(&ossl),
-            "--ttl",
-            "1m",
-        ]));
+        ok(&chorus(&["token", "issue", "--key", s(&ossl), "--ttl", "1m"]));
     }
 }
 
@@ -878,24 +533,8 @@ async fn a_corrupt_chunk_on_disk_is_never_served() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let pkg = samples().join("chorus-lantern");
-    ok(&chorus(&[
-        "ingest",
-        "--store",
-        s(&store),
-        "--track",
-        "lantern",
-        s(&pkg),
-    ]));
-    let node = Node::start(
-        &[
-            "origin",
-            "--store",
-            s(&store),
-            "--listen",
-            "http://127.0.0.1:0",
-        ],
-        1,
-    );
+    ok(&chorus(&["ingest", "--store", s(&store), "--track", "lantern", s(&pkg)]));
+    let node = Node::start(&["origin", "--store", s(&store), "--listen", "http://127.0.0.1:0"], 1);
     let client = HttpClient::new(&ClientTls::default()).unwrap();
     let mut conn = client.connect(&node.url("http"), false).await.unwrap();
     let key = keys::read_verifying_key(&store.join("origin.pub")).unwrap();
@@ -905,19 +544,9 @@ async fn a_corrupt_chunk_on_disk_is_never_served() {
     let path = store.join("chunks").join(&hex[..2]).join(&hex);
 
     // HEAD gives the headers and length without the body.
-    let head = conn
-        .send(
-            Request::head(format!("/v1/chunks/{hex}"))
-                .body(bytes::Bytes::new())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let head = conn.send(Request::head(format!("/v1/chunks/{hex}")).body(bytes::Bytes::new()).unwrap()).await.unwrap();
     assert_eq!(head.status(), StatusCode::OK);
-    assert_eq!(
-        head.headers()["content-length"],
-        victim.size.to_string().as_str()
-    );
+    assert_eq!(head.headers()["content-length"], victim.size.to_string().as_str());
     assert!(head.body().is_empty());
 
     // Flip one byte on disk: the origin refuses to serve it and quarantines the file.
@@ -928,27 +557,12 @@ async fn a_corrupt_chunk_on_disk_is_never_served() {
     assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert!(String::from_utf8_lossy(resp.body()).contains("corrupt"));
     assert!(!path.exists() && store.join("quarantine").join(&hex).exists());
-    assert_eq!(
-        conn.get(&format!("/v1/chunks/{hex}"))
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(conn.get(&format!("/v1/chunks/{hex}")).await.unwrap().status(), StatusCode::NOT_FOUND);
     let metrics = conn.get("/metrics").await.unwrap();
-    assert!(
-        String::from_utf8_lossy(metrics.body()).contains("chorus_origin_corrupt_chunks_total 1")
-    );
+    assert!(String::from_utf8_lossy(metrics.body()).contains("chorus_origin_corrupt_chunks_total 1"));
 
     // Re-ingesting the package restores it.
-    let out = ok(&chorus(&[
-        "ingest",
-        "--store",
-        s(&store),
-        "--track",
-        "lantern",
-        s(&pkg),
-    ]));
+    let out = ok(&chorus(&["ingest", "--store", s(&store), "--track", "lantern", s(&pkg)]));
     assert!(out.contains("(1 new)"), "{out}");
     let resp = conn.get(&format!("/v1/chunks/{hex}")).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
@@ -960,52 +574,29 @@ async fn connections_beyond_the_cap_are_closed_at_once() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    let node = Node::start(
-        &[
-            "origin",
-            "--store",
-            s(&store),
-            "--listen",
-            "http://127.0.0.1:0",
-            "--max-connections",
-            "2",
-        ],
-        1,
-    );
+    let node =
+        Node::start(&["origin", "--store", s(&store), "--listen", "http://127.0.0.1:0", "--max-connections", "2"], 1);
     let client = HttpClient::new(&ClientTls::default()).unwrap();
     let mut a = client.connect(&node.url("http"), false).await.unwrap();
     let mut b = client.connect(&node.url("http"), false).await.unwrap();
     assert_eq!(a.get("/healthz").await.unwrap().status(), StatusCode::OK);
     assert_eq!(b.get("/healthz").await.unwrap().status(), StatusCode::OK);
     // A third connection is accepted by the kernel, then closed by the node without an answer.
-    let mut third = tokio::net::TcpStream::connect(node.addr("http"))
-        .await
-        .unwrap();
-    let _ = third
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await;
+    let mut third = tokio::net::TcpStream::connect(node.addr("http")).await.unwrap();
+    let _ = third.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
     let mut buf = Vec::new();
     let n = tokio::time::timeout(Duration::from_secs(20), third.read_to_end(&mut buf)).await;
-    assert!(
-        matches!(n, Ok(Ok(0)) | Ok(Err(_))),
-        "over-cap connection got {:?}",
-        String::from_utf8_lossy(&buf)
-    );
+    assert!(matches!(n, Ok(Ok(0)) | Ok(Err(_))), "over-cap connection got {:?}", String::from_utf8_lossy(&buf));
     // Once one closes, there is room again.
     drop(a);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(mut c) = client.connect(&node.url("http"), false).await
-            && c.get("/healthz")
-                .await
-                .is_ok_and(|r| r.status() == StatusCode::OK)
+            && c.get("/healthz").await.is_ok_and(|r| r.status() == StatusCode::OK)
         {
             break;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no room after a connection closed"
-        );
+        assert!(std::time::Instant::now() < deadline, "no room after a connection closed");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(b.get("/healthz").await.unwrap().status(), StatusCode::OK);

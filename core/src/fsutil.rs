@@ -18,19 +18,10 @@ pub const TMP_PREFIX: &str = ".tmp-";
 /// # Errors
 /// Any I/O error from creating, writing, syncing or renaming; the destination is then untouched.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path.file_name().ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidInput, "destination has no file name")
-    })?;
-    let tmp = dir.join(format!(
-        "{TMP_PREFIX}{}-{}-{}",
-        name.to_string_lossy(),
-        std::process::id(),
-        unique()
-    ));
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name =
+        path.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "destination has no file name"))?;
+    let tmp = dir.join(format!("{TMP_PREFIX}{}-{}-{}", name.to_string_lossy(), std::process::id(), unique()));
     let result = (|| {
         let mut f = open_new(&tmp, mode)?;
         f.write_all(bytes)?;
@@ -96,10 +87,7 @@ mod tests {
         write_atomic(&p, b"one", 0o644).unwrap();
         write_atomic(&p, b"two", 0o600).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
-        let names: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("f")]);
     }
 }

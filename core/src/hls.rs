@@ -7,6 +7,8 @@
 
 use std::fmt::Write as _;
 
+use crate::http::serve::query_param;
+use crate::http::{ResponseBody, full, json_error};
 use crate::manifest::{Container, Manifest, Rendition};
 
 /// Whether a rendition can be played through HLS (CMAF only; raw byte chunks cannot).
@@ -54,13 +56,7 @@ pub fn media(r: &Rendition, token: Option<&str>) -> Option<String> {
         return None;
     }
     let q = suffix(token);
-    let target = r
-        .segments
-        .iter()
-        .map(|s| s.duration_ms.div_ceil(1000))
-        .max()
-        .unwrap_or(1)
-        .max(1);
+    let target = r.segments.iter().map(|s| s.duration_ms.div_ceil(1000)).max().unwrap_or(1).max(1);
     let mut out = format!(
         "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-INDEPENDENT-SEGMENTS\n"
     );
@@ -68,16 +64,39 @@ pub fn media(r: &Rendition, token: Option<&str>) -> Option<String> {
         let _ = writeln!(out, "#EXT-X-MAP:URI=\"/v1/chunks/{}.mp4{q}\"", init.id);
     }
     for s in &r.segments {
-        let _ = writeln!(
-            out,
-            "#EXTINF:{}.{:03},\n/v1/chunks/{}.m4s{q}",
-            s.duration_ms / 1000,
-            s.duration_ms % 1000,
-            s.id
-        );
+        let _ =
+            writeln!(out, "#EXTINF:{}.{:03},\n/v1/chunks/{}.m4s{q}", s.duration_ms / 1000, s.duration_ms % 1000, s.id);
     }
     out.push_str("#EXT-X-ENDLIST\n");
     Some(out)
+}
+
+/// The response for playlist `name` (`master`, or a rendition id) of `m`: the playlist with
+/// `Cache-Control: public, max-age=10`, or a JSON 404 saying why there is none. A `token`
+/// query parameter (`query`) is carried onto every URI.
+#[must_use]
+pub fn respond(m: &Manifest, name: &str, query: Option<&str>) -> http::Response<ResponseBody> {
+    let token =
+        query_param(query, "token").filter(|t| t.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)));
+    let text = if name == "master" {
+        master(m, token.as_deref()).ok_or_else(|| "track has no HLS-playable (cmaf) rendition".to_owned())
+    } else {
+        match m.rendition(name) {
+            Some(r) => media(r, token.as_deref()).ok_or_else(|| {
+                "rendition is raw byte chunks, which HLS cannot play; fetch its chunks directly".to_owned()
+            }),
+            None => Err(format!("track {} has no rendition {}", m.track_id, name.chars().take(40).collect::<String>())),
+        }
+    };
+    match text {
+        Ok(t) => {
+            // For HEAD the front drops the body and keeps its length.
+            let mut r = full(http::StatusCode::OK, "application/vnd.apple.mpegurl", t);
+            r.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("public, max-age=10"));
+            r
+        }
+        Err(msg) => json_error(http::StatusCode::NOT_FOUND, msg),
+    }
 }
 
 #[cfg(test)]
@@ -88,27 +107,17 @@ mod tests {
 
     #[test]
     fn media_playlist_lists_exactly_the_chunks() {
-        let seg = |n: u8, d| Segment {
-            id: ChunkId::of(&[n]),
-            size: 100,
-            duration_ms: d,
-        };
+        let seg = |n: u8, d| Segment { id: ChunkId::of(&[n]), size: 100, duration_ms: d };
         let r = Rendition {
             id: RenditionId::parse("aac-96").unwrap(),
             codec: "mp4a.40.2".into(),
             bitrate_bps: 96_000,
             container: Container::Cmaf,
-            init: Some(ChunkRef {
-                id: ChunkId::of(b"init"),
-                size: 10,
-            }),
+            init: Some(ChunkRef { id: ChunkId::of(b"init"), size: 10 }),
             segments: vec![seg(1, 6014), seg(2, 5991), seg(3, 2018)],
         };
         let p = media(&r, Some("abc")).unwrap();
-        assert!(p.contains(&format!(
-            "#EXT-X-MAP:URI=\"/v1/chunks/{}.mp4?token=abc\"",
-            ChunkId::of(b"init")
-        )));
+        assert!(p.contains(&format!("#EXT-X-MAP:URI=\"/v1/chunks/{}.mp4?token=abc\"", ChunkId::of(b"init"))));
         assert!(p.contains("#EXTINF:6.014,\n"));
         assert!(p.contains("#EXT-X-TARGETDURATION:7\n"));
         let uris: Vec<_> = p.lines().filter(|l| l.starts_with("/v1/chunks/")).collect();

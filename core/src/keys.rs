@@ -55,10 +55,7 @@ pub fn generate() -> SigningKey {
 }
 
 fn read_small(path: &Path) -> Result<String, KeyError> {
-    let io_err = |source| KeyError::Io {
-        path: path.to_owned(),
-        source,
-    };
+    let io_err = |source| KeyError::Io { path: path.to_owned(), source };
     let meta = std::fs::metadata(path).map_err(io_err)?;
     if meta.len() > MAX_KEY_FILE {
         return Err(KeyError::Format {
@@ -95,11 +92,7 @@ pub fn read_verifying_key(path: &Path) -> Result<VerifyingKey, KeyError> {
     }
     match SigningKey::from_pkcs8_pem(&pem) {
         Ok(sk) => Ok(sk.verifying_key()),
-        Err(e) => Err(KeyError::Format {
-            path: path.to_owned(),
-            expected: "public (SPKI)",
-            detail: e.to_string(),
-        }),
+        Err(e) => Err(KeyError::Format { path: path.to_owned(), expected: "public (SPKI)", detail: e.to_string() }),
     }
 }
 
@@ -107,9 +100,7 @@ pub fn read_verifying_key(path: &Path) -> Result<VerifyingKey, KeyError> {
 #[must_use]
 pub fn signing_key_pem(key: &SigningKey) -> String {
     // Encoding a valid in-memory key cannot fail; an empty string would be caught on read.
-    key.to_pkcs8_pem(LineEnding::LF)
-        .map(|z| z.to_string())
-        .unwrap_or_default()
+    key.to_pkcs8_pem(LineEnding::LF).map(|z| z.to_string()).unwrap_or_default()
 }
 
 /// The SPKI PEM text of a public key.
@@ -123,21 +114,10 @@ pub fn verifying_key_pem(key: &VerifyingKey) -> String {
 /// # Errors
 /// [`KeyError::Io`] from the writes.
 pub fn write_pair(key: &SigningKey, priv_path: &Path, pub_path: &Path) -> Result<(), KeyError> {
-    fsutil::write_atomic(priv_path, signing_key_pem(key).as_bytes(), 0o600).map_err(|source| {
-        KeyError::Io {
-            path: priv_path.to_owned(),
-            source,
-        }
-    })?;
-    fsutil::write_atomic(
-        pub_path,
-        verifying_key_pem(&key.verifying_key()).as_bytes(),
-        0o644,
-    )
-    .map_err(|source| KeyError::Io {
-        path: pub_path.to_owned(),
-        source,
-    })
+    fsutil::write_atomic(priv_path, signing_key_pem(key).as_bytes(), 0o600)
+        .map_err(|source| KeyError::Io { path: priv_path.to_owned(), source })?;
+    fsutil::write_atomic(pub_path, verifying_key_pem(&key.verifying_key()).as_bytes(), 0o644)
+        .map_err(|source| KeyError::Io { path: pub_path.to_owned(), source })
 }
 
 /// Reads the private key at `priv_path`, or makes one (and its public half at `pub_path`) if
@@ -152,35 +132,20 @@ pub fn load_or_create(priv_path: &Path, pub_path: &Path) -> Result<(SigningKey, 
             // Two processes may start on a fresh store at once: the key is published with a
             // hard link, which fails if the other one won, and then its key is used.
             let key = generate();
-            let dir = priv_path
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
+            let dir = priv_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
             let tmp = dir.join(format!("{}key-{}", fsutil::TMP_PREFIX, std::process::id()));
-            let io_err = |source| KeyError::Io {
-                path: priv_path.to_owned(),
-                source,
-            };
+            let io_err = |source| KeyError::Io { path: priv_path.to_owned(), source };
             fsutil::write_atomic(&tmp, signing_key_pem(&key).as_bytes(), 0o600).map_err(io_err)?;
             let linked = std::fs::hard_link(&tmp, priv_path);
             let _ = std::fs::remove_file(&tmp);
             match linked {
                 Ok(()) => {
                     fsutil::sync_dir(dir).map_err(io_err)?;
-                    fsutil::write_atomic(
-                        pub_path,
-                        verifying_key_pem(&key.verifying_key()).as_bytes(),
-                        0o644,
-                    )
-                    .map_err(|source| KeyError::Io {
-                        path: pub_path.to_owned(),
-                        source,
-                    })?;
+                    fsutil::write_atomic(pub_path, verifying_key_pem(&key.verifying_key()).as_bytes(), 0o644)
+                        .map_err(|source| KeyError::Io { path: pub_path.to_owned(), source })?;
                     Ok((key, true))
                 }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    Ok((read_signing_key(priv_path)?, false))
-                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok((read_signing_key(priv_path)?, false)),
                 Err(e) => Err(io_err(e)),
             }
         }
@@ -195,11 +160,9 @@ mod tests {
     #[test]
     fn pem_roundtrip_and_key_id() {
         let dir = tempfile::tempdir().unwrap();
-        let (k, created) =
-            load_or_create(&dir.path().join("a.key"), &dir.path().join("a.pub")).unwrap();
+        let (k, created) = load_or_create(&dir.path().join("a.key"), &dir.path().join("a.pub")).unwrap();
         assert!(created);
-        let (k2, created) =
-            load_or_create(&dir.path().join("a.key"), &dir.path().join("a.pub")).unwrap();
+        let (k2, created) = load_or_create(&dir.path().join("a.key"), &dir.path().join("a.pub")).unwrap();
         assert!(!created);
         assert_eq!(k.to_bytes(), k2.to_bytes());
         let pubk = read_verifying_key(&dir.path().join("a.pub")).unwrap();
@@ -211,10 +174,7 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join("a.key"))
-                .unwrap()
-                .permissions()
-                .mode();
+            let mode = std::fs::metadata(dir.path().join("a.key")).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
     }
@@ -235,9 +195,6 @@ mod tests {
         std::fs::write(&p, "not a key").unwrap();
         let e = read_verifying_key(&p).unwrap_err().to_string();
         assert!(e.contains("not an ed25519"), "{e}");
-        assert!(matches!(
-            read_signing_key(&dir.path().join("missing")),
-            Err(KeyError::Io { .. })
-        ));
+        assert!(matches!(read_signing_key(&dir.path().join("missing")), Err(KeyError::Io { .. })));
     }
 }

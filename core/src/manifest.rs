@@ -12,9 +12,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use ed25519_dalek::{
-    Signature as Ed25519Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey,
-};
+use ed25519_dalek::{Signature as Ed25519Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 use crate::id::{ChunkId, RenditionId, TrackId};
@@ -171,30 +169,15 @@ impl ManifestError {
     /// manifest could be a carrier's fault; a wrong key or format is the origin's configuration.
     #[must_use]
     pub const fn is_retryable_elsewhere(&self) -> bool {
-        matches!(
-            self,
-            Self::Malformed(_) | Self::BadSignature | Self::Unsigned | Self::TooLarge(_)
-        )
+        matches!(self, Self::Malformed(_) | Self::BadSignature | Self::Unsigned | Self::TooLarge(_))
     }
 }
 
 impl Manifest {
     /// A new unsigned manifest for `track_id`.
     #[must_use]
-    pub fn new(
-        track_id: TrackId,
-        title: String,
-        duration_ms: u64,
-        renditions: Vec<Rendition>,
-    ) -> Self {
-        Self {
-            format: FORMAT.to_owned(),
-            track_id,
-            title,
-            duration_ms,
-            renditions,
-            signature: None,
-        }
+    pub fn new(track_id: TrackId, title: String, duration_ms: u64, renditions: Vec<Rendition>) -> Self {
+        Self { format: FORMAT.to_owned(), track_id, title, duration_ms, renditions, signature: None }
     }
 
     /// The RFC 8785 canonical bytes that the signature covers: the manifest without `signature`.
@@ -242,38 +225,30 @@ impl Manifest {
         }
         let mut value: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| ManifestError::Malformed(e.to_string()))?;
-        let obj = value
-            .as_object_mut()
-            .ok_or_else(|| ManifestError::Malformed("not a JSON object".to_owned()))?;
+        let obj = value.as_object_mut().ok_or_else(|| ManifestError::Malformed("not a JSON object".to_owned()))?;
         match obj.get("format").and_then(|f| f.as_str()) {
             Some(FORMAT) => {}
             Some(other) => return Err(ManifestError::UnsupportedFormat(other.to_owned())),
             None => return Err(ManifestError::Malformed("missing \"format\"".to_owned())),
         }
         let sig_value = obj.remove("signature").ok_or(ManifestError::Unsigned)?;
-        let sig: Signature = serde_json::from_value(sig_value)
-            .map_err(|e| ManifestError::Malformed(format!("signature: {e}")))?;
+        let sig: Signature =
+            serde_json::from_value(sig_value).map_err(|e| ManifestError::Malformed(format!("signature: {e}")))?;
         if sig.alg != "ed25519" {
             return Err(ManifestError::UnsupportedAlgorithm(sig.alg));
         }
         let expected = key_id(key);
         if sig.key_id != expected {
-            return Err(ManifestError::WrongKey {
-                expected,
-                found: sig.key_id,
-            });
+            return Err(ManifestError::WrongKey { expected, found: sig.key_id });
         }
         let raw: [u8; 64] = BASE64
             .decode(sig.value.as_bytes())
             .ok()
             .and_then(|v| v.try_into().ok())
             .ok_or(ManifestError::BadSignature)?;
-        let signed =
-            serde_jcs::to_vec(&value).map_err(|e| ManifestError::Malformed(e.to_string()))?;
-        key.verify(&signed, &Ed25519Signature::from_bytes(&raw))
-            .map_err(|_| ManifestError::BadSignature)?;
-        let mut manifest: Self =
-            serde_json::from_value(value).map_err(|e| ManifestError::Malformed(e.to_string()))?;
+        let signed = serde_jcs::to_vec(&value).map_err(|e| ManifestError::Malformed(e.to_string()))?;
+        key.verify(&signed, &Ed25519Signature::from_bytes(&raw)).map_err(|_| ManifestError::BadSignature)?;
+        let mut manifest: Self = serde_json::from_value(value).map_err(|e| ManifestError::Malformed(e.to_string()))?;
         manifest.signature = Some(sig);
         manifest.validate()?;
         Ok(manifest)
@@ -292,11 +267,7 @@ impl Manifest {
             return invalid(format!("title longer than {} bytes", limits::MAX_TITLE));
         }
         if self.renditions.is_empty() || self.renditions.len() > limits::MAX_RENDITIONS {
-            return invalid(format!(
-                "{} renditions (expected 1 to {})",
-                self.renditions.len(),
-                limits::MAX_RENDITIONS
-            ));
+            return invalid(format!("{} renditions (expected 1 to {})", self.renditions.len(), limits::MAX_RENDITIONS));
         }
         let mut seen = std::collections::HashSet::new();
         let mut cmaf_reference: Option<&Rendition> = None;
@@ -304,9 +275,7 @@ impl Manifest {
             if !seen.insert(&r.id) {
                 return invalid(format!("rendition {} appears twice", r.id));
             }
-            if r.codec.is_empty()
-                || r.codec.len() > limits::MAX_CODEC
-                || !r.codec.bytes().all(|b| b.is_ascii_graphic())
+            if r.codec.is_empty() || r.codec.len() > limits::MAX_CODEC || !r.codec.bytes().all(|b| b.is_ascii_graphic())
             {
                 return invalid(format!("rendition {}: bad codec string", r.id));
             }
@@ -318,11 +287,7 @@ impl Manifest {
                     limits::MAX_SEGMENTS
                 ));
             }
-            let sizes = r
-                .init
-                .iter()
-                .map(|c| c.size)
-                .chain(r.segments.iter().map(|s| s.size));
+            let sizes = r.init.iter().map(|c| c.size).chain(r.segments.iter().map(|s| s.size));
             for size in sizes {
                 if size == 0 || size > limits::MAX_CHUNK_BYTES {
                     return invalid(format!(
@@ -367,13 +332,7 @@ impl Manifest {
 impl Rendition {
     /// The rendition's chunks in play order: the init chunk (if any), then the segments.
     pub fn chunks(&self) -> impl Iterator<Item = ChunkRef> + '_ {
-        self.init
-            .iter()
-            .copied()
-            .chain(self.segments.iter().map(|s| ChunkRef {
-                id: s.id,
-                size: s.size,
-            }))
+        self.init.iter().copied().chain(self.segments.iter().map(|s| ChunkRef { id: s.id, size: s.size }))
     }
 
     /// Total bytes of all chunks.
@@ -421,11 +380,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn seg(n: u8, dur: u64) -> Segment {
-        Segment {
-            id: ChunkId::of(&[n]),
-            size: 1000 + u64::from(n),
-            duration_ms: dur,
-        }
+        Segment { id: ChunkId::of(&[n]), size: 1000 + u64::from(n), duration_ms: dur }
     }
 
     pub(crate) fn sample() -> Manifest {
@@ -434,10 +389,7 @@ mod tests {
             codec: "mp4a.40.2".to_owned(),
             bitrate_bps: bps,
             container: Container::Cmaf,
-            init: Some(ChunkRef {
-                id: ChunkId::of(id.as_bytes()),
-                size: 812,
-            }),
+            init: Some(ChunkRef { id: ChunkId::of(id.as_bytes()), size: 812 }),
             segments: vec![seg(1, 6000), seg(2, 6000), seg(3, 2017)],
         };
         Manifest::new(
@@ -466,9 +418,7 @@ mod tests {
         again.sign(&key).unwrap();
         assert_eq!(again.to_json().unwrap(), json);
         // Pretty-printed JSON still verifies: the signature is over the canonical form.
-        let pretty =
-            serde_json::to_vec_pretty(&serde_json::from_slice::<serde_json::Value>(&json).unwrap())
-                .unwrap();
+        let pretty = serde_json::to_vec_pretty(&serde_json::from_slice::<serde_json::Value>(&json).unwrap()).unwrap();
         assert!(Manifest::verify(&pretty, &key.verifying_key()).is_ok());
     }
 
@@ -476,10 +426,7 @@ mod tests {
     fn wrong_key_is_named() {
         let (_, _, json) = signed();
         let other = SigningKey::from_bytes(&[8; 32]);
-        assert!(matches!(
-            Manifest::verify(&json, &other.verifying_key()),
-            Err(ManifestError::WrongKey { .. })
-        ));
+        assert!(matches!(Manifest::verify(&json, &other.verifying_key()), Err(ManifestError::WrongKey { .. })));
     }
 
     #[test]
@@ -487,18 +434,9 @@ mod tests {
         let (_, key, json) = signed();
         let vk = key.verifying_key();
         let mut v: serde_json::Value = serde_json::from_slice(&json).unwrap();
-        assert!(matches!(
-            Manifest::verify(b"{not json", &vk),
-            Err(ManifestError::Malformed(_))
-        ));
-        assert!(matches!(
-            Manifest::verify(b"[]", &vk),
-            Err(ManifestError::Malformed(_))
-        ));
-        assert!(matches!(
-            Manifest::verify(&vec![b' '; limits::MAX_BYTES + 1], &vk),
-            Err(ManifestError::TooLarge(_))
-        ));
+        assert!(matches!(Manifest::verify(b"{not json", &vk), Err(ManifestError::Malformed(_))));
+        assert!(matches!(Manifest::verify(b"[]", &vk), Err(ManifestError::Malformed(_))));
+        assert!(matches!(Manifest::verify(&vec![b' '; limits::MAX_BYTES + 1], &vk), Err(ManifestError::TooLarge(_))));
 
         let mut f = v.clone();
         f["format"] = "chorus-manifest/2".into();
@@ -509,10 +447,7 @@ mod tests {
 
         let mut u = v.clone();
         u.as_object_mut().unwrap().remove("signature");
-        assert!(matches!(
-            Manifest::verify(&serde_json::to_vec(&u).unwrap(), &vk),
-            Err(ManifestError::Unsigned)
-        ));
+        assert!(matches!(Manifest::verify(&serde_json::to_vec(&u).unwrap(), &vk), Err(ManifestError::Unsigned)));
 
         let mut a = v.clone();
         a["signature"]["alg"] = "rsa".into();
@@ -522,10 +457,7 @@ mod tests {
         ));
 
         v["signature"]["value"] = "AAAA".into();
-        assert!(matches!(
-            Manifest::verify(&serde_json::to_vec(&v).unwrap(), &vk),
-            Err(ManifestError::BadSignature)
-        ));
+        assert!(matches!(Manifest::verify(&serde_json::to_vec(&v).unwrap(), &vk), Err(ManifestError::BadSignature)));
     }
 
     #[test]
@@ -543,12 +475,7 @@ mod tests {
     fn validation_rules() {
         let mut m = sample();
         m.renditions[1].segments.pop();
-        assert!(
-            m.validate()
-                .unwrap_err()
-                .to_string()
-                .contains("not time-aligned")
-        );
+        assert!(m.validate().unwrap_err().to_string().contains("not time-aligned"));
         let mut m = sample();
         m.renditions[1].segments[0].duration_ms = 6100;
         assert!(m.validate().is_err());
@@ -570,10 +497,9 @@ mod tests {
     fn tamper(v: &mut serde_json::Value, index: &mut usize) -> bool {
         use serde_json::Value;
         match v {
-            Value::Object(map) => map
-                .iter_mut()
-                .filter(|(k, _)| k.as_str() != "signature")
-                .any(|(_, x)| tamper(x, index)),
+            Value::Object(map) => {
+                map.iter_mut().filter(|(k, _)| k.as_str() != "signature").any(|(_, x)| tamper(x, index))
+            }
             Value::Array(items) => items.iter_mut().any(|x| tamper(x, index)),
             leaf => {
                 if *index == 0 {

@@ -10,24 +10,14 @@ use crate::http::{Protocol, ResponseBody, full, json_error};
 pub fn response(registry: &Registry) -> Response<ResponseBody> {
     let mut buf = Vec::with_capacity(16 * 1024);
     match TextEncoder::new().encode(&registry.gather(), &mut buf) {
-        Ok(()) => full(
-            StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            buf,
-        ),
-        Err(e) => json_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("encoding metrics: {e}"),
-        ),
+        Ok(()) => full(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", buf),
+        Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding metrics: {e}")),
     }
 }
 
 /// Registers `collector` in `registry`. Registration only fails for a duplicate name, a
 /// programming error that tests catch; it is logged rather than crashing a node.
-pub fn register<C: prometheus::core::Collector + Clone + 'static>(
-    registry: &Registry,
-    collector: &C,
-) {
+pub fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, collector: &C) {
     if let Err(e) = registry.register(Box::new(collector.clone())) {
         tracing::error!(error = %e, "registering a metric failed");
     }
@@ -61,8 +51,6 @@ impl RequestCounter {
 
     /// Counts one request.
     pub fn inc(&self, protocol: Protocol, route: &str, status: StatusCode) {
-        self.0
-            .with_label_values(&[protocol.as_str(), route, status.as_str()])
-            .inc();
+        self.0.with_label_values(&[protocol.as_str(), route, status.as_str()]).inc();
     }
 }

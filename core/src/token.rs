@@ -74,8 +74,7 @@ impl TokenIssuer {
     /// [`TokenError::Invalid`] if the key cannot be used (cannot happen for a valid key).
     pub fn new(key: &SigningKey) -> Result<Self, TokenError> {
         let pem = keys::signing_key_pem(key);
-        let key = EncodingKey::from_ed_pem(pem.as_bytes())
-            .map_err(|e| TokenError::Invalid(e.to_string()))?;
+        let key = EncodingKey::from_ed_pem(pem.as_bytes()).map_err(|e| TokenError::Invalid(e.to_string()))?;
         Ok(Self { key })
     }
 
@@ -105,17 +104,12 @@ impl TokenVerifier {
     /// [`TokenError::Invalid`] if the key cannot be used.
     pub fn new(key: &VerifyingKey, leeway: Duration) -> Result<Self, TokenError> {
         let pem = keys::verifying_key_pem(key);
-        let key = DecodingKey::from_ed_pem(pem.as_bytes())
-            .map_err(|e| TokenError::Invalid(e.to_string()))?;
+        let key = DecodingKey::from_ed_pem(pem.as_bytes()).map_err(|e| TokenError::Invalid(e.to_string()))?;
         let mut validation = Validation::new(Algorithm::EdDSA);
         // Expiry is checked below against an explicit clock; `exp` must still be present.
         validation.validate_exp = false;
         validation.required_spec_claims = ["exp".to_owned()].into_iter().collect();
-        Ok(Self {
-            key,
-            validation,
-            leeway,
-        })
+        Ok(Self { key, validation, leeway })
     }
 
     /// Verifies `token` at time `now`: signature, algorithm, presence of `exp`, expiry.
@@ -132,14 +126,8 @@ impl TokenVerifier {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|e| TokenError::Invalid(e.to_string()))?;
         let claims = data.claims;
-        if claims
-            .tracks
-            .as_ref()
-            .is_some_and(|t| t.len() > MAX_TOKEN_TRACKS)
-        {
-            return Err(TokenError::Invalid(format!(
-                "names more than {MAX_TOKEN_TRACKS} tracks"
-            )));
+        if claims.tracks.as_ref().is_some_and(|t| t.len() > MAX_TOKEN_TRACKS) {
+            return Err(TokenError::Invalid(format!("names more than {MAX_TOKEN_TRACKS} tracks")));
         }
         let now = unix_secs(now);
         let deadline = claims.exp.saturating_add(self.leeway.as_secs());
@@ -162,10 +150,7 @@ mod tests {
 
     fn pair() -> (TokenIssuer, TokenVerifier) {
         let sk = SigningKey::from_bytes(&[3; 32]);
-        (
-            TokenIssuer::new(&sk).unwrap(),
-            TokenVerifier::new(&sk.verifying_key(), Duration::ZERO).unwrap(),
-        )
+        (TokenIssuer::new(&sk).unwrap(), TokenVerifier::new(&sk.verifying_key(), Duration::ZERO).unwrap())
     }
 
     fn at(secs: u64) -> SystemTime {
@@ -175,23 +160,13 @@ mod tests {
     #[test]
     fn expiry_is_checked_against_the_given_clock() {
         let (iss, ver) = pair();
-        let t = iss
-            .issue(&Claims {
-                exp: 1000,
-                iat: Some(900),
-                sub: Some("u1".into()),
-                tracks: None,
-            })
-            .unwrap();
+        let t = iss.issue(&Claims { exp: 1000, iat: Some(900), sub: Some("u1".into()), tracks: None }).unwrap();
         let c = ver.verify(&t, at(999)).unwrap();
         assert_eq!(c.sub.as_deref(), Some("u1"));
         assert_eq!(ver.verify(&t, at(1000)), Err(TokenError::Expired(0)));
         assert_eq!(ver.verify(&t, at(1060)), Err(TokenError::Expired(60)));
-        let lenient = TokenVerifier::new(
-            &SigningKey::from_bytes(&[3; 32]).verifying_key(),
-            Duration::from_secs(30),
-        )
-        .unwrap();
+        let lenient =
+            TokenVerifier::new(&SigningKey::from_bytes(&[3; 32]).verifying_key(), Duration::from_secs(30)).unwrap();
         assert!(lenient.verify(&t, at(1029)).is_ok());
         assert!(lenient.verify(&t, at(1030)).is_err());
     }
@@ -201,25 +176,11 @@ mod tests {
         let (iss, ver) = pair();
         let a = TrackId::parse("a").unwrap();
         let b = TrackId::parse("b").unwrap();
-        let t = iss
-            .issue(&Claims {
-                exp: 10,
-                iat: None,
-                sub: None,
-                tracks: Some(vec![a.clone()]),
-            })
-            .unwrap();
+        let t = iss.issue(&Claims { exp: 10, iat: None, sub: None, tracks: Some(vec![a.clone()]) }).unwrap();
         let c = ver.verify(&t, at(1)).unwrap();
         assert!(c.allows(&a));
         assert!(!c.allows(&b));
-        let all = iss
-            .issue(&Claims {
-                exp: 10,
-                iat: None,
-                sub: None,
-                tracks: None,
-            })
-            .unwrap();
+        let all = iss.issue(&Claims { exp: 10, iat: None, sub: None, tracks: None }).unwrap();
         assert!(ver.verify(&all, at(1)).unwrap().allows(&b));
     }
 
@@ -227,24 +188,11 @@ mod tests {
     fn forged_and_malformed_tokens_are_invalid() {
         let (_, ver) = pair();
         let other = TokenIssuer::new(&SigningKey::from_bytes(&[4; 32])).unwrap();
-        let t = other
-            .issue(&Claims {
-                exp: 10,
-                iat: None,
-                sub: None,
-                tracks: None,
-            })
-            .unwrap();
+        let t = other.issue(&Claims { exp: 10, iat: None, sub: None, tracks: None }).unwrap();
         assert!(matches!(ver.verify(&t, at(1)), Err(TokenError::Invalid(_))));
-        assert!(matches!(
-            ver.verify("a.b.c", at(1)),
-            Err(TokenError::Invalid(_))
-        ));
+        assert!(matches!(ver.verify("a.b.c", at(1)), Err(TokenError::Invalid(_))));
         assert_eq!(ver.verify("", at(1)), Err(TokenError::Missing));
-        assert_eq!(
-            ver.verify(&"x".repeat(5000), at(1)),
-            Err(TokenError::TooLong)
-        );
+        assert_eq!(ver.verify(&"x".repeat(5000), at(1)), Err(TokenError::TooLong));
         // An HS256 token (alg confusion) is refused.
         let hs = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJleHAiOjEwfQ.3p9mYJ6Ql6xfbOe7sJ3p8b6J2q9mXy3bNcYwWm0mTz4";
         assert!(matches!(ver.verify(hs, at(1)), Err(TokenError::Invalid(_))));
@@ -258,16 +206,9 @@ mod tests {
         struct NoExp {
             sub: String,
         }
-        let key = EncodingKey::from_ed_pem(
-            keys::signing_key_pem(&SigningKey::from_bytes(&[3; 32])).as_bytes(),
-        )
-        .unwrap();
-        let t = jsonwebtoken::encode(
-            &Header::new(Algorithm::EdDSA),
-            &NoExp { sub: "x".into() },
-            &key,
-        )
-        .unwrap();
+        let key =
+            EncodingKey::from_ed_pem(keys::signing_key_pem(&SigningKey::from_bytes(&[3; 32])).as_bytes()).unwrap();
+        let t = jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &NoExp { sub: "x".into() }, &key).unwrap();
         assert!(matches!(ver.verify(&t, at(1)), Err(TokenError::Invalid(_))));
         drop(iss);
     }

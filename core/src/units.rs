@@ -15,9 +15,7 @@ impl FromStr for Size {
         s.trim()
             .parse::<bytesize::ByteSize>()
             .map(|b| Self(b.as_u64()))
-            .map_err(|_| {
-                format!("invalid size {s:?}: write e.g. 512MiB, 10GiB or a number of bytes")
-            })
+            .map_err(|_| format!("invalid size {s:?}: write e.g. 512MiB, 10GiB or a number of bytes"))
     }
 }
 

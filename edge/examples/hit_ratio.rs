@@ -35,22 +35,15 @@ impl Rng {
 }
 
 fn main() {
-    let args: Vec<u64> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let args: Vec<u64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let chunks = *args.first().unwrap_or(&100_000) as usize;
     let requests = *args.get(1).unwrap_or(&2_000_000) as usize;
     let seed = *args.get(2).unwrap_or(&42);
 
     let mut rng = Rng(seed);
     let ladder = [18_000u64, 72_000, 120_000, 240_000];
-    let ids: Vec<ChunkId> = (0..chunks as u64)
-        .map(|i| ChunkId::of(&i.to_le_bytes()))
-        .collect();
-    let sizes: Vec<u64> = (0..chunks)
-        .map(|_| ladder[(rng.next() % 4) as usize])
-        .collect();
+    let ids: Vec<ChunkId> = (0..chunks as u64).map(|i| ChunkId::of(&i.to_le_bytes())).collect();
+    let sizes: Vec<u64> = (0..chunks).map(|_| ladder[(rng.next() % 4) as usize]).collect();
     let total: u64 = sizes.iter().sum();
     // Zipf(1.0): P(rank k) ∝ 1/k; the cumulative table is searched per request.
     let mut cdf = Vec::with_capacity(chunks);
@@ -71,10 +64,7 @@ fn main() {
         "catalogue: {chunks} chunks, {:.1} GB; {requests} requests (first {warmup} warm the cache); seed {seed}",
         total as f64 / 1e9
     );
-    println!(
-        "{:<8} {:>14} {:>14} {:>14} {:>14}",
-        "cache", "LRU hits", "chorus hits", "LRU bytes", "chorus bytes"
-    );
+    println!("{:<8} {:>14} {:>14} {:>14} {:>14}", "cache", "LRU hits", "chorus hits", "LRU bytes", "chorus bytes");
     for pct in [1u64, 10] {
         let capacity = total * pct / 100;
         let (lru_h, lru_b) = run(&stream, &ids, &sizes, capacity, warmup, false);
@@ -91,14 +81,7 @@ fn main() {
 }
 
 /// Returns (request hit ratio, byte hit ratio) after warm-up.
-fn run(
-    stream: &[usize],
-    ids: &[ChunkId],
-    sizes: &[u64],
-    capacity: u64,
-    warmup: usize,
-    admission: bool,
-) -> (f64, f64) {
+fn run(stream: &[usize], ids: &[ChunkId], sizes: &[u64], capacity: u64, warmup: usize, admission: bool) -> (f64, f64) {
     let mut tier: Tier<Size> = Tier::new(capacity);
     let mut sketch = Sketch::new((capacity / 64_000) as usize);
     let (mut hits, mut n, mut hit_bytes, mut bytes) = (0u64, 0u64, 0u64, 0u64);
@@ -108,10 +91,7 @@ fn run(
         let hit = tier.get(&id).is_some();
         if !hit {
             if admission {
-                let _ = matches!(
-                    tier.offer(id, Size(sizes[k]), &sketch),
-                    Admission::Admitted(_)
-                );
+                let _ = matches!(tier.offer(id, Size(sizes[k]), &sketch), Admission::Admitted(_));
             } else {
                 tier.insert(id, Size(sizes[k]));
             }

@@ -25,9 +25,7 @@ pub struct Inflight<K, V, E> {
 
 impl<K, V, E> Default for Inflight<K, V, E> {
     fn default() -> Self {
-        Self {
-            map: Arc::new(Mutex::new(HashMap::new())),
-        }
+        Self { map: Arc::new(Mutex::new(HashMap::new())) }
     }
 }
 
@@ -65,9 +63,7 @@ where
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, Slot<V, E>>> {
-        self.map
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Returns the result of the one fetch for `key`, starting it with `fetch` if none is under
@@ -88,9 +84,7 @@ where
                 let map = self.map.clone();
                 tokio::spawn(async move {
                     let result = fut.await;
-                    map.lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .remove(&key);
+                    map.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key);
                     let _ = tx.send(Some(result));
                 });
                 (rx, Role::Leader)
@@ -138,10 +132,7 @@ mod tests {
             let (r, role, waited) = t.await.unwrap();
             assert_eq!(r, Ok(42));
             leaders += usize::from(role == Role::Leader);
-            assert!(
-                waited <= Duration::from_millis(101),
-                "answered late: {waited:?}"
-            );
+            assert!(waited <= Duration::from_millis(101), "answered late: {waited:?}");
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert_eq!(leaders, 1);
@@ -151,13 +142,7 @@ mod tests {
     #[tokio::test]
     async fn a_failure_reaches_everyone_and_the_next_request_retries() {
         let inflight: Inflight<u32, u64, String> = Inflight::default();
-        let (r, _) = inflight
-            .get(
-                1,
-                || async { Err("upstream down".to_owned()) },
-                "lost".into(),
-            )
-            .await;
+        let (r, _) = inflight.get(1, || async { Err("upstream down".to_owned()) }, "lost".into()).await;
         assert_eq!(r, Err("upstream down".to_owned()));
         let (r, role) = inflight.get(1, || async { Ok(5) }, "lost".into()).await;
         assert_eq!((r, role), (Ok(5), Role::Leader));

@@ -1,10 +1,25 @@
 //! chorus-edge: the caching edge node.
+//!
+//! An edge serves the same read API as an origin, from a memory tier over a disk tier, and
+//! fetches misses from upstreams (parent edges by consistent hashing, then origins), once per
+//! chunk however many clients ask ([`coalesce`]). It prefetches what listeners will ask for
+//! next ([`prefetch`]), tracks which peers hold which tracks ([`tracker`]), checks access
+//! tokens, and exports the metrics planners read ([`metrics`]).
+//!
+//! - [`node::Edge`]: the node; [`api`]: its HTTP API;
+//! - [`cache`]: the two tiers and their admission policy;
+//! - [`upstream`]: upstream selection, health and failover;
+//! - [`manifests`]: the manifest cache and the chunk index.
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod cache;
 pub mod coalesce;
 pub mod manifests;
 pub mod metrics;
+pub mod node;
 pub mod prefetch;
 pub mod tracker;
 pub mod upstream;
+
+pub use node::{Edge, EdgeConfig};

@@ -78,10 +78,7 @@ pub struct Manifests {
 }
 
 fn max_age(headers: &HeaderMap) -> Duration {
-    let Some(cc) = headers
-        .get(header::CACHE_CONTROL)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(cc) = headers.get(header::CACHE_CONTROL).and_then(|v| v.to_str().ok()) else {
         return DEFAULT_MAX_AGE;
     };
     let mut age = DEFAULT_MAX_AGE;
@@ -89,10 +86,7 @@ fn max_age(headers: &HeaderMap) -> Duration {
         if d.eq_ignore_ascii_case("no-store") || d.eq_ignore_ascii_case("no-cache") {
             return Duration::ZERO;
         }
-        if let Some(v) = d
-            .strip_prefix("max-age=")
-            .and_then(|v| v.parse::<u64>().ok())
-        {
+        if let Some(v) = d.strip_prefix("max-age=").and_then(|v| v.parse::<u64>().ok()) {
             age = Duration::from_secs(v.min(86_400));
         }
     }
@@ -104,22 +98,16 @@ impl Manifests {
     /// against it are refused like a failed upstream (and never cached).
     #[must_use]
     pub fn new(capacity: usize, origin_key: Option<VerifyingKey>) -> Self {
-        let cap =
-            std::num::NonZeroUsize::new(capacity.max(1)).unwrap_or(std::num::NonZeroUsize::MIN);
+        let cap = std::num::NonZeroUsize::new(capacity.max(1)).unwrap_or(std::num::NonZeroUsize::MIN);
         Self {
-            state: Mutex::new(State {
-                entries: LruCache::new(cap),
-                index: HashMap::new(),
-            }),
+            state: Mutex::new(State { entries: LruCache::new(cap), index: HashMap::new() }),
             inflight: Inflight::default(),
             origin_key,
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The manifest for `track`, from cache or upstream.
@@ -156,10 +144,7 @@ impl Manifests {
         upstreams: &Upstreams,
     ) -> Result<(Arc<Entry>, Freshness), FetchError> {
         let mut headers = HeaderMap::new();
-        if let Some(etag) = cached
-            .as_ref()
-            .and_then(|e| e.etag.as_deref())
-            .and_then(|e| HeaderValue::from_str(e).ok())
+        if let Some(etag) = cached.as_ref().and_then(|e| e.etag.as_deref()).and_then(|e| HeaderValue::from_str(e).ok())
         {
             headers.insert(header::IF_NONE_MATCH, etag);
         }
@@ -185,16 +170,10 @@ impl Manifests {
                     self.lock().entries.put(track.clone(), e.clone());
                     Ok((e, Freshness::Revalidated))
                 }
-                None => Err(FetchError::Failed(
-                    "upstream answered 304 to an unconditional request".into(),
-                )),
+                None => Err(FetchError::Failed("upstream answered 304 to an unconditional request".into())),
             },
             Ok(r) => {
-                let etag = r
-                    .headers()
-                    .get(header::ETAG)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
+                let etag = r.headers().get(header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_owned);
                 let age = max_age(r.headers());
                 let manifest = parse(r.body(), key.as_ref()).map_err(FetchError::Failed)?;
                 if manifest.track_id != *track {
@@ -239,19 +218,12 @@ impl Manifests {
             }
         }
         for (ri, r) in e.manifest.renditions.iter().enumerate() {
-            let positions = r
-                .init
-                .iter()
-                .map(|c| (c.id, None))
-                .chain(r.segments.iter().enumerate().map(|(i, s)| (s.id, Some(i))));
+            let positions =
+                r.init.iter().map(|c| (c.id, None)).chain(r.segments.iter().enumerate().map(|(i, s)| (s.id, Some(i))));
             for (id, segment) in positions {
                 let list = state.index.entry(id).or_default();
                 if list.len() < MAX_POSITIONS {
-                    list.push(Position {
-                        track: track.clone(),
-                        rendition: ri,
-                        segment,
-                    });
+                    list.push(Position { track: track.clone(), rendition: ri, segment });
                 }
             }
         }
@@ -298,8 +270,7 @@ fn parse(bytes: &[u8], key: Option<&VerifyingKey>) -> Result<Manifest, String> {
             if bytes.len() > chorus_core::manifest::limits::MAX_BYTES {
                 return Err("manifest too large".into());
             }
-            let m: Manifest =
-                serde_json::from_slice(bytes).map_err(|e| format!("malformed manifest: {e}"))?;
+            let m: Manifest = serde_json::from_slice(bytes).map_err(|e| format!("malformed manifest: {e}"))?;
             m.validate().map_err(|e| e.to_string())?;
             Ok(m)
         }
@@ -314,10 +285,7 @@ mod tests {
     fn cache_control() {
         let mut h = HeaderMap::new();
         assert_eq!(max_age(&h), DEFAULT_MAX_AGE);
-        h.insert(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("public, max-age=30"),
-        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=30"));
         assert_eq!(max_age(&h), Duration::from_secs(30));
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         assert_eq!(max_age(&h), Duration::ZERO);

@@ -2,8 +2,7 @@
 
 use chorus_core::metrics::{RequestCounter, register};
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 use crate::upstream::UpstreamMetrics;
@@ -46,11 +45,7 @@ pub struct EdgeMetrics {
 impl EdgeMetrics {
     /// Creates and registers every metric in a new registry.
     #[must_use]
-    #[allow(
-        clippy::expect_used,
-        clippy::missing_panics_doc,
-        clippy::too_many_lines
-    )] // constant, valid options
+    #[allow(clippy::expect_used, clippy::missing_panics_doc, clippy::too_many_lines)] // constant, valid options
     pub fn new() -> Self {
         let registry = Registry::new();
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
@@ -63,9 +58,7 @@ impl EdgeMetrics {
             register(&registry, &g);
             g
         };
-        let latency_buckets = vec![
-            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-        ];
+        let latency_buckets = vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
         let upstream_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "chorus_edge_upstream_seconds",
@@ -76,7 +69,13 @@ impl EdgeMetrics {
         )
         .expect("valid metric");
         register(&registry, &upstream_seconds);
+        let corrupt = counter_vec(
+            "chorus_edge_corrupt_chunks_total",
+            "Chunks refused because their bytes did not match their id: from disk (damaged cache file) or upstream (a corrupting or lying upstream). Never served.",
+            &["source"],
+        );
         let upstream = UpstreamMetrics {
+            bad_chunks: corrupt.with_label_values(&["upstream"]),
             requests: counter_vec(
                 "chorus_edge_upstream_requests_total",
                 "Requests this edge sent to each upstream, by status code (or 'error', 'timeout'): the load the edge puts on origins and parents.",
@@ -90,8 +89,11 @@ impl EdgeMetrics {
             ),
         };
         let qoe_startup = Histogram::with_opts(
-            HistogramOpts::new("chorus_qoe_startup_seconds", "Client-reported startup time: from asking for a track to the first verified playable segment.")
-                .buckets(vec![0.05, 0.1, 0.15, 0.2, 0.265, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0]),
+            HistogramOpts::new(
+                "chorus_qoe_startup_seconds",
+                "Client-reported startup time: from asking for a track to the first verified playable segment.",
+            )
+            .buckets(vec![0.05, 0.1, 0.15, 0.2, 0.265, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0]),
         )
         .expect("valid metric");
         register(&registry, &qoe_startup);
@@ -107,11 +109,9 @@ impl EdgeMetrics {
         )
         .expect("valid metric");
         register(&registry, &qoe_stall_seconds);
-        let qoe_beacons = IntCounter::new(
-            "chorus_qoe_beacons_total",
-            "QoE beacons received: one per play that reported.",
-        )
-        .expect("valid metric");
+        let qoe_beacons =
+            IntCounter::new("chorus_qoe_beacons_total", "QoE beacons received: one per play that reported.")
+                .expect("valid metric");
         register(&registry, &qoe_beacons);
         let tracker_peers = IntGauge::new(
             "chorus_tracker_peers",
@@ -126,11 +126,7 @@ impl EdgeMetrics {
                 "Chunk lookups by result: hit (served from a tier), miss (fetched upstream), coalesced (joined a fetch already under way). Hit ratio = hit / all.",
                 &["result", "tier"],
             ),
-            cache_bytes: gauge_vec(
-                "chorus_edge_cache_bytes",
-                "Bytes held in each cache tier.",
-                &["tier"],
-            ),
+            cache_bytes: gauge_vec("chorus_edge_cache_bytes", "Bytes held in each cache tier.", &["tier"]),
             cache_capacity: gauge_vec(
                 "chorus_edge_cache_capacity_bytes",
                 "Configured size of each cache tier (disk is 0 once it is turned off after an error).",
@@ -146,11 +142,7 @@ impl EdgeMetrics {
                 "Prefetched chunks: issued (fetched ahead of a request), used (later asked for), wasted (left the cache unasked). Precision = used / issued.",
                 &["result"],
             ),
-            corrupt: counter_vec(
-                "chorus_edge_corrupt_chunks_total",
-                "Chunks refused because their bytes did not match their id: from disk (damaged cache file) or upstream (a corrupting or lying upstream). Never served.",
-                &["source"],
-            ),
+            corrupt,
             upstream,
             qoe_startup,
             qoe_stalls,

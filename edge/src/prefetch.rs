@@ -39,13 +39,7 @@ pub struct PrefetchConfig {
 
 impl Default for PrefetchConfig {
     fn default() -> Self {
-        Self {
-            segments_ahead: 3,
-            concurrency: 8,
-            warm_segments: 2,
-            trending_min: 5,
-            window: Duration::from_secs(60),
-        }
+        Self { segments_ahead: 3, concurrency: 8, warm_segments: 2, trending_min: 5, window: Duration::from_secs(60) }
     }
 }
 
@@ -54,14 +48,7 @@ impl Default for PrefetchConfig {
 pub fn following(m: &Manifest, rendition: usize, segment: usize, k: usize) -> Vec<ChunkId> {
     m.renditions
         .get(rendition)
-        .map(|r| {
-            r.segments
-                .iter()
-                .skip(segment + 1)
-                .take(k)
-                .map(|s| s.id)
-                .collect()
-        })
+        .map(|r| r.segments.iter().skip(segment + 1).take(k).map(|s| s.id).collect())
         .unwrap_or_default()
 }
 
@@ -70,12 +57,7 @@ pub fn following(m: &Manifest, rendition: usize, segment: usize, k: usize) -> Ve
 pub fn track_start(m: &Manifest, n: usize) -> Vec<ChunkId> {
     m.renditions
         .iter()
-        .flat_map(|r| {
-            r.init
-                .iter()
-                .map(|c| c.id)
-                .chain(r.segments.iter().take(n).map(|s| s.id))
-        })
+        .flat_map(|r| r.init.iter().map(|c| c.id).chain(r.segments.iter().take(n).map(|s| s.id)))
         .collect()
 }
 
@@ -84,24 +66,15 @@ pub fn track_start(m: &Manifest, n: usize) -> Vec<ChunkId> {
 /// `/v1/tracks/TRACK/…` URL.
 #[must_use]
 pub fn next_track_hint(headers: &http::HeaderMap, query: Option<&str>) -> Option<TrackId> {
-    if let Some(t) = headers
-        .get("chorus-next-track")
-        .and_then(|v| v.to_str().ok())
-    {
+    if let Some(t) = headers.get("chorus-next-track").and_then(|v| v.to_str().ok()) {
         return TrackId::parse(t.trim()).ok();
     }
-    let cmcd_header = headers
-        .get("cmcd-request")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let cmcd_header = headers.get("cmcd-request").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let cmcd_query = chorus_core::http::serve::query_param(query, "CMCD");
     let cmcd = cmcd_header.or(cmcd_query)?;
-    let nor = cmcd
-        .split(',')
-        .find_map(|kv| kv.trim().strip_prefix("nor="))?;
+    let nor = cmcd.split(',').find_map(|kv| kv.trim().strip_prefix("nor="))?;
     let url = nor.trim_matches('"');
-    let url = chorus_core::http::serve::query_param(Some(&format!("u={url}")), "u")
-        .unwrap_or_else(|| url.to_owned());
+    let url = chorus_core::http::serve::query_param(Some(&format!("u={url}")), "u").unwrap_or_else(|| url.to_owned());
     let rest = url.split("/v1/tracks/").nth(1)?;
     TrackId::parse(rest.split('/').next()?).ok()
 }
@@ -140,11 +113,7 @@ impl Trending {
         let elapsed = now.saturating_duration_since(start);
         if elapsed >= self.window {
             let windows = elapsed.as_nanos() / self.window.as_nanos().max(1);
-            self.previous = if windows == 1 {
-                std::mem::take(&mut self.current)
-            } else {
-                HashMap::new()
-            };
+            self.previous = if windows == 1 { std::mem::take(&mut self.current) } else { HashMap::new() };
             self.current.clear();
             self.warmed.clear();
             let advance = self.window * u32::try_from(windows).unwrap_or(u32::MAX);
@@ -173,17 +142,12 @@ mod tests {
         let mut t = Trending::new(Duration::from_secs(60), 5);
         let now = Instant::now();
         let a = TrackId::parse("a").unwrap();
-        let fired: Vec<bool> = (0..6)
-            .map(|i| t.observe(now + Duration::from_secs(i), &a))
-            .collect();
+        let fired: Vec<bool> = (0..6).map(|i| t.observe(now + Duration::from_secs(i), &a)).collect();
         assert_eq!(fired, vec![false, false, false, false, true, false]);
         // Next window: the same rate is not rising (needs twice the previous 6).
         let next = now + Duration::from_secs(61);
         assert!(!(0..11).any(|i| t.observe(next + Duration::from_millis(i), &a)));
-        assert!(
-            t.observe(next + Duration::from_millis(20), &a),
-            "12 ≥ 2 × 6 fires"
-        );
+        assert!(t.observe(next + Duration::from_millis(20), &a), "12 ≥ 2 × 6 fires");
     }
 
     #[test]
@@ -192,19 +156,10 @@ mod tests {
         h.insert("chorus-next-track", HeaderValue::from_static("next-1"));
         assert_eq!(next_track_hint(&h, None), TrackId::parse("next-1").ok());
         let mut h = http::HeaderMap::new();
-        h.insert(
-            "cmcd-request",
-            HeaderValue::from_static("bl=2100,nor=\"/v1/tracks/song-2/manifest\""),
-        );
+        h.insert("cmcd-request", HeaderValue::from_static("bl=2100,nor=\"/v1/tracks/song-2/manifest\""));
         assert_eq!(next_track_hint(&h, None), TrackId::parse("song-2").ok());
         let q = "CMCD=nor%3D%22%2Fv1%2Ftracks%2Fsong-3%2Fhls%2Fmaster.m3u8%22";
-        assert_eq!(
-            next_track_hint(&http::HeaderMap::new(), Some(q)),
-            TrackId::parse("song-3").ok()
-        );
-        assert_eq!(
-            next_track_hint(&http::HeaderMap::new(), Some("CMCD=bl%3D100")),
-            None
-        );
+        assert_eq!(next_track_hint(&http::HeaderMap::new(), Some(q)), TrackId::parse("song-3").ok());
+        assert_eq!(next_track_hint(&http::HeaderMap::new(), Some("CMCD=bl%3D100")), None);
     }
 }

@@ -119,8 +119,7 @@ fn valid_peer_id(s: &str) -> bool {
     // base58btc alphabet (no 0, O, I, l).
     !s.is_empty()
         && s.len() <= MAX_PEER_ID_LEN
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() && !matches!(b, b'0' | b'O' | b'I' | b'l'))
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() && !matches!(b, b'0' | b'O' | b'I' | b'l'))
 }
 
 fn valid_multiaddr(s: &str) -> bool {
@@ -131,13 +130,7 @@ impl Tracker {
     /// An empty tracker.
     #[must_use]
     pub fn new(cfg: TrackerConfig) -> Self {
-        Self {
-            cfg,
-            tracks: HashMap::new(),
-            peers: HashMap::new(),
-            buckets: HashMap::new(),
-            entries: 0,
-        }
+        Self { cfg, tracks: HashMap::new(), peers: HashMap::new(), buckets: HashMap::new(), entries: 0 }
     }
 
     /// Peer entries held (over all tracks): `chorus_tracker_peers`.
@@ -151,38 +144,20 @@ impl Tracker {
     /// # Errors
     /// [`TrackerError::Invalid`] for a malformed announce, [`TrackerError::RateLimited`] when
     /// `source` has used its budget.
-    pub fn announce(
-        &mut self,
-        now: Instant,
-        source: IpAddr,
-        ann: Announce,
-    ) -> Result<(), TrackerError> {
+    pub fn announce(&mut self, now: Instant, source: IpAddr, ann: Announce) -> Result<(), TrackerError> {
         if !valid_peer_id(&ann.peer_id) {
-            return Err(TrackerError::Invalid(
-                "peer_id must be a base58 libp2p peer id".into(),
-            ));
+            return Err(TrackerError::Invalid("peer_id must be a base58 libp2p peer id".into()));
         }
-        if ann.addrs.is_empty()
-            || ann.addrs.len() > MAX_ADDRS
-            || !ann.addrs.iter().all(|a| valid_multiaddr(a))
-        {
+        if ann.addrs.is_empty() || ann.addrs.len() > MAX_ADDRS || !ann.addrs.iter().all(|a| valid_multiaddr(a)) {
             return Err(TrackerError::Invalid(format!(
                 "addrs must be 1 to {MAX_ADDRS} multiaddrs of at most {MAX_ADDR_LEN} bytes"
             )));
         }
         if ann.tracks.len() > MAX_TRACKS_PER_ANNOUNCE {
-            return Err(TrackerError::Invalid(format!(
-                "at most {MAX_TRACKS_PER_ANNOUNCE} tracks per announce"
-            )));
+            return Err(TrackerError::Invalid(format!("at most {MAX_TRACKS_PER_ANNOUNCE} tracks per announce")));
         }
         self.take_token(now, source)?;
-        self.peers.insert(
-            ann.peer_id.clone(),
-            PeerInfo {
-                addrs: ann.addrs,
-                seen: now,
-            },
-        );
+        self.peers.insert(ann.peer_id.clone(), PeerInfo { addrs: ann.addrs, seen: now });
         for track in ann.tracks {
             if !self.tracks.contains_key(&track) && self.tracks.len() >= self.cfg.max_tracks {
                 self.expire(now);
@@ -204,31 +179,22 @@ impl Tracker {
     }
 
     fn take_token(&mut self, now: Instant, source: IpAddr) -> Result<(), TrackerError> {
-        let (burst, refill) = (
-            f64::from(self.cfg.burst),
-            self.cfg.refill.as_secs_f64().max(1e-3),
-        );
+        let (burst, refill) = (f64::from(self.cfg.burst), self.cfg.refill.as_secs_f64().max(1e-3));
         if !self.buckets.contains_key(&source) && self.buckets.len() >= self.cfg.max_sources {
             // Forget sources whose bucket has refilled: they are idle.
-            self.buckets
-                .retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() / refill < burst);
+            self.buckets.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() / refill < burst);
             if self.buckets.len() >= self.cfg.max_sources {
                 return Err(TrackerError::RateLimited(self.cfg.refill));
             }
         }
-        let b = self.buckets.entry(source).or_insert(Bucket {
-            tokens: burst,
-            at: now,
-        });
+        let b = self.buckets.entry(source).or_insert(Bucket { tokens: burst, at: now });
         b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() / refill).min(burst);
         b.at = now;
         if b.tokens >= 1.0 {
             b.tokens -= 1.0;
             Ok(())
         } else {
-            Err(TrackerError::RateLimited(Duration::from_secs_f64(
-                (1.0 - b.tokens) * refill,
-            )))
+            Err(TrackerError::RateLimited(Duration::from_secs_f64((1.0 - b.tokens) * refill)))
         }
     }
 
@@ -238,17 +204,12 @@ impl Tracker {
         let Some(list) = self.tracks.get(track) else {
             return Vec::new();
         };
-        let mut live: Vec<&(String, Instant)> = list
-            .iter()
-            .filter(|(_, t)| now.duration_since(*t) < self.cfg.ttl)
-            .collect();
+        let mut live: Vec<&(String, Instant)> =
+            list.iter().filter(|(_, t)| now.duration_since(*t) < self.cfg.ttl).collect();
         live.sort_by(|a, b| b.1.cmp(&a.1));
         live.into_iter()
             .filter_map(|(id, _)| {
-                self.peers.get(id).map(|p| PeerRecord {
-                    peer_id: id.clone(),
-                    addrs: p.addrs.clone(),
-                })
+                self.peers.get(id).map(|p| PeerRecord { peer_id: id.clone(), addrs: p.addrs.clone() })
             })
             .take(self.cfg.returned)
             .collect()
@@ -267,8 +228,7 @@ impl Tracker {
         self.peers.retain(|_, p| now.duration_since(p.seen) < ttl);
         let refill = self.cfg.refill.as_secs_f64().max(1e-3);
         let burst = f64::from(self.cfg.burst);
-        self.buckets
-            .retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() / refill < burst);
+        self.buckets.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() / refill < burst);
     }
 }
 
@@ -296,10 +256,7 @@ mod tests {
 
     #[test]
     fn remembers_20_returns_10_newest_first() {
-        let cfg = TrackerConfig {
-            burst: 1000,
-            ..TrackerConfig::default()
-        };
+        let cfg = TrackerConfig { burst: 1000, ..TrackerConfig::default() };
         let mut t = Tracker::new(cfg);
         let start = Instant::now();
         let track = TrackId::parse("t").unwrap();
@@ -316,14 +273,8 @@ mod tests {
         let got = t.peers(now, &track);
         assert_eq!(got.len(), 10);
         // The 10 most recent announces (peers 20..29), newest first.
-        let want: Vec<String> = (20..30)
-            .rev()
-            .map(|n| format!("{}{}", peer(0), n).replace('0', "z"))
-            .collect();
-        assert_eq!(
-            got.iter().map(|p| p.peer_id.clone()).collect::<Vec<_>>(),
-            want
-        );
+        let want: Vec<String> = (20..30).rev().map(|n| format!("{}{}", peer(0), n).replace('0', "z")).collect();
+        assert_eq!(got.iter().map(|p| p.peer_id.clone()).collect::<Vec<_>>(), want);
     }
 
     #[test]
@@ -346,33 +297,21 @@ mod tests {
         for _ in 0..10 {
             t.announce(now, ip(1), ann(PEER, &["t"])).unwrap();
         }
-        assert!(matches!(
-            t.announce(now, ip(1), ann(PEER, &["t"])),
-            Err(TrackerError::RateLimited(_))
-        ));
+        assert!(matches!(t.announce(now, ip(1), ann(PEER, &["t"])), Err(TrackerError::RateLimited(_))));
         // Another source is not affected; the first gets one more after the refill time.
         t.announce(now, ip(2), ann(PEER, &["t"])).unwrap();
-        t.announce(now + Duration::from_secs(3), ip(1), ann(PEER, &["t"]))
-            .unwrap();
+        t.announce(now + Duration::from_secs(3), ip(1), ann(PEER, &["t"])).unwrap();
     }
 
     #[test]
     fn bounded_tracks_and_sources() {
-        let cfg = TrackerConfig {
-            max_tracks: 3,
-            max_sources: 2,
-            ..TrackerConfig::default()
-        };
+        let cfg = TrackerConfig { max_tracks: 3, max_sources: 2, ..TrackerConfig::default() };
         let mut t = Tracker::new(cfg);
         let now = Instant::now();
-        t.announce(now, ip(1), ann(PEER, &["a", "b", "c", "d", "e"]))
-            .unwrap();
+        t.announce(now, ip(1), ann(PEER, &["a", "b", "c", "d", "e"])).unwrap();
         assert_eq!(t.tracks.len(), 3);
         t.announce(now, ip(2), ann(PEER, &["a"])).unwrap();
-        assert!(matches!(
-            t.announce(now, ip(3), ann(PEER, &["a"])),
-            Err(TrackerError::RateLimited(_))
-        ));
+        assert!(matches!(t.announce(now, ip(3), ann(PEER, &["a"])), Err(TrackerError::RateLimited(_))));
     }
 
     #[test]
@@ -381,25 +320,13 @@ mod tests {
         let now = Instant::now();
         let mut a = ann(PEER, &["t"]);
         a.peer_id = "not/base58".into();
-        assert!(matches!(
-            t.announce(now, ip(1), a),
-            Err(TrackerError::Invalid(_))
-        ));
+        assert!(matches!(t.announce(now, ip(1), a), Err(TrackerError::Invalid(_))));
         let mut a = ann(PEER, &["t"]);
         a.addrs = vec!["x".repeat(300)];
-        assert!(matches!(
-            t.announce(now, ip(1), a),
-            Err(TrackerError::Invalid(_))
-        ));
+        assert!(matches!(t.announce(now, ip(1), a), Err(TrackerError::Invalid(_))));
         let mut a = ann(PEER, &["t"]);
         a.addrs = (0..9).map(|i| format!("/ip4/1.2.3.{i}/tcp/1")).collect();
-        assert!(matches!(
-            t.announce(now, ip(1), a),
-            Err(TrackerError::Invalid(_))
-        ));
-        assert!(
-            serde_json::from_str::<Announce>(r#"{"peer_id":"x","addrs":[],"tracks":["../x"]}"#)
-                .is_err()
-        );
+        assert!(matches!(t.announce(now, ip(1), a), Err(TrackerError::Invalid(_))));
+        assert!(serde_json::from_str::<Announce>(r#"{"peer_id":"x","addrs":[],"tracks":["../x"]}"#).is_err());
     }
 }

@@ -32,6 +32,9 @@ const POOL_MAX: usize = 32;
 pub struct UpstreamConfig {
     /// Time limit of one attempt at one upstream, connecting included (default 5 s).
     pub timeout: Duration,
+    /// Time limit of setting up a connection (default 1 s). An upstream that cannot be
+    /// connected to is marked down at once; health checks bring it back.
+    pub connect_timeout: Duration,
     /// How often each upstream's `/healthz` is checked (default 2 s).
     pub health_interval: Duration,
     /// Failures in a row that mark an upstream down (default 3).
@@ -42,6 +45,7 @@ impl Default for UpstreamConfig {
     fn default() -> Self {
         Self {
             timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(1),
             health_interval: Duration::from_secs(2),
             fail_threshold: 3,
         }
@@ -105,10 +109,7 @@ impl Upstream {
     }
 
     fn take(&self) -> Option<Connection> {
-        let mut pool = self
-            .pool
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut pool = self.pool.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         while let Some(c) = pool.pop() {
             if !c.is_closed() {
                 return Some(c);
@@ -118,20 +119,14 @@ impl Upstream {
     }
 
     fn put(&self, c: Connection) {
-        let mut pool = self
-            .pool
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut pool = self.pool.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if pool.len() < POOL_MAX && !c.is_closed() {
             pool.push(c);
         }
     }
 
     fn clear(&self) {
-        self.pool
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clear();
+        self.pool.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
     }
 }
 
@@ -144,6 +139,8 @@ pub struct UpstreamMetrics {
     pub seconds: HistogramVec,
     /// `chorus_edge_upstream_healthy{upstream}`.
     pub healthy: IntGaugeVec,
+    /// Chunks an upstream sent whose bytes did not match their id.
+    pub bad_chunks: prometheus::IntCounter,
 }
 
 /// The set of upstreams of an edge.
@@ -175,6 +172,7 @@ impl Upstreams {
     ) -> Result<Self, ClientError> {
         let client = HttpClient::new(trust)?
             .with_timeout(cfg.timeout)
+            .with_connect_timeout(cfg.connect_timeout)
             .with_max_body(chorus_core::manifest::limits::MAX_BYTES as u64 * 2);
         let mk = |url: &String, kind| {
             metrics.healthy.with_label_values(&[url.as_str()]).set(1);
@@ -186,17 +184,9 @@ impl Upstreams {
                 pool: Mutex::new(Vec::new()),
             })
         };
-        let list = parents
-            .iter()
-            .map(|u| mk(u, Kind::Parent))
-            .chain(origins.iter().map(|u| mk(u, Kind::Origin)))
-            .collect();
-        Ok(Self {
-            list,
-            client,
-            cfg,
-            metrics,
-        })
+        let list =
+            parents.iter().map(|u| mk(u, Kind::Parent)).chain(origins.iter().map(|u| mk(u, Kind::Origin))).collect();
+        Ok(Self { list, client, cfg, metrics })
     }
 
     /// Every upstream.
@@ -227,34 +217,26 @@ impl Upstreams {
                 }
                 let d = h.finalize();
                 let b = d.as_bytes();
-                (
-                    u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
-                    u.clone(),
-                )
+                (u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]), u.clone())
             })
             .collect();
         parents.sort_by(|a, b| b.0.cmp(&a.0));
         parents
             .into_iter()
             .map(|(_, u)| u)
-            .chain(
-                self.list
-                    .iter()
-                    .filter(|u| u.kind == Kind::Origin && u.healthy())
-                    .cloned(),
-            )
+            .chain(self.list.iter().filter(|u| u.kind == Kind::Origin && u.healthy()).cloned())
             .collect()
     }
 
     fn failed(&self, u: &Upstream, why: &str) {
         let n = u.failures.fetch_add(1, Ordering::Relaxed) + 1;
         u.clear();
-        if n >= self.cfg.fail_threshold && u.healthy.swap(false, Ordering::Relaxed) {
+        // Cannot connect at all: down now, so the next misses fail at once instead of each
+        // waiting for a connect timeout. Other failures need a few in a row.
+        let down = why == "connect" || n >= self.cfg.fail_threshold;
+        if down && u.healthy.swap(false, Ordering::Relaxed) {
             warn!(upstream = %u.url, failures = n, reason = why, "upstream marked down");
-            self.metrics
-                .healthy
-                .with_label_values(&[u.url.as_str()])
-                .set(0);
+            self.metrics.healthy.with_label_values(&[u.url.as_str()]).set(0);
         }
     }
 
@@ -262,27 +244,19 @@ impl Upstreams {
         u.failures.store(0, Ordering::Relaxed);
         if !u.healthy.swap(true, Ordering::Relaxed) {
             info!(upstream = %u.url, "upstream back up");
-            self.metrics
-                .healthy
-                .with_label_values(&[u.url.as_str()])
-                .set(1);
+            self.metrics.healthy.with_label_values(&[u.url.as_str()]).set(1);
         }
     }
 
     /// One request to one upstream over a pooled connection (a stale pooled connection is
     /// replaced by a new one once).
-    async fn send(
-        &self,
-        u: &Upstream,
-        req: &Request<Bytes>,
-    ) -> Result<Response<Bytes>, ClientError> {
+    async fn send(&self, u: &Upstream, req: &Request<Bytes>) -> Result<Response<Bytes>, ClientError> {
         let clone = || {
             let mut b = Request::builder().method(req.method()).uri(req.uri());
             if let Some(h) = b.headers_mut() {
                 h.extend(req.headers().clone());
             }
-            b.body(req.body().clone())
-                .map_err(|e| ClientError::Request(e.to_string()))
+            b.body(req.body().clone()).map_err(|e| ClientError::Request(e.to_string()))
         };
         if let Some(mut c) = u.take() {
             match c.send(clone()?).await {
@@ -310,19 +284,13 @@ impl Upstreams {
     ) -> Attempt {
         let started = Instant::now();
         let result = self.send(u, req).await;
-        self.metrics
-            .seconds
-            .with_label_values(&[u.url.as_str()])
-            .observe(started.elapsed().as_secs_f64());
+        self.metrics.seconds.with_label_values(&[u.url.as_str()]).observe(started.elapsed().as_secs_f64());
         let label = match &result {
             Ok(r) => r.status().as_str().to_owned(),
             Err(ClientError::Timeout(_)) => "timeout".to_owned(),
             Err(_) => "error".to_owned(),
         };
-        self.metrics
-            .requests
-            .with_label_values(&[u.url.as_str(), &label])
-            .inc();
+        self.metrics.requests.with_label_values(&[u.url.as_str(), &label]).inc();
         match result {
             Ok(r) if r.status() == StatusCode::NOT_FOUND => {
                 self.succeeded(u);
@@ -330,11 +298,7 @@ impl Upstreams {
             }
             Ok(r) if r.status().is_server_error() => {
                 self.failed(u, "5xx");
-                Attempt::Failed(FetchError::Failed(format!(
-                    "{} answered {}",
-                    u.url,
-                    r.status()
-                )))
+                Attempt::Failed(FetchError::Failed(format!("{} answered {}", u.url, r.status())))
             }
             Ok(r) => match check(&r) {
                 Ok(()) => {
@@ -350,6 +314,10 @@ impl Upstreams {
             Err(ClientError::Timeout(_)) => {
                 self.failed(u, "timeout");
                 Attempt::Failed(FetchError::Timeout)
+            }
+            Err(e @ ClientError::Connect { .. }) => {
+                self.failed(u, "connect");
+                Attempt::Failed(FetchError::Failed(format!("{}: {e}", u.url)))
             }
             Err(e) => {
                 self.failed(u, "error");
@@ -376,9 +344,7 @@ impl Upstreams {
         if order.is_empty() {
             return Err(FetchError::NoUpstream);
         }
-        let mut req = Request::get(path)
-            .body(Bytes::new())
-            .map_err(|e| FetchError::Failed(e.to_string()))?;
+        let mut req = Request::get(path).body(Bytes::new()).map_err(|e| FetchError::Failed(e.to_string()))?;
         *req.headers_mut() = headers;
         let mut last = FetchError::NoUpstream;
         let mut not_found = false;
@@ -389,11 +355,7 @@ impl Upstreams {
                 Attempt::Failed(e) => last = e,
             }
         }
-        Err(if not_found {
-            FetchError::NotFound
-        } else {
-            last
-        })
+        Err(if not_found { FetchError::NotFound } else { last })
     }
 
     /// Fetches chunk `id`, accepting only bytes that hash to it.
@@ -408,20 +370,11 @@ impl Upstreams {
             if id.matches(r.body()) {
                 Ok(())
             } else {
-                Err(format!(
-                    "body of {} bytes does not hash to chunk {id}",
-                    r.body().len()
-                ))
+                self.metrics.bad_chunks.inc();
+                Err(format!("body of {} bytes does not hash to chunk {id}", r.body().len()))
             }
         };
-        let r = self
-            .get(
-                &format!("/v1/chunks/{id}"),
-                HeaderMap::new(),
-                Some(id),
-                &check,
-            )
-            .await?;
+        let r = self.get(&format!("/v1/chunks/{id}"), HeaderMap::new(), Some(id), &check).await?;
         Ok(r.into_body())
     }
 

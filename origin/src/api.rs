@@ -8,12 +8,8 @@ use bytes::Bytes;
 use chorus_core::TrackId;
 use chorus_core::hls as playlist;
 use chorus_core::http::body::{self, BodyError};
-use chorus_core::http::serve::{
-    bearer, chunk_response, parse_chunk_segment, query_param, secret_eq,
-};
-use chorus_core::http::{
-    Body, Handler, RequestContext, ResponseBody, empty, full, json, json_error,
-};
+use chorus_core::http::serve::{bearer, chunk_response, parse_chunk_segment, query_param, secret_eq};
+use chorus_core::http::{Body, Handler, RequestContext, ResponseBody, empty, full, json, json_error};
 use chorus_core::keys::SigningKey;
 use chorus_core::manifest::Manifest;
 use http::request::Parts;
@@ -41,11 +37,7 @@ pub struct ApiConfig {
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        Self {
-            admin_token: None,
-            max_upload_bytes: 2 << 30,
-            body_idle_timeout: Duration::from_secs(30),
-        }
+        Self { admin_token: None, max_upload_bytes: 2 << 30, body_idle_timeout: Duration::from_secs(30) }
     }
 }
 
@@ -90,12 +82,8 @@ impl Route {
 }
 
 fn method_not_allowed(allow: &'static str) -> Response<ResponseBody> {
-    let mut r = json_error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        format!("method not allowed; use {allow}"),
-    );
-    r.headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    let mut r = json_error(StatusCode::METHOD_NOT_ALLOWED, format!("method not allowed; use {allow}"));
+    r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
     r
 }
 
@@ -107,13 +95,7 @@ impl Origin {
     /// An origin over `store`, signing with `key`.
     #[must_use]
     pub fn new(store: Store, key: SigningKey, config: ApiConfig, metrics: OriginMetrics) -> Self {
-        Self {
-            store,
-            key: Arc::new(key),
-            config,
-            metrics,
-            ingest_lock: Arc::new(tokio::sync::Mutex::new(())),
-        }
+        Self { store, key: Arc::new(key), config, metrics, ingest_lock: Arc::new(tokio::sync::Mutex::new(())) }
     }
 
     /// The metrics.
@@ -127,12 +109,8 @@ impl Origin {
         let store = self.store.clone();
         match tokio::task::spawn_blocking(move || store.count()).await {
             Ok(Ok((tracks, chunks))) => {
-                self.metrics
-                    .tracks
-                    .set(i64::try_from(tracks).unwrap_or(i64::MAX));
-                self.metrics
-                    .chunks
-                    .set(i64::try_from(chunks).unwrap_or(i64::MAX));
+                self.metrics.tracks.set(i64::try_from(tracks).unwrap_or(i64::MAX));
+                self.metrics.chunks.set(i64::try_from(chunks).unwrap_or(i64::MAX));
             }
             Ok(Err(e)) => warn!(error = %e, "counting the store failed"),
             Err(e) => warn!(error = %e, "counting the store panicked"),
@@ -146,27 +124,16 @@ impl Origin {
         let method = req.method.clone();
         match segments.as_slice() {
             ["v1", "tracks", track, "manifest"] => {
-                let r = if is_read(&method) {
-                    self.manifest(track, &req).await
-                } else {
-                    method_not_allowed("GET, HEAD")
-                };
+                let r =
+                    if is_read(&method) { self.manifest(track, &req).await } else { method_not_allowed("GET, HEAD") };
                 (Route::Manifest, r)
             }
             ["v1", "chunks", chunk] => {
-                let r = if is_read(&method) {
-                    self.chunk(chunk, &req).await
-                } else {
-                    method_not_allowed("GET, HEAD")
-                };
+                let r = if is_read(&method) { self.chunk(chunk, &req).await } else { method_not_allowed("GET, HEAD") };
                 (Route::Chunk, r)
             }
             ["v1", "tracks", track, "hls", file] => {
-                let route = if *file == "master.m3u8" {
-                    Route::HlsMaster
-                } else {
-                    Route::HlsMedia
-                };
+                let route = if *file == "master.m3u8" { Route::HlsMaster } else { Route::HlsMedia };
                 let r = if is_read(&method) {
                     self.playlist(track, file, &req).await
                 } else {
@@ -174,23 +141,15 @@ impl Origin {
                 };
                 (route, r)
             }
-            ["metrics" | "healthz" | "readyz"] if !is_read(&method) => {
-                (Route::Other, method_not_allowed("GET, HEAD"))
-            }
-            ["metrics"] => (
-                Route::Metrics,
-                chorus_core::metrics::response(&self.metrics.registry),
-            ),
+            ["metrics" | "healthz" | "readyz"] if !is_read(&method) => (Route::Other, method_not_allowed("GET, HEAD")),
+            ["metrics"] => (Route::Metrics, chorus_core::metrics::response(&self.metrics.registry)),
             ["healthz"] => (Route::Health, full(StatusCode::OK, "text/plain", "ok\n")),
             ["readyz"] => {
                 let ok = self.store.root().join("manifests").is_dir();
                 let r = if ok {
                     full(StatusCode::OK, "text/plain", "ready\n")
                 } else {
-                    json_error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "store directory unavailable",
-                    )
+                    json_error(StatusCode::SERVICE_UNAVAILABLE, "store directory unavailable")
                 };
                 (Route::Ready, r)
             }
@@ -202,13 +161,7 @@ impl Origin {
                 };
                 (Route::AdminIngest, r)
             }
-            _ => (
-                Route::Other,
-                json_error(
-                    StatusCode::NOT_FOUND,
-                    format!("no such endpoint: {}", truncate(&path)),
-                ),
-            ),
+            _ => (Route::Other, json_error(StatusCode::NOT_FOUND, format!("no such endpoint: {}", truncate(&path)))),
         }
     }
 
@@ -232,12 +185,8 @@ impl Origin {
             empty(StatusCode::NOT_MODIFIED)
         } else if req.method == Method::HEAD {
             let mut r = empty(StatusCode::OK);
-            r.headers_mut()
-                .insert(header::CONTENT_LENGTH, HeaderValue::from(doc.len()));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
+            r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(doc.len()));
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             r
         } else {
             full(StatusCode::OK, "application/json", doc)
@@ -253,14 +202,9 @@ impl Origin {
     async fn load_manifest(&self, track: &TrackId) -> Result<Option<Bytes>, StoreError> {
         let store = self.store.clone();
         let track = track.clone();
-        tokio::task::spawn_blocking(move || store.get_manifest(&track))
-            .await
-            .unwrap_or_else(|e| {
-                Err(StoreError::Io {
-                    path: PathBuf::new(),
-                    source: std::io::Error::other(e.to_string()),
-                })
-            })
+        tokio::task::spawn_blocking(move || store.get_manifest(&track)).await.unwrap_or_else(|e| {
+            Err(StoreError::Io { path: PathBuf::new(), source: std::io::Error::other(e.to_string()) })
+        })
     }
 
     async fn chunk(&self, chunk: &str, req: &Parts) -> Response<ResponseBody> {
@@ -269,23 +213,15 @@ impl Origin {
             Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
         };
         let store = self.store.clone();
-        let read = tokio::task::spawn_blocking(move || store.get_chunk(&id))
-            .await
-            .unwrap_or_else(|e| {
-                Err(StoreError::Io {
-                    path: PathBuf::new(),
-                    source: std::io::Error::other(e.to_string()),
-                })
-            });
+        let read = tokio::task::spawn_blocking(move || store.get_chunk(&id)).await.unwrap_or_else(|e| {
+            Err(StoreError::Io { path: PathBuf::new(), source: std::io::Error::other(e.to_string()) })
+        });
         match read {
             Ok(Some(bytes)) => chunk_response(&id, bytes, content_type, &req.method, &req.headers),
             Ok(None) => json_error(StatusCode::NOT_FOUND, format!("unknown chunk {id}")),
             Err(StoreError::Corrupt(id)) => {
                 self.metrics.corrupt.inc();
-                json_error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("chunk {id} is corrupt on this origin's disk"),
-                )
+                json_error(StatusCode::INTERNAL_SERVER_ERROR, format!("chunk {id} is corrupt on this origin's disk"))
             }
             Err(e) => internal(&e),
         }
@@ -314,46 +250,18 @@ impl Origin {
                 );
             }
         };
-        let token = query_param(req.uri.query(), "token").filter(|t| {
-            t.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        });
-        let text = if name == "master" {
-            playlist::master(&m, token.as_deref())
-                .ok_or("track has no HLS-playable (cmaf) rendition")
-        } else {
-            match m.rendition(name) {
-                Some(r) => playlist::media(r, token.as_deref()).ok_or("rendition is raw byte chunks, which HLS cannot play; fetch its chunks directly"),
-                None => return json_error(StatusCode::NOT_FOUND, format!("track {track} has no rendition {}", truncate(name))),
-            }
-        };
-        match text {
-            Ok(t) => {
-                // For HEAD the front drops the body and keeps its length.
-                let mut r = full(StatusCode::OK, "application/vnd.apple.mpegurl", t);
-                r.headers_mut()
-                    .insert(header::CACHE_CONTROL, HeaderValue::from_static(SHORT_CACHE));
-                r
-            }
-            Err(msg) => json_error(StatusCode::NOT_FOUND, msg),
-        }
+        playlist::respond(&m, name, req.uri.query())
     }
 
     async fn upload(&self, track: &str, req: &Parts, body: Body) -> Response<ResponseBody> {
         let Some(expected) = &self.config.admin_token else {
-            return json_error(
-                StatusCode::FORBIDDEN,
-                "the admin API is disabled: start the origin with --admin-token",
-            );
+            return json_error(StatusCode::FORBIDDEN, "the admin API is disabled: start the origin with --admin-token");
         };
         match bearer(&req.headers) {
             Some(given) if secret_eq(given, expected) => {}
             Some(_) => return json_error(StatusCode::UNAUTHORIZED, "wrong admin token"),
             None => {
-                return json_error(
-                    StatusCode::UNAUTHORIZED,
-                    "admin token required: Authorization: Bearer <token>",
-                );
+                return json_error(StatusCode::UNAUTHORIZED, "admin token required: Authorization: Bearer <token>");
             }
         }
         let track = match TrackId::parse(track) {
@@ -361,10 +269,7 @@ impl Origin {
             Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
         };
         let q = req.uri.query().map(str::to_owned);
-        let mode = match query_param(q.as_deref(), "mode")
-            .as_deref()
-            .map(str::parse::<Mode>)
-        {
+        let mode = match query_param(q.as_deref(), "mode").as_deref().map(str::parse::<Mode>) {
             None => Mode::Encode,
             Some(Ok(Mode::Hls)) => {
                 return json_error(
@@ -377,11 +282,7 @@ impl Origin {
         };
         let ladder_kbps = match query_param(q.as_deref(), "ladder") {
             None => Vec::new(),
-            Some(l) => match l
-                .split(',')
-                .map(|k| k.trim().parse::<u32>())
-                .collect::<Result<Vec<_>, _>>()
-            {
+            Some(l) => match l.split(',').map(|k| k.trim().parse::<u32>()).collect::<Result<Vec<_>, _>>() {
                 Ok(v) => v,
                 Err(_) => {
                     return json_error(
@@ -392,18 +293,12 @@ impl Origin {
             },
         };
         let title = query_param(q.as_deref(), "title");
-        if title
-            .as_ref()
-            .is_some_and(|t| t.len() > chorus_core::manifest::limits::MAX_TITLE)
-        {
+        if title.as_ref().is_some_and(|t| t.len() > chorus_core::manifest::limits::MAX_TITLE) {
             return json_error(StatusCode::BAD_REQUEST, "title too long");
         }
 
         // Stage the upload in the store's tmp/ (removed when dropped).
-        let staged = match tempfile::Builder::new()
-            .prefix("upload-")
-            .tempfile_in(self.store.tmp_dir())
-        {
+        let staged = match tempfile::Builder::new().prefix("upload-").tempfile_in(self.store.tmp_dir()) {
             Ok(f) => f,
             Err(e) => return internal(&e),
         };
@@ -414,13 +309,7 @@ impl Origin {
         // The lock moves into the blocking task: if this request is cancelled (client gone,
         // shutdown), the ingest still runs to its end holding it.
         let guard = self.ingest_lock.clone().lock_owned().await;
-        let request = IngestRequest {
-            track: track.clone(),
-            title,
-            ladder_kbps,
-            mode,
-            input: staged.path().to_owned(),
-        };
+        let request = IngestRequest { track: track.clone(), title, ladder_kbps, mode, input: staged.path().to_owned() };
         let (store, key) = (self.store.clone(), self.key.clone());
         let result = tokio::task::spawn_blocking(move || {
             let r = ingest::ingest(&store, &key, &request, &NoProgress);
@@ -435,22 +324,11 @@ impl Origin {
         };
         match result {
             Ok(report) => {
-                let label = if report.unchanged {
-                    "unchanged"
-                } else {
-                    "published"
-                };
+                let label = if report.unchanged { "unchanged" } else { "published" };
                 self.metrics.ingests.with_label_values(&[label]).inc();
                 info!(track = %track, chunks = report.chunks, new = report.new_chunks, unchanged = report.unchanged, "ingested upload");
                 self.refresh_counts().await;
-                json(
-                    if report.unchanged {
-                        StatusCode::OK
-                    } else {
-                        StatusCode::CREATED
-                    },
-                    &report,
-                )
+                json(if report.unchanged { StatusCode::OK } else { StatusCode::CREATED }, &report)
             }
             Err(e) if e.is_input_error() => {
                 self.metrics.ingests.with_label_values(&["rejected"]).inc();
@@ -469,23 +347,12 @@ impl Origin {
     }
 
     /// Streams a request body into `path`, bounded in size and time.
-    async fn receive(
-        &self,
-        mut body: Body,
-        path: &std::path::Path,
-    ) -> Result<(), Response<ResponseBody>> {
-        let mut file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .truncate(true)
-            .open(path)
-            .await
-            .map_err(|e| internal(&e))?;
+    async fn receive(&self, mut body: Body, path: &std::path::Path) -> Result<(), Response<ResponseBody>> {
+        let mut file =
+            tokio::fs::OpenOptions::new().write(true).truncate(true).open(path).await.map_err(|e| internal(&e))?;
         let (max, idle) = (self.config.max_upload_bytes, self.config.body_idle_timeout);
         if http_body::Body::size_hint(&body).lower() > max {
-            return Err(json_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("upload larger than {max} bytes"),
-            ));
+            return Err(json_error(StatusCode::PAYLOAD_TOO_LARGE, format!("upload larger than {max} bytes")));
         }
         let mut seen = 0;
         loop {
@@ -493,10 +360,7 @@ impl Origin {
                 Ok(Some(data)) => file.write_all(&data).await.map_err(|e| internal(&e))?,
                 Ok(None) => break,
                 Err(BodyError::TooLarge(m)) => {
-                    return Err(json_error(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        format!("upload larger than {m} bytes"),
-                    ));
+                    return Err(json_error(StatusCode::PAYLOAD_TOO_LARGE, format!("upload larger than {m} bytes")));
                 }
                 Err(e @ BodyError::Stalled(_)) => {
                     return Err(json_error(StatusCode::REQUEST_TIMEOUT, e));
@@ -505,10 +369,7 @@ impl Origin {
             }
         }
         if seen == 0 {
-            return Err(json_error(
-                StatusCode::BAD_REQUEST,
-                "empty upload: send the audio file as the request body",
-            ));
+            return Err(json_error(StatusCode::BAD_REQUEST, "empty upload: send the audio file as the request body"));
         }
         file.flush().await.map_err(|e| internal(&e))?;
         Ok(())
@@ -527,9 +388,7 @@ fn truncate(s: &str) -> String {
 impl Handler for Origin {
     async fn call(&self, req: Request<Body>, ctx: RequestContext) -> Response<ResponseBody> {
         let (route, resp) = self.route(req).await;
-        self.metrics
-            .requests
-            .inc(ctx.protocol, route.name(), resp.status());
+        self.metrics.requests.inc(ctx.protocol, route.name(), resp.status());
         if let Some(n) = http_body::Body::size_hint(resp.body()).exact() {
             self.metrics.served_bytes.inc_by(n);
         }

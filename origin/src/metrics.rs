@@ -33,18 +33,18 @@ impl OriginMetrics {
             "Body bytes the origin sent (chunks, manifests, playlists): the load edges put on the origin.",
         )
         .expect("valid metric");
-        let tracks = IntGauge::new(
-            "chorus_origin_tracks",
-            "Tracks published in the origin's store.",
-        )
-        .expect("valid metric");
+        let tracks =
+            IntGauge::new("chorus_origin_tracks", "Tracks published in the origin's store.").expect("valid metric");
         let chunks = IntGauge::new(
             "chorus_origin_chunks",
             "Chunks held in the origin's store (each stored once, however many tracks share it).",
         )
         .expect("valid metric");
         let ingests = IntCounterVec::new(
-            Opts::new("chorus_origin_ingests_total", "Uploads ingested through PUT /admin/tracks, by result (published, unchanged, rejected, failed)."),
+            Opts::new(
+                "chorus_origin_ingests_total",
+                "Uploads ingested through PUT /admin/tracks, by result (published, unchanged, rejected, failed).",
+            ),
             &["result"],
         )
         .expect("valid metric");
@@ -59,15 +59,7 @@ impl OriginMetrics {
         register(&registry, &ingests);
         register(&registry, &corrupt);
         let requests = RequestCounter::new(&registry, "origin");
-        Self {
-            registry,
-            requests,
-            served_bytes,
-            tracks,
-            chunks,
-            ingests,
-            corrupt,
-        }
+        Self { registry, requests, served_bytes, tracks, chunks, ingests, corrupt }
     }
 }
 

@@ -41,10 +41,7 @@ pub enum StoreError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io {
-        path: path.to_owned(),
-        source,
-    }
+    move |source| StoreError::Io { path: path.to_owned(), source }
 }
 
 /// A chunk store rooted at a directory.
@@ -63,9 +60,7 @@ impl Store {
             let p = root.join(sub);
             fs::create_dir_all(&p).map_err(io_err(&p))?;
         }
-        Ok(Self {
-            root: root.to_owned(),
-        })
+        Ok(Self { root: root.to_owned() })
     }
 
     /// The store's root directory.
@@ -178,11 +173,7 @@ impl Store {
     /// [`StoreError::Io`] when a directory cannot be listed.
     pub fn count(&self) -> Result<(u64, u64), StoreError> {
         let list = |p: &Path| fs::read_dir(p).map_err(io_err(p));
-        let visible = |e: &fs::DirEntry| {
-            !e.file_name()
-                .to_string_lossy()
-                .starts_with(fsutil::TMP_PREFIX)
-        };
+        let visible = |e: &fs::DirEntry| !e.file_name().to_string_lossy().starts_with(fsutil::TMP_PREFIX);
         let manifests = self.root.join("manifests");
         let tracks = list(&manifests)?
             .filter_map(Result::ok)
@@ -190,10 +181,7 @@ impl Store {
             .count() as u64;
         let mut chunks = 0u64;
         for fan in list(&self.root.join("chunks"))?.filter_map(Result::ok) {
-            chunks += list(&fan.path())?
-                .filter_map(Result::ok)
-                .filter(visible)
-                .count() as u64;
+            chunks += list(&fan.path())?.filter_map(Result::ok).filter(visible).count() as u64;
         }
         Ok((tracks, chunks))
     }
@@ -210,10 +198,7 @@ mod tests {
         let (id, new) = store.put_chunk(b"chunk one").unwrap();
         assert!(new);
         assert!(!store.put_chunk(b"chunk one").unwrap().1);
-        assert_eq!(
-            store.get_chunk(&id).unwrap().unwrap(),
-            Bytes::from_static(b"chunk one")
-        );
+        assert_eq!(store.get_chunk(&id).unwrap().unwrap(), Bytes::from_static(b"chunk one"));
         assert_eq!(store.get_chunk(&ChunkId::of(b"absent")).unwrap(), None);
         // Corrupt the file on disk: the read is refused and the file quarantined.
         fs::write(store.chunk_path(&id), b"chunk 0ne").unwrap();
@@ -235,9 +220,6 @@ mod tests {
         // A stray temporary file from a crash is not counted.
         fs::write(dir.path().join("manifests").join(".tmp-x.json"), b"").unwrap();
         assert_eq!(store.count().unwrap(), (1, 2));
-        assert_eq!(
-            store.get_manifest(&t).unwrap().unwrap(),
-            Bytes::from_static(b"{}")
-        );
+        assert_eq!(store.get_manifest(&t).unwrap().unwrap(), Bytes::from_static(b"{}"));
     }
 }

@@ -1,6 +1,8 @@
 //! Test support: real `chorus` processes on port 0, and test inputs made on the spot.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod proxy;
+
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -14,35 +16,22 @@ pub fn bin() -> PathBuf {
 
 /// Runs `chorus args…` to completion.
 pub fn chorus(args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(args)
-        .output()
-        .expect("chorus runs")
+    Command::new(bin()).args(args).output().expect("chorus runs")
 }
 
 /// Runs `chorus args…` with `PATH` replaced (to hide ffmpeg).
 pub fn chorus_with_path(args: &[&str], path: &Path) -> Output {
-    Command::new(bin())
-        .args(args)
-        .env("PATH", path)
-        .output()
-        .expect("chorus runs")
+    Command::new(bin()).args(args).env("PATH", path).output().expect("chorus runs")
 }
 
 /// Whether ffmpeg and ffprobe are installed. On CI they must be (`.ci/run` installs them):
 /// a missing ffmpeg there fails the test instead of skipping it.
 pub fn have_ffmpeg() -> bool {
-    let ok = ["ffmpeg", "ffprobe"].iter().all(|p| {
-        Command::new(p)
-            .arg("-version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
+    let ok = ["ffmpeg", "ffprobe"]
+        .iter()
+        .all(|p| Command::new(p).arg("-version").output().is_ok_and(|o| o.status.success()));
     if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "ffmpeg/ffprobe missing on CI: .ci/run must install them"
-        );
+        assert!(std::env::var_os("CI").is_none(), "ffmpeg/ffprobe missing on CI: .ci/run must install them");
         eprintln!("note: ffmpeg not installed; skipping the parts of this test that need it");
     }
     ok
@@ -97,10 +86,7 @@ impl Node {
                 Ok(u) => urls.push(u),
                 Err(_) => {
                     let _ = child.kill();
-                    panic!(
-                        "node did not start; log:\n{}",
-                        log.lock().unwrap().join("\n")
-                    );
+                    panic!("node did not start; log:\n{}", log.lock().unwrap().join("\n"));
                 }
             }
         }
@@ -123,9 +109,7 @@ impl Node {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -190,13 +174,27 @@ pub fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
             if p.is_dir() {
                 stack.push(p);
             } else {
-                out.push((
-                    p.strip_prefix(dir).unwrap().to_owned(),
-                    std::fs::read(&p).unwrap(),
-                ));
+                out.push((p.strip_prefix(dir).unwrap().to_owned(), std::fs::read(&p).unwrap()));
             }
         }
     }
     out.sort();
     out
+}
+
+/// The value of a metric line `name{labels}` in Prometheus text (0 when absent). `series` is
+/// the exact text before the value, e.g. `chorus_edge_prefetch_total{result="used"}`.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+/// The sum of every series of `name` whose labels contain all of `labels` (e.g. `route="chunk"`).
+pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
 }

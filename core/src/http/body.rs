@@ -31,9 +31,7 @@ pub enum BodyError {
 /// An empty request body (for tests and internal requests).
 #[must_use]
 pub fn empty_body() -> Body {
-    http_body_util::Empty::new()
-        .map_err(|never| match never {})
-        .boxed_unsync()
+    http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync()
 }
 
 /// Reads the next piece of `body`, failing if nothing arrives within `idle` or the running total
@@ -41,12 +39,7 @@ pub fn empty_body() -> Body {
 ///
 /// # Errors
 /// [`BodyError`] as above, or the transport's error.
-pub async fn next_data(
-    body: &mut Body,
-    seen: &mut u64,
-    max: u64,
-    idle: Duration,
-) -> Result<Option<Bytes>, BodyError> {
+pub async fn next_data(body: &mut Body, seen: &mut u64, max: u64, idle: Duration) -> Result<Option<Bytes>, BodyError> {
     loop {
         let frame = match tokio::time::timeout(idle, body.frame()).await {
             Err(_) => return Err(BodyError::Stalled(idle)),

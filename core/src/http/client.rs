@@ -65,6 +65,7 @@ pub struct HttpClient {
     tcp_tls: Arc<rustls::ClientConfig>,
     quic: quinn::ClientConfig,
     timeout: Duration,
+    connect_timeout: Duration,
     max_body: u64,
 }
 
@@ -88,14 +89,26 @@ impl HttpClient {
             tcp_tls,
             quic,
             timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(30),
             max_body: 64 * 1024 * 1024,
         })
     }
 
-    /// Sets the per-request timeout.
+    /// Sets the per-request timeout (and the connect timeout, if that was not shorter).
     #[must_use]
     pub const fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        if self.connect_timeout.as_nanos() > timeout.as_nanos() {
+            self.connect_timeout = timeout;
+        }
+        self
+    }
+
+    /// Sets the time a connection (TCP + TLS, or QUIC) may take to set up. A dead QUIC peer
+    /// never refuses, so this bounds how long finding out takes.
+    #[must_use]
+    pub const fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
         self
     }
 
@@ -116,36 +129,25 @@ impl HttpClient {
             .split_once("://")
             .map(|(s, r)| (s, r.trim_end_matches('/')))
             .ok_or_else(|| ClientError::BadUrl(base.to_owned()))?;
-        let (host, _) = authority
-            .rsplit_once(':')
-            .ok_or_else(|| ClientError::BadUrl(base.to_owned()))?;
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
+        let (host, _) = authority.rsplit_once(':').ok_or_else(|| ClientError::BadUrl(base.to_owned()))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
         let addr = resolve(authority).await?;
         let connect = async {
             match scheme {
                 "http" | "https" => {
                     let tcp = TcpStream::connect(addr)
                         .await
-                        .map_err(|e| ClientError::Connect {
-                            addr: addr.to_string(),
-                            reason: e.to_string(),
-                        })?;
+                        .map_err(|e| ClientError::Connect { addr: addr.to_string(), reason: e.to_string() })?;
                     let _ = tcp.set_nodelay(true);
                     if scheme == "http" {
                         handshake(tcp, h2c, "http", authority).await
                     } else {
                         let name = rustls::pki_types::ServerName::try_from(host.clone())
                             .map_err(|_| ClientError::BadUrl(base.to_owned()))?;
-                        let tls = tokio_rustls::TlsConnector::from(self.tcp_tls.clone())
-                            .connect(name, tcp)
-                            .await
-                            .map_err(|e| ClientError::Connect {
-                                addr: addr.to_string(),
-                                reason: format!("TLS: {e}"),
-                            })?;
+                        let tls =
+                            tokio_rustls::TlsConnector::from(self.tcp_tls.clone()).connect(name, tcp).await.map_err(
+                                |e| ClientError::Connect { addr: addr.to_string(), reason: format!("TLS: {e}") },
+                            )?;
                         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
                         handshake(tls, h2, "https", authority).await
                     }
@@ -154,31 +156,21 @@ impl HttpClient {
                 _ => Err(ClientError::BadUrl(base.to_owned())),
             }
         };
-        let mut conn = tokio::time::timeout(self.timeout, connect)
-            .await
-            .map_err(|_| ClientError::Timeout(self.timeout))??;
+        let mut conn =
+            tokio::time::timeout(self.connect_timeout, connect).await.map_err(|_| ClientError::Connect {
+                addr: authority.to_owned(),
+                reason: format!("no connection within {:?}", self.connect_timeout),
+            })??;
         conn.timeout = self.timeout;
         conn.max_body = self.max_body;
         Ok(conn)
     }
 
-    async fn connect_h3(
-        &self,
-        addr: SocketAddr,
-        host: &str,
-        authority: &str,
-    ) -> Result<Connection, ClientError> {
-        let bind: SocketAddr = if addr.is_ipv6() {
-            "[::]:0"
-        } else {
-            "0.0.0.0:0"
-        }
-        .parse()
-        .map_err(|_| ClientError::BadUrl(authority.to_owned()))?;
-        let conn_err = |reason: String| ClientError::Connect {
-            addr: addr.to_string(),
-            reason,
-        };
+    async fn connect_h3(&self, addr: SocketAddr, host: &str, authority: &str) -> Result<Connection, ClientError> {
+        let bind: SocketAddr = if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }
+            .parse()
+            .map_err(|_| ClientError::BadUrl(authority.to_owned()))?;
+        let conn_err = |reason: String| ClientError::Connect { addr: addr.to_string(), reason };
         let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| conn_err(e.to_string()))?;
         endpoint.set_default_client_config(self.quic.clone());
         let conn = endpoint
@@ -186,9 +178,8 @@ impl HttpClient {
             .map_err(|e| conn_err(e.to_string()))?
             .await
             .map_err(|e| conn_err(format!("QUIC: {e}")))?;
-        let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(conn))
-            .await
-            .map_err(|e| conn_err(format!("HTTP/3: {e}")))?;
+        let (mut driver, send) =
+            h3::client::new(h3_quinn::Connection::new(conn)).await.map_err(|e| conn_err(format!("HTTP/3: {e}")))?;
         tokio::spawn(async move {
             let e = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
             if !e.is_h3_no_error() {
@@ -196,10 +187,7 @@ impl HttpClient {
             }
         });
         Ok(Connection {
-            inner: Inner::H3 {
-                send,
-                _endpoint: endpoint,
-            },
+            inner: Inner::H3 { send, _endpoint: endpoint },
             scheme: "https",
             authority: authority.to_owned(),
             timeout: self.timeout,
@@ -217,24 +205,14 @@ async fn resolve(authority: &str) -> Result<SocketAddr, ClientError> {
         .ok_or_else(|| ClientError::Resolve(authority.to_owned()))
 }
 
-async fn handshake<I>(
-    io: I,
-    h2: bool,
-    scheme: &'static str,
-    authority: &str,
-) -> Result<Connection, ClientError>
+async fn handshake<I>(io: I, h2: bool, scheme: &'static str, authority: &str) -> Result<Connection, ClientError>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let io = TokioIo::new(io);
-    let err = |e: hyper::Error| ClientError::Connect {
-        addr: authority.to_owned(),
-        reason: e.to_string(),
-    };
+    let err = |e: hyper::Error| ClientError::Connect { addr: authority.to_owned(), reason: e.to_string() };
     let inner = if h2 {
-        let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-            .await
-            .map_err(err)?;
+        let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.map_err(err)?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 debug!(error = %e, "HTTP/2 client connection closed");
@@ -242,9 +220,7 @@ where
         });
         Inner::H2(send)
     } else {
-        let (send, conn) = hyper::client::conn::http1::handshake(io)
-            .await
-            .map_err(err)?;
+        let (send, conn) = hyper::client::conn::http1::handshake(io).await.map_err(err)?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 debug!(error = %e, "HTTP/1.1 client connection closed");
@@ -252,13 +228,7 @@ where
         });
         Inner::H1(send)
     };
-    Ok(Connection {
-        inner,
-        scheme,
-        authority: authority.to_owned(),
-        timeout: Duration::from_secs(30),
-        max_body: 0,
-    })
+    Ok(Connection { inner, scheme, authority: authority.to_owned(), timeout: Duration::from_secs(30), max_body: 0 })
 }
 
 enum Inner {
@@ -307,9 +277,7 @@ impl Connection {
     /// # Errors
     /// See [`Connection::send`].
     pub async fn get(&mut self, path: &str) -> Result<Response<Bytes>, ClientError> {
-        let req = Request::get(path)
-            .body(Bytes::new())
-            .map_err(|e| ClientError::Request(e.to_string()))?;
+        let req = Request::get(path).body(Bytes::new()).map_err(|e| ClientError::Request(e.to_string()))?;
         self.send(req).await
     }
 
@@ -320,19 +288,13 @@ impl Connection {
     /// [`ClientError`] when the request fails, times out or the body is too large.
     pub async fn send(&mut self, req: Request<Bytes>) -> Result<Response<Bytes>, ClientError> {
         let timeout = self.timeout;
-        tokio::time::timeout(timeout, self.send_inner(req))
-            .await
-            .map_err(|_| ClientError::Timeout(timeout))?
+        tokio::time::timeout(timeout, self.send_inner(req)).await.map_err(|_| ClientError::Timeout(timeout))?
     }
 
     async fn send_inner(&mut self, req: Request<Bytes>) -> Result<Response<Bytes>, ClientError> {
         let (mut parts, body) = req.into_parts();
         let rq = |e: &dyn std::fmt::Display| ClientError::Request(e.to_string());
-        let path = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
         let max = self.max_body;
         match &mut self.inner {
             Inner::H1(send) => {
@@ -340,32 +302,20 @@ impl Connection {
                 let host = HeaderValue::from_str(&self.authority).map_err(|e| rq(&e))?;
                 parts.headers.entry(header::HOST).or_insert(host);
                 send.ready().await.map_err(|e| rq(&e))?;
-                let resp = send
-                    .send_request(Request::from_parts(parts, Full::new(body)))
-                    .await
-                    .map_err(|e| rq(&e))?;
+                let resp = send.send_request(Request::from_parts(parts, Full::new(body))).await.map_err(|e| rq(&e))?;
                 collect_hyper(resp, max).await
             }
             Inner::H2(send) => {
-                parts.uri = format!("{}://{}{}", self.scheme, self.authority, path)
-                    .parse::<Uri>()
-                    .map_err(|e| rq(&e))?;
+                parts.uri =
+                    format!("{}://{}{}", self.scheme, self.authority, path).parse::<Uri>().map_err(|e| rq(&e))?;
                 parts.version = http::Version::HTTP_2;
                 send.ready().await.map_err(|e| rq(&e))?;
-                let resp = send
-                    .send_request(Request::from_parts(parts, Full::new(body)))
-                    .await
-                    .map_err(|e| rq(&e))?;
+                let resp = send.send_request(Request::from_parts(parts, Full::new(body))).await.map_err(|e| rq(&e))?;
                 collect_hyper(resp, max).await
             }
             Inner::H3 { send, .. } => {
-                parts.uri = format!("https://{}{}", self.authority, path)
-                    .parse::<Uri>()
-                    .map_err(|e| rq(&e))?;
-                let mut stream = send
-                    .send_request(Request::from_parts(parts, ()))
-                    .await
-                    .map_err(|e| rq(&e))?;
+                parts.uri = format!("https://{}{}", self.authority, path).parse::<Uri>().map_err(|e| rq(&e))?;
+                let mut stream = send.send_request(Request::from_parts(parts, ())).await.map_err(|e| rq(&e))?;
                 if !body.is_empty() {
                     stream.send_data(body).await.map_err(|e| rq(&e))?;
                 }
@@ -389,10 +339,7 @@ impl Connection {
     }
 }
 
-async fn collect_hyper(
-    resp: Response<hyper::body::Incoming>,
-    max: u64,
-) -> Result<Response<Bytes>, ClientError> {
+async fn collect_hyper(resp: Response<hyper::body::Incoming>, max: u64) -> Result<Response<Bytes>, ClientError> {
     let (parts, body) = resp.into_parts();
     let limited = http_body_util::Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX));
     let bytes = limited.collect().await.map_err(|e| {

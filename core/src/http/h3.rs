@@ -94,12 +94,8 @@ async fn serve_conn<H: Handler>(
                 };
                 requests.spawn(async move {
                     // The request head must arrive in time, as on TCP.
-                    match tokio::time::timeout(limits.header_timeout, resolver.resolve_request())
-                        .await
-                    {
-                        Ok(Ok((req, stream))) => {
-                            serve_request(req, stream, handler.as_ref(), remote, limits).await
-                        }
+                    match tokio::time::timeout(limits.header_timeout, resolver.resolve_request()).await {
+                        Ok(Ok((req, stream))) => serve_request(req, stream, handler.as_ref(), remote, limits).await,
                         Ok(Err(e)) => debug!(error = %e, "bad HTTP/3 request"),
                         Err(_) => debug!("HTTP/3 request head timed out"),
                     }
@@ -138,10 +134,7 @@ async fn serve_request<H: Handler>(
     let head_only = req.method() == http::Method::HEAD;
     let (mut send, recv) = stream.split();
     let resp = if req.uri().path_and_query().map_or(0, |p| p.as_str().len()) > max_uri {
-        json_error(
-            StatusCode::URI_TOO_LONG,
-            format!("request target longer than {max_uri} bytes"),
-        )
+        json_error(StatusCode::URI_TOO_LONG, format!("request target longer than {max_uri} bytes"))
     } else {
         let body = futures_util::stream::unfold(recv, |mut recv| async move {
             match recv.recv_data().await {
@@ -154,11 +147,7 @@ async fn serve_request<H: Handler>(
             }
         });
         let req = req.map(|()| StreamBody::new(body).boxed_unsync());
-        let ctx = RequestContext {
-            protocol: Protocol::Http3,
-            tls: true,
-            remote,
-        };
+        let ctx = RequestContext { protocol: Protocol::Http3, tls: true, remote };
         handler.call(req, ctx).await
     };
     if let Err(e) = send_response(&mut send, resp, head_only, limits.idle).await {

@@ -55,13 +55,7 @@ pub(crate) struct IdleTimeout<S> {
 impl<S> IdleTimeout<S> {
     pub(crate) fn new(inner: S, idle: Duration, busy: Busy) -> Self {
         let now = Instant::now();
-        Self {
-            inner,
-            idle,
-            last_progress: now,
-            timer: Box::pin(tokio::time::sleep_until(now + idle)),
-            busy,
-        }
+        Self { inner, idle, last_progress: now, timer: Box::pin(tokio::time::sleep_until(now + idle)), busy }
     }
 
     /// Called when an operation is pending: errors once the connection has been idle too long.
@@ -77,10 +71,7 @@ impl<S> IdleTimeout<S> {
                 // The server is working on a request: waiting for it is not the client's fault.
                 self.last_progress = now;
             } else if now >= self.last_progress + self.idle {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "connection idle timeout",
-                )));
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "connection idle timeout")));
             }
         }
     }
@@ -89,11 +80,7 @@ impl<S> IdleTimeout<S> {
 use std::future::Future as _;
 
 impl<S: AsyncRead + Unpin> AsyncRead for IdleTimeout<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Ready(r) => {
@@ -111,11 +98,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for IdleTimeout<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match Pin::new(&mut self.inner).poll_write(cx, buf) {
             Poll::Ready(r) => {
                 if matches!(r, Ok(n) if n > 0) {
@@ -203,10 +186,7 @@ mod tests {
         });
         let mut buf = [0u8; 1];
         a.read_exact(&mut buf).await.unwrap();
-        assert_eq!(
-            a.read_exact(&mut buf).await.unwrap_err().kind(),
-            io::ErrorKind::TimedOut
-        );
+        assert_eq!(a.read_exact(&mut buf).await.unwrap_err().kind(), io::ErrorKind::TimedOut);
         writer.abort();
     }
 

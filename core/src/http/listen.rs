@@ -44,9 +44,7 @@ pub struct ListenUrl {
 
 /// A listen URL that could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "invalid listen URL {url:?}: {reason} (expected http://HOST:PORT, https://HOST:PORT or h3://HOST:PORT)"
-)]
+#[error("invalid listen URL {url:?}: {reason} (expected http://HOST:PORT, https://HOST:PORT or h3://HOST:PORT)")]
 pub struct ListenUrlError {
     url: String,
     reason: &'static str,
@@ -56,10 +54,7 @@ impl FromStr for ListenUrl {
     type Err = ListenUrlError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = |reason| ListenUrlError {
-            url: s.chars().take(200).collect(),
-            reason,
-        };
+        let err = |reason| ListenUrlError { url: s.chars().take(200).collect(), reason };
         let (scheme, rest) = s.split_once("://").ok_or_else(|| err("missing scheme"))?;
         let scheme = match scheme {
             "http" => Scheme::Http,
@@ -98,13 +93,7 @@ mod tests {
         assert_eq!(u.to_string(), "h3://127.0.0.1:4433");
         let u: ListenUrl = "http://[::1]:0/".parse().unwrap();
         assert_eq!(u.addr, "[::1]:0".parse().unwrap());
-        for bad in [
-            "127.0.0.1:80",
-            "ftp://x:1",
-            "http://127.0.0.1",
-            "http://127.0.0.1:80/x",
-            "https://:99999",
-        ] {
+        for bad in ["127.0.0.1:80", "ftp://x:1", "http://127.0.0.1", "http://127.0.0.1:80/x", "https://:99999"] {
             assert!(bad.parse::<ListenUrl>().is_err(), "{bad}");
         }
     }

@@ -78,19 +78,10 @@ pub trait Handler: Send + Sync + 'static {
 
 /// A response with a complete body.
 #[must_use]
-pub fn full(
-    status: StatusCode,
-    content_type: &'static str,
-    bytes: impl Into<Bytes>,
-) -> Response<ResponseBody> {
-    let mut resp = Response::new(
-        Full::new(bytes.into())
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
+pub fn full(status: StatusCode, content_type: &'static str, bytes: impl Into<Bytes>) -> Response<ResponseBody> {
+    let mut resp = Response::new(Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync());
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
 }
 
@@ -107,8 +98,7 @@ pub fn empty(status: StatusCode) -> Response<ResponseBody> {
 pub fn json_error(status: StatusCode, message: impl std::fmt::Display) -> Response<ResponseBody> {
     let body = serde_json::json!({ "error": message.to_string() });
     let mut resp = full(status, "application/json", body.to_string());
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }
 
@@ -117,9 +107,6 @@ pub fn json_error(status: StatusCode, message: impl std::fmt::Display) -> Respon
 pub fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<ResponseBody> {
     match serde_json::to_vec(value) {
         Ok(v) => full(status, "application/json", v),
-        Err(e) => json_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("encoding response: {e}"),
-        ),
+        Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding response: {e}")),
     }
 }

@@ -72,10 +72,7 @@ pub fn parse_range(value: &str, len: u64) -> RangeRequest {
         (true, true) => RangeRequest::Full,
         (true, false) => match num(b) {
             Some(0) => RangeRequest::Unsatisfiable,
-            Some(n) if len > 0 => RangeRequest::Partial {
-                start: len.saturating_sub(n),
-                end: len - 1,
-            },
+            Some(n) if len > 0 => RangeRequest::Partial { start: len.saturating_sub(n), end: len - 1 },
             Some(_) => RangeRequest::Unsatisfiable,
             None => RangeRequest::Full,
         },
@@ -88,10 +85,7 @@ pub fn parse_range(value: &str, len: u64) -> RangeRequest {
                 None => RangeRequest::Full,
                 Some(end) if end < start => RangeRequest::Full,
                 Some(_) if start >= len => RangeRequest::Unsatisfiable,
-                Some(end) => RangeRequest::Partial {
-                    start,
-                    end: end.min(len - 1),
-                },
+                Some(end) => RangeRequest::Partial { start, end: end.min(len - 1) },
             }
         }
     }
@@ -132,10 +126,8 @@ pub fn chunk_response(
         set_common(&mut resp);
         return resp;
     }
-    let range = headers
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .map_or(RangeRequest::Full, |v| parse_range(v, len));
+    let range =
+        headers.get(header::RANGE).and_then(|v| v.to_str().ok()).map_or(RangeRequest::Full, |v| parse_range(v, len));
     // If-Range with another validator means the client's copy is stale: send it all.
     let range = match headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok()) {
         Some(v) if v.trim() != etag => RangeRequest::Full,
@@ -144,19 +136,12 @@ pub fn chunk_response(
     let (status, body, content_range) = match range {
         RangeRequest::Full => (StatusCode::OK, bytes, None),
         RangeRequest::Partial { start, end } => {
-            let slice = bytes
-                .slice(usize::try_from(start).unwrap_or(0)..usize::try_from(end + 1).unwrap_or(0));
-            (
-                StatusCode::PARTIAL_CONTENT,
-                slice,
-                Some(format!("bytes {start}-{end}/{len}")),
-            )
+            let slice = bytes.slice(usize::try_from(start).unwrap_or(0)..usize::try_from(end + 1).unwrap_or(0));
+            (StatusCode::PARTIAL_CONTENT, slice, Some(format!("bytes {start}-{end}/{len}")))
         }
         RangeRequest::Unsatisfiable => {
-            let mut resp = super::json_error(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                format!("range outside the chunk's {len} bytes"),
-            );
+            let mut resp =
+                super::json_error(StatusCode::RANGE_NOT_SATISFIABLE, format!("range outside the chunk's {len} bytes"));
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
                 resp.headers_mut().insert(header::CONTENT_RANGE, v);
             }
@@ -164,11 +149,7 @@ pub fn chunk_response(
         }
     };
     let body_len = body.len();
-    let mut resp = if method == Method::HEAD {
-        empty(status)
-    } else {
-        full(status, content_type, body)
-    };
+    let mut resp = if method == Method::HEAD { empty(status) } else { full(status, content_type, body) };
     set_common(&mut resp);
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -221,10 +202,7 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 pub fn secret_eq(given: &str, expected: &str) -> bool {
     use subtle::ConstantTimeEq as _;
     // Hash first so the comparison's length is fixed too.
-    blake3::hash(given.as_bytes())
-        .as_bytes()
-        .ct_eq(blake3::hash(expected.as_bytes()).as_bytes())
-        .into()
+    blake3::hash(given.as_bytes()).as_bytes().ct_eq(blake3::hash(expected.as_bytes()).as_bytes()).into()
 }
 
 #[cfg(test)]
@@ -235,35 +213,11 @@ mod tests {
     #[test]
     fn ranges() {
         use RangeRequest::*;
-        assert_eq!(
-            parse_range("bytes=0-99", 1000),
-            Partial { start: 0, end: 99 }
-        );
-        assert_eq!(
-            parse_range("bytes=900-", 1000),
-            Partial {
-                start: 900,
-                end: 999
-            }
-        );
-        assert_eq!(
-            parse_range("bytes=900-5000", 1000),
-            Partial {
-                start: 900,
-                end: 999
-            }
-        );
-        assert_eq!(
-            parse_range("bytes=-100", 1000),
-            Partial {
-                start: 900,
-                end: 999
-            }
-        );
-        assert_eq!(
-            parse_range("bytes=-5000", 1000),
-            Partial { start: 0, end: 999 }
-        );
+        assert_eq!(parse_range("bytes=0-99", 1000), Partial { start: 0, end: 99 });
+        assert_eq!(parse_range("bytes=900-", 1000), Partial { start: 900, end: 999 });
+        assert_eq!(parse_range("bytes=900-5000", 1000), Partial { start: 900, end: 999 });
+        assert_eq!(parse_range("bytes=-100", 1000), Partial { start: 900, end: 999 });
+        assert_eq!(parse_range("bytes=-5000", 1000), Partial { start: 0, end: 999 });
         assert_eq!(parse_range("bytes=1000-", 1000), Unsatisfiable);
         assert_eq!(parse_range("bytes=-0", 1000), Unsatisfiable);
         assert_eq!(parse_range("bytes=5-1", 1000), Full);
@@ -277,41 +231,20 @@ mod tests {
         let data = Bytes::from_static(b"0123456789");
         let id = ChunkId::of(&data);
         let mut h = HeaderMap::new();
-        let r = chunk_response(
-            &id,
-            data.clone(),
-            "application/octet-stream",
-            &Method::GET,
-            &h,
-        );
+        let r = chunk_response(&id, data.clone(), "application/octet-stream", &Method::GET, &h);
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(r.headers()[header::ETAG], format!("\"{id}\"").as_str());
         assert_eq!(r.headers()[header::CACHE_CONTROL], IMMUTABLE);
         h.insert(header::RANGE, HeaderValue::from_static("bytes=2-4"));
-        let r = chunk_response(
-            &id,
-            data.clone(),
-            "application/octet-stream",
-            &Method::GET,
-            &h,
-        );
+        let r = chunk_response(&id, data.clone(), "application/octet-stream", &Method::GET, &h);
         assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
         assert_eq!(r.headers()[header::CONTENT_RANGE], "bytes 2-4/10");
         h.insert(header::RANGE, HeaderValue::from_static("bytes=10-"));
-        let r = chunk_response(
-            &id,
-            data.clone(),
-            "application/octet-stream",
-            &Method::GET,
-            &h,
-        );
+        let r = chunk_response(&id, data.clone(), "application/octet-stream", &Method::GET, &h);
         assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
         assert_eq!(r.headers()[header::CONTENT_RANGE], "bytes */10");
         let mut h = HeaderMap::new();
-        h.insert(
-            header::IF_NONE_MATCH,
-            HeaderValue::from_str(&format!("\"{id}\"")).unwrap(),
-        );
+        h.insert(header::IF_NONE_MATCH, HeaderValue::from_str(&format!("\"{id}\"")).unwrap());
         assert_eq!(
             chunk_response(&id, data, "application/octet-stream", &Method::GET, &h).status(),
             StatusCode::NOT_MODIFIED
@@ -321,10 +254,7 @@ mod tests {
     #[test]
     fn chunk_segments() {
         let id = ChunkId::of(b"x");
-        assert_eq!(
-            parse_chunk_segment(&format!("{id}.m4s")).unwrap(),
-            (id, "audio/mp4")
-        );
+        assert_eq!(parse_chunk_segment(&format!("{id}.m4s")).unwrap(), (id, "audio/mp4"));
         assert_eq!(parse_chunk_segment(&id.to_hex()).unwrap().0, id);
         assert!(parse_chunk_segment(&format!("{id}.exe")).is_err());
         assert!(parse_chunk_segment(".m4s").is_err());
@@ -332,19 +262,13 @@ mod tests {
 
     #[test]
     fn queries_and_credentials() {
-        assert_eq!(
-            query_param(Some("a=1&title=Hello%20W+x&b"), "title").as_deref(),
-            Some("Hello W x")
-        );
+        assert_eq!(query_param(Some("a=1&title=Hello%20W+x&b"), "title").as_deref(), Some("Hello W x"));
         assert_eq!(query_param(Some("b"), "b").as_deref(), Some(""));
         assert_eq!(query_param(Some("a=%zz"), "a"), None);
         assert_eq!(query_param(Some("a=%4"), "a"), None);
         assert_eq!(query_param(None, "a"), None);
         let mut h = HeaderMap::new();
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer s3cret"),
-        );
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer s3cret"));
         assert_eq!(bearer(&h), Some("s3cret"));
         assert!(secret_eq("s3cret", "s3cret"));
         assert!(!secret_eq("s3cres", "s3cret"));

@@ -122,33 +122,15 @@ impl Server {
         let need_tls = |u: &ListenUrl| tls.ok_or_else(|| ServerError::NoCertificate(u.to_string()));
         let mut tcp = Vec::new();
         for u in urls.iter().filter(|u| u.scheme != Scheme::H3) {
-            let listener = TcpListener::bind(u.addr)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    url: u.to_string(),
-                    source,
-                })?;
-            let addr = listener.local_addr().map_err(|source| ServerError::Bind {
-                url: u.to_string(),
-                source,
-            })?;
+            let listener =
+                TcpListener::bind(u.addr).await.map_err(|source| ServerError::Bind { url: u.to_string(), source })?;
+            let addr = listener.local_addr().map_err(|source| ServerError::Bind { url: u.to_string(), source })?;
             let acceptor = if u.scheme == Scheme::Https {
-                Some(TlsAcceptor::from(tls::server_config(
-                    need_tls(u)?,
-                    tls::ALPN_TCP,
-                    false,
-                )?))
+                Some(TlsAcceptor::from(tls::server_config(need_tls(u)?, tls::ALPN_TCP, false)?))
             } else {
                 None
             };
-            tcp.push(TcpBound {
-                url: ListenUrl {
-                    scheme: u.scheme,
-                    addr,
-                },
-                listener,
-                tls: acceptor,
-            });
+            tcp.push(TcpBound { url: ListenUrl { scheme: u.scheme, addr }, listener, tls: acceptor });
         }
         let mut quic = Vec::new();
         for u in urls.iter().filter(|u| u.scheme == Scheme::H3) {
@@ -169,51 +151,24 @@ impl Server {
                 socket,
                 Arc::new(quinn::TokioRuntime),
             )
-            .map_err(|source| ServerError::Bind {
-                url: u.to_string(),
-                source,
-            })?;
-            let addr = endpoint.local_addr().map_err(|source| ServerError::Bind {
-                url: u.to_string(),
-                source,
-            })?;
-            quic.push((
-                ListenUrl {
-                    scheme: Scheme::H3,
-                    addr,
-                },
-                endpoint,
-            ));
+            .map_err(|source| ServerError::Bind { url: u.to_string(), source })?;
+            let addr = endpoint.local_addr().map_err(|source| ServerError::Bind { url: u.to_string(), source })?;
+            quic.push((ListenUrl { scheme: Scheme::H3, addr }, endpoint));
         }
-        let alt_svc = quic.first().and_then(|(u, _)| {
-            HeaderValue::from_str(&format!("h3=\":{}\"; ma=86400", u.addr.port())).ok()
-        });
-        Ok(Self {
-            tcp,
-            quic,
-            config,
-            alt_svc,
-        })
+        let alt_svc =
+            quic.first().and_then(|(u, _)| HeaderValue::from_str(&format!("h3=\":{}\"; ma=86400", u.addr.port())).ok());
+        Ok(Self { tcp, quic, config, alt_svc })
     }
 
     /// The bound URLs, with the real ports.
     #[must_use]
     pub fn local_urls(&self) -> Vec<ListenUrl> {
-        self.tcp
-            .iter()
-            .map(|t| t.url.clone())
-            .chain(self.quic.iter().map(|(u, _)| u.clone()))
-            .collect()
+        self.tcp.iter().map(|t| t.url.clone()).chain(self.quic.iter().map(|(u, _)| u.clone())).collect()
     }
 
     /// Serves `handler` until `shutdown` completes, then drains.
     pub async fn serve<H: Handler>(self, handler: Arc<H>, shutdown: impl Future<Output = ()>) {
-        let Self {
-            tcp,
-            quic,
-            config,
-            alt_svc,
-        } = self;
+        let Self { tcp, quic, config, alt_svc } = self;
         let config = Arc::new(config);
         let permits = Arc::new(Semaphore::new(config.max_connections));
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -280,10 +235,7 @@ impl Server {
 
 /// Binds the UDP socket for an `h3://` URL (see [`Server::bind`] for the port-0 rule).
 fn bind_udp(u: &ListenUrl, tcp: &[TcpBound]) -> Result<std::net::UdpSocket, ServerError> {
-    let bind_err = |source| ServerError::Bind {
-        url: u.to_string(),
-        source,
-    };
+    let bind_err = |source| ServerError::Bind { url: u.to_string(), source };
     if u.addr.port() == 0 {
         let twin = tcp
             .iter()
@@ -365,14 +317,11 @@ impl<H: Handler> TcpConn<H> {
         let io = IdleTimeout::new(stream, self.config.idle_timeout, busy.clone());
         match tls {
             None => self.serve_io(io, remote, false, busy).await,
-            Some(acceptor) => {
-                match tokio::time::timeout(self.config.handshake_timeout, acceptor.accept(io)).await
-                {
-                    Ok(Ok(tls_stream)) => self.serve_io(tls_stream, remote, true, busy).await,
-                    Ok(Err(e)) => debug!(error = %e, "TLS handshake failed"),
-                    Err(_) => debug!("TLS handshake timed out"),
-                }
-            }
+            Some(acceptor) => match tokio::time::timeout(self.config.handshake_timeout, acceptor.accept(io)).await {
+                Ok(Ok(tls_stream)) => self.serve_io(tls_stream, remote, true, busy).await,
+                Ok(Err(e)) => debug!(error = %e, "TLS handshake failed"),
+                Err(_) => debug!("TLS handshake timed out"),
+            },
         }
     }
 
@@ -380,13 +329,7 @@ impl<H: Handler> TcpConn<H> {
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let Self {
-            handler,
-            mut stop,
-            config,
-            builder,
-            alt_svc,
-        } = self;
+        let Self { handler, mut stop, config, builder, alt_svc } = self;
         let max_uri = config.max_uri_bytes;
         let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
             let handler = handler.clone();
@@ -394,29 +337,14 @@ impl<H: Handler> TcpConn<H> {
             let working = busy.enter();
             async move {
                 let _working = working;
-                let protocol = if req.version() == http::Version::HTTP_2 {
-                    Protocol::Http2
+                let protocol = if req.version() == http::Version::HTTP_2 { Protocol::Http2 } else { Protocol::Http1 };
+                let ctx = RequestContext { protocol, tls, remote };
+                let mut resp = if req.uri().path_and_query().map_or(0, |p| p.as_str().len()) > max_uri {
+                    json_error(StatusCode::URI_TOO_LONG, format!("request target longer than {max_uri} bytes"))
                 } else {
-                    Protocol::Http1
+                    let req = req.map(|b| b.map_err(|e| BodyError::Transport(e.to_string())).boxed_unsync());
+                    handler.call(req, ctx).await
                 };
-                let ctx = RequestContext {
-                    protocol,
-                    tls,
-                    remote,
-                };
-                let mut resp =
-                    if req.uri().path_and_query().map_or(0, |p| p.as_str().len()) > max_uri {
-                        json_error(
-                            StatusCode::URI_TOO_LONG,
-                            format!("request target longer than {max_uri} bytes"),
-                        )
-                    } else {
-                        let req = req.map(|b| {
-                            b.map_err(|e| BodyError::Transport(e.to_string()))
-                                .boxed_unsync()
-                        });
-                        handler.call(req, ctx).await
-                    };
                 if let Some(v) = alt_svc {
                     resp.headers_mut().insert(header::ALT_SVC, v);
                 }

@@ -43,9 +43,7 @@ pub enum TlsError {
         what: String,
     },
     /// Only one of `--tls-cert` and `--tls-key` was given.
-    #[error(
-        "--tls-cert and --tls-key go together: give both, or neither for a self-signed certificate"
-    )]
+    #[error("--tls-cert and --tls-key go together: give both, or neither for a self-signed certificate")]
     HalfPair,
     /// rustls refused the configuration.
     #[error("TLS configuration: {0}")]
@@ -78,50 +76,27 @@ pub fn provider() -> Arc<CryptoProvider> {
 ///
 /// # Errors
 /// [`TlsError`] naming the file and the problem.
-pub fn load_or_generate(
-    cert: Option<&Path>,
-    key: Option<&Path>,
-    dir: &Path,
-) -> Result<CertifiedKey, TlsError> {
+pub fn load_or_generate(cert: Option<&Path>, key: Option<&Path>, dir: &Path) -> Result<CertifiedKey, TlsError> {
     match (cert, key) {
-        (Some(c), Some(k)) => Ok(CertifiedKey {
-            certs: read_certs(c)?,
-            key: read_key(k)?,
-            cert_path: c.to_owned(),
-            generated: false,
-        }),
+        (Some(c), Some(k)) => {
+            Ok(CertifiedKey { certs: read_certs(c)?, key: read_key(k)?, cert_path: c.to_owned(), generated: false })
+        }
         (None, None) => {
             let tls_dir = dir.join("tls");
             let (c, k) = (tls_dir.join("cert.pem"), tls_dir.join("key.pem"));
             if c.exists() && k.exists() {
-                return Ok(CertifiedKey {
-                    certs: read_certs(&c)?,
-                    key: read_key(&k)?,
-                    cert_path: c,
-                    generated: false,
-                });
+                return Ok(CertifiedKey { certs: read_certs(&c)?, key: read_key(&k)?, cert_path: c, generated: false });
             }
             let io_err = |path: &Path| {
                 let path = path.to_owned();
                 move |source| TlsError::Io { path, source }
             };
             std::fs::create_dir_all(&tls_dir).map_err(io_err(&tls_dir))?;
-            let names = vec![
-                "localhost".to_owned(),
-                "127.0.0.1".to_owned(),
-                "::1".to_owned(),
-            ];
-            let ck = rcgen::generate_simple_self_signed(names)
-                .map_err(|e| TlsError::Generate(e.to_string()))?;
-            fsutil::write_atomic(&k, ck.signing_key.serialize_pem().as_bytes(), 0o600)
-                .map_err(io_err(&k))?;
+            let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+            let ck = rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
+            fsutil::write_atomic(&k, ck.signing_key.serialize_pem().as_bytes(), 0o600).map_err(io_err(&k))?;
             fsutil::write_atomic(&c, ck.cert.pem().as_bytes(), 0o644).map_err(io_err(&c))?;
-            Ok(CertifiedKey {
-                certs: read_certs(&c)?,
-                key: read_key(&k)?,
-                cert_path: c,
-                generated: true,
-            })
+            Ok(CertifiedKey { certs: read_certs(&c)?, key: read_key(&k)?, cert_path: c, generated: true })
         }
         _ => Err(TlsError::HalfPair),
     }
@@ -132,14 +107,8 @@ pub fn load_or_generate(
 /// # Errors
 /// [`TlsError`] when unreadable or empty.
 pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem_err = |what: String| TlsError::Pem {
-        path: path.to_owned(),
-        what,
-    };
-    let data = std::fs::read(path).map_err(|source| TlsError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
+    let pem_err = |what: String| TlsError::Pem { path: path.to_owned(), what };
+    let data = std::fs::read(path).map_err(|source| TlsError::Io { path: path.to_owned(), source })?;
     let certs = CertificateDer::pem_slice_iter(&data)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| pem_err(format!("bad PEM: {e}")))?;
@@ -154,34 +123,23 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 /// # Errors
 /// [`TlsError`] when unreadable or holding no key.
 pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let data = std::fs::read(path).map_err(|source| TlsError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
-    PrivateKeyDer::from_pem_slice(&data).map_err(|e| TlsError::Pem {
-        path: path.to_owned(),
-        what: format!("no private key: {e}"),
-    })
+    let data = std::fs::read(path).map_err(|source| TlsError::Io { path: path.to_owned(), source })?;
+    PrivateKeyDer::from_pem_slice(&data)
+        .map_err(|e| TlsError::Pem { path: path.to_owned(), what: format!("no private key: {e}") })
 }
 
 /// A server configuration with `alpn`. QUIC needs TLS 1.3 only, so `quic` drops 1.2.
 ///
 /// # Errors
 /// [`TlsError::Config`] when rustls refuses the key or certificate.
-pub fn server_config(
-    ck: &CertifiedKey,
-    alpn: &[&[u8]],
-    quic: bool,
-) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+pub fn server_config(ck: &CertifiedKey, alpn: &[&[u8]], quic: bool) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let builder = rustls::ServerConfig::builder_with_provider(provider());
     let builder = if quic {
         builder.with_protocol_versions(&[&rustls::version::TLS13])?
     } else {
         builder.with_safe_default_protocol_versions()?
     };
-    let mut cfg = builder
-        .with_no_client_auth()
-        .with_single_cert(ck.certs.clone(), ck.key.clone_key())?;
+    let mut cfg = builder.with_no_client_auth().with_single_cert(ck.certs.clone(), ck.key.clone_key())?;
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     // 0-RTT stays off on servers: early data can be replayed, and the front does not yet refuse
     // non-idempotent requests in it (RFC 8470's 425 Too Early).
@@ -202,11 +160,7 @@ pub struct ClientTls {
 ///
 /// # Errors
 /// [`TlsError`] when a CA file is unreadable or rustls refuses the settings.
-pub fn client_config(
-    trust: &ClientTls,
-    alpn: &[&[u8]],
-    quic: bool,
-) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+pub fn client_config(trust: &ClientTls, alpn: &[&[u8]], quic: bool) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let provider = provider();
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone());
     let builder = if quic {
@@ -220,21 +174,16 @@ pub fn client_config(
         );
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoCertificateCheck(
-                provider.signature_verification_algorithms,
-            )))
+            .with_custom_certificate_verifier(Arc::new(NoCertificateCheck(provider.signature_verification_algorithms)))
             .with_no_client_auth()
     } else {
         // The usual web roots (Mozilla's list, built in), plus any the operator adds with --ca.
-        let mut roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
+        let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
         for f in &trust.ca_files {
             for cert in read_certs(f)? {
-                roots.add(cert).map_err(|e| TlsError::Pem {
-                    path: f.clone(),
-                    what: format!("not a usable root: {e}"),
-                })?;
+                roots
+                    .add(cert)
+                    .map_err(|e| TlsError::Pem { path: f.clone(), what: format!("not a usable root: {e}") })?;
             }
         }
         builder.with_root_certificates(roots).with_no_client_auth()

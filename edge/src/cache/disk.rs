@@ -30,10 +30,7 @@ pub struct DiskStore {
 
 impl DiskStore {
     pub(super) fn new(dir: PathBuf) -> Self {
-        Self {
-            dir,
-            enabled: AtomicBool::new(true),
-        }
+        Self { dir, enabled: AtomicBool::new(true) }
     }
 
     /// Whether writes have not failed yet.

@@ -124,28 +124,19 @@ impl ChunkCache {
             _ => None,
         };
         // Size the sketch for the number of chunks the cache can hold (about 64 KiB each).
-        let items =
-            usize::try_from((cfg.mem_bytes + cfg.disk_bytes) / 65_536).unwrap_or(usize::MAX);
+        let items = usize::try_from((cfg.mem_bytes + cfg.disk_bytes) / 65_536).unwrap_or(usize::MAX);
         let inner = Inner {
             mem: Tier::new(cfg.mem_bytes),
             disk: disk_tier,
             sketch: Sketch::new(items.max(1024)),
             prefetched: LruCache::unbounded(),
         };
-        Ok((
-            Self {
-                inner: Mutex::new(inner),
-                disk,
-            },
-            indexed,
-        ))
+        Ok((Self { inner: Mutex::new(inner), disk }, indexed))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves consistent-enough state for a cache.
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Whether the disk tier is on (it turns off after a write error).
@@ -158,15 +149,8 @@ impl ChunkCache {
     #[must_use]
     pub fn usage(&self) -> [(u64, u64); 2] {
         let g = self.lock();
-        let disk_cap = if self.disk_enabled() {
-            g.disk.capacity()
-        } else {
-            0
-        };
-        [
-            (g.mem.bytes(), g.mem.capacity()),
-            (g.disk.bytes(), disk_cap),
-        ]
+        let disk_cap = if self.disk_enabled() { g.disk.capacity() } else { 0 };
+        [(g.mem.bytes(), g.mem.capacity()), (g.disk.bytes(), disk_cap)]
     }
 
     /// Whether `id` is held in either tier (no verification, no recency change).
@@ -184,11 +168,7 @@ impl ChunkCache {
             if let Some(b) = g.mem.get(id) {
                 let bytes = b.clone();
                 let prefetch_used = g.prefetched.pop(id).is_some();
-                return Some(Found {
-                    bytes,
-                    tier: TierName::Memory,
-                    prefetch_used,
-                });
+                return Some(Found { bytes, tier: TierName::Memory, prefetch_used });
             }
             self.disk_enabled() && g.disk.get(id).is_some()
         };
@@ -201,16 +181,10 @@ impl ChunkCache {
                 let mut g = self.lock();
                 let prefetch_used = g.prefetched.pop(id).is_some();
                 let inner = &mut *g;
-                if let Admission::Admitted(evicted) =
-                    inner.mem.offer(*id, bytes.clone(), &inner.sketch)
-                {
+                if let Admission::Admitted(evicted) = inner.mem.offer(*id, bytes.clone(), &inner.sketch) {
                     drop(evicted); // still on disk
                 }
-                Some(Found {
-                    bytes,
-                    tier: TierName::Disk,
-                    prefetch_used,
-                })
+                Some(Found { bytes, tier: TierName::Disk, prefetch_used })
             }
             None => {
                 // Missing or corrupt: forget it; the caller fetches it again.
@@ -230,20 +204,15 @@ impl ChunkCache {
             let mut g = self.lock();
             let inner = &mut *g;
             let mut dropped = Vec::new();
-            if let Admission::Admitted(evicted) = inner.mem.offer(id, bytes.clone(), &inner.sketch)
-            {
+            if let Admission::Admitted(evicted) = inner.mem.offer(id, bytes.clone(), &inner.sketch) {
                 dropped.extend(evicted.into_iter().map(|(k, _)| k));
             }
             let mut to_delete = Vec::new();
             let mut to_write = false;
             if self.disk_enabled() && !inner.disk.contains(&id) {
-                if let Admission::Admitted(evicted) = inner.disk.offer(
-                    id,
-                    DiskEntry {
-                        size: bytes.len() as u64,
-                    },
-                    &inner.sketch,
-                ) {
+                if let Admission::Admitted(evicted) =
+                    inner.disk.offer(id, DiskEntry { size: bytes.len() as u64 }, &inner.sketch)
+                {
                     to_write = true;
                     for (k, _) in evicted {
                         to_delete.push(k);
@@ -280,6 +249,12 @@ impl ChunkCache {
             }
         }
         events
+    }
+
+    /// Marks a prefetched chunk as used (a client got it by joining the prefetch's fetch).
+    /// Returns whether it was waiting to be used.
+    pub fn take_prefetched(&self, id: &ChunkId) -> bool {
+        self.lock().prefetched.pop(id).is_some()
     }
 
     /// Removes `id` from both tiers (and its file). Returns whether it was held.

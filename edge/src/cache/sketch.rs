@@ -25,12 +25,7 @@ impl Sketch {
     #[must_use]
     pub fn new(items: usize) -> Self {
         let width = items.clamp(256, 1 << 24).next_power_of_two();
-        Self {
-            table: vec![0; width * ROWS],
-            mask: width - 1,
-            additions: 0,
-            sample: width * 10,
-        }
+        Self { table: vec![0; width * ROWS], mask: width - 1, additions: 0, sample: width * 10 }
     }
 
     fn slots(&self, id: &ChunkId) -> [usize; ROWS] {
@@ -38,8 +33,7 @@ impl Sketch {
         let width = self.mask + 1;
         let mut out = [0; ROWS];
         for (row, slot) in out.iter_mut().enumerate() {
-            let h = u32::from_le_bytes([b[row * 4], b[row * 4 + 1], b[row * 4 + 2], b[row * 4 + 3]])
-                as usize;
+            let h = u32::from_le_bytes([b[row * 4], b[row * 4 + 1], b[row * 4 + 2], b[row * 4 + 3]]) as usize;
             *slot = row * width + (h & self.mask);
         }
         out
@@ -69,11 +63,7 @@ impl Sketch {
     /// The estimated recent count of `id` (never below the truth, saturating at 15).
     #[must_use]
     pub fn estimate(&self, id: &ChunkId) -> u8 {
-        self.slots(id)
-            .iter()
-            .map(|&s| self.table[s])
-            .min()
-            .unwrap_or(0)
+        self.slots(id).iter().map(|&s| self.table[s]).min().unwrap_or(0)
     }
 }
 

@@ -44,11 +44,7 @@ impl<V: Weighted> Tier<V> {
     /// An empty tier holding at most `capacity` bytes.
     #[must_use]
     pub fn new(capacity: u64) -> Self {
-        Self {
-            entries: LruCache::unbounded(),
-            bytes: 0,
-            capacity,
-        }
+        Self { entries: LruCache::unbounded(), bytes: 0, capacity }
     }
 
     /// Bytes held.
@@ -186,17 +182,12 @@ mod tests {
         let sketch = Sketch::new(256);
         let mut t = Tier::new(300);
         for n in 0..3 {
-            assert!(
-                matches!(t.offer(id(n), W(100), &sketch), Admission::Admitted(ref e) if e.is_empty())
-            );
+            assert!(matches!(t.offer(id(n), W(100), &sketch), Admission::Admitted(ref e) if e.is_empty()));
         }
         assert_eq!(t.bytes(), 300);
         t.get(&id(0));
         // id(1) is now least recently used; with equal (zero) popularity a newcomer is refused.
-        assert!(matches!(
-            t.offer(id(3), W(100), &sketch),
-            Admission::Rejected
-        ));
+        assert!(matches!(t.offer(id(3), W(100), &sketch), Admission::Rejected));
         let mut sketch = sketch;
         sketch.increment(&id(3));
         match t.offer(id(3), W(100), &sketch) {
@@ -204,10 +195,7 @@ mod tests {
             Admission::Rejected => panic!("a more popular chunk must get in"),
         }
         assert!(t.contains(&id(0)) && !t.contains(&id(1)));
-        assert!(matches!(
-            t.offer(id(9), W(301), &sketch),
-            Admission::Rejected
-        ));
+        assert!(matches!(t.offer(id(9), W(301), &sketch), Admission::Rejected));
     }
 
     #[test]
@@ -224,9 +212,6 @@ mod tests {
             sketch.increment(&id(n));
             t.offer(id(n), W(100), &sketch);
         }
-        assert!(
-            (0..10).all(|n| t.contains(&id(n))),
-            "a scan flushed the hot set"
-        );
+        assert!((0..10).all(|n| t.contains(&id(n))), "a scan flushed the hot set");
     }
 }

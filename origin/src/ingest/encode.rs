@@ -31,14 +31,8 @@ pub(super) fn plan(
     ladder: &[u32],
     progress: &dyn Progress,
 ) -> Result<(tempfile::TempDir, Plan), IngestError> {
-    let ladder: Vec<u32> = if ladder.is_empty() {
-        DEFAULT_LADDER_KBPS.to_vec()
-    } else {
-        ladder.to_vec()
-    };
-    if ladder.len() > chorus_core::manifest::limits::MAX_RENDITIONS
-        || ladder.iter().any(|k| !(8..=512).contains(k))
-    {
+    let ladder: Vec<u32> = if ladder.is_empty() { DEFAULT_LADDER_KBPS.to_vec() } else { ladder.to_vec() };
+    if ladder.len() > chorus_core::manifest::limits::MAX_RENDITIONS || ladder.iter().any(|k| !(8..=512).contains(k)) {
         return Err(IngestError::Input(format!(
             "ladder {ladder:?}: give 1 to {} bitrates, each 8 to 512 kbit/s",
             chorus_core::manifest::limits::MAX_RENDITIONS
@@ -46,9 +40,7 @@ pub(super) fn plan(
     }
     let mut seen = std::collections::HashSet::new();
     if !ladder.iter().all(|k| seen.insert(*k)) {
-        return Err(IngestError::Input(format!(
-            "ladder {ladder:?} repeats a bitrate"
-        )));
+        return Err(IngestError::Input(format!("ladder {ladder:?} repeats a bitrate")));
     }
     if !probe::available("ffmpeg") || !probe::available("ffprobe") {
         return Err(IngestError::FfmpegMissing);
@@ -82,53 +74,21 @@ pub(super) fn plan(
     .args(["-c:a", "aac", "-ar", "44100"]);
     for (i, kbps) in ladder.iter().enumerate() {
         cmd.arg(format!("-b:a:{i}")).arg(format!("{kbps}k"));
-        cmd.arg(format!("-ac:a:{i}"))
-            .arg(if *kbps < 48 { "1" } else { "2" });
+        cmd.arg(format!("-ac:a:{i}")).arg(if *kbps < 48 { "1" } else { "2" });
     }
-    let var_stream_map = names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| format!("a:{i},name:{n}"))
-        .collect::<Vec<_>>()
-        .join(" ");
-    cmd.args([
-        "-fflags",
-        "+bitexact",
-        "-flags:a",
-        "+bitexact",
-        "-map_metadata",
-        "-1",
-    ])
-    .args([
-        "-f",
-        "hls",
-        "-hls_time",
-        &SEGMENT_SECONDS.to_string(),
-        "-hls_playlist_type",
-        "vod",
-    ])
-    .args([
-        "-hls_segment_type",
-        "fmp4",
-        "-hls_fmp4_init_filename",
-        "init.mp4",
-    ])
-    .arg("-hls_segment_filename")
-    .arg(out.join("%v").join("seg%05d.m4s"))
-    .args([
-        "-master_pl_name",
-        "master.m3u8",
-        "-var_stream_map",
-        &var_stream_map,
-    ])
-    .arg(out.join("%v").join("index.m3u8"))
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    let var_stream_map = names.iter().enumerate().map(|(i, n)| format!("a:{i},name:{n}")).collect::<Vec<_>>().join(" ");
+    cmd.args(["-fflags", "+bitexact", "-flags:a", "+bitexact", "-map_metadata", "-1"])
+        .args(["-f", "hls", "-hls_time", &SEGMENT_SECONDS.to_string(), "-hls_playlist_type", "vod"])
+        .args(["-hls_segment_type", "fmp4", "-hls_fmp4_init_filename", "init.mp4"])
+        .arg("-hls_segment_filename")
+        .arg(out.join("%v").join("seg%05d.m4s"))
+        .args(["-master_pl_name", "master.m3u8", "-var_stream_map", &var_stream_map])
+        .arg(out.join("%v").join("index.m3u8"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
 
     progress.stage("encoding", Some(info.duration_ms));
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| IngestError::Ffmpeg(format!("starting ffmpeg: {e}")))?;
+    let mut child = cmd.spawn().map_err(|e| IngestError::Ffmpeg(format!("starting ffmpeg: {e}")))?;
     // Drain stderr on a thread so a chatty ffmpeg cannot block on a full pipe.
     let stderr = child.stderr.take().map(|mut e| {
         std::thread::spawn(move || {
@@ -139,23 +99,15 @@ pub(super) fn plan(
     });
     if let Some(stdout) = child.stdout.take() {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(us) = line
-                .strip_prefix("out_time_us=")
-                .and_then(|v| v.trim().parse::<u64>().ok())
-            {
+            if let Some(us) = line.strip_prefix("out_time_us=").and_then(|v| v.trim().parse::<u64>().ok()) {
                 progress.position((us / 1000).min(info.duration_ms));
             }
         }
     }
-    let status = child
-        .wait()
-        .map_err(|e| IngestError::Ffmpeg(format!("waiting for ffmpeg: {e}")))?;
+    let status = child.wait().map_err(|e| IngestError::Ffmpeg(format!("waiting for ffmpeg: {e}")))?;
     let errors = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
     if !status.success() {
-        let first = errors
-            .lines()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("no message");
+        let first = errors.lines().find(|l| !l.trim().is_empty()).unwrap_or("no message");
         return Err(IngestError::Ffmpeg(format!("{status}: {first}")));
     }
     progress.position(info.duration_ms);
@@ -163,11 +115,7 @@ pub(super) fn plan(
     let mut plan = hls::plan(&out.join("master.m3u8"))?;
     // Name and rate renditions by the ladder rather than by what the playlist measured.
     for r in &mut plan.renditions {
-        if let Some(kbps) =
-            r.id.as_str()
-                .strip_prefix("aac-")
-                .and_then(|k| k.parse::<u64>().ok())
-        {
+        if let Some(kbps) = r.id.as_str().strip_prefix("aac-").and_then(|k| k.parse::<u64>().ok()) {
             r.bitrate_bps = kbps * 1000;
         }
     }
@@ -178,11 +126,7 @@ pub(super) fn plan(
             plan.renditions.len()
         )));
     }
-    debug_assert!(
-        plan.renditions
-            .iter()
-            .all(|r| RenditionId::parse(r.id.as_str()).is_ok())
-    );
+    debug_assert!(plan.renditions.iter().all(|r| RenditionId::parse(r.id.as_str()).is_ok()));
     plan.duration_ms = Some(info.duration_ms);
     Ok((dir, plan))
 }

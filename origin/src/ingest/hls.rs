@@ -38,14 +38,9 @@ fn resolve(dir: &Path, uri: &str, playlist: &Path) -> Result<PathBuf, IngestErro
     let rel = Path::new(uri);
     let clean = !uri.contains("://")
         && !uri.contains('?')
-        && rel
-            .components()
-            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+        && rel.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
     if uri.is_empty() || !clean {
-        return Err(input_err(
-            playlist,
-            format!("URI {uri:?} is not a relative path inside the package"),
-        ));
+        return Err(input_err(playlist, format!("URI {uri:?} is not a relative path inside the package")));
     }
     Ok(dir.join(rel))
 }
@@ -69,11 +64,7 @@ pub(super) fn plan(input: &Path) -> Result<Plan, IngestError> {
             if variants.is_empty() || variants.len() > limits::MAX_RENDITIONS {
                 return Err(input_err(
                     &top,
-                    format!(
-                        "{} variants (expected 1 to {})",
-                        variants.len(),
-                        limits::MAX_RENDITIONS
-                    ),
+                    format!("{} variants (expected 1 to {})", variants.len(), limits::MAX_RENDITIONS),
                 ));
             }
             for v in variants {
@@ -90,98 +81,56 @@ pub(super) fn plan(input: &Path) -> Result<Plan, IngestError> {
     for r in &mut renditions {
         if !ids.insert(r.id.clone()) {
             // Two variants in directories of the same name: disambiguate by bitrate.
-            let alt = format!(
-                "{}-{}",
-                r.id.as_str().chars().take(20).collect::<String>(),
-                r.bitrate_bps / 1000
-            );
+            let alt = format!("{}-{}", r.id.as_str().chars().take(20).collect::<String>(), r.bitrate_bps / 1000);
             r.id = RenditionId::parse(&alt).map_err(|e| IngestError::Input(e.to_string()))?;
             if !ids.insert(r.id.clone()) {
-                return Err(IngestError::Input(format!(
-                    "two renditions would both be named {alt}"
-                )));
+                return Err(IngestError::Input(format!("two renditions would both be named {alt}")));
             }
         }
     }
-    Ok(Plan {
-        renditions,
-        duration_ms: None,
-    })
+    Ok(Plan { renditions, duration_ms: None })
 }
 
 /// The rendition id for a media playlist: its directory's name if that is a valid id
 /// (`aac-96/index.m3u8` → `aac-96`), else its file stem, else derived from codec and bitrate.
 fn rendition_id(path: &Path, codec: &str, bitrate_bps: u64) -> RenditionId {
-    let dir_name = path
-        .parent()
-        .and_then(Path::file_name)
-        .and_then(|n| n.to_str())
-        .map(str::to_ascii_lowercase);
-    let stem = path
-        .file_stem()
-        .and_then(|n| n.to_str())
-        .map(str::to_ascii_lowercase);
+    let dir_name = path.parent().and_then(Path::file_name).and_then(|n| n.to_str()).map(str::to_ascii_lowercase);
+    let stem = path.file_stem().and_then(|n| n.to_str()).map(str::to_ascii_lowercase);
     dir_name
         .into_iter()
         .chain(stem)
-        .find_map(|n| {
-            RenditionId::parse(&n)
-                .ok()
-                .filter(|id| !matches!(id.as_str(), "index" | "playlist" | "media"))
-        })
+        .find_map(|n| RenditionId::parse(&n).ok().filter(|id| !matches!(id.as_str(), "index" | "playlist" | "media")))
         .or_else(|| {
-            let family = if codec.starts_with("mp4a") {
-                "aac"
-            } else {
-                codec.split('.').next().unwrap_or("audio")
-            };
-            RenditionId::parse(&format!(
-                "{}-{}",
-                family.to_ascii_lowercase(),
-                bitrate_bps / 1000
-            ))
-            .ok()
+            let family = if codec.starts_with("mp4a") { "aac" } else { codec.split('.').next().unwrap_or("audio") };
+            RenditionId::parse(&format!("{}-{}", family.to_ascii_lowercase(), bitrate_bps / 1000)).ok()
         })
-        .unwrap_or_else(|| {
-            RenditionId::parse("audio").unwrap_or_else(|_| unreachable!("constant id is valid"))
-        })
+        .unwrap_or_else(|| RenditionId::parse("audio").unwrap_or_else(|_| unreachable!("constant id is valid")))
 }
 
-fn rendition(
-    path: &Path,
-    media: &MediaPlaylist,
-    codecs: Option<&str>,
-) -> Result<PlannedRendition, IngestError> {
+fn rendition(path: &Path, media: &MediaPlaylist, codecs: Option<&str>) -> Result<PlannedRendition, IngestError> {
     let dir = path.parent().unwrap_or(Path::new(".")).to_owned();
     if media.segments.is_empty() || media.segments.len() > limits::MAX_SEGMENTS {
         return Err(input_err(
             path,
-            format!(
-                "{} segments (expected 1 to {})",
-                media.segments.len(),
-                limits::MAX_SEGMENTS
-            ),
+            format!("{} segments (expected 1 to {})", media.segments.len(), limits::MAX_SEGMENTS),
         ));
     }
-    if media.segments.iter().any(|s| {
-        s.key
-            .as_ref()
-            .is_some_and(|k| k.method != m3u8_rs::KeyMethod::None)
-    }) {
+    if media.segments.iter().any(|s| s.key.as_ref().is_some_and(|k| k.method != m3u8_rs::KeyMethod::None)) {
         return Err(input_err(path, "encrypted segments are not supported"));
     }
     let map = media.segments.first().and_then(|s| s.map.as_ref()).ok_or_else(|| {
-        input_err(path, "no EXT-X-MAP: only fMP4/CMAF segments are supported (package with ffmpeg -hls_segment_type fmp4)")
-    })?;
-    if media.segments.iter().skip(1).any(|s| {
-        s.map
-            .as_ref()
-            .is_some_and(|m| m.uri != map.uri || m.byte_range != map.byte_range)
-    }) {
-        return Err(input_err(
+        input_err(
             path,
-            "more than one EXT-X-MAP: a rendition must have one init segment",
-        ));
+            "no EXT-X-MAP: only fMP4/CMAF segments are supported (package with ffmpeg -hls_segment_type fmp4)",
+        )
+    })?;
+    if media
+        .segments
+        .iter()
+        .skip(1)
+        .any(|s| s.map.as_ref().is_some_and(|m| m.uri != map.uri || m.byte_range != map.byte_range))
+    {
+        return Err(input_err(path, "more than one EXT-X-MAP: a rendition must have one init segment"));
     }
     let init_path = resolve(&dir, &map.uri, path)?;
     let init = piece(&init_path, map.byte_range.as_ref(), None)?;
@@ -190,16 +139,10 @@ fn rendition(
     let mut last: Option<(PathBuf, u64)> = None; // for byte ranges without an offset
     for s in &media.segments {
         if !(s.duration.is_finite() && s.duration > 0.0 && s.duration < 3600.0) {
-            return Err(input_err(
-                path,
-                format!("segment {} has a bad duration {}", s.uri, s.duration),
-            ));
+            return Err(input_err(path, format!("segment {} has a bad duration {}", s.uri, s.duration)));
         }
         let seg_path = resolve(&dir, &s.uri, path)?;
-        let follow = last
-            .as_ref()
-            .filter(|(p, _)| *p == seg_path)
-            .map(|(_, end)| *end);
+        let follow = last.as_ref().filter(|(p, _)| *p == seg_path).map(|(_, end)| *end);
         let p = piece(&seg_path, s.byte_range.as_ref(), follow)?;
         last = Some((seg_path, p.offset + p.len));
         segments.push((p, (f64::from(s.duration) * 1000.0).round() as u64));
@@ -225,11 +168,7 @@ fn rendition(
     })
 }
 
-fn piece(
-    path: &Path,
-    range: Option<&ByteRange>,
-    follow: Option<u64>,
-) -> Result<Piece, IngestError> {
+fn piece(path: &Path, range: Option<&ByteRange>, follow: Option<u64>) -> Result<Piece, IngestError> {
     let whole = Piece::whole(path)?;
     let Some(r) = range else {
         if whole.len > limits::MAX_CHUNK_BYTES {
@@ -255,23 +194,10 @@ fn piece(
         ));
     }
     let offset = r.offset.or(follow).unwrap_or(0);
-    if offset
-        .checked_add(r.length)
-        .is_none_or(|end| end > whole.len)
-    {
-        return Err(input_err(
-            path,
-            format!(
-                "byte range {}@{offset} is past the end of the file",
-                r.length
-            ),
-        ));
+    if offset.checked_add(r.length).is_none_or(|end| end > whole.len) {
+        return Err(input_err(path, format!("byte range {}@{offset} is past the end of the file", r.length)));
     }
-    Ok(Piece {
-        path: path.to_owned(),
-        offset,
-        len: r.length,
-    })
+    Ok(Piece { path: path.to_owned(), offset, len: r.length })
 }
 
 /// The codec of a CMAF init segment, from its sample entry.
@@ -300,35 +226,16 @@ mod tests {
     fn uris_stay_inside_the_package() {
         let d = Path::new("/pkg");
         let p = Path::new("/pkg/master.m3u8");
-        assert_eq!(
-            resolve(d, "a/seg1.m4s", p).unwrap(),
-            PathBuf::from("/pkg/a/seg1.m4s")
-        );
-        for bad in [
-            "../x.m4s",
-            "/etc/passwd",
-            "http://evil/x",
-            "a/../../x",
-            "",
-            "x.m4s?y=1",
-        ] {
+        assert_eq!(resolve(d, "a/seg1.m4s", p).unwrap(), PathBuf::from("/pkg/a/seg1.m4s"));
+        for bad in ["../x.m4s", "/etc/passwd", "http://evil/x", "a/../../x", "", "x.m4s?y=1"] {
             assert!(resolve(d, bad, p).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn ids_from_paths() {
-        assert_eq!(
-            rendition_id(Path::new("/p/aac-96/index.m3u8"), "mp4a.40.2", 1).as_str(),
-            "aac-96"
-        );
-        assert_eq!(
-            rendition_id(Path::new("/p/Low/index.m3u8"), "mp4a.40.2", 1).as_str(),
-            "low"
-        );
-        assert_eq!(
-            rendition_id(Path::new("/p/a b/index.m3u8"), "mp4a.40.2", 96_000).as_str(),
-            "aac-96"
-        );
+        assert_eq!(rendition_id(Path::new("/p/aac-96/index.m3u8"), "mp4a.40.2", 1).as_str(), "aac-96");
+        assert_eq!(rendition_id(Path::new("/p/Low/index.m3u8"), "mp4a.40.2", 1).as_str(), "low");
+        assert_eq!(rendition_id(Path::new("/p/a b/index.m3u8"), "mp4a.40.2", 96_000).as_str(), "aac-96");
     }
 }

@@ -25,9 +25,7 @@ use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use chorus_core::keys::SigningKey;
-use chorus_core::manifest::{
-    self, ChunkRef, Container, Manifest, ManifestError, Rendition, Segment,
-};
+use chorus_core::manifest::{self, ChunkRef, Container, Manifest, ManifestError, Rendition, Segment};
 use chorus_core::{ChunkId, RenditionId, TrackId};
 use serde::Serialize;
 
@@ -58,9 +56,7 @@ impl std::str::FromStr for Mode {
             "encode" => Ok(Self::Encode),
             "hls" => Ok(Self::Hls),
             "raw" => Ok(Self::Raw),
-            _ => Err(format!(
-                "unknown ingest mode {s:?}: expected auto, encode, hls or raw"
-            )),
+            _ => Err(format!("unknown ingest mode {s:?}: expected auto, encode, hls or raw")),
         }
     }
 }
@@ -161,14 +157,8 @@ struct Piece {
 
 impl Piece {
     fn whole(path: &Path) -> Result<Self, IngestError> {
-        let len = std::fs::metadata(path)
-            .map_err(|e| IngestError::Input(format!("{}: {e}", path.display())))?
-            .len();
-        Ok(Self {
-            path: path.to_owned(),
-            offset: 0,
-            len,
-        })
+        let len = std::fs::metadata(path).map_err(|e| IngestError::Input(format!("{}: {e}", path.display())))?.len();
+        Ok(Self { path: path.to_owned(), offset: 0, len })
     }
 
     fn read(&self) -> Result<Vec<u8>, IngestError> {
@@ -186,10 +176,7 @@ impl Piece {
         let mut buf = Vec::with_capacity(usize::try_from(self.len).unwrap_or(0));
         f.take(self.len).read_to_end(&mut buf).map_err(err)?;
         if buf.len() as u64 != self.len {
-            return Err(IngestError::Input(format!(
-                "{}: file is shorter than its playlist says",
-                self.path.display()
-            )));
+            return Err(IngestError::Input(format!("{}: file is shorter than its playlist says", self.path.display())));
         }
         Ok(buf)
     }
@@ -226,17 +213,12 @@ pub fn ingest(
     progress: &dyn Progress,
 ) -> Result<IngestReport, IngestError> {
     let mode = match req.mode {
-        Mode::Auto if req.input.is_dir() || req.input.extension().is_some_and(|e| e == "m3u8") => {
-            Mode::Hls
-        }
+        Mode::Auto if req.input.is_dir() || req.input.extension().is_some_and(|e| e == "m3u8") => Mode::Hls,
         Mode::Auto => Mode::Encode,
         m => m,
     };
     if !req.input.exists() {
-        return Err(IngestError::Input(format!(
-            "{}: no such file or directory",
-            req.input.display()
-        )));
+        return Err(IngestError::Input(format!("{}: no such file or directory", req.input.display())));
     }
     // The encoder's output lives in a temporary directory that must outlive the commit.
     let mut _encoded = None;
@@ -262,11 +244,8 @@ fn commit(
 ) -> Result<IngestReport, IngestError> {
     let mut renditions = plan.renditions;
     renditions.sort_by_key(|r| r.bitrate_bps);
-    let total: u64 = renditions
-        .iter()
-        .flat_map(|r| r.init.iter().chain(r.segments.iter().map(|(p, _)| p)))
-        .map(|p| p.len)
-        .sum();
+    let total: u64 =
+        renditions.iter().flat_map(|r| r.init.iter().chain(r.segments.iter().map(|(p, _)| p))).map(|p| p.len).sum();
 
     // Pass 1: hash every piece and build the manifest; nothing is written yet.
     progress.stage("hashing", Some(total));
@@ -275,10 +254,7 @@ fn commit(
         let bytes = p.read()?;
         done += p.len;
         progress.position(done);
-        Ok(ChunkRef {
-            id: ChunkId::of(&bytes),
-            size: p.len,
-        })
+        Ok(ChunkRef { id: ChunkId::of(&bytes), size: p.len })
     };
     let mut built = Vec::with_capacity(renditions.len());
     for r in &renditions {
@@ -286,11 +262,7 @@ fn commit(
         let mut segments = Vec::with_capacity(r.segments.len());
         for (p, duration_ms) in &r.segments {
             let c = hash(p)?;
-            segments.push(Segment {
-                id: c.id,
-                size: c.size,
-                duration_ms: *duration_ms,
-            });
+            segments.push(Segment { id: c.id, size: c.size, duration_ms: *duration_ms });
         }
         built.push(Rendition {
             id: r.id.clone(),
@@ -301,9 +273,7 @@ fn commit(
             segments,
         });
     }
-    let duration_ms = plan
-        .duration_ms
-        .unwrap_or_else(|| built.iter().map(Rendition::duration_ms).max().unwrap_or(0));
+    let duration_ms = plan.duration_ms.unwrap_or_else(|| built.iter().map(Rendition::duration_ms).max().unwrap_or(0));
     let title = req.title.clone().unwrap_or_else(|| req.track.to_string());
     let mut manifest = Manifest::new(req.track.clone(), title, duration_ms, built);
     manifest.sign(key)?;
@@ -319,30 +289,21 @@ fn commit(
             let bytes = p.read()?;
             let (id, new) = store.put_chunk(&bytes)?;
             if id != c.id {
-                return Err(IngestError::Input(format!(
-                    "{} changed while it was being ingested",
-                    p.path.display()
-                )));
+                return Err(IngestError::Input(format!("{} changed while it was being ingested", p.path.display())));
             }
             new_chunks += usize::from(new);
             done += p.len;
             progress.position(done);
         }
     }
-    let unchanged = store
-        .get_manifest(&req.track)?
-        .is_some_and(|old| old == json);
+    let unchanged = store.get_manifest(&req.track)?.is_some_and(|old| old == json);
     if !unchanged {
         store.put_manifest(&req.track, &json)?;
     }
     Ok(IngestReport {
         track_id: req.track.clone(),
         mode,
-        renditions: manifest
-            .renditions
-            .iter()
-            .map(|r| r.id.to_string())
-            .collect(),
+        renditions: manifest.renditions.iter().map(|r| r.id.to_string()).collect(),
         chunks: manifest.chunks().count(),
         new_chunks,
         bytes: total,

@@ -37,8 +37,7 @@ struct Format {
 /// `path` as ffmpeg's `file:` URL of the absolute path, so a name like `Live: Set.flac` is not
 /// taken for a protocol, and nothing but local files can be read (with `-protocol_whitelist`).
 pub(super) fn file_url(path: &Path) -> Result<std::ffi::OsString, IngestError> {
-    let abs = std::fs::canonicalize(path)
-        .map_err(|e| IngestError::Input(format!("{}: {e}", path.display())))?;
+    let abs = std::fs::canonicalize(path).map_err(|e| IngestError::Input(format!("{}: {e}", path.display())))?;
     let mut url = std::ffi::OsString::from("file:");
     url.push(abs.as_os_str());
     Ok(url)
@@ -46,10 +45,7 @@ pub(super) fn file_url(path: &Path) -> Result<std::ffi::OsString, IngestError> {
 
 /// Whether a program can be started (`ffmpeg`, `ffprobe`).
 pub(super) fn available(program: &str) -> bool {
-    Command::new(program)
-        .arg("-version")
-        .output()
-        .is_ok_and(|o| o.status.success())
+    Command::new(program).arg("-version").output().is_ok_and(|o| o.status.success())
 }
 
 /// Probes `path`, requiring an audio stream.
@@ -80,31 +76,16 @@ pub(super) fn probe(path: &Path) -> Result<Probe, IngestError> {
         })?;
     if !out.status.success() {
         let msg = String::from_utf8_lossy(&out.stderr);
-        let first = msg
-            .lines()
-            .next()
-            .unwrap_or("ffprobe cannot read it")
-            .trim();
-        return Err(IngestError::NotAudio(format!(
-            "{}: {first}",
-            path.display()
-        )));
+        let first = msg.lines().next().unwrap_or("ffprobe cannot read it").trim();
+        return Err(IngestError::NotAudio(format!("{}: {first}", path.display())));
     }
     let parsed: Out = serde_json::from_slice(&out.stdout)
         .map_err(|e| IngestError::Ffmpeg(format!("unexpected ffprobe output: {e}")))?;
-    if !parsed
-        .streams
-        .iter()
-        .any(|s| s.codec_type.as_deref() == Some("audio"))
-    {
-        return Err(IngestError::NotAudio(format!(
-            "{}: no audio stream",
-            path.display()
-        )));
+    if !parsed.streams.iter().any(|s| s.codec_type.as_deref() == Some("audio")) {
+        return Err(IngestError::NotAudio(format!("{}: no audio stream", path.display())));
     }
-    let format = parsed
-        .format
-        .ok_or_else(|| IngestError::NotAudio(format!("{}: no container format", path.display())))?;
+    let format =
+        parsed.format.ok_or_else(|| IngestError::NotAudio(format!("{}: no container format", path.display())))?;
     let duration_ms = format
         .duration
         .and_then(|d| d.parse::<f64>().ok())
@@ -112,15 +93,7 @@ pub(super) fn probe(path: &Path) -> Result<Probe, IngestError> {
         // Anything over a week is a lie in the file's header, not audio.
         .filter(|d| *d < 7.0 * 86_400.0)
         .map(|d| (d * 1000.0).round() as u64)
-        .ok_or_else(|| {
-            IngestError::NotAudio(format!(
-                "{}: no duration (empty or truncated?)",
-                path.display()
-            ))
-        })?;
+        .ok_or_else(|| IngestError::NotAudio(format!("{}: no duration (empty or truncated?)", path.display())))?;
     let bitrate_bps = format.bit_rate.and_then(|b| b.parse().ok());
-    Ok(Probe {
-        duration_ms,
-        bitrate_bps,
-    })
+    Ok(Probe { duration_ms, bitrate_bps })
 }

@@ -16,53 +16,35 @@ pub const RAW_CHUNK_BYTES: u64 = 256 * 1024;
 pub(super) fn plan(input: &Path) -> Result<Plan, IngestError> {
     let whole = Piece::whole(input)?;
     if whole.len == 0 {
-        return Err(IngestError::NotAudio(format!(
-            "{}: empty file",
-            input.display()
-        )));
+        return Err(IngestError::NotAudio(format!("{}: empty file", input.display())));
     }
     let mut head = [0u8; 64];
     let n = std::fs::File::open(input)
         .and_then(|mut f| f.read(&mut head))
         .map_err(|e| IngestError::Input(format!("{}: {e}", input.display())))?;
     let format = sniff(&head[..n]).ok_or_else(|| {
-        IngestError::NotAudio(format!("{}: not a recognised audio format (raw mode takes MP3, AAC/ADTS, FLAC, Ogg, WAV or MP4/M4A)", input.display()))
+        IngestError::NotAudio(format!(
+            "{}: not a recognised audio format (raw mode takes MP3, AAC/ADTS, FLAC, Ogg, WAV or MP4/M4A)",
+            input.display()
+        ))
     })?;
     let count = whole.len.div_ceil(RAW_CHUNK_BYTES);
     if count > limits::MAX_SEGMENTS as u64 {
-        return Err(IngestError::Input(format!(
-            "{}: file too large ({} bytes)",
-            input.display(),
-            whole.len
-        )));
+        return Err(IngestError::Input(format!("{}: file too large ({} bytes)", input.display(), whole.len)));
     }
     // Optional: a probe gives real durations. Without ffprobe, or if it cannot read the file,
     // the chunks are still served; their durations are unknown (0).
-    let info = if probe::available("ffprobe") {
-        probe::probe(input).ok()
-    } else {
-        None
-    };
+    let info = if probe::available("ffprobe") { probe::probe(input).ok() } else { None };
     let bitrate_bps = info
         .and_then(|i| i.bitrate_bps)
-        .or_else(|| {
-            info.filter(|i| i.duration_ms > 0)
-                .map(|i| mul_div(whole.len, 8000, i.duration_ms))
-        })
+        .or_else(|| info.filter(|i| i.duration_ms > 0).map(|i| mul_div(whole.len, 8000, i.duration_ms)))
         .unwrap_or(0);
     let segments = (0..count)
         .map(|i| {
             let offset = i * RAW_CHUNK_BYTES;
             let len = RAW_CHUNK_BYTES.min(whole.len - offset);
             let duration_ms = info.map_or(0, |i| mul_div(i.duration_ms, len, whole.len));
-            (
-                Piece {
-                    path: input.to_owned(),
-                    offset,
-                    len,
-                },
-                duration_ms,
-            )
+            (Piece { path: input.to_owned(), offset, len }, duration_ms)
         })
         .collect();
     let id = RenditionId::parse(&format!("raw-{}", format.replace('.', "-")))
@@ -94,11 +76,7 @@ fn sniff(h: &[u8]) -> Option<&'static str> {
     if at(0, b"fLaC") {
         Some("flac")
     } else if at(0, b"OggS") {
-        Some(if h.windows(8).any(|w| w == b"OpusHead") {
-            "opus"
-        } else {
-            "ogg"
-        })
+        Some(if h.windows(8).any(|w| w == b"OpusHead") { "opus" } else { "ogg" })
     } else if at(0, b"RIFF") && at(8, b"WAVE") {
         Some("wav")
     } else if at(4, b"ftyp") {

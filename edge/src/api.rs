@@ -1,0 +1,453 @@
+//! The edge's HTTP API (SPEC §3): the same read API as the origin, plus the tracker, QoE
+//! beacons, purge and prewarm. An unknown path is answered here (404), never forwarded.
+
+use std::time::{Duration, SystemTime};
+
+use chorus_core::http::body::{self, BodyError};
+use chorus_core::http::serve::{bearer, chunk_response, parse_chunk_segment, query_param, secret_eq};
+use chorus_core::http::{Body, Handler, RequestContext, ResponseBody, empty, full, json, json_error};
+use chorus_core::token::{Claims, TokenError};
+use chorus_core::{ChunkId, TrackId, hls};
+use http::request::Parts;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use crate::manifests::Freshness;
+use crate::node::Edge;
+use crate::tracker::{Announce, TrackerError};
+use crate::upstream::FetchError;
+
+/// Largest JSON body accepted (announce, QoE beacon, purge, prewarm).
+const MAX_JSON_BODY: u64 = 256 * 1024;
+/// A JSON body must arrive within this.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most ids one purge or prewarm may list.
+const MAX_ADMIN_ITEMS: usize = 10_000;
+
+#[derive(Clone, Copy)]
+enum Route {
+    Manifest,
+    Chunk,
+    HlsMaster,
+    HlsMedia,
+    Announce,
+    Peers,
+    Qoe,
+    Purge,
+    Prewarm,
+    Metrics,
+    Health,
+    Ready,
+    Other,
+}
+
+impl Route {
+    const fn name(self) -> &'static str {
+        match self {
+            Self::Manifest => "manifest",
+            Self::Chunk => "chunk",
+            Self::HlsMaster => "hls_master",
+            Self::HlsMedia => "hls_media",
+            Self::Announce => "announce",
+            Self::Peers => "peers",
+            Self::Qoe => "qoe",
+            Self::Purge => "purge",
+            Self::Prewarm => "prewarm",
+            Self::Metrics => "metrics",
+            Self::Health => "healthz",
+            Self::Ready => "readyz",
+            Self::Other => "other",
+        }
+    }
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<ResponseBody> {
+    let mut r = json_error(StatusCode::METHOD_NOT_ALLOWED, format!("method not allowed; use {allow}"));
+    r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+fn is_read(m: &Method) -> bool {
+    m == Method::GET || m == Method::HEAD
+}
+
+fn fetch_error(e: &FetchError) -> Response<ResponseBody> {
+    json_error(e.status(), e)
+}
+
+/// A QoE beacon (SPEC §3).
+#[derive(Debug, Deserialize)]
+struct Beacon {
+    track_id: TrackId,
+    startup_ms: u64,
+    #[serde(default)]
+    stalls: u64,
+    #[serde(default)]
+    stall_ms: u64,
+    #[serde(default)]
+    bytes: BeaconBytes,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct BeaconBytes {
+    #[serde(default)]
+    edge: u64,
+    #[serde(default)]
+    peer: u64,
+    #[serde(default)]
+    cache: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminBody {
+    #[serde(default)]
+    chunks: Vec<ChunkId>,
+    #[serde(default)]
+    tracks: Vec<TrackId>,
+}
+
+impl Edge {
+    /// Checks the access token of a `/v1/` request. `Ok(None)` when tokens are off.
+    fn authenticate(&self, req: &Parts) -> Result<Option<Claims>, Response<ResponseBody>> {
+        let Some(verifier) = &self.0.tokens else { return Ok(None) };
+        let token = bearer(&req.headers).map(str::to_owned).or_else(|| query_param(req.uri.query(), "token"));
+        let Some(token) = token else {
+            return Err(json_error(StatusCode::UNAUTHORIZED, TokenError::Missing));
+        };
+        verifier.verify(&token, SystemTime::now()).map(Some).map_err(|e| json_error(StatusCode::UNAUTHORIZED, e))
+    }
+
+    fn scope_track(claims: Option<&Claims>, track: &TrackId) -> Result<(), Response<ResponseBody>> {
+        match claims {
+            Some(c) if !c.allows(track) => {
+                Err(json_error(StatusCode::FORBIDDEN, format!("this token does not cover track {track}")))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn scope_chunk(&self, claims: Option<&Claims>, id: &ChunkId) -> Result<(), Response<ResponseBody>> {
+        let Some(c) = claims.filter(|c| c.tracks.is_some()) else { return Ok(()) };
+        if self.0.manifests.positions(id).iter().any(|p| c.allows(&p.track)) {
+            Ok(())
+        } else {
+            Err(json_error(
+                StatusCode::FORBIDDEN,
+                format!("this token does not cover a track holding chunk {id} (fetch the track's manifest first)"),
+            ))
+        }
+    }
+
+    fn admin(&self, req: &Parts) -> Result<(), Response<ResponseBody>> {
+        let Some(expected) = &self.0.cfg.admin_token else {
+            return Err(json_error(
+                StatusCode::FORBIDDEN,
+                "the admin API is disabled: start the edge with --admin-token",
+            ));
+        };
+        match bearer(&req.headers) {
+            Some(given) if secret_eq(given, expected) => Ok(()),
+            Some(_) => Err(json_error(StatusCode::UNAUTHORIZED, "wrong admin token")),
+            None => Err(json_error(StatusCode::UNAUTHORIZED, "admin token required: Authorization: Bearer <token>")),
+        }
+    }
+
+    async fn json_body<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, Response<ResponseBody>> {
+        let bytes = body::read_to_bytes(body, MAX_JSON_BODY, BODY_TIMEOUT).await.map_err(|e| match e {
+            BodyError::TooLarge(_) => json_error(StatusCode::PAYLOAD_TOO_LARGE, e),
+            BodyError::Stalled(_) => json_error(StatusCode::REQUEST_TIMEOUT, e),
+            _ => json_error(StatusCode::BAD_REQUEST, e),
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| json_error(StatusCode::BAD_REQUEST, format!("bad JSON body: {e}")))
+    }
+
+    async fn route(&self, req: Request<Body>) -> (Route, Response<ResponseBody>, Option<&'static str>) {
+        let (req, body) = req.into_parts();
+        let path = req.uri.path().to_owned();
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let method = req.method.clone();
+
+        // Every /v1/ request needs a valid token when tokens are on.
+        let claims = if segments.first() == Some(&"v1") {
+            match self.authenticate(&req) {
+                Ok(c) => c,
+                Err(r) => return (Route::Other, r, None),
+            }
+        } else {
+            None
+        };
+        if segments.first() == Some(&"v1") {
+            if let Some(next) = crate::prefetch::next_track_hint(&req.headers, req.uri.query()) {
+                if Self::scope_track(claims.as_ref(), &next).is_ok() {
+                    self.warm(next);
+                }
+            }
+        }
+        match segments.as_slice() {
+            ["v1", "tracks", track, "manifest"] => {
+                if !is_read(&method) {
+                    return (Route::Manifest, method_not_allowed("GET, HEAD"), None);
+                }
+                (Route::Manifest, self.get_manifest(track, &req, claims.as_ref()).await, None)
+            }
+            ["v1", "chunks", chunk] => {
+                if !is_read(&method) {
+                    return (Route::Chunk, method_not_allowed("GET, HEAD"), None);
+                }
+                let (r, source) = self.get_chunk(chunk, &req, claims.as_ref()).await;
+                (Route::Chunk, r, source)
+            }
+            ["v1", "tracks", track, "hls", file] => {
+                let route = if *file == "master.m3u8" { Route::HlsMaster } else { Route::HlsMedia };
+                if !is_read(&method) {
+                    return (route, method_not_allowed("GET, HEAD"), None);
+                }
+                (route, self.get_playlist(track, file, &req, claims.as_ref()).await, None)
+            }
+            ["v1", "tracks", track, "peers"] => {
+                if !is_read(&method) {
+                    return (Route::Peers, method_not_allowed("GET"), None);
+                }
+                let track = match TrackId::parse(track) {
+                    Ok(t) => t,
+                    Err(e) => return (Route::Peers, json_error(StatusCode::BAD_REQUEST, e), None),
+                };
+                if let Err(r) = Self::scope_track(claims.as_ref(), &track) {
+                    return (Route::Peers, r, None);
+                }
+                let peers = self
+                    .0
+                    .tracker
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .peers(Instant::now(), &track);
+                let mut r = json(StatusCode::OK, &serde_json::json!({ "peers": peers }));
+                r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                (Route::Peers, r, None)
+            }
+            ["v1", "peers", "announce"] => {
+                if method != Method::POST {
+                    return (Route::Announce, method_not_allowed("POST"), None);
+                }
+                (Route::Announce, self.announce(body, &req, claims.as_ref()).await, None)
+            }
+            ["v1", "qoe"] => {
+                if method != Method::POST {
+                    return (Route::Qoe, method_not_allowed("POST"), None);
+                }
+                (Route::Qoe, self.qoe(body, claims.as_ref()).await, None)
+            }
+            ["admin", "purge"] | ["admin", "prewarm"] => {
+                let route = if segments[1] == "purge" { Route::Purge } else { Route::Prewarm };
+                if method != Method::POST {
+                    return (route, method_not_allowed("POST"), None);
+                }
+                if let Err(r) = self.admin(&req) {
+                    return (route, r, None);
+                }
+                (route, self.admin_op(route, body).await, None)
+            }
+            ["metrics" | "healthz" | "readyz"] if !is_read(&method) => {
+                (Route::Other, method_not_allowed("GET, HEAD"), None)
+            }
+            ["metrics"] => {
+                self.update_gauges();
+                (Route::Metrics, chorus_core::metrics::response(&self.0.metrics.registry), None)
+            }
+            ["healthz"] => (Route::Health, full(StatusCode::OK, "text/plain", "ok\n"), None),
+            ["readyz"] => {
+                let r = if self.ready() {
+                    full(StatusCode::OK, "text/plain", "ready\n")
+                } else {
+                    json_error(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream")
+                };
+                (Route::Ready, r, None)
+            }
+            _ => (Route::Other, json_error(StatusCode::NOT_FOUND, "no such endpoint"), None),
+        }
+    }
+
+    async fn get_manifest(&self, track: &str, req: &Parts, claims: Option<&Claims>) -> Response<ResponseBody> {
+        let track = match TrackId::parse(track) {
+            Ok(t) => t,
+            Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
+        };
+        if let Err(r) = Self::scope_track(claims, &track) {
+            return r;
+        }
+        let (entry, freshness) = match self.manifest(&track).await {
+            Ok(x) => x,
+            Err(e) => return fetch_error(&e),
+        };
+        let etag = entry.etag.clone();
+        let not_modified = etag.as_deref().is_some_and(|etag| {
+            req.headers
+                .get(header::IF_NONE_MATCH)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
+        });
+        let mut r = if not_modified {
+            empty(StatusCode::NOT_MODIFIED)
+        } else {
+            full(StatusCode::OK, "application/json", entry.bytes.clone())
+        };
+        let h = r.headers_mut();
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=10"));
+        if let Some(v) = etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
+            h.insert(header::ETAG, v);
+        }
+        if freshness == Freshness::Stale {
+            h.insert("chorus-stale", HeaderValue::from_static("1"));
+        }
+        r
+    }
+
+    async fn get_chunk(
+        &self,
+        chunk: &str,
+        req: &Parts,
+        claims: Option<&Claims>,
+    ) -> (Response<ResponseBody>, Option<&'static str>) {
+        let (id, content_type) = match parse_chunk_segment(chunk) {
+            Ok(x) => x,
+            Err(e) => return (json_error(StatusCode::BAD_REQUEST, e), None),
+        };
+        if let Err(r) = self.scope_chunk(claims, &id) {
+            return (r, None);
+        }
+        match self.chunk(id).await {
+            Ok((bytes, source)) => {
+                self.after_chunk(&id);
+                (chunk_response(&id, bytes, content_type, &req.method, &req.headers), Some(source.as_str()))
+            }
+            Err(e) => (fetch_error(&e), None),
+        }
+    }
+
+    async fn get_playlist(
+        &self,
+        track: &str,
+        file: &str,
+        req: &Parts,
+        claims: Option<&Claims>,
+    ) -> Response<ResponseBody> {
+        let track = match TrackId::parse(track) {
+            Ok(t) => t,
+            Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
+        };
+        if let Err(r) = Self::scope_track(claims, &track) {
+            return r;
+        }
+        let Some(name) = file.strip_suffix(".m3u8") else {
+            return json_error(StatusCode::NOT_FOUND, "playlists end in .m3u8");
+        };
+        match self.manifest(&track).await {
+            Ok((entry, _)) => hls::respond(&entry.manifest, name, req.uri.query()),
+            Err(e) => fetch_error(&e),
+        }
+    }
+
+    async fn announce(&self, body: Body, req: &Parts, claims: Option<&Claims>) -> Response<ResponseBody> {
+        let ann: Announce = match Self::json_body(body).await {
+            Ok(a) => a,
+            Err(r) => return r,
+        };
+        if let Some(t) = ann.tracks.iter().find(|t| Self::scope_track(claims, t).is_err()) {
+            return json_error(StatusCode::FORBIDDEN, format!("this token does not cover track {t}"));
+        }
+        let source =
+            req.extensions.get::<RequestContext>().map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.remote.ip());
+        let result = self.0.tracker.lock().unwrap_or_else(std::sync::PoisonError::into_inner).announce(
+            Instant::now(),
+            source,
+            ann,
+        );
+        match result {
+            Ok(()) => empty(StatusCode::NO_CONTENT),
+            Err(e @ TrackerError::Invalid(_)) => json_error(StatusCode::BAD_REQUEST, e),
+            Err(TrackerError::RateLimited(after)) => {
+                let mut r =
+                    json_error(StatusCode::TOO_MANY_REQUESTS, format!("too many announces; retry in {after:?}"));
+                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(after.as_secs().max(1)));
+                r
+            }
+        }
+    }
+
+    async fn qoe(&self, body: Body, claims: Option<&Claims>) -> Response<ResponseBody> {
+        let b: Beacon = match Self::json_body(body).await {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        if let Err(r) = Self::scope_track(claims, &b.track_id) {
+            return r;
+        }
+        const MAX_MS: u64 = 3_600_000;
+        const MAX_BYTES: u64 = 1 << 36;
+        if b.startup_ms > MAX_MS
+            || b.stall_ms > MAX_MS * 24
+            || b.stalls > 100_000
+            || [b.bytes.edge, b.bytes.peer, b.bytes.cache].iter().any(|v| *v > MAX_BYTES)
+        {
+            return json_error(StatusCode::BAD_REQUEST, "beacon values out of range");
+        }
+        let m = &self.0.metrics;
+        m.qoe_beacons.inc();
+        m.qoe_startup.observe(b.startup_ms as f64 / 1000.0);
+        m.qoe_stalls.inc_by(b.stalls);
+        m.qoe_stall_seconds.inc_by(b.stall_ms as f64 / 1000.0);
+        m.qoe_bytes.with_label_values(&["edge"]).inc_by(b.bytes.edge);
+        m.qoe_bytes.with_label_values(&["peer"]).inc_by(b.bytes.peer);
+        m.qoe_bytes.with_label_values(&["cache"]).inc_by(b.bytes.cache);
+        empty(StatusCode::NO_CONTENT)
+    }
+
+    async fn admin_op(&self, route: Route, body: Body) -> Response<ResponseBody> {
+        let b: AdminBody = match Self::json_body(body).await {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        if b.chunks.len() + b.tracks.len() > MAX_ADMIN_ITEMS {
+            return json_error(StatusCode::PAYLOAD_TOO_LARGE, format!("at most {MAX_ADMIN_ITEMS} ids per request"));
+        }
+        match route {
+            Route::Purge => {
+                if b.chunks.is_empty() && b.tracks.is_empty() {
+                    return json_error(StatusCode::BAD_REQUEST, "give {\"chunks\": [...]} or {\"tracks\": [...]}");
+                }
+                let mut purged_chunks = self.purge_chunks(&b.chunks).await;
+                let (purged_manifests, more) = self.purge_tracks(&b.tracks).await;
+                purged_chunks += more;
+                json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "purged_chunks": purged_chunks, "purged_manifests": purged_manifests }),
+                )
+            }
+            _ => {
+                if b.tracks.is_empty() || !b.chunks.is_empty() {
+                    return json_error(StatusCode::BAD_REQUEST, "give {\"tracks\": [...]}");
+                }
+                let n = b.tracks.len();
+                for t in b.tracks {
+                    self.warm(t);
+                }
+                json(StatusCode::ACCEPTED, &serde_json::json!({ "accepted": n }))
+            }
+        }
+    }
+}
+
+impl Handler for Edge {
+    async fn call(&self, mut req: Request<Body>, ctx: RequestContext) -> Response<ResponseBody> {
+        req.extensions_mut().insert(ctx);
+        let (route, resp, source) = self.route(req).await;
+        let m = &self.0.metrics;
+        m.requests.inc(ctx.protocol, route.name(), resp.status());
+        if let (Some(source), Some(n)) = (source, http_body::Body::size_hint(resp.body()).exact()) {
+            m.served_bytes.with_label_values(&[source]).inc_by(n);
+        }
+        resp
+    }
+}

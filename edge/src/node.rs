@@ -1,0 +1,370 @@
+//! The edge node: cache, upstreams, coalescing, prefetch and tracker working together.
+//!
+//! [`Edge`] is cheap to clone (one `Arc`); background work (prefetch, warming, health checks)
+//! holds a clone.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chorus_core::keys::VerifyingKey;
+use chorus_core::token::TokenVerifier;
+use chorus_core::{ChunkId, TrackId};
+use lru::LruCache;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::cache::{CacheConfig, ChunkCache, Events, TierName};
+use crate::coalesce::{Inflight, Role};
+use crate::manifests::{Entry, Freshness, Manifests};
+use crate::metrics::EdgeMetrics;
+use crate::prefetch::{self, PrefetchConfig, Trending};
+use crate::tracker::{Tracker, TrackerConfig};
+use crate::upstream::{FetchError, UpstreamConfig, Upstreams};
+
+/// Everything an edge is configured with.
+#[derive(Clone)]
+pub struct EdgeConfig {
+    /// Origins, tried in order.
+    pub origins: Vec<String>,
+    /// Parent edges, chosen per chunk by rendezvous hashing, tried before origins.
+    pub parents: Vec<String>,
+    /// How upstreams are trusted (`--ca`, `--insecure`).
+    pub trust: chorus_core::http::tls::ClientTls,
+    /// Cache sizes and directory.
+    pub cache: CacheConfig,
+    /// Upstream timeouts and health checks.
+    pub upstream: UpstreamConfig,
+    /// Prefetch settings.
+    pub prefetch: PrefetchConfig,
+    /// Tracker limits.
+    pub tracker: TrackerConfig,
+    /// Manifests cached at most (default 4096).
+    pub manifests: usize,
+    /// The token public key: when set, every `/v1/` request needs a valid token.
+    pub token_key: Option<VerifyingKey>,
+    /// Shared secret of `/admin/` endpoints; `None` disables them.
+    pub admin_token: Option<String>,
+    /// The origin's public key: when set, manifests that do not verify are refused.
+    pub origin_key: Option<VerifyingKey>,
+}
+
+/// Where a served chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The memory tier.
+    Memory,
+    /// The disk tier.
+    Disk,
+    /// An upstream (this request missed).
+    Upstream,
+}
+
+impl Source {
+    /// Metric label.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Disk => "disk",
+            Self::Upstream => "upstream",
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) cache: ChunkCache,
+    pub(crate) upstreams: Arc<Upstreams>,
+    pub(crate) manifests: Arc<Manifests>,
+    chunks: Inflight<ChunkId, Bytes, FetchError>,
+    pub(crate) tracker: Mutex<Tracker>,
+    trending: Mutex<Trending>,
+    recently_warmed: Mutex<LruCache<TrackId, Instant>>,
+    prefetch_permits: Arc<Semaphore>,
+    pub(crate) cfg: EdgeConfig,
+    pub(crate) tokens: Option<TokenVerifier>,
+    pub(crate) metrics: EdgeMetrics,
+}
+
+/// An edge node.
+#[derive(Clone)]
+pub struct Edge(pub(crate) Arc<Inner>);
+
+impl Edge {
+    /// Builds an edge: opens the cache (rebuilding the disk index) and sets up upstreams.
+    ///
+    /// # Errors
+    /// A message when the cache directory or the TLS trust settings are unusable.
+    pub async fn new(cfg: EdgeConfig, metrics: EdgeMetrics) -> Result<Self, String> {
+        let (cache, indexed) = ChunkCache::open(&cfg.cache).await.map_err(|e| format!("opening the cache: {e}"))?;
+        if indexed > 0 {
+            info!(files = indexed, "disk cache carried over from the last run");
+        }
+        let upstreams =
+            Upstreams::new(&cfg.origins, &cfg.parents, &cfg.trust, cfg.upstream.clone(), metrics.upstream.clone())
+                .map_err(|e| e.to_string())?;
+        let tokens = match &cfg.token_key {
+            Some(k) => Some(TokenVerifier::new(k, Duration::from_secs(30)).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        let warmed_cap = std::num::NonZeroUsize::new(4096).unwrap_or(std::num::NonZeroUsize::MIN);
+        let inner = Inner {
+            cache,
+            upstreams: Arc::new(upstreams),
+            manifests: Arc::new(Manifests::new(cfg.manifests, cfg.origin_key)),
+            chunks: Inflight::default(),
+            tracker: Mutex::new(Tracker::new(cfg.tracker.clone())),
+            trending: Mutex::new(Trending::new(cfg.prefetch.window, cfg.prefetch.trending_min)),
+            recently_warmed: Mutex::new(LruCache::new(warmed_cap)),
+            prefetch_permits: Arc::new(Semaphore::new(cfg.prefetch.concurrency.max(1))),
+            tokens,
+            metrics,
+            cfg,
+        };
+        let edge = Self(Arc::new(inner));
+        edge.update_gauges();
+        Ok(edge)
+    }
+
+    /// The metrics.
+    #[must_use]
+    pub fn metrics(&self) -> &EdgeMetrics {
+        &self.0.metrics
+    }
+
+    /// Whether at least one upstream is up.
+    #[must_use]
+    pub fn ready(&self) -> bool {
+        self.0.upstreams.any_healthy()
+    }
+
+    /// Runs health checks and tracker expiry until the process ends.
+    pub fn spawn_background(&self) {
+        let edge = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(edge.0.upstreams.health_interval());
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                edge.0.upstreams.check_health().await;
+            }
+        });
+        let edge = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(30));
+            loop {
+                tick.tick().await;
+                let mut t = edge.0.tracker.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                t.expire(Instant::now());
+                edge.0.metrics.tracker_peers.set(i64::try_from(t.entries()).unwrap_or(i64::MAX));
+            }
+        });
+    }
+
+    /// Refreshes the cache gauges (called on scrape and after inserts).
+    pub fn update_gauges(&self) {
+        let [(mem, mem_cap), (disk, disk_cap)] = self.0.cache.usage();
+        let m = &self.0.metrics;
+        m.cache_bytes.with_label_values(&["memory"]).set(i64::try_from(mem).unwrap_or(i64::MAX));
+        m.cache_capacity.with_label_values(&["memory"]).set(i64::try_from(mem_cap).unwrap_or(i64::MAX));
+        m.cache_bytes.with_label_values(&["disk"]).set(i64::try_from(disk).unwrap_or(i64::MAX));
+        m.cache_capacity.with_label_values(&["disk"]).set(i64::try_from(disk_cap).unwrap_or(i64::MAX));
+        let peers = self.0.tracker.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entries();
+        m.tracker_peers.set(i64::try_from(peers).unwrap_or(i64::MAX));
+    }
+
+    fn record(&self, events: Events) {
+        let m = &self.0.metrics;
+        if events.prefetch_wasted > 0 {
+            m.prefetch.with_label_values(&["wasted"]).inc_by(events.prefetch_wasted);
+        }
+        if events.disk_corrupt > 0 {
+            m.corrupt.with_label_values(&["disk"]).inc_by(events.disk_corrupt);
+        }
+    }
+
+    /// Chunk `id`, from cache or upstream (coalesced).
+    ///
+    /// # Errors
+    /// [`FetchError`] when it is not cached and no upstream delivered it.
+    pub async fn chunk(&self, id: ChunkId) -> Result<(Bytes, Source), FetchError> {
+        let m = &self.0.metrics;
+        let mut events = Events::default();
+        let found = self.0.cache.get(&id, &mut events).await;
+        self.record(events);
+        if let Some(f) = found {
+            m.cache_requests.with_label_values(&["hit", f.tier.as_str()]).inc();
+            if f.prefetch_used {
+                m.prefetch.with_label_values(&["used"]).inc();
+            }
+            let source = if f.tier == TierName::Memory { Source::Memory } else { Source::Disk };
+            return Ok((f.bytes, source));
+        }
+        let edge = self.clone();
+        let (result, role) = self
+            .0
+            .chunks
+            .get(
+                id,
+                move || async move { edge.fetch_and_store(id, false).await },
+                FetchError::Failed("fetch task lost".into()),
+            )
+            .await;
+        match role {
+            Role::Leader => m.cache_requests.with_label_values(&["miss", "none"]).inc(),
+            Role::Follower => {
+                m.cache_requests.with_label_values(&["coalesced", "none"]).inc();
+                if self.0.cache.take_prefetched(&id) {
+                    m.prefetch.with_label_values(&["used"]).inc();
+                }
+            }
+        }
+        result.map(|b| (b, Source::Upstream))
+    }
+
+    async fn fetch_and_store(&self, id: ChunkId, prefetched: bool) -> Result<Bytes, FetchError> {
+        let bytes = self.0.upstreams.fetch_chunk(&id).await?;
+        let events = self.0.cache.insert(id, bytes.clone(), prefetched).await;
+        self.record(events);
+        self.update_gauges();
+        Ok(bytes)
+    }
+
+    /// After a client got chunk `id`: prefetch the segments that follow it.
+    pub fn after_chunk(&self, id: &ChunkId) {
+        let k = self.0.cfg.prefetch.segments_ahead;
+        if k == 0 {
+            return;
+        }
+        let Some((pos, seg)) = self.0.manifests.positions(id).into_iter().find_map(|p| p.segment.map(|s| (p, s)))
+        else {
+            return;
+        };
+        let Some(manifest) = self.0.manifests.cached(&pos.track) else { return };
+        for next in prefetch::following(&manifest, pos.rendition, seg, k) {
+            self.prefetch(next, false);
+        }
+    }
+
+    /// Fetches `id` ahead of any request, unless it is cached or already coming. With `queue`
+    /// false a prefetch is skipped when all prefetch slots are busy (load shedding); with true
+    /// it waits for a slot.
+    fn prefetch(&self, id: ChunkId, queue: bool) {
+        if self.0.cache.contains(&id) || self.0.chunks.contains(&id) {
+            return;
+        }
+        let permits = self.0.prefetch_permits.clone();
+        let permit = if queue {
+            None
+        } else {
+            match permits.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => return,
+            }
+        };
+        self.0.metrics.prefetch.with_label_values(&["issued"]).inc();
+        let edge = self.clone();
+        tokio::spawn(async move {
+            let _permit = match permit {
+                Some(p) => p,
+                None => match permits.acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+            };
+            if edge.0.cache.contains(&id) {
+                return;
+            }
+            let e2 = edge.clone();
+            let (r, _) = edge
+                .0
+                .chunks
+                .get(
+                    id,
+                    move || async move { e2.fetch_and_store(id, true).await },
+                    FetchError::Failed("prefetch lost".into()),
+                )
+                .await;
+            if let Err(e) = r {
+                debug!(chunk = %id, error = %e, "prefetch failed");
+            }
+        });
+    }
+
+    /// The manifest of `track` (cached per the upstream's rules; stale if upstreams are down).
+    /// Counts the request for trending detection.
+    ///
+    /// # Errors
+    /// [`FetchError`] when it is not cached and no upstream delivered it.
+    pub async fn manifest(&self, track: &TrackId) -> Result<(Arc<Entry>, Freshness), FetchError> {
+        let r = self.0.manifests.get(track, &self.0.upstreams).await;
+        if r.is_ok() {
+            let trending = self
+                .0
+                .trending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .observe(Instant::now(), track);
+            if trending {
+                info!(track = %track, "track is trending; warming its first segments");
+                self.warm(track.clone());
+            }
+        }
+        r
+    }
+
+    /// Warms `track` in the background: its manifest, init chunks and first segments. Skipped
+    /// if the same track was warmed in the last 30 s.
+    pub fn warm(&self, track: TrackId) {
+        {
+            let mut recent = self.0.recently_warmed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if recent.get(&track).is_some_and(|t| t.elapsed() < Duration::from_secs(30)) {
+                return;
+            }
+            recent.put(track.clone(), Instant::now());
+        }
+        let edge = self.clone();
+        tokio::spawn(async move {
+            match edge.0.manifests.get(&track, &edge.0.upstreams).await {
+                Ok((e, _)) => {
+                    for id in prefetch::track_start(&e.manifest, edge.0.cfg.prefetch.warm_segments) {
+                        edge.prefetch(id, true);
+                    }
+                }
+                Err(e) => warn!(track = %track, error = %e, "warming failed"),
+            }
+        });
+    }
+
+    /// Purges chunks; returns how many were cached.
+    pub async fn purge_chunks(&self, ids: &[ChunkId]) -> usize {
+        let mut n = 0;
+        for id in ids {
+            n += usize::from(self.0.cache.purge(id).await);
+        }
+        self.update_gauges();
+        n
+    }
+
+    /// Purges tracks: their manifests and every chunk they name (the manifest is fetched if
+    /// this edge has none, to learn its chunks). Returns (manifests, chunks) purged.
+    pub async fn purge_tracks(&self, tracks: &[TrackId]) -> (usize, usize) {
+        let (mut manifests, mut chunks) = (0, 0);
+        for t in tracks {
+            let m = match self.0.manifests.purge(t) {
+                Some(m) => {
+                    manifests += 1;
+                    Some(m)
+                }
+                None => self.0.manifests.get(t, &self.0.upstreams).await.ok().map(|(e, _)| e.manifest.clone()),
+            };
+            self.0.manifests.purge(t);
+            if let Some(m) = m {
+                let ids: Vec<ChunkId> = m.chunks().map(|c| c.id).collect();
+                chunks += self.purge_chunks(&ids).await;
+            }
+        }
+        (manifests, chunks)
+    }
+}

@@ -1,0 +1,575 @@
+//! End to end: a real origin and real edges on port 0, with a misbehaving upstream where needed.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chorus_core::ChunkId;
+use chorus_core::http::Protocol;
+use chorus_core::http::client::{Connection, HttpClient};
+use chorus_core::http::tls::ClientTls;
+use chorus_core::keys;
+use chorus_core::manifest::Manifest;
+use http::{Request, StatusCode};
+use support::proxy::{self, Mode};
+use support::{Node, chorus, metric, metric_sum, samples};
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// An origin with two sample tracks, on http, https and h3.
+struct Origin {
+    dir: tempfile::TempDir,
+    store: PathBuf,
+    node: Option<Node>,
+}
+
+impl Origin {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        for (track, pkg) in [("sunrise", "chorus-sunrise"), ("tides", "chorus-tides")] {
+            let out = chorus(&["ingest", "--store", s(&store), "--track", track, s(&samples().join(pkg))]);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+        let mut o = Self { dir, store, node: None };
+        o.restart();
+        o
+    }
+
+    fn restart(&mut self) {
+        let store = self.store.clone();
+        self.node = Some(Node::start(
+            &[
+                "origin",
+                "--store",
+                s(&store),
+                "--listen",
+                "http://127.0.0.1:0",
+                "--listen",
+                "https://127.0.0.1:0",
+                "--listen",
+                "h3://127.0.0.1:0",
+            ],
+            3,
+        ));
+    }
+
+    fn node(&self) -> &Node {
+        self.node.as_ref().expect("origin running")
+    }
+
+    fn cert(&self) -> PathBuf {
+        self.store.join("tls").join("cert.pem")
+    }
+
+    fn key(&self) -> keys::VerifyingKey {
+        keys::read_verifying_key(&self.store.join("origin.pub")).unwrap()
+    }
+
+    /// Chunk requests the origin answered 200, over all protocols.
+    async fn chunk_fetches(&self) -> f64 {
+        let text = get_text(&self.node().url("http"), "/metrics").await;
+        metric_sum(&text, "chorus_origin_requests_total", &["route=\"chunk\"", "status=\"200\""])
+    }
+}
+
+/// Starts an edge in front of `upstreams` with its cache in `cache`.
+fn edge(upstreams: &[String], cache: &Path, ca: &Path, extra: &[&str]) -> Node {
+    let mut args: Vec<String> = vec!["edge".into()];
+    for u in upstreams {
+        args.extend(["--upstream".into(), u.clone()]);
+    }
+    args.extend(
+        [
+            "--listen",
+            "http://127.0.0.1:0",
+            "--listen",
+            "https://127.0.0.1:0",
+            "--listen",
+            "h3://127.0.0.1:0",
+            "--cache-dir",
+            s(cache),
+            "--ca",
+            s(ca),
+        ]
+        .map(String::from),
+    );
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    Node::start(&refs, 3)
+}
+
+async fn conn(url: &str) -> Connection {
+    HttpClient::new(&ClientTls::default())
+        .unwrap()
+        .with_timeout(Duration::from_secs(20))
+        .connect(url, false)
+        .await
+        .unwrap()
+}
+
+async fn get_text(base: &str, path: &str) -> String {
+    let r = conn(base).await.get(path).await.unwrap();
+    String::from_utf8_lossy(r.body()).into_owned()
+}
+
+async fn manifest(base: &str, track: &str, key: &keys::VerifyingKey) -> Manifest {
+    let r = conn(base).await.get(&format!("/v1/tracks/{track}/manifest")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{}", String::from_utf8_lossy(r.body()));
+    Manifest::verify(r.body(), key).unwrap()
+}
+
+async fn get_chunk(c: &mut Connection, id: &ChunkId) -> StatusCode {
+    let r = c.get(&format!("/v1/chunks/{id}")).await.unwrap();
+    if r.status() == StatusCode::OK {
+        assert_eq!(ChunkId::of(r.body()), *id, "the edge passed on bytes that do not match the chunk id");
+    }
+    r.status()
+}
+
+/// Waits until `cond` holds (for counters updated by background work), or fails after 20 s.
+async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut cond: F) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_chunk_through_the_edge_over_every_protocol() {
+    let origin = Origin::start();
+    let cache = origin.dir.path().join("edge-cache");
+    let e = edge(&[origin.node().url("h3")], &cache, &origin.cert(), &[]);
+    let trust = ClientTls { ca_files: vec![cache.join("tls").join("cert.pem")], insecure: false };
+    let client = HttpClient::new(&trust).unwrap();
+    let key = origin.key();
+    for (scheme, want) in [("http", Protocol::Http1), ("https", Protocol::Http2), ("h3", Protocol::Http3)] {
+        let mut c = client.connect(&e.url(scheme), false).await.unwrap();
+        assert_eq!(c.protocol(), want);
+        for track in ["sunrise", "tides"] {
+            let r = c.get(&format!("/v1/tracks/{track}/manifest")).await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            let m = Manifest::verify(r.body(), &key).unwrap();
+            for chunk in m.chunks() {
+                let r = c.get(&format!("/v1/chunks/{}", chunk.id)).await.unwrap();
+                assert_eq!(r.status(), StatusCode::OK);
+                assert_eq!(ChunkId::of(r.body()), chunk.id);
+                assert_eq!(r.headers()["cache-control"], "public, max-age=31536000, immutable");
+            }
+            // A range is served from the cached whole chunk.
+            let seg = m.renditions[1].segments[0];
+            let r = c
+                .send(
+                    Request::get(format!("/v1/chunks/{}", seg.id))
+                        .header("range", "bytes=10-19")
+                        .body(bytes::Bytes::new())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+            assert_eq!(r.headers()["content-range"], format!("bytes 10-19/{}", seg.size).as_str());
+        }
+        // Playlists through the edge name the same chunks.
+        let p = c.get("/v1/tracks/sunrise/hls/aac-96.m3u8").await.unwrap();
+        assert_eq!(p.status(), StatusCode::OK);
+        assert!(String::from_utf8_lossy(p.body()).contains("#EXT-X-ENDLIST"));
+    }
+    let text = get_text(&e.url("http"), "/metrics").await;
+    assert!(metric(&text, "chorus_edge_cache_requests_total{result=\"hit\",tier=\"memory\"}") > 0.0);
+    for name in [
+        "chorus_edge_requests_total",
+        "chorus_edge_served_bytes_total",
+        "chorus_edge_upstream_seconds_bucket",
+        "chorus_edge_cache_capacity_bytes",
+    ] {
+        assert!(text.contains(name), "{name} missing from /metrics");
+    }
+    // Unknown paths are answered by the edge, not forwarded.
+    let r = conn(&e.url("http")).await.get("/v2/unknown").await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    if support::have_ffmpeg() {
+        let url = format!("{}/v1/tracks/tides/hls/master.m3u8", e.url("http"));
+        let out =
+            std::process::Command::new("ffmpeg").args(["-v", "error", "-i", &url, "-f", "null", "-"]).output().unwrap();
+        assert!(out.status.success() && out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_misses_make_one_origin_fetch() {
+    let origin = Origin::start();
+    let cache = origin.dir.path().join("edge-cache");
+    let e = edge(&[origin.node().url("h3")], &cache, &origin.cert(), &["--prefetch-segments", "0"]);
+    let m = manifest(&e.url("http"), "sunrise", &origin.key()).await;
+    let id = m.renditions[1].segments[2].id;
+    let before = origin.chunk_fetches().await;
+    let base = e.url("http");
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let base = base.clone();
+            tokio::spawn(async move {
+                let mut c = conn(&base).await;
+                get_chunk(&mut c, &id).await
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), StatusCode::OK);
+    }
+    assert_eq!(origin.chunk_fetches().await - before, 1.0, "exactly one origin fetch for 200 concurrent misses");
+    let text = get_text(&base, "/metrics").await;
+    let miss = metric(&text, "chorus_edge_cache_requests_total{result=\"miss\",tier=\"none\"}");
+    let coalesced = metric(&text, "chorus_edge_cache_requests_total{result=\"coalesced\",tier=\"none\"}");
+    let hits = metric(&text, "chorus_edge_cache_requests_total{result=\"hit\",tier=\"memory\"}");
+    assert_eq!(miss, 1.0);
+    assert_eq!(miss + coalesced + hits, 200.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefetched_segments_are_served_from_cache() {
+    let origin = Origin::start();
+    let cache = origin.dir.path().join("edge-cache");
+    let e = edge(&[origin.node().url("h3")], &cache, &origin.cert(), &["--prefetch-segments", "2"]);
+    let base = e.url("http");
+    let m = manifest(&base, "tides", &origin.key()).await;
+    let segs = &m.renditions[0].segments;
+    let mut c = conn(&base).await;
+    assert_eq!(get_chunk(&mut c, &segs[0].id).await, StatusCode::OK);
+    // Segments 1 and 2 are fetched ahead of any request.
+    eventually("two prefetches to land", async || {
+        let t = get_text(&base, "/metrics").await;
+        metric(&t, "chorus_edge_prefetch_total{result=\"issued\"}") == 2.0 && origin.chunk_fetches().await == 3.0
+    })
+    .await;
+    assert_eq!(get_chunk(&mut c, &segs[1].id).await, StatusCode::OK);
+    let t = get_text(&base, "/metrics").await;
+    assert_eq!(metric(&t, "chorus_edge_prefetch_total{result=\"used\"}"), 1.0);
+    // Asking for segment 1 prefetches segment 3 only (2 is cached already).
+    eventually("segment 3 prefetched", async || origin.chunk_fetches().await == 4.0).await;
+    assert_eq!(get_chunk(&mut c, &segs[2].id).await, StatusCode::OK);
+    assert_eq!(get_chunk(&mut c, &segs[3].id).await, StatusCode::OK);
+    assert_eq!(origin.chunk_fetches().await, 4.0, "prefetched segments were fetched again");
+    let t = get_text(&base, "/metrics").await;
+    assert_eq!(metric(&t, "chorus_edge_prefetch_total{result=\"used\"}"), 3.0);
+    assert_eq!(metric(&t, "chorus_edge_cache_requests_total{result=\"miss\",tier=\"none\"}"), 1.0);
+
+    // A next-track hint warms that track's start: init chunks and first segments of each rendition.
+    let m2 = manifest(&origin.node().url("http"), "sunrise", &origin.key()).await;
+    let r = c
+        .send(
+            Request::get(format!("/v1/chunks/{}", segs[0].id))
+                .header("chorus-next-track", "sunrise")
+                .body(bytes::Bytes::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let start: Vec<ChunkId> = chorus_edge::prefetch::track_start(&m2, 2);
+    eventually("next track warmed", async || origin.chunk_fetches().await == 4.0 + start.len() as f64).await;
+    // Reading them is all hits (reads trigger further prefetch, so count misses, not fetches).
+    let misses = async || {
+        metric(&get_text(&base, "/metrics").await, "chorus_edge_cache_requests_total{result=\"miss\",tier=\"none\"}")
+    };
+    let before = misses().await;
+    for id in &start {
+        assert_eq!(get_chunk(&mut c, id).await, StatusCode::OK);
+    }
+    assert_eq!(misses().await, before, "warmed chunks were not in the cache");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_origin_loss_restarts_and_a_corrupt_cache_file() {
+    let mut origin = Origin::start();
+    let cache = origin.dir.path().join("edge-cache");
+    let args = ["--prefetch-segments", "0", "--health-interval", "500ms"];
+    let e = edge(&[origin.node().url("http")], &cache, &origin.cert(), &args);
+    let base = e.url("http");
+    let m = manifest(&base, "sunrise", &origin.key()).await;
+    let cached: Vec<ChunkId> = m.renditions[1].chunks().map(|c| c.id).collect();
+    let mut c = conn(&base).await;
+    for id in &cached {
+        assert_eq!(get_chunk(&mut c, id).await, StatusCode::OK);
+    }
+    let uncached = m.renditions[0].segments[0].id;
+
+    // Origin gone: hits still served, a miss fails promptly with 502/504, manifest served stale.
+    drop(origin.node.take());
+    for id in &cached {
+        assert_eq!(get_chunk(&mut c, id).await, StatusCode::OK);
+    }
+    let started = Instant::now();
+    let status = get_chunk(&mut c, &uncached).await;
+    assert!(matches!(status, StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT), "{status}");
+    assert!(started.elapsed() < Duration::from_secs(3), "miss with origin down took {:?}", started.elapsed());
+    eventually("edge not ready without upstreams", async || {
+        conn(&base).await.get("/readyz").await.unwrap().status() == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    let started = Instant::now();
+    let status = get_chunk(&mut c, &uncached).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert!(started.elapsed() < Duration::from_secs(1), "miss with upstream marked down took {:?}", started.elapsed());
+    drop(c);
+
+    // Edge restarted (origin still down): the disk tier answers with no upstream at all.
+    let e = e.terminate();
+    assert!(e.success());
+    let e = edge(&["http://127.0.0.1:9".into()], &cache, &origin.cert(), &args);
+    let base = e.url("http");
+    let mut c = conn(&base).await;
+    for id in &cached {
+        assert_eq!(get_chunk(&mut c, id).await, StatusCode::OK);
+    }
+    let t = get_text(&base, "/metrics").await;
+    assert_eq!(metric(&t, "chorus_edge_cache_requests_total{result=\"hit\",tier=\"disk\"}"), cached.len() as f64);
+    assert_eq!(metric_sum(&t, "chorus_edge_upstream_requests_total", &[]), 0.0);
+    drop(c);
+    drop(e);
+
+    // A cache file damaged while the edge was down is caught on read and fetched again.
+    origin.restart();
+    let victim = cached[1];
+    let hex = victim.to_hex();
+    let file = cache.join("chunks").join(&hex[..2]).join(&hex);
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[7] ^= 0x01;
+    std::fs::write(&file, bytes).unwrap();
+    let e = edge(&[origin.node().url("http")], &cache, &origin.cert(), &args);
+    let base = e.url("http");
+    let before = origin.chunk_fetches().await;
+    let mut c = conn(&base).await;
+    assert_eq!(get_chunk(&mut c, &victim).await, StatusCode::OK);
+    assert_eq!(origin.chunk_fetches().await - before, 1.0);
+    let t = get_text(&base, "/metrics").await;
+    assert_eq!(metric(&t, "chorus_edge_corrupt_chunks_total{source=\"disk\"}"), 1.0);
+    assert_eq!(ChunkId::of(&std::fs::read(&file).unwrap()), victim, "the refetched chunk was written back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_by_chunk_and_by_track() {
+    let origin = Origin::start();
+    let cache = origin.dir.path().join("edge-cache");
+    let e = edge(
+        &[origin.node().url("http")],
+        &cache,
+        &origin.cert(),
+        &["--prefetch-segments", "0", "--admin-token", "adm1n"],
+    );
+    let base = e.url("http");
+    let m = manifest(&base, "tides", &origin.key()).await;
+    let ids: Vec<ChunkId> = m.renditions[0].chunks().map(|c| c.id).collect();
+    let mut c = conn(&base).await;
+    for id in &ids {
+        get_chunk(&mut c, id).await;
+    }
+    let purge = |body: String, token: &str| {
+        Request::post("/admin/purge")
+            .header("authorization", format!("Bearer {token}"))
+            .body(bytes::Bytes::from(body))
+            .unwrap()
+    };
+    assert_eq!(
+        c.send(purge(format!("{{\"chunks\":[\"{}\"]}}", ids[1]), "nope")).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let r = c.send(purge(format!("{{\"chunks\":[\"{}\"]}}", ids[1]), "adm1n")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(r.body()).unwrap()["purged_chunks"], 1);
+    let before = origin.chunk_fetches().await;
+    get_chunk(&mut c, &ids[1]).await;
+    assert_eq!(origin.chunk_fetches().await - before, 1.0, "a purged chunk is fetched again");
+    let r = c.send(purge("{\"tracks\":[\"tides\"]}".into(), "adm1n")).await.unwrap();
+    let v: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
+    assert_eq!(v["purged_manifests"], 1);
+    assert_eq!(v["purged_chunks"], ids.len());
+    let before = origin.chunk_fetches().await;
+    get_chunk(&mut c, &ids[0]).await;
+    assert_eq!(origin.chunk_fetches().await - before, 1.0);
+    assert_eq!(c.send(purge("{\"bogus\":1}".into(), "adm1n")).await.unwrap().status(), StatusCode::BAD_REQUEST);
+
+    // Prewarm positions a track's start before anyone asks.
+    let r = c
+        .send(
+            Request::post("/admin/prewarm")
+                .header("authorization", "Bearer adm1n")
+                .body(bytes::Bytes::from_static(b"{\"tracks\":[\"sunrise\"]}"))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let m2 = manifest(&origin.node().url("http"), "sunrise", &origin.key()).await;
+    let start = chorus_edge::prefetch::track_start(&m2, 2);
+    // The sample tracks share their init segments: one is cached already (ids[0]).
+    let fresh = start.iter().filter(|id| !ids.contains(id)).count();
+    let base2 = base.clone();
+    eventually("prewarm done", async || {
+        let t = get_text(&base2, "/metrics").await;
+        metric(&t, "chorus_edge_prefetch_total{result=\"issued\"}") == fresh as f64
+            && origin.chunk_fetches().await >= (ids.len() + 2 + fresh) as f64
+    })
+    .await;
+    let before = origin.chunk_fetches().await;
+    for id in &start {
+        get_chunk(&mut c, id).await;
+    }
+    assert_eq!(origin.chunk_fetches().await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_tokens_are_checked() {
+    let origin = Origin::start();
+    let keys_dir = origin.dir.path().join("keys");
+    assert!(chorus(&["keys", "generate", "--out", s(&keys_dir)]).status.success());
+    let cache = origin.dir.path().join("edge-cache");
+    let token_pub = keys_dir.join("token.pub");
+    let e = edge(&[origin.node().url("http")], &cache, &origin.cert(), &["--token-key", s(&token_pub)]);
+    let base = e.url("http");
+    let token_key = keys_dir.join("token.key");
+    let issue = |extra: &[&str]| {
+        let mut args = vec!["token", "issue", "--key", s(&token_key)];
+        args.extend_from_slice(extra);
+        let out = chorus(&args);
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let sunrise_only = issue(&["--track", "sunrise", "--ttl", "1h"]);
+    let all = issue(&["--ttl", "1h"]);
+    // Expired two minutes ago: beyond the edge's 30 s leeway for clock skew.
+    let now = chorus_core::token::unix_secs(std::time::SystemTime::now());
+    let expired = chorus_core::token::TokenIssuer::new(&keys::read_signing_key(&token_key).unwrap())
+        .unwrap()
+        .issue(&chorus_core::token::Claims { exp: now - 120, iat: Some(now - 180), sub: None, tracks: None })
+        .unwrap();
+    let get = |path: &str, token: Option<&str>| {
+        let mut b = Request::get(path);
+        if let Some(t) = token {
+            b = b.header("authorization", format!("Bearer {t}"));
+        }
+        b.body(bytes::Bytes::new()).unwrap()
+    };
+    let mut c = conn(&base).await;
+    let status = async |c: &mut Connection, r| c.send(r).await.unwrap().status();
+    assert_eq!(status(&mut c, get("/v1/tracks/sunrise/manifest", None)).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(status(&mut c, get("/v1/tracks/sunrise/manifest", Some("not.a.jwt"))).await, StatusCode::UNAUTHORIZED);
+    let r = c.send(get("/v1/tracks/sunrise/manifest", Some(&expired))).await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(String::from_utf8_lossy(r.body()).contains("expired"));
+    assert_eq!(status(&mut c, get("/v1/tracks/sunrise/manifest", Some(&sunrise_only))).await, StatusCode::OK);
+    assert_eq!(status(&mut c, get("/v1/tracks/tides/manifest", Some(&sunrise_only))).await, StatusCode::FORBIDDEN);
+    assert_eq!(status(&mut c, get("/v1/tracks/tides/manifest", Some(&all))).await, StatusCode::OK);
+    // Chunks are scoped through the manifests the edge has seen.
+    let m = manifest_with(&base, "tides", &all, &origin.key()).await;
+    let tides_seg = m.renditions[1].segments[0].id;
+    assert_eq!(
+        status(&mut c, get(&format!("/v1/chunks/{tides_seg}"), Some(&sunrise_only))).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(status(&mut c, get(&format!("/v1/chunks/{tides_seg}"), Some(&all))).await, StatusCode::OK);
+    // The token query parameter works too (for HLS players), and is carried into playlists.
+    let r = c.send(get(&format!("/v1/tracks/sunrise/hls/aac-24.m3u8?token={sunrise_only}"), None)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(String::from_utf8_lossy(r.body()).contains(&format!("?token={sunrise_only}")));
+    // Health and metrics need no token.
+    assert_eq!(status(&mut c, get("/healthz", None)).await, StatusCode::OK);
+}
+
+async fn manifest_with(base: &str, track: &str, token: &str, key: &keys::VerifyingKey) -> Manifest {
+    let r = conn(base)
+        .await
+        .send(
+            Request::get(format!("/v1/tracks/{track}/manifest"))
+                .header("authorization", format!("Bearer {token}"))
+                .body(bytes::Bytes::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    Manifest::verify(r.body(), key).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracker_limits() {
+    let origin = Origin::start();
+    let cache = origin.dir.path().join("edge-cache");
+    let e = edge(&[origin.node().url("http")], &cache, &origin.cert(), &[]);
+    let base = e.url("http");
+    let mut c = conn(&base).await;
+    let announce = |n: usize| {
+        let peer = format!("12D3KooW{:z>44}", format!("{n}").replace('0', "a"));
+        let body = serde_json::json!({"peer_id": peer, "addrs": [format!("/ip4/127.0.0.1/tcp/{}/p2p/{peer}", 4000 + n)], "tracks": ["sunrise"]});
+        Request::post("/v1/peers/announce").body(bytes::Bytes::from(body.to_string())).unwrap()
+    };
+    let mut statuses = Vec::new();
+    for n in 1..=12 {
+        statuses.push(c.send(announce(n)).await.unwrap().status());
+    }
+    // A burst of 10 per source, then 429.
+    assert!(statuses[..10].iter().all(|s| *s == StatusCode::NO_CONTENT), "{statuses:?}");
+    assert_eq!(statuses[10], StatusCode::TOO_MANY_REQUESTS);
+    let r = c.get("/v1/tracks/sunrise/peers").await.unwrap();
+    let v: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
+    assert_eq!(v["peers"].as_array().unwrap().len(), 10);
+    let r = c.get("/v1/tracks/tides/peers").await.unwrap();
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(r.body()).unwrap()["peers"], serde_json::json!([]));
+    let bad = Request::post("/v1/peers/announce").body(bytes::Bytes::from_static(b"{\"peer_id\":\"x\"}")).unwrap();
+    assert_eq!(c.send(bad).await.unwrap().status(), StatusCode::BAD_REQUEST);
+    let t = get_text(&base, "/metrics").await;
+    assert_eq!(metric(&t, "chorus_tracker_peers"), 10.0);
+    // A QoE beacon feeds the QoE metrics.
+    let beacon = serde_json::json!({"track_id": "sunrise", "startup_ms": 180, "stalls": 1, "stall_ms": 400, "bytes": {"edge": 1000, "peer": 3000, "cache": 0}});
+    let r = c.send(Request::post("/v1/qoe").body(bytes::Bytes::from(beacon.to_string())).unwrap()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let t = get_text(&base, "/metrics").await;
+    assert_eq!(metric(&t, "chorus_qoe_stalls_total"), 1.0);
+    assert_eq!(metric(&t, "chorus_qoe_bytes_total{source=\"peer\"}"), 3000.0);
+    assert_eq!(metric(&t, "chorus_qoe_startup_seconds_count"), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lying_and_slow_upstreams_are_never_passed_on() {
+    let origin = Origin::start();
+    let (liar, liar_state) = proxy::start(&origin.node().url("http"), Mode::Corrupt).await;
+    let (slow, slow_state) = proxy::start(&origin.node().url("http"), Mode::Delay(Duration::from_secs(30))).await;
+    let cache = origin.dir.path().join("edge-cache");
+    // The liar first, the real origin second: every chunk is caught and fetched from the origin.
+    let e = edge(&[liar.clone(), origin.node().url("http")], &cache, &origin.cert(), &["--prefetch-segments", "0"]);
+    let base = e.url("http");
+    let m = manifest(&base, "sunrise", &origin.key()).await;
+    let ids: Vec<ChunkId> = m.renditions[0].chunks().map(|c| c.id).collect();
+    let mut c = conn(&base).await;
+    for id in &ids {
+        assert_eq!(get_chunk(&mut c, id).await, StatusCode::OK);
+    }
+    let t = get_text(&base, "/metrics").await;
+    let caught = metric(&t, "chorus_edge_corrupt_chunks_total{source=\"upstream\"}");
+    let asked = liar_state.chunk_requests.load(std::sync::atomic::Ordering::SeqCst) as f64;
+    assert!(caught >= 1.0 && caught == asked, "every corrupt chunk is caught: {caught} of {asked}");
+    drop(e);
+
+    // Only a liar: the client gets an error, never the wrong bytes.
+    let e = edge(&[liar], &origin.dir.path().join("cache2"), &origin.cert(), &["--prefetch-segments", "0"]);
+    let mut c = conn(&e.url("http")).await;
+    let status = get_chunk(&mut c, &ids[0]).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    drop(e);
+
+    // A slow upstream times out and the next one answers.
+    let e = edge(
+        &[slow, origin.node().url("http")],
+        &origin.dir.path().join("cache3"),
+        &origin.cert(),
+        &["--prefetch-segments", "0", "--upstream-timeout", "1s"],
+    );
+    let mut c = conn(&e.url("http")).await;
+    let started = Instant::now();
+    assert_eq!(get_chunk(&mut c, &ids[1]).await, StatusCode::OK);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(slow_state.chunk_requests.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+}
