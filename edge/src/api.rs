@@ -1,6 +1,9 @@
 //! The edge's HTTP API (SPEC §3): the same read API as the origin, plus the tracker, QoE
 //! beacons, purge and prewarm. An unknown path is answered here (404), never forwarded.
 
+// Handlers return a ready error response as `Err`: it is built once, on the error path only.
+#![allow(clippy::result_large_err)]
+
 use std::time::{Duration, SystemTime};
 
 use chorus_core::http::body::{self, BodyError};
@@ -178,12 +181,11 @@ impl Edge {
         } else {
             None
         };
-        if segments.first() == Some(&"v1") {
-            if let Some(next) = crate::prefetch::next_track_hint(&req.headers, req.uri.query()) {
-                if Self::scope_track(claims.as_ref(), &next).is_ok() {
-                    self.warm(next);
-                }
-            }
+        if segments.first() == Some(&"v1")
+            && let Some(next) = crate::prefetch::next_track_hint(&req.headers, req.uri.query())
+            && Self::scope_track(claims.as_ref(), &next).is_ok()
+        {
+            self.warm(next);
         }
         match segments.as_slice() {
             ["v1", "tracks", track, "manifest"] => {

@@ -120,10 +120,10 @@ impl Manifests {
         upstreams: &Arc<Upstreams>,
     ) -> Result<(Arc<Entry>, Freshness), FetchError> {
         let cached = self.lock().entries.get(track).cloned();
-        if let Some(e) = &cached {
-            if e.fetched.elapsed() < e.max_age {
-                return Ok((e.clone(), Freshness::Fresh));
-            }
+        if let Some(e) = &cached
+            && e.fetched.elapsed() < e.max_age
+        {
+            return Ok((e.clone(), Freshness::Fresh));
         }
         let (this, ups, t) = (self.clone(), upstreams.clone(), track.clone());
         let (result, _) = self
@@ -212,10 +212,10 @@ impl Manifests {
         if let Some(old) = state.entries.peek(track).cloned() {
             unindex(&mut state.index, track, &old.manifest);
         }
-        if let Some((evicted_track, evicted)) = state.entries.push(track.clone(), e.clone()) {
-            if evicted_track != *track {
-                unindex(&mut state.index, &evicted_track, &evicted.manifest);
-            }
+        if let Some((evicted_track, evicted)) = state.entries.push(track.clone(), e.clone())
+            && evicted_track != *track
+        {
+            unindex(&mut state.index, &evicted_track, &evicted.manifest);
         }
         for (ri, r) in e.manifest.renditions.iter().enumerate() {
             let positions =

@@ -206,7 +206,7 @@ impl Tracker {
         };
         let mut live: Vec<&(String, Instant)> =
             list.iter().filter(|(_, t)| now.duration_since(*t) < self.cfg.ttl).collect();
-        live.sort_by(|a, b| b.1.cmp(&a.1));
+        live.sort_by_key(|e| std::cmp::Reverse(e.1));
         live.into_iter()
             .filter_map(|(id, _)| {
                 self.peers.get(id).map(|p| PeerRecord { peer_id: id.clone(), addrs: p.addrs.clone() })

@@ -220,7 +220,7 @@ impl Upstreams {
                 (u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]), u.clone())
             })
             .collect();
-        parents.sort_by(|a, b| b.0.cmp(&a.0));
+        parents.sort_by_key(|p| std::cmp::Reverse(p.0));
         parents
             .into_iter()
             .map(|(_, u)| u)

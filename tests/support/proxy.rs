@@ -37,10 +37,10 @@ impl Handler for Proxy {
         if is_chunk {
             self.chunk_requests.fetch_add(1, Ordering::SeqCst);
         }
-        if let Mode::Delay(d) = self.mode {
-            if path != "/healthz" {
-                tokio::time::sleep(d).await;
-            }
+        if let Mode::Delay(d) = self.mode
+            && path != "/healthz"
+        {
+            tokio::time::sleep(d).await;
         }
         let upstream = async {
             let mut conn = self.client.connect(&self.target, false).await?;

@@ -209,25 +209,23 @@ impl ChunkCache {
             }
             let mut to_delete = Vec::new();
             let mut to_write = false;
-            if self.disk_enabled() && !inner.disk.contains(&id) {
-                if let Admission::Admitted(evicted) =
+            if self.disk_enabled()
+                && !inner.disk.contains(&id)
+                && let Admission::Admitted(evicted) =
                     inner.disk.offer(id, DiskEntry { size: bytes.len() as u64 }, &inner.sketch)
-                {
-                    to_write = true;
-                    for (k, _) in evicted {
-                        to_delete.push(k);
-                        if !inner.mem.contains(&k) {
-                            dropped.push(k);
-                        }
+            {
+                to_write = true;
+                for (k, _) in evicted {
+                    to_delete.push(k);
+                    if !inner.mem.contains(&k) {
+                        dropped.push(k);
                     }
                 }
             }
             // A chunk that left memory but is still on disk is still cached.
             for k in dropped {
-                if !inner.mem.contains(&k)
-                    && !(self.disk_enabled() && inner.disk.contains(&k))
-                    && inner.prefetched.pop(&k).is_some()
-                {
+                let still_cached = inner.mem.contains(&k) || (self.disk_enabled() && inner.disk.contains(&k));
+                if !still_cached && inner.prefetched.pop(&k).is_some() {
                     events.prefetch_wasted += 1;
                 }
             }
