@@ -100,9 +100,19 @@ pub struct Upstream {
     healthy: AtomicBool,
     failures: AtomicU32,
     pool: Mutex<Vec<Connection>>,
+    /// Bumped each time the upstream is marked down; requests waiting on it give up then.
+    downs: tokio::sync::watch::Sender<u64>,
 }
 
 impl Upstream {
+    /// Marks the upstream down; returns whether it was up. Wakes requests waiting on it.
+    fn mark_down(&self) -> bool {
+        let was_up = self.healthy.swap(false, Ordering::Relaxed);
+        self.clear();
+        self.downs.send_modify(|n| *n += 1);
+        was_up
+    }
+
     /// Whether it is considered up.
     pub fn healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
@@ -173,6 +183,7 @@ impl Upstreams {
         let client = HttpClient::new(trust)?
             .with_timeout(cfg.timeout)
             .with_connect_timeout(cfg.connect_timeout)
+            .with_quic_liveness(Duration::from_secs(1), Duration::from_secs(3))
             .with_max_body(chorus_core::manifest::limits::MAX_BYTES as u64 * 2);
         let mk = |url: &String, kind| {
             metrics.healthy.with_label_values(&[url.as_str()]).set(1);
@@ -182,6 +193,7 @@ impl Upstreams {
                 healthy: AtomicBool::new(true),
                 failures: AtomicU32::new(0),
                 pool: Mutex::new(Vec::new()),
+                downs: tokio::sync::watch::Sender::new(0),
             })
         };
         let list =
@@ -230,11 +242,12 @@ impl Upstreams {
 
     fn failed(&self, u: &Upstream, why: &str) {
         let n = u.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        u.clear();
         // Cannot connect at all: down now, so the next misses fail at once instead of each
         // waiting for a connect timeout. Other failures need a few in a row.
         let down = why == "connect" || n >= self.cfg.fail_threshold;
-        if down && u.healthy.swap(false, Ordering::Relaxed) {
+        if !down {
+            u.clear();
+        } else if u.mark_down() {
             warn!(upstream = %u.url, failures = n, reason = why, "upstream marked down");
             self.metrics.healthy.with_label_values(&[u.url.as_str()]).set(0);
         }
@@ -258,22 +271,35 @@ impl Upstreams {
             }
             b.body(req.body().clone()).map_err(|e| ClientError::Request(e.to_string()))
         };
+        // Give up as soon as the upstream is marked down (a health check failed meanwhile):
+        // a request on a connection to a crashed server would otherwise wait for its timeout.
+        let mut downs = u.downs.subscribe();
+        let gave_up = || ClientError::Request(format!("{} was marked down while the request waited", u.url));
         if let Some(mut c) = u.take() {
-            match c.send(clone()?).await {
+            let sent = tokio::select! {
+                r = c.send(clone()?) => r,
+                _ = downs.changed() => return Err(gave_up()),
+            };
+            match sent {
                 Ok(r) => {
                     u.put(c);
                     return Ok(r);
                 }
                 Err(e @ ClientError::Timeout(_)) => return Err(e),
-                Err(e) => {
-                    debug!(upstream = %u.url, error = %e, "pooled connection failed; reconnecting")
-                }
+                Err(e) if !u.healthy() => return Err(e),
+                Err(e) => debug!(upstream = %u.url, error = %e, "pooled connection failed; reconnecting"),
             }
         }
-        let mut c = self.client.connect(&u.url, false).await?;
-        let r = c.send(clone()?).await?;
-        u.put(c);
-        Ok(r)
+        let fresh = async {
+            let mut c = self.client.connect(&u.url, false).await?;
+            let r = c.send(clone()?).await?;
+            u.put(c);
+            Ok(r)
+        };
+        tokio::select! {
+            r = fresh => r,
+            _ = downs.changed() => Err(gave_up()),
+        }
     }
 
     async fn attempt(
@@ -380,18 +406,19 @@ impl Upstreams {
 
     /// Checks every upstream's `/healthz` now.
     pub async fn check_health(&self) {
+        // A fresh connection each time: a pooled one may be dead without knowing it yet.
         let probes = self.list.iter().map(|u| async move {
-            let req = Request::get("/healthz").body(Bytes::new());
-            let ok = match req {
-                Ok(req) => matches!(tokio::time::timeout(self.cfg.timeout, self.send(u, &req)).await, Ok(Ok(r)) if r.status().is_success()),
-                Err(_) => false,
+            let probe = async {
+                let mut c = self.client.connect(&u.url, false).await.ok()?;
+                c.get("/healthz").await.ok()
             };
+            let ok =
+                matches!(tokio::time::timeout(self.cfg.timeout, probe).await, Ok(Some(r)) if r.status().is_success());
             if ok {
                 self.succeeded(u);
-            } else if u.healthy.swap(false, Ordering::Relaxed) {
+            } else if u.mark_down() {
                 warn!(upstream = %u.url, "upstream failed its health check; marked down");
                 self.metrics.healthy.with_label_values(&[u.url.as_str()]).set(0);
-                u.clear();
             }
         });
         futures_util::future::join_all(probes).await;

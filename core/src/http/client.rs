@@ -112,6 +112,18 @@ impl HttpClient {
         self
     }
 
+    /// Sets how HTTP/3 connections notice a dead peer: a keep-alive every `keep_alive`, and
+    /// the connection is dropped after `idle` without any packet from the peer (a crashed
+    /// server sends nothing, so without this a request waits for its full timeout).
+    #[must_use]
+    pub fn with_quic_liveness(mut self, keep_alive: Duration, idle: Duration) -> Self {
+        let mut transport = quinn::TransportConfig::default();
+        transport.keep_alive_interval(Some(keep_alive));
+        transport.max_idle_timeout(quinn::IdleTimeout::try_from(idle).ok());
+        self.quic.transport_config(Arc::new(transport));
+        self
+    }
+
     /// Sets the response body limit.
     #[must_use]
     pub const fn with_max_body(mut self, max: u64) -> Self {
