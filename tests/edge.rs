@@ -576,3 +576,54 @@ async fn lying_and_slow_upstreams_are_never_passed_on() {
     assert!(started.elapsed() < Duration::from_secs(10));
     assert!(slow_state.chunk_requests.load(std::sync::atomic::Ordering::SeqCst) >= 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_edge_goes_through_its_parent() {
+    let origin = Origin::start();
+    let dir = origin.dir.path();
+    let parent = edge(&[origin.node().url("h3")], &dir.join("parent-cache"), &origin.cert(), &["--prefetch-segments", "0"]);
+    // The child trusts both the origin's and the parent's self-signed certificates.
+    let parent_cert = dir.join("parent-cache").join("tls").join("cert.pem");
+    let both = dir.join("both.pem");
+    let mut pem = std::fs::read(origin.cert()).unwrap();
+    pem.extend(std::fs::read(&parent_cert).unwrap());
+    std::fs::write(&both, pem).unwrap();
+    let child = edge(&[origin.node().url("h3")], &dir.join("child-cache"), &both, &["--prefetch-segments", "0", "--parent", &parent.url("https")]);
+    let m = manifest(&child.url("http"), "tides", &origin.key()).await;
+    let mut c = conn(&child.url("http")).await;
+    for chunk in m.renditions[0].chunks() {
+        assert_eq!(get_chunk(&mut c, &chunk.id).await, StatusCode::OK);
+    }
+    let n = m.renditions[0].chunks().count() as f64;
+    let parent_metrics = get_text(&parent.url("http"), "/metrics").await;
+    assert_eq!(metric(&parent_metrics, "chorus_edge_cache_requests_total{result=\"miss\",tier=\"none\"}"), n, "every child miss went to the parent");
+    assert_eq!(origin.chunk_fetches().await, n, "the origin saw each chunk once, from the parent");
+    let child_metrics = get_text(&child.url("http"), "/metrics").await;
+    assert_eq!(metric_sum(&child_metrics, "chorus_edge_upstream_requests_total", &[&format!("upstream=\"{}\"", parent.url("https")), "status=\"200\""]), n + 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_write_error_turns_the_disk_tier_off_and_fails_nothing() {
+    let origin = Origin::start();
+    let cache = origin.dir.path().join("edge-cache");
+    let e = edge(&[origin.node().url("http")], &cache, &origin.cert(), &["--prefetch-segments", "0"]);
+    let base = e.url("http");
+    let m = manifest(&base, "sunrise", &origin.key()).await;
+    let ids: Vec<ChunkId> = m.renditions[1].chunks().map(|c| c.id).collect();
+    // A file where the chunk's directory must go: the disk write fails (as on a full or broken disk).
+    let hex = ids[0].to_hex();
+    std::fs::write(cache.join("chunks").join(&hex[..2]), b"in the way").unwrap();
+    let mut c = conn(&base).await;
+    for id in &ids {
+        assert_eq!(get_chunk(&mut c, id).await, StatusCode::OK);
+    }
+    let t = get_text(&base, "/metrics").await;
+    assert_eq!(metric(&t, "chorus_edge_cache_capacity_bytes{tier=\"disk\"}"), 0.0, "disk tier still on after a write error");
+    // Memory still serves them.
+    for id in &ids {
+        assert_eq!(get_chunk(&mut c, id).await, StatusCode::OK);
+    }
+    let t = get_text(&base, "/metrics").await;
+    assert_eq!(metric(&t, "chorus_edge_cache_requests_total{result=\"hit\",tier=\"memory\"}"), ids.len() as f64);
+    assert!(e.log.lock().unwrap().iter().any(|l| l.contains("continuing memory-only")), "no warning logged");
+}
