@@ -34,7 +34,12 @@ fn main() {
     let connections: usize = positional.get(2).and_then(|c| c.parse().ok()).unwrap_or(64);
     let seconds: u64 = positional.get(3).and_then(|c| c.parse().ok()).unwrap_or(10);
     let paths: Arc<Vec<String>> = Arc::new(
-        std::fs::read_to_string(paths_file).expect("paths file").lines().filter(|l| !l.is_empty()).map(str::to_owned).collect(),
+        std::fs::read_to_string(paths_file)
+            .expect("paths file")
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect(),
     );
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     rt.block_on(async move {

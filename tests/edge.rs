@@ -581,14 +581,20 @@ async fn lying_and_slow_upstreams_are_never_passed_on() {
 async fn a_child_edge_goes_through_its_parent() {
     let origin = Origin::start();
     let dir = origin.dir.path();
-    let parent = edge(&[origin.node().url("h3")], &dir.join("parent-cache"), &origin.cert(), &["--prefetch-segments", "0"]);
+    let parent =
+        edge(&[origin.node().url("h3")], &dir.join("parent-cache"), &origin.cert(), &["--prefetch-segments", "0"]);
     // The child trusts both the origin's and the parent's self-signed certificates.
     let parent_cert = dir.join("parent-cache").join("tls").join("cert.pem");
     let both = dir.join("both.pem");
     let mut pem = std::fs::read(origin.cert()).unwrap();
     pem.extend(std::fs::read(&parent_cert).unwrap());
     std::fs::write(&both, pem).unwrap();
-    let child = edge(&[origin.node().url("h3")], &dir.join("child-cache"), &both, &["--prefetch-segments", "0", "--parent", &parent.url("https")]);
+    let child = edge(
+        &[origin.node().url("h3")],
+        &dir.join("child-cache"),
+        &both,
+        &["--prefetch-segments", "0", "--parent", &parent.url("https")],
+    );
     let m = manifest(&child.url("http"), "tides", &origin.key()).await;
     let mut c = conn(&child.url("http")).await;
     for chunk in m.renditions[0].chunks() {
@@ -596,10 +602,21 @@ async fn a_child_edge_goes_through_its_parent() {
     }
     let n = m.renditions[0].chunks().count() as f64;
     let parent_metrics = get_text(&parent.url("http"), "/metrics").await;
-    assert_eq!(metric(&parent_metrics, "chorus_edge_cache_requests_total{result=\"miss\",tier=\"none\"}"), n, "every child miss went to the parent");
+    assert_eq!(
+        metric(&parent_metrics, "chorus_edge_cache_requests_total{result=\"miss\",tier=\"none\"}"),
+        n,
+        "every child miss went to the parent"
+    );
     assert_eq!(origin.chunk_fetches().await, n, "the origin saw each chunk once, from the parent");
     let child_metrics = get_text(&child.url("http"), "/metrics").await;
-    assert_eq!(metric_sum(&child_metrics, "chorus_edge_upstream_requests_total", &[&format!("upstream=\"{}\"", parent.url("https")), "status=\"200\""]), n + 1.0);
+    assert_eq!(
+        metric_sum(
+            &child_metrics,
+            "chorus_edge_upstream_requests_total",
+            &[&format!("upstream=\"{}\"", parent.url("https")), "status=\"200\""]
+        ),
+        n + 1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -618,7 +635,11 @@ async fn a_disk_write_error_turns_the_disk_tier_off_and_fails_nothing() {
         assert_eq!(get_chunk(&mut c, id).await, StatusCode::OK);
     }
     let t = get_text(&base, "/metrics").await;
-    assert_eq!(metric(&t, "chorus_edge_cache_capacity_bytes{tier=\"disk\"}"), 0.0, "disk tier still on after a write error");
+    assert_eq!(
+        metric(&t, "chorus_edge_cache_capacity_bytes{tier=\"disk\"}"),
+        0.0,
+        "disk tier still on after a write error"
+    );
     // Memory still serves them.
     for id in &ids {
         assert_eq!(get_chunk(&mut c, id).await, StatusCode::OK);
