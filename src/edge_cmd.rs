@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
-use chorus_core::http::tls::{self, ClientTls};
-use chorus_core::http::{ListenUrl, Server, ServerConfig};
+use chorus_core::http::tls::ClientTls;
+use chorus_core::http::{ListenUrl, Server};
 use chorus_core::keys;
 use chorus_core::units::{Size, Span};
 use chorus_edge::cache::CacheConfig;
@@ -15,7 +15,7 @@ use chorus_edge::tracker::TrackerConfig;
 use chorus_edge::upstream::UpstreamConfig;
 use chorus_edge::{Edge, EdgeConfig};
 use clap::Args;
-use tracing::{info, warn};
+use tracing::info;
 
 /// Checks an upstream URL: `http://`, `https://` or `h3://` with a host and a port, no path.
 fn upstream_url(s: &str) -> Result<String, String> {
@@ -31,6 +31,8 @@ fn upstream_url(s: &str) -> Result<String, String> {
 
 #[derive(Args)]
 pub(crate) struct EdgeArgs {
+    #[command(flatten)]
+    serve: crate::serve_args::ServeArgs,
     /// Origin to fetch misses from (http://, https:// or h3://HOST:PORT); repeat for several,
     /// tried in order.
     #[arg(long, value_name = "URL", value_delimiter = ',', required = true, value_parser = upstream_url)]
@@ -65,13 +67,6 @@ pub(crate) struct EdgeArgs {
     /// Skip certificate checks of upstreams (chunks are still verified by their hashes).
     #[arg(long)]
     insecure: bool,
-    /// TLS certificate chain (PEM) for https:// and h3:// listeners (default: self-signed,
-    /// kept in the cache directory).
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
-    tls_cert: Option<PathBuf>,
-    /// TLS private key (PEM).
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
     /// Segments prefetched after each segment request (0: off).
     #[arg(long, value_name = "N", default_value_t = 3)]
     prefetch_segments: usize,
@@ -88,15 +83,6 @@ pub(crate) struct EdgeArgs {
     /// How often upstreams' /healthz is checked.
     #[arg(long, value_name = "DURATION", default_value = "2s")]
     health_interval: Span,
-    /// Open connections at most, over all listeners.
-    #[arg(long, value_name = "N", default_value_t = 10_000)]
-    max_connections: usize,
-    /// Time a client has to send a request's headers.
-    #[arg(long, value_name = "DURATION", default_value = "10s")]
-    header_read_timeout: Span,
-    /// Close connections on which nothing moves for this long.
-    #[arg(long, value_name = "DURATION", default_value = "60s")]
-    idle_timeout: Span,
 }
 
 pub(crate) async fn run(a: EdgeArgs) -> Result<()> {
@@ -109,24 +95,16 @@ pub(crate) async fn run(a: EdgeArgs) -> Result<()> {
     }
     // Self-signed TLS material lives in the cache directory, or a temporary one.
     let mut _tls_tmp = None;
-    let cert = if a.listen.iter().any(|u| u.scheme.needs_tls()) {
-        let dir = match &a.cache_dir {
-            Some(d) => d.clone(),
-            None => {
-                let t = tempfile::tempdir().context("making a directory for the self-signed certificate")?;
-                let p = t.path().to_owned();
-                _tls_tmp = Some(t);
-                p
-            }
-        };
-        let ck = tls::load_or_generate(a.tls_cert.as_deref(), a.tls_key.as_deref(), &dir)?;
-        if a.tls_cert.is_none() {
-            warn!(cert = %ck.cert_path.display(), "using a self-signed certificate; clients need --ca with this file (or --insecure)");
+    let cert_dir = match &a.cache_dir {
+        Some(d) => d.clone(),
+        None => {
+            let t = tempfile::tempdir().context("making a directory for the self-signed certificate")?;
+            let p = t.path().to_owned();
+            _tls_tmp = Some(t);
+            p
         }
-        Some(ck)
-    } else {
-        None
     };
+    let cert = a.serve.certificate(&a.listen, &cert_dir)?;
     let cfg = EdgeConfig {
         origins: a.upstream.clone(),
         parents: a.parent.clone(),
@@ -153,13 +131,7 @@ pub(crate) async fn run(a: EdgeArgs) -> Result<()> {
         info!("access tokens required on /v1/");
     }
     let edge = Edge::new(cfg, EdgeMetrics::new()).await.map_err(anyhow::Error::msg)?;
-    let server_cfg = ServerConfig {
-        max_connections: a.max_connections,
-        header_read_timeout: a.header_read_timeout.0,
-        idle_timeout: a.idle_timeout.0,
-        ..ServerConfig::default()
-    };
-    let server = Server::bind(&a.listen, cert.as_ref(), server_cfg).await?;
+    let server = Server::bind(&a.listen, cert.as_ref(), a.serve.server_config()).await?;
     info!(upstreams = ?a.upstream, parents = ?a.parent, "edge starting");
     edge.spawn_background();
     server.serve(Arc::new(edge), crate::origin_cmd::shutdown_signal()).await;

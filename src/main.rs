@@ -8,6 +8,7 @@ mod edge_cmd;
 mod get_cmd;
 mod ingest_cmd;
 mod origin_cmd;
+mod serve_args;
 
 use std::ffi::OsString;
 use std::io::IsTerminal as _;

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use chorus_core::http::{ListenUrl, Server, ServerConfig, tls};
+use chorus_core::http::{ListenUrl, Server};
 use chorus_core::keys;
-use chorus_core::units::{Size, Span};
+use chorus_core::units::Size;
 use chorus_origin::metrics::OriginMetrics;
 use chorus_origin::{ApiConfig, Origin, Store};
 use clap::Args;
@@ -15,6 +15,8 @@ use tracing::{info, warn};
 
 #[derive(Args)]
 pub(crate) struct OriginArgs {
+    #[command(flatten)]
+    serve: crate::serve_args::ServeArgs,
     /// The chunk store directory (created if missing).
     #[arg(long, value_name = "DIR")]
     store: PathBuf,
@@ -30,25 +32,9 @@ pub(crate) struct OriginArgs {
     /// is disabled.
     #[arg(long, value_name = "T")]
     admin_token: Option<String>,
-    /// TLS certificate chain (PEM) for https:// and h3:// (default: a self-signed one in STORE/tls/).
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
-    tls_cert: Option<PathBuf>,
-    /// TLS private key (PEM).
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
     /// Largest upload accepted by the admin API.
     #[arg(long, value_name = "SIZE", default_value = "2GiB")]
     max_upload_size: Size,
-    /// Open connections at most, over all listeners.
-    #[arg(long, value_name = "N", default_value_t = 10_000)]
-    max_connections: usize,
-    /// Time a client has to send a request's headers (against slow-header attacks).
-    #[arg(long, value_name = "DURATION", default_value = "10s")]
-    header_read_timeout: Span,
-    /// Close connections on which nothing moves for this long (also cuts off clients that stop
-    /// reading, and uploads that stop sending).
-    #[arg(long, value_name = "DURATION", default_value = "60s")]
-    idle_timeout: Span,
 }
 
 pub(crate) async fn run(a: OriginArgs) -> Result<()> {
@@ -67,27 +53,13 @@ pub(crate) async fn run(a: OriginArgs) -> Result<()> {
     };
     info!(key_id = %keys::key_id(&key.verifying_key()), "manifests are signed with this key");
 
-    let cert = if a.listen.iter().any(|u| u.scheme.needs_tls()) {
-        let ck = tls::load_or_generate(a.tls_cert.as_deref(), a.tls_key.as_deref(), store.root())?;
-        if a.tls_cert.is_none() {
-            warn!(cert = %ck.cert_path.display(), "using a self-signed certificate; clients need --ca with this file (or --insecure)");
-        }
-        Some(ck)
-    } else {
-        None
-    };
-    let config = ServerConfig {
-        max_connections: a.max_connections,
-        header_read_timeout: a.header_read_timeout.0,
-        idle_timeout: a.idle_timeout.0,
-        ..ServerConfig::default()
-    };
-    let server = Server::bind(&a.listen, cert.as_ref(), config).await?;
+    let cert = a.serve.certificate(&a.listen, store.root())?;
+    let server = Server::bind(&a.listen, cert.as_ref(), a.serve.server_config()).await?;
 
     let api = ApiConfig {
         admin_token: a.admin_token.clone(),
         max_upload_bytes: a.max_upload_size.0,
-        body_idle_timeout: a.idle_timeout.0.min(ApiConfig::default().body_idle_timeout),
+        body_idle_timeout: a.serve.idle_timeout.0.min(ApiConfig::default().body_idle_timeout),
     };
     if api.admin_token.is_none() {
         info!("admin API disabled (no --admin-token)");

@@ -7,7 +7,9 @@
 use std::time::{Duration, SystemTime};
 
 use chorus_core::http::body::{self, BodyError};
-use chorus_core::http::serve::{bearer, chunk_response, parse_chunk_segment, query_param, secret_eq};
+use chorus_core::http::serve::{
+    bearer, check_admin, chunk_response, is_read, method_not_allowed, parse_chunk_segment, query_param,
+};
 use chorus_core::http::{Body, Handler, RequestContext, ResponseBody, empty, full, json, json_error};
 use chorus_core::token::{Claims, TokenError};
 use chorus_core::{ChunkId, TrackId, hls};
@@ -63,16 +65,6 @@ impl Route {
             Self::Other => "other",
         }
     }
-}
-
-fn method_not_allowed(allow: &'static str) -> Response<ResponseBody> {
-    let mut r = json_error(StatusCode::METHOD_NOT_ALLOWED, format!("method not allowed; use {allow}"));
-    r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
-    r
-}
-
-fn is_read(m: &Method) -> bool {
-    m == Method::GET || m == Method::HEAD
 }
 
 fn fetch_error(e: &FetchError) -> Response<ResponseBody> {
@@ -144,17 +136,7 @@ impl Edge {
     }
 
     fn admin(&self, req: &Parts) -> Result<(), Response<ResponseBody>> {
-        let Some(expected) = &self.0.cfg.admin_token else {
-            return Err(json_error(
-                StatusCode::FORBIDDEN,
-                "the admin API is disabled: start the edge with --admin-token",
-            ));
-        };
-        match bearer(&req.headers) {
-            Some(given) if secret_eq(given, expected) => Ok(()),
-            Some(_) => Err(json_error(StatusCode::UNAUTHORIZED, "wrong admin token")),
-            None => Err(json_error(StatusCode::UNAUTHORIZED, "admin token required: Authorization: Bearer <token>")),
-        }
+        check_admin(&req.headers, self.0.cfg.admin_token.as_deref(), "edge")
     }
 
     async fn json_body<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, Response<ResponseBody>> {

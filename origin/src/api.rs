@@ -8,7 +8,9 @@ use bytes::Bytes;
 use chorus_core::TrackId;
 use chorus_core::hls as playlist;
 use chorus_core::http::body::{self, BodyError};
-use chorus_core::http::serve::{bearer, chunk_response, parse_chunk_segment, query_param, secret_eq};
+use chorus_core::http::serve::{
+    check_admin, chunk_response, is_read, method_not_allowed, parse_chunk_segment, query_param,
+};
 use chorus_core::http::{Body, Handler, RequestContext, ResponseBody, empty, full, json, json_error};
 use chorus_core::keys::SigningKey;
 use chorus_core::manifest::Manifest;
@@ -79,16 +81,6 @@ impl Route {
             Self::Other => "other",
         }
     }
-}
-
-fn method_not_allowed(allow: &'static str) -> Response<ResponseBody> {
-    let mut r = json_error(StatusCode::METHOD_NOT_ALLOWED, format!("method not allowed; use {allow}"));
-    r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
-    r
-}
-
-fn is_read(m: &Method) -> bool {
-    m == Method::GET || m == Method::HEAD
 }
 
 impl Origin {
@@ -254,15 +246,8 @@ impl Origin {
     }
 
     async fn upload(&self, track: &str, req: &Parts, body: Body) -> Response<ResponseBody> {
-        let Some(expected) = &self.config.admin_token else {
-            return json_error(StatusCode::FORBIDDEN, "the admin API is disabled: start the origin with --admin-token");
-        };
-        match bearer(&req.headers) {
-            Some(given) if secret_eq(given, expected) => {}
-            Some(_) => return json_error(StatusCode::UNAUTHORIZED, "wrong admin token"),
-            None => {
-                return json_error(StatusCode::UNAUTHORIZED, "admin token required: Authorization: Bearer <token>");
-            }
+        if let Err(r) = check_admin(&req.headers, self.config.admin_token.as_deref(), "origin") {
+            return r;
         }
         let track = match TrackId::parse(track) {
             Ok(t) => t,

@@ -197,6 +197,40 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| cred.trim())
 }
 
+/// 405 with an `Allow` header listing `allow` (e.g. `"GET, HEAD"`).
+#[must_use]
+pub fn method_not_allowed(allow: &'static str) -> Response<ResponseBody> {
+    let mut r = super::json_error(StatusCode::METHOD_NOT_ALLOWED, format!("method not allowed; use {allow}"));
+    r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+/// Whether `m` only reads (`GET` or `HEAD`).
+#[must_use]
+pub fn is_read(m: &Method) -> bool {
+    m == Method::GET || m == Method::HEAD
+}
+
+/// Checks the admin bearer token of a request against `expected` (the node's `--admin-token`;
+/// `None` means the admin API is off). `node` names the node in the error (`origin`, `edge`).
+///
+/// # Errors
+/// The response to send: 403 when the admin API is off, 401 when the token is missing or wrong.
+#[allow(clippy::result_large_err)] // the ready error response, built on the error path only
+pub fn check_admin(headers: &HeaderMap, expected: Option<&str>, node: &str) -> Result<(), Response<ResponseBody>> {
+    let Some(expected) = expected else {
+        return Err(super::json_error(
+            StatusCode::FORBIDDEN,
+            format!("the admin API is disabled: start the {node} with --admin-token"),
+        ));
+    };
+    match bearer(headers) {
+        Some(given) if secret_eq(given, expected) => Ok(()),
+        Some(_) => Err(super::json_error(StatusCode::UNAUTHORIZED, "wrong admin token")),
+        None => Err(super::json_error(StatusCode::UNAUTHORIZED, "admin token required: Authorization: Bearer <token>")),
+    }
+}
+
 /// Whether `given` equals `expected`, in time that does not depend on where they differ.
 #[must_use]
 pub fn secret_eq(given: &str, expected: &str) -> bool {
