@@ -648,3 +648,117 @@ async fn a_disk_write_error_turns_the_disk_tier_off_and_fails_nothing() {
     assert_eq!(metric(&t, "chorus_edge_cache_requests_total{result=\"hit\",tier=\"memory\"}"), ids.len() as f64);
     assert!(e.log.lock().unwrap().iter().any(|l| l.contains("continuing memory-only")), "no warning logged");
 }
+
+/// Reads one HTTP/1.1 response (head and a Content-Length body) from `s`, leaving the rest.
+async fn read_response(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>, head_request: bool) -> (u16, String, Vec<u8>) {
+    use tokio::io::AsyncReadExt as _;
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+            let is_head = head_request;
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase().strip_prefix("content-length: ").map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            let body_len = if is_head { 0 } else { len };
+            while buf.len() < end + 4 + body_len {
+                let mut chunk = [0u8; 65536];
+                let n = s.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "connection closed mid-body");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let body = buf[end + 4..end + 4 + body_len].to_vec();
+            buf.drain(..end + 4 + body_len);
+            return (status, head, body);
+        }
+        let mut chunk = [0u8; 65536];
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "connection closed before a response");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plaintext_http1_hits_are_sent_from_disk_with_sendfile() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let origin = Origin::start();
+    let cache = origin.dir.path().join("edge-cache");
+    let e = edge(&[origin.node().url("http")], &cache, &origin.cert(), &["--prefetch-segments", "0"]);
+    let base = e.url("http");
+    let m = manifest(&base, "tides", &origin.key()).await;
+    let seg = m.renditions[1].segments[0];
+    let other = m.renditions[1].segments[1];
+    let mut s = tokio::net::TcpStream::connect(e.addr("http")).await.unwrap();
+    let mut buf = Vec::new();
+    // A miss (fetched, written to disk, verified), then a hit from the verified file.
+    for _ in 0..2 {
+        s.write_all(format!("GET /v1/chunks/{} HTTP/1.1\r\nHost: x\r\n\r\n", seg.id).as_bytes()).await.unwrap();
+        let (status, _, body) = read_response(&mut s, &mut buf, false).await;
+        assert_eq!(status, 200);
+        assert_eq!(ChunkId::of(&body), seg.id);
+    }
+    let t = get_text(&base, "/metrics").await;
+    assert_eq!(
+        metric(&t, "chorus_edge_cache_requests_total{result=\"hit\",tier=\"disk\"}"),
+        1.0,
+        "second request not a disk (sendfile) hit"
+    );
+    assert_eq!(metric(&t, "chorus_edge_served_bytes_total{source=\"disk\"}"), seg.size as f64);
+    // A range, sent from the file at an offset.
+    s.write_all(
+        format!("GET /v1/chunks/{}.m4s HTTP/1.1\r\nHost: x\r\nRange: bytes=100-199\r\n\r\n", seg.id).as_bytes(),
+    )
+    .await
+    .unwrap();
+    let (status, head, body) = read_response(&mut s, &mut buf, false).await;
+    assert_eq!(status, 206);
+    assert!(head.contains(&format!("content-range: bytes 100-199/{}", seg.size)), "{head}");
+    let whole =
+        conn(&origin.node().url("http")).await.get(&format!("/v1/chunks/{}", seg.id)).await.unwrap().into_body();
+    assert_eq!(body, whole[100..200].to_vec());
+    // Two pipelined requests in one write are answered in order; HEAD has no body.
+    s.write_all(
+        format!(
+            "HEAD /v1/chunks/{} HTTP/1.1\r\nHost: x\r\n\r\nGET /v1/chunks/{} HTTP/1.1\r\nHost: x\r\n\r\n",
+            seg.id, other.id
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let (status, head, body) = read_response(&mut s, &mut buf, true).await;
+    assert_eq!(status, 200);
+    assert!(body.is_empty() && head.contains(&format!("content-length: {}", seg.size)), "{head}");
+    let (status, _, body) = read_response(&mut s, &mut buf, false).await;
+    assert_eq!(status, 200);
+    assert_eq!(ChunkId::of(&body), other.id);
+    // A request with a body on the same connection goes to hyper, which answers it.
+    let beacon = r#"{"track_id":"tides","startup_ms":100}"#;
+    s.write_all(
+        format!("POST /v1/qoe HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{beacon}", beacon.len()).as_bytes(),
+    )
+    .await
+    .unwrap();
+    let (status, _, _) = read_response(&mut s, &mut buf, false).await;
+    assert_eq!(status, 204);
+    // …and keeps serving chunks after that.
+    s.write_all(format!("GET /v1/chunks/{} HTTP/1.1\r\nHost: x\r\n\r\n", seg.id).as_bytes()).await.unwrap();
+    let (status, _, body) = read_response(&mut s, &mut buf, false).await;
+    assert_eq!(status, 200);
+    assert_eq!(ChunkId::of(&body), seg.id);
+    // HTTP/1.0 without keep-alive: one answer, then the connection closes.
+    let mut s = tokio::net::TcpStream::connect(e.addr("http")).await.unwrap();
+    s.write_all(format!("GET /v1/chunks/{} HTTP/1.0\r\n\r\n", seg.id).as_bytes()).await.unwrap();
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut all)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&all);
+    assert!(
+        text.starts_with("HTTP/1.1 200 OK\r\n") && text.contains("connection: close"),
+        "{}",
+        &text[..200.min(text.len())]
+    );
+    assert_eq!(all.len() - (all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4), seg.size as usize);
+}

@@ -158,12 +158,26 @@ const fn hex_val(c: u8) -> Option<u8> {
     }
 }
 
+impl ChunkId {
+    /// The 64 lowercase hex characters, without allocating (ids are formatted on every request:
+    /// `ETag`s, file names, URLs).
+    #[must_use]
+    pub fn hex_bytes(&self) -> [u8; 64] {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 64];
+        for (i, b) in self.0.iter().enumerate() {
+            out[2 * i] = DIGITS[usize::from(b >> 4)];
+            out[2 * i + 1] = DIGITS[usize::from(b & 0x0f)];
+        }
+        out
+    }
+}
+
 impl fmt::Display for ChunkId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in &self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
+        let hex = self.hex_bytes();
+        // Hex digits are ASCII, so this never fails.
+        f.write_str(std::str::from_utf8(&hex).map_err(|_| fmt::Error)?)
     }
 }
 

@@ -8,9 +8,10 @@ use std::time::{Duration, SystemTime};
 
 use chorus_core::http::body::{self, BodyError};
 use chorus_core::http::serve::{
-    bearer, check_admin, chunk_response, is_read, method_not_allowed, parse_chunk_segment, query_param,
+    ChunkSource, bearer, check_admin, chunk_response, chunk_response_from, is_read, method_not_allowed,
+    parse_chunk_segment, query_param,
 };
-use chorus_core::http::{Body, Handler, RequestContext, ResponseBody, empty, full, json, json_error};
+use chorus_core::http::{Body, FileBody, Handler, RequestContext, ResponseBody, empty, full, json, json_error};
 use chorus_core::token::{Claims, TokenError};
 use chorus_core::{ChunkId, TrackId, hls};
 use http::request::Parts;
@@ -148,7 +149,11 @@ impl Edge {
         serde_json::from_slice(&bytes).map_err(|e| json_error(StatusCode::BAD_REQUEST, format!("bad JSON body: {e}")))
     }
 
-    async fn route(&self, req: Request<Body>) -> (Route, Response<ResponseBody>, Option<&'static str>) {
+    async fn route(
+        &self,
+        req: Request<Body>,
+        ctx: RequestContext,
+    ) -> (Route, Response<ResponseBody>, Option<&'static str>) {
         let (req, body) = req.into_parts();
         let path = req.uri.path().to_owned();
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
@@ -180,7 +185,7 @@ impl Edge {
                 if !is_read(&method) {
                     return (Route::Chunk, method_not_allowed("GET, HEAD"), None);
                 }
-                let (r, source) = self.get_chunk(chunk, &req, claims.as_ref()).await;
+                let (r, source) = self.get_chunk(chunk, &req, claims.as_ref(), ctx.sendfile).await;
                 (Route::Chunk, r, source)
             }
             ["v1", "tracks", track, "hls", file] => {
@@ -215,7 +220,7 @@ impl Edge {
                 if method != Method::POST {
                     return (Route::Announce, method_not_allowed("POST"), None);
                 }
-                (Route::Announce, self.announce(body, &req, claims.as_ref()).await, None)
+                (Route::Announce, self.announce(body, ctx.remote.ip(), claims.as_ref()).await, None)
             }
             ["v1", "qoe"] => {
                 if method != Method::POST {
@@ -293,6 +298,7 @@ impl Edge {
         chunk: &str,
         req: &Parts,
         claims: Option<&Claims>,
+        sendfile: bool,
     ) -> (Response<ResponseBody>, Option<&'static str>) {
         let (id, content_type) = match parse_chunk_segment(chunk) {
             Ok(x) => x,
@@ -300,6 +306,12 @@ impl Edge {
         };
         if let Err(r) = self.scope_chunk(claims, &id) {
             return (r, None);
+        }
+        // Zero copy where the connection allows it: a verified disk file, sent by the kernel.
+        if sendfile && let Some((file, len)) = self.chunk_file(&id) {
+            self.after_chunk(&id);
+            let source = ChunkSource::File(file, len);
+            return (chunk_response_from(&id, source, content_type, &req.method, &req.headers), Some("disk"));
         }
         match self.chunk(id).await {
             Ok((bytes, source)) => {
@@ -333,7 +345,7 @@ impl Edge {
         }
     }
 
-    async fn announce(&self, body: Body, req: &Parts, claims: Option<&Claims>) -> Response<ResponseBody> {
+    async fn announce(&self, body: Body, source: std::net::IpAddr, claims: Option<&Claims>) -> Response<ResponseBody> {
         let ann: Announce = match Self::json_body(body).await {
             Ok(a) => a,
             Err(r) => return r,
@@ -341,8 +353,6 @@ impl Edge {
         if let Some(t) = ann.tracks.iter().find(|t| Self::scope_track(claims, t).is_err()) {
             return json_error(StatusCode::FORBIDDEN, format!("this token does not cover track {t}"));
         }
-        let source =
-            req.extensions.get::<RequestContext>().map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.remote.ip());
         let result = self.0.tracker.lock().unwrap_or_else(std::sync::PoisonError::into_inner).announce(
             Instant::now(),
             source,
@@ -424,13 +434,18 @@ impl Edge {
 }
 
 impl Handler for Edge {
-    async fn call(&self, mut req: Request<Body>, ctx: RequestContext) -> Response<ResponseBody> {
-        req.extensions_mut().insert(ctx);
-        let (route, resp, source) = self.route(req).await;
+    async fn call(&self, req: Request<Body>, ctx: RequestContext) -> Response<ResponseBody> {
+        let (route, resp, source) = self.route(req, ctx).await;
         let m = &self.0.metrics;
         m.requests.inc(ctx.protocol, route.name(), resp.status());
-        if let (Some(source), Some(n)) = (source, http_body::Body::size_hint(resp.body()).exact()) {
-            m.served_bytes.with_label_values(&[source]).inc_by(n);
+        if let Some(source) = source {
+            let sent = match resp.extensions().get::<FileBody>() {
+                Some(f) => Some(f.len),
+                None => http_body::Body::size_hint(resp.body()).exact(),
+            };
+            if let Some(n) = sent {
+                m.served_bytes.with_label_values(&[source]).inc_by(n);
+            }
         }
         resp
     }

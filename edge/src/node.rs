@@ -223,6 +223,19 @@ impl Edge {
         result.map(|b| (b, Source::Upstream))
     }
 
+    /// Chunk `id` as a verified disk file for `sendfile`, counted as a disk hit. `None` when
+    /// not on disk or not verified yet (then [`Edge::chunk`] reads and verifies it).
+    #[must_use]
+    pub fn chunk_file(&self, id: &ChunkId) -> Option<(Arc<std::fs::File>, u64)> {
+        let (file, len, prefetch_used) = self.0.cache.get_file(id)?;
+        let m = &self.0.metrics;
+        m.cache_requests.with_label_values(&["hit", "disk"]).inc();
+        if prefetch_used {
+            m.prefetch.with_label_values(&["used"]).inc();
+        }
+        Some((file, len))
+    }
+
     async fn fetch_and_store(&self, id: ChunkId, prefetched: bool) -> Result<Bytes, FetchError> {
         let bytes = self.0.upstreams.fetch_chunk(&id).await?;
         let events = self.0.cache.insert(id, bytes.clone(), prefetched).await;

@@ -147,7 +147,7 @@ async fn serve_request<H: Handler>(
             }
         });
         let req = req.map(|()| StreamBody::new(body).boxed_unsync());
-        let ctx = RequestContext { protocol: Protocol::Http3, tls: true, remote };
+        let ctx = RequestContext { protocol: Protocol::Http3, tls: true, remote, sendfile: false };
         handler.call(req, ctx).await
     };
     if let Err(e) = send_response(&mut send, resp, head_only, limits.idle).await {

@@ -58,6 +58,11 @@ impl<S> IdleTimeout<S> {
         Self { inner, idle, last_progress: now, timer: Box::pin(tokio::time::sleep_until(now + idle)), busy }
     }
 
+    /// The wrapped stream.
+    pub(crate) const fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
     /// Called when an operation is pending: errors once the connection has been idle too long.
     fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {

@@ -8,6 +8,7 @@
 
 pub mod body;
 pub mod client;
+mod h1fast;
 mod h3;
 mod io;
 pub mod listen;
@@ -63,6 +64,23 @@ pub struct RequestContext {
     pub tls: bool,
     /// The client's address.
     pub remote: SocketAddr,
+    /// Whether the connection can send a [`FileBody`] with `sendfile` (plaintext HTTP/1.1 on
+    /// Linux). A handler may then answer with an empty body and a `FileBody` extension; on any
+    /// other connection it must send the bytes.
+    pub sendfile: bool,
+}
+
+/// A response body sent straight from a file by the kernel (`sendfile`), without passing
+/// through user memory. Put it in the response's extensions, with an empty body, only when
+/// [`RequestContext::sendfile`] is true.
+#[derive(Debug, Clone)]
+pub struct FileBody {
+    /// The open file.
+    pub file: std::sync::Arc<std::fs::File>,
+    /// Where the bytes to send start.
+    pub offset: u64,
+    /// How many bytes to send.
+    pub len: u64,
 }
 
 /// Serves requests. Implemented by the origin's and the edge's routers.

@@ -101,6 +101,24 @@ fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
         .any(|t| t == etag || t == "*")
 }
 
+/// The body of a chunk response: bytes in memory, or a file sent with `sendfile`.
+#[derive(Debug)]
+pub enum ChunkSource {
+    /// The chunk's bytes.
+    Bytes(Bytes),
+    /// The chunk's verified file (only where [`RequestContext::sendfile`](super::RequestContext) is set).
+    File(std::sync::Arc<std::fs::File>, u64),
+}
+
+impl ChunkSource {
+    fn len(&self) -> u64 {
+        match self {
+            Self::Bytes(b) => b.len() as u64,
+            Self::File(_, len) => *len,
+        }
+    }
+}
+
 /// The response for chunk `id` whose verified bytes are `bytes`: `ETag`, immutable caching,
 /// `If-None-Match` (304), a single `Range` (206/416), `HEAD` without a body.
 #[must_use]
@@ -111,8 +129,21 @@ pub fn chunk_response(
     method: &Method,
     headers: &HeaderMap,
 ) -> Response<ResponseBody> {
+    chunk_response_from(id, ChunkSource::Bytes(bytes), content_type, method, headers)
+}
+
+/// [`chunk_response`] for a chunk in memory or in a file (then sent with `sendfile`: an empty
+/// body and a [`FileBody`](super::FileBody) extension).
+#[must_use]
+pub fn chunk_response_from(
+    id: &ChunkId,
+    source: ChunkSource,
+    content_type: &'static str,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Response<ResponseBody> {
     let etag = format!("\"{id}\"");
-    let len = bytes.len() as u64;
+    let len = source.len();
     let set_common = |resp: &mut Response<ResponseBody>| {
         let h = resp.headers_mut();
         if let Ok(v) = HeaderValue::from_str(&etag) {
@@ -133,12 +164,9 @@ pub fn chunk_response(
         Some(v) if v.trim() != etag => RangeRequest::Full,
         _ => range,
     };
-    let (status, body, content_range) = match range {
-        RangeRequest::Full => (StatusCode::OK, bytes, None),
-        RangeRequest::Partial { start, end } => {
-            let slice = bytes.slice(usize::try_from(start).unwrap_or(0)..usize::try_from(end + 1).unwrap_or(0));
-            (StatusCode::PARTIAL_CONTENT, slice, Some(format!("bytes {start}-{end}/{len}")))
-        }
+    let (status, start, end) = match range {
+        RangeRequest::Full => (StatusCode::OK, 0, len.saturating_sub(1)),
+        RangeRequest::Partial { start, end } => (StatusCode::PARTIAL_CONTENT, start, end),
         RangeRequest::Unsatisfiable => {
             let mut resp =
                 super::json_error(StatusCode::RANGE_NOT_SATISFIABLE, format!("range outside the chunk's {len} bytes"));
@@ -148,14 +176,28 @@ pub fn chunk_response(
             return resp;
         }
     };
-    let body_len = body.len();
-    let mut resp = if method == Method::HEAD { empty(status) } else { full(status, content_type, body) };
+    let body_len = if len == 0 { 0 } else { end + 1 - start };
+    let mut resp = match source {
+        _ if method == Method::HEAD => empty(status),
+        ChunkSource::Bytes(bytes) => {
+            let slice =
+                bytes.slice(usize::try_from(start).unwrap_or(0)..usize::try_from(start + body_len).unwrap_or(0));
+            full(status, content_type, slice)
+        }
+        ChunkSource::File(file, _) => {
+            let mut r = empty(status);
+            r.extensions_mut().insert(super::FileBody { file, offset: start, len: body_len });
+            r
+        }
+    };
     set_common(&mut resp);
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(body_len));
-    if let Some(cr) = content_range.and_then(|c| HeaderValue::from_str(&c).ok()) {
-        h.insert(header::CONTENT_RANGE, cr);
+    if status == StatusCode::PARTIAL_CONTENT
+        && let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{len}"))
+    {
+        h.insert(header::CONTENT_RANGE, v);
     }
     resp
 }

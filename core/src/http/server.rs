@@ -50,6 +50,9 @@ pub struct ServerConfig {
     pub max_concurrent_streams: u32,
     /// How long shutdown waits for in-flight requests (default 10 s).
     pub grace_period: Duration,
+    /// Serve plaintext HTTP/1.1 `GET`/`HEAD` on the fast path, which can send files with
+    /// `sendfile` (default on, on Linux). Everything else still goes to hyper.
+    pub h1_fast_path: bool,
 }
 
 impl Default for ServerConfig {
@@ -63,6 +66,7 @@ impl Default for ServerConfig {
             max_uri_bytes: 4 * 1024,
             max_concurrent_streams: 128,
             grace_period: Duration::from_secs(10),
+            h1_fast_path: cfg!(target_os = "linux"),
         }
     }
 }
@@ -314,8 +318,34 @@ struct TcpConn<H> {
 impl<H: Handler> TcpConn<H> {
     async fn serve(self, stream: TcpStream, remote: SocketAddr, tls: Option<TlsAcceptor>) {
         let busy = Busy::default();
-        let io = IdleTimeout::new(stream, self.config.idle_timeout, busy.clone());
+        let mut io = IdleTimeout::new(stream, self.config.idle_timeout, busy.clone());
         match tls {
+            None if self.config.h1_fast_path => {
+                let limits = super::h1fast::Limits {
+                    max_header_bytes: self.config.max_header_bytes,
+                    max_uri_bytes: self.config.max_uri_bytes,
+                    header_read_timeout: self.config.header_read_timeout,
+                    idle_timeout: self.config.idle_timeout,
+                };
+                let ctx = RequestContext { protocol: Protocol::Http1, tls: false, remote, sendfile: true };
+                let mut stop = self.stop.clone();
+                let outcome = super::h1fast::serve(
+                    &mut io,
+                    self.handler.as_ref(),
+                    ctx,
+                    &limits,
+                    self.alt_svc.as_ref(),
+                    &mut stop,
+                )
+                .await;
+                match outcome {
+                    Ok(super::h1fast::Outcome::Done) => {}
+                    Ok(super::h1fast::Outcome::HandOver(prefix)) => {
+                        self.serve_io(super::h1fast::Rewind::new(prefix, io), remote, false, busy).await;
+                    }
+                    Err(e) => debug!(error = %e, "connection ended with an error"),
+                }
+            }
             None => self.serve_io(io, remote, false, busy).await,
             Some(acceptor) => match tokio::time::timeout(self.config.handshake_timeout, acceptor.accept(io)).await {
                 Ok(Ok(tls_stream)) => self.serve_io(tls_stream, remote, true, busy).await,
@@ -338,7 +368,7 @@ impl<H: Handler> TcpConn<H> {
             async move {
                 let _working = working;
                 let protocol = if req.version() == http::Version::HTTP_2 { Protocol::Http2 } else { Protocol::Http1 };
-                let ctx = RequestContext { protocol, tls, remote };
+                let ctx = RequestContext { protocol, tls, remote, sendfile: false };
                 let mut resp = if req.uri().path_and_query().map_or(0, |p| p.as_str().len()) > max_uri {
                     json_error(StatusCode::URI_TOO_LONG, format!("request target longer than {max_uri} bytes"))
                 } else {

@@ -14,6 +14,9 @@ use super::tier::Weighted;
 pub struct DiskEntry {
     /// File size in bytes.
     pub size: u64,
+    /// Whether the file's bytes are known to match its id: written by this process, or read
+    /// and checked since it started. Only verified files are sent with `sendfile` (unread).
+    pub verified: bool,
 }
 
 impl Weighted for DiskEntry {
@@ -58,7 +61,7 @@ impl DiskStore {
                     match (ChunkId::parse(&name), f.metadata()) {
                         (Ok(id), Ok(meta)) if meta.is_file() => {
                             let mtime = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
-                            found.push((mtime, id, DiskEntry { size: meta.len() }));
+                            found.push((mtime, id, DiskEntry { size: meta.len(), verified: false }));
                         }
                         _ => {
                             if name.starts_with(fsutil::TMP_PREFIX) {
@@ -120,6 +123,12 @@ impl DiskStore {
                 false
             }
         }
+    }
+
+    /// Opens chunk `id`'s file for `sendfile` (a cheap `open` on a hot directory entry, done
+    /// on the calling thread).
+    pub(super) fn open(&self, id: &ChunkId) -> Option<std::fs::File> {
+        std::fs::File::open(self.path(id)).ok()
     }
 
     /// Deletes the files of `ids` (missing files are fine).

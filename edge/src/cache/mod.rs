@@ -179,6 +179,9 @@ impl ChunkCache {
         match disk.read(id).await {
             Some(bytes) => {
                 let mut g = self.lock();
+                if let Some(e) = g.disk.get_mut(id) {
+                    e.verified = true;
+                }
                 let prefetch_used = g.prefetched.pop(id).is_some();
                 let inner = &mut *g;
                 if let Admission::Admitted(evicted) = inner.mem.offer(*id, bytes.clone(), &inner.sketch) {
@@ -212,7 +215,7 @@ impl ChunkCache {
             if self.disk_enabled()
                 && !inner.disk.contains(&id)
                 && let Admission::Admitted(evicted) =
-                    inner.disk.offer(id, DiskEntry { size: bytes.len() as u64 }, &inner.sketch)
+                    inner.disk.offer(id, DiskEntry { size: bytes.len() as u64, verified: true }, &inner.sketch)
             {
                 to_write = true;
                 for (k, _) in evicted {
@@ -247,6 +250,30 @@ impl ChunkCache {
             }
         }
         events
+    }
+
+    /// A hit served from a verified disk file, for `sendfile`: the open file and its length.
+    /// `None` when the chunk is not on disk or not verified since start (the caller then takes
+    /// the ordinary path, which reads and verifies it).
+    pub fn get_file(&self, id: &ChunkId) -> Option<(std::sync::Arc<std::fs::File>, u64, bool)> {
+        let disk = self.disk.as_ref().filter(|d| d.enabled())?;
+        let size = {
+            let mut g = self.lock();
+            let e = g.disk.get(id).filter(|e| e.verified)?;
+            let size = e.size;
+            g.sketch.increment(id);
+            size
+        };
+        match disk.open(id) {
+            Some(f) => {
+                let prefetch_used = self.lock().prefetched.pop(id).is_some();
+                Some((std::sync::Arc::new(f), size, prefetch_used))
+            }
+            None => {
+                self.lock().disk.remove(id);
+                None
+            }
+        }
     }
 
     /// Marks a prefetched chunk as used (a client got it by joining the prefetch's fetch).

@@ -76,6 +76,11 @@ impl<V: Weighted> Tier<V> {
         self.entries.get(id)
     }
 
+    /// The entry for `id`, mutably, marking it most recently used.
+    pub fn get_mut(&mut self, id: &ChunkId) -> Option<&mut V> {
+        self.entries.get_mut(id)
+    }
+
     /// The entry for `id`, without touching the order.
     #[must_use]
     pub fn peek(&self, id: &ChunkId) -> Option<&V> {

@@ -1,0 +1,341 @@
+//! The plaintext HTTP/1.1 fast path: cache hits sent with `sendfile` (zero copy).
+//!
+//! Serving a 128 KiB chunk from memory costs the kernel a 128 KiB copy into the socket; nginx
+//! avoids it by handing page-cache pages to the socket (`sendfile`). This loop does the same for
+//! plaintext HTTP/1.1 connections: it parses each request head itself (httparse), passes
+//! bodiless `GET`/`HEAD` requests to the same [`Handler`] as every other path (with
+//! [`RequestContext::sendfile`] set), and when the answer carries a [`FileBody`] it writes the
+//! head and then lets the kernel send the file. Answers with ordinary bodies are written as they
+//! are.
+//!
+//! Anything else — a request with a body, `Expect`, `Upgrade`, HTTP/2 prior knowledge, a
+//! malformed or oversize head — ends the fast path for the connection: the bytes read so far
+//! are replayed into hyper, which serves the rest of the connection. So the fast path handles
+//! only what it understands completely, and hyper handles everything else as before.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf as _, Bytes, BytesMut};
+use http::{HeaderValue, Method, Request, Response, Version, header};
+use http_body_util::BodyExt as _;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::io::IdleTimeout;
+use super::{FileBody, Handler, RequestContext, ResponseBody};
+
+/// Most headers a request may have on the fast path (more: handed to hyper).
+const MAX_HEADERS: usize = 64;
+
+/// What the fast loop ended with.
+pub(super) enum Outcome {
+    /// The connection is finished (closed by either side, an error, or `Connection: close`).
+    Done,
+    /// Hand the connection to hyper, replaying these bytes first.
+    HandOver(Bytes),
+}
+
+/// Settings the loop needs from the server.
+pub(super) struct Limits {
+    pub(super) max_header_bytes: usize,
+    pub(super) max_uri_bytes: usize,
+    pub(super) header_read_timeout: Duration,
+    pub(super) idle_timeout: Duration,
+}
+
+fn eligible(req: &httparse::Request<'_, '_>) -> bool {
+    let simple_method = matches!(req.method, Some("GET" | "HEAD"));
+    let path_ok = req.path.is_some_and(|p| p.starts_with('/'));
+    simple_method
+        && path_ok
+        && req.headers.iter().all(|h| {
+            let n = h.name;
+            !(n.eq_ignore_ascii_case("transfer-encoding")
+                || n.eq_ignore_ascii_case("expect")
+                || n.eq_ignore_ascii_case("upgrade")
+                || (n.eq_ignore_ascii_case("content-length") && h.value != b"0"))
+        })
+}
+
+/// Serves `stream` until it closes or must be handed over.
+pub(super) async fn serve<H: Handler>(
+    stream: &mut IdleTimeout<TcpStream>,
+    handler: &H,
+    mut ctx: RequestContext,
+    limits: &Limits,
+    alt_svc: Option<&HeaderValue>,
+    stopping: &mut tokio::sync::watch::Receiver<bool>,
+) -> io::Result<Outcome> {
+    ctx.sendfile = true;
+    let mut buf = BytesMut::with_capacity(4096);
+    loop {
+        // Read one request head, within the header timeout once its first byte is awaited.
+        let parsed = loop {
+            if !buf.is_empty() {
+                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                let mut req = httparse::Request::new(&mut headers);
+                match req.parse(&buf) {
+                    Ok(httparse::Status::Complete(n)) => {
+                        if !eligible(&req) || req.path.is_some_and(|p| p.len() > limits.max_uri_bytes) {
+                            return Ok(Outcome::HandOver(buf.freeze()));
+                        }
+                        break Some((to_request(&req)?, n));
+                    }
+                    Ok(httparse::Status::Partial) if buf.len() < limits.max_header_bytes => {}
+                    // Malformed, too many headers, or too long: hyper answers it properly.
+                    _ => return Ok(Outcome::HandOver(buf.freeze())),
+                }
+            }
+            if *stopping.borrow() && buf.is_empty() {
+                return Ok(Outcome::Done);
+            }
+            let read = tokio::select! {
+                r = tokio::time::timeout(limits.header_read_timeout, read_more(stream, &mut buf)) => r,
+                _ = stopping.changed(), if buf.is_empty() => return Ok(Outcome::Done),
+            };
+            match read {
+                Ok(Ok(0)) => return Ok(Outcome::Done),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(Outcome::Done), // header timeout: close, as hyper does
+            }
+        };
+        let Some((req, consumed)) = parsed else { return Ok(Outcome::Done) };
+        buf.advance(consumed);
+        let keep_alive = wants_keep_alive(&req);
+        let head_only = req.method() == Method::HEAD;
+        let version = req.version();
+        let resp = handler.call(req, ctx).await;
+        write_response(stream, resp, head_only, version, keep_alive, alt_svc, limits.idle_timeout).await?;
+        if !keep_alive || *stopping.borrow() {
+            return Ok(Outcome::Done);
+        }
+    }
+}
+
+async fn read_more(stream: &mut IdleTimeout<TcpStream>, buf: &mut BytesMut) -> io::Result<usize> {
+    use tokio::io::AsyncReadExt as _;
+    buf.reserve(4096);
+    stream.read_buf(buf).await
+}
+
+fn to_request(r: &httparse::Request<'_, '_>) -> io::Result<Request<super::Body>> {
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
+    let mut b = Request::builder()
+        .method(r.method.unwrap_or("GET"))
+        .uri(r.path.unwrap_or("/"))
+        .version(if r.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 });
+    if let Some(h) = b.headers_mut() {
+        for hd in r.headers.iter() {
+            let name = header::HeaderName::from_bytes(hd.name.as_bytes()).map_err(|_| bad("bad header name"))?;
+            let value = HeaderValue::from_bytes(hd.value).map_err(|_| bad("bad header value"))?;
+            h.append(name, value);
+        }
+    }
+    b.body(super::body::empty_body()).map_err(|e| bad(&e.to_string()))
+}
+
+fn wants_keep_alive(req: &Request<super::Body>) -> bool {
+    let conn = req.headers().get(header::CONNECTION).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let has = |t: &str| conn.split(',').any(|c| c.trim().eq_ignore_ascii_case(t));
+    if req.version() == Version::HTTP_10 { has("keep-alive") } else { !has("close") }
+}
+
+thread_local! {
+    static DATE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((0, String::new())) };
+}
+
+/// The `Date` header value, formatted once per second per thread.
+fn date() -> String {
+    let now = std::time::SystemTime::now();
+    let secs = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.0 != secs || d.1.is_empty() {
+            *d = (secs, httpdate::fmt_http_date(now));
+        }
+        d.1.clone()
+    })
+}
+
+async fn write_response(
+    stream: &mut IdleTimeout<TcpStream>,
+    resp: Response<ResponseBody>,
+    head_only: bool,
+    version: Version,
+    keep_alive: bool,
+    alt_svc: Option<&HeaderValue>,
+    idle: Duration,
+) -> io::Result<()> {
+    let (parts, body) = resp.into_parts();
+    let file = parts.extensions.get::<FileBody>().cloned();
+    let bytes = if file.is_some() || head_only && parts.headers.contains_key(header::CONTENT_LENGTH) {
+        Bytes::new()
+    } else {
+        body.collect().await.map_err(io::Error::other)?.to_bytes()
+    };
+    let len = file.as_ref().map_or(bytes.len() as u64, |f| f.len);
+    let mut head = Vec::with_capacity(512);
+    let reason = parts.status.canonical_reason().unwrap_or("");
+    head.extend_from_slice(format!("HTTP/1.1 {} {reason}\r\n", parts.status.as_u16()).as_bytes());
+    for (name, value) in &parts.headers {
+        if name == header::CONTENT_LENGTH || name == header::CONNECTION {
+            continue;
+        }
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    let no_body_status = parts.status.is_informational() || parts.status == 204 || parts.status == 304;
+    if !no_body_status {
+        let declared = if head_only {
+            parts
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(len)
+        } else {
+            len
+        };
+        head.extend_from_slice(format!("content-length: {declared}\r\n").as_bytes());
+    }
+    if let Some(v) = alt_svc {
+        head.extend_from_slice(b"alt-svc: ");
+        head.extend_from_slice(v.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    if !keep_alive {
+        head.extend_from_slice(b"connection: close\r\n");
+    } else if version == Version::HTTP_10 {
+        head.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    head.extend_from_slice(b"date: ");
+    head.extend_from_slice(date().as_bytes());
+    head.extend_from_slice(b"\r\n\r\n");
+
+    if head_only || no_body_status {
+        return stream.write_all(&head).await;
+    }
+    match file {
+        Some(f) => {
+            // The head goes out with MSG_MORE, so the kernel packs it with the file's first
+            // bytes instead of sending a small packet of its own (nginx's tcp_nopush).
+            send_more(stream.get_ref(), &head, idle).await?;
+            send_file(stream.get_ref(), &f, idle).await
+        }
+        None => {
+            // One write for small answers, two vectored buffers otherwise.
+            let mut parts = [Bytes::from(head), bytes];
+            write_all_vectored(stream, &mut parts).await
+        }
+    }
+}
+
+async fn write_all_vectored(stream: &mut IdleTimeout<TcpStream>, bufs: &mut [Bytes; 2]) -> io::Result<()> {
+    while bufs.iter().any(|b| !b.is_empty()) {
+        let slices = [io::IoSlice::new(&bufs[0]), io::IoSlice::new(&bufs[1])];
+        let mut n = stream.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        for b in bufs.iter_mut() {
+            let take = n.min(b.len());
+            b.advance(take);
+            n -= take;
+        }
+    }
+    Ok(())
+}
+
+/// Writes all of `buf` to `sock` with `MSG_MORE` (more data follows).
+async fn send_more(sock: &TcpStream, mut buf: &[u8], idle: Duration) -> io::Result<()> {
+    while !buf.is_empty() {
+        match sock.try_io(tokio::io::Interest::WRITABLE, || {
+            rustix::net::send(sock, buf, rustix::net::SendFlags::MORE | rustix::net::SendFlags::NOSIGNAL)
+                .map_err(io::Error::from)
+        }) {
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                tokio::time::timeout(idle, sock.writable())
+                    .await
+                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client stopped reading"))??;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Sends `f` on `sock` with `sendfile`, waiting for the socket to drain in between; a client
+/// that accepts nothing for `idle` is cut off.
+async fn send_file(sock: &TcpStream, f: &FileBody, idle: Duration) -> io::Result<()> {
+    let mut offset = f.offset;
+    let end = f.offset + f.len;
+    while offset < end {
+        let count = usize::try_from(end - offset).unwrap_or(usize::MAX).min(1 << 30);
+        match sock.try_io(tokio::io::Interest::WRITABLE, || {
+            rustix::fs::sendfile(sock, &*f.file, Some(&mut offset), count).map_err(io::Error::from)
+        }) {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shorter than its length")),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                tokio::time::timeout(idle, sock.writable())
+                    .await
+                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client stopped reading"))??;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// A stream that first yields `prefix` (bytes already read), then reads from `inner`.
+pub(super) struct Rewind<S> {
+    prefix: Bytes,
+    inner: S,
+}
+
+impl<S> Rewind<S> {
+    pub(super) const fn new(prefix: Bytes, inner: S) -> Self {
+        Self { prefix, inner }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
