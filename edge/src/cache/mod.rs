@@ -36,6 +36,11 @@ use self::tier::{Admission, Tier};
 /// Prefetched chunks remembered at most while waiting to be used.
 const PREFETCH_TRACKED: usize = 65_536;
 
+/// Open files of hot disk-tier chunks kept for `sendfile` (nginx's `open_file_cache`): a hit
+/// then costs no `open`/`close`. Chunk files never change, and an entry is dropped when its
+/// chunk is evicted or purged.
+const OPEN_FILES: usize = 1024;
+
 /// Cache sizes and place.
 #[derive(Debug, Clone)]
 pub struct CacheConfig {
@@ -92,6 +97,7 @@ struct Inner {
     disk: Tier<DiskEntry>,
     sketch: Sketch,
     prefetched: LruCache<ChunkId, ()>,
+    files: LruCache<ChunkId, std::sync::Arc<std::fs::File>>,
 }
 
 /// The two-tier chunk cache. Cheap operations take a short lock; disk I/O runs outside it.
@@ -130,6 +136,7 @@ impl ChunkCache {
             disk: disk_tier,
             sketch: Sketch::new(items.max(1024)),
             prefetched: LruCache::unbounded(),
+            files: LruCache::new(std::num::NonZeroUsize::new(OPEN_FILES).unwrap_or(std::num::NonZeroUsize::MIN)),
         };
         Ok((Self { inner: Mutex::new(inner), disk }, indexed))
     }
@@ -194,6 +201,7 @@ impl ChunkCache {
                 events.disk_corrupt += 1;
                 let mut g = self.lock();
                 g.disk.remove(id);
+                g.files.pop(id);
                 None
             }
         }
@@ -219,6 +227,7 @@ impl ChunkCache {
             {
                 to_write = true;
                 for (k, _) in evicted {
+                    inner.files.pop(&k);
                     to_delete.push(k);
                     if !inner.mem.contains(&k) {
                         dropped.push(k);
@@ -257,17 +266,22 @@ impl ChunkCache {
     /// the ordinary path, which reads and verifies it).
     pub fn get_file(&self, id: &ChunkId) -> Option<(std::sync::Arc<std::fs::File>, u64, bool)> {
         let disk = self.disk.as_ref().filter(|d| d.enabled())?;
-        let size = {
+        let (size, open, prefetch_used) = {
             let mut g = self.lock();
             let e = g.disk.get(id).filter(|e| e.verified)?;
             let size = e.size;
             g.sketch.increment(id);
-            size
+            let open = g.files.get(id).cloned();
+            (size, open, g.prefetched.pop(id).is_some())
         };
+        if let Some(f) = open {
+            return Some((f, size, prefetch_used));
+        }
         match disk.open(id) {
             Some(f) => {
-                let prefetch_used = self.lock().prefetched.pop(id).is_some();
-                Some((std::sync::Arc::new(f), size, prefetch_used))
+                let f = std::sync::Arc::new(f);
+                self.lock().files.put(*id, f.clone());
+                Some((f, size, prefetch_used))
             }
             None => {
                 self.lock().disk.remove(id);
@@ -287,6 +301,7 @@ impl ChunkCache {
         let held = {
             let mut g = self.lock();
             g.prefetched.pop(id);
+            g.files.pop(id);
             let m = g.mem.remove(id).is_some();
             let d = g.disk.remove(id).is_some();
             m || d
