@@ -601,3 +601,38 @@ async fn connections_beyond_the_cap_are_closed_at_once() {
     }
     assert_eq!(b.get("/healthz").await.unwrap().status(), StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_trickled_byte_by_byte_is_still_cut_off() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let node = Node::start(
+        &["origin", "--store", s(&store), "--listen", "http://127.0.0.1:0", "--header-read-timeout", "1s"],
+        1,
+    );
+    let mut sock = tokio::net::TcpStream::connect(node.addr("http")).await.unwrap();
+    sock.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+    let started = std::time::Instant::now();
+    // One header byte every 200 ms: each read is quick, but the head never completes.
+    let closed = loop {
+        if started.elapsed() > Duration::from_secs(15) {
+            break false;
+        }
+        if sock.write_all(b"x").await.is_err() {
+            break true;
+        }
+        let mut b = [0u8; 256];
+        match tokio::time::timeout(Duration::from_millis(200), sock.read(&mut b)).await {
+            Ok(Ok(0) | Err(_)) => break true,
+            Ok(Ok(_)) => break true, // an error answer also ends it
+            Err(_) => {}
+        }
+    };
+    assert!(closed, "a trickling client kept its connection for 15 s");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "cut off after {:?}, not at the 1 s header timeout",
+        started.elapsed()
+    );
+}

@@ -126,7 +126,15 @@ impl Edge {
 
     fn scope_chunk(&self, claims: Option<&Claims>, id: &ChunkId) -> Result<(), Response<ResponseBody>> {
         let Some(c) = claims.filter(|c| c.tracks.is_some()) else { return Ok(()) };
-        if self.0.manifests.positions(id).iter().any(|p| c.allows(&p.track)) {
+        // The index keeps a few positions per chunk; a chunk shared by many tracks (identical
+        // init segments) is also looked up in the manifests of the token's own tracks.
+        let in_allowed = || {
+            c.tracks
+                .iter()
+                .flatten()
+                .any(|t| self.0.manifests.cached(t).is_some_and(|m| m.chunks().any(|ch| ch.id == *id)))
+        };
+        if self.0.manifests.positions(id).iter().any(|p| c.allows(&p.track)) || in_allowed() {
             Ok(())
         } else {
             Err(json_error(
@@ -172,7 +180,7 @@ impl Edge {
             && let Some(next) = crate::prefetch::next_track_hint(&req.headers, req.uri.query())
             && Self::scope_track(claims.as_ref(), &next).is_ok()
         {
-            self.warm(next);
+            self.warm(next, false);
         }
         match segments.as_slice() {
             ["v1", "tracks", track, "manifest"] => {
@@ -361,6 +369,7 @@ impl Edge {
         match result {
             Ok(()) => empty(StatusCode::NO_CONTENT),
             Err(e @ TrackerError::Invalid(_)) => json_error(StatusCode::BAD_REQUEST, e),
+            Err(e @ TrackerError::Full) => json_error(StatusCode::SERVICE_UNAVAILABLE, e),
             Err(TrackerError::RateLimited(after)) => {
                 let mut r =
                     json_error(StatusCode::TOO_MANY_REQUESTS, format!("too many announces; retry in {after:?}"));
@@ -425,7 +434,7 @@ impl Edge {
                 }
                 let n = b.tracks.len();
                 for t in b.tracks {
-                    self.warm(t);
+                    self.warm(t, true);
                 }
                 json(StatusCode::ACCEPTED, &serde_json::json!({ "accepted": n }))
             }

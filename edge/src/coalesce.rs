@@ -83,8 +83,11 @@ where
                 let fut = fetch();
                 let map = self.map.clone();
                 tokio::spawn(async move {
+                    // Released on every exit, a panic in the fetch included: otherwise the key
+                    // would stay taken and every later request would wait on a dead fetch.
+                    let release = Release { map, key: Some(key) };
                     let result = fut.await;
-                    map.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key);
+                    drop(release);
                     let _ = tx.send(Some(result));
                 });
                 (rx, Role::Leader)
@@ -95,6 +98,20 @@ where
             Err(_) => Err(lost),
         };
         (result, role)
+    }
+}
+
+/// Removes a key from the in-flight map when dropped.
+struct Release<K: Hash + Eq, V, E> {
+    map: Arc<Mutex<HashMap<K, Slot<V, E>>>>,
+    key: Option<K>,
+}
+
+impl<K: Hash + Eq, V, E> Drop for Release<K, V, E> {
+    fn drop(&mut self) {
+        if let Some(k) = self.key.take() {
+            self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&k);
+        }
     }
 }
 

@@ -167,7 +167,7 @@ impl Manifests {
                         fetched: Instant::now(),
                         max_age: max_age(r.headers()),
                     });
-                    self.lock().entries.put(track.clone(), e.clone());
+                    self.store(track, e.clone());
                     Ok((e, Freshness::Revalidated))
                 }
                 None => Err(FetchError::Failed("upstream answered 304 to an unconditional request".into())),

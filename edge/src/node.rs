@@ -276,7 +276,6 @@ impl Edge {
                 Err(_) => return,
             }
         };
-        self.0.metrics.prefetch.with_label_values(&["issued"]).inc();
         let edge = self.clone();
         tokio::spawn(async move {
             let _permit = match permit {
@@ -290,7 +289,7 @@ impl Edge {
                 return;
             }
             let e2 = edge.clone();
-            let (r, _) = edge
+            let (r, role) = edge
                 .0
                 .chunks
                 .get(
@@ -299,6 +298,11 @@ impl Edge {
                     FetchError::Failed("prefetch lost".into()),
                 )
                 .await;
+            // Counted only when this prefetch fetched and stored the chunk, so that every
+            // `issued` can later be `used` or `wasted`.
+            if role == Role::Leader && r.is_ok() {
+                edge.0.metrics.prefetch.with_label_values(&["issued"]).inc();
+            }
             if let Err(e) = r {
                 debug!(chunk = %id, error = %e, "prefetch failed");
             }
@@ -321,7 +325,7 @@ impl Edge {
                 .observe(Instant::now(), track);
             if trending {
                 info!(track = %track, "track is trending; warming its first segments");
-                self.warm(track.clone());
+                self.warm(track.clone(), false);
             }
         }
         r
@@ -329,7 +333,7 @@ impl Edge {
 
     /// Warms `track` in the background: its manifest, init chunks and first segments. Skipped
     /// if the same track was warmed in the last 30 s.
-    pub fn warm(&self, track: TrackId) {
+    pub fn warm(&self, track: TrackId, queue: bool) {
         {
             let mut recent = self.0.recently_warmed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if recent.get(&track).is_some_and(|t| t.elapsed() < Duration::from_secs(30)) {
@@ -342,7 +346,7 @@ impl Edge {
             match edge.0.manifests.get(&track, &edge.0.upstreams).await {
                 Ok((e, _)) => {
                     for id in prefetch::track_start(&e.manifest, edge.0.cfg.prefetch.warm_segments) {
-                        edge.prefetch(id, true);
+                        edge.prefetch(id, queue);
                     }
                 }
                 Err(e) => warn!(track = %track, error = %e, "warming failed"),

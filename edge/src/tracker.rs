@@ -33,6 +33,8 @@ pub struct TrackerConfig {
     pub refill: Duration,
     /// Source addresses whose rate is tracked at most (default 100 000).
     pub max_sources: usize,
+    /// Peers remembered at most, over all tracks (default 500 000).
+    pub max_peers: usize,
 }
 
 impl Default for TrackerConfig {
@@ -45,6 +47,7 @@ impl Default for TrackerConfig {
             burst: 10,
             refill: Duration::from_secs(3),
             max_sources: 100_000,
+            max_peers: 500_000,
         }
     }
 }
@@ -89,6 +92,9 @@ pub enum TrackerError {
     /// The source announces too often (429); retry after the given time.
     #[error("too many announces from this address; retry in {0:?}")]
     RateLimited(Duration),
+    /// The tracker holds as many live peers as it may (503); retry later.
+    #[error("the tracker is full; retry later")]
+    Full,
 }
 
 #[derive(Debug, Clone)]
@@ -157,10 +163,22 @@ impl Tracker {
             return Err(TrackerError::Invalid(format!("at most {MAX_TRACKS_PER_ANNOUNCE} tracks per announce")));
         }
         self.take_token(now, source)?;
+        // At most one expiry sweep per announce, however many tracks it names.
+        let mut swept = false;
+        if !self.peers.contains_key(&ann.peer_id) && self.peers.len() >= self.cfg.max_peers {
+            self.expire(now);
+            swept = true;
+            if self.peers.len() >= self.cfg.max_peers {
+                return Err(TrackerError::Full);
+            }
+        }
         self.peers.insert(ann.peer_id.clone(), PeerInfo { addrs: ann.addrs, seen: now });
         for track in ann.tracks {
             if !self.tracks.contains_key(&track) && self.tracks.len() >= self.cfg.max_tracks {
-                self.expire(now);
+                if !swept {
+                    self.expire(now);
+                    swept = true;
+                }
                 if self.tracks.len() >= self.cfg.max_tracks {
                     continue; // full of live entries: remember what we have
                 }
@@ -179,6 +197,15 @@ impl Tracker {
     }
 
     fn take_token(&mut self, now: Instant, source: IpAddr) -> Result<(), TrackerError> {
+        // One IPv6 host usually owns a whole /64: limit the prefix, not each address.
+        let source = match source {
+            IpAddr::V6(v6) => {
+                let mut o = v6.octets();
+                o[8..].fill(0);
+                IpAddr::from(o)
+            }
+            v4 => v4,
+        };
         let (burst, refill) = (f64::from(self.cfg.burst), self.cfg.refill.as_secs_f64().max(1e-3));
         if !self.buckets.contains_key(&source) && self.buckets.len() >= self.cfg.max_sources {
             // Forget sources whose bucket has refilled: they are idle.
@@ -312,6 +339,27 @@ mod tests {
         assert_eq!(t.tracks.len(), 3);
         t.announce(now, ip(2), ann(PEER, &["a"])).unwrap();
         assert!(matches!(t.announce(now, ip(3), ann(PEER, &["a"])), Err(TrackerError::RateLimited(_))));
+    }
+
+    #[test]
+    fn peers_are_bounded_and_ipv6_is_limited_per_64() {
+        let cfg = TrackerConfig { max_peers: 2, burst: 100, ..TrackerConfig::default() };
+        let mut t = Tracker::new(cfg);
+        let now = Instant::now();
+        t.announce(now, ip(1), ann(&peer(1), &["t"])).unwrap();
+        t.announce(now, ip(1), ann(&peer(2), &["t"])).unwrap();
+        assert_eq!(t.announce(now, ip(1), ann(&peer(3), &["t"])), Err(TrackerError::Full));
+        // Known peers may still re-announce; after expiry there is room again.
+        t.announce(now, ip(1), ann(&peer(2), &["t"])).unwrap();
+        t.announce(now + Duration::from_secs(301), ip(1), ann(&peer(3), &["t"])).unwrap();
+
+        let mut t = Tracker::new(TrackerConfig::default());
+        let a: IpAddr = "2001:db8::1".parse().unwrap();
+        let b: IpAddr = "2001:db8::ffff:2".parse().unwrap();
+        for _ in 0..10 {
+            t.announce(now, a, ann(PEER, &["t"])).unwrap();
+        }
+        assert!(matches!(t.announce(now, b, ann(PEER, &["t"])), Err(TrackerError::RateLimited(_))), "same /64");
     }
 
     #[test]

@@ -302,6 +302,14 @@ impl Upstreams {
         }
     }
 
+    /// [`Upstreams::send`] within one deadline: "one attempt" includes a reconnect after a
+    /// stale pooled connection.
+    async fn send_within(&self, u: &Upstream, req: &Request<Bytes>) -> Result<Response<Bytes>, ClientError> {
+        tokio::time::timeout(self.cfg.timeout, self.send(u, req))
+            .await
+            .map_err(|_| ClientError::Timeout(self.cfg.timeout))?
+    }
+
     async fn attempt(
         &self,
         u: &Upstream,
@@ -309,7 +317,7 @@ impl Upstreams {
         check: &(dyn Fn(&Response<Bytes>) -> Result<(), String> + Sync),
     ) -> Attempt {
         let started = Instant::now();
-        let result = self.send(u, req).await;
+        let result = self.send_within(u, req).await;
         self.metrics.seconds.with_label_values(&[u.url.as_str()]).observe(started.elapsed().as_secs_f64());
         let label = match &result {
             Ok(r) => r.status().as_str().to_owned(),

@@ -73,6 +73,9 @@ pub(super) async fn serve<H: Handler>(
     let mut buf = BytesMut::with_capacity(4096);
     loop {
         // Read one request head, within the header timeout once its first byte is awaited.
+        // The whole head must arrive within the header timeout, counted from when we start
+        // waiting for it (bytes trickling in do not extend it: no slowloris).
+        let deadline = tokio::time::Instant::now() + limits.header_read_timeout;
         let parsed = loop {
             if !buf.is_empty() {
                 let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -82,7 +85,11 @@ pub(super) async fn serve<H: Handler>(
                         if !eligible(&req) || req.path.is_some_and(|p| p.len() > limits.max_uri_bytes) {
                             return Ok(Outcome::HandOver(buf.freeze()));
                         }
-                        break Some((to_request(&req)?, n));
+                        match to_request(&req) {
+                            Ok(r) => break Some((r, n)),
+                            // httparse accepted what `http` refuses: let hyper answer it.
+                            Err(_) => return Ok(Outcome::HandOver(buf.freeze())),
+                        }
                     }
                     Ok(httparse::Status::Partial) if buf.len() < limits.max_header_bytes => {}
                     // Malformed, too many headers, or too long: hyper answers it properly.
@@ -93,7 +100,7 @@ pub(super) async fn serve<H: Handler>(
                 return Ok(Outcome::Done);
             }
             let read = tokio::select! {
-                r = tokio::time::timeout(limits.header_read_timeout, read_more(stream, &mut buf)) => r,
+                r = tokio::time::timeout_at(deadline, read_more(stream, &mut buf)) => r,
                 _ = stopping.changed(), if buf.is_empty() => return Ok(Outcome::Done),
             };
             match read {
@@ -109,6 +116,8 @@ pub(super) async fn serve<H: Handler>(
         let head_only = req.method() == Method::HEAD;
         let version = req.version();
         let resp = handler.call(req, ctx).await;
+        // Shutting down: this is the last answer on the connection, and it says so.
+        let keep_alive = keep_alive && !*stopping.borrow();
         write_response(stream, resp, head_only, version, keep_alive, alt_svc, limits.idle_timeout).await?;
         if !keep_alive || *stopping.borrow() {
             return Ok(Outcome::Done);
@@ -139,8 +148,14 @@ fn to_request(r: &httparse::Request<'_, '_>) -> io::Result<Request<super::Body>>
 }
 
 fn wants_keep_alive(req: &Request<super::Body>) -> bool {
-    let conn = req.headers().get(header::CONNECTION).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let has = |t: &str| conn.split(',').any(|c| c.trim().eq_ignore_ascii_case(t));
+    let has = |t: &str| {
+        req.headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|c| c.trim().eq_ignore_ascii_case(t))
+    };
     if req.version() == Version::HTTP_10 { has("keep-alive") } else { !has("close") }
 }
 
@@ -226,7 +241,10 @@ async fn write_response(
             // The head goes out with MSG_MORE, so the kernel packs it with the file's first
             // bytes instead of sending a small packet of its own (nginx's tcp_nopush).
             send_more(stream.get_ref(), &head, idle).await?;
-            send_file(stream.get_ref(), &f, idle).await
+            let sent = send_file(stream.get_ref(), &f, idle).await;
+            // These writes bypassed the wrapper: tell it the connection moved.
+            stream.touch();
+            sent
         }
         None => {
             // One write for small answers, two vectored buffers otherwise.

@@ -63,6 +63,11 @@ impl<S> IdleTimeout<S> {
         &self.inner
     }
 
+    /// Records progress made on the stream without going through this wrapper (`sendfile`).
+    pub(crate) fn touch(&mut self) {
+        self.last_progress = Instant::now();
+    }
+
     /// Called when an operation is pending: errors once the connection has been idle too long.
     fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {

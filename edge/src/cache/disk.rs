@@ -17,6 +17,9 @@ pub struct DiskEntry {
     /// Whether the file's bytes are known to match its id: written by this process, or read
     /// and checked since it started. Only verified files are sent with `sendfile` (unread).
     pub verified: bool,
+    /// Whether the file is on disk: false while it is being written (the index admits the
+    /// chunk first, so the bytes count against the tier's size at once).
+    pub ready: bool,
 }
 
 impl Weighted for DiskEntry {
@@ -61,7 +64,7 @@ impl DiskStore {
                     match (ChunkId::parse(&name), f.metadata()) {
                         (Ok(id), Ok(meta)) if meta.is_file() => {
                             let mtime = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
-                            found.push((mtime, id, DiskEntry { size: meta.len(), verified: false }));
+                            found.push((mtime, id, DiskEntry { size: meta.len(), verified: false, ready: true }));
                         }
                         _ => {
                             if name.starts_with(fsutil::TMP_PREFIX) {

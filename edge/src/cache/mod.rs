@@ -177,7 +177,7 @@ impl ChunkCache {
                 let prefetch_used = g.prefetched.pop(id).is_some();
                 return Some(Found { bytes, tier: TierName::Memory, prefetch_used });
             }
-            self.disk_enabled() && g.disk.get(id).is_some()
+            self.disk_enabled() && g.disk.get(id).is_some_and(|e| e.ready)
         };
         if !on_disk {
             return None;
@@ -222,8 +222,11 @@ impl ChunkCache {
             let mut to_write = false;
             if self.disk_enabled()
                 && !inner.disk.contains(&id)
-                && let Admission::Admitted(evicted) =
-                    inner.disk.offer(id, DiskEntry { size: bytes.len() as u64, verified: true }, &inner.sketch)
+                && let Admission::Admitted(evicted) = inner.disk.offer(
+                    id,
+                    DiskEntry { size: bytes.len() as u64, verified: true, ready: false },
+                    &inner.sketch,
+                )
             {
                 to_write = true;
                 for (k, _) in evicted {
@@ -253,9 +256,24 @@ impl ChunkCache {
         };
         if let Some(disk) = &self.disk {
             disk.remove_all(to_delete).await;
-            if to_write && !disk.write(&id, bytes).await {
-                warn!("disk tier turned off after a write error; serving from memory and upstream");
-                self.lock().disk.remove(&id);
+            if to_write {
+                if disk.write(&id, bytes).await {
+                    // Ready now, unless the chunk was evicted or purged while it was written:
+                    // then the file must not outlive its index entry.
+                    let still_indexed = match self.lock().disk.get_mut(&id) {
+                        Some(e) => {
+                            e.ready = true;
+                            true
+                        }
+                        None => false,
+                    };
+                    if !still_indexed {
+                        disk.remove_all(vec![id]).await;
+                    }
+                } else {
+                    warn!("disk tier turned off after a write error; serving from memory and upstream");
+                    self.lock().disk.remove(&id);
+                }
             }
         }
         events
@@ -266,28 +284,39 @@ impl ChunkCache {
     /// the ordinary path, which reads and verifies it).
     pub fn get_file(&self, id: &ChunkId) -> Option<(std::sync::Arc<std::fs::File>, u64, bool)> {
         let disk = self.disk.as_ref().filter(|d| d.enabled())?;
-        let (size, open, prefetch_used) = {
+        let (size, open) = {
             let mut g = self.lock();
-            let e = g.disk.get(id).filter(|e| e.verified)?;
+            let e = g.disk.get(id).filter(|e| e.verified && e.ready)?;
             let size = e.size;
             g.sketch.increment(id);
-            let open = g.files.get(id).cloned();
-            (size, open, g.prefetched.pop(id).is_some())
+            (size, g.files.get(id).cloned())
         };
-        if let Some(f) = open {
-            return Some((f, size, prefetch_used));
+        let file = match open {
+            Some(f) => f,
+            None => match disk.open(id) {
+                Some(f) => {
+                    let f = std::sync::Arc::new(f);
+                    self.lock().files.put(*id, f.clone());
+                    f
+                }
+                None => {
+                    self.lock().disk.remove(id);
+                    return None;
+                }
+            },
+        };
+        // A file changed under us (truncated by hand, a damaged disk) is dropped, never sent
+        // with a length it does not have; the ordinary path then fetches the chunk again.
+        if file.metadata().map(|m| m.len()).ok() != Some(size) {
+            let mut g = self.lock();
+            g.disk.remove(id);
+            g.files.pop(id);
+            drop(g);
+            warn!(chunk = %id, "cached file changed size on disk; dropped");
+            return None;
         }
-        match disk.open(id) {
-            Some(f) => {
-                let f = std::sync::Arc::new(f);
-                self.lock().files.put(*id, f.clone());
-                Some((f, size, prefetch_used))
-            }
-            None => {
-                self.lock().disk.remove(id);
-                None
-            }
-        }
+        let prefetch_used = self.lock().prefetched.pop(id).is_some();
+        Some((file, size, prefetch_used))
     }
 
     /// Marks a prefetched chunk as used (a client got it by joining the prefetch's fetch).
