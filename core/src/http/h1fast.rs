@@ -273,20 +273,33 @@ async fn write_all_vectored(stream: &mut IdleTimeout<TcpStream>, bufs: &mut [Byt
 /// Writes all of `buf` to `sock` with `MSG_MORE` (more data follows).
 async fn send_more(sock: &TcpStream, mut buf: &[u8], idle: Duration) -> io::Result<()> {
     while !buf.is_empty() {
-        match sock.try_io(tokio::io::Interest::WRITABLE, || {
+        let n = write_when_ready(sock, idle, || {
             rustix::net::send(sock, buf, rustix::net::SendFlags::MORE | rustix::net::SendFlags::NOSIGNAL)
                 .map_err(io::Error::from)
-        }) {
-            Ok(n) => buf = &buf[n..],
+        })
+        .await?;
+        buf = &buf[n..];
+    }
+    Ok(())
+}
+
+/// Runs the non-blocking write `op` on `sock`, waiting for the socket to drain whenever it
+/// would block; a client that accepts nothing for `idle` is cut off.
+async fn write_when_ready(
+    sock: &TcpStream,
+    idle: Duration,
+    mut op: impl FnMut() -> io::Result<usize>,
+) -> io::Result<usize> {
+    loop {
+        match sock.try_io(tokio::io::Interest::WRITABLE, &mut op) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 tokio::time::timeout(idle, sock.writable())
                     .await
                     .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client stopped reading"))??;
             }
-            Err(e) => return Err(e),
+            other => return other,
         }
     }
-    Ok(())
 }
 
 /// Sends `f` on `sock` with `sendfile`, waiting for the socket to drain in between; a client
@@ -296,17 +309,12 @@ async fn send_file(sock: &TcpStream, f: &FileBody, idle: Duration) -> io::Result
     let end = f.offset + f.len;
     while offset < end {
         let count = usize::try_from(end - offset).unwrap_or(usize::MAX).min(1 << 30);
-        match sock.try_io(tokio::io::Interest::WRITABLE, || {
+        let sent = write_when_ready(sock, idle, || {
             rustix::fs::sendfile(sock, &*f.file, Some(&mut offset), count).map_err(io::Error::from)
-        }) {
-            Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shorter than its length")),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                tokio::time::timeout(idle, sock.writable())
-                    .await
-                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client stopped reading"))??;
-            }
-            Err(e) => return Err(e),
+        })
+        .await?;
+        if sent == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shorter than its length"));
         }
     }
     Ok(())
