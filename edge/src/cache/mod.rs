@@ -192,7 +192,13 @@ impl ChunkCache {
                 let prefetch_used = g.prefetched.pop(id).is_some();
                 let inner = &mut *g;
                 if let Admission::Admitted(evicted) = inner.mem.offer(*id, bytes.clone(), &inner.sketch) {
-                    drop(evicted); // still on disk
+                    // Chunks pushed out of memory are usually still on disk; a prefetched one
+                    // that is in neither tier now left unasked.
+                    for (k, _) in evicted {
+                        if !inner.disk.contains(&k) && inner.prefetched.pop(&k).is_some() {
+                            events.prefetch_wasted += 1;
+                        }
+                    }
                 }
                 Some(Found { bytes, tier: TierName::Disk, prefetch_used })
             }
