@@ -31,8 +31,6 @@ fn upstream_url(s: &str) -> Result<String, String> {
 
 #[derive(Args)]
 pub(crate) struct EdgeArgs {
-    #[command(flatten)]
-    serve: crate::serve_args::ServeArgs,
     /// Origin to fetch misses from (http://, https:// or h3://HOST:PORT); repeat for several,
     /// tried in order.
     #[arg(long, value_name = "URL", value_delimiter = ',', required = true, value_parser = upstream_url)]
@@ -83,6 +81,8 @@ pub(crate) struct EdgeArgs {
     /// How often upstreams' /healthz is checked.
     #[arg(long, value_name = "DURATION", default_value = "2s")]
     health_interval: Span,
+    #[command(flatten)]
+    serve: crate::serve_args::ServeArgs,
 }
 
 pub(crate) async fn run(a: EdgeArgs) -> Result<()> {

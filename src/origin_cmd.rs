@@ -15,8 +15,6 @@ use tracing::{info, warn};
 
 #[derive(Args)]
 pub(crate) struct OriginArgs {
-    #[command(flatten)]
-    serve: crate::serve_args::ServeArgs,
     /// The chunk store directory (created if missing).
     #[arg(long, value_name = "DIR")]
     store: PathBuf,
@@ -35,6 +33,8 @@ pub(crate) struct OriginArgs {
     /// Largest upload accepted by the admin API.
     #[arg(long, value_name = "SIZE", default_value = "2GiB")]
     max_upload_size: Size,
+    #[command(flatten)]
+    serve: crate::serve_args::ServeArgs,
 }
 
 pub(crate) async fn run(a: OriginArgs) -> Result<()> {
