@@ -163,8 +163,8 @@ impl Edge {
         ctx: RequestContext,
     ) -> (Route, Response<ResponseBody>, Option<&'static str>) {
         let (req, body) = req.into_parts();
-        let path = req.uri.path().to_owned();
-        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let uri = req.uri.clone();
+        let segments: Vec<&str> = uri.path().trim_start_matches('/').split('/').collect();
         let method = req.method.clone();
 
         // Every /v1/ request needs a valid token when tokens are on.

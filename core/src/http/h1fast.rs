@@ -163,8 +163,8 @@ thread_local! {
     static DATE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((0, String::new())) };
 }
 
-/// The `Date` header value, formatted once per second per thread.
-fn date() -> String {
+/// Appends the `Date` header value, formatted once per second per thread.
+fn push_date(out: &mut Vec<u8>) {
     let now = std::time::SystemTime::now();
     let secs = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     DATE.with(|d| {
@@ -172,8 +172,8 @@ fn date() -> String {
         if d.0 != secs || d.1.is_empty() {
             *d = (secs, httpdate::fmt_http_date(now));
         }
-        d.1.clone()
-    })
+        out.extend_from_slice(d.1.as_bytes());
+    });
 }
 
 async fn write_response(
@@ -195,7 +195,11 @@ async fn write_response(
     let len = file.as_ref().map_or(bytes.len() as u64, |f| f.len);
     let mut head = Vec::with_capacity(512);
     let reason = parts.status.canonical_reason().unwrap_or("");
-    head.extend_from_slice(format!("HTTP/1.1 {} {reason}\r\n", parts.status.as_u16()).as_bytes());
+    head.extend_from_slice(b"HTTP/1.1 ");
+    head.extend_from_slice(parts.status.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(reason.as_bytes());
+    head.extend_from_slice(b"\r\n");
     for (name, value) in &parts.headers {
         if name == header::CONTENT_LENGTH || name == header::CONNECTION {
             continue;
@@ -217,7 +221,8 @@ async fn write_response(
         } else {
             len
         };
-        head.extend_from_slice(format!("content-length: {declared}\r\n").as_bytes());
+        use std::io::Write as _;
+        let _ = write!(head, "content-length: {declared}\r\n");
     }
     if let Some(v) = alt_svc {
         head.extend_from_slice(b"alt-svc: ");
@@ -230,7 +235,7 @@ async fn write_response(
         head.extend_from_slice(b"connection: keep-alive\r\n");
     }
     head.extend_from_slice(b"date: ");
-    head.extend_from_slice(date().as_bytes());
+    push_date(&mut head);
     head.extend_from_slice(b"\r\n\r\n");
 
     if head_only || no_body_status {

@@ -290,12 +290,12 @@ impl ChunkCache {
     /// the ordinary path, which reads and verifies it).
     pub fn get_file(&self, id: &ChunkId) -> Option<(std::sync::Arc<std::fs::File>, u64, bool)> {
         let disk = self.disk.as_ref().filter(|d| d.enabled())?;
-        let (size, open) = {
+        let (size, open, prefetch_used) = {
             let mut g = self.lock();
             let e = g.disk.get(id).filter(|e| e.verified && e.ready)?;
             let size = e.size;
             g.sketch.increment(id);
-            (size, g.files.get(id).cloned())
+            (size, g.files.get(id).cloned(), g.prefetched.pop(id).is_some())
         };
         let file = match open {
             Some(f) => f,
@@ -321,7 +321,6 @@ impl ChunkCache {
             warn!(chunk = %id, "cached file changed size on disk; dropped");
             return None;
         }
-        let prefetch_used = self.lock().prefetched.pop(id).is_some();
         Some((file, size, prefetch_used))
     }
 
