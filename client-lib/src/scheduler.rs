@@ -1,0 +1,623 @@
+//! Deadline-driven scheduling of segment fetches across sources (edges now, peers later).
+//!
+//! Plain logic fed with events and an explicit `now`, returning actions; the I/O driver calls
+//! [`Scheduler::poll`] when woken (at [`Scheduler::next_wakeup`] or after an event) and carries
+//! out the [`Action`]s. So every behaviour is tested with a virtual clock.
+//!
+//! The model:
+//! - **Playback** starts when segment 0 is complete (startup). From then on segment *i* is due
+//!   at `play_start + media_start(i) + stalled_so_far`: its deadline. When the playhead reaches
+//!   the end of the contiguous audio fetched so far, playback stalls until the next segment
+//!   arrives; stalls are counted.
+//! - **Startup**: segment 0 is raced on the two best sources; the first to finish wins and the
+//!   other is cancelled. Before anything is measured, sources are assumed equal.
+//! - **Buffer**: segments are requested in order, at most [`SchedulerConfig::max_inflight`] at a
+//!   time (pipelining), while the audio fetched is less than [`SchedulerConfig::buffer_ahead`]
+//!   ahead of the playhead.
+//! - **Choosing a source**: the one with the lowest expected completion time: its latency plus
+//!   size over its throughput (both measured, smoothed), plus the work already queued on it.
+//! - **Hedging**: a request expected to finish later than its deadline minus
+//!   [`SchedulerConfig::hedge_margin`] is also sent to the best other source; the first answer
+//!   wins.
+//! - **Failures**: a source that fails is avoided for [`SchedulerConfig::down_for`], then tried
+//!   again (a recovered edge comes back); the segment is requested elsewhere at once.
+//! - **Bitrate**: each segment's rendition comes from [`crate::abr`], at segment boundaries.
+
+use std::time::{Duration, Instant};
+
+use crate::abr::{self, AbrConfig, Quality};
+
+/// Tuning of the scheduler.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// Audio to keep fetched ahead of the playhead (default 30 s).
+    pub buffer_ahead: Duration,
+    /// Segment requests in flight at most (default 2).
+    pub max_inflight: usize,
+    /// Hedge a request expected to finish later than its deadline minus this (default 1 s).
+    pub hedge_margin: Duration,
+    /// How long a source that failed is avoided (default 5 s).
+    pub down_for: Duration,
+    /// Weight of a new sample in the smoothed latency and throughput (default 0.3).
+    pub alpha: f64,
+    /// Assumed latency of a source before it is measured (default 100 ms).
+    pub initial_latency: Duration,
+    /// Assumed throughput of a source before it is measured, bytes/s (default 250 KB/s).
+    pub initial_throughput: f64,
+    /// Bitrate adaptation tuning.
+    pub abr: AbrConfig,
+    /// The user's quality preference.
+    pub quality: Quality,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            buffer_ahead: Duration::from_secs(30),
+            max_inflight: 2,
+            hedge_margin: Duration::from_secs(1),
+            down_for: Duration::from_secs(5),
+            alpha: 0.3,
+            initial_latency: Duration::from_millis(100),
+            initial_throughput: 250_000.0,
+            abr: AbrConfig::default(),
+            quality: Quality::Auto { cap: usize::MAX },
+        }
+    }
+}
+
+/// A source, by index into the list given to [`Scheduler::new`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SourceId(pub usize);
+
+/// A segment as the scheduler sees it.
+#[derive(Debug, Clone)]
+pub struct SegmentInfo {
+    /// Its duration.
+    pub duration: Duration,
+    /// Its size in each rendition (the ladder order), bytes.
+    pub sizes: Vec<u64>,
+}
+
+/// What the driver should do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Start fetching `segment` in `rendition` from `source`.
+    Fetch {
+        /// Segment index.
+        segment: usize,
+        /// Rendition index (ladder order).
+        rendition: usize,
+        /// Where from.
+        source: SourceId,
+        /// Whether this duplicates a request already in flight (a hedge or a startup race).
+        hedge: bool,
+    },
+    /// Stop fetching `segment` from `source` (another copy arrived first).
+    Cancel {
+        /// Segment index.
+        segment: usize,
+        /// The source to stop.
+        source: SourceId,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Attempt {
+    source: SourceId,
+    rendition: usize,
+    started: Instant,
+    expected: Duration,
+}
+
+#[derive(Debug, Clone)]
+enum State {
+    Pending,
+    InFlight(Vec<Attempt>),
+    Done,
+}
+
+#[derive(Debug, Clone)]
+struct Source {
+    latency: Option<Duration>,
+    throughput: Option<f64>,
+    down_until: Option<Instant>,
+}
+
+/// Playback and fetch statistics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Time from creation to the end of segment 0 (startup), once known.
+    pub startup: Option<Duration>,
+    /// Times playback ran dry.
+    pub stalls: u32,
+    /// Total time stalled (up to the last poll).
+    pub stalled: Duration,
+    /// Requests that duplicated one in flight.
+    pub hedges: u32,
+    /// Failed requests.
+    pub failures: u32,
+}
+
+/// The scheduler of one track's segments.
+#[derive(Debug)]
+pub struct Scheduler {
+    cfg: SchedulerConfig,
+    ladder_bps: Vec<u64>,
+    segments: Vec<SegmentInfo>,
+    /// Media start time of each segment.
+    starts: Vec<Duration>,
+    state: Vec<State>,
+    sources: Vec<Source>,
+    created: Instant,
+    play_start: Option<Instant>,
+    stall_began: Option<Instant>,
+    stats: Stats,
+    last_rendition: Option<usize>,
+}
+
+impl Scheduler {
+    /// A scheduler for `segments` (with renditions of `ladder_bps`, lowest first) over
+    /// `sources` sources, created at `now`.
+    #[must_use]
+    pub fn new(
+        cfg: SchedulerConfig,
+        ladder_bps: Vec<u64>,
+        segments: Vec<SegmentInfo>,
+        sources: usize,
+        now: Instant,
+    ) -> Self {
+        let mut starts = Vec::with_capacity(segments.len());
+        let mut t = Duration::ZERO;
+        for s in &segments {
+            starts.push(t);
+            t += s.duration;
+        }
+        Self {
+            cfg,
+            ladder_bps,
+            state: vec![State::Pending; segments.len()],
+            segments,
+            starts,
+            sources: vec![Source { latency: None, throughput: None, down_until: None }; sources],
+            created: now,
+            play_start: None,
+            stall_began: None,
+            stats: Stats::default(),
+            last_rendition: None,
+        }
+    }
+
+    /// Statistics so far.
+    #[must_use]
+    pub const fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Whether every segment is fetched.
+    #[must_use]
+    pub fn finished(&self) -> bool {
+        self.state.iter().all(|s| matches!(s, State::Done))
+    }
+
+    /// End (media time) of the audio fetched contiguously from the start.
+    fn contiguous_end(&self) -> Duration {
+        let n = self.state.iter().take_while(|s| matches!(s, State::Done)).count();
+        self.starts.get(n).copied().unwrap_or_else(|| {
+            self.starts.last().copied().unwrap_or_default()
+                + self.segments.last().map_or(Duration::ZERO, |s| s.duration)
+        })
+    }
+
+    /// Stall time including a stall still going on at `now`.
+    fn stalled_at(&self, now: Instant) -> Duration {
+        self.stats.stalled + self.stall_began.map_or(Duration::ZERO, |b| now.saturating_duration_since(b))
+    }
+
+    /// The playhead (media time) at `now`.
+    #[must_use]
+    pub fn playhead(&self, now: Instant) -> Duration {
+        let Some(start) = self.play_start else { return Duration::ZERO };
+        now.saturating_duration_since(start).saturating_sub(self.stalled_at(now)).min(self.contiguous_end())
+    }
+
+    /// Audio fetched ahead of the playhead at `now`.
+    #[must_use]
+    pub fn buffered(&self, now: Instant) -> Duration {
+        self.contiguous_end().saturating_sub(self.playhead(now))
+    }
+
+    /// When segment `i` must be complete; `None` before playback starts (then: as soon as
+    /// possible).
+    #[must_use]
+    pub fn deadline(&self, i: usize, now: Instant) -> Option<Instant> {
+        let start = self.play_start?;
+        Some(start + self.starts.get(i).copied().unwrap_or_default() + self.stalled_at(now))
+    }
+
+    fn update_stall(&mut self, now: Instant) {
+        let Some(start) = self.play_start else { return };
+        if self.stall_began.is_none() && !self.finished() {
+            let unstalled = now.saturating_duration_since(start).saturating_sub(self.stats.stalled);
+            if unstalled >= self.contiguous_end() {
+                // Ran dry at the moment the contiguous audio ended.
+                let dry_at = start + self.stats.stalled + self.contiguous_end();
+                self.stall_began = Some(dry_at.min(now));
+                self.stats.stalls += 1;
+            }
+        }
+    }
+
+    fn up(&self, s: SourceId, now: Instant) -> bool {
+        self.sources[s.0].down_until.is_none_or(|t| now >= t)
+    }
+
+    /// Expected time for `source` to deliver `bytes`, counting work already queued on it.
+    fn expected(&self, s: SourceId, bytes: u64) -> Duration {
+        let src = &self.sources[s.0];
+        let latency = src.latency.unwrap_or(self.cfg.initial_latency);
+        let tp = src.throughput.unwrap_or(self.cfg.initial_throughput).max(1.0);
+        let queued: u64 = self
+            .state
+            .iter()
+            .enumerate()
+            .filter_map(|(i, st)| match st {
+                State::InFlight(a) => a
+                    .iter()
+                    .find(|a| a.source == s)
+                    .map(|a| self.segments[i].sizes.get(a.rendition).copied().unwrap_or(0)),
+                _ => None,
+            })
+            .sum();
+        latency + Duration::from_secs_f64((bytes + queued) as f64 / tp)
+    }
+
+    /// Up sources, best first for `bytes`, excluding `except`.
+    fn ranked(&self, bytes: u64, now: Instant, except: &[SourceId]) -> Vec<SourceId> {
+        let mut v: Vec<SourceId> =
+            (0..self.sources.len()).map(SourceId).filter(|s| self.up(*s, now) && !except.contains(s)).collect();
+        v.sort_by_key(|s| (self.expected(*s, bytes), *s));
+        v
+    }
+
+    fn throughput_bps(&self) -> Option<f64> {
+        self.sources
+            .iter()
+            .filter_map(|s| s.throughput)
+            .fold(None, |best: Option<f64>, t| Some(best.map_or(t, |b| b.max(t))))
+            .map(|b| b * 8.0)
+    }
+
+    /// Decides what to start now: hedges for requests that will be late, and new requests.
+    pub fn poll(&mut self, now: Instant) -> Vec<Action> {
+        self.update_stall(now);
+        let mut actions = Vec::new();
+        // Hedge requests expected to miss their deadline.
+        for i in 0..self.state.len() {
+            let State::InFlight(attempts) = &self.state[i] else { continue };
+            if attempts.len() != 1 {
+                continue;
+            }
+            let a = attempts[0].clone();
+            let Some(deadline) = self.deadline(i, now) else { continue };
+            let finish = a.started + a.expected.max(now.saturating_duration_since(a.started));
+            let late =
+                finish + self.cfg.hedge_margin > deadline || now.saturating_duration_since(a.started) > a.expected * 2;
+            if !late {
+                continue;
+            }
+            let bytes = self.segments[i].sizes.get(a.rendition).copied().unwrap_or(0);
+            if let Some(&other) = self.ranked(bytes, now, &[a.source]).first() {
+                let expected = self.expected(other, bytes);
+                if let State::InFlight(att) = &mut self.state[i] {
+                    att.push(Attempt { source: other, rendition: a.rendition, started: now, expected });
+                }
+                self.stats.hedges += 1;
+                actions.push(Action::Fetch { segment: i, rendition: a.rendition, source: other, hedge: true });
+            }
+        }
+        // New requests, in order, within the pipeline depth and the buffer target.
+        loop {
+            let inflight = self.state.iter().filter(|s| matches!(s, State::InFlight(_))).count();
+            if inflight >= self.cfg.max_inflight {
+                break;
+            }
+            let Some(i) = self.state.iter().position(|s| matches!(s, State::Pending)) else { break };
+            if self.play_start.is_some() && self.starts[i] > self.playhead(now) + self.cfg.buffer_ahead {
+                break;
+            }
+            let rendition = abr::choose(
+                &self.cfg.abr,
+                self.cfg.quality,
+                &self.ladder_bps,
+                self.throughput_bps(),
+                self.buffered(now),
+                self.last_rendition,
+            );
+            let bytes = self.segments[i].sizes.get(rendition).copied().unwrap_or(0);
+            let ranked = self.ranked(bytes, now, &[]);
+            let Some(&best) = ranked.first() else { break };
+            // Startup: race segment 0 on the two best sources.
+            let race = if i == 0 && self.play_start.is_none() { ranked.get(1).copied() } else { None };
+            let mut attempts =
+                vec![Attempt { source: best, rendition, started: now, expected: self.expected(best, bytes) }];
+            actions.push(Action::Fetch { segment: i, rendition, source: best, hedge: false });
+            if let Some(second) = race {
+                attempts.push(Attempt {
+                    source: second,
+                    rendition,
+                    started: now,
+                    expected: self.expected(second, bytes),
+                });
+                self.stats.hedges += 1;
+                actions.push(Action::Fetch { segment: i, rendition, source: second, hedge: true });
+            }
+            self.state[i] = State::InFlight(attempts);
+            self.last_rendition = Some(rendition);
+        }
+        actions
+    }
+
+    /// Segment `segment` arrived complete and verified from `source`, `bytes` long, after
+    /// `elapsed`. Returns cancellations of other copies in flight.
+    pub fn on_complete(
+        &mut self,
+        now: Instant,
+        segment: usize,
+        source: SourceId,
+        bytes: u64,
+        elapsed: Duration,
+    ) -> Vec<Action> {
+        self.update_stall(now);
+        self.learn(source, bytes, elapsed);
+        let mut actions = Vec::new();
+        if let Some(State::InFlight(attempts)) = self.state.get(segment) {
+            for a in attempts.iter().filter(|a| a.source != source) {
+                actions.push(Action::Cancel { segment, source: a.source });
+            }
+        }
+        if segment < self.state.len() {
+            self.state[segment] = State::Done;
+        }
+        if self.play_start.is_none() && matches!(self.state.first(), Some(State::Done)) {
+            self.play_start = Some(now);
+            self.stats.startup = Some(now.saturating_duration_since(self.created));
+        }
+        if let Some(began) = self.stall_began {
+            // Playback resumes once the audio at the playhead is here.
+            let playhead_needed =
+                now.saturating_duration_since(self.play_start.unwrap_or(now)).saturating_sub(self.stalled_at(now));
+            if self.contiguous_end() > playhead_needed || self.finished() {
+                self.stats.stalled += now.saturating_duration_since(began);
+                self.stall_began = None;
+            }
+        }
+        actions
+    }
+
+    /// A request for `segment` from `source` failed (transport error, bad hash, timeout).
+    pub fn on_failed(&mut self, now: Instant, segment: usize, source: SourceId) {
+        self.stats.failures += 1;
+        self.sources[source.0].down_until = Some(now + self.cfg.down_for);
+        if let Some(State::InFlight(attempts)) = self.state.get_mut(segment) {
+            attempts.retain(|a| a.source != source);
+            if attempts.is_empty() {
+                self.state[segment] = State::Pending;
+            }
+        }
+    }
+
+    fn learn(&mut self, s: SourceId, bytes: u64, elapsed: Duration) {
+        let alpha = self.cfg.alpha;
+        let src = &mut self.sources[s.0];
+        let secs = elapsed.as_secs_f64().max(1e-6);
+        let tp_sample = bytes as f64 / secs;
+        let tp = match src.throughput {
+            Some(t) => t * (1.0 - alpha) + tp_sample * alpha,
+            None => tp_sample,
+        };
+        // Latency: what the elapsed time was beyond moving the bytes at the smoothed rate.
+        let lat_sample = Duration::from_secs_f64((secs - bytes as f64 / tp).max(0.0));
+        src.latency = Some(match src.latency {
+            Some(l) => l.mul_f64(1.0 - alpha) + lat_sample.mul_f64(alpha),
+            None => lat_sample,
+        });
+        src.throughput = Some(tp);
+        src.down_until = None;
+    }
+
+    /// When [`Scheduler::poll`] should next run if nothing else happens: the next segment
+    /// coming within the buffer target, a hedge check, or a source coming back.
+    #[must_use]
+    pub fn next_wakeup(&self, now: Instant) -> Option<Instant> {
+        let mut times = Vec::new();
+        if let (Some(start), Some(i)) = (self.play_start, self.state.iter().position(|s| matches!(s, State::Pending))) {
+            let media = self.starts[i].saturating_sub(self.cfg.buffer_ahead);
+            times.push(start + media + self.stalled_at(now));
+        }
+        for (i, s) in self.state.iter().enumerate() {
+            if let (State::InFlight(a), Some(deadline)) = (s, self.deadline(i, now))
+                && a.len() == 1
+            {
+                times.push(deadline.checked_sub(self.cfg.hedge_margin + a[0].expected).unwrap_or(now));
+                times.push(a[0].started + a[0].expected * 2);
+            }
+        }
+        times.extend(self.sources.iter().filter_map(|s| s.down_until));
+        times.into_iter().map(|t| t.max(now)).min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LADDER: [u64; 2] = [24_000, 96_000];
+
+    fn track(n: usize) -> Vec<SegmentInfo> {
+        (0..n).map(|_| SegmentInfo { duration: Duration::from_secs(6), sizes: vec![18_000, 72_000] }).collect()
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn fetches(actions: &[Action]) -> Vec<(usize, usize, bool)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Fetch { segment, source, hedge, .. } => Some((*segment, source.0, *hedge)),
+                Action::Cancel { .. } => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn startup_races_two_sources_and_the_first_answer_wins() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(SchedulerConfig::default(), LADDER.to_vec(), track(10), 3, t0);
+        let a = s.poll(t0);
+        assert_eq!(fetches(&a)[..2], [(0, 0, false), (0, 1, true)]);
+        let cancels = s.on_complete(t0 + ms(80), 0, SourceId(1), 18_000, ms(80));
+        assert_eq!(cancels, vec![Action::Cancel { segment: 0, source: SourceId(0) }]);
+        assert_eq!(s.stats().startup, Some(ms(80)));
+    }
+
+    #[test]
+    fn pipelines_within_the_buffer_target_then_waits_for_the_playhead() {
+        let t0 = Instant::now();
+        let cfg = SchedulerConfig { buffer_ahead: Duration::from_secs(12), ..SchedulerConfig::default() };
+        let mut s = Scheduler::new(cfg, LADDER.to_vec(), track(10), 1, t0);
+        let mut now = t0;
+        let mut requested = Vec::new();
+        for _ in 0..10 {
+            for (seg, _, _) in fetches(&s.poll(now)) {
+                requested.push(seg);
+            }
+            // Complete everything in flight quickly.
+            let inflight: Vec<usize> =
+                requested.iter().copied().filter(|i| !matches!(s.state[*i], State::Done)).collect();
+            now += ms(50);
+            for i in inflight {
+                s.on_complete(now, i, SourceId(0), 18_000, ms(50));
+            }
+        }
+        // Playback started at ~50 ms; 12 s ahead of the playhead covers segments 0..=2.
+        assert_eq!(requested, vec![0, 1, 2], "fetched beyond the buffer target");
+        let wake = s.next_wakeup(now).unwrap();
+        assert!(wake > now && wake <= t0 + Duration::from_secs(7), "{:?}", wake - t0);
+        for (seg, _, _) in fetches(&s.poll(wake)) {
+            requested.push(seg);
+        }
+        assert_eq!(requested, vec![0, 1, 2, 3]);
+        assert_eq!(s.stats().stalls, 0);
+    }
+
+    #[test]
+    fn prefers_the_faster_source_once_measured() {
+        let t0 = Instant::now();
+        let cfg = SchedulerConfig { max_inflight: 1, ..SchedulerConfig::default() };
+        let mut s = Scheduler::new(cfg, LADDER.to_vec(), track(10), 2, t0);
+        let a = s.poll(t0);
+        assert_eq!(fetches(&a).len(), 2); // startup race
+        s.on_complete(t0 + ms(30), 0, SourceId(1), 18_000, ms(30));
+        s.on_failed(t0 + ms(31), 0, SourceId(0)); // the cancelled loser reports nothing useful
+        // Source 0 is now avoided (down); after it comes back, both are known: 1 is faster.
+        let later = t0 + Duration::from_secs(6);
+        s.sources[0].down_until = None;
+        s.sources[0].throughput = Some(20_000.0);
+        s.sources[0].latency = Some(ms(200));
+        let a = s.poll(later);
+        assert_eq!(fetches(&a)[0].1, 1);
+    }
+
+    #[test]
+    fn fails_over_at_once_and_comes_back_to_a_recovered_source() {
+        let t0 = Instant::now();
+        let cfg = SchedulerConfig { max_inflight: 1, down_for: Duration::from_secs(5), ..SchedulerConfig::default() };
+        let mut s = Scheduler::new(cfg, LADDER.to_vec(), track(10), 2, t0);
+        s.poll(t0);
+        s.on_complete(t0 + ms(40), 0, SourceId(0), 18_000, ms(40));
+        s.on_complete(t0 + ms(45), 0, SourceId(1), 18_000, ms(45));
+        let a = s.poll(t0 + ms(50));
+        let (seg, src, _) = fetches(&a)[0];
+        assert_eq!(seg, 1);
+        s.on_failed(t0 + ms(60), 1, SourceId(src));
+        let a = s.poll(t0 + ms(60));
+        assert_eq!(fetches(&a), vec![(1, 1 - src, false)], "not re-requested elsewhere at once");
+        s.on_complete(t0 + ms(100), 1, SourceId(1 - src), 18_000, ms(40));
+        // While down, the failed source is not used…
+        let a = s.poll(t0 + ms(200));
+        assert_eq!(fetches(&a)[0].1, 1 - src);
+        s.on_complete(t0 + ms(240), 2, SourceId(1 - src), 18_000, ms(40));
+        // …and after `down_for` it is a candidate again.
+        assert!(s.up(SourceId(src), t0 + Duration::from_secs(6)));
+        assert!(!s.up(SourceId(src), t0 + Duration::from_secs(4)));
+        assert_eq!(s.stats().failures, 1);
+    }
+
+    #[test]
+    fn a_request_that_will_miss_its_deadline_is_hedged() {
+        let t0 = Instant::now();
+        let cfg =
+            SchedulerConfig { max_inflight: 1, buffer_ahead: Duration::from_secs(6), ..SchedulerConfig::default() };
+        let mut s = Scheduler::new(cfg, LADDER.to_vec(), track(10), 2, t0);
+        s.poll(t0);
+        s.on_complete(t0 + ms(50), 0, SourceId(0), 18_000, ms(50));
+        s.on_complete(t0 + ms(50), 0, SourceId(1), 18_000, ms(50));
+        // Segment 1 (due at 6.05 s) goes to one source and then hangs there.
+        let a = s.poll(t0 + ms(60));
+        let (seg, src, _) = fetches(&a)[0];
+        assert_eq!(seg, 1);
+        // Well before the deadline nothing happens; close to it, a hedge goes to the other source.
+        assert!(fetches(&s.poll(t0 + ms(100))).is_empty());
+        let wake = s.next_wakeup(t0 + ms(100)).unwrap();
+        assert!(wake <= t0 + Duration::from_secs(5), "hedge check too late: {:?}", wake - t0);
+        let hedge = fetches(&s.poll(t0 + Duration::from_secs(5)));
+        assert_eq!(hedge, vec![(1, 1 - src, true)]);
+        let cancels = s.on_complete(t0 + ms(5100), 1, SourceId(1 - src), 18_000, ms(100));
+        assert_eq!(cancels, vec![Action::Cancel { segment: 1, source: SourceId(src) }]);
+        assert_eq!(s.stats().stalls, 0);
+    }
+
+    #[test]
+    fn a_late_segment_is_a_stall_with_its_duration() {
+        let t0 = Instant::now();
+        let cfg =
+            SchedulerConfig { max_inflight: 1, buffer_ahead: Duration::from_secs(6), ..SchedulerConfig::default() };
+        let mut s = Scheduler::new(cfg, LADDER.to_vec(), track(3), 1, t0);
+        s.poll(t0);
+        s.on_complete(t0, 0, SourceId(0), 18_000, ms(10));
+        s.poll(t0 + ms(10));
+        // Segment 1 was due at 6 s; it arrives at 7.5 s: one stall of 1.5 s.
+        s.poll(t0 + Duration::from_secs(7));
+        s.on_complete(t0 + ms(7500), 1, SourceId(0), 18_000, ms(7490));
+        let st = s.stats();
+        assert_eq!(st.stalls, 1);
+        assert_eq!(st.stalled, ms(1500));
+        // The deadline of segment 2 moved by the stall.
+        assert_eq!(s.deadline(2, t0 + ms(7500)), Some(t0 + Duration::from_secs(12) + ms(1500)));
+    }
+
+    #[test]
+    fn bitrate_climbs_with_measured_throughput() {
+        let t0 = Instant::now();
+        let cfg =
+            SchedulerConfig { max_inflight: 1, buffer_ahead: Duration::from_secs(120), ..SchedulerConfig::default() };
+        let mut s = Scheduler::new(cfg, LADDER.to_vec(), track(10), 1, t0);
+        let mut now = t0;
+        let mut renditions = Vec::new();
+        for i in 0..6 {
+            let a = s.poll(now);
+            for act in a {
+                if let Action::Fetch { rendition, .. } = act {
+                    renditions.push(rendition);
+                }
+            }
+            now += ms(20);
+            s.on_complete(now, i, SourceId(0), 72_000, ms(20)); // ~29 Mbit/s
+        }
+        assert_eq!(renditions[0], 0, "start low");
+        assert_eq!(*renditions.last().unwrap(), 1, "climb once the buffer is comfortable: {renditions:?}");
+    }
+}
