@@ -5,11 +5,13 @@
 //!
 //! - [`scheduler`]: which segment to fetch next, from which source, and when to hedge or fail
 //!   over, by each segment's playback deadline;
-//! - [`abr`]: which rendition (bitrate) each segment should be fetched in.
+//! - [`abr`]: which rendition (bitrate) each segment should be fetched in;
+//! - [`cache`]: the local cache of verified chunks on disk (LRU, size cap, crash-safe).
 //!
 //! The transport (HTTP/3 with HTTP/2 fallback, verification, local cache) and the public
 //! builder API come next (issue 4).
 #![warn(missing_docs)]
 
 pub mod abr;
+pub mod cache;
 pub mod scheduler;

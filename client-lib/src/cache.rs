@@ -1,0 +1,189 @@
+//! The client's local cache: verified chunks on disk, served before any network.
+//!
+//! `DIR/chunks/ab/abcdef…`, one file per chunk named by its BLAKE3 hash, like the origin's store
+//! and the edge's disk tier, so a directory filled by `chorus fetch --cache-dir` is also what a
+//! seeding peer serves (issue 5). Least recently used chunks are evicted past the size cap.
+//! Writes are atomic (a crash leaves no torn chunk); every read is checked against the chunk's
+//! hash, and a file that fails is deleted. The index is rebuilt from the directory at open
+//! (oldest files first in line for eviction).
+//!
+//! Synchronous file I/O: call it from a blocking context (`spawn_blocking`) in async code.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use chorus_core::{ChunkId, fsutil};
+use lru::LruCache;
+
+/// A local chunk cache bounded by bytes.
+#[derive(Debug)]
+pub struct LocalCache {
+    dir: PathBuf,
+    index: LruCache<ChunkId, u64>,
+    bytes: u64,
+    capacity: u64,
+}
+
+impl LocalCache {
+    /// Opens (creating if needed) the cache at `dir`, holding at most `capacity` bytes.
+    ///
+    /// # Errors
+    /// An I/O error when the directory cannot be created or listed.
+    pub fn open(dir: &Path, capacity: u64) -> io::Result<Self> {
+        let root = dir.join("chunks");
+        std::fs::create_dir_all(&root)?;
+        let mut found = Vec::new();
+        for fan in std::fs::read_dir(&root)?.filter_map(Result::ok) {
+            let Ok(files) = std::fs::read_dir(fan.path()) else { continue };
+            for f in files.filter_map(Result::ok) {
+                let name = f.file_name();
+                let name = name.to_string_lossy();
+                match (ChunkId::parse(&name), f.metadata()) {
+                    (Ok(id), Ok(m)) if m.is_file() => {
+                        found.push((m.modified().unwrap_or(std::time::UNIX_EPOCH), id, m.len()))
+                    }
+                    _ if name.starts_with(fsutil::TMP_PREFIX) => {
+                        let _ = std::fs::remove_file(f.path());
+                    }
+                    _ => {}
+                }
+            }
+        }
+        found.sort_by_key(|(t, ..)| *t);
+        let mut cache = Self { dir: dir.to_owned(), index: LruCache::unbounded(), bytes: 0, capacity };
+        for (_, id, len) in found {
+            cache.index.put(id, len);
+            cache.bytes += len;
+        }
+        cache.evict();
+        Ok(cache)
+    }
+
+    fn path(&self, id: &ChunkId) -> PathBuf {
+        let hex = id.to_hex();
+        self.dir.join("chunks").join(&hex[..2]).join(hex)
+    }
+
+    /// Bytes held.
+    #[must_use]
+    pub const fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Chunks held.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Whether the cache is empty.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Whether chunk `id` is held (without reading it).
+    #[must_use]
+    pub fn contains(&self, id: &ChunkId) -> bool {
+        self.index.contains(id)
+    }
+
+    /// Every chunk held (most recently used first): what a seeding peer announces.
+    pub fn ids(&self) -> impl Iterator<Item = &ChunkId> {
+        self.index.iter().map(|(id, _)| id)
+    }
+
+    /// Chunk `id`, verified. `None` when absent, unreadable or corrupt (then deleted).
+    pub fn get(&mut self, id: &ChunkId) -> Option<Vec<u8>> {
+        self.index.get(id)?;
+        let path = self.path(id);
+        match std::fs::read(&path) {
+            Ok(bytes) if id.matches(&bytes) => Some(bytes),
+            _ => {
+                let _ = std::fs::remove_file(&path);
+                if let Some(len) = self.index.pop(id) {
+                    self.bytes -= len;
+                }
+                None
+            }
+        }
+    }
+
+    /// Stores verified `bytes` as chunk `id` (checked again here: a wrong chunk is never
+    /// stored), evicting least recently used chunks beyond the cap.
+    ///
+    /// # Errors
+    /// [`io::ErrorKind::InvalidData`] when `bytes` are not chunk `id`; an I/O error from the
+    /// write (the cache is unchanged then).
+    pub fn put(&mut self, id: &ChunkId, bytes: &[u8]) -> io::Result<()> {
+        if !id.matches(bytes) {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("bytes are not chunk {id}")));
+        }
+        let len = bytes.len() as u64;
+        if len > self.capacity {
+            return Ok(()); // larger than the whole cache: not kept
+        }
+        if self.index.get(id).is_some() {
+            return Ok(());
+        }
+        let path = self.path(id);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        fsutil::write_atomic(&path, bytes, 0o644)?;
+        self.index.put(*id, len);
+        self.bytes += len;
+        self.evict();
+        Ok(())
+    }
+
+    fn evict(&mut self) {
+        while self.bytes > self.capacity {
+            let Some((id, len)) = self.index.pop_lru() else { break };
+            self.bytes -= len;
+            let _ = std::fs::remove_file(self.path(&id));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stores_verifies_evicts_and_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let chunk = |n: u8| vec![n; 1000];
+        let ids: Vec<ChunkId> = (0..5).map(|n| ChunkId::of(&chunk(n))).collect();
+        let mut c = LocalCache::open(dir.path(), 3000).unwrap();
+        for (n, id) in ids.iter().enumerate() {
+            c.put(id, &chunk(n as u8)).unwrap();
+            if n == 2 {
+                assert!(c.get(&ids[0]).is_some()); // 0 becomes the most recently used
+            }
+        }
+        // 5 × 1000 bytes into 3000: the least recently used (1, then 2) are gone; 0, read after
+        // the third put, stayed.
+        assert_eq!(c.len(), 3);
+        assert!(c.contains(&ids[0]) && !c.contains(&ids[1]) && !c.contains(&ids[2]));
+        assert_eq!(c.bytes(), 3000);
+        assert!(c.put(&ids[0], &chunk(9)).is_err(), "wrong bytes accepted");
+        drop(c);
+
+        // Reopened: the index comes back from the directory.
+        let mut c = LocalCache::open(dir.path(), 3000).unwrap();
+        assert_eq!(c.len(), 3);
+        assert_eq!(c.get(&ids[4]), Some(chunk(4)));
+
+        // A damaged file is caught on read and dropped.
+        let hex = ids[3].to_hex();
+        std::fs::write(dir.path().join("chunks").join(&hex[..2]).join(&hex), b"garbage").unwrap();
+        assert_eq!(c.get(&ids[3]), None);
+        assert!(!c.contains(&ids[3]));
+        assert_eq!(c.bytes(), 2000);
+
+        // A smaller cap at reopening evicts down to it.
+        let c = LocalCache::open(dir.path(), 1000).unwrap();
+        assert_eq!(c.len(), 1);
+    }
+}
