@@ -5,6 +5,7 @@
 
 mod config;
 mod edge_cmd;
+mod fetch_cmd;
 mod get_cmd;
 mod ingest_cmd;
 mod origin_cmd;
@@ -59,6 +60,8 @@ enum Cmd {
     Origin(origin_cmd::OriginArgs),
     /// Run an edge cache node in front of origins (and parent edges).
     Edge(edge_cmd::EdgeArgs),
+    /// Fetch a track from edges the way a player would, verifying every byte.
+    Fetch(fetch_cmd::FetchArgs),
     /// Encode or import audio into a store (or upload it to a running origin).
     Ingest(ingest_cmd::IngestArgs),
     /// Fetch one URL over HTTP/1.1, HTTP/2 or HTTP/3 (h3://), verifying chunk hashes.
@@ -164,6 +167,7 @@ fn run(cmd: Cmd) -> Result<()> {
             rt.shutdown_timeout(std::time::Duration::from_secs(1));
             result
         }
+        Cmd::Fetch(a) => runtime()?.block_on(fetch_cmd::run(a)),
         Cmd::Ingest(a) => ingest_cmd::run(a),
         Cmd::Get(a) => get_cmd::run(a),
         Cmd::Keys(KeysCmd::Generate { out, force }) => keys_generate(&out, force),

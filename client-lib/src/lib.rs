@@ -14,4 +14,7 @@
 
 pub mod abr;
 pub mod cache;
+pub mod fetch;
 pub mod scheduler;
+
+pub use fetch::{Client, ClientBuilder, FetchError, Summary};

@@ -1,0 +1,126 @@
+//! `chorus fetch`: fetch a track the way a player would, verified end to end.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use chorus_client::ClientBuilder;
+use chorus_client::abr::Quality;
+use chorus_core::http::tls::ClientTls;
+use chorus_core::units::Size;
+use chorus_core::{TrackId, keys};
+use clap::{Args, ValueEnum};
+
+#[derive(Clone, Copy, ValueEnum)]
+enum QualityArg {
+    /// Adapt to the network.
+    Auto,
+    /// The lowest rendition.
+    Low,
+    /// The second.
+    Normal,
+    /// The third.
+    High,
+    /// The fourth (or the highest there is).
+    VeryHigh,
+}
+
+#[derive(Args)]
+pub(crate) struct FetchArgs {
+    /// The track id.
+    #[arg(value_name = "TRACK")]
+    track: TrackId,
+    /// Edge to fetch from (h3://HOST:PORT tries HTTP/3, then HTTPS on the same port); repeat for
+    /// failover.
+    #[arg(long, value_name = "URL", value_delimiter = ',', required = true)]
+    edge: Vec<String>,
+    /// The origin's public key (origin.pub): manifests that do not verify are refused.
+    #[arg(long, value_name = "FILE")]
+    origin_key: PathBuf,
+    /// Quality.
+    #[arg(long, value_enum, default_value_t = QualityArg::Auto)]
+    quality: QualityArg,
+    /// Keep verified chunks here and use them before the network.
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Size of the local cache.
+    #[arg(long, value_name = "SIZE", default_value = "1GiB")]
+    cache_size: Size,
+    /// Access token for the edges.
+    #[arg(long, value_name = "T")]
+    token: Option<String>,
+    /// Write the rendition (init + segments, decodable by ffmpeg) to FILE, or - for stdout.
+    #[arg(long, value_name = "FILE|-")]
+    out: Option<String>,
+    /// Print the summary as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Fetch paced like a player (30 s ahead) instead of as fast as possible.
+    #[arg(long)]
+    play: bool,
+    /// Extra root certificate (PEM) to trust for the edges.
+    #[arg(long, value_name = "FILE", value_delimiter = ',')]
+    ca: Vec<PathBuf>,
+    /// Skip certificate checks (content stays verified by the manifest signature and hashes).
+    #[arg(long)]
+    insecure: bool,
+}
+
+pub(crate) async fn run(a: FetchArgs) -> Result<()> {
+    let key = keys::read_verifying_key(&a.origin_key)?;
+    let quality = match a.quality {
+        QualityArg::Auto => Quality::Auto { cap: usize::MAX },
+        QualityArg::Low => Quality::Fixed(0),
+        QualityArg::Normal => Quality::Fixed(1),
+        QualityArg::High => Quality::Fixed(2),
+        QualityArg::VeryHigh => Quality::Fixed(3),
+    };
+    let mut builder = ClientBuilder::new(a.edge.clone(), key)
+        .trust(ClientTls { ca_files: a.ca.clone(), insecure: a.insecure })
+        .quality(quality)
+        .token(a.token.clone())
+        .play(a.play);
+    if let Some(dir) = &a.cache_dir {
+        builder = builder.cache(dir.clone(), a.cache_size.0);
+    }
+    let client = builder.build()?;
+    let mut out: Option<Box<dyn std::io::Write>> = match a.out.as_deref() {
+        None => None,
+        Some("-") => Some(Box::new(std::io::stdout().lock())),
+        Some(p) => Some(Box::new(std::fs::File::create(p).with_context(|| format!("creating {p}"))?)),
+    };
+    let mut write_err = None;
+    let summary = client
+        .fetch(&a.track, |bytes| {
+            if let Some(w) = out.as_mut()
+                && let Err(e) = w.write_all(bytes)
+            {
+                write_err.get_or_insert(e);
+            }
+        })
+        .await?;
+    if let Some(e) = write_err {
+        return Err(e).context("writing the output");
+    }
+    if let Some(mut w) = out {
+        w.flush()?;
+    }
+    if a.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        eprintln!(
+            "{}: {}, {:.1} KiB (edge {:.1}, cache {:.1}), startup {} ms, {} stalls, {} chunks verified, {} rejected, over {}",
+            summary.track_id,
+            summary.rendition,
+            summary.bytes_total as f64 / 1024.0,
+            summary.bytes_by_source.edge as f64 / 1024.0,
+            summary.bytes_by_source.cache as f64 / 1024.0,
+            summary.startup_ms,
+            summary.stalls,
+            summary.chunks_verified,
+            summary.chunks_rejected,
+            summary.protocol
+        );
+    }
+    Ok(())
+}
