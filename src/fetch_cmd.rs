@@ -90,15 +90,25 @@ pub(crate) async fn run(a: FetchArgs) -> Result<()> {
         Some(p) => Some(Box::new(std::fs::File::create(p).with_context(|| format!("creating {p}"))?)),
     };
     let mut write_err = None;
-    let summary = client
+    // Progress on stderr (hidden when stderr is not a terminal).
+    let bar = indicatif::ProgressBar::new_spinner();
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {msg} {bytes} verified, {bytes_per_sec}") {
+        bar.set_style(style);
+    }
+    bar.set_message(format!("fetching {}", a.track));
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    let result = client
         .fetch(&a.track, |bytes| {
+            bar.inc(bytes.len() as u64);
             if let Some(w) = out.as_mut()
                 && let Err(e) = w.write_all(bytes)
             {
                 write_err.get_or_insert(e);
             }
         })
-        .await?;
+        .await;
+    bar.finish_and_clear();
+    let summary = result?;
     if let Some(e) = write_err {
         return Err(e).context("writing the output");
     }
