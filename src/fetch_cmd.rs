@@ -55,6 +55,9 @@ pub(crate) struct FetchArgs {
     /// Print the summary as one JSON object on stdout.
     #[arg(long)]
     json: bool,
+    /// The track that plays next, if known: the edge warms its first segments.
+    #[arg(long, value_name = "TRACK")]
+    next: Option<TrackId>,
     /// Fetch paced like a player (30 s ahead) instead of as fast as possible.
     #[arg(long)]
     play: bool,
@@ -79,6 +82,7 @@ pub(crate) async fn run(a: FetchArgs) -> Result<()> {
         .trust(ClientTls { ca_files: a.ca.clone(), insecure: a.insecure })
         .quality(quality)
         .token(a.token.clone())
+        .next_track(a.next.clone())
         .play(a.play);
     if let Some(dir) = &a.cache_dir {
         builder = builder.cache(dir.clone(), a.cache_size.0);

@@ -223,3 +223,28 @@ async fn an_edge_that_corrupts_bytes_is_caught_and_the_output_is_still_right() {
     assert_eq!(got, expected);
     assert!(expected.len() > 1000 && ChunkId::of(&got) == ChunkId::of(&expected));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_next_track_hint_warms_that_track_at_the_edge() {
+    let net = Net::start();
+    let store = net.dir.path().join("store");
+    assert!(
+        chorus(&["ingest", "--store", s(&store), "--track", "lantern", s(&samples().join("chorus-lantern"))])
+            .status
+            .success()
+    );
+    let edge = net.edges[0].url("http");
+    let (out, _) = net.fetch(std::slice::from_ref(&edge), &["--next", "lantern"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The edge fetches lantern's first segments on its own: lantern's first low-rung segment,
+    // which the fetch of tides never touched, lands in the edge's disk cache.
+    let doc = std::fs::read(store.join("manifests").join("lantern.json")).unwrap();
+    let m: Manifest = serde_json::from_slice(&doc).unwrap();
+    let hex = m.renditions[0].segments[0].id.to_hex();
+    let file = net.dir.path().join("edge0").join("chunks").join(&hex[..2]).join(&hex);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !file.exists() {
+        assert!(std::time::Instant::now() < deadline, "the edge did not warm the next track");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

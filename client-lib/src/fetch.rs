@@ -95,6 +95,7 @@ pub struct ClientBuilder {
     token: Option<String>,
     cache: Option<(PathBuf, u64)>,
     play: bool,
+    next_track: Option<TrackId>,
 }
 
 impl ClientBuilder {
@@ -110,6 +111,7 @@ impl ClientBuilder {
             token: None,
             cache: None,
             play: false,
+            next_track: None,
         }
     }
     /// TLS trust for edges.
@@ -136,6 +138,14 @@ impl ClientBuilder {
         self.cache = Some((dir, bytes));
         self
     }
+    /// The track the listener will play next, when the queue is known: sent to the edge with
+    /// the manifest request (`Chorus-Next-Track`) so it can warm that track's first segments.
+    #[must_use]
+    pub fn next_track(mut self, t: Option<TrackId>) -> Self {
+        self.next_track = t;
+        self
+    }
+
     /// Fetch paced like a player (keep 30 s ahead) instead of as fast as possible.
     #[must_use]
     pub const fn play(mut self, play: bool) -> Self {
@@ -202,6 +212,22 @@ impl Client {
         b.body(Bytes::new()).unwrap_or_else(|_| http::Request::new(Bytes::new()))
     }
 
+    /// The manifest request, carrying the next-track hint when there is one.
+    async fn get_manifest(&self, edge: &Edge, track: &TrackId) -> Result<http::Response<Bytes>, String> {
+        let mut req = self.request(&format!("/v1/tracks/{track}/manifest"));
+        if let Some(next) = self.cfg.next_track.as_ref().and_then(|n| http::HeaderValue::from_str(n.as_str()).ok()) {
+            req.headers_mut().insert("chorus-next-track", next);
+        }
+        let pooled = lock(&edge.pool).pop();
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => self.http.connect(&edge.base, false).await.map_err(|e| e.to_string())?,
+        };
+        let r = conn.send(req).await.map_err(|e| e.to_string())?;
+        lock(&edge.pool).push(conn);
+        Ok(r)
+    }
+
     async fn get(&self, edge: &Edge, path: &str) -> Result<http::Response<Bytes>, String> {
         let pooled = lock(&edge.pool).pop();
         let mut conn = match pooled {
@@ -246,7 +272,7 @@ impl Client {
         let mut manifest = None;
         let mut last = String::new();
         for e in &edges {
-            match self.get(e, &format!("/v1/tracks/{track}/manifest")).await {
+            match self.get_manifest(e, track).await {
                 Ok(r) if r.status() == http::StatusCode::OK => match Manifest::verify(r.body(), &self.cfg.origin_key) {
                     Ok(m) => {
                         manifest = Some(m);
