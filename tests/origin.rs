@@ -48,7 +48,11 @@ fn origin_args<'a>(store: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
 }
 
 async fn fetch_manifest(conn: &mut Connection, track: &str, key: &VerifyingKey) -> Manifest {
-    let resp = conn.get(&format!("/v1/tracks/{track}/manifest")).await.unwrap();
+    let protocol = conn.protocol();
+    let resp = conn
+        .get(&format!("/v1/tracks/{track}/manifest"))
+        .await
+        .unwrap_or_else(|e| panic!("{track} manifest over {}: {e}", protocol.as_str()));
     assert_eq!(resp.status(), StatusCode::OK, "{track}: {:?}", resp.body());
     assert!(resp.headers().contains_key("etag"));
     Manifest::verify(resp.body(), key).unwrap()

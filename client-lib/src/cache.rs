@@ -30,38 +30,18 @@ impl LocalCache {
     /// # Errors
     /// An I/O error when the directory cannot be created or listed.
     pub fn open(dir: &Path, capacity: u64) -> io::Result<Self> {
-        let root = dir.join("chunks");
-        std::fs::create_dir_all(&root)?;
-        let mut found = Vec::new();
-        for fan in std::fs::read_dir(&root)?.filter_map(Result::ok) {
-            let Ok(files) = std::fs::read_dir(fan.path()) else { continue };
-            for f in files.filter_map(Result::ok) {
-                let name = f.file_name();
-                let name = name.to_string_lossy();
-                match (ChunkId::parse(&name), f.metadata()) {
-                    (Ok(id), Ok(m)) if m.is_file() => {
-                        found.push((m.modified().unwrap_or(std::time::UNIX_EPOCH), id, m.len()))
-                    }
-                    _ if name.starts_with(fsutil::TMP_PREFIX) => {
-                        let _ = std::fs::remove_file(f.path());
-                    }
-                    _ => {}
-                }
-            }
-        }
-        found.sort_by_key(|(t, ..)| *t);
+        let found = chorus_core::chunkdir::scan(dir)?;
         let mut cache = Self { dir: dir.to_owned(), index: LruCache::unbounded(), bytes: 0, capacity };
-        for (_, id, len) in found {
-            cache.index.put(id, len);
-            cache.bytes += len;
+        for f in found {
+            cache.index.put(f.id, f.len);
+            cache.bytes += f.len;
         }
         cache.evict();
         Ok(cache)
     }
 
     fn path(&self, id: &ChunkId) -> PathBuf {
-        let hex = id.to_hex();
-        self.dir.join("chunks").join(&hex[..2]).join(hex)
+        chorus_core::chunkdir::chunk_path(&self.dir, id)
     }
 
     /// Bytes held.

@@ -7,11 +7,12 @@
 //! - [`hls`]: HLS playlists generated from a manifest;
 //! - [`metrics`]: the Prometheus registry helpers;
 //! - [`units`]: sizes (`512MiB`) and durations (`30s`) as the CLI and config files write them;
-//! - [`fsutil`]: crash-safe file writes.
+//! - [`fsutil`]: crash-safe file writes; [`chunkdir`]: the on-disk layout of chunk directories.
 //!
 //! Pure types ([`id`], [`manifest`], [`token`]) do no I/O.
 #![warn(missing_docs)]
 
+pub mod chunkdir;
 pub mod fsutil;
 pub mod hls;
 pub mod http;

@@ -82,8 +82,7 @@ impl Store {
     }
 
     fn chunk_path(&self, id: &ChunkId) -> PathBuf {
-        let hex = id.to_hex();
-        self.root.join("chunks").join(&hex[..2]).join(hex)
+        chorus_core::chunkdir::chunk_path(&self.root, id)
     }
 
     fn manifest_path(&self, track: &TrackId) -> PathBuf {

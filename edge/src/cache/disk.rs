@@ -45,38 +45,17 @@ impl DiskStore {
     }
 
     fn path(&self, id: &ChunkId) -> PathBuf {
-        let hex = id.to_hex();
-        self.dir.join("chunks").join(&hex[..2]).join(hex)
+        chorus_core::chunkdir::chunk_path(&self.dir, id)
     }
 
     /// Lists the chunk files, oldest first (by modification time, a stand-in for last use),
     /// removing leftover temporary files and anything not named like a chunk.
     pub(super) async fn scan(&self) -> std::io::Result<Vec<(ChunkId, DiskEntry)>> {
-        let root = self.dir.join("chunks");
+        let dir = self.dir.clone();
         tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&root)?;
-            let mut found = Vec::new();
-            for fan in std::fs::read_dir(&root)?.filter_map(Result::ok) {
-                let Ok(files) = std::fs::read_dir(fan.path()) else { continue };
-                for f in files.filter_map(Result::ok) {
-                    let name = f.file_name();
-                    let name = name.to_string_lossy();
-                    match (ChunkId::parse(&name), f.metadata()) {
-                        (Ok(id), Ok(meta)) if meta.is_file() => {
-                            let mtime = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
-                            found.push((mtime, id, DiskEntry { size: meta.len(), verified: false, ready: true }));
-                        }
-                        _ => {
-                            if name.starts_with(fsutil::TMP_PREFIX) {
-                                let _ = std::fs::remove_file(f.path());
-                            }
-                        }
-                    }
-                }
-            }
-            found.sort_by_key(|(t, ..)| *t);
-            info!(files = found.len(), dir = %root.display(), "disk cache index rebuilt; files are verified when first read");
-            Ok(found.into_iter().map(|(_, id, e)| (id, e)).collect())
+            let found = chorus_core::chunkdir::scan(&dir)?;
+            info!(files = found.len(), dir = %dir.display(), "disk cache index rebuilt; files are verified when first read");
+            Ok(found.into_iter().map(|f| (f.id, DiskEntry { size: f.len, verified: false, ready: true })).collect())
         })
         .await
         .map_err(std::io::Error::other)?
