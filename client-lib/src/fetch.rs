@@ -186,6 +186,21 @@ struct Edge {
     pool: Mutex<Vec<Connection>>,
 }
 
+impl Edge {
+    /// Sends `req` on an idle pooled connection (or a new one), returning the connection to the
+    /// pool after a complete answer.
+    async fn send(&self, http: &HttpClient, req: http::Request<Bytes>) -> Result<http::Response<Bytes>, String> {
+        let pooled = lock(&self.pool).pop();
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => http.connect(&self.base, false).await.map_err(|e| e.to_string())?,
+        };
+        let r = conn.send(req).await.map_err(|e| e.to_string())?;
+        lock(&self.pool).push(conn);
+        Ok(r)
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -218,25 +233,11 @@ impl Client {
         if let Some(next) = self.cfg.next_track.as_ref().and_then(|n| http::HeaderValue::from_str(n.as_str()).ok()) {
             req.headers_mut().insert("chorus-next-track", next);
         }
-        let pooled = lock(&edge.pool).pop();
-        let mut conn = match pooled {
-            Some(c) => c,
-            None => self.http.connect(&edge.base, false).await.map_err(|e| e.to_string())?,
-        };
-        let r = conn.send(req).await.map_err(|e| e.to_string())?;
-        lock(&edge.pool).push(conn);
-        Ok(r)
+        edge.send(&self.http, req).await
     }
 
     async fn get(&self, edge: &Edge, path: &str) -> Result<http::Response<Bytes>, String> {
-        let pooled = lock(&edge.pool).pop();
-        let mut conn = match pooled {
-            Some(c) => c,
-            None => self.http.connect(&edge.base, false).await.map_err(|e| e.to_string())?,
-        };
-        let r = conn.send(self.request(path)).await.map_err(|e| e.to_string())?;
-        lock(&edge.pool).push(conn);
-        Ok(r)
+        edge.send(&self.http, self.request(path)).await
     }
 
     /// Fetches `track`, handing each verified chunk of the chosen rendition (init first, then
@@ -374,14 +375,8 @@ impl Client {
                     let req = self.request(&format!("/v1/chunks/{id}"));
                     tasks.spawn(async move {
                         let t = Instant::now();
-                        let pooled = lock(&edge.pool).pop();
                         let result = async {
-                            let mut conn = match pooled {
-                                Some(c) => c,
-                                None => client.connect(&edge.base, false).await.map_err(|e| e.to_string())?,
-                            };
-                            let r = conn.send(req).await.map_err(|e| e.to_string())?;
-                            lock(&edge.pool).push(conn);
+                            let r = edge.send(&client, req).await?;
                             if r.status() != http::StatusCode::OK {
                                 return Err(format!("{} answered {}", edge.base, r.status()));
                             }
