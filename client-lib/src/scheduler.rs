@@ -22,6 +22,10 @@
 //! - **Failures**: a source that fails is avoided for [`SchedulerConfig::down_for`], then tried
 //!   again (a recovered edge comes back); the segment is requested elsewhere at once.
 //! - **Bitrate**: each segment's rendition comes from [`crate::abr`], at segment boundaries.
+//! - **Seek**: [`Scheduler::seek`] cancels what is in flight and starts a new playback session
+//!   at a segment: a new startup there, deadlines counted from it.
+//! - **Reader pace**: [`Scheduler::set_limit`] stops requests at a segment index, so a driver
+//!   can bound what it holds for a reader that has not caught up.
 
 use std::time::{Duration, Instant};
 
@@ -137,6 +141,8 @@ pub struct Stats {
     pub hedges: u32,
     /// Failed requests.
     pub failures: u32,
+    /// Seeks.
+    pub seeks: u32,
 }
 
 /// The scheduler of one track's segments.
@@ -154,6 +160,12 @@ pub struct Scheduler {
     stall_began: Option<Instant>,
     stats: Stats,
     last_rendition: Option<usize>,
+    /// The segment the current playback session started at (0, or where the last seek went).
+    first: usize,
+    /// Stall time accumulated before the current session.
+    stalled_before: Duration,
+    /// Segments at or beyond this index are not requested (reader pace).
+    limit: usize,
 }
 
 impl Scheduler {
@@ -185,7 +197,67 @@ impl Scheduler {
             stall_began: None,
             stats: Stats::default(),
             last_rendition: None,
+            first: 0,
+            stalled_before: Duration::ZERO,
+            limit: usize::MAX,
         }
+    }
+
+    /// Number of segments.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Whether the track has no segments.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.segments.is_empty()
+    }
+
+    /// Media start time of segment `i` (the track's end for `i == len()`).
+    #[must_use]
+    pub fn media_start(&self, i: usize) -> Duration {
+        self.starts.get(i).copied().unwrap_or_else(|| self.track_end())
+    }
+
+    fn track_end(&self) -> Duration {
+        self.starts.last().copied().unwrap_or_default() + self.segments.last().map_or(Duration::ZERO, |s| s.duration)
+    }
+
+    /// The segment holding media time `t` (the last one for times past the end).
+    #[must_use]
+    pub fn segment_at(&self, t: Duration) -> usize {
+        self.starts.partition_point(|s| *s <= t).saturating_sub(1)
+    }
+
+    /// Requests no segment at or beyond `end` until the limit is raised (a reader that has not
+    /// caught up; the driver raises it as segments are handed over).
+    pub fn set_limit(&mut self, end: usize) {
+        self.limit = end;
+    }
+
+    /// Starts a new playback session at `segment`: everything in flight is cancelled (the
+    /// returned actions), segments before it count as done, it and everything after are fetched
+    /// again (the driver has dropped what it held), and playback restarts once it arrives.
+    pub fn seek(&mut self, now: Instant, segment: usize) -> Vec<Action> {
+        self.update_stall(now);
+        if let Some(began) = self.stall_began.take() {
+            self.stats.stalled += now.saturating_duration_since(began);
+        }
+        let mut actions = Vec::new();
+        let segment = segment.min(self.state.len());
+        for (i, st) in self.state.iter_mut().enumerate() {
+            if let State::InFlight(attempts) = st {
+                actions.extend(attempts.iter().map(|a| Action::Cancel { segment: i, source: a.source }));
+            }
+            *st = if i < segment { State::Done } else { State::Pending };
+        }
+        self.first = segment;
+        self.play_start = None;
+        self.stalled_before = self.stats.stalled;
+        self.stats.seeks += 1;
+        actions
     }
 
     /// Statistics so far.
@@ -194,7 +266,7 @@ impl Scheduler {
         self.stats
     }
 
-    /// Whether every segment is fetched.
+    /// Whether every segment is fetched (from the current session's start on).
     #[must_use]
     pub fn finished(&self) -> bool {
         self.state.iter().all(|s| matches!(s, State::Done))
@@ -203,22 +275,26 @@ impl Scheduler {
     /// End (media time) of the audio fetched contiguously from the start.
     fn contiguous_end(&self) -> Duration {
         let n = self.state.iter().take_while(|s| matches!(s, State::Done)).count();
-        self.starts.get(n).copied().unwrap_or_else(|| {
-            self.starts.last().copied().unwrap_or_default()
-                + self.segments.last().map_or(Duration::ZERO, |s| s.duration)
-        })
+        self.media_start(n)
     }
 
-    /// Stall time including a stall still going on at `now`.
+    /// Stall time of the current session, including a stall still going on at `now`.
     fn stalled_at(&self, now: Instant) -> Duration {
-        self.stats.stalled + self.stall_began.map_or(Duration::ZERO, |b| now.saturating_duration_since(b))
+        (self.stats.stalled + self.stall_began.map_or(Duration::ZERO, |b| now.saturating_duration_since(b)))
+            .saturating_sub(self.stalled_before)
+    }
+
+    /// Media time of the current session's start.
+    fn offset(&self) -> Duration {
+        self.media_start(self.first)
     }
 
     /// The playhead (media time) at `now`.
     #[must_use]
     pub fn playhead(&self, now: Instant) -> Duration {
-        let Some(start) = self.play_start else { return Duration::ZERO };
-        now.saturating_duration_since(start).saturating_sub(self.stalled_at(now)).min(self.contiguous_end())
+        let Some(start) = self.play_start else { return self.offset() };
+        (self.offset() + now.saturating_duration_since(start).saturating_sub(self.stalled_at(now)))
+            .min(self.contiguous_end())
     }
 
     /// Audio fetched ahead of the playhead at `now`.
@@ -232,16 +308,17 @@ impl Scheduler {
     #[must_use]
     pub fn deadline(&self, i: usize, now: Instant) -> Option<Instant> {
         let start = self.play_start?;
-        Some(start + self.starts.get(i).copied().unwrap_or_default() + self.stalled_at(now))
+        Some(start + self.media_start(i).saturating_sub(self.offset()) + self.stalled_at(now))
     }
 
     fn update_stall(&mut self, now: Instant) {
         let Some(start) = self.play_start else { return };
         if self.stall_began.is_none() && !self.finished() {
-            let unstalled = now.saturating_duration_since(start).saturating_sub(self.stats.stalled);
-            if unstalled >= self.contiguous_end() {
+            let unstalled = now.saturating_duration_since(start).saturating_sub(self.stalled_at(now));
+            let fetched = self.contiguous_end().saturating_sub(self.offset());
+            if unstalled >= fetched {
                 // Ran dry at the moment the contiguous audio ended.
-                let dry_at = start + self.stats.stalled + self.contiguous_end();
+                let dry_at = start + self.stalled_at(now) + fetched;
                 self.stall_began = Some(dry_at.min(now));
                 self.stats.stalls += 1;
             }
@@ -323,7 +400,9 @@ impl Scheduler {
                 break;
             }
             let Some(i) = self.state.iter().position(|s| matches!(s, State::Pending)) else { break };
-            if self.play_start.is_some() && self.starts[i] > self.playhead(now) + self.cfg.buffer_ahead {
+            if i >= self.limit
+                || (self.play_start.is_some() && self.starts[i] > self.playhead(now) + self.cfg.buffer_ahead)
+            {
                 break;
             }
             let rendition = abr::choose(
@@ -337,8 +416,8 @@ impl Scheduler {
             let bytes = self.segments[i].sizes.get(rendition).copied().unwrap_or(0);
             let ranked = self.ranked(bytes, now, &[]);
             let Some(&best) = ranked.first() else { break };
-            // Startup: race segment 0 on the two best sources.
-            let race = if i == 0 && self.play_start.is_none() { ranked.get(1).copied() } else { None };
+            // Startup (and after a seek): race the first segment on the two best sources.
+            let race = if i == self.first && self.play_start.is_none() { ranked.get(1).copied() } else { None };
             let mut attempts =
                 vec![Attempt { source: best, rendition, started: now, expected: self.expected(best, bytes) }];
             actions.push(Action::Fetch { segment: i, rendition, source: best, hedge: false });
@@ -379,14 +458,16 @@ impl Scheduler {
         if segment < self.state.len() {
             self.state[segment] = State::Done;
         }
-        if self.play_start.is_none() && matches!(self.state.first(), Some(State::Done)) {
+        if self.play_start.is_none() && matches!(self.state.get(self.first), Some(State::Done)) {
             self.play_start = Some(now);
-            self.stats.startup = Some(now.saturating_duration_since(self.created));
+            if self.stats.startup.is_none() {
+                self.stats.startup = Some(now.saturating_duration_since(self.created));
+            }
         }
         if let Some(began) = self.stall_began {
             // Playback resumes once the audio at the playhead is here.
-            let playhead_needed =
-                now.saturating_duration_since(self.play_start.unwrap_or(now)).saturating_sub(self.stalled_at(now));
+            let playhead_needed = self.offset()
+                + now.saturating_duration_since(self.play_start.unwrap_or(now)).saturating_sub(self.stalled_at(now));
             if self.contiguous_end() > playhead_needed || self.finished() {
                 self.stats.stalled += now.saturating_duration_since(began);
                 self.stall_began = None;
@@ -431,8 +512,10 @@ impl Scheduler {
     #[must_use]
     pub fn next_wakeup(&self, now: Instant) -> Option<Instant> {
         let mut times = Vec::new();
-        if let (Some(start), Some(i)) = (self.play_start, self.state.iter().position(|s| matches!(s, State::Pending))) {
-            let media = self.starts[i].saturating_sub(self.cfg.buffer_ahead);
+        if let (Some(start), Some(i)) = (self.play_start, self.state.iter().position(|s| matches!(s, State::Pending)))
+            && i < self.limit
+        {
+            let media = self.starts[i].saturating_sub(self.cfg.buffer_ahead).saturating_sub(self.offset());
             times.push(start + media + self.stalled_at(now));
         }
         for (i, s) in self.state.iter().enumerate() {
@@ -597,6 +680,65 @@ mod tests {
         assert_eq!(st.stalled, ms(1500));
         // The deadline of segment 2 moved by the stall.
         assert_eq!(s.deadline(2, t0 + ms(7500)), Some(t0 + Duration::from_secs(12) + ms(1500)));
+    }
+
+    #[test]
+    fn a_seek_cancels_what_is_in_flight_and_restarts_playback_there() {
+        let t0 = Instant::now();
+        let cfg =
+            SchedulerConfig { max_inflight: 2, buffer_ahead: Duration::from_secs(12), ..SchedulerConfig::default() };
+        let mut s = Scheduler::new(cfg, LADDER.to_vec(), track(10), 2, t0);
+        s.poll(t0);
+        s.on_complete(t0 + ms(50), 0, SourceId(0), 18_000, ms(50));
+        s.on_complete(t0 + ms(50), 0, SourceId(1), 18_000, ms(50));
+        let a = s.poll(t0 + ms(60));
+        assert_eq!(fetches(&a).iter().map(|f| f.0).collect::<Vec<_>>(), vec![1, 2]);
+        // Seek to 40 s: segment 6 (36..42 s).
+        assert_eq!(s.segment_at(Duration::from_secs(40)), 6);
+        let cancels = s.seek(t0 + ms(100), 6);
+        assert_eq!(cancels.len(), 2, "{cancels:?}");
+        assert!(cancels.iter().all(|c| matches!(c, Action::Cancel { segment: 1 | 2, .. })));
+        // The new session starts with a race for segment 6; the playhead is there.
+        let a = s.poll(t0 + ms(100));
+        assert_eq!(fetches(&a)[..2], [(6, 0, false), (6, 1, true)]);
+        assert_eq!(s.playhead(t0 + ms(100)), Duration::from_secs(36));
+        s.on_complete(t0 + ms(150), 6, SourceId(0), 18_000, ms(50));
+        // Deadlines count from the new session: segment 7 is due 6 s after it started.
+        assert_eq!(s.deadline(7, t0 + ms(150)), Some(t0 + ms(150) + Duration::from_secs(6)));
+        assert_eq!(s.playhead(t0 + ms(1150)), Duration::from_secs(37));
+        // Earlier segments are not fetched again; the track finishes at the end.
+        let mut now = t0 + ms(200);
+        while !s.finished() {
+            for (seg, src, _) in fetches(&s.poll(now)) {
+                assert!(seg > 6, "fetched {seg} after seeking past it");
+                s.on_complete(now, seg, SourceId(src), 18_000, ms(10));
+            }
+            now += Duration::from_secs(1);
+        }
+        let st = s.stats();
+        assert_eq!((st.seeks, st.stalls), (1, 0));
+        assert_eq!(st.startup, Some(ms(50)), "startup is the first session's");
+    }
+
+    #[test]
+    fn the_limit_holds_requests_until_the_reader_catches_up() {
+        let t0 = Instant::now();
+        let cfg =
+            SchedulerConfig { max_inflight: 4, buffer_ahead: Duration::from_secs(3600), ..SchedulerConfig::default() };
+        let mut s = Scheduler::new(cfg, LADDER.to_vec(), track(10), 1, t0);
+        s.set_limit(3);
+        let mut requested = Vec::new();
+        for k in 0..5 {
+            let now = t0 + ms(10 * k);
+            for (seg, _, _) in fetches(&s.poll(now)) {
+                requested.push(seg);
+                s.on_complete(now, seg, SourceId(0), 18_000, ms(5));
+            }
+        }
+        assert_eq!(requested, vec![0, 1, 2]);
+        s.set_limit(5);
+        requested.extend(fetches(&s.poll(t0 + ms(100))).iter().map(|f| f.0));
+        assert_eq!(requested, vec![0, 1, 2, 3, 4]);
     }
 
     #[test]

@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod chunkdir;
+pub mod cmaf;
 pub mod fsutil;
 pub mod hls;
 pub mod http;

@@ -183,7 +183,11 @@ impl HttpClient {
             .parse()
             .map_err(|_| ClientError::BadUrl(authority.to_owned()))?;
         let conn_err = |reason: String| ClientError::Connect { addr: addr.to_string(), reason };
-        let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| conn_err(e.to_string()))?;
+        let socket = std::net::UdpSocket::bind(bind).map_err(|e| conn_err(e.to_string()))?;
+        super::udp::size_buffers(&socket, super::udp::QUIC_SOCKET_BUFFER);
+        let mut endpoint =
+            quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, Arc::new(quinn::TokioRuntime))
+                .map_err(|e| conn_err(e.to_string()))?;
         endpoint.set_default_client_config(self.quic.clone());
         let conn = endpoint
             .connect(addr, host)

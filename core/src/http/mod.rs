@@ -15,6 +15,7 @@ pub mod listen;
 pub mod serve;
 pub mod server;
 pub mod tls;
+pub mod udp;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -239,6 +239,12 @@ impl Server {
 
 /// Binds the UDP socket for an `h3://` URL (see [`Server::bind`] for the port-0 rule).
 fn bind_udp(u: &ListenUrl, tcp: &[TcpBound]) -> Result<std::net::UdpSocket, ServerError> {
+    let socket = bind_udp_port(u, tcp)?;
+    super::udp::size_buffers(&socket, super::udp::QUIC_SOCKET_BUFFER);
+    Ok(socket)
+}
+
+fn bind_udp_port(u: &ListenUrl, tcp: &[TcpBound]) -> Result<std::net::UdpSocket, ServerError> {
     let bind_err = |source| ServerError::Bind { url: u.to_string(), source };
     if u.addr.port() == 0 {
         let twin = tcp
