@@ -93,31 +93,39 @@ pub(crate) async fn run(a: FetchArgs) -> Result<()> {
         Some("-") => Some(Box::new(std::io::stdout().lock())),
         Some(p) => Some(Box::new(std::fs::File::create(p).with_context(|| format!("creating {p}"))?)),
     };
-    let mut write_err = None;
     // Progress on stderr (hidden when stderr is not a terminal).
     let bar = indicatif::ProgressBar::new_spinner();
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {msg} {bytes} verified, {bytes_per_sec}") {
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {msg} {bytes_per_sec}") {
         bar.set_style(style);
     }
-    bar.set_message(format!("fetching {}", a.track));
+    bar.set_message(format!("opening {}", a.track));
     bar.enable_steady_tick(std::time::Duration::from_millis(120));
-    let result = client
-        .fetch(&a.track, |bytes| {
-            bar.inc(bytes.len() as u64);
-            if let Some(w) = out.as_mut()
-                && let Err(e) = w.write_all(bytes)
-            {
-                write_err.get_or_insert(e);
+    let mut track = client.open_stream(&a.track).await?;
+    let segments = track.info().segments;
+    while let Some(segment) = track.next().await {
+        let segment = segment?;
+        if let Some(w) = out.as_mut() {
+            if let Some(init) = &segment.init {
+                w.write_all(init).context("writing the output")?;
             }
-        })
-        .await;
-    bar.finish_and_clear();
-    let summary = result?;
-    if let Some(e) = write_err {
-        return Err(e).context("writing the output");
+            w.write_all(&segment.data).context("writing the output")?;
+        }
+        let st = track.stats();
+        bar.set_position(st.bytes_total);
+        bar.set_message(format!(
+            "{} segment {}/{segments} {} | edge {} cache {} | buffer {:.0} s |",
+            a.track,
+            segment.index + 1,
+            segment.rendition,
+            indicatif::HumanBytes(st.bytes_by_source.edge),
+            indicatif::HumanBytes(st.bytes_by_source.cache),
+            st.buffer_ms as f64 / 1000.0,
+        ));
     }
+    let summary = track.finish().await;
+    bar.finish_and_clear();
     if let Some(mut w) = out {
-        w.flush()?;
+        w.flush().context("writing the output")?;
     }
     if a.json {
         println!("{}", serde_json::to_string(&summary)?);
@@ -125,7 +133,7 @@ pub(crate) async fn run(a: FetchArgs) -> Result<()> {
         eprintln!(
             "{}: {}, {:.1} KiB (edge {:.1}, cache {:.1}), startup {} ms, {} stalls, {} chunks verified, {} rejected, over {}",
             summary.track_id,
-            summary.rendition,
+            summary.segments_by_rendition.iter().map(|(r, n)| format!("{r} ×{n}")).collect::<Vec<_>>().join(", "),
             summary.bytes_total as f64 / 1024.0,
             summary.bytes_by_source.edge as f64 / 1024.0,
             summary.bytes_by_source.cache as f64 / 1024.0,

@@ -1,15 +1,26 @@
-//! Fetching a track: the I/O around the [`Scheduler`](crate::scheduler::Scheduler).
+//! Fetching tracks: the I/O around the [`crate::scheduler::Scheduler`].
 //!
-//! Edges are reached over HTTP/3 first; when QUIC fails (UDP blocked, no HTTP/3 listener) the
-//! same host and port are tried over HTTPS (HTTP/2 by ALPN), as browsers do. The manifest is
-//! verified against the pinned origin key; every chunk against its id before it is used or
-//! cached. A wrong chunk is counted as rejected, its source is penalised (the scheduler avoids
-//! it for a while) and the chunk is fetched again elsewhere. Chunks in the local cache are used
-//! before any network. At the end a QoE beacon goes to the edge.
+//! [`Client::open`] returns a [`Track`]: a handle that yields verified segments in play order
+//! while a driver task fetches ahead of the reader. Edges are reached over HTTP/3 first; when
+//! QUIC fails (UDP blocked, no HTTP/3 listener) the same host and port are tried over HTTPS
+//! (HTTP/2 by ALPN), as browsers do. The manifest is verified against the pinned origin key;
+//! every chunk against its id before it is handed over or cached. A wrong chunk is counted as
+//! rejected, its source is penalised (the scheduler avoids it for a while) and the chunk is
+//! fetched again elsewhere. Chunks in the local cache are used before any network. When the
+//! last segment has been handed over, a QoE beacon goes to the edge.
+//!
+//! Renditions switch at segment boundaries. [`Client::open`] may switch anywhere in the ladder
+//! and hands over the new rendition's init chunk with the first segment after a switch (what a
+//! player that re-initialises its decoder needs); [`Client::open_stream`] switches only among
+//! renditions whose init chunks describe the same decoder configuration (codec, channels,
+//! sample rate — a CMAF switching set), so init + segments concatenate into one stream that any
+//! decoder plays: that is what [`Track::reader`] and `chorus fetch --out` give.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,13 +28,15 @@ use chorus_core::http::client::{Connection, HttpClient};
 use chorus_core::http::tls::ClientTls;
 use chorus_core::keys::VerifyingKey;
 use chorus_core::manifest::{Manifest, ManifestError};
-use chorus_core::{ChunkId, TrackId};
+use chorus_core::{ChunkId, RenditionId, TrackId};
 use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use crate::abr::Quality;
 use crate::cache::LocalCache;
-use crate::scheduler::{Action, Scheduler, SchedulerConfig, SegmentInfo};
+use crate::scheduler::{Action, Scheduler, SchedulerConfig, SegmentInfo, SourceId};
 
 /// Why a fetch failed.
 #[derive(Debug, thiserror::Error)]
@@ -50,28 +63,38 @@ pub enum FetchError {
 }
 
 /// What a fetch did (SPEC §1's `--json` summary).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
     /// The track.
     pub track_id: String,
-    /// The rendition fetched.
+    /// The rendition most segments came in.
     pub rendition: String,
-    /// Bytes of all chunks delivered.
+    /// Segments handed over, by rendition (switches happen at segment boundaries).
+    pub segments_by_rendition: BTreeMap<String, u64>,
+    /// Bytes of all chunks handed over (init chunks included).
     pub bytes_total: u64,
-    /// Bytes by where they came from.
+    /// The same bytes by where they came from (they add up to `bytes_total`).
     pub bytes_by_source: BySource,
-    /// From the start of the fetch to the first verified playable segment (init + segment 0).
+    /// From opening the track to the first verified playable segment (init + first segment).
     pub startup_ms: u64,
     /// Times playback would have run dry.
     pub stalls: u32,
     /// Time it would have been stalled.
     pub stall_ms: u64,
-    /// Chunks that passed verification.
+    /// Chunks that passed verification (including init chunks of renditions that were only
+    /// read to decide which renditions can be switched among).
     pub chunks_verified: u64,
     /// Chunks refused (wrong bytes).
     pub chunks_rejected: u64,
+    /// Requests sent to a second source because the first would be late.
+    pub hedges: u32,
+    /// Seeks.
+    pub seeks: u32,
     /// The HTTP version used to reach edges: `h3`, `h2` or `http/1.1` (`cache` if none was needed).
     pub protocol: String,
+    /// Audio fetched ahead of the playhead right now (live; not part of the JSON summary).
+    #[serde(skip)]
+    pub buffer_ms: u64,
 }
 
 /// Bytes by source.
@@ -85,6 +108,16 @@ pub struct BySource {
     pub cache: u64,
 }
 
+impl BySource {
+    fn add(&mut self, from: &Source, bytes: usize) {
+        let slot = match from {
+            Source::Cache => &mut self.cache,
+            Source::Edge(_) => &mut self.edge,
+        };
+        *slot += bytes as u64;
+    }
+}
+
 /// Settings of a [`Client`].
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
@@ -96,6 +129,7 @@ pub struct ClientBuilder {
     cache: Option<(PathBuf, u64)>,
     play: bool,
     next_track: Option<TrackId>,
+    read_ahead: usize,
 }
 
 impl ClientBuilder {
@@ -112,6 +146,7 @@ impl ClientBuilder {
             cache: None,
             play: false,
             next_track: None,
+            read_ahead: 8,
         }
     }
     /// TLS trust for edges.
@@ -146,12 +181,22 @@ impl ClientBuilder {
         self
     }
 
-    /// Fetch paced like a player (keep 30 s ahead) instead of as fast as possible.
+    /// Fetch paced like a player (keep 30 s ahead of a playhead moving in real time) instead
+    /// of as fast as the reader takes segments.
     #[must_use]
     pub const fn play(mut self, play: bool) -> Self {
         self.play = play;
         self
     }
+
+    /// At most this many verified segments are fetched ahead of the one waiting to be taken
+    /// (default 8, at least 1): a track that is not read does not fill memory.
+    #[must_use]
+    pub fn read_ahead(mut self, segments: usize) -> Self {
+        self.read_ahead = segments.max(1);
+        self
+    }
+
     /// Builds the client.
     ///
     /// # Errors
@@ -169,18 +214,23 @@ impl ClientBuilder {
             Some((dir, bytes)) => Some(Arc::new(Mutex::new(LocalCache::open(dir, *bytes)?))),
             None => None,
         };
-        Ok(Client { cfg: self, http, cache })
+        Ok(Client { inner: Arc::new(Inner { cfg: self, http, cache }) })
     }
 }
 
-/// A client: reusable for several tracks.
+/// A client: cheap to clone, reusable for many tracks.
+#[derive(Clone)]
 pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     cfg: ClientBuilder,
     http: HttpClient,
     cache: Option<Arc<Mutex<LocalCache>>>,
 }
 
-/// One edge as a source: its URL to use, protocol, and idle connections.
+/// One edge as a source: its URL to use, and idle connections.
 struct Edge {
     base: String,
     pool: Mutex<Vec<Connection>>,
@@ -205,20 +255,471 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Where a segment came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The local cache.
+    Cache,
+    /// An edge, by the base URL used (after any HTTP/3 → HTTPS fallback).
+    Edge(String),
+}
+
+/// A verified segment, handed over in play order.
+#[derive(Debug, Clone)]
+pub struct Segment {
+    /// Index in the rendition's segment list (the same in every rendition).
+    pub index: usize,
+    /// Media time it starts at.
+    pub start: Duration,
+    /// Media time it lasts.
+    pub duration: Duration,
+    /// The rendition it is in.
+    pub rendition: RenditionId,
+    /// The rendition's init chunk, present on the first segment, after a seek, and (for a
+    /// track from [`Client::open`]) after every rendition switch; always `None` for raw files.
+    pub init: Option<Bytes>,
+    /// The segment's bytes, checked against its id.
+    pub data: Bytes,
+    /// Where it came from.
+    pub source: Source,
+}
+
+/// What the track holds, known once it is open.
+#[derive(Debug, Clone)]
+pub struct TrackInfo {
+    /// The track.
+    pub track_id: TrackId,
+    /// Total media time.
+    pub duration: Duration,
+    /// Number of segments.
+    pub segments: usize,
+    /// The renditions this handle may switch among, lowest bitrate first.
+    pub renditions: Vec<RenditionId>,
+}
+
+enum Control {
+    Seek { generation: u64, segment: usize },
+}
+
+enum Delivery {
+    Segment(u64, Segment),
+    End(u64),
+    Failed(FetchError),
+}
+
+/// An open track: verified segments in play order, with seek, stats and cancellation.
+///
+/// Dropping the handle (or [`Track::cancel`]) stops every request in flight at once.
+pub struct Track {
+    info: TrackInfo,
+    rx: mpsc::Receiver<Delivery>,
+    control: Option<mpsc::UnboundedSender<Control>>,
+    summary: watch::Receiver<Summary>,
+    generation: u64,
+    driver: Option<JoinHandle<()>>,
+    ended: bool,
+    /// Media start of each segment.
+    starts: Vec<Duration>,
+}
+
+impl Track {
+    /// What the track holds.
+    #[must_use]
+    pub const fn info(&self) -> &TrackInfo {
+        &self.info
+    }
+
+    /// The next verified segment in play order; `None` after the last one.
+    ///
+    /// # Errors
+    /// [`FetchError::Chunk`] when a chunk could not be had from any source (the track then
+    /// ends), or a local cache error.
+    pub async fn next(&mut self) -> Option<Result<Segment, FetchError>> {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    /// Polling form of [`Track::next`].
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Segment, FetchError>>> {
+        loop {
+            if self.ended {
+                return Poll::Ready(None);
+            }
+            match std::task::ready!(self.rx.poll_recv(cx)) {
+                Some(Delivery::Segment(g, s)) if g == self.generation => return Poll::Ready(Some(Ok(s))),
+                Some(Delivery::End(g)) if g == self.generation => {
+                    self.ended = true;
+                    return Poll::Ready(None);
+                }
+                Some(Delivery::Failed(e)) => {
+                    self.ended = true;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Some(_) => {} // from before a seek
+                None => {
+                    self.ended = true;
+                    return Poll::Ready(None);
+                }
+            }
+        }
+    }
+
+    /// Continues from the segment holding media time `to` (the last segment for times past
+    /// the end): what was fetched ahead is dropped, requests in flight are cancelled, and the
+    /// next segment handed over is that one, with its rendition's init chunk. Returns its index.
+    pub fn seek(&mut self, to: Duration) -> usize {
+        let segment = self.starts.partition_point(|s| *s <= to).saturating_sub(1);
+        self.generation += 1;
+        self.ended = false;
+        if let Some(c) = &self.control {
+            let _ = c.send(Control::Seek { generation: self.generation, segment });
+        }
+        segment
+    }
+
+    /// What happened so far.
+    #[must_use]
+    pub fn stats(&self) -> Summary {
+        self.summary.borrow().clone()
+    }
+
+    /// Stops fetching now: requests in flight are dropped, nothing more is handed over.
+    pub fn cancel(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.control = None;
+        if let Some(d) = self.driver.take() {
+            d.abort();
+        }
+    }
+
+    /// Stops the track after the last segment (the QoE beacon has then been sent) and returns
+    /// the final summary.
+    pub async fn finish(mut self) -> Summary {
+        self.control = None; // the driver exits once it has nothing left to do
+        if let Some(d) = self.driver.take() {
+            let _ = d.await;
+        }
+        self.summary.borrow().clone()
+    }
+
+    /// The track as bytes: each segment's init chunk (when present) then its data, in play
+    /// order. Open with [`Client::open_stream`] for bytes a decoder plays end to end.
+    #[must_use]
+    pub fn reader(self) -> TrackReader {
+        TrackReader { track: self, pending: Vec::new() }
+    }
+}
+
+impl Drop for Track {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// [`tokio::io::AsyncRead`] over a track's verified bytes (see [`Track::reader`]).
+pub struct TrackReader {
+    track: Track,
+    /// Chunks still to be read, in reverse order (the next at the end).
+    pending: Vec<Bytes>,
+}
+
+impl TrackReader {
+    /// The track, for stats.
+    #[must_use]
+    pub const fn track(&self) -> &Track {
+        &self.track
+    }
+}
+
+impl tokio::io::AsyncRead for TrackReader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        loop {
+            if let Some(chunk) = self.pending.last_mut() {
+                let n = chunk.len().min(buf.remaining());
+                buf.put_slice(&chunk.split_to(n));
+                if chunk.is_empty() {
+                    self.pending.pop();
+                }
+                return Poll::Ready(Ok(()));
+            }
+            match std::task::ready!(self.track.poll_next(cx)) {
+                None => return Poll::Ready(Ok(())),
+                Some(Err(e)) => return Poll::Ready(Err(std::io::Error::other(e))),
+                Some(Ok(s)) => {
+                    self.pending.push(s.data);
+                    self.pending.extend(s.init);
+                    self.pending.retain(|b| !b.is_empty());
+                }
+            }
+        }
+    }
+}
+
+/// Whether a handle may switch anywhere in the ladder or only within one decoder configuration.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Switching {
+    Anywhere,
+    OneDecoder,
+}
+
+/// One rendition as the driver uses it.
+struct Rung {
+    id: RenditionId,
+    init: Option<(ChunkId, Bytes, Source)>,
+    segments: Vec<ChunkId>,
+}
+
 impl Client {
     /// Connects to an edge: HTTP/3 for an `h3://` URL, falling back to HTTPS on the same
     /// host and port when QUIC fails.
-    async fn connect(&self, base: &str) -> Option<(Connection, String)> {
+    async fn connect(inner: &Inner, base: &str) -> Option<(Connection, String)> {
         if let Some(hostport) = base.strip_prefix("h3://") {
-            if let Ok(c) = self.http.connect(base, false).await {
+            if let Ok(c) = inner.http.connect(base, false).await {
                 return Some((c, base.to_owned()));
             }
             let https = format!("https://{hostport}");
-            return self.http.connect(&https, false).await.ok().map(|c| (c, https));
+            return inner.http.connect(&https, false).await.ok().map(|c| (c, https));
         }
-        self.http.connect(base, false).await.ok().map(|c| (c, base.to_owned()))
+        inner.http.connect(base, false).await.ok().map(|c| (c, base.to_owned()))
     }
 
+    /// Opens `track`, switching renditions anywhere in the ladder (each switch hands over the
+    /// new rendition's init chunk).
+    ///
+    /// # Errors
+    /// [`FetchError`] when no edge answers (and no verified manifest is cached), the manifest
+    /// does not verify, the track is unknown, or an init chunk cannot be had.
+    pub async fn open(&self, track: &TrackId) -> Result<Track, FetchError> {
+        self.open_with(track, Switching::Anywhere).await
+    }
+
+    /// Opens `track` as one decodable stream: renditions switch only among those sharing the
+    /// decoder configuration of the preferred one, so init + segments concatenate.
+    ///
+    /// # Errors
+    /// As [`Client::open`].
+    pub async fn open_stream(&self, track: &TrackId) -> Result<Track, FetchError> {
+        self.open_with(track, Switching::OneDecoder).await
+    }
+
+    /// Fetches `track` as one stream, handing each verified chunk (init chunks included) to
+    /// `sink` in play order; returns the summary once the QoE beacon has been sent.
+    ///
+    /// # Errors
+    /// [`FetchError`] as [`Client::open`], or when a chunk cannot be fetched.
+    pub async fn fetch(&self, track: &TrackId, mut sink: impl FnMut(&[u8])) -> Result<Summary, FetchError> {
+        let mut t = self.open_stream(track).await?;
+        while let Some(s) = t.next().await {
+            let s = s?;
+            if let Some(init) = &s.init {
+                sink(init);
+            }
+            sink(&s.data);
+        }
+        Ok(t.finish().await)
+    }
+
+    async fn open_with(&self, track: &TrackId, switching: Switching) -> Result<Track, FetchError> {
+        let inner = &self.inner;
+        let started = Instant::now();
+        // Reach every edge at once; keep the configured order (the first is the preferred).
+        let mut connecting = JoinSet::new();
+        for (i, base) in inner.cfg.edges.iter().enumerate() {
+            let (inner, base) = (self.inner.clone(), base.clone());
+            connecting.spawn(async move { (i, Self::connect(&inner, &base).await) });
+        }
+        let mut reached = BTreeMap::new();
+        while let Some(j) = connecting.join_next().await {
+            if let Ok((i, Some(c))) = j {
+                reached.insert(i, c);
+            }
+        }
+        let protocol = reached.values().next().map_or("cache", |(c, _)| c.protocol().as_str()).to_owned();
+        let edges: Vec<Arc<Edge>> =
+            reached.into_values().map(|(conn, base)| Arc::new(Edge { base, pool: Mutex::new(vec![conn]) })).collect();
+        let manifest = self.manifest(track, &edges).await?;
+        let mut summary = Summary { track_id: track.to_string(), protocol, ..Summary::default() };
+
+        // The ladder, lowest first, with every init chunk (small; needed to switch).
+        let mut ladder: Vec<&chorus_core::manifest::Rendition> = manifest.renditions.iter().collect();
+        ladder.sort_by_key(|r| r.bitrate_bps);
+        if ladder.is_empty() {
+            return Err(FetchError::NotFound(track.clone())); // a verified manifest always has one
+        }
+        let mut inits = JoinSet::new();
+        for (i, id) in ladder.iter().enumerate().filter_map(|(i, r)| r.init.map(|c| (i, c.id))) {
+            let (this, edges) = (self.clone(), edges.clone());
+            inits.spawn(async move { (i, id, this.chunk(&edges, id).await) });
+        }
+        let mut init_of = BTreeMap::new();
+        while let Some(j) = inits.join_next().await {
+            let Ok((i, id, fetched)) = j else { continue };
+            let got = fetched?;
+            summary.chunks_verified += 1;
+            summary.chunks_rejected += got.rejected;
+            init_of.insert(i, (id, got.bytes, got.source));
+        }
+        let mut rungs = Vec::with_capacity(ladder.len());
+        for (i, r) in ladder.iter().enumerate() {
+            if let Some(c) = r.init
+                && !init_of.contains_key(&i)
+            {
+                return Err(FetchError::Chunk(c.id));
+            }
+            let init = init_of.remove(&i);
+            rungs.push(Rung { id: r.id.clone(), init, segments: r.segments.iter().map(|s| s.id).collect() });
+        }
+        let top = rungs.len().saturating_sub(1);
+        let preferred = match inner.cfg.quality {
+            Quality::Fixed(i) => i.min(top),
+            Quality::Auto { cap } => cap.min(top),
+        };
+        let allowed: Vec<usize> = match switching {
+            Switching::Anywhere => (0..rungs.len()).collect(),
+            Switching::OneDecoder => {
+                let config = |i: usize| rungs[i].init.as_ref().and_then(|(_, b, _)| chorus_core::cmaf::audio_config(b));
+                let want = (ladder[preferred].codec.as_str(), config(preferred));
+                (0..rungs.len()).filter(|&i| i == preferred || (ladder[i].codec.as_str(), config(i)) == want).collect()
+            }
+        };
+        let quality = match inner.cfg.quality {
+            Quality::Fixed(_) => Quality::Fixed(allowed.iter().position(|&i| i == preferred).unwrap_or(0)),
+            Quality::Auto { .. } => Quality::Auto { cap: allowed.iter().position(|&i| i == preferred).unwrap_or(0) },
+        };
+        let ladder_bps: Vec<u64> = allowed.iter().map(|&i| ladder[i].bitrate_bps).collect();
+        let segments: Vec<SegmentInfo> = (0..ladder[0].segments.len())
+            .map(|k| SegmentInfo {
+                duration: Duration::from_millis(ladder[0].segments[k].duration_ms),
+                sizes: allowed.iter().map(|&i| ladder[i].segments.get(k).map_or(0, |s| s.size)).collect(),
+            })
+            .collect();
+        let mut cfg = SchedulerConfig { quality, ..SchedulerConfig::default() };
+        if !inner.cfg.play {
+            cfg.buffer_ahead = Duration::from_secs(86_400 * 365);
+            cfg.max_inflight = 4;
+        }
+        let sched = Scheduler::new(cfg, ladder_bps, segments, edges.len().max(1), started.into_std());
+        let starts: Vec<Duration> = (0..sched.len()).map(|i| sched.media_start(i)).collect();
+        let info = TrackInfo {
+            track_id: track.clone(),
+            duration: sched.media_start(sched.len()),
+            segments: sched.len(),
+            renditions: allowed.iter().map(|&i| rungs[i].id.clone()).collect(),
+        };
+        let allowed_rungs: Vec<Rung> = {
+            let mut by_index: Vec<Option<Rung>> = rungs.into_iter().map(Some).collect();
+            allowed.iter().filter_map(|&i| by_index[i].take()).collect()
+        };
+        let (tx, rx) = mpsc::channel(1);
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let (summary_tx, summary_rx) = watch::channel(summary.clone());
+        let driver = Driver {
+            init_on_switch: switching == Switching::Anywhere,
+            inner: self.inner.clone(),
+            track: track.clone(),
+            edges,
+            rungs: allowed_rungs,
+            sched,
+            starts: starts.clone(),
+            tx,
+            control: control_rx,
+            summary_tx,
+            summary,
+            started,
+        };
+        let handle = tokio::spawn(driver.run());
+        Ok(Track {
+            info,
+            rx,
+            control: Some(control_tx),
+            summary: summary_rx,
+            generation: 0,
+            driver: Some(handle),
+            ended: false,
+            starts,
+        })
+    }
+
+    /// The verified manifest: from the first edge that delivers one that verifies, or with no
+    /// edge reachable, the last verified copy in the local cache (checked again).
+    async fn manifest(&self, track: &TrackId, edges: &[Arc<Edge>]) -> Result<Manifest, FetchError> {
+        let inner = &self.inner;
+        let cached = inner.cfg.cache.as_ref().map(|(dir, _)| dir.join("manifests").join(format!("{track}.json")));
+        if edges.is_empty() {
+            let offline = cached.as_ref().and_then(|p| std::fs::read(p).ok());
+            let Some(doc) = offline else {
+                return Err(FetchError::Unreachable(format!("none of {:?}", inner.cfg.edges)));
+            };
+            return Ok(Manifest::verify(&doc, &inner.cfg.origin_key)?);
+        }
+        let mut last = String::new();
+        for e in edges {
+            let mut req = inner.request(&format!("/v1/tracks/{track}/manifest"));
+            if let Some(next) = inner.cfg.next_track.as_ref().and_then(|n| http::HeaderValue::from_str(n.as_str()).ok())
+            {
+                req.headers_mut().insert("chorus-next-track", next);
+            }
+            match e.send(&inner.http, req).await {
+                Ok(r) if r.status() == http::StatusCode::OK => {
+                    match Manifest::verify(r.body(), &inner.cfg.origin_key) {
+                        Ok(m) => {
+                            if let (Some(path), Ok(doc)) = (&cached, m.to_json()) {
+                                if let Some(dir) = path.parent() {
+                                    std::fs::create_dir_all(dir)?;
+                                }
+                                chorus_core::fsutil::write_atomic(path, &doc, 0o644)?;
+                            }
+                            return Ok(m);
+                        }
+                        Err(e @ (ManifestError::WrongKey { .. } | ManifestError::UnsupportedFormat(_))) => {
+                            return Err(e.into());
+                        }
+                        Err(e) => last = e.to_string(),
+                    }
+                }
+                Ok(r) if r.status() == http::StatusCode::NOT_FOUND => return Err(FetchError::NotFound(track.clone())),
+                Ok(r) => last = format!("{} answered {}", e.base, r.status()),
+                Err(err) => last = err,
+            }
+        }
+        Err(FetchError::Unreachable(last))
+    }
+
+    /// One chunk outside the scheduler (init chunks): cache, then each edge in turn.
+    async fn chunk(&self, edges: &[Arc<Edge>], id: ChunkId) -> Result<OneChunk, FetchError> {
+        let inner = &self.inner;
+        if let Some(bytes) = inner.cache.as_ref().and_then(|c| lock(c).get(&id)) {
+            return Ok(OneChunk { bytes: Bytes::from(bytes), source: Source::Cache, rejected: 0 });
+        }
+        let mut rejected = 0;
+        for e in edges {
+            if let Ok(r) = e.send(&inner.http, inner.request(&format!("/v1/chunks/{id}"))).await {
+                if r.status() == http::StatusCode::OK && id.matches(r.body()) {
+                    let bytes = r.into_body();
+                    if let Some(c) = &inner.cache {
+                        lock(c).put(&id, &bytes)?;
+                    }
+                    return Ok(OneChunk { bytes, source: Source::Edge(e.base.clone()), rejected });
+                } else if r.status() == http::StatusCode::OK {
+                    rejected += 1;
+                }
+            }
+        }
+        Err(FetchError::Chunk(id))
+    }
+}
+
+impl Inner {
     fn request(&self, path: &str) -> http::Request<Bytes> {
         let mut b = http::Request::get(path);
         if let Some(t) = &self.cfg.token {
@@ -226,251 +727,268 @@ impl Client {
         }
         b.body(Bytes::new()).unwrap_or_else(|_| http::Request::new(Bytes::new()))
     }
+}
 
-    /// The manifest request, carrying the next-track hint when there is one.
-    async fn get_manifest(&self, edge: &Edge, track: &TrackId) -> Result<http::Response<Bytes>, String> {
-        let mut req = self.request(&format!("/v1/tracks/{track}/manifest"));
-        if let Some(next) = self.cfg.next_track.as_ref().and_then(|n| http::HeaderValue::from_str(n.as_str()).ok()) {
-            req.headers_mut().insert("chorus-next-track", next);
-        }
-        edge.send(&self.http, req).await
-    }
+/// A chunk fetched outside the scheduler.
+struct OneChunk {
+    bytes: Bytes,
+    source: Source,
+    rejected: u64,
+}
 
-    async fn get(&self, edge: &Edge, path: &str) -> Result<http::Response<Bytes>, String> {
-        edge.send(&self.http, self.request(path)).await
-    }
+/// The outcome of one chunk request.
+struct Fetched {
+    generation: u64,
+    segment: usize,
+    rung: usize,
+    source: SourceId,
+    result: Result<(Bytes, Duration, bool), Rejected>,
+}
 
-    /// Fetches `track`, handing each verified chunk of the chosen rendition (init first, then
-    /// segments in order) to `sink`.
-    ///
-    /// # Errors
-    /// [`FetchError`] when the manifest cannot be had or verified, or a chunk cannot be fetched.
-    pub async fn fetch(&self, track: &TrackId, sink: impl FnMut(&[u8])) -> Result<Summary, FetchError> {
-        let started = Instant::now();
-        // Reach the edges (in parallel would be faster; in order keeps failover simple).
-        let mut edges = Vec::new();
-        let mut protocol = String::from("cache");
-        for base in &self.cfg.edges {
-            if let Some((conn, used)) = self.connect(base).await {
-                if edges.is_empty() {
-                    protocol = conn.protocol().as_str().to_owned();
-                }
-                edges.push(Arc::new(Edge { base: used, pool: Mutex::new(vec![conn]) }));
-            }
-        }
-        // Offline with a cache: the last verified manifest, checked again against the key.
-        let cached_manifest =
-            self.cfg.cache.as_ref().map(|(dir, _)| dir.join("manifests").join(format!("{track}.json")));
-        if edges.is_empty() {
-            let offline = cached_manifest.as_ref().and_then(|p| std::fs::read(p).ok());
-            let Some(doc) = offline else {
-                return Err(FetchError::Unreachable(format!("none of {:?}", self.cfg.edges)));
-            };
-            let manifest = Manifest::verify(&doc, &self.cfg.origin_key)?;
-            return self.fetch_manifest(track, &manifest, Vec::new(), protocol, started, sink).await;
-        }
-        // The manifest, from the first edge that delivers one that verifies.
-        let mut manifest = None;
-        let mut last = String::new();
-        for e in &edges {
-            match self.get_manifest(e, track).await {
-                Ok(r) if r.status() == http::StatusCode::OK => match Manifest::verify(r.body(), &self.cfg.origin_key) {
-                    Ok(m) => {
-                        manifest = Some(m);
-                        break;
-                    }
-                    Err(e @ (ManifestError::WrongKey { .. } | ManifestError::UnsupportedFormat(_))) => {
-                        return Err(e.into());
-                    }
-                    Err(e) => last = e.to_string(),
-                },
-                Ok(r) if r.status() == http::StatusCode::NOT_FOUND => return Err(FetchError::NotFound(track.clone())),
-                Ok(r) => last = format!("{} answered {}", e.base, r.status()),
-                Err(err) => last = err,
-            }
-        }
-        let Some(manifest) = manifest else { return Err(FetchError::Unreachable(last)) };
-        if let (Some(path), Ok(doc)) = (&cached_manifest, manifest.to_json()) {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            chorus_core::fsutil::write_atomic(path, &doc, 0o644)?;
-        }
-        self.fetch_manifest(track, &manifest, edges, protocol, started, sink).await
-    }
+enum Rejected {
+    /// Transport error or non-200 answer.
+    Failed,
+    /// Bytes that do not hash to the id.
+    WrongBytes,
+}
 
-    /// Fetches the chunks of a verified manifest.
-    async fn fetch_manifest(
-        &self,
-        track: &TrackId,
-        manifest: &Manifest,
-        edges: Vec<Arc<Edge>>,
-        protocol: String,
-        started: Instant,
-        mut sink: impl FnMut(&[u8]),
-    ) -> Result<Summary, FetchError> {
-        // One rendition for the whole track, so the output is one decodable stream.
-        let mut ladder: Vec<&chorus_core::manifest::Rendition> = manifest.renditions.iter().collect();
-        ladder.sort_by_key(|r| r.bitrate_bps);
-        let rung = match self.cfg.quality {
-            Quality::Fixed(i) => i.min(ladder.len() - 1),
-            Quality::Auto { cap } => cap.min(ladder.len() - 1).min(ladder.len() / 2),
-        };
-        let rendition = ladder[rung];
-        let mut summary = Summary {
-            track_id: track.to_string(),
-            rendition: rendition.id.to_string(),
-            bytes_total: 0,
-            bytes_by_source: BySource::default(),
-            startup_ms: 0,
-            stalls: 0,
-            stall_ms: 0,
-            chunks_verified: 0,
-            chunks_rejected: 0,
-            protocol,
-        };
-        // The init chunk first.
-        if let Some(init) = rendition.init {
-            let bytes = self.chunk(&edges, init.id, &mut summary).await?;
-            sink(&bytes);
-        }
-        let segments: Vec<SegmentInfo> = rendition
-            .segments
-            .iter()
-            .map(|s| SegmentInfo { duration: Duration::from_millis(s.duration_ms), sizes: vec![s.size] })
-            .collect();
-        let mut cfg = SchedulerConfig { quality: Quality::Fixed(0), ..SchedulerConfig::default() };
-        if !self.cfg.play {
-            cfg.buffer_ahead = Duration::from_secs(86_400 * 365);
-            cfg.max_inflight = 4;
-        }
-        // Offline (no edge), the cache is the one source.
-        let mut sched =
-            Scheduler::new(cfg, vec![rendition.bitrate_bps], segments, edges.len().max(1), started.into_std());
-        let mut tasks = tokio::task::JoinSet::new();
-        let mut done: BTreeMap<usize, Vec<u8>> = BTreeMap::new();
-        let mut next_out = 0;
-        let mut attempts = vec![0u32; rendition.segments.len()];
+/// The task behind a [`Track`]: runs the scheduler, carries out its actions, verifies, caches,
+/// and hands segments over in order.
+struct Driver {
+    /// Hand over the init chunk at rendition switches (not needed within one decoder
+    /// configuration, where it would only repeat the `moov` in the byte stream).
+    init_on_switch: bool,
+    inner: Arc<Inner>,
+    track: TrackId,
+    edges: Vec<Arc<Edge>>,
+    rungs: Vec<Rung>,
+    sched: Scheduler,
+    starts: Vec<Duration>,
+    tx: mpsc::Sender<Delivery>,
+    control: mpsc::UnboundedReceiver<Control>,
+    summary_tx: watch::Sender<Summary>,
+    summary: Summary,
+    started: Instant,
+}
+
+impl Driver {
+    async fn run(mut self) {
+        let n = self.sched.len();
+        let read_ahead = self.inner.cfg.read_ahead;
+        let mut generation = 0u64;
+        let mut tasks: JoinSet<Fetched> = JoinSet::new();
+        let mut handles: HashMap<(usize, usize), AbortHandle> = HashMap::new();
+        let mut done: BTreeMap<usize, (usize, Bytes, Source)> = BTreeMap::new();
+        let mut next_out = 0usize;
+        let mut last_rung: Option<usize> = None;
+        let mut attempts = vec![0u32; n];
+        // Segments of this session already verified (a hedge's loser may still answer).
+        let mut have = vec![false; n];
+        let mut end_sent = false;
+        let mut beacon: Option<JoinHandle<()>> = None;
+        let max_attempts = 8 * u32::try_from(self.edges.len().max(1)).unwrap_or(u32::MAX);
+        let tx = self.tx.clone();
         loop {
+            self.sched.set_limit(next_out + read_ahead);
             let now = Instant::now().into_std();
-            for a in sched.poll(now) {
-                if let Action::Fetch { segment, source, .. } = a {
-                    let id = rendition.segments[segment].id;
-                    attempts[segment] += 1;
-                    if attempts[segment] > 8 * edges.len().max(1) as u32 {
-                        return Err(FetchError::Chunk(id));
+            for a in self.sched.poll(now) {
+                match a {
+                    Action::Fetch { segment, rendition, source, .. } => {
+                        attempts[segment] += 1;
+                        let id = self.rungs[rendition].segments[segment];
+                        if attempts[segment] > max_attempts {
+                            let _ = self.tx.send(Delivery::Failed(FetchError::Chunk(id))).await;
+                            return;
+                        }
+                        let handle = self.spawn_fetch(&mut tasks, generation, segment, rendition, source);
+                        handles.insert((segment, source.0), handle);
                     }
-                    // The local cache answers before any network.
-                    if let Some(bytes) = self.cache.as_ref().and_then(|c| lock(c).get(&id)) {
-                        summary.bytes_by_source.cache += bytes.len() as u64;
-                        summary.chunks_verified += 1;
-                        let len = bytes.len() as u64;
-                        tasks.spawn(async move { (segment, source, Ok((bytes, Duration::from_millis(1), true)), len) });
-                        continue;
+                    Action::Cancel { segment, source } => {
+                        if let Some(h) = handles.remove(&(segment, source.0)) {
+                            h.abort();
+                        }
                     }
-                    let Some(edge) = edges.get(source.0).cloned() else {
-                        return Err(FetchError::Chunk(id)); // offline and not in the cache
+                }
+            }
+            if next_out >= n && !end_sent && done.is_empty() {
+                self.publish();
+                if beacon.is_none() {
+                    // Detached, so that dropping the handle right after the end does not lose it.
+                    beacon = Some(tokio::spawn(self.beacon()));
+                }
+                if self.tx.send(Delivery::End(generation)).await.is_err() {
+                    return;
+                }
+                end_sent = true;
+            }
+            let deliverable = done.contains_key(&next_out);
+            let wake = self.sched.next_wakeup(Instant::now().into_std()).map(Instant::from_std);
+            tokio::select! {
+                c = self.control.recv() => match c {
+                    None => {
+                        // The handle is finished with (or gone): let the beacon land, then stop.
+                        if let Some(b) = beacon.take() {
+                            let _ = b.await;
+                        }
+                        return;
+                    }
+                    Some(Control::Seek { generation: g, segment }) => {
+                        generation = g;
+                        tasks.abort_all();
+                        handles.clear();
+                        done.clear();
+                        let _ = self.sched.seek(Instant::now().into_std(), segment);
+                        next_out = segment.min(n);
+                        last_rung = None;
+                        attempts.iter_mut().for_each(|a| *a = 0);
+                        have.iter_mut().for_each(|h| *h = false);
+                        end_sent = false;
+                        self.summary.seeks += 1;
+                    }
+                },
+                permit = tx.reserve(), if deliverable => {
+                    let Ok(permit) = permit else { return };
+                    let Some((rung, data, source)) = done.remove(&next_out) else { continue };
+                    let init = if last_rung == Some(rung) || (last_rung.is_some() && !self.init_on_switch) {
+                        None
+                    } else {
+                        self.rungs[rung].init.as_ref().map(|(_, b, from)| {
+                            self.summary.bytes_by_source.add(from, b.len());
+                            b.clone()
+                        })
                     };
-                    let client = self.http.clone();
-                    let req = self.request(&format!("/v1/chunks/{id}"));
-                    tasks.spawn(async move {
-                        let t = Instant::now();
-                        let result = async {
-                            let r = edge.send(&client, req).await?;
-                            if r.status() != http::StatusCode::OK {
-                                return Err(format!("{} answered {}", edge.base, r.status()));
-                            }
-                            Ok((r.into_body().to_vec(), t.elapsed(), false))
-                        }
-                        .await;
-                        (segment, source, result, 0)
-                    });
-                }
-            }
-            if sched.finished() && tasks.is_empty() {
-                break;
-            }
-            let wake = sched.next_wakeup(Instant::now().into_std()).map(Instant::from_std);
-            let joined = tokio::select! {
-                j = tasks.join_next(), if !tasks.is_empty() => j,
-                _ = async { match wake { Some(w) => tokio::time::sleep_until(w).await, None => std::future::pending().await } } => None,
-            };
-            let Some(Ok((segment, source, result, _))) = joined else { continue };
-            let now = Instant::now().into_std();
-            match result {
-                Ok((bytes, elapsed, from_cache)) => {
-                    let id = rendition.segments[segment].id;
-                    if !from_cache && !id.matches(&bytes) {
-                        summary.chunks_rejected += 1;
-                        sched.on_failed(now, segment, source);
+                    last_rung = Some(rung);
+                    self.summary.bytes_by_source.add(&source, data.len());
+                    if self.summary.startup_ms == 0 && self.summary.segments_by_rendition.is_empty() {
+                        self.summary.startup_ms = millis(self.started.elapsed()).max(1);
+                    }
+                    let rid = self.rungs[rung].id.clone();
+                    *self.summary.segments_by_rendition.entry(rid.to_string()).or_default() += 1;
+                    self.summary.bytes_total += data.len() as u64 + init.as_ref().map_or(0, |b| b.len() as u64);
+                    let start = self.starts[next_out];
+                    let duration = self.starts.get(next_out + 1).copied().unwrap_or_else(|| self.sched.media_start(n)) - start;
+                    permit.send(Delivery::Segment(generation, Segment { index: next_out, start, duration, rendition: rid, init, data, source }));
+                    next_out += 1;
+                    self.publish();
+                },
+                j = tasks.join_next(), if !tasks.is_empty() => {
+                    let Some(Ok(f)) = j else { continue };
+                    if f.generation != generation || have[f.segment] {
                         continue;
                     }
-                    if !from_cache {
-                        summary.chunks_verified += 1;
-                        summary.bytes_by_source.edge += bytes.len() as u64;
-                        if let Some(c) = &self.cache {
-                            lock(c).put(&id, &bytes)?;
+                    handles.remove(&(f.segment, f.source.0));
+                    let now = Instant::now().into_std();
+                    match f.result {
+                        Ok((bytes, elapsed, from_cache)) => {
+                            let len = bytes.len() as u64;
+                            let source = if from_cache {
+                                Source::Cache
+                            } else {
+                                if let Some(c) = &self.inner.cache {
+                                    let id = self.rungs[f.rung].segments[f.segment];
+                                    let stored = lock(c).put(&id, &bytes);
+                                    if let Err(e) = stored {
+                                        let _ = self.tx.send(Delivery::Failed(e.into())).await;
+                                        return;
+                                    }
+                                }
+                                Source::Edge(self.edges.get(f.source.0).map(|e| e.base.clone()).unwrap_or_default())
+                            };
+                            self.summary.chunks_verified += 1;
+                            have[f.segment] = true;
+                            for a in self.sched.on_complete(now, f.segment, f.source, len, elapsed) {
+                                if let Action::Cancel { segment, source } = a
+                                    && let Some(h) = handles.remove(&(segment, source.0))
+                                {
+                                    h.abort();
+                                }
+                            }
+                            if f.segment >= next_out {
+                                done.insert(f.segment, (f.rung, bytes, source));
+                            }
                         }
-                    }
-                    sched.on_complete(now, segment, source, bytes.len() as u64, elapsed);
-                    done.insert(segment, bytes);
-                    while let Some(b) = done.remove(&next_out) {
-                        if next_out == 0 {
-                            summary.startup_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                        Err(Rejected::WrongBytes) => {
+                            self.summary.chunks_rejected += 1;
+                            self.sched.on_failed(now, f.segment, f.source);
                         }
-                        summary.bytes_total += b.len() as u64;
-                        sink(&b);
-                        next_out += 1;
+                        Err(Rejected::Failed) => self.sched.on_failed(now, f.segment, f.source),
                     }
-                }
-                Err(_) => sched.on_failed(now, segment, source),
+                    self.publish();
+                },
+                () = async { match wake { Some(w) => tokio::time::sleep_until(w).await, None => std::future::pending().await } } => {},
             }
         }
-        let st = sched.stats();
-        summary.stalls = st.stalls;
-        summary.stall_ms = u64::try_from(st.stalled.as_millis()).unwrap_or(u64::MAX);
-        // QoE beacon to the first edge (best effort).
-        let beacon = serde_json::json!({
-            "track_id": track.to_string(), "startup_ms": summary.startup_ms, "stalls": summary.stalls, "stall_ms": summary.stall_ms,
-            "bytes": {"edge": summary.bytes_by_source.edge, "peer": 0, "cache": summary.bytes_by_source.cache},
-        });
-        if let Some(e) = edges.first() {
-            let mut req = http::Request::post("/v1/qoe");
-            if let Some(t) = &self.cfg.token {
-                req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
-            }
-            let pooled = lock(&e.pool).pop();
-            if let (Ok(req), Some(mut conn)) = (req.body(Bytes::from(beacon.to_string())), pooled) {
-                let _ = conn.send(req).await;
-            }
-        }
-        Ok(summary)
     }
 
-    /// One chunk outside the scheduler (the init chunk): cache, then each edge in turn.
-    async fn chunk(&self, edges: &[Arc<Edge>], id: ChunkId, summary: &mut Summary) -> Result<Vec<u8>, FetchError> {
-        if let Some(bytes) = self.cache.as_ref().and_then(|c| lock(c).get(&id)) {
-            summary.bytes_by_source.cache += bytes.len() as u64;
-            summary.bytes_total += bytes.len() as u64;
-            summary.chunks_verified += 1;
-            return Ok(bytes);
+    /// Starts one chunk request: from the local cache when it is there, else from the edge.
+    fn spawn_fetch(
+        &self,
+        tasks: &mut JoinSet<Fetched>,
+        generation: u64,
+        segment: usize,
+        rung: usize,
+        source: SourceId,
+    ) -> AbortHandle {
+        let id = self.rungs[rung].segments[segment];
+        let fetched = |result| Fetched { generation, segment, rung, source, result };
+        if let Some(bytes) = self.inner.cache.as_ref().and_then(|c| lock(c).get(&id)) {
+            let done = fetched(Ok((Bytes::from(bytes), Duration::from_millis(1), true)));
+            return tasks.spawn(async move { done });
         }
-        for e in edges {
-            if let Ok(r) = self.get(e, &format!("/v1/chunks/{id}")).await {
-                if r.status() == http::StatusCode::OK && id.matches(r.body()) {
-                    let bytes = r.into_body().to_vec();
-                    summary.chunks_verified += 1;
-                    summary.bytes_by_source.edge += bytes.len() as u64;
-                    summary.bytes_total += bytes.len() as u64;
-                    if let Some(c) = &self.cache {
-                        lock(c).put(&id, &bytes)?;
-                    }
-                    return Ok(bytes);
-                } else if r.status() == http::StatusCode::OK {
-                    summary.chunks_rejected += 1;
+        let Some(edge) = self.edges.get(source.0).cloned() else {
+            // Offline and not in the cache.
+            let failed = fetched(Err(Rejected::Failed));
+            return tasks.spawn(async move { failed });
+        };
+        let inner = self.inner.clone();
+        let req = inner.request(&format!("/v1/chunks/{id}"));
+        tasks.spawn(async move {
+            let t = Instant::now();
+            let result = match edge.send(&inner.http, req).await {
+                Ok(r) if r.status() == http::StatusCode::OK => {
+                    let body = r.into_body();
+                    if id.matches(&body) { Ok((body, t.elapsed(), false)) } else { Err(Rejected::WrongBytes) }
+                }
+                _ => Err(Rejected::Failed),
+            };
+            Fetched { generation, segment, rung, source, result }
+        })
+    }
+
+    fn publish(&mut self) {
+        let st = self.sched.stats();
+        self.summary.stalls = st.stalls;
+        self.summary.stall_ms = millis(st.stalled);
+        self.summary.hedges = st.hedges;
+        self.summary.buffer_ms = millis(self.sched.buffered(Instant::now().into_std()));
+        if let Some((r, _)) = self.summary.segments_by_rendition.iter().max_by_key(|(r, n)| (**n, (*r).clone())) {
+            self.summary.rendition.clone_from(r);
+        }
+        self.summary_tx.send_replace(self.summary.clone());
+    }
+
+    /// The QoE beacon (best effort): to the first edge that takes it.
+    fn beacon(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let s = &self.summary;
+        let body = Bytes::from(
+            serde_json::json!({
+                "track_id": self.track.to_string(), "startup_ms": s.startup_ms, "stalls": s.stalls, "stall_ms": s.stall_ms,
+                "bytes": {"edge": s.bytes_by_source.edge, "peer": s.bytes_by_source.peer, "cache": s.bytes_by_source.cache},
+            })
+            .to_string(),
+        );
+        let (inner, edges) = (self.inner.clone(), self.edges.clone());
+        async move {
+            for e in &edges {
+                let mut req = http::Request::post("/v1/qoe").header(http::header::CONTENT_TYPE, "application/json");
+                if let Some(t) = &inner.cfg.token {
+                    req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+                }
+                let Ok(req) = req.body(body.clone()) else { return };
+                if matches!(e.send(&inner.http, req).await, Ok(r) if r.status().is_success()) {
+                    return;
                 }
             }
         }
-        Err(FetchError::Chunk(id))
     }
 }

@@ -1,15 +1,19 @@
 //! chorus-client: the library players embed to fetch tracks from chorus edges.
 //!
-//! This first part is the decision logic, free of I/O and driven by an explicit clock so that it
-//! is tested deterministically:
+//! Start at [`ClientBuilder`]: it makes a [`Client`], whose [`Client::open`] returns a
+//! [`Track`] that yields verified segments in play order, with seek, stats, cancellation and an
+//! `AsyncRead` form ([`Track::reader`]). See docs/client.md and `examples/fetch_track.rs`.
+//!
+//! The decisions are plain logic, free of I/O and driven by an explicit clock so that they are
+//! tested deterministically:
 //!
 //! - [`scheduler`]: which segment to fetch next, from which source, and when to hedge or fail
 //!   over, by each segment's playback deadline;
 //! - [`abr`]: which rendition (bitrate) each segment should be fetched in;
 //! - [`cache`]: the local cache of verified chunks on disk (LRU, size cap, crash-safe).
 //!
-//! The transport (HTTP/3 with HTTP/2 fallback, verification, local cache) and the public
-//! builder API come next (issue 4).
+//! [`fetch`] is the I/O around them: HTTP/3 with HTTP/2 fallback, verification, the local
+//! cache, the QoE beacon.
 #![warn(missing_docs)]
 
 pub mod abr;
@@ -17,4 +21,4 @@ pub mod cache;
 pub mod fetch;
 pub mod scheduler;
 
-pub use fetch::{Client, ClientBuilder, FetchError, Summary};
+pub use fetch::{Client, ClientBuilder, FetchError, Segment, Source, Summary, Track, TrackInfo, TrackReader};

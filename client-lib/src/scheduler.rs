@@ -688,11 +688,12 @@ mod tests {
         let cfg =
             SchedulerConfig { max_inflight: 2, buffer_ahead: Duration::from_secs(12), ..SchedulerConfig::default() };
         let mut s = Scheduler::new(cfg, LADDER.to_vec(), track(10), 2, t0);
-        s.poll(t0);
+        let first = s.poll(t0);
+        assert_eq!(fetches(&first).iter().map(|f| f.0).collect::<Vec<_>>(), vec![0, 0, 1]);
         s.on_complete(t0 + ms(50), 0, SourceId(0), 18_000, ms(50));
         s.on_complete(t0 + ms(50), 0, SourceId(1), 18_000, ms(50));
         let a = s.poll(t0 + ms(60));
-        assert_eq!(fetches(&a).iter().map(|f| f.0).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(fetches(&a).iter().map(|f| f.0).collect::<Vec<_>>(), vec![2]);
         // Seek to 40 s: segment 6 (36..42 s).
         assert_eq!(s.segment_at(Duration::from_secs(40)), 6);
         let cancels = s.seek(t0 + ms(100), 6);
