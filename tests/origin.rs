@@ -640,3 +640,63 @@ async fn a_request_head_trickled_byte_by_byte_is_still_cut_off() {
         started.elapsed()
     );
 }
+
+/// HTTP/3 0-RTT: a second connection to a server sends its first GET in early data and the
+/// server takes it; unsafe methods wait for the handshake; a server that restarted (and so
+/// refuses the old ticket) costs a redial, not a failed request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http3_resumes_in_zero_rtt_and_survives_a_refused_ticket() {
+    use chorus_core::http::client::EarlyData;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    ok(&chorus(&["ingest", "--store", s(&store), "--track", "tides", s(&samples().join("chorus-tides"))]));
+    let origin = Node::start(&["origin", "--store", s(&store), "--listen", "h3://127.0.0.1:0"], 1);
+    let url = origin.url("h3");
+    let key = keys::read_verifying_key(&store.join("origin.pub")).unwrap();
+    let trust = ClientTls { ca_files: vec![store.join("tls").join("cert.pem")], insecure: false };
+    let client = HttpClient::new(&trust).unwrap();
+
+    // First contact: a full handshake (no ticket yet), which leaves a session ticket behind.
+    let mut first = client.connect(&url, false).await.unwrap();
+    assert_eq!(first.early_data(), EarlyData::NotTried);
+    let m = fetch_manifest(&mut first, "tides", &key).await;
+    let chunk = m.renditions[0].segments[0].id;
+    tokio::time::sleep(Duration::from_millis(100)).await; // the ticket arrives after the handshake
+
+    // Second connection: the GET goes out in 0-RTT data and comes back right.
+    let mut second = client.connect(&url, false).await.unwrap();
+    assert_ne!(second.early_data(), EarlyData::NotTried, "0-RTT should have been attempted");
+    let r = second.get(&format!("/v1/chunks/{chunk}")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(chunk.matches(r.body()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while second.early_data() == EarlyData::Pending {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(second.early_data(), EarlyData::Accepted);
+
+    // An unsafe method on a fresh 0-RTT connection is held until the handshake completes, then
+    // answered normally (here: 403, this origin has no admin token; not 425 Too Early).
+    let mut third = client.connect(&url, false).await.unwrap();
+    assert_ne!(third.early_data(), EarlyData::NotTried);
+    let put = Request::put("/admin/tracks/x").body(bytes::Bytes::from_static(b"{}")).unwrap();
+    assert_eq!(third.send(put).await.unwrap().status(), StatusCode::FORBIDDEN);
+    assert_eq!(third.early_data(), EarlyData::Accepted, "sent only after the handshake");
+
+    // The origin restarts on the same port: it no longer knows the ticket, refuses the early
+    // data, and the GET is sent again on a fresh connection.
+    let port = origin.addr("h3");
+    drop(origin);
+    let origin = Node::start(&["origin", "--store", s(&store), "--listen", &format!("h3://{port}")], 1);
+    // (The refusal may come while HTTP/3 is being set up, in which case connect redials.)
+    let mut fourth = client.connect(&origin.url("h3"), false).await.unwrap();
+    for _ in 0..2 {
+        let r = fourth.get(&format!("/v1/chunks/{chunk}")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(chunk.matches(r.body()));
+    }
+    // (A request that raced the refusal may have gone through in 1-RTT on the old connection;
+    // the next one redials.)
+    assert_eq!(fourth.early_data(), EarlyData::NotTried, "redialled without 0-RTT");
+}

@@ -14,6 +14,7 @@ use http::{HeaderValue, Request, Response, Uri, header};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tracing::debug;
 
 use super::Protocol;
@@ -137,6 +138,10 @@ impl HttpClient {
     /// # Errors
     /// [`ClientError`] when the URL is bad or the connection cannot be made.
     pub async fn connect(&self, base: &str, h2c: bool) -> Result<Connection, ClientError> {
+        self.connect_with(base, h2c, true).await
+    }
+
+    async fn connect_with(&self, base: &str, h2c: bool, early: bool) -> Result<Connection, ClientError> {
         let (scheme, authority) = base
             .split_once("://")
             .map(|(s, r)| (s, r.trim_end_matches('/')))
@@ -164,7 +169,7 @@ impl HttpClient {
                         handshake(tls, h2, "https", authority).await
                     }
                 }
-                "h3" => self.connect_h3(addr, &host, authority).await,
+                "h3" => self.connect_h3(addr, &host, authority, early.then_some(base)).await,
                 _ => Err(ClientError::BadUrl(base.to_owned())),
             }
         };
@@ -178,7 +183,16 @@ impl HttpClient {
         Ok(conn)
     }
 
-    async fn connect_h3(&self, addr: SocketAddr, host: &str, authority: &str) -> Result<Connection, ClientError> {
+    /// An HTTP/3 connection. With `early` (the base URL, for redialling) and a session ticket
+    /// from an earlier connection to this server, requests go out in 0-RTT data (see
+    /// [`Connection::send`]).
+    async fn connect_h3(
+        &self,
+        addr: SocketAddr,
+        host: &str,
+        authority: &str,
+        early: Option<&str>,
+    ) -> Result<Connection, ClientError> {
         let bind: SocketAddr = if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }
             .parse()
             .map_err(|_| ClientError::BadUrl(authority.to_owned()))?;
@@ -189,13 +203,38 @@ impl HttpClient {
             quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, Arc::new(quinn::TokioRuntime))
                 .map_err(|e| conn_err(e.to_string()))?;
         endpoint.set_default_client_config(self.quic.clone());
-        let conn = endpoint
-            .connect(addr, host)
-            .map_err(|e| conn_err(e.to_string()))?
-            .await
-            .map_err(|e| conn_err(format!("QUIC: {e}")))?;
-        let (mut driver, send) =
-            h3::client::new(h3_quinn::Connection::new(conn)).await.map_err(|e| conn_err(format!("HTTP/3: {e}")))?;
+        let connecting = endpoint.connect(addr, host).map_err(|e| conn_err(e.to_string()))?;
+        let attempt = match early {
+            Some(base) => connecting.into_0rtt().map(|(conn, accepted)| (conn, accepted, base)),
+            None => Err(connecting),
+        };
+        let (conn, early) = match attempt {
+            Ok((conn, accepted, base)) => {
+                // The handshake finishes in the background; it must do so within the connect
+                // timeout, or the connection is closed (a dead server never answers).
+                let (tx, rx) = watch::channel(EarlyData::Pending);
+                let (watched, limit) = (conn.clone(), self.connect_timeout);
+                tokio::spawn(async move {
+                    let state = match tokio::time::timeout(limit, accepted).await {
+                        Ok(true) => EarlyData::Accepted,
+                        Ok(false) => EarlyData::Rejected,
+                        Err(_) => {
+                            watched.close(0u32.into(), b"handshake timeout");
+                            EarlyData::Failed
+                        }
+                    };
+                    let _ = tx.send(state);
+                });
+                (conn, Some(Early { state: rx, client: self.clone(), base: base.to_owned() }))
+            }
+            Err(connecting) => (connecting.await.map_err(|e| conn_err(format!("QUIC: {e}")))?, None),
+        };
+        let (mut driver, send) = match h3::client::new(h3_quinn::Connection::new(conn)).await {
+            Ok(pair) => pair,
+            // Early data refused while HTTP/3 was setting up: its control streams are gone.
+            Err(_) if early.is_some() => return Box::pin(self.connect_h3(addr, host, authority, None)).await,
+            Err(e) => return Err(conn_err(format!("HTTP/3: {e}"))),
+        };
         tokio::spawn(async move {
             let e = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
             if !e.is_h3_no_error() {
@@ -208,6 +247,7 @@ impl HttpClient {
             authority: authority.to_owned(),
             timeout: self.timeout,
             max_body: self.max_body,
+            early,
         })
     }
 }
@@ -244,7 +284,14 @@ where
         });
         Inner::H1(send)
     };
-    Ok(Connection { inner, scheme, authority: authority.to_owned(), timeout: Duration::from_secs(30), max_body: 0 })
+    Ok(Connection {
+        inner,
+        scheme,
+        authority: authority.to_owned(),
+        timeout: Duration::from_secs(30),
+        max_body: 0,
+        early: None,
+    })
 }
 
 enum Inner {
@@ -257,6 +304,28 @@ enum Inner {
     },
 }
 
+/// Where a connection's 0-RTT attempt stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EarlyData {
+    /// Not tried: no session ticket from this server yet, or not HTTP/3.
+    NotTried,
+    /// Requests went out in 0-RTT data; the handshake is still completing.
+    Pending,
+    /// The server took the 0-RTT data: the first requests saved a round trip.
+    Accepted,
+    /// The server refused it (e.g. it restarted and forgot its tickets); requests are redone.
+    Rejected,
+    /// The handshake did not complete within the connect timeout; the connection is closed.
+    Failed,
+}
+
+/// A connection's 0-RTT attempt: its state, and what is needed to redial without it.
+struct Early {
+    state: watch::Receiver<EarlyData>,
+    client: HttpClient,
+    base: String,
+}
+
 /// One open connection.
 pub struct Connection {
     inner: Inner,
@@ -264,6 +333,7 @@ pub struct Connection {
     authority: String,
     timeout: Duration,
     max_body: u64,
+    early: Option<Early>,
 }
 
 impl Connection {
@@ -297,14 +367,69 @@ impl Connection {
         self.send(req).await
     }
 
+    /// Where this connection's 0-RTT attempt stands.
+    #[must_use]
+    pub fn early_data(&self) -> EarlyData {
+        self.early.as_ref().map_or(EarlyData::NotTried, |e| *e.state.borrow())
+    }
+
     /// Sends `req` (its URI is a path and query; the connection supplies scheme and authority)
     /// and reads the whole response.
+    ///
+    /// On an HTTP/3 connection still completing a 0-RTT handshake, safe requests (GET, HEAD,
+    /// OPTIONS) go out at once, in early data; others wait for the handshake, since early data
+    /// can be replayed. If the server refuses the early data, a safe request is sent again on a
+    /// fresh connection (which then replaces this one).
     ///
     /// # Errors
     /// [`ClientError`] when the request fails, times out or the body is too large.
     pub async fn send(&mut self, req: Request<Bytes>) -> Result<Response<Bytes>, ClientError> {
         let timeout = self.timeout;
-        tokio::time::timeout(timeout, self.send_inner(req)).await.map_err(|_| ClientError::Timeout(timeout))?
+        tokio::time::timeout(timeout, self.send_early(req)).await.map_err(|_| ClientError::Timeout(timeout))?
+    }
+
+    async fn send_early(&mut self, req: Request<Bytes>) -> Result<Response<Bytes>, ClientError> {
+        let safe = matches!(*req.method(), http::Method::GET | http::Method::HEAD | http::Method::OPTIONS);
+        let Some(early) = self.early.as_mut() else { return self.send_inner(req).await };
+        let state = *early.state.borrow();
+        match state {
+            EarlyData::NotTried | EarlyData::Accepted | EarlyData::Failed => return self.send_inner(req).await,
+            EarlyData::Rejected => {
+                self.redial().await?;
+                return self.send_inner(req).await;
+            }
+            EarlyData::Pending if !safe => {
+                let resolved = early.state.wait_for(|s| *s != EarlyData::Pending).await.map(|s| *s);
+                if matches!(resolved, Ok(EarlyData::Rejected)) {
+                    self.redial().await?;
+                }
+                return self.send_inner(req).await;
+            }
+            EarlyData::Pending => {}
+        }
+        let again = clone_request(&req);
+        let first = self.send_inner(req).await;
+        if first.is_ok() {
+            return first;
+        }
+        let Some(early) = self.early.as_mut() else { return first };
+        if !matches!(early.state.wait_for(|s| *s != EarlyData::Pending).await.map(|s| *s), Ok(EarlyData::Rejected)) {
+            return first;
+        }
+        self.redial().await?;
+        self.send_inner(again).await
+    }
+
+    /// Replaces a connection whose early data the server refused (its HTTP/3 control streams
+    /// went with it) by a fresh one without 0-RTT.
+    async fn redial(&mut self) -> Result<(), ClientError> {
+        let Some(early) = &self.early else { return Ok(()) };
+        let (client, base) = (early.client.clone(), early.base.clone());
+        let mut fresh = client.connect_with(&base, false, false).await?;
+        fresh.timeout = self.timeout;
+        fresh.max_body = self.max_body;
+        *self = fresh;
+        Ok(())
     }
 
     async fn send_inner(&mut self, req: Request<Bytes>) -> Result<Response<Bytes>, ClientError> {
@@ -353,6 +478,16 @@ impl Connection {
             }
         }
     }
+}
+
+/// A copy of a request with a `Bytes` body (extensions are not copied).
+fn clone_request(req: &Request<Bytes>) -> Request<Bytes> {
+    let mut r = Request::new(req.body().clone());
+    *r.method_mut() = req.method().clone();
+    *r.uri_mut() = req.uri().clone();
+    *r.headers_mut() = req.headers().clone();
+    *r.version_mut() = req.version();
+    r
 }
 
 async fn collect_hyper(resp: Response<hyper::body::Incoming>, max: u64) -> Result<Response<Bytes>, ClientError> {

@@ -43,11 +43,30 @@ pub(super) async fn accept_loop<H: Handler>(
                     Ok(c) => c,
                     Err(e) => return debug!(error = %e, "QUIC accept failed"),
                 };
-                match tokio::time::timeout(config.handshake_timeout, connecting).await {
-                    Ok(Ok(conn)) => serve_conn(conn, handler, stop, &config).await,
-                    Ok(Err(e)) => debug!(error = %e, "QUIC handshake failed"),
-                    Err(_) => debug!("QUIC handshake timed out"),
-                }
+                // Serve at once (0-RTT requests of resumed connections, 0.5-RTT answers); the
+                // handshake completes meanwhile, and must do so in time.
+                let (conn, handshake) = match connecting.into_0rtt() {
+                    Ok((conn, accepted)) => {
+                        let (done_tx, done_rx) = watch::channel(false);
+                        let watched = conn.clone();
+                        let limit = config.handshake_timeout;
+                        tokio::spawn(async move {
+                            if tokio::time::timeout(limit, accepted).await.is_ok() {
+                                let _ = done_tx.send(true);
+                            } else {
+                                debug!("QUIC handshake timed out");
+                                watched.close(0u32.into(), b"handshake timeout");
+                            }
+                        });
+                        (conn, done_rx)
+                    }
+                    Err(connecting) => match tokio::time::timeout(config.handshake_timeout, connecting).await {
+                        Ok(Ok(conn)) => (conn, watch::channel(true).1),
+                        Ok(Err(e)) => return debug!(error = %e, "QUIC handshake failed"),
+                        Err(_) => return debug!("QUIC handshake timed out"),
+                    },
+                };
+                serve_conn(conn, handler, stop, &config, handshake).await;
                 drop(permit);
             }
             .instrument(info_span!("conn", %remote, scheme = "h3")),
@@ -60,6 +79,7 @@ async fn serve_conn<H: Handler>(
     handler: Arc<H>,
     mut stop: watch::Receiver<bool>,
     config: &ServerConfig,
+    handshake: watch::Receiver<bool>,
 ) {
     let remote = conn.remote_address();
     let mut h3: H3Conn = match h3::server::builder()
@@ -91,11 +111,15 @@ async fn serve_conn<H: Handler>(
                     max_uri: config.max_uri_bytes,
                     header_timeout: config.header_read_timeout,
                     idle: config.idle_timeout,
+                    handshake_timeout: config.handshake_timeout,
                 };
+                let handshake = handshake.clone();
                 requests.spawn(async move {
                     // The request head must arrive in time, as on TCP.
                     match tokio::time::timeout(limits.header_timeout, resolver.resolve_request()).await {
-                        Ok(Ok((req, stream))) => serve_request(req, stream, handler.as_ref(), remote, limits).await,
+                        Ok(Ok((req, stream))) => {
+                            serve_request(req, stream, handler.as_ref(), remote, limits, handshake).await;
+                        }
                         Ok(Err(e)) => debug!(error = %e, "bad HTTP/3 request"),
                         Err(_) => debug!("HTTP/3 request head timed out"),
                     }
@@ -121,6 +145,13 @@ struct Limits {
     max_uri: usize,
     header_timeout: std::time::Duration,
     idle: std::time::Duration,
+    handshake_timeout: std::time::Duration,
+}
+
+/// Whether `method` may run on data that could be a replay (0-RTT early data): the safe
+/// methods of RFC 9110 §9.2.1. Others wait for the handshake.
+fn safe_before_handshake(method: &http::Method) -> bool {
+    matches!(*method, http::Method::GET | http::Method::HEAD | http::Method::OPTIONS)
 }
 
 async fn serve_request<H: Handler>(
@@ -129,11 +160,21 @@ async fn serve_request<H: Handler>(
     handler: &H,
     remote: std::net::SocketAddr,
     limits: Limits,
+    mut handshake: watch::Receiver<bool>,
 ) {
     let max_uri = limits.max_uri;
+    // A request that may have come in 0-RTT data and is not safe to replay runs only once the
+    // handshake has completed (a replayed ClientHello never completes it): RFC 8470 §3.
+    let too_early = if !safe_before_handshake(req.method()) && !*handshake.borrow() {
+        !matches!(tokio::time::timeout(limits.handshake_timeout, handshake.wait_for(|done| *done)).await, Ok(Ok(_)))
+    } else {
+        false
+    };
     let head_only = req.method() == http::Method::HEAD;
     let (mut send, recv) = stream.split();
-    let resp = if req.uri().path_and_query().map_or(0, |p| p.as_str().len()) > max_uri {
+    let resp = if too_early {
+        json_error(StatusCode::TOO_EARLY, "the handshake did not complete; retry")
+    } else if req.uri().path_and_query().map_or(0, |p| p.as_str().len()) > max_uri {
         json_error(StatusCode::URI_TOO_LONG, format!("request target longer than {max_uri} bytes"))
     } else {
         let body = futures_util::stream::unfold(recv, |mut recv| async move {

@@ -141,9 +141,13 @@ pub fn server_config(ck: &CertifiedKey, alpn: &[&[u8]], quic: bool) -> Result<Ar
     };
     let mut cfg = builder.with_no_client_auth().with_single_cert(ck.certs.clone(), ck.key.clone_key())?;
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    // 0-RTT stays off on servers: early data can be replayed, and the front does not yet refuse
-    // non-idempotent requests in it (RFC 8470's 425 Too Early).
-    let _ = quic;
+    if quic {
+        // 0-RTT for resumed QUIC connections (QUIC allows only 0 or u32::MAX here). Early data
+        // can be replayed, so the HTTP/3 front runs only safe methods (GET, HEAD, OPTIONS)
+        // before the handshake completes; anything else waits for it (RFC 8470 §3), which a
+        // replayed ClientHello never gets to.
+        cfg.max_early_data_size = u32::MAX;
+    }
     Ok(Arc::new(cfg))
 }
 
