@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result};
 use chorus_client::ClientBuilder;
 use chorus_client::abr::Quality;
 use chorus_core::http::tls::ClientTls;
-use chorus_core::units::Size;
+use chorus_core::units::{Size, Span};
 use chorus_core::{TrackId, keys};
 use clap::{Args, ValueEnum};
 
@@ -37,9 +37,15 @@ pub(crate) struct FetchArgs {
     /// The origin's public key (origin.pub): manifests that do not verify are refused.
     #[arg(long, value_name = "FILE")]
     origin_key: PathBuf,
-    /// Quality.
+    /// Quality: a fixed rung of the ladder, or auto (adapts per segment to throughput and buffer).
     #[arg(long, value_enum, default_value_t = QualityArg::Auto)]
     quality: QualityArg,
+    /// With --quality auto: never above this rung.
+    #[arg(long, value_enum, value_name = "QUALITY")]
+    max_quality: Option<QualityArg>,
+    /// With --play: audio to keep fetched ahead of the playhead.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    buffer_ahead: Span,
     /// Keep verified chunks here and use them before the network.
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
@@ -71,19 +77,24 @@ pub(crate) struct FetchArgs {
 
 pub(crate) async fn run(a: FetchArgs) -> Result<()> {
     let key = keys::read_verifying_key(&a.origin_key)?;
+    let rung = |q: QualityArg| match q {
+        QualityArg::Auto => usize::MAX,
+        QualityArg::VeryHigh => 3,
+        QualityArg::Low => 0,
+        QualityArg::Normal => 1,
+        QualityArg::High => 2,
+    };
     let quality = match a.quality {
-        QualityArg::Auto => Quality::Auto { cap: usize::MAX },
-        QualityArg::Low => Quality::Fixed(0),
-        QualityArg::Normal => Quality::Fixed(1),
-        QualityArg::High => Quality::Fixed(2),
-        QualityArg::VeryHigh => Quality::Fixed(3),
+        QualityArg::Auto => Quality::Auto { cap: a.max_quality.map_or(usize::MAX, rung) },
+        q => Quality::Fixed(rung(q)),
     };
     let mut builder = ClientBuilder::new(a.edge.clone(), key)
         .trust(ClientTls { ca_files: a.ca.clone(), insecure: a.insecure })
         .quality(quality)
         .token(a.token.clone())
         .next_track(a.next.clone())
-        .play(a.play);
+        .play(a.play)
+        .buffer_ahead(a.buffer_ahead.0);
     if let Some(dir) = &a.cache_dir {
         builder = builder.cache(dir.clone(), a.cache_size.0);
     }

@@ -130,6 +130,7 @@ pub struct ClientBuilder {
     play: bool,
     next_track: Option<TrackId>,
     read_ahead: usize,
+    buffer_ahead: Duration,
 }
 
 impl ClientBuilder {
@@ -147,6 +148,7 @@ impl ClientBuilder {
             play: false,
             next_track: None,
             read_ahead: 8,
+            buffer_ahead: Duration::from_secs(30),
         }
     }
     /// TLS trust for edges.
@@ -181,11 +183,19 @@ impl ClientBuilder {
         self
     }
 
-    /// Fetch paced like a player (keep 30 s ahead of a playhead moving in real time) instead
-    /// of as fast as the reader takes segments.
+    /// Fetch paced like a player (keep [`ClientBuilder::buffer_ahead`] of audio ahead of a
+    /// playhead moving in real time) instead of as fast as the reader takes segments.
     #[must_use]
     pub const fn play(mut self, play: bool) -> Self {
         self.play = play;
+        self
+    }
+
+    /// Audio to keep fetched ahead of the playhead when playing (default 30 s). Less saves
+    /// bytes when listeners skip; more rides out longer network trouble.
+    #[must_use]
+    pub const fn buffer_ahead(mut self, ahead: Duration) -> Self {
+        self.buffer_ahead = ahead;
         self
     }
 
@@ -603,7 +613,7 @@ impl Client {
                 sizes: allowed.iter().map(|&i| ladder[i].segments.get(k).map_or(0, |s| s.size)).collect(),
             })
             .collect();
-        let mut cfg = SchedulerConfig { quality, ..SchedulerConfig::default() };
+        let mut cfg = SchedulerConfig { quality, buffer_ahead: inner.cfg.buffer_ahead, ..SchedulerConfig::default() };
         if !inner.cfg.play {
             cfg.buffer_ahead = Duration::from_secs(86_400 * 365);
             cfg.max_inflight = 4;

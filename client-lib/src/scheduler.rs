@@ -21,7 +21,8 @@
 //!   wins.
 //! - **Failures**: a source that fails is avoided for [`SchedulerConfig::down_for`], then tried
 //!   again (a recovered edge comes back); the segment is requested elsewhere at once.
-//! - **Bitrate**: each segment's rendition comes from [`crate::abr`], at segment boundaries.
+//! - **Bitrate**: each segment's rendition comes from [`crate::abr`], at segment boundaries,
+//!   fed with the lower of a fast and a slow throughput average weighted by download time.
 //! - **Seek**: [`Scheduler::seek`] cancels what is in flight and starts a new playback session
 //!   at a segment: a new startup there, deadlines counted from it.
 //! - **Reader pace**: [`Scheduler::set_limit`] stops requests at a segment index, so a driver
@@ -124,8 +125,23 @@ enum State {
 #[derive(Debug, Clone)]
 struct Source {
     latency: Option<Duration>,
+    /// Per-sample smoothed rate (bytes/s), for expected completion times.
     throughput: Option<f64>,
+    /// Rate for bitrate choice: two averages weighted by download time, fast (3 s half-life)
+    /// and slow (8 s), of which the lower counts — quick to believe a drop, slow to believe a
+    /// rise, as dash.js does. Weighting by time means one long, slow download outweighs many
+    /// short fast ones, which per-sample smoothing gets the wrong way round.
+    rate_fast: Option<f64>,
+    rate_slow: Option<f64>,
     down_until: Option<Instant>,
+}
+
+/// Moves `avg` toward `sample` by the weight of `secs` of download at `half_life`.
+fn time_weighted(avg: Option<f64>, sample: f64, secs: f64, half_life: f64) -> f64 {
+    avg.map_or(sample, |a| {
+        let keep = 0.5f64.powf(secs / half_life);
+        a * keep + sample * (1.0 - keep)
+    })
 }
 
 /// Playback and fetch statistics.
@@ -191,7 +207,10 @@ impl Scheduler {
             state: vec![State::Pending; segments.len()],
             segments,
             starts,
-            sources: vec![Source { latency: None, throughput: None, down_until: None }; sources],
+            sources: vec![
+                Source { latency: None, throughput: None, rate_fast: None, rate_slow: None, down_until: None };
+                sources
+            ],
             created: now,
             play_start: None,
             stall_began: None,
@@ -360,7 +379,7 @@ impl Scheduler {
     fn throughput_bps(&self) -> Option<f64> {
         self.sources
             .iter()
-            .filter_map(|s| s.throughput)
+            .filter_map(|s| Some(s.rate_fast?.min(s.rate_slow?)))
             .fold(None, |best: Option<f64>, t| Some(best.map_or(t, |b| b.max(t))))
             .map(|b| b * 8.0)
     }
@@ -504,6 +523,8 @@ impl Scheduler {
             None => lat_sample,
         });
         src.throughput = Some(tp);
+        src.rate_fast = Some(time_weighted(src.rate_fast, tp_sample, secs, 3.0));
+        src.rate_slow = Some(time_weighted(src.rate_slow, tp_sample, secs, 8.0));
         src.down_until = None;
     }
 
@@ -740,6 +761,35 @@ mod tests {
         s.set_limit(5);
         requested.extend(fetches(&s.poll(t0 + ms(100))).iter().map(|f| f.0));
         assert_eq!(requested, vec![0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn bitrate_drops_at_once_when_throughput_falls() {
+        let t0 = Instant::now();
+        let cfg =
+            SchedulerConfig { max_inflight: 1, buffer_ahead: Duration::from_secs(120), ..SchedulerConfig::default() };
+        let mut s = Scheduler::new(cfg, LADDER.to_vec(), track(12), 1, t0);
+        let mut now = t0;
+        let mut renditions = Vec::new();
+        for i in 0..12 {
+            for act in s.poll(now) {
+                if let Action::Fetch { rendition, .. } = act {
+                    renditions.push(rendition);
+                }
+            }
+            // Fast for six segments (~29 Mbit/s), then the network collapses to ~60 kbit/s:
+            // 72 KB in 9.6 s, under the 96 kbit/s rung's needs.
+            let took = if i < 6 { ms(20) } else { ms(9600) };
+            now += took;
+            s.on_complete(now, i, SourceId(0), 72_000, took);
+        }
+        let top = renditions.iter().position(|&r| r == 1).expect("climbed first");
+        assert!(top < 6, "{renditions:?}");
+        // The smoothed estimate takes a segment or two to fall below the top rung's bitrate;
+        // from then on it stays low, with no step back up while throughput is poor.
+        let fell = renditions.iter().skip(6).position(|&r| r == 0).map(|p| p + 6).expect("never dropped");
+        assert!(fell <= 9, "{renditions:?}");
+        assert!(renditions[fell..].iter().all(|&r| r == 0), "{renditions:?}");
     }
 
     #[test]
