@@ -92,12 +92,22 @@ pub struct Events {
     pub disk_corrupt: u64,
 }
 
+/// An open disk-tier file and when its size was last checked.
+#[derive(Clone)]
+struct OpenFile {
+    file: std::sync::Arc<std::fs::File>,
+    checked: std::time::Instant,
+}
+
+/// How long an open file is served without checking its size again.
+const FILE_RECHECK: std::time::Duration = std::time::Duration::from_secs(30);
+
 struct Inner {
     mem: Tier<Bytes>,
     disk: Tier<DiskEntry>,
     sketch: Sketch,
     prefetched: LruCache<ChunkId, ()>,
-    files: LruCache<ChunkId, std::sync::Arc<std::fs::File>>,
+    files: LruCache<ChunkId, OpenFile>,
 }
 
 /// The two-tier chunk cache. Cheap operations take a short lock; disk I/O runs outside it.
@@ -297,23 +307,29 @@ impl ChunkCache {
             g.sketch.increment(id);
             (size, g.files.get(id).cloned(), g.prefetched.pop(id).is_some())
         };
-        let file = match open {
-            Some(f) => f,
+        // A file opened (or checked) within the last FILE_RECHECK is used as is; otherwise its
+        // size is checked again, like nginx's `open_file_cache_valid`: one `fstat` per file per
+        // interval instead of one per request.
+        let now = std::time::Instant::now();
+        let (file, check) = match open {
+            Some(f) if now.duration_since(f.checked) < FILE_RECHECK => (f.file, false),
+            Some(f) => (f.file, true),
             None => match disk.open(id) {
-                Some(f) => {
-                    let f = std::sync::Arc::new(f);
-                    self.lock().files.put(*id, f.clone());
-                    f
-                }
+                Some(f) => (std::sync::Arc::new(f), true),
                 None => {
                     self.lock().disk.remove(id);
                     return None;
                 }
             },
         };
+        if check {
+            self.lock().files.put(*id, OpenFile { file: file.clone(), checked: now });
+        }
         // A file changed under us (truncated by hand, a damaged disk) is dropped, never sent
         // with a length it does not have; the ordinary path then fetches the chunk again.
-        if file.metadata().map(|m| m.len()).ok() != Some(size) {
+        // (Truncated between checks, sendfile comes up short and the connection is closed: the
+        // client sees a short body, never wrong bytes under a complete length.)
+        if check && file.metadata().map(|m| m.len()).ok() != Some(size) {
             let mut g = self.lock();
             g.disk.remove(id);
             g.files.pop(id);
