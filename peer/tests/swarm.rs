@@ -1,0 +1,207 @@
+//! Real libp2p nodes on loopback, in one process: the chunk and have protocols over TCP and
+//! QUIC, a lying peer banned, upload limits, Kademlia providers.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chorus_core::{ChunkId, TrackId};
+use chorus_peer::wire::Status;
+use chorus_peer::{Multiaddr, Peer, PeerConfig, PeerError, Store};
+use prometheus::Registry;
+
+/// An in-memory store; `lie` makes it serve other bytes under every id.
+#[derive(Default)]
+struct Mem {
+    chunks: Mutex<HashMap<ChunkId, Bytes>>,
+    tracks: Mutex<HashMap<TrackId, Vec<ChunkId>>>,
+    lie: bool,
+}
+
+impl Mem {
+    fn with_track(track: &str, n: usize, lie: bool) -> (Arc<Self>, Vec<(ChunkId, Bytes)>) {
+        let m = Self { lie, ..Self::default() };
+        let chunks: Vec<(ChunkId, Bytes)> = (0..n)
+            .map(|i| {
+                let b = Bytes::from(format!("{track} chunk {i} ").repeat(1000));
+                (ChunkId::of(&b), b)
+            })
+            .collect();
+        for (id, b) in &chunks {
+            m.chunks.lock().unwrap().insert(*id, b.clone());
+        }
+        m.tracks.lock().unwrap().insert(TrackId::parse(track).unwrap(), chunks.iter().map(|c| c.0).collect());
+        (Arc::new(m), chunks)
+    }
+}
+
+impl Store for Mem {
+    fn chunk(&self, id: &ChunkId) -> Option<Bytes> {
+        let b = self.chunks.lock().unwrap().get(id).cloned()?;
+        Some(if self.lie { Bytes::from(vec![0u8; b.len()]) } else { b })
+    }
+    fn held(&self, track: &TrackId) -> Vec<ChunkId> {
+        self.tracks.lock().unwrap().get(track).cloned().unwrap_or_default()
+    }
+    fn tracks(&self) -> Vec<TrackId> {
+        self.tracks.lock().unwrap().keys().cloned().collect()
+    }
+}
+
+fn cfg(listen: &str) -> PeerConfig {
+    PeerConfig { listen: vec![listen.parse().unwrap()], mdns: false, ..PeerConfig::default() }
+}
+
+fn start(c: PeerConfig, store: Arc<dyn Store>) -> (Peer, Registry) {
+    let registry = Registry::new();
+    let p = Peer::start(c, store, None, &registry).unwrap();
+    (p, registry)
+}
+
+fn metric(registry: &Registry, name: &str) -> f64 {
+    let text = prometheus::TextEncoder::new().encode_to_string(&registry.gather()).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.parse().ok()))
+        .unwrap_or(0.0)
+}
+
+async fn addr_of(p: &Peer, transport: &str) -> Multiaddr {
+    p.listen_addrs().await.into_iter().find(|a| a.to_string().contains(transport)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_and_have_lists_over_tcp_and_quic_verified() {
+    let (seed_store, chunks) = Mem::with_track("tides", 5, false);
+    let (seed, seed_metrics) = start(cfg("/ip4/127.0.0.1/tcp/0"), seed_store);
+    let track = TrackId::parse("tides").unwrap();
+    for transport in ["/tcp/", "/quic-v1"] {
+        let listen = if transport == "/tcp/" { "/ip4/127.0.0.1/tcp/0" } else { "/ip4/127.0.0.1/udp/0/quic-v1" };
+        let (seed_q, _) = if transport == "/tcp/" {
+            (None, ())
+        } else {
+            let (store, _) = Mem::with_track("tides", 5, false);
+            (Some(start(cfg(listen), store).0), ())
+        };
+        let target = seed_q.as_ref().unwrap_or(&seed);
+        let (leech, leech_metrics) = start(cfg(listen), Arc::new(Mem::default()));
+        leech.dial(addr_of(target, transport).await).await.unwrap();
+        let held = leech.have(target.peer_id(), track.clone()).await.unwrap();
+        assert_eq!(held, chunks.iter().map(|c| c.0).collect::<Vec<_>>());
+        for (id, bytes) in &chunks {
+            let got = leech.fetch(target.peer_id(), *id, None).await.unwrap();
+            assert_eq!(&got, bytes, "{transport}");
+        }
+        let unknown = ChunkId::of(b"nobody has this");
+        assert!(matches!(
+            leech.fetch(target.peer_id(), unknown, None).await,
+            Err(PeerError::Refused(Status::NotFound))
+        ));
+        let total: usize = chunks.iter().map(|c| c.1.len()).sum();
+        assert_eq!(metric(&leech_metrics, "chorus_peer_received_bytes_total"), total as f64);
+        if transport == "/tcp/" {
+            // The sender counts a response once it is written.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while metric(&seed_metrics, "chorus_peer_sent_bytes_total") < total as f64 {
+                assert!(std::time::Instant::now() < deadline);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert_eq!(metric(&seed_metrics, "chorus_peer_sent_bytes_total"), total as f64);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_sends_wrong_bytes_is_caught_banned_and_never_asked_again() {
+    let (liar_store, chunks) = Mem::with_track("tides", 2, true);
+    let (liar, _) = start(cfg("/ip4/127.0.0.1/tcp/0"), liar_store);
+    let (leech, metrics) = start(cfg("/ip4/127.0.0.1/tcp/0"), Arc::new(Mem::default()));
+    leech.dial(addr_of(&liar, "/tcp/").await).await.unwrap();
+    let first = leech.fetch(liar.peer_id(), chunks[0].0, None).await;
+    assert!(matches!(first, Err(PeerError::WrongChunk(p)) if p == liar.peer_id()), "{first:?}");
+    assert_eq!(metric(&metrics, "chorus_peer_rejected_chunks_total"), 1.0);
+    // Banned: no request goes out, and the connection is gone.
+    assert!(matches!(leech.fetch(liar.peer_id(), chunks[1].0, None).await, Err(PeerError::Banned(_))));
+    assert!(matches!(leech.have(liar.peer_id(), TrackId::parse("tides").unwrap()).await, Err(PeerError::Banned(_))));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while leech.connected().await.unwrap().contains(&liar.peer_id()) {
+        assert!(std::time::Instant::now() < deadline, "still connected to a banned peer");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_limits_answer_busy() {
+    let (store, chunks) = Mem::with_track("tides", 3, false);
+    let track_bytes = chunks[0].1.len() as u64;
+    // A cap of one chunk per second: the first request is served, the next at once is BUSY.
+    let capped = PeerConfig { upload_rate: Some(track_bytes), ..cfg("/ip4/127.0.0.1/tcp/0") };
+    let (seed, seed_metrics) = start(capped, store.clone());
+    let (metered, _) = start(PeerConfig { consume_only: true, ..cfg("/ip4/127.0.0.1/tcp/0") }, store);
+    let (leech, _) = start(cfg("/ip4/127.0.0.1/tcp/0"), Arc::new(Mem::default()));
+    leech.dial(addr_of(&seed, "/tcp/").await).await.unwrap();
+    leech.dial(addr_of(&metered, "/tcp/").await).await.unwrap();
+    assert!(leech.fetch(seed.peer_id(), chunks[0].0, None).await.is_ok());
+    assert!(matches!(leech.fetch(seed.peer_id(), chunks[1].0, None).await, Err(PeerError::Refused(Status::Busy))));
+    assert_eq!(metric(&seed_metrics, "chorus_peer_busy_total"), 1.0);
+    // Consume-only serves nothing, but still fetches.
+    assert!(matches!(leech.fetch(metered.peer_id(), chunks[0].0, None).await, Err(PeerError::Refused(Status::Busy))));
+    metered.dial(addr_of(&seed, "/tcp/").await).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await; // the seed's bucket refills
+    assert!(metered.fetch(seed.peer_id(), chunks[2].0, None).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_checked_when_configured() {
+    let (store, chunks) = Mem::with_track("tides", 1, false);
+    let check: chorus_peer::node::TokenCheck = Arc::new(|t: &str| t == "good");
+    let (seed, _) = start(PeerConfig { token_check: Some(check), ..cfg("/ip4/127.0.0.1/tcp/0") }, store);
+    let (leech, _) = start(cfg("/ip4/127.0.0.1/tcp/0"), Arc::new(Mem::default()));
+    leech.dial(addr_of(&seed, "/tcp/").await).await.unwrap();
+    for token in [None, Some("bad".to_owned())] {
+        let r = leech.fetch(seed.peer_id(), chunks[0].0, token).await;
+        assert!(matches!(r, Err(PeerError::Refused(Status::Unauthorized))), "{r:?}");
+    }
+    assert_eq!(leech.fetch(seed.peer_id(), chunks[0].0, Some("good".into())).await.unwrap(), chunks[0].1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kademlia_finds_the_providers_of_a_track() {
+    // A bootstrap node, a provider and a seeker that knows only the bootstrap node.
+    let (boot, _) = start(cfg("/ip4/127.0.0.1/tcp/0"), Arc::new(Mem::default()));
+    let boot_addr = addr_of(&boot, "/tcp/").await;
+    let with_boot = |listen| PeerConfig { bootstrap: vec![boot_addr.clone()], ..cfg(listen) };
+    let (store, _) = Mem::with_track("tides", 1, false);
+    let (provider, _) = start(with_boot("/ip4/127.0.0.1/tcp/0"), store);
+    provider.dial(boot_addr.clone()).await.unwrap();
+    let track = TrackId::parse("tides").unwrap();
+    provider.provide(track.clone());
+    let (seeker, _) = start(with_boot("/ip4/127.0.0.1/tcp/0"), Arc::new(Mem::default()));
+    seeker.dial(boot_addr).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let found = seeker.find_providers(track.clone()).await.unwrap();
+        if found.contains(&provider.peer_id()) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "provider not found: {found:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // And it can be fetched from without any other introduction.
+    let held = seeker.have(provider.peer_id(), track).await.unwrap();
+    assert_eq!(held.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_on_one_machine_find_each_other_with_mdns() {
+    let (store, chunks) = Mem::with_track("tides", 1, false);
+    let mdns = |listen| PeerConfig { mdns: true, ..cfg(listen) };
+    let (a, _) = start(mdns("/ip4/0.0.0.0/tcp/0"), store);
+    let (b, _) = start(mdns("/ip4/0.0.0.0/tcp/0"), Arc::new(Mem::default()));
+    tokio::time::timeout(Duration::from_secs(30), b.wait_discovered(a.peer_id()))
+        .await
+        .expect("mDNS found nothing in 30 s");
+    // Found, so reachable with no address given.
+    assert_eq!(b.fetch(a.peer_id(), chunks[0].0, None).await.unwrap(), chunks[0].1);
+}
