@@ -9,6 +9,7 @@ mod fetch_cmd;
 mod get_cmd;
 mod ingest_cmd;
 mod origin_cmd;
+mod peer_cmd;
 mod serve_args;
 
 use std::ffi::OsString;
@@ -62,6 +63,8 @@ enum Cmd {
     Edge(edge_cmd::EdgeArgs),
     /// Fetch a track from edges the way a player would, verifying every byte.
     Fetch(fetch_cmd::FetchArgs),
+    /// Run a standalone seeding peer: serve and announce what a cache directory holds.
+    Peer(peer_cmd::PeerArgs),
     /// Encode or import audio into a store (or upload it to a running origin).
     Ingest(ingest_cmd::IngestArgs),
     /// Fetch one URL over HTTP/1.1, HTTP/2 or HTTP/3 (h3://), verifying chunk hashes.
@@ -168,6 +171,7 @@ fn run(cmd: Cmd) -> Result<()> {
             result
         }
         Cmd::Fetch(a) => runtime()?.block_on(fetch_cmd::run(a)),
+        Cmd::Peer(a) => runtime()?.block_on(peer_cmd::run(a)),
         Cmd::Ingest(a) => ingest_cmd::run(a),
         Cmd::Get(a) => get_cmd::run(a),
         Cmd::Keys(KeysCmd::Generate { out, force }) => keys_generate(&out, force),

@@ -10,8 +10,31 @@
 
 pub mod node;
 pub mod store;
+pub mod tracker;
 pub mod wire;
 
 pub use libp2p::{Multiaddr, PeerId};
 pub use node::{Peer, PeerConfig, PeerError, PeerMetrics};
 pub use store::{DirStore, Store};
+
+/// This node's libp2p identity, kept in `path` (created on first use, mode 0600) so that its
+/// peer id survives restarts and trackers and Kademlia keep finding it.
+///
+/// # Errors
+/// [`PeerError::Start`] when the file cannot be read, written or decoded.
+pub fn load_or_create_identity(path: &std::path::Path) -> Result<libp2p::identity::Keypair, PeerError> {
+    let err = |e: &dyn std::fmt::Display| PeerError::Start(format!("identity {}: {e}", path.display()));
+    match std::fs::read(path) {
+        Ok(bytes) => libp2p::identity::Keypair::from_protobuf_encoding(&bytes).map_err(|e| err(&e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = libp2p::identity::Keypair::generate_ed25519();
+            let bytes = key.to_protobuf_encoding().map_err(|e| err(&e))?;
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
+            }
+            chorus_core::fsutil::write_atomic(path, &bytes, 0o600).map_err(|e| err(&e))?;
+            Ok(key)
+        }
+        Err(e) => Err(err(&e)),
+    }
+}

@@ -497,7 +497,8 @@ impl Driver {
     fn event(&mut self, ev: SwarmEvent<Event>) {
         match ev {
             SwarmEvent::NewListenAddr { address, .. } => {
-                info!(%address, peer_id = %self.swarm.local_peer_id(), "peer listening");
+                let full = address.clone().with_p2p(*self.swarm.local_peer_id()).unwrap_or_else(|a| a);
+                info!(address = %full, "peer listening");
                 self.addrs.send_modify(|a| a.push(address));
             }
             SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {

@@ -1,0 +1,97 @@
+//! The edge tracker (SPEC §3), from a peer's side: announce what this peer holds, and ask for
+//! up to 10 peers holding a track, in one round trip each.
+
+use chorus_core::TrackId;
+use chorus_core::http::client::HttpClient;
+use libp2p::{Multiaddr, PeerId};
+
+/// The tracker takes at most this many addresses per peer.
+pub const MAX_ADDRS: usize = 8;
+/// …and this many tracks per announce.
+pub const MAX_TRACKS: usize = 256;
+
+fn request(
+    method: http::Method,
+    path: &str,
+    token: Option<&str>,
+    body: bytes::Bytes,
+) -> Result<http::Request<bytes::Bytes>, String> {
+    let mut b = http::Request::builder().method(method).uri(path);
+    if let Some(t) = token {
+        b = b.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    if !body.is_empty() {
+        b = b.header(http::header::CONTENT_TYPE, "application/json");
+    }
+    b.body(body).map_err(|e| e.to_string())
+}
+
+/// Addresses worth announcing: not unspecified (`0.0.0.0`), at most [`MAX_ADDRS`], each
+/// ending in `/p2p/<peer>`.
+#[must_use]
+pub fn announceable(peer: PeerId, addrs: &[Multiaddr]) -> Vec<Multiaddr> {
+    addrs
+        .iter()
+        .filter(|a| !a.iter().any(|p| matches!(p, libp2p::multiaddr::Protocol::Ip4(ip) if ip.is_unspecified())))
+        .take(MAX_ADDRS)
+        .map(|a| a.clone().with_p2p(peer).unwrap_or_else(|a| a))
+        .collect()
+}
+
+/// Tells the tracker at `edge` that `peer`, reachable at `addrs`, holds chunks of `tracks`
+/// (the first [`MAX_TRACKS`]).
+///
+/// # Errors
+/// What went wrong, in words (the caller logs it and tries again later).
+pub async fn announce(
+    http: &HttpClient,
+    edge: &str,
+    peer: PeerId,
+    addrs: &[Multiaddr],
+    tracks: &[TrackId],
+    token: Option<&str>,
+) -> Result<(), String> {
+    let addrs: Vec<String> = announceable(peer, addrs).iter().map(ToString::to_string).collect();
+    let tracks: Vec<&str> = tracks.iter().take(MAX_TRACKS).map(TrackId::as_str).collect();
+    let body = serde_json::json!({ "peer_id": peer.to_string(), "addrs": addrs, "tracks": tracks }).to_string();
+    let mut conn = http.connect(edge, false).await.map_err(|e| e.to_string())?;
+    let r = conn
+        .send(request(http::Method::POST, "/v1/peers/announce", token, body.into())?)
+        .await
+        .map_err(|e| e.to_string())?;
+    if r.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("{edge} answered {}: {}", r.status(), String::from_utf8_lossy(r.body())))
+    }
+}
+
+/// Peers the tracker at `edge` knows for `track` (live ones first, at most 10), with their
+/// addresses. Entries that do not parse are skipped.
+///
+/// # Errors
+/// What went wrong, in words.
+pub async fn peers(
+    http: &HttpClient,
+    edge: &str,
+    track: &TrackId,
+    token: Option<&str>,
+) -> Result<Vec<(PeerId, Vec<Multiaddr>)>, String> {
+    let mut conn = http.connect(edge, false).await.map_err(|e| e.to_string())?;
+    let path = format!("/v1/tracks/{track}/peers");
+    let r =
+        conn.send(request(http::Method::GET, &path, token, bytes::Bytes::new())?).await.map_err(|e| e.to_string())?;
+    if !r.status().is_success() {
+        return Err(format!("{edge} answered {}", r.status()));
+    }
+    let v: serde_json::Value = serde_json::from_slice(r.body()).map_err(|e| e.to_string())?;
+    let list = v.get("peers").and_then(|p| p.as_array()).cloned().unwrap_or_default();
+    Ok(list
+        .iter()
+        .filter_map(|p| {
+            let id: PeerId = p.get("peer_id")?.as_str()?.parse().ok()?;
+            let addrs = p.get("addrs")?.as_array()?.iter().filter_map(|a| a.as_str()?.parse().ok()).collect();
+            Some((id, addrs))
+        })
+        .collect())
+}

@@ -1,0 +1,169 @@
+//! `chorus peer`: a standalone seeding peer (for super-peers in a campus or office).
+//!
+//! It serves what its cache directory holds (a directory filled by `chorus fetch --cache-dir`
+//! is a valid one) after fetching the `--seed` tracks, announces those tracks to the edges'
+//! trackers (again before the tracker forgets them) and on Kademlia, and logs each listen
+//! address as a full multiaddr ending in `/p2p/<peer id>`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use chorus_client::abr::Quality;
+use chorus_core::TrackId;
+use chorus_core::http::tls::ClientTls;
+use chorus_core::http::{
+    Body, Handler, ListenUrl, RequestContext, ResponseBody, Server, ServerConfig, full, json_error,
+};
+use chorus_core::keys;
+use chorus_core::units::Size;
+use chorus_peer::{DirStore, Multiaddr, Peer, PeerConfig, Store as _};
+use clap::Args;
+use tracing::{info, warn};
+
+#[derive(Args)]
+pub(crate) struct PeerArgs {
+    /// Edge whose tracker this peer announces to (and that --seed tracks come from); repeat.
+    #[arg(long, value_name = "URL", value_delimiter = ',', required = true)]
+    edge: Vec<String>,
+    /// Where to listen for peers; repeat (default: TCP and QUIC on every IPv4 interface, ports
+    /// chosen by the system).
+    #[arg(long, value_name = "MULTIADDR")]
+    p2p_listen: Vec<Multiaddr>,
+    /// The chunk directory to serve (and to fill with --seed tracks); also keeps this peer's
+    /// identity (peer.key).
+    #[arg(long, value_name = "DIR", default_value = "chorus-peer")]
+    cache_dir: PathBuf,
+    /// Size of the cache directory for --seed fetches.
+    #[arg(long, value_name = "SIZE", default_value = "10GiB")]
+    cache_size: Size,
+    /// Fetch these tracks (verified) before serving; repeat.
+    #[arg(long, value_name = "TRACK", value_delimiter = ',')]
+    seed: Vec<TrackId>,
+    /// The origin's public key, to verify --seed manifests.
+    #[arg(long, value_name = "FILE")]
+    origin_key: Option<PathBuf>,
+    /// Access token for the edges (and for chunk requests, when peers require one).
+    #[arg(long, value_name = "T")]
+    token: Option<String>,
+    /// Uploads at once, at most; BUSY beyond.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    max_uploads: usize,
+    /// Upload bytes per second, at most (e.g. 2MiB); BUSY beyond.
+    #[arg(long, value_name = "SIZE")]
+    upload_rate: Option<Size>,
+    /// Kademlia peers to start from (…/p2p/PEER_ID); repeat.
+    #[arg(long, value_name = "MULTIADDR")]
+    bootstrap: Vec<Multiaddr>,
+    /// Do not look for peers on the local network (mDNS).
+    #[arg(long)]
+    no_mdns: bool,
+    /// Serve /metrics and /healthz on this URL (e.g. http://127.0.0.1:9300).
+    #[arg(long, value_name = "URL")]
+    metrics_listen: Option<ListenUrl>,
+    /// Extra root certificate (PEM) to trust for the edges.
+    #[arg(long, value_name = "FILE", value_delimiter = ',')]
+    ca: Vec<PathBuf>,
+    /// Skip certificate checks (content stays verified by the manifest signature and hashes).
+    #[arg(long)]
+    insecure: bool,
+}
+
+/// How often the tracks held are announced again (the tracker forgets after 5 minutes).
+const REANNOUNCE: Duration = Duration::from_secs(120);
+
+struct Metrics(prometheus::Registry);
+
+impl Handler for Metrics {
+    async fn call(&self, req: http::Request<Body>, _ctx: RequestContext) -> http::Response<ResponseBody> {
+        match req.uri().path() {
+            "/metrics" => chorus_core::metrics::response(&self.0),
+            "/healthz" | "/readyz" => full(http::StatusCode::OK, "text/plain", "ok\n"),
+            _ => json_error(http::StatusCode::NOT_FOUND, "no such path"),
+        }
+    }
+}
+
+pub(crate) async fn run(a: PeerArgs) -> Result<()> {
+    let trust = ClientTls { ca_files: a.ca.clone(), insecure: a.insecure };
+    if !a.seed.is_empty() {
+        let Some(key_file) = &a.origin_key else { bail!("--seed needs --origin-key to verify what it fetches") };
+        let key = keys::read_verifying_key(key_file)?;
+        let builder = chorus_client::ClientBuilder::new(a.edge.clone(), key)
+            .trust(trust.clone())
+            .token(a.token.clone())
+            .cache(a.cache_dir.clone(), a.cache_size.0);
+        for track in &a.seed {
+            // Every rendition, one after the other: peers may want any of them.
+            let mut rung = 0;
+            loop {
+                let client = builder.clone().quality(Quality::Fixed(rung)).build()?;
+                let mut t = client.open(track).await.with_context(|| format!("seeding {track}"))?;
+                let rungs = t.info().renditions.len();
+                while let Some(s) = t.next().await {
+                    s.with_context(|| format!("seeding {track}"))?;
+                }
+                let s = t.finish().await;
+                info!(%track, rendition = %s.rendition, bytes = s.bytes_total, "seeded");
+                rung += 1;
+                if rung >= rungs {
+                    break;
+                }
+            }
+        }
+    }
+    let identity = chorus_peer::load_or_create_identity(&a.cache_dir.join("peer.key"))?;
+    let store = Arc::new(DirStore::new(&a.cache_dir));
+    let registry = prometheus::Registry::new();
+    let mut cfg = PeerConfig {
+        max_uploads: a.max_uploads,
+        upload_rate: a.upload_rate.map(|s| s.0),
+        mdns: !a.no_mdns,
+        bootstrap: a.bootstrap.clone(),
+        ..PeerConfig::default()
+    };
+    if !a.p2p_listen.is_empty() {
+        cfg.listen = a.p2p_listen.clone();
+    }
+    let peer = Peer::start(cfg, store.clone(), Some(identity), &registry)?;
+    let _ = peer.listen_addrs().await; // listening before anything is announced
+    let metrics_server = match &a.metrics_listen {
+        Some(url) => {
+            let server = Server::bind(std::slice::from_ref(url), None, ServerConfig::default()).await?;
+            Some(tokio::spawn(server.serve(Arc::new(Metrics(registry)), crate::origin_cmd::shutdown_signal())))
+        }
+        None => None,
+    };
+    let http = chorus_core::http::client::HttpClient::new(&trust)?.with_timeout(Duration::from_secs(10));
+    let mut announced: Vec<TrackId> = Vec::new();
+    let shutdown = crate::origin_cmd::shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let tracks = store.tracks();
+        for t in announced.iter().filter(|t| !tracks.contains(t)) {
+            peer.unprovide(t.clone());
+        }
+        for t in &tracks {
+            peer.provide(t.clone());
+        }
+        let addrs_now = peer.listen_addrs().await;
+        for edge in &a.edge {
+            match chorus_peer::tracker::announce(&http, edge, peer.peer_id(), &addrs_now, &tracks, a.token.as_deref())
+                .await
+            {
+                Ok(()) => info!(%edge, tracks = tracks.len(), "announced"),
+                Err(e) => warn!(%edge, error = %e, "announce failed; will retry"),
+            }
+        }
+        announced = tracks;
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = tokio::time::sleep(REANNOUNCE) => {}
+        }
+    }
+    if let Some(m) = metrics_server {
+        let _ = m.await;
+    }
+    Ok(())
+}
