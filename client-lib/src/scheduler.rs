@@ -25,6 +25,12 @@
 //!   fed with the lower of a fast and a slow throughput average weighted by download time.
 //! - **Seek**: [`Scheduler::seek`] cancels what is in flight and starts a new playback session
 //!   at a segment: a new startup there, deadlines counted from it.
+//! - **Peers** ([`SourceKind::Peer`], added with [`Scheduler::add_source`]) are asked only for
+//!   segments they hold ([`Scheduler::set_holds`]) and only when the segment is not urgent (not
+//!   the start, due more than [`SchedulerConfig::peer_lead`] ahead); a peer request that will be
+//!   late is hedged to an edge. While an up peer holds a segment, edges are asked for it only
+//!   within [`SchedulerConfig::edge_window`] of the playhead (or when urgent), so the peers get
+//!   the first chance. A peer that sent a wrong chunk is [`Scheduler::ban`]ned for good.
 //! - **Reader pace**: [`Scheduler::set_limit`] stops requests at a segment index, so a driver
 //!   can bound what it holds for a reader that has not caught up.
 
@@ -53,6 +59,11 @@ pub struct SchedulerConfig {
     pub abr: AbrConfig,
     /// The user's quality preference.
     pub quality: Quality,
+    /// Peers are asked only for segments due at least this far ahead (default 8 s).
+    pub peer_lead: Duration,
+    /// While a peer holds a segment, edges wait until it is this close to the playhead
+    /// (default 15 s).
+    pub edge_window: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -67,11 +78,23 @@ impl Default for SchedulerConfig {
             initial_throughput: 250_000.0,
             abr: AbrConfig::default(),
             quality: Quality::Auto { cap: usize::MAX },
+            peer_lead: Duration::from_secs(8),
+            edge_window: Duration::from_secs(15),
         }
     }
 }
 
-/// A source, by index into the list given to [`Scheduler::new`].
+/// What kind of source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// An edge (or the origin): has everything; the safety net.
+    Edge,
+    /// A peer: has what it says it holds, while it is around.
+    Peer,
+}
+
+/// A source, by index: edges first (as given to [`Scheduler::new`]), then sources added with
+/// [`Scheduler::add_source`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SourceId(pub usize);
 
@@ -134,6 +157,25 @@ struct Source {
     rate_fast: Option<f64>,
     rate_slow: Option<f64>,
     down_until: Option<Instant>,
+    kind: SourceKind,
+    banned: bool,
+    /// (segment, rendition) pairs a peer holds.
+    holds: std::collections::HashSet<(usize, usize)>,
+}
+
+impl Source {
+    fn new(kind: SourceKind) -> Self {
+        Self {
+            latency: None,
+            throughput: None,
+            rate_fast: None,
+            rate_slow: None,
+            down_until: None,
+            kind,
+            banned: false,
+            holds: std::collections::HashSet::new(),
+        }
+    }
 }
 
 /// Moves `avg` toward `sample` by the weight of `secs` of download at `half_life`.
@@ -207,10 +249,7 @@ impl Scheduler {
             state: vec![State::Pending; segments.len()],
             segments,
             starts,
-            sources: vec![
-                Source { latency: None, throughput: None, rate_fast: None, rate_slow: None, down_until: None };
-                sources
-            ],
+            sources: (0..sources).map(|_| Source::new(SourceKind::Edge)).collect(),
             created: now,
             play_start: None,
             stall_began: None,
@@ -220,6 +259,40 @@ impl Scheduler {
             stalled_before: Duration::ZERO,
             limit: usize::MAX,
         }
+    }
+
+    /// Adds a source (a peer that turned up); returns its id.
+    pub fn add_source(&mut self, kind: SourceKind) -> SourceId {
+        self.sources.push(Source::new(kind));
+        SourceId(self.sources.len() - 1)
+    }
+
+    /// Records that `source` holds `segment` in `rendition`.
+    pub fn set_holds(&mut self, source: SourceId, segment: usize, rendition: usize) {
+        if let Some(s) = self.sources.get_mut(source.0) {
+            s.holds.insert((segment, rendition));
+        }
+    }
+
+    /// Never asks `source` again (it sent a wrong chunk). Its requests in flight count as
+    /// failed.
+    pub fn ban(&mut self, now: Instant, source: SourceId) {
+        if let Some(s) = self.sources.get_mut(source.0) {
+            s.banned = true;
+        }
+        for i in 0..self.state.len() {
+            if let State::InFlight(a) = &self.state[i]
+                && a.iter().any(|a| a.source == source)
+            {
+                self.on_failed(now, i, source);
+            }
+        }
+    }
+
+    /// The kind of `source`.
+    #[must_use]
+    pub fn kind(&self, source: SourceId) -> Option<SourceKind> {
+        self.sources.get(source.0).map(|s| s.kind)
     }
 
     /// Number of segments.
@@ -345,7 +418,28 @@ impl Scheduler {
     }
 
     fn up(&self, s: SourceId, now: Instant) -> bool {
-        self.sources[s.0].down_until.is_none_or(|t| now >= t)
+        let src = &self.sources[s.0];
+        !src.banned && src.down_until.is_none_or(|t| now >= t)
+    }
+
+    /// Whether segment `i` must come from a safe source now: the start of a session, or due
+    /// within [`SchedulerConfig::peer_lead`].
+    fn urgent(&self, i: usize, now: Instant) -> bool {
+        self.deadline(i, now).is_none_or(|d| d < now + self.cfg.peer_lead)
+    }
+
+    /// Whether `s` may be asked for segment `i` in `rendition` now.
+    fn eligible(&self, s: SourceId, i: usize, rendition: usize, now: Instant) -> bool {
+        let src = &self.sources[s.0];
+        match src.kind {
+            SourceKind::Peer => src.holds.contains(&(i, rendition)) && !self.urgent(i, now),
+            SourceKind::Edge => {
+                let peer_has = self.sources.iter().enumerate().any(|(k, p)| {
+                    p.kind == SourceKind::Peer && p.holds.contains(&(i, rendition)) && self.up(SourceId(k), now)
+                });
+                !peer_has || self.urgent(i, now) || self.starts[i] <= self.playhead(now) + self.cfg.edge_window
+            }
+        }
     }
 
     /// Expected time for `source` to deliver `bytes`, counting work already queued on it.
@@ -368,10 +462,14 @@ impl Scheduler {
         latency + Duration::from_secs_f64((bytes + queued) as f64 / tp)
     }
 
-    /// Up sources, best first for `bytes`, excluding `except`.
-    fn ranked(&self, bytes: u64, now: Instant, except: &[SourceId]) -> Vec<SourceId> {
-        let mut v: Vec<SourceId> =
-            (0..self.sources.len()).map(SourceId).filter(|s| self.up(*s, now) && !except.contains(s)).collect();
+    /// Up sources that may be asked for segment `i` in `rendition`, best first, excluding
+    /// `except`.
+    fn ranked(&self, i: usize, rendition: usize, now: Instant, except: &[SourceId]) -> Vec<SourceId> {
+        let bytes = self.segments[i].sizes.get(rendition).copied().unwrap_or(0);
+        let mut v: Vec<SourceId> = (0..self.sources.len())
+            .map(SourceId)
+            .filter(|s| self.up(*s, now) && !except.contains(s) && self.eligible(*s, i, rendition, now))
+            .collect();
         v.sort_by_key(|s| (self.expected(*s, bytes), *s));
         v
     }
@@ -403,7 +501,7 @@ impl Scheduler {
                 continue;
             }
             let bytes = self.segments[i].sizes.get(a.rendition).copied().unwrap_or(0);
-            if let Some(&other) = self.ranked(bytes, now, &[a.source]).first() {
+            if let Some(&other) = self.ranked(i, a.rendition, now, &[a.source]).first() {
                 let expected = self.expected(other, bytes);
                 if let State::InFlight(att) = &mut self.state[i] {
                     att.push(Attempt { source: other, rendition: a.rendition, started: now, expected });
@@ -433,7 +531,7 @@ impl Scheduler {
                 self.last_rendition,
             );
             let bytes = self.segments[i].sizes.get(rendition).copied().unwrap_or(0);
-            let ranked = self.ranked(bytes, now, &[]);
+            let ranked = self.ranked(i, rendition, now, &[]);
             let Some(&best) = ranked.first() else { break };
             // Startup (and after a seek): race the first segment on the two best sources.
             let race = if i == self.first && self.play_start.is_none() { ranked.get(1).copied() } else { None };
@@ -538,6 +636,14 @@ impl Scheduler {
         {
             let media = self.starts[i].saturating_sub(self.cfg.buffer_ahead).saturating_sub(self.offset());
             times.push(start + media + self.stalled_at(now));
+            // With peers: when the segment enters the edges' window, or turns urgent.
+            if self.sources.iter().any(|s| s.kind == SourceKind::Peer && !s.banned) {
+                let media = self.starts[i].saturating_sub(self.cfg.edge_window).saturating_sub(self.offset());
+                times.push(start + media + self.stalled_at(now));
+                if let Some(d) = self.deadline(i, now) {
+                    times.push(d.checked_sub(self.cfg.peer_lead).unwrap_or(now));
+                }
+            }
         }
         for (i, s) in self.state.iter().enumerate() {
             if let (State::InFlight(a), Some(deadline)) = (s, self.deadline(i, now))
@@ -761,6 +867,82 @@ mod tests {
         s.set_limit(5);
         requested.extend(fetches(&s.poll(t0 + ms(100))).iter().map(|f| f.0));
         assert_eq!(requested, vec![0, 1, 2, 3, 4]);
+    }
+
+    fn peer_setup(held: impl Fn(usize) -> bool) -> (Scheduler, SourceId, Instant) {
+        let t0 = Instant::now();
+        let cfg = SchedulerConfig {
+            max_inflight: 4,
+            buffer_ahead: Duration::from_secs(60),
+            quality: Quality::Fixed(0),
+            ..SchedulerConfig::default()
+        };
+        let mut s = Scheduler::new(cfg, LADDER.to_vec(), track(10), 1, t0);
+        let peer = s.add_source(SourceKind::Peer);
+        for i in (0..10).filter(|i| held(*i)) {
+            s.set_holds(peer, i, 0);
+        }
+        (s, peer, t0)
+    }
+
+    fn sources_of(actions: &[Action]) -> Vec<(usize, usize)> {
+        fetches(actions).iter().map(|(seg, src, _)| (*seg, *src)).collect()
+    }
+
+    #[test]
+    fn the_start_comes_from_the_edge_and_peers_get_what_is_not_urgent() {
+        let (mut s, peer, t0) = peer_setup(|_| true);
+        // Before playback starts every deadline is "now": the edge only, even for segments a
+        // peer holds (and no startup race with a peer).
+        assert_eq!(sources_of(&s.poll(t0)), [(0, 0), (1, 0), (2, 0), (3, 0)]);
+        for i in 0..4 {
+            s.on_complete(t0 + ms(50 + 10 * i as u64), i, SourceId(0), 18_000, ms(50));
+        }
+        // Beyond the edges' 15 s window, segments a peer holds go to the peer, never the edge.
+        let a = sources_of(&s.poll(t0 + ms(100)));
+        assert_eq!(a, [(4, peer.0), (5, peer.0), (6, peer.0), (7, peer.0)]);
+    }
+
+    #[test]
+    fn segments_no_peer_holds_come_from_the_edge_at_once() {
+        let (mut s, peer, t0) = peer_setup(|i| i % 2 == 0);
+        s.poll(t0);
+        for i in 0..4 {
+            s.on_complete(t0 + ms(50), i, SourceId(0), 18_000, ms(50));
+        }
+        let a = sources_of(&s.poll(t0 + ms(60)));
+        assert_eq!(a.len(), 4);
+        for (seg, src) in &a {
+            let want = if seg % 2 == 0 { peer.0 } else { 0 };
+            assert_eq!(*src, want, "segment {seg}: {a:?}");
+        }
+    }
+
+    #[test]
+    fn a_late_peer_request_is_hedged_to_the_edge_and_a_lying_peer_is_banned() {
+        let (mut s, peer, t0) = peer_setup(|_| true);
+        s.poll(t0);
+        for i in 0..4 {
+            s.on_complete(t0 + ms(50), i, SourceId(0), 18_000, ms(50));
+        }
+        let a = sources_of(&s.poll(t0 + ms(60)));
+        assert!(a.contains(&(4, peer.0)), "{a:?}");
+        // The peer sits on segment 4 (due at 24.05 s). While it is outside the edges' window
+        // nothing else is asked; once inside, it is hedged to the edge.
+        let quiet: Vec<_> = sources_of(&s.poll(t0 + Duration::from_secs(5))).into_iter().filter(|x| x.0 == 4).collect();
+        assert!(quiet.is_empty(), "{quiet:?}");
+        let wake = s.next_wakeup(t0 + Duration::from_secs(5)).unwrap();
+        assert!(wake <= t0 + Duration::from_secs(10), "{:?}", wake - t0);
+        let hedge = fetches(&s.poll(t0 + Duration::from_secs(10)));
+        assert!(hedge.contains(&(4, 0, true)), "{hedge:?}");
+        // The peer then answers with a wrong chunk: banned; everything after comes from the edge.
+        s.ban(t0 + Duration::from_secs(10), peer);
+        for i in 4..8 {
+            s.on_complete(t0 + ms(10_100), i, SourceId(0), 18_000, ms(100));
+        }
+        let rest = sources_of(&s.poll(t0 + ms(10_200)));
+        assert!(!rest.is_empty() && rest.iter().all(|(_, src)| *src == 0), "{rest:?}");
+        assert_eq!(s.stats().stalls, 0);
     }
 
     #[test]
