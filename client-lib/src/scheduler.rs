@@ -425,7 +425,9 @@ impl Scheduler {
     /// Whether segment `i` must come from a safe source now: the start of a session, or due
     /// within [`SchedulerConfig::peer_lead`].
     fn urgent(&self, i: usize, now: Instant) -> bool {
-        self.deadline(i, now).is_none_or(|d| d < now + self.cfg.peer_lead)
+        // Before playback starts, deadlines count from now (playback would start at once).
+        let due = self.deadline(i, now).unwrap_or_else(|| now + self.media_start(i).saturating_sub(self.offset()));
+        due < now + self.cfg.peer_lead
     }
 
     /// Whether `s` may be asked for segment `i` in `rendition` now.
@@ -892,9 +894,10 @@ mod tests {
     #[test]
     fn the_start_comes_from_the_edge_and_peers_get_what_is_not_urgent() {
         let (mut s, peer, t0) = peer_setup(|_| true);
-        // Before playback starts every deadline is "now": the edge only, even for segments a
-        // peer holds (and no startup race with a peer).
-        assert_eq!(sources_of(&s.poll(t0)), [(0, 0), (1, 0), (2, 0), (3, 0)]);
+        // Startup: segments due within 8 s of starting now come from the edge (no startup race
+        // with a peer, even one that holds the first segment); the third, due at 12 s, and
+        // the fourth are not urgent and go to the peer.
+        assert_eq!(sources_of(&s.poll(t0)), [(0, 0), (1, 0), (2, peer.0), (3, peer.0)]);
         for i in 0..4 {
             s.on_complete(t0 + ms(50 + 10 * i as u64), i, SourceId(0), 18_000, ms(50));
         }
