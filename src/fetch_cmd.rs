@@ -67,6 +67,10 @@ pub(crate) struct FetchArgs {
     /// Fetch paced like a player (30 s ahead) instead of as fast as possible.
     #[arg(long)]
     play: bool,
+    /// Swap chunks with other listeners (found through the edges' tracker, Kademlia and mDNS);
+    /// with --cache-dir, also serve what is cached.
+    #[arg(long)]
+    p2p: bool,
     /// Extra root certificate (PEM) to trust for the edges.
     #[arg(long, value_name = "FILE", value_delimiter = ',')]
     ca: Vec<PathBuf>,
@@ -94,6 +98,7 @@ pub(crate) async fn run(a: FetchArgs) -> Result<()> {
         .token(a.token.clone())
         .next_track(a.next.clone())
         .play(a.play)
+        .p2p(a.p2p)
         .buffer_ahead(a.buffer_ahead.0);
     if let Some(dir) = &a.cache_dir {
         builder = builder.cache(dir.clone(), a.cache_size.0);
@@ -124,11 +129,12 @@ pub(crate) async fn run(a: FetchArgs) -> Result<()> {
         let st = track.stats();
         bar.set_position(st.bytes_total);
         bar.set_message(format!(
-            "{} segment {}/{segments} {} | edge {} cache {} | buffer {:.0} s |",
+            "{} segment {}/{segments} {} | edge {} peer {} cache {} | buffer {:.0} s |",
             a.track,
             segment.index + 1,
             segment.rendition,
             indicatif::HumanBytes(st.bytes_by_source.edge),
+            indicatif::HumanBytes(st.bytes_by_source.peer),
             indicatif::HumanBytes(st.bytes_by_source.cache),
             st.buffer_ms as f64 / 1000.0,
         ));
@@ -142,11 +148,12 @@ pub(crate) async fn run(a: FetchArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
         eprintln!(
-            "{}: {}, {:.1} KiB (edge {:.1}, cache {:.1}), startup {} ms, {} stalls, {} chunks verified, {} rejected, over {}",
+            "{}: {}, {:.1} KiB (edge {:.1}, peer {:.1}, cache {:.1}), startup {} ms, {} stalls, {} chunks verified, {} rejected, over {}",
             summary.track_id,
             summary.segments_by_rendition.iter().map(|(r, n)| format!("{r} ×{n}")).collect::<Vec<_>>().join(", "),
             summary.bytes_total as f64 / 1024.0,
             summary.bytes_by_source.edge as f64 / 1024.0,
+            summary.bytes_by_source.peer as f64 / 1024.0,
             summary.bytes_by_source.cache as f64 / 1024.0,
             summary.startup_ms,
             summary.stalls,

@@ -136,3 +136,119 @@ async fn a_seeding_peer_serves_every_chunk_of_its_tracks_found_through_the_track
     );
     assert!(wait_log(&again, "peer listening").contains(&first_id));
 }
+
+/// A store that holds every chunk of a manifest but serves zeros in their place.
+struct Liar(Vec<chorus_core::ChunkId>);
+impl Store for Liar {
+    fn chunk(&self, id: &chorus_core::ChunkId) -> Option<bytes::Bytes> {
+        self.0.contains(id).then(|| bytes::Bytes::from(vec![0u8; 1000]))
+    }
+    fn held(&self, _: &TrackId) -> Vec<chorus_core::ChunkId> {
+        self.0.clone()
+    }
+    fn tracks(&self) -> Vec<TrackId> {
+        vec![TrackId::parse("tides").unwrap()]
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_with_p2p_takes_what_is_not_urgent_from_peers_and_bans_a_liar() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    assert!(
+        chorus(&["ingest", "--store", s(&store), "--track", "tides", s(&samples().join("chorus-tides"))])
+            .status
+            .success()
+    );
+    let origin = Node::start(&["origin", "--store", s(&store), "--listen", "http://127.0.0.1:0"], 1);
+    let edge = Node::start(
+        &[
+            "edge",
+            "--upstream",
+            &origin.url("http"),
+            "--listen",
+            "http://127.0.0.1:0",
+            "--cache-dir",
+            s(&dir.path().join("edge")),
+        ],
+        1,
+    );
+    let key = store.join("origin.pub");
+    let seeder = Node::start(
+        &[
+            "peer",
+            "--edge",
+            &edge.url("http"),
+            "--seed",
+            "tides",
+            "--origin-key",
+            s(&key),
+            "--cache-dir",
+            s(&dir.path().join("seed")),
+            "--p2p-listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--no-mdns",
+        ],
+        0,
+    );
+    wait_log(&seeder, "announced");
+    let doc = std::fs::read(store.join("manifests").join("tides.json")).unwrap();
+    let m: Manifest = serde_json::from_slice(&doc).unwrap();
+    let expected: Vec<u8> = m.renditions[1]
+        .chunks()
+        .flat_map(|c| std::fs::read(chorus_core::chunkdir::chunk_path(&store, &c.id)).unwrap())
+        .collect();
+
+    // A fresh listener with --p2p: the start from the edge, later segments from the seeder.
+    let out_file = dir.path().join("out.mp4");
+    let (edge_url, key_path) = (edge.url("http"), key.clone());
+    let run = move |cache: std::path::PathBuf, out: std::path::PathBuf| {
+        let (edge_url, key_path) = (edge_url.clone(), key_path.clone());
+        tokio::task::spawn_blocking(move || {
+            let out = chorus(&[
+                "fetch",
+                "tides",
+                "--edge",
+                &edge_url,
+                "--origin-key",
+                s(&key_path),
+                "--p2p",
+                "--json",
+                "--quality",
+                "normal",
+                "--cache-dir",
+                s(&cache),
+                "--out",
+                s(&out),
+            ]);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+        })
+    };
+    let j = run(dir.path().join("listener"), out_file.clone()).await.unwrap();
+    assert!(j["bytes_by_source"]["peer"].as_u64().unwrap() > 0, "{j}");
+    assert!(j["bytes_by_source"]["edge"].as_u64().unwrap() > 0, "the start comes from the edge: {j}");
+    assert_eq!(j["chunks_rejected"], 0);
+    assert_eq!(std::fs::read(&out_file).unwrap(), expected);
+
+    // A lying peer joins the tracker (announced before the seeder, so it is asked too): every
+    // chunk it sends is caught, it is banned, and the output is still right.
+    let registry = prometheus::Registry::new();
+    let liar = Peer::start(
+        PeerConfig { listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()], mdns: false, ..PeerConfig::default() },
+        Arc::new(Liar(m.chunks().map(|c| c.id).collect())),
+        None,
+        &registry,
+    )
+    .unwrap();
+    let http = HttpClient::new(&ClientTls::default()).unwrap();
+    let addrs = liar.listen_addrs().await;
+    let track = TrackId::parse("tides").unwrap();
+    chorus_peer::tracker::announce(&http, &edge.url("http"), liar.peer_id(), &addrs, &[track], None).await.unwrap();
+    drop(seeder); // only the liar is left among the peers
+    let out2 = dir.path().join("out2.mp4");
+    let j = run(dir.path().join("listener2"), out2.clone()).await.unwrap();
+    assert!(j["chunks_rejected"].as_u64().unwrap() >= 1, "the liar was asked and caught: {j}");
+    assert_eq!(j["bytes_by_source"]["peer"], 0, "{j}");
+    assert_eq!(std::fs::read(&out2).unwrap(), expected);
+}

@@ -36,7 +36,8 @@ use tokio::time::Instant;
 
 use crate::abr::Quality;
 use crate::cache::LocalCache;
-use crate::scheduler::{Action, Scheduler, SchedulerConfig, SegmentInfo, SourceId};
+use crate::scheduler::{Action, Scheduler, SchedulerConfig, SegmentInfo, SourceId, SourceKind};
+use chorus_peer::Peer;
 
 /// Why a fetch failed.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +114,7 @@ impl BySource {
         let slot = match from {
             Source::Cache => &mut self.cache,
             Source::Edge(_) => &mut self.edge,
+            Source::Peer(_) => &mut self.peer,
         };
         *slot += bytes as u64;
     }
@@ -131,6 +133,7 @@ pub struct ClientBuilder {
     next_track: Option<TrackId>,
     read_ahead: usize,
     buffer_ahead: Duration,
+    p2p: bool,
 }
 
 impl ClientBuilder {
@@ -149,6 +152,7 @@ impl ClientBuilder {
             next_track: None,
             read_ahead: 8,
             buffer_ahead: Duration::from_secs(30),
+            p2p: false,
         }
     }
     /// TLS trust for edges.
@@ -191,6 +195,17 @@ impl ClientBuilder {
         self
     }
 
+    /// Swap chunks with other listeners (chorus-peer): peers are found through the edges'
+    /// tracker, then Kademlia and mDNS; chunks not yet urgent come from peers that hold them,
+    /// the start and anything urgent from the edge. With a cache directory this client also
+    /// serves what it holds (at most 4 uploads at once) and announces it. The node starts on
+    /// the first [`Client::open`] and lives as long as the client.
+    #[must_use]
+    pub const fn p2p(mut self, on: bool) -> Self {
+        self.p2p = on;
+        self
+    }
+
     /// Audio to keep fetched ahead of the playhead when playing (default 30 s). Less saves
     /// bytes when listeners skip; more rides out longer network trouble.
     #[must_use]
@@ -224,7 +239,7 @@ impl ClientBuilder {
             Some((dir, bytes)) => Some(Arc::new(Mutex::new(LocalCache::open(dir, *bytes)?))),
             None => None,
         };
-        Ok(Client { inner: Arc::new(Inner { cfg: self, http, cache }) })
+        Ok(Client { inner: Arc::new(Inner { cfg: self, http, cache, peer: tokio::sync::OnceCell::new() }) })
     }
 }
 
@@ -238,6 +253,57 @@ struct Inner {
     cfg: ClientBuilder,
     http: HttpClient,
     cache: Option<Arc<Mutex<LocalCache>>>,
+    /// The peer node, started on first use when p2p is on (`None` inside when it could not).
+    peer: tokio::sync::OnceCell<Option<Arc<Peer>>>,
+}
+
+/// A store for a client without a cache directory: it serves nothing.
+struct NoStore;
+
+impl chorus_peer::Store for NoStore {
+    fn chunk(&self, _: &ChunkId) -> Option<Bytes> {
+        None
+    }
+    fn held(&self, _: &TrackId) -> Vec<ChunkId> {
+        Vec::new()
+    }
+    fn tracks(&self) -> Vec<TrackId> {
+        Vec::new()
+    }
+}
+
+impl Inner {
+    /// The peer node, when p2p is on and it started.
+    async fn peer(&self) -> Option<Arc<Peer>> {
+        if !self.cfg.p2p {
+            return None;
+        }
+        self.peer
+            .get_or_init(|| async {
+                let store: Arc<dyn chorus_peer::Store> = match &self.cfg.cache {
+                    Some((dir, _)) => Arc::new(chorus_peer::DirStore::new(dir)),
+                    None => Arc::new(NoStore),
+                };
+                let key = self
+                    .cfg
+                    .cache
+                    .as_ref()
+                    .and_then(|(dir, _)| chorus_peer::load_or_create_identity(&dir.join("peer.key")).ok());
+                let cfg = chorus_peer::PeerConfig {
+                    consume_only: self.cfg.cache.is_none(),
+                    ..chorus_peer::PeerConfig::default()
+                };
+                match Peer::start(cfg, store, key, &prometheus::Registry::new()) {
+                    Ok(p) => Some(Arc::new(p)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "peer node did not start; fetching from edges only");
+                        None
+                    }
+                }
+            })
+            .await
+            .clone()
+    }
 }
 
 /// One edge as a source: its URL to use, and idle connections.
@@ -276,6 +342,8 @@ pub enum Source {
     Cache,
     /// An edge, by the base URL used (after any HTTP/3 → HTTPS fallback).
     Edge(String),
+    /// A peer, by its libp2p peer id.
+    Peer(String),
 }
 
 /// A verified segment, handed over in play order.
@@ -618,7 +686,23 @@ impl Client {
             cfg.buffer_ahead = Duration::from_secs(86_400 * 365);
             cfg.max_inflight = 4;
         }
-        let sched = Scheduler::new(cfg, ladder_bps, segments, edges.len().max(1), started.into_std());
+        let mut sched = Scheduler::new(cfg, ladder_bps, segments, edges.len().max(1), started.into_std());
+        let peer = inner.peer().await;
+        let mut peer_of = HashMap::new();
+        if let Some(p) = &peer {
+            let rung_segments: Vec<&[ChunkId]> = allowed.iter().map(|&i| rungs[i].segments.as_slice()).collect();
+            for (peer_id, held) in self.peers_holding(p, track, &edges).await {
+                let sid = sched.add_source(SourceKind::Peer);
+                for (r, ids) in rung_segments.iter().enumerate() {
+                    for (k, id) in ids.iter().enumerate() {
+                        if held.contains(id) {
+                            sched.set_holds(sid, k, r);
+                        }
+                    }
+                }
+                peer_of.insert(sid.0, peer_id);
+            }
+        }
         let starts: Vec<Duration> = (0..sched.len()).map(|i| sched.media_start(i)).collect();
         let info = TrackInfo {
             track_id: track.clone(),
@@ -634,6 +718,8 @@ impl Client {
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         let (summary_tx, summary_rx) = watch::channel(summary.clone());
         let driver = Driver {
+            peer,
+            peer_of,
             init_on_switch: switching == Switching::Anywhere,
             inner: self.inner.clone(),
             track: track.clone(),
@@ -658,6 +744,63 @@ impl Client {
             ended: false,
             starts,
         })
+    }
+
+    /// Peers that hold chunks of `track`, with what they hold: candidates from the edges'
+    /// tracker (one round trip), else Kademlia providers, plus peers found on the local network;
+    /// at most 8 are dialled and asked, in parallel, for at most 2 s.
+    async fn peers_holding(
+        &self,
+        p: &Arc<Peer>,
+        track: &TrackId,
+        edges: &[Arc<Edge>],
+    ) -> Vec<(chorus_peer::PeerId, std::collections::HashSet<ChunkId>)> {
+        const LOOK: Duration = Duration::from_secs(2);
+        let inner = &self.inner;
+        let token = inner.cfg.token.as_deref();
+        let mut cands: Vec<(chorus_peer::PeerId, Vec<chorus_peer::Multiaddr>)> = Vec::new();
+        for e in edges {
+            if let Ok(Ok(found)) =
+                tokio::time::timeout(LOOK, chorus_peer::tracker::peers(&inner.http, &e.base, track, token)).await
+            {
+                cands = found;
+                break;
+            }
+        }
+        if cands.is_empty()
+            && let Ok(Ok(found)) = tokio::time::timeout(LOOK, p.find_providers(track.clone())).await
+        {
+            cands = found.into_iter().map(|id| (id, Vec::new())).collect();
+        }
+        for id in p.discovered() {
+            if !cands.iter().any(|(c, _)| *c == id) {
+                cands.push((id, Vec::new()));
+            }
+        }
+        cands.retain(|(id, _)| *id != p.peer_id());
+        cands.truncate(8);
+        let mut asking = JoinSet::new();
+        for (id, addrs) in cands {
+            let (p, track) = (p.clone(), track.clone());
+            asking.spawn(async move {
+                let ask = async {
+                    for a in &addrs {
+                        if p.dial(a.clone()).await.is_ok() {
+                            break;
+                        }
+                    }
+                    p.have(id, track).await.ok()
+                };
+                tokio::time::timeout(LOOK, ask).await.ok().flatten().map(|held| (id, held.into_iter().collect()))
+            });
+        }
+        let mut out = Vec::new();
+        while let Some(j) = asking.join_next().await {
+            if let Ok(Some((id, held))) = j {
+                out.push((id, held));
+            }
+        }
+        out
     }
 
     /// The verified manifest: from the first edge that delivers one that verifies, or with no
@@ -758,13 +901,17 @@ struct Fetched {
 enum Rejected {
     /// Transport error or non-200 answer.
     Failed,
-    /// Bytes that do not hash to the id.
+    /// Bytes that do not hash to the id (from an edge: avoided for a while; from a peer:
+    /// banned).
     WrongBytes,
 }
 
 /// The task behind a [`Track`]: runs the scheduler, carries out its actions, verifies, caches,
 /// and hands segments over in order.
 struct Driver {
+    /// The peer node, and which scheduler sources are which peers.
+    peer: Option<Arc<Peer>>,
+    peer_of: HashMap<usize, chorus_peer::PeerId>,
     /// Hand over the init chunk at rendition switches (not needed within one decoder
     /// configuration, where it would only repeat the `moov` in the byte stream).
     init_on_switch: bool,
@@ -825,6 +972,7 @@ impl Driver {
                 if beacon.is_none() {
                     // Detached, so that dropping the handle right after the end does not lose it.
                     beacon = Some(tokio::spawn(self.beacon()));
+                    self.announce();
                 }
                 if self.tx.send(Delivery::End(generation)).await.is_err() {
                     return;
@@ -902,7 +1050,10 @@ impl Driver {
                                         return;
                                     }
                                 }
-                                Source::Edge(self.edges.get(f.source.0).map(|e| e.base.clone()).unwrap_or_default())
+                                match self.peer_of.get(&f.source.0) {
+                                    Some(p) => Source::Peer(p.to_string()),
+                                    None => Source::Edge(self.edges.get(f.source.0).map(|e| e.base.clone()).unwrap_or_default()),
+                                }
                             };
                             self.summary.chunks_verified += 1;
                             have[f.segment] = true;
@@ -919,7 +1070,11 @@ impl Driver {
                         }
                         Err(Rejected::WrongBytes) => {
                             self.summary.chunks_rejected += 1;
-                            self.sched.on_failed(now, f.segment, f.source);
+                            if self.peer_of.contains_key(&f.source.0) {
+                                self.sched.ban(now, f.source); // the peer node has cut it off too
+                            } else {
+                                self.sched.on_failed(now, f.segment, f.source);
+                            }
                         }
                         Err(Rejected::Failed) => self.sched.on_failed(now, f.segment, f.source),
                     }
@@ -944,6 +1099,18 @@ impl Driver {
         if let Some(bytes) = self.inner.cache.as_ref().and_then(|c| lock(c).get(&id)) {
             let done = fetched(Ok((Bytes::from(bytes), Duration::from_millis(1), true)));
             return tasks.spawn(async move { done });
+        }
+        if let (Some(peer), Some(&peer_id)) = (&self.peer, self.peer_of.get(&source.0)) {
+            let (peer, token) = (peer.clone(), self.inner.cfg.token.clone());
+            return tasks.spawn(async move {
+                let t = Instant::now();
+                let result = match peer.fetch(peer_id, id, token).await {
+                    Ok(bytes) => Ok((bytes, t.elapsed(), false)),
+                    Err(chorus_peer::PeerError::WrongChunk(_)) => Err(Rejected::WrongBytes),
+                    Err(_) => Err(Rejected::Failed),
+                };
+                Fetched { generation, segment, rung, source, result }
+            });
         }
         let Some(edge) = self.edges.get(source.0).cloned() else {
             // Offline and not in the cache.
@@ -975,6 +1142,31 @@ impl Driver {
             self.summary.rendition.clone_from(r);
         }
         self.summary_tx.send_replace(self.summary.clone());
+    }
+
+    /// Tells the trackers and Kademlia what this client now holds (best effort, detached).
+    fn announce(&self) {
+        let (Some(peer), Some((dir, _))) = (self.peer.clone(), self.inner.cfg.cache.clone()) else { return };
+        peer.provide(self.track.clone());
+        let (inner, edges) = (self.inner.clone(), self.edges.clone());
+        tokio::spawn(async move {
+            let tracks = chorus_peer::Store::tracks(&chorus_peer::DirStore::new(&dir));
+            let addrs = peer.listen_addrs().await;
+            for e in &edges {
+                let r = chorus_peer::tracker::announce(
+                    &inner.http,
+                    &e.base,
+                    peer.peer_id(),
+                    &addrs,
+                    &tracks,
+                    inner.cfg.token.as_deref(),
+                )
+                .await;
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "announce failed");
+                }
+            }
+        });
     }
 
     /// The QoE beacon (best effort): to the first edge that takes it.
