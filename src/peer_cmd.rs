@@ -59,6 +59,10 @@ pub(crate) struct PeerArgs {
     /// Do not look for peers on the local network (mDNS).
     #[arg(long)]
     no_mdns: bool,
+    /// Relay connections (circuit relay v2) for peers behind NATs; run it on a node with a
+    /// public address, e.g. next to an edge.
+    #[arg(long)]
+    relay_server: bool,
     /// Serve /metrics and /healthz on this URL (e.g. http://127.0.0.1:9300).
     #[arg(long, value_name = "URL")]
     metrics_listen: Option<ListenUrl>,
@@ -120,6 +124,7 @@ pub(crate) async fn run(a: PeerArgs) -> Result<()> {
         max_uploads: a.max_uploads,
         upload_rate: a.upload_rate.map(|s| s.0),
         mdns: !a.no_mdns,
+        relay_server: a.relay_server,
         bootstrap: a.bootstrap.clone(),
         ..PeerConfig::default()
     };

@@ -59,6 +59,8 @@ pub struct PeerConfig {
     pub max_connections: u32,
     /// When set, chunk requests must carry a token this accepts (SPEC §5).
     pub token_check: Option<TokenCheck>,
+    /// Act as a circuit relay (v2) for peers behind NATs (for nodes with a public address).
+    pub relay_server: bool,
 }
 
 impl Default for PeerConfig {
@@ -76,6 +78,7 @@ impl Default for PeerConfig {
             request_timeout: Duration::from_secs(10),
             max_connections: 256,
             token_check: None,
+            relay_server: false,
         }
     }
 }
@@ -175,10 +178,17 @@ struct Behaviour {
     mdns: Toggle<mdns::tokio::Behaviour>,
     chunk: request_response::Behaviour<ChunkCodec>,
     have: request_response::Behaviour<HaveCodec>,
+    /// NAT traversal: learn whether we are reachable (AutoNAT), reach others through relays
+    /// (circuit v2 client), and upgrade relayed connections to direct ones (DCUtR).
+    autonat: libp2p::autonat::Behaviour,
+    relay_client: libp2p::relay::client::Behaviour,
+    dcutr: libp2p::dcutr::Behaviour,
+    relay_server: Toggle<libp2p::relay::Behaviour>,
 }
 
 enum Command {
     Dial(Multiaddr, oneshot::Sender<Result<(), PeerError>>),
+    Listen(Multiaddr, oneshot::Sender<Result<(), PeerError>>),
     Fetch { peer: PeerId, id: ChunkId, token: Option<String>, reply: oneshot::Sender<Result<Bytes, PeerError>> },
     Have { peer: PeerId, track: TrackId, reply: oneshot::Sender<Result<Vec<ChunkId>, PeerError>> },
     Provide(TrackId),
@@ -219,12 +229,15 @@ impl Peer {
         let timeout = cfg.request_timeout;
         let max_conns = cfg.max_connections;
         let want_mdns = cfg.mdns;
+        let relay_server = cfg.relay_server;
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
             .with_tokio()
             .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
             .map_err(|e| start(&e))?
             .with_quic()
-            .with_behaviour(|key| {
+            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .map_err(|e| start(&e))?
+            .with_behaviour(|key, relay_client| {
                 let id = key.public().to_peer_id();
                 let rr =
                     request_response::Config::default().with_request_timeout(timeout).with_max_concurrent_streams(64);
@@ -251,6 +264,12 @@ impl Peer {
                         HaveCodec,
                         [(HAVE_PROTOCOL, ProtocolSupport::Full)],
                         rr,
+                    ),
+                    autonat: libp2p::autonat::Behaviour::new(id, libp2p::autonat::Config::default()),
+                    relay_client,
+                    dcutr: libp2p::dcutr::Behaviour::new(id),
+                    relay_server: Toggle::from(
+                        relay_server.then(|| libp2p::relay::Behaviour::new(id, libp2p::relay::Config::default())),
                     ),
                 }
             })
@@ -338,6 +357,15 @@ impl Peer {
     /// [`PeerError::Failed`] when the connection cannot be made.
     pub async fn dial(&self, addr: Multiaddr) -> Result<(), PeerError> {
         self.ask(|r| Command::Dial(addr, r)).await?
+    }
+
+    /// Listens on one more address, e.g. a relay circuit (`…/p2p/RELAY/p2p-circuit`) when this
+    /// node cannot be dialled directly.
+    ///
+    /// # Errors
+    /// [`PeerError::Failed`] when the address is refused.
+    pub async fn listen_on(&self, addr: Multiaddr) -> Result<(), PeerError> {
+        self.ask(|r| Command::Listen(addr, r)).await?
     }
 
     /// Fetches chunk `id` from `peer` and verifies it. A wrong chunk bans the peer.
@@ -458,6 +486,14 @@ impl Driver {
                         let _ = reply.send(Err(PeerError::Failed(format!("dialling {addr}: {e}"))));
                     }
                 }
+            }
+            Command::Listen(addr, reply) => {
+                let r = self
+                    .swarm
+                    .listen_on(addr.clone())
+                    .map(|_| ())
+                    .map_err(|e| PeerError::Failed(format!("{addr}: {e}")));
+                let _ = reply.send(r);
             }
             Command::Fetch { peer, id, token, reply } => {
                 if self.banned.contains(&peer) {

@@ -205,3 +205,25 @@ async fn peers_on_one_machine_find_each_other_with_mdns() {
     // Found, so reachable with no address given.
     assert_eq!(b.fetch(a.peer_id(), chunks[0].0, None).await.unwrap(), chunks[0].1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_cannot_be_dialled_is_reached_through_a_relay() {
+    // The relay (a node with a public address), a peer that listens only through it (as one
+    // behind a NAT would), and a third that reaches that peer by a circuit address.
+    let (relay, _) = start(PeerConfig { relay_server: true, ..cfg("/ip4/127.0.0.1/tcp/0") }, Arc::new(Mem::default()));
+    let relay_addr = addr_of(&relay, "/tcp/").await;
+    let circuit: Multiaddr = format!("{relay_addr}/p2p-circuit").parse().unwrap();
+    let (store, chunks) = Mem::with_track("tides", 1, false);
+    let hidden_cfg = PeerConfig { listen: vec![], ..cfg("/ip4/127.0.0.1/tcp/0") };
+    let (hidden, _) = start(hidden_cfg, store);
+    hidden.dial(relay_addr.clone()).await.unwrap();
+    hidden.listen_on(circuit.clone()).await.unwrap();
+    let (seeker, _) = start(cfg("/ip4/127.0.0.1/tcp/0"), Arc::new(Mem::default()));
+    let via: Multiaddr = format!("{circuit}/p2p/{}", hidden.peer_id()).parse().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while seeker.dial(via.clone()).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "no circuit to the hidden peer");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(seeker.fetch(hidden.peer_id(), chunks[0].0, None).await.unwrap(), chunks[0].1);
+}
