@@ -252,3 +252,92 @@ async fn fetch_with_p2p_takes_what_is_not_urgent_from_peers_and_bans_a_liar() {
     assert_eq!(j["bytes_by_source"]["peer"], 0, "{j}");
     assert_eq!(std::fs::read(&out2).unwrap(), expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_vanishes_mid_transfer_costs_nothing_but_a_retry_at_the_edge() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    assert!(
+        chorus(&["ingest", "--store", s(&store), "--track", "tides", s(&samples().join("chorus-tides"))])
+            .status
+            .success()
+    );
+    let origin = Node::start(&["origin", "--store", s(&store), "--listen", "http://127.0.0.1:0"], 1);
+    let edge = Node::start(
+        &[
+            "edge",
+            "--upstream",
+            &origin.url("http"),
+            "--listen",
+            "http://127.0.0.1:0",
+            "--cache-dir",
+            s(&dir.path().join("edge")),
+        ],
+        1,
+    );
+    let key = store.join("origin.pub");
+    let seeder = Node::start(
+        &[
+            "peer",
+            "--edge",
+            &edge.url("http"),
+            "--seed",
+            "tides",
+            "--origin-key",
+            s(&key),
+            "--cache-dir",
+            s(&dir.path().join("seed")),
+            "--p2p-listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--no-mdns",
+        ],
+        0,
+    );
+    wait_log(&seeder, "announced");
+    // The seeder, reached only through a relay that answers 50 ms late and can be cut.
+    let logged = wait_log(&seeder, "peer listening");
+    let full = logged.split("address\":\"").nth(1).and_then(|r| r.split('"').next()).unwrap().to_owned();
+    let (tcp, peer_id) = {
+        let a: chorus_peer::Multiaddr = full.parse().unwrap();
+        let port = a.iter().find_map(|p| match p {
+            chorus_peer::multiaddr::Protocol::Tcp(port) => Some(port),
+            _ => None,
+        });
+        let id = a.iter().find_map(|p| match p {
+            chorus_peer::multiaddr::Protocol::P2p(id) => Some(id),
+            _ => None,
+        });
+        (std::net::SocketAddr::from(([127, 0, 0, 1], port.unwrap())), id.unwrap())
+    };
+    let relay = support::tcpproxy::start(tcp, Duration::from_millis(50)).await;
+    let via: chorus_peer::Multiaddr = format!("/ip4/127.0.0.1/tcp/{}", relay.addr.port()).parse().unwrap();
+    let http = HttpClient::new(&ClientTls::default()).unwrap();
+    let track = TrackId::parse("tides").unwrap();
+    chorus_peer::tracker::announce(&http, &edge.url("http"), peer_id, &[via], &[track.clone()], None).await.unwrap();
+
+    let origin_key = chorus_core::keys::read_verifying_key(&key).unwrap();
+    let client = chorus_client::ClientBuilder::new(vec![edge.url("http")], origin_key)
+        .p2p(true)
+        .cache(dir.path().join("listener"), 1 << 30)
+        .quality(chorus_client::abr::Quality::Fixed(1))
+        .build()
+        .unwrap();
+    let mut t = client.open(&track).await.unwrap();
+    // The peer was found and asked; its requests are under way. It vanishes now.
+    relay.cut();
+    let doc = std::fs::read(store.join("manifests").join("tides.json")).unwrap();
+    let m: Manifest = serde_json::from_slice(&doc).unwrap();
+    let mut n = 0;
+    while let Some(seg) = t.next().await {
+        let seg = seg.expect("the track completes from the edge");
+        let want =
+            std::fs::read(chorus_core::chunkdir::chunk_path(&store, &m.renditions[1].segments[seg.index].id)).unwrap();
+        assert_eq!(seg.data, want);
+        n += 1;
+    }
+    assert_eq!(n, m.renditions[1].segments.len());
+    let summary = t.finish().await;
+    assert_eq!(summary.bytes_by_source.peer, 0, "{summary:?}");
+    assert!(summary.failures >= 1, "the peer was asked and its requests failed: {summary:?}");
+    assert_eq!(summary.chunks_rejected, 0);
+}

@@ -89,6 +89,8 @@ pub struct Summary {
     pub chunks_rejected: u64,
     /// Requests sent to a second source because the first would be late.
     pub hedges: u32,
+    /// Requests that failed (transport error, refusal, wrong bytes) and went elsewhere.
+    pub failures: u32,
     /// Seeks.
     pub seeks: u32,
     /// The HTTP version used to reach edges: `h3`, `h2` or `http/1.1` (`cache` if none was needed).
@@ -1137,6 +1139,7 @@ impl Driver {
         self.summary.stalls = st.stalls;
         self.summary.stall_ms = millis(st.stalled);
         self.summary.hedges = st.hedges;
+        self.summary.failures = st.failures;
         self.summary.buffer_ms = millis(self.sched.buffered(Instant::now().into_std()));
         if let Some((r, _)) = self.summary.segments_by_rendition.iter().max_by_key(|(r, n)| (**n, (*r).clone())) {
             self.summary.rendition.clone_from(r);

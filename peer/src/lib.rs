@@ -13,7 +13,7 @@ pub mod store;
 pub mod tracker;
 pub mod wire;
 
-pub use libp2p::{Multiaddr, PeerId};
+pub use libp2p::{Multiaddr, PeerId, multiaddr};
 pub use node::{Peer, PeerConfig, PeerError, PeerMetrics};
 pub use store::{DirStore, Store};
 

@@ -2,6 +2,7 @@
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod proxy;
+pub mod tcpproxy;
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
