@@ -313,7 +313,9 @@ async fn a_peer_that_vanishes_mid_transfer_costs_nothing_but_a_retry_at_the_edge
     let via: chorus_peer::Multiaddr = format!("/ip4/127.0.0.1/tcp/{}", relay.addr.port()).parse().unwrap();
     let http = HttpClient::new(&ClientTls::default()).unwrap();
     let track = TrackId::parse("tides").unwrap();
-    chorus_peer::tracker::announce(&http, &edge.url("http"), peer_id, &[via], &[track.clone()], None).await.unwrap();
+    chorus_peer::tracker::announce(&http, &edge.url("http"), peer_id, &[via], std::slice::from_ref(&track), None)
+        .await
+        .unwrap();
 
     let origin_key = chorus_core::keys::read_verifying_key(&key).unwrap();
     let client = chorus_client::ClientBuilder::new(vec![edge.url("http")], origin_key)
