@@ -71,6 +71,10 @@ pub(crate) struct FetchArgs {
     /// with --cache-dir, also serve what is cached.
     #[arg(long)]
     p2p: bool,
+    /// With --p2p: Kademlia peers to start from (…/p2p/PEER_ID), used when the trackers know
+    /// no peer for the track; repeat.
+    #[arg(long, value_name = "MULTIADDR")]
+    p2p_bootstrap: Vec<chorus_peer::Multiaddr>,
     /// Extra root certificate (PEM) to trust for the edges.
     #[arg(long, value_name = "FILE", value_delimiter = ',')]
     ca: Vec<PathBuf>,
@@ -99,6 +103,7 @@ pub(crate) async fn run(a: FetchArgs) -> Result<()> {
         .next_track(a.next.clone())
         .play(a.play)
         .p2p(a.p2p)
+        .p2p_bootstrap(a.p2p_bootstrap.clone())
         .buffer_ahead(a.buffer_ahead.0);
     if let Some(dir) = &a.cache_dir {
         builder = builder.cache(dir.clone(), a.cache_size.0);

@@ -343,3 +343,81 @@ async fn a_peer_that_vanishes_mid_transfer_costs_nothing_but_a_retry_at_the_edge
     assert!(summary.failures >= 1, "the peer was asked and its requests failed: {summary:?}");
     assert_eq!(summary.chunks_rejected, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_nothing_on_the_tracker_peers_are_found_through_kademlia() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    assert!(
+        chorus(&["ingest", "--store", s(&store), "--track", "tides", s(&samples().join("chorus-tides"))])
+            .status
+            .success()
+    );
+    let origin = Node::start(&["origin", "--store", s(&store), "--listen", "http://127.0.0.1:0"], 1);
+    let edge = |name: &str| {
+        Node::start(
+            &[
+                "edge",
+                "--upstream",
+                &origin.url("http"),
+                "--listen",
+                "http://127.0.0.1:0",
+                "--cache-dir",
+                s(&dir.path().join(name)),
+            ],
+            1,
+        )
+    };
+    // The seeder announces to edge B's tracker; the listener asks edge A, whose tracker knows
+    // nobody, and finds the seeder as a Kademlia provider through its bootstrap address.
+    let (edge_a, edge_b) = (edge("edge-a"), edge("edge-b"));
+    let key = store.join("origin.pub");
+    let seeder = Node::start(
+        &[
+            "peer",
+            "--edge",
+            &edge_b.url("http"),
+            "--seed",
+            "tides",
+            "--origin-key",
+            s(&key),
+            "--cache-dir",
+            s(&dir.path().join("seed")),
+            "--p2p-listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--no-mdns",
+        ],
+        0,
+    );
+    wait_log(&seeder, "announced");
+    let logged = wait_log(&seeder, "peer listening");
+    let full = logged.split("address\":\"").nth(1).and_then(|r| r.split('"').next()).unwrap().to_owned();
+    let http = HttpClient::new(&ClientTls::default()).unwrap();
+    let track = TrackId::parse("tides").unwrap();
+    assert!(chorus_peer::tracker::peers(&http, &edge_a.url("http"), &track, None).await.unwrap().is_empty());
+    let (edge_url, cache) = (edge_a.url("http"), dir.path().join("listener"));
+    let out = tokio::task::spawn_blocking(move || {
+        chorus(&[
+            "fetch",
+            "tides",
+            "--edge",
+            &edge_url,
+            "--origin-key",
+            s(&key),
+            "--p2p",
+            "--p2p-bootstrap",
+            &full,
+            "--json",
+            "--quality",
+            "normal",
+            "--cache-dir",
+            s(&cache),
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(j["bytes_by_source"]["peer"].as_u64().unwrap() > 0, "{j}");
+    assert_eq!(j["chunks_rejected"], 0);
+}

@@ -136,6 +136,7 @@ pub struct ClientBuilder {
     read_ahead: usize,
     buffer_ahead: Duration,
     p2p: bool,
+    p2p_bootstrap: Vec<chorus_peer::Multiaddr>,
 }
 
 impl ClientBuilder {
@@ -155,6 +156,7 @@ impl ClientBuilder {
             read_ahead: 8,
             buffer_ahead: Duration::from_secs(30),
             p2p: false,
+            p2p_bootstrap: Vec::new(),
         }
     }
     /// TLS trust for edges.
@@ -205,6 +207,14 @@ impl ClientBuilder {
     #[must_use]
     pub const fn p2p(mut self, on: bool) -> Self {
         self.p2p = on;
+        self
+    }
+
+    /// Kademlia peers to start from (`…/p2p/PEER_ID`), for finding peers when the trackers
+    /// know none.
+    #[must_use]
+    pub fn p2p_bootstrap(mut self, peers: Vec<chorus_peer::Multiaddr>) -> Self {
+        self.p2p_bootstrap = peers;
         self
     }
 
@@ -293,6 +303,7 @@ impl Inner {
                     .and_then(|(dir, _)| chorus_peer::load_or_create_identity(&dir.join("peer.key")).ok());
                 let cfg = chorus_peer::PeerConfig {
                     consume_only: self.cfg.cache.is_none(),
+                    bootstrap: self.cfg.p2p_bootstrap.clone(),
                     ..chorus_peer::PeerConfig::default()
                 };
                 match Peer::start(cfg, store, key, &prometheus::Registry::new()) {
