@@ -269,6 +269,35 @@ struct Inner {
     peer: tokio::sync::OnceCell<Option<Arc<Peer>>>,
 }
 
+/// How often a p2p client announces what its cache holds (the tracker forgets after 5 min).
+const REANNOUNCE: Duration = Duration::from_secs(120);
+
+/// Announces the tracks `dir` holds to the trackers of `edges` and on Kademlia, and withdraws
+/// from Kademlia the tracks in `announced` that are no longer held (evicted).
+async fn announce_held(
+    http: &HttpClient,
+    peer: &Peer,
+    dir: &std::path::Path,
+    edges: &[String],
+    token: Option<&str>,
+    announced: &mut Vec<TrackId>,
+) {
+    let tracks = chorus_peer::Store::tracks(&chorus_peer::DirStore::new(dir));
+    for gone in announced.iter().filter(|t| !tracks.contains(t)) {
+        peer.unprovide(gone.clone());
+    }
+    for t in &tracks {
+        peer.provide(t.clone());
+    }
+    let addrs = peer.listen_addrs().await;
+    for e in edges {
+        if let Err(err) = chorus_peer::tracker::announce(http, e, peer.peer_id(), &addrs, &tracks, token).await {
+            tracing::debug!(edge = %e, error = %err, "announce failed");
+        }
+    }
+    *announced = tracks;
+}
+
 /// A store for a client without a cache directory: it serves nothing.
 struct NoStore;
 
@@ -307,7 +336,25 @@ impl Inner {
                     ..chorus_peer::PeerConfig::default()
                 };
                 match Peer::start(cfg, store, key, &prometheus::Registry::new()) {
-                    Ok(p) => Some(Arc::new(p)),
+                    Ok(p) => {
+                        let p = Arc::new(p);
+                        // A long-lived client keeps its announcements fresh (and withdraws what
+                        // was evicted) until it is dropped.
+                        if let Some((dir, _)) = self.cfg.cache.clone() {
+                            let weak = Arc::downgrade(&p);
+                            let (http, edges, token) =
+                                (self.http.clone(), self.cfg.edges.clone(), self.cfg.token.clone());
+                            tokio::spawn(async move {
+                                let mut announced = Vec::new();
+                                loop {
+                                    tokio::time::sleep(REANNOUNCE).await;
+                                    let Some(peer) = weak.upgrade() else { return };
+                                    announce_held(&http, &peer, &dir, &edges, token.as_deref(), &mut announced).await;
+                                }
+                            });
+                        }
+                        Some(p)
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "peer node did not start; fetching from edges only");
                         None
@@ -1161,25 +1208,10 @@ impl Driver {
     /// Tells the trackers and Kademlia what this client now holds (best effort, detached).
     fn announce(&self) {
         let (Some(peer), Some((dir, _))) = (self.peer.clone(), self.inner.cfg.cache.clone()) else { return };
-        peer.provide(self.track.clone());
-        let (inner, edges) = (self.inner.clone(), self.edges.clone());
+        let inner = self.inner.clone();
+        let edges: Vec<String> = self.edges.iter().map(|e| e.base.clone()).collect();
         tokio::spawn(async move {
-            let tracks = chorus_peer::Store::tracks(&chorus_peer::DirStore::new(&dir));
-            let addrs = peer.listen_addrs().await;
-            for e in &edges {
-                let r = chorus_peer::tracker::announce(
-                    &inner.http,
-                    &e.base,
-                    peer.peer_id(),
-                    &addrs,
-                    &tracks,
-                    inner.cfg.token.as_deref(),
-                )
-                .await;
-                if let Err(e) = r {
-                    tracing::debug!(error = %e, "announce failed");
-                }
-            }
+            announce_held(&inner.http, &peer, &dir, &edges, inner.cfg.token.as_deref(), &mut Vec::new()).await;
         });
     }
 
