@@ -75,6 +75,9 @@ pub(crate) struct FetchArgs {
     /// no peer for the track; repeat.
     #[arg(long, value_name = "MULTIADDR")]
     p2p_bootstrap: Vec<chorus_peer::Multiaddr>,
+    /// With --p2p: do not look for peers on the local network (mDNS).
+    #[arg(long)]
+    no_mdns: bool,
     /// Extra root certificate (PEM) to trust for the edges.
     #[arg(long, value_name = "FILE", value_delimiter = ',')]
     ca: Vec<PathBuf>,
@@ -104,6 +107,7 @@ pub(crate) async fn run(a: FetchArgs) -> Result<()> {
         .play(a.play)
         .p2p(a.p2p)
         .p2p_bootstrap(a.p2p_bootstrap.clone())
+        .p2p_mdns(!a.no_mdns)
         .buffer_ahead(a.buffer_ahead.0);
     if let Some(dir) = &a.cache_dir {
         builder = builder.cache(dir.clone(), a.cache_size.0);

@@ -213,6 +213,7 @@ async fn fetch_with_p2p_takes_what_is_not_urgent_from_peers_and_bans_a_liar() {
                 "--origin-key",
                 s(&key_path),
                 "--p2p",
+                "--no-mdns",
                 "--json",
                 "--quality",
                 "normal",
@@ -320,6 +321,7 @@ async fn a_peer_that_vanishes_mid_transfer_costs_nothing_but_a_retry_at_the_edge
     let origin_key = chorus_core::keys::read_verifying_key(&key).unwrap();
     let client = chorus_client::ClientBuilder::new(vec![edge.url("http")], origin_key)
         .p2p(true)
+        .p2p_mdns(false)
         .cache(dir.path().join("listener"), 1 << 30)
         .quality(chorus_client::abr::Quality::Fixed(1))
         .build()
@@ -405,6 +407,7 @@ async fn with_nothing_on_the_tracker_peers_are_found_through_kademlia() {
             "--origin-key",
             s(&key),
             "--p2p",
+            "--no-mdns",
             "--p2p-bootstrap",
             &full,
             "--json",

@@ -137,6 +137,7 @@ pub struct ClientBuilder {
     buffer_ahead: Duration,
     p2p: bool,
     p2p_bootstrap: Vec<chorus_peer::Multiaddr>,
+    p2p_mdns: bool,
 }
 
 impl ClientBuilder {
@@ -157,6 +158,7 @@ impl ClientBuilder {
             buffer_ahead: Duration::from_secs(30),
             p2p: false,
             p2p_bootstrap: Vec::new(),
+            p2p_mdns: true,
         }
     }
     /// TLS trust for edges.
@@ -215,6 +217,13 @@ impl ClientBuilder {
     #[must_use]
     pub fn p2p_bootstrap(mut self, peers: Vec<chorus_peer::Multiaddr>) -> Self {
         self.p2p_bootstrap = peers;
+        self
+    }
+
+    /// Whether to look for peers on the local network with mDNS (default on).
+    #[must_use]
+    pub const fn p2p_mdns(mut self, on: bool) -> Self {
+        self.p2p_mdns = on;
         self
     }
 
@@ -333,6 +342,7 @@ impl Inner {
                 let cfg = chorus_peer::PeerConfig {
                     consume_only: self.cfg.cache.is_none(),
                     bootstrap: self.cfg.p2p_bootstrap.clone(),
+                    mdns: self.cfg.p2p_mdns,
                     ..chorus_peer::PeerConfig::default()
                 };
                 match Peer::start(cfg, store, key, &prometheus::Registry::new()) {

@@ -597,10 +597,16 @@ impl Driver {
                 {
                     found.extend(providers.into_iter().filter(|p| p != self.swarm.local_peer_id()));
                 }
-                if step.last
+                // Answer with the first providers found (a listener wants some peers now, not
+                // every provider after the whole walk), or with none once the query ends.
+                let have_some = self.providers.get(&id).is_some_and(|(found, _)| !found.is_empty());
+                if (have_some || step.last)
                     && let Some((found, reply)) = self.providers.remove(&id)
                 {
                     let _ = reply.send(found);
+                    if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                        q.finish();
+                    }
                 }
             }
             _ => {}
