@@ -295,7 +295,7 @@ async fn a_peer_that_vanishes_mid_transfer_costs_nothing_but_a_retry_at_the_edge
         0,
     );
     wait_log(&seeder, "announced");
-    // The seeder, reached only through a relay that answers 50 ms late and can be cut.
+    // The seeder, reached only through a relay that answers 100 ms late and can be cut.
     let logged = wait_log(&seeder, "peer listening");
     let full = logged.split("address\":\"").nth(1).and_then(|r| r.split('"').next()).unwrap().to_owned();
     let (tcp, peer_id) = {
@@ -310,7 +310,7 @@ async fn a_peer_that_vanishes_mid_transfer_costs_nothing_but_a_retry_at_the_edge
         });
         (std::net::SocketAddr::from(([127, 0, 0, 1], port.unwrap())), id.unwrap())
     };
-    let relay = support::tcpproxy::start(tcp, Duration::from_millis(50)).await;
+    let relay = support::tcpproxy::start(tcp, Duration::from_millis(100)).await;
     let via: chorus_peer::Multiaddr = format!("/ip4/127.0.0.1/tcp/{}", relay.addr.port()).parse().unwrap();
     let http = HttpClient::new(&ClientTls::default()).unwrap();
     let track = TrackId::parse("tides").unwrap();
@@ -327,7 +327,12 @@ async fn a_peer_that_vanishes_mid_transfer_costs_nothing_but_a_retry_at_the_edge
         .build()
         .unwrap();
     let mut t = client.open(&track).await.unwrap();
-    // The peer was found and asked; its requests are under way. It vanishes now.
+    // Once the peer is found (it joins the scheduler and gets what is not urgent), it vanishes.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while t.stats().peers == 0 {
+        assert!(Instant::now() < deadline, "the peer was never found");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     relay.cut();
     let doc = std::fs::read(store.join("manifests").join("tides.json")).unwrap();
     let m: Manifest = serde_json::from_slice(&doc).unwrap();

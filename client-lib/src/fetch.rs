@@ -93,6 +93,8 @@ pub struct Summary {
     pub failures: u32,
     /// Seeks.
     pub seeks: u32,
+    /// Peers found holding chunks of the track (with `p2p`).
+    pub peers: u32,
     /// The HTTP version used to reach edges: `h3`, `h2` or `http/1.1` (`cache` if none was needed).
     pub protocol: String,
     /// Audio fetched ahead of the playhead right now (live; not part of the JSON summary).
@@ -756,22 +758,16 @@ impl Client {
             cfg.buffer_ahead = Duration::from_secs(86_400 * 365);
             cfg.max_inflight = 4;
         }
-        let mut sched = Scheduler::new(cfg, ladder_bps, segments, edges.len().max(1), started.into_std());
+        let sched = Scheduler::new(cfg, ladder_bps, segments, edges.len().max(1), started.into_std());
+        // Peers are looked for while the start comes from the edge: each one that answers
+        // joins the scheduler as it does, so finding them never delays playback.
         let peer = inner.peer().await;
-        let mut peer_of = HashMap::new();
+        let (found_tx, found_rx) = mpsc::unbounded_channel();
+        let mut sched = sched;
         if let Some(p) = &peer {
-            let rung_segments: Vec<&[ChunkId]> = allowed.iter().map(|&i| rungs[i].segments.as_slice()).collect();
-            for (peer_id, held) in self.peers_holding(p, track, &edges).await {
-                let sid = sched.add_source(SourceKind::Peer);
-                for (r, ids) in rung_segments.iter().enumerate() {
-                    for (k, id) in ids.iter().enumerate() {
-                        if held.contains(id) {
-                            sched.set_holds(sid, k, r);
-                        }
-                    }
-                }
-                peer_of.insert(sid.0, peer_id);
-            }
+            sched.set_awaiting_peers(true);
+            let (this, p, track, edges) = (self.clone(), p.clone(), track.clone(), edges.clone());
+            tokio::spawn(async move { this.peers_holding(&p, &track, &edges, &found_tx).await });
         }
         let starts: Vec<Duration> = (0..sched.len()).map(|i| sched.media_start(i)).collect();
         let info = TrackInfo {
@@ -789,7 +785,8 @@ impl Client {
         let (summary_tx, summary_rx) = watch::channel(summary.clone());
         let driver = Driver {
             peer,
-            peer_of,
+            peer_of: HashMap::new(),
+            found: found_rx,
             init_on_switch: switching == Switching::Anywhere,
             inner: self.inner.clone(),
             track: track.clone(),
@@ -816,15 +813,16 @@ impl Client {
         })
     }
 
-    /// Peers that hold chunks of `track`, with what they hold: candidates from the edges'
-    /// tracker (one round trip), else Kademlia providers, plus peers found on the local network;
-    /// at most 8 are dialled and asked, in parallel, for at most 2 s.
+    /// Peers that hold chunks of `track`, sent to `found` with what they hold as each answers:
+    /// candidates from the edges' tracker (one round trip), else Kademlia providers, plus peers
+    /// found on the local network; at most 8 are dialled and asked, in parallel, for at most 2 s.
     async fn peers_holding(
         &self,
         p: &Arc<Peer>,
         track: &TrackId,
         edges: &[Arc<Edge>],
-    ) -> Vec<(chorus_peer::PeerId, std::collections::HashSet<ChunkId>)> {
+        found: &mpsc::UnboundedSender<FoundPeer>,
+    ) {
         const LOOK: Duration = Duration::from_secs(2);
         let inner = &self.inner;
         let token = inner.cfg.token.as_deref();
@@ -864,13 +862,13 @@ impl Client {
                 tokio::time::timeout(LOOK, ask).await.ok().flatten().map(|held| (id, held.into_iter().collect()))
             });
         }
-        let mut out = Vec::new();
         while let Some(j) = asking.join_next().await {
-            if let Ok(Some((id, held))) = j {
-                out.push((id, held));
+            if let Ok(Some(f)) = j
+                && found.send(f).is_err()
+            {
+                return; // the track is over
             }
         }
-        out
     }
 
     /// The verified manifest: from the first edge that delivers one that verifies, or with no
@@ -952,6 +950,9 @@ impl Inner {
     }
 }
 
+/// A peer that holds chunks of the track, and which.
+type FoundPeer = (chorus_peer::PeerId, std::collections::HashSet<ChunkId>);
+
 /// A chunk fetched outside the scheduler.
 struct OneChunk {
     bytes: Bytes,
@@ -982,6 +983,7 @@ struct Driver {
     /// The peer node, and which scheduler sources are which peers.
     peer: Option<Arc<Peer>>,
     peer_of: HashMap<usize, chorus_peer::PeerId>,
+    found: mpsc::UnboundedReceiver<FoundPeer>,
     /// Hand over the init chunk at rendition switches (not needed within one decoder
     /// configuration, where it would only repeat the `moov` in the byte stream).
     init_on_switch: bool,
@@ -1015,6 +1017,7 @@ impl Driver {
         let mut beacon: Option<JoinHandle<()>> = None;
         let max_attempts = 8 * u32::try_from(self.edges.len().max(1)).unwrap_or(u32::MAX);
         let tx = self.tx.clone();
+        let mut found_done = false;
         loop {
             self.sched.set_limit(next_out + read_ahead);
             let now = Instant::now().into_std();
@@ -1097,6 +1100,25 @@ impl Driver {
                     let duration = self.starts.get(next_out + 1).copied().unwrap_or_else(|| self.sched.media_start(n)) - start;
                     permit.send(Delivery::Segment(generation, Segment { index: next_out, start, duration, rendition: rid, init, data, source }));
                     next_out += 1;
+                    self.publish();
+                },
+                found = self.found.recv(), if !found_done => {
+                    let Some((peer_id, held)) = found else {
+                        // Every candidate has answered (or run out of time).
+                        found_done = true;
+                        self.sched.set_awaiting_peers(false);
+                        continue;
+                    };
+                    self.summary.peers += 1;
+                    let sid = self.sched.add_source(SourceKind::Peer);
+                    for (r, rung) in self.rungs.iter().enumerate() {
+                        for (k, id) in rung.segments.iter().enumerate() {
+                            if held.contains(id) {
+                                self.sched.set_holds(sid, k, r);
+                            }
+                        }
+                    }
+                    self.peer_of.insert(sid.0, peer_id);
                     self.publish();
                 },
                 j = tasks.join_next(), if !tasks.is_empty() => {

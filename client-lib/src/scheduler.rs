@@ -224,6 +224,9 @@ pub struct Scheduler {
     stalled_before: Duration,
     /// Segments at or beyond this index are not requested (reader pace).
     limit: usize,
+    /// Peers are still being looked for: edges keep to their window as if a peer held
+    /// everything, so what is not urgent waits (briefly) for the peers' answers.
+    awaiting_peers: bool,
 }
 
 impl Scheduler {
@@ -258,6 +261,7 @@ impl Scheduler {
             first: 0,
             stalled_before: Duration::ZERO,
             limit: usize::MAX,
+            awaiting_peers: false,
         }
     }
 
@@ -265,6 +269,12 @@ impl Scheduler {
     pub fn add_source(&mut self, kind: SourceKind) -> SourceId {
         self.sources.push(Source::new(kind));
         SourceId(self.sources.len() - 1)
+    }
+
+    /// While `on`, edges are asked only for urgent segments and those within their window (peers
+    /// are being looked for and may hold the rest).
+    pub fn set_awaiting_peers(&mut self, on: bool) {
+        self.awaiting_peers = on;
     }
 
     /// Records that `source` holds `segment` in `rendition`.
@@ -439,7 +449,9 @@ impl Scheduler {
                 let peer_has = self.sources.iter().enumerate().any(|(k, p)| {
                     p.kind == SourceKind::Peer && p.holds.contains(&(i, rendition)) && self.up(SourceId(k), now)
                 });
-                !peer_has || self.urgent(i, now) || self.starts[i] <= self.playhead(now) + self.cfg.edge_window
+                (!peer_has && !self.awaiting_peers)
+                    || self.urgent(i, now)
+                    || self.starts[i] <= self.playhead(now) + self.cfg.edge_window
             }
         }
     }
@@ -639,7 +651,7 @@ impl Scheduler {
             let media = self.starts[i].saturating_sub(self.cfg.buffer_ahead).saturating_sub(self.offset());
             times.push(start + media + self.stalled_at(now));
             // With peers: when the segment enters the edges' window, or turns urgent.
-            if self.sources.iter().any(|s| s.kind == SourceKind::Peer && !s.banned) {
+            if self.awaiting_peers || self.sources.iter().any(|s| s.kind == SourceKind::Peer && !s.banned) {
                 let media = self.starts[i].saturating_sub(self.cfg.edge_window).saturating_sub(self.offset());
                 times.push(start + media + self.stalled_at(now));
                 if let Some(d) = self.deadline(i, now) {
@@ -904,6 +916,18 @@ mod tests {
         // Beyond the edges' 15 s window, segments a peer holds go to the peer, never the edge.
         let a = sources_of(&s.poll(t0 + ms(100)));
         assert_eq!(a, [(4, peer.0), (5, peer.0), (6, peer.0), (7, peer.0)]);
+    }
+
+    #[test]
+    fn while_peers_are_looked_for_the_edge_takes_only_what_is_near() {
+        let (mut s, _, t0) = peer_setup(|_| false);
+        s.set_awaiting_peers(true);
+        // Segments 0-2 (due within the 15 s window of a playback starting now) from the edge;
+        // the rest waits for the peers' answers.
+        assert_eq!(sources_of(&s.poll(t0)), [(0, 0), (1, 0), (2, 0)]);
+        // Nobody has them: the edge takes the rest at once.
+        s.set_awaiting_peers(false);
+        assert_eq!(sources_of(&s.poll(t0 + ms(10))), [(3, 0)]);
     }
 
     #[test]

@@ -1,0 +1,125 @@
+//! A swarm of listeners in one process: N chorus clients with `--p2p`, each with its own cache
+//! directory and peer node, playing tracks picked from a Zipf(1.0) catalogue (so popular
+//! tracks repeat, within a client and across clients), joining at staggered times and leaving
+//! when done. Run by `bench/swarm.sh`, which starts the origin and the edge.
+//!
+//! ```text
+//! swarm EDGE_URL ORIGIN_PUB WORK_DIR TRACKS CLIENTS PLAYS_PER_CLIENT JOIN_SPREAD_SECS SEED
+//! ```
+//! Prints one JSON object: plays, bytes by source and their shares, startup p50/p95, stalls.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chorus_client::{ClientBuilder, Summary};
+use chorus_core::{TrackId, keys};
+
+/// A small deterministic generator (SplitMix64), so runs can be repeated exactly.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Picks a rank in `0..n` with probability ∝ 1 / (rank + 1).
+fn zipf(rng: &mut Rng, cdf: &[f64]) -> usize {
+    let u = rng.unit() * cdf.last().copied().unwrap_or(1.0);
+    cdf.partition_point(|c| *c < u).min(cdf.len() - 1)
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let a: Vec<String> = std::env::args().skip(1).collect();
+    let [edge, key, work, tracks, clients, plays, spread, seed] = a.as_slice() else {
+        eprintln!("usage: swarm EDGE_URL ORIGIN_PUB WORK_DIR TRACKS CLIENTS PLAYS_PER_CLIENT JOIN_SPREAD_SECS SEED");
+        std::process::exit(2);
+    };
+    let (tracks, clients, plays): (usize, usize, usize) = (tracks.parse()?, clients.parse()?, plays.parse()?);
+    let spread: f64 = spread.parse()?;
+    let key = keys::read_verifying_key(std::path::Path::new(key))?;
+    let mut cdf = Vec::with_capacity(tracks);
+    let mut acc = 0.0;
+    for r in 0..tracks {
+        acc += 1.0 / (r + 1) as f64;
+        cdf.push(acc);
+    }
+    let cdf = Arc::new(cdf);
+    let mut rng = Rng(seed.parse()?);
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..clients {
+        let join_at = Duration::from_secs_f64(rng.unit() * spread);
+        let client_seed = rng.next();
+        let (edge, key, cdf) = (edge.clone(), key, cdf.clone());
+        let dir = std::path::Path::new(work).join(format!("client{c}"));
+        tasks.spawn(async move {
+            tokio::time::sleep(join_at).await;
+            let client = ClientBuilder::new(vec![edge], key)
+                .p2p(true)
+                .p2p_mdns(false)
+                .cache(dir, 1 << 30)
+                .quality(chorus_client::abr::Quality::Fixed(0))
+                .build()?;
+            let mut rng = Rng(client_seed);
+            let mut out: Vec<Summary> = Vec::new();
+            for _ in 0..plays {
+                let track = TrackId::parse(&format!("t{:03}", zipf(&mut rng, &cdf)))?;
+                let s = client.fetch(&track, |_| {}).await?;
+                out.push(s);
+            }
+            // Leave: the client (and its peer node) goes away with this task.
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(out)
+        });
+    }
+    let mut all: Vec<Summary> = Vec::new();
+    let mut errors = 0;
+    while let Some(j) = tasks.join_next().await {
+        match j {
+            Ok(Ok(v)) => all.extend(v),
+            Ok(Err(e)) => {
+                eprintln!("client failed: {e}");
+                errors += 1;
+            }
+            Err(e) => {
+                eprintln!("client panicked: {e}");
+                errors += 1;
+            }
+        }
+    }
+    let (edge_b, peer_b, cache_b) = all.iter().fold((0u64, 0u64, 0u64), |(e, p, c), s| {
+        (e + s.bytes_by_source.edge, p + s.bytes_by_source.peer, c + s.bytes_by_source.cache)
+    });
+    let total = (edge_b + peer_b + cache_b).max(1) as f64;
+    let mut startup: Vec<u64> = all.iter().map(|s| s.startup_ms).collect();
+    startup.sort_unstable();
+    let stalls: u64 = all.iter().map(|s| u64::from(s.stalls)).sum();
+    let rejected: u64 = all.iter().map(|s| s.chunks_rejected).sum();
+    println!(
+        "{}",
+        serde_json::json!({
+            "plays": all.len(), "client_errors": errors,
+            "bytes": {"edge": edge_b, "peer": peer_b, "cache": cache_b},
+            "share": {"edge": edge_b as f64 / total, "peer": peer_b as f64 / total, "cache": cache_b as f64 / total},
+            "startup_ms": {"p50": percentile(&startup, 0.5), "p95": percentile(&startup, 0.95)},
+            "stalls_per_100_plays": stalls as f64 * 100.0 / all.len().max(1) as f64,
+            "chunks_rejected": rejected,
+        })
+    );
+    Ok(())
+}
