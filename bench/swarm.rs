@@ -4,8 +4,10 @@
 //! when done. Run by `bench/swarm.sh`, which starts the origin and the edge.
 //!
 //! ```text
-//! swarm EDGE_URL ORIGIN_PUB WORK_DIR TRACKS CLIENTS PLAYS_PER_CLIENT JOIN_SPREAD_SECS SEED
+//! swarm EDGE_URL ORIGIN_PUB WORK_DIR TRACKS CLIENTS PLAYS_PER_CLIENT JOIN_SPREAD_SECS SEED [play]
 //! ```
+//! With `play`, every client plays at real-time speed (`--play`), so listeners overlap as
+//! they would and stalls mean something; without, each track is fetched as fast as it comes.
 //! Prints one JSON object: plays, bytes by source and their shares, startup p50/p95, stalls.
 
 use std::sync::Arc;
@@ -47,7 +49,8 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a: Vec<String> = std::env::args().skip(1).collect();
-    let [edge, key, work, tracks, clients, plays, spread, seed] = a.as_slice() else {
+    let play = a.get(8).is_some_and(|m| m == "play");
+    let [edge, key, work, tracks, clients, plays, spread, seed, ..] = a.as_slice() else {
         eprintln!("usage: swarm EDGE_URL ORIGIN_PUB WORK_DIR TRACKS CLIENTS PLAYS_PER_CLIENT JOIN_SPREAD_SECS SEED");
         std::process::exit(2);
     };
@@ -75,6 +78,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .p2p_mdns(false)
                 .cache(dir, 1 << 30)
                 .quality(chorus_client::abr::Quality::Fixed(0))
+                .play(play)
                 .build()?;
             let mut rng = Rng(client_seed);
             let mut out: Vec<Summary> = Vec::new();
@@ -113,7 +117,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "{}",
         serde_json::json!({
-            "plays": all.len(), "client_errors": errors,
+            "plays": all.len(), "client_errors": errors, "mode": if play { "play" } else { "fast" },
             "bytes": {"edge": edge_b, "peer": peer_b, "cache": cache_b},
             "share": {"edge": edge_b as f64 / total, "peer": peer_b as f64 / total, "cache": cache_b as f64 / total},
             "startup_ms": {"p50": percentile(&startup, 0.5), "p95": percentile(&startup, 0.95)},

@@ -9,12 +9,13 @@
 # random bytes (the client never decodes; every chunk is still verified by its hash).
 #
 # Knobs (environment): TRACKS (30), SEGMENTS (30), CLIENTS (20), PLAYS (8), JOIN_SPREAD (20),
-# SEED (42). Run from anywhere:  bench/swarm.sh
+# SEED (42), PLAY (0; 1 = every client plays in real time, so a run lasts about
+# PLAYS x SEGMENTS x 6 s). Run from anywhere:  bench/swarm.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TRACKS=${TRACKS:-30}; SEGMENTS=${SEGMENTS:-30}; CLIENTS=${CLIENTS:-20}; PLAYS=${PLAYS:-8}
-JOIN_SPREAD=${JOIN_SPREAD:-20}; SEED=${SEED:-42}
+JOIN_SPREAD=${JOIN_SPREAD:-20}; SEED=${SEED:-42}; PLAY=${PLAY:-0}
 
 echo "building (release)..." >&2
 cargo build --release -q --bin chorus --example swarm
@@ -50,4 +51,5 @@ for _ in $(seq 100); do EDGE=$(grep -o '"url":"http://[^"]*' "$WORK/edge.log" 2>
 [ -n "${EDGE:-}" ] || { echo "edge did not start" >&2; cat "$WORK/edge.log" >&2; exit 1; }
 
 echo "swarm: $CLIENTS clients x $PLAYS plays, joining over ${JOIN_SPREAD}s..." >&2
-"$SWARM" "$EDGE" "$WORK/store/origin.pub" "$WORK/clients" "$TRACKS" "$CLIENTS" "$PLAYS" "$JOIN_SPREAD" "$SEED"
+MODE=fast; [ "$PLAY" = 1 ] && MODE=play
+"$SWARM" "$EDGE" "$WORK/store/origin.pub" "$WORK/clients" "$TRACKS" "$CLIENTS" "$PLAYS" "$JOIN_SPREAD" "$SEED" "$MODE"
