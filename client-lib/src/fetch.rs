@@ -766,8 +766,11 @@ impl Client {
         let mut sched = sched;
         if let Some(p) = &peer {
             sched.set_awaiting_peers(true);
-            let (this, p, track, edges) = (self.clone(), p.clone(), track.clone(), edges.clone());
-            tokio::spawn(async move { this.peers_holding(&p, &track, &edges, &found_tx).await });
+            let (this, p, track, edges, tx) = (self.clone(), p.clone(), track.clone(), edges.clone(), found_tx.clone());
+            tokio::spawn(async move {
+                this.peers_holding(&p, &track, &edges, &tx).await;
+                let _ = tx.send(PeerNews::Done);
+            });
         }
         let starts: Vec<Duration> = (0..sched.len()).map(|i| sched.media_start(i)).collect();
         let info = TrackInfo {
@@ -787,6 +790,7 @@ impl Client {
             peer,
             peer_of: HashMap::new(),
             found: found_rx,
+            found_tx,
             init_on_switch: switching == Switching::Anywhere,
             inner: self.inner.clone(),
             track: track.clone(),
@@ -821,7 +825,7 @@ impl Client {
         p: &Arc<Peer>,
         track: &TrackId,
         edges: &[Arc<Edge>],
-        found: &mpsc::UnboundedSender<FoundPeer>,
+        found: &mpsc::UnboundedSender<PeerNews>,
     ) {
         const LOOK: Duration = Duration::from_secs(2);
         let inner = &self.inner;
@@ -863,8 +867,8 @@ impl Client {
             });
         }
         while let Some(j) = asking.join_next().await {
-            if let Ok(Some(f)) = j
-                && found.send(f).is_err()
+            if let Ok(Some((id, held))) = j
+                && found.send(PeerNews::Holds(id, held)).is_err()
             {
                 return; // the track is over
             }
@@ -950,8 +954,16 @@ impl Inner {
     }
 }
 
-/// A peer that holds chunks of the track, and which.
-type FoundPeer = (chorus_peer::PeerId, std::collections::HashSet<ChunkId>);
+/// What the peer search tells the driver.
+enum PeerNews {
+    /// A peer holds these chunks of the track (now; asked again every few seconds).
+    Holds(chorus_peer::PeerId, std::collections::HashSet<ChunkId>),
+    /// The first search is over: edges need no longer hold back.
+    Done,
+}
+
+/// How often a playing track asks again who holds what (peers fetch ahead too).
+const PEER_REFRESH: Duration = Duration::from_secs(5);
 
 /// A chunk fetched outside the scheduler.
 struct OneChunk {
@@ -983,7 +995,8 @@ struct Driver {
     /// The peer node, and which scheduler sources are which peers.
     peer: Option<Arc<Peer>>,
     peer_of: HashMap<usize, chorus_peer::PeerId>,
-    found: mpsc::UnboundedReceiver<FoundPeer>,
+    found: mpsc::UnboundedReceiver<PeerNews>,
+    found_tx: mpsc::UnboundedSender<PeerNews>,
     /// Hand over the init chunk at rendition switches (not needed within one decoder
     /// configuration, where it would only repeat the `moov` in the byte stream).
     init_on_switch: bool,
@@ -1017,7 +1030,9 @@ impl Driver {
         let mut beacon: Option<JoinHandle<()>> = None;
         let max_attempts = 8 * u32::try_from(self.edges.len().max(1)).unwrap_or(u32::MAX);
         let tx = self.tx.clone();
-        let mut found_done = false;
+        let mut sid_of: HashMap<chorus_peer::PeerId, SourceId> = HashMap::new();
+        let mut refresh = tokio::time::interval_at(Instant::now() + PEER_REFRESH, PEER_REFRESH);
+        let mut announced_start = false;
         loop {
             self.sched.set_limit(next_out + read_ahead);
             let now = Instant::now().into_std();
@@ -1101,16 +1116,27 @@ impl Driver {
                     permit.send(Delivery::Segment(generation, Segment { index: next_out, start, duration, rendition: rid, init, data, source }));
                     next_out += 1;
                     self.publish();
+                    if !announced_start {
+                        // Listeners a little behind on this track can ask us from now on.
+                        announced_start = true;
+                        self.announce();
+                    }
                 },
-                found = self.found.recv(), if !found_done => {
-                    let Some((peer_id, held)) = found else {
-                        // Every candidate has answered (or run out of time).
-                        found_done = true;
+                news = self.found.recv() => {
+                    let Some(PeerNews::Holds(peer_id, held)) = news else {
+                        // The first search is over (every candidate answered or ran out of time).
                         self.sched.set_awaiting_peers(false);
                         continue;
                     };
-                    self.summary.peers += 1;
-                    let sid = self.sched.add_source(SourceKind::Peer);
+                    let sid = match sid_of.get(&peer_id) {
+                        Some(sid) => *sid,
+                        None => {
+                            self.summary.peers += 1;
+                            let sid = self.sched.add_source(SourceKind::Peer);
+                            sid_of.insert(peer_id, sid);
+                            sid
+                        }
+                    };
                     for (r, rung) in self.rungs.iter().enumerate() {
                         for (k, id) in rung.segments.iter().enumerate() {
                             if held.contains(id) {
@@ -1120,6 +1146,14 @@ impl Driver {
                     }
                     self.peer_of.insert(sid.0, peer_id);
                     self.publish();
+                },
+                _ = refresh.tick(), if self.peer.is_some() && next_out < n => {
+                    // Who holds what changes as other listeners play: ask again.
+                    if let Some(p) = self.peer.clone() {
+                        let this = Client { inner: self.inner.clone() };
+                        let (track, edges, tx) = (self.track.clone(), self.edges.clone(), self.found_tx.clone());
+                        tokio::spawn(async move { this.peers_holding(&p, &track, &edges, &tx).await });
+                    }
                 },
                 j = tasks.join_next(), if !tasks.is_empty() => {
                     let Some(Ok(f)) = j else { continue };
