@@ -1039,7 +1039,11 @@ impl Driver {
             for a in self.sched.poll(now) {
                 match a {
                     Action::Fetch { segment, rendition, source, .. } => {
-                        attempts[segment] += 1;
+                        // Only edge attempts count toward giving up: a peer that is busy, gone or
+                        // lying costs a retry, and the edge is always there after it.
+                        if !self.peer_of.contains_key(&source.0) {
+                            attempts[segment] += 1;
+                        }
                         let id = self.rungs[rendition].segments[segment];
                         if attempts[segment] > max_attempts {
                             let _ = self.tx.send(Delivery::Failed(FetchError::Chunk(id))).await;
