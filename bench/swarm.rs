@@ -50,6 +50,8 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a: Vec<String> = std::env::args().skip(1).collect();
     let play = a.get(8).is_some_and(|m| m == "play");
+    // Uplink per client in bytes/s (0 = no cap), from the environment.
+    let uplink = std::env::var("UPLINK").ok().and_then(|u| u.parse::<u64>().ok()).filter(|u| *u > 0);
     let [edge, key, work, tracks, clients, plays, spread, seed, ..] = a.as_slice() else {
         eprintln!("usage: swarm EDGE_URL ORIGIN_PUB WORK_DIR TRACKS CLIENTS PLAYS_PER_CLIENT JOIN_SPREAD_SECS SEED");
         std::process::exit(2);
@@ -76,6 +78,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let client = ClientBuilder::new(vec![edge], key)
                 .p2p(true)
                 .p2p_mdns(false)
+                .p2p_upload_rate(uplink)
                 .cache(dir, 1 << 30)
                 .quality(chorus_client::abr::Quality::Fixed(0))
                 .play(play)
@@ -117,7 +120,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "{}",
         serde_json::json!({
-            "plays": all.len(), "client_errors": errors, "mode": if play { "play" } else { "fast" },
+            "plays": all.len(), "client_errors": errors, "mode": if play { "play" } else { "fast" }, "uplink_bytes_per_s": uplink,
             "bytes": {"edge": edge_b, "peer": peer_b, "cache": cache_b},
             "share": {"edge": edge_b as f64 / total, "peer": peer_b as f64 / total, "cache": cache_b as f64 / total},
             "startup_ms": {"p50": percentile(&startup, 0.5), "p95": percentile(&startup, 0.95)},

@@ -10,12 +10,13 @@
 #
 # Knobs (environment): TRACKS (30), SEGMENTS (30), CLIENTS (20), PLAYS (8), JOIN_SPREAD (20),
 # SEED (42), PLAY (0; 1 = every client plays in real time, so a run lasts about
-# PLAYS x SEGMENTS x 6 s). Run from anywhere:  bench/swarm.sh
+# PLAYS x SEGMENTS x 6 s), UPLINK (0; bytes/s each client uploads at most, e.g. 125000 for
+# 1 Mbit/s). Run from anywhere:  bench/swarm.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TRACKS=${TRACKS:-30}; SEGMENTS=${SEGMENTS:-30}; CLIENTS=${CLIENTS:-20}; PLAYS=${PLAYS:-8}
-JOIN_SPREAD=${JOIN_SPREAD:-20}; SEED=${SEED:-42}; PLAY=${PLAY:-0}
+JOIN_SPREAD=${JOIN_SPREAD:-20}; SEED=${SEED:-42}; PLAY=${PLAY:-0}; export UPLINK=${UPLINK:-0}
 
 echo "building (release)..." >&2
 cargo build --release -q --bin chorus --example swarm

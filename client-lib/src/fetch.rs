@@ -140,6 +140,7 @@ pub struct ClientBuilder {
     p2p: bool,
     p2p_bootstrap: Vec<chorus_peer::Multiaddr>,
     p2p_mdns: bool,
+    p2p_upload_rate: Option<u64>,
 }
 
 impl ClientBuilder {
@@ -161,6 +162,7 @@ impl ClientBuilder {
             p2p: false,
             p2p_bootstrap: Vec::new(),
             p2p_mdns: true,
+            p2p_upload_rate: None,
         }
     }
     /// TLS trust for edges.
@@ -226,6 +228,14 @@ impl ClientBuilder {
     #[must_use]
     pub const fn p2p_mdns(mut self, on: bool) -> Self {
         self.p2p_mdns = on;
+        self
+    }
+
+    /// Upload bytes per second this client gives other peers, at most (default: no cap);
+    /// requests beyond it are answered BUSY.
+    #[must_use]
+    pub const fn p2p_upload_rate(mut self, bytes_per_sec: Option<u64>) -> Self {
+        self.p2p_upload_rate = bytes_per_sec;
         self
     }
 
@@ -345,6 +355,7 @@ impl Inner {
                     consume_only: self.cfg.cache.is_none(),
                     bootstrap: self.cfg.p2p_bootstrap.clone(),
                     mdns: self.cfg.p2p_mdns,
+                    upload_rate: self.cfg.p2p_upload_rate,
                     ..chorus_peer::PeerConfig::default()
                 };
                 match Peer::start(cfg, store, key, &prometheus::Registry::new()) {
