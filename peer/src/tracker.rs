@@ -95,3 +95,20 @@ pub async fn peers(
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announced_addresses_are_dialable_bounded_and_name_the_peer() {
+        let peer = PeerId::random();
+        let mut addrs: Vec<Multiaddr> = vec!["/ip4/0.0.0.0/tcp/4001".parse().unwrap()];
+        addrs.extend((0..10).map(|i| format!("/ip4/10.1.1.{i}/tcp/4001").parse::<Multiaddr>().unwrap()));
+        let out = announceable(peer, &addrs);
+        assert_eq!(out.len(), MAX_ADDRS);
+        assert!(out.iter().all(|a| !a.to_string().starts_with("/ip4/0.0.0.0")));
+        assert!(out.iter().all(|a| a.to_string().ends_with(&format!("/p2p/{peer}"))));
+        assert_eq!(out[0].to_string(), format!("/ip4/10.1.1.0/tcp/4001/p2p/{peer}"));
+    }
+}
