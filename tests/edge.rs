@@ -14,11 +14,7 @@ use chorus_core::keys;
 use chorus_core::manifest::Manifest;
 use http::{Request, StatusCode};
 use support::proxy::{self, Mode};
-use support::{Node, chorus, metric, metric_sum, samples};
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use support::{Node, chorus, metric, metric_sum, s, samples};
 
 /// An origin with two sample tracks, on http, https and h3.
 struct Origin {

@@ -3,16 +3,10 @@
 
 mod support;
 
-use std::path::Path;
-
 use chorus_core::ChunkId;
 use chorus_core::manifest::Manifest;
 use support::proxy::{self, Mode};
-use support::{Node, chorus, have_ffmpeg, samples};
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use support::{Node, chorus, have_ffmpeg, ingest_sample, s, start_origin};
 
 struct Net {
     dir: tempfile::TempDir,
@@ -24,12 +18,8 @@ impl Net {
     fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("store");
-        assert!(
-            chorus(&["ingest", "--store", s(&store), "--track", "tides", s(&samples().join("chorus-tides"))])
-                .status
-                .success()
-        );
-        let origin = Node::start(&["origin", "--store", s(&store), "--listen", "http://127.0.0.1:0"], 1);
+        ingest_sample(&store, "tides", "chorus-tides");
+        let origin = start_origin(&store);
         let edges = (0..2)
             .map(|i| {
                 let cache = dir.path().join(format!("edge{i}"));
@@ -230,11 +220,7 @@ async fn an_edge_that_corrupts_bytes_is_caught_and_the_output_is_still_right() {
 async fn a_next_track_hint_warms_that_track_at_the_edge() {
     let net = Net::start();
     let store = net.dir.path().join("store");
-    assert!(
-        chorus(&["ingest", "--store", s(&store), "--track", "lantern", s(&samples().join("chorus-lantern"))])
-            .status
-            .success()
-    );
+    ingest_sample(&store, "lantern", "chorus-lantern");
     let edge = net.edges[0].url("http");
     let (out, _) = net.fetch(std::slice::from_ref(&edge), &["--next", "lantern"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

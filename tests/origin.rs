@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
 use chorus_core::http::Protocol;
@@ -15,7 +14,7 @@ use chorus_core::keys::{self, VerifyingKey};
 use chorus_core::manifest::{Container, Manifest};
 use chorus_core::{ChunkId, token};
 use http::{Request, StatusCode};
-use support::{Node, chorus, chorus_with_path, have_ffmpeg, samples, snapshot, write_wav};
+use support::{Node, chorus, chorus_with_path, have_ffmpeg, s, samples, snapshot, write_wav};
 
 fn ok(out: &std::process::Output) -> String {
     assert!(
@@ -25,10 +24,6 @@ fn ok(out: &std::process::Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 fn origin_args<'a>(store: &'a str, extra: &[&'a str]) -> Vec<&'a str> {

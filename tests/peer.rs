@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,10 +13,76 @@ use chorus_core::http::client::HttpClient;
 use chorus_core::http::tls::ClientTls;
 use chorus_core::manifest::Manifest;
 use chorus_peer::{Peer, PeerConfig, Store};
-use support::{Node, chorus, samples};
+use support::{Node, chorus, ingest_sample, log_field, s, start_origin, wait_log};
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
+/// An edge (plain HTTP, port 0) in front of `origin`, caching in `cache`.
+fn edge_in_front_of(origin: &Node, cache: &Path) -> Node {
+    Node::start(
+        &["edge", "--upstream", &origin.url("http"), "--listen", "http://127.0.0.1:0", "--cache-dir", s(cache)],
+        1,
+    )
+}
+
+/// The sample track "tides" on a real origin behind one edge, in a temporary directory.
+struct Net {
+    dir: tempfile::TempDir,
+    store: PathBuf,
+    origin: Node,
+    edge: Node,
+}
+
+impl Net {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        ingest_sample(&store, "tides", "chorus-tides");
+        let origin = start_origin(&store);
+        let edge = edge_in_front_of(&origin, &dir.path().join("edge"));
+        Self { dir, store, origin, edge }
+    }
+
+    /// One more edge in front of the same origin, with its cache in `name`.
+    fn another_edge(&self, name: &str) -> Node {
+        edge_in_front_of(&self.origin, &self.dir.path().join(name))
+    }
+
+    fn key(&self) -> PathBuf {
+        self.store.join("origin.pub")
+    }
+
+    /// `chorus peer` seeding "tides" into `cache` and announcing to `edge`; returns it once it
+    /// has announced, with the full multiaddr it logged.
+    fn seeder(&self, edge: &Node, cache: &Path) -> (Node, String) {
+        let node = Node::start(
+            &[
+                "peer",
+                "--edge",
+                &edge.url("http"),
+                "--seed",
+                "tides",
+                "--origin-key",
+                s(&self.key()),
+                "--cache-dir",
+                s(cache),
+                "--p2p-listen",
+                "/ip4/127.0.0.1/tcp/0",
+                "--no-mdns",
+            ],
+            0,
+        );
+        let addr = log_field(&wait_log(&node, "peer listening"), "address");
+        wait_log(&node, "announced");
+        (node, addr)
+    }
+
+    fn manifest(&self) -> Manifest {
+        serde_json::from_slice(&std::fs::read(self.store.join("manifests").join("tides.json")).unwrap()).unwrap()
+    }
+
+    /// The origin's bytes of a chunk.
+    fn chunk(&self, id: &chorus_core::ChunkId) -> Vec<u8> {
+        std::fs::read(chorus_core::chunkdir::chunk_path(&self.store, id)).unwrap()
+    }
 }
 
 /// A store with nothing in it (the fetching side).
@@ -33,60 +99,13 @@ impl Store for Empty {
     }
 }
 
-fn wait_log(node: &Node, what: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(l) = node.log.lock().unwrap().iter().find(|l| l.contains(what)) {
-            return l.clone();
-        }
-        assert!(Instant::now() < deadline, "no {what:?} in:\n{}", node.log.lock().unwrap().join("\n"));
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seeding_peer_serves_every_chunk_of_its_tracks_found_through_the_tracker() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    assert!(
-        chorus(&["ingest", "--store", s(&store), "--track", "tides", s(&samples().join("chorus-tides"))])
-            .status
-            .success()
-    );
-    let origin = Node::start(&["origin", "--store", s(&store), "--listen", "http://127.0.0.1:0"], 1);
-    let edge = Node::start(
-        &[
-            "edge",
-            "--upstream",
-            &origin.url("http"),
-            "--listen",
-            "http://127.0.0.1:0",
-            "--cache-dir",
-            s(&dir.path().join("edge")),
-        ],
-        1,
-    );
-    let seed_dir = dir.path().join("seed");
-    let seeder = Node::start(
-        &[
-            "peer",
-            "--edge",
-            &edge.url("http"),
-            "--seed",
-            "tides",
-            "--origin-key",
-            s(&store.join("origin.pub")),
-            "--cache-dir",
-            s(&seed_dir),
-            "--p2p-listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--no-mdns",
-        ],
-        0,
-    );
-    let listening = wait_log(&seeder, "peer listening");
+    let net = Net::start();
+    let seed_dir = net.dir.path().join("seed");
+    let (seeder, listening) = net.seeder(&net.edge, &seed_dir);
     assert!(listening.contains("/p2p/12D3KooW"), "full multiaddr logged: {listening}");
-    wait_log(&seeder, "announced");
+    let edge = &net.edge;
 
     // The tracker lists the seeder for the track, with an address to dial.
     let http = HttpClient::new(&ClientTls::default()).unwrap();
@@ -106,9 +125,7 @@ async fn a_seeding_peer_serves_every_chunk_of_its_tracks_found_through_the_track
     )
     .unwrap();
     leech.dial(addrs[0].clone()).await.unwrap();
-    let doc = std::fs::read(store.join("manifests").join("tides.json")).unwrap();
-    let m: Manifest = serde_json::from_slice(&doc).unwrap();
-    let all: Vec<_> = m.chunks().map(|c| c.id).collect();
+    let all: Vec<_> = net.manifest().chunks().map(|c| c.id).collect();
     let mut held = leech.have(peer_id, track).await.unwrap();
     held.sort();
     let mut want = all.clone();
@@ -153,51 +170,11 @@ impl Store for Liar {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetch_with_p2p_takes_what_is_not_urgent_from_peers_and_bans_a_liar() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    assert!(
-        chorus(&["ingest", "--store", s(&store), "--track", "tides", s(&samples().join("chorus-tides"))])
-            .status
-            .success()
-    );
-    let origin = Node::start(&["origin", "--store", s(&store), "--listen", "http://127.0.0.1:0"], 1);
-    let edge = Node::start(
-        &[
-            "edge",
-            "--upstream",
-            &origin.url("http"),
-            "--listen",
-            "http://127.0.0.1:0",
-            "--cache-dir",
-            s(&dir.path().join("edge")),
-        ],
-        1,
-    );
-    let key = store.join("origin.pub");
-    let seeder = Node::start(
-        &[
-            "peer",
-            "--edge",
-            &edge.url("http"),
-            "--seed",
-            "tides",
-            "--origin-key",
-            s(&key),
-            "--cache-dir",
-            s(&dir.path().join("seed")),
-            "--p2p-listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--no-mdns",
-        ],
-        0,
-    );
-    wait_log(&seeder, "announced");
-    let doc = std::fs::read(store.join("manifests").join("tides.json")).unwrap();
-    let m: Manifest = serde_json::from_slice(&doc).unwrap();
-    let expected: Vec<u8> = m.renditions[1]
-        .chunks()
-        .flat_map(|c| std::fs::read(chorus_core::chunkdir::chunk_path(&store, &c.id)).unwrap())
-        .collect();
+    let net = Net::start();
+    let (dir, edge, key) = (&net.dir, &net.edge, net.key());
+    let (seeder, _) = net.seeder(edge, &dir.path().join("seed"));
+    let m = net.manifest();
+    let expected: Vec<u8> = m.renditions[1].chunks().flat_map(|c| net.chunk(&c.id)).collect();
 
     // A fresh listener with --p2p: the start from the edge, later segments from the seeder.
     let out_file = dir.path().join("out.mp4");
@@ -256,48 +233,10 @@ async fn fetch_with_p2p_takes_what_is_not_urgent_from_peers_and_bans_a_liar() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_vanishes_mid_transfer_costs_nothing_but_a_retry_at_the_edge() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    assert!(
-        chorus(&["ingest", "--store", s(&store), "--track", "tides", s(&samples().join("chorus-tides"))])
-            .status
-            .success()
-    );
-    let origin = Node::start(&["origin", "--store", s(&store), "--listen", "http://127.0.0.1:0"], 1);
-    let edge = Node::start(
-        &[
-            "edge",
-            "--upstream",
-            &origin.url("http"),
-            "--listen",
-            "http://127.0.0.1:0",
-            "--cache-dir",
-            s(&dir.path().join("edge")),
-        ],
-        1,
-    );
-    let key = store.join("origin.pub");
-    let seeder = Node::start(
-        &[
-            "peer",
-            "--edge",
-            &edge.url("http"),
-            "--seed",
-            "tides",
-            "--origin-key",
-            s(&key),
-            "--cache-dir",
-            s(&dir.path().join("seed")),
-            "--p2p-listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--no-mdns",
-        ],
-        0,
-    );
-    wait_log(&seeder, "announced");
+    let net = Net::start();
+    let (dir, edge, key) = (&net.dir, &net.edge, net.key());
     // The seeder, reached only through a relay that answers 100 ms late and can be cut.
-    let logged = wait_log(&seeder, "peer listening");
-    let full = logged.split("address\":\"").nth(1).and_then(|r| r.split('"').next()).unwrap().to_owned();
+    let (_seeder, full) = net.seeder(edge, &dir.path().join("seed"));
     let (tcp, peer_id) = {
         let a: chorus_peer::Multiaddr = full.parse().unwrap();
         let port = a.iter().find_map(|p| match p {
@@ -334,14 +273,11 @@ async fn a_peer_that_vanishes_mid_transfer_costs_nothing_but_a_retry_at_the_edge
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     relay.cut();
-    let doc = std::fs::read(store.join("manifests").join("tides.json")).unwrap();
-    let m: Manifest = serde_json::from_slice(&doc).unwrap();
+    let m = net.manifest();
     let mut n = 0;
     while let Some(seg) = t.next().await {
         let seg = seg.expect("the track completes from the edge");
-        let want =
-            std::fs::read(chorus_core::chunkdir::chunk_path(&store, &m.renditions[1].segments[seg.index].id)).unwrap();
-        assert_eq!(seg.data, want);
+        assert_eq!(seg.data, net.chunk(&m.renditions[1].segments[seg.index].id));
         n += 1;
     }
     assert_eq!(n, m.renditions[1].segments.len());
@@ -353,56 +289,15 @@ async fn a_peer_that_vanishes_mid_transfer_costs_nothing_but_a_retry_at_the_edge
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_nothing_on_the_tracker_peers_are_found_through_kademlia() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    assert!(
-        chorus(&["ingest", "--store", s(&store), "--track", "tides", s(&samples().join("chorus-tides"))])
-            .status
-            .success()
-    );
-    let origin = Node::start(&["origin", "--store", s(&store), "--listen", "http://127.0.0.1:0"], 1);
-    let edge = |name: &str| {
-        Node::start(
-            &[
-                "edge",
-                "--upstream",
-                &origin.url("http"),
-                "--listen",
-                "http://127.0.0.1:0",
-                "--cache-dir",
-                s(&dir.path().join(name)),
-            ],
-            1,
-        )
-    };
+    let net = Net::start();
     // The seeder announces to edge B's tracker; the listener asks edge A, whose tracker knows
     // nobody, and finds the seeder as a Kademlia provider through its bootstrap address.
-    let (edge_a, edge_b) = (edge("edge-a"), edge("edge-b"));
-    let key = store.join("origin.pub");
-    let seeder = Node::start(
-        &[
-            "peer",
-            "--edge",
-            &edge_b.url("http"),
-            "--seed",
-            "tides",
-            "--origin-key",
-            s(&key),
-            "--cache-dir",
-            s(&dir.path().join("seed")),
-            "--p2p-listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--no-mdns",
-        ],
-        0,
-    );
-    wait_log(&seeder, "announced");
-    let logged = wait_log(&seeder, "peer listening");
-    let full = logged.split("address\":\"").nth(1).and_then(|r| r.split('"').next()).unwrap().to_owned();
+    let (edge_a, edge_b, key) = (&net.edge, net.another_edge("edge-b"), net.key());
+    let (_seeder, full) = net.seeder(&edge_b, &net.dir.path().join("seed"));
     let http = HttpClient::new(&ClientTls::default()).unwrap();
     let track = TrackId::parse("tides").unwrap();
     assert!(chorus_peer::tracker::peers(&http, &edge_a.url("http"), &track, None).await.unwrap().is_empty());
-    let (edge_url, cache) = (edge_a.url("http"), dir.path().join("listener"));
+    let (edge_url, cache) = (edge_a.url("http"), net.dir.path().join("listener"));
     let out = tokio::task::spawn_blocking(move || {
         chorus(&[
             "fetch",

@@ -20,16 +20,12 @@ use chorus_core::keys;
 use chorus_core::manifest::Manifest;
 use chorus_core::{ChunkId, TrackId};
 use support::proxy::{self, Mode};
-use support::{Node, chorus, samples};
+use support::{Node, chorus, s, samples, start_origin};
 use tokio::io::AsyncReadExt as _;
 
 const SEGMENTS: usize = 10;
 const RUNGS: [(&str, u64, &str); 3] =
     [("aac-24", 24_000, "aac-24"), ("aac-96", 96_000, "aac-96"), ("aac-160", 160_000, "aac-96")];
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// Writes the ladder as an HLS package and returns its master playlist.
 fn package(dir: &Path) -> PathBuf {
@@ -80,7 +76,7 @@ impl Net {
         let master = package(&dir.path().join("pkg"));
         let out = chorus(&["ingest", "--store", s(&store), "--track", "long", "--mode", "hls", s(&master)]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let origin = Node::start(&["origin", "--store", s(&store), "--listen", "http://127.0.0.1:0"], 1);
+        let origin = start_origin(&store);
         let edges = (0..edges)
             .map(|i| {
                 let cache = dir.path().join(format!("edge{i}"));

@@ -200,3 +200,37 @@ pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
         .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
         .sum()
 }
+
+/// A path as the `&str` a command line wants.
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Ingests the shipped sample `sample` (e.g. `chorus-tides`) into `store` as `track`.
+pub fn ingest_sample(store: &Path, track: &str, sample: &str) {
+    let out = chorus(&["ingest", "--store", s(store), "--track", track, s(&samples().join(sample))]);
+    assert!(out.status.success(), "ingest {sample}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// An origin serving `store` over plain HTTP on port 0.
+pub fn start_origin(store: &Path) -> Node {
+    Node::start(&["origin", "--store", s(store), "--listen", "http://127.0.0.1:0"], 1)
+}
+
+/// Waits (up to 60 s) for a log line of `node` containing `what`, and returns it.
+pub fn wait_log(node: &Node, what: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(l) = node.log.lock().unwrap().iter().find(|l| l.contains(what)) {
+            return l.clone();
+        }
+        assert!(Instant::now() < deadline, "no {what:?} in:\n{}", node.log.lock().unwrap().join("\n"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A string field of a JSON log line (`fields.NAME`).
+pub fn log_field(line: &str, name: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    v["fields"][name].as_str().unwrap_or_else(|| panic!("no {name} in {line}")).to_owned()
+}
