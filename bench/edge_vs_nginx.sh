@@ -150,6 +150,9 @@ run() {
     'BEGIN { printf "%s %.0f %.1f\n", name, rps, (d / hz) / n * 1e6 }'
 }
 
+# UDP datagrams the kernel dropped for want of receive buffer (all sockets on the machine).
+udp_rcvbuf_errors() { awk '/^Udp:/ { n++ } n == 2 && /^Udp:/ { print $6; exit }' /proc/net/snmp; }
+
 D=$SECONDS_PER_RUN C=$CONNECTIONS
 RESULTS=$WORK/results
 for round in $(seq "$ROUNDS"); do
@@ -165,7 +168,9 @@ for round in $(seq "$ROUNDS"); do
     fi
   done
   run ours-h2 "$EDGE_PID" "$LOADGEN" "https://127.0.0.1:$EDGE_TLS" "$WORK/paths" "$C" "$D" --ca "$CERT" >> "$RESULTS"
+  drops0=$(udp_rcvbuf_errors)
   run ours-h3 "$EDGE_PID" "$LOADGEN" "h3://127.0.0.1:$EDGE_TLS" "$WORK/paths" "$C" "$D" --ca "$CERT" >> "$RESULTS"
+  echo "udp-drops $(( $(udp_rcvbuf_errors) - drops0 ))" >> "$RESULTS"
 done
 
 median() { # NAME FIELD → median of that field over rounds
@@ -184,5 +189,6 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 echo "HTTP/1.1  edge/nginx requests/s: $(ratio "$(median h1-edge 2)" "$(median h1-nginx 2)")x   nginx/edge CPU per request: $(ratio "$(median h1-nginx 3)" "$(median h1-edge 3)")x"
 echo "HTTP/2    edge/nginx requests/s: $(ratio "$(median h2-edge 2)" "$(median h2-nginx 2)")x   nginx/edge CPU per request: $(ratio "$(median h2-nginx 3)" "$(median h2-edge 3)")x"
 echo "HTTP/3 vs HTTP/2 (edge, same client): $(ratio "$(median ours-h3 2)" "$(median ours-h2 2)")x requests/s"
+echo "UDP datagrams dropped for want of receive buffer during the HTTP/3 runs: $(awk '$1 == "udp-drops" { s += $2 } END { print s + 0 }' "$RESULTS")"
 echo
 echo "raw results (name rps cpu_us_per_request):"; cat "$RESULTS"
