@@ -16,27 +16,9 @@ use std::time::Duration;
 use chorus_client::{ClientBuilder, Summary};
 use chorus_core::{TrackId, keys};
 
-/// A small deterministic generator (SplitMix64), so runs can be repeated exactly.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-/// Picks a rank in `0..n` with probability ∝ 1 / (rank + 1).
-fn zipf(rng: &mut Rng, cdf: &[f64]) -> usize {
-    let u = rng.unit() * cdf.last().copied().unwrap_or(1.0);
-    cdf.partition_point(|c| *c < u).min(cdf.len() - 1)
-}
+#[path = "zipf.rs"]
+mod zipf;
+use zipf::{Rng, Zipf};
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
@@ -59,19 +41,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (tracks, clients, plays): (usize, usize, usize) = (tracks.parse()?, clients.parse()?, plays.parse()?);
     let spread: f64 = spread.parse()?;
     let key = keys::read_verifying_key(std::path::Path::new(key))?;
-    let mut cdf = Vec::with_capacity(tracks);
-    let mut acc = 0.0;
-    for r in 0..tracks {
-        acc += 1.0 / (r + 1) as f64;
-        cdf.push(acc);
-    }
-    let cdf = Arc::new(cdf);
+    let popularity = Arc::new(Zipf::new(tracks));
     let mut rng = Rng(seed.parse()?);
     let mut tasks = tokio::task::JoinSet::new();
     for c in 0..clients {
         let join_at = Duration::from_secs_f64(rng.unit() * spread);
         let client_seed = rng.next();
-        let (edge, key, cdf) = (edge.clone(), key, cdf.clone());
+        let (edge, key, popularity) = (edge.clone(), key, popularity.clone());
         let dir = std::path::Path::new(work).join(format!("client{c}"));
         tasks.spawn(async move {
             tokio::time::sleep(join_at).await;
@@ -86,7 +62,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut rng = Rng(client_seed);
             let mut out: Vec<Summary> = Vec::new();
             for _ in 0..plays {
-                let track = TrackId::parse(&format!("t{:03}", zipf(&mut rng, &cdf)))?;
+                let track = TrackId::parse(&format!("t{:03}", popularity.sample(&mut rng)))?;
                 let s = client.fetch(&track, |_| {}).await?;
                 out.push(s);
             }

@@ -19,20 +19,9 @@ impl Weighted for Size {
     }
 }
 
-/// SplitMix64: a small, fast, well-mixed deterministic generator.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+#[path = "../../bench/zipf.rs"]
+mod zipf;
+use zipf::{Rng, Zipf};
 
 fn main() {
     let args: Vec<u64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
@@ -45,19 +34,8 @@ fn main() {
     let ids: Vec<ChunkId> = (0..chunks as u64).map(|i| ChunkId::of(&i.to_le_bytes())).collect();
     let sizes: Vec<u64> = (0..chunks).map(|_| ladder[(rng.next() % 4) as usize]).collect();
     let total: u64 = sizes.iter().sum();
-    // Zipf(1.0): P(rank k) ∝ 1/k; the cumulative table is searched per request.
-    let mut cdf = Vec::with_capacity(chunks);
-    let mut acc = 0.0;
-    for k in 1..=chunks {
-        acc += 1.0 / k as f64;
-        cdf.push(acc);
-    }
-    let stream: Vec<usize> = (0..requests)
-        .map(|_| {
-            let u = rng.unit() * acc;
-            cdf.partition_point(|&c| c < u).min(chunks - 1)
-        })
-        .collect();
+    let popularity = Zipf::new(chunks);
+    let stream: Vec<usize> = (0..requests).map(|_| popularity.sample(&mut rng)).collect();
     let warmup = requests / 10;
 
     println!(
