@@ -532,7 +532,7 @@ impl Track {
     /// the end): what was fetched ahead is dropped, requests in flight are cancelled, and the
     /// next segment handed over is that one, with its rendition's init chunk. Returns its index.
     pub fn seek(&mut self, to: Duration) -> usize {
-        let segment = self.starts.partition_point(|s| *s <= to).saturating_sub(1);
+        let segment = crate::scheduler::segment_at(&self.starts, to);
         self.generation += 1;
         self.ended = false;
         if let Some(c) = &self.control {

@@ -38,6 +38,13 @@ use std::time::{Duration, Instant};
 
 use crate::abr::{self, AbrConfig, Quality};
 
+/// The segment holding media time `t`, given each segment's start (the last one for times past
+/// the end).
+#[must_use]
+pub fn segment_at(starts: &[Duration], t: Duration) -> usize {
+    starts.partition_point(|s| *s <= t).saturating_sub(1)
+}
+
 /// Tuning of the scheduler.
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
@@ -299,12 +306,6 @@ impl Scheduler {
         }
     }
 
-    /// The kind of `source`.
-    #[must_use]
-    pub fn kind(&self, source: SourceId) -> Option<SourceKind> {
-        self.sources.get(source.0).map(|s| s.kind)
-    }
-
     /// Number of segments.
     #[must_use]
     pub fn len(&self) -> usize {
@@ -330,7 +331,7 @@ impl Scheduler {
     /// The segment holding media time `t` (the last one for times past the end).
     #[must_use]
     pub fn segment_at(&self, t: Duration) -> usize {
-        self.starts.partition_point(|s| *s <= t).saturating_sub(1)
+        segment_at(&self.starts, t)
     }
 
     /// Requests no segment at or beyond `end` until the limit is raised (a reader that has not
