@@ -78,6 +78,13 @@ pub(crate) struct EdgeArgs {
     /// until its health check passes.
     #[arg(long, value_name = "DURATION", default_value = "1s")]
     upstream_connect_timeout: Span,
+    /// Also run a libp2p circuit relay (v2) for listeners behind NATs, listening on these
+    /// multiaddrs (e.g. /ip4/0.0.0.0/tcp/4001, /ip4/0.0.0.0/udp/4001/quic-v1); its addresses
+    /// are offered to clients in every tracker answer. Run it only where these addresses are
+    /// reachable from the clients (a public address). Its identity is kept in
+    /// CACHE_DIR/relay.key.
+    #[arg(long, value_name = "MULTIADDR", value_delimiter = ',')]
+    p2p_relay: Vec<chorus_peer::Multiaddr>,
     /// How often upstreams' /healthz is checked.
     #[arg(long, value_name = "DURATION", default_value = "2s")]
     health_interval: Span,
@@ -105,6 +112,13 @@ pub(crate) async fn run(a: EdgeArgs) -> Result<()> {
         }
     };
     let cert = a.serve.certificate(&a.listen, &cert_dir)?;
+    let metrics = EdgeMetrics::new();
+    let (relay, relays) = if a.p2p_relay.is_empty() {
+        (None, Vec::new())
+    } else {
+        let (relay, addrs) = start_relay(&a, &metrics.registry).await?;
+        (Some(relay), addrs)
+    };
     let cfg = EdgeConfig {
         origins: a.upstream.clone(),
         parents: a.parent.clone(),
@@ -121,7 +135,7 @@ pub(crate) async fn run(a: EdgeArgs) -> Result<()> {
             concurrency: a.prefetch_concurrency,
             ..PrefetchConfig::default()
         },
-        tracker: TrackerConfig::default(),
+        tracker: TrackerConfig { relays, ..TrackerConfig::default() },
         manifests: 4096,
         token_key,
         admin_token: a.admin_token.clone(),
@@ -130,10 +144,37 @@ pub(crate) async fn run(a: EdgeArgs) -> Result<()> {
     if cfg.token_key.is_some() {
         info!("access tokens required on /v1/");
     }
-    let edge = Edge::new(cfg, EdgeMetrics::new()).await.map_err(anyhow::Error::msg)?;
+    let edge = Edge::new(cfg, metrics).await.map_err(anyhow::Error::msg)?;
     let server = Server::bind(&a.listen, cert.as_ref(), a.serve.server_config()).await?;
     info!(upstreams = ?a.upstream, parents = ?a.parent, "edge starting");
     edge.spawn_background();
     server.serve(Arc::new(edge), crate::origin_cmd::shutdown_signal()).await;
+    drop(relay);
     Ok(())
+}
+
+/// Starts the relay node of `--p2p-relay`: serves no chunks, keeps its identity in the cache
+/// directory, and reports its peer metrics on the edge's /metrics. Returns the node and the
+/// addresses to offer (full multiaddrs, unspecified ones left out).
+async fn start_relay(a: &EdgeArgs, registry: &prometheus::Registry) -> Result<(chorus_peer::Peer, Vec<String>)> {
+    let identity = match &a.cache_dir {
+        Some(d) => Some(chorus_peer::load_or_create_identity(&d.join("relay.key"))?),
+        None => None,
+    };
+    let cfg = chorus_peer::PeerConfig {
+        listen: a.p2p_relay.clone(),
+        relay_server: true,
+        consume_only: true,
+        mdns: false,
+        ..chorus_peer::PeerConfig::default()
+    };
+    let store: Arc<dyn chorus_peer::Store> = Arc::new(chorus_peer::NoChunks);
+    let relay = chorus_peer::Peer::start(cfg, store, identity, registry)?;
+    let addrs = tokio::time::timeout(std::time::Duration::from_secs(5), relay.listen_addrs())
+        .await
+        .context("the relay did not start listening within 5 s")?;
+    let offered: Vec<String> =
+        chorus_peer::tracker::announceable(relay.peer_id(), &addrs).iter().map(ToString::to_string).collect();
+    info!(peer_id = %relay.peer_id(), addrs = ?offered, "relay running; offered to clients by the tracker");
+    Ok((relay, offered))
 }

@@ -18,7 +18,7 @@ use chorus_core::http::{
 };
 use chorus_core::keys;
 use chorus_core::units::Size;
-use chorus_peer::{DirStore, Multiaddr, Peer, PeerConfig, Store as _};
+use chorus_peer::{DirStore, MemoryLimit, Multiaddr, Peer, PeerConfig, Store as _};
 use clap::Args;
 use tracing::{info, warn};
 
@@ -63,6 +63,17 @@ pub(crate) struct PeerArgs {
     /// public address, e.g. next to an edge.
     #[arg(long)]
     relay_server: bool,
+    /// Circuit relays (…/p2p/RELAY_ID) to reserve a slot on when this node cannot be reached
+    /// directly (AutoNAT says private, or no public address confirmed within a minute).
+    #[arg(long, value_name = "MULTIADDR", value_delimiter = ',')]
+    relay: Vec<Multiaddr>,
+    /// Connections to other peers, at most.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    max_connections: u32,
+    /// Accept and open no new connections while this process uses more memory than this
+    /// (e.g. 512MiB; default: 80% of the machine's memory).
+    #[arg(long, value_name = "SIZE")]
+    max_memory: Option<Size>,
     /// Serve /metrics and /healthz on this URL (e.g. http://127.0.0.1:9300).
     #[arg(long, value_name = "URL")]
     metrics_listen: Option<ListenUrl>,
@@ -125,6 +136,11 @@ pub(crate) async fn run(a: PeerArgs) -> Result<()> {
         upload_rate: a.upload_rate.map(|s| s.0),
         mdns: !a.no_mdns,
         relay_server: a.relay_server,
+        max_connections: a.max_connections,
+        relays: a.relay.clone(),
+        memory_limit: a
+            .max_memory
+            .map_or_else(MemoryLimit::default, |m| MemoryLimit::Bytes(usize::try_from(m.0).unwrap_or(usize::MAX))),
         bootstrap: a.bootstrap.clone(),
         ..PeerConfig::default()
     };

@@ -111,8 +111,9 @@ async fn a_seeding_peer_serves_every_chunk_of_its_tracks_found_through_the_track
     let http = HttpClient::new(&ClientTls::default()).unwrap();
     let track = TrackId::parse("tides").unwrap();
     let found = chorus_peer::tracker::peers(&http, &edge.url("http"), &track, None).await.unwrap();
-    assert_eq!(found.len(), 1, "{found:?}");
-    let (peer_id, addrs) = found[0].clone();
+    assert_eq!(found.peers.len(), 1, "{found:?}");
+    assert!(found.relays.is_empty(), "no --p2p-relay, no relays offered");
+    let (peer_id, addrs) = found.peers[0].clone();
     assert!(addrs.iter().any(|a| a.to_string().starts_with("/ip4/127.0.0.1/tcp/")), "{addrs:?}");
 
     // A node that knows only that fetches every chunk of every rendition, verified.
@@ -296,7 +297,7 @@ async fn with_nothing_on_the_tracker_peers_are_found_through_kademlia() {
     let (_seeder, full) = net.seeder(&edge_b, &net.dir.path().join("seed"));
     let http = HttpClient::new(&ClientTls::default()).unwrap();
     let track = TrackId::parse("tides").unwrap();
-    assert!(chorus_peer::tracker::peers(&http, &edge_a.url("http"), &track, None).await.unwrap().is_empty());
+    assert!(chorus_peer::tracker::peers(&http, &edge_a.url("http"), &track, None).await.unwrap().peers.is_empty());
     let (edge_url, cache) = (edge_a.url("http"), net.dir.path().join("listener"));
     let out = tokio::task::spawn_blocking(move || {
         chorus(&[
@@ -323,4 +324,81 @@ async fn with_nothing_on_the_tracker_peers_are_found_through_kademlia() {
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(j["bytes_by_source"]["peer"].as_u64().unwrap() > 0, "{j}");
     assert_eq!(j["chunks_rejected"], 0);
+}
+
+/// A store holding one chunk.
+struct One(chorus_core::ChunkId, bytes::Bytes, TrackId);
+impl Store for One {
+    fn chunk(&self, id: &chorus_core::ChunkId) -> Option<bytes::Bytes> {
+        (*id == self.0).then(|| self.1.clone())
+    }
+    fn held(&self, track: &TrackId) -> Vec<chorus_core::ChunkId> {
+        if *track == self.2 { vec![self.0] } else { Vec::new() }
+    }
+    fn tracks(&self) -> Vec<TrackId> {
+        vec![self.2.clone()]
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_relay_is_offered_by_the_tracker_and_carries_a_peer_that_cannot_be_dialled() {
+    let net = Net::start();
+    let edge = Node::start(
+        &[
+            "edge",
+            "--upstream",
+            &net.origin.url("http"),
+            "--listen",
+            "http://127.0.0.1:0",
+            "--cache-dir",
+            s(&net.dir.path().join("relay-edge")),
+            "--p2p-relay",
+            "/ip4/127.0.0.1/tcp/0",
+        ],
+        1,
+    );
+    wait_log(&edge, "relay running");
+    let http = HttpClient::new(&ClientTls::default()).unwrap();
+    let track = TrackId::parse("tides").unwrap();
+    let answer = chorus_peer::tracker::peers(&http, &edge.url("http"), &track, None).await.unwrap();
+    assert_eq!(answer.relays.len(), 1, "{answer:?}");
+    assert!(answer.relays[0].to_string().starts_with("/ip4/127.0.0.1/tcp/"), "{answer:?}");
+
+    // A listener with no address of its own (as behind a NAT) holding one chunk: it takes the
+    // relay from the tracker's answer, reserves a circuit, and announces the circuit address.
+    let id = net.manifest().chunks().next().unwrap().id;
+    let bytes = bytes::Bytes::from(net.chunk(&id));
+    let cfg = PeerConfig { listen: vec![], mdns: false, relay_after: Duration::ZERO, ..PeerConfig::default() };
+    let hidden =
+        Peer::start(cfg, Arc::new(One(id, bytes.clone(), track.clone())), None, &prometheus::Registry::new()).unwrap();
+    for r in answer.relays {
+        hidden.add_relay(r);
+    }
+    let circuit = tokio::time::timeout(Duration::from_secs(20), hidden.listen_addrs()).await.expect("no reservation");
+    assert!(circuit.iter().all(|a| a.to_string().contains("/p2p-circuit")), "{circuit:?}");
+    chorus_peer::tracker::announce(
+        &http,
+        &edge.url("http"),
+        hidden.peer_id(),
+        &circuit,
+        std::slice::from_ref(&track),
+        None,
+    )
+    .await
+    .unwrap();
+
+    // Another listener finds it through the tracker and gets the chunk through the relay.
+    let found = chorus_peer::tracker::peers(&http, &edge.url("http"), &track, None).await.unwrap();
+    let (peer_id, addrs) = found.peers[0].clone();
+    assert_eq!(peer_id, hidden.peer_id());
+    let cfg =
+        PeerConfig { listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()], mdns: false, ..PeerConfig::default() };
+    let seeker = Peer::start(cfg, Arc::new(Empty), None, &prometheus::Registry::new()).unwrap();
+    seeker.dial(addrs[0].clone()).await.unwrap();
+    assert_eq!(seeker.fetch(peer_id, id, None).await.unwrap(), bytes);
+
+    // The relay's connections show on the edge's own /metrics.
+    let out = chorus(&["get", &format!("{}/metrics", edge.url("http"))]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(support::metric(&text, "chorus_peer_connections") >= 2.0, "{text}");
 }

@@ -843,10 +843,13 @@ impl Client {
         let token = inner.cfg.token.as_deref();
         let mut cands: Vec<(chorus_peer::PeerId, Vec<chorus_peer::Multiaddr>)> = Vec::new();
         for e in edges {
-            if let Ok(Ok(found)) =
+            if let Ok(Ok(answer)) =
                 tokio::time::timeout(LOOK, chorus_peer::tracker::peers(&inner.http, &e.base, track, token)).await
             {
-                cands = found;
+                for r in answer.relays {
+                    p.add_relay(r);
+                }
+                cands = answer.peers;
                 break;
             }
         }

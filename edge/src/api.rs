@@ -214,13 +214,16 @@ impl Edge {
                 if let Err(r) = Self::scope_track(claims.as_ref(), &track) {
                     return (Route::Peers, r, None);
                 }
-                let peers = self
-                    .0
-                    .tracker
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .peers(Instant::now(), &track);
-                let mut r = json(StatusCode::OK, &serde_json::json!({ "peers": peers }));
+                let (peers, relays) = {
+                    let t = self.0.tracker.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    (t.peers(Instant::now(), &track), t.relays().to_vec())
+                };
+                let body = if relays.is_empty() {
+                    serde_json::json!({ "peers": peers })
+                } else {
+                    serde_json::json!({ "peers": peers, "relays": relays })
+                };
+                let mut r = json(StatusCode::OK, &body);
                 r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 (Route::Peers, r, None)
             }

@@ -35,6 +35,9 @@ pub struct TrackerConfig {
     pub max_sources: usize,
     /// Peers remembered at most, over all tracks (default 500 000).
     pub max_peers: usize,
+    /// Circuit relays (full multiaddrs ending in `/p2p/ID`) offered with every answer, for
+    /// peers that cannot be reached directly (`chorus edge --p2p-relay`).
+    pub relays: Vec<String>,
 }
 
 impl Default for TrackerConfig {
@@ -48,6 +51,7 @@ impl Default for TrackerConfig {
             refill: Duration::from_secs(3),
             max_sources: 100_000,
             max_peers: 500_000,
+            relays: Vec::new(),
         }
     }
 }
@@ -137,6 +141,12 @@ impl Tracker {
     #[must_use]
     pub fn new(cfg: TrackerConfig) -> Self {
         Self { cfg, tracks: HashMap::new(), peers: HashMap::new(), buckets: HashMap::new(), entries: 0 }
+    }
+
+    /// The relays offered with every answer.
+    #[must_use]
+    pub fn relays(&self) -> &[String] {
+        &self.cfg.relays
     }
 
     /// Peer entries held (over all tracks): `chorus_tracker_peers`.

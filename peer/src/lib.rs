@@ -14,8 +14,8 @@ pub mod tracker;
 pub mod wire;
 
 pub use libp2p::{Multiaddr, PeerId, multiaddr};
-pub use node::{Peer, PeerConfig, PeerError, PeerMetrics};
-pub use store::{DirStore, Store};
+pub use node::{MemoryLimit, Peer, PeerConfig, PeerError, PeerMetrics};
+pub use store::{DirStore, NoChunks, Store};
 
 /// This node's libp2p identity, kept in `path` (created on first use, mode 0600) so that its
 /// peer id survives restarts and trackers and Kademlia keep finding it.

@@ -29,6 +29,11 @@ use crate::wire::{
     Status,
 };
 
+/// Relays remembered at most.
+const MAX_RELAYS: usize = 8;
+/// Time between reservation attempts.
+const RELAY_RETRY: Duration = Duration::from_secs(10);
+
 /// Kademlia's protocol name in chorus swarms (SPEC §5).
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/chorus/kad/1.0.0");
 
@@ -61,6 +66,32 @@ pub struct PeerConfig {
     pub token_check: Option<TokenCheck>,
     /// Act as a circuit relay (v2) for peers behind NATs (for nodes with a public address).
     pub relay_server: bool,
+    /// No new connections (in or out) while the process uses more memory than this.
+    pub memory_limit: MemoryLimit,
+    /// Circuit relays (`…/p2p/RELAY_ID`) this node may reserve a slot on when it cannot be
+    /// reached directly; more come from edge trackers ([`Peer::add_relay`]).
+    pub relays: Vec<Multiaddr>,
+    /// Reserve a relay slot when AutoNAT says this node is private, or when it has not
+    /// confirmed a public address this long after starting (default 60 s: AutoNAT cannot
+    /// decide on private networks whose peers it may not use as probes).
+    pub relay_after: Duration,
+}
+
+/// The process memory beyond which a node accepts and opens no new connections (the
+/// connections it has keep working). Each connection's own buffers are bounded too: at most
+/// 128 yamux streams, 64 concurrent requests per protocol, SPEC §5 message sizes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MemoryLimit {
+    /// An absolute resident-set size in bytes.
+    Bytes(usize),
+    /// A fraction of the machine's physical memory (default 0.8).
+    FractionOfRam(f64),
+}
+
+impl Default for MemoryLimit {
+    fn default() -> Self {
+        Self::FractionOfRam(0.8)
+    }
 }
 
 impl Default for PeerConfig {
@@ -79,6 +110,9 @@ impl Default for PeerConfig {
             max_connections: 256,
             token_check: None,
             relay_server: false,
+            memory_limit: MemoryLimit::default(),
+            relays: Vec::new(),
+            relay_after: Duration::from_secs(60),
         }
     }
 }
@@ -92,6 +126,10 @@ impl std::fmt::Debug for PeerConfig {
             .field("consume_only", &self.consume_only)
             .field("mdns", &self.mdns)
             .field("bootstrap", &self.bootstrap)
+            .field("max_connections", &self.max_connections)
+            .field("relay_server", &self.relay_server)
+            .field("memory_limit", &self.memory_limit)
+            .field("relays", &self.relays)
             .finish_non_exhaustive()
     }
 }
@@ -172,6 +210,7 @@ impl PeerMetrics {
 #[derive(NetworkBehaviour)]
 struct Behaviour {
     limits: libp2p::connection_limits::Behaviour,
+    memory: libp2p::memory_connection_limits::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     kad: kad::Behaviour<MemoryStore>,
@@ -195,6 +234,7 @@ enum Command {
     Unprovide(TrackId),
     FindProviders { track: TrackId, reply: oneshot::Sender<Vec<PeerId>> },
     Connected(oneshot::Sender<Vec<PeerId>>),
+    AddRelay(Multiaddr),
 }
 
 /// A running peer node. Dropping the handle stops it.
@@ -230,12 +270,23 @@ impl Peer {
         let max_conns = cfg.max_connections;
         let want_mdns = cfg.mdns;
         let relay_server = cfg.relay_server;
+        let memory = match cfg.memory_limit {
+            MemoryLimit::Bytes(b) => libp2p::memory_connection_limits::Behaviour::with_max_bytes(b),
+            MemoryLimit::FractionOfRam(f) => {
+                libp2p::memory_connection_limits::Behaviour::with_max_percentage(f.clamp(0.01, 1.0))
+            }
+        };
+        let muxer = || {
+            let mut c = yamux::Config::default();
+            c.set_max_num_streams(128);
+            c
+        };
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
             .with_tokio()
-            .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+            .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, muxer)
             .map_err(|e| start(&e))?
             .with_quic()
-            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .with_relay_client(noise::Config::new, muxer)
             .map_err(|e| start(&e))?
             .with_behaviour(|key, relay_client| {
                 let id = key.public().to_peer_id();
@@ -251,6 +302,7 @@ impl Peer {
                             .with_max_established_per_peer(Some(2))
                             .with_max_pending_incoming(Some(64)),
                     ),
+                    memory,
                     identify: identify::Behaviour::new(identify::Config::new("/chorus/1.0.0".into(), key.public())),
                     ping: ping::Behaviour::new(ping::Config::new()),
                     kad,
@@ -287,6 +339,7 @@ impl Peer {
         if !cfg.bootstrap.is_empty() {
             let _ = swarm.behaviour_mut().kad.bootstrap();
         }
+        let relays = cfg.relays.clone();
         let peer_id = *swarm.local_peer_id();
         let (tx, rx) = mpsc::unbounded_channel();
         let (addrs_tx, addrs) = watch::channel(Vec::new());
@@ -307,7 +360,12 @@ impl Peer {
             dials: HashMap::new(),
             uploads: HashMap::new(),
             bucket: upload_rate.map(|r| Bucket { tokens: r as f64, rate: r as f64, at: Instant::now() }),
+            relays: RelayState { started: Some(Instant::now()), ..RelayState::default() },
         };
+        let mut driver = driver;
+        for r in relays {
+            driver.add_relay(r);
+        }
         let task = tokio::spawn(driver.run(rx));
         Ok(Self { peer_id, tx, addrs, discovered, metrics, task })
     }
@@ -409,6 +467,33 @@ impl Peer {
     pub async fn connected(&self) -> Result<Vec<PeerId>, PeerError> {
         self.ask(Command::Connected).await
     }
+
+    /// Adds a circuit relay (`…/p2p/RELAY_ID`, e.g. from an edge tracker's answer): the node
+    /// reserves a slot on it when it cannot be reached directly (see
+    /// [`PeerConfig::relay_after`]), uses it as an AutoNAT server, and as a Kademlia contact.
+    pub fn add_relay(&self, addr: Multiaddr) {
+        let _ = self.tx.send(Command::AddRelay(addr));
+    }
+}
+
+/// Circuit-relay reservations: at most one at a time, on the first relay that takes it.
+#[derive(Default)]
+struct RelayState {
+    known: Vec<(PeerId, Multiaddr)>,
+    /// The circuit listener, while there is one.
+    listener: Option<libp2p::core::transport::ListenerId>,
+    next: usize,
+    last_try: Option<Instant>,
+    started: Option<Instant>,
+    nat: NatGuess,
+}
+
+#[derive(Default, Clone, Copy, PartialEq, Eq, Debug)]
+enum NatGuess {
+    #[default]
+    Unknown,
+    Public,
+    Private,
 }
 
 /// A token bucket for the upload cap: one second of burst.
@@ -447,12 +532,15 @@ struct Driver {
     /// Responses being written, by request, with their size.
     uploads: HashMap<request_response::InboundRequestId, usize>,
     bucket: Option<Bucket>,
+    relays: RelayState,
 }
 
 type Event = <Behaviour as NetworkBehaviour>::ToSwarm;
 
 impl Driver {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 cmd = rx.recv() => match cmd {
@@ -460,12 +548,14 @@ impl Driver {
                     None => return,
                 },
                 ev = self.swarm.select_next_some() => self.event(ev),
+                _ = tick.tick() => self.reserve_if_needed(),
             }
         }
     }
 
     fn command(&mut self, c: Command) {
         match c {
+            Command::AddRelay(addr) => self.add_relay(addr),
             Command::Dial(addr, reply) => {
                 let peer = match addr.iter().last() {
                     Some(libp2p::multiaddr::Protocol::P2p(p)) => Some(p),
@@ -483,7 +573,7 @@ impl Driver {
                         }
                     },
                     Err(e) => {
-                        let _ = reply.send(Err(PeerError::Failed(format!("dialling {addr}: {e}"))));
+                        let _ = reply.send(Err(PeerError::Failed(format!("dialling {addr}: {}", chain(&e)))));
                     }
                 }
             }
@@ -535,7 +625,19 @@ impl Driver {
             SwarmEvent::NewListenAddr { address, .. } => {
                 let full = address.clone().with_p2p(*self.swarm.local_peer_id()).unwrap_or_else(|a| a);
                 info!(address = %full, "peer listening");
+                if self.cfg.relay_server {
+                    // A relay runs on a host with a public address (documented); relays only
+                    // take reservations once they have a confirmed external address.
+                    self.swarm.add_external_address(address.clone());
+                }
                 self.addrs.send_modify(|a| a.push(address));
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.addrs.send_modify(|a| a.retain(|x| *x != address));
+            }
+            SwarmEvent::ListenerClosed { listener_id, reason, .. } if self.relays.listener == Some(listener_id) => {
+                warn!(?reason, "relay circuit closed; another reservation is tried");
+                self.relays.listener = None;
             }
             SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
                 self.metrics.connections.inc();
@@ -553,7 +655,7 @@ impl Driver {
             SwarmEvent::ConnectionClosed { .. } => self.metrics.connections.dec(),
             SwarmEvent::OutgoingConnectionError { peer_id: Some(p), error, .. } => {
                 for r in self.dials.remove(&p).unwrap_or_default() {
-                    let _ = r.send(Err(PeerError::Failed(error.to_string())));
+                    let _ = r.send(Err(PeerError::Failed(chain(&error))));
                 }
             }
             SwarmEvent::Behaviour(b) => self.behaviour(b),
@@ -564,6 +666,21 @@ impl Driver {
     fn behaviour(&mut self, ev: BehaviourEvent) {
         match ev {
             BehaviourEvent::Chunk(e) => self.chunk_event(e),
+            BehaviourEvent::Autonat(libp2p::autonat::Event::StatusChanged { new, .. }) => {
+                info!(status = ?new, "reachability (AutoNAT)");
+                self.relays.nat = match new {
+                    libp2p::autonat::NatStatus::Public(_) => NatGuess::Public,
+                    libp2p::autonat::NatStatus::Private => NatGuess::Private,
+                    libp2p::autonat::NatStatus::Unknown => NatGuess::Unknown,
+                };
+                if self.relays.nat == NatGuess::Public
+                    && let Some(id) = self.relays.listener.take()
+                {
+                    info!("reachable directly; relay circuit given up");
+                    self.swarm.remove_listener(id);
+                }
+                self.reserve_if_needed();
+            }
             BehaviourEvent::Have(e) => self.have_event(e),
             BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
                 for (peer, addr) in found {
@@ -610,6 +727,46 @@ impl Driver {
                 }
             }
             _ => {}
+        }
+    }
+
+    fn add_relay(&mut self, addr: Multiaddr) {
+        let Some(libp2p::multiaddr::Protocol::P2p(id)) = addr.iter().last() else {
+            warn!(%addr, "relay address without /p2p/ID; ignored");
+            return;
+        };
+        if id == *self.swarm.local_peer_id() || self.relays.known.iter().any(|(_, a)| *a == addr) {
+            return;
+        }
+        if self.relays.known.len() >= MAX_RELAYS {
+            self.relays.known.remove(0);
+        }
+        let b = self.swarm.behaviour_mut();
+        b.kad.add_address(&id, addr.clone());
+        b.autonat.add_server(id, Some(addr.clone()));
+        self.relays.known.push((id, addr));
+        self.reserve_if_needed();
+    }
+
+    /// Reserves a circuit on a known relay when the node seems unreachable and has none.
+    fn reserve_if_needed(&mut self) {
+        let r = &mut self.relays;
+        let waited = r.started.is_some_and(|s| s.elapsed() >= self.cfg.relay_after);
+        let unreachable = r.nat == NatGuess::Private || (r.nat == NatGuess::Unknown && waited);
+        let retry_ok = r.last_try.is_none_or(|t| t.elapsed() >= RELAY_RETRY);
+        if r.listener.is_some() || r.known.is_empty() || !unreachable || !retry_ok {
+            return;
+        }
+        let (id, addr) = r.known[r.next % r.known.len()].clone();
+        r.next += 1;
+        r.last_try = Some(Instant::now());
+        let circuit = addr.with(libp2p::multiaddr::Protocol::P2pCircuit);
+        match self.swarm.listen_on(circuit.clone()) {
+            Ok(l) => {
+                info!(relay = %id, nat = ?self.relays.nat, "not reachable directly; reserving a relay circuit");
+                self.relays.listener = Some(l);
+            }
+            Err(e) => warn!(%circuit, error = %e, "relay circuit refused"),
         }
     }
 
@@ -711,4 +868,19 @@ impl Driver {
             E::ResponseSent { .. } | E::InboundFailure { .. } => {}
         }
     }
+}
+
+/// An error with its causes, `outer: inner: …` (libp2p's outer errors say little alone).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let c_text = c.to_string();
+        if !out.contains(&c_text) {
+            out.push_str(": ");
+            out.push_str(&c_text);
+        }
+        cause = c.source();
+    }
+    out
 }

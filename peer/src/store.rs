@@ -69,3 +69,20 @@ impl Store for DirStore {
         tracks
     }
 }
+
+/// A store that holds nothing: for nodes that only relay or bootstrap (`chorus edge
+/// --p2p-relay`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoChunks;
+
+impl Store for NoChunks {
+    fn chunk(&self, _: &ChunkId) -> Option<Bytes> {
+        None
+    }
+    fn held(&self, _: &TrackId) -> Vec<ChunkId> {
+        Vec::new()
+    }
+    fn tracks(&self) -> Vec<TrackId> {
+        Vec::new()
+    }
+}

@@ -66,17 +66,24 @@ pub async fn announce(
     }
 }
 
+/// A tracker's answer: peers holding a track, and the relays the edge offers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeersAnswer {
+    /// At most 10 peers, live ones first, with their addresses.
+    pub peers: Vec<(PeerId, Vec<Multiaddr>)>,
+    /// Circuit relays (`…/p2p/RELAY_ID`) for peers that cannot be reached directly.
+    pub relays: Vec<Multiaddr>,
+}
+
+/// Most relays taken from one answer.
+pub const MAX_RELAYS: usize = 4;
+
 /// Peers the tracker at `edge` knows for `track` (live ones first, at most 10), with their
-/// addresses. Entries that do not parse are skipped.
+/// addresses, and the edge's relays. Entries that do not parse are skipped.
 ///
 /// # Errors
 /// What went wrong, in words.
-pub async fn peers(
-    http: &HttpClient,
-    edge: &str,
-    track: &TrackId,
-    token: Option<&str>,
-) -> Result<Vec<(PeerId, Vec<Multiaddr>)>, String> {
+pub async fn peers(http: &HttpClient, edge: &str, track: &TrackId, token: Option<&str>) -> Result<PeersAnswer, String> {
     let mut conn = http.connect(edge, false).await.map_err(|e| e.to_string())?;
     let path = format!("/v1/tracks/{track}/peers");
     let r =
@@ -85,20 +92,52 @@ pub async fn peers(
         return Err(format!("{edge} answered {}", r.status()));
     }
     let v: serde_json::Value = serde_json::from_slice(r.body()).map_err(|e| e.to_string())?;
-    let list = v.get("peers").and_then(|p| p.as_array()).cloned().unwrap_or_default();
-    Ok(list
+    Ok(parse_answer(&v))
+}
+
+fn parse_answer(v: &serde_json::Value) -> PeersAnswer {
+    let list = v.get("peers").and_then(|p| p.as_array()).map(Vec::as_slice).unwrap_or_default();
+    let peers = list
         .iter()
+        .take(16)
         .filter_map(|p| {
             let id: PeerId = p.get("peer_id")?.as_str()?.parse().ok()?;
-            let addrs = p.get("addrs")?.as_array()?.iter().filter_map(|a| a.as_str()?.parse().ok()).collect();
+            let addrs =
+                p.get("addrs")?.as_array()?.iter().take(MAX_ADDRS).filter_map(|a| a.as_str()?.parse().ok()).collect();
             Some((id, addrs))
         })
-        .collect())
+        .collect();
+    let relays = v
+        .get("relays")
+        .and_then(|r| r.as_array())
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|a| a.as_str()?.parse::<Multiaddr>().ok())
+        .filter(|a| matches!(a.iter().last(), Some(libp2p::multiaddr::Protocol::P2p(_))))
+        .take(MAX_RELAYS)
+        .collect();
+    PeersAnswer { peers, relays }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answers_are_bounded_and_relays_must_name_their_peer() {
+        let peer = PeerId::random();
+        let relay = format!("/ip4/10.0.0.1/tcp/4001/p2p/{peer}");
+        let v = serde_json::json!({
+            "peers": [{"peer_id": peer.to_string(), "addrs": ["/ip4/10.0.0.2/tcp/1", "not an address"]},
+                      {"peer_id": "not a peer id", "addrs": []}],
+            "relays": [relay, "/ip4/10.0.0.1/tcp/4001", 7],
+        });
+        let a = parse_answer(&v);
+        assert_eq!(a.peers, vec![(peer, vec!["/ip4/10.0.0.2/tcp/1".parse().unwrap()])]);
+        assert_eq!(a.relays, vec![relay.parse::<Multiaddr>().unwrap()]);
+        assert_eq!(parse_answer(&serde_json::json!({"peers": []})), PeersAnswer::default());
+    }
 
     #[test]
     fn announced_addresses_are_dialable_bounded_and_name_the_peer() {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chorus_core::{ChunkId, TrackId};
 use chorus_peer::wire::Status;
-use chorus_peer::{Multiaddr, Peer, PeerConfig, PeerError, Store};
+use chorus_peer::{MemoryLimit, Multiaddr, Peer, PeerConfig, PeerError, Store};
 use prometheus::Registry;
 
 /// An in-memory store; `lie` makes it serve other bytes under every id.
@@ -225,5 +225,47 @@ async fn a_peer_that_cannot_be_dialled_is_reached_through_a_relay() {
         assert!(std::time::Instant::now() < deadline, "no circuit to the hidden peer");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    assert_eq!(seeker.fetch(hidden.peer_id(), chunks[0].0, None).await.unwrap(), chunks[0].1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_over_its_memory_limit_opens_and_accepts_no_connections() {
+    let (store, chunks) = Mem::with_track("tides", 1, false);
+    let full_cfg = PeerConfig { memory_limit: MemoryLimit::Bytes(1), ..cfg("/ip4/127.0.0.1/tcp/0") };
+    let (full, _) = start(full_cfg, store);
+    let (other, _) = start(cfg("/ip4/127.0.0.1/tcp/0"), Arc::new(Mem::default()));
+    let out = full.dial(addr_of(&other, "/tcp/").await).await;
+    assert!(matches!(out, Err(PeerError::Failed(ref e)) if e.contains("memory")), "{out:?}");
+    // Inbound: the connection is refused, so nothing can be fetched from the node.
+    let _ = other.dial(addr_of(&full, "/tcp/").await).await;
+    assert!(other.fetch(full.peer_id(), chunks[0].0, None).await.is_err());
+    assert!(full.connected().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_is_not_reachable_reserves_a_relay_circuit_by_itself() {
+    // AutoNAT cannot decide on loopback (it uses no private-address probes), so the node
+    // reserves once `relay_after` has passed without a public address.
+    let (relay, _) = start(PeerConfig { relay_server: true, ..cfg("/ip4/127.0.0.1/tcp/0") }, Arc::new(Mem::default()));
+    let relay_addr = addr_of(&relay, "/tcp/").await;
+    let (store, chunks) = Mem::with_track("tides", 1, false);
+    let hidden_cfg = PeerConfig { listen: vec![], relay_after: Duration::ZERO, ..cfg("/ip4/127.0.0.1/tcp/0") };
+    let (hidden, _) = start(hidden_cfg, store);
+    hidden.add_relay(relay_addr.clone());
+    let circuit = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let addrs = hidden.listen_addrs().await;
+            if let Some(a) = addrs.into_iter().find(|a| a.to_string().contains("/p2p-circuit")) {
+                return a;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("no relay reservation");
+    assert!(circuit.to_string().starts_with(&format!("{relay_addr}/p2p-circuit")), "{circuit}");
+    let (seeker, _) = start(cfg("/ip4/127.0.0.1/tcp/0"), Arc::new(Mem::default()));
+    assert!(circuit.to_string().ends_with(&format!("/p2p-circuit/p2p/{}", hidden.peer_id())), "{circuit}");
+    seeker.dial(circuit).await.unwrap();
     assert_eq!(seeker.fetch(hidden.peer_id(), chunks[0].0, None).await.unwrap(), chunks[0].1);
 }
