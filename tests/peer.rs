@@ -402,3 +402,48 @@ async fn an_edge_relay_is_offered_by_the_tracker_and_carries_a_peer_that_cannot_
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(support::metric(&text, "chorus_peer_connections") >= 2.0, "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_track_is_preloaded_from_peers_and_then_starts_from_the_cache() {
+    let net = Net::start();
+    let (_seeder, _) = net.seeder(&net.edge, &net.dir.path().join("seed"));
+    let key = chorus_core::keys::read_verifying_key(&net.key()).unwrap();
+    let client = chorus_client::ClientBuilder::new(vec![net.edge.url("http")], key)
+        .p2p(true)
+        .p2p_mdns(false)
+        .cache(net.dir.path().join("listener"), 1 << 30)
+        .quality(chorus_client::abr::Quality::Fixed(0))
+        .build()
+        .unwrap();
+    let track = TrackId::parse("tides").unwrap();
+    // Playback planned a minute from now: nothing is due within the edges' 15 s window, so
+    // the first 12 s come from the seeder, found through the tracker.
+    let pre = client.preload(&track, Duration::from_secs(60), Duration::from_secs(12)).await.unwrap();
+    let pre = pre.finish().await.unwrap();
+    let manifest = net.manifest();
+    let lowest = manifest.renditions.iter().min_by_key(|r| r.bitrate_bps).unwrap();
+    let mut at = 0;
+    let first: Vec<_> = lowest
+        .segments
+        .iter()
+        .take_while(|seg| {
+            let starts = at;
+            at += seg.duration_ms;
+            starts < 12_000
+        })
+        .collect();
+    let seg_bytes: u64 = first.iter().map(|seg| seg.size).sum();
+    let init_bytes = lowest.init.map_or(0, |c| c.size);
+    assert_eq!(pre.bytes_by_source.peer, seg_bytes, "{pre:?}");
+    assert_eq!(pre.bytes_by_source.edge, init_bytes, "only the init chunk from the edge: {pre:?}");
+    assert_eq!(pre.bytes_total, seg_bytes + init_bytes);
+
+    // Played now: those segments come from the local cache, byte for byte the origin's.
+    let mut t = client.open(&track).await.unwrap();
+    for seg in &first {
+        let got = t.next().await.unwrap().unwrap();
+        assert_eq!(got.source, chorus_client::Source::Cache);
+        assert_eq!(got.data.as_ref(), net.chunk(&seg.id).as_slice());
+    }
+    t.cancel();
+}

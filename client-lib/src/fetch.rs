@@ -462,6 +462,36 @@ pub struct TrackInfo {
     pub renditions: Vec<RenditionId>,
 }
 
+/// A next track's planned start (see [`Client::preload`]).
+struct Plan {
+    at: Instant,
+    amount: Duration,
+}
+
+/// A preload in progress ([`Client::preload`]); dropping it stops the preload.
+pub struct Preload {
+    task: JoinHandle<Result<Summary, FetchError>>,
+}
+
+impl Preload {
+    /// Waits for the preload to end; its summary says where the bytes came from.
+    ///
+    /// # Errors
+    /// As [`Track::next`]: a chunk no source could deliver.
+    pub async fn finish(mut self) -> Result<Summary, FetchError> {
+        match (&mut self.task).await {
+            Ok(r) => r,
+            Err(e) => Err(FetchError::Config(format!("preload stopped: {e}"))),
+        }
+    }
+}
+
+impl Drop for Preload {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 enum Control {
     Seek { generation: u64, segment: usize },
 }
@@ -661,7 +691,32 @@ impl Client {
     /// [`FetchError`] when no edge answers (and no verified manifest is cached), the manifest
     /// does not verify, the track is unknown, or an init chunk cannot be had.
     pub async fn open(&self, track: &TrackId) -> Result<Track, FetchError> {
-        self.open_with(track, Switching::Anywhere).await
+        self.open_with(track, Switching::Anywhere, None).await
+    }
+
+    /// Fetches the first `amount` of `track` into the local cache ahead of playing it, for a
+    /// playback starting in `starts_in` (the next track of a playlist, when the current one
+    /// nears its end): peers that hold it are asked first, and the edge only once a segment
+    /// is due within the edges' window (15 s), so the start of the next track comes from
+    /// peers when they have it and never arrives late. A later [`Client::open`] of the track
+    /// then starts from the cache. The returned handle reports what came from where; dropping
+    /// it stops the preload.
+    ///
+    /// # Errors
+    /// [`FetchError::Config`] without a cache directory; otherwise as [`Client::open`].
+    pub async fn preload(&self, track: &TrackId, starts_in: Duration, amount: Duration) -> Result<Preload, FetchError> {
+        if self.inner.cache.is_none() {
+            return Err(FetchError::Config("preloading needs a cache directory".into()));
+        }
+        let at = Instant::now() + starts_in;
+        let mut t = self.open_with(track, Switching::Anywhere, Some(Plan { at, amount })).await?;
+        let task = tokio::spawn(async move {
+            while let Some(s) = t.next().await {
+                s?;
+            }
+            Ok(t.finish().await)
+        });
+        Ok(Preload { task })
     }
 
     /// Opens `track` as one decodable stream: renditions switch only among those sharing the
@@ -670,7 +725,7 @@ impl Client {
     /// # Errors
     /// As [`Client::open`].
     pub async fn open_stream(&self, track: &TrackId) -> Result<Track, FetchError> {
-        self.open_with(track, Switching::OneDecoder).await
+        self.open_with(track, Switching::OneDecoder, None).await
     }
 
     /// Fetches `track` as one stream, handing each verified chunk (init chunks included) to
@@ -690,7 +745,7 @@ impl Client {
         Ok(t.finish().await)
     }
 
-    async fn open_with(&self, track: &TrackId, switching: Switching) -> Result<Track, FetchError> {
+    async fn open_with(&self, track: &TrackId, switching: Switching, plan: Option<Plan>) -> Result<Track, FetchError> {
         let inner = &self.inner;
         let started = Instant::now();
         // Reach every edge at once; keep the configured order (the first is the preferred).
@@ -769,12 +824,17 @@ impl Client {
             cfg.buffer_ahead = Duration::from_secs(86_400 * 365);
             cfg.max_inflight = 4;
         }
-        let sched = Scheduler::new(cfg, ladder_bps, segments, edges.len().max(1), started.into_std());
+        let mut sched = Scheduler::new(cfg, ladder_bps, segments, edges.len().max(1), started.into_std());
+        // A preload stops after the segments covering `amount`.
+        let mut upto = sched.len();
+        if let Some(p) = &plan {
+            sched.plan_start(p.at.into_std());
+            upto = (sched.segment_at(p.amount.saturating_sub(Duration::from_millis(1))) + 1).min(sched.len());
+        }
         // Peers are looked for while the start comes from the edge: each one that answers
         // joins the scheduler as it does, so finding them never delays playback.
         let peer = inner.peer().await;
         let (found_tx, found_rx) = mpsc::unbounded_channel();
-        let mut sched = sched;
         if let Some(p) = &peer {
             sched.set_awaiting_peers(true);
             let (this, p, track, edges, tx) = (self.clone(), p.clone(), track.clone(), edges.clone(), found_tx.clone());
@@ -787,7 +847,7 @@ impl Client {
         let info = TrackInfo {
             track_id: track.clone(),
             duration: sched.media_start(sched.len()),
-            segments: sched.len(),
+            segments: upto,
             renditions: allowed.iter().map(|&i| rungs[i].id.clone()).collect(),
         };
         let allowed_rungs: Vec<Rung> = {
@@ -814,6 +874,8 @@ impl Client {
             summary_tx,
             summary,
             started,
+            upto,
+            preload: plan.is_some(),
         };
         let handle = tokio::spawn(driver.run());
         Ok(Track {
@@ -1025,11 +1087,15 @@ struct Driver {
     summary_tx: watch::Sender<Summary>,
     summary: Summary,
     started: Instant,
+    /// Segments at or beyond this are never fetched (a preload's end; else the track's).
+    upto: usize,
+    /// A preload: no QoE beacon (nothing was played).
+    preload: bool,
 }
 
 impl Driver {
     async fn run(mut self) {
-        let n = self.sched.len();
+        let n = self.upto;
         let read_ahead = self.inner.cfg.read_ahead;
         let mut generation = 0u64;
         let mut tasks: JoinSet<Fetched> = JoinSet::new();
@@ -1048,7 +1114,7 @@ impl Driver {
         let mut refresh = tokio::time::interval_at(Instant::now() + PEER_REFRESH, PEER_REFRESH);
         let mut announced_start = false;
         loop {
-            self.sched.set_limit(next_out + read_ahead);
+            self.sched.set_limit((next_out + read_ahead).min(n));
             let now = Instant::now().into_std();
             for a in self.sched.poll(now) {
                 match a {
@@ -1075,9 +1141,11 @@ impl Driver {
             }
             if next_out >= n && !end_sent && done.is_empty() {
                 self.publish();
-                if beacon.is_none() {
+                if beacon.is_none() && !self.preload {
                     // Detached, so that dropping the handle right after the end does not lose it.
                     beacon = Some(tokio::spawn(self.beacon()));
+                }
+                if !end_sent {
                     self.announce();
                 }
                 if self.tx.send(Delivery::End(generation)).await.is_err() {
@@ -1086,7 +1154,7 @@ impl Driver {
                 end_sent = true;
             }
             let deliverable = done.contains_key(&next_out);
-            let wake = self.sched.next_wakeup(Instant::now().into_std()).map(Instant::from_std);
+            let wake = self.sched.next_wakeup(now).map(Instant::from_std);
             tokio::select! {
                 c = self.control.recv() => match c {
                     None => {

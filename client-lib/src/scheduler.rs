@@ -234,6 +234,8 @@ pub struct Scheduler {
     /// Peers are still being looked for: edges keep to their window as if a peer held
     /// everything, so what is not urgent waits (briefly) for the peers' answers.
     awaiting_peers: bool,
+    /// When playback is planned to start (a next track fetched ahead), if later than startup.
+    planned: Option<Instant>,
 }
 
 impl Scheduler {
@@ -269,7 +271,18 @@ impl Scheduler {
             stalled_before: Duration::ZERO,
             limit: usize::MAX,
             awaiting_peers: false,
+            planned: None,
         }
+    }
+
+    /// Playback will start at `at`, not when the first segment arrives: the track is fetched
+    /// ahead (the next one in a playlist). Deadlines count from `at`; there is no startup
+    /// race; peers get what they hold until it is due within [`SchedulerConfig::peer_lead`],
+    /// and edges are asked for a segment only once it is due within
+    /// [`SchedulerConfig::edge_window`], held by a peer or not — the edge is the fallback in
+    /// time, not the first choice.
+    pub fn plan_start(&mut self, at: Instant) {
+        self.planned = Some(at);
     }
 
     /// Adds a source (a peer that turned up); returns its id.
@@ -358,6 +371,7 @@ impl Scheduler {
         }
         self.first = segment;
         self.play_start = None;
+        self.planned = None;
         self.stalled_before = self.stats.stalled;
         self.stats.seeks += 1;
         actions
@@ -410,7 +424,7 @@ impl Scheduler {
     /// possible).
     #[must_use]
     pub fn deadline(&self, i: usize, now: Instant) -> Option<Instant> {
-        let start = self.play_start?;
+        let start = self.play_start.or(self.planned)?;
         Some(start + self.media_start(i).saturating_sub(self.offset()) + self.stalled_at(now))
     }
 
@@ -446,6 +460,10 @@ impl Scheduler {
         let src = &self.sources[s.0];
         match src.kind {
             SourceKind::Peer => src.holds.contains(&(i, rendition)) && !self.urgent(i, now),
+            SourceKind::Edge if self.planned.is_some() => {
+                let due = self.deadline(i, now).unwrap_or(now);
+                due <= now + self.cfg.edge_window
+            }
             SourceKind::Edge => {
                 let peer_has = self.sources.iter().enumerate().any(|(k, p)| {
                     p.kind == SourceKind::Peer && p.holds.contains(&(i, rendition)) && self.up(SourceId(k), now)
@@ -525,13 +543,19 @@ impl Scheduler {
                 actions.push(Action::Fetch { segment: i, rendition: a.rendition, source: other, hedge: true });
             }
         }
-        // New requests, in order, within the pipeline depth and the buffer target.
+        // New requests, in order, within the pipeline depth and the buffer target; a segment
+        // no source may be asked for yet (waiting for the edges' window) does not hold up the
+        // ones after it that a peer can send.
+        let mut from = 0;
         loop {
             let inflight = self.state.iter().filter(|s| matches!(s, State::InFlight(_))).count();
             if inflight >= self.cfg.max_inflight {
                 break;
             }
-            let Some(i) = self.state.iter().position(|s| matches!(s, State::Pending)) else { break };
+            let Some(i) = self.state.iter().skip(from).position(|s| matches!(s, State::Pending)).map(|p| p + from)
+            else {
+                break;
+            };
             if i >= self.limit
                 || (self.play_start.is_some() && self.starts[i] > self.playhead(now) + self.cfg.buffer_ahead)
             {
@@ -547,9 +571,16 @@ impl Scheduler {
             );
             let bytes = self.segments[i].sizes.get(rendition).copied().unwrap_or(0);
             let ranked = self.ranked(i, rendition, now, &[]);
-            let Some(&best) = ranked.first() else { break };
+            let Some(&best) = ranked.first() else {
+                from = i + 1;
+                continue;
+            };
             // Startup (and after a seek): race the first segment on the two best sources.
-            let race = if i == self.first && self.play_start.is_none() { ranked.get(1).copied() } else { None };
+            let race = if i == self.first && self.play_start.is_none() && self.urgent(i, now) {
+                ranked.get(1).copied()
+            } else {
+                None
+            };
             let mut attempts =
                 vec![Attempt { source: best, rendition, started: now, expected: self.expected(best, bytes) }];
             actions.push(Action::Fetch { segment: i, rendition, source: best, hedge: false });
@@ -591,7 +622,7 @@ impl Scheduler {
             self.state[segment] = State::Done;
         }
         if self.play_start.is_none() && matches!(self.state.get(self.first), Some(State::Done)) {
-            self.play_start = Some(now);
+            self.play_start = Some(self.planned.map_or(now, |p| p.max(now)));
             if self.stats.startup.is_none() {
                 self.stats.startup = Some(now.saturating_duration_since(self.created));
             }
@@ -642,22 +673,25 @@ impl Scheduler {
     }
 
     /// When [`Scheduler::poll`] should next run if nothing else happens: the next segment
-    /// coming within the buffer target, a hedge check, or a source coming back.
+    /// coming within the buffer target, a hedge check, or a source coming back. `now` is the
+    /// time of the last poll: only later times are returned.
     #[must_use]
     pub fn next_wakeup(&self, now: Instant) -> Option<Instant> {
         let mut times = Vec::new();
-        if let (Some(start), Some(i)) = (self.play_start, self.state.iter().position(|s| matches!(s, State::Pending)))
+        if let (Some(i), true) =
+            (self.state.iter().position(|s| matches!(s, State::Pending)), self.play_start.or(self.planned).is_some())
             && i < self.limit
+            && let Some(due) = self.deadline(i, now)
         {
-            let media = self.starts[i].saturating_sub(self.cfg.buffer_ahead).saturating_sub(self.offset());
-            times.push(start + media + self.stalled_at(now));
+            let before = |d: Duration| due.checked_sub(d).unwrap_or(now);
+            times.push(before(self.cfg.buffer_ahead));
             // With peers: when the segment enters the edges' window, or turns urgent.
-            if self.awaiting_peers || self.sources.iter().any(|s| s.kind == SourceKind::Peer && !s.banned) {
-                let media = self.starts[i].saturating_sub(self.cfg.edge_window).saturating_sub(self.offset());
-                times.push(start + media + self.stalled_at(now));
-                if let Some(d) = self.deadline(i, now) {
-                    times.push(d.checked_sub(self.cfg.peer_lead).unwrap_or(now));
-                }
+            if self.awaiting_peers
+                || self.planned.is_some()
+                || self.sources.iter().any(|s| s.kind == SourceKind::Peer && !s.banned)
+            {
+                times.push(before(self.cfg.edge_window));
+                times.push(before(self.cfg.peer_lead));
             }
         }
         for (i, s) in self.state.iter().enumerate() {
@@ -666,10 +700,17 @@ impl Scheduler {
             {
                 times.push(deadline.checked_sub(self.cfg.hedge_margin + a[0].expected).unwrap_or(now));
                 times.push(a[0].started + a[0].expected * 2);
+                if self.sources[a[0].source.0].kind == SourceKind::Peer {
+                    // A late peer request is hedged once an edge may be asked for the segment.
+                    times.push(deadline.checked_sub(self.cfg.edge_window).unwrap_or(now));
+                    times.push(deadline.checked_sub(self.cfg.peer_lead).unwrap_or(now));
+                }
             }
         }
         times.extend(self.sources.iter().filter_map(|s| s.down_until));
-        times.into_iter().map(|t| t.max(now)).min()
+        // What was due at or before `now` was decided by the poll at `now`; waking for it again
+        // would spin while, say, a segment waits for the edges' window.
+        times.into_iter().filter(|t| *t > now).min()
     }
 }
 
@@ -917,6 +958,31 @@ mod tests {
         // Beyond the edges' 15 s window, segments a peer holds go to the peer, never the edge.
         let a = sources_of(&s.poll(t0 + ms(100)));
         assert_eq!(a, [(4, peer.0), (5, peer.0), (6, peer.0), (7, peer.0)]);
+    }
+
+    #[test]
+    fn a_next_track_comes_from_peers_early_and_from_the_edge_only_in_time() {
+        // Playback planned 60 s from now; a peer holds segments 0 and 2, nobody holds 1.
+        let (mut s, peer, t0) = peer_setup(|i| i != 1);
+        s.plan_start(t0 + Duration::from_secs(60));
+        s.set_limit(3);
+        // No startup race, no edge: the peer gets what it holds, segment 1 waits.
+        assert_eq!(sources_of(&s.poll(t0)), [(0, peer.0), (2, peer.0)]);
+        s.on_complete(t0 + ms(200), 0, peer, 18_000, ms(200));
+        s.on_complete(t0 + ms(300), 2, peer, 18_000, ms(100));
+        assert!(s.poll(t0 + ms(300)).is_empty());
+        // Segment 1 is due at 66 s: the edge is asked once it is within its 15 s window, and
+        // the scheduler wakes up for that.
+        assert!(s.next_wakeup(t0 + ms(300)).is_some_and(|w| w <= t0 + Duration::from_secs(51)));
+        assert_eq!(s.next_wakeup(t0 + Duration::from_secs(50)), Some(t0 + Duration::from_secs(51)));
+        assert!(s.poll(t0 + Duration::from_secs(50)).is_empty());
+        assert!(s.poll(t0 + Duration::from_secs(50)).is_empty());
+        assert_eq!(sources_of(&s.poll(t0 + Duration::from_secs(51))), [(1, 0)]);
+        s.on_complete(t0 + Duration::from_secs(52), 1, SourceId(0), 18_000, ms(50));
+        // Nothing played yet, so nothing stalled; playback starts at the planned time.
+        assert_eq!(s.stats().stalls, 0);
+        assert_eq!(s.playhead(t0 + Duration::from_secs(52)), Duration::ZERO);
+        assert_eq!(s.deadline(1, t0), Some(t0 + Duration::from_secs(66)));
     }
 
     #[test]
