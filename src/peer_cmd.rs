@@ -63,6 +63,10 @@ pub(crate) struct PeerArgs {
     /// public address, e.g. next to an edge.
     #[arg(long)]
     relay_server: bool,
+    /// Addresses to announce instead of the listen addresses (a port forward or NAT mapping,
+    /// e.g. /ip4/203.0.113.7/tcp/4001); repeat.
+    #[arg(long, value_name = "MULTIADDR", value_delimiter = ',')]
+    p2p_announce: Vec<Multiaddr>,
     /// Circuit relays (…/p2p/RELAY_ID) to reserve a slot on when this node cannot be reached
     /// directly (AutoNAT says private, or no public address confirmed within a minute).
     #[arg(long, value_name = "MULTIADDR", value_delimiter = ',')]
@@ -138,6 +142,7 @@ pub(crate) async fn run(a: PeerArgs) -> Result<()> {
         relay_server: a.relay_server,
         max_connections: a.max_connections,
         relays: a.relay.clone(),
+        external: a.p2p_announce.clone(),
         memory_limit: a
             .max_memory
             .map_or_else(MemoryLimit::default, |m| MemoryLimit::Bytes(usize::try_from(m.0).unwrap_or(usize::MAX))),
@@ -168,7 +173,7 @@ pub(crate) async fn run(a: PeerArgs) -> Result<()> {
         for t in &tracks {
             peer.provide(t.clone());
         }
-        let addrs_now = peer.listen_addrs().await;
+        let addrs_now = peer.public_addrs().await;
         for edge in &a.edge {
             match chorus_peer::tracker::announce(&http, edge, peer.peer_id(), &addrs_now, &tracks, a.token.as_deref())
                 .await

@@ -447,3 +447,44 @@ async fn the_next_track_is_preloaded_from_peers_and_then_starts_from_the_cache()
     }
     t.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_announces_its_forwarded_address_instead_of_the_one_it_listens_on() {
+    let net = Net::start();
+    // The seeder listens on a port of its own; a TCP relay (a port forward) points at it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let forward = support::tcpproxy::start(([127, 0, 0, 1], port).into(), Duration::ZERO).await;
+    let announced = format!("/ip4/127.0.0.1/tcp/{}", forward.addr.port());
+    let cache = net.dir.path().join("seed");
+    let seeder = Node::start(
+        &[
+            "peer",
+            "--edge",
+            &net.edge.url("http"),
+            "--seed",
+            "tides",
+            "--origin-key",
+            s(&net.key()),
+            "--cache-dir",
+            s(&cache),
+            "--p2p-listen",
+            &format!("/ip4/127.0.0.1/tcp/{port}"),
+            "--p2p-announce",
+            &announced,
+            "--no-mdns",
+        ],
+        0,
+    );
+    wait_log(&seeder, "announced");
+    let http = HttpClient::new(&ClientTls::default()).unwrap();
+    let track = TrackId::parse("tides").unwrap();
+    let found = chorus_peer::tracker::peers(&http, &net.edge.url("http"), &track, None).await.unwrap();
+    let (peer_id, addrs) = found.peers[0].clone();
+    assert_eq!(addrs, vec![format!("{announced}/p2p/{peer_id}").parse::<chorus_peer::Multiaddr>().unwrap()]);
+    let cfg =
+        PeerConfig { listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()], mdns: false, ..PeerConfig::default() };
+    let leech = Peer::start(cfg, Arc::new(Empty), None, &prometheus::Registry::new()).unwrap();
+    leech.dial(addrs[0].clone()).await.unwrap();
+    let id = net.manifest().chunks().next().unwrap().id;
+    assert_eq!(leech.fetch(peer_id, id, None).await.unwrap().as_ref(), net.chunk(&id).as_slice());
+}

@@ -141,6 +141,8 @@ pub struct ClientBuilder {
     p2p_bootstrap: Vec<chorus_peer::Multiaddr>,
     p2p_mdns: bool,
     p2p_upload_rate: Option<u64>,
+    p2p_listen: Vec<chorus_peer::Multiaddr>,
+    p2p_external: Vec<chorus_peer::Multiaddr>,
 }
 
 impl ClientBuilder {
@@ -163,6 +165,8 @@ impl ClientBuilder {
             p2p_bootstrap: Vec::new(),
             p2p_mdns: true,
             p2p_upload_rate: None,
+            p2p_listen: Vec::new(),
+            p2p_external: Vec::new(),
         }
     }
     /// TLS trust for edges.
@@ -239,6 +243,22 @@ impl ClientBuilder {
         self
     }
 
+    /// Where the peer node listens (default: TCP and QUIC on every interface, ports chosen
+    /// by the system).
+    #[must_use]
+    pub fn p2p_listen(mut self, addrs: Vec<chorus_peer::Multiaddr>) -> Self {
+        self.p2p_listen = addrs;
+        self
+    }
+
+    /// Addresses other peers should use instead of the listen addresses (a port forward);
+    /// see [`chorus_peer::PeerConfig::external`].
+    #[must_use]
+    pub fn p2p_external(mut self, addrs: Vec<chorus_peer::Multiaddr>) -> Self {
+        self.p2p_external = addrs;
+        self
+    }
+
     /// Audio to keep fetched ahead of the playhead when playing (default 30 s). Less saves
     /// bytes when listeners skip; more rides out longer network trouble.
     #[must_use]
@@ -272,7 +292,15 @@ impl ClientBuilder {
             Some((dir, bytes)) => Some(Arc::new(Mutex::new(LocalCache::open(dir, *bytes)?))),
             None => None,
         };
-        Ok(Client { inner: Arc::new(Inner { cfg: self, http, cache, peer: tokio::sync::OnceCell::new() }) })
+        Ok(Client {
+            inner: Arc::new(Inner {
+                cfg: self,
+                http,
+                cache,
+                peer: tokio::sync::OnceCell::new(),
+                edges: Mutex::new(HashMap::new()),
+            }),
+        })
     }
 }
 
@@ -288,6 +316,9 @@ struct Inner {
     cache: Option<Arc<Mutex<LocalCache>>>,
     /// The peer node, started on first use when p2p is on (`None` inside when it could not).
     peer: tokio::sync::OnceCell<Option<Arc<Peer>>>,
+    /// Edges reached, by their index in the configuration, with their idle connections: the
+    /// next track reuses them instead of connecting again.
+    edges: Mutex<HashMap<usize, Arc<Edge>>>,
 }
 
 /// How often a p2p client announces what its cache holds (the tracker forgets after 5 min).
@@ -310,7 +341,7 @@ async fn announce_held(
     for t in &tracks {
         peer.provide(t.clone());
     }
-    let addrs = peer.listen_addrs().await;
+    let addrs = peer.public_addrs().await;
     for e in edges {
         if let Err(err) = chorus_peer::tracker::announce(http, e, peer.peer_id(), &addrs, &tracks, token).await {
             tracing::debug!(edge = %e, error = %err, "announce failed");
@@ -351,13 +382,17 @@ impl Inner {
                     .cache
                     .as_ref()
                     .and_then(|(dir, _)| chorus_peer::load_or_create_identity(&dir.join("peer.key")).ok());
-                let cfg = chorus_peer::PeerConfig {
+                let mut cfg = chorus_peer::PeerConfig {
+                    external: self.cfg.p2p_external.clone(),
                     consume_only: self.cfg.cache.is_none(),
                     bootstrap: self.cfg.p2p_bootstrap.clone(),
                     mdns: self.cfg.p2p_mdns,
                     upload_rate: self.cfg.p2p_upload_rate,
                     ..chorus_peer::PeerConfig::default()
                 };
+                if !self.cfg.p2p_listen.is_empty() {
+                    cfg.listen = self.cfg.p2p_listen.clone();
+                }
                 match Peer::start(cfg, store, key, &prometheus::Registry::new()) {
                     Ok(p) => {
                         let p = Arc::new(p);
@@ -392,22 +427,56 @@ impl Inner {
 /// One edge as a source: its URL to use, and idle connections.
 struct Edge {
     base: String,
+    /// The HTTP version spoken ("h3", "h2", "http/1.1").
+    protocol: String,
     pool: Mutex<Vec<Connection>>,
 }
 
 impl Edge {
     /// Sends `req` on an idle pooled connection (or a new one), returning the connection to the
     /// pool after a complete answer.
+    ///
+    /// A pooled connection the server closed meanwhile costs one retry on a new connection
+    /// (every request here is a GET).
     async fn send(&self, http: &HttpClient, req: http::Request<Bytes>) -> Result<http::Response<Bytes>, String> {
-        let pooled = lock(&self.pool).pop();
-        let mut conn = match pooled {
-            Some(c) => c,
-            None => http.connect(&self.base, false).await.map_err(|e| e.to_string())?,
+        let pooled = {
+            let mut pool = lock(&self.pool);
+            pool.retain(|c| !c.is_closed());
+            pool.pop()
         };
+        if let Some(mut conn) = pooled {
+            let retry = clone_request(&req);
+            match conn.send(req).await {
+                Ok(r) => {
+                    lock(&self.pool).push(conn);
+                    return Ok(r);
+                }
+                Err(_) => return self.send_new(http, retry).await,
+            }
+        }
+        self.send_new(http, req).await
+    }
+
+    async fn send_new(&self, http: &HttpClient, req: http::Request<Bytes>) -> Result<http::Response<Bytes>, String> {
+        let mut conn = http.connect(&self.base, false).await.map_err(|e| e.to_string())?;
         let r = conn.send(req).await.map_err(|e| e.to_string())?;
         lock(&self.pool).push(conn);
         Ok(r)
     }
+
+    /// Whether a pooled connection may still be open.
+    fn reachable(&self) -> bool {
+        lock(&self.pool).iter().any(|c| !c.is_closed())
+    }
+}
+
+fn clone_request(req: &http::Request<Bytes>) -> http::Request<Bytes> {
+    let mut r = http::Request::new(req.body().clone());
+    *r.method_mut() = req.method().clone();
+    *r.uri_mut() = req.uri().clone();
+    *r.version_mut() = req.version();
+    *r.headers_mut() = req.headers().clone();
+    r
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -748,21 +817,29 @@ impl Client {
     async fn open_with(&self, track: &TrackId, switching: Switching, plan: Option<Plan>) -> Result<Track, FetchError> {
         let inner = &self.inner;
         let started = Instant::now();
-        // Reach every edge at once; keep the configured order (the first is the preferred).
+        // Reach every edge at once (or reuse the connections of the previous track); keep the
+        // configured order (the first is the preferred).
+        let mut reached: BTreeMap<usize, Arc<Edge>> = BTreeMap::new();
         let mut connecting = JoinSet::new();
+        let known = lock(&inner.edges).clone();
         for (i, base) in inner.cfg.edges.iter().enumerate() {
+            if let Some(e) = known.get(&i).filter(|e| e.reachable()) {
+                reached.insert(i, e.clone());
+                continue;
+            }
             let (inner, base) = (self.inner.clone(), base.clone());
             connecting.spawn(async move { (i, Self::connect(&inner, &base).await) });
         }
-        let mut reached = BTreeMap::new();
         while let Some(j) = connecting.join_next().await {
-            if let Ok((i, Some(c))) = j {
-                reached.insert(i, c);
+            if let Ok((i, Some((conn, base)))) = j {
+                let protocol = conn.protocol().as_str().to_owned();
+                let e = Arc::new(Edge { base, protocol, pool: Mutex::new(vec![conn]) });
+                lock(&inner.edges).insert(i, e.clone());
+                reached.insert(i, e);
             }
         }
-        let protocol = reached.values().next().map_or("cache", |(c, _)| c.protocol().as_str()).to_owned();
-        let edges: Vec<Arc<Edge>> =
-            reached.into_values().map(|(conn, base)| Arc::new(Edge { base, pool: Mutex::new(vec![conn]) })).collect();
+        let protocol = reached.values().next().map_or_else(|| "cache".to_owned(), |e| e.protocol.clone());
+        let edges: Vec<Arc<Edge>> = reached.into_values().collect();
         let manifest = self.manifest(track, &edges).await?;
         let mut summary = Summary { track_id: track.to_string(), protocol, ..Summary::default() };
 

@@ -75,6 +75,10 @@ pub struct PeerConfig {
     /// confirmed a public address this long after starting (default 60 s: AutoNAT cannot
     /// decide on private networks whose peers it may not use as probes).
     pub relay_after: Duration,
+    /// Addresses to give others instead of the listen addresses (a port forward, a load
+    /// balancer, a NAT mapping set up by hand): announced to trackers and the only ones
+    /// identify shows. Empty: the listen addresses.
+    pub external: Vec<Multiaddr>,
 }
 
 /// The process memory beyond which a node accepts and opens no new connections (the
@@ -113,6 +117,7 @@ impl Default for PeerConfig {
             memory_limit: MemoryLimit::default(),
             relays: Vec::new(),
             relay_after: Duration::from_secs(60),
+            external: Vec::new(),
         }
     }
 }
@@ -130,6 +135,7 @@ impl std::fmt::Debug for PeerConfig {
             .field("relay_server", &self.relay_server)
             .field("memory_limit", &self.memory_limit)
             .field("relays", &self.relays)
+            .field("external", &self.external)
             .finish_non_exhaustive()
     }
 }
@@ -242,6 +248,7 @@ pub struct Peer {
     peer_id: PeerId,
     tx: mpsc::UnboundedSender<Command>,
     addrs: watch::Receiver<Vec<Multiaddr>>,
+    external: Vec<Multiaddr>,
     discovered: watch::Receiver<HashSet<PeerId>>,
     metrics: PeerMetrics,
     task: tokio::task::JoinHandle<()>,
@@ -270,6 +277,7 @@ impl Peer {
         let max_conns = cfg.max_connections;
         let want_mdns = cfg.mdns;
         let relay_server = cfg.relay_server;
+        let hide_listen = !cfg.external.is_empty();
         let memory = match cfg.memory_limit {
             MemoryLimit::Bytes(b) => libp2p::memory_connection_limits::Behaviour::with_max_bytes(b),
             MemoryLimit::FractionOfRam(f) => {
@@ -303,7 +311,9 @@ impl Peer {
                             .with_max_pending_incoming(Some(64)),
                     ),
                     memory,
-                    identify: identify::Behaviour::new(identify::Config::new("/chorus/1.0.0".into(), key.public())),
+                    identify: identify::Behaviour::new(
+                        identify::Config::new("/chorus/1.0.0".into(), key.public()).with_hide_listen_addrs(hide_listen),
+                    ),
                     ping: ping::Behaviour::new(ping::Config::new()),
                     kad,
                     mdns: Toggle::from(mdns),
@@ -328,6 +338,9 @@ impl Peer {
             .map_err(|e| start(&e))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
             .build();
+        for addr in &cfg.external {
+            swarm.add_external_address(addr.clone());
+        }
         for addr in &cfg.listen {
             swarm.listen_on(addr.clone()).map_err(|e| PeerError::Start(format!("listening on {addr}: {e}")))?;
         }
@@ -366,8 +379,9 @@ impl Peer {
         for r in relays {
             driver.add_relay(r);
         }
+        let external = driver.cfg.external.clone();
         let task = tokio::spawn(driver.run(rx));
-        Ok(Self { peer_id, tx, addrs, discovered, metrics, task })
+        Ok(Self { peer_id, tx, addrs, external, discovered, metrics, task })
     }
 
     /// This node's id.
@@ -389,6 +403,15 @@ impl Peer {
         let _ = rx.wait_for(|a| !a.is_empty()).await;
         let addrs = rx.borrow().clone();
         addrs.into_iter().map(|a| a.with_p2p(self.peer_id).unwrap_or_else(|a| a)).collect()
+    }
+
+    /// The addresses to give others (trackers): [`PeerConfig::external`] when set, else the
+    /// listen addresses (including relay circuits); each ends in `/p2p/<peer id>`.
+    pub async fn public_addrs(&self) -> Vec<Multiaddr> {
+        if self.external.is_empty() {
+            return self.listen_addrs().await;
+        }
+        self.external.iter().map(|a| a.clone().with_p2p(self.peer_id).unwrap_or_else(|a| a)).collect()
     }
 
     /// Peers found on the local network (mDNS) so far.
@@ -625,7 +648,7 @@ impl Driver {
             SwarmEvent::NewListenAddr { address, .. } => {
                 let full = address.clone().with_p2p(*self.swarm.local_peer_id()).unwrap_or_else(|a| a);
                 info!(address = %full, "peer listening");
-                if self.cfg.relay_server {
+                if self.cfg.relay_server && self.cfg.external.is_empty() {
                     // A relay runs on a host with a public address (documented); relays only
                     // take reservations once they have a confirmed external address.
                     self.swarm.add_external_address(address.clone());
