@@ -9,6 +9,19 @@
 //! With `play`, every client plays at real-time speed (`--play`), so listeners overlap as
 //! they would and stalls mean something; without, each track is fetched as fast as it comes.
 //! Prints one JSON object: plays, bytes by source and their shares, startup p50/p95, stalls.
+//!
+//! The network is emulated in user space (`bench/netem.rs`): each client has an access link of
+//! one-way latency drawn from RTT_MIN..RTT_MAX / 2 (environment, ms; default 20..80 ms round
+//! trip). Its edge traffic goes through a relay with that latency both ways; its peer node
+//! listens behind a relay with the same latency and announces the relay's address (so other
+//! peers reach it only through its access link), whose outgoing direction is capped at UPLINK
+//! bytes/s (0: no cap). A connection between two peers thus has the listener's access latency.
+//! In play mode, when 30 s of a track remain the client preloads the next track's first 15 s
+//! (`Client::preload`: from peers, from the edge only in time); PRELOAD=0 turns that off.
+//!
+//! Bytes are counted where they crossed the network: a preload's bytes by their source, and
+//! the same bytes read back from the local cache when the track plays are not counted again as
+//! cache bytes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +29,8 @@ use std::time::Duration;
 use chorus_client::{ClientBuilder, Summary};
 use chorus_core::{TrackId, keys};
 
+#[path = "netem.rs"]
+mod netem;
 #[path = "zipf.rs"]
 mod zipf;
 use zipf::{Rng, Zipf};
@@ -28,16 +43,37 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[i]
 }
 
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released for the peer node to take).
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// One play: its summary, and what its preload (if any) fetched.
+struct Play {
+    summary: Summary,
+    preload: Option<Summary>,
+    rtt_ms: u64,
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a: Vec<String> = std::env::args().skip(1).collect();
     let play = a.get(8).is_some_and(|m| m == "play");
-    // Uplink per client in bytes/s (0 = no cap), from the environment.
-    let uplink = std::env::var("UPLINK").ok().and_then(|u| u.parse::<u64>().ok()).filter(|u| *u > 0);
+    let uplink = Some(env_u64("UPLINK", 0)).filter(|u| *u > 0);
+    let (rtt_min, rtt_max) = (env_u64("RTT_MIN", 20), env_u64("RTT_MAX", 80).max(env_u64("RTT_MIN", 20)));
+    let preload = play && env_u64("PRELOAD", 1) == 1;
+    let track_secs = env_u64("SEGMENTS", 30) * 6;
     let [edge, key, work, tracks, clients, plays, spread, seed, ..] = a.as_slice() else {
-        eprintln!("usage: swarm EDGE_URL ORIGIN_PUB WORK_DIR TRACKS CLIENTS PLAYS_PER_CLIENT JOIN_SPREAD_SECS SEED");
+        eprintln!(
+            "usage: swarm EDGE_URL ORIGIN_PUB WORK_DIR TRACKS CLIENTS PLAYS_PER_CLIENT JOIN_SPREAD_SECS SEED [play]"
+        );
         std::process::exit(2);
     };
+    let edge_addr: std::net::SocketAddr = edge.trim_start_matches("http://").parse()?;
     let (tracks, clients, plays): (usize, usize, usize) = (tracks.parse()?, clients.parse()?, plays.parse()?);
     let spread: f64 = spread.parse()?;
     let key = keys::read_verifying_key(std::path::Path::new(key))?;
@@ -47,30 +83,61 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for c in 0..clients {
         let join_at = Duration::from_secs_f64(rng.unit() * spread);
         let client_seed = rng.next();
-        let (edge, key, popularity) = (edge.clone(), key, popularity.clone());
+        let rtt_ms = rtt_min + (rng.unit() * (rtt_max - rtt_min) as f64) as u64;
+        let one_way = Duration::from_micros(rtt_ms * 500);
+        let (key, popularity) = (key, popularity.clone());
         let dir = std::path::Path::new(work).join(format!("client{c}"));
+        // The client's access link: to the edge, and in front of its peer node.
+        let down = netem::Link { delay: one_way, rate: None };
+        let edge_via = netem::relay(edge_addr, down, down).await?;
+        let port = free_port()?;
+        let up = netem::Link { delay: one_way, rate: uplink };
+        let peer_via = netem::relay(([127, 0, 0, 1], port).into(), down, up).await?;
         tasks.spawn(async move {
             tokio::time::sleep(join_at).await;
-            let client = ClientBuilder::new(vec![edge], key)
+            let client = ClientBuilder::new(vec![format!("http://{edge_via}")], key)
                 .p2p(true)
                 .p2p_mdns(false)
-                .p2p_upload_rate(uplink)
+                .p2p_listen(vec![format!("/ip4/127.0.0.1/tcp/{port}").parse()?])
+                .p2p_external(vec![format!("/ip4/127.0.0.1/tcp/{}", peer_via.port()).parse()?])
                 .cache(dir, 1 << 30)
                 .quality(chorus_client::abr::Quality::Fixed(0))
                 .play(play)
                 .build()?;
             let mut rng = Rng(client_seed);
-            let mut out: Vec<Summary> = Vec::new();
-            for _ in 0..plays {
-                let track = TrackId::parse(&format!("t{:03}", popularity.sample(&mut rng)))?;
-                let s = client.fetch(&track, |_| {}).await?;
-                out.push(s);
+            let list: Vec<TrackId> = (0..plays)
+                .map(|_| TrackId::parse(&format!("t{:03}", popularity.sample(&mut rng))))
+                .collect::<Result<_, _>>()?;
+            let mut out: Vec<Play> = Vec::new();
+            let mut preloaded: Option<tokio::task::JoinHandle<Option<Summary>>> = None;
+            for (k, track) in list.iter().enumerate() {
+                // The preload of this track (started during the previous one) has ended by now
+                // or is cut short: what it fetched is in the cache either way.
+                let pre = match preloaded.take() {
+                    Some(h) => {
+                        h.abort();
+                        h.await.ok().flatten()
+                    }
+                    None => None,
+                };
+                let next = list.get(k + 1).filter(|_| preload).cloned();
+                let ahead = next.map(|next| {
+                    let client = client.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_secs(track_secs.saturating_sub(30))).await;
+                        let p = client.preload(&next, Duration::from_secs(30), Duration::from_secs(15)).await.ok()?;
+                        p.finish().await.ok()
+                    })
+                });
+                let summary = client.fetch(track, |_| {}).await?;
+                out.push(Play { summary, preload: pre, rtt_ms });
+                preloaded = ahead;
             }
             // Leave: the client (and its peer node) goes away with this task.
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(out)
         });
     }
-    let mut all: Vec<Summary> = Vec::new();
+    let mut all: Vec<Play> = Vec::new();
     let mut errors = 0;
     while let Some(j) = tasks.join_next().await {
         match j {
@@ -85,21 +152,42 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
-    let (edge_b, peer_b, cache_b) = all.iter().fold((0u64, 0u64, 0u64), |(e, p, c), s| {
-        (e + s.bytes_by_source.edge, p + s.bytes_by_source.peer, c + s.bytes_by_source.cache)
-    });
-    let total = (edge_b + peer_b + cache_b).max(1) as f64;
-    let mut startup: Vec<u64> = all.iter().map(|s| s.startup_ms).collect();
+    let (mut edge_b, mut peer_b, mut cache_b, mut total) = (0u64, 0u64, 0u64, 0u64);
+    for p in &all {
+        let s = &p.summary.bytes_by_source;
+        total += p.summary.bytes_total;
+        edge_b += s.edge;
+        peer_b += s.peer;
+        cache_b += s.cache;
+        if let Some(pre) = &p.preload {
+            // Fetched over the network by the preload, then read back from the cache.
+            let fetched = pre.bytes_by_source.edge + pre.bytes_by_source.peer;
+            edge_b += pre.bytes_by_source.edge;
+            peer_b += pre.bytes_by_source.peer;
+            cache_b = cache_b.saturating_sub(fetched);
+        }
+    }
+    let t = total.max(1) as f64;
+    let mut startup: Vec<u64> = all.iter().map(|p| p.summary.startup_ms).collect();
     startup.sort_unstable();
-    let stalls: u64 = all.iter().map(|s| u64::from(s.stalls)).sum();
-    let rejected: u64 = all.iter().map(|s| s.chunks_rejected).sum();
+    let mut rtts: Vec<u64> = all.iter().map(|p| p.rtt_ms).collect();
+    rtts.sort_unstable();
+    // Startup against each play's own round trip: the target is 2 RTT + 10 ms.
+    let mut over: Vec<i64> = all.iter().map(|p| p.summary.startup_ms as i64 - (2 * p.rtt_ms + 10) as i64).collect();
+    over.sort_unstable();
+    let stalls: u64 = all.iter().map(|p| u64::from(p.summary.stalls)).sum();
+    let rejected: u64 = all.iter().map(|p| p.summary.chunks_rejected).sum();
+    let preloads = all.iter().filter(|p| p.preload.is_some()).count();
     println!(
         "{}",
         serde_json::json!({
-            "plays": all.len(), "client_errors": errors, "mode": if play { "play" } else { "fast" }, "uplink_bytes_per_s": uplink,
-            "bytes": {"edge": edge_b, "peer": peer_b, "cache": cache_b},
-            "share": {"edge": edge_b as f64 / total, "peer": peer_b as f64 / total, "cache": cache_b as f64 / total},
+            "plays": all.len(), "client_errors": errors, "mode": if play { "play" } else { "fast" },
+            "uplink_bytes_per_s": uplink, "rtt_ms": {"min": rtt_min, "max": rtt_max, "p50": percentile(&rtts, 0.5)},
+            "preloads": preloads,
+            "bytes": {"played": total, "edge": edge_b, "peer": peer_b, "cache": cache_b},
+            "share": {"edge": edge_b as f64 / t, "peer": peer_b as f64 / t, "cache": cache_b as f64 / t},
             "startup_ms": {"p50": percentile(&startup, 0.5), "p95": percentile(&startup, 0.95)},
+            "startup_minus_2rtt_plus_10ms": {"p50": over.get(over.len() / 2).copied().unwrap_or(0)},
             "stalls_per_100_plays": stalls as f64 * 100.0 / all.len().max(1) as f64,
             "chunks_rejected": rejected,
         })

@@ -10,13 +10,16 @@
 #
 # Knobs (environment): TRACKS (30), SEGMENTS (30), CLIENTS (20), PLAYS (8), JOIN_SPREAD (20),
 # SEED (42), PLAY (0; 1 = every client plays in real time, so a run lasts about
-# PLAYS x SEGMENTS x 6 s), UPLINK (0; bytes/s each client uploads at most, e.g. 125000 for
-# 1 Mbit/s). Run from anywhere:  bench/swarm.sh
+# PLAYS x SEGMENTS x 6 s), UPLINK (0; bytes/s of each client's uplink, e.g. 125000 for
+# 1 Mbit/s), RTT_MIN / RTT_MAX (20 / 80: each client's access round trip in ms, drawn
+# uniformly; emulated in user space by bench/netem.rs), PRELOAD (1: in play mode, preload the
+# next track's first 15 s when 30 s remain). Run from anywhere:  bench/swarm.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TRACKS=${TRACKS:-30}; SEGMENTS=${SEGMENTS:-30}; CLIENTS=${CLIENTS:-20}; PLAYS=${PLAYS:-8}
 JOIN_SPREAD=${JOIN_SPREAD:-20}; SEED=${SEED:-42}; PLAY=${PLAY:-0}; export UPLINK=${UPLINK:-0}
+export RTT_MIN=${RTT_MIN:-20} RTT_MAX=${RTT_MAX:-80} PRELOAD=${PRELOAD:-1} SEGMENTS
 
 echo "building (release)..." >&2
 cargo build --release -q --bin chorus --example swarm

@@ -191,7 +191,14 @@ def check_value(path, key, typ, value):
 
 
 def cmd_toml():
-    import tomllib
+    try:
+        import tomllib  # Python >= 3.11
+    except ImportError:
+        try:
+            import tomli as tomllib
+        except ImportError:
+            err("reading TOML needs Python >= 3.11 (tomllib) or the tomli package (pip install tomli)")
+            done("the chorus TOML configs")
     cmds = command_flags()
     done("reading the chorus flags")
     files = [("systemd/edge.toml", "edge"), ("systemd/origin.toml", "origin"),
