@@ -115,11 +115,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 // or is cut short: what it fetched is in the cache either way.
                 let pre = match preloaded.take() {
                     Some(h) => {
-                        h.abort();
-                        h.await.ok().flatten()
+                        tokio::time::timeout(Duration::from_secs(30), h).await.ok().and_then(|j| j.ok().flatten())
                     }
                     None => None,
                 };
+                let began = tokio::time::Instant::now();
                 let next = list.get(k + 1).filter(|_| preload).cloned();
                 let ahead = next.map(|next| {
                     let client = client.clone();
@@ -130,6 +130,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     })
                 });
                 let summary = client.fetch(track, |_| {}).await?;
+                if play {
+                    // The fetch ends when the last segment is in, up to a buffer before the
+                    // audio does: the listener hears the track to its end first.
+                    let heard = summary.startup_ms + track_secs * 1000 + summary.stall_ms;
+                    tokio::time::sleep_until(began + Duration::from_millis(heard)).await;
+                }
                 out.push(Play { summary, preload: pre, rtt_ms });
                 preloaded = ahead;
             }

@@ -1152,6 +1152,9 @@ struct OneChunk {
     rejected: u64,
 }
 
+/// A chunk requested ahead of the scheduler, with the time the request took.
+type Early = JoinHandle<(Result<OneChunk, FetchError>, Duration)>;
+
 /// The outcome of one chunk request.
 struct Fetched {
     generation: u64,
@@ -1196,7 +1199,7 @@ struct Driver {
     /// A preload: no QoE beacon (nothing was played).
     preload: bool,
     /// The first segment's chunk, requested while the track was being opened.
-    speculative: Option<(ChunkId, JoinHandle<(Result<OneChunk, FetchError>, Duration)>)>,
+    speculative: Option<(ChunkId, Early)>,
 }
 
 impl Driver {
