@@ -322,7 +322,7 @@ async fn with_nothing_on_the_tracker_peers_are_found_through_kademlia() {
     .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(j["bytes_by_source"]["peer"].as_u64().unwrap() > 0, "{j}");
+    assert!(j["bytes_by_source"]["peer"].as_u64().unwrap() > 0, "{j}\n{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(j["chunks_rejected"], 0);
 }
 

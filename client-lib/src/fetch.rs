@@ -1015,7 +1015,9 @@ impl Client {
                 for r in answer.relays {
                     p.add_relay(r);
                 }
-                cands = answer.peers;
+                // The tracker may already list this node (it announces once its first segment
+                // is in): it is no candidate, and must not stand in for a Kademlia search.
+                cands = answer.peers.into_iter().filter(|(id, _)| *id != p.peer_id()).collect();
                 break;
             }
         }
@@ -1024,6 +1026,7 @@ impl Client {
         {
             cands = found.into_iter().map(|id| (id, Vec::new())).collect();
         }
+        tracing::debug!(%track, candidates = cands.len(), "peers from the tracker or Kademlia");
         for id in p.discovered() {
             if !cands.iter().any(|(c, _)| *c == id) {
                 cands.push((id, Vec::new()));

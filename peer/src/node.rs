@@ -732,6 +732,7 @@ impl Driver {
                 step,
                 ..
             }) => {
+                debug!(?id, ?r, last = step.last, "Kademlia providers");
                 if let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = r
                     && let Some((found, _)) = self.providers.get_mut(&id)
                 {
