@@ -21,7 +21,7 @@ pub(crate) struct IngestArgs {
     /// The track id to publish under ([A-Za-z0-9_-], up to 64 characters).
     #[arg(long, value_name = "ID")]
     track: TrackId,
-    /// The track's title (default: the track id).
+    /// The track's title (default: an HLS package's title.txt, else the track id).
     #[arg(long, value_name = "T")]
     title: Option<String>,
     /// Bitrates to encode, in kbit/s (encode mode).

@@ -4,6 +4,7 @@
 //! with a one-line `error:` that says what to do.
 
 mod config;
+mod demo_cmd;
 mod edge_cmd;
 mod fetch_cmd;
 mod get_cmd;
@@ -57,6 +58,9 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run the whole network on this machine: an origin, two edges and seeding peers on
+    /// loopback, and a listener playing the sample tracks with P2P on, shown live.
+    Demo(demo_cmd::DemoArgs),
     /// Serve a chunk store: manifests, chunks and HLS over HTTP/1.1, HTTP/2 and HTTP/3.
     Origin(origin_cmd::OriginArgs),
     /// Run an edge cache node in front of origins (and parent edges).
@@ -127,10 +131,16 @@ fn main() -> ExitCode {
         Ok(m) => m,
         Err(e) => e.exit(),
     };
-    let cli = match Cli::from_arg_matches(&matches) {
+    let mut cli = match Cli::from_arg_matches(&matches) {
         Ok(c) => c,
         Err(e) => e.exit(),
     };
+    // The demo's live view is the output; its nodes log only warnings unless asked otherwise.
+    if matches!(cli.command, Cmd::Demo(_))
+        && matches.value_source("log_level") == Some(clap::parser::ValueSource::DefaultValue)
+    {
+        "warn".clone_into(&mut cli.global.log_level);
+    }
     init_logging(&cli.global);
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
@@ -167,6 +177,12 @@ fn run(cmd: Cmd) -> Result<()> {
         Cmd::Edge(a) => {
             let rt = runtime()?;
             let result = rt.block_on(edge_cmd::run(a));
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+            result
+        }
+        Cmd::Demo(a) => {
+            let rt = runtime()?;
+            let result = rt.block_on(demo_cmd::run(a));
             rt.shutdown_timeout(std::time::Duration::from_secs(1));
             result
         }

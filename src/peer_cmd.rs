@@ -90,9 +90,10 @@ pub(crate) struct PeerArgs {
 }
 
 /// How often the tracks held are announced again (the tracker forgets after 5 minutes).
-const REANNOUNCE: Duration = Duration::from_secs(120);
+pub(crate) const REANNOUNCE: Duration = Duration::from_secs(120);
 
-struct Metrics(prometheus::Registry);
+/// Serves a peer node's metrics (and health checks) over HTTP.
+pub(crate) struct Metrics(pub(crate) prometheus::Registry);
 
 impl Handler for Metrics {
     async fn call(&self, req: http::Request<Body>, _ctx: RequestContext) -> http::Response<ResponseBody> {
@@ -113,24 +114,7 @@ pub(crate) async fn run(a: PeerArgs) -> Result<()> {
             .trust(trust.clone())
             .token(a.token.clone())
             .cache(a.cache_dir.clone(), a.cache_size.0);
-        for track in &a.seed {
-            // Every rendition, one after the other: peers may want any of them.
-            let mut rung = 0;
-            loop {
-                let client = builder.clone().quality(Quality::Fixed(rung)).build()?;
-                let mut t = client.open(track).await.with_context(|| format!("seeding {track}"))?;
-                let rungs = t.info().renditions.len();
-                while let Some(s) = t.next().await {
-                    s.with_context(|| format!("seeding {track}"))?;
-                }
-                let s = t.finish().await;
-                info!(%track, rendition = %s.rendition, bytes = s.bytes_total, "seeded");
-                rung += 1;
-                if rung >= rungs {
-                    break;
-                }
-            }
-        }
+        seed(&builder, &a.seed).await?;
     }
     let identity = chorus_peer::load_or_create_identity(&a.cache_dir.join("peer.key"))?;
     let store = Arc::new(DirStore::new(&a.cache_dir));
@@ -166,23 +150,7 @@ pub(crate) async fn run(a: PeerArgs) -> Result<()> {
     let shutdown = crate::origin_cmd::shutdown_signal();
     tokio::pin!(shutdown);
     loop {
-        let tracks = store.tracks();
-        for t in announced.iter().filter(|t| !tracks.contains(t)) {
-            peer.unprovide(t.clone());
-        }
-        for t in &tracks {
-            peer.provide(t.clone());
-        }
-        let addrs_now = peer.public_addrs().await;
-        for edge in &a.edge {
-            match chorus_peer::tracker::announce(&http, edge, peer.peer_id(), &addrs_now, &tracks, a.token.as_deref())
-                .await
-            {
-                Ok(()) => info!(%edge, tracks = tracks.len(), "announced"),
-                Err(e) => warn!(%edge, error = %e, "announce failed; will retry"),
-            }
-        }
-        announced = tracks;
+        announced = announce(&peer, store.as_ref(), &a.edge, &http, a.token.as_deref(), &announced).await;
         tokio::select! {
             () = &mut shutdown => break,
             () = tokio::time::sleep(REANNOUNCE) => {}
@@ -192,4 +160,58 @@ pub(crate) async fn run(a: PeerArgs) -> Result<()> {
         let _ = m.await;
     }
     Ok(())
+}
+
+/// Fetches every rendition of `tracks` into the cache of `builder` (which must have one), one
+/// after the other: peers may want any of them.
+///
+/// # Errors
+/// A track that cannot be fetched (unknown, no edge reachable, a chunk nobody delivers).
+pub(crate) async fn seed(builder: &chorus_client::ClientBuilder, tracks: &[TrackId]) -> Result<()> {
+    for track in tracks {
+        let mut rung = 0;
+        loop {
+            let client = builder.clone().quality(Quality::Fixed(rung)).build()?;
+            let mut t = client.open(track).await.with_context(|| format!("seeding {track}"))?;
+            let rungs = t.info().renditions.len();
+            while let Some(s) = t.next().await {
+                s.with_context(|| format!("seeding {track}"))?;
+            }
+            let s = t.finish().await;
+            info!(%track, rendition = %s.rendition, bytes = s.bytes_total, "seeded");
+            rung += 1;
+            if rung >= rungs {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Announces the tracks `store` holds to every edge's tracker and on Kademlia, and withdraws
+/// from Kademlia those in `announced` that are no longer held; returns what it announced.
+/// A tracker that cannot be reached is logged and tried again at the next call.
+pub(crate) async fn announce(
+    peer: &Peer,
+    store: &DirStore,
+    edges: &[String],
+    http: &chorus_core::http::client::HttpClient,
+    token: Option<&str>,
+    announced: &[TrackId],
+) -> Vec<TrackId> {
+    let tracks = store.tracks();
+    for t in announced.iter().filter(|t| !tracks.contains(t)) {
+        peer.unprovide(t.clone());
+    }
+    for t in &tracks {
+        peer.provide(t.clone());
+    }
+    let addrs_now = peer.public_addrs().await;
+    for edge in edges {
+        match chorus_peer::tracker::announce(http, edge, peer.peer_id(), &addrs_now, &tracks, token).await {
+            Ok(()) => info!(%edge, tracks = tracks.len(), "announced"),
+            Err(e) => warn!(%edge, error = %e, "announce failed; will retry"),
+        }
+    }
+    tracks
 }

@@ -87,6 +87,10 @@ async fn every_ingest_mode_then_every_chunk_over_every_protocol() {
     assert!(first.starts_with("published sunrise: 2 renditions (aac-24, aac-96)"), "{first}");
     let again = ok(&chorus(&["ingest", "--store", s(&store), "--track", "sunrise", "--title", "Sunrise", s(&sunrise)]));
     assert!(again.starts_with("unchanged sunrise") && again.contains("(0 new)"), "{again}");
+    // Without --title, a package's title.txt names the track.
+    ok(&chorus(&["ingest", "--store", s(&store), "--track", "sunrise-untitled", s(&sunrise)]));
+    let doc = std::fs::read(store.join("manifests").join("sunrise-untitled.json")).unwrap();
+    assert_eq!(serde_json::from_slice::<Manifest>(&doc).unwrap().title, "Sunrise");
 
     // (c) a single pre-encoded file as raw byte chunks.
     ok(&chorus(&["ingest", "--store", s(&store), "--track", "tone-raw", "--mode", "raw", s(&wav)]));

@@ -231,7 +231,30 @@ pub fn ingest(
             (plan, "encode")
         }
     };
+    if req.title.is_none()
+        && matches!(mode, Mode::Hls)
+        && let Some(title) = package_title(&req.input)
+    {
+        let req = IngestRequest { title: Some(title), ..req.clone() };
+        return commit(store, key, &req, plan, mode_name, progress);
+    }
     commit(store, key, req, plan, mode_name, progress)
+}
+
+/// The title an HLS package directory names in its `title.txt` (first line, trimmed), if it
+/// has one that fits a manifest.
+fn package_title(dir: &Path) -> Option<String> {
+    if !dir.is_dir() {
+        return None;
+    }
+    let file = dir.join("title.txt");
+    // Bounded: a title is short, and a huge or binary file is ignored, not read.
+    if std::fs::metadata(&file).ok()?.len() > 4096 {
+        return None;
+    }
+    let text = std::fs::read_to_string(&file).ok()?;
+    let title = text.lines().next()?.trim();
+    (!title.is_empty() && title.len() <= chorus_core::manifest::limits::MAX_TITLE).then(|| title.to_owned())
 }
 
 fn commit(
