@@ -10,8 +10,7 @@
 # and that every chorus_* metric a dashboard or rule uses exists:
 #   - with METRICS_FILE arguments (the /metrics text of live origin, edge and peer nodes): in
 #     the union of those files, each of which must also pass `promtool check metrics`;
-#   - without: among the names in the Rust sources (core edge origin peer client-lib src),
-#     plus chorus_edge_mrc_hit_ratio (SPEC §6, announced and not exported yet).
+#   - without: among the names in the Rust sources (core edge origin peer client-lib src).
 #
 # Needs: promtool (apt-get install prometheus), python3 with PyYAML (apt-get install
 # python3-yaml), kubernetes-validate (pip install kubernetes-validate). Optional: kubectl
@@ -20,8 +19,8 @@
 # Environment:
 #   K8S_VERSION                 Kubernetes API version to validate against (default 1.30.0)
 #   CHORUS_CHECK_ALLOW_MISSING  space-separated metric names allowed to be missing from the
-#                               METRICS_FILEs (reported as warnings), e.g. the
-#                               not-yet-exported chorus_edge_mrc_hit_ratio
+#                               METRICS_FILEs (reported as warnings), e.g. metrics
+#                               of a node type whose /metrics was not given
 set -euo pipefail
 
 DEPLOY="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -393,7 +392,7 @@ def source_names():
                 # chorus_edge_requests_total (the name is built with format!).
                 names.update(f"chorus_{n}_requests_total" for n in re.findall(r'RequestCounter::new\([^,()]+,\s*"(\w+)"\)', text))
     names.update({"chorus_edge_requests_total", "chorus_origin_requests_total"})
-    pending = {"chorus_edge_mrc_hit_ratio"}  # SPEC §6; the edge does not export it yet
+    pending = set()  # names in SPEC §6 announced but not exported yet: none
     return names | pending, hist, pending
 
 

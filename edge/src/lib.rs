@@ -9,7 +9,8 @@
 //! - [`node::Edge`]: the node; [`api`]: its HTTP API;
 //! - [`cache`]: the two tiers and their admission policy;
 //! - [`upstream`]: upstream selection, health and failover;
-//! - [`manifests`]: the manifest cache and the chunk index.
+//! - [`manifests`]: the manifest cache and the chunk index;
+//! - [`mrc`]: the hit ratio at other cache sizes, estimated online for planners.
 #![warn(missing_docs)]
 
 pub mod api;
@@ -17,6 +18,7 @@ pub mod cache;
 pub mod coalesce;
 pub mod manifests;
 pub mod metrics;
+pub mod mrc;
 pub mod node;
 pub mod prefetch;
 pub mod tracker;

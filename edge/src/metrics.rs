@@ -40,6 +40,10 @@ pub struct EdgeMetrics {
     pub qoe_beacons: IntCounter,
     /// `chorus_tracker_peers`.
     pub tracker_peers: IntGauge,
+    /// `chorus_edge_mrc_hit_ratio{cache_bytes}`.
+    pub mrc_hit_ratio: prometheus::GaugeVec,
+    /// `chorus_edge_mrc_sampling_rate`.
+    pub mrc_sampling_rate: prometheus::Gauge,
 }
 
 impl EdgeMetrics {
@@ -119,7 +123,22 @@ impl EdgeMetrics {
         )
         .expect("valid metric");
         register(&registry, &tracker_peers);
-        Self {
+        let mrc_hit_ratio = prometheus::GaugeVec::new(
+            Opts::new(
+                "chorus_edge_mrc_hit_ratio",
+                "Estimated request hit ratio an LRU cache of cache_bytes would reach on this edge's chunk requests since it started (SHARDS sampling; sizes 1/4x to 8x this edge's cache). What more or less cache would buy: compare neighbouring sizes.",
+            ),
+            &["cache_bytes"],
+        )
+        .expect("valid metric");
+        register(&registry, &mrc_hit_ratio);
+        let mrc_sampling_rate = prometheus::Gauge::new(
+            "chorus_edge_mrc_sampling_rate",
+            "Fraction of chunks the hit-ratio-curve estimator samples (falls as the catalogue grows; its memory stays fixed).",
+        )
+        .expect("valid metric");
+        register(&registry, &mrc_sampling_rate);
+        let m = Self {
             requests: RequestCounter::new(&registry, "edge"),
             cache_requests: counter_vec(
                 "chorus_edge_cache_requests_total",
@@ -154,8 +173,28 @@ impl EdgeMetrics {
             ),
             qoe_beacons,
             tracker_peers,
+            mrc_hit_ratio,
+            mrc_sampling_rate,
             registry,
+        };
+        // Every label value known in advance is exported from the start, at 0, so a series
+        // exists before its first event (rates and alerts see 0, not "no data").
+        for (result, tier) in [("hit", "memory"), ("hit", "disk"), ("miss", "none"), ("coalesced", "none")] {
+            m.cache_requests.with_label_values(&[result, tier]);
         }
+        for source in ["memory", "disk", "upstream"] {
+            m.served_bytes.with_label_values(&[source]);
+        }
+        for result in ["issued", "used", "wasted"] {
+            m.prefetch.with_label_values(&[result]);
+        }
+        for source in ["disk", "upstream"] {
+            m.corrupt.with_label_values(&[source]);
+        }
+        for source in ["edge", "peer", "cache"] {
+            m.qoe_bytes.with_label_values(&[source]);
+        }
+        m
     }
 }
 

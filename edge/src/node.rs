@@ -19,6 +19,7 @@ use crate::cache::{CacheConfig, ChunkCache, Events, TierName};
 use crate::coalesce::{Inflight, Role};
 use crate::manifests::{Entry, Freshness, Manifests};
 use crate::metrics::EdgeMetrics;
+use crate::mrc::{Mrc, MrcConfig};
 use crate::prefetch::{self, PrefetchConfig, Trending};
 use crate::tracker::{Tracker, TrackerConfig};
 use crate::upstream::{FetchError, UpstreamConfig, Upstreams};
@@ -85,6 +86,8 @@ pub(crate) struct Inner {
     pub(crate) cfg: EdgeConfig,
     pub(crate) tokens: Option<TokenVerifier>,
     pub(crate) metrics: EdgeMetrics,
+    /// The hit ratio at other cache sizes, from the chunk requests served.
+    pub(crate) mrc: Mrc,
 }
 
 /// An edge node.
@@ -108,6 +111,9 @@ impl Edge {
             Some(k) => Some(TokenVerifier::new(k, Duration::from_secs(30)).map_err(|e| e.to_string())?),
             None => None,
         };
+        // The curve spans the largest tier: the disk when there is one.
+        let capacity = if cfg.cache.dir.is_some() { cfg.cache.disk_bytes } else { cfg.cache.mem_bytes };
+        let mrc = Mrc::new(MrcConfig::around(capacity));
         let warmed_cap = std::num::NonZeroUsize::new(4096).unwrap_or(std::num::NonZeroUsize::MIN);
         let inner = Inner {
             cache,
@@ -120,6 +126,7 @@ impl Edge {
             prefetch_permits: Arc::new(Semaphore::new(cfg.prefetch.concurrency.max(1))),
             tokens,
             metrics,
+            mrc,
             cfg,
         };
         let edge = Self(Arc::new(inner));
@@ -199,6 +206,7 @@ impl Edge {
                 m.prefetch.with_label_values(&["used"]).inc();
             }
             let source = if f.tier == TierName::Memory { Source::Memory } else { Source::Disk };
+            self.observe(&id, f.bytes.len() as u64);
             return Ok((f.bytes, source));
         }
         let edge = self.clone();
@@ -220,7 +228,28 @@ impl Edge {
                 }
             }
         }
-        result.map(|b| (b, Source::Upstream))
+        let bytes = result?;
+        self.observe(&id, bytes.len() as u64);
+        Ok((bytes, Source::Upstream))
+    }
+
+    /// Feeds a served chunk request to the hit-ratio-curve estimator.
+    fn observe(&self, id: &ChunkId, size: u64) {
+        if !self.0.mrc.record(id, size) {
+            return;
+        }
+        let m = &self.0.metrics;
+        for (bytes, ratio) in self.0.mrc.hit_ratios().unwrap_or_default() {
+            m.mrc_hit_ratio.with_label_values(&[&bytes.to_string()]).set(ratio);
+        }
+        m.mrc_sampling_rate.set(self.0.mrc.sampling_rate());
+    }
+
+    /// The estimated hit ratio at ¼× to 8× this edge's cache size (see [`crate::mrc`]);
+    /// `None` before any chunk request was sampled.
+    #[must_use]
+    pub fn hit_ratio_curve(&self) -> Option<Vec<(u64, f64)>> {
+        self.0.mrc.hit_ratios()
     }
 
     /// Chunk `id` as a verified disk file for `sendfile`, counted as a disk hit. `None` when
@@ -233,6 +262,7 @@ impl Edge {
         if prefetch_used {
             m.prefetch.with_label_values(&["used"]).inc();
         }
+        self.observe(id, len);
         Some((file, len))
     }
 

@@ -57,6 +57,10 @@ impl OriginMetrics {
         register(&registry, &tracks);
         register(&registry, &chunks);
         register(&registry, &ingests);
+        // Exported from the start, at 0, before the first upload.
+        for result in ["published", "unchanged", "rejected", "failed"] {
+            ingests.with_label_values(&[result]);
+        }
         register(&registry, &corrupt);
         let requests = RequestCounter::new(&registry, "origin");
         Self { registry, requests, served_bytes, tracks, chunks, ingests, corrupt }

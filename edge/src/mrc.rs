@@ -1,0 +1,320 @@
+//! Miss-ratio curve: the hit ratio this edge would reach at other cache sizes, estimated online
+//! from its own chunk requests, for capacity planning (`chorus_edge_mrc_hit_ratio{cache_bytes}`).
+//!
+//! The estimator is SHARDS (Waldspurger et al., "Efficient MRC Construction with SHARDS",
+//! FAST '15) in its fixed-size form, measured in bytes:
+//! - **Spatial sampling.** A chunk is in the sample when a keyed hash of its id falls below a
+//!   threshold, so every request for a sampled chunk is seen and every other request costs one
+//!   hash and a comparison (no lock). The sampling rate is `threshold / 2^64`.
+//! - **A fixed sample budget.** At most [`MrcConfig::max_samples`] chunks are tracked; when one
+//!   more would exceed it, the chunk with the largest hash leaves and the threshold drops to
+//!   its hash. Counts gathered at the higher rate are scaled by the ratio of the rates, so old
+//!   and new requests weigh alike. Memory stays bounded however large the catalogue.
+//! - **Byte stack distances.** For a repeated request, the distance is the bytes of the
+//!   distinct sampled chunks requested since this chunk's previous request, divided by the
+//!   sampling rate. An LRU cache of `C` bytes would have hit iff distance + the chunk's size
+//!   ≤ `C`; first requests are misses at every size. The estimate for each configured size is
+//!   hits / requests, over every request since the edge started.
+//!
+//! What it estimates is an LRU cache of that many bytes; the edge's own policy (TinyLFU
+//! admission over two tiers) usually does a little better at the same size, so read the curve's
+//! shape (what doubling the cache buys) rather than its absolute value at 1×.
+//!
+//! Cost: a sampled request takes a lock and sums over the chunks requested since its previous
+//! request (at most `max_samples`); the rate falls as the catalogue grows, so sampled requests
+//! become rare on a busy edge.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::BuildHasher as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chorus_core::ChunkId;
+
+/// Settings of the estimator.
+#[derive(Debug, Clone)]
+pub struct MrcConfig {
+    /// The cache sizes to estimate the hit ratio at, in bytes.
+    pub sizes: Vec<u64>,
+    /// Chunks tracked at most (default 8192, about 1 MiB of memory).
+    pub max_samples: usize,
+}
+
+impl MrcConfig {
+    /// Sizes from ¼× to 8× `capacity` (the edge's cache size), doubling.
+    #[must_use]
+    pub fn around(capacity: u64) -> Self {
+        let sizes = [capacity / 4, capacity / 2, capacity, capacity * 2, capacity * 4, capacity * 8]
+            .into_iter()
+            .filter(|&s| s > 0)
+            .collect();
+        Self { sizes, max_samples: 8192 }
+    }
+}
+
+/// The online estimator; cheap to call on every chunk request.
+#[derive(Debug)]
+pub struct Mrc {
+    /// Secret per process, so nobody can choose chunk ids that land in (or out of) the sample.
+    key: u64,
+    /// Requests whose hash is below this are sampled (a copy of `State::threshold` read
+    /// without the lock).
+    threshold: AtomicU64,
+    /// Requests (sampled or not) not yet folded into `State::expected`.
+    seen: AtomicU64,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    sizes: Vec<u64>,
+    max_samples: usize,
+    threshold: u64,
+    /// Logical time: one tick per sampled request.
+    clock: u64,
+    /// Sampled chunk (by hash) → (time of its last request, its size).
+    last: HashMap<u64, (u64, u64)>,
+    /// Time of last request → size, of every sampled chunk: the bytes requested since a time.
+    by_time: BTreeMap<u64, u64>,
+    /// Hashes of the sampled chunks, to find the largest when the budget is exceeded.
+    hashes: BTreeSet<u64>,
+    /// Requests that would have hit, per size (scaled with the rate).
+    hits: Vec<f64>,
+    /// Sampled requests (scaled with the rate).
+    requests: f64,
+    /// Sampled requests expected from all requests at the rates in force (scaled alike).
+    expected: f64,
+}
+
+impl Mrc {
+    /// An estimator for `cfg.sizes`, sampling with a random key.
+    #[must_use]
+    pub fn new(cfg: MrcConfig) -> Self {
+        Self::with_key(cfg, std::collections::hash_map::RandomState::new().hash_one(0u64))
+    }
+
+    /// An estimator sampling with `key`: the same key and requests give the same estimates.
+    #[must_use]
+    pub fn with_key(cfg: MrcConfig, key: u64) -> Self {
+        let n = cfg.sizes.len();
+        Self {
+            key,
+            threshold: AtomicU64::new(u64::MAX),
+            seen: AtomicU64::new(0),
+            state: Mutex::new(State {
+                sizes: cfg.sizes,
+                max_samples: cfg.max_samples.max(1),
+                threshold: u64::MAX,
+                clock: 0,
+                last: HashMap::new(),
+                by_time: BTreeMap::new(),
+                hashes: BTreeSet::new(),
+                hits: vec![0.0; n],
+                requests: 0.0,
+                expected: 0.0,
+            }),
+        }
+    }
+
+    /// Records a request for chunk `id` of `size` bytes; returns whether it was sampled (and
+    /// the estimates may have changed).
+    pub fn record(&self, id: &ChunkId, size: u64) -> bool {
+        self.seen.fetch_add(1, Ordering::Relaxed);
+        let h = self.hash(id);
+        if h >= self.threshold.load(Ordering::Relaxed) {
+            return false;
+        }
+        let mut st = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        st.fold(&self.seen);
+        if h >= st.threshold {
+            return false; // the threshold dropped meanwhile
+        }
+        st.record(h, size);
+        self.threshold.store(st.threshold, Ordering::Relaxed);
+        true
+    }
+
+    /// Where `id` falls in `0..2^64`: its first 8 bytes (a BLAKE3 hash, so uniform) mixed
+    /// with the key by a bijection (SplitMix64's finalizer).
+    fn hash(&self, id: &ChunkId) -> u64 {
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&id.as_bytes()[..8]);
+        let mut z = u64::from_le_bytes(first) ^ self.key;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// The estimated hit ratio at each configured size, as `(size, ratio)`; `None` before any
+    /// request was sampled.
+    #[must_use]
+    pub fn hit_ratios(&self) -> Option<Vec<(u64, f64)>> {
+        let mut st = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        st.fold(&self.seen);
+        if st.requests <= 0.0 {
+            return None;
+        }
+        // SHARDS_adj: the sample drew more or fewer requests than its rate predicts, almost
+        // always because the hottest chunks are in it or not; they are requested again at
+        // once, so the difference counts as hits (distance 0) at every size.
+        let total = st.expected.max(f64::MIN_POSITIVE);
+        let adjust = st.expected - st.requests;
+        Some(st.sizes.iter().zip(&st.hits).map(|(&s, &h)| (s, ((h + adjust) / total).clamp(0.0, 1.0))).collect())
+    }
+
+    /// The fraction of chunks sampled now.
+    #[must_use]
+    pub fn sampling_rate(&self) -> f64 {
+        rate(self.threshold.load(Ordering::Relaxed))
+    }
+
+    /// Chunks tracked now (at most [`MrcConfig::max_samples`]).
+    #[must_use]
+    pub fn tracked(&self) -> usize {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).last.len()
+    }
+}
+
+fn rate(threshold: u64) -> f64 {
+    threshold as f64 / 18_446_744_073_709_551_616.0 // 2^64
+}
+
+impl State {
+    /// Counts the requests seen since the last call as expected samples at the current rate.
+    fn fold(&mut self, seen: &AtomicU64) {
+        self.expected += seen.swap(0, Ordering::Relaxed) as f64 * rate(self.threshold);
+    }
+
+    fn record(&mut self, h: u64, size: u64) {
+        self.clock += 1;
+        let now = self.clock;
+        self.requests += 1.0;
+        if let Some((prev, _)) = self.last.get(&h).copied() {
+            let between: u64 = self.by_time.range(prev + 1..).map(|(_, s)| s).sum();
+            let distance = between as f64 / rate(self.threshold);
+            for (hits, &c) in self.hits.iter_mut().zip(&self.sizes) {
+                if distance + size as f64 <= c as f64 {
+                    *hits += 1.0;
+                }
+            }
+            self.by_time.remove(&prev);
+        } else {
+            self.hashes.insert(h);
+        }
+        self.by_time.insert(now, size);
+        self.last.insert(h, (now, size));
+        if self.hashes.len() > self.max_samples
+            && let Some(top) = self.hashes.pop_last()
+        {
+            // The largest hash leaves, and the threshold drops to it: sampled from now on are
+            // hashes below it. Counts so far shrink by the ratio of the rates.
+            if let Some((t, _)) = self.last.remove(&top) {
+                self.by_time.remove(&t);
+            }
+            let scale = rate(top) / rate(self.threshold);
+            self.hits.iter_mut().for_each(|x| *x *= scale);
+            self.requests *= scale;
+            self.expected *= scale;
+            self.threshold = top;
+        }
+    }
+}
+
+/// The benchmarks' deterministic Zipf request streams, for the test against exact simulation.
+#[cfg(test)]
+#[path = "../../bench/zipf.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod zipf;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use super::zipf::{Rng, Zipf};
+
+    /// Exact hit ratios of byte-bounded LRU caches of each size on `stream`.
+    fn exact(stream: &[(ChunkId, u64)], sizes: &[u64]) -> Vec<f64> {
+        sizes
+            .iter()
+            .map(|&cap| {
+                let mut lru: lru::LruCache<ChunkId, u64> = lru::LruCache::unbounded();
+                let (mut held, mut hits) = (0u64, 0u64);
+                for &(id, size) in stream {
+                    if lru.get(&id).is_some() {
+                        hits += 1;
+                        continue;
+                    }
+                    if size > cap {
+                        continue;
+                    }
+                    lru.put(id, size);
+                    held += size;
+                    while held > cap {
+                        let Some((_, s)) = lru.pop_lru() else { break };
+                        held -= s;
+                    }
+                }
+                hits as f64 / stream.len() as f64
+            })
+            .collect()
+    }
+
+    /// A Zipf(1.0) stream over `chunks` chunks of 18–240 KB (the rendition mix of a 6 s
+    /// segment ladder), popularity independent of size.
+    fn stream(chunks: usize, requests: usize, seed: u64) -> (Vec<(ChunkId, u64)>, u64) {
+        let mut rng = Rng(seed);
+        let ladder = [18_000u64, 72_000, 120_000, 240_000];
+        let catalogue: Vec<(ChunkId, u64)> =
+            (0..chunks).map(|k| (ChunkId::of(&(k as u64).to_le_bytes()), ladder[(rng.next() % 4) as usize])).collect();
+        let bytes = catalogue.iter().map(|(_, s)| s).sum();
+        let zipf = Zipf::new(chunks);
+        ((0..requests).map(|_| catalogue[zipf.sample(&mut rng)]).collect(), bytes)
+    }
+
+    #[test]
+    fn the_estimate_matches_an_exact_lru_simulation() {
+        let (stream, catalogue) = stream(100_000, 400_000, 7);
+        // The edge's cache at 2% of the catalogue; the curve from ¼× to 8× of it.
+        let cfg = MrcConfig { max_samples: 4096, ..MrcConfig::around(catalogue / 50) };
+        let exact = exact(&stream, &cfg.sizes);
+        // A real curve: it rises with the cache size.
+        assert!(exact[0] < exact[5] - 0.1, "{exact:?}");
+        // Which chunks are sampled depends on the key: every key must do.
+        for key in [1, 2, 3, 0xC0FFEE, u64::MAX] {
+            let mrc = Mrc::with_key(cfg.clone(), key);
+            for (id, size) in &stream {
+                mrc.record(id, *size);
+            }
+            let estimated = mrc.hit_ratios().unwrap();
+            let errors: Vec<f64> = estimated.iter().zip(&exact).map(|((_, e), x)| (e - x).abs()).collect();
+            let mae = errors.iter().sum::<f64>() / errors.len() as f64;
+            eprintln!("key {key}: mean absolute error {mae:.4} at sampling rate {:.4}", mrc.sampling_rate());
+            assert!(mae <= 0.02, "key {key}: mean absolute error {mae:.4}: estimated {estimated:?}, exact {exact:?}");
+            // Bounded memory: the budget holds, far below the catalogue's 100 000 chunks.
+            assert!(mrc.tracked() <= 4096);
+            assert!(mrc.sampling_rate() < 0.1, "rate {}", mrc.sampling_rate());
+        }
+    }
+
+    #[test]
+    fn without_sampling_it_is_exact() {
+        let (stream, catalogue) = stream(2_000, 20_000, 11);
+        let cfg = MrcConfig { max_samples: 1_000_000, ..MrcConfig::around(catalogue / 20) };
+        let mrc = Mrc::new(cfg.clone());
+        for (id, size) in &stream {
+            assert!(mrc.record(id, *size));
+        }
+        let exact = exact(&stream, &cfg.sizes);
+        for ((_, e), x) in mrc.hit_ratios().unwrap().iter().zip(&exact) {
+            assert!((e - x).abs() < 1e-9, "{e} vs {x}");
+        }
+    }
+
+    #[test]
+    fn nothing_sampled_means_no_estimate() {
+        let mrc = Mrc::new(MrcConfig::around(1 << 30));
+        assert!(mrc.hit_ratios().is_none());
+        assert_eq!(MrcConfig::around(1 << 30).sizes.len(), 6);
+        assert_eq!(MrcConfig::around(0).sizes, Vec::<u64>::new());
+    }
+}
