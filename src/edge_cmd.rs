@@ -54,7 +54,7 @@ pub(crate) struct EdgeArgs {
     #[arg(long, value_name = "FILE")]
     token_key: Option<PathBuf>,
     /// Shared secret for /admin/purge and /admin/prewarm; without it they are disabled.
-    #[arg(long, value_name = "T")]
+    #[arg(long, value_name = "T", value_parser = crate::serve_args::admin_token)]
     admin_token: Option<String>,
     /// The origin's public key (origin.pub): when given, manifests that do not verify are refused.
     #[arg(long, value_name = "FILE")]

@@ -28,7 +28,7 @@ pub(crate) struct OriginArgs {
     signing_key: Option<PathBuf>,
     /// Shared secret for the admin API (PUT /admin/tracks/{track}); without it the admin API
     /// is disabled.
-    #[arg(long, value_name = "T")]
+    #[arg(long, value_name = "T", value_parser = crate::serve_args::admin_token)]
     admin_token: Option<String>,
     /// Largest upload accepted by the admin API.
     #[arg(long, value_name = "SIZE", default_value = "2GiB")]

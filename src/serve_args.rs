@@ -54,3 +54,12 @@ impl ServeArgs {
         Ok(Some(ck))
     }
 }
+
+/// Parses an admin token: a shared secret, so never empty (an empty one would let anyone in
+/// who sends an empty bearer token).
+pub(crate) fn admin_token(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Err("the admin token is empty; leave --admin-token out to disable the admin API".into());
+    }
+    Ok(s.to_owned())
+}

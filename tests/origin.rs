@@ -699,3 +699,15 @@ async fn http3_resumes_in_zero_rtt_and_survives_a_refused_ticket() {
     // the next one redials.)
     assert_eq!(fourth.early_data(), EarlyData::NotTried, "redialled without 0-RTT");
 }
+
+#[test]
+fn an_empty_admin_token_is_refused_at_start() {
+    let origin: &[&str] = &["origin", "--store", "unused", "--admin-token", ""];
+    let edge: &[&str] = &["edge", "--upstream", "http://127.0.0.1:9", "--admin-token", "  "];
+    for args in [origin, edge] {
+        let out = chorus(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("the admin token is empty"), "{err}");
+    }
+}

@@ -260,7 +260,8 @@ pub fn is_read(m: &Method) -> bool {
 /// The response to send: 403 when the admin API is off, 401 when the token is missing or wrong.
 #[allow(clippy::result_large_err)] // the ready error response, built on the error path only
 pub fn check_admin(headers: &HeaderMap, expected: Option<&str>, node: &str) -> Result<(), Response<ResponseBody>> {
-    let Some(expected) = expected else {
+    // An empty secret is no secret: treated as no token configured.
+    let Some(expected) = expected.filter(|t| !t.is_empty()) else {
         return Err(super::json_error(
             StatusCode::FORBIDDEN,
             format!("the admin API is disabled: start the {node} with --admin-token"),
