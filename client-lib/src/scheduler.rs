@@ -69,7 +69,7 @@ pub struct SchedulerConfig {
     /// Peers are asked only for segments due at least this far ahead (default 8 s).
     pub peer_lead: Duration,
     /// While a peer holds a segment, edges wait until it is this close to the playhead
-    /// (default 15 s).
+    /// (default 10 s).
     pub edge_window: Duration,
 }
 
@@ -86,7 +86,7 @@ impl Default for SchedulerConfig {
             abr: AbrConfig::default(),
             quality: Quality::Auto { cap: usize::MAX },
             peer_lead: Duration::from_secs(8),
-            edge_window: Duration::from_secs(15),
+            edge_window: Duration::from_secs(10),
         }
     }
 }
@@ -931,6 +931,8 @@ mod tests {
             max_inflight: 4,
             buffer_ahead: Duration::from_secs(60),
             quality: Quality::Fixed(0),
+            // The figures in these tests count with a 15 s window.
+            edge_window: Duration::from_secs(15),
             ..SchedulerConfig::default()
         };
         let mut s = Scheduler::new(cfg, LADDER.to_vec(), track(10), 1, t0);

@@ -230,20 +230,34 @@ impl ChunkCache {
         let (to_write, to_delete) = {
             let mut g = self.lock();
             let inner = &mut *g;
+            // A prefetched chunk has not been asked for, so the admission sketch knows nothing of
+            // it and a full tier would always refuse it; it is expected to be asked for within
+            // seconds, so it goes in at the recent end without the admission test, and leaves
+            // unasked like any other chunk (counted as wasted).
             let mut dropped = Vec::new();
-            if let Admission::Admitted(evicted) = inner.mem.offer(id, bytes.clone(), &inner.sketch) {
-                dropped.extend(evicted.into_iter().map(|(k, _)| k));
-            }
+            let admitted = if prefetched {
+                inner.mem.insert_if_fits(id, bytes.clone())
+            } else {
+                match inner.mem.offer(id, bytes.clone(), &inner.sketch) {
+                    Admission::Admitted(evicted) => Some(evicted),
+                    Admission::Rejected => None,
+                }
+            };
+            dropped.extend(admitted.into_iter().flatten().map(|(k, _)| k));
             let mut to_delete = Vec::new();
             let mut to_write = false;
-            if self.disk_enabled()
-                && !inner.disk.contains(&id)
-                && let Admission::Admitted(evicted) = inner.disk.offer(
-                    id,
-                    DiskEntry { size: bytes.len() as u64, verified: true, ready: false },
-                    &inner.sketch,
-                )
-            {
+            let entry = DiskEntry { size: bytes.len() as u64, verified: true, ready: false };
+            let on_disk = if !self.disk_enabled() || inner.disk.contains(&id) {
+                None
+            } else if prefetched {
+                inner.disk.insert_if_fits(id, entry)
+            } else {
+                match inner.disk.offer(id, entry, &inner.sketch) {
+                    Admission::Admitted(evicted) => Some(evicted),
+                    Admission::Rejected => None,
+                }
+            };
+            if let Some(evicted) = on_disk {
                 to_write = true;
                 for (k, _) in evicted {
                     inner.files.pop(&k);
@@ -360,5 +374,44 @@ impl ChunkCache {
             disk.remove_all(vec![*id]).await;
         }
         held
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(n: u32) -> (ChunkId, Bytes) {
+        let bytes = Bytes::from(vec![u8::try_from(n % 251).unwrap_or(0); 1000]);
+        (ChunkId::of(&bytes), bytes)
+    }
+
+    #[tokio::test]
+    async fn a_prefetched_chunk_gets_into_a_full_cache_of_hot_chunks_and_a_cold_one_does_not() {
+        let cfg = CacheConfig { mem_bytes: 10_000, disk_bytes: 0, dir: None };
+        let (cache, _) = ChunkCache::open(&cfg).await.unwrap();
+        // Ten chunks, each asked for three times: the memory tier is full of hot chunks.
+        for n in 0..10 {
+            let (id, bytes) = chunk(n);
+            let mut events = Events::default();
+            for _ in 0..3 {
+                let _ = cache.get(&id, &mut events).await;
+            }
+            cache.insert(id, bytes, false).await;
+        }
+        assert!((0..10).all(|n| cache.contains(&chunk(n).0)));
+        // A chunk fetched on a miss, asked for once, does not push a hot one out.
+        let (cold, bytes) = chunk(100);
+        let _ = cache.get(&cold, &mut Events::default()).await;
+        cache.insert(cold, bytes, false).await;
+        assert!(!cache.contains(&cold));
+        // A prefetched one, never asked for yet, gets in (the least recently used leaves), and
+        // its first request counts as used.
+        let (ahead, bytes) = chunk(101);
+        cache.insert(ahead, bytes, true).await;
+        assert!(cache.contains(&ahead));
+        assert!(!cache.contains(&chunk(0).0));
+        let found = cache.get(&ahead, &mut Events::default()).await.unwrap();
+        assert!(found.prefetch_used);
     }
 }

@@ -132,6 +132,12 @@ impl<V: Weighted> Tier<V> {
         Admission::Admitted(evicted)
     }
 
+    /// Inserts without admission control unless it is larger than the whole tier (`None`),
+    /// evicting least recently used entries; returns them.
+    pub fn insert_if_fits(&mut self, id: ChunkId, value: V) -> Option<Vec<(ChunkId, V)>> {
+        (value.weight() <= self.capacity).then(|| self.insert(id, value))
+    }
+
     /// Inserts without admission control (used when rebuilding an index from disk), evicting
     /// least recently used entries if needed.
     pub fn insert(&mut self, id: ChunkId, value: V) -> Vec<(ChunkId, V)> {
