@@ -146,6 +146,7 @@ pub(crate) async fn run(a: EdgeArgs) -> Result<()> {
     }
     let edge = Edge::new(cfg, metrics).await.map_err(anyhow::Error::msg)?;
     let server = Server::bind(&a.listen, cert.as_ref(), a.serve.server_config()).await?;
+    a.serve.reload_certificate(server.certificate(), &cert_dir);
     info!(upstreams = ?a.upstream, parents = ?a.parent, "edge starting");
     edge.spawn_background();
     server.serve(Arc::new(edge), crate::origin_cmd::shutdown_signal()).await;

@@ -55,6 +55,7 @@ pub(crate) async fn run(a: OriginArgs) -> Result<()> {
 
     let cert = a.serve.certificate(&a.listen, store.root())?;
     let server = Server::bind(&a.listen, cert.as_ref(), a.serve.server_config()).await?;
+    a.serve.reload_certificate(server.certificate(), store.root());
 
     let api = ApiConfig {
         admin_token: a.admin_token.clone(),

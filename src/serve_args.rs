@@ -1,13 +1,14 @@
 //! Flags every serving node (`origin`, `edge`) shares: TLS material and connection limits.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Result;
-use chorus_core::http::tls::{self, CertifiedKey};
+use chorus_core::http::tls::{self, CertSlot, CertifiedKey};
 use chorus_core::http::{ListenUrl, ServerConfig};
 use chorus_core::units::Span;
 use clap::Args;
-use tracing::warn;
+use tracing::{info, warn};
 
 #[derive(Args)]
 pub(crate) struct ServeArgs {
@@ -28,6 +29,10 @@ pub(crate) struct ServeArgs {
     /// reading, and uploads that stop sending).
     #[arg(long, value_name = "DURATION", default_value = "60s")]
     pub(crate) idle_timeout: Span,
+    /// How often --tls-cert and --tls-key are checked for a change (a renewal); a changed pair
+    /// is loaded without a restart, as on SIGHUP.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    tls_check_interval: Span,
 }
 
 impl ServeArgs {
@@ -43,6 +48,56 @@ impl ServeArgs {
 
     /// The certificate for TLS listeners, if any listener needs one: the given files, or a
     /// self-signed certificate kept in `dir` (logged, since clients must be told to trust it).
+    /// Reloads the certificate and key (the `--tls-cert`/`--tls-key` files, or the self-signed
+    /// pair in `dir`) on SIGHUP, and by itself when the `--tls-cert`/`--tls-key` files change
+    /// (checked every `--tls-check-interval`: a certbot renewal, a Kubernetes Secret update), and
+    /// presents them from the next handshake: a renewed certificate needs no restart. A pair
+    /// that does not load is logged, and the old one stays. Without TLS, SIGHUP is logged and
+    /// ignored (it never stops the server).
+    pub(crate) fn reload_certificate(&self, slot: Option<Arc<CertSlot>>, dir: &Path) {
+        let (cert, key, dir) = (self.tls_cert.clone(), self.tls_key.clone(), dir.to_owned());
+        let stamp = move || -> Option<Vec<(std::time::SystemTime, u64)>> {
+            [cert.as_ref()?, key.as_ref()?]
+                .iter()
+                .map(|p| std::fs::metadata(p).ok().and_then(|m| Some((m.modified().ok()?, m.len()))))
+                .collect()
+        };
+        let (cert, key, every) = (self.tls_cert.clone(), self.tls_key.clone(), self.tls_check_interval.0);
+        tokio::spawn(async move {
+            let mut hup = sighup();
+            let mut poll = tokio::time::interval(every.max(std::time::Duration::from_millis(100)));
+            poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut seen = stamp();
+            loop {
+                let why = tokio::select! {
+                    () = next_signal(&mut hup) => "SIGHUP",
+                    _ = poll.tick() => {
+                        let now = stamp();
+                        if now == seen {
+                            continue;
+                        }
+                        seen = now;
+                        "certificate files changed"
+                    }
+                };
+                let Some(slot) = &slot else {
+                    info!("{why}: no TLS listener, nothing to reload");
+                    continue;
+                };
+                match tls::load_or_generate(cert.as_deref(), key.as_deref(), &dir)
+                    .map(|ck| slot.replace(&ck).map(|()| ck))
+                {
+                    Ok(Ok(ck)) => {
+                        info!(cert = %ck.cert_path.display(), "{why}: TLS certificate reloaded; new connections get it");
+                    }
+                    Ok(Err(e)) | Err(e) => {
+                        warn!(error = %e, "{why}: the TLS certificate did not load; still serving the old one");
+                    }
+                }
+            }
+        });
+    }
+
     pub(crate) fn certificate(&self, listen: &[ListenUrl], dir: &Path) -> Result<Option<CertifiedKey>> {
         if !listen.iter().any(|u| u.scheme.needs_tls()) {
             return Ok(None);
@@ -62,4 +117,35 @@ pub(crate) fn admin_token(s: &str) -> Result<String, String> {
         return Err("the admin token is empty; leave --admin-token out to disable the admin API".into());
     }
     Ok(s.to_owned())
+}
+
+#[cfg(unix)]
+type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangup = Option<()>;
+
+fn sighup() -> Hangup {
+    #[cfg(unix)]
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            warn!(error = %e, "cannot listen for SIGHUP; certificates reload when their files change");
+            None
+        }
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+/// The next SIGHUP (never, where there is none).
+async fn next_signal(hup: &mut Hangup) {
+    #[cfg(unix)]
+    if let Some(h) = hup
+        && h.recv().await.is_some()
+    {
+        return;
+    }
+    #[cfg(not(unix))]
+    let _ = hup;
+    std::future::pending::<()>().await;
 }

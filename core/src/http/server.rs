@@ -106,6 +106,7 @@ pub struct Server {
     quic: Vec<(ListenUrl, quinn::Endpoint)>,
     config: ServerConfig,
     alt_svc: Option<HeaderValue>,
+    cert: Option<Arc<tls::CertSlot>>,
 }
 
 impl Server {
@@ -123,7 +124,8 @@ impl Server {
         if urls.is_empty() {
             return Err(ServerError::NoListener);
         }
-        let need_tls = |u: &ListenUrl| tls.ok_or_else(|| ServerError::NoCertificate(u.to_string()));
+        let cert = tls.map(tls::CertSlot::new).transpose()?;
+        let need_tls = |u: &ListenUrl| cert.as_ref().ok_or_else(|| ServerError::NoCertificate(u.to_string()));
         let mut tcp = Vec::new();
         for u in urls.iter().filter(|u| u.scheme != Scheme::H3) {
             let listener =
@@ -161,7 +163,13 @@ impl Server {
         }
         let alt_svc =
             quic.first().and_then(|(u, _)| HeaderValue::from_str(&format!("h3=\":{}\"; ma=86400", u.addr.port())).ok());
-        Ok(Self { tcp, quic, config, alt_svc })
+        Ok(Self { tcp, quic, config, alt_svc, cert })
+    }
+
+    /// The certificate every TLS listener presents, to replace on renewal (`None` without TLS).
+    #[must_use]
+    pub fn certificate(&self) -> Option<Arc<tls::CertSlot>> {
+        self.cert.clone()
     }
 
     /// The bound URLs, with the real ports.
@@ -172,7 +180,7 @@ impl Server {
 
     /// Serves `handler` until `shutdown` completes, then drains.
     pub async fn serve<H: Handler>(self, handler: Arc<H>, shutdown: impl Future<Output = ()>) {
-        let Self { tcp, quic, config, alt_svc } = self;
+        let Self { tcp, quic, config, alt_svc, cert: _ } = self;
         let config = Arc::new(config);
         let permits = Arc::new(Semaphore::new(config.max_connections));
         let (stop_tx, stop_rx) = watch::channel(false);

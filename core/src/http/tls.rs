@@ -128,18 +128,56 @@ pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
         .map_err(|e| TlsError::Pem { path: path.to_owned(), what: format!("no private key: {e}") })
 }
 
-/// A server configuration with `alpn`. QUIC needs TLS 1.3 only, so `quic` drops 1.2.
+/// The certificate a server presents, replaceable while it runs: every listener (HTTPS and
+/// HTTP/3) resolves it per handshake, so after [`CertSlot::replace`] new connections get the
+/// new certificate and open ones keep theirs. Operators renew certificates without a restart
+/// (SIGHUP to `chorus origin` / `chorus edge`).
+#[derive(Debug)]
+pub struct CertSlot(std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>);
+
+impl CertSlot {
+    /// A slot holding `ck`.
+    ///
+    /// # Errors
+    /// [`TlsError::Config`] when the key is unusable or does not belong to the certificate.
+    pub fn new(ck: &CertifiedKey) -> Result<Arc<Self>, TlsError> {
+        Ok(Arc::new(Self(std::sync::RwLock::new(Self::signing(ck)?))))
+    }
+
+    /// Presents `ck` from the next handshake on. Nothing changes on error.
+    ///
+    /// # Errors
+    /// [`TlsError::Config`] when the key is unusable or does not belong to the certificate.
+    pub fn replace(&self, ck: &CertifiedKey) -> Result<(), TlsError> {
+        let new = Self::signing(ck)?;
+        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = new;
+        Ok(())
+    }
+
+    fn signing(ck: &CertifiedKey) -> Result<Arc<rustls::sign::CertifiedKey>, TlsError> {
+        Ok(Arc::new(rustls::sign::CertifiedKey::from_der(ck.certs.clone(), ck.key.clone_key(), &provider())?))
+    }
+}
+
+impl rustls::server::ResolvesServerCert for CertSlot {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone())
+    }
+}
+
+/// A server configuration with `alpn`, presenting the certificate in `cert`. QUIC needs TLS
+/// 1.3 only, so `quic` drops 1.2.
 ///
 /// # Errors
-/// [`TlsError::Config`] when rustls refuses the key or certificate.
-pub fn server_config(ck: &CertifiedKey, alpn: &[&[u8]], quic: bool) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+/// [`TlsError::Config`] when rustls refuses the settings.
+pub fn server_config(cert: &Arc<CertSlot>, alpn: &[&[u8]], quic: bool) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let builder = rustls::ServerConfig::builder_with_provider(provider());
     let builder = if quic {
         builder.with_protocol_versions(&[&rustls::version::TLS13])?
     } else {
         builder.with_safe_default_protocol_versions()?
     };
-    let mut cfg = builder.with_no_client_auth().with_single_cert(ck.certs.clone(), ck.key.clone_key())?;
+    let mut cfg = builder.with_no_client_auth().with_cert_resolver(cert.clone());
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     if quic {
         // 0-RTT for resumed QUIC connections (QUIC allows only 0 or u32::MAX here). Early data
