@@ -85,7 +85,8 @@ struct DemoSummary {
     stall_ms: u64,
     chunks_verified: u64,
     chunks_rejected: u64,
-    /// Bytes preloads fetched over the network (included in `bytes_by_source`).
+    /// Bytes preloads fetched over the network (those later played count in
+    /// `bytes_by_source` by where they came from).
     preloaded_bytes: u64,
 }
 
@@ -96,15 +97,23 @@ struct Played {
 }
 
 impl Played {
-    /// The play's bytes by where they crossed the network: what the preload fetched counts by
-    /// its sources, and no longer as read from the cache.
+    /// The play's bytes by where they crossed the network: what it read from the cache that
+    /// its preload had fetched counts by the preload's sources (in their proportion), not as
+    /// cache. The shares still add up to the bytes played; preloaded bytes the play did not
+    /// use (another rendition) count in no share.
     fn by_source(&self) -> BySource {
         let mut s = self.summary.bytes_by_source;
         if let Some(pre) = &self.preload {
             let fetched = pre.bytes_by_source.edge + pre.bytes_by_source.peer;
-            s.edge += pre.bytes_by_source.edge;
-            s.peer += pre.bytes_by_source.peer;
-            s.cache = s.cache.saturating_sub(fetched);
+            let used = fetched.min(s.cache);
+            if used > 0 {
+                let from_edge =
+                    u64::try_from(u128::from(pre.bytes_by_source.edge) * u128::from(used) / u128::from(fetched))
+                        .unwrap_or(used);
+                s.edge += from_edge;
+                s.peer += used - from_edge;
+                s.cache -= used;
+            }
         }
         s
     }
@@ -630,13 +639,17 @@ mod tests {
             // 250 bytes came from the cache, of which the preload fetched 200 (150 from peers).
             Played { summary: summary(0, 50, 250, 5), preload: Some(summary(50, 150, 0, 0)) },
             Played { summary: summary(0, 0, 400, 2), preload: Some(summary(0, 0, 400, 0)) },
+            // The preload fetched 300 bytes of another rendition; the play read 100 from the
+            // cache: only those count as the preload's (a third from the edge).
+            Played { summary: summary(0, 200, 100, 3), preload: Some(summary(100, 200, 0, 0)) },
         ];
         let s = summarize(&plays);
-        assert_eq!(s.plays, 3);
-        assert_eq!(s.bytes_total, 1100);
-        assert_eq!((s.bytes_by_source.edge, s.bytes_by_source.peer, s.bytes_by_source.cache), (350, 300, 450));
-        assert_eq!(s.preloaded_bytes, 200);
-        assert_eq!(s.startup_ms_p50, 5);
+        assert_eq!(s.plays, 4);
+        assert_eq!(s.bytes_total, 1400);
+        assert_eq!((s.bytes_by_source.edge, s.bytes_by_source.peer, s.bytes_by_source.cache), (383, 567, 450));
+        assert_eq!(s.bytes_by_source.edge + s.bytes_by_source.peer + s.bytes_by_source.cache, s.bytes_total);
+        assert_eq!(s.preloaded_bytes, 500);
+        assert_eq!(s.startup_ms_p50, 3);
     }
 
     #[test]

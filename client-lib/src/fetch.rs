@@ -861,8 +861,17 @@ impl Client {
                 Duration::ZERO,
                 None,
             );
-            let first =
-                if plan.is_some() { None } else { ladder.get(guess).and_then(|r| r.segments.first()).map(|s| s.id) };
+            // Not when the start is planned (a preload), nor when the cache holds the first
+            // segment in some rendition (the scheduler takes that one, at no cost).
+            let cached_start = inner.cache.as_ref().is_some_and(|c| {
+                let c = lock(c);
+                ladder.iter().filter_map(|r| r.segments.first()).any(|s| c.contains(&s.id))
+            });
+            let first = if plan.is_some() || cached_start {
+                None
+            } else {
+                ladder.get(guess).and_then(|r| r.segments.first()).map(|s| s.id)
+            };
             first.map(|id| {
                 let (this, edges) = (self.clone(), edges.clone());
                 (
@@ -928,6 +937,16 @@ impl Client {
             cfg.max_inflight = 4;
         }
         let mut sched = Scheduler::new(cfg, ladder_bps, segments, edges.len().max(1), started.into_std());
+        if let Some(c) = &inner.cache {
+            let c = lock(c);
+            for (j, &i) in allowed.iter().enumerate() {
+                for (k, seg) in ladder[i].segments.iter().enumerate() {
+                    if c.contains(&seg.id) {
+                        sched.set_cached(k, j);
+                    }
+                }
+            }
+        }
         // A preload stops after the segments covering `amount`.
         let mut upto = sched.len();
         if let Some(p) = &plan {

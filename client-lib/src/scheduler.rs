@@ -236,6 +236,8 @@ pub struct Scheduler {
     awaiting_peers: bool,
     /// When playback is planned to start (a next track fetched ahead), if later than startup.
     planned: Option<Instant>,
+    /// (segment, rendition) pairs the local cache holds.
+    cached: std::collections::HashSet<(usize, usize)>,
 }
 
 impl Scheduler {
@@ -272,7 +274,26 @@ impl Scheduler {
             limit: usize::MAX,
             awaiting_peers: false,
             planned: None,
+            cached: std::collections::HashSet::new(),
         }
+    }
+
+    /// Records that the local cache holds `segment` in `rendition`: such a segment is taken in
+    /// the best rendition the cache holds (within the user's cap) instead of the one bitrate
+    /// adaptation would pick, as it costs no network at all (a replay, or a preload fetched
+    /// at another bitrate).
+    pub fn set_cached(&mut self, segment: usize, rendition: usize) {
+        self.cached.insert((segment, rendition));
+    }
+
+    /// The best rendition of segment `i` the cache holds that the user's quality allows.
+    fn best_cached(&self, i: usize) -> Option<usize> {
+        let top = self.ladder_bps.len().saturating_sub(1);
+        let allowed = |r: usize| match self.cfg.quality {
+            Quality::Fixed(f) => r == f.min(top),
+            Quality::Auto { cap } => r <= cap.min(top),
+        };
+        (0..self.ladder_bps.len()).rev().find(|&r| allowed(r) && self.cached.contains(&(i, r)))
     }
 
     /// Playback will start at `at`, not when the first segment arrives: the track is fetched
@@ -561,14 +582,16 @@ impl Scheduler {
             {
                 break;
             }
-            let rendition = abr::choose(
-                &self.cfg.abr,
-                self.cfg.quality,
-                &self.ladder_bps,
-                self.throughput_bps(),
-                self.buffered(now),
-                self.last_rendition,
-            );
+            let rendition = self.best_cached(i).unwrap_or_else(|| {
+                abr::choose(
+                    &self.cfg.abr,
+                    self.cfg.quality,
+                    &self.ladder_bps,
+                    self.throughput_bps(),
+                    self.buffered(now),
+                    self.last_rendition,
+                )
+            });
             let bytes = self.segments[i].sizes.get(rendition).copied().unwrap_or(0);
             let ranked = self.ranked(i, rendition, now, &[]);
             let Some(&best) = ranked.first() else {
@@ -985,6 +1008,37 @@ mod tests {
         assert_eq!(s.stats().stalls, 0);
         assert_eq!(s.playhead(t0 + Duration::from_secs(52)), Duration::ZERO);
         assert_eq!(s.deadline(1, t0), Some(t0 + Duration::from_secs(66)));
+    }
+
+    #[test]
+    fn a_segment_the_cache_holds_is_taken_in_that_rendition() {
+        let t0 = Instant::now();
+        let cfg = SchedulerConfig { max_inflight: 4, ..SchedulerConfig::default() };
+        let mut s = Scheduler::new(cfg, LADDER.to_vec(), track(4), 1, t0);
+        // Cached: segment 0 at the top rung, segment 1 at both; nothing of 2 and 3.
+        s.set_cached(0, 1);
+        s.set_cached(1, 0);
+        s.set_cached(1, 1);
+        let rungs = |actions: &[Action]| -> Vec<(usize, usize)> {
+            actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Fetch { segment, rendition, hedge: false, .. } => Some((*segment, *rendition)),
+                    Action::Fetch { .. } | Action::Cancel { .. } => None,
+                })
+                .collect()
+        };
+        let f = rungs(&s.poll(t0));
+        let rung_of = |seg: usize| f.iter().find(|x| x.0 == seg).map(|x| x.1);
+        assert_eq!(rung_of(0), Some(1));
+        assert_eq!(rung_of(1), Some(1));
+        // Not cached, nothing measured: bitrate adaptation starts low.
+        assert_eq!(rung_of(2), Some(0));
+        // Never above a fixed choice or the cap.
+        let fixed = SchedulerConfig { quality: Quality::Fixed(0), ..SchedulerConfig::default() };
+        let mut s = Scheduler::new(fixed, LADDER.to_vec(), track(4), 1, t0);
+        s.set_cached(0, 1);
+        assert_eq!(rungs(&s.poll(t0)).first().map(|x| x.1), Some(0));
     }
 
     #[test]
