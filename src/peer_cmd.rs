@@ -18,7 +18,7 @@ use chorus_core::http::{
 };
 use chorus_core::keys;
 use chorus_core::units::Size;
-use chorus_peer::{DirStore, MemoryLimit, Multiaddr, Peer, PeerConfig, Store as _};
+use chorus_peer::{DirStore, MemoryLimit, Multiaddr, Peer, PeerConfig};
 use clap::Args;
 use tracing::{info, warn};
 
@@ -188,9 +188,9 @@ pub(crate) async fn seed(builder: &chorus_client::ClientBuilder, tracks: &[Track
     Ok(())
 }
 
-/// Announces the tracks `store` holds to every edge's tracker and on Kademlia, and withdraws
-/// from Kademlia those in `announced` that are no longer held; returns what it announced.
-/// A tracker that cannot be reached is logged and tried again at the next call.
+/// Announces the tracks `store` holds to every edge's tracker and on Kademlia (see
+/// [`chorus_peer::tracker::announce_held`]), logging each tracker's answer; returns what it
+/// announced.
 pub(crate) async fn announce(
     peer: &Peer,
     store: &DirStore,
@@ -199,19 +199,12 @@ pub(crate) async fn announce(
     token: Option<&str>,
     announced: &[TrackId],
 ) -> Vec<TrackId> {
-    let tracks = store.tracks();
-    for t in announced.iter().filter(|t| !tracks.contains(t)) {
-        peer.unprovide(t.clone());
-    }
-    for t in &tracks {
-        peer.provide(t.clone());
-    }
-    let addrs_now = peer.public_addrs().await;
-    for edge in edges {
-        match chorus_peer::tracker::announce(http, edge, peer.peer_id(), &addrs_now, &tracks, token).await {
-            Ok(()) => info!(%edge, tracks = tracks.len(), "announced"),
+    let mut now = announced.to_vec();
+    for (edge, r) in chorus_peer::tracker::announce_held(http, peer, store, edges, token, &mut now).await {
+        match r {
+            Ok(()) => info!(%edge, tracks = now.len(), "announced"),
             Err(e) => warn!(%edge, error = %e, "announce failed; will retry"),
         }
     }
-    tracks
+    now
 }

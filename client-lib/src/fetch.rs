@@ -324,8 +324,7 @@ struct Inner {
 /// How often a p2p client announces what its cache holds (the tracker forgets after 5 min).
 const REANNOUNCE: Duration = Duration::from_secs(120);
 
-/// Announces the tracks `dir` holds to the trackers of `edges` and on Kademlia, and withdraws
-/// from Kademlia the tracks in `announced` that are no longer held (evicted).
+/// Announces the tracks `dir` holds (see [`chorus_peer::tracker::announce_held`]).
 async fn announce_held(
     http: &HttpClient,
     peer: &Peer,
@@ -334,20 +333,12 @@ async fn announce_held(
     token: Option<&str>,
     announced: &mut Vec<TrackId>,
 ) {
-    let tracks = chorus_peer::Store::tracks(&chorus_peer::DirStore::new(dir));
-    for gone in announced.iter().filter(|t| !tracks.contains(t)) {
-        peer.unprovide(gone.clone());
-    }
-    for t in &tracks {
-        peer.provide(t.clone());
-    }
-    let addrs = peer.public_addrs().await;
-    for e in edges {
-        if let Err(err) = chorus_peer::tracker::announce(http, e, peer.peer_id(), &addrs, &tracks, token).await {
-            tracing::debug!(edge = %e, error = %err, "announce failed");
+    let store = chorus_peer::DirStore::new(dir);
+    for (edge, r) in chorus_peer::tracker::announce_held(http, peer, &store, edges, token, announced).await {
+        if let Err(error) = r {
+            tracing::debug!(%edge, %error, "announce failed");
         }
     }
-    *announced = tracks;
 }
 
 /// A store for a client without a cache directory: it serves nothing.

@@ -26,6 +26,34 @@ fn request(
     b.body(body).map_err(|e| e.to_string())
 }
 
+/// Announces the tracks `store` holds to every one of `edges`' trackers and on Kademlia, and
+/// withdraws from Kademlia those in `announced` that are no longer held (evicted); `announced`
+/// becomes what was announced. Returns each edge with its result, for the caller to log (a
+/// failed announce is retried at the next call).
+pub async fn announce_held(
+    http: &HttpClient,
+    peer: &crate::Peer,
+    store: &dyn crate::Store,
+    edges: &[String],
+    token: Option<&str>,
+    announced: &mut Vec<TrackId>,
+) -> Vec<(String, Result<(), String>)> {
+    let tracks = store.tracks();
+    for gone in announced.iter().filter(|t| !tracks.contains(t)) {
+        peer.unprovide(gone.clone());
+    }
+    for t in &tracks {
+        peer.provide(t.clone());
+    }
+    let addrs = peer.public_addrs().await;
+    let mut results = Vec::with_capacity(edges.len());
+    for e in edges {
+        results.push((e.clone(), announce(http, e, peer.peer_id(), &addrs, &tracks, token).await));
+    }
+    *announced = tracks;
+    results
+}
+
 /// Addresses worth announcing: not unspecified (`0.0.0.0`), at most [`MAX_ADDRS`], each
 /// ending in `/p2p/<peer>`.
 #[must_use]
