@@ -60,6 +60,8 @@ enum LogFormat {
 enum Cmd {
     /// Run the whole network on this machine: an origin, two edges and seeding peers on
     /// loopback, and a listener playing the sample tracks with P2P on, shown live.
+    ///
+    /// The nodes log only warnings unless --log-level is given: the live view is the output.
     Demo(demo_cmd::DemoArgs),
     /// Serve a chunk store: manifests, chunks and HLS over HTTP/1.1, HTTP/2 and HTTP/3.
     Origin(origin_cmd::OriginArgs),

@@ -56,23 +56,24 @@ impl ServeArgs {
     /// ignored (it never stops the server).
     pub(crate) fn reload_certificate(&self, slot: Option<Arc<CertSlot>>, dir: &Path) {
         let (cert, key, dir) = (self.tls_cert.clone(), self.tls_key.clone(), dir.to_owned());
-        let stamp = move || -> Option<Vec<(std::time::SystemTime, u64)>> {
+        let every = self.tls_check_interval.0;
+        // What identifies a version of the two files: modification time and length of each.
+        let stamp = |cert: &Option<PathBuf>, key: &Option<PathBuf>| -> Option<Vec<(std::time::SystemTime, u64)>> {
             [cert.as_ref()?, key.as_ref()?]
                 .iter()
                 .map(|p| std::fs::metadata(p).ok().and_then(|m| Some((m.modified().ok()?, m.len()))))
                 .collect()
         };
-        let (cert, key, every) = (self.tls_cert.clone(), self.tls_key.clone(), self.tls_check_interval.0);
         tokio::spawn(async move {
             let mut hup = sighup();
             let mut poll = tokio::time::interval(every.max(std::time::Duration::from_millis(100)));
             poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut seen = stamp();
+            let mut seen = stamp(&cert, &key);
             loop {
                 let why = tokio::select! {
                     () = next_signal(&mut hup) => "SIGHUP",
                     _ = poll.tick() => {
-                        let now = stamp();
+                        let now = stamp(&cert, &key);
                         if now == seen {
                             continue;
                         }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use chorus_core::http::client::HttpClient;
 use chorus_core::http::tls::ClientTls;
-use support::{Node, chorus, ingest_sample, s, start_origin, wait_log};
+use support::{chorus, ingest_sample, s, start_edge, start_origin, start_seeder};
 
 const EDGE: &[&str] = &[
     "chorus_edge_requests_total",
@@ -66,40 +66,11 @@ async fn every_spec_metric_appears_on_live_nodes_and_passes_promtool() {
     let store = dir.path().join("store");
     ingest_sample(&store, "tides", "chorus-tides");
     let origin = start_origin(&store);
-    let edge = Node::start(
-        &[
-            "edge",
-            "--upstream",
-            &origin.url("http"),
-            "--listen",
-            "http://127.0.0.1:0",
-            "--cache-dir",
-            s(&dir.path().join("edge")),
-        ],
-        1,
-    );
+    let edge = start_edge(&origin, &dir.path().join("edge"));
     let key = store.join("origin.pub");
     // A seeding peer with its metrics on HTTP (its one logged listen URL).
-    let peer = Node::start(
-        &[
-            "peer",
-            "--edge",
-            &edge.url("http"),
-            "--seed",
-            "tides",
-            "--origin-key",
-            s(&key),
-            "--cache-dir",
-            s(&dir.path().join("seed")),
-            "--p2p-listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--no-mdns",
-            "--metrics-listen",
-            "http://127.0.0.1:0",
-        ],
-        1,
-    );
-    wait_log(&peer, "announced");
+    let extra = ["--metrics-listen", "http://127.0.0.1:0"];
+    let peer = start_seeder(&edge, &key, &dir.path().join("seed"), &extra, 1);
     // A listener with P2P on: edge and peer traffic, a tracker lookup, a QoE beacon.
     let (edge_url, cache) = (edge.url("http"), dir.path().join("listener"));
     let key2 = key.clone();

@@ -13,15 +13,7 @@ use chorus_core::http::client::HttpClient;
 use chorus_core::http::tls::ClientTls;
 use chorus_core::manifest::Manifest;
 use chorus_peer::{Peer, PeerConfig, Store};
-use support::{Node, chorus, ingest_sample, log_field, s, start_origin, wait_log};
-
-/// An edge (plain HTTP, port 0) in front of `origin`, caching in `cache`.
-fn edge_in_front_of(origin: &Node, cache: &Path) -> Node {
-    Node::start(
-        &["edge", "--upstream", &origin.url("http"), "--listen", "http://127.0.0.1:0", "--cache-dir", s(cache)],
-        1,
-    )
-}
+use support::{Node, chorus, ingest_sample, log_field, s, start_edge, start_origin, wait_log};
 
 /// The sample track "tides" on a real origin behind one edge, in a temporary directory.
 struct Net {
@@ -37,13 +29,13 @@ impl Net {
         let store = dir.path().join("store");
         ingest_sample(&store, "tides", "chorus-tides");
         let origin = start_origin(&store);
-        let edge = edge_in_front_of(&origin, &dir.path().join("edge"));
+        let edge = start_edge(&origin, &dir.path().join("edge"));
         Self { dir, store, origin, edge }
     }
 
     /// One more edge in front of the same origin, with its cache in `name`.
     fn another_edge(&self, name: &str) -> Node {
-        edge_in_front_of(&self.origin, &self.dir.path().join(name))
+        start_edge(&self.origin, &self.dir.path().join(name))
     }
 
     fn key(&self) -> PathBuf {
@@ -53,25 +45,8 @@ impl Net {
     /// `chorus peer` seeding "tides" into `cache` and announcing to `edge`; returns it once it
     /// has announced, with the full multiaddr it logged.
     fn seeder(&self, edge: &Node, cache: &Path) -> (Node, String) {
-        let node = Node::start(
-            &[
-                "peer",
-                "--edge",
-                &edge.url("http"),
-                "--seed",
-                "tides",
-                "--origin-key",
-                s(&self.key()),
-                "--cache-dir",
-                s(cache),
-                "--p2p-listen",
-                "/ip4/127.0.0.1/tcp/0",
-                "--no-mdns",
-            ],
-            0,
-        );
+        let node = support::start_seeder(edge, &self.key(), cache, &[], 0);
         let addr = log_field(&wait_log(&node, "peer listening"), "address");
-        wait_log(&node, "announced");
         (node, addr)
     }
 

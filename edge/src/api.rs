@@ -254,6 +254,7 @@ impl Edge {
             }
             ["metrics"] => {
                 self.update_gauges();
+                self.update_curve_gauges();
                 (Route::Metrics, chorus_core::metrics::response(&self.0.metrics.registry), None)
             }
             ["healthz"] => (Route::Health, full(StatusCode::OK, "text/plain", "ok\n"), None),

@@ -44,8 +44,10 @@ impl MrcConfig {
     /// Sizes from ¼× to 8× `capacity` (the edge's cache size), doubling.
     #[must_use]
     pub fn around(capacity: u64) -> Self {
-        let sizes = [capacity / 4, capacity / 2, capacity, capacity * 2, capacity * 4, capacity * 8]
+        let sizes = [4, 2, 1]
+            .map(|d| capacity / d)
             .into_iter()
+            .chain([2, 4, 8].map(|m| capacity.saturating_mul(m)))
             .filter(|&s| s > 0)
             .collect();
         Self { sizes, max_samples: 8192 }
@@ -72,8 +74,8 @@ struct State {
     threshold: u64,
     /// Logical time: one tick per sampled request.
     clock: u64,
-    /// Sampled chunk (by hash) → (time of its last request, its size).
-    last: HashMap<u64, (u64, u64)>,
+    /// Sampled chunk (by hash) → time of its last request (its size is in `by_time`).
+    last: HashMap<u64, u64>,
     /// Time of last request → size, of every sampled chunk: the bytes requested since a time.
     by_time: BTreeMap<u64, u64>,
     /// Hashes of the sampled chunks, to find the largest when the budget is exceeded.
@@ -189,7 +191,7 @@ impl State {
         self.clock += 1;
         let now = self.clock;
         self.requests += 1.0;
-        if let Some((prev, _)) = self.last.get(&h).copied() {
+        if let Some(prev) = self.last.get(&h).copied() {
             let between: u64 = self.by_time.range(prev + 1..).map(|(_, s)| s).sum();
             let distance = between as f64 / rate(self.threshold);
             for (hits, &c) in self.hits.iter_mut().zip(&self.sizes) {
@@ -202,13 +204,13 @@ impl State {
             self.hashes.insert(h);
         }
         self.by_time.insert(now, size);
-        self.last.insert(h, (now, size));
+        self.last.insert(h, now);
         if self.hashes.len() > self.max_samples
             && let Some(top) = self.hashes.pop_last()
         {
             // The largest hash leaves, and the threshold drops to it: sampled from now on are
             // hashes below it. Counts so far shrink by the ratio of the rates.
-            if let Some((t, _)) = self.last.remove(&top) {
+            if let Some(t) = self.last.remove(&top) {
                 self.by_time.remove(&t);
             }
             let scale = rate(top) / rate(self.threshold);

@@ -233,13 +233,18 @@ impl Edge {
         Ok((bytes, Source::Upstream))
     }
 
-    /// Feeds a served chunk request to the hit-ratio-curve estimator.
+    /// Feeds a served chunk request to the hit-ratio-curve estimator (its gauges are set on
+    /// scrape, [`Edge::update_curve_gauges`]).
     fn observe(&self, id: &ChunkId, size: u64) {
-        if !self.0.mrc.record(id, size) {
-            return;
-        }
+        self.0.mrc.record(id, size);
+    }
+
+    /// Refreshes the hit-ratio-curve gauges from the estimator (on scrape; the series appear
+    /// once a request was sampled).
+    pub fn update_curve_gauges(&self) {
+        let Some(curve) = self.0.mrc.hit_ratios() else { return };
         let m = &self.0.metrics;
-        for (bytes, ratio) in self.0.mrc.hit_ratios().unwrap_or_default() {
+        for (bytes, ratio) in curve {
             m.mrc_hit_ratio.with_label_values(&[&bytes.to_string()]).set(ratio);
         }
         m.mrc_sampling_rate.set(self.0.mrc.sampling_rate());

@@ -217,6 +217,39 @@ pub fn start_origin(store: &Path) -> Node {
     Node::start(&["origin", "--store", s(store), "--listen", "http://127.0.0.1:0"], 1)
 }
 
+/// An edge (plain HTTP, port 0) in front of `origin`, caching in `cache`.
+pub fn start_edge(origin: &Node, cache: &Path) -> Node {
+    Node::start(
+        &["edge", "--upstream", &origin.url("http"), "--listen", "http://127.0.0.1:0", "--cache-dir", s(cache)],
+        1,
+    )
+}
+
+/// `chorus peer` seeding "tides" into `cache` from `edge` (verified with `key`), on loopback
+/// without mDNS, with `extra` flags; waits for `listeners` logged listen URLs, then until it
+/// has announced.
+pub fn start_seeder(edge: &Node, key: &Path, cache: &Path, extra: &[&str], listeners: usize) -> Node {
+    let url = edge.url("http");
+    let mut args = vec![
+        "peer",
+        "--edge",
+        &url,
+        "--seed",
+        "tides",
+        "--origin-key",
+        s(key),
+        "--cache-dir",
+        s(cache),
+        "--p2p-listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--no-mdns",
+    ];
+    args.extend_from_slice(extra);
+    let node = Node::start(&args, listeners);
+    wait_log(&node, "announced");
+    node
+}
+
 /// Waits (up to 60 s) for a log line of `node` containing `what`, and returns it.
 pub fn wait_log(node: &Node, what: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(60);
