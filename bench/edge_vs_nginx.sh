@@ -11,7 +11,16 @@
 # Needs: nginx, wrk, h2load, curl, taskset (Debian: apt-get install -y nginx-light wrk
 # nghttp2-client curl util-linux). Run from anywhere:  bench/edge_vs_nginx.sh
 # Knobs (environment): SECONDS_PER_RUN (10), ROUNDS (3), CONNECTIONS (64), CHUNKS (256),
-# BASE_PORT (18500).
+# BASE_PORT (18500), TCP_CC (cubic).
+#
+# TCP_CC is the TCP congestion control both servers run under (net.ipv4.tcp_congestion_control;
+# set for the run and restored after, which needs root; without root the script runs under the
+# machine's setting and says so). It matters on loopback: with bbr and no fq qdisc the kernel
+# paces each connection with high-resolution timers, and a server that saturates its core falls
+# into a state where its connections are paced (the client's measured RTT grows with the
+# server's queueing, its receive window grows, BBR leaves startup and paces at the measured
+# rate) while a server with headroom stays unpaced. Run TCP_CC=bbr to see it; docs/BENCHMARKS.md
+# has both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,7 +44,18 @@ LOADGEN=$PWD/target/release/examples/loadgen
 
 WORK=$(mktemp -d /tmp/chorus-bench.XXXXXX)
 PIDS=()
+TCP_CC=${TCP_CC:-cubic}
+CC_BEFORE=$(sysctl -n net.ipv4.tcp_congestion_control)
+if [ "$CC_BEFORE" != "$TCP_CC" ]; then
+  if [ "$(id -u)" -eq 0 ] && sysctl -qw net.ipv4.tcp_congestion_control="$TCP_CC"; then
+    echo "TCP congestion control: $TCP_CC for this run (was $CC_BEFORE; restored at exit)" >&2
+  else
+    echo "warning: cannot set TCP congestion control to $TCP_CC; running under $CC_BEFORE" >&2
+  fi
+fi
+CC_RUN=$(sysctl -n net.ipv4.tcp_congestion_control)
 cleanup() {
+  [ "$CC_RUN" != "$CC_BEFORE" ] && sysctl -qw net.ipv4.tcp_congestion_control="$CC_BEFORE" || true
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
   sleep 0.5
@@ -177,7 +197,7 @@ median() { # NAME FIELD → median of that field over rounds
   awk -v n="$1" -v f="$2" '$1 == n {print $f}' "$RESULTS" | sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'
 }
 echo
-echo "128 KiB chunks, all cache hits, $CONNECTIONS connections, ${SECONDS_PER_RUN}s x $ROUNDS rounds (medians); server on CPU 0, load on CPU 1"
+echo "128 KiB chunks, all cache hits, $CONNECTIONS connections, ${SECONDS_PER_RUN}s x $ROUNDS rounds (medians); server on CPU 0, load on CPU 1; TCP congestion control $CC_RUN"
 echo
 printf '| %-32s | %12s | %14s |\n' "run" "requests/s" "CPU µs/request"
 printf '|%s|%s|%s|\n' "----------------------------------" "--------------" "----------------"
