@@ -8,7 +8,9 @@
 //! ```
 //! With `play`, every client plays at real-time speed (`--play`), so listeners overlap as
 //! they would and stalls mean something; without, each track is fetched as fast as it comes.
-//! Prints one JSON object: plays, bytes by source and their shares, startup p50/p95, stalls.
+//! Prints one JSON object: plays, bytes by source and their shares, startup p50/p95, stalls,
+//! and where the edge's bytes went (`edge_share_by_phase`: clients' first tracks, later
+//! tracks, preloads, and, across those, the play that opened each track in the swarm).
 //!
 //! The network is emulated in user space (`bench/netem.rs`): each client has an access link of
 //! one-way latency drawn from RTT_MIN..RTT_MAX / 2 (environment, ms; default 20..80 ms round
@@ -57,6 +59,10 @@ struct Play {
     summary: Summary,
     preload: Option<Summary>,
     rtt_ms: u64,
+    /// The client's first track (its session's start: nothing preloaded, no peers yet).
+    first: bool,
+    track: TrackId,
+    began: tokio::time::Instant,
 }
 
 #[tokio::main]
@@ -136,7 +142,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     let heard = summary.startup_ms + track_secs * 1000 + summary.stall_ms;
                     tokio::time::sleep_until(began + Duration::from_millis(heard)).await;
                 }
-                out.push(Play { summary, preload: pre, rtt_ms });
+                out.push(Play { summary, preload: pre, rtt_ms, first: k == 0, track: track.clone(), began });
                 preloaded = ahead;
             }
             // Leave: the client (and its peer node) goes away with this task.
@@ -159,10 +165,32 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let (mut edge_b, mut peer_b, mut cache_b, mut total) = (0u64, 0u64, 0u64, 0u64);
+    // Where the edge's bytes went: sessions' first tracks, later tracks' own fetches, preloads.
+    let (mut edge_first, mut edge_later, mut edge_preload) = (0u64, 0u64, 0u64);
+    // ... and the edge bytes of each track's first play in the swarm (no peer could have it).
+    let mut opener: std::collections::HashMap<&TrackId, (tokio::time::Instant, u64)> = std::collections::HashMap::new();
+    for p in &all {
+        let e = p.summary.bytes_by_source.edge;
+        opener
+            .entry(&p.track)
+            .and_modify(|o| {
+                if p.began < o.0 {
+                    *o = (p.began, e)
+                }
+            })
+            .or_insert((p.began, e));
+    }
+    let edge_openers: u64 = opener.values().map(|o| o.1).sum();
     for p in &all {
         let s = &p.summary.bytes_by_source;
         total += p.summary.bytes_total;
         edge_b += s.edge;
+        if p.first {
+            edge_first += s.edge;
+        } else {
+            edge_later += s.edge;
+        }
+        edge_preload += p.preload.as_ref().map_or(0, |pre| pre.bytes_by_source.edge);
         peer_b += s.peer;
         cache_b += s.cache;
         if let Some(pre) = &p.preload {
@@ -192,6 +220,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "preloads": preloads,
             "bytes": {"played": total, "edge": edge_b, "peer": peer_b, "cache": cache_b},
             "share": {"edge": edge_b as f64 / t, "peer": peer_b as f64 / t, "cache": cache_b as f64 / t},
+            "edge_share_by_phase": {
+                "first_tracks": edge_first as f64 / t, "later_tracks": edge_later as f64 / t,
+                "preloads": edge_preload as f64 / t, "tracks_first_plays": edge_openers as f64 / t,
+            },
             "startup_ms": {"p50": percentile(&startup, 0.5), "p95": percentile(&startup, 0.95)},
             "startup_minus_2rtt_plus_10ms": {"p50": over.get(over.len() / 2).copied().unwrap_or(0)},
             "stalls_per_100_plays": stalls as f64 * 100.0 / all.len().max(1) as f64,

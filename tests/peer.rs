@@ -391,7 +391,7 @@ async fn the_next_track_is_preloaded_from_peers_and_then_starts_from_the_cache()
         .build()
         .unwrap();
     let track = TrackId::parse("tides").unwrap();
-    // Playback planned a minute from now: nothing is due within the edges' 15 s window, so
+    // Playback planned a minute from now: nothing is due within the edges' 4 s window, so
     // the first 12 s come from the seeder, found through the tracker.
     let pre = client.preload(&track, Duration::from_secs(60), Duration::from_secs(12)).await.unwrap();
     let pre = pre.finish().await.unwrap();

@@ -66,10 +66,12 @@ pub struct SchedulerConfig {
     pub abr: AbrConfig,
     /// The user's quality preference.
     pub quality: Quality,
-    /// Peers are asked only for segments due at least this far ahead (default 8 s).
+    /// Peers are asked only for segments due at least this far ahead (default 4 s: a 6 s
+    /// segment's worth of time for a peer, with the edge still in time after a miss).
     pub peer_lead: Duration,
     /// While a peer holds a segment, edges wait until it is this close to the playhead
-    /// (default 10 s).
+    /// (default 4 s, the same as `peer_lead`: a track's second 6 s segment goes to a peer
+    /// when one holds it, not to the edge).
     pub edge_window: Duration,
 }
 
@@ -85,8 +87,8 @@ impl Default for SchedulerConfig {
             initial_throughput: 250_000.0,
             abr: AbrConfig::default(),
             quality: Quality::Auto { cap: usize::MAX },
-            peer_lead: Duration::from_secs(8),
-            edge_window: Duration::from_secs(10),
+            peer_lead: Duration::from_secs(4),
+            edge_window: Duration::from_secs(4),
         }
     }
 }
@@ -954,7 +956,8 @@ mod tests {
             max_inflight: 4,
             buffer_ahead: Duration::from_secs(60),
             quality: Quality::Fixed(0),
-            // The figures in these tests count with a 15 s window.
+            // The figures in these tests count with an 8 s lead and a 15 s window.
+            peer_lead: Duration::from_secs(8),
             edge_window: Duration::from_secs(15),
             ..SchedulerConfig::default()
         };
@@ -983,6 +986,28 @@ mod tests {
         // Beyond the edges' 15 s window, segments a peer holds go to the peer, never the edge.
         let a = sources_of(&s.poll(t0 + ms(100)));
         assert_eq!(a, [(4, peer.0), (5, peer.0), (6, peer.0), (7, peer.0)]);
+    }
+
+    #[test]
+    fn with_the_defaults_a_start_takes_one_segment_from_the_edge_and_the_second_from_a_peer() {
+        let t0 = Instant::now();
+        let cfg = SchedulerConfig { max_inflight: 4, quality: Quality::Fixed(0), ..SchedulerConfig::default() };
+        let mut s = Scheduler::new(cfg, LADDER.to_vec(), track(10), 1, t0);
+        let peer = s.add_source(SourceKind::Peer);
+        for i in 0..10 {
+            s.set_holds(peer, i, 0);
+        }
+        // Segment 0 is the start (the edge); segment 1, due in 6 s, is not urgent yet.
+        assert_eq!(sources_of(&s.poll(t0)), [(0, 0), (1, peer.0), (2, peer.0), (3, peer.0)]);
+        s.on_complete(t0 + ms(60), 0, SourceId(0), 18_000, ms(50));
+        // The peer sits on segment 1 (due at 6.06 s): nothing else is asked until it is within
+        // the edge window (4 s), then the edge is asked too, with 4 s to spare.
+        let early: Vec<_> = sources_of(&s.poll(t0 + ms(2_000))).into_iter().filter(|x| x.0 == 1).collect();
+        assert!(early.is_empty(), "{early:?}");
+        let hedge = fetches(&s.poll(t0 + ms(2_100)));
+        assert!(hedge.contains(&(1, 0, true)), "{hedge:?}");
+        s.on_complete(t0 + ms(2_200), 1, SourceId(0), 18_000, ms(100));
+        assert_eq!(s.stats().stalls, 0);
     }
 
     #[test]
