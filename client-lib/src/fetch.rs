@@ -869,7 +869,10 @@ impl Client {
                     id,
                     tokio::spawn(async move {
                         let t = Instant::now();
-                        let r = this.chunk(&edges, id).await;
+                        // Not stored in the cache here: the segment's own fetch stores it when
+                        // it takes this answer. Stored now, a startup race's other request would
+                        // find it there and count the edge's bytes as a cache hit.
+                        let r = this.chunk(&edges, id, false).await;
                         (r, t.elapsed())
                     }),
                 )
@@ -878,7 +881,7 @@ impl Client {
         let mut inits = JoinSet::new();
         for (i, id) in ladder.iter().enumerate().filter_map(|(i, r)| r.init.map(|c| (i, c.id))) {
             let (this, edges) = (self.clone(), edges.clone());
-            inits.spawn(async move { (i, id, this.chunk(&edges, id).await) });
+            inits.spawn(async move { (i, id, this.chunk(&edges, id, true).await) });
         }
         let mut init_of = BTreeMap::new();
         while let Some(j) = inits.join_next().await {
@@ -1113,8 +1116,9 @@ impl Client {
         Err(FetchError::Unreachable(last))
     }
 
-    /// One chunk outside the scheduler (init chunks): cache, then each edge in turn.
-    async fn chunk(&self, edges: &[Arc<Edge>], id: ChunkId) -> Result<OneChunk, FetchError> {
+    /// One chunk outside the scheduler (init chunks, the speculative first segment): cache,
+    /// then each edge in turn; what an edge sends is stored in the cache if `store`.
+    async fn chunk(&self, edges: &[Arc<Edge>], id: ChunkId, store: bool) -> Result<OneChunk, FetchError> {
         let inner = &self.inner;
         if let Some(bytes) = inner.cache.as_ref().and_then(|c| lock(c).get(&id)) {
             return Ok(OneChunk { bytes: Bytes::from(bytes), source: Source::Cache, rejected: 0 });
@@ -1124,7 +1128,7 @@ impl Client {
             if let Ok(r) = e.send(&inner.http, inner.request(&format!("/v1/chunks/{id}"))).await {
                 if r.status() == http::StatusCode::OK && id.matches(r.body()) {
                     let bytes = r.into_body();
-                    if let Some(c) = &inner.cache {
+                    if let Some(c) = inner.cache.as_ref().filter(|_| store) {
                         lock(c).put(&id, &bytes)?;
                     }
                     return Ok(OneChunk { bytes, source: Source::Edge(e.base.clone()), rejected });
