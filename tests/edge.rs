@@ -421,6 +421,41 @@ async fn purge_by_chunk_and_by_track() {
         get_chunk(&mut c, id).await;
     }
     assert_eq!(origin.chunk_fetches().await, before);
+
+    // Asked again at once: accepted, but not warmed twice within 30 s, and the answer says so.
+    let v = prewarm(&mut c, "sunrise").await;
+    assert_eq!(
+        (v["accepted"].as_u64(), v["warming"].as_u64(), v["recently_warmed"].as_u64()),
+        (Some(1), Some(0), Some(1)),
+        "{v}"
+    );
+    // After a purge of the track it is cold again, and a prewarm right away warms it.
+    let r = c.send(purge("{\"tracks\":[\"sunrise\"]}".into(), "adm1n")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let v = prewarm(&mut c, "sunrise").await;
+    assert_eq!(v["warming"].as_u64(), Some(1), "{v}");
+    let base3 = base.clone();
+    eventually("prewarm after purge done", async || {
+        let t = get_text(&base3, "/metrics").await;
+        metric(&t, "chorus_edge_prefetch_total{result=\"issued\"}") >= (fresh + start.len()) as f64
+    })
+    .await;
+    let before = origin.chunk_fetches().await;
+    for id in &start {
+        get_chunk(&mut c, id).await;
+    }
+    assert_eq!(origin.chunk_fetches().await, before, "the re-warmed start is served from cache");
+}
+
+/// `POST /admin/prewarm` of one track (admin token `adm1n`); the 202 answer's JSON.
+async fn prewarm(c: &mut Connection, track: &str) -> serde_json::Value {
+    let req = Request::post("/admin/prewarm")
+        .header("authorization", "Bearer adm1n")
+        .body(bytes::Bytes::from(format!("{{\"tracks\":[\"{track}\"]}}")))
+        .unwrap();
+    let r = c.send(req).await.unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    serde_json::from_slice(r.body()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

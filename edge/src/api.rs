@@ -180,7 +180,7 @@ impl Edge {
             && let Some(next) = crate::prefetch::next_track_hint(&req.headers, req.uri.query())
             && Self::scope_track(claims.as_ref(), &next).is_ok()
         {
-            self.warm(next, false);
+            let _ = self.warm(next, false);
         }
         match segments.as_slice() {
             ["v1", "tracks", track, "manifest"] => {
@@ -437,10 +437,12 @@ impl Edge {
                     return json_error(StatusCode::BAD_REQUEST, "give {\"tracks\": [...]}");
                 }
                 let n = b.tracks.len();
-                for t in b.tracks {
-                    self.warm(t, true);
-                }
-                json(StatusCode::ACCEPTED, &serde_json::json!({ "accepted": n }))
+                let warming = b.tracks.into_iter().filter(|t| self.warm(t.clone(), true)).count();
+                // Tracks warmed in the last 30 s (and not purged since) are not warmed again.
+                json(
+                    StatusCode::ACCEPTED,
+                    &serde_json::json!({ "accepted": n, "warming": warming, "recently_warmed": n - warming }),
+                )
             }
         }
     }

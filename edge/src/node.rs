@@ -360,19 +360,19 @@ impl Edge {
                 .observe(Instant::now(), track);
             if trending {
                 info!(track = %track, "track is trending; warming its first segments");
-                self.warm(track.clone(), false);
+                let _ = self.warm(track.clone(), false);
             }
         }
         r
     }
 
     /// Warms `track` in the background: its manifest, init chunks and first segments. Skipped
-    /// if the same track was warmed in the last 30 s.
-    pub fn warm(&self, track: TrackId, queue: bool) {
+    /// (returns `false`) if the same track was warmed in the last 30 s and not purged since.
+    pub fn warm(&self, track: TrackId, queue: bool) -> bool {
         {
             let mut recent = self.0.recently_warmed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if recent.get(&track).is_some_and(|t| t.elapsed() < Duration::from_secs(30)) {
-                return;
+                return false;
             }
             recent.put(track.clone(), Instant::now());
         }
@@ -387,6 +387,7 @@ impl Edge {
                 Err(e) => warn!(track = %track, error = %e, "warming failed"),
             }
         });
+        true
     }
 
     /// Purges chunks; returns how many were cached.
@@ -412,6 +413,8 @@ impl Edge {
                 None => self.0.manifests.get(t, &self.0.upstreams).await.ok().map(|(e, _)| e.manifest.clone()),
             };
             self.0.manifests.purge(t);
+            // A purged track is cold again: the next warm must not be skipped as recent.
+            self.0.recently_warmed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop(t);
             if let Some(m) = m {
                 let ids: Vec<ChunkId> = m.chunks().map(|c| c.id).collect();
                 chunks += self.purge_chunks(&ids).await;
