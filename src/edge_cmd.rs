@@ -149,7 +149,7 @@ pub(crate) async fn run(a: EdgeArgs) -> Result<()> {
     a.serve.reload_certificate(server.certificate(), &cert_dir);
     info!(upstreams = ?a.upstream, parents = ?a.parent, "edge starting");
     edge.spawn_background();
-    server.serve(Arc::new(edge), crate::origin_cmd::shutdown_signal()).await;
+    a.serve.serve(server, Arc::new(edge)).await?;
     drop(relay);
     Ok(())
 }

@@ -76,8 +76,7 @@ pub(crate) async fn run(a: OriginArgs) -> Result<()> {
             counter.refresh_counts().await;
         }
     });
-    server.serve(origin, shutdown_signal()).await;
-    Ok(())
+    a.serve.serve(server, origin).await
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

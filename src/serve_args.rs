@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use chorus_core::http::tls::{self, CertSlot, CertifiedKey};
-use chorus_core::http::{ListenUrl, ServerConfig};
+use chorus_core::http::{
+    Body, Handler, ListenUrl, RequestContext, ResponseBody, Scheme, Server, ServerConfig, json_error,
+};
 use chorus_core::units::Span;
 use clap::Args;
 use tracing::{info, warn};
@@ -33,9 +35,71 @@ pub(crate) struct ServeArgs {
     /// is loaded without a restart, as on SIGHUP.
     #[arg(long, value_name = "DURATION", default_value = "30s")]
     tls_check_interval: Span,
+    /// Serve /metrics on this http:// address (with /healthz and /readyz) and not on the
+    /// --listen addresses: metrics stay off the public listeners (e.g. http://10.0.0.5:9100).
+    #[arg(long, value_name = "URL", value_parser = metrics_url)]
+    metrics_listen: Option<ListenUrl>,
+}
+
+/// Parses `--metrics-listen`: plaintext HTTP only (a scrape port is internal).
+fn metrics_url(s: &str) -> Result<ListenUrl, String> {
+    let u: ListenUrl = s.parse().map_err(|e: chorus_core::http::listen::ListenUrlError| e.to_string())?;
+    if u.scheme != Scheme::Http {
+        return Err(format!("{s}: --metrics-listen takes an http:// address"));
+    }
+    Ok(u)
+}
+
+/// A node's handler seen from one side of `--metrics-listen`: the metrics side answers only
+/// /metrics, /healthz and /readyz; the public side everything but /metrics.
+struct Side<H> {
+    inner: Arc<H>,
+    metrics: bool,
+}
+
+impl<H: Handler> Handler for Side<H> {
+    async fn call(&self, req: http::Request<Body>, ctx: RequestContext) -> http::Response<ResponseBody> {
+        let path = req.uri().path();
+        let allowed =
+            if self.metrics { matches!(path, "/metrics" | "/healthz" | "/readyz") } else { path != "/metrics" };
+        if !allowed {
+            let why = if self.metrics {
+                "only /metrics, /healthz and /readyz here"
+            } else {
+                "metrics are on --metrics-listen"
+            };
+            return json_error(http::StatusCode::NOT_FOUND, why);
+        }
+        self.inner.call(req, ctx).await
+    }
 }
 
 impl ServeArgs {
+    /// Serves `handler` on `server` until SIGTERM or Ctrl-C, and with `--metrics-listen` its
+    /// /metrics (plus /healthz and /readyz) on a listener of its own instead of `server`'s.
+    pub(crate) async fn serve<H: Handler>(&self, server: Server, handler: Arc<H>) -> Result<()> {
+        let Some(url) = &self.metrics_listen else {
+            server.serve(handler, crate::origin_cmd::shutdown_signal()).await;
+            return Ok(());
+        };
+        let side = Server::bind(std::slice::from_ref(url), None, ServerConfig::default()).await?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let scrape = Side { inner: handler.clone(), metrics: true };
+        let metrics = tokio::spawn(side.serve(Arc::new(scrape), async move {
+            let mut stopped = stopped;
+            let _ = stopped.wait_for(|s| *s).await;
+        }));
+        let public = Side { inner: handler, metrics: false };
+        server
+            .serve(Arc::new(public), async move {
+                crate::origin_cmd::shutdown_signal().await;
+                let _ = stop.send(true);
+            })
+            .await;
+        let _ = metrics.await;
+        Ok(())
+    }
+
     /// The front's limits.
     pub(crate) fn server_config(&self) -> ServerConfig {
         ServerConfig {

@@ -794,3 +794,43 @@ async fn plaintext_http1_hits_are_sent_from_disk_with_sendfile() {
     );
     assert_eq!(all.len() - (all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4), seg.size as usize);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_move_to_a_listener_of_their_own() {
+    let origin = Origin::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let scrape = format!("http://127.0.0.1:{port}");
+    let cache = dir.path().join("cache");
+    let args = [
+        "edge",
+        "--upstream",
+        &origin.node().url("http"),
+        "--listen",
+        "http://127.0.0.1:0",
+        "--cache-dir",
+        s(&cache),
+        "--metrics-listen",
+        &scrape,
+    ];
+    let e = Node::start(&args, 2);
+    let public = e.urls.iter().find(|u| **u != scrape).cloned().expect("a public listener");
+
+    // The public listener serves the API but not the metrics; the scrape listener the reverse.
+    let m = manifest(&public, "tides", &origin.key()).await;
+    assert_eq!(m.track_id.as_str(), "tides");
+    let r = conn(&public).await.get("/metrics").await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let text = get_text(&scrape, "/metrics").await;
+    assert!(metric_sum(&text, "chorus_edge_requests_total", &["route=\"manifest\""]) >= 1.0, "{text}");
+    let r = conn(&scrape).await.get("/v1/tracks/tides/manifest").await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    for base in [&public, &scrape] {
+        assert_eq!(conn(base).await.get("/healthz").await.unwrap().status(), StatusCode::OK);
+    }
+
+    // Only plain HTTP: a scrape port is internal.
+    let out = chorus(&["edge", "--upstream", "http://127.0.0.1:1", "--metrics-listen", "https://127.0.0.1:0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--metrics-listen takes an http:// address"));
+}
