@@ -14,7 +14,7 @@ use chorus_core::keys;
 use chorus_core::manifest::Manifest;
 use http::{Request, StatusCode};
 use support::proxy::{self, Mode};
-use support::{Node, chorus, metric, metric_sum, s, samples};
+use support::{ALL_LISTENERS, Node, chorus, metric, metric_sum, origin_args, s, samples};
 
 /// An origin with two sample tracks, on http, https and h3.
 struct Origin {
@@ -38,20 +38,7 @@ impl Origin {
 
     fn restart(&mut self) {
         let store = self.store.clone();
-        self.node = Some(Node::start(
-            &[
-                "origin",
-                "--store",
-                s(&store),
-                "--listen",
-                "http://127.0.0.1:0",
-                "--listen",
-                "https://127.0.0.1:0",
-                "--listen",
-                "h3://127.0.0.1:0",
-            ],
-            3,
-        ));
+        self.node = Some(Node::start(&origin_args(s(&store), &[]), 3));
     }
 
     fn node(&self) -> &Node {
@@ -79,21 +66,8 @@ fn edge(upstreams: &[String], cache: &Path, ca: &Path, extra: &[&str]) -> Node {
     for u in upstreams {
         args.extend(["--upstream".into(), u.clone()]);
     }
-    args.extend(
-        [
-            "--listen",
-            "http://127.0.0.1:0",
-            "--listen",
-            "https://127.0.0.1:0",
-            "--listen",
-            "h3://127.0.0.1:0",
-            "--cache-dir",
-            s(cache),
-            "--ca",
-            s(ca),
-        ]
-        .map(String::from),
-    );
+    args.extend(ALL_LISTENERS.map(String::from));
+    args.extend(["--cache-dir", s(cache), "--ca", s(ca)].map(String::from));
     args.extend(extra.iter().map(|a| (*a).to_owned()));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     Node::start(&refs, 3)

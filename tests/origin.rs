@@ -14,7 +14,7 @@ use chorus_core::keys::{self, VerifyingKey};
 use chorus_core::manifest::{Container, Manifest};
 use chorus_core::{ChunkId, token};
 use http::{Request, StatusCode};
-use support::{Node, chorus, chorus_with_path, have_ffmpeg, s, samples, snapshot, write_wav};
+use support::{Node, chorus, chorus_with_path, have_ffmpeg, origin_args, s, samples, snapshot, write_wav};
 
 fn ok(out: &std::process::Output) -> String {
     assert!(
@@ -24,22 +24,6 @@ fn ok(out: &std::process::Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn origin_args<'a>(store: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut v = vec![
-        "origin",
-        "--store",
-        store,
-        "--listen",
-        "http://127.0.0.1:0",
-        "--listen",
-        "https://127.0.0.1:0",
-        "--listen",
-        "h3://127.0.0.1:0",
-    ];
-    v.extend_from_slice(extra);
-    v
 }
 
 async fn fetch_manifest(conn: &mut Connection, track: &str, key: &VerifyingKey) -> Manifest {

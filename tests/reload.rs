@@ -8,23 +8,7 @@ mod support;
 use chorus_core::http::client::HttpClient;
 use chorus_core::http::tls::ClientTls;
 use http::StatusCode;
-use support::{Node, s};
-
-fn origin_args<'a>(store: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut v = vec![
-        "origin",
-        "--store",
-        store,
-        "--listen",
-        "http://127.0.0.1:0",
-        "--listen",
-        "https://127.0.0.1:0",
-        "--listen",
-        "h3://127.0.0.1:0",
-    ];
-    v.extend_from_slice(extra);
-    v
-}
+use support::{Node, origin_args, s};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_swaps_in_a_renewed_certificate_without_a_restart() {

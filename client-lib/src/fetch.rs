@@ -757,7 +757,7 @@ impl Client {
     /// Fetches the first `amount` of `track` into the local cache ahead of playing it, for a
     /// playback starting in `starts_in` (the next track of a playlist, when the current one
     /// nears its end): peers that hold it are asked first, and the edge only once a segment
-    /// is due within the edges' window (10 s), so the start of the next track comes from
+    /// is due within the edges' window (4 s), so the start of the next track comes from
     /// peers when they have it and never arrives late. A later [`Client::open`] of the track
     /// then starts from the cache. The returned handle reports what came from where; dropping
     /// it stops the preload.

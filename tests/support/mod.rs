@@ -213,6 +213,19 @@ pub fn ingest_sample(store: &Path, track: &str, sample: &str) {
 }
 
 /// An origin serving `store` over plain HTTP on port 0.
+/// An HTTP, an HTTPS and an HTTP/3 listener on loopback, port 0 (a node logs 3 URLs).
+pub const ALL_LISTENERS: [&str; 6] =
+    ["--listen", "http://127.0.0.1:0", "--listen", "https://127.0.0.1:0", "--listen", "h3://127.0.0.1:0"];
+
+/// `chorus origin` on `store` with an HTTP, an HTTPS and an HTTP/3 listener (port 0), then
+/// `extra` (start it with `Node::start(…, 3)`).
+pub fn origin_args<'a>(store: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["origin", "--store", store];
+    v.extend_from_slice(&ALL_LISTENERS);
+    v.extend_from_slice(extra);
+    v
+}
+
 pub fn start_origin(store: &Path) -> Node {
     Node::start(&["origin", "--store", s(store), "--listen", "http://127.0.0.1:0"], 1)
 }
