@@ -20,11 +20,13 @@
 //! admission over two tiers) usually does a little better at the same size, so read the curve's
 //! shape (what doubling the cache buys) rather than its absolute value at 1×.
 //!
-//! Cost: a sampled request takes a lock and sums over the chunks requested since its previous
-//! request (at most `max_samples`); the rate falls as the catalogue grows, so sampled requests
-//! become rare on a busy edge.
+//! Cost: an unsampled request costs a hash and a comparison. A sampled one takes a lock and
+//! O(log n) work in the n tracked chunks: the bytes requested since a time come from a Fenwick
+//! tree of sizes indexed by logical time, renumbered when its times run out (O(n log n) once per
+//! at least n requests). The rate falls as the catalogue grows, so sampled requests become rare
+//! on a busy edge; with a catalogue under `max_samples` chunks every request is sampled.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::hash::BuildHasher as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,10 +76,13 @@ struct State {
     threshold: u64,
     /// Logical time: one tick per sampled request.
     clock: u64,
-    /// Sampled chunk (by hash) → time of its last request (its size is in `by_time`).
-    last: HashMap<u64, u64>,
-    /// Time of last request → size, of every sampled chunk: the bytes requested since a time.
-    by_time: BTreeMap<u64, u64>,
+    /// Sampled chunk (by hash) → time and size of its last request.
+    last: HashMap<u64, (u64, u64)>,
+    /// Size of each sampled chunk at the time of its last request: the bytes requested since
+    /// a time, in O(log n).
+    sums: Fenwick,
+    /// The sum of every size in `sums`.
+    total: u64,
     /// Hashes of the sampled chunks, to find the largest when the budget is exceeded.
     hashes: BTreeSet<u64>,
     /// Requests that would have hit, per size (scaled with the rate).
@@ -109,7 +114,8 @@ impl Mrc {
                 threshold: u64::MAX,
                 clock: 0,
                 last: HashMap::new(),
-                by_time: BTreeMap::new(),
+                sums: Fenwick::with_values(MIN_TIMES, std::iter::empty()),
+                total: 0,
                 hashes: BTreeSet::new(),
                 hits: vec![0.0; n],
                 requests: 0.0,
@@ -188,30 +194,35 @@ impl State {
     }
 
     fn record(&mut self, h: u64, size: u64) {
+        if self.clock >= self.sums.capacity() {
+            self.renumber();
+        }
         self.clock += 1;
         let now = self.clock;
         self.requests += 1.0;
-        if let Some(prev) = self.last.get(&h).copied() {
-            let between: u64 = self.by_time.range(prev + 1..).map(|(_, s)| s).sum();
+        if let Some((prev, prev_size)) = self.last.get(&h).copied() {
+            // Every chunk requested after `prev` (all before `now`) is distinct and counted once.
+            let between = self.total - self.sums.prefix(prev);
             let distance = between as f64 / rate(self.threshold);
             for (hits, &c) in self.hits.iter_mut().zip(&self.sizes) {
                 if distance + size as f64 <= c as f64 {
                     *hits += 1.0;
                 }
             }
-            self.by_time.remove(&prev);
+            self.forget(prev, prev_size);
         } else {
             self.hashes.insert(h);
         }
-        self.by_time.insert(now, size);
-        self.last.insert(h, now);
+        self.sums.add(now, size);
+        self.total += size;
+        self.last.insert(h, (now, size));
         if self.hashes.len() > self.max_samples
             && let Some(top) = self.hashes.pop_last()
         {
             // The largest hash leaves, and the threshold drops to it: sampled from now on are
             // hashes below it. Counts so far shrink by the ratio of the rates.
-            if let Some(t) = self.last.remove(&top) {
-                self.by_time.remove(&t);
+            if let Some((t, s)) = self.last.remove(&top) {
+                self.forget(t, s);
             }
             let scale = rate(top) / rate(self.threshold);
             self.hits.iter_mut().for_each(|x| *x *= scale);
@@ -219,6 +230,78 @@ impl State {
             self.expected *= scale;
             self.threshold = top;
         }
+    }
+
+    /// Takes the request at time `t` of `size` bytes out of the sums.
+    fn forget(&mut self, t: u64, size: u64) {
+        self.sums.add(t, size.wrapping_neg());
+        self.total -= size;
+    }
+
+    /// Gives the tracked chunks times `1..=n` in the order of their last requests, with room
+    /// for at least `n + 1` more requests before the next renumbering.
+    fn renumber(&mut self) {
+        let mut live: Vec<(u64, u64, u64)> = self.last.iter().map(|(&h, &(t, s))| (t, h, s)).collect();
+        live.sort_unstable_by_key(|&(t, _, _)| t);
+        for (i, &(_, h, s)) in live.iter().enumerate() {
+            self.last.insert(h, (i as u64 + 1, s));
+        }
+        let times = (2 * live.len() + 2).max(MIN_TIMES);
+        self.sums = Fenwick::with_values(times, live.iter().map(|&(_, _, s)| s));
+        self.clock = live.len() as u64;
+    }
+}
+
+/// Logical times a [`Fenwick`] holds at least.
+const MIN_TIMES: usize = 1024;
+
+/// A Fenwick (binary indexed) tree of sizes at times `1..=capacity`: adding at a time and
+/// summing up to a time both take O(log capacity). Arithmetic wraps, so subtracting is adding
+/// the wrapped negation; every prefix sum of real sizes is exact.
+#[derive(Debug)]
+struct Fenwick {
+    /// `tree[i]` holds the sum over times `(i - lowbit(i), i]`; `tree[0]` is unused.
+    tree: Vec<u64>,
+}
+
+impl Fenwick {
+    /// A tree of `capacity` times whose first ones hold `values`, built in O(capacity).
+    fn with_values(capacity: usize, values: impl Iterator<Item = u64>) -> Self {
+        let mut tree = vec![0u64; capacity + 1];
+        for (slot, v) in tree[1..].iter_mut().zip(values) {
+            *slot = v;
+        }
+        for i in 1..=capacity {
+            let parent = i + (i & i.wrapping_neg());
+            if parent <= capacity {
+                tree[parent] = tree[parent].wrapping_add(tree[i]);
+            }
+        }
+        Self { tree }
+    }
+
+    fn capacity(&self) -> u64 {
+        self.tree.len() as u64 - 1
+    }
+
+    /// Adds `v` (wrapping) at time `t` (`1..=capacity`).
+    fn add(&mut self, t: u64, v: u64) {
+        let mut i = usize::try_from(t).unwrap_or(usize::MAX);
+        while let Some(slot) = self.tree.get_mut(i).filter(|_| i > 0) {
+            *slot = slot.wrapping_add(v);
+            i += i & i.wrapping_neg();
+        }
+    }
+
+    /// The sum over times `1..=t`.
+    fn prefix(&self, t: u64) -> u64 {
+        let mut i = usize::try_from(t).unwrap_or(usize::MAX).min(self.tree.len() - 1);
+        let mut sum = 0u64;
+        while i > 0 {
+            sum = sum.wrapping_add(self.tree[i]);
+            i &= i - 1;
+        }
+        sum
     }
 }
 
@@ -310,6 +393,48 @@ mod tests {
         for ((_, e), x) in mrc.hit_ratios().unwrap().iter().zip(&exact) {
             assert!((e - x).abs() < 1e-9, "{e} vs {x}");
         }
+    }
+
+    #[test]
+    fn fenwick_sums_match_a_plain_sum() {
+        let mut rng = Rng(3);
+        let mut plain = vec![0u64; 300];
+        let mut tree = Fenwick::with_values(299, plain[1..].iter().copied());
+        for _ in 0..5_000 {
+            let t = 1 + rng.next() % 299;
+            let held = plain[t as usize];
+            if held > 0 && rng.next().is_multiple_of(2) {
+                plain[t as usize] = 0;
+                tree.add(t, held.wrapping_neg());
+            } else {
+                let v = rng.next() % 250_000;
+                plain[t as usize] += v;
+                tree.add(t, v);
+            }
+            let q = rng.next() % 300;
+            assert_eq!(tree.prefix(q), plain[..=q as usize].iter().sum::<u64>());
+        }
+        let rebuilt = Fenwick::with_values(299, plain[1..].iter().copied());
+        assert!((0..300).all(|q| rebuilt.prefix(q) == tree.prefix(q)));
+    }
+
+    #[test]
+    fn renumbering_keeps_the_estimate_exact() {
+        // 3 000 chunks cycled 12 times: every repeat has the whole catalogue between, and the
+        // logical times run out (and are renumbered) many times over.
+        let ids: Vec<ChunkId> = (0..3_000u64).map(|k| ChunkId::of(&k.to_le_bytes())).collect();
+        let cfg = MrcConfig { sizes: vec![2_999 * 100, 3_000 * 100], max_samples: 1_000_000 };
+        let mrc = Mrc::new(cfg);
+        for _ in 0..12 {
+            for id in &ids {
+                mrc.record(id, 100);
+            }
+        }
+        // Distance + size is exactly 3 000 × 100 bytes: a miss at the smaller size, a hit at
+        // the larger from the second round on.
+        let ratios = mrc.hit_ratios().unwrap();
+        assert_eq!(ratios[0].1, 0.0);
+        assert!((ratios[1].1 - 11.0 / 12.0).abs() < 1e-12, "{ratios:?}");
     }
 
     #[test]
