@@ -56,6 +56,10 @@ pub(crate) struct EdgeArgs {
     /// Shared secret for /admin/purge and /admin/prewarm; without it they are disabled.
     #[arg(long, value_name = "T", value_parser = crate::serve_args::admin_token)]
     admin_token: Option<String>,
+    /// Read the admin token from FILE instead (its one line), e.g. a systemd credential or a
+    /// mounted Kubernetes Secret.
+    #[arg(long, value_name = "FILE", value_parser = crate::serve_args::admin_token_file, conflicts_with = "admin_token")]
+    admin_token_file: Option<String>,
     /// The origin's public key (origin.pub): when given, manifests that do not verify are refused.
     #[arg(long, value_name = "FILE")]
     origin_key: Option<PathBuf>,
@@ -138,7 +142,7 @@ pub(crate) async fn run(a: EdgeArgs) -> Result<()> {
         tracker: TrackerConfig { relays, ..TrackerConfig::default() },
         manifests: 4096,
         token_key,
-        admin_token: a.admin_token.clone(),
+        admin_token: a.admin_token.clone().or_else(|| a.admin_token_file.clone()),
         origin_key,
     };
     if cfg.token_key.is_some() {

@@ -37,12 +37,16 @@ pub(crate) struct IngestArgs {
     /// The signing key (default: STORE/origin.key, created on first use).
     #[arg(long, value_name = "FILE", conflicts_with = "origin")]
     signing_key: Option<PathBuf>,
-    /// Upload to a running origin instead (e.g. http://127.0.0.1:8080); needs --admin-token.
-    #[arg(long, value_name = "URL", requires = "admin_token")]
+    /// Upload to a running origin instead (e.g. http://127.0.0.1:8080); needs --admin-token
+    /// or --admin-token-file.
+    #[arg(long, value_name = "URL", requires = "admin")]
     origin: Option<String>,
     /// The origin's admin token (with --origin).
-    #[arg(long, value_name = "T")]
+    #[arg(long, value_name = "T", group = "admin", value_parser = crate::serve_args::admin_token)]
     admin_token: Option<String>,
+    /// Read the origin's admin token from FILE instead (its one line).
+    #[arg(long, value_name = "FILE", group = "admin", value_parser = crate::serve_args::admin_token_file)]
+    admin_token_file: Option<String>,
     /// Extra root certificate (PEM) to trust for an https:// or h3:// origin.
     #[arg(long, value_name = "FILE", value_delimiter = ',')]
     ca: Vec<PathBuf>,
@@ -130,7 +134,7 @@ fn upload(a: &IngestArgs, origin: &str) -> Result<()> {
         query.push_str("&title=");
         query.push_str(&percent_encode(t));
     }
-    let token = a.admin_token.clone().unwrap_or_default();
+    let token = a.admin_token.clone().or_else(|| a.admin_token_file.clone()).unwrap_or_default();
     let trust = ClientTls { ca_files: a.ca.clone(), insecure: a.insecure };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let resp = rt.block_on(async {

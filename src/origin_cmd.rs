@@ -30,6 +30,10 @@ pub(crate) struct OriginArgs {
     /// is disabled.
     #[arg(long, value_name = "T", value_parser = crate::serve_args::admin_token)]
     admin_token: Option<String>,
+    /// Read the admin token from FILE instead (its one line), e.g. a systemd credential or a
+    /// mounted Kubernetes Secret.
+    #[arg(long, value_name = "FILE", value_parser = crate::serve_args::admin_token_file, conflicts_with = "admin_token")]
+    admin_token_file: Option<String>,
     /// Largest upload accepted by the admin API.
     #[arg(long, value_name = "SIZE", default_value = "2GiB")]
     max_upload_size: Size,
@@ -58,12 +62,12 @@ pub(crate) async fn run(a: OriginArgs) -> Result<()> {
     a.serve.reload_certificate(server.certificate(), store.root());
 
     let api = ApiConfig {
-        admin_token: a.admin_token.clone(),
+        admin_token: a.admin_token.clone().or_else(|| a.admin_token_file.clone()),
         max_upload_bytes: a.max_upload_size.0,
         body_idle_timeout: a.serve.idle_timeout.0.min(ApiConfig::default().body_idle_timeout),
     };
     if api.admin_token.is_none() {
-        info!("admin API disabled (no --admin-token)");
+        info!("admin API disabled (no --admin-token or --admin-token-file)");
     }
     let origin = Arc::new(Origin::new(store, key, api, OriginMetrics::new()));
     origin.refresh_counts().await;

@@ -184,6 +184,29 @@ pub(crate) fn admin_token(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
+/// The most bytes an admin token file may hold.
+const MAX_TOKEN_FILE: u64 = 4096;
+
+/// Reads an admin token from a file (`--admin-token-file`: a systemd credential, a mounted
+/// Kubernetes Secret): the file's one line, without surrounding whitespace. Refused: an
+/// unreadable, empty or oversized file, and one with more than one line (a key or a
+/// certificate picked by mistake).
+pub(crate) fn admin_token_file(path: &str) -> Result<String, String> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_TOKEN_FILE + 1).read_to_string(&mut text))
+        .map_err(|e| format!("cannot read the admin token from {path}: {e}"))?;
+    if text.len() as u64 > MAX_TOKEN_FILE {
+        return Err(format!("{path} is larger than {MAX_TOKEN_FILE} bytes; an admin token file holds one line"));
+    }
+    let token = text.trim();
+    if token.lines().count() > 1 {
+        return Err(format!("{path} has more than one line; an admin token file holds the token alone"));
+    }
+    admin_token(token).map_err(|_| format!("{path} is empty; it must hold the admin token"))
+}
+
 #[cfg(unix)]
 type Hangup = Option<tokio::signal::unix::Signal>;
 #[cfg(not(unix))]

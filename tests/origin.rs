@@ -378,8 +378,13 @@ async fn uploads_through_the_admin_api_and_the_cli() {
     let store = dir.path().join("store");
     let wav = dir.path().join("tone.wav");
     write_wav(&wav, 3);
-    let node =
-        Node::start(&["origin", "--store", s(&store), "--listen", "http://127.0.0.1:0", "--admin-token", "adm1n"], 1);
+    // The token from a file, as a systemd credential or a mounted Secret gives it: one line.
+    let token_file = dir.path().join("admin-token");
+    std::fs::write(&token_file, "adm1n\n").unwrap();
+    let node = Node::start(
+        &["origin", "--store", s(&store), "--listen", "http://127.0.0.1:0", "--admin-token-file", s(&token_file)],
+        1,
+    );
     let client = HttpClient::new(&ClientTls::default()).unwrap().with_timeout(Duration::from_secs(300));
     let mut conn = client.connect(&node.url("http"), false).await.unwrap();
     let upload = |q: &str| {
@@ -401,13 +406,13 @@ async fn uploads_through_the_admin_api_and_the_cli() {
     assert_eq!(m.title, "Up One");
     fetch_all(&mut conn, &m).await;
 
-    // The CLI uploads the same way.
+    // The CLI uploads the same way (the token from the file here too).
     let out = chorus(&[
         "ingest",
         "--origin",
         &node.url("http"),
-        "--admin-token",
-        "adm1n",
+        "--admin-token-file",
+        s(&token_file),
         "--track",
         "up2",
         "--mode",
@@ -694,4 +699,31 @@ fn an_empty_admin_token_is_refused_at_start() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains("the admin token is empty"), "{err}");
     }
+    // A token file that is missing, empty, too long or of several lines stops the node at
+    // start too, and naming both sources is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_string_lossy().into_owned()
+    };
+    let cases = [
+        (dir.path().join("absent").to_string_lossy().into_owned(), "cannot read the admin token"),
+        (file("empty", " \n"), "is empty"),
+        (file("big", &"x".repeat(5000)), "larger than 4096 bytes"),
+        (file("pem", "-----BEGIN PRIVATE KEY-----\nMC4CAQ\n-----END PRIVATE KEY-----\n"), "more than one line"),
+    ];
+    for (path, why) in &cases {
+        for node in [&["origin", "--store", "unused"][..], &["edge", "--upstream", "http://127.0.0.1:9"][..]] {
+            let args: Vec<&str> = node.iter().copied().chain(["--admin-token-file", path.as_str()]).collect();
+            let out = chorus(&args);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+            assert!(err.contains(why), "{args:?}: {err}");
+        }
+    }
+    let good = file("good", "s3cret\n");
+    let out = chorus(&["origin", "--store", "unused", "--admin-token", "a", "--admin-token-file", &good]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"), "{out:?}");
 }
