@@ -17,6 +17,7 @@ mod ingest_cmd;
 mod origin_cmd;
 mod peer_cmd;
 mod serve_args;
+mod systemd;
 
 use std::ffi::OsString;
 use std::io::IsTerminal as _;

@@ -83,8 +83,13 @@ pub(crate) async fn run(a: OriginArgs) -> Result<()> {
     a.serve.serve(server, origin).await
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
+/// Resolves on Ctrl-C or SIGTERM (and tells systemd the node is stopping).
 pub(crate) async fn shutdown_signal() {
+    signal().await;
+    crate::systemd::stopping();
+}
+
+async fn signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -79,10 +79,12 @@ impl ServeArgs {
     /// /metrics (plus /healthz and /readyz) on a listener of its own instead of `server`'s.
     pub(crate) async fn serve<H: Handler>(&self, server: Server, handler: Arc<H>) -> Result<()> {
         let Some(url) = &self.metrics_listen else {
+            crate::systemd::ready(&server.local_urls());
             server.serve(handler, crate::origin_cmd::shutdown_signal()).await;
             return Ok(());
         };
         let side = Server::bind(std::slice::from_ref(url), None, ServerConfig::default()).await?;
+        crate::systemd::ready(&[server.local_urls(), side.local_urls()].concat());
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let scrape = Side { inner: handler.clone(), metrics: true };
         let metrics = tokio::spawn(side.serve(Arc::new(scrape), async move {

@@ -727,3 +727,42 @@ fn an_empty_admin_token_is_refused_at_start() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"), "{out:?}");
 }
+
+#[test]
+fn tells_systemd_when_it_is_ready_alive_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let next = || {
+        let mut buf = [0u8; 4096];
+        let n = socket.recv(&mut buf).expect("a notification");
+        String::from_utf8(buf[..n].to_vec()).unwrap()
+    };
+    let store = dir.path().join("store");
+    // As systemd starts it for Type=notify with WatchdogSec=1s (WATCHDOG_PID names the
+    // process the watchdog is meant for: the shell's own pid, which exec hands to chorus).
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args(["-c", "export WATCHDOG_PID=$$; exec \"$@\"", "sh", s(&support::bin())])
+        .args(["origin", "--store", s(&store), "--listen", "http://127.0.0.1:0"])
+        .args(["--metrics-listen", "http://127.0.0.1:0"])
+        .envs([("NOTIFY_SOCKET", s(&socket_path)), ("WATCHDOG_USEC", "1000000")]);
+    let node = Node::start_command(cmd, 2);
+    // Ready once both listeners are bound, with where it serves as the status line.
+    assert_eq!(next(), format!("READY=1\nSTATUS=serving on {} {}\n", node.urls[0], node.urls[1]));
+    // Watchdog pings at half the interval, while it runs.
+    assert_eq!(next(), "WATCHDOG=1\n");
+    assert_eq!(next(), "WATCHDOG=1\n");
+    let status = node.terminate();
+    let mut rest = Vec::new();
+    while let Ok(n) = {
+        socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        let mut buf = [0u8; 4096];
+        socket.recv(&mut buf).map(|n| String::from_utf8(buf[..n].to_vec()).unwrap())
+    } {
+        rest.push(n);
+    }
+    assert!(status.success(), "{status:?}");
+    assert!(rest.contains(&"STOPPING=1\nSTATUS=draining in-flight requests\n".to_owned()), "{rest:?}");
+}

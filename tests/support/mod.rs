@@ -56,9 +56,14 @@ impl Node {
 
     /// [`Node::start`] with extra environment variables.
     pub fn start_env(args: &[&str], env: &[(&str, &str)], expect_listeners: usize) -> Self {
-        let mut child = Command::new(bin())
-            .args(args)
-            .envs(env.iter().copied())
+        let mut cmd = Command::new(bin());
+        cmd.args(args).envs(env.iter().copied());
+        Self::start_command(cmd, expect_listeners)
+    }
+
+    /// [`Node::start`] of a prepared command (`chorus args…`, or a wrapper that runs it).
+    pub fn start_command(mut cmd: Command, expect_listeners: usize) -> Self {
+        let mut child = cmd
             .args(["--log-format", "json", "--log-level", "info"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
