@@ -28,6 +28,11 @@ pub(crate) fn ready(urls: &[ListenUrl]) {
     }
 }
 
+/// Tells systemd what the node is doing while it starts (`systemctl status` shows it).
+pub(crate) fn status(what: &str) {
+    send(&[NotifyState::Status(what)]);
+}
+
 /// Tells systemd the node is stopping (draining in-flight requests).
 pub(crate) fn stopping() {
     send(&[NotifyState::Stopping, NotifyState::Status("draining in-flight requests")]);
