@@ -365,11 +365,11 @@ impl Edge {
         if let Some(t) = ann.tracks.iter().find(|t| Self::scope_track(claims, t).is_err()) {
             return json_error(StatusCode::FORBIDDEN, format!("this token does not cover track {t}"));
         }
-        let result = self.0.tracker.lock().unwrap_or_else(std::sync::PoisonError::into_inner).announce(
-            Instant::now(),
-            source,
-            ann,
-        );
+        let (result, entries) = {
+            let mut t = self.0.tracker.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            (t.announce(Instant::now(), source, ann), t.entries())
+        };
+        self.0.metrics.tracker_peers.set(i64::try_from(entries).unwrap_or(i64::MAX));
         match result {
             Ok(()) => empty(StatusCode::NO_CONTENT),
             Err(e @ TrackerError::Invalid(_)) => json_error(StatusCode::BAD_REQUEST, e),

@@ -169,7 +169,8 @@ impl Edge {
         });
     }
 
-    /// Refreshes the cache gauges (called on scrape and after inserts).
+    /// Refreshes the cache gauges (called on scrape and after inserts). The tracker's gauge is
+    /// set where its lock is held anyway: after each announce and each expiry sweep.
     pub fn update_gauges(&self) {
         let [(mem, mem_cap), (disk, disk_cap)] = self.0.cache.usage();
         let m = &self.0.metrics;
@@ -177,8 +178,6 @@ impl Edge {
         m.cache_capacity.with_label_values(&["memory"]).set(i64::try_from(mem_cap).unwrap_or(i64::MAX));
         m.cache_bytes.with_label_values(&["disk"]).set(i64::try_from(disk).unwrap_or(i64::MAX));
         m.cache_capacity.with_label_values(&["disk"]).set(i64::try_from(disk_cap).unwrap_or(i64::MAX));
-        let peers = self.0.tracker.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entries();
-        m.tracker_peers.set(i64::try_from(peers).unwrap_or(i64::MAX));
     }
 
     fn record(&self, events: Events) {

@@ -123,6 +123,25 @@ pub struct Tracker {
     peers: HashMap<String, PeerInfo>,
     buckets: HashMap<IpAddr, Bucket>,
     entries: usize,
+    /// When a full table was last swept for room on the announce path (see [`SWEEP_GAP`]).
+    swept_at: Option<Instant>,
+    /// When the full source table was last swept for idle sources.
+    sources_swept_at: Option<Instant>,
+}
+
+/// The least time between two sweeps of a full table on the announce path. A sweep walks
+/// every entry (millions on a busy edge, tens of milliseconds under the tracker's lock); while
+/// a full table holds only live entries each announce would sweep again and free nothing.
+/// Between sweeps a full table refuses new peers, tracks and sources as if just swept.
+pub const SWEEP_GAP: Duration = Duration::from_secs(1);
+
+/// Whether a sweep may run at `now`, given the last one; records it if so.
+fn may_sweep(last: &mut Option<Instant>, now: Instant) -> bool {
+    if last.is_some_and(|t| now.saturating_duration_since(t) < SWEEP_GAP) {
+        return false;
+    }
+    *last = Some(now);
+    true
 }
 
 fn valid_peer_id(s: &str) -> bool {
@@ -140,7 +159,15 @@ impl Tracker {
     /// An empty tracker.
     #[must_use]
     pub fn new(cfg: TrackerConfig) -> Self {
-        Self { cfg, tracks: HashMap::new(), peers: HashMap::new(), buckets: HashMap::new(), entries: 0 }
+        Self {
+            cfg,
+            tracks: HashMap::new(),
+            peers: HashMap::new(),
+            buckets: HashMap::new(),
+            entries: 0,
+            swept_at: None,
+            sources_swept_at: None,
+        }
     }
 
     /// The relays offered with every answer.
@@ -173,10 +200,13 @@ impl Tracker {
             return Err(TrackerError::Invalid(format!("at most {MAX_TRACKS_PER_ANNOUNCE} tracks per announce")));
         }
         self.take_token(now, source)?;
-        // At most one expiry sweep per announce, however many tracks it names.
+        // At most one expiry sweep per announce, however many tracks it names, and at most one
+        // per SWEEP_GAP over all announces.
         let mut swept = false;
         if !self.peers.contains_key(&ann.peer_id) && self.peers.len() >= self.cfg.max_peers {
-            self.expire(now);
+            if may_sweep(&mut self.swept_at, now) {
+                self.expire(now);
+            }
             swept = true;
             if self.peers.len() >= self.cfg.max_peers {
                 return Err(TrackerError::Full);
@@ -186,7 +216,9 @@ impl Tracker {
         for track in ann.tracks {
             if !self.tracks.contains_key(&track) && self.tracks.len() >= self.cfg.max_tracks {
                 if !swept {
-                    self.expire(now);
+                    if may_sweep(&mut self.swept_at, now) {
+                        self.expire(now);
+                    }
                     swept = true;
                 }
                 if self.tracks.len() >= self.cfg.max_tracks {
@@ -219,7 +251,9 @@ impl Tracker {
         let (burst, refill) = (f64::from(self.cfg.burst), self.cfg.refill.as_secs_f64().max(1e-3));
         if !self.buckets.contains_key(&source) && self.buckets.len() >= self.cfg.max_sources {
             // Forget sources whose bucket has refilled: they are idle.
-            self.buckets.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() / refill < burst);
+            if may_sweep(&mut self.sources_swept_at, now) {
+                self.buckets.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() / refill < burst);
+            }
             if self.buckets.len() >= self.cfg.max_sources {
                 return Err(TrackerError::RateLimited(self.cfg.refill));
             }
@@ -349,6 +383,32 @@ mod tests {
         assert_eq!(t.tracks.len(), 3);
         t.announce(now, ip(2), ann(PEER, &["a"])).unwrap();
         assert!(matches!(t.announce(now, ip(3), ann(PEER, &["a"])), Err(TrackerError::RateLimited(_))));
+    }
+
+    #[test]
+    fn a_full_table_is_swept_at_most_once_a_second() {
+        let cfg =
+            TrackerConfig { max_peers: 1, max_sources: 1, ttl: Duration::from_secs(10), ..TrackerConfig::default() };
+        let mut t = Tracker::new(cfg);
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        t.announce(at(0), ip(1), ann(&peer(1), &["t"])).unwrap();
+        // Full of live entries: the sweep at 9.6 s frees nothing.
+        assert_eq!(t.announce(at(9_600), ip(1), ann(&peer(2), &["t"])), Err(TrackerError::Full));
+        // Peer 1 has expired at 10.1 s, but the last sweep was 0.5 s ago: still full.
+        assert_eq!(t.announce(at(10_100), ip(1), ann(&peer(2), &["t"])), Err(TrackerError::Full));
+        // A second after that sweep, the next one makes room.
+        t.announce(at(10_700), ip(1), ann(&peer(2), &["t"])).unwrap();
+        assert_eq!(t.peers(at(10_700), &TrackId::parse("t").unwrap()).len(), 1);
+
+        // The same for the table of sources: source 1 used one of its 10 announces at 0 s and
+        // has them all back at 3 s (one every 3 s). A sweep at 2.5 s finds it busy and blocks
+        // the next until 3.5 s.
+        let mut t = Tracker::new(TrackerConfig { max_sources: 1, ..TrackerConfig::default() });
+        t.announce(at(0), ip(1), ann(&peer(1), &["t"])).unwrap();
+        assert!(matches!(t.announce(at(2_500), ip(2), ann(&peer(2), &["t"])), Err(TrackerError::RateLimited(_))));
+        assert!(matches!(t.announce(at(3_200), ip(2), ann(&peer(2), &["t"])), Err(TrackerError::RateLimited(_))));
+        t.announce(at(3_600), ip(2), ann(&peer(2), &["t"])).unwrap();
     }
 
     #[test]
