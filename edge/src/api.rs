@@ -126,15 +126,18 @@ impl Edge {
 
     fn scope_chunk(&self, claims: Option<&Claims>, id: &ChunkId) -> Result<(), Response<ResponseBody>> {
         let Some(c) = claims.filter(|c| c.tracks.is_some()) else { return Ok(()) };
-        // The index keeps a few positions per chunk; a chunk shared by many tracks (identical
-        // init segments) is also looked up in the manifests of the token's own tracks.
+        // The index keeps a few positions per chunk; only a chunk shared by more tracks than it
+        // lists (identical init segments) is also looked up in the manifests of the token's own
+        // tracks. Any other chunk is answered from the index alone, in O(1).
+        let (positions, complete) = self.0.manifests.positions_all(id);
         let in_allowed = || {
-            c.tracks
-                .iter()
-                .flatten()
-                .any(|t| self.0.manifests.cached(t).is_some_and(|m| m.chunks().any(|ch| ch.id == *id)))
+            !complete
+                && c.tracks
+                    .iter()
+                    .flatten()
+                    .any(|t| self.0.manifests.cached(t).is_some_and(|m| m.chunks().any(|ch| ch.id == *id)))
         };
-        if self.0.manifests.positions(id).iter().any(|p| c.allows(&p.track)) || in_allowed() {
+        if positions.iter().any(|p| c.allows(&p.track)) || in_allowed() {
             Ok(())
         } else {
             Err(json_error(

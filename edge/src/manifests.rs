@@ -67,7 +67,17 @@ pub enum Freshness {
 
 struct State {
     entries: LruCache<TrackId, Arc<Entry>>,
-    index: HashMap<ChunkId, Vec<Position>>,
+    index: HashMap<ChunkId, Slot>,
+}
+
+/// What the index knows of one chunk.
+#[derive(Default)]
+struct Slot {
+    /// Up to [`MAX_POSITIONS`] of its positions in the cached manifests.
+    positions: Vec<Position>,
+    /// All its positions in the cached manifests, remembered or not: more than
+    /// `positions.len()` means some are not listed.
+    holders: usize,
 }
 
 /// The manifest cache and chunk index.
@@ -221,18 +231,26 @@ impl Manifests {
             let positions =
                 r.init.iter().map(|c| (c.id, None)).chain(r.segments.iter().enumerate().map(|(i, s)| (s.id, Some(i))));
             for (id, segment) in positions {
-                let list = state.index.entry(id).or_default();
-                if list.len() < MAX_POSITIONS {
-                    list.push(Position { track: track.clone(), rendition: ri, segment });
+                let slot = state.index.entry(id).or_default();
+                slot.holders += 1;
+                if slot.positions.len() < MAX_POSITIONS {
+                    slot.positions.push(Position { track: track.clone(), rendition: ri, segment });
                 }
             }
         }
     }
 
-    /// Where chunk `id` sits in the cached manifests.
+    /// Where chunk `id` sits in the cached manifests (at most a few places).
     #[must_use]
     pub fn positions(&self, id: &ChunkId) -> Vec<Position> {
-        self.lock().index.get(id).cloned().unwrap_or_default()
+        self.lock().index.get(id).map(|s| s.positions.clone()).unwrap_or_default()
+    }
+
+    /// [`Manifests::positions`], and whether they are all of them: false when more cached
+    /// manifests hold the chunk than the index lists (a chunk shared by many tracks).
+    #[must_use]
+    pub fn positions_all(&self, id: &ChunkId) -> (Vec<Position>, bool) {
+        self.lock().index.get(id).map_or((Vec::new(), true), |s| (s.positions.clone(), s.holders == s.positions.len()))
     }
 
     /// The cached manifest of `track`, fresh or not.
@@ -251,11 +269,14 @@ impl Manifests {
     }
 }
 
-fn unindex(index: &mut HashMap<ChunkId, Vec<Position>>, track: &TrackId, m: &Manifest) {
+fn unindex(index: &mut HashMap<ChunkId, Slot>, track: &TrackId, m: &Manifest) {
+    // One call per position `store` counted (the same walk: each rendition's init, then its
+    // segments).
     for c in m.chunks() {
-        if let Some(list) = index.get_mut(&c.id) {
-            list.retain(|p| p.track != *track);
-            if list.is_empty() {
+        if let Some(slot) = index.get_mut(&c.id) {
+            slot.positions.retain(|p| p.track != *track);
+            slot.holders = slot.holders.saturating_sub(1);
+            if slot.holders == 0 {
                 index.remove(&c.id);
             }
         }
@@ -280,6 +301,63 @@ fn parse(bytes: &[u8], key: Option<&VerifyingKey>) -> Result<Manifest, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chorus_core::RenditionId;
+    use chorus_core::manifest::{ChunkRef, Container, Rendition, Segment};
+
+    /// A one-rendition CMAF manifest of `track` with the shared `init` and one own segment.
+    fn manifest(track: &str, init: ChunkId) -> Arc<Entry> {
+        let seg = ChunkId::of(track.as_bytes());
+        let m = Manifest {
+            format: chorus_core::manifest::FORMAT.into(),
+            track_id: TrackId::parse(track).unwrap(),
+            title: String::new(),
+            duration_ms: 6_000,
+            renditions: vec![Rendition {
+                id: RenditionId::parse("aac-96").unwrap(),
+                codec: "mp4a.40.2".into(),
+                bitrate_bps: 96_000,
+                container: Container::Cmaf,
+                init: Some(ChunkRef { id: init, size: 10 }),
+                segments: vec![Segment { id: seg, size: 100, duration_ms: 6_000 }],
+            }],
+            signature: None,
+        };
+        Arc::new(Entry {
+            bytes: Bytes::new(),
+            etag: None,
+            manifest: Arc::new(m),
+            fetched: Instant::now(),
+            max_age: Duration::from_secs(60),
+        })
+    }
+
+    #[test]
+    fn the_index_knows_when_it_lists_every_holder_of_a_chunk() {
+        let cache = Manifests::new(100, None);
+        let init = ChunkId::of(b"shared init");
+        let tracks: Vec<String> = (0..10).map(|n| format!("t{n}")).collect();
+        for t in &tracks {
+            cache.store(&TrackId::parse(t).unwrap(), manifest(t, init));
+        }
+        // Ten tracks hold the init chunk; eight are listed, and the index says so.
+        let (listed, complete) = cache.positions_all(&init);
+        assert_eq!((listed.len(), complete), (MAX_POSITIONS, false));
+        // A track's own segment: one holder, listed.
+        let (listed, complete) = cache.positions_all(&ChunkId::of(b"t9"));
+        assert_eq!((listed[0].track.as_str(), complete), ("t9", true));
+        // With the eight listed tracks gone, two unlisted holders remain: still incomplete.
+        for t in &tracks[..8] {
+            cache.purge(&TrackId::parse(t).unwrap());
+        }
+        let (listed, complete) = cache.positions_all(&init);
+        assert_eq!((listed.len(), complete), (0, false));
+        // Replacing a manifest counts its chunks once.
+        cache.store(&TrackId::parse("t9").unwrap(), manifest("t9", init));
+        cache.purge(&TrackId::parse("t8").unwrap());
+        cache.purge(&TrackId::parse("t9").unwrap());
+        assert_eq!(cache.positions_all(&init), (Vec::new(), true));
+        assert!(cache.lock().index.is_empty());
+    }
 
     #[test]
     fn cache_control() {
