@@ -10,7 +10,8 @@
 //! Health is tracked two ways: passively (three failures in a row mark an upstream down) and
 //! actively (`GET /healthz` every `health_interval`, which also brings it back). Upstreams
 //! marked down are skipped, so with every upstream down a miss fails at once instead of
-//! waiting on timeouts. Connections are pooled per upstream and reused.
+//! waiting on timeouts. Connections are pooled per upstream and reused: HTTP/1.1 ones one request
+//! at a time (up to 32 kept), one HTTP/2 or HTTP/3 connection shared by every request in flight.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -118,21 +119,42 @@ impl Upstream {
         self.healthy.load(Ordering::Relaxed)
     }
 
+    /// A pooled connection to send one request on. An HTTP/2 or HTTP/3 connection stays in the
+    /// pool and is shared: every request in flight to this upstream goes over it.
     fn take(&self) -> Option<Connection> {
         let mut pool = self.pool.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         while let Some(c) = pool.pop() {
-            if !c.is_closed() {
-                return Some(c);
+            if c.is_closed() {
+                continue;
             }
+            if let Some(shared) = c.share() {
+                pool.push(c);
+                return Some(shared);
+            }
+            return Some(c);
         }
         None
     }
 
+    /// Returns a connection after a request went well. Of HTTP/2 and HTTP/3 connections one is
+    /// kept (requests made while there was none each opened their own).
     fn put(&self, c: Connection) {
         let mut pool = self.pool.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if pool.len() < POOL_MAX && !c.is_closed() {
+        if c.is_closed() {
+            return;
+        }
+        let multiplexed = c.share().is_some();
+        if multiplexed && pool.iter().any(|p| p.share().is_some() && !p.is_closed()) {
+            return;
+        }
+        if pool.len() < POOL_MAX {
             pool.push(c);
         }
+    }
+
+    /// Drops pooled HTTP/2 and HTTP/3 connections (the shared one just failed a request).
+    fn drop_shared(&self) {
+        self.pool.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|c| c.share().is_none());
     }
 
     fn clear(&self) {
@@ -287,7 +309,12 @@ impl Upstreams {
                 }
                 Err(e @ ClientError::Timeout(_)) => return Err(e),
                 Err(e) if !u.healthy() => return Err(e),
-                Err(e) => debug!(upstream = %u.url, error = %e, "pooled connection failed; reconnecting"),
+                Err(e) => {
+                    debug!(upstream = %u.url, error = %e, "pooled connection failed; reconnecting");
+                    if c.share().is_some() {
+                        u.drop_shared();
+                    }
+                }
             }
         }
         let fresh = async {
@@ -436,5 +463,65 @@ impl Upstreams {
     #[must_use]
     pub const fn health_interval(&self) -> Duration {
         self.cfg.health_interval
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::net::SocketAddr;
+
+    use chorus_core::http::{Body, Handler, ListenUrl, RequestContext, ResponseBody, Server, ServerConfig, full};
+
+    use super::*;
+
+    /// Answers every request after a pause (so requests overlap), noting the connection
+    /// (client address) each came on.
+    struct Recorder(Mutex<HashSet<SocketAddr>>);
+
+    impl Handler for Recorder {
+        async fn call(&self, _req: Request<Body>, ctx: RequestContext) -> Response<ResponseBody> {
+            self.0.lock().unwrap().insert(ctx.remote);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            full(StatusCode::OK, "text/plain", "ok")
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn http2_and_http3_upstreams_share_one_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let ck = chorus_core::http::tls::load_or_generate(None, None, dir.path()).unwrap();
+        for scheme in ["https", "h3"] {
+            let url: ListenUrl = format!("{scheme}://127.0.0.1:0").parse().unwrap();
+            let server = Server::bind(&[url], Some(&ck), ServerConfig::default()).await.unwrap();
+            let base = server.local_urls()[0].to_string();
+            let seen = Arc::new(Recorder(Mutex::new(HashSet::new())));
+            tokio::spawn(server.serve(seen.clone(), std::future::pending()));
+            let trust = ClientTls { ca_files: vec![ck.cert_path.clone()], insecure: false };
+            let ups = Arc::new(
+                Upstreams::new(
+                    &[base.clone()],
+                    &[],
+                    &trust,
+                    UpstreamConfig::default(),
+                    crate::metrics::EdgeMetrics::new().upstream,
+                )
+                .unwrap(),
+            );
+            let ok = |r: &Response<Bytes>| if r.status() == StatusCode::OK { Ok(()) } else { Err("status".into()) };
+            // One request opens the connection; then 50 at once share it.
+            ups.get("/a", HeaderMap::new(), None, &ok).await.unwrap();
+            let all: Vec<_> = (0..50)
+                .map(|n| {
+                    let ups = ups.clone();
+                    tokio::spawn(async move { ups.get(&format!("/{n}"), HeaderMap::new(), None, &ok).await })
+                })
+                .collect();
+            for t in all {
+                assert_eq!(t.await.unwrap().unwrap().body().as_ref(), b"ok");
+            }
+            let connections = seen.0.lock().unwrap().clone();
+            assert_eq!(connections.len(), 1, "{base}: connections {connections:?}");
+        }
     }
 }

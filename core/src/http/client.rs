@@ -235,14 +235,17 @@ impl HttpClient {
             Err(_) if early.is_some() => return Box::pin(self.connect_h3(addr, host, authority, None)).await,
             Err(e) => return Err(conn_err(format!("HTTP/3: {e}"))),
         };
+        let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mark = closed.clone();
         tokio::spawn(async move {
             let e = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+            mark.store(true, std::sync::atomic::Ordering::Relaxed);
             if !e.is_h3_no_error() {
                 debug!(error = %e, "HTTP/3 client connection closed");
             }
         });
         Ok(Connection {
-            inner: Inner::H3 { send, _endpoint: endpoint },
+            inner: Inner::H3 { send, _endpoint: endpoint, closed },
             scheme: "https",
             authority: authority.to_owned(),
             timeout: self.timeout,
@@ -301,6 +304,8 @@ enum Inner {
     H3 {
         send: h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
         _endpoint: quinn::Endpoint,
+        /// Set when the connection has closed (its driver returned).
+        closed: Arc<std::sync::atomic::AtomicBool>,
     },
 }
 
@@ -320,6 +325,7 @@ pub enum EarlyData {
 }
 
 /// A connection's 0-RTT attempt: its state, and what is needed to redial without it.
+#[derive(Clone)]
 struct Early {
     state: watch::Receiver<EarlyData>,
     client: HttpClient,
@@ -354,8 +360,30 @@ impl Connection {
         match &self.inner {
             Inner::H1(s) => s.is_closed(),
             Inner::H2(s) => s.is_closed(),
-            Inner::H3 { .. } => false,
+            Inner::H3 { closed, .. } => closed.load(std::sync::atomic::Ordering::Relaxed),
         }
+    }
+
+    /// Another handle to this connection, when it carries many requests at once (HTTP/2,
+    /// HTTP/3): requests sent on either share the one connection. `None` for HTTP/1.1, which
+    /// carries one request at a time.
+    #[must_use]
+    pub fn share(&self) -> Option<Self> {
+        let inner = match &self.inner {
+            Inner::H1(_) => return None,
+            Inner::H2(send) => Inner::H2(send.clone()),
+            Inner::H3 { send, _endpoint, closed } => {
+                Inner::H3 { send: send.clone(), _endpoint: _endpoint.clone(), closed: closed.clone() }
+            }
+        };
+        Some(Self {
+            inner,
+            scheme: self.scheme,
+            authority: self.authority.clone(),
+            timeout: self.timeout,
+            max_body: self.max_body,
+            early: self.early.clone(),
+        })
     }
 
     /// `GET path` (path and query, e.g. `/v1/chunks/…`).
