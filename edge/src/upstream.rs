@@ -500,7 +500,7 @@ mod tests {
             let trust = ClientTls { ca_files: vec![ck.cert_path.clone()], insecure: false };
             let ups = Arc::new(
                 Upstreams::new(
-                    &[base.clone()],
+                    std::slice::from_ref(&base),
                     &[],
                     &trust,
                     UpstreamConfig::default(),
