@@ -808,3 +808,30 @@ async fn metrics_can_move_to_a_listener_of_their_own() {
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--metrics-listen takes an http:// address"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hints_for_many_tracks_start_at_most_16_manifest_fetches() {
+    let origin = Origin::start();
+    // An upstream that holds every request for 30 s: warmings stay in flight.
+    let (slow, slow_state) = proxy::start(&origin.node().url("http"), Mode::Delay(Duration::from_secs(30))).await;
+    let cache = origin.dir.path().join("edge-cache");
+    let e = edge(&[slow], &cache, &origin.cert(), &["--prefetch-segments", "0"]);
+    let base = e.url("http");
+    let mut c = conn(&base).await;
+    // 40 requests, each hinting at a different next track.
+    for n in 0..40 {
+        let req = Request::get("/v1/tracks/hinter/peers")
+            .header("chorus-next-track", format!("next{n}"))
+            .body(bytes::Bytes::new())
+            .unwrap();
+        assert_eq!(c.send(req).await.unwrap().status(), StatusCode::OK);
+    }
+    let seen = || slow_state.manifest_requests.load(std::sync::atomic::Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen() < 16 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // 16 fetches went out; the other 24 hints were skipped when they came, not queued.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(seen(), 16);
+}

@@ -24,6 +24,9 @@ use crate::prefetch::{self, PrefetchConfig, Trending};
 use crate::tracker::{Tracker, TrackerConfig};
 use crate::upstream::{FetchError, UpstreamConfig, Upstreams};
 
+/// Warmings (a track's manifest, then its first chunks as prefetches) running at once at most.
+pub const WARM_CONCURRENCY: usize = 16;
+
 /// Everything an edge is configured with.
 #[derive(Clone)]
 pub struct EdgeConfig {
@@ -83,6 +86,8 @@ pub(crate) struct Inner {
     trending: Mutex<Trending>,
     recently_warmed: Mutex<LruCache<TrackId, Instant>>,
     prefetch_permits: Arc<Semaphore>,
+    /// Warmings (manifest fetches) running at once; see [`WARM_CONCURRENCY`].
+    warm_permits: Arc<Semaphore>,
     pub(crate) cfg: EdgeConfig,
     pub(crate) tokens: Option<TokenVerifier>,
     pub(crate) metrics: EdgeMetrics,
@@ -124,6 +129,7 @@ impl Edge {
             trending: Mutex::new(Trending::new(cfg.prefetch.window, cfg.prefetch.trending_min)),
             recently_warmed: Mutex::new(LruCache::new(warmed_cap)),
             prefetch_permits: Arc::new(Semaphore::new(cfg.prefetch.concurrency.max(1))),
+            warm_permits: Arc::new(Semaphore::new(WARM_CONCURRENCY)),
             tokens,
             metrics,
             mrc,
@@ -367,16 +373,40 @@ impl Edge {
 
     /// Warms `track` in the background: its manifest, init chunks and first segments. Skipped
     /// (returns `false`) if the same track was warmed in the last 30 s and not purged since.
+    /// At most [`WARM_CONCURRENCY`] warmings run at once: with `queue` (a prewarm) the rest
+    /// wait their turn; without (a client's hint, a trending track) they are skipped, so hints
+    /// naming many tracks cannot pile up manifest fetches on the upstreams.
     pub fn warm(&self, track: TrackId, queue: bool) -> bool {
+        let recent_enough = |recent: &mut LruCache<TrackId, Instant>| {
+            recent.get(&track).is_some_and(|t| t.elapsed() < Duration::from_secs(30))
+        };
+        if recent_enough(&mut self.0.recently_warmed.lock().unwrap_or_else(std::sync::PoisonError::into_inner)) {
+            return false;
+        }
+        let permit = if queue {
+            None
+        } else {
+            match self.0.warm_permits.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => return false,
+            }
+        };
         {
             let mut recent = self.0.recently_warmed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if recent.get(&track).is_some_and(|t| t.elapsed() < Duration::from_secs(30)) {
+            if recent_enough(&mut recent) {
                 return false;
             }
             recent.put(track.clone(), Instant::now());
         }
         let edge = self.clone();
         tokio::spawn(async move {
+            let _permit = match permit {
+                Some(p) => p,
+                None => match edge.0.warm_permits.clone().acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+            };
             match edge.0.manifests.get(&track, &edge.0.upstreams).await {
                 Ok((e, _)) => {
                     for id in prefetch::track_start(&e.manifest, edge.0.cfg.prefetch.warm_segments) {

@@ -28,6 +28,8 @@ pub struct Proxy {
     client: HttpClient,
     /// Chunk requests seen.
     pub chunk_requests: AtomicUsize,
+    /// Manifest requests seen.
+    pub manifest_requests: AtomicUsize,
 }
 
 impl Handler for Proxy {
@@ -36,6 +38,9 @@ impl Handler for Proxy {
         let is_chunk = path.starts_with("/v1/chunks/");
         if is_chunk {
             self.chunk_requests.fetch_add(1, Ordering::SeqCst);
+        }
+        if path.ends_with("/manifest") {
+            self.manifest_requests.fetch_add(1, Ordering::SeqCst);
         }
         if let Mode::Delay(d) = self.mode
             && path != "/healthz"
@@ -69,6 +74,7 @@ pub async fn start(target: &str, mode: Mode) -> (String, Arc<Proxy>) {
         mode,
         client: HttpClient::new(&ClientTls::default()).unwrap(),
         chunk_requests: AtomicUsize::new(0),
+        manifest_requests: AtomicUsize::new(0),
     });
     let url: ListenUrl = "http://127.0.0.1:0".parse().unwrap();
     let server = Server::bind(&[url], None, ServerConfig::default()).await.unwrap();
