@@ -27,6 +27,9 @@ use crate::upstream::{FetchError, UpstreamConfig, Upstreams};
 /// Warmings (a track's manifest, then its first chunks as prefetches) running at once at most.
 pub const WARM_CONCURRENCY: usize = 16;
 
+/// Manifests a track purge fetches at once (for tracks this edge holds no manifest of).
+const PURGE_FETCHES: usize = 16;
+
 /// Everything an edge is configured with.
 #[derive(Clone)]
 pub struct EdgeConfig {
@@ -421,10 +424,7 @@ impl Edge {
 
     /// Purges chunks; returns how many were cached.
     pub async fn purge_chunks(&self, ids: &[ChunkId]) -> usize {
-        let mut n = 0;
-        for id in ids {
-            n += usize::from(self.0.cache.purge(id).await);
-        }
+        let n = self.0.cache.purge(ids).await;
         self.update_gauges();
         n
     }
@@ -432,23 +432,33 @@ impl Edge {
     /// Purges tracks: their manifests and every chunk they name (the manifest is fetched if
     /// this edge has none, to learn its chunks). Returns (manifests, chunks) purged.
     pub async fn purge_tracks(&self, tracks: &[TrackId]) -> (usize, usize) {
-        let (mut manifests, mut chunks) = (0, 0);
+        use futures_util::StreamExt as _;
+        let mut manifests = 0;
+        let mut known = Vec::new();
+        let mut unknown = Vec::new();
         for t in tracks {
-            let m = match self.0.manifests.purge(t) {
+            match self.0.manifests.purge(t) {
                 Some(m) => {
                     manifests += 1;
-                    Some(m)
+                    known.push(m);
                 }
-                None => self.0.manifests.get(t, &self.0.upstreams).await.ok().map(|(e, _)| e.manifest.clone()),
-            };
-            self.0.manifests.purge(t);
+                None => unknown.push(t.clone()),
+            }
             // A purged track is cold again: the next warm must not be skipped as recent.
             self.0.recently_warmed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop(t);
-            if let Some(m) = m {
-                let ids: Vec<ChunkId> = m.chunks().map(|c| c.id).collect();
-                chunks += self.purge_chunks(&ids).await;
-            }
         }
-        (manifests, chunks)
+        // Manifests this edge does not hold are fetched to learn their chunks, several at once.
+        let fetched: Vec<Arc<chorus_core::manifest::Manifest>> = futures_util::stream::iter(unknown)
+            .map(|t| async move {
+                let m = self.0.manifests.get(&t, &self.0.upstreams).await.ok().map(|(e, _)| e.manifest.clone());
+                self.0.manifests.purge(&t);
+                m
+            })
+            .buffer_unordered(PURGE_FETCHES)
+            .filter_map(std::future::ready)
+            .collect()
+            .await;
+        let ids: Vec<ChunkId> = known.iter().chain(&fetched).flat_map(|m| m.chunks().map(|c| c.id)).collect();
+        (manifests, self.purge_chunks(&ids).await)
     }
 }

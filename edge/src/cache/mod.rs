@@ -360,18 +360,23 @@ impl ChunkCache {
         self.lock().prefetched.pop(id).is_some()
     }
 
-    /// Removes `id` from both tiers (and its file). Returns whether it was held.
-    pub async fn purge(&self, id: &ChunkId) -> bool {
+    /// Removes `ids` from both tiers (and their files). Returns how many were held.
+    pub async fn purge(&self, ids: &[ChunkId]) -> usize {
         let held = {
             let mut g = self.lock();
-            g.prefetched.pop(id);
-            g.files.pop(id);
-            let m = g.mem.remove(id).is_some();
-            let d = g.disk.remove(id).is_some();
-            m || d
+            ids.iter()
+                .filter(|id| {
+                    g.prefetched.pop(*id);
+                    g.files.pop(*id);
+                    let m = g.mem.remove(id).is_some();
+                    let d = g.disk.remove(id).is_some();
+                    m || d
+                })
+                .count()
         };
+        // Every file is unlinked, indexed or not, in one blocking task.
         if let Some(disk) = &self.disk {
-            disk.remove_all(vec![*id]).await;
+            disk.remove_all(ids.to_vec()).await;
         }
         held
     }
