@@ -485,11 +485,19 @@ impl Connection {
             Inner::H3 { send, .. } => {
                 parts.uri = format!("https://{}{}", self.authority, path).parse::<Uri>().map_err(|e| rq(&e))?;
                 let mut stream = send.send_request(Request::from_parts(parts, ())).await.map_err(|e| rq(&e))?;
-                if !body.is_empty() {
-                    stream.send_data(body).await.map_err(|e| rq(&e))?;
+                let sent = async {
+                    if !body.is_empty() {
+                        stream.send_data(body).await?;
+                    }
+                    stream.finish().await
                 }
-                stream.finish().await.map_err(|e| rq(&e))?;
-                let resp = stream.recv_response().await.map_err(|e| rq(&e))?;
+                .await;
+                // A server may answer before reading the whole request and stop the rest of it
+                // (RFC 9114 §4.1, e.g. a refusal of an upload): its answer still counts.
+                let resp = match (sent, stream.recv_response().await) {
+                    (_, Ok(resp)) => resp,
+                    (Err(e), Err(_)) | (Ok(()), Err(e)) => return Err(rq(&e)),
+                };
                 let mut buf = BytesMut::new();
                 while let Some(mut chunk) = stream.recv_data().await.map_err(|e| rq(&e))? {
                     if (buf.len() + chunk.remaining()) as u64 > max {
