@@ -380,12 +380,8 @@ impl Edge {
     /// wait their turn; without (a client's hint, a trending track) they are skipped, so hints
     /// naming many tracks cannot pile up manifest fetches on the upstreams.
     pub fn warm(&self, track: TrackId, queue: bool) -> bool {
-        let recent_enough = |recent: &mut LruCache<TrackId, Instant>| {
-            recent.get(&track).is_some_and(|t| t.elapsed() < Duration::from_secs(30))
-        };
-        if recent_enough(&mut self.0.recently_warmed.lock().unwrap_or_else(std::sync::PoisonError::into_inner)) {
-            return false;
-        }
+        // Taken first, so a skipped hint does not mark its track as warmed (a permit taken for
+        // a recent track goes back at once).
         let permit = if queue {
             None
         } else {
@@ -396,7 +392,7 @@ impl Edge {
         };
         {
             let mut recent = self.0.recently_warmed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if recent_enough(&mut recent) {
+            if recent.get(&track).is_some_and(|t| t.elapsed() < Duration::from_secs(30)) {
                 return false;
             }
             recent.put(track.clone(), Instant::now());

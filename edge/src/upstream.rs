@@ -143,8 +143,7 @@ impl Upstream {
         if c.is_closed() {
             return;
         }
-        let multiplexed = c.share().is_some();
-        if multiplexed && pool.iter().any(|p| p.share().is_some() && !p.is_closed()) {
+        if c.multiplexed() && pool.iter().any(|p| p.multiplexed() && !p.is_closed()) {
             return;
         }
         if pool.len() < POOL_MAX {
@@ -154,7 +153,7 @@ impl Upstream {
 
     /// Drops pooled HTTP/2 and HTTP/3 connections (the shared one just failed a request).
     fn drop_shared(&self) {
-        self.pool.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|c| c.share().is_none());
+        self.pool.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|c| !c.multiplexed());
     }
 
     fn clear(&self) {
@@ -311,7 +310,7 @@ impl Upstreams {
                 Err(e) if !u.healthy() => return Err(e),
                 Err(e) => {
                     debug!(upstream = %u.url, error = %e, "pooled connection failed; reconnecting");
-                    if c.share().is_some() {
+                    if c.multiplexed() {
                         u.drop_shared();
                     }
                 }

@@ -364,6 +364,14 @@ impl Connection {
         }
     }
 
+    /// Whether it carries many requests at once (HTTP/2, HTTP/3), so it can be [shared].
+    ///
+    /// [shared]: Connection::share
+    #[must_use]
+    pub const fn multiplexed(&self) -> bool {
+        !matches!(self.inner, Inner::H1(_))
+    }
+
     /// Another handle to this connection, when it carries many requests at once (HTTP/2,
     /// HTTP/3): requests sent on either share the one connection. `None` for HTTP/1.1, which
     /// carries one request at a time.
