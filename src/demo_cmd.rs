@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use chorus_client::fetch::BySource;
+use chorus_client::BySource;
 use chorus_client::{Client, ClientBuilder, Summary};
 use chorus_core::TrackId;
 use chorus_core::http::client::HttpClient;

@@ -212,7 +212,7 @@ async fn a_peer_that_vanishes_mid_transfer_costs_nothing_but_a_retry_at_the_edge
     let net = Net::start();
     let (dir, edge, key) = (&net.dir, &net.edge, net.key());
     // The seeder, reached only through a relay that answers 100 ms late and can be cut.
-    let (_seeder, full) = net.seeder(edge, &dir.path().join("seed"));
+    let (seeder, full) = net.seeder(edge, &dir.path().join("seed"));
     let (tcp, peer_id) = {
         let a: chorus_peer::Multiaddr = full.parse().unwrap();
         let port = a.iter().find_map(|p| match p {
@@ -248,7 +248,10 @@ async fn a_peer_that_vanishes_mid_transfer_costs_nothing_but_a_retry_at_the_edge
         assert!(Instant::now() < deadline, "the peer was never found");
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+    // Gone for good: cut off, and stopped (else the client redials it at the addresses it
+    // learnt through identify, and it has not vanished at all).
     relay.cut();
+    drop(seeder);
     let m = net.manifest();
     let mut n = 0;
     while let Some(seg) = t.next().await {

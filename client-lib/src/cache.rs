@@ -7,11 +7,15 @@
 //! hash, and a file that fails is deleted. The index is rebuilt from the directory at open
 //! (oldest files first in line for eviction).
 //!
-//! Synchronous file I/O: call it from a blocking context (`spawn_blocking`) in async code.
+//! [`LocalCache`] does synchronous file I/O (reads, hashing, fsync). Async code goes through
+//! [`Shared`], whose every call runs on tokio's blocking pool, so a slow disk never stalls a
+//! runtime worker and the cache's lock is only ever held there.
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
+use bytes::Bytes;
 use chorus_core::{ChunkId, fsutil};
 use lru::LruCache;
 
@@ -123,6 +127,37 @@ impl LocalCache {
             self.bytes -= len;
             let _ = std::fs::remove_file(self.path(&id));
         }
+    }
+}
+
+/// A [`LocalCache`] shared by async code: each call is one blocking task.
+#[derive(Debug, Clone)]
+pub(crate) struct Shared(Arc<Mutex<LocalCache>>);
+
+impl Shared {
+    pub(crate) fn new(cache: LocalCache) -> Self {
+        Self(Arc::new(Mutex::new(cache)))
+    }
+
+    async fn with<R: Send + 'static>(&self, f: impl FnOnce(&mut LocalCache) -> R + Send + 'static) -> Option<R> {
+        let cache = self.0.clone();
+        tokio::task::spawn_blocking(move || f(&mut cache.lock().unwrap_or_else(PoisonError::into_inner))).await.ok()
+    }
+
+    /// Chunk `id`, verified (see [`LocalCache::get`]).
+    pub(crate) async fn get(&self, id: ChunkId) -> Option<Bytes> {
+        self.with(move |c| c.get(&id)).await.flatten().map(Bytes::from)
+    }
+
+    /// Stores chunk `id` (see [`LocalCache::put`]).
+    pub(crate) async fn put(&self, id: ChunkId, bytes: Bytes) -> io::Result<()> {
+        self.with(move |c| c.put(&id, &bytes)).await.unwrap_or_else(|| Err(io::Error::other("cache task failed")))
+    }
+
+    /// Which of `ids` are held, in order (one task for all of them).
+    pub(crate) async fn holding(&self, ids: Vec<ChunkId>) -> Vec<bool> {
+        let n = ids.len();
+        self.with(move |c| ids.iter().map(|id| c.contains(id)).collect()).await.unwrap_or_else(|| vec![false; n])
     }
 }
 

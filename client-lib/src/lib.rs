@@ -10,15 +10,39 @@
 //! - [`scheduler`]: which segment to fetch next, from which source, and when to hedge or fail
 //!   over, by each segment's playback deadline;
 //! - [`abr`]: which rendition (bitrate) each segment should be fetched in;
+//! - `ladder`: which renditions a handle uses, and how the quality setting maps onto them;
+//! - `playout`: what has been verified and what is handed over next, in play order;
 //! - [`cache`]: the local cache of verified chunks on disk (LRU, size cap, crash-safe).
 //!
-//! [`fetch`] is the I/O around them: HTTP/3 with HTTP/2 fallback, verification, the local
-//! cache, the QoE beacon.
+//! The I/O around them, one room each:
+//!
+//! - `client`: [`ClientBuilder`] and [`Client`]; `open`: opening a track (edges, verified
+//!   manifest, init chunks, the speculative first segment, the ladder plan);
+//! - `driver`: the task behind a [`Track`], carrying out the scheduler's actions;
+//! - `edges`: reaching an edge (HTTP/3, then HTTPS on the same port) and its pooled
+//!   connections; `p2p`: the peer node, peer lookup and announces;
+//! - `track`: the handle a player holds ([`Track`], [`TrackReader`], [`Preload`]);
+//!   `summary`: what a fetch did ([`Summary`]); `error`: [`FetchError`].
+//!
+//! Blocking work (the cache's reads, hashing and fsyncs; manifest files) runs on tokio's
+//! blocking pool, never on a runtime worker. docs/architecture.md shows where this crate sits.
 #![warn(missing_docs)]
 
 pub mod abr;
 pub mod cache;
-pub mod fetch;
+mod client;
+mod driver;
+mod edges;
+mod error;
+mod ladder;
+mod open;
+mod p2p;
+mod playout;
 pub mod scheduler;
+mod summary;
+mod track;
 
-pub use fetch::{Client, ClientBuilder, FetchError, Segment, Source, Summary, Track, TrackInfo, TrackReader};
+pub use client::{Client, ClientBuilder};
+pub use error::FetchError;
+pub use summary::{BySource, Summary};
+pub use track::{Preload, Segment, Source, Track, TrackInfo, TrackReader};

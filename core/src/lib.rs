@@ -1,5 +1,6 @@
 //! chorus-core: the types and the serving front that every chorus node shares.
 //!
+//! - [`api`]: the JSON bodies of the tracker and QoE routes, with their limits;
 //! - [`id`]: track and chunk ids, validated once where they enter the system;
 //! - [`manifest`]: the signed track manifest (ed25519 over RFC 8785 canonical JSON);
 //! - [`keys`]: ed25519 keys in PEM; [`token`]: EdDSA JWT access tokens;
@@ -9,9 +10,10 @@
 //! - [`units`]: sizes (`512MiB`) and durations (`30s`) as the CLI and config files write them;
 //! - [`fsutil`]: crash-safe file writes; [`chunkdir`]: the on-disk layout of chunk directories.
 //!
-//! Pure types ([`id`], [`manifest`], [`token`]) do no I/O.
+//! Pure types ([`api`], [`id`], [`manifest`], [`token`]) do no I/O.
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod chunkdir;
 pub mod cmaf;
 pub mod fsutil;

@@ -23,6 +23,7 @@ use crate::manifests::Freshness;
 use crate::node::Edge;
 use crate::tracker::{Announce, TrackerError};
 use crate::upstream::FetchError;
+use chorus_core::api::{QoeBeacon, TrackerAnswer};
 
 /// Largest JSON body accepted (announce, QoE beacon, purge, prewarm).
 const MAX_JSON_BODY: u64 = 256 * 1024;
@@ -70,29 +71,6 @@ impl Route {
 
 fn fetch_error(e: &FetchError) -> Response<ResponseBody> {
     json_error(e.status(), e)
-}
-
-/// A QoE beacon (SPEC §3).
-#[derive(Debug, Deserialize)]
-struct Beacon {
-    track_id: TrackId,
-    startup_ms: u64,
-    #[serde(default)]
-    stalls: u64,
-    #[serde(default)]
-    stall_ms: u64,
-    #[serde(default)]
-    bytes: BeaconBytes,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct BeaconBytes {
-    #[serde(default)]
-    edge: u64,
-    #[serde(default)]
-    peer: u64,
-    #[serde(default)]
-    cache: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -221,12 +199,7 @@ impl Edge {
                     let t = self.0.tracker.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                     (t.peers(Instant::now(), &track), t.relays().to_vec())
                 };
-                let body = if relays.is_empty() {
-                    serde_json::json!({ "peers": peers })
-                } else {
-                    serde_json::json!({ "peers": peers, "relays": relays })
-                };
-                let mut r = json(StatusCode::OK, &body);
+                let mut r = json(StatusCode::OK, &TrackerAnswer { peers, relays });
                 r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 (Route::Peers, r, None)
             }
@@ -387,21 +360,15 @@ impl Edge {
     }
 
     async fn qoe(&self, body: Body, claims: Option<&Claims>) -> Response<ResponseBody> {
-        let b: Beacon = match Self::json_body(body).await {
+        let b: QoeBeacon = match Self::json_body(body).await {
             Ok(b) => b,
             Err(r) => return r,
         };
         if let Err(r) = Self::scope_track(claims, &b.track_id) {
             return r;
         }
-        const MAX_MS: u64 = 3_600_000;
-        const MAX_BYTES: u64 = 1 << 36;
-        if b.startup_ms > MAX_MS
-            || b.stall_ms > MAX_MS * 24
-            || b.stalls > 100_000
-            || [b.bytes.edge, b.bytes.peer, b.bytes.cache].iter().any(|v| *v > MAX_BYTES)
-        {
-            return json_error(StatusCode::BAD_REQUEST, "beacon values out of range");
+        if let Err(e) = b.validate() {
+            return json_error(StatusCode::BAD_REQUEST, e);
         }
         let m = &self.0.metrics;
         m.qoe_beacons.inc();

@@ -1,4 +1,4 @@
-//! The peer tracker (SPEC §3): which peers hold which track, so a client finds up to 10 peers in
+//! The peer tracker (docs/protocol.md §3): which peers hold which track, so a client finds up to 10 peers in
 //! one round trip.
 //!
 //! Plain logic with an explicit clock. Bounded everywhere: at most
@@ -12,7 +12,6 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use chorus_core::TrackId;
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 /// Limits of the tracker; every default suits a public edge.
@@ -56,35 +55,7 @@ impl Default for TrackerConfig {
     }
 }
 
-/// Most addresses one announce may carry.
-pub const MAX_ADDRS: usize = 8;
-/// Longest multiaddr accepted, in bytes.
-pub const MAX_ADDR_LEN: usize = 256;
-/// Most tracks one announce may name.
-pub const MAX_TRACKS_PER_ANNOUNCE: usize = 256;
-/// Longest peer id accepted (a base58 libp2p peer id is 46–53 characters).
-pub const MAX_PEER_ID_LEN: usize = 128;
-
-/// `POST /v1/peers/announce` body.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Announce {
-    /// The peer's libp2p id (base58).
-    pub peer_id: String,
-    /// Where it listens, as multiaddrs.
-    pub addrs: Vec<String>,
-    /// The tracks it holds (complete or partly).
-    pub tracks: Vec<TrackId>,
-}
-
-/// One peer in a `GET /v1/tracks/{track}/peers` answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeerRecord {
-    /// The peer's libp2p id.
-    pub peer_id: String,
-    /// Where it listens.
-    pub addrs: Vec<String>,
-}
+pub use chorus_core::api::{Announce, MAX_ADDR_LEN, MAX_ADDRS, MAX_PEER_ID_LEN, MAX_TRACKS_PER_ANNOUNCE, PeerRecord};
 
 /// Why an announce was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -144,17 +115,6 @@ fn may_sweep(last: &mut Option<Instant>, now: Instant) -> bool {
     true
 }
 
-fn valid_peer_id(s: &str) -> bool {
-    // base58btc alphabet (no 0, O, I, l).
-    !s.is_empty()
-        && s.len() <= MAX_PEER_ID_LEN
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() && !matches!(b, b'0' | b'O' | b'I' | b'l'))
-}
-
-fn valid_multiaddr(s: &str) -> bool {
-    s.starts_with('/') && s.len() <= MAX_ADDR_LEN && s.bytes().all(|b| b.is_ascii_graphic())
-}
-
 impl Tracker {
     /// An empty tracker.
     #[must_use]
@@ -188,17 +148,7 @@ impl Tracker {
     /// [`TrackerError::Invalid`] for a malformed announce, [`TrackerError::RateLimited`] when
     /// `source` has used its budget.
     pub fn announce(&mut self, now: Instant, source: IpAddr, ann: Announce) -> Result<(), TrackerError> {
-        if !valid_peer_id(&ann.peer_id) {
-            return Err(TrackerError::Invalid("peer_id must be a base58 libp2p peer id".into()));
-        }
-        if ann.addrs.is_empty() || ann.addrs.len() > MAX_ADDRS || !ann.addrs.iter().all(|a| valid_multiaddr(a)) {
-            return Err(TrackerError::Invalid(format!(
-                "addrs must be 1 to {MAX_ADDRS} multiaddrs of at most {MAX_ADDR_LEN} bytes"
-            )));
-        }
-        if ann.tracks.len() > MAX_TRACKS_PER_ANNOUNCE {
-            return Err(TrackerError::Invalid(format!("at most {MAX_TRACKS_PER_ANNOUNCE} tracks per announce")));
-        }
+        ann.validate().map_err(|e| TrackerError::Invalid(e.0))?;
         self.take_token(now, source)?;
         // At most one expiry sweep per announce, however many tracks it names, and at most one
         // per SWEEP_GAP over all announces.

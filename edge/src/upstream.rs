@@ -13,13 +13,14 @@
 //! waiting on timeouts. Connections are pooled per upstream and reused: HTTP/1.1 ones one request
 //! at a time (up to 32 kept), one HTTP/2 or HTTP/3 connection shared by every request in flight.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chorus_core::ChunkId;
-use chorus_core::http::client::{ClientError, Connection, HttpClient};
+use chorus_core::http::client::{ClientError, HttpClient};
+use chorus_core::http::pool::{Pool, clone_request};
 use chorus_core::http::tls::ClientTls;
 use http::{HeaderMap, Request, Response, StatusCode};
 use prometheus::{HistogramVec, IntCounterVec, IntGaugeVec};
@@ -100,7 +101,7 @@ pub struct Upstream {
     pub kind: Kind,
     healthy: AtomicBool,
     failures: AtomicU32,
-    pool: Mutex<Vec<Connection>>,
+    pool: Pool,
     /// Bumped each time the upstream is marked down; requests waiting on it give up then.
     downs: tokio::sync::watch::Sender<u64>,
 }
@@ -119,45 +120,8 @@ impl Upstream {
         self.healthy.load(Ordering::Relaxed)
     }
 
-    /// A pooled connection to send one request on. An HTTP/2 or HTTP/3 connection stays in the
-    /// pool and is shared: every request in flight to this upstream goes over it.
-    fn take(&self) -> Option<Connection> {
-        let mut pool = self.pool.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        while let Some(c) = pool.pop() {
-            if c.is_closed() {
-                continue;
-            }
-            if let Some(shared) = c.share() {
-                pool.push(c);
-                return Some(shared);
-            }
-            return Some(c);
-        }
-        None
-    }
-
-    /// Returns a connection after a request went well. Of HTTP/2 and HTTP/3 connections one is
-    /// kept (requests made while there was none each opened their own).
-    fn put(&self, c: Connection) {
-        let mut pool = self.pool.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if c.is_closed() {
-            return;
-        }
-        if c.multiplexed() && pool.iter().any(|p| p.multiplexed() && !p.is_closed()) {
-            return;
-        }
-        if pool.len() < POOL_MAX {
-            pool.push(c);
-        }
-    }
-
-    /// Drops pooled HTTP/2 and HTTP/3 connections (the shared one just failed a request).
-    fn drop_shared(&self) {
-        self.pool.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|c| !c.multiplexed());
-    }
-
     fn clear(&self) {
-        self.pool.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+        self.pool.clear();
     }
 }
 
@@ -208,12 +172,13 @@ impl Upstreams {
             .with_max_body(chorus_core::manifest::limits::MAX_BYTES as u64 * 2);
         let mk = |url: &String, kind| {
             metrics.healthy.with_label_values(&[url.as_str()]).set(1);
+            let url = url.trim_end_matches('/').to_owned();
             Arc::new(Upstream {
-                url: url.trim_end_matches('/').to_owned(),
+                pool: Pool::new(url.clone(), POOL_MAX),
+                url,
                 kind,
                 healthy: AtomicBool::new(true),
                 failures: AtomicU32::new(0),
-                pool: Mutex::new(Vec::new()),
                 downs: tokio::sync::watch::Sender::new(0),
             })
         };
@@ -285,25 +250,18 @@ impl Upstreams {
     /// One request to one upstream over a pooled connection (a stale pooled connection is
     /// replaced by a new one once).
     async fn send(&self, u: &Upstream, req: &Request<Bytes>) -> Result<Response<Bytes>, ClientError> {
-        let clone = || {
-            let mut b = Request::builder().method(req.method()).uri(req.uri());
-            if let Some(h) = b.headers_mut() {
-                h.extend(req.headers().clone());
-            }
-            b.body(req.body().clone()).map_err(|e| ClientError::Request(e.to_string()))
-        };
         // Give up as soon as the upstream is marked down (a health check failed meanwhile):
         // a request on a connection to a crashed server would otherwise wait for its timeout.
         let mut downs = u.downs.subscribe();
         let gave_up = || ClientError::Request(format!("{} was marked down while the request waited", u.url));
-        if let Some(mut c) = u.take() {
+        if let Some(mut c) = u.pool.take() {
             let sent = tokio::select! {
-                r = c.send(clone()?) => r,
+                r = c.send(clone_request(req)) => r,
                 _ = downs.changed() => return Err(gave_up()),
             };
             match sent {
                 Ok(r) => {
-                    u.put(c);
+                    u.pool.put(c);
                     return Ok(r);
                 }
                 Err(e @ ClientError::Timeout(_)) => return Err(e),
@@ -311,19 +269,13 @@ impl Upstreams {
                 Err(e) => {
                     debug!(upstream = %u.url, error = %e, "pooled connection failed; reconnecting");
                     if c.multiplexed() {
-                        u.drop_shared();
+                        u.pool.drop_shared();
                     }
                 }
             }
         }
-        let fresh = async {
-            let mut c = self.client.connect(&u.url, false).await?;
-            let r = c.send(clone()?).await?;
-            u.put(c);
-            Ok(r)
-        };
         tokio::select! {
-            r = fresh => r,
+            r = u.pool.send_fresh(&self.client, clone_request(req)) => r,
             _ = downs.changed() => Err(gave_up()),
         }
     }
@@ -469,6 +421,7 @@ impl Upstreams {
 mod tests {
     use std::collections::HashSet;
     use std::net::SocketAddr;
+    use std::sync::Mutex;
 
     use chorus_core::http::{Body, Handler, ListenUrl, RequestContext, ResponseBody, Server, ServerConfig, full};
 

@@ -1,4 +1,4 @@
-//! chorus-peer: the libp2p peer layer (SPEC §5).
+//! chorus-peer: the libp2p peer layer (docs/protocol.md §5).
 //!
 //! Listening clients swap verified chunks with each other. A [`Peer`] is a libp2p node (TCP
 //! and QUIC, noise, yamux, identify, ping, Kademlia as `/chorus/kad/1.0.0`, mDNS) speaking the
@@ -6,11 +6,24 @@
 //! `/chorus/have/1.0.0` (which chunks of a track a peer holds). It serves chunks from a
 //! [`Store`] within upload limits, and checks every chunk it receives against its id: a peer
 //! that sends a wrong one is disconnected and never asked again.
+//!
+//! The rooms: [`node`] (the [`Peer`] handle), `driver` (the task that owns the swarm),
+//! `behaviour` (the libp2p protocol set and swarm build), `config`, `error`, `metrics`,
+//! `upload` (upload limits, explicit clock), `relay` (relay and NAT state, explicit clock),
+//! [`wire`] (the two chorus codecs), [`store`] (what a peer serves) and [`tracker`] (the edge
+//! tracker from a peer's side).
 #![warn(missing_docs)]
 
+mod behaviour;
+mod config;
+mod driver;
+mod error;
+mod metrics;
 pub mod node;
+mod relay;
 pub mod store;
 pub mod tracker;
+mod upload;
 pub mod wire;
 
 pub use libp2p::{Multiaddr, PeerId, multiaddr};

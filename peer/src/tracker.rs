@@ -1,14 +1,18 @@
-//! The edge tracker (SPEC §3), from a peer's side: announce what this peer holds, and ask for
-//! up to 10 peers holding a track, in one round trip each.
+//! The edge tracker (docs/protocol.md §3), from a peer's side: announce what this peer holds,
+//! and ask for up to 10 peers holding a track, in one round trip each. The bodies are
+//! [`chorus_core::api`]'s types.
 
 use chorus_core::TrackId;
+use chorus_core::api::{Announce, MAX_PEERS_TAKEN, TrackerAnswer};
 use chorus_core::http::client::HttpClient;
 use libp2p::{Multiaddr, PeerId};
 
 /// The tracker takes at most this many addresses per peer.
-pub const MAX_ADDRS: usize = 8;
+pub use chorus_core::api::MAX_ADDRS;
+/// Most relays taken from one answer.
+pub use chorus_core::api::MAX_RELAYS;
 /// …and this many tracks per announce.
-pub const MAX_TRACKS: usize = 256;
+pub use chorus_core::api::MAX_TRACKS_PER_ANNOUNCE as MAX_TRACKS;
 
 fn request(
     method: http::Method,
@@ -79,9 +83,12 @@ pub async fn announce(
     tracks: &[TrackId],
     token: Option<&str>,
 ) -> Result<(), String> {
-    let addrs: Vec<String> = announceable(peer, addrs).iter().map(ToString::to_string).collect();
-    let tracks: Vec<&str> = tracks.iter().take(MAX_TRACKS).map(TrackId::as_str).collect();
-    let body = serde_json::json!({ "peer_id": peer.to_string(), "addrs": addrs, "tracks": tracks }).to_string();
+    let body = Announce {
+        peer_id: peer.to_string(),
+        addrs: announceable(peer, addrs).iter().map(ToString::to_string).collect(),
+        tracks: tracks.iter().take(MAX_TRACKS).cloned().collect(),
+    };
+    let body = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
     let mut conn = http.connect(edge, false).await.map_err(|e| e.to_string())?;
     let r = conn
         .send(request(http::Method::POST, "/v1/peers/announce", token, body.into())?)
@@ -103,9 +110,6 @@ pub struct PeersAnswer {
     pub relays: Vec<Multiaddr>,
 }
 
-/// Most relays taken from one answer.
-pub const MAX_RELAYS: usize = 4;
-
 /// Peers the tracker at `edge` knows for `track` (live ones first, at most 10), with their
 /// addresses, and the edge's relays. Entries that do not parse are skipped.
 ///
@@ -119,29 +123,25 @@ pub async fn peers(http: &HttpClient, edge: &str, track: &TrackId, token: Option
     if !r.status().is_success() {
         return Err(format!("{edge} answered {}", r.status()));
     }
-    let v: serde_json::Value = serde_json::from_slice(r.body()).map_err(|e| e.to_string())?;
-    Ok(parse_answer(&v))
+    let answer: TrackerAnswer = serde_json::from_slice(r.body()).map_err(|e| e.to_string())?;
+    Ok(parse_answer(answer))
 }
 
-fn parse_answer(v: &serde_json::Value) -> PeersAnswer {
-    let list = v.get("peers").and_then(|p| p.as_array()).map(Vec::as_slice).unwrap_or_default();
-    let peers = list
-        .iter()
-        .take(16)
+/// The entries of `answer` that name a valid peer id and multiaddrs, within the bounds.
+fn parse_answer(answer: TrackerAnswer) -> PeersAnswer {
+    let peers = answer
+        .peers
+        .into_iter()
+        .take(MAX_PEERS_TAKEN)
         .filter_map(|p| {
-            let id: PeerId = p.get("peer_id")?.as_str()?.parse().ok()?;
-            let addrs =
-                p.get("addrs")?.as_array()?.iter().take(MAX_ADDRS).filter_map(|a| a.as_str()?.parse().ok()).collect();
-            Some((id, addrs))
+            let id: PeerId = p.peer_id.parse().ok()?;
+            Some((id, p.addrs.iter().take(MAX_ADDRS).filter_map(|a| a.parse().ok()).collect()))
         })
         .collect();
-    let relays = v
-        .get("relays")
-        .and_then(|r| r.as_array())
-        .map(Vec::as_slice)
-        .unwrap_or_default()
+    let relays = answer
+        .relays
         .iter()
-        .filter_map(|a| a.as_str()?.parse::<Multiaddr>().ok())
+        .filter_map(|a| a.parse::<Multiaddr>().ok())
         .filter(|a| matches!(a.iter().last(), Some(libp2p::multiaddr::Protocol::P2p(_))))
         .take(MAX_RELAYS)
         .collect();
@@ -161,10 +161,11 @@ mod tests {
                       {"peer_id": "not a peer id", "addrs": []}],
             "relays": [relay, "/ip4/10.0.0.1/tcp/4001", 7],
         });
-        let a = parse_answer(&v);
+        let a = parse_answer(serde_json::from_value(v).unwrap());
         assert_eq!(a.peers, vec![(peer, vec!["/ip4/10.0.0.2/tcp/1".parse().unwrap()])]);
         assert_eq!(a.relays, vec![relay.parse::<Multiaddr>().unwrap()]);
-        assert_eq!(parse_answer(&serde_json::json!({"peers": []})), PeersAnswer::default());
+        let empty = serde_json::from_value(serde_json::json!({"peers": []})).unwrap();
+        assert_eq!(parse_answer(empty), PeersAnswer::default());
     }
 
     #[test]

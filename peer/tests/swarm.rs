@@ -138,6 +138,7 @@ async fn upload_limits_answer_busy() {
     // A cap of one chunk per second: the first request is served, the next at once is BUSY.
     let capped = PeerConfig { upload_rate: Some(track_bytes), ..cfg("/ip4/127.0.0.1/tcp/0") };
     let (seed, seed_metrics) = start(capped, store.clone());
+    let store_again: Arc<dyn Store> = store.clone();
     let (metered, _) = start(PeerConfig { consume_only: true, ..cfg("/ip4/127.0.0.1/tcp/0") }, store);
     let (leech, _) = start(cfg("/ip4/127.0.0.1/tcp/0"), Arc::new(Mem::default()));
     leech.dial(addr_of(&seed, "/tcp/").await).await.unwrap();
@@ -147,9 +148,55 @@ async fn upload_limits_answer_busy() {
     assert_eq!(metric(&seed_metrics, "chorus_peer_busy_total"), 1.0);
     // Consume-only serves nothing, but still fetches.
     assert!(matches!(leech.fetch(metered.peer_id(), chunks[0].0, None).await, Err(PeerError::Refused(Status::Busy))));
-    metered.dial(addr_of(&seed, "/tcp/").await).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1100)).await; // the seed's bucket refills
-    assert!(metered.fetch(seed.peer_id(), chunks[2].0, None).await.is_ok());
+    // (The bucket's refill is policy, tested on a virtual clock in `upload.rs`.)
+    let (free, _) = start(cfg("/ip4/127.0.0.1/tcp/0"), store_again);
+    metered.dial(addr_of(&free, "/tcp/").await).await.unwrap();
+    assert!(metered.fetch(free.peer_id(), chunks[2].0, None).await.is_ok());
+}
+
+/// A store whose chunk reads block until the test lets them go (a disk that hangs).
+struct Stuck {
+    inner: Arc<Mem>,
+    release: Mutex<std::sync::mpsc::Receiver<()>>,
+    reading: tokio::sync::Notify,
+}
+
+impl Store for Stuck {
+    fn chunk(&self, id: &ChunkId) -> Option<Bytes> {
+        self.reading.notify_one();
+        let _ = self.release.lock().unwrap().recv();
+        self.inner.chunk(id)
+    }
+    fn held(&self, track: &TrackId) -> Vec<ChunkId> {
+        self.inner.held(track)
+    }
+    fn tracks(&self) -> Vec<TrackId> {
+        self.inner.tracks()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_disk_read_stalls_no_other_request() {
+    let (mem, chunks) = Mem::with_track("tides", 2, false);
+    let (release, wait) = std::sync::mpsc::channel();
+    let store = Arc::new(Stuck { inner: mem, release: Mutex::new(wait), reading: tokio::sync::Notify::new() });
+    let (seed, _) = start(cfg("/ip4/127.0.0.1/tcp/0"), store.clone());
+    let (leech, _) = start(cfg("/ip4/127.0.0.1/tcp/0"), Arc::new(Mem::default()));
+    leech.dial(addr_of(&seed, "/tcp/").await).await.unwrap();
+    let (leech, seed_id) = (Arc::new(leech), seed.peer_id());
+    let (l, first) = (leech.clone(), chunks[0].0);
+    let fetch = tokio::spawn(async move { l.fetch(seed_id, first, None).await });
+    store.reading.notified().await; // the seed's read of the chunk has begun, and hangs
+    // Meanwhile the seed answers a have request on the same connection and a new dial.
+    let have = leech.have(seed_id, TrackId::parse("tides").unwrap());
+    // Generous: the answer needs no disk, only a swarm task that is not stuck.
+    let held = tokio::time::timeout(Duration::from_secs(30), have).await.expect("the seed's swarm is stuck").unwrap();
+    assert_eq!(held.len(), 2);
+    let (other, _) = start(cfg("/ip4/127.0.0.1/tcp/0"), Arc::new(Mem::default()));
+    other.dial(addr_of(&seed, "/tcp/").await).await.unwrap();
+    assert!(!fetch.is_finished(), "the chunk read is still stuck");
+    release.send(()).unwrap();
+    assert_eq!(fetch.await.unwrap().unwrap(), chunks[0].1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

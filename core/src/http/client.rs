@@ -5,8 +5,8 @@
 //! requests over it (HTTP/2 and HTTP/3 requests may run concurrently on clones). Response
 //! bodies are read whole, up to a size limit, under a per-request timeout.
 
-use std::net::{SocketAddr, ToSocketAddrs as _};
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::{Buf as _, Bytes, BytesMut};
@@ -68,6 +68,9 @@ pub struct HttpClient {
     timeout: Duration,
     connect_timeout: Duration,
     max_body: u64,
+    /// The QUIC endpoints (one UDP socket each, IPv4 and IPv6) every HTTP/3 connection of this
+    /// client and its clones goes through, made on first use.
+    endpoints: Arc<Mutex<[Option<quinn::Endpoint>; 2]>>,
 }
 
 impl HttpClient {
@@ -92,6 +95,7 @@ impl HttpClient {
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(30),
             max_body: 64 * 1024 * 1024,
+            endpoints: Arc::default(),
         })
     }
 
@@ -193,17 +197,17 @@ impl HttpClient {
         authority: &str,
         early: Option<&str>,
     ) -> Result<Connection, ClientError> {
-        let bind: SocketAddr = if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }
-            .parse()
-            .map_err(|_| ClientError::BadUrl(authority.to_owned()))?;
         let conn_err = |reason: String| ClientError::Connect { addr: addr.to_string(), reason };
-        let socket = std::net::UdpSocket::bind(bind).map_err(|e| conn_err(e.to_string()))?;
-        super::udp::size_buffers(&socket, super::udp::QUIC_SOCKET_BUFFER);
-        let mut endpoint =
-            quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, Arc::new(quinn::TokioRuntime))
-                .map_err(|e| conn_err(e.to_string()))?;
-        endpoint.set_default_client_config(self.quic.clone());
-        let connecting = endpoint.connect(addr, host).map_err(|e| conn_err(e.to_string()))?;
+        let endpoint = self.endpoint(addr.is_ipv6()).map_err(|e| conn_err(e.to_string()))?;
+        let connecting = match endpoint.connect_with(self.quic.clone(), addr, host) {
+            Ok(c) => c,
+            Err(e) => {
+                // The endpoint is unusable (its runtime is gone, or it was closed): the next
+                // connection makes a new one.
+                self.forget_endpoint(addr.is_ipv6());
+                return Err(conn_err(e.to_string()));
+            }
+        };
         let attempt = match early {
             Some(base) => connecting.into_0rtt().map(|(conn, accepted)| (conn, accepted, base)),
             None => Err(connecting),
@@ -227,7 +231,15 @@ impl HttpClient {
                 });
                 (conn, Some(Early { state: rx, client: self.clone(), base: base.to_owned() }))
             }
-            Err(connecting) => (connecting.await.map_err(|e| conn_err(format!("QUIC: {e}")))?, None),
+            Err(connecting) => match connecting.await {
+                Ok(conn) => (conn, None),
+                Err(e) => {
+                    if matches!(e, quinn::ConnectionError::LocallyClosed | quinn::ConnectionError::CidsExhausted) {
+                        self.forget_endpoint(addr.is_ipv6());
+                    }
+                    return Err(conn_err(format!("QUIC: {e}")));
+                }
+            },
         };
         let (mut driver, send) = match h3::client::new(h3_quinn::Connection::new(conn)).await {
             Ok(pair) => pair,
@@ -255,12 +267,38 @@ impl HttpClient {
     }
 }
 
+impl HttpClient {
+    /// This client's QUIC endpoint for IPv6 or IPv4 destinations, bound on first use to an
+    /// ephemeral port on every interface.
+    fn endpoint(&self, v6: bool) -> std::io::Result<quinn::Endpoint> {
+        let mut slots = self.endpoints.lock().unwrap_or_else(PoisonError::into_inner);
+        let slot = &mut slots[usize::from(v6)];
+        if let Some(e) = slot {
+            return Ok(e.clone());
+        }
+        let bind: SocketAddr = if v6 {
+            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
+        } else {
+            SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0))
+        };
+        let socket = std::net::UdpSocket::bind(bind)?;
+        super::udp::size_buffers(&socket, super::udp::QUIC_SOCKET_BUFFER);
+        let endpoint =
+            quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, Arc::new(quinn::TokioRuntime))?;
+        *slot = Some(endpoint.clone());
+        Ok(endpoint)
+    }
+
+    fn forget_endpoint(&self, v6: bool) {
+        self.endpoints.lock().unwrap_or_else(PoisonError::into_inner)[usize::from(v6)] = None;
+    }
+}
+
 async fn resolve(authority: &str) -> Result<SocketAddr, ClientError> {
-    let a = authority.to_owned();
-    tokio::task::spawn_blocking(move || a.to_socket_addrs().ok().and_then(|mut i| i.next()))
+    tokio::net::lookup_host(authority)
         .await
         .ok()
-        .flatten()
+        .and_then(|mut addrs| addrs.next())
         .ok_or_else(|| ClientError::Resolve(authority.to_owned()))
 }
 

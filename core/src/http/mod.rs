@@ -12,6 +12,7 @@ mod h1fast;
 mod h3;
 mod io;
 pub mod listen;
+pub mod pool;
 pub mod serve;
 pub mod server;
 pub mod tls;

@@ -1,0 +1,298 @@
+//! The client a player embeds: its settings ([`ClientBuilder`]) and the [`Client`] that opens
+//! tracks with them.
+//!
+//! A client is cheap to clone and reused for many tracks: it keeps the edges it reached (their
+//! pooled connections), its local cache and its peer node between tracks. Opening a track is
+//! [`crate::open`]; fetching it, [`crate::driver`].
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use chorus_core::TrackId;
+use chorus_core::http::client::HttpClient;
+use chorus_core::http::tls::ClientTls;
+use chorus_core::keys::VerifyingKey;
+use chorus_peer::Peer;
+use tokio::sync::OnceCell;
+use tokio::time::Instant;
+
+use crate::abr::Quality;
+use crate::cache::{LocalCache, Shared};
+use crate::edges::Edge;
+use crate::error::FetchError;
+use crate::ladder::Switching;
+use crate::open::Plan;
+use crate::summary::Summary;
+use crate::track::{Preload, Track};
+
+/// Settings of a [`Client`].
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    pub(crate) edges: Vec<String>,
+    pub(crate) origin_key: VerifyingKey,
+    trust: ClientTls,
+    pub(crate) quality: Quality,
+    pub(crate) token: Option<String>,
+    pub(crate) cache: Option<(PathBuf, u64)>,
+    pub(crate) play: bool,
+    pub(crate) next_track: Option<TrackId>,
+    pub(crate) read_ahead: usize,
+    pub(crate) buffer_ahead: Duration,
+    pub(crate) p2p: bool,
+    pub(crate) p2p_bootstrap: Vec<chorus_peer::Multiaddr>,
+    pub(crate) p2p_mdns: bool,
+    pub(crate) p2p_upload_rate: Option<u64>,
+    pub(crate) p2p_listen: Vec<chorus_peer::Multiaddr>,
+    pub(crate) p2p_external: Vec<chorus_peer::Multiaddr>,
+}
+
+impl ClientBuilder {
+    /// A client for `edges` (`h3://`, `https://` or `http://` base URLs) that trusts manifests
+    /// signed by `origin_key`.
+    #[must_use]
+    pub fn new(edges: Vec<String>, origin_key: VerifyingKey) -> Self {
+        Self {
+            edges,
+            origin_key,
+            trust: ClientTls::default(),
+            quality: Quality::Auto { cap: usize::MAX },
+            token: None,
+            cache: None,
+            play: false,
+            next_track: None,
+            read_ahead: 8,
+            buffer_ahead: Duration::from_secs(30),
+            p2p: false,
+            p2p_bootstrap: Vec::new(),
+            p2p_mdns: true,
+            p2p_upload_rate: None,
+            p2p_listen: Vec::new(),
+            p2p_external: Vec::new(),
+        }
+    }
+    /// TLS trust for edges.
+    #[must_use]
+    pub fn trust(mut self, trust: ClientTls) -> Self {
+        self.trust = trust;
+        self
+    }
+    /// Quality preference.
+    #[must_use]
+    pub const fn quality(mut self, q: Quality) -> Self {
+        self.quality = q;
+        self
+    }
+    /// Access token for the edges.
+    #[must_use]
+    pub fn token(mut self, t: Option<String>) -> Self {
+        self.token = t;
+        self
+    }
+    /// Local cache directory and size.
+    #[must_use]
+    pub fn cache(mut self, dir: PathBuf, bytes: u64) -> Self {
+        self.cache = Some((dir, bytes));
+        self
+    }
+    /// The track the listener will play next, when the queue is known: sent to the edge with
+    /// the manifest request (`Chorus-Next-Track`) so it can warm that track's first segments.
+    #[must_use]
+    pub fn next_track(mut self, t: Option<TrackId>) -> Self {
+        self.next_track = t;
+        self
+    }
+
+    /// Fetch paced like a player (keep [`ClientBuilder::buffer_ahead`] of audio ahead of a
+    /// playhead moving in real time) instead of as fast as the reader takes segments.
+    #[must_use]
+    pub const fn play(mut self, play: bool) -> Self {
+        self.play = play;
+        self
+    }
+
+    /// Swap chunks with other listeners (chorus-peer): peers are found through the edges'
+    /// tracker, then Kademlia and mDNS; chunks not yet urgent come from peers that hold them,
+    /// the start and anything urgent from the edge. With a cache directory this client also
+    /// serves what it holds (at most 4 uploads at once) and announces it. The node starts on
+    /// the first [`Client::open`] and lives as long as the client.
+    #[must_use]
+    pub const fn p2p(mut self, on: bool) -> Self {
+        self.p2p = on;
+        self
+    }
+
+    /// Kademlia peers to start from (`…/p2p/PEER_ID`), for finding peers when the trackers
+    /// know none.
+    #[must_use]
+    pub fn p2p_bootstrap(mut self, peers: Vec<chorus_peer::Multiaddr>) -> Self {
+        self.p2p_bootstrap = peers;
+        self
+    }
+
+    /// Whether to look for peers on the local network with mDNS (default on).
+    #[must_use]
+    pub const fn p2p_mdns(mut self, on: bool) -> Self {
+        self.p2p_mdns = on;
+        self
+    }
+
+    /// Upload bytes per second this client gives other peers, at most (default: no cap);
+    /// requests beyond it are answered BUSY.
+    #[must_use]
+    pub const fn p2p_upload_rate(mut self, bytes_per_sec: Option<u64>) -> Self {
+        self.p2p_upload_rate = bytes_per_sec;
+        self
+    }
+
+    /// Where the peer node listens (default: TCP and QUIC on every interface, ports chosen
+    /// by the system).
+    #[must_use]
+    pub fn p2p_listen(mut self, addrs: Vec<chorus_peer::Multiaddr>) -> Self {
+        self.p2p_listen = addrs;
+        self
+    }
+
+    /// Addresses other peers should use instead of the listen addresses (a port forward);
+    /// see [`chorus_peer::PeerConfig::external`].
+    #[must_use]
+    pub fn p2p_external(mut self, addrs: Vec<chorus_peer::Multiaddr>) -> Self {
+        self.p2p_external = addrs;
+        self
+    }
+
+    /// Audio to keep fetched ahead of the playhead when playing (default 30 s). Less saves
+    /// bytes when listeners skip; more rides out longer network trouble.
+    #[must_use]
+    pub const fn buffer_ahead(mut self, ahead: Duration) -> Self {
+        self.buffer_ahead = ahead;
+        self
+    }
+
+    /// At most this many verified segments are fetched ahead of the one waiting to be taken
+    /// (default 8, at least 1): a track that is not read does not fill memory.
+    #[must_use]
+    pub fn read_ahead(mut self, segments: usize) -> Self {
+        self.read_ahead = segments.max(1);
+        self
+    }
+
+    /// Builds the client.
+    ///
+    /// # Errors
+    /// [`FetchError::Config`] for no edges or unusable TLS files; [`FetchError::Cache`] when the
+    /// cache directory cannot be opened.
+    pub fn build(self) -> Result<Client, FetchError> {
+        if self.edges.is_empty() {
+            return Err(FetchError::Config("give at least one edge".into()));
+        }
+        let http = HttpClient::new(&self.trust)
+            .map_err(|e| FetchError::Config(e.to_string()))?
+            .with_timeout(Duration::from_secs(10))
+            .with_connect_timeout(Duration::from_secs(2));
+        // Listing the cache directory is blocking I/O, once, before any track is open.
+        let cache = match &self.cache {
+            Some((dir, bytes)) => Some(Shared::new(LocalCache::open(dir, *bytes)?)),
+            None => None,
+        };
+        Ok(Client {
+            inner: Arc::new(Inner { cfg: self, http, cache, peer: OnceCell::new(), edges: Mutex::new(HashMap::new()) }),
+        })
+    }
+}
+
+/// A client: cheap to clone, reusable for many tracks.
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// What every clone of a client shares.
+pub(crate) struct Inner {
+    pub(crate) cfg: ClientBuilder,
+    pub(crate) http: HttpClient,
+    pub(crate) cache: Option<Shared>,
+    /// The peer node, started on first use when p2p is on (`None` inside when it could not).
+    peer: OnceCell<Option<Arc<Peer>>>,
+    /// Edges reached, by their index in the configuration, with their idle connections: the
+    /// next track reuses them instead of connecting again.
+    pub(crate) edges: Mutex<HashMap<usize, Arc<Edge>>>,
+}
+
+impl Inner {
+    /// The peer node, when p2p is on and it started.
+    pub(crate) async fn peer(&self) -> Option<Arc<Peer>> {
+        if !self.cfg.p2p {
+            return None;
+        }
+        self.peer.get_or_init(|| crate::p2p::start(self)).await.clone()
+    }
+
+    /// A `GET path` request carrying the client's token.
+    pub(crate) fn get(&self, path: &str) -> http::Request<bytes::Bytes> {
+        crate::edges::get(path, self.cfg.token.as_deref())
+    }
+}
+
+/// Locks `m`, taking the data of a poisoned lock (every writer leaves it consistent).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Client {
+    /// Opens `track`, switching renditions anywhere in the ladder (each switch hands over the
+    /// new rendition's init chunk).
+    ///
+    /// # Errors
+    /// [`FetchError`] when no edge answers (and no verified manifest is cached), the manifest
+    /// does not verify, the track is unknown, or an init chunk cannot be had.
+    pub async fn open(&self, track: &TrackId) -> Result<Track, FetchError> {
+        self.open_with(track, Switching::Anywhere, None).await
+    }
+
+    /// Fetches the first `amount` of `track` into the local cache ahead of playing it, for a
+    /// playback starting in `starts_in` (the next track of a playlist, when the current one
+    /// nears its end): peers that hold it are asked first, and the edge only once a segment
+    /// is due within the edges' window (4 s), so the start of the next track comes from
+    /// peers when they have it and never arrives late. A later [`Client::open`] of the track
+    /// then starts from the cache. The returned handle reports what came from where; dropping
+    /// it stops the preload.
+    ///
+    /// # Errors
+    /// [`FetchError::Config`] without a cache directory; otherwise as [`Client::open`].
+    pub async fn preload(&self, track: &TrackId, starts_in: Duration, amount: Duration) -> Result<Preload, FetchError> {
+        if self.inner.cache.is_none() {
+            return Err(FetchError::Config("preloading needs a cache directory".into()));
+        }
+        let at = Instant::now() + starts_in;
+        let t = self.open_with(track, Switching::Anywhere, Some(Plan { at, amount })).await?;
+        Ok(Preload::spawn(t))
+    }
+
+    /// Opens `track` as one decodable stream: renditions switch only among those sharing the
+    /// decoder configuration of the preferred one, so init + segments concatenate.
+    ///
+    /// # Errors
+    /// As [`Client::open`].
+    pub async fn open_stream(&self, track: &TrackId) -> Result<Track, FetchError> {
+        self.open_with(track, Switching::OneDecoder, None).await
+    }
+
+    /// Fetches `track` as one stream, handing each verified chunk (init chunks included) to
+    /// `sink` in play order; returns the summary once the QoE beacon has been sent.
+    ///
+    /// # Errors
+    /// [`FetchError`] as [`Client::open`], or when a chunk cannot be fetched.
+    pub async fn fetch(&self, track: &TrackId, mut sink: impl FnMut(&[u8])) -> Result<Summary, FetchError> {
+        let mut t = self.open_stream(track).await?;
+        while let Some(s) = t.next().await {
+            let s = s?;
+            if let Some(init) = &s.init {
+                sink(init);
+            }
+            sink(&s.data);
+        }
+        Ok(t.finish().await)
+    }
+}

@@ -1,0 +1,369 @@
+//! The task behind a [`crate::Track`]: runs the scheduler, carries out its actions (requests
+//! to the local cache, edges and peers), verifies, caches, and hands segments over in order
+//! through its [`Playout`].
+//!
+//! Every chunk is checked against its id before it is used or cached. A wrong chunk is counted
+//! as rejected and its source penalised (an edge is avoided for a while, a peer banned) and the
+//! chunk is fetched again elsewhere. When the last segment has been handed over, a QoE beacon
+//! goes to the edge.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chorus_core::TrackId;
+use chorus_core::api::QoeBeacon;
+use chorus_peer::{Peer, PeerId};
+use tokio::sync::mpsc;
+use tokio::task::{AbortHandle, JoinHandle, JoinSet};
+use tokio::time::Instant;
+
+use crate::client::Inner;
+use crate::edges::Edge;
+use crate::error::FetchError;
+use crate::open::{Early, Rung};
+use crate::p2p::{PEER_REFRESH, PeerNews};
+use crate::playout::Playout;
+use crate::scheduler::{Action, Scheduler, SourceId, SourceKind};
+use crate::summary::{Summary, millis};
+use crate::track::{Control, Delivery, DriverEnds, Segment, Source};
+
+/// The outcome of one chunk request.
+struct Fetched {
+    generation: u64,
+    segment: usize,
+    rung: usize,
+    source: SourceId,
+    result: Result<Got, Rejected>,
+}
+
+/// A verified chunk, how long its request took, and where it came from.
+struct Got {
+    bytes: Bytes,
+    elapsed: Duration,
+    from_cache: bool,
+}
+
+enum Rejected {
+    /// Transport error or non-200 answer.
+    Failed,
+    /// Bytes that do not hash to the id (from an edge: avoided for a while; from a peer:
+    /// banned).
+    WrongBytes,
+    /// The local cache could not store the chunk: the track fails.
+    Cache(std::io::Error),
+}
+
+/// The driver of one track handle (see the module docs).
+pub(crate) struct Driver {
+    /// The peer node, and which scheduler sources are which peers.
+    pub(crate) peer: Option<Arc<Peer>>,
+    pub(crate) peer_of: HashMap<usize, PeerId>,
+    pub(crate) found: mpsc::UnboundedReceiver<PeerNews>,
+    pub(crate) found_tx: mpsc::UnboundedSender<PeerNews>,
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) track: TrackId,
+    pub(crate) edges: Vec<Arc<Edge>>,
+    pub(crate) rungs: Vec<Rung>,
+    pub(crate) sched: Scheduler,
+    pub(crate) starts: Vec<Duration>,
+    pub(crate) ends: DriverEnds,
+    pub(crate) summary: Summary,
+    pub(crate) started: Instant,
+    pub(crate) playout: Playout<(Bytes, Source)>,
+    /// A preload: no QoE beacon (nothing was played).
+    pub(crate) preload: bool,
+    /// The first segment's chunk, requested while the track was being opened.
+    pub(crate) speculative: Option<(chorus_core::ChunkId, Early)>,
+}
+
+impl Driver {
+    pub(crate) async fn run(mut self) {
+        let n = self.sched.len();
+        let read_ahead = self.inner.cfg.read_ahead;
+        let mut tasks: JoinSet<Fetched> = JoinSet::new();
+        let mut handles: HashMap<(usize, usize), AbortHandle> = HashMap::new();
+        let mut beacon: Option<JoinHandle<()>> = None;
+        let tx = self.ends.tx.clone();
+        let mut sid_of: HashMap<PeerId, SourceId> = HashMap::new();
+        let mut refresh = tokio::time::interval_at(Instant::now() + PEER_REFRESH, PEER_REFRESH);
+        let mut announced_start = false;
+        loop {
+            self.sched.set_limit(self.playout.fetch_limit(read_ahead));
+            let now = Instant::now().into_std();
+            for a in self.sched.poll(now) {
+                match a {
+                    Action::Fetch { segment, rendition, source, .. } => {
+                        let id = self.rungs[rendition].segments[segment];
+                        if !self.playout.attempt(segment, !self.peer_of.contains_key(&source.0)) {
+                            let _ = tx.send(Delivery::Failed(FetchError::Chunk(id))).await;
+                            return;
+                        }
+                        let handle = self.spawn_fetch(&mut tasks, segment, rendition, source);
+                        handles.insert((segment, source.0), handle);
+                    }
+                    Action::Cancel { segment, source } => {
+                        if let Some(h) = handles.remove(&(segment, source.0)) {
+                            h.abort();
+                        }
+                    }
+                }
+            }
+            if self.playout.at_end() {
+                self.publish();
+                if beacon.is_none() && !self.preload {
+                    // Detached, so that dropping the handle right after the end does not lose it.
+                    beacon = Some(tokio::spawn(self.beacon()));
+                }
+                self.announce();
+                if tx.send(Delivery::End(self.playout.generation())).await.is_err() {
+                    return;
+                }
+                self.playout.end_sent();
+            }
+            let deliverable = self.playout.deliverable();
+            let wake = self.sched.next_wakeup(now).map(Instant::from_std);
+            tokio::select! {
+                c = self.ends.control.recv() => match c {
+                    None => {
+                        // The handle is finished with (or gone): let the beacon land, then stop.
+                        if let Some(b) = beacon.take() {
+                            let _ = b.await;
+                        }
+                        return;
+                    }
+                    Some(Control::Seek { generation, segment }) => {
+                        tasks.abort_all();
+                        handles.clear();
+                        let _ = self.sched.seek(Instant::now().into_std(), segment);
+                        self.playout.seek(generation, segment);
+                        self.summary.seeks += 1;
+                    }
+                },
+                permit = tx.reserve(), if deliverable => {
+                    let Ok(permit) = permit else { return };
+                    let Some(out) = self.playout.take() else { continue };
+                    let (data, source) = out.payload;
+                    let rung = &self.rungs[out.rung];
+                    let init = rung.init.as_ref().filter(|_| out.with_init).map(|(_, b, from)| {
+                        self.summary.bytes_by_source.add(from, b.len());
+                        b.clone()
+                    });
+                    self.summary.bytes_by_source.add(&source, data.len());
+                    if self.summary.startup_ms == 0 && self.summary.segments_by_rendition.is_empty() {
+                        self.summary.startup_ms = millis(self.started.elapsed()).max(1);
+                    }
+                    let rendition = rung.id.clone();
+                    *self.summary.segments_by_rendition.entry(rendition.to_string()).or_default() += 1;
+                    self.summary.bytes_total += data.len() as u64 + init.as_ref().map_or(0, |b| b.len() as u64);
+                    let start = self.starts[out.index];
+                    let duration = self.starts.get(out.index + 1).copied().unwrap_or_else(|| self.sched.media_start(n)) - start;
+                    let segment = Segment { index: out.index, start, duration, rendition, init, data, source };
+                    permit.send(Delivery::Segment(self.playout.generation(), segment));
+                    self.publish();
+                    if !announced_start {
+                        // Listeners a little behind on this track can ask us from now on.
+                        announced_start = true;
+                        self.announce();
+                    }
+                },
+                news = self.found.recv() => {
+                    let Some(PeerNews::Holds(peer_id, held)) = news else {
+                        // The first search is over (every candidate answered or ran out of time).
+                        self.sched.set_awaiting_peers(false);
+                        continue;
+                    };
+                    let sid = *sid_of.entry(peer_id).or_insert_with(|| {
+                        self.summary.peers += 1;
+                        self.sched.add_source(SourceKind::Peer)
+                    });
+                    for (r, rung) in self.rungs.iter().enumerate() {
+                        for (k, id) in rung.segments.iter().enumerate() {
+                            if held.contains(id) {
+                                self.sched.set_holds(sid, k, r);
+                            }
+                        }
+                    }
+                    self.peer_of.insert(sid.0, peer_id);
+                    self.publish();
+                },
+                _ = refresh.tick(), if self.peer.is_some() && self.playout.playing() => {
+                    // Who holds what changes as other listeners play: ask again.
+                    if let Some(p) = self.peer.clone() {
+                        let (inner, track, edges, tx) =
+                            (self.inner.clone(), self.track.clone(), self.edges.clone(), self.found_tx.clone());
+                        tokio::spawn(async move { crate::p2p::peers_holding(&inner, &p, &track, &edges, &tx).await });
+                    }
+                },
+                j = tasks.join_next(), if !tasks.is_empty() => {
+                    let Some(Ok(f)) = j else { continue };
+                    if !self.playout.wanted(f.generation, f.segment) {
+                        continue;
+                    }
+                    handles.remove(&(f.segment, f.source.0));
+                    let now = Instant::now().into_std();
+                    match f.result {
+                        Ok(got) => {
+                            let source = if got.from_cache {
+                                Source::Cache
+                            } else {
+                                match self.peer_of.get(&f.source.0) {
+                                    Some(p) => Source::Peer(p.to_string()),
+                                    None => Source::Edge(self.edges.get(f.source.0).map(|e| e.base().to_owned()).unwrap_or_default()),
+                                }
+                            };
+                            self.summary.chunks_verified += 1;
+                            let len = got.bytes.len() as u64;
+                            for a in self.sched.on_complete(now, f.segment, f.source, len, got.elapsed) {
+                                if let Action::Cancel { segment, source } = a
+                                    && let Some(h) = handles.remove(&(segment, source.0))
+                                {
+                                    h.abort();
+                                }
+                            }
+                            self.playout.completed(f.segment, f.rung, (got.bytes, source));
+                        }
+                        Err(Rejected::WrongBytes) => {
+                            self.summary.chunks_rejected += 1;
+                            if self.peer_of.contains_key(&f.source.0) {
+                                self.sched.ban(now, f.source); // the peer node has cut it off too
+                            } else {
+                                self.sched.on_failed(now, f.segment, f.source);
+                            }
+                        }
+                        Err(Rejected::Failed) => self.sched.on_failed(now, f.segment, f.source),
+                        Err(Rejected::Cache(e)) => {
+                            let _ = tx.send(Delivery::Failed(e.into())).await;
+                            return;
+                        }
+                    }
+                    self.publish();
+                },
+                () = async { match wake { Some(w) => tokio::time::sleep_until(w).await, None => std::future::pending().await } } => {},
+            }
+        }
+    }
+
+    /// Starts one chunk request: the answer to the speculative first request when it is this
+    /// chunk, else the local cache when it holds it, else the peer or edge `source` is. What a
+    /// peer or an edge sends is verified, then stored in the cache before it is reported.
+    fn spawn_fetch(
+        &mut self,
+        tasks: &mut JoinSet<Fetched>,
+        segment: usize,
+        rung: usize,
+        source: SourceId,
+    ) -> AbortHandle {
+        let generation = self.playout.generation();
+        let id = self.rungs[rung].segments[segment];
+        let cache = self.inner.cache.clone();
+        let early = match self.speculative.take() {
+            Some((s, early)) if s == id => Some(early),
+            other => {
+                self.speculative = other;
+                None
+            }
+        };
+        let peer = self.peer.clone().zip(self.peer_of.get(&source.0).copied());
+        let edge = self.edges.get(source.0).cloned();
+        let inner = self.inner.clone();
+        tasks.spawn(async move {
+            let t = Instant::now();
+            let fetched = async {
+                if let Some(early) = early {
+                    return match early.await {
+                        Ok((Ok(one), took)) => Ok((one.bytes, took, one.source == Source::Cache)),
+                        _ => Err(Rejected::Failed),
+                    };
+                }
+                if let Some(c) = &cache
+                    && let Some(bytes) = c.get(id).await
+                {
+                    return Ok((bytes, Duration::from_millis(1), true));
+                }
+                if let Some((peer, peer_id)) = peer {
+                    return match peer.fetch(peer_id, id, inner.cfg.token.clone()).await {
+                        Ok(bytes) => Ok((bytes, t.elapsed(), false)),
+                        Err(chorus_peer::PeerError::WrongChunk(_)) => Err(Rejected::WrongBytes),
+                        Err(_) => Err(Rejected::Failed),
+                    };
+                }
+                // Offline and not in the cache: no edge to ask.
+                let Some(edge) = edge else { return Err(Rejected::Failed) };
+                match edge.send(&inner.http, inner.get(&format!("/v1/chunks/{id}"))).await {
+                    Ok(r) if r.status() == http::StatusCode::OK => {
+                        let body = r.into_body();
+                        if id.matches(&body) { Ok((body, t.elapsed(), false)) } else { Err(Rejected::WrongBytes) }
+                    }
+                    _ => Err(Rejected::Failed),
+                }
+            };
+            let result = match fetched.await {
+                Ok((bytes, elapsed, from_cache)) => {
+                    let stored = match &cache {
+                        Some(c) if !from_cache => c.put(id, bytes.clone()).await,
+                        _ => Ok(()),
+                    };
+                    stored.map(|()| Got { bytes, elapsed, from_cache }).map_err(Rejected::Cache)
+                }
+                Err(e) => Err(e),
+            };
+            Fetched { generation, segment, rung, source, result }
+        })
+    }
+
+    fn publish(&mut self) {
+        let st = self.sched.stats();
+        self.summary.stalls = st.stalls;
+        self.summary.stall_ms = millis(st.stalled);
+        self.summary.hedges = st.hedges;
+        self.summary.failures = st.failures;
+        self.summary.buffer_ms = millis(self.sched.buffered(Instant::now().into_std()));
+        if let Some((r, _)) = self.summary.segments_by_rendition.iter().max_by_key(|(r, n)| (**n, (*r).clone())) {
+            self.summary.rendition.clone_from(r);
+        }
+        self.ends.summary.send_replace(self.summary.clone());
+    }
+
+    /// Tells the trackers and Kademlia what this client now holds (best effort, detached).
+    fn announce(&self) {
+        let (Some(peer), Some((dir, _))) = (self.peer.clone(), self.inner.cfg.cache.clone()) else { return };
+        let inner = self.inner.clone();
+        let edges: Vec<String> = self.edges.iter().map(|e| e.base().to_owned()).collect();
+        tokio::spawn(async move {
+            crate::p2p::announce_held(&inner.http, &peer, &dir, &edges, inner.cfg.token.as_deref(), &mut Vec::new())
+                .await;
+        });
+    }
+
+    /// The QoE beacon (best effort): to the first edge that takes it.
+    fn beacon(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let s = &self.summary;
+        let beacon = QoeBeacon {
+            track_id: self.track.clone(),
+            startup_ms: s.startup_ms,
+            stalls: s.stalls.into(),
+            stall_ms: s.stall_ms,
+            bytes: chorus_core::api::QoeBytes {
+                edge: s.bytes_by_source.edge,
+                peer: s.bytes_by_source.peer,
+                cache: s.bytes_by_source.cache,
+            },
+        };
+        let body = Bytes::from(serde_json::to_vec(&beacon).unwrap_or_default());
+        let (inner, edges) = (self.inner.clone(), self.edges.clone());
+        async move {
+            for e in &edges {
+                let mut req = http::Request::post("/v1/qoe").header(http::header::CONTENT_TYPE, "application/json");
+                if let Some(t) = &inner.cfg.token {
+                    req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+                }
+                let Ok(req) = req.body(body.clone()) else { return };
+                if matches!(e.send(&inner.http, req).await, Ok(r) if r.status().is_success()) {
+                    return;
+                }
+            }
+        }
+    }
+}

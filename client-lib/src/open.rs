@@ -1,0 +1,310 @@
+//! Opening a track: reach the edges, get the verified manifest, fetch every rendition's init
+//! chunk (and, alongside, the first segment playback most likely starts with), plan the ladder,
+//! and start the track's driver.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chorus_core::manifest::{Manifest, ManifestError};
+use chorus_core::{ChunkId, RenditionId, TrackId};
+use tokio::sync::mpsc;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+
+use crate::client::{Client, lock};
+use crate::driver::Driver;
+use crate::edges::Edge;
+use crate::error::FetchError;
+use crate::ladder::{self, Switching};
+use crate::p2p::PeerNews;
+use crate::playout::Playout;
+use crate::scheduler::{Scheduler, SchedulerConfig};
+use crate::summary::Summary;
+use crate::track::{Source, Track, TrackInfo};
+
+/// A next track's planned start (see [`Client::preload`]).
+pub(crate) struct Plan {
+    pub(crate) at: Instant,
+    pub(crate) amount: Duration,
+}
+
+/// One rendition as the driver uses it.
+pub(crate) struct Rung {
+    pub(crate) id: RenditionId,
+    pub(crate) init: Option<(ChunkId, Bytes, Source)>,
+    pub(crate) segments: Vec<ChunkId>,
+}
+
+/// A chunk fetched outside the scheduler.
+pub(crate) struct OneChunk {
+    pub(crate) bytes: Bytes,
+    pub(crate) source: Source,
+    pub(crate) rejected: u64,
+}
+
+/// A chunk requested ahead of the scheduler, with the time the request took.
+pub(crate) type Early = JoinHandle<(Result<OneChunk, FetchError>, Duration)>;
+
+impl Client {
+    /// Reaches every configured edge at once, or reuses the connections of the previous track;
+    /// the configured order is kept (the first is the preferred).
+    async fn reach_edges(&self) -> Vec<Arc<Edge>> {
+        let inner = &self.inner;
+        let mut reached: BTreeMap<usize, Arc<Edge>> = BTreeMap::new();
+        let mut connecting = JoinSet::new();
+        let known = lock(&inner.edges).clone();
+        for (i, base) in inner.cfg.edges.iter().enumerate() {
+            if let Some(e) = known.get(&i).filter(|e| e.reachable()) {
+                reached.insert(i, e.clone());
+                continue;
+            }
+            let (inner, base) = (self.inner.clone(), base.clone());
+            connecting.spawn(async move { (i, Edge::reach(&inner.http, &base).await) });
+        }
+        while let Some(j) = connecting.join_next().await {
+            if let Ok((i, Some(e))) = j {
+                let e = Arc::new(e);
+                lock(&inner.edges).insert(i, e.clone());
+                reached.insert(i, e);
+            }
+        }
+        reached.into_values().collect()
+    }
+
+    pub(crate) async fn open_with(
+        &self,
+        track: &TrackId,
+        switching: Switching,
+        plan: Option<Plan>,
+    ) -> Result<Track, FetchError> {
+        let inner = &self.inner;
+        let started = Instant::now();
+        let edges = self.reach_edges().await;
+        let protocol = edges.first().map_or_else(|| "cache".to_owned(), |e| e.protocol.clone());
+        let manifest = self.manifest(track, &edges).await?;
+        let mut summary = Summary { track_id: track.to_string(), protocol, ..Summary::default() };
+
+        // The ladder, lowest first, with every init chunk (small; needed to switch).
+        let ladder = ladder::sorted(&manifest.renditions);
+        if ladder.is_empty() {
+            return Err(FetchError::NotFound(track.clone())); // a verified manifest always has one
+        }
+        let firsts: Vec<ChunkId> = ladder.iter().filter_map(|r| r.segments.first()).map(|s| s.id).collect();
+        let cached_start = match &inner.cache {
+            Some(c) => c.holding(firsts).await.into_iter().any(|held| held),
+            None => false,
+        };
+        // The first segment of the rendition playback will most likely start with is fetched
+        // alongside the init chunks (not after them): a round trip less to the first sound.
+        // Not when the start is planned (a preload), nor when the cache holds the first segment
+        // in some rendition (the scheduler takes that one, at no cost).
+        let speculative = if plan.is_some() || cached_start {
+            None
+        } else {
+            ladder.get(ladder::first_guess(inner.cfg.quality, &ladder)).and_then(|r| r.segments.first()).map(|s| s.id)
+        };
+        let speculative = speculative.map(|id| {
+            let (this, edges) = (self.clone(), edges.clone());
+            let early: Early = tokio::spawn(async move {
+                let t = Instant::now();
+                // Not stored in the cache here: the segment's own fetch stores it when it takes
+                // this answer. Stored now, a startup race's other request would find it there
+                // and count the edge's bytes as a cache hit.
+                let r = this.chunk(&edges, id, false).await;
+                (r, t.elapsed())
+            });
+            (id, early)
+        });
+        let mut inits = JoinSet::new();
+        for (i, id) in ladder.iter().enumerate().filter_map(|(i, r)| r.init.map(|c| (i, c.id))) {
+            let (this, edges) = (self.clone(), edges.clone());
+            inits.spawn(async move { (i, id, this.chunk(&edges, id, true).await) });
+        }
+        let mut init_of = BTreeMap::new();
+        while let Some(j) = inits.join_next().await {
+            let Ok((i, id, fetched)) = j else { continue };
+            let got = fetched?;
+            summary.chunks_verified += 1;
+            summary.chunks_rejected += got.rejected;
+            init_of.insert(i, (id, got.bytes, got.source));
+        }
+        let mut rungs = Vec::with_capacity(ladder.len());
+        for (i, r) in ladder.iter().enumerate() {
+            if let Some(c) = r.init
+                && !init_of.contains_key(&i)
+            {
+                return Err(FetchError::Chunk(c.id));
+            }
+            let init = init_of.remove(&i);
+            rungs.push(Rung { id: r.id.clone(), init, segments: r.segments.iter().map(|s| s.id).collect() });
+        }
+        let preferred = ladder::preferred(inner.cfg.quality, rungs.len());
+        let configs: Vec<_> =
+            rungs.iter().map(|r| r.init.as_ref().and_then(|(_, b, _)| chorus_core::cmaf::audio_config(b))).collect();
+        let allowed = ladder::switching_set(switching, &ladder, &configs, preferred);
+        let quality = ladder::remap(inner.cfg.quality, &allowed, preferred);
+        let ladder_bps: Vec<u64> = allowed.iter().map(|&i| ladder[i].bitrate_bps).collect();
+        let segments = ladder::segment_infos(&ladder, &allowed);
+        let mut cfg = SchedulerConfig { quality, buffer_ahead: inner.cfg.buffer_ahead, ..SchedulerConfig::default() };
+        if !inner.cfg.play {
+            cfg.buffer_ahead = Duration::from_secs(86_400 * 365);
+            cfg.max_inflight = 4;
+        }
+        let mut sched = Scheduler::new(cfg, ladder_bps, segments, edges.len().max(1), started.into_std());
+        if let Some(c) = &inner.cache {
+            let mut at = Vec::new();
+            let mut ids = Vec::new();
+            for (j, &i) in allowed.iter().enumerate() {
+                for (k, seg) in ladder[i].segments.iter().enumerate() {
+                    at.push((k, j));
+                    ids.push(seg.id);
+                }
+            }
+            for ((k, j), held) in at.into_iter().zip(c.holding(ids).await) {
+                if held {
+                    sched.set_cached(k, j);
+                }
+            }
+        }
+        // A preload stops after the segments covering `amount`.
+        let mut upto = sched.len();
+        if let Some(p) = &plan {
+            sched.plan_start(p.at.into_std());
+            upto = (sched.segment_at(p.amount.saturating_sub(Duration::from_millis(1))) + 1).min(sched.len());
+        }
+        // Peers are looked for while the start comes from the edge: each one that answers
+        // joins the scheduler as it does, so finding them never delays playback.
+        let peer = inner.peer().await;
+        let (found_tx, found_rx) = mpsc::unbounded_channel();
+        if let Some(p) = &peer {
+            sched.set_awaiting_peers(true);
+            let (inner, p, track, edges, tx) =
+                (self.inner.clone(), p.clone(), track.clone(), edges.clone(), found_tx.clone());
+            tokio::spawn(async move {
+                crate::p2p::peers_holding(&inner, &p, &track, &edges, &tx).await;
+                let _ = tx.send(PeerNews::Done);
+            });
+        }
+        let starts: Vec<Duration> = (0..sched.len()).map(|i| sched.media_start(i)).collect();
+        let info = TrackInfo {
+            track_id: track.clone(),
+            duration: sched.media_start(sched.len()),
+            segments: upto,
+            renditions: allowed.iter().map(|&i| rungs[i].id.clone()).collect(),
+        };
+        let allowed_rungs: Vec<Rung> = {
+            let mut by_index: Vec<Option<Rung>> = rungs.into_iter().map(Some).collect();
+            allowed.iter().filter_map(|&i| by_index[i].take()).collect()
+        };
+        let max_attempts = 8 * u32::try_from(edges.len().max(1)).unwrap_or(u32::MAX);
+        let (mut handle, ends) = Track::new(info, starts.clone(), summary.clone());
+        let driver = Driver {
+            peer,
+            peer_of: HashMap::new(),
+            found: found_rx,
+            found_tx,
+            inner: self.inner.clone(),
+            track: track.clone(),
+            edges,
+            rungs: allowed_rungs,
+            sched,
+            starts,
+            ends,
+            summary,
+            started,
+            playout: Playout::new(upto, max_attempts, switching == Switching::Anywhere),
+            preload: plan.is_some(),
+            speculative,
+        };
+        handle.attach(tokio::spawn(driver.run()));
+        Ok(handle)
+    }
+
+    /// The verified manifest: from the first edge that delivers one that verifies, or with no
+    /// edge reachable, the last verified copy in the local cache (checked again).
+    async fn manifest(&self, track: &TrackId, edges: &[Arc<Edge>]) -> Result<Manifest, FetchError> {
+        let inner = &self.inner;
+        let cached = inner.cfg.cache.as_ref().map(|(dir, _)| dir.join("manifests").join(format!("{track}.json")));
+        if edges.is_empty() {
+            let offline = match cached {
+                Some(p) => tokio::fs::read(p).await.ok(),
+                None => None,
+            };
+            let Some(doc) = offline else {
+                return Err(FetchError::Unreachable(format!("none of {:?}", inner.cfg.edges)));
+            };
+            return Ok(Manifest::verify(&doc, &inner.cfg.origin_key)?);
+        }
+        let mut last = String::new();
+        for e in edges {
+            let mut req = inner.get(&format!("/v1/tracks/{track}/manifest"));
+            if let Some(next) = inner.cfg.next_track.as_ref().and_then(|n| http::HeaderValue::from_str(n.as_str()).ok())
+            {
+                req.headers_mut().insert("chorus-next-track", next);
+            }
+            match e.send(&inner.http, req).await {
+                Ok(r) if r.status() == http::StatusCode::OK => {
+                    match Manifest::verify(r.body(), &inner.cfg.origin_key) {
+                        Ok(m) => {
+                            // The bytes as signed, not a re-serialisation: members this version
+                            // does not know must still verify offline.
+                            if let Some(path) = cached {
+                                keep_manifest(path, r.into_body()).await?;
+                            }
+                            return Ok(m);
+                        }
+                        Err(e @ (ManifestError::WrongKey { .. } | ManifestError::UnsupportedFormat(_))) => {
+                            return Err(e.into());
+                        }
+                        Err(e) => last = e.to_string(),
+                    }
+                }
+                Ok(r) if r.status() == http::StatusCode::NOT_FOUND => return Err(FetchError::NotFound(track.clone())),
+                Ok(r) => last = format!("{} answered {}", e.base(), r.status()),
+                Err(err) => last = err.to_string(),
+            }
+        }
+        Err(FetchError::Unreachable(last))
+    }
+
+    /// One chunk outside the scheduler (init chunks, the speculative first segment): cache,
+    /// then each edge in turn; what an edge sends is stored in the cache if `store`.
+    pub(crate) async fn chunk(&self, edges: &[Arc<Edge>], id: ChunkId, store: bool) -> Result<OneChunk, FetchError> {
+        let inner = &self.inner;
+        if let Some(c) = &inner.cache
+            && let Some(bytes) = c.get(id).await
+        {
+            return Ok(OneChunk { bytes, source: Source::Cache, rejected: 0 });
+        }
+        let mut rejected = 0;
+        for e in edges {
+            if let Ok(r) = e.send(&inner.http, inner.get(&format!("/v1/chunks/{id}"))).await {
+                if r.status() == http::StatusCode::OK && id.matches(r.body()) {
+                    let bytes = r.into_body();
+                    if let Some(c) = inner.cache.as_ref().filter(|_| store) {
+                        c.put(id, bytes.clone()).await?;
+                    }
+                    return Ok(OneChunk { bytes, source: Source::Edge(e.base().to_owned()), rejected });
+                } else if r.status() == http::StatusCode::OK {
+                    rejected += 1;
+                }
+            }
+        }
+        Err(FetchError::Chunk(id))
+    }
+}
+
+/// Keeps a verified manifest beside the cache (written atomically, on the blocking pool), for
+/// opening the track when no edge is reachable.
+async fn keep_manifest(path: std::path::PathBuf, doc: Bytes) -> std::io::Result<()> {
+    tokio::task::spawn_blocking(move || {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        chorus_core::fsutil::write_atomic(&path, &doc, 0o644)
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}

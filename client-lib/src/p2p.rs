@@ -1,0 +1,182 @@
+//! The client's P2P side: starting its peer node, finding peers that hold a track's chunks
+//! (the edges' tracker first, then Kademlia, plus mDNS neighbours), and announcing what its
+//! cache holds.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chorus_core::http::client::HttpClient;
+use chorus_core::{ChunkId, TrackId};
+use chorus_peer::{Multiaddr, Peer, PeerId};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::client::Inner;
+use crate::edges::Edge;
+
+/// How often a p2p client announces what its cache holds (the tracker forgets after 5 min).
+const REANNOUNCE: Duration = Duration::from_secs(120);
+
+/// How often a playing track asks again who holds what (peers fetch ahead too).
+pub(crate) const PEER_REFRESH: Duration = Duration::from_secs(5);
+
+/// How long one peer search may take, per step (tracker, Kademlia, asking each candidate).
+const LOOK: Duration = Duration::from_secs(2);
+
+/// At most this many candidates are dialled and asked per search.
+const ASK_AT_MOST: usize = 8;
+
+/// What the peer search tells the driver.
+pub(crate) enum PeerNews {
+    /// A peer holds these chunks of the track (now; asked again every few seconds).
+    Holds(PeerId, HashSet<ChunkId>),
+    /// The first search is over: edges need no longer hold back.
+    Done,
+}
+
+/// Announces the tracks `dir` holds to `edges` (see [`chorus_peer::tracker::announce_held`]).
+pub(crate) async fn announce_held(
+    http: &HttpClient,
+    peer: &Peer,
+    dir: &std::path::Path,
+    edges: &[String],
+    token: Option<&str>,
+    announced: &mut Vec<TrackId>,
+) {
+    let store = chorus_peer::DirStore::new(dir);
+    for (edge, r) in chorus_peer::tracker::announce_held(http, peer, &store, edges, token, announced).await {
+        if let Err(error) = r {
+            tracing::debug!(%edge, %error, "announce failed");
+        }
+    }
+}
+
+/// A store for a client without a cache directory: it serves nothing.
+struct NoStore;
+
+impl chorus_peer::Store for NoStore {
+    fn chunk(&self, _: &ChunkId) -> Option<Bytes> {
+        None
+    }
+    fn held(&self, _: &TrackId) -> Vec<ChunkId> {
+        Vec::new()
+    }
+    fn tracks(&self) -> Vec<TrackId> {
+        Vec::new()
+    }
+}
+
+/// Starts the client's peer node. With a cache directory it serves what the directory holds,
+/// keeps its identity there (`peer.key`), and re-announces every [`REANNOUNCE`] while the
+/// node lives; without one it only fetches. `None` when the node could not start.
+pub(crate) async fn start(inner: &Inner) -> Option<Arc<Peer>> {
+    let store: Arc<dyn chorus_peer::Store> = match &inner.cfg.cache {
+        Some((dir, _)) => Arc::new(chorus_peer::DirStore::new(dir)),
+        None => Arc::new(NoStore),
+    };
+    let key = match &inner.cfg.cache {
+        Some((dir, _)) => {
+            let path = dir.join("peer.key");
+            tokio::task::spawn_blocking(move || chorus_peer::load_or_create_identity(&path).ok()).await.ok().flatten()
+        }
+        None => None,
+    };
+    let mut cfg = chorus_peer::PeerConfig {
+        external: inner.cfg.p2p_external.clone(),
+        consume_only: inner.cfg.cache.is_none(),
+        bootstrap: inner.cfg.p2p_bootstrap.clone(),
+        mdns: inner.cfg.p2p_mdns,
+        upload_rate: inner.cfg.p2p_upload_rate,
+        ..chorus_peer::PeerConfig::default()
+    };
+    if !inner.cfg.p2p_listen.is_empty() {
+        cfg.listen = inner.cfg.p2p_listen.clone();
+    }
+    let p = match Peer::start(cfg, store, key, &prometheus::Registry::new()) {
+        Ok(p) => Arc::new(p),
+        Err(e) => {
+            tracing::warn!(error = %e, "peer node did not start; fetching from edges only");
+            return None;
+        }
+    };
+    // A long-lived client keeps its announcements fresh (and withdraws what was evicted)
+    // until it is dropped.
+    if let Some((dir, _)) = inner.cfg.cache.clone() {
+        let weak = Arc::downgrade(&p);
+        let (http, edges, token) = (inner.http.clone(), inner.cfg.edges.clone(), inner.cfg.token.clone());
+        tokio::spawn(async move {
+            let mut announced = Vec::new();
+            loop {
+                tokio::time::sleep(REANNOUNCE).await;
+                let Some(peer) = weak.upgrade() else { return };
+                announce_held(&http, &peer, &dir, &edges, token.as_deref(), &mut announced).await;
+            }
+        });
+    }
+    Some(p)
+}
+
+/// Peers that hold chunks of `track`, sent to `found` with what they hold as each answers:
+/// candidates from the edges' tracker (one round trip), else Kademlia providers, plus peers
+/// found on the local network; at most [`ASK_AT_MOST`] are dialled and asked, in parallel, for
+/// at most [`LOOK`].
+pub(crate) async fn peers_holding(
+    inner: &Inner,
+    p: &Arc<Peer>,
+    track: &TrackId,
+    edges: &[Arc<Edge>],
+    found: &mpsc::UnboundedSender<PeerNews>,
+) {
+    let token = inner.cfg.token.as_deref();
+    let mut cands: Vec<(PeerId, Vec<Multiaddr>)> = Vec::new();
+    for e in edges {
+        if let Ok(Ok(answer)) =
+            tokio::time::timeout(LOOK, chorus_peer::tracker::peers(&inner.http, e.base(), track, token)).await
+        {
+            for r in answer.relays {
+                p.add_relay(r);
+            }
+            // The tracker may already list this node (it announces once its first segment is
+            // in): it is no candidate, and must not stand in for a Kademlia search.
+            cands = answer.peers.into_iter().filter(|(id, _)| *id != p.peer_id()).collect();
+            break;
+        }
+    }
+    if cands.is_empty()
+        && let Ok(Ok(found)) = tokio::time::timeout(LOOK, p.find_providers(track.clone())).await
+    {
+        cands = found.into_iter().map(|id| (id, Vec::new())).collect();
+    }
+    tracing::debug!(%track, candidates = cands.len(), "peers from the tracker or Kademlia");
+    for id in p.discovered() {
+        if !cands.iter().any(|(c, _)| *c == id) {
+            cands.push((id, Vec::new()));
+        }
+    }
+    cands.retain(|(id, _)| *id != p.peer_id());
+    cands.truncate(ASK_AT_MOST);
+    let mut asking = JoinSet::new();
+    for (id, addrs) in cands {
+        let (p, track) = (p.clone(), track.clone());
+        asking.spawn(async move {
+            let ask = async {
+                for a in &addrs {
+                    if p.dial(a.clone()).await.is_ok() {
+                        break;
+                    }
+                }
+                p.have(id, track).await.ok()
+            };
+            tokio::time::timeout(LOOK, ask).await.ok().flatten().map(|held| (id, held.into_iter().collect()))
+        });
+    }
+    while let Some(j) = asking.join_next().await {
+        if let Ok(Some((id, held))) = j
+            && found.send(PeerNews::Holds(id, held)).is_err()
+        {
+            return; // the track is over
+        }
+    }
+}

@@ -1,0 +1,435 @@
+//! The task that owns a peer node's [`Swarm`]: it carries out the [`Peer`] handle's commands
+//! and answers the swarm's events.
+//!
+//! Inbound chunk and have requests are admitted here ([`Uploads`]), but the store is read on
+//! tokio's blocking pool ([`Loaded`] comes back when a read is done), so a slow disk never
+//! stalls the swarm and with it every connection. Outbound chunks are verified against their
+//! id before they are handed over; a peer that sends a wrong one is disconnected and banned for
+//! the life of the node.
+//!
+//! [`Peer`]: crate::Peer
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chorus_core::ChunkId;
+use futures_util::StreamExt as _;
+use libp2p::kad;
+use libp2p::request_response::{self, OutboundRequestId};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Swarm, identify, mdns};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, info, warn};
+
+use crate::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
+use crate::config::PeerConfig;
+use crate::error::{PeerError, chain};
+use crate::metrics::PeerMetrics;
+use crate::node::{Command, FetchReply};
+use crate::relay::{NatGuess, RelayState};
+use crate::store::Store;
+use crate::upload::Uploads;
+use crate::wire::{ChunkRequest, ChunkResponse, HaveRequest, HaveResponse, Status};
+
+/// The task that owns the swarm (see the module docs).
+pub(crate) struct Driver {
+    pub(crate) swarm: Swarm<Behaviour>,
+    pub(crate) cfg: PeerConfig,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) metrics: PeerMetrics,
+    pub(crate) addrs: watch::Sender<Vec<Multiaddr>>,
+    pub(crate) discovered: watch::Sender<HashSet<PeerId>>,
+    pub(crate) banned: HashSet<PeerId>,
+    pub(crate) fetches: HashMap<OutboundRequestId, (PeerId, ChunkId, FetchReply)>,
+    pub(crate) haves: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<ChunkId>, PeerError>>>,
+    pub(crate) providers: HashMap<kad::QueryId, (Vec<PeerId>, oneshot::Sender<Vec<PeerId>>)>,
+    pub(crate) dials: HashMap<PeerId, Vec<oneshot::Sender<Result<(), PeerError>>>>,
+    /// Responses being written, by request, with their size.
+    pub(crate) uploads: HashMap<request_response::InboundRequestId, usize>,
+    pub(crate) limits: Uploads,
+    pub(crate) relays: RelayState,
+    /// Store reads on the blocking pool report here; `have_loads` are in progress.
+    pub(crate) loaded_tx: mpsc::UnboundedSender<Loaded>,
+    pub(crate) have_loads: usize,
+}
+
+/// A store read done on the blocking pool, back to the swarm task to be answered.
+pub(crate) enum Loaded {
+    Chunk {
+        request_id: request_response::InboundRequestId,
+        channel: request_response::ResponseChannel<ChunkResponse>,
+        bytes: Option<Bytes>,
+    },
+    Have {
+        channel: request_response::ResponseChannel<HaveResponse>,
+        held: Vec<ChunkId>,
+    },
+}
+
+/// Have lookups read from the store at once, at most; beyond, requests are answered BUSY.
+const MAX_HAVE_LOADS: usize = 16;
+
+type Event = <Behaviour as NetworkBehaviour>::ToSwarm;
+
+impl Driver {
+    pub(crate) async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Command>,
+        mut loaded: mpsc::UnboundedReceiver<Loaded>,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(c) => self.command(c),
+                    None => return,
+                },
+                ev = self.swarm.select_next_some() => self.event(ev),
+                Some(l) = loaded.recv() => self.loaded(l),
+                _ = tick.tick() => self.reserve_if_needed(),
+            }
+        }
+    }
+
+    fn command(&mut self, c: Command) {
+        match c {
+            Command::AddRelay(addr) => self.add_relay(addr),
+            Command::Dial(addr, reply) => {
+                let peer = match addr.iter().last() {
+                    Some(libp2p::multiaddr::Protocol::P2p(p)) => Some(p),
+                    _ => None,
+                };
+                if peer.is_some_and(|p| self.swarm.is_connected(&p)) {
+                    let _ = reply.send(Ok(()));
+                    return;
+                }
+                match self.swarm.dial(addr.clone()) {
+                    Ok(()) => match peer {
+                        Some(p) => self.dials.entry(p).or_default().push(reply),
+                        None => {
+                            let _ = reply.send(Ok(()));
+                        }
+                    },
+                    Err(e) => {
+                        let _ = reply.send(Err(PeerError::Failed(format!("dialling {addr}: {}", chain(&e)))));
+                    }
+                }
+            }
+            Command::Listen(addr, reply) => {
+                let r = self
+                    .swarm
+                    .listen_on(addr.clone())
+                    .map(|_| ())
+                    .map_err(|e| PeerError::Failed(format!("{addr}: {e}")));
+                let _ = reply.send(r);
+            }
+            Command::Fetch { peer, id, token, reply } => {
+                if self.banned.contains(&peer) {
+                    let _ = reply.send(Err(PeerError::Banned(peer)));
+                    return;
+                }
+                let rid = self.swarm.behaviour_mut().chunk.send_request(&peer, ChunkRequest::Get { id, token });
+                self.fetches.insert(rid, (peer, id, reply));
+            }
+            Command::Have { peer, track, reply } => {
+                if self.banned.contains(&peer) {
+                    let _ = reply.send(Err(PeerError::Banned(peer)));
+                    return;
+                }
+                let rid = self.swarm.behaviour_mut().have.send_request(&peer, HaveRequest::Track(track));
+                self.haves.insert(rid, reply);
+            }
+            Command::Provide(track) => {
+                let key = kad::RecordKey::new(&track.as_str());
+                if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(key) {
+                    debug!(error = %e, %track, "cannot announce on Kademlia");
+                }
+            }
+            Command::Unprovide(track) => {
+                self.swarm.behaviour_mut().kad.stop_providing(&kad::RecordKey::new(&track.as_str()));
+            }
+            Command::FindProviders { track, reply } => {
+                let q = self.swarm.behaviour_mut().kad.get_providers(kad::RecordKey::new(&track.as_str()));
+                self.providers.insert(q, (Vec::new(), reply));
+            }
+            Command::Connected(reply) => {
+                let _ = reply.send(self.swarm.connected_peers().copied().collect());
+            }
+        }
+    }
+
+    fn event(&mut self, ev: SwarmEvent<Event>) {
+        match ev {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                let full = address.clone().with_p2p(*self.swarm.local_peer_id()).unwrap_or_else(|a| a);
+                info!(address = %full, "peer listening");
+                if self.cfg.relay_server && self.cfg.external.is_empty() {
+                    // A relay runs on a host with a public address (documented); relays only
+                    // take reservations once they have a confirmed external address.
+                    self.swarm.add_external_address(address.clone());
+                }
+                self.addrs.send_modify(|a| a.push(address));
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.addrs.send_modify(|a| a.retain(|x| *x != address));
+            }
+            SwarmEvent::ListenerClosed { listener_id, reason, .. } if self.relays.listener == Some(listener_id) => {
+                warn!(?reason, "relay circuit closed; another reservation is tried");
+                self.relays.listener = None;
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
+                self.metrics.connections.inc();
+                if self.banned.contains(&peer_id) {
+                    let _ = self.swarm.disconnect_peer_id(peer_id);
+                    return;
+                }
+                if endpoint.is_dialer() {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, endpoint.get_remote_address().clone());
+                }
+                for r in self.dials.remove(&peer_id).unwrap_or_default() {
+                    let _ = r.send(Ok(()));
+                }
+            }
+            SwarmEvent::ConnectionClosed { .. } => self.metrics.connections.dec(),
+            SwarmEvent::OutgoingConnectionError { peer_id: Some(p), error, .. } => {
+                for r in self.dials.remove(&p).unwrap_or_default() {
+                    let _ = r.send(Err(PeerError::Failed(chain(&error))));
+                }
+            }
+            SwarmEvent::Behaviour(b) => self.behaviour(b),
+            _ => {}
+        }
+    }
+
+    fn behaviour(&mut self, ev: BehaviourEvent) {
+        match ev {
+            BehaviourEvent::Chunk(e) => self.chunk_event(e),
+            BehaviourEvent::Autonat(libp2p::autonat::Event::StatusChanged { new, .. }) => {
+                info!(status = ?new, "reachability (AutoNAT)");
+                self.relays.nat = match new {
+                    libp2p::autonat::NatStatus::Public(_) => NatGuess::Public,
+                    libp2p::autonat::NatStatus::Private => NatGuess::Private,
+                    libp2p::autonat::NatStatus::Unknown => NatGuess::Unknown,
+                };
+                if self.relays.nat == NatGuess::Public
+                    && let Some(id) = self.relays.listener.take()
+                {
+                    info!("reachable directly; relay circuit given up");
+                    self.swarm.remove_listener(id);
+                }
+                self.reserve_if_needed();
+            }
+            BehaviourEvent::Have(e) => self.have_event(e),
+            BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
+                for (peer, addr) in found {
+                    if peer == *self.swarm.local_peer_id() {
+                        continue;
+                    }
+                    debug!(%peer, %addr, "found on the local network");
+                    self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+                    self.swarm.add_peer_address(peer, addr);
+                    self.discovered.send_modify(|d| {
+                        d.insert(peer);
+                    });
+                }
+            }
+            // Peers that speak our Kademlia join the routing table with what they listen on.
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })
+                if info.protocols.contains(&KAD_PROTOCOL) =>
+            {
+                for addr in info.listen_addrs {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                }
+            }
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::GetProviders(r),
+                step,
+                ..
+            }) => {
+                debug!(?id, ?r, last = step.last, "Kademlia providers");
+                if let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = r
+                    && let Some((found, _)) = self.providers.get_mut(&id)
+                {
+                    found.extend(providers.into_iter().filter(|p| p != self.swarm.local_peer_id()));
+                }
+                // Answer with the first providers found (a listener wants some peers now, not
+                // every provider after the whole walk), or with none once the query ends.
+                let have_some = self.providers.get(&id).is_some_and(|(found, _)| !found.is_empty());
+                if (have_some || step.last)
+                    && let Some((found, reply)) = self.providers.remove(&id)
+                {
+                    let _ = reply.send(found);
+                    if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                        q.finish();
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub(crate) fn add_relay(&mut self, addr: Multiaddr) {
+        let Some(libp2p::multiaddr::Protocol::P2p(id)) = addr.iter().last() else {
+            warn!(%addr, "relay address without /p2p/ID; ignored");
+            return;
+        };
+        if id == *self.swarm.local_peer_id() || !self.relays.add(id, addr.clone()) {
+            return;
+        }
+        let b = self.swarm.behaviour_mut();
+        b.kad.add_address(&id, addr.clone());
+        b.autonat.add_server(id, Some(addr));
+        self.reserve_if_needed();
+    }
+
+    /// Reserves a circuit on a known relay when the node seems unreachable and has none.
+    fn reserve_if_needed(&mut self) {
+        let Some((id, addr)) = self.relays.due(Instant::now()) else { return };
+        let circuit = addr.with(libp2p::multiaddr::Protocol::P2pCircuit);
+        match self.swarm.listen_on(circuit.clone()) {
+            Ok(l) => {
+                info!(relay = %id, nat = ?self.relays.nat, "not reachable directly; reserving a relay circuit");
+                self.relays.listener = Some(l);
+            }
+            Err(e) => warn!(%circuit, error = %e, "relay circuit refused"),
+        }
+    }
+
+    fn chunk_event(&mut self, e: request_response::Event<ChunkRequest, ChunkResponse>) {
+        use request_response::{Event as E, Message};
+        match e {
+            E::Message { peer, message: Message::Request { request, channel, request_id }, .. } => {
+                match self.admit_chunk(&peer, request) {
+                    Ok(id) => {
+                        // Read and hashed on the blocking pool: a slow disk stalls no connection.
+                        let (store, tx) = (self.store.clone(), self.loaded_tx.clone());
+                        tokio::task::spawn_blocking(move || {
+                            let bytes = store.chunk(&id);
+                            let _ = tx.send(Loaded::Chunk { request_id, channel, bytes });
+                        });
+                    }
+                    Err(status) => {
+                        let _ = self.swarm.behaviour_mut().chunk.send_response(channel, ChunkResponse::Refused(status));
+                    }
+                }
+            }
+            E::Message { peer, message: Message::Response { request_id, response }, .. } => {
+                let Some((_, id, reply)) = self.fetches.remove(&request_id) else { return };
+                let result = match response {
+                    ChunkResponse::Ok(bytes) if id.matches(&bytes) => {
+                        self.metrics.received_bytes.inc_by(bytes.len() as u64);
+                        Ok(bytes)
+                    }
+                    ChunkResponse::Ok(_) => {
+                        self.metrics.rejected_chunks.inc();
+                        warn!(%peer, chunk = %id, "peer sent a wrong chunk; banned");
+                        self.banned.insert(peer);
+                        let _ = self.swarm.disconnect_peer_id(peer);
+                        Err(PeerError::WrongChunk(peer))
+                    }
+                    ChunkResponse::Refused(s) => Err(PeerError::Refused(s)),
+                };
+                let _ = reply.send(result);
+            }
+            E::OutboundFailure { request_id, error, .. } => {
+                if let Some((_, _, reply)) = self.fetches.remove(&request_id) {
+                    let _ = reply.send(Err(PeerError::Failed(error.to_string())));
+                }
+            }
+            E::ResponseSent { request_id, .. } => {
+                if let Some(len) = self.uploads.remove(&request_id) {
+                    self.metrics.sent_bytes.inc_by(len as u64);
+                    self.limits.done();
+                }
+            }
+            E::InboundFailure { request_id, .. } => {
+                if self.uploads.remove(&request_id).is_some() {
+                    self.limits.done();
+                }
+            }
+        }
+    }
+
+    /// Whether to read the chunk a request asks for: its id, or the status to refuse with.
+    fn admit_chunk(&mut self, peer: &PeerId, request: ChunkRequest) -> Result<ChunkId, Status> {
+        let ChunkRequest::Get { id, token } = request else { return Err(Status::BadRequest) };
+        if self.banned.contains(peer) {
+            return Err(Status::Busy);
+        }
+        self.limits.admit(token.as_deref()).inspect_err(|s| {
+            if *s == Status::Busy {
+                self.metrics.busy.inc();
+            }
+        })?;
+        Ok(id)
+    }
+
+    /// Answers a request whose store read is done.
+    fn loaded(&mut self, l: Loaded) {
+        match l {
+            Loaded::Chunk { request_id, channel, bytes } => {
+                let response = match bytes {
+                    None => ChunkResponse::Refused(Status::NotFound),
+                    Some(b) if !self.limits.send(b.len(), Instant::now()) => {
+                        self.metrics.busy.inc();
+                        ChunkResponse::Refused(Status::Busy)
+                    }
+                    Some(b) => ChunkResponse::Ok(b),
+                };
+                let len = match &response {
+                    ChunkResponse::Ok(b) => b.len(),
+                    ChunkResponse::Refused(_) => 0,
+                };
+                if self.swarm.behaviour_mut().chunk.send_response(channel, response).is_ok() && len > 0 {
+                    self.uploads.insert(request_id, len);
+                } else {
+                    self.limits.done();
+                }
+            }
+            Loaded::Have { channel, held } => {
+                self.have_loads = self.have_loads.saturating_sub(1);
+                let _ = self.swarm.behaviour_mut().have.send_response(channel, HaveResponse::Ok(held));
+            }
+        }
+    }
+
+    fn have_event(&mut self, e: request_response::Event<HaveRequest, HaveResponse>) {
+        use request_response::{Event as E, Message};
+        match e {
+            E::Message { message: Message::Request { request, channel, .. }, .. } => {
+                let refused = match request {
+                    HaveRequest::Malformed => Status::BadRequest,
+                    HaveRequest::Track(_) if self.have_loads >= MAX_HAVE_LOADS => Status::Busy,
+                    HaveRequest::Track(t) => {
+                        self.have_loads += 1;
+                        let (store, tx) = (self.store.clone(), self.loaded_tx.clone());
+                        tokio::task::spawn_blocking(move || {
+                            let held = store.held(&t);
+                            let _ = tx.send(Loaded::Have { channel, held });
+                        });
+                        return;
+                    }
+                };
+                let _ = self.swarm.behaviour_mut().have.send_response(channel, HaveResponse::Refused(refused));
+            }
+            E::Message { message: Message::Response { request_id, response }, .. } => {
+                if let Some(reply) = self.haves.remove(&request_id) {
+                    let _ = reply.send(match response {
+                        HaveResponse::Ok(ids) => Ok(ids),
+                        HaveResponse::Refused(s) => Err(PeerError::Refused(s)),
+                    });
+                }
+            }
+            E::OutboundFailure { request_id, error, .. } => {
+                if let Some(reply) = self.haves.remove(&request_id) {
+                    let _ = reply.send(Err(PeerError::Failed(error.to_string())));
+                }
+            }
+            E::ResponseSent { .. } | E::InboundFailure { .. } => {}
+        }
+    }
+}
