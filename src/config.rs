@@ -1,4 +1,4 @@
-//! Configuration layering (SPEC §1): flags override `CHORUS_<FLAG>` environment variables,
+//! Configuration layering (docs/protocol.md §1): flags override `CHORUS_<FLAG>` environment variables,
 //! which override the `--config` TOML file, which overrides built-in defaults.
 //!
 //! The file uses the long flags' names with `_` for `-` (`admin_token = "…"`,

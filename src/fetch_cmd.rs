@@ -73,7 +73,7 @@ pub(crate) struct FetchArgs {
     p2p: bool,
     /// With --p2p: Kademlia peers to start from (…/p2p/PEER_ID), used when the trackers know
     /// no peer for the track; repeat.
-    #[arg(long, value_name = "MULTIADDR")]
+    #[arg(long, value_name = "MULTIADDR", value_delimiter = ',')]
     p2p_bootstrap: Vec<chorus_peer::Multiaddr>,
     /// With --p2p: do not look for peers on the local network (mDNS).
     #[arg(long)]

@@ -1,4 +1,4 @@
-//! `chorus`: one binary for every role in the network. See `chorus --help` and SPEC §1.
+//! `chorus`: one binary for every role in the network. See `chorus --help` and docs/protocol.md §1.
 //!
 //! Exit status: 0 on success, 2 on bad usage (clap's errors, a bad config file), 1 on failure,
 //! with a one-line `error:` that says what to do.
@@ -9,14 +9,16 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod config;
-mod demo_cmd;
+mod demo;
 mod edge_cmd;
 mod fetch_cmd;
 mod get_cmd;
 mod ingest_cmd;
 mod origin_cmd;
 mod peer_cmd;
+mod seeding;
 mod serve_args;
+mod signals;
 mod systemd;
 
 use std::ffi::OsString;
@@ -68,7 +70,7 @@ enum Cmd {
     /// loopback, and a listener playing the sample tracks with P2P on, shown live.
     ///
     /// The nodes log only warnings unless --log-level is given: the live view is the output.
-    Demo(demo_cmd::DemoArgs),
+    Demo(demo::DemoArgs),
     /// Serve a chunk store: manifests, chunks and HLS over HTTP/1.1, HTTP/2 and HTTP/3.
     Origin(origin_cmd::OriginArgs),
     /// Run an edge cache node in front of origins (and parent edges).
@@ -190,7 +192,7 @@ fn run(cmd: Cmd) -> Result<()> {
         }
         Cmd::Demo(a) => {
             let rt = runtime()?;
-            let result = rt.block_on(demo_cmd::run(a));
+            let result = rt.block_on(demo::run(a));
             rt.shutdown_timeout(std::time::Duration::from_secs(1));
             result
         }

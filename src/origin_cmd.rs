@@ -11,7 +11,7 @@ use chorus_core::units::Size;
 use chorus_origin::metrics::OriginMetrics;
 use chorus_origin::{ApiConfig, Origin, Store};
 use clap::Args;
-use tracing::{info, warn};
+use tracing::info;
 
 #[derive(Args)]
 pub(crate) struct OriginArgs {
@@ -81,31 +81,4 @@ pub(crate) async fn run(a: OriginArgs) -> Result<()> {
         }
     });
     a.serve.serve(server, origin).await
-}
-
-/// Resolves on Ctrl-C or SIGTERM (and tells systemd the node is stopping).
-pub(crate) async fn shutdown_signal() {
-    signal().await;
-    crate::systemd::stopping();
-}
-
-async fn signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

@@ -9,18 +9,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail};
-use chorus_client::abr::Quality;
+use anyhow::{Result, bail};
 use chorus_core::TrackId;
 use chorus_core::http::tls::ClientTls;
-use chorus_core::http::{
-    Body, Handler, ListenUrl, RequestContext, ResponseBody, Server, ServerConfig, full, json_error,
-};
+use chorus_core::http::{ListenUrl, Server, ServerConfig};
 use chorus_core::keys;
 use chorus_core::units::Size;
 use chorus_peer::{DirStore, MemoryLimit, Multiaddr, Peer, PeerConfig};
 use clap::Args;
-use tracing::{info, warn};
+
+use crate::seeding::{MetricsHandler, REANNOUNCE, announce, seed};
 
 #[derive(Args)]
 pub(crate) struct PeerArgs {
@@ -29,7 +27,7 @@ pub(crate) struct PeerArgs {
     edge: Vec<String>,
     /// Where to listen for peers; repeat (default: TCP and QUIC on every IPv4 interface, ports
     /// chosen by the system).
-    #[arg(long, value_name = "MULTIADDR")]
+    #[arg(long, value_name = "MULTIADDR", value_delimiter = ',')]
     p2p_listen: Vec<Multiaddr>,
     /// The chunk directory to serve (and to fill with --seed tracks); also keeps this peer's
     /// identity (peer.key).
@@ -54,7 +52,7 @@ pub(crate) struct PeerArgs {
     #[arg(long, value_name = "SIZE")]
     upload_rate: Option<Size>,
     /// Kademlia peers to start from (…/p2p/PEER_ID); repeat.
-    #[arg(long, value_name = "MULTIADDR")]
+    #[arg(long, value_name = "MULTIADDR", value_delimiter = ',')]
     bootstrap: Vec<Multiaddr>,
     /// Do not look for peers on the local network (mDNS).
     #[arg(long)]
@@ -87,22 +85,6 @@ pub(crate) struct PeerArgs {
     /// Skip certificate checks (content stays verified by the manifest signature and hashes).
     #[arg(long)]
     insecure: bool,
-}
-
-/// How often the tracks held are announced again (the tracker forgets after 5 minutes).
-pub(crate) const REANNOUNCE: Duration = Duration::from_secs(120);
-
-/// Serves a peer node's metrics (and health checks) over HTTP.
-pub(crate) struct Metrics(pub(crate) prometheus::Registry);
-
-impl Handler for Metrics {
-    async fn call(&self, req: http::Request<Body>, _ctx: RequestContext) -> http::Response<ResponseBody> {
-        match req.uri().path() {
-            "/metrics" => chorus_core::metrics::response(&self.0),
-            "/healthz" | "/readyz" => full(http::StatusCode::OK, "text/plain", "ok\n"),
-            _ => json_error(http::StatusCode::NOT_FOUND, "no such path"),
-        }
-    }
 }
 
 pub(crate) async fn run(a: PeerArgs) -> Result<()> {
@@ -141,16 +123,16 @@ pub(crate) async fn run(a: PeerArgs) -> Result<()> {
     let metrics_server = match &a.metrics_listen {
         Some(url) => {
             let server = Server::bind(std::slice::from_ref(url), None, ServerConfig::default()).await?;
-            Some(tokio::spawn(server.serve(Arc::new(Metrics(registry)), crate::origin_cmd::shutdown_signal())))
+            Some(tokio::spawn(server.serve(Arc::new(MetricsHandler(registry)), crate::signals::shutdown_signal())))
         }
         None => None,
     };
     let http = chorus_core::http::client::HttpClient::new(&trust)?.with_timeout(Duration::from_secs(10));
     let mut announced: Vec<TrackId> = Vec::new();
-    let shutdown = crate::origin_cmd::shutdown_signal();
+    let shutdown = crate::signals::shutdown_signal();
     tokio::pin!(shutdown);
     loop {
-        announced = announce(&peer, store.as_ref(), &a.edge, &http, a.token.as_deref(), &announced).await;
+        announced = announce(&peer, &store, &a.edge, &http, a.token.as_deref(), &announced).await;
         tokio::select! {
             () = &mut shutdown => break,
             () = tokio::time::sleep(REANNOUNCE) => {}
@@ -160,51 +142,4 @@ pub(crate) async fn run(a: PeerArgs) -> Result<()> {
         let _ = m.await;
     }
     Ok(())
-}
-
-/// Fetches every rendition of `tracks` into the cache of `builder` (which must have one), one
-/// after the other: peers may want any of them.
-///
-/// # Errors
-/// A track that cannot be fetched (unknown, no edge reachable, a chunk nobody delivers).
-pub(crate) async fn seed(builder: &chorus_client::ClientBuilder, tracks: &[TrackId]) -> Result<()> {
-    for track in tracks {
-        let mut rung = 0;
-        loop {
-            let client = builder.clone().quality(Quality::Fixed(rung)).build()?;
-            let mut t = client.open(track).await.with_context(|| format!("seeding {track}"))?;
-            let rungs = t.info().renditions.len();
-            while let Some(s) = t.next().await {
-                s.with_context(|| format!("seeding {track}"))?;
-            }
-            let s = t.finish().await;
-            info!(%track, rendition = %s.rendition, bytes = s.bytes_total, "seeded");
-            rung += 1;
-            if rung >= rungs {
-                break;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Announces the tracks `store` holds to every edge's tracker and on Kademlia (see
-/// [`chorus_peer::tracker::announce_held`]), logging each tracker's answer; returns what it
-/// announced.
-pub(crate) async fn announce(
-    peer: &Peer,
-    store: &DirStore,
-    edges: &[String],
-    http: &chorus_core::http::client::HttpClient,
-    token: Option<&str>,
-    announced: &[TrackId],
-) -> Vec<TrackId> {
-    let mut now = announced.to_vec();
-    for (edge, r) in chorus_peer::tracker::announce_held(http, peer, store, edges, token, &mut now).await {
-        match r {
-            Ok(()) => info!(%edge, tracks = now.len(), "announced"),
-            Err(e) => warn!(%edge, error = %e, "announce failed; will retry"),
-        }
-    }
-    now
 }

@@ -80,7 +80,7 @@ impl ServeArgs {
     pub(crate) async fn serve<H: Handler>(&self, server: Server, handler: Arc<H>) -> Result<()> {
         let Some(url) = &self.metrics_listen else {
             crate::systemd::ready(&server.local_urls());
-            server.serve(handler, crate::origin_cmd::shutdown_signal()).await;
+            server.serve(handler, crate::signals::shutdown_signal()).await;
             return Ok(());
         };
         let side = Server::bind(std::slice::from_ref(url), None, ServerConfig::default()).await?;
@@ -94,7 +94,7 @@ impl ServeArgs {
         let public = Side { inner: handler, metrics: false };
         server
             .serve(Arc::new(public), async move {
-                crate::origin_cmd::shutdown_signal().await;
+                crate::signals::shutdown_signal().await;
                 let _ = stop.send(true);
             })
             .await;

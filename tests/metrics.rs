@@ -1,4 +1,4 @@
-//! End to end: every metric SPEC §6 names appears on a live node after real traffic (an
+//! End to end: every metric docs/protocol.md §6 names appears on a live node after real traffic (an
 //! origin, an edge, a seeding peer, and a listener fetching with P2P on), each node's
 //! `/metrics` passes `promtool check metrics`, and the deployment files' rules and dashboards
 //! use only names these live nodes export (`deploy/check.sh` with the files).

@@ -45,8 +45,8 @@ pub(crate) async fn announce_held(
     token: Option<&str>,
     announced: &mut Vec<TrackId>,
 ) {
-    let store = chorus_peer::DirStore::new(dir);
-    for (edge, r) in chorus_peer::tracker::announce_held(http, peer, &store, edges, token, announced).await {
+    let store = Arc::new(chorus_peer::DirStore::new(dir));
+    for (edge, r) in chorus_peer::tracker::announce_held(http, peer, store, edges, token, announced).await {
         if let Err(error) = r {
             tracing::debug!(%edge, %error, "announce failed");
         }

@@ -1,4 +1,4 @@
-//! The signed track manifest (SPEC §4).
+//! The signed track manifest (docs/protocol.md §4).
 //!
 //! A manifest lists a track's renditions and, for each, the ordered chunk ids, sizes and
 //! durations. The origin signs it with ed25519 over the RFC 8785 (JCS) canonical JSON of the

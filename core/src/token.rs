@@ -1,4 +1,4 @@
-//! Access tokens: JWTs signed with EdDSA (RFC 8037), SPEC §2.
+//! Access tokens: JWTs signed with EdDSA (RFC 8037), docs/protocol.md §2.
 //!
 //! Claims: `exp` (required, seconds since the Unix epoch), `sub` (optional), `tracks` (optional
 //! list of track ids; absent means every track). Checking is split in two, so a caller can tell

@@ -1,4 +1,4 @@
-//! The edge's HTTP API (SPEC §3): the same read API as the origin, plus the tracker, QoE
+//! The edge's HTTP API (docs/protocol.md §3): the same read API as the origin, plus the tracker, QoE
 //! beacons, purge and prewarm. An unknown path is answered here (404), never forwarded.
 
 // Handlers return a ready error response as `Err`: it is built once, on the error path only.

@@ -1,4 +1,4 @@
-//! The edge's metrics (SPEC §6), in one place, with help text a capacity planner can read.
+//! The edge's metrics (docs/protocol.md §6), in one place, with help text a capacity planner can read.
 
 use chorus_core::metrics::{RequestCounter, register};
 use prometheus::{

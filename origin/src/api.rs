@@ -1,4 +1,4 @@
-//! The origin's HTTP API (SPEC §3): the read API every node serves, plus the admin upload.
+//! The origin's HTTP API (docs/protocol.md §3): the read API every node serves, plus the admin upload.
 
 use std::path::PathBuf;
 use std::sync::Arc;

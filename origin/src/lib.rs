@@ -3,7 +3,7 @@
 //! - [`ingest`]: audio in, chunks and a signed manifest out (ffmpeg ladder, HLS/CMAF import,
 //!   or raw byte chunks of a pre-encoded file);
 //! - [`store`]: the content-addressed chunk store, crash-safe and verified on read;
-//! - [`api`]: the read API (SPEC §3) and `PUT /admin/tracks/{track}`;
+//! - [`api`]: the read API (docs/protocol.md §3) and `PUT /admin/tracks/{track}`;
 //! - [`metrics`]: the origin's Prometheus metrics.
 #![warn(missing_docs)]
 

@@ -1,4 +1,4 @@
-//! The origin's metrics (SPEC §6), declared in one place with help text for planners.
+//! The origin's metrics (docs/protocol.md §6), declared in one place with help text for planners.
 
 use chorus_core::metrics::{RequestCounter, register};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};

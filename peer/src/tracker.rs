@@ -37,12 +37,13 @@ fn request(
 pub async fn announce_held(
     http: &HttpClient,
     peer: &crate::Peer,
-    store: &dyn crate::Store,
+    store: std::sync::Arc<dyn crate::Store>,
     edges: &[String],
     token: Option<&str>,
     announced: &mut Vec<TrackId>,
 ) -> Vec<(String, Result<(), String>)> {
-    let tracks = store.tracks();
+    // A directory listing: on the blocking pool.
+    let tracks = tokio::task::spawn_blocking(move || store.tracks()).await.unwrap_or_default();
     for gone in announced.iter().filter(|t| !tracks.contains(t)) {
         peer.unprovide(gone.clone());
     }

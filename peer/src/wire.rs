@@ -1,4 +1,4 @@
-//! The two chorus protocols exactly as SPEC §5 frames them, as libp2p request-response codecs.
+//! The two chorus protocols exactly as docs/protocol.md §5 frames them, as libp2p request-response codecs.
 //!
 //! One request per stream; the requester writes its request and closes its write side
 //! (libp2p-request-response does both). "varint" is unsigned LEB128 (multiformats

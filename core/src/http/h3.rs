@@ -10,7 +10,7 @@ use http_body_util::{BodyExt as _, StreamBody};
 use tokio::sync::{Semaphore, watch};
 use tracing::{Instrument as _, debug, info_span, warn};
 
-use super::server::ServerConfig;
+use super::config::ServerConfig;
 use super::{BodyError, Handler, Protocol, RequestContext, ResponseBody, json_error};
 
 type H3Conn = h3::server::Connection<h3_quinn::Connection, Bytes>;

@@ -1,4 +1,4 @@
-//! Listen URLs: `http://HOST:PORT`, `https://HOST:PORT`, `h3://HOST:PORT` (SPEC §1).
+//! Listen URLs: `http://HOST:PORT`, `https://HOST:PORT`, `h3://HOST:PORT` (docs/protocol.md §1).
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};

@@ -1,4 +1,4 @@
-//! The one serving front shared by origin and edge (DESIGN decision 4).
+//! The one serving front shared by origin and edge (docs/architecture.md, decision D4).
 //!
 //! A [`Handler`] is served on any mix of listen URLs ([`ListenUrl`]): `http://` (HTTP/1.1 and
 //! h2c), `https://` (TLS with ALPN h2 and http/1.1) and `h3://` (HTTP/3 over QUIC). The handler
@@ -8,6 +8,7 @@
 
 pub mod body;
 pub mod client;
+mod config;
 mod h1fast;
 mod h3;
 mod io;
@@ -26,8 +27,9 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Empty, Full};
 
 pub use body::{Body, BodyError, ResponseBody};
+pub use config::{ServerConfig, ServerError};
 pub use listen::{ListenUrl, Scheme};
-pub use server::{Server, ServerConfig, ServerError};
+pub use server::Server;
 
 /// Resolves once the shutdown signal is set (or its sender is gone).
 async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {

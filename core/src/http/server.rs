@@ -26,73 +26,11 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument as _, debug, info, info_span, warn};
 
+use super::config::{ServerConfig, ServerError};
 use super::io::{Busy, IdleTimeout};
 use super::listen::{ListenUrl, Scheme};
 use super::tls::{self, CertifiedKey, TlsError};
 use super::{BodyError, Handler, Protocol, RequestContext, json_error};
-
-/// Limits and timeouts of the front. Every field has a default suited to a public edge.
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    /// Open connections at most, over all listeners (default 10 000).
-    pub max_connections: usize,
-    /// Time a client has to send a complete request head (default 10 s).
-    pub header_read_timeout: Duration,
-    /// A connection on which nothing moves for this long is closed (default 60 s).
-    pub idle_timeout: Duration,
-    /// Time a client has to complete a TLS handshake (default 10 s).
-    pub handshake_timeout: Duration,
-    /// Largest request head (request line and headers), in bytes (default 16 KiB).
-    pub max_header_bytes: usize,
-    /// Longest request target (path and query), in bytes (default 4 KiB).
-    pub max_uri_bytes: usize,
-    /// Concurrent streams per HTTP/2 or HTTP/3 connection (default 128).
-    pub max_concurrent_streams: u32,
-    /// How long shutdown waits for in-flight requests (default 10 s).
-    pub grace_period: Duration,
-    /// Serve plaintext HTTP/1.1 `GET`/`HEAD` on the fast path, which can send files with
-    /// `sendfile` (default on, on Linux). Everything else still goes to hyper.
-    pub h1_fast_path: bool,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            max_connections: 10_000,
-            header_read_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-            handshake_timeout: Duration::from_secs(10),
-            max_header_bytes: 16 * 1024,
-            max_uri_bytes: 4 * 1024,
-            max_concurrent_streams: 128,
-            grace_period: Duration::from_secs(10),
-            h1_fast_path: cfg!(target_os = "linux"),
-        }
-    }
-}
-
-/// Why the front could not start.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ServerError {
-    /// A listen address could not be bound.
-    #[error("cannot listen on {url}: {source}")]
-    Bind {
-        /// The listen URL.
-        url: String,
-        /// The socket error.
-        source: std::io::Error,
-    },
-    /// TLS material is missing or unusable.
-    #[error(transparent)]
-    Tls(#[from] TlsError),
-    /// An `https://` or `h3://` listener was requested without TLS material.
-    #[error("{0} needs a TLS certificate")]
-    NoCertificate(String),
-    /// No listen URL was given.
-    #[error("no listen URL given; pass --listen http://127.0.0.1:8080 (or https://, h3://)")]
-    NoListener,
-}
 
 struct TcpBound {
     url: ListenUrl,
