@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use chorus_core::http::body::{self, BodyError};
 use chorus_core::http::serve::{
-    ChunkSource, bearer, check_admin, chunk_response, chunk_response_from, is_read, method_not_allowed,
+    ChunkSource, bearer, check_admin, chunk_response, chunk_response_from, if_none_match, is_read, method_not_allowed,
     parse_chunk_segment, query_param,
 };
 use chorus_core::http::{Body, FileBody, Handler, RequestContext, ResponseBody, empty, full, json, json_error};
@@ -20,7 +20,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use crate::manifests::Freshness;
-use crate::node::Edge;
+use crate::node::{Edge, Served};
 use crate::tracker::{Announce, TrackerError};
 use crate::upstream::FetchError;
 use chorus_core::api::{QoeBeacon, TrackerAnswer};
@@ -259,12 +259,7 @@ impl Edge {
             Err(e) => return fetch_error(&e),
         };
         let etag = entry.etag.clone();
-        let not_modified = etag.as_deref().is_some_and(|etag| {
-            req.headers
-                .get(header::IF_NONE_MATCH)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
-        });
+        let not_modified = etag.as_deref().is_some_and(|etag| if_none_match(&req.headers, etag));
         let mut r = if not_modified {
             empty(StatusCode::NOT_MODIFIED)
         } else {
@@ -295,15 +290,12 @@ impl Edge {
         if let Err(r) = self.scope_chunk(claims, &id) {
             return (r, None);
         }
-        // Zero copy where the connection allows it: a verified disk file, sent by the kernel.
-        if sendfile && let Some((file, len)) = self.chunk_file(&id) {
-            self.after_chunk(&id);
-            let source = ChunkSource::File(file, len);
-            return (chunk_response_from(&id, source, content_type, &req.method, &req.headers), Some("disk"));
-        }
-        match self.chunk(id).await {
-            Ok((bytes, source)) => {
-                self.after_chunk(&id);
+        match self.serve_chunk(id, sendfile).await {
+            Ok(Served::File(file, len)) => {
+                let source = ChunkSource::File(file, len);
+                (chunk_response_from(&id, source, content_type, &req.method, &req.headers), Some("disk"))
+            }
+            Ok(Served::Bytes(bytes, source)) => {
                 (chunk_response(&id, bytes, content_type, &req.method, &req.headers), Some(source.as_str()))
             }
             Err(e) => (fetch_error(&e), None),

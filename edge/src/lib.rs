@@ -9,12 +9,14 @@
 //! - [`node::Edge`]: the node; [`api`]: its HTTP API;
 //! - [`cache`]: the two tiers and their admission policy;
 //! - [`upstream`]: upstream selection, health and failover;
-//! - [`manifests`]: the manifest cache and the chunk index;
+//! - [`manifests`]: the manifest cache; `chunk_index`: where each chunk sits in the cached
+//!   manifests;
 //! - [`mrc`]: the hit ratio at other cache sizes, estimated online for planners.
 #![warn(missing_docs)]
 
 pub mod api;
 pub mod cache;
+mod chunk_index;
 pub mod coalesce;
 pub mod manifests;
 pub mod metrics;
@@ -24,4 +26,4 @@ pub mod prefetch;
 pub mod tracker;
 pub mod upstream;
 
-pub use node::{Edge, EdgeConfig};
+pub use node::{Edge, EdgeConfig, EdgeError};

@@ -2,12 +2,9 @@
 //! revalidated with `If-None-Match` when stale, served stale when every upstream is down, and
 //! fetched once for any number of concurrent requests.
 //!
-//! Each cached manifest also feeds the chunk index: for every chunk, which track, rendition and
-//! position it is. Prefetch uses it (segment i asked → i+1..i+k), and so do track-scoped access
-//! tokens (a chunk request names no track). The index holds exactly the chunks of the cached
-//! manifests, so it is bounded with them.
+//! Each cached manifest also feeds the chunk index ([`ChunkIndex`]): it holds exactly the
+//! chunks of the cached manifests, so it is bounded with them.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,25 +17,13 @@ use lru::LruCache;
 use tokio::time::Instant;
 use tracing::warn;
 
+use crate::chunk_index::ChunkIndex;
+pub use crate::chunk_index::Position;
 use crate::coalesce::Inflight;
 use crate::upstream::{FetchError, Upstreams};
 
 /// Used when the upstream sends no `max-age`.
 const DEFAULT_MAX_AGE: Duration = Duration::from_secs(10);
-/// Most positions remembered per chunk (identical chunks shared by many tracks).
-const MAX_POSITIONS: usize = 8;
-
-/// Where a chunk sits in a track.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Position {
-    /// The track.
-    pub track: TrackId,
-    /// Index of the rendition in the manifest.
-    pub rendition: usize,
-    /// Index of the segment; `None` for the init chunk.
-    pub segment: Option<usize>,
-}
-
 /// A cached manifest.
 #[derive(Debug)]
 pub struct Entry {
@@ -67,17 +52,7 @@ pub enum Freshness {
 
 struct State {
     entries: LruCache<TrackId, Arc<Entry>>,
-    index: HashMap<ChunkId, Slot>,
-}
-
-/// What the index knows of one chunk.
-#[derive(Default)]
-struct Slot {
-    /// Up to [`MAX_POSITIONS`] of its positions in the cached manifests.
-    positions: Vec<Position>,
-    /// All its positions in the cached manifests, remembered or not: more than
-    /// `positions.len()` means some are not listed.
-    holders: usize,
+    index: ChunkIndex,
 }
 
 /// The manifest cache and chunk index.
@@ -110,7 +85,7 @@ impl Manifests {
     pub fn new(capacity: usize, origin_key: Option<VerifyingKey>) -> Self {
         let cap = std::num::NonZeroUsize::new(capacity.max(1)).unwrap_or(std::num::NonZeroUsize::MIN);
         Self {
-            state: Mutex::new(State { entries: LruCache::new(cap), index: HashMap::new() }),
+            state: Mutex::new(State { entries: LruCache::new(cap), index: ChunkIndex::default() }),
             inflight: Inflight::default(),
             origin_key,
         }
@@ -220,37 +195,27 @@ impl Manifests {
         let mut g = self.lock();
         let state = &mut *g;
         if let Some(old) = state.entries.peek(track).cloned() {
-            unindex(&mut state.index, track, &old.manifest);
+            state.index.remove(track, &old.manifest);
         }
         if let Some((evicted_track, evicted)) = state.entries.push(track.clone(), e.clone())
             && evicted_track != *track
         {
-            unindex(&mut state.index, &evicted_track, &evicted.manifest);
+            state.index.remove(&evicted_track, &evicted.manifest);
         }
-        for (ri, r) in e.manifest.renditions.iter().enumerate() {
-            let positions =
-                r.init.iter().map(|c| (c.id, None)).chain(r.segments.iter().enumerate().map(|(i, s)| (s.id, Some(i))));
-            for (id, segment) in positions {
-                let slot = state.index.entry(id).or_default();
-                slot.holders += 1;
-                if slot.positions.len() < MAX_POSITIONS {
-                    slot.positions.push(Position { track: track.clone(), rendition: ri, segment });
-                }
-            }
-        }
+        state.index.add(track, &e.manifest);
     }
 
     /// Where chunk `id` sits in the cached manifests (at most a few places).
     #[must_use]
     pub fn positions(&self, id: &ChunkId) -> Vec<Position> {
-        self.lock().index.get(id).map(|s| s.positions.clone()).unwrap_or_default()
+        self.lock().index.positions(id)
     }
 
     /// [`Manifests::positions`], and whether they are all of them: false when more cached
     /// manifests hold the chunk than the index lists (a chunk shared by many tracks).
     #[must_use]
     pub fn positions_all(&self, id: &ChunkId) -> (Vec<Position>, bool) {
-        self.lock().index.get(id).map_or((Vec::new(), true), |s| (s.positions.clone(), s.holders == s.positions.len()))
+        self.lock().index.positions_all(id)
     }
 
     /// The cached manifest of `track`, fresh or not.
@@ -264,22 +229,8 @@ impl Manifests {
         let mut g = self.lock();
         let state = &mut *g;
         let e = state.entries.pop(track)?;
-        unindex(&mut state.index, track, &e.manifest);
+        state.index.remove(track, &e.manifest);
         Some(e.manifest.clone())
-    }
-}
-
-fn unindex(index: &mut HashMap<ChunkId, Slot>, track: &TrackId, m: &Manifest) {
-    // One call per position `store` counted (the same walk: each rendition's init, then its
-    // segments).
-    for c in m.chunks() {
-        if let Some(slot) = index.get_mut(&c.id) {
-            slot.positions.retain(|p| p.track != *track);
-            slot.holders = slot.holders.saturating_sub(1);
-            if slot.holders == 0 {
-                index.remove(&c.id);
-            }
-        }
     }
 }
 
@@ -341,7 +292,7 @@ mod tests {
         }
         // Ten tracks hold the init chunk; eight are listed, and the index says so.
         let (listed, complete) = cache.positions_all(&init);
-        assert_eq!((listed.len(), complete), (MAX_POSITIONS, false));
+        assert_eq!((listed.len(), complete), (crate::chunk_index::MAX_POSITIONS, false));
         // A track's own segment: one holder, listed.
         let (listed, complete) = cache.positions_all(&ChunkId::of(b"t9"));
         assert_eq!((listed[0].track.as_str(), complete), ("t9", true));

@@ -57,6 +57,15 @@ pub struct EdgeConfig {
     pub origin_key: Option<VerifyingKey>,
 }
 
+/// A chunk as [`Edge::serve_chunk`] gives it to the HTTP layer.
+#[derive(Debug)]
+pub enum Served {
+    /// A verified file of the disk tier, `len` bytes, for `sendfile`.
+    File(Arc<std::fs::File>, u64),
+    /// Bytes from memory, disk or upstream.
+    Bytes(Bytes, Source),
+}
+
 /// Where a served chunk came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -98,6 +107,21 @@ pub(crate) struct Inner {
     pub(crate) mrc: Mrc,
 }
 
+/// Why an edge could not start; each variant keeps its cause.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EdgeError {
+    /// The cache directory could not be opened or listed.
+    #[error("opening the cache")]
+    Cache(#[source] std::io::Error),
+    /// The TLS trust settings for upstreams are unusable.
+    #[error("setting up upstreams")]
+    Upstreams(#[source] chorus_core::http::client::ClientError),
+    /// The token key is unusable.
+    #[error("loading the token key")]
+    TokenKey(#[source] chorus_core::token::TokenError),
+}
+
 /// An edge node.
 #[derive(Clone)]
 pub struct Edge(pub(crate) Arc<Inner>);
@@ -106,17 +130,18 @@ impl Edge {
     /// Builds an edge: opens the cache (rebuilding the disk index) and sets up upstreams.
     ///
     /// # Errors
-    /// A message when the cache directory or the TLS trust settings are unusable.
-    pub async fn new(cfg: EdgeConfig, metrics: EdgeMetrics) -> Result<Self, String> {
-        let (cache, indexed) = ChunkCache::open(&cfg.cache).await.map_err(|e| format!("opening the cache: {e}"))?;
+    /// [`EdgeError`] when the cache directory, the TLS trust settings or the token key are
+    /// unusable.
+    pub async fn new(cfg: EdgeConfig, metrics: EdgeMetrics) -> Result<Self, EdgeError> {
+        let (cache, indexed) = ChunkCache::open(&cfg.cache).await.map_err(EdgeError::Cache)?;
         if indexed > 0 {
             info!(files = indexed, "disk cache carried over from the last run");
         }
         let upstreams =
             Upstreams::new(&cfg.origins, &cfg.parents, &cfg.trust, cfg.upstream.clone(), metrics.upstream.clone())
-                .map_err(|e| e.to_string())?;
+                .map_err(EdgeError::Upstreams)?;
         let tokens = match &cfg.token_key {
-            Some(k) => Some(TokenVerifier::new(k, Duration::from_secs(30)).map_err(|e| e.to_string())?),
+            Some(k) => Some(TokenVerifier::new(k, Duration::from_secs(30)).map_err(EdgeError::TokenKey)?),
             None => None,
         };
         // The curve spans the largest tier: the disk when there is one.
@@ -287,8 +312,25 @@ impl Edge {
         Ok(bytes)
     }
 
+    /// Answers a client's request for chunk `id`: a verified disk file for `sendfile` when
+    /// `sendfile` allows it, else the bytes from cache or upstream; either way the segments that
+    /// follow it are prefetched. The HTTP layer only translates the result.
+    ///
+    /// # Errors
+    /// [`FetchError`] when it is not cached and no upstream delivered it.
+    pub async fn serve_chunk(&self, id: ChunkId, sendfile: bool) -> Result<Served, FetchError> {
+        // Zero copy where the connection allows it: a verified disk file, sent by the kernel.
+        if sendfile && let Some((file, len)) = self.chunk_file(&id) {
+            self.after_chunk(&id);
+            return Ok(Served::File(file, len));
+        }
+        let (bytes, source) = self.chunk(id).await?;
+        self.after_chunk(&id);
+        Ok(Served::Bytes(bytes, source))
+    }
+
     /// After a client got chunk `id`: prefetch the segments that follow it.
-    pub fn after_chunk(&self, id: &ChunkId) {
+    fn after_chunk(&self, id: &ChunkId) {
         let k = self.0.cfg.prefetch.segments_ahead;
         if k == 0 {
             return;

@@ -9,7 +9,7 @@ use chorus_core::TrackId;
 use chorus_core::hls as playlist;
 use chorus_core::http::body::{self, BodyError};
 use chorus_core::http::serve::{
-    check_admin, chunk_response, is_read, method_not_allowed, parse_chunk_segment, query_param,
+    check_admin, chunk_response, if_none_match, is_read, method_not_allowed, parse_chunk_segment, query_param,
 };
 use chorus_core::http::{Body, Handler, RequestContext, ResponseBody, empty, full, json, json_error};
 use chorus_core::keys::SigningKey;
@@ -168,11 +168,7 @@ impl Origin {
             Err(e) => return internal(&e),
         };
         let etag = format!("\"{}\"", &blake3::hash(&doc).to_hex()[..32]);
-        let not_modified = req
-            .headers
-            .get(header::IF_NONE_MATCH)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+        let not_modified = if_none_match(&req.headers, &etag);
         let mut resp = if not_modified {
             empty(StatusCode::NOT_MODIFIED)
         } else if req.method == Method::HEAD {

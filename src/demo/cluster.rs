@@ -158,7 +158,7 @@ pub(super) async fn start_edge(
         admin_token: None,
         origin_key: Some(origin_key),
     };
-    let edge = Edge::new(cfg, EdgeMetrics::new()).await.map_err(anyhow::Error::msg)?;
+    let edge = Edge::new(cfg, EdgeMetrics::new()).await?;
     let server = Server::bind(&urls, cert.as_ref(), ServerConfig::default()).await?;
     let bound: Vec<String> = server.local_urls().iter().map(ToString::to_string).collect();
     edge.spawn_background();

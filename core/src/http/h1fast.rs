@@ -19,11 +19,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf as _, Bytes, BytesMut};
-use http::{HeaderValue, Method, Request, Response, Version, header};
+use http::{HeaderValue, Method, Response, Version, header};
 use http_body_util::BodyExt as _;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::h1head::{eligible, response_head, to_request, wants_keep_alive};
 use super::io::IdleTimeout;
 use super::{FileBody, Handler, RequestContext, ResponseBody};
 
@@ -44,20 +45,6 @@ pub(super) struct Limits {
     pub(super) max_uri_bytes: usize,
     pub(super) header_read_timeout: Duration,
     pub(super) idle_timeout: Duration,
-}
-
-fn eligible(req: &httparse::Request<'_, '_>) -> bool {
-    let simple_method = matches!(req.method, Some("GET" | "HEAD"));
-    let path_ok = req.path.is_some_and(|p| p.starts_with('/'));
-    simple_method
-        && path_ok
-        && req.headers.iter().all(|h| {
-            let n = h.name;
-            !(n.eq_ignore_ascii_case("transfer-encoding")
-                || n.eq_ignore_ascii_case("expect")
-                || n.eq_ignore_ascii_case("upgrade")
-                || (n.eq_ignore_ascii_case("content-length") && h.value != b"0"))
-        })
 }
 
 /// Serves `stream` until it closes or must be handed over.
@@ -131,51 +118,6 @@ async fn read_more(stream: &mut IdleTimeout<TcpStream>, buf: &mut BytesMut) -> i
     stream.read_buf(buf).await
 }
 
-fn to_request(r: &httparse::Request<'_, '_>) -> io::Result<Request<super::Body>> {
-    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
-    let mut b = Request::builder()
-        .method(r.method.unwrap_or("GET"))
-        .uri(r.path.unwrap_or("/"))
-        .version(if r.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 });
-    if let Some(h) = b.headers_mut() {
-        for hd in r.headers.iter() {
-            let name = header::HeaderName::from_bytes(hd.name.as_bytes()).map_err(|_| bad("bad header name"))?;
-            let value = HeaderValue::from_bytes(hd.value).map_err(|_| bad("bad header value"))?;
-            h.append(name, value);
-        }
-    }
-    b.body(super::body::empty_body()).map_err(|e| bad(&e.to_string()))
-}
-
-fn wants_keep_alive(req: &Request<super::Body>) -> bool {
-    let has = |t: &str| {
-        req.headers()
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|c| c.trim().eq_ignore_ascii_case(t))
-    };
-    if req.version() == Version::HTTP_10 { has("keep-alive") } else { !has("close") }
-}
-
-thread_local! {
-    static DATE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((0, String::new())) };
-}
-
-/// Appends the `Date` header value, formatted once per second per thread.
-fn push_date(out: &mut Vec<u8>) {
-    let now = std::time::SystemTime::now();
-    let secs = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    DATE.with(|d| {
-        let mut d = d.borrow_mut();
-        if d.0 != secs || d.1.is_empty() {
-            *d = (secs, httpdate::fmt_http_date(now));
-        }
-        out.extend_from_slice(d.1.as_bytes());
-    });
-}
-
 async fn write_response(
     stream: &mut IdleTimeout<TcpStream>,
     resp: Response<ResponseBody>,
@@ -193,51 +135,8 @@ async fn write_response(
         body.collect().await.map_err(io::Error::other)?.to_bytes()
     };
     let len = file.as_ref().map_or(bytes.len() as u64, |f| f.len);
-    let mut head = Vec::with_capacity(512);
-    let reason = parts.status.canonical_reason().unwrap_or("");
-    head.extend_from_slice(b"HTTP/1.1 ");
-    head.extend_from_slice(parts.status.as_str().as_bytes());
-    head.push(b' ');
-    head.extend_from_slice(reason.as_bytes());
-    head.extend_from_slice(b"\r\n");
-    for (name, value) in &parts.headers {
-        if name == header::CONTENT_LENGTH || name == header::CONNECTION {
-            continue;
-        }
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
-    }
     let no_body_status = parts.status.is_informational() || parts.status == 204 || parts.status == 304;
-    if !no_body_status {
-        let declared = if head_only {
-            parts
-                .headers
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(len)
-        } else {
-            len
-        };
-        use std::io::Write as _;
-        let _ = write!(head, "content-length: {declared}\r\n");
-    }
-    if let Some(v) = alt_svc {
-        head.extend_from_slice(b"alt-svc: ");
-        head.extend_from_slice(v.as_bytes());
-        head.extend_from_slice(b"\r\n");
-    }
-    if !keep_alive {
-        head.extend_from_slice(b"connection: close\r\n");
-    } else if version == Version::HTTP_10 {
-        head.extend_from_slice(b"connection: keep-alive\r\n");
-    }
-    head.extend_from_slice(b"date: ");
-    push_date(&mut head);
-    head.extend_from_slice(b"\r\n\r\n");
-
+    let head = response_head(&parts, len, head_only, version, keep_alive, alt_svc);
     if head_only || no_body_status {
         return stream.write_all(&head).await;
     }

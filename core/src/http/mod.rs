@@ -10,6 +10,7 @@ pub mod body;
 pub mod client;
 mod config;
 mod h1fast;
+mod h1head;
 mod h3;
 mod io;
 pub mod listen;

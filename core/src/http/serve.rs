@@ -91,7 +91,11 @@ pub fn parse_range(value: &str, len: u64) -> RangeRequest {
     }
 }
 
-fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
+/// Whether the request's `If-None-Match` matches `etag` (a quoted entity tag): any listed tag
+/// equal to it under the weak comparison of RFC 9110 §13.1.2, or `*`. The one conditional
+/// check of every route (chunks here, manifests at the origin and the edge).
+#[must_use]
+pub fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
     headers
         .get_all(header::IF_NONE_MATCH)
         .iter()
@@ -152,7 +156,7 @@ pub fn chunk_response_from(
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
         h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     };
-    if etag_matches(headers, &etag) {
+    if if_none_match(headers, &etag) {
         let mut resp = empty(StatusCode::NOT_MODIFIED);
         set_common(&mut resp);
         return resp;
@@ -212,23 +216,20 @@ pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     })
 }
 
+/// Decodes a query value: `+` is a space, `%XX` a byte. `None` for a `%` not followed by two
+/// hex digits, or bytes that are not UTF-8.
 fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 2;
-            }
-            c => out.push(c),
-        }
-        i += 1;
+    let escapes_ok = b
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| **c == b'%')
+        .all(|(i, _)| b.get(i + 1..i + 3).is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)));
+    if !escapes_ok {
+        return None;
     }
-    String::from_utf8(out).ok()
+    let spaced = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced).decode_utf8().ok().map(std::borrow::Cow::into_owned)
 }
 
 /// The credential of an `Authorization: Bearer …` header.

@@ -14,7 +14,6 @@
 //! at a time (up to 32 kept), one HTTP/2 or HTTP/3 connection shared by every request in flight.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -25,6 +24,11 @@ use chorus_core::http::tls::ClientTls;
 use http::{HeaderMap, Request, Response, StatusCode};
 use prometheus::{HistogramVec, IntCounterVec, IntGaugeVec};
 use tracing::{debug, info, warn};
+
+use health::{Failure, Health, Verdict};
+
+mod health;
+mod order;
 
 /// Idle connections kept per upstream.
 const POOL_MAX: usize = 32;
@@ -99,29 +103,21 @@ pub struct Upstream {
     pub url: String,
     /// Origin or parent.
     pub kind: Kind,
-    healthy: AtomicBool,
-    failures: AtomicU32,
+    health: Health,
     pool: Pool,
-    /// Bumped each time the upstream is marked down; requests waiting on it give up then.
-    downs: tokio::sync::watch::Sender<u64>,
 }
 
 impl Upstream {
-    /// Marks the upstream down; returns whether it was up. Wakes requests waiting on it.
+    /// Marks the upstream down; returns whether it was up. Wakes requests waiting on it and
+    /// drops its pooled connections.
     fn mark_down(&self) -> bool {
-        let was_up = self.healthy.swap(false, Ordering::Relaxed);
-        self.clear();
-        self.downs.send_modify(|n| *n += 1);
-        was_up
+        self.pool.clear();
+        self.health.mark_down()
     }
 
     /// Whether it is considered up.
     pub fn healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
-    }
-
-    fn clear(&self) {
-        self.pool.clear();
+        self.health.is_up()
     }
 }
 
@@ -173,14 +169,7 @@ impl Upstreams {
         let mk = |url: &String, kind| {
             metrics.healthy.with_label_values(&[url.as_str()]).set(1);
             let url = url.trim_end_matches('/').to_owned();
-            Arc::new(Upstream {
-                pool: Pool::new(url.clone(), POOL_MAX),
-                url,
-                kind,
-                healthy: AtomicBool::new(true),
-                failures: AtomicU32::new(0),
-                downs: tokio::sync::watch::Sender::new(0),
-            })
+            Arc::new(Upstream { pool: Pool::new(url.clone(), POOL_MAX), url, kind, health: Health::default() })
         };
         let list =
             parents.iter().map(|u| mk(u, Kind::Parent)).chain(origins.iter().map(|u| mk(u, Kind::Origin))).collect();
@@ -203,45 +192,26 @@ impl Upstreams {
     /// origins in configured order.
     #[must_use]
     pub fn order(&self, key: Option<&ChunkId>) -> Vec<Arc<Upstream>> {
-        let mut parents: Vec<(u64, Arc<Upstream>)> = self
-            .list
-            .iter()
-            .filter(|u| u.kind == Kind::Parent && u.healthy())
-            .map(|u| {
-                let mut h = blake3::Hasher::new();
-                h.update(u.url.as_bytes());
-                if let Some(k) = key {
-                    h.update(k.as_bytes());
-                }
-                let d = h.finalize();
-                let b = d.as_bytes();
-                (u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]), u.clone())
-            })
-            .collect();
-        parents.sort_by_key(|p| std::cmp::Reverse(p.0));
-        parents
-            .into_iter()
-            .map(|(_, u)| u)
-            .chain(self.list.iter().filter(|u| u.kind == Kind::Origin && u.healthy()).cloned())
-            .collect()
+        let up = |kind| self.list.iter().filter(move |u| u.kind == kind && u.healthy());
+        let parents: Vec<&Arc<Upstream>> = up(Kind::Parent).collect();
+        let urls: Vec<&str> = parents.iter().map(|u| u.url.as_str()).collect();
+        order::rendezvous(&urls, key).into_iter().map(|i| parents[i].clone()).chain(up(Kind::Origin).cloned()).collect()
     }
 
-    fn failed(&self, u: &Upstream, why: &str) {
-        let n = u.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        // Cannot connect at all: down now, so the next misses fail at once instead of each
-        // waiting for a connect timeout. Other failures need a few in a row.
-        let down = why == "connect" || n >= self.cfg.fail_threshold;
-        if !down {
-            u.clear();
-        } else if u.mark_down() {
-            warn!(upstream = %u.url, failures = n, reason = why, "upstream marked down");
-            self.metrics.healthy.with_label_values(&[u.url.as_str()]).set(0);
+    fn failed(&self, u: &Upstream, why: Failure) {
+        match u.health.failed(why, self.cfg.fail_threshold) {
+            Verdict::StillUp => u.pool.clear(),
+            Verdict::Down { failures } => {
+                if u.mark_down() {
+                    warn!(upstream = %u.url, failures, reason = why.as_str(), "upstream marked down");
+                    self.metrics.healthy.with_label_values(&[u.url.as_str()]).set(0);
+                }
+            }
         }
     }
 
     fn succeeded(&self, u: &Upstream) {
-        u.failures.store(0, Ordering::Relaxed);
-        if !u.healthy.swap(true, Ordering::Relaxed) {
+        if u.health.succeeded() {
             info!(upstream = %u.url, "upstream back up");
             self.metrics.healthy.with_label_values(&[u.url.as_str()]).set(1);
         }
@@ -252,7 +222,7 @@ impl Upstreams {
     async fn send(&self, u: &Upstream, req: &Request<Bytes>) -> Result<Response<Bytes>, ClientError> {
         // Give up as soon as the upstream is marked down (a health check failed meanwhile):
         // a request on a connection to a crashed server would otherwise wait for its timeout.
-        let mut downs = u.downs.subscribe();
+        let mut downs = u.health.downs();
         let gave_up = || ClientError::Request(format!("{} was marked down while the request waited", u.url));
         if let Some(mut c) = u.pool.take() {
             let sent = tokio::select! {
@@ -309,7 +279,7 @@ impl Upstreams {
                 Attempt::NotFound
             }
             Ok(r) if r.status().is_server_error() => {
-                self.failed(u, "5xx");
+                self.failed(u, Failure::ServerError);
                 Attempt::Failed(FetchError::Failed(format!("{} answered {}", u.url, r.status())))
             }
             Ok(r) => match check(&r) {
@@ -319,20 +289,20 @@ impl Upstreams {
                 }
                 Err(why) => {
                     warn!(upstream = %u.url, reason = %why, "upstream sent a bad answer; trying the next one");
-                    self.failed(u, "bad answer");
+                    self.failed(u, Failure::BadAnswer);
                     Attempt::Failed(FetchError::Failed(format!("{}: {why}", u.url)))
                 }
             },
             Err(ClientError::Timeout(_)) => {
-                self.failed(u, "timeout");
+                self.failed(u, Failure::Timeout);
                 Attempt::Failed(FetchError::Timeout)
             }
             Err(e @ ClientError::Connect { .. }) => {
-                self.failed(u, "connect");
+                self.failed(u, Failure::Connect);
                 Attempt::Failed(FetchError::Failed(format!("{}: {e}", u.url)))
             }
             Err(e) => {
-                self.failed(u, "error");
+                self.failed(u, Failure::Request);
                 Attempt::Failed(FetchError::Failed(format!("{}: {e}", u.url)))
             }
         }
@@ -388,26 +358,6 @@ impl Upstreams {
         };
         let r = self.get(&format!("/v1/chunks/{id}"), HeaderMap::new(), Some(id), &check).await?;
         Ok(r.into_body())
-    }
-
-    /// Checks every upstream's `/healthz` now.
-    pub async fn check_health(&self) {
-        // A fresh connection each time: a pooled one may be dead without knowing it yet.
-        let probes = self.list.iter().map(|u| async move {
-            let probe = async {
-                let mut c = self.client.connect(&u.url, false).await.ok()?;
-                c.get("/healthz").await.ok()
-            };
-            let ok =
-                matches!(tokio::time::timeout(self.cfg.timeout, probe).await, Ok(Some(r)) if r.status().is_success());
-            if ok {
-                self.succeeded(u);
-            } else if u.mark_down() {
-                warn!(upstream = %u.url, "upstream failed its health check; marked down");
-                self.metrics.healthy.with_label_values(&[u.url.as_str()]).set(0);
-            }
-        });
-        futures_util::future::join_all(probes).await;
     }
 
     /// The configured health-check interval.
