@@ -182,5 +182,6 @@ async fn start_relay(a: &EdgeArgs, registry: &prometheus::Registry) -> Result<(c
     let offered: Vec<String> =
         chorus_peer::tracker::announceable(relay.peer_id(), &addrs).iter().map(ToString::to_string).collect();
     info!(peer_id = %relay.peer_id(), addrs = ?offered, "relay running; offered to clients by the tracker");
+    crate::ready::add_p2p(offered.iter().cloned());
     Ok((relay, offered))
 }

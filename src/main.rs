@@ -16,6 +16,7 @@ mod get_cmd;
 mod ingest_cmd;
 mod origin_cmd;
 mod peer_cmd;
+mod ready;
 mod seeding;
 mod serve_args;
 mod signals;
@@ -54,6 +55,10 @@ struct Global {
     /// Log filter, e.g. `info`, `debug`, or `info,chorus_core=debug` (RUST_LOG syntax).
     #[arg(long, global = true, default_value = "info", value_name = "FILTER")]
     log_level: String,
+    /// Once the node serves, write its listen URLs and libp2p addresses to FILE as JSON
+    /// (origin, edge, peer; for supervisors and scripts that start nodes on port 0).
+    #[arg(long, global = true, value_name = "FILE")]
+    ready_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -152,6 +157,7 @@ fn main() -> ExitCode {
         "warn".clone_into(&mut cli.global.log_level);
     }
     init_logging(&cli.global);
+    ready::set_file(cli.global.ready_file.take());
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

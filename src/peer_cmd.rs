@@ -119,20 +119,27 @@ pub(crate) async fn run(a: PeerArgs) -> Result<()> {
         cfg.listen = a.p2p_listen.clone();
     }
     let peer = Peer::start(cfg, store.clone(), Some(identity), &registry)?;
-    let _ = peer.listen_addrs().await; // listening before anything is announced
+    let listening = peer.listen_addrs().await; // listening before anything is announced
+    let mut urls = Vec::new();
     let metrics_server = match &a.metrics_listen {
         Some(url) => {
             let server = Server::bind(std::slice::from_ref(url), None, ServerConfig::default()).await?;
+            urls.extend(server.local_urls().iter().map(ToString::to_string));
             Some(tokio::spawn(server.serve(Arc::new(MetricsHandler(registry)), crate::signals::shutdown_signal())))
         }
         None => None,
     };
+    crate::ready::add_p2p(listening.iter().map(ToString::to_string));
+    let mut ready = Some(urls);
     let http = chorus_core::http::client::HttpClient::new(&trust)?.with_timeout(Duration::from_secs(10));
     let mut announced: Vec<TrackId> = Vec::new();
     let shutdown = crate::signals::shutdown_signal();
     tokio::pin!(shutdown);
     loop {
         announced = announce(&peer, &store, &a.edge, &http, a.token.as_deref(), &announced).await;
+        if let Some(urls) = ready.take() {
+            crate::ready::write(&urls); // listening, and announced once
+        }
         tokio::select! {
             () = &mut shutdown => break,
             () = tokio::time::sleep(REANNOUNCE) => {}

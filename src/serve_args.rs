@@ -74,17 +74,24 @@ impl<H: Handler> Handler for Side<H> {
     }
 }
 
+fn urls_of(urls: &[ListenUrl]) -> Vec<String> {
+    urls.iter().map(ToString::to_string).collect()
+}
+
 impl ServeArgs {
     /// Serves `handler` on `server` until SIGTERM or Ctrl-C, and with `--metrics-listen` its
     /// /metrics (plus /healthz and /readyz) on a listener of its own instead of `server`'s.
     pub(crate) async fn serve<H: Handler>(&self, server: Server, handler: Arc<H>) -> Result<()> {
         let Some(url) = &self.metrics_listen else {
             crate::systemd::ready(&server.local_urls());
+            crate::ready::write(&urls_of(&server.local_urls()));
             server.serve(handler, crate::signals::shutdown_signal()).await;
             return Ok(());
         };
         let side = Server::bind(std::slice::from_ref(url), None, ServerConfig::default()).await?;
-        crate::systemd::ready(&[server.local_urls(), side.local_urls()].concat());
+        let all = [server.local_urls(), side.local_urls()].concat();
+        crate::systemd::ready(&all);
+        crate::ready::write(&urls_of(&all));
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let scrape = Side { inner: handler.clone(), metrics: true };
         let metrics = tokio::spawn(side.serve(Arc::new(scrape), async move {

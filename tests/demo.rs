@@ -1,7 +1,7 @@
 //! End to end: `chorus demo --once --json` runs the whole network (origin, two edges, seeding
 //! peers, a listener with P2P on) in one process and reports where the played bytes came from.
 
-mod support;
+use chorus_testkit as support;
 
 use std::process::Command;
 

@@ -1,7 +1,7 @@
 //! End to end: `chorus fetch` against a real origin and two real edges.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns
 
-mod support;
+use chorus_testkit as support;
 
 use chorus_core::ChunkId;
 use chorus_core::manifest::Manifest;

@@ -4,7 +4,7 @@
 //! use only names these live nodes export (`deploy/check.sh` with the files).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns
 
-mod support;
+use chorus_testkit as support;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

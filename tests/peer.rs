@@ -2,7 +2,7 @@
 //! tracker, and a libp2p node that knows nothing else fetches every chunk from it, verified.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns
 
-mod support;
+use chorus_testkit as support;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use chorus_core::http::client::HttpClient;
 use chorus_core::http::tls::ClientTls;
 use chorus_core::manifest::Manifest;
 use chorus_peer::{Peer, PeerConfig, Store};
-use support::{Node, chorus, ingest_sample, log_field, s, start_edge, start_origin, wait_log};
+use support::{Node, chorus, ingest_sample, s, start_edge, start_origin, wait_log};
 
 /// The sample track "tides" on a real origin behind one edge, in a temporary directory.
 struct Net {
@@ -46,7 +46,7 @@ impl Net {
     /// has announced, with the full multiaddr it logged.
     fn seeder(&self, edge: &Node, cache: &Path) -> (Node, String) {
         let node = support::start_seeder(edge, &self.key(), cache, &[], 0);
-        let addr = log_field(&wait_log(&node, "peer listening"), "address");
+        let addr = node.p2p[0].clone();
         (node, addr)
     }
 
@@ -127,7 +127,7 @@ async fn a_seeding_peer_serves_every_chunk_of_its_tracks_found_through_the_track
         ],
         0,
     );
-    assert!(wait_log(&again, "peer listening").contains(&first_id));
+    assert!(again.p2p[0].contains(&first_id), "{:?}", again.p2p);
 }
 
 /// A store that holds every chunk of a manifest but serves zeros in their place.
@@ -335,7 +335,7 @@ async fn an_edge_relay_is_offered_by_the_tracker_and_carries_a_peer_that_cannot_
         ],
         1,
     );
-    wait_log(&edge, "relay running");
+    assert!(!edge.p2p.is_empty(), "the edge's ready file lists its relay");
     let http = HttpClient::new(&ClientTls::default()).unwrap();
     let track = TrackId::parse("tides").unwrap();
     let answer = chorus_peer::tracker::peers(&http, &edge.url("http"), &track, None).await.unwrap();

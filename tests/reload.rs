@@ -3,7 +3,7 @@
 //! (A test binary of its own: these tests signal and rewrite a live node's certificate.)
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns
 
-mod support;
+use chorus_testkit as support;
 
 use chorus_core::http::client::HttpClient;
 use chorus_core::http::tls::ClientTls;

@@ -8,7 +8,7 @@
 //! this needs no ffmpeg; every byte handed over is compared with the origin's chunk.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns
 
-mod support;
+use chorus_testkit as support;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -294,7 +294,7 @@ impl Edge {
     /// not on disk or not verified yet (then [`Edge::chunk`] reads and verifies it).
     #[must_use]
     pub fn chunk_file(&self, id: &ChunkId) -> Option<(Arc<std::fs::File>, u64)> {
-        let (file, len, prefetch_used) = self.0.cache.get_file(id)?;
+        let (file, len, prefetch_used) = self.0.cache.get_file(id, std::time::Instant::now())?;
         let m = &self.0.metrics;
         m.cache_requests.with_label_values(&["hit", "disk"]).inc();
         if prefetch_used {

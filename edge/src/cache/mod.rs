@@ -311,8 +311,13 @@ impl ChunkCache {
 
     /// A hit served from a verified disk file, for `sendfile`: the open file and its length.
     /// `None` when the chunk is not on disk or not verified since start (the caller then takes
-    /// the ordinary path, which reads and verifies it).
-    pub fn get_file(&self, id: &ChunkId) -> Option<(std::sync::Arc<std::fs::File>, u64, bool)> {
+    /// the ordinary path, which reads and verifies it). `now` decides whether the file's size is
+    /// due to be checked again.
+    pub fn get_file(
+        &self,
+        id: &ChunkId,
+        now: std::time::Instant,
+    ) -> Option<(std::sync::Arc<std::fs::File>, u64, bool)> {
         let disk = self.disk.as_ref().filter(|d| d.enabled())?;
         let (size, open, prefetch_used) = {
             let mut g = self.lock();
@@ -324,9 +329,8 @@ impl ChunkCache {
         // A file opened (or checked) within the last FILE_RECHECK is used as is; otherwise its
         // size is checked again, like nginx's `open_file_cache_valid`: one `fstat` per file per
         // interval instead of one per request.
-        let now = std::time::Instant::now();
         let (file, check) = match open {
-            Some(f) if now.duration_since(f.checked) < FILE_RECHECK => (f.file, false),
+            Some(f) if now.saturating_duration_since(f.checked) < FILE_RECHECK => (f.file, false),
             Some(f) => (f.file, true),
             None => match disk.open(id) {
                 Some(f) => (std::sync::Arc::new(f), true),
@@ -418,5 +422,25 @@ mod tests {
         assert!(!cache.contains(&chunk(0).0));
         let found = cache.get(&ahead, &mut Events::default()).await.unwrap();
         assert!(found.prefetch_used);
+    }
+
+    /// The recheck of a disk file's size, on an explicit clock: within FILE_RECHECK of the last
+    /// check the open file is used as is; after it, a file that changed size is dropped.
+    #[tokio::test]
+    async fn a_disk_file_is_rechecked_once_per_interval_and_dropped_when_it_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = CacheConfig { mem_bytes: 0, disk_bytes: 1 << 20, dir: Some(dir.path().to_owned()) };
+        let (cache, _) = ChunkCache::open(&cfg).await.unwrap();
+        let (id, bytes) = chunk(7);
+        cache.insert(id, bytes, false).await;
+        let t0 = std::time::Instant::now();
+        let (_, len, _) = cache.get_file(&id, t0).expect("a verified file we wrote");
+        assert_eq!(len, 1000);
+        let path = chorus_core::chunkdir::chunk_path(dir.path(), &id);
+        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(10).unwrap();
+        let soon = t0 + FILE_RECHECK - std::time::Duration::from_millis(1);
+        assert!(cache.get_file(&id, soon).is_some(), "not rechecked before the interval");
+        assert!(cache.get_file(&id, t0 + FILE_RECHECK).is_none(), "rechecked: the size changed");
+        assert!(cache.get_file(&id, t0 + FILE_RECHECK).is_none(), "and dropped from the index");
     }
 }

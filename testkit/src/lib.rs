@@ -1,6 +1,11 @@
-//! Test support: real `chorus` processes on port 0, and test inputs made on the spot.
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+//! Test support for the end-to-end tests in `tests/`: real `chorus` processes on port 0 (their
+//! ports read from the `--ready-file` each writes once it serves), a misbehaving upstream
+//! ([`proxy`]) and TCP relay ([`tcpproxy`]), and test inputs made on the spot.
+//!
+//! A crate of its own, so it is compiled once, not into every test binary.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
+pub mod inproc;
 pub mod proxy;
 pub mod tcpproxy;
 
@@ -10,9 +15,15 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The `chorus` binary under test.
+/// The `chorus` binary under test: beside the directory of the test binary running
+/// (`target/debug/deps/…` → `target/debug/chorus`); cargo builds it for the package's
+/// integration tests.
 pub fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_chorus"))
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let dir = exe.parent().and_then(Path::parent).expect("the test binary is in target/*/deps");
+    let bin = dir.join(format!("chorus{}", std::env::consts::EXE_SUFFIX));
+    assert!(bin.is_file(), "{} not built: run the tests with cargo test", bin.display());
+    bin
 }
 
 /// Runs `chorus args…` to completion.
@@ -41,15 +52,20 @@ pub fn have_ffmpeg() -> bool {
 /// A running node; killed when dropped.
 pub struct Node {
     pub child: Child,
-    /// Listen URLs as the node logged them, e.g. `h3://127.0.0.1:40123`.
+    /// Listen URLs from its ready file, e.g. `h3://127.0.0.1:40123`.
     pub urls: Vec<String>,
+    /// libp2p addresses from its ready file (a peer's listen addresses, an edge's relay),
+    /// each ending in `/p2p/<peer id>`.
+    pub p2p: Vec<String>,
     /// Every log line so far.
     pub log: Arc<Mutex<Vec<String>>>,
+    /// Holds the ready file.
+    _ready: tempfile::TempDir,
 }
 
 impl Node {
-    /// Starts `chorus args…` with JSON logs and waits until it logged `expect_listeners`
-    /// listen URLs.
+    /// Starts `chorus args…` with JSON logs and waits until it serves (its ready file is
+    /// written) with `expect_listeners` listen URLs.
     pub fn start(args: &[&str], expect_listeners: usize) -> Self {
         Self::start_env(args, &[], expect_listeners)
     }
@@ -63,40 +79,41 @@ impl Node {
 
     /// [`Node::start`] of a prepared command (`chorus args…`, or a wrapper that runs it).
     pub fn start_command(mut cmd: Command, expect_listeners: usize) -> Self {
+        let ready = tempfile::tempdir().expect("a directory for the ready file");
+        let ready_file = ready.path().join("ready.json");
         let mut child = cmd
-            .args(["--log-format", "json", "--log-level", "info"])
+            .args(["--log-format", "json", "--log-level", "info", "--ready-file"])
+            .arg(&ready_file)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("chorus starts");
         let stderr = child.stderr.take().expect("stderr piped");
         let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
         let log2 = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-                    && v["fields"]["message"] == "listening"
-                    && let Some(u) = v["fields"]["url"].as_str()
-                {
-                    let _ = tx.send(u.to_owned());
-                }
                 log2.lock().unwrap().push(line);
             }
         });
-        let mut urls = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(60);
-        while urls.len() < expect_listeners {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(u) => urls.push(u),
-                Err(_) => {
-                    let _ = child.kill();
-                    panic!("node did not start; log:\n{}", log.lock().unwrap().join("\n"));
-                }
+        let doc = loop {
+            if let Ok(bytes) = std::fs::read(&ready_file) {
+                break serde_json::from_slice::<serde_json::Value>(&bytes).expect("a JSON ready file");
             }
-        }
-        Self { child, urls, log }
+            let exited = child.try_wait().ok().flatten();
+            if exited.is_some() || Instant::now() >= deadline {
+                let _ = child.kill();
+                panic!("node did not start ({exited:?}); log:\n{}", log.lock().unwrap().join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let strings = |key: &str| -> Vec<String> {
+            doc[key].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_owned)).collect()
+        };
+        let (urls, p2p) = (strings("urls"), strings("p2p"));
+        assert_eq!(urls.len(), expect_listeners, "listen URLs in the ready file: {urls:?}");
+        Self { child, urls, p2p, log, _ready: ready }
     }
 
     /// The listen URL with `scheme`.
@@ -168,7 +185,7 @@ pub fn write_wav(path: &Path, seconds: u32) {
 
 /// The repository's sample tracks directory.
 pub fn samples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("samples")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("samples")
 }
 
 /// Every file under `dir`, recursively, with its contents (to tell whether a store changed).
@@ -278,10 +295,4 @@ pub fn wait_log(node: &Node, what: &str) -> String {
         assert!(Instant::now() < deadline, "no {what:?} in:\n{}", node.log.lock().unwrap().join("\n"));
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// A string field of a JSON log line (`fields.NAME`).
-pub fn log_field(line: &str, name: &str) -> String {
-    let v: serde_json::Value = serde_json::from_str(line).unwrap();
-    v["fields"][name].as_str().unwrap_or_else(|| panic!("no {name} in {line}")).to_owned()
 }
