@@ -154,7 +154,8 @@ pub(crate) async fn run(a: EdgeArgs) -> Result<()> {
     a.serve.reload_certificate(server.certificate(), &cert_dir);
     info!(upstreams = ?a.upstream, parents = ?a.parent, "edge starting");
     edge.spawn_background();
-    a.serve.serve(server, Arc::new(edge)).await?;
+    a.serve.serve(server, Arc::new(edge.clone())).await?;
+    edge.shutdown().await;
     drop(relay);
     Ok(())
 }

@@ -42,7 +42,7 @@ pub(crate) struct PeerArgs {
     /// The origin's public key, to verify --seed manifests.
     #[arg(long, value_name = "FILE")]
     origin_key: Option<PathBuf>,
-    /// Access token for the edges (and for chunk requests, when peers require one).
+    /// Access token for the edges' trackers (and for fetching the --seed tracks).
     #[arg(long, value_name = "T")]
     token: Option<String>,
     /// Uploads at once, at most; BUSY beyond.

@@ -181,14 +181,14 @@ impl ClientBuilder {
     /// Builds the client.
     ///
     /// # Errors
-    /// [`FetchError::Config`] for no edges or unusable TLS files; [`FetchError::Cache`] when the
+    /// [`FetchError::NoEdges`] or [`FetchError::Tls`] for unusable settings; [`FetchError::Cache`] when the
     /// cache directory cannot be opened.
     pub fn build(self) -> Result<Client, FetchError> {
         if self.edges.is_empty() {
-            return Err(FetchError::Config("give at least one edge".into()));
+            return Err(FetchError::NoEdges);
         }
         let http = HttpClient::new(&self.trust)
-            .map_err(|e| FetchError::Config(e.to_string()))?
+            .map_err(FetchError::Tls)?
             .with_timeout(Duration::from_secs(10))
             .with_connect_timeout(Duration::from_secs(2));
         // Listing the cache directory is blocking I/O, once, before any track is open.
@@ -260,10 +260,10 @@ impl Client {
     /// it stops the preload.
     ///
     /// # Errors
-    /// [`FetchError::Config`] without a cache directory; otherwise as [`Client::open`].
+    /// [`FetchError::NoCache`] without a cache directory; otherwise as [`Client::open`].
     pub async fn preload(&self, track: &TrackId, starts_in: Duration, amount: Duration) -> Result<Preload, FetchError> {
         if self.inner.cache.is_none() {
-            return Err(FetchError::Config("preloading needs a cache directory".into()));
+            return Err(FetchError::NoCache);
         }
         let at = Instant::now() + starts_in;
         let t = self.open_with(track, Switching::Anywhere, Some(Plan { at, amount })).await?;

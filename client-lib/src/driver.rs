@@ -53,6 +53,9 @@ enum Rejected {
     WrongBytes,
     /// The local cache could not store the chunk: the track fails.
     Cache(std::io::Error),
+    /// The source cannot be used as configured (see `ClientError::is_retryable`): never asked
+    /// again for this track.
+    Unusable,
 }
 
 /// The driver of one track handle (see the module docs).
@@ -233,6 +236,10 @@ impl Driver {
                             }
                         }
                         Err(Rejected::Failed) => self.sched.on_failed(now, f.segment, f.source),
+                        Err(Rejected::Unusable) => {
+                            self.sched.on_failed(now, f.segment, f.source);
+                            self.sched.ban(now, f.source);
+                        }
                         Err(Rejected::Cache(e)) => {
                             let _ = tx.send(Delivery::Failed(e.into())).await;
                             return;
@@ -296,6 +303,9 @@ impl Driver {
                         let body = r.into_body();
                         if id.matches(&body) { Ok((body, t.elapsed(), false)) } else { Err(Rejected::WrongBytes) }
                     }
+                    // The same notion as the edge's failover: what retrying cannot mend ends
+                    // this source for the track.
+                    Err(e) if !e.is_retryable() => Err(Rejected::Unusable),
                     _ => Err(Rejected::Failed),
                 }
             };

@@ -1,5 +1,7 @@
-//! Why a fetch failed: one error type for opening and reading a track.
+//! Why a fetch failed: one error type for opening and reading a track, each variant with its
+//! cause, and whether trying again can help.
 
+use chorus_core::http::client::ClientError;
 use chorus_core::manifest::ManifestError;
 use chorus_core::{ChunkId, TrackId};
 
@@ -7,9 +9,15 @@ use chorus_core::{ChunkId, TrackId};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FetchError {
-    /// No edge could be reached, or none delivered the manifest.
-    #[error("no edge answered: {0}")]
-    Unreachable(String),
+    /// No edge was reachable and no verified copy of the manifest is in the local cache.
+    #[error("no edge reachable (tried {tried:?}) and no copy of the manifest in the local cache")]
+    Unreachable {
+        /// The configured edges.
+        tried: Vec<String>,
+    },
+    /// Edges were reached, but none delivered a manifest; the last one's failure is the cause.
+    #[error("no edge delivered the manifest")]
+    NoManifest(#[source] EdgeFailure),
     /// The manifest failed verification against the pinned origin key.
     #[error("manifest refused")]
     Manifest(#[from] ManifestError),
@@ -20,9 +28,62 @@ pub enum FetchError {
     #[error("chunk {0} could not be fetched from any edge")]
     Chunk(ChunkId),
     /// The local cache failed.
-    #[error("local cache: {0}")]
+    #[error("local cache")]
     Cache(#[from] std::io::Error),
-    /// Bad settings (no edges, unusable TLS files).
-    #[error("{0}")]
-    Config(String),
+    /// No edge was configured.
+    #[error("give at least one edge")]
+    NoEdges,
+    /// The TLS trust settings (`--ca` files) are unusable.
+    #[error("TLS trust settings")]
+    Tls(#[source] ClientError),
+    /// [`crate::Client::preload`] needs a cache directory to preload into.
+    #[error("preloading needs a cache directory")]
+    NoCache,
+    /// A preload's task ended without a result (cancelled or panicked).
+    #[error("preload stopped")]
+    Preload(#[source] tokio::task::JoinError),
+}
+
+/// What went wrong at one edge.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EdgeFailure {
+    /// The request failed (connection, timeout, body).
+    #[error("{edge}")]
+    Request {
+        /// The edge's base URL.
+        edge: String,
+        /// Why.
+        #[source]
+        cause: ClientError,
+    },
+    /// The edge answered with an unexpected status.
+    #[error("{edge} answered {status}")]
+    Status {
+        /// The edge's base URL.
+        edge: String,
+        /// Its answer.
+        status: http::StatusCode,
+    },
+    /// What the edge sent did not verify.
+    #[error("{edge} sent a manifest that does not verify")]
+    Manifest {
+        /// The edge's base URL.
+        edge: String,
+        /// Why.
+        #[source]
+        cause: ManifestError,
+    },
+}
+
+impl FetchError {
+    /// Whether trying again later (or with other edges) may succeed: the network, the edges or
+    /// the sources may recover; a wrong key, an unknown track or bad settings will not.
+    #[must_use]
+    pub const fn is_retryable(&self) -> bool {
+        match self {
+            Self::Unreachable { .. } | Self::NoManifest(_) | Self::Chunk(_) | Self::Cache(_) | Self::Preload(_) => true,
+            Self::Manifest(_) | Self::NotFound(_) | Self::NoEdges | Self::Tls(_) | Self::NoCache => false,
+        }
+    }
 }

@@ -43,6 +43,6 @@ mod summary;
 mod track;
 
 pub use client::{Client, ClientBuilder};
-pub use error::FetchError;
+pub use error::{EdgeFailure, FetchError};
 pub use summary::{BySource, Summary};
 pub use track::{Preload, Segment, Source, Track, TrackInfo, TrackReader};

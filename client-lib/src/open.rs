@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use crate::client::{Client, lock};
 use crate::driver::Driver;
 use crate::edges::Edge;
-use crate::error::FetchError;
+use crate::error::{EdgeFailure, FetchError};
 use crate::ladder::{self, Switching};
 use crate::p2p::PeerNews;
 use crate::playout::Playout;
@@ -233,11 +233,11 @@ impl Client {
                 None => None,
             };
             let Some(doc) = offline else {
-                return Err(FetchError::Unreachable(format!("none of {:?}", inner.cfg.edges)));
+                return Err(FetchError::Unreachable { tried: inner.cfg.edges.clone() });
             };
             return Ok(Manifest::verify(&doc, &inner.cfg.origin_key)?);
         }
-        let mut last = String::new();
+        let mut last = None;
         for e in edges {
             let mut req = inner.get(&format!("/v1/tracks/{track}/manifest"));
             if let Some(next) = inner.cfg.next_track.as_ref().and_then(|n| http::HeaderValue::from_str(n.as_str()).ok())
@@ -258,15 +258,15 @@ impl Client {
                         Err(e @ (ManifestError::WrongKey { .. } | ManifestError::UnsupportedFormat(_))) => {
                             return Err(e.into());
                         }
-                        Err(e) => last = e.to_string(),
+                        Err(cause) => last = Some(EdgeFailure::Manifest { edge: e.base().to_owned(), cause }),
                     }
                 }
                 Ok(r) if r.status() == http::StatusCode::NOT_FOUND => return Err(FetchError::NotFound(track.clone())),
-                Ok(r) => last = format!("{} answered {}", e.base(), r.status()),
-                Err(err) => last = err.to_string(),
+                Ok(r) => last = Some(EdgeFailure::Status { edge: e.base().to_owned(), status: r.status() }),
+                Err(cause) => last = Some(EdgeFailure::Request { edge: e.base().to_owned(), cause }),
             }
         }
-        Err(FetchError::Unreachable(last))
+        Err(last.map_or_else(|| FetchError::Unreachable { tried: inner.cfg.edges.clone() }, FetchError::NoManifest))
     }
 
     /// One chunk outside the scheduler (init chunks, the speculative first segment): cache,

@@ -6,7 +6,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use chorus_core::http::client::HttpClient;
 use chorus_core::{ChunkId, TrackId};
 use chorus_peer::{Multiaddr, Peer, PeerId};
@@ -53,28 +52,13 @@ pub(crate) async fn announce_held(
     }
 }
 
-/// A store for a client without a cache directory: it serves nothing.
-struct NoStore;
-
-impl chorus_peer::Store for NoStore {
-    fn chunk(&self, _: &ChunkId) -> Option<Bytes> {
-        None
-    }
-    fn held(&self, _: &TrackId) -> Vec<ChunkId> {
-        Vec::new()
-    }
-    fn tracks(&self) -> Vec<TrackId> {
-        Vec::new()
-    }
-}
-
 /// Starts the client's peer node. With a cache directory it serves what the directory holds,
 /// keeps its identity there (`peer.key`), and re-announces every [`REANNOUNCE`] while the
 /// node lives; without one it only fetches. `None` when the node could not start.
 pub(crate) async fn start(inner: &Inner) -> Option<Arc<Peer>> {
     let store: Arc<dyn chorus_peer::Store> = match &inner.cfg.cache {
         Some((dir, _)) => Arc::new(chorus_peer::DirStore::new(dir)),
-        None => Arc::new(NoStore),
+        None => Arc::new(chorus_peer::NoChunks), // no cache directory: it serves nothing
     };
     let key = match &inner.cfg.cache {
         Some((dir, _)) => {

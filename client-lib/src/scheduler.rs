@@ -33,6 +33,10 @@
 //!   the first chance. A peer that sent a wrong chunk is [`Scheduler::ban`]ned for good.
 //! - **Reader pace**: [`Scheduler::set_limit`] stops requests at a segment index, so a driver
 //!   can bound what it holds for a reader that has not caught up.
+//!
+//! One idea in one file, past the usual ~600 lines: the rules above act on the same per-segment
+//! state and source estimates in one `poll`, and split apart they would each need all of it. The
+//! second half of the file is their virtual-clock tests.
 
 use std::time::{Duration, Instant};
 

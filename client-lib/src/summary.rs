@@ -32,7 +32,8 @@ pub struct Summary {
     pub chunks_verified: u64,
     /// Chunks refused (wrong bytes).
     pub chunks_rejected: u64,
-    /// Requests sent to a second source because the first would be late.
+    /// Requests sent to a second source: the startup race's second request, and hedges of
+    /// requests that would be late.
     pub hedges: u32,
     /// Requests that failed (transport error, refusal, wrong bytes) and went elsewhere.
     pub failures: u32,

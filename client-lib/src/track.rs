@@ -283,7 +283,7 @@ impl Preload {
     pub async fn finish(mut self) -> Result<Summary, FetchError> {
         match (&mut self.task).await {
             Ok(r) => r,
-            Err(e) => Err(FetchError::Config(format!("preload stopped: {e}"))),
+            Err(e) => Err(FetchError::Preload(e)),
         }
     }
 }

@@ -6,7 +6,7 @@
 //! - [`keys`]: ed25519 keys in PEM; [`token`]: EdDSA JWT access tokens;
 //! - [`http`]: one front serving a handler over HTTP/1.1, HTTP/2 and HTTP/3, and a client;
 //! - [`hls`]: HLS playlists generated from a manifest;
-//! - [`metrics`]: the Prometheus registry helpers;
+//! - [`metrics`]: the Prometheus registry helpers; [`rate`]: the token bucket every limit uses;
 //! - [`units`]: sizes (`512MiB`) and durations (`30s`) as the CLI and config files write them;
 //! - [`fsutil`]: crash-safe file writes; [`chunkdir`]: the on-disk layout of chunk directories.
 //!
@@ -23,6 +23,7 @@ pub mod id;
 pub mod keys;
 pub mod manifest;
 pub mod metrics;
+pub mod rate;
 pub mod token;
 pub mod units;
 

@@ -90,6 +90,9 @@ impl Source {
 }
 
 pub(crate) struct Inner {
+    /// The background loops, and the token that stops them.
+    background: tokio_util::task::TaskTracker,
+    stop: tokio_util::sync::CancellationToken,
     pub(crate) cache: ChunkCache,
     pub(crate) upstreams: Arc<Upstreams>,
     pub(crate) manifests: Arc<Manifests>,
@@ -157,6 +160,8 @@ impl Edge {
             trending: Mutex::new(Trending::new(cfg.prefetch.window, cfg.prefetch.trending_min)),
             recently_warmed: Mutex::new(LruCache::new(warmed_cap)),
             prefetch_permits: Arc::new(Semaphore::new(cfg.prefetch.concurrency.max(1))),
+            background: tokio_util::task::TaskTracker::new(),
+            stop: tokio_util::sync::CancellationToken::new(),
             warm_permits: Arc::new(Semaphore::new(WARM_CONCURRENCY)),
             tokens,
             metrics,
@@ -183,24 +188,37 @@ impl Edge {
     /// Runs health checks and tracker expiry until the process ends.
     pub fn spawn_background(&self) {
         let edge = self.clone();
-        tokio::spawn(async move {
+        self.0.background.spawn(async move {
             let mut tick = tokio::time::interval(edge.0.upstreams.health_interval());
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
-                edge.0.upstreams.check_health().await;
+                tokio::select! {
+                    () = edge.0.stop.cancelled() => return,
+                    _ = tick.tick() => edge.0.upstreams.check_health().await,
+                }
             }
         });
         let edge = self.clone();
-        tokio::spawn(async move {
+        self.0.background.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(30));
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    () = edge.0.stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
                 let mut t = edge.0.tracker.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 t.expire(Instant::now());
                 edge.0.metrics.tracker_peers.set(i64::try_from(t.entries()).unwrap_or(i64::MAX));
             }
         });
+    }
+
+    /// Stops the background loops of [`Edge::spawn_background`] and waits for them to end (an
+    /// embedding application's shutdown; the process's own ends after the front drained).
+    pub async fn shutdown(&self) {
+        self.0.stop.cancel();
+        self.0.background.close();
+        self.0.background.wait().await;
     }
 
     /// Refreshes the cache gauges (called on scrape and after inserts). The tracker's gauge is

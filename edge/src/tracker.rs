@@ -5,13 +5,14 @@
 //! [`TrackerConfig::per_track`] peers remembered per track (the stalest is replaced), at most
 //! [`TrackerConfig::max_tracks`] tracks, at most [`TrackerConfig::returned`] peers answered,
 //! entries expire after [`TrackerConfig::ttl`], and announces are rate-limited per source
-//! address with a token bucket whose table is bounded too.
+//! address with a token bucket ([`TokenBucket`]) whose table is bounded too.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use chorus_core::TrackId;
+use chorus_core::rate::TokenBucket;
 use tokio::time::Instant;
 
 /// Limits of the tracker; every default suits a public edge.
@@ -78,12 +79,6 @@ struct PeerInfo {
     seen: Instant,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
 /// The tracker's state.
 #[derive(Debug)]
 pub struct Tracker {
@@ -92,7 +87,7 @@ pub struct Tracker {
     tracks: HashMap<TrackId, Vec<(String, Instant)>>,
     /// Per peer: its latest addresses.
     peers: HashMap<String, PeerInfo>,
-    buckets: HashMap<IpAddr, Bucket>,
+    buckets: HashMap<IpAddr, TokenBucket>,
     entries: usize,
     /// When a full table was last swept for room on the announce path (see [`SWEEP_GAP`]).
     swept_at: Option<Instant>,
@@ -198,25 +193,21 @@ impl Tracker {
             }
             v4 => v4,
         };
-        let (burst, refill) = (f64::from(self.cfg.burst), self.cfg.refill.as_secs_f64().max(1e-3));
+        let std_now = now.into_std();
         if !self.buckets.contains_key(&source) && self.buckets.len() >= self.cfg.max_sources {
             // Forget sources whose bucket has refilled: they are idle.
             if may_sweep(&mut self.sources_swept_at, now) {
-                self.buckets.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() / refill < burst);
+                self.buckets.retain(|_, b| !b.is_full(std_now));
             }
             if self.buckets.len() >= self.cfg.max_sources {
                 return Err(TrackerError::RateLimited(self.cfg.refill));
             }
         }
-        let b = self.buckets.entry(source).or_insert(Bucket { tokens: burst, at: now });
-        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() / refill).min(burst);
-        b.at = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(TrackerError::RateLimited(Duration::from_secs_f64((1.0 - b.tokens) * refill)))
-        }
+        let per_sec = 1.0 / self.cfg.refill.as_secs_f64().max(1e-3);
+        let burst = f64::from(self.cfg.burst);
+        let b = self.buckets.entry(source).or_insert_with(|| TokenBucket::full(burst, per_sec, std_now));
+        // (A burst of zero never lets one through: an hour is as good a retry time as any.)
+        b.take(1.0, std_now).map_err(|wait| TrackerError::RateLimited(wait.min(Duration::from_secs(3600))))
     }
 
     /// Up to [`TrackerConfig::returned`] live peers for `track`, most recently announced first.
@@ -247,9 +238,7 @@ impl Tracker {
         });
         self.entries = entries;
         self.peers.retain(|_, p| now.duration_since(p.seen) < ttl);
-        let refill = self.cfg.refill.as_secs_f64().max(1e-3);
-        let burst = f64::from(self.cfg.burst);
-        self.buckets.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() / refill < burst);
+        self.buckets.retain(|_, b| !b.is_full(now.into_std()));
     }
 }
 

@@ -1,7 +1,7 @@
 //! End to end inside the crate: an edge built from the library in front of an origin in the
 //! same process, both on real sockets. A chunk is fetched from the origin once, however many
 //! clients ask at once, then answered from memory; the segment after it is prefetched; the
-//! manifest is passed through verified.
+//! manifest is passed through verified; its background loops stop on shutdown.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -47,6 +47,7 @@ async fn an_edge_fetches_each_chunk_once_serves_it_from_memory_and_prefetches_th
     let server = Server::bind(&[url], None, ServerConfig::default()).await.unwrap();
     let base = server.local_urls()[0].to_string();
     tokio::spawn(server.serve(Arc::new(edge.clone()), std::future::pending()));
+    edge.spawn_background(); // health checks and tracker sweeps, stopped at the end
 
     let client = HttpClient::new(&ClientTls::default()).unwrap();
     let mut c = client.connect(&base, true).await.unwrap();
@@ -87,4 +88,5 @@ async fn an_edge_fetches_each_chunk_once_serves_it_from_memory_and_prefetches_th
     assert!(second.matches(c.get(&format!("/v1/chunks/{second}")).await.unwrap().body()));
     assert_eq!(counter(&edge, upstream), 3.0, "manifest, first segment, prefetched second: nothing more");
     assert_eq!(counter(&edge, "chorus_edge_prefetch_total{result=\"used\"}"), 1.0);
+    tokio::time::timeout(Duration::from_secs(30), edge.shutdown()).await.expect("the background loops stop");
 }

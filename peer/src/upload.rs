@@ -3,48 +3,23 @@
 //!
 //! Plain logic with an explicit clock. A request is refused BUSY when the node is consume-only,
 //! when [`crate::PeerConfig::max_uploads`] responses are already being read or written, or when
-//! the upload-rate bucket (one second of burst) lacks the chunk's bytes; UNAUTHORIZED when a
+//! the upload-rate bucket ([`TokenBucket`], one second of burst) lacks the chunk's bytes; UNAUTHORIZED when a
 //! token check is configured and the token does not pass it.
 
 use std::time::Instant;
 
+use chorus_core::rate::TokenBucket;
+
 use crate::config::{PeerConfig, TokenCheck};
 use crate::wire::Status;
-
-/// A token bucket for the upload cap: `rate` bytes a second, one second of burst.
-#[derive(Debug, Clone)]
-pub(crate) struct Bucket {
-    tokens: f64,
-    rate: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    /// A full bucket at `now`.
-    pub(crate) fn new(rate: u64, now: Instant) -> Self {
-        Self { tokens: rate as f64, rate: rate as f64, at: now }
-    }
-
-    /// Takes `n` bytes' worth at `now`, if the bucket holds them.
-    pub(crate) fn take(&mut self, n: usize, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
-        self.at = self.at.max(now);
-        if self.tokens >= n as f64 {
-            self.tokens -= n as f64;
-            true
-        } else {
-            false
-        }
-    }
-}
 
 /// The upload limits of one node, and the uploads in progress.
 pub(crate) struct Uploads {
     max: usize,
     consume_only: bool,
     token_check: Option<TokenCheck>,
-    bucket: Option<Bucket>,
+    /// The upload cap: `upload_rate` bytes a second, one second of burst.
+    bucket: Option<TokenBucket>,
     /// Requests admitted whose chunk is being read, or whose response is being written.
     busy: usize,
 }
@@ -55,7 +30,7 @@ impl Uploads {
             max: cfg.max_uploads,
             consume_only: cfg.consume_only,
             token_check: cfg.token_check.clone(),
-            bucket: cfg.upload_rate.map(|r| Bucket::new(r, now)),
+            bucket: cfg.upload_rate.map(|r| TokenBucket::full(r as f64, r as f64, now)),
             busy: 0,
         }
     }
@@ -81,7 +56,7 @@ impl Uploads {
     /// Whether `len` bytes may go out at `now` under the rate cap (an admitted request whose
     /// chunk was read). On `false` the request is answered BUSY and its slot given back.
     pub(crate) fn send(&mut self, len: usize, now: Instant) -> bool {
-        self.bucket.as_mut().is_none_or(|b| b.take(len, now))
+        self.bucket.as_mut().is_none_or(|b| b.take(len as f64, now).is_ok())
     }
 
     /// An admitted request is over (answered, refused after reading, or failed).
@@ -96,22 +71,6 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-
-    #[test]
-    fn the_bucket_refills_at_its_rate_with_one_second_of_burst() {
-        let t0 = Instant::now();
-        let mut b = Bucket::new(1000, t0);
-        assert!(b.take(1000, t0));
-        assert!(!b.take(1, t0), "empty");
-        assert!(!b.take(600, t0 + Duration::from_millis(500)));
-        assert!(b.take(500, t0 + Duration::from_millis(500)));
-        // Ten idle seconds refill one second's worth, no more.
-        let later = t0 + Duration::from_secs(10);
-        assert!(!b.take(1001, later));
-        assert!(b.take(1000, later));
-        // A clock that steps back costs nothing and gives nothing.
-        assert!(!b.take(1, t0));
-    }
 
     #[test]
     fn requests_are_admitted_within_the_slots_tokens_and_rate() {

@@ -26,12 +26,15 @@ pub(crate) enum Failure {
     BadAnswer,
     /// The request failed on an established connection.
     Request,
+    /// The upstream cannot be used as configured (a bad URL, unusable TLS settings: see
+    /// `ClientError::is_retryable`); down at once.
+    Unusable,
 }
 
 impl Failure {
     /// Whether this failure alone marks the upstream down.
     pub(crate) const fn down_at_once(self) -> bool {
-        matches!(self, Self::Connect)
+        matches!(self, Self::Connect | Self::Unusable)
     }
 
     /// The reason as logs give it.
@@ -42,6 +45,7 @@ impl Failure {
             Self::ServerError => "5xx",
             Self::BadAnswer => "bad answer",
             Self::Request => "error",
+            Self::Unusable => "unusable",
         }
     }
 }

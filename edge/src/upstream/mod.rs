@@ -302,7 +302,8 @@ impl Upstreams {
                 Attempt::Failed(FetchError::Failed(format!("{}: {e}", u.url)))
             }
             Err(e) => {
-                self.failed(u, Failure::Request);
+                // A bad URL or unusable TLS settings will not mend by retrying: down at once.
+                self.failed(u, if e.is_retryable() { Failure::Request } else { Failure::Unusable });
                 Attempt::Failed(FetchError::Failed(format!("{}: {e}", u.url)))
             }
         }
