@@ -43,7 +43,9 @@ fn main() {
     );
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     rt.block_on(async move {
-        let client = HttpClient::new(&ClientTls { ca_files: ca, insecure: false }).expect("client").with_timeout(Duration::from_secs(10));
+        // One client per connection: each is its own QUIC endpoint (UDP socket), as separate
+        // listeners are; one HttpClient would carry every connection on one socket.
+        let trust = ClientTls { ca_files: ca, insecure: false };
         let requests = Arc::new(AtomicU64::new(0));
         let errors = Arc::new(AtomicU64::new(0));
         let bytes = Arc::new(AtomicU64::new(0));
@@ -51,7 +53,8 @@ fn main() {
         let deadline = started + Duration::from_secs(seconds);
         let mut tasks = Vec::new();
         for n in 0..connections {
-            let (client, base, paths) = (client.clone(), base.clone(), paths.clone());
+            let client = HttpClient::new(&trust).expect("client").with_timeout(Duration::from_secs(10));
+            let (base, paths) = (base.clone(), paths.clone());
             let (requests, errors, bytes) = (requests.clone(), errors.clone(), bytes.clone());
             tasks.push(tokio::spawn(async move {
                 let mut latencies = Vec::new();
