@@ -8,8 +8,8 @@
 //! (oldest files first in line for eviction).
 //!
 //! [`LocalCache`] does synchronous file I/O (reads, hashing, fsync). Async code goes through
-//! [`Shared`], whose every call runs on tokio's blocking pool, so a slow disk never stalls a
-//! runtime worker and the cache's lock is only ever held there.
+//! `Shared`: the index is looked at under a short lock with no I/O, and every file operation runs
+//! on tokio's blocking pool outside the lock, so a slow disk never stalls a runtime worker.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -40,7 +40,9 @@ impl LocalCache {
             cache.index.put(f.id, f.len);
             cache.bytes += f.len;
         }
-        cache.evict();
+        for path in cache.evict() {
+            let _ = std::fs::remove_file(path);
+        }
         Ok(cache)
     }
 
@@ -79,18 +81,12 @@ impl LocalCache {
 
     /// Chunk `id`, verified. `None` when absent, unreadable or corrupt (then deleted).
     pub fn get(&mut self, id: &ChunkId) -> Option<Vec<u8>> {
-        self.index.get(id)?;
-        let path = self.path(id);
-        match std::fs::read(&path) {
-            Ok(bytes) if id.matches(&bytes) => Some(bytes),
-            _ => {
-                let _ = std::fs::remove_file(&path);
-                if let Some(len) = self.index.pop(id) {
-                    self.bytes -= len;
-                }
-                None
-            }
+        let path = self.file_of(id)?;
+        let bytes = read_verified(&path, id);
+        if bytes.is_none() {
+            self.forget(id);
         }
+        bytes
     }
 
     /// Stores verified `bytes` as chunk `id` (checked again here: a wrong chunk is never
@@ -103,34 +99,78 @@ impl LocalCache {
         if !id.matches(bytes) {
             return Err(io::Error::new(io::ErrorKind::InvalidData, format!("bytes are not chunk {id}")));
         }
-        let len = bytes.len() as u64;
-        if len > self.capacity {
-            return Ok(()); // larger than the whole cache: not kept
-        }
-        if self.index.get(id).is_some() {
+        if !self.wants(id, bytes.len() as u64) {
             return Ok(());
         }
-        let path = self.path(id);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
+        write_verified(&self.path(id), id, bytes)?;
+        for path in self.adopt(*id, bytes.len() as u64) {
+            let _ = std::fs::remove_file(path);
         }
-        fsutil::write_atomic(&path, bytes, 0o644)?;
-        self.index.put(*id, len);
-        self.bytes += len;
-        self.evict();
         Ok(())
     }
 
-    fn evict(&mut self) {
+    /// The file of chunk `id` if held (it becomes the most recently used). No I/O.
+    fn file_of(&mut self, id: &ChunkId) -> Option<PathBuf> {
+        self.index.get(id)?;
+        Some(self.path(id))
+    }
+
+    /// Drops chunk `id` whose file was unreadable or corrupt, and the file. (The removal is
+    /// the one I/O done under the cache's lock, on a file already known to be bad.)
+    fn forget(&mut self, id: &ChunkId) {
+        let _ = std::fs::remove_file(self.path(id));
+        if let Some(len) = self.index.pop(id) {
+            self.bytes -= len;
+        }
+    }
+
+    /// Whether a chunk of `len` bytes is worth writing: not held yet, and not larger than the
+    /// whole cache. No I/O.
+    fn wants(&self, id: &ChunkId, len: u64) -> bool {
+        len <= self.capacity && !self.index.contains(id)
+    }
+
+    /// Indexes chunk `id`, `len` bytes, whose file was written; returns the files of the chunks
+    /// evicted to make room, for the caller to delete (outside any lock).
+    fn adopt(&mut self, id: ChunkId, len: u64) -> Vec<PathBuf> {
+        if self.index.get(&id).is_some() {
+            return Vec::new();
+        }
+        self.index.put(id, len);
+        self.bytes += len;
+        self.evict()
+    }
+
+    fn evict(&mut self) -> Vec<PathBuf> {
+        let mut gone = Vec::new();
         while self.bytes > self.capacity {
             let Some((id, len)) = self.index.pop_lru() else { break };
             self.bytes -= len;
-            let _ = std::fs::remove_file(self.path(&id));
+            gone.push(self.path(&id));
         }
+        gone
     }
 }
 
-/// A [`LocalCache`] shared by async code: each call is one blocking task.
+/// The bytes of the file at `path` if they are chunk `id`.
+fn read_verified(path: &Path, id: &ChunkId) -> Option<Vec<u8>> {
+    std::fs::read(path).ok().filter(|b| id.matches(b))
+}
+
+/// Writes chunk `id` to `path`, atomically, after checking that `bytes` are that chunk.
+fn write_verified(path: &Path, id: &ChunkId, bytes: &[u8]) -> io::Result<()> {
+    if !id.matches(bytes) {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("bytes are not chunk {id}")));
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    fsutil::write_atomic(path, bytes, 0o644)
+}
+
+/// A [`LocalCache`] shared by async code. Its lock is held only for index work, never across
+/// file I/O: reads, hashing and the writes (with their fsyncs) run on tokio's blocking pool
+/// outside it, so asking whether a chunk is held costs no thread hop and never waits on a disk.
 #[derive(Debug, Clone)]
 pub(crate) struct Shared(Arc<Mutex<LocalCache>>);
 
@@ -139,25 +179,49 @@ impl Shared {
         Self(Arc::new(Mutex::new(cache)))
     }
 
-    async fn with<R: Send + 'static>(&self, f: impl FnOnce(&mut LocalCache) -> R + Send + 'static) -> Option<R> {
-        let cache = self.0.clone();
-        tokio::task::spawn_blocking(move || f(&mut cache.lock().unwrap_or_else(PoisonError::into_inner))).await.ok()
+    fn lock(&self) -> std::sync::MutexGuard<'_, LocalCache> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Chunk `id`, verified (see [`LocalCache::get`]).
+    /// Chunk `id`, verified (see [`LocalCache::get`]); a miss answers at once.
     pub(crate) async fn get(&self, id: ChunkId) -> Option<Bytes> {
-        self.with(move |c| c.get(&id)).await.flatten().map(Bytes::from)
+        let path = self.lock().file_of(&id)?;
+        let read = tokio::task::spawn_blocking(move || read_verified(&path, &id)).await.ok().flatten();
+        if read.is_none() {
+            let this = self.clone();
+            // Deleting the bad file is I/O: on the blocking pool too.
+            let _ = tokio::task::spawn_blocking(move || this.lock().forget(&id)).await;
+        }
+        read.map(Bytes::from)
     }
 
-    /// Stores chunk `id` (see [`LocalCache::put`]).
+    /// Stores chunk `id` (see [`LocalCache::put`]); a chunk already held (or larger than the
+    /// cache) answers at once, without looking at `bytes`: nothing is stored then either.
     pub(crate) async fn put(&self, id: ChunkId, bytes: Bytes) -> io::Result<()> {
-        self.with(move |c| c.put(&id, &bytes)).await.unwrap_or_else(|| Err(io::Error::other("cache task failed")))
+        let (path, wanted) = {
+            let c = self.lock();
+            (c.path(&id), c.wants(&id, bytes.len() as u64))
+        };
+        if !wanted {
+            return Ok(());
+        }
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            write_verified(&path, &id, &bytes)?;
+            let gone = this.lock().adopt(id, bytes.len() as u64);
+            for p in gone {
+                let _ = std::fs::remove_file(p);
+            }
+            Ok(())
+        })
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e)))
     }
 
-    /// Which of `ids` are held, in order (one task for all of them).
-    pub(crate) async fn holding(&self, ids: Vec<ChunkId>) -> Vec<bool> {
-        let n = ids.len();
-        self.with(move |c| ids.iter().map(|id| c.contains(id)).collect()).await.unwrap_or_else(|| vec![false; n])
+    /// Which of `ids` are held, in order.
+    pub(crate) fn holding(&self, ids: &[ChunkId]) -> Vec<bool> {
+        let c = self.lock();
+        ids.iter().map(|id| c.contains(id)).collect()
     }
 }
 
@@ -200,5 +264,25 @@ mod tests {
         // A smaller cap at reopening evicts down to it.
         let c = LocalCache::open(dir.path(), 1000).unwrap();
         assert_eq!(c.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_shared_cache_reads_and_writes_off_the_lock_and_drops_a_damaged_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Shared::new(LocalCache::open(dir.path(), 2500).unwrap());
+        let chunks: Vec<(ChunkId, Bytes)> =
+            (0..3u8).map(|n| Bytes::from(vec![n; 1000])).map(|b| (ChunkId::of(&b), b)).collect();
+        assert_eq!(c.get(chunks[0].0).await, None, "a miss answers at once");
+        for (id, b) in &chunks {
+            c.put(*id, b.clone()).await.unwrap();
+        }
+        // 3 × 1000 bytes into 2500: the first was evicted, its file deleted.
+        assert_eq!(c.holding(&chunks.iter().map(|c| c.0).collect::<Vec<_>>()), [false, true, true]);
+        assert!(!chorus_core::chunkdir::chunk_path(dir.path(), &chunks[0].0).exists());
+        assert_eq!(c.get(chunks[1].0).await, Some(chunks[1].1.clone()));
+        std::fs::write(chorus_core::chunkdir::chunk_path(dir.path(), &chunks[2].0), b"damaged").unwrap();
+        assert_eq!(c.get(chunks[2].0).await, None);
+        assert_eq!(c.holding(&[chunks[2].0]), [false], "dropped from the index");
+        assert!(c.put(chunks[2].0, Bytes::from_static(b"wrong")).await.is_err(), "wrong bytes are refused");
     }
 }

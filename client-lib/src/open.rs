@@ -93,7 +93,7 @@ impl Client {
         }
         let firsts: Vec<ChunkId> = ladder.iter().filter_map(|r| r.segments.first()).map(|s| s.id).collect();
         let cached_start = match &inner.cache {
-            Some(c) => c.holding(firsts).await.into_iter().any(|held| held),
+            Some(c) => c.holding(&firsts).into_iter().any(|held| held),
             None => false,
         };
         // The first segment of the rendition playback will most likely start with is fetched
@@ -162,7 +162,7 @@ impl Client {
                     ids.push(seg.id);
                 }
             }
-            for ((k, j), held) in at.into_iter().zip(c.holding(ids).await) {
+            for ((k, j), held) in at.into_iter().zip(c.holding(&ids)) {
                 if held {
                     sched.set_cached(k, j);
                 }
