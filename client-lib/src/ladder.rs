@@ -124,7 +124,7 @@ mod tests {
         let ladder = sorted(&all);
         assert_eq!(first_guess(Quality::Fixed(1), &ladder), 1);
         assert_eq!(first_guess(Quality::Fixed(9), &ladder), 1);
-        assert!(first_guess(Quality::Auto { cap: 0 }, &ladder) == 0);
+        assert_eq!(first_guess(Quality::Auto { cap: 0 }, &ladder), 0);
         assert_eq!(preferred(Quality::Auto { cap: 7 }, 3), 2);
         assert_eq!(preferred(Quality::Fixed(1), 3), 1);
         assert_eq!(preferred(Quality::Fixed(1), 0), 0);

@@ -23,7 +23,7 @@ use chorus_core::http::pool::{Pool, clone_request};
 use chorus_core::http::tls::ClientTls;
 use http::{HeaderMap, Request, Response, StatusCode};
 use prometheus::{HistogramVec, IntCounterVec, IntGaugeVec};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use health::{Failure, Health, Verdict};
 
@@ -223,30 +223,11 @@ impl Upstreams {
         // Give up as soon as the upstream is marked down (a health check failed meanwhile):
         // a request on a connection to a crashed server would otherwise wait for its timeout.
         let mut downs = u.health.downs();
-        let gave_up = || ClientError::Request(format!("{} was marked down while the request waited", u.url));
-        if let Some(mut c) = u.pool.take() {
-            let sent = tokio::select! {
-                r = c.send(clone_request(req)) => r,
-                _ = downs.changed() => return Err(gave_up()),
-            };
-            match sent {
-                Ok(r) => {
-                    u.pool.put(c);
-                    return Ok(r);
-                }
-                Err(e @ ClientError::Timeout(_)) => return Err(e),
-                Err(e) if !u.healthy() => return Err(e),
-                Err(e) => {
-                    debug!(upstream = %u.url, error = %e, "pooled connection failed; reconnecting");
-                    if c.multiplexed() {
-                        u.pool.drop_shared();
-                    }
-                }
-            }
-        }
         tokio::select! {
-            r = u.pool.send_fresh(&self.client, clone_request(req)) => r,
-            _ = downs.changed() => Err(gave_up()),
+            r = u.pool.send(&self.client, clone_request(req)) => r,
+            _ = downs.changed() => {
+                Err(ClientError::Request(format!("{} was marked down while the request waited", u.url)))
+            }
         }
     }
 
