@@ -98,6 +98,9 @@ pub(crate) async fn run(a: PeerArgs) -> Result<()> {
             .cache(a.cache_dir.clone(), a.cache_size.0);
         seed(&builder, &a.seed).await?;
     }
+    // From here on a signal stops the node cleanly (before, it ends the seeding at once).
+    let shutdown = crate::signals::shutdown_signal();
+    tokio::pin!(shutdown);
     let identity = chorus_peer::load_or_create_identity(&a.cache_dir.join("peer.key"))?;
     let store = Arc::new(DirStore::new(&a.cache_dir));
     let registry = prometheus::Registry::new();
@@ -133,10 +136,13 @@ pub(crate) async fn run(a: PeerArgs) -> Result<()> {
     let mut ready = Some(urls);
     let http = chorus_core::http::client::HttpClient::new(&trust)?.with_timeout(Duration::from_secs(10));
     let mut announced: Vec<TrackId> = Vec::new();
-    let shutdown = crate::signals::shutdown_signal();
-    tokio::pin!(shutdown);
     loop {
-        announced = announce(&peer, &store, &a.edge, &http, a.token.as_deref(), &announced).await;
+        // A signal ends an announce round in progress too (a dead edge holds one for seconds).
+        let round = tokio::select! {
+            () = &mut shutdown => break,
+            now = announce(&peer, &store, &a.edge, &http, a.token.as_deref(), &announced) => now,
+        };
+        announced = round;
         if let Some(urls) = ready.take() {
             crate::ready::write(&urls); // listening, and announced once
         }
@@ -145,6 +151,7 @@ pub(crate) async fn run(a: PeerArgs) -> Result<()> {
             () = tokio::time::sleep(REANNOUNCE) => {}
         }
     }
+    drop(peer); // stops the swarm task and what works for it
     if let Some(m) = metrics_server {
         let _ = m.await;
     }

@@ -1,6 +1,7 @@
 //! What a seeding peer does, for `chorus peer` and the demo's seeders alike: fetch tracks into
 //! its cache, announce what it holds, and serve its metrics.
 
+use chorus_core::error::Chain;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,7 +69,7 @@ pub(crate) async fn announce(
     for (edge, r) in chorus_peer::tracker::announce_held(http, peer, store.clone(), edges, token, &mut now).await {
         match r {
             Ok(()) => info!(%edge, tracks = now.len(), "announced"),
-            Err(e) => warn!(%edge, error = %e, "announce failed; will retry"),
+            Err(e) => warn!(%edge, error = %Chain(&e), "announce failed; will retry"),
         }
     }
     now

@@ -1,5 +1,6 @@
 //! Flags every serving node (`origin`, `edge`) shares: TLS material and connection limits.
 
+use chorus_core::error::Chain;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -165,7 +166,7 @@ impl ServeArgs {
                         info!(cert = %ck.cert_path.display(), "{why}: TLS certificate reloaded; new connections get it");
                     }
                     Ok(Err(e)) | Err(e) => {
-                        warn!(error = %e, "{why}: the TLS certificate did not load; still serving the old one");
+                        warn!(error = %Chain(&e), "{why}: the TLS certificate did not load; still serving the old one");
                     }
                 }
             }
@@ -226,7 +227,7 @@ fn sighup() -> Hangup {
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => Some(s),
         Err(e) => {
-            warn!(error = %e, "cannot listen for SIGHUP; certificates reload when their files change");
+            warn!(error = %Chain(&e), "cannot listen for SIGHUP; certificates reload when their files change");
             None
         }
     }

@@ -2,6 +2,7 @@
 //! `STOPPING=1` when a shutdown signal starts the drain, and watchdog pings when the unit sets
 //! `WatchdogSec=`. Without `NOTIFY_SOCKET` (not started by systemd) every call does nothing.
 
+use chorus_core::error::Chain;
 use std::time::Duration;
 
 use chorus_core::http::ListenUrl;
@@ -40,6 +41,6 @@ pub(crate) fn stopping() {
 
 fn send(states: &[NotifyState<'_>]) {
     if let Err(e) = sd_notify::notify(false, states) {
-        warn!(error = %e, "cannot notify systemd (NOTIFY_SOCKET)");
+        warn!(error = %Chain(&e), "cannot notify systemd (NOTIFY_SOCKET)");
     }
 }

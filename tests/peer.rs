@@ -466,3 +466,34 @@ async fn a_peer_announces_its_forwarded_address_instead_of_the_one_it_listens_on
     let id = net.manifest().chunks().next().unwrap().id;
     assert_eq!(leech.fetch(peer_id, id, None).await.unwrap().as_ref(), net.chunk(&id).as_slice());
 }
+
+/// SIGTERM stops `chorus peer` in the middle of an announce round: an edge that accepts the
+/// connection and never answers holds a round for the request timeout (10 s), and the signal
+/// must not wait for it.
+#[test]
+fn a_signal_ends_an_announce_round_in_progress() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let edge = format!("http://{}", silent.local_addr().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(support::bin())
+        .args(["peer", "--edge", &edge, "--cache-dir", s(dir.path()), "--no-mdns"])
+        .args(["--p2p-listen", "/ip4/127.0.0.1/tcp/0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The announce is under way once its connection is accepted; held open, never answered.
+    let (_held, _) = silent.accept().unwrap();
+    let signalled = Instant::now();
+    let _ = rustix::process::kill_process(rustix::process::Pid::from_child(&child), rustix::process::Signal::TERM);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(signalled.elapsed() < Duration::from_secs(60), "chorus peer did not stop after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    // Generous, and still short of the 10 s the unanswered request would have held it.
+    assert!(signalled.elapsed() < Duration::from_secs(8), "stopped after {:?}", signalled.elapsed());
+}

@@ -53,8 +53,8 @@ enum Rejected {
     WrongBytes,
     /// The local cache could not store the chunk: the track fails.
     Cache(std::io::Error),
-    /// The source cannot be used as configured (see `ClientError::is_retryable`): never asked
-    /// again for this track.
+    /// The source cannot be used (an edge as configured, see `ClientError::is_retryable`; a
+    /// banned peer; our stopped peer node): never asked again for this track.
     Unusable,
 }
 
@@ -293,6 +293,10 @@ impl Driver {
                     return match peer.fetch(peer_id, id, inner.cfg.token.clone()).await {
                         Ok(bytes) => Ok((bytes, t.elapsed(), false)),
                         Err(chorus_peer::PeerError::WrongChunk(_)) => Err(Rejected::WrongBytes),
+                        // A banned peer, or our own node stopped: asking this source again
+                        // cannot help.
+                        Err(chorus_peer::PeerError::Banned(_)) => Err(Rejected::Unusable),
+                        Err(e) if !e.is_retryable() => Err(Rejected::Unusable),
                         Err(_) => Err(Rejected::Failed),
                     };
                 }

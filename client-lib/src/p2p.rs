@@ -2,6 +2,7 @@
 //! (the edges' tracker first, then Kademlia, plus mDNS neighbours), and announcing what its
 //! cache holds.
 
+use chorus_core::error::Chain;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,7 +48,7 @@ pub(crate) async fn announce_held(
     let store = Arc::new(chorus_peer::DirStore::new(dir));
     for (edge, r) in chorus_peer::tracker::announce_held(http, peer, store, edges, token, announced).await {
         if let Err(error) = r {
-            tracing::debug!(%edge, %error, "announce failed");
+            tracing::debug!(%edge, error = %chorus_core::error::Chain(&error), "announce failed");
         }
     }
 }
@@ -81,7 +82,7 @@ pub(crate) async fn start(inner: &Inner) -> Option<Arc<Peer>> {
     let p = match Peer::start(cfg, store, key, &prometheus::Registry::new()) {
         Ok(p) => Arc::new(p),
         Err(e) => {
-            tracing::warn!(error = %e, "peer node did not start; fetching from edges only");
+            tracing::warn!(error = %Chain(&e), "peer node did not start; fetching from edges only");
             return None;
         }
     };
@@ -89,13 +90,21 @@ pub(crate) async fn start(inner: &Inner) -> Option<Arc<Peer>> {
     // until it is dropped.
     if let Some((dir, _)) = inner.cfg.cache.clone() {
         let weak = Arc::downgrade(&p);
+        let stopped = p.stopped();
         let (http, edges, token) = (inner.http.clone(), inner.cfg.edges.clone(), inner.cfg.token.clone());
         tokio::spawn(async move {
             let mut announced = Vec::new();
-            loop {
-                tokio::time::sleep(REANNOUNCE).await;
-                let Some(peer) = weak.upgrade() else { return };
-                announce_held(&http, &peer, &dir, &edges, token.as_deref(), &mut announced).await;
+            let rounds = async {
+                loop {
+                    tokio::time::sleep(REANNOUNCE).await;
+                    let Some(peer) = weak.upgrade() else { return };
+                    announce_held(&http, &peer, &dir, &edges, token.as_deref(), &mut announced).await;
+                }
+            };
+            // The loop ends with the node, mid-announce included.
+            tokio::select! {
+                () = stopped => {}
+                () = rounds => {}
             }
         });
     }

@@ -21,7 +21,7 @@ const MAX_KEY_FILE: u64 = 16 * 1024;
 #[non_exhaustive]
 pub enum KeyError {
     /// The file could not be read or written.
-    #[error("key file {path}: {source}")]
+    #[error("key file {path}")]
     Io {
         /// The file.
         path: PathBuf,

@@ -7,6 +7,7 @@
 //! - [`http`]: one front serving a handler over HTTP/1.1, HTTP/2 and HTTP/3, and a client;
 //! - [`hls`]: HLS playlists generated from a manifest;
 //! - [`metrics`]: the Prometheus registry helpers; [`rate`]: the token bucket every limit uses;
+//! - [`error`]: causes inside typed errors, and printing an error with its causes;
 //! - [`units`]: sizes (`512MiB`) and durations (`30s`) as the CLI and config files write them;
 //! - [`fsutil`]: crash-safe file writes; [`chunkdir`]: the on-disk layout of chunk directories.
 //!
@@ -16,6 +17,7 @@
 pub mod api;
 pub mod chunkdir;
 pub mod cmaf;
+pub mod error;
 pub mod fsutil;
 pub mod hls;
 pub mod http;

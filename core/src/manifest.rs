@@ -15,6 +15,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use ed25519_dalek::{Signature as Ed25519Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Cause, cause, message};
 use crate::id::{ChunkId, RenditionId, TrackId};
 use crate::keys::key_id;
 
@@ -137,8 +138,8 @@ pub enum ManifestError {
     #[error("manifest is {0} bytes, larger than the {max} byte limit", max = limits::MAX_BYTES)]
     TooLarge(usize),
     /// Not JSON, or JSON of the wrong shape.
-    #[error("malformed manifest: {0}")]
-    Malformed(String),
+    #[error("malformed manifest")]
+    Malformed(#[source] Cause),
     /// A `format` other than [`FORMAT`].
     #[error("unsupported manifest format {0:?} (this version reads {FORMAT:?})")]
     UnsupportedFormat(String),
@@ -187,7 +188,7 @@ impl Manifest {
     pub fn signing_bytes(&self) -> Result<Vec<u8>, ManifestError> {
         let mut unsigned = self.clone();
         unsigned.signature = None;
-        serde_jcs::to_vec(&unsigned).map_err(|e| ManifestError::Malformed(e.to_string()))
+        serde_jcs::to_vec(&unsigned).map_err(|e| ManifestError::Malformed(cause(e)))
     }
 
     /// Checks the contents, then signs with `key`, replacing any previous signature.
@@ -211,7 +212,7 @@ impl Manifest {
     /// # Errors
     /// [`ManifestError::Malformed`] if serialisation fails.
     pub fn to_json(&self) -> Result<Vec<u8>, ManifestError> {
-        serde_jcs::to_vec(self).map_err(|e| ManifestError::Malformed(e.to_string()))
+        serde_jcs::to_vec(self).map_err(|e| ManifestError::Malformed(cause(e)))
     }
 
     /// Verifies `bytes` against the pinned origin `key`, then parses and validates them.
@@ -224,16 +225,16 @@ impl Manifest {
             return Err(ManifestError::TooLarge(bytes.len()));
         }
         let mut value: serde_json::Value =
-            serde_json::from_slice(bytes).map_err(|e| ManifestError::Malformed(e.to_string()))?;
-        let obj = value.as_object_mut().ok_or_else(|| ManifestError::Malformed("not a JSON object".to_owned()))?;
+            serde_json::from_slice(bytes).map_err(|e| ManifestError::Malformed(cause(e)))?;
+        let obj = value.as_object_mut().ok_or_else(|| ManifestError::Malformed(message("not a JSON object")))?;
         match obj.get("format").and_then(|f| f.as_str()) {
             Some(FORMAT) => {}
             Some(other) => return Err(ManifestError::UnsupportedFormat(other.to_owned())),
-            None => return Err(ManifestError::Malformed("missing \"format\"".to_owned())),
+            None => return Err(ManifestError::Malformed(message("missing \"format\""))),
         }
         let sig_value = obj.remove("signature").ok_or(ManifestError::Unsigned)?;
-        let sig: Signature =
-            serde_json::from_value(sig_value).map_err(|e| ManifestError::Malformed(format!("signature: {e}")))?;
+        let sig: Signature = serde_json::from_value(sig_value)
+            .map_err(|e| ManifestError::Malformed(message(format!("signature: {e}"))))?;
         if sig.alg != "ed25519" {
             return Err(ManifestError::UnsupportedAlgorithm(sig.alg));
         }
@@ -246,9 +247,9 @@ impl Manifest {
             .ok()
             .and_then(|v| v.try_into().ok())
             .ok_or(ManifestError::BadSignature)?;
-        let signed = serde_jcs::to_vec(&value).map_err(|e| ManifestError::Malformed(e.to_string()))?;
+        let signed = serde_jcs::to_vec(&value).map_err(|e| ManifestError::Malformed(cause(e)))?;
         key.verify(&signed, &Ed25519Signature::from_bytes(&raw)).map_err(|_| ManifestError::BadSignature)?;
-        let mut manifest: Self = serde_json::from_value(value).map_err(|e| ManifestError::Malformed(e.to_string()))?;
+        let mut manifest: Self = serde_json::from_value(value).map_err(|e| ManifestError::Malformed(cause(e)))?;
         manifest.signature = Some(sig);
         manifest.validate()?;
         Ok(manifest)

@@ -1,5 +1,6 @@
 //! Prometheus helpers shared by every node: the text endpoint and per-request counting.
 
+use crate::error::Chain;
 use http::{Response, StatusCode};
 use prometheus::{Encoder as _, IntCounterVec, Opts, Registry, TextEncoder};
 
@@ -19,7 +20,7 @@ pub fn response(registry: &Registry) -> Response<ResponseBody> {
 /// programming error that tests catch; it is logged rather than crashing a node.
 pub fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, collector: &C) {
     if let Err(e) = registry.register(Box::new(collector.clone())) {
-        tracing::error!(error = %e, "registering a metric failed");
+        tracing::error!(error = %Chain(&e), "registering a metric failed");
     }
 }
 

@@ -4,6 +4,7 @@
 // Handlers return a ready error response as `Err`: it is built once, on the error path only.
 #![allow(clippy::result_large_err)]
 
+use chorus_core::error::Chain;
 use std::time::{Duration, SystemTime};
 
 use chorus_core::http::body::{self, BodyError};
@@ -70,7 +71,7 @@ impl Route {
 }
 
 fn fetch_error(e: &FetchError) -> Response<ResponseBody> {
-    json_error(e.status(), e)
+    json_error(e.status(), Chain(e))
 }
 
 #[derive(Debug, Deserialize)]
@@ -90,7 +91,10 @@ impl Edge {
         let Some(token) = token else {
             return Err(json_error(StatusCode::UNAUTHORIZED, TokenError::Missing));
         };
-        verifier.verify(&token, SystemTime::now()).map(Some).map_err(|e| json_error(StatusCode::UNAUTHORIZED, e))
+        verifier
+            .verify(&token, SystemTime::now())
+            .map(Some)
+            .map_err(|e| json_error(StatusCode::UNAUTHORIZED, Chain(&e)))
     }
 
     fn scope_track(claims: Option<&Claims>, track: &TrackId) -> Result<(), Response<ResponseBody>> {
@@ -131,9 +135,9 @@ impl Edge {
 
     async fn json_body<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, Response<ResponseBody>> {
         let bytes = body::read_to_bytes(body, MAX_JSON_BODY, BODY_TIMEOUT).await.map_err(|e| match e {
-            BodyError::TooLarge(_) => json_error(StatusCode::PAYLOAD_TOO_LARGE, e),
-            BodyError::Stalled(_) => json_error(StatusCode::REQUEST_TIMEOUT, e),
-            _ => json_error(StatusCode::BAD_REQUEST, e),
+            BodyError::TooLarge(_) => json_error(StatusCode::PAYLOAD_TOO_LARGE, Chain(&e)),
+            BodyError::Stalled(_) => json_error(StatusCode::REQUEST_TIMEOUT, Chain(&e)),
+            _ => json_error(StatusCode::BAD_REQUEST, Chain(&e)),
         })?;
         serde_json::from_slice(&bytes).map_err(|e| json_error(StatusCode::BAD_REQUEST, format!("bad JSON body: {e}")))
     }
@@ -190,7 +194,7 @@ impl Edge {
                 }
                 let track = match TrackId::parse(track) {
                     Ok(t) => t,
-                    Err(e) => return (Route::Peers, json_error(StatusCode::BAD_REQUEST, e), None),
+                    Err(e) => return (Route::Peers, json_error(StatusCode::BAD_REQUEST, Chain(&e)), None),
                 };
                 if let Err(r) = Self::scope_track(claims.as_ref(), &track) {
                     return (Route::Peers, r, None);
@@ -249,7 +253,7 @@ impl Edge {
     async fn get_manifest(&self, track: &str, req: &Parts, claims: Option<&Claims>) -> Response<ResponseBody> {
         let track = match TrackId::parse(track) {
             Ok(t) => t,
-            Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
+            Err(e) => return json_error(StatusCode::BAD_REQUEST, Chain(&e)),
         };
         if let Err(r) = Self::scope_track(claims, &track) {
             return r;
@@ -285,7 +289,7 @@ impl Edge {
     ) -> (Response<ResponseBody>, Option<&'static str>) {
         let (id, content_type) = match parse_chunk_segment(chunk) {
             Ok(x) => x,
-            Err(e) => return (json_error(StatusCode::BAD_REQUEST, e), None),
+            Err(e) => return (json_error(StatusCode::BAD_REQUEST, Chain(&e)), None),
         };
         if let Err(r) = self.scope_chunk(claims, &id) {
             return (r, None);
@@ -311,7 +315,7 @@ impl Edge {
     ) -> Response<ResponseBody> {
         let track = match TrackId::parse(track) {
             Ok(t) => t,
-            Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
+            Err(e) => return json_error(StatusCode::BAD_REQUEST, Chain(&e)),
         };
         if let Err(r) = Self::scope_track(claims, &track) {
             return r;
@@ -340,8 +344,8 @@ impl Edge {
         self.0.metrics.tracker_peers.set(i64::try_from(entries).unwrap_or(i64::MAX));
         match result {
             Ok(()) => empty(StatusCode::NO_CONTENT),
-            Err(e @ TrackerError::Invalid(_)) => json_error(StatusCode::BAD_REQUEST, e),
-            Err(e @ TrackerError::Full) => json_error(StatusCode::SERVICE_UNAVAILABLE, e),
+            Err(e @ TrackerError::Invalid(_)) => json_error(StatusCode::BAD_REQUEST, Chain(&e)),
+            Err(e @ TrackerError::Full) => json_error(StatusCode::SERVICE_UNAVAILABLE, Chain(&e)),
             Err(TrackerError::RateLimited(after)) => {
                 let mut r =
                     json_error(StatusCode::TOO_MANY_REQUESTS, format!("too many announces; retry in {after:?}"));
@@ -360,7 +364,7 @@ impl Edge {
             return r;
         }
         if let Err(e) = b.validate() {
-            return json_error(StatusCode::BAD_REQUEST, e);
+            return json_error(StatusCode::BAD_REQUEST, Chain(&e));
         }
         let m = &self.0.metrics;
         m.qoe_beacons.inc();

@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use chorus_core::error::{Cause, Chain, cause, message};
 use chorus_core::keys::VerifyingKey;
-use chorus_core::manifest::Manifest;
+use chorus_core::manifest::{Manifest, ManifestError};
 use chorus_core::{ChunkId, TrackId};
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use lru::LruCache;
@@ -116,7 +117,7 @@ impl Manifests {
             .get(
                 track.clone(),
                 move || async move { this.refresh(&t, cached, &ups).await },
-                FetchError::Failed("manifest fetch lost".into()),
+                FetchError::Lost("manifest fetch"),
             )
             .await;
         result
@@ -134,11 +135,11 @@ impl Manifests {
             headers.insert(header::IF_NONE_MATCH, etag);
         }
         let key = self.origin_key;
-        let check = move |r: &Response<Bytes>| -> Result<(), String> {
+        let check = move |r: &Response<Bytes>| -> Result<(), Cause> {
             match r.status() {
                 StatusCode::NOT_MODIFIED => Ok(()),
-                StatusCode::OK => parse(r.body(), key.as_ref()).map(|_| ()),
-                s => Err(format!("unexpected status {s}")),
+                StatusCode::OK => parse(r.body(), key.as_ref()).map(|_| ()).map_err(cause),
+                s => Err(message(format!("unexpected status {s}"))),
             }
         };
         let path = format!("/v1/tracks/{track}/manifest");
@@ -155,17 +156,16 @@ impl Manifests {
                     self.store(track, e.clone());
                     Ok((e, Freshness::Revalidated))
                 }
-                None => Err(FetchError::Failed("upstream answered 304 to an unconditional request".into())),
+                None => Err(FetchError::Mismatch("304 to an unconditional request".into())),
             },
             Ok(r) => {
                 let etag = r.headers().get(header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_owned);
                 let age = max_age(r.headers());
-                let manifest = parse(r.body(), key.as_ref()).map_err(FetchError::Failed)?;
+                // The check above passed, so this parses; the answer is re-read, not trusted.
+                let manifest = parse(r.body(), key.as_ref())
+                    .map_err(|e| FetchError::BadAnswer { url: "upstream".into(), why: cause(e) })?;
                 if manifest.track_id != *track {
-                    return Err(FetchError::Failed(format!(
-                        "upstream sent the manifest of {} for {track}",
-                        manifest.track_id
-                    )));
+                    return Err(FetchError::Mismatch(format!("the manifest of {} for {track}", manifest.track_id)));
                 }
                 let e = Arc::new(Entry {
                     bytes: r.into_body(),
@@ -183,7 +183,7 @@ impl Manifests {
             }
             Err(err) => match cached {
                 Some(old) => {
-                    warn!(track = %track, error = %err, "upstreams unavailable; serving a stale manifest");
+                    warn!(track = %track, error = %Chain(&err), "upstreams unavailable; serving a stale manifest");
                     Ok((old, Freshness::Stale))
                 }
                 None => Err(err),
@@ -235,15 +235,15 @@ impl Manifests {
 }
 
 /// Parses (and, with a key, verifies) a manifest from upstream.
-fn parse(bytes: &[u8], key: Option<&VerifyingKey>) -> Result<Manifest, String> {
+fn parse(bytes: &[u8], key: Option<&VerifyingKey>) -> Result<Manifest, ManifestError> {
     match key {
-        Some(k) => Manifest::verify(bytes, k).map_err(|e| e.to_string()),
+        Some(k) => Manifest::verify(bytes, k),
         None => {
             if bytes.len() > chorus_core::manifest::limits::MAX_BYTES {
-                return Err("manifest too large".into());
+                return Err(ManifestError::TooLarge(bytes.len()));
             }
-            let m: Manifest = serde_json::from_slice(bytes).map_err(|e| format!("malformed manifest: {e}"))?;
-            m.validate().map_err(|e| e.to_string())?;
+            let m: Manifest = serde_json::from_slice(bytes).map_err(|e| ManifestError::Malformed(cause(e)))?;
+            m.validate()?;
             Ok(m)
         }
     }

@@ -3,6 +3,7 @@
 //! [`Edge`] is cheap to clone (one `Arc`); background work (prefetch, warming, health checks)
 //! holds a clone.
 
+use chorus_core::error::Chain;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -264,11 +265,7 @@ impl Edge {
         let (result, role) = self
             .0
             .chunks
-            .get(
-                id,
-                move || async move { edge.fetch_and_store(id, false).await },
-                FetchError::Failed("fetch task lost".into()),
-            )
+            .get(id, move || async move { edge.fetch_and_store(id, false).await }, FetchError::Lost("chunk fetch"))
             .await;
         match role {
             Role::Leader => m.cache_requests.with_label_values(&["miss", "none"]).inc(),
@@ -395,11 +392,7 @@ impl Edge {
             let (r, role) = edge
                 .0
                 .chunks
-                .get(
-                    id,
-                    move || async move { e2.fetch_and_store(id, true).await },
-                    FetchError::Failed("prefetch lost".into()),
-                )
+                .get(id, move || async move { e2.fetch_and_store(id, true).await }, FetchError::Lost("prefetch"))
                 .await;
             // Counted only when this prefetch fetched and stored the chunk, so that every
             // `issued` can later be `used` or `wasted`.
@@ -407,7 +400,7 @@ impl Edge {
                 edge.0.metrics.prefetch.with_label_values(&["issued"]).inc();
             }
             if let Err(e) = r {
-                debug!(chunk = %id, error = %e, "prefetch failed");
+                debug!(chunk = %id, error = %Chain(&e), "prefetch failed");
             }
         });
     }
@@ -472,7 +465,7 @@ impl Edge {
                         edge.prefetch(id, queue);
                     }
                 }
-                Err(e) => warn!(track = %track, error = %e, "warming failed"),
+                Err(e) => warn!(track = %track, error = %Chain(&e), "warming failed"),
             }
         });
         true

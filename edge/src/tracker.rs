@@ -63,8 +63,8 @@ pub use chorus_core::api::{Announce, MAX_ADDR_LEN, MAX_ADDRS, MAX_PEER_ID_LEN, M
 #[non_exhaustive]
 pub enum TrackerError {
     /// The announce breaks a bound or a format rule (400).
-    #[error("invalid announce: {0}")]
-    Invalid(String),
+    #[error("invalid announce")]
+    Invalid(#[from] chorus_core::api::Invalid),
     /// The source announces too often (429); retry after the given time.
     #[error("too many announces from this address; retry in {0:?}")]
     RateLimited(Duration),
@@ -143,7 +143,7 @@ impl Tracker {
     /// [`TrackerError::Invalid`] for a malformed announce, [`TrackerError::RateLimited`] when
     /// `source` has used its budget.
     pub fn announce(&mut self, now: Instant, source: IpAddr, ann: Announce) -> Result<(), TrackerError> {
-        ann.validate().map_err(|e| TrackerError::Invalid(e.0))?;
+        ann.validate()?;
         self.take_token(now, source)?;
         // At most one expiry sweep per announce, however many tracks it names, and at most one
         // per SWEEP_GAP over all announces.

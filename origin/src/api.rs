@@ -1,5 +1,6 @@
 //! The origin's HTTP API (docs/protocol.md §3): the read API every node serves, plus the admin upload.
 
+use chorus_core::error::Chain;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,8 +105,8 @@ impl Origin {
                 self.metrics.tracks.set(i64::try_from(tracks).unwrap_or(i64::MAX));
                 self.metrics.chunks.set(i64::try_from(chunks).unwrap_or(i64::MAX));
             }
-            Ok(Err(e)) => warn!(error = %e, "counting the store failed"),
-            Err(e) => warn!(error = %e, "counting the store panicked"),
+            Ok(Err(e)) => warn!(error = %Chain(&e), "counting the store failed"),
+            Err(e) => warn!(error = %Chain(&e), "counting the store panicked"),
         }
     }
 
@@ -160,7 +161,7 @@ impl Origin {
     async fn manifest(&self, track: &str, req: &Parts) -> Response<ResponseBody> {
         let track = match TrackId::parse(track) {
             Ok(t) => t,
-            Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
+            Err(e) => return json_error(StatusCode::BAD_REQUEST, Chain(&e)),
         };
         let doc = match self.load_manifest(&track).await {
             Ok(Some(d)) => d,
@@ -198,7 +199,7 @@ impl Origin {
     async fn chunk(&self, chunk: &str, req: &Parts) -> Response<ResponseBody> {
         let (id, content_type) = match parse_chunk_segment(chunk) {
             Ok(parsed) => parsed,
-            Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
+            Err(e) => return json_error(StatusCode::BAD_REQUEST, Chain(&e)),
         };
         let store = self.store.clone();
         let read = tokio::task::spawn_blocking(move || store.get_chunk(&id)).await.unwrap_or_else(|e| {
@@ -218,7 +219,7 @@ impl Origin {
     async fn playlist(&self, track: &str, file: &str, req: &Parts) -> Response<ResponseBody> {
         let track = match TrackId::parse(track) {
             Ok(t) => t,
-            Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
+            Err(e) => return json_error(StatusCode::BAD_REQUEST, Chain(&e)),
         };
         let Some(name) = file.strip_suffix(".m3u8") else {
             return json_error(StatusCode::NOT_FOUND, "playlists end in .m3u8");
@@ -247,7 +248,7 @@ impl Origin {
         }
         let track = match TrackId::parse(track) {
             Ok(t) => t,
-            Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
+            Err(e) => return json_error(StatusCode::BAD_REQUEST, Chain(&e)),
         };
         let q = req.uri.query().map(str::to_owned);
         let mode = match query_param(q.as_deref(), "mode").as_deref().map(str::parse::<Mode>) {
@@ -313,16 +314,16 @@ impl Origin {
             }
             Err(e) if e.is_input_error() => {
                 self.metrics.ingests.with_label_values(&["rejected"]).inc();
-                json_error(StatusCode::UNPROCESSABLE_ENTITY, e)
+                json_error(StatusCode::UNPROCESSABLE_ENTITY, Chain(&e))
             }
             Err(e @ IngestError::FfmpegMissing) => {
                 self.metrics.ingests.with_label_values(&["rejected"]).inc();
-                json_error(StatusCode::NOT_IMPLEMENTED, e)
+                json_error(StatusCode::NOT_IMPLEMENTED, Chain(&e))
             }
             Err(e) => {
                 self.metrics.ingests.with_label_values(&["failed"]).inc();
-                error!(track = %track, error = %e, "ingest failed");
-                json_error(StatusCode::INTERNAL_SERVER_ERROR, e)
+                error!(track = %track, error = %Chain(&e), "ingest failed");
+                json_error(StatusCode::INTERNAL_SERVER_ERROR, Chain(&e))
             }
         }
     }
@@ -344,9 +345,9 @@ impl Origin {
                     return Err(json_error(StatusCode::PAYLOAD_TOO_LARGE, format!("upload larger than {m} bytes")));
                 }
                 Err(e @ BodyError::Stalled(_)) => {
-                    return Err(json_error(StatusCode::REQUEST_TIMEOUT, e));
+                    return Err(json_error(StatusCode::REQUEST_TIMEOUT, Chain(&e)));
                 }
-                Err(e) => return Err(json_error(StatusCode::BAD_REQUEST, e)),
+                Err(e) => return Err(json_error(StatusCode::BAD_REQUEST, Chain(&e))),
             }
         }
         if seen == 0 {

@@ -15,6 +15,7 @@
 //! whose bytes do not hash to its name (disk corruption, an operator's mistake) is moved to
 //! `quarantine/` and reported, never served.
 
+use chorus_core::error::Chain;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -28,7 +29,7 @@ use tracing::error;
 #[non_exhaustive]
 pub enum StoreError {
     /// Reading or writing the store failed.
-    #[error("store {path}: {source}")]
+    #[error("store {path}")]
     Io {
         /// The file or directory.
         path: PathBuf,
@@ -138,7 +139,7 @@ impl Store {
                 error!(chunk = %id, quarantined = %dest.display(), "chunk on disk does not match its hash")
             }
             Err(e) => {
-                error!(chunk = %id, error = %e, "chunk on disk does not match its hash, and quarantining it failed")
+                error!(chunk = %id, error = %Chain(&e), "chunk on disk does not match its hash, and quarantining it failed")
             }
         }
         Err(StoreError::Corrupt(*id))

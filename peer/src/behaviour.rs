@@ -11,7 +11,9 @@ use libp2p::swarm::{NetworkBehaviour, behaviour::toggle::Toggle};
 use libp2p::{StreamProtocol, Swarm, identify, mdns, noise, ping, tcp, yamux};
 
 use crate::config::{MemoryLimit, PeerConfig};
-use crate::error::PeerError;
+use chorus_core::error::cause;
+
+use crate::error::{PeerError, start};
 use crate::wire::{CHUNK_PROTOCOL, ChunkCodec, HAVE_PROTOCOL, HaveCodec};
 
 /// Kademlia's protocol name in chorus swarms (docs/protocol.md §5).
@@ -49,7 +51,6 @@ pub(crate) struct Behaviour {
 /// A swarm for `cfg` under identity `key`, listening on `cfg.listen`, with `cfg.external`
 /// as its external addresses and `cfg.bootstrap` in its Kademlia table.
 pub(crate) fn build(cfg: &PeerConfig, key: Keypair) -> Result<Swarm<Behaviour>, PeerError> {
-    let start = |e: &dyn std::fmt::Display| PeerError::Start(e.to_string());
     let timeout = cfg.request_timeout;
     let max_conns = cfg.max_connections;
     let want_mdns = cfg.mdns;
@@ -69,10 +70,10 @@ pub(crate) fn build(cfg: &PeerConfig, key: Keypair) -> Result<Swarm<Behaviour>, 
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, muxer)
-        .map_err(|e| start(&e))?
+        .map_err(start("the TCP transport"))?
         .with_quic()
         .with_relay_client(noise::Config::new, muxer)
-        .map_err(|e| start(&e))?
+        .map_err(start("the relay client"))?
         .with_behaviour(|key, relay_client| {
             let id = key.public().to_peer_id();
             let rr = request_response::Config::default()
@@ -109,14 +110,14 @@ pub(crate) fn build(cfg: &PeerConfig, key: Keypair) -> Result<Swarm<Behaviour>, 
                 ),
             }
         })
-        .map_err(|e| start(&e))?
+        .map_err(|never| match never {})?
         .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE))
         .build();
     for addr in &cfg.external {
         swarm.add_external_address(addr.clone());
     }
     for addr in &cfg.listen {
-        swarm.listen_on(addr.clone()).map_err(|e| PeerError::Start(format!("listening on {addr}: {e}")))?;
+        swarm.listen_on(addr.clone()).map_err(|e| PeerError::Listen { addr: addr.to_string(), source: cause(e) })?;
     }
     for addr in &cfg.bootstrap {
         if let Some(libp2p::multiaddr::Protocol::P2p(id)) = addr.iter().last() {

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chorus_core::ChunkId;
+use chorus_core::error::{Chain, cause};
 use futures_util::StreamExt as _;
 use libp2p::kad;
 use libp2p::request_response::{self, OutboundRequestId};
@@ -25,7 +26,7 @@ use tracing::{debug, info, warn};
 
 use crate::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
 use crate::config::PeerConfig;
-use crate::error::{PeerError, chain};
+use crate::error::PeerError;
 use crate::metrics::PeerMetrics;
 use crate::node::{Command, FetchReply};
 use crate::relay::{NatGuess, RelayState};
@@ -114,7 +115,7 @@ impl Driver {
                         }
                     },
                     Err(e) => {
-                        let _ = reply.send(Err(PeerError::Failed(format!("dialling {addr}: {}", chain(&e)))));
+                        let _ = reply.send(Err(PeerError::Dial { to: addr.to_string(), source: cause(e) }));
                     }
                 }
             }
@@ -123,7 +124,7 @@ impl Driver {
                     .swarm
                     .listen_on(addr.clone())
                     .map(|_| ())
-                    .map_err(|e| PeerError::Failed(format!("{addr}: {e}")));
+                    .map_err(|e| PeerError::Listen { addr: addr.to_string(), source: cause(e) });
                 let _ = reply.send(r);
             }
             Command::Fetch { peer, id, token, reply } => {
@@ -145,7 +146,7 @@ impl Driver {
             Command::Provide(track) => {
                 let key = kad::RecordKey::new(&track.as_str());
                 if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(key) {
-                    debug!(error = %e, %track, "cannot announce on Kademlia");
+                    debug!(error = %Chain(&e), %track, "cannot announce on Kademlia");
                 }
             }
             Command::Unprovide(track) => {
@@ -195,8 +196,9 @@ impl Driver {
             }
             SwarmEvent::ConnectionClosed { .. } => self.metrics.connections.dec(),
             SwarmEvent::OutgoingConnectionError { peer_id: Some(p), error, .. } => {
+                let source = cause(error);
                 for r in self.dials.remove(&p).unwrap_or_default() {
-                    let _ = r.send(Err(PeerError::Failed(chain(&error))));
+                    let _ = r.send(Err(PeerError::Dial { to: p.to_string(), source: source.clone() }));
                 }
             }
             SwarmEvent::Behaviour(b) => self.behaviour(b),
@@ -295,7 +297,7 @@ impl Driver {
                 info!(relay = %id, nat = ?self.relays.nat, "not reachable directly; reserving a relay circuit");
                 self.relays.listener = Some(l);
             }
-            Err(e) => warn!(%circuit, error = %e, "relay circuit refused"),
+            Err(e) => warn!(%circuit, error = %Chain(&e), "relay circuit refused"),
         }
     }
 
@@ -337,7 +339,7 @@ impl Driver {
             }
             E::OutboundFailure { request_id, error, .. } => {
                 if let Some((_, _, reply)) = self.fetches.remove(&request_id) {
-                    let _ = reply.send(Err(PeerError::Failed(error.to_string())));
+                    let _ = reply.send(Err(PeerError::Request(cause(error))));
                 }
             }
             E::ResponseSent { request_id, .. } => {
@@ -426,7 +428,7 @@ impl Driver {
             }
             E::OutboundFailure { request_id, error, .. } => {
                 if let Some(reply) = self.haves.remove(&request_id) {
-                    let _ = reply.send(Err(PeerError::Failed(error.to_string())));
+                    let _ = reply.send(Err(PeerError::Request(cause(error))));
                 }
             }
             E::ResponseSent { .. } | E::InboundFailure { .. } => {}

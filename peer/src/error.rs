@@ -1,16 +1,41 @@
 //! Why talking to a peer failed ([`PeerError`]).
 
+use chorus_core::error::Cause;
 use libp2p::PeerId;
 
 use crate::wire::Status;
 
-/// Why talking to a peer failed, and whether asking elsewhere can help (it always can).
+/// Why talking to a peer failed, and whether asking elsewhere can help.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum PeerError {
-    /// The node could not start (bad listen address, transport set-up).
-    #[error("peer node: {0}")]
-    Start(String),
+    /// The node could not start (identity file, transport set-up, listen address).
+    #[error("starting the peer node: {what}")]
+    Start {
+        /// What was being set up.
+        what: String,
+        /// What failed.
+        #[source]
+        source: Cause,
+    },
+    /// A listen address was refused.
+    #[error("listening on {addr}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        #[source]
+        source: Cause,
+    },
+    /// A connection to a peer could not be made.
+    #[error("dialling {to}")]
+    Dial {
+        /// The address or peer id dialled.
+        to: String,
+        /// Why.
+        #[source]
+        source: Cause,
+    },
     /// The peer sent bytes that are not the chunk asked for; it is now banned.
     #[error("peer {0} sent a wrong chunk; banned")]
     WrongChunk(PeerId),
@@ -20,9 +45,9 @@ pub enum PeerError {
     /// The peer answered with a status other than OK.
     #[error("peer answered {0:?}")]
     Refused(Status),
-    /// Dialling, the stream or the request failed (or timed out).
-    #[error("peer request failed: {0}")]
-    Failed(String),
+    /// The stream or the request failed (or timed out) on a connection.
+    #[error("peer request failed")]
+    Request(#[source] Cause),
     /// The node has stopped.
     #[error("peer node stopped")]
     Stopped,
@@ -30,24 +55,17 @@ pub enum PeerError {
 
 impl PeerError {
     /// Whether asking again (this peer later, or another source now) can help: every failure
-    /// but a node that could not start or has stopped.
+    /// of one peer can; a node that could not start, refused an address or has stopped cannot.
     #[must_use]
     pub const fn is_retryable(&self) -> bool {
-        !matches!(self, Self::Start(_) | Self::Stopped)
+        !matches!(self, Self::Start { .. } | Self::Listen { .. } | Self::Stopped)
     }
 }
 
-/// An error with its causes, `outer: inner: …` (libp2p's outer errors say little alone).
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let c_text = c.to_string();
-        if !out.contains(&c_text) {
-            out.push_str(": ");
-            out.push_str(&c_text);
-        }
-        cause = c.source();
-    }
-    out
+/// Makes a [`PeerError::Start`] for `what` out of the error that stopped it.
+pub(crate) fn start<E: std::error::Error + Send + Sync + 'static>(
+    what: impl Into<String>,
+) -> impl FnOnce(E) -> PeerError {
+    let what = what.into();
+    move |e| PeerError::Start { what, source: chorus_core::error::cause(e) }
 }

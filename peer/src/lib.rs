@@ -36,18 +36,18 @@ pub use store::{DirStore, NoChunks, Store};
 /// # Errors
 /// [`PeerError::Start`] when the file cannot be read, written or decoded.
 pub fn load_or_create_identity(path: &std::path::Path) -> Result<libp2p::identity::Keypair, PeerError> {
-    let err = |e: &dyn std::fmt::Display| PeerError::Start(format!("identity {}: {e}", path.display()));
+    let what = || format!("identity {}", path.display());
     match std::fs::read(path) {
-        Ok(bytes) => libp2p::identity::Keypair::from_protobuf_encoding(&bytes).map_err(|e| err(&e)),
+        Ok(bytes) => libp2p::identity::Keypair::from_protobuf_encoding(&bytes).map_err(error::start(what())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = libp2p::identity::Keypair::generate_ed25519();
-            let bytes = key.to_protobuf_encoding().map_err(|e| err(&e))?;
+            let bytes = key.to_protobuf_encoding().map_err(error::start(what()))?;
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
+                std::fs::create_dir_all(dir).map_err(error::start(what()))?;
             }
-            chorus_core::fsutil::write_atomic(path, &bytes, 0o600).map_err(|e| err(&e))?;
+            chorus_core::fsutil::write_atomic(path, &bytes, 0o600).map_err(error::start(what()))?;
             Ok(key)
         }
-        Err(e) => Err(err(&e)),
+        Err(e) => Err(error::start(what())(e)),
     }
 }

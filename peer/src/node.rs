@@ -49,10 +49,14 @@ pub struct Peer {
     discovered: watch::Receiver<HashSet<PeerId>>,
     metrics: PeerMetrics,
     task: tokio::task::JoinHandle<()>,
+    /// Cancelled when the handle is dropped, so loops that work for this node (re-announcing)
+    /// end with it instead of at their next wake-up.
+    stopped: tokio_util::sync::CancellationToken,
 }
 
 impl Drop for Peer {
     fn drop(&mut self) {
+        self.stopped.cancel();
         self.task.abort();
     }
 }
@@ -102,7 +106,12 @@ impl Peer {
         }
         let external = driver.cfg.external.clone();
         let task = tokio::spawn(driver.run(rx, loaded));
-        Ok(Self { peer_id, tx, addrs, external, discovered, metrics, task })
+        Ok(Self { peer_id, tx, addrs, external, discovered, metrics, task, stopped: Default::default() })
+    }
+
+    /// Completes when this node stops (its handle is dropped). Holds no reference to the node.
+    pub fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.stopped.clone().cancelled_owned()
     }
 
     /// This node's id.
@@ -156,7 +165,7 @@ impl Peer {
     /// Dials `addr` (which should end in `/p2p/<peer id>`) and waits for the connection.
     ///
     /// # Errors
-    /// [`PeerError::Failed`] when the connection cannot be made.
+    /// [`PeerError::Dial`] when the connection cannot be made.
     pub async fn dial(&self, addr: Multiaddr) -> Result<(), PeerError> {
         self.ask(|r| Command::Dial(addr, r)).await?
     }
@@ -165,7 +174,7 @@ impl Peer {
     /// node cannot be dialled directly.
     ///
     /// # Errors
-    /// [`PeerError::Failed`] when the address is refused.
+    /// [`PeerError::Listen`] when the address is refused.
     pub async fn listen_on(&self, addr: Multiaddr) -> Result<(), PeerError> {
         self.ask(|r| Command::Listen(addr, r)).await?
     }

@@ -4,8 +4,42 @@
 
 use chorus_core::TrackId;
 use chorus_core::api::{Announce, MAX_PEERS_TAKEN, TrackerAnswer};
-use chorus_core::http::client::HttpClient;
+use chorus_core::http::client::{ClientError, HttpClient};
 use libp2p::{Multiaddr, PeerId};
+
+/// Why a tracker request failed. Every one is worth retrying later.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrackerError {
+    /// The request did not get an answer (connect, timeout, transport).
+    #[error("asking the tracker at {edge}")]
+    Request {
+        /// The edge's base URL.
+        edge: String,
+        /// Why.
+        #[source]
+        source: ClientError,
+    },
+    /// The tracker answered with an error status; `body` is the start of its JSON error.
+    #[error("the tracker at {edge} answered {status}: {body}")]
+    Refused {
+        /// The edge's base URL.
+        edge: String,
+        /// Its answer.
+        status: http::StatusCode,
+        /// The first 200 bytes of its body, lossily as text.
+        body: String,
+    },
+    /// The tracker's answer is not the JSON the protocol names.
+    #[error("the tracker at {edge} sent a malformed answer")]
+    Malformed {
+        /// The edge's base URL.
+        edge: String,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+}
 
 /// The tracker takes at most this many addresses per peer.
 pub use chorus_core::api::MAX_ADDRS;
@@ -14,20 +48,35 @@ pub use chorus_core::api::MAX_RELAYS;
 /// …and this many tracks per announce.
 pub use chorus_core::api::MAX_TRACKS_PER_ANNOUNCE as MAX_TRACKS;
 
-fn request(
-    method: http::Method,
-    path: &str,
-    token: Option<&str>,
-    body: bytes::Bytes,
-) -> Result<http::Request<bytes::Bytes>, String> {
-    let mut b = http::Request::builder().method(method).uri(path);
-    if let Some(t) = token {
-        b = b.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+fn request(method: http::Method, path: &str, token: Option<&str>, body: bytes::Bytes) -> http::Request<bytes::Bytes> {
+    let mut req = http::Request::new(body);
+    *req.method_mut() = method;
+    // Paths are built here from validated ids: they always parse.
+    *req.uri_mut() = http::Uri::try_from(path).unwrap_or_default();
+    let headers = req.headers_mut();
+    if let Some(v) = token.and_then(|t| http::HeaderValue::try_from(format!("Bearer {t}")).ok()) {
+        headers.insert(http::header::AUTHORIZATION, v);
     }
-    if !body.is_empty() {
-        b = b.header(http::header::CONTENT_TYPE, "application/json");
+    if !req.body().is_empty() {
+        req.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     }
-    b.body(body).map_err(|e| e.to_string())
+    req
+}
+
+/// Sends `req` to the tracker at `edge`; an answer other than 2xx is an error.
+async fn ask(http: &HttpClient, edge: &str, req: http::Request<bytes::Bytes>) -> Result<bytes::Bytes, TrackerError> {
+    let failed = |source| TrackerError::Request { edge: edge.to_owned(), source };
+    let mut conn = http.connect(edge, false).await.map_err(failed)?;
+    let r = conn.send(req).await.map_err(failed)?;
+    if r.status().is_success() {
+        return Ok(r.into_body());
+    }
+    let body = r.body();
+    Err(TrackerError::Refused {
+        edge: edge.to_owned(),
+        status: r.status(),
+        body: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+    })
 }
 
 /// Announces the tracks `store` holds to every one of `edges`' trackers and on Kademlia, and
@@ -41,7 +90,7 @@ pub async fn announce_held(
     edges: &[String],
     token: Option<&str>,
     announced: &mut Vec<TrackId>,
-) -> Vec<(String, Result<(), String>)> {
+) -> Vec<(String, Result<(), TrackerError>)> {
     // A directory listing: on the blocking pool.
     let tracks = tokio::task::spawn_blocking(move || store.tracks()).await.unwrap_or_default();
     for gone in announced.iter().filter(|t| !tracks.contains(t)) {
@@ -75,7 +124,7 @@ pub fn announceable(peer: PeerId, addrs: &[Multiaddr]) -> Vec<Multiaddr> {
 /// (the first [`MAX_TRACKS`]).
 ///
 /// # Errors
-/// What went wrong, in words (the caller logs it and tries again later).
+/// [`TrackerError`] (the caller logs it and tries again later).
 pub async fn announce(
     http: &HttpClient,
     edge: &str,
@@ -83,23 +132,15 @@ pub async fn announce(
     addrs: &[Multiaddr],
     tracks: &[TrackId],
     token: Option<&str>,
-) -> Result<(), String> {
+) -> Result<(), TrackerError> {
     let body = Announce {
         peer_id: peer.to_string(),
         addrs: announceable(peer, addrs).iter().map(ToString::to_string).collect(),
         tracks: tracks.iter().take(MAX_TRACKS).cloned().collect(),
     };
-    let body = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
-    let mut conn = http.connect(edge, false).await.map_err(|e| e.to_string())?;
-    let r = conn
-        .send(request(http::Method::POST, "/v1/peers/announce", token, body.into())?)
-        .await
-        .map_err(|e| e.to_string())?;
-    if r.status().is_success() {
-        Ok(())
-    } else {
-        Err(format!("{edge} answered {}: {}", r.status(), String::from_utf8_lossy(r.body())))
-    }
+    // A struct of strings: serialising it cannot fail.
+    let body = serde_json::to_vec(&body).unwrap_or_default();
+    ask(http, edge, request(http::Method::POST, "/v1/peers/announce", token, body.into())).await.map(|_| ())
 }
 
 /// A tracker's answer: peers holding a track, and the relays the edge offers.
@@ -115,16 +156,17 @@ pub struct PeersAnswer {
 /// addresses, and the edge's relays. Entries that do not parse are skipped.
 ///
 /// # Errors
-/// What went wrong, in words.
-pub async fn peers(http: &HttpClient, edge: &str, track: &TrackId, token: Option<&str>) -> Result<PeersAnswer, String> {
-    let mut conn = http.connect(edge, false).await.map_err(|e| e.to_string())?;
+/// [`TrackerError`].
+pub async fn peers(
+    http: &HttpClient,
+    edge: &str,
+    track: &TrackId,
+    token: Option<&str>,
+) -> Result<PeersAnswer, TrackerError> {
     let path = format!("/v1/tracks/{track}/peers");
-    let r =
-        conn.send(request(http::Method::GET, &path, token, bytes::Bytes::new())?).await.map_err(|e| e.to_string())?;
-    if !r.status().is_success() {
-        return Err(format!("{edge} answered {}", r.status()));
-    }
-    let answer: TrackerAnswer = serde_json::from_slice(r.body()).map_err(|e| e.to_string())?;
+    let body = ask(http, edge, request(http::Method::GET, &path, token, bytes::Bytes::new())).await?;
+    let answer: TrackerAnswer =
+        serde_json::from_slice(&body).map_err(|source| TrackerError::Malformed { edge: edge.to_owned(), source })?;
     Ok(parse_answer(answer))
 }
 

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use chorus_core::error::Chain;
 use chorus_core::{ChunkId, TrackId};
 use chorus_peer::wire::Status;
 use chorus_peer::{MemoryLimit, Multiaddr, Peer, PeerConfig, PeerError, Store};
@@ -282,7 +283,7 @@ async fn a_node_over_its_memory_limit_opens_and_accepts_no_connections() {
     let (full, _) = start(full_cfg, store);
     let (other, _) = start(cfg("/ip4/127.0.0.1/tcp/0"), Arc::new(Mem::default()));
     let out = full.dial(addr_of(&other, "/tcp/").await).await;
-    assert!(matches!(out, Err(PeerError::Failed(ref e)) if e.contains("memory")), "{out:?}");
+    assert!(matches!(out, Err(ref e @ PeerError::Dial { .. }) if Chain(e).to_string().contains("memory")), "{out:?}");
     // Inbound: the connection is refused, so nothing can be fetched from the node.
     let _ = other.dial(addr_of(&full, "/tcp/").await).await;
     assert!(other.fetch(full.peer_id(), chunks[0].0, None).await.is_err());
@@ -315,4 +316,15 @@ async fn a_node_that_is_not_reachable_reserves_a_relay_circuit_by_itself() {
     assert!(circuit.to_string().ends_with(&format!("/p2p-circuit/p2p/{}", hidden.peer_id())), "{circuit}");
     seeker.dial(circuit).await.unwrap();
     assert_eq!(seeker.fetch(hidden.peer_id(), chunks[0].0, None).await.unwrap(), chunks[0].1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_for_a_node_ends_when_its_handle_is_dropped() {
+    let (p, _) = start(cfg("/ip4/127.0.0.1/tcp/0"), Arc::new(Mem::default()));
+    let stopped = p.stopped();
+    let waiting = tokio::spawn(stopped);
+    tokio::task::yield_now().await;
+    assert!(!waiting.is_finished());
+    drop(p);
+    tokio::time::timeout(Duration::from_secs(30), waiting).await.expect("stopped() completes on drop").unwrap();
 }

@@ -1,6 +1,7 @@
 //! A misbehaving upstream for tests: an HTTP server that forwards to a real origin and either
 //! corrupts chunk bodies (one bit flipped) or answers late.
 
+use chorus_core::error::Chain;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -61,7 +62,7 @@ impl Handler for Proxy {
                 }
                 full(status, "application/octet-stream", body)
             }
-            Err(e) => json_error(StatusCode::BAD_GATEWAY, e),
+            Err(e) => json_error(StatusCode::BAD_GATEWAY, Chain(&e)),
         }
     }
 }

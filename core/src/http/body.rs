@@ -24,8 +24,8 @@ pub enum BodyError {
     #[error("request body stalled: nothing received for {0:?}")]
     Stalled(Duration),
     /// The connection failed while the body was arriving.
-    #[error("reading request body: {0}")]
-    Transport(String),
+    #[error("reading request body")]
+    Transport(#[source] crate::error::Cause),
 }
 
 /// An empty request body (for tests and internal requests).

@@ -19,6 +19,7 @@ use tracing::debug;
 
 use super::Protocol;
 use super::tls::{self, ClientTls, TlsError};
+use crate::error::{Cause, Chain, cause, message};
 
 /// Why a request failed, and whether trying again (elsewhere) can help.
 #[derive(Debug, thiserror::Error)]
@@ -31,19 +32,20 @@ pub enum ClientError {
     #[error("cannot resolve {0}")]
     Resolve(String),
     /// TCP or QUIC connect failed.
-    #[error("connecting to {addr}: {reason}")]
+    #[error("connecting to {addr}")]
     Connect {
         /// The address.
         addr: String,
         /// What failed.
-        reason: String,
+        #[source]
+        source: Cause,
     },
     /// The TLS configuration is unusable.
     #[error(transparent)]
     Tls(#[from] TlsError),
     /// The request failed on an established connection.
-    #[error("request failed: {0}")]
-    Request(String),
+    #[error("request failed")]
+    Request(#[source] Cause),
     /// The response body passed the size limit.
     #[error("response body larger than {0} bytes")]
     TooLarge(u64),
@@ -58,6 +60,11 @@ impl ClientError {
     pub const fn is_retryable(&self) -> bool {
         !matches!(self, Self::BadUrl(_) | Self::Tls(_))
     }
+}
+
+/// [`ClientError::Request`] caused by `e`.
+fn request_failed(e: impl std::error::Error + Send + Sync + 'static) -> ClientError {
+    ClientError::Request(cause(e))
 }
 
 /// A client; cheap to clone.
@@ -82,7 +89,7 @@ impl HttpClient {
         let tcp_tls = tls::client_config(trust, tls::ALPN_TCP, false)?;
         let quic_tls = tls::client_config(trust, tls::ALPN_H3, true)?;
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(quic_tls)
-            .map_err(|e| ClientError::Tls(TlsError::Generate(e.to_string())))?;
+            .map_err(|e| ClientError::Tls(TlsError::Generate(cause(e))))?;
         let mut quic = quinn::ClientConfig::new(Arc::new(crypto));
         // Keep-alives while waiting on a slow answer (a server encoding an upload says nothing
         // for minutes); the server's idle timeout would otherwise close the connection.
@@ -158,17 +165,17 @@ impl HttpClient {
                 "http" | "https" => {
                     let tcp = TcpStream::connect(addr)
                         .await
-                        .map_err(|e| ClientError::Connect { addr: addr.to_string(), reason: e.to_string() })?;
+                        .map_err(|e| ClientError::Connect { addr: addr.to_string(), source: cause(e) })?;
                     let _ = tcp.set_nodelay(true);
                     if scheme == "http" {
                         handshake(tcp, h2c, "http", authority).await
                     } else {
                         let name = rustls::pki_types::ServerName::try_from(host.clone())
                             .map_err(|_| ClientError::BadUrl(base.to_owned()))?;
-                        let tls =
-                            tokio_rustls::TlsConnector::from(self.tcp_tls.clone()).connect(name, tcp).await.map_err(
-                                |e| ClientError::Connect { addr: addr.to_string(), reason: format!("TLS: {e}") },
-                            )?;
+                        let tls = tokio_rustls::TlsConnector::from(self.tcp_tls.clone())
+                            .connect(name, tcp)
+                            .await
+                            .map_err(|e| ClientError::Connect { addr: addr.to_string(), source: cause(e) })?;
                         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
                         handshake(tls, h2, "https", authority).await
                     }
@@ -180,7 +187,7 @@ impl HttpClient {
         let mut conn =
             tokio::time::timeout(self.connect_timeout, connect).await.map_err(|_| ClientError::Connect {
                 addr: authority.to_owned(),
-                reason: format!("no connection within {:?}", self.connect_timeout),
+                source: message(format!("no connection within {:?}", self.connect_timeout)),
             })??;
         conn.timeout = self.timeout;
         conn.max_body = self.max_body;
@@ -197,15 +204,15 @@ impl HttpClient {
         authority: &str,
         early: Option<&str>,
     ) -> Result<Connection, ClientError> {
-        let conn_err = |reason: String| ClientError::Connect { addr: addr.to_string(), reason };
-        let endpoint = self.endpoint(addr.is_ipv6()).map_err(|e| conn_err(e.to_string()))?;
+        let conn_err = |source: Cause| ClientError::Connect { addr: addr.to_string(), source };
+        let endpoint = self.endpoint(addr.is_ipv6()).map_err(|e| conn_err(cause(e)))?;
         let connecting = match endpoint.connect_with(self.quic.clone(), addr, host) {
             Ok(c) => c,
             Err(e) => {
                 // The endpoint is unusable (its runtime is gone, or it was closed): the next
                 // connection makes a new one.
                 self.forget_endpoint(addr.is_ipv6());
-                return Err(conn_err(e.to_string()));
+                return Err(conn_err(cause(e)));
             }
         };
         let attempt = match early {
@@ -237,7 +244,7 @@ impl HttpClient {
                     if matches!(e, quinn::ConnectionError::LocallyClosed | quinn::ConnectionError::CidsExhausted) {
                         self.forget_endpoint(addr.is_ipv6());
                     }
-                    return Err(conn_err(format!("QUIC: {e}")));
+                    return Err(conn_err(cause(e)));
                 }
             },
         };
@@ -245,7 +252,7 @@ impl HttpClient {
             Ok(pair) => pair,
             // Early data refused while HTTP/3 was setting up: its control streams are gone.
             Err(_) if early.is_some() => return Box::pin(self.connect_h3(addr, host, authority, None)).await,
-            Err(e) => return Err(conn_err(format!("HTTP/3: {e}"))),
+            Err(e) => return Err(conn_err(cause(e))),
         };
         let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mark = closed.clone();
@@ -253,7 +260,7 @@ impl HttpClient {
             let e = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
             mark.store(true, std::sync::atomic::Ordering::Relaxed);
             if !e.is_h3_no_error() {
-                debug!(error = %e, "HTTP/3 client connection closed");
+                debug!(error = %Chain(&e), "HTTP/3 client connection closed");
             }
         });
         Ok(Connection {
@@ -307,12 +314,12 @@ where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let io = TokioIo::new(io);
-    let err = |e: hyper::Error| ClientError::Connect { addr: authority.to_owned(), reason: e.to_string() };
+    let err = |e: hyper::Error| ClientError::Connect { addr: authority.to_owned(), source: cause(e) };
     let inner = if h2 {
         let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.map_err(err)?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
-                debug!(error = %e, "HTTP/2 client connection closed");
+                debug!(error = %Chain(&e), "HTTP/2 client connection closed");
             }
         });
         Inner::H2(send)
@@ -320,7 +327,7 @@ where
         let (send, conn) = hyper::client::conn::http1::handshake(io).await.map_err(err)?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
-                debug!(error = %e, "HTTP/1.1 client connection closed");
+                debug!(error = %Chain(&e), "HTTP/1.1 client connection closed");
             }
         });
         Inner::H1(send)
@@ -437,7 +444,7 @@ impl Connection {
     /// # Errors
     /// See [`Connection::send`].
     pub async fn get(&mut self, path: &str) -> Result<Response<Bytes>, ClientError> {
-        let req = Request::get(path).body(Bytes::new()).map_err(|e| ClientError::Request(e.to_string()))?;
+        let req = Request::get(path).body(Bytes::new()).map_err(request_failed)?;
         self.send(req).await
     }
 
@@ -481,7 +488,7 @@ impl Connection {
             }
             EarlyData::Pending => {}
         }
-        let again = clone_request(&req);
+        let again = super::pool::clone_request(&req);
         let first = self.send_inner(req).await;
         if first.is_ok() {
             return first;
@@ -508,29 +515,30 @@ impl Connection {
 
     async fn send_inner(&mut self, req: Request<Bytes>) -> Result<Response<Bytes>, ClientError> {
         let (mut parts, body) = req.into_parts();
-        let rq = |e: &dyn std::fmt::Display| ClientError::Request(e.to_string());
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
         let max = self.max_body;
         match &mut self.inner {
             Inner::H1(send) => {
-                parts.uri = path.parse::<Uri>().map_err(|e| rq(&e))?;
-                let host = HeaderValue::from_str(&self.authority).map_err(|e| rq(&e))?;
+                parts.uri = path.parse::<Uri>().map_err(request_failed)?;
+                let host = HeaderValue::from_str(&self.authority).map_err(request_failed)?;
                 parts.headers.entry(header::HOST).or_insert(host);
-                send.ready().await.map_err(|e| rq(&e))?;
-                let resp = send.send_request(Request::from_parts(parts, Full::new(body))).await.map_err(|e| rq(&e))?;
+                send.ready().await.map_err(request_failed)?;
+                let resp =
+                    send.send_request(Request::from_parts(parts, Full::new(body))).await.map_err(request_failed)?;
                 collect_hyper(resp, max).await
             }
             Inner::H2(send) => {
                 parts.uri =
-                    format!("{}://{}{}", self.scheme, self.authority, path).parse::<Uri>().map_err(|e| rq(&e))?;
+                    format!("{}://{}{}", self.scheme, self.authority, path).parse::<Uri>().map_err(request_failed)?;
                 parts.version = http::Version::HTTP_2;
-                send.ready().await.map_err(|e| rq(&e))?;
-                let resp = send.send_request(Request::from_parts(parts, Full::new(body))).await.map_err(|e| rq(&e))?;
+                send.ready().await.map_err(request_failed)?;
+                let resp =
+                    send.send_request(Request::from_parts(parts, Full::new(body))).await.map_err(request_failed)?;
                 collect_hyper(resp, max).await
             }
             Inner::H3 { send, .. } => {
-                parts.uri = format!("https://{}{}", self.authority, path).parse::<Uri>().map_err(|e| rq(&e))?;
-                let mut stream = send.send_request(Request::from_parts(parts, ())).await.map_err(|e| rq(&e))?;
+                parts.uri = format!("https://{}{}", self.authority, path).parse::<Uri>().map_err(request_failed)?;
+                let mut stream = send.send_request(Request::from_parts(parts, ())).await.map_err(request_failed)?;
                 let sent = async {
                     if !body.is_empty() {
                         stream.send_data(body).await?;
@@ -542,10 +550,10 @@ impl Connection {
                 // (RFC 9114 §4.1, e.g. a refusal of an upload): its answer still counts.
                 let resp = match (sent, stream.recv_response().await) {
                     (_, Ok(resp)) => resp,
-                    (Err(e), Err(_)) | (Ok(()), Err(e)) => return Err(rq(&e)),
+                    (Err(e), Err(_)) | (Ok(()), Err(e)) => return Err(request_failed(e)),
                 };
                 let mut buf = BytesMut::new();
-                while let Some(mut chunk) = stream.recv_data().await.map_err(|e| rq(&e))? {
+                while let Some(mut chunk) = stream.recv_data().await.map_err(request_failed)? {
                     if (buf.len() + chunk.remaining()) as u64 > max {
                         return Err(ClientError::TooLarge(max));
                     }
@@ -562,16 +570,6 @@ impl Connection {
     }
 }
 
-/// A copy of a request with a `Bytes` body (extensions are not copied).
-fn clone_request(req: &Request<Bytes>) -> Request<Bytes> {
-    let mut r = Request::new(req.body().clone());
-    *r.method_mut() = req.method().clone();
-    *r.uri_mut() = req.uri().clone();
-    *r.headers_mut() = req.headers().clone();
-    *r.version_mut() = req.version();
-    r
-}
-
 async fn collect_hyper(resp: Response<hyper::body::Incoming>, max: u64) -> Result<Response<Bytes>, ClientError> {
     let (parts, body) = resp.into_parts();
     let limited = http_body_util::Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX));
@@ -579,7 +577,7 @@ async fn collect_hyper(resp: Response<hyper::body::Incoming>, max: u64) -> Resul
         if e.is::<http_body_util::LengthLimitError>() {
             ClientError::TooLarge(max)
         } else {
-            ClientError::Request(e.to_string())
+            ClientError::Request(Cause::from(e))
         }
     })?;
     Ok(Response::from_parts(parts, bytes.to_bytes()))

@@ -51,7 +51,7 @@ impl Default for ServerConfig {
 #[non_exhaustive]
 pub enum ServerError {
     /// A listen address could not be bound.
-    #[error("cannot listen on {url}: {source}")]
+    #[error("cannot listen on {url}")]
     Bind {
         /// The listen URL.
         url: String,

@@ -1,6 +1,7 @@
 //! The HTTP/3 side of the front: QUIC connections from a quinn endpoint, each request handed to
 //! the same [`Handler`] as TCP requests.
 
+use crate::error::Chain;
 use std::sync::Arc;
 
 use bytes::{Buf as _, Bytes};
@@ -41,7 +42,7 @@ pub(super) async fn accept_loop<H: Handler>(
             async move {
                 let connecting = match incoming.accept() {
                     Ok(c) => c,
-                    Err(e) => return debug!(error = %e, "QUIC accept failed"),
+                    Err(e) => return debug!(error = %Chain(&e), "QUIC accept failed"),
                 };
                 // Serve at once (0-RTT requests of resumed connections, 0.5-RTT answers); the
                 // handshake completes meanwhile, and must do so in time.
@@ -62,7 +63,7 @@ pub(super) async fn accept_loop<H: Handler>(
                     }
                     Err(connecting) => match tokio::time::timeout(config.handshake_timeout, connecting).await {
                         Ok(Ok(conn)) => (conn, watch::channel(true).1),
-                        Ok(Err(e)) => return debug!(error = %e, "QUIC handshake failed"),
+                        Ok(Err(e)) => return debug!(error = %Chain(&e), "QUIC handshake failed"),
                         Err(_) => return debug!("QUIC handshake timed out"),
                     },
                 };
@@ -88,7 +89,7 @@ async fn serve_conn<H: Handler>(
         .await
     {
         Ok(c) => c,
-        Err(e) => return debug!(error = %e, "HTTP/3 setup failed"),
+        Err(e) => return debug!(error = %Chain(&e), "HTTP/3 setup failed"),
     };
     let mut requests = tokio::task::JoinSet::new();
     let mut stopping = false;
@@ -99,7 +100,7 @@ async fn serve_conn<H: Handler>(
                 stopping = true;
                 // GOAWAY: the client finishes what it started and opens no new requests here.
                 if let Err(e) = h3.shutdown(0).await {
-                    debug!(error = %e, "HTTP/3 shutdown");
+                    debug!(error = %Chain(&e), "HTTP/3 shutdown");
                 }
                 continue;
             }
@@ -120,7 +121,7 @@ async fn serve_conn<H: Handler>(
                         Ok(Ok((req, stream))) => {
                             serve_request(req, stream, handler.as_ref(), remote, limits, handshake).await;
                         }
-                        Ok(Err(e)) => debug!(error = %e, "bad HTTP/3 request"),
+                        Ok(Err(e)) => debug!(error = %Chain(&e), "bad HTTP/3 request"),
                         Err(_) => debug!("HTTP/3 request head timed out"),
                     }
                 });
@@ -128,7 +129,7 @@ async fn serve_conn<H: Handler>(
             Ok(None) => break,
             Err(e) => {
                 if !e.is_h3_no_error() {
-                    debug!(error = %e, "HTTP/3 connection ended");
+                    debug!(error = %Chain(&e), "HTTP/3 connection ended");
                 }
                 break;
             }
@@ -184,7 +185,7 @@ async fn serve_request<H: Handler>(
                     Some((Ok(Frame::data(bytes)), recv))
                 }
                 Ok(None) => None,
-                Err(e) => Some((Err(BodyError::Transport(e.to_string())), recv)),
+                Err(e) => Some((Err(BodyError::Transport(crate::error::cause(e))), recv)),
             }
         });
         let req = req.map(|()| StreamBody::new(body).boxed_unsync());
@@ -192,7 +193,7 @@ async fn serve_request<H: Handler>(
         handler.call(req, ctx).await
     };
     if let Err(e) = send_response(&mut send, resp, head_only, limits.idle).await {
-        debug!(error = %e, "sending HTTP/3 response failed");
+        debug!(error = %Chain(&e), "sending HTTP/3 response failed");
     }
 }
 
@@ -225,7 +226,7 @@ async fn send_response(
                 }
             }
             Err(e) => {
-                warn!(error = %e, "response body failed mid-stream; resetting the stream");
+                warn!(error = %Chain(&e), "response body failed mid-stream; resetting the stream");
                 send.stop_stream(h3::error::Code::H3_INTERNAL_ERROR);
                 return Ok(());
             }

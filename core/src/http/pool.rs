@@ -7,6 +7,7 @@
 //! burst of requests opens one connection, not one each. A pooled connection the server closed
 //! meanwhile costs one retry on a fresh connection ([`Pool::send`]).
 
+use crate::error::Chain;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
@@ -108,7 +109,7 @@ impl Pool {
                 }
                 Err(e @ ClientError::Timeout(_)) => return Err(e),
                 Err(e) => {
-                    tracing::debug!(base = %self.base, error = %e, "pooled connection failed; reconnecting");
+                    tracing::debug!(base = %self.base, error = %Chain(&e), "pooled connection failed; reconnecting");
                     if c.multiplexed() {
                         self.drop_shared();
                     }

@@ -10,6 +10,7 @@
 //! TCP connection is closed at once and a QUIC handshake refused, so clients fail over quickly
 //! instead of queueing. The same semaphore tells when every connection has drained.
 
+use crate::error::Chain;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -80,7 +81,7 @@ impl Server {
         for u in urls.iter().filter(|u| u.scheme == Scheme::H3) {
             let rustls_cfg = tls::server_config(need_tls(u)?, tls::ALPN_H3, true)?;
             let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(rustls_cfg)
-                .map_err(|e| ServerError::Tls(TlsError::Generate(e.to_string())))?;
+                .map_err(|e| ServerError::Tls(TlsError::Generate(crate::error::cause(e))))?;
             let mut server_cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
             let mut transport = quinn::TransportConfig::default();
             transport
@@ -228,7 +229,7 @@ impl<H: Handler> TcpLoop<H> {
                 Ok(a) => a,
                 Err(e) => {
                     // Out of file descriptors and similar: back off instead of spinning.
-                    warn!(error = %e, url = %bound.url, "accept failed");
+                    warn!(error = %Chain(&e), url = %bound.url, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -295,13 +296,13 @@ impl<H: Handler> TcpConn<H> {
                     Ok(super::h1fast::Outcome::HandOver(prefix)) => {
                         self.serve_io(super::h1fast::Rewind::new(prefix, io), remote, false, busy).await;
                     }
-                    Err(e) => debug!(error = %e, "connection ended with an error"),
+                    Err(e) => debug!(error = %Chain(&e), "connection ended with an error"),
                 }
             }
             None => self.serve_io(io, remote, false, busy).await,
             Some(acceptor) => match tokio::time::timeout(self.config.handshake_timeout, acceptor.accept(io)).await {
                 Ok(Ok(tls_stream)) => self.serve_io(tls_stream, remote, true, busy).await,
-                Ok(Err(e)) => debug!(error = %e, "TLS handshake failed"),
+                Ok(Err(e)) => debug!(error = %Chain(&e), "TLS handshake failed"),
                 Err(_) => debug!("TLS handshake timed out"),
             },
         }
@@ -324,7 +325,7 @@ impl<H: Handler> TcpConn<H> {
                 let mut resp = if req.uri().path_and_query().map_or(0, |p| p.as_str().len()) > max_uri {
                     json_error(StatusCode::URI_TOO_LONG, format!("request target longer than {max_uri} bytes"))
                 } else {
-                    let req = req.map(|b| b.map_err(|e| BodyError::Transport(e.to_string())).boxed_unsync());
+                    let req = req.map(|b| b.map_err(|e| BodyError::Transport(crate::error::cause(e))).boxed_unsync());
                     handler.call(req, ctx).await
                 };
                 if let Some(v) = alt_svc {
@@ -343,7 +344,7 @@ impl<H: Handler> TcpConn<H> {
             }
         };
         if let Err(e) = result {
-            debug!(error = %e, "connection ended with an error");
+            debug!(error = %Chain(&*e), "connection ended with an error");
         }
     }
 }

@@ -27,7 +27,7 @@ pub const ALPN_H3: &[&[u8]] = &[b"h3"];
 #[non_exhaustive]
 pub enum TlsError {
     /// A certificate, key or CA file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -46,11 +46,11 @@ pub enum TlsError {
     #[error("--tls-cert and --tls-key go together: give both, or neither for a self-signed certificate")]
     HalfPair,
     /// rustls refused the configuration.
-    #[error("TLS configuration: {0}")]
+    #[error("TLS configuration")]
     Config(#[from] rustls::Error),
     /// Making a self-signed certificate failed.
-    #[error("generating a self-signed certificate: {0}")]
-    Generate(String),
+    #[error("generating a self-signed certificate")]
+    Generate(#[source] crate::error::Cause),
 }
 
 /// A certificate chain and its key.
@@ -93,7 +93,8 @@ pub fn load_or_generate(cert: Option<&Path>, key: Option<&Path>, dir: &Path) -> 
             };
             std::fs::create_dir_all(&tls_dir).map_err(io_err(&tls_dir))?;
             let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
-            let ck = rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
+            let ck =
+                rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(crate::error::cause(e)))?;
             fsutil::write_atomic(&k, ck.signing_key.serialize_pem().as_bytes(), 0o600).map_err(io_err(&k))?;
             fsutil::write_atomic(&c, ck.cert.pem().as_bytes(), 0o644).map_err(io_err(&c))?;
             Ok(CertifiedKey { certs: read_certs(&c)?, key: read_key(&k)?, cert_path: c, generated: true })

@@ -1,5 +1,6 @@
 //! The disk tier's files: `DIR/chunks/ab/abcdef…`, written atomically, verified on read.
 
+use chorus_core::error::Chain;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -73,7 +74,7 @@ impl DiskStore {
                 None
             }
             Err(e) => {
-                warn!(chunk = %id, error = %e, "cached file unreadable; will refetch");
+                warn!(chunk = %id, error = %Chain(&e), "cached file unreadable; will refetch");
                 None
             }
         })
@@ -100,7 +101,7 @@ impl DiskStore {
         match result {
             Ok(()) => true,
             Err(e) => {
-                warn!(error = %e, dir = %self.dir.display(), "writing to the disk cache failed; continuing memory-only");
+                warn!(error = %Chain(&e), dir = %self.dir.display(), "writing to the disk cache failed; continuing memory-only");
                 self.enabled.store(false, Ordering::Relaxed);
                 false
             }

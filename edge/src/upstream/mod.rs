@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chorus_core::ChunkId;
+use chorus_core::error::{Cause, Chain, cause, message};
 use chorus_core::http::client::{ClientError, HttpClient};
 use chorus_core::http::pool::{Pool, clone_request};
 use chorus_core::http::tls::ClientTls;
@@ -58,8 +59,9 @@ impl Default for UpstreamConfig {
     }
 }
 
-/// Why a fetch failed, after every usable upstream was tried.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a fetch failed, after every usable upstream was tried. `Clone`: a coalesced fetch hands
+/// its failure to every request that waited on it.
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum FetchError {
     /// Upstreams answered 404.
@@ -71,9 +73,40 @@ pub enum FetchError {
     /// The last upstream tried did not answer in time.
     #[error("upstream timed out")]
     Timeout,
-    /// Upstreams failed (errors, 5xx, wrong bytes).
-    #[error("upstream failed: {0}")]
-    Failed(String),
+    /// The last upstream tried answered with a server error.
+    #[error("upstream {url} answered {status}")]
+    Status {
+        /// The upstream.
+        url: String,
+        /// Its answer.
+        status: StatusCode,
+    },
+    /// The last upstream tried answered, but not with what was asked for (a body that does not
+    /// hash to the chunk, a manifest that does not verify).
+    #[error("upstream {url} sent a bad answer")]
+    BadAnswer {
+        /// The upstream.
+        url: String,
+        /// What is wrong with the answer.
+        #[source]
+        why: Cause,
+    },
+    /// The request to the last upstream tried failed (connecting, or on the connection).
+    #[error("request to upstream {url} failed")]
+    Request {
+        /// The upstream.
+        url: String,
+        /// The client's error.
+        #[source]
+        source: Cause,
+    },
+    /// An upstream's answer passed its checks but does not fit the request (a manifest of
+    /// another track, a 304 to an unconditional request).
+    #[error("upstream answer does not fit the request: {0}")]
+    Mismatch(String),
+    /// The task fetching for this request ended without an answer (the edge is stopping).
+    #[error("the {0} ended without an answer")]
+    Lost(&'static str),
 }
 
 impl FetchError {
@@ -83,10 +116,18 @@ impl FetchError {
         match self {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            Self::NoUpstream | Self::Failed(_) => StatusCode::BAD_GATEWAY,
+            Self::NoUpstream
+            | Self::Status { .. }
+            | Self::BadAnswer { .. }
+            | Self::Request { .. }
+            | Self::Mismatch(_)
+            | Self::Lost(_) => StatusCode::BAD_GATEWAY,
         }
     }
 }
+
+/// Checks an upstream's answer before it is accepted; `Err` says what is wrong with it.
+pub type Check<'a> = dyn Fn(&Response<Bytes>) -> Result<(), Cause> + Sync + 'a;
 
 /// Whether an upstream is an origin or a parent edge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,7 +267,7 @@ impl Upstreams {
         tokio::select! {
             r = u.pool.send(&self.client, clone_request(req)) => r,
             _ = downs.changed() => {
-                Err(ClientError::Request(format!("{} was marked down while the request waited", u.url)))
+                Err(ClientError::Request(message("marked down while the request waited")))
             }
         }
     }
@@ -239,12 +280,7 @@ impl Upstreams {
             .map_err(|_| ClientError::Timeout(self.cfg.timeout))?
     }
 
-    async fn attempt(
-        &self,
-        u: &Upstream,
-        req: &Request<Bytes>,
-        check: &(dyn Fn(&Response<Bytes>) -> Result<(), String> + Sync),
-    ) -> Attempt {
+    async fn attempt(&self, u: &Upstream, req: &Request<Bytes>, check: &Check<'_>) -> Attempt {
         let started = Instant::now();
         let result = self.send_within(u, req).await;
         self.metrics.seconds.with_label_values(&[u.url.as_str()]).observe(started.elapsed().as_secs_f64());
@@ -261,7 +297,7 @@ impl Upstreams {
             }
             Ok(r) if r.status().is_server_error() => {
                 self.failed(u, Failure::ServerError);
-                Attempt::Failed(FetchError::Failed(format!("{} answered {}", u.url, r.status())))
+                Attempt::Failed(FetchError::Status { url: u.url.clone(), status: r.status() })
             }
             Ok(r) => match check(&r) {
                 Ok(()) => {
@@ -269,23 +305,24 @@ impl Upstreams {
                     Attempt::Done(r)
                 }
                 Err(why) => {
-                    warn!(upstream = %u.url, reason = %why, "upstream sent a bad answer; trying the next one");
+                    warn!(upstream = %u.url, reason = %Chain(&*why), "upstream sent a bad answer; trying the next one");
                     self.failed(u, Failure::BadAnswer);
-                    Attempt::Failed(FetchError::Failed(format!("{}: {why}", u.url)))
+                    Attempt::Failed(FetchError::BadAnswer { url: u.url.clone(), why })
                 }
             },
             Err(ClientError::Timeout(_)) => {
                 self.failed(u, Failure::Timeout);
                 Attempt::Failed(FetchError::Timeout)
             }
-            Err(e @ ClientError::Connect { .. }) => {
-                self.failed(u, Failure::Connect);
-                Attempt::Failed(FetchError::Failed(format!("{}: {e}", u.url)))
-            }
             Err(e) => {
                 // A bad URL or unusable TLS settings will not mend by retrying: down at once.
-                self.failed(u, if e.is_retryable() { Failure::Request } else { Failure::Unusable });
-                Attempt::Failed(FetchError::Failed(format!("{}: {e}", u.url)))
+                let why = match &e {
+                    ClientError::Connect { .. } => Failure::Connect,
+                    e if e.is_retryable() => Failure::Request,
+                    _ => Failure::Unusable,
+                };
+                self.failed(u, why);
+                Attempt::Failed(FetchError::Request { url: u.url.clone(), source: cause(e) })
             }
         }
     }
@@ -302,13 +339,14 @@ impl Upstreams {
         path: &str,
         headers: HeaderMap,
         key: Option<&ChunkId>,
-        check: &(dyn Fn(&Response<Bytes>) -> Result<(), String> + Sync),
+        check: &Check<'_>,
     ) -> Result<Response<Bytes>, FetchError> {
         let order = self.order(key);
         if order.is_empty() {
             return Err(FetchError::NoUpstream);
         }
-        let mut req = Request::get(path).body(Bytes::new()).map_err(|e| FetchError::Failed(e.to_string()))?;
+        let mut req = Request::new(Bytes::new());
+        *req.uri_mut() = path.parse().map_err(|e| FetchError::Mismatch(format!("request path {path:?}: {e}")))?;
         *req.headers_mut() = headers;
         let mut last = FetchError::NoUpstream;
         let mut not_found = false;
@@ -329,13 +367,13 @@ impl Upstreams {
     pub async fn fetch_chunk(&self, id: &ChunkId) -> Result<Bytes, FetchError> {
         let check = |r: &Response<Bytes>| {
             if r.status() != StatusCode::OK {
-                return Err(format!("unexpected status {}", r.status()));
+                return Err(message(format!("unexpected status {}", r.status())));
             }
             if id.matches(r.body()) {
                 Ok(())
             } else {
                 self.metrics.bad_chunks.inc();
-                Err(format!("body of {} bytes does not hash to chunk {id}", r.body().len()))
+                Err(message(format!("body of {} bytes does not hash to chunk {id}", r.body().len())))
             }
         };
         let r = self.get(&format!("/v1/chunks/{id}"), HeaderMap::new(), Some(id), &check).await?;
@@ -392,7 +430,7 @@ mod tests {
                 )
                 .unwrap(),
             );
-            let ok = |r: &Response<Bytes>| if r.status() == StatusCode::OK { Ok(()) } else { Err("status".into()) };
+            let ok = |r: &Response<Bytes>| if r.status() == StatusCode::OK { Ok(()) } else { Err(message("status")) };
             // One request opens the connection; then 50 at once share it.
             ups.get("/a", HeaderMap::new(), None, &ok).await.unwrap();
             let all: Vec<_> = (0..50)

@@ -51,7 +51,7 @@ pub(super) fn plan(
     let dir = tempfile::Builder::new()
         .prefix("encode-")
         .tempdir_in(store.tmp_dir())
-        .map_err(|e| IngestError::Ffmpeg(format!("making a work directory: {e}")))?;
+        .map_err(|source| IngestError::Tool { what: "making a work directory", source })?;
     let out = dir.path();
     let names: Vec<String> = ladder.iter().map(|k| format!("aac-{k}")).collect();
 
@@ -88,7 +88,7 @@ pub(super) fn plan(
         .stderr(Stdio::piped());
 
     progress.stage("encoding", Some(info.duration_ms));
-    let mut child = cmd.spawn().map_err(|e| IngestError::Ffmpeg(format!("starting ffmpeg: {e}")))?;
+    let mut child = cmd.spawn().map_err(|source| IngestError::Tool { what: "starting ffmpeg", source })?;
     // Drain stderr on a thread so a chatty ffmpeg cannot block on a full pipe.
     let stderr = child.stderr.take().map(|mut e| {
         std::thread::spawn(move || {
@@ -104,7 +104,7 @@ pub(super) fn plan(
             }
         }
     }
-    let status = child.wait().map_err(|e| IngestError::Ffmpeg(format!("waiting for ffmpeg: {e}")))?;
+    let status = child.wait().map_err(|source| IngestError::Tool { what: "waiting for ffmpeg", source })?;
     let errors = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
     if !status.success() {
         let first = errors.lines().find(|l| !l.trim().is_empty()).unwrap_or("no message");

@@ -22,11 +22,12 @@ fn input_err(path: &Path, what: impl std::fmt::Display) -> IngestError {
 }
 
 fn read_playlist(path: &Path) -> Result<Playlist, IngestError> {
-    let meta = std::fs::metadata(path).map_err(|e| input_err(path, e))?;
+    let read_err = |source| IngestError::Read { path: path.to_owned(), source };
+    let meta = std::fs::metadata(path).map_err(read_err)?;
     if meta.len() > MAX_PLAYLIST_BYTES {
         return Err(input_err(path, "playlist larger than 4 MiB"));
     }
-    let bytes = std::fs::read(path).map_err(|e| input_err(path, e))?;
+    let bytes = std::fs::read(path).map_err(read_err)?;
     if !bytes.starts_with(b"#EXTM3U") {
         return Err(input_err(path, "not an HLS playlist (no #EXTM3U)"));
     }
@@ -82,7 +83,7 @@ pub(super) fn plan(input: &Path) -> Result<Plan, IngestError> {
         if !ids.insert(r.id.clone()) {
             // Two variants in directories of the same name: disambiguate by bitrate.
             let alt = format!("{}-{}", r.id.as_str().chars().take(20).collect::<String>(), r.bitrate_bps / 1000);
-            r.id = RenditionId::parse(&alt).map_err(|e| IngestError::Input(e.to_string()))?;
+            r.id = RenditionId::parse(&alt)?;
             if !ids.insert(r.id.clone()) {
                 return Err(IngestError::Input(format!("two renditions would both be named {alt}")));
             }

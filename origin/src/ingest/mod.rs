@@ -101,9 +101,21 @@ pub struct IngestReport {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum IngestError {
-    /// The input cannot be used as given (the user's to fix).
+    /// The input cannot be used as given (the user's to fix); the text says what is wrong.
     #[error("{0}")]
     Input(String),
+    /// An input file cannot be read (the user's to fix).
+    #[error("cannot read {path}")]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A name made from the input is not a valid id.
+    #[error(transparent)]
+    Name(#[from] chorus_core::IdError),
     /// The input is not audio (or not a format we can read).
     #[error("not an audio file we can ingest: {0}")]
     NotAudio(String),
@@ -112,9 +124,21 @@ pub enum IngestError {
         "ffmpeg is not installed, and encoding a source file needs it: install it (e.g. `apt-get install ffmpeg`), or ingest an already encoded file with --mode raw, or an HLS/CMAF package with --mode hls"
     )]
     FfmpegMissing,
-    /// ffmpeg failed.
+    /// ffmpeg failed; the text is what it said.
     #[error("ffmpeg failed: {0}")]
     Ffmpeg(String),
+    /// Running ffmpeg or ffprobe, or the work directory it needs, failed.
+    #[error("{what}")]
+    Tool {
+        /// What was being done ("starting ffmpeg").
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// ffprobe printed something other than the JSON it was asked for.
+    #[error("unexpected ffprobe output")]
+    Ffprobe(#[source] serde_json::Error),
     /// The resulting manifest breaks a rule (e.g. renditions not time-aligned).
     #[error(transparent)]
     Manifest(#[from] ManifestError),
@@ -127,7 +151,7 @@ impl IngestError {
     /// Whether the input is at fault (answered as a 4xx), rather than the server.
     #[must_use]
     pub const fn is_input_error(&self) -> bool {
-        matches!(self, Self::Input(_) | Self::NotAudio(_) | Self::Manifest(_))
+        matches!(self, Self::Input(_) | Self::Read { .. } | Self::Name(_) | Self::NotAudio(_) | Self::Manifest(_))
     }
 }
 
@@ -157,12 +181,12 @@ struct Piece {
 
 impl Piece {
     fn whole(path: &Path) -> Result<Self, IngestError> {
-        let len = std::fs::metadata(path).map_err(|e| IngestError::Input(format!("{}: {e}", path.display())))?.len();
+        let len = std::fs::metadata(path).map_err(|source| IngestError::Read { path: path.to_owned(), source })?.len();
         Ok(Self { path: path.to_owned(), offset: 0, len })
     }
 
     fn read(&self) -> Result<Vec<u8>, IngestError> {
-        let err = |e: std::io::Error| IngestError::Input(format!("{}: {e}", self.path.display()));
+        let err = |source: std::io::Error| IngestError::Read { path: self.path.clone(), source };
         if self.len == 0 || self.len > manifest::limits::MAX_CHUNK_BYTES {
             return Err(IngestError::Input(format!(
                 "{}: a chunk of {} bytes (a chunk must be 1 byte to {} MiB; use shorter segments)",

@@ -37,7 +37,7 @@ struct Format {
 /// `path` as ffmpeg's `file:` URL of the absolute path, so a name like `Live: Set.flac` is not
 /// taken for a protocol, and nothing but local files can be read (with `-protocol_whitelist`).
 pub(super) fn file_url(path: &Path) -> Result<std::ffi::OsString, IngestError> {
-    let abs = std::fs::canonicalize(path).map_err(|e| IngestError::Input(format!("{}: {e}", path.display())))?;
+    let abs = std::fs::canonicalize(path).map_err(|source| IngestError::Read { path: path.to_owned(), source })?;
     let mut url = std::ffi::OsString::from("file:");
     url.push(abs.as_os_str());
     Ok(url)
@@ -71,7 +71,7 @@ pub(super) fn probe(path: &Path) -> Result<Probe, IngestError> {
             if e.kind() == std::io::ErrorKind::NotFound {
                 IngestError::FfmpegMissing
             } else {
-                IngestError::Ffmpeg(format!("running ffprobe: {e}"))
+                IngestError::Tool { what: "running ffprobe", source: e }
             }
         })?;
     if !out.status.success() {
@@ -79,8 +79,7 @@ pub(super) fn probe(path: &Path) -> Result<Probe, IngestError> {
         let first = msg.lines().next().unwrap_or("ffprobe cannot read it").trim();
         return Err(IngestError::NotAudio(format!("{}: {first}", path.display())));
     }
-    let parsed: Out = serde_json::from_slice(&out.stdout)
-        .map_err(|e| IngestError::Ffmpeg(format!("unexpected ffprobe output: {e}")))?;
+    let parsed: Out = serde_json::from_slice(&out.stdout).map_err(IngestError::Ffprobe)?;
     if !parsed.streams.iter().any(|s| s.codec_type.as_deref() == Some("audio")) {
         return Err(IngestError::NotAudio(format!("{}: no audio stream", path.display())));
     }

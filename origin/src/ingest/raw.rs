@@ -21,7 +21,7 @@ pub(super) fn plan(input: &Path) -> Result<Plan, IngestError> {
     let mut head = [0u8; 64];
     let n = std::fs::File::open(input)
         .and_then(|mut f| f.read(&mut head))
-        .map_err(|e| IngestError::Input(format!("{}: {e}", input.display())))?;
+        .map_err(|source| IngestError::Read { path: input.to_owned(), source })?;
     let format = sniff(&head[..n]).ok_or_else(|| {
         IngestError::NotAudio(format!(
             "{}: not a recognised audio format (raw mode takes MP3, AAC/ADTS, FLAC, Ogg, WAV or MP4/M4A)",
@@ -47,8 +47,7 @@ pub(super) fn plan(input: &Path) -> Result<Plan, IngestError> {
             (Piece { path: input.to_owned(), offset, len }, duration_ms)
         })
         .collect();
-    let id = RenditionId::parse(&format!("raw-{}", format.replace('.', "-")))
-        .map_err(|e| IngestError::Input(e.to_string()))?;
+    let id = RenditionId::parse(&format!("raw-{}", format.replace('.', "-")))?;
     Ok(Plan {
         renditions: vec![PlannedRendition {
             id,
