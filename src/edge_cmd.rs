@@ -89,6 +89,17 @@ pub(crate) struct EdgeArgs {
     /// CACHE_DIR/relay.key.
     #[arg(long, value_name = "MULTIADDR", value_delimiter = ',')]
     p2p_relay: Vec<chorus_peer::Multiaddr>,
+    /// Names (HOST:PORT, as clients write them in --edge URLs) that peers' announces must be
+    /// signed for. Default: the HOST:PORT each announce request was sent to. Set it behind a
+    /// load balancer, or when the edge is reached by several names, so that an announce signed
+    /// for another edge is refused.
+    #[arg(long, value_name = "HOST:PORT", value_delimiter = ',')]
+    tracker_name: Vec<String>,
+    /// Peers the tracker lists per track from one source network (an IPv4 /24, an IPv6 /48), so
+    /// that one source cannot fill a track's list. Raise it only where many honest listeners
+    /// share one network (a test swarm on one machine).
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    tracker_per_network: u16,
     /// How often upstreams' /healthz is checked.
     #[arg(long, value_name = "DURATION", default_value = "2s")]
     health_interval: Span,
@@ -139,7 +150,12 @@ pub(crate) async fn run(a: EdgeArgs) -> Result<()> {
             concurrency: a.prefetch_concurrency,
             ..PrefetchConfig::default()
         },
-        tracker: TrackerConfig { relays, ..TrackerConfig::default() },
+        tracker: TrackerConfig {
+            relays,
+            names: a.tracker_name.iter().map(|n| n.to_ascii_lowercase()).collect(),
+            per_network: usize::from(a.tracker_per_network),
+            ..TrackerConfig::default()
+        },
         manifests: 4096,
         token_key,
         admin_token: a.admin_token.clone().or_else(|| a.admin_token_file.clone()),

@@ -7,11 +7,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use chorus_core::ChunkId;
+use chorus_core::announce::SignedAnnounce;
 use chorus_core::http::Protocol;
 use chorus_core::http::client::{Connection, HttpClient};
 use chorus_core::http::tls::ClientTls;
 use chorus_core::keys;
 use chorus_core::manifest::Manifest;
+use chorus_peer::identity::Keypair;
 use http::{Request, StatusCode};
 use support::proxy::{self, Mode};
 use support::{ALL_LISTENERS, Node, chorus, metric, metric_sum, origin_args, s, samples};
@@ -506,6 +508,25 @@ async fn manifest_with(base: &str, track: &str, token: &str, key: &keys::Verifyi
     Manifest::verify(r.body(), key).unwrap()
 }
 
+/// Seconds since the Unix epoch.
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// `POST /v1/peers/announce` of the peer of `key` at `addrs`, holding "sunrise", signed for
+/// `edge` at `timestamp`.
+fn signed_announce(key: &Keypair, addrs: &[String], edge: &str, timestamp: u64) -> Request<bytes::Bytes> {
+    let a = chorus_core::api::Announce {
+        peer_id: key.public().to_peer_id().to_base58(),
+        addrs: addrs.to_vec(),
+        tracks: vec![chorus_core::TrackId::parse("sunrise").unwrap()],
+        timestamp,
+        edge: edge.to_owned(),
+    };
+    let body = serde_json::to_vec(&SignedAnnounce::sign(key, &a).unwrap()).unwrap();
+    Request::post("/v1/peers/announce").body(bytes::Bytes::from(body)).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tracker_limits() {
     let origin = Origin::start();
@@ -513,27 +534,28 @@ async fn tracker_limits() {
     let e = edge(&[origin.node().url("http")], &cache, &origin.cert(), &[]);
     let base = e.url("http");
     let mut c = conn(&base).await;
-    let announce = |n: usize| {
-        let peer = format!("12D3KooW{:z>44}", format!("{n}").replace('0', "a"));
-        let body = serde_json::json!({"peer_id": peer, "addrs": [format!("/ip4/127.0.0.1/tcp/{}/p2p/{peer}", 4000 + n)], "tracks": ["sunrise"]});
-        Request::post("/v1/peers/announce").body(bytes::Bytes::from(body.to_string())).unwrap()
-    };
+    let keys: Vec<Keypair> = (0..12).map(|_| Keypair::generate_ed25519()).collect();
+    let name = chorus_core::announce::edge_name(&base);
+    let announce = |n: usize| signed_announce(&keys[n], &[format!("/ip4/127.0.0.1/tcp/{}", 4000 + n)], &name, now());
     let mut statuses = Vec::new();
-    for n in 1..=12 {
+    for n in 0..12 {
         statuses.push(c.send(announce(n)).await.unwrap().status());
     }
     // A burst of 10 per source, then 429.
     assert!(statuses[..10].iter().all(|s| *s == StatusCode::NO_CONTENT), "{statuses:?}");
     assert_eq!(statuses[10], StatusCode::TOO_MANY_REQUESTS);
+    // Ten peers from one source network: the newest 4 are listed (4 per /24 per track).
     let r = c.get("/v1/tracks/sunrise/peers").await.unwrap();
     let v: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
-    assert_eq!(v["peers"].as_array().unwrap().len(), 10);
+    let listed: Vec<&str> = v["peers"].as_array().unwrap().iter().map(|p| p["peer_id"].as_str().unwrap()).collect();
+    let newest: Vec<String> = keys[6..10].iter().map(|k| k.public().to_peer_id().to_base58()).collect();
+    assert_eq!(listed.len(), 4, "{v}");
+    assert!(newest.iter().all(|p| listed.contains(&p.as_str())), "{v}");
     let r = c.get("/v1/tracks/tides/peers").await.unwrap();
     assert_eq!(serde_json::from_slice::<serde_json::Value>(r.body()).unwrap()["peers"], serde_json::json!([]));
-    let bad = Request::post("/v1/peers/announce").body(bytes::Bytes::from_static(b"{\"peer_id\":\"x\"}")).unwrap();
-    assert_eq!(c.send(bad).await.unwrap().status(), StatusCode::BAD_REQUEST);
     let t = get_text(&base, "/metrics").await;
-    assert_eq!(metric(&t, "chorus_tracker_peers"), 10.0);
+    assert_eq!(metric(&t, "chorus_tracker_peers"), 4.0);
+    assert_eq!(metric(&t, "chorus_tracker_announces_refused_total{reason=\"rate\"}"), 2.0);
     // A QoE beacon feeds the QoE metrics.
     let beacon = serde_json::json!({"track_id": "sunrise", "startup_ms": 180, "stalls": 1, "stall_ms": 400, "bytes": {"edge": 1000, "peer": 3000, "cache": 0}});
     let r = c.send(Request::post("/v1/qoe").body(bytes::Bytes::from(beacon.to_string())).unwrap()).await.unwrap();
@@ -542,6 +564,101 @@ async fn tracker_limits() {
     assert_eq!(metric(&t, "chorus_qoe_stalls_total"), 1.0);
     assert_eq!(metric(&t, "chorus_qoe_bytes_total{source=\"peer\"}"), 3000.0);
     assert_eq!(metric(&t, "chorus_qoe_startup_seconds_count"), 1.0);
+}
+
+/// Announces as an attacker would make them: unsigned, pointing listeners at hosts that never
+/// joined, squatting another peer's id, replayed to another edge, late, or older than the
+/// peer's last. None of it is listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announces_from_strangers_are_refused_and_their_targets_never_listed() {
+    let origin = Origin::start();
+    let e = edge(&[origin.node().url("http")], &origin.dir.path().join("edge-cache"), &origin.cert(), &[]);
+    let base = e.url("http");
+    let name = chorus_core::announce::edge_name(&base);
+    let mut c = conn(&base).await;
+    let (victim, attacker) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let status = |r: &http::Response<bytes::Bytes>| r.status();
+    let body = |r: &http::Response<bytes::Bytes>| serde_json::from_slice::<serde_json::Value>(r.body()).unwrap();
+
+    // The unsigned form of the announce.
+    let peer = victim.public().to_peer_id();
+    let unsigned =
+        serde_json::json!({"peer_id": peer.to_base58(), "addrs": ["/ip4/127.0.0.1/tcp/4001"], "tracks": ["sunrise"]});
+    let r = c
+        .send(Request::post("/v1/peers/announce").body(bytes::Bytes::from(unsigned.to_string())).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status(&r), StatusCode::BAD_REQUEST, "{:?}", body(&r));
+
+    // Signed, but every address points elsewhere than the sender (127.0.0.1).
+    let targets = ["/ip4/10.1.2.3/tcp/22", "/ip4/169.254.169.254/tcp/80", "/dns4/internal.example/tcp/6379"];
+    let targets: Vec<String> = targets.iter().map(|t| (*t).to_owned()).collect();
+    let r = c.send(signed_announce(&attacker, &targets, &name, now())).await.unwrap();
+    assert_eq!(status(&r), StatusCode::BAD_REQUEST, "{:?}", body(&r));
+    assert!(body(&r)["error"].as_str().unwrap().contains("127.0.0.1"), "{:?}", body(&r));
+    // Mixed with its own address: only that one is listed.
+    let mut mixed = targets.clone();
+    mixed.push("/ip4/127.0.0.1/tcp/4002".into());
+    assert_eq!(
+        status(&c.send(signed_announce(&attacker, &mixed, &name, now())).await.unwrap()),
+        StatusCode::NO_CONTENT
+    );
+
+    // The victim's peer id, signed by the attacker's key.
+    let squat = chorus_core::api::Announce {
+        peer_id: peer.to_base58(),
+        addrs: vec!["/ip4/127.0.0.1/tcp/4003".into()],
+        tracks: vec![chorus_core::TrackId::parse("sunrise").unwrap()],
+        timestamp: now(),
+        edge: name.clone(),
+    };
+    let squat = serde_json::to_vec(&SignedAnnounce::sign(&attacker, &squat).unwrap()).unwrap();
+    let r = c.send(Request::post("/v1/peers/announce").body(bytes::Bytes::from(squat)).unwrap()).await.unwrap();
+    assert_eq!(status(&r), StatusCode::UNAUTHORIZED, "{:?}", body(&r));
+
+    // The victim's own announce, replayed: to another edge, after its window, or after a newer one.
+    let own = ["/ip4/127.0.0.1/tcp/4004".to_owned()];
+    let r = c.send(signed_announce(&victim, &own, "edge-b.example:8080", now())).await.unwrap();
+    assert_eq!(status(&r), StatusCode::UNAUTHORIZED, "{:?}", body(&r));
+    let r = c.send(signed_announce(&victim, &own, &name, now() - 600)).await.unwrap();
+    assert_eq!(status(&r), StatusCode::UNAUTHORIZED);
+    assert!(
+        body(&r)["now"].as_u64().unwrap().abs_diff(now()) < 60,
+        "the edge's clock, to sign again by: {:?}",
+        body(&r)
+    );
+    assert_eq!(status(&c.send(signed_announce(&victim, &own, &name, now())).await.unwrap()), StatusCode::NO_CONTENT);
+    let r = c.send(signed_announce(&victim, &own, &name, now() - 30)).await.unwrap();
+    assert_eq!(status(&r), StatusCode::CONFLICT, "{:?}", body(&r));
+
+    // Listed: the attacker at its own address, the victim at its own; nothing else.
+    let r = c.get("/v1/tracks/sunrise/peers").await.unwrap();
+    let mut listed: Vec<(String, Vec<String>)> = body(&r)["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let addrs = p["addrs"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()).collect();
+            (p["peer_id"].as_str().unwrap().to_owned(), addrs)
+        })
+        .collect();
+    listed.sort();
+    let mut want = vec![
+        (
+            attacker.public().to_peer_id().to_base58(),
+            vec![format!("/ip4/127.0.0.1/tcp/4002/p2p/{}", attacker.public().to_peer_id())],
+        ),
+        (peer.to_base58(), vec![format!("/ip4/127.0.0.1/tcp/4004/p2p/{peer}")]),
+    ];
+    want.sort();
+    assert_eq!(listed, want);
+    let t = get_text(&base, "/metrics").await;
+    for (reason, n) in
+        [("address", 1.0), ("signature", 1.0), ("edge", 1.0), ("time", 1.0), ("replay", 1.0), ("malformed", 0.0)]
+    {
+        let series = format!("chorus_tracker_announces_refused_total{{reason=\"{reason}\"}}");
+        assert_eq!(metric(&t, &series), n, "{series}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

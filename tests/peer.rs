@@ -198,7 +198,7 @@ async fn fetch_with_p2p_takes_what_is_not_urgent_from_peers_and_bans_a_liar() {
     let http = HttpClient::new(&ClientTls::default()).unwrap();
     let addrs = liar.listen_addrs().await;
     let track = TrackId::parse("tides").unwrap();
-    chorus_peer::tracker::announce(&http, &edge.url("http"), liar.peer_id(), &addrs, &[track], None).await.unwrap();
+    chorus_peer::tracker::announce(&http, &edge.url("http"), liar.identity(), &addrs, &[track], None).await.unwrap();
     drop(seeder); // only the liar is left among the peers
     let out2 = dir.path().join("out2.mp4");
     let j = run(dir.path().join("listener2"), out2.clone()).await.unwrap();
@@ -229,7 +229,10 @@ async fn a_peer_that_vanishes_mid_transfer_costs_nothing_but_a_retry_at_the_edge
     let via: chorus_peer::Multiaddr = format!("/ip4/127.0.0.1/tcp/{}", relay.addr.port()).parse().unwrap();
     let http = HttpClient::new(&ClientTls::default()).unwrap();
     let track = TrackId::parse("tides").unwrap();
-    chorus_peer::tracker::announce(&http, &edge.url("http"), peer_id, &[via], std::slice::from_ref(&track), None)
+    // Announced for the seeder, signed with its own key (kept in its cache directory).
+    let seeder_key = chorus_peer::load_or_create_identity(&dir.path().join("seed").join("peer.key")).unwrap();
+    assert_eq!(seeder_key.public().to_peer_id(), peer_id);
+    chorus_peer::tracker::announce(&http, &edge.url("http"), &seeder_key, &[via], std::slice::from_ref(&track), None)
         .await
         .unwrap();
 
@@ -357,7 +360,7 @@ async fn an_edge_relay_is_offered_by_the_tracker_and_carries_a_peer_that_cannot_
     chorus_peer::tracker::announce(
         &http,
         &edge.url("http"),
-        hidden.peer_id(),
+        hidden.identity(),
         &circuit,
         std::slice::from_ref(&track),
         None,

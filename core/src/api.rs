@@ -23,16 +23,26 @@ pub const MAX_PEERS_TAKEN: usize = 16;
 /// Most relays a client takes from one tracker answer.
 pub const MAX_RELAYS: usize = 4;
 
-/// `POST /v1/peers/announce`: a peer says where it listens and which tracks it holds.
+/// Longest edge name an announce may be signed for (`host:port`).
+pub const MAX_EDGE_LEN: usize = 255;
+
+/// What a peer announces: where it listens and which tracks it holds, for one edge at one
+/// time. It travels only inside a signed envelope ([`crate::announce::SignedAnnounce`]), the
+/// body of `POST /v1/peers/announce`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Announce {
-    /// The peer's libp2p id (base58).
+    /// The peer's libp2p id (base58); the envelope must be signed by its key.
     pub peer_id: String,
     /// Where it listens, as multiaddrs.
     pub addrs: Vec<String>,
     /// The tracks it holds (complete or partly).
     pub tracks: Vec<TrackId>,
+    /// When it was made, in seconds since the Unix epoch (by the edge's clock, as far as the
+    /// peer knows it).
+    pub timestamp: u64,
+    /// The edge it is meant for: the `host:port` of the URL the peer sends it to, lower case.
+    pub edge: String,
 }
 
 /// Why an announce or a beacon breaks the contract (the edge answers 400 with this text).
@@ -56,6 +66,11 @@ impl Announce {
         if self.tracks.len() > MAX_TRACKS_PER_ANNOUNCE {
             return Err(Invalid(format!("at most {MAX_TRACKS_PER_ANNOUNCE} tracks per announce")));
         }
+        if self.edge.is_empty() || self.edge.len() > MAX_EDGE_LEN || !self.edge.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Invalid(format!(
+                "edge must be the host:port the announce is sent to, at most {MAX_EDGE_LEN} bytes"
+            )));
+        }
         Ok(())
     }
 }
@@ -69,6 +84,17 @@ fn valid_peer_id(s: &str) -> bool {
 
 fn valid_multiaddr(s: &str) -> bool {
     s.starts_with('/') && s.len() <= MAX_ADDR_LEN && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// A JSON error body, with the edge's clock when the error is about time (a signed announce
+/// outside its window), so that a peer with a wrong clock can sign again by the edge's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What was wrong.
+    pub error: String,
+    /// The edge's time, in seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub now: Option<u64>,
 }
 
 /// One peer in a tracker answer.
@@ -190,7 +216,13 @@ mod tests {
     #[test]
     fn announces_are_bounded() {
         let id = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN";
-        let ok = Announce { peer_id: id.into(), addrs: vec!["/ip4/10.0.0.1/tcp/1".into()], tracks: Vec::new() };
+        let ok = Announce {
+            peer_id: id.into(),
+            addrs: vec!["/ip4/10.0.0.1/tcp/1".into()],
+            tracks: Vec::new(),
+            timestamp: 0,
+            edge: "edge:443".into(),
+        };
         assert_eq!(ok.validate(), Ok(()));
         let bad_id = Announce { peer_id: "0OIl".into(), ..ok.clone() };
         assert!(bad_id.validate().is_err());

@@ -1,6 +1,7 @@
 //! chorus-core: the types and the serving front that every chorus node shares.
 //!
 //! - [`api`]: the JSON bodies of the tracker and QoE routes, with their limits;
+//! - [`announce`]: signed announces, and the addresses a tracker may list from one;
 //! - [`id`]: track and chunk ids, validated once where they enter the system;
 //! - [`manifest`]: the signed track manifest (ed25519 over RFC 8785 canonical JSON);
 //! - [`keys`]: ed25519 keys in PEM; [`token`]: EdDSA JWT access tokens;
@@ -11,9 +12,10 @@
 //! - [`units`]: sizes (`512MiB`) and durations (`30s`) as the CLI and config files write them;
 //! - [`fsutil`]: crash-safe file writes; [`chunkdir`]: the on-disk layout of chunk directories.
 //!
-//! Pure types ([`api`], [`id`], [`manifest`], [`token`]) do no I/O.
+//! Pure types ([`api`], [`announce`], [`id`], [`manifest`], [`token`]) do no I/O.
 #![warn(missing_docs)]
 
+pub mod announce;
 pub mod api;
 pub mod chunkdir;
 pub mod cmaf;

@@ -5,7 +5,7 @@
 #![allow(clippy::result_large_err)]
 
 use chorus_core::error::Chain;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chorus_core::http::body::{self, BodyError};
 use chorus_core::http::serve::{
@@ -22,8 +22,10 @@ use tokio::time::Instant;
 
 use crate::manifests::Freshness;
 use crate::node::{Edge, Served};
-use crate::tracker::{Announce, TrackerError};
+use crate::tracker::TrackerError;
 use crate::upstream::FetchError;
+use chorus_core::announce::{AnnounceError, SignedAnnounce};
+use chorus_core::api::ErrorBody;
 use chorus_core::api::{QoeBeacon, TrackerAnswer};
 
 /// Largest JSON body accepted (announce, QoE beacon, purge, prewarm).
@@ -201,7 +203,7 @@ impl Edge {
                 }
                 let (peers, relays) = {
                     let t = self.0.tracker.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    (t.peers(Instant::now(), &track), t.relays().to_vec())
+                    (t.peers(Instant::now(), &track, &mut rand_core::OsRng), t.relays().to_vec())
                 };
                 let mut r = json(StatusCode::OK, &TrackerAnswer { peers, relays });
                 r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -211,7 +213,14 @@ impl Edge {
                 if method != Method::POST {
                     return (Route::Announce, method_not_allowed("POST"), None);
                 }
-                (Route::Announce, self.announce(body, ctx.remote.ip(), claims.as_ref()).await, None)
+                // HTTP/2 and HTTP/3 carry the authority in the URI, HTTP/1.1 in `Host`.
+                let authority = req
+                    .uri
+                    .authority()
+                    .map(|a| a.as_str().to_owned())
+                    .or_else(|| req.headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned));
+                let r = self.announce(body, ctx.remote.ip(), authority.as_deref(), claims.as_ref()).await;
+                (Route::Announce, r, None)
             }
             ["v1", "qoe"] => {
                 if method != Method::POST {
@@ -329,29 +338,69 @@ impl Edge {
         }
     }
 
-    async fn announce(&self, body: Body, source: std::net::IpAddr, claims: Option<&Claims>) -> Response<ResponseBody> {
-        let ann: Announce = match Self::json_body(body).await {
+    /// `POST /v1/peers/announce`: rate limit, then the signature and the other checks
+    /// (outside the tracker's lock), then the record.
+    async fn announce(
+        &self,
+        body: Body,
+        source: std::net::IpAddr,
+        authority: Option<&str>,
+        claims: Option<&Claims>,
+    ) -> Response<ResponseBody> {
+        let signed: SignedAnnounce = match Self::json_body(body).await {
             Ok(a) => a,
             Err(r) => return r,
         };
-        if let Some(t) = ann.tracks.iter().find(|t| Self::scope_track(claims, t).is_err()) {
+        let tracker = || self.0.tracker.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let result = tracker().admit(Instant::now(), source).and_then(|()| {
+            let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            self.0.announce_check.verify(&signed, source, authority, unix_now)
+        });
+        let verified = match result {
+            Ok(v) => v,
+            Err(e) => return self.announce_refused(&e),
+        };
+        if let Some(t) = verified.tracks().iter().find(|t| Self::scope_track(claims, t).is_err()) {
             return json_error(StatusCode::FORBIDDEN, format!("this token does not cover track {t}"));
         }
         let (result, entries) = {
-            let mut t = self.0.tracker.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            (t.announce(Instant::now(), source, ann), t.entries())
+            let mut t = tracker();
+            (t.record(Instant::now(), source, verified), t.entries())
         };
         self.0.metrics.tracker_peers.set(i64::try_from(entries).unwrap_or(i64::MAX));
         match result {
             Ok(()) => empty(StatusCode::NO_CONTENT),
-            Err(e @ TrackerError::Invalid(_)) => json_error(StatusCode::BAD_REQUEST, Chain(&e)),
-            Err(e @ TrackerError::Full) => json_error(StatusCode::SERVICE_UNAVAILABLE, Chain(&e)),
-            Err(TrackerError::RateLimited(after)) => {
+            Err(e) => self.announce_refused(&e),
+        }
+    }
+
+    fn announce_refused(&self, e: &TrackerError) -> Response<ResponseBody> {
+        let label = match e {
+            TrackerError::Refused(AnnounceError::BadSignature | AnnounceError::NotTheSigner { .. }) => "signature",
+            TrackerError::Refused(AnnounceError::OutsideWindow { .. }) => "time",
+            TrackerError::Refused(AnnounceError::WrongEdge { .. }) => "edge",
+            TrackerError::Refused(_) => "malformed",
+            TrackerError::NoAddress { .. } => "address",
+            TrackerError::Superseded => "replay",
+            TrackerError::RateLimited(_) => "rate",
+            _ => "full",
+        };
+        self.0.metrics.announces_refused.with_label_values(&[label]).inc();
+        match e {
+            TrackerError::Refused(AnnounceError::OutsideWindow { now, .. }) => {
+                let body = ErrorBody { error: Chain(e).to_string(), now: Some(*now) };
+                json(StatusCode::UNAUTHORIZED, &body)
+            }
+            TrackerError::Refused(a) if a.is_unauthorized() => json_error(StatusCode::UNAUTHORIZED, Chain(e)),
+            TrackerError::Refused(_) | TrackerError::NoAddress { .. } => json_error(StatusCode::BAD_REQUEST, Chain(e)),
+            TrackerError::Superseded => json_error(StatusCode::CONFLICT, Chain(e)),
+            TrackerError::RateLimited(after) => {
                 let mut r =
                     json_error(StatusCode::TOO_MANY_REQUESTS, format!("too many announces; retry in {after:?}"));
                 r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(after.as_secs().max(1)));
                 r
             }
+            _ => json_error(StatusCode::SERVICE_UNAVAILABLE, Chain(e)),
         }
     }
 

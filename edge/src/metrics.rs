@@ -40,6 +40,8 @@ pub struct EdgeMetrics {
     pub qoe_beacons: IntCounter,
     /// `chorus_tracker_peers`.
     pub tracker_peers: IntGauge,
+    /// `chorus_tracker_announces_refused_total{reason}`.
+    pub announces_refused: IntCounterVec,
     /// `chorus_edge_mrc_hit_ratio{cache_bytes}`.
     pub mrc_hit_ratio: prometheus::GaugeVec,
     /// `chorus_edge_mrc_sampling_rate`.
@@ -173,6 +175,11 @@ impl EdgeMetrics {
             ),
             qoe_beacons,
             tracker_peers,
+            announces_refused: counter_vec(
+                "chorus_tracker_announces_refused_total",
+                "Announces the tracker refused, by reason: signature (forged, or signed by another key than the peer id's), time (outside the 120 s window), edge (signed for another edge), malformed, address (no address on the sender's IP), replay (older than the peer's last), rate (429), full (503).",
+                &["reason"],
+            ),
             mrc_hit_ratio,
             mrc_sampling_rate,
             registry,
@@ -181,6 +188,9 @@ impl EdgeMetrics {
         // exists before its first event (rates and alerts see 0, not "no data").
         for (result, tier) in [("hit", "memory"), ("hit", "disk"), ("miss", "none"), ("coalesced", "none")] {
             m.cache_requests.with_label_values(&[result, tier]);
+        }
+        for reason in ["signature", "time", "edge", "malformed", "address", "replay", "rate", "full"] {
+            m.announces_refused.with_label_values(&[reason]);
         }
         for source in ["memory", "disk", "upstream"] {
             m.served_bytes.with_label_values(&[source]);

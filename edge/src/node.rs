@@ -22,7 +22,7 @@ use crate::manifests::{Entry, Freshness, Manifests};
 use crate::metrics::EdgeMetrics;
 use crate::mrc::{Mrc, MrcConfig};
 use crate::prefetch::{self, PrefetchConfig, Trending};
-use crate::tracker::{Tracker, TrackerConfig};
+use crate::tracker::{AnnounceCheck, Tracker, TrackerConfig};
 use crate::upstream::{FetchError, UpstreamConfig, Upstreams};
 
 /// Warmings (a track's manifest, then its first chunks as prefetches) running at once at most.
@@ -99,6 +99,8 @@ pub(crate) struct Inner {
     pub(crate) manifests: Arc<Manifests>,
     chunks: Inflight<ChunkId, Bytes, FetchError>,
     pub(crate) tracker: Mutex<Tracker>,
+    /// What announces are checked against, outside the tracker's lock.
+    pub(crate) announce_check: AnnounceCheck,
     trending: Mutex<Trending>,
     recently_warmed: Mutex<LruCache<TrackId, Instant>>,
     prefetch_permits: Arc<Semaphore>,
@@ -158,6 +160,7 @@ impl Edge {
             manifests: Arc::new(Manifests::new(cfg.manifests, cfg.origin_key)),
             chunks: Inflight::default(),
             tracker: Mutex::new(Tracker::new(cfg.tracker.clone())),
+            announce_check: AnnounceCheck::new(&cfg.tracker),
             trending: Mutex::new(Trending::new(cfg.prefetch.window, cfg.prefetch.trending_min)),
             recently_warmed: Mutex::new(LruCache::new(warmed_cap)),
             prefetch_permits: Arc::new(Semaphore::new(cfg.prefetch.concurrency.max(1))),

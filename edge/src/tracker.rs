@@ -1,26 +1,41 @@
-//! The peer tracker (docs/protocol.md §3): which peers hold which track, so a client finds up to 10 peers in
-//! one round trip.
+//! The peer tracker (docs/protocol.md §3.3): which peers hold which track, so a client finds up
+//! to 10 peers in one round trip, and none that a stranger put there.
+//!
+//! An announce goes through three steps, so that the costly check runs outside the tracker's
+//! lock and after the rate limit: [`Tracker::admit`] (a token bucket per source address),
+//! [`AnnounceCheck::verify`] (the signature, the signer, the time window, the edge it is meant
+//! for, and the addresses bound to the sender; see [`chorus_core::announce`]), then
+//! [`Tracker::record`].
 //!
 //! Plain logic with an explicit clock. Bounded everywhere: at most
-//! [`TrackerConfig::per_track`] peers remembered per track (the stalest is replaced), at most
-//! [`TrackerConfig::max_tracks`] tracks, at most [`TrackerConfig::returned`] peers answered,
-//! entries expire after [`TrackerConfig::ttl`], and announces are rate-limited per source
-//! address with a token bucket ([`TokenBucket`]) whose table is bounded too.
+//! [`TrackerConfig::per_track`] peers remembered per track and at most
+//! [`TrackerConfig::per_network`] of them from one source network (a /24 or a /48), so one
+//! source cannot fill a track's list; at most [`TrackerConfig::max_tracks`] tracks and
+//! [`TrackerConfig::max_peers`] peers; at most [`TrackerConfig::returned`] peers answered, the
+//! newest half and a random sample of the other live ones; entries expire after
+//! [`TrackerConfig::ttl`]; the table of sources is bounded too.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use chorus_core::TrackId;
+use chorus_core::announce::{self, AnnounceError, SignedAnnounce};
 use chorus_core::rate::TokenBucket;
+use libp2p::{Multiaddr, PeerId};
+use rand_core::RngCore;
 use tokio::time::Instant;
 
 /// Limits of the tracker; every default suits a public edge.
 #[derive(Debug, Clone)]
 pub struct TrackerConfig {
-    /// Peers remembered per track (default 20).
+    /// Peers remembered per track (default 32).
     pub per_track: usize,
-    /// Peers returned per query (default 10).
+    /// Peers remembered per track from one source network, a /24 for IPv4 or a /48 for IPv6
+    /// (default 4): a newer one from that network replaces its stalest.
+    pub per_network: usize,
+    /// Peers returned per query (default 10): the most recent half, then a random sample of
+    /// the other live ones.
     pub returned: usize,
     /// An entry not re-announced within this is dropped (default 5 min; peers re-announce
     /// before it runs out).
@@ -36,14 +51,19 @@ pub struct TrackerConfig {
     /// Peers remembered at most, over all tracks (default 500 000).
     pub max_peers: usize,
     /// Circuit relays (full multiaddrs ending in `/p2p/ID`) offered with every answer, for
-    /// peers that cannot be reached directly (`chorus edge --p2p-relay`).
+    /// peers that cannot be reached directly (`chorus edge --p2p-relay`). Circuit addresses
+    /// are listed only through these.
     pub relays: Vec<String>,
+    /// The names (`host:port`) announces must be signed for (`chorus edge --tracker-name`).
+    /// Empty: the `host:port` each request was sent to.
+    pub names: Vec<String>,
 }
 
 impl Default for TrackerConfig {
     fn default() -> Self {
         Self {
-            per_track: 20,
+            per_track: 32,
+            per_network: 4,
             returned: 10,
             ttl: Duration::from_secs(300),
             max_tracks: 200_000,
@@ -52,6 +72,7 @@ impl Default for TrackerConfig {
             max_sources: 100_000,
             max_peers: 500_000,
             relays: Vec::new(),
+            names: Vec::new(),
         }
     }
 }
@@ -59,12 +80,24 @@ impl Default for TrackerConfig {
 pub use chorus_core::api::{Announce, MAX_ADDR_LEN, MAX_ADDRS, MAX_PEER_ID_LEN, MAX_TRACKS_PER_ANNOUNCE, PeerRecord};
 
 /// Why an announce was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum TrackerError {
-    /// The announce breaks a bound or a format rule (400).
-    #[error("invalid announce")]
-    Invalid(#[from] chorus_core::api::Invalid),
+    /// The announce is malformed (400), or its signature, signer, time or edge is wrong (401).
+    #[error("announce refused")]
+    Refused(#[from] AnnounceError),
+    /// None of its addresses may be listed (400): none is on the address it came from, or a
+    /// circuit through this edge's relay.
+    #[error(
+        "no address of this announce is on {sender}, the address it came from, or a circuit through this edge's relay"
+    )]
+    NoAddress {
+        /// The address the announce came from.
+        sender: IpAddr,
+    },
+    /// A newer announce of this peer is recorded (409): an old one replayed.
+    #[error("a newer announce of this peer is recorded")]
+    Superseded,
     /// The source announces too often (429); retry after the given time.
     #[error("too many announces from this address; retry in {0:?}")]
     RateLimited(Duration),
@@ -73,18 +106,94 @@ pub enum TrackerError {
     Full,
 }
 
+/// An announce that passed [`AnnounceCheck::verify`], its addresses cut to those that may be
+/// listed.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    peer_id: String,
+    addrs: Vec<String>,
+    tracks: Vec<TrackId>,
+    timestamp: u64,
+}
+
+impl Verified {
+    /// The tracks it names.
+    #[must_use]
+    pub fn tracks(&self) -> &[TrackId] {
+        &self.tracks
+    }
+}
+
+/// What an announce is checked against: this edge's names and relays. Immutable, so announces
+/// are verified outside the tracker's lock.
+#[derive(Debug, Clone)]
+pub struct AnnounceCheck {
+    names: Vec<String>,
+    relays: Vec<PeerId>,
+}
+
+impl AnnounceCheck {
+    /// The check for a tracker configured with `cfg`.
+    #[must_use]
+    pub fn new(cfg: &TrackerConfig) -> Self {
+        let relays = cfg
+            .relays
+            .iter()
+            .filter_map(|r| r.parse::<Multiaddr>().ok())
+            .filter_map(|a| match a.iter().last() {
+                Some(libp2p::multiaddr::Protocol::P2p(p)) => Some(p),
+                _ => None,
+            })
+            .collect();
+        Self { names: cfg.names.iter().map(|n| n.to_ascii_lowercase()).collect(), relays }
+    }
+
+    /// Opens `signed`, sent from `sender` to `authority` (the request's `host:port`) at
+    /// `unix_now` (seconds since the Unix epoch), and keeps the addresses that may be listed.
+    ///
+    /// # Errors
+    /// [`TrackerError::Refused`] or [`TrackerError::NoAddress`].
+    pub fn verify(
+        &self,
+        signed: &SignedAnnounce,
+        sender: IpAddr,
+        authority: Option<&str>,
+        unix_now: u64,
+    ) -> Result<Verified, TrackerError> {
+        let (ann, peer) = signed.open()?;
+        announce::check_time(&ann, unix_now)?;
+        announce::check_edge(&ann, &self.names, authority)?;
+        let addrs = announce::bound_addrs(&ann, peer, sender, &self.relays);
+        if addrs.is_empty() {
+            return Err(TrackerError::NoAddress { sender: announce::canonical(sender) });
+        }
+        Ok(Verified { peer_id: ann.peer_id, addrs, tracks: ann.tracks, timestamp: ann.timestamp })
+    }
+}
+
 #[derive(Debug, Clone)]
 struct PeerInfo {
     addrs: Vec<String>,
     seen: Instant,
+    /// The timestamp of its latest announce: an older one is a replay.
+    timestamp: u64,
+}
+
+/// One peer listed for a track.
+#[derive(Debug, Clone)]
+struct Entry {
+    peer: String,
+    seen: Instant,
+    /// The source network of its latest announce of the track.
+    network: IpAddr,
 }
 
 /// The tracker's state.
 #[derive(Debug)]
 pub struct Tracker {
     cfg: TrackerConfig,
-    /// Per track: peer ids with the time of their last announce of it.
-    tracks: HashMap<TrackId, Vec<(String, Instant)>>,
+    /// Per track: its peers, each with the time of its last announce of it.
+    tracks: HashMap<TrackId, Vec<Entry>>,
     /// Per peer: its latest addresses.
     peers: HashMap<String, PeerInfo>,
     buckets: HashMap<IpAddr, TokenBucket>,
@@ -108,6 +217,23 @@ fn may_sweep(last: &mut Option<Instant>, now: Instant) -> bool {
     }
     *last = Some(now);
     true
+}
+
+/// `ip` with its host bits cleared to `v4_bits` (IPv4) or `v6_bits` (IPv6) of prefix.
+fn prefix(ip: IpAddr, v4_bits: u32, v6_bits: u32) -> IpAddr {
+    match announce::canonical(ip) {
+        IpAddr::V4(v4) => {
+            IpAddr::V4(std::net::Ipv4Addr::from(u32::from(v4) & u32::MAX.checked_shl(32 - v4_bits).unwrap_or(0)))
+        }
+        IpAddr::V6(v6) => {
+            IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & u128::MAX.checked_shl(128 - v6_bits).unwrap_or(0)))
+        }
+    }
+}
+
+/// The source network whose entries per track are capped: a /24 or a /48.
+fn network(ip: IpAddr) -> IpAddr {
+    prefix(ip, 24, 48)
 }
 
 impl Tracker {
@@ -137,62 +263,15 @@ impl Tracker {
         self.entries
     }
 
-    /// Records `ann` from `source` at `now`.
+    /// Takes one announce from `source`'s budget at `now`; the first step of an announce, so a
+    /// flood costs no signature checks.
     ///
     /// # Errors
-    /// [`TrackerError::Invalid`] for a malformed announce, [`TrackerError::RateLimited`] when
-    /// `source` has used its budget.
-    pub fn announce(&mut self, now: Instant, source: IpAddr, ann: Announce) -> Result<(), TrackerError> {
-        ann.validate()?;
-        self.take_token(now, source)?;
-        // At most one expiry sweep per announce, however many tracks it names, and at most one
-        // per SWEEP_GAP over all announces.
-        let mut swept = false;
-        if !self.peers.contains_key(&ann.peer_id) && self.peers.len() >= self.cfg.max_peers {
-            if may_sweep(&mut self.swept_at, now) {
-                self.expire(now);
-            }
-            swept = true;
-            if self.peers.len() >= self.cfg.max_peers {
-                return Err(TrackerError::Full);
-            }
-        }
-        self.peers.insert(ann.peer_id.clone(), PeerInfo { addrs: ann.addrs, seen: now });
-        for track in ann.tracks {
-            if !self.tracks.contains_key(&track) && self.tracks.len() >= self.cfg.max_tracks {
-                if !swept {
-                    if may_sweep(&mut self.swept_at, now) {
-                        self.expire(now);
-                    }
-                    swept = true;
-                }
-                if self.tracks.len() >= self.cfg.max_tracks {
-                    continue; // full of live entries: remember what we have
-                }
-            }
-            let list = self.tracks.entry(track).or_default();
-            if let Some(e) = list.iter_mut().find(|(p, _)| *p == ann.peer_id) {
-                e.1 = now;
-            } else if list.len() < self.cfg.per_track {
-                list.push((ann.peer_id.clone(), now));
-                self.entries += 1;
-            } else if let Some(stalest) = list.iter_mut().min_by_key(|(_, t)| *t) {
-                *stalest = (ann.peer_id.clone(), now);
-            }
-        }
-        Ok(())
-    }
-
-    fn take_token(&mut self, now: Instant, source: IpAddr) -> Result<(), TrackerError> {
+    /// [`TrackerError::RateLimited`] when `source` has used its budget (or the table of
+    /// sources is full of active ones).
+    pub fn admit(&mut self, now: Instant, source: IpAddr) -> Result<(), TrackerError> {
         // One IPv6 host usually owns a whole /64: limit the prefix, not each address.
-        let source = match source {
-            IpAddr::V6(v6) => {
-                let mut o = v6.octets();
-                o[8..].fill(0);
-                IpAddr::from(o)
-            }
-            v4 => v4,
-        };
+        let source = prefix(source, 32, 64);
         let std_now = now.into_std();
         if !self.buckets.contains_key(&source) && self.buckets.len() >= self.cfg.max_sources {
             // Forget sources whose bucket has refilled: they are idle.
@@ -210,20 +289,86 @@ impl Tracker {
         b.take(1.0, std_now).map_err(|wait| TrackerError::RateLimited(wait.min(Duration::from_secs(3600))))
     }
 
-    /// Up to [`TrackerConfig::returned`] live peers for `track`, most recently announced first.
+    /// Records `ann`, verified, from `source` at `now`. The peer's addresses become those of
+    /// this announce; per track it keeps its one entry, or takes a free place, or replaces the
+    /// stalest entry of its own source network when that network has its
+    /// [`TrackerConfig::per_network`], or else the stalest entry of the track.
+    ///
+    /// # Errors
+    /// [`TrackerError::Superseded`] for an announce older than the peer's last one,
+    /// [`TrackerError::Full`] for a new peer while the table is full of live ones.
+    pub fn record(&mut self, now: Instant, source: IpAddr, ann: Verified) -> Result<(), TrackerError> {
+        if self.peers.get(&ann.peer_id).is_some_and(|p| p.timestamp > ann.timestamp) {
+            return Err(TrackerError::Superseded);
+        }
+        // At most one expiry sweep per announce, however many tracks it names, and at most one
+        // per SWEEP_GAP over all announces.
+        let mut swept = false;
+        if !self.peers.contains_key(&ann.peer_id) && self.peers.len() >= self.cfg.max_peers {
+            if may_sweep(&mut self.swept_at, now) {
+                self.expire(now);
+            }
+            swept = true;
+            if self.peers.len() >= self.cfg.max_peers {
+                return Err(TrackerError::Full);
+            }
+        }
+        self.peers.insert(ann.peer_id.clone(), PeerInfo { addrs: ann.addrs, seen: now, timestamp: ann.timestamp });
+        let net = network(source);
+        for track in ann.tracks {
+            if !self.tracks.contains_key(&track) && self.tracks.len() >= self.cfg.max_tracks {
+                if !swept {
+                    if may_sweep(&mut self.swept_at, now) {
+                        self.expire(now);
+                    }
+                    swept = true;
+                }
+                if self.tracks.len() >= self.cfg.max_tracks {
+                    continue; // full of live entries: remember what we have
+                }
+            }
+            let list = self.tracks.entry(track).or_default();
+            let fresh = Entry { peer: ann.peer_id.clone(), seen: now, network: net };
+            if let Some(e) = list.iter_mut().find(|e| e.peer == ann.peer_id) {
+                *e = fresh;
+            } else if list.iter().filter(|e| e.network == net).count() >= self.cfg.per_network {
+                if let Some(stalest) = list.iter_mut().filter(|e| e.network == net).min_by_key(|e| e.seen) {
+                    *stalest = fresh;
+                }
+            } else if list.len() < self.cfg.per_track {
+                list.push(fresh);
+                self.entries += 1;
+            } else if let Some(stalest) = list.iter_mut().min_by_key(|e| e.seen) {
+                *stalest = fresh;
+            }
+        }
+        Ok(())
+    }
+
+    /// Up to [`TrackerConfig::returned`] live peers for `track`: the most recently announced
+    /// half, newest first, then a sample drawn by `rng` from the other live ones. The newest
+    /// find each other; the sample keeps older, steady seeders in view, whoever announced last.
     #[must_use]
-    pub fn peers(&self, now: Instant, track: &TrackId) -> Vec<PeerRecord> {
+    pub fn peers(&self, now: Instant, track: &TrackId, rng: &mut dyn RngCore) -> Vec<PeerRecord> {
         let Some(list) = self.tracks.get(track) else {
             return Vec::new();
         };
-        let mut live: Vec<&(String, Instant)> =
-            list.iter().filter(|(_, t)| now.duration_since(*t) < self.cfg.ttl).collect();
-        live.sort_by_key(|e| std::cmp::Reverse(e.1));
+        let mut live: Vec<&Entry> = list.iter().filter(|e| now.duration_since(e.seen) < self.cfg.ttl).collect();
+        live.sort_by_key(|e| std::cmp::Reverse(e.seen));
+        let want = self.cfg.returned.min(live.len());
+        let recent = want.div_ceil(2);
+        // A partial Fisher-Yates shuffle of the older ones picks the rest.
+        let older = &mut live[recent..];
+        for i in 0..want - recent {
+            let left = older.len() - i;
+            let j = i + usize::try_from(rng.next_u64() % left as u64).unwrap_or(0);
+            older.swap(i, j);
+        }
+        live.truncate(want);
         live.into_iter()
-            .filter_map(|(id, _)| {
-                self.peers.get(id).map(|p| PeerRecord { peer_id: id.clone(), addrs: p.addrs.clone() })
+            .filter_map(|e| {
+                self.peers.get(&e.peer).map(|p| PeerRecord { peer_id: e.peer.clone(), addrs: p.addrs.clone() })
             })
-            .take(self.cfg.returned)
             .collect()
     }
 
@@ -232,7 +377,7 @@ impl Tracker {
         let ttl = self.cfg.ttl;
         let mut entries = 0;
         self.tracks.retain(|_, list| {
-            list.retain(|(_, t)| now.duration_since(*t) < ttl);
+            list.retain(|e| now.duration_since(e.seen) < ttl);
             entries += list.len();
             !list.is_empty()
         });
@@ -244,16 +389,48 @@ impl Tracker {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
 
     const PEER: &str = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN";
 
-    fn ann(peer: &str, tracks: &[&str]) -> Announce {
-        Announce {
+    fn ann(peer: &str, tracks: &[&str]) -> Verified {
+        Verified {
             peer_id: peer.to_owned(),
             addrs: vec![format!("/ip4/127.0.0.1/tcp/4001/p2p/{peer}")],
             tracks: tracks.iter().map(|t| TrackId::parse(t).unwrap()).collect(),
+            timestamp: 0,
         }
+    }
+
+    /// An announce through both steps, as the API makes it.
+    fn announce(t: &mut Tracker, now: Instant, source: IpAddr, v: Verified) -> Result<(), TrackerError> {
+        t.admit(now, source)?;
+        t.record(now, source, v)
+    }
+
+    /// A fixed-seed generator: the tests do not depend on which older peers are sampled.
+    struct Counter(u64);
+    impl RngCore for Counter {
+        fn next_u32(&mut self) -> u32 {
+            u32::try_from(self.next_u64() >> 32).unwrap()
+        }
+        fn next_u64(&mut self) -> u64 {
+            self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            self.0
+        }
+        fn fill_bytes(&mut self, dest: &mut [u8]) {
+            rand_core::impls::fill_bytes_via_next(self, dest);
+        }
+        fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+            self.fill_bytes(dest);
+            Ok(())
+        }
+    }
+
+    fn rng() -> Counter {
+        Counter(7)
     }
 
     fn peer(n: usize) -> String {
@@ -264,27 +441,117 @@ mod tests {
         IpAddr::from([10, 0, 0, n])
     }
 
+    /// A source in network `n` (10.n.0.1/24).
+    fn net(n: usize) -> IpAddr {
+        IpAddr::from([10, u8::try_from(n).unwrap(), 0, 1])
+    }
+
+    fn named(n: usize) -> String {
+        format!("{}{}", peer(0), n).replace('0', "z")
+    }
+
     #[test]
-    fn remembers_20_returns_10_newest_first() {
-        let cfg = TrackerConfig { burst: 1000, ..TrackerConfig::default() };
+    fn remembers_per_track_and_answers_the_newest_half_and_a_sample_of_the_rest() {
+        let cfg = TrackerConfig { per_track: 20, ..TrackerConfig::default() };
         let mut t = Tracker::new(cfg);
         let start = Instant::now();
         let track = TrackId::parse("t").unwrap();
         for n in 0..30 {
-            t.announce(
-                start + Duration::from_secs(n as u64),
-                ip(1),
-                ann(&format!("{}{}", peer(0), n).replace('0', "z"), &["t"]),
-            )
-            .unwrap();
+            announce(&mut t, start + Duration::from_secs(n as u64), net(n), ann(&named(n), &["t"])).unwrap();
         }
+        // 20 remembered: peers 10..29 (each newer one replaced the stalest).
         assert_eq!(t.entries(), 20);
         let now = start + Duration::from_secs(30);
-        let got = t.peers(now, &track);
-        assert_eq!(got.len(), 10);
-        // The 10 most recent announces (peers 20..29), newest first.
-        let want: Vec<String> = (20..30).rev().map(|n| format!("{}{}", peer(0), n).replace('0', "z")).collect();
-        assert_eq!(got.iter().map(|p| p.peer_id.clone()).collect::<Vec<_>>(), want);
+        for seed in 0..20 {
+            let got: Vec<String> = t.peers(now, &track, &mut Counter(seed)).into_iter().map(|p| p.peer_id).collect();
+            assert_eq!(got.len(), 10);
+            // The five most recent announces, newest first…
+            let newest: Vec<String> = (25..30).rev().map(named).collect();
+            assert_eq!(got[..5], newest[..]);
+            // …then five others, all live and remembered, no one twice.
+            let older: HashSet<&String> = got[5..].iter().collect();
+            assert_eq!(older.len(), 5);
+            assert!(got[5..].iter().all(|p| (10..25).map(named).any(|n| n == *p)), "{got:?}");
+        }
+        // The sample varies: over a few draws, more than five of the older ones are shown.
+        let shown: HashSet<String> = (0..20)
+            .flat_map(|seed| t.peers(now, &track, &mut Counter(seed)).into_iter().skip(5))
+            .map(|p| p.peer_id)
+            .collect();
+        assert!(shown.len() > 5, "{shown:?}");
+    }
+
+    #[test]
+    fn one_source_network_cannot_fill_a_track() {
+        let cfg = TrackerConfig { burst: 100_000, ..TrackerConfig::default() };
+        let mut t = Tracker::new(cfg);
+        let track = TrackId::parse("t").unwrap();
+        let start = Instant::now();
+        let seeder = peer(1);
+        let real: IpAddr = "198.51.100.7".parse().unwrap();
+        announce(&mut t, start, real, ann(&seeder, &["t"])).unwrap();
+        // 1000 fake peers from one /24, announced after the seeder (all newer than it).
+        for n in 0..1000 {
+            let from = IpAddr::from([203, 0, 113, u8::try_from(n % 250).unwrap()]);
+            announce(&mut t, start + Duration::from_millis(n as u64 + 1), from, ann(&named(n + 100), &["t"])).unwrap();
+        }
+        assert_eq!(t.entries(), 5, "the seeder and 4 from the flooding network");
+        let answer = t.peers(start + Duration::from_secs(2), &track, &mut rng());
+        assert!(answer.iter().any(|p| p.peer_id == seeder), "{answer:?}");
+        assert_eq!(answer.len(), 5);
+    }
+
+    #[test]
+    fn an_older_announce_of_a_peer_is_a_replay() {
+        let mut t = Tracker::new(TrackerConfig::default());
+        let now = Instant::now();
+        let at = |timestamp| Verified { timestamp, ..ann(PEER, &["t"]) };
+        announce(&mut t, now, ip(1), at(100)).unwrap();
+        assert!(matches!(announce(&mut t, now, ip(1), at(99)), Err(TrackerError::Superseded)));
+        announce(&mut t, now, ip(1), at(100)).unwrap();
+        announce(&mut t, now, ip(1), at(160)).unwrap();
+    }
+
+    #[test]
+    fn verify_checks_the_signature_the_edge_and_binds_addresses_to_the_sender() {
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        let peer = key.public().to_peer_id();
+        let relay = libp2p::identity::Keypair::generate_ed25519().public().to_peer_id();
+        let cfg = TrackerConfig {
+            relays: vec![format!("/ip4/203.0.113.1/tcp/4001/p2p/{relay}")],
+            ..TrackerConfig::default()
+        };
+        let check = AnnounceCheck::new(&cfg);
+        let sender: IpAddr = "198.51.100.9".parse().unwrap();
+        let signed = |addrs: &[String], edge: &str| {
+            let a = Announce {
+                peer_id: peer.to_base58(),
+                addrs: addrs.to_vec(),
+                tracks: vec![TrackId::parse("t").unwrap()],
+                timestamp: 5_000,
+                edge: edge.to_owned(),
+            };
+            SignedAnnounce::sign(&key, &a).unwrap()
+        };
+        let circuit = format!("/ip4/203.0.113.1/tcp/4001/p2p/{relay}/p2p-circuit");
+        let good =
+            signed(&["/ip4/198.51.100.9/tcp/4001".into(), "/ip4/10.1.2.3/tcp/22".into(), circuit.clone()], "edge:443");
+        let v = check.verify(&good, sender, Some("edge:443"), 5_010).unwrap();
+        assert_eq!(v.addrs, vec![format!("/ip4/198.51.100.9/tcp/4001/p2p/{peer}"), format!("{circuit}/p2p/{peer}")]);
+
+        let injected = signed(&["/ip4/10.1.2.3/tcp/22".into(), "/ip4/169.254.169.254/tcp/80".into()], "edge:443");
+        assert!(matches!(
+            check.verify(&injected, sender, Some("edge:443"), 5_010),
+            Err(TrackerError::NoAddress { .. })
+        ));
+        assert!(matches!(
+            check.verify(&good, sender, Some("other:443"), 5_010),
+            Err(TrackerError::Refused(AnnounceError::WrongEdge { .. }))
+        ));
+        assert!(matches!(
+            check.verify(&good, sender, Some("edge:443"), 5_500),
+            Err(TrackerError::Refused(AnnounceError::OutsideWindow { now: 5_500, .. }))
+        ));
     }
 
     #[test]
@@ -292,9 +559,9 @@ mod tests {
         let mut t = Tracker::new(TrackerConfig::default());
         let start = Instant::now();
         let track = TrackId::parse("t").unwrap();
-        t.announce(start, ip(1), ann(PEER, &["t"])).unwrap();
-        assert_eq!(t.peers(start + Duration::from_secs(299), &track).len(), 1);
-        assert!(t.peers(start + Duration::from_secs(300), &track).is_empty());
+        announce(&mut t, start, ip(1), ann(PEER, &["t"])).unwrap();
+        assert_eq!(t.peers(start + Duration::from_secs(299), &track, &mut rng()).len(), 1);
+        assert!(t.peers(start + Duration::from_secs(300), &track, &mut rng()).is_empty());
         t.expire(start + Duration::from_secs(301));
         assert_eq!(t.entries(), 0);
         assert!(t.tracks.is_empty() && t.peers.is_empty());
@@ -305,12 +572,12 @@ mod tests {
         let mut t = Tracker::new(TrackerConfig::default());
         let now = Instant::now();
         for _ in 0..10 {
-            t.announce(now, ip(1), ann(PEER, &["t"])).unwrap();
+            announce(&mut t, now, ip(1), ann(PEER, &["t"])).unwrap();
         }
-        assert!(matches!(t.announce(now, ip(1), ann(PEER, &["t"])), Err(TrackerError::RateLimited(_))));
+        assert!(matches!(announce(&mut t, now, ip(1), ann(PEER, &["t"])), Err(TrackerError::RateLimited(_))));
         // Another source is not affected; the first gets one more after the refill time.
-        t.announce(now, ip(2), ann(PEER, &["t"])).unwrap();
-        t.announce(now + Duration::from_secs(3), ip(1), ann(PEER, &["t"])).unwrap();
+        announce(&mut t, now, ip(2), ann(PEER, &["t"])).unwrap();
+        announce(&mut t, now + Duration::from_secs(3), ip(1), ann(PEER, &["t"])).unwrap();
     }
 
     #[test]
@@ -318,10 +585,10 @@ mod tests {
         let cfg = TrackerConfig { max_tracks: 3, max_sources: 2, ..TrackerConfig::default() };
         let mut t = Tracker::new(cfg);
         let now = Instant::now();
-        t.announce(now, ip(1), ann(PEER, &["a", "b", "c", "d", "e"])).unwrap();
+        announce(&mut t, now, ip(1), ann(PEER, &["a", "b", "c", "d", "e"])).unwrap();
         assert_eq!(t.tracks.len(), 3);
-        t.announce(now, ip(2), ann(PEER, &["a"])).unwrap();
-        assert!(matches!(t.announce(now, ip(3), ann(PEER, &["a"])), Err(TrackerError::RateLimited(_))));
+        announce(&mut t, now, ip(2), ann(PEER, &["a"])).unwrap();
+        assert!(matches!(announce(&mut t, now, ip(3), ann(PEER, &["a"])), Err(TrackerError::RateLimited(_))));
     }
 
     #[test]
@@ -331,23 +598,23 @@ mod tests {
         let mut t = Tracker::new(cfg);
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
-        t.announce(at(0), ip(1), ann(&peer(1), &["t"])).unwrap();
+        announce(&mut t, at(0), ip(1), ann(&peer(1), &["t"])).unwrap();
         // Full of live entries: the sweep at 9.6 s frees nothing.
-        assert_eq!(t.announce(at(9_600), ip(1), ann(&peer(2), &["t"])), Err(TrackerError::Full));
+        assert!(matches!(announce(&mut t, at(9_600), ip(1), ann(&peer(2), &["t"])), Err(TrackerError::Full)));
         // Peer 1 has expired at 10.1 s, but the last sweep was 0.5 s ago: still full.
-        assert_eq!(t.announce(at(10_100), ip(1), ann(&peer(2), &["t"])), Err(TrackerError::Full));
+        assert!(matches!(announce(&mut t, at(10_100), ip(1), ann(&peer(2), &["t"])), Err(TrackerError::Full)));
         // A second after that sweep, the next one makes room.
-        t.announce(at(10_700), ip(1), ann(&peer(2), &["t"])).unwrap();
-        assert_eq!(t.peers(at(10_700), &TrackId::parse("t").unwrap()).len(), 1);
+        announce(&mut t, at(10_700), ip(1), ann(&peer(2), &["t"])).unwrap();
+        assert_eq!(t.peers(at(10_700), &TrackId::parse("t").unwrap(), &mut rng()).len(), 1);
 
         // The same for the table of sources: source 1 used one of its 10 announces at 0 s and
         // has them all back at 3 s (one every 3 s). A sweep at 2.5 s finds it busy and blocks
         // the next until 3.5 s.
         let mut t = Tracker::new(TrackerConfig { max_sources: 1, ..TrackerConfig::default() });
-        t.announce(at(0), ip(1), ann(&peer(1), &["t"])).unwrap();
-        assert!(matches!(t.announce(at(2_500), ip(2), ann(&peer(2), &["t"])), Err(TrackerError::RateLimited(_))));
-        assert!(matches!(t.announce(at(3_200), ip(2), ann(&peer(2), &["t"])), Err(TrackerError::RateLimited(_))));
-        t.announce(at(3_600), ip(2), ann(&peer(2), &["t"])).unwrap();
+        announce(&mut t, at(0), ip(1), ann(&peer(1), &["t"])).unwrap();
+        assert!(matches!(announce(&mut t, at(2_500), ip(2), ann(&peer(2), &["t"])), Err(TrackerError::RateLimited(_))));
+        assert!(matches!(announce(&mut t, at(3_200), ip(2), ann(&peer(2), &["t"])), Err(TrackerError::RateLimited(_))));
+        announce(&mut t, at(3_600), ip(2), ann(&peer(2), &["t"])).unwrap();
     }
 
     #[test]
@@ -355,35 +622,19 @@ mod tests {
         let cfg = TrackerConfig { max_peers: 2, burst: 100, ..TrackerConfig::default() };
         let mut t = Tracker::new(cfg);
         let now = Instant::now();
-        t.announce(now, ip(1), ann(&peer(1), &["t"])).unwrap();
-        t.announce(now, ip(1), ann(&peer(2), &["t"])).unwrap();
-        assert_eq!(t.announce(now, ip(1), ann(&peer(3), &["t"])), Err(TrackerError::Full));
+        announce(&mut t, now, ip(1), ann(&peer(1), &["t"])).unwrap();
+        announce(&mut t, now, ip(1), ann(&peer(2), &["t"])).unwrap();
+        assert!(matches!(announce(&mut t, now, ip(1), ann(&peer(3), &["t"])), Err(TrackerError::Full)));
         // Known peers may still re-announce; after expiry there is room again.
-        t.announce(now, ip(1), ann(&peer(2), &["t"])).unwrap();
-        t.announce(now + Duration::from_secs(301), ip(1), ann(&peer(3), &["t"])).unwrap();
+        announce(&mut t, now, ip(1), ann(&peer(2), &["t"])).unwrap();
+        announce(&mut t, now + Duration::from_secs(301), ip(1), ann(&peer(3), &["t"])).unwrap();
 
         let mut t = Tracker::new(TrackerConfig::default());
         let a: IpAddr = "2001:db8::1".parse().unwrap();
         let b: IpAddr = "2001:db8::ffff:2".parse().unwrap();
         for _ in 0..10 {
-            t.announce(now, a, ann(PEER, &["t"])).unwrap();
+            announce(&mut t, now, a, ann(PEER, &["t"])).unwrap();
         }
-        assert!(matches!(t.announce(now, b, ann(PEER, &["t"])), Err(TrackerError::RateLimited(_))), "same /64");
-    }
-
-    #[test]
-    fn malformed_announces() {
-        let mut t = Tracker::new(TrackerConfig::default());
-        let now = Instant::now();
-        let mut a = ann(PEER, &["t"]);
-        a.peer_id = "not/base58".into();
-        assert!(matches!(t.announce(now, ip(1), a), Err(TrackerError::Invalid(_))));
-        let mut a = ann(PEER, &["t"]);
-        a.addrs = vec!["x".repeat(300)];
-        assert!(matches!(t.announce(now, ip(1), a), Err(TrackerError::Invalid(_))));
-        let mut a = ann(PEER, &["t"]);
-        a.addrs = (0..9).map(|i| format!("/ip4/1.2.3.{i}/tcp/1")).collect();
-        assert!(matches!(t.announce(now, ip(1), a), Err(TrackerError::Invalid(_))));
-        assert!(serde_json::from_str::<Announce>(r#"{"peer_id":"x","addrs":[],"tracks":["../x"]}"#).is_err());
+        assert!(matches!(announce(&mut t, now, b, ann(PEER, &["t"])), Err(TrackerError::RateLimited(_))), "same /64");
     }
 }

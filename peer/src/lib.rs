@@ -26,7 +26,7 @@ pub mod tracker;
 mod upload;
 pub mod wire;
 
-pub use libp2p::{Multiaddr, PeerId, multiaddr};
+pub use libp2p::{Multiaddr, PeerId, identity, multiaddr};
 pub use node::{MemoryLimit, Peer, PeerConfig, PeerError, PeerMetrics};
 pub use store::{DirStore, NoChunks, Store};
 

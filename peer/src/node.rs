@@ -48,6 +48,8 @@ pub struct Peer {
     external: Vec<Multiaddr>,
     discovered: watch::Receiver<HashSet<PeerId>>,
     metrics: PeerMetrics,
+    /// The identity key, which signs what the node announces.
+    identity: Keypair,
     task: tokio::task::JoinHandle<()>,
     /// Cancelled when the handle is dropped, so loops that work for this node (re-announcing)
     /// end with it instead of at their next wake-up.
@@ -73,7 +75,7 @@ impl Peer {
         registry: &Registry,
     ) -> Result<Self, PeerError> {
         let key = key.unwrap_or_else(Keypair::generate_ed25519);
-        let swarm = crate::behaviour::build(&cfg, key)?;
+        let swarm = crate::behaviour::build(&cfg, key.clone())?;
         let relays = cfg.relays.clone();
         let peer_id = *swarm.local_peer_id();
         let (tx, rx) = mpsc::unbounded_channel();
@@ -106,7 +108,7 @@ impl Peer {
         }
         let external = driver.cfg.external.clone();
         let task = tokio::spawn(driver.run(rx, loaded));
-        Ok(Self { peer_id, tx, addrs, external, discovered, metrics, task, stopped: Default::default() })
+        Ok(Self { peer_id, tx, addrs, external, discovered, metrics, identity: key, task, stopped: Default::default() })
     }
 
     /// Completes when this node stops (its handle is dropped). Holds no reference to the node.
@@ -118,6 +120,13 @@ impl Peer {
     #[must_use]
     pub const fn peer_id(&self) -> PeerId {
         self.peer_id
+    }
+
+    /// The node's identity key (its peer id is derived from it), which signs its announces
+    /// ([`crate::tracker::announce`]).
+    #[must_use]
+    pub const fn identity(&self) -> &Keypair {
+        &self.identity
     }
 
     /// The node's metrics.

@@ -1,10 +1,14 @@
-//! The edge tracker (docs/protocol.md §3), from a peer's side: announce what this peer holds,
-//! and ask for up to 10 peers holding a track, in one round trip each. The bodies are
-//! [`chorus_core::api`]'s types.
+//! The edge tracker (docs/protocol.md §3.3), from a peer's side: announce what this peer
+//! holds, signed with its identity key ([`chorus_core::announce`]), and ask for up to 10 peers
+//! holding a track, in one round trip each. The bodies are [`chorus_core::api`]'s types.
+
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use chorus_core::TrackId;
-use chorus_core::api::{Announce, MAX_PEERS_TAKEN, TrackerAnswer};
+use chorus_core::announce::SignedAnnounce;
+use chorus_core::api::{Announce, ErrorBody, MAX_PEERS_TAKEN, TrackerAnswer};
 use chorus_core::http::client::{ClientError, HttpClient};
+use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
 
 /// Why a tracker request failed. Every one is worth retrying later.
@@ -20,16 +24,21 @@ pub enum TrackerError {
         #[source]
         source: ClientError,
     },
-    /// The tracker answered with an error status; `body` is the start of its JSON error.
-    #[error("the tracker at {edge} answered {status}: {body}")]
+    /// The tracker answered with an error status.
+    #[error("the tracker at {edge} answered {status}: {error}")]
     Refused {
         /// The edge's base URL.
         edge: String,
         /// Its answer.
         status: http::StatusCode,
-        /// The first 200 bytes of its body, lossily as text.
-        body: String,
+        /// Its JSON error's text (at most 200 bytes), or the start of a body that is not one.
+        error: String,
+        /// The edge's clock, when the error is about time.
+        now: Option<u64>,
     },
+    /// The announce could not be signed (the key cannot sign).
+    #[error("signing the announce")]
+    Sign(#[source] Box<chorus_core::announce::AnnounceError>),
     /// The tracker's answer is not the JSON the protocol names.
     #[error("the tracker at {edge} sent a malformed answer")]
     Malformed {
@@ -72,11 +81,12 @@ async fn ask(http: &HttpClient, edge: &str, req: http::Request<bytes::Bytes>) ->
         return Ok(r.into_body());
     }
     let body = r.body();
-    Err(TrackerError::Refused {
-        edge: edge.to_owned(),
-        status: r.status(),
-        body: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
-    })
+    let (error, now) = match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(e) => (e.error, e.now),
+        Err(_) => (String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(), None),
+    };
+    let error = error.chars().take(200).collect();
+    Err(TrackerError::Refused { edge: edge.to_owned(), status: r.status(), error, now })
 }
 
 /// Announces the tracks `store` holds to every one of `edges`' trackers and on Kademlia, and
@@ -102,7 +112,7 @@ pub async fn announce_held(
     let addrs = peer.public_addrs().await;
     let mut results = Vec::with_capacity(edges.len());
     for e in edges {
-        results.push((e.clone(), announce(http, e, peer.peer_id(), &addrs, &tracks, token).await));
+        results.push((e.clone(), announce(http, e, peer.identity(), &addrs, &tracks, token).await));
     }
     *announced = tracks;
     results
@@ -120,27 +130,42 @@ pub fn announceable(peer: PeerId, addrs: &[Multiaddr]) -> Vec<Multiaddr> {
         .collect()
 }
 
-/// Tells the tracker at `edge` that `peer`, reachable at `addrs`, holds chunks of `tracks`
-/// (the first [`MAX_TRACKS`]).
+/// Tells the tracker at `edge` that the peer of `key`, reachable at `addrs`, holds chunks of
+/// `tracks` (the first [`MAX_TRACKS`]), in an announce signed with `key` for that edge and the
+/// current time. An edge whose clock differs by more than the window answers with its time;
+/// the announce is then signed again once by the edge's clock.
 ///
 /// # Errors
 /// [`TrackerError`] (the caller logs it and tries again later).
 pub async fn announce(
     http: &HttpClient,
     edge: &str,
-    peer: PeerId,
+    key: &Keypair,
     addrs: &[Multiaddr],
     tracks: &[TrackId],
     token: Option<&str>,
 ) -> Result<(), TrackerError> {
-    let body = Announce {
+    let peer = key.public().to_peer_id();
+    let mut announce = Announce {
         peer_id: peer.to_string(),
         addrs: announceable(peer, addrs).iter().map(ToString::to_string).collect(),
         tracks: tracks.iter().take(MAX_TRACKS).cloned().collect(),
+        timestamp: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        edge: chorus_core::announce::edge_name(edge),
     };
-    // A struct of strings: serialising it cannot fail.
-    let body = serde_json::to_vec(&body).unwrap_or_default();
-    ask(http, edge, request(http::Method::POST, "/v1/peers/announce", token, body.into())).await.map(|_| ())
+    let mut resigned = false;
+    loop {
+        let signed = SignedAnnounce::sign(key, &announce).map_err(|e| TrackerError::Sign(Box::new(e)))?;
+        // A struct of one string: serialising it cannot fail.
+        let body = serde_json::to_vec(&signed).unwrap_or_default();
+        match ask(http, edge, request(http::Method::POST, "/v1/peers/announce", token, body.into())).await {
+            Err(TrackerError::Refused { status: http::StatusCode::UNAUTHORIZED, now: Some(now), .. }) if !resigned => {
+                resigned = true;
+                announce.timestamp = now;
+            }
+            other => return other.map(|_| ()),
+        }
+    }
 }
 
 /// A tracker's answer: peers holding a track, and the relays the edge offers.

@@ -152,7 +152,9 @@ pub(super) async fn start_edge(
         cache: CacheConfig { mem_bytes: 64 << 20, disk_bytes: 1 << 30, dir: Some(dir.to_owned()) },
         upstream: chorus_edge::upstream::UpstreamConfig::default(),
         prefetch: chorus_edge::prefetch::PrefetchConfig::default(),
-        tracker: chorus_edge::tracker::TrackerConfig::default(),
+        // Every listener of the demo speaks from 127.0.0.1: one source network that stands for
+        // many, so the per-network cap would hide most of them.
+        tracker: chorus_edge::tracker::TrackerConfig { per_network: usize::MAX, ..Default::default() },
         manifests: 4096,
         token_key: None,
         admin_token: None,
