@@ -40,6 +40,12 @@ pub(crate) struct ServeArgs {
     /// --listen addresses: metrics stay off the public listeners (e.g. http://10.0.0.5:9100).
     #[arg(long, value_name = "URL", value_parser = metrics_url)]
     metrics_listen: Option<ListenUrl>,
+    /// Load balancers (CIDRs or addresses, e.g. 10.0.0.0/8) whose connections may say who the
+    /// client is: a PROXY protocol header (v1 or v2) first on the connection, or else
+    /// X-Forwarded-For. From any other address both are ignored. The tracker binds announced
+    /// addresses to this client address.
+    #[arg(long, value_name = "CIDR", value_delimiter = ',')]
+    trusted_proxy: Vec<chorus_core::http::proxy::TrustedProxies>,
 }
 
 /// Parses `--metrics-listen`: plaintext HTTP only (a scrape port is internal).
@@ -116,6 +122,10 @@ impl ServeArgs {
             max_connections: self.max_connections,
             header_read_timeout: self.header_read_timeout.0,
             idle_timeout: self.idle_timeout.0,
+            trusted_proxies: self.trusted_proxy.iter().cloned().fold(Default::default(), |mut all, t| {
+                all.extend(t);
+                all
+            }),
             ..ServerConfig::default()
         }
     }

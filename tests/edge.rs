@@ -661,6 +661,78 @@ async fn announces_from_strangers_are_refused_and_their_targets_never_listed() {
     }
 }
 
+/// Sends `req` on a fresh TCP connection to `addr` after `preface` (a PROXY header, or
+/// nothing), as HTTP/1.1, and returns the status.
+async fn raw_send(addr: &str, preface: &[u8], req: Request<bytes::Bytes>, host: &str) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut head = format!("{} {} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n", req.method(), req.uri());
+    for (k, v) in req.headers() {
+        head.push_str(&format!("{k}: {}\r\n", v.to_str().unwrap()));
+    }
+    head.push_str(&format!("content-length: {}\r\n\r\n", req.body().len()));
+    s.write_all(preface).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(req.body()).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out);
+    text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no status in {text:?}"))
+}
+
+/// Behind a load balancer the operator trusts, the client's address comes from a PROXY header
+/// or `X-Forwarded-For`, and announced addresses are bound to it; from anyone else neither is
+/// believed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_address_comes_from_a_trusted_proxy_only() {
+    let origin = Origin::start();
+    let behind = edge(
+        &[origin.node().url("http")],
+        &origin.dir.path().join("behind"),
+        &origin.cert(),
+        &["--trusted-proxy", "127.0.0.0/8"],
+    );
+    let open = edge(&[origin.node().url("http")], &origin.dir.path().join("open"), &origin.cert(), &[]);
+    let (a, b, c) = (Keypair::generate_ed25519(), Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let at = |ip: &str| vec![format!("/ip4/{ip}/tcp/4001")];
+    let name = chorus_core::announce::edge_name(&behind.url("http"));
+
+    // PROXY v1 from the load balancer: the client is 198.51.100.9.
+    let port = behind.addr("http").rsplit_once(':').unwrap().1.to_owned();
+    let v1 = format!("PROXY TCP4 198.51.100.9 127.0.0.1 50000 {port}\r\n");
+    let req = signed_announce(&a, &at("198.51.100.9"), &name, now());
+    assert_eq!(raw_send(&behind.addr("http"), v1.as_bytes(), req, &name).await, 204);
+    // No PROXY header, X-Forwarded-For instead: the rightmost entry, the one the balancer wrote.
+    let mut req = signed_announce(&b, &at("198.51.100.10"), &name, now());
+    req.headers_mut().insert("x-forwarded-for", "6.6.6.6, 198.51.100.10".parse().unwrap());
+    assert_eq!(raw_send(&behind.addr("http"), b"", req, &name).await, 204);
+    // A malformed PROXY header closes the connection without an answer.
+    let mut s = tokio::net::TcpStream::connect(behind.addr("http")).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut s, b"PROXY TCP4 nonsense\r\n").await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::io::AsyncReadExt::read_to_end(&mut s, &mut out).await;
+    assert!(out.is_empty(), "{out:?}");
+    let r = conn(&behind.url("http")).await.get("/v1/tracks/sunrise/peers").await.unwrap();
+    let v: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
+    let mut addrs: Vec<&str> = v["peers"].as_array().unwrap().iter().map(|p| p["addrs"][0].as_str().unwrap()).collect();
+    addrs.sort_unstable();
+    assert_eq!(addrs.len(), 2, "{v}");
+    assert!(
+        addrs[0].starts_with("/ip4/198.51.100.10/tcp/4001/") && addrs[1].starts_with("/ip4/198.51.100.9/tcp/4001/"),
+        "{v}"
+    );
+
+    // An edge that trusts no proxy believes neither.
+    let name = chorus_core::announce::edge_name(&open.url("http"));
+    let port = open.addr("http").rsplit_once(':').unwrap().1.to_owned();
+    let v1 = format!("PROXY TCP4 198.51.100.9 127.0.0.1 50000 {port}\r\n");
+    let req = signed_announce(&a, &at("198.51.100.9"), &name, now());
+    assert_eq!(raw_send(&open.addr("http"), v1.as_bytes(), req, &name).await, 400, "the PROXY line is not HTTP");
+    let mut req = signed_announce(&c, &at("198.51.100.11"), &name, now());
+    req.headers_mut().insert("x-forwarded-for", "198.51.100.11".parse().unwrap());
+    assert_eq!(raw_send(&open.addr("http"), b"", req, &name).await, 400, "bound to 127.0.0.1, not to the header");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lying_and_slow_upstreams_are_never_passed_on() {
     let origin = Origin::start();

@@ -28,6 +28,10 @@ pub struct ServerConfig {
     /// Serve plaintext HTTP/1.1 `GET`/`HEAD` on the fast path, which can send files with
     /// `sendfile` (default on, on Linux). Everything else still goes to hyper.
     pub h1_fast_path: bool,
+    /// Load balancers whose connections may say who the client is, with a PROXY protocol
+    /// header (v1 or v2) first on the connection or with `X-Forwarded-For` (default: none;
+    /// `--trusted-proxy CIDR`). See [`super::proxy`].
+    pub trusted_proxies: super::proxy::TrustedProxies,
 }
 
 impl Default for ServerConfig {
@@ -42,6 +46,7 @@ impl Default for ServerConfig {
             max_concurrent_streams: 128,
             grace_period: Duration::from_secs(10),
             h1_fast_path: cfg!(target_os = "linux"),
+            trusted_proxies: super::proxy::TrustedProxies::default(),
         }
     }
 }

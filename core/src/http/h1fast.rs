@@ -45,6 +45,9 @@ pub(super) struct Limits {
     pub(super) max_uri_bytes: usize,
     pub(super) header_read_timeout: Duration,
     pub(super) idle_timeout: Duration,
+    /// Set when the connection comes from a trusted proxy that named no client in a PROXY
+    /// header: `X-Forwarded-For` then says who the client is.
+    pub(super) forwarded: Option<super::proxy::TrustedProxies>,
 }
 
 /// Serves `stream` until it closes or must be handed over.
@@ -102,6 +105,10 @@ pub(super) async fn serve<H: Handler>(
         let keep_alive = wants_keep_alive(&req);
         let head_only = req.method() == Method::HEAD;
         let version = req.version();
+        let mut ctx = ctx;
+        if let Some(t) = &limits.forwarded {
+            ctx.remote = super::proxy::forwarded_remote(t, ctx.remote, req.headers());
+        }
         let resp = handler.call(req, ctx).await;
         // Shutting down: this is the last answer on the connection, and it says so.
         let keep_alive = keep_alive && !*stopping.borrow();

@@ -113,6 +113,7 @@ async fn serve_conn<H: Handler>(
                     header_timeout: config.header_read_timeout,
                     idle: config.idle_timeout,
                     handshake_timeout: config.handshake_timeout,
+                    forwarded: config.trusted_proxies.contains(remote.ip()).then(|| config.trusted_proxies.clone()),
                 };
                 let handshake = handshake.clone();
                 requests.spawn(async move {
@@ -141,12 +142,15 @@ async fn serve_conn<H: Handler>(
 }
 
 /// Per-request limits, copied from the [`ServerConfig`].
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Limits {
     max_uri: usize,
     header_timeout: std::time::Duration,
     idle: std::time::Duration,
     handshake_timeout: std::time::Duration,
+    /// Set when the connection comes from a trusted proxy: `X-Forwarded-For` says who the
+    /// client is.
+    forwarded: Option<super::proxy::TrustedProxies>,
 }
 
 /// Whether `method` may run on data that could be a replay (0-RTT early data): the safe
@@ -188,6 +192,10 @@ async fn serve_request<H: Handler>(
                 Err(e) => Some((Err(BodyError::Transport(crate::error::cause(e))), recv)),
             }
         });
+        let remote = match &limits.forwarded {
+            Some(t) => super::proxy::forwarded_remote(t, remote, req.headers()),
+            None => remote,
+        };
         let req = req.map(|()| StreamBody::new(body).boxed_unsync());
         let ctx = RequestContext { protocol: Protocol::Http3, tls: true, remote, sendfile: false };
         handler.call(req, ctx).await

@@ -15,6 +15,7 @@ mod h3;
 mod io;
 pub mod listen;
 pub mod pool;
+pub mod proxy;
 pub mod serve;
 pub mod server;
 pub mod tls;

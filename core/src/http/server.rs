@@ -269,7 +269,20 @@ struct TcpConn<H> {
 }
 
 impl<H: Handler> TcpConn<H> {
-    async fn serve(self, stream: TcpStream, remote: SocketAddr, tls: Option<TlsAcceptor>) {
+    async fn serve(self, mut stream: TcpStream, mut remote: SocketAddr, tls: Option<TlsAcceptor>) {
+        // A trusted proxy may say who the client is: first with a PROXY header, else with
+        // X-Forwarded-For on each request.
+        let mut forwarded = None;
+        if self.config.trusted_proxies.contains(remote.ip()) {
+            match super::proxy::read_header(&mut stream, self.config.header_read_timeout).await {
+                Ok(Some(client)) => remote = client,
+                Ok(None) => forwarded = Some(self.config.trusted_proxies.clone()),
+                Err(e) => {
+                    debug!(error = %Chain(&e), "bad PROXY protocol header; closing");
+                    return;
+                }
+            }
+        }
         let busy = Busy::default();
         let mut io = IdleTimeout::new(stream, self.config.idle_timeout, busy.clone());
         match tls {
@@ -279,6 +292,7 @@ impl<H: Handler> TcpConn<H> {
                     max_uri_bytes: self.config.max_uri_bytes,
                     header_read_timeout: self.config.header_read_timeout,
                     idle_timeout: self.config.idle_timeout,
+                    forwarded: forwarded.clone(),
                 };
                 let ctx = RequestContext { protocol: Protocol::Http1, tls: false, remote, sendfile: true };
                 let mut stop = self.stop.clone();
@@ -294,22 +308,28 @@ impl<H: Handler> TcpConn<H> {
                 match outcome {
                     Ok(super::h1fast::Outcome::Done) => {}
                     Ok(super::h1fast::Outcome::HandOver(prefix)) => {
-                        self.serve_io(super::h1fast::Rewind::new(prefix, io), remote, false, busy).await;
+                        self.serve_io(super::h1fast::Rewind::new(prefix, io), remote, false, busy, forwarded).await;
                     }
                     Err(e) => debug!(error = %Chain(&e), "connection ended with an error"),
                 }
             }
-            None => self.serve_io(io, remote, false, busy).await,
+            None => self.serve_io(io, remote, false, busy, forwarded).await,
             Some(acceptor) => match tokio::time::timeout(self.config.handshake_timeout, acceptor.accept(io)).await {
-                Ok(Ok(tls_stream)) => self.serve_io(tls_stream, remote, true, busy).await,
+                Ok(Ok(tls_stream)) => self.serve_io(tls_stream, remote, true, busy, forwarded).await,
                 Ok(Err(e)) => debug!(error = %Chain(&e), "TLS handshake failed"),
                 Err(_) => debug!("TLS handshake timed out"),
             },
         }
     }
 
-    async fn serve_io<I>(self, io: I, remote: SocketAddr, tls: bool, busy: Busy)
-    where
+    async fn serve_io<I>(
+        self,
+        io: I,
+        remote: SocketAddr,
+        tls: bool,
+        busy: Busy,
+        forwarded: Option<super::proxy::TrustedProxies>,
+    ) where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let Self { handler, mut stop, config, builder, alt_svc } = self;
@@ -318,6 +338,10 @@ impl<H: Handler> TcpConn<H> {
             let handler = handler.clone();
             let alt_svc = alt_svc.clone();
             let working = busy.enter();
+            let remote = match &forwarded {
+                Some(t) => super::proxy::forwarded_remote(t, remote, req.headers()),
+                None => remote,
+            };
             async move {
                 let _working = working;
                 let protocol = if req.version() == http::Version::HTTP_2 { Protocol::Http2 } else { Protocol::Http1 };
