@@ -197,7 +197,14 @@ impl ClientBuilder {
             None => None,
         };
         Ok(Client {
-            inner: Arc::new(Inner { cfg: self, http, cache, peer: OnceCell::new(), edges: Mutex::new(HashMap::new()) }),
+            inner: Arc::new(Inner {
+                cfg: self,
+                http,
+                cache,
+                peer: OnceCell::new(),
+                edges: Mutex::new(HashMap::new()),
+                dials: crate::dials::Shared::default(),
+            }),
         })
     }
 }
@@ -218,6 +225,8 @@ pub(crate) struct Inner {
     /// Edges reached, by their index in the configuration, with their idle connections: the
     /// next track reuses them instead of connecting again.
     pub(crate) edges: Mutex<HashMap<usize, Arc<Edge>>>,
+    /// Which listed peer addresses may be dialled (budget, backoff, false entries).
+    pub(crate) dials: crate::dials::Shared,
 }
 
 impl Inner {

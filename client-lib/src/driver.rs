@@ -292,7 +292,10 @@ impl Driver {
                 if let Some((peer, peer_id)) = peer {
                     return match peer.fetch(peer_id, id, inner.cfg.token.clone()).await {
                         Ok(bytes) => Ok((bytes, t.elapsed(), false)),
-                        Err(chorus_peer::PeerError::WrongChunk(_)) => Err(Rejected::WrongBytes),
+                        Err(chorus_peer::PeerError::WrongChunk(liar)) => {
+                            inner.dials.lock().wrong_chunk(liar, std::time::Instant::now());
+                            Err(Rejected::WrongBytes)
+                        }
                         // A banned peer, or our own node stopped: asking this source again
                         // cannot help.
                         Err(chorus_peer::PeerError::Banned(_)) => Err(Rejected::Unusable),

@@ -31,6 +31,7 @@
 pub mod abr;
 pub mod cache;
 mod client;
+mod dials;
 mod driver;
 mod edges;
 mod error;

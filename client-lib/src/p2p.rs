@@ -150,14 +150,33 @@ pub(crate) async fn peers_holding(
     }
     cands.retain(|(id, _)| *id != p.peer_id());
     cands.truncate(ASK_AT_MOST);
+    // Listed addresses go through the dial guard: a budget of new dials per track, backoff
+    // per address, and entries proven false are dropped (crate::dials). Peers already
+    // connected cost nothing.
+    let connected: std::collections::HashSet<PeerId> = p.connected().await.unwrap_or_default().into_iter().collect();
     let mut asking = JoinSet::new();
     for (id, addrs) in cands {
-        let (p, track) = (p.clone(), track.clone());
+        let addrs: Vec<Multiaddr> = if connected.contains(&id) {
+            Vec::new()
+        } else {
+            let now = std::time::Instant::now();
+            let mut d = inner.dials.lock();
+            addrs.into_iter().filter(|a| d.admit(track, id, a, now)).collect()
+        };
+        let (p, track, dials) = (p.clone(), track.clone(), inner.dials.clone());
         asking.spawn(async move {
             let ask = async {
                 for a in &addrs {
-                    if p.dial(a.clone()).await.is_ok() {
-                        break;
+                    match p.dial(a.clone()).await {
+                        Ok(()) => {
+                            dials.lock().succeeded(a);
+                            break;
+                        }
+                        Err(chorus_peer::PeerError::WrongPeer { listed, obtained }) => {
+                            tracing::debug!(%listed, %obtained, addr = %a, "a listed address is another peer's");
+                            dials.lock().wrong_peer(listed, a);
+                        }
+                        Err(_) => dials.lock().failed(a, std::time::Instant::now()),
                     }
                 }
                 p.have(id, track).await.ok()

@@ -115,7 +115,7 @@ impl Driver {
                         }
                     },
                     Err(e) => {
-                        let _ = reply.send(Err(PeerError::Dial { to: addr.to_string(), source: cause(e) }));
+                        let _ = reply.send(Err(dial_error(addr.to_string(), peer, e)));
                     }
                 }
             }
@@ -196,9 +196,9 @@ impl Driver {
             }
             SwarmEvent::ConnectionClosed { .. } => self.metrics.connections.dec(),
             SwarmEvent::OutgoingConnectionError { peer_id: Some(p), error, .. } => {
-                let source = cause(error);
+                let e = dial_error(p.to_string(), Some(p), error);
                 for r in self.dials.remove(&p).unwrap_or_default() {
-                    let _ = r.send(Err(PeerError::Dial { to: p.to_string(), source: source.clone() }));
+                    let _ = r.send(Err(e.clone()));
                 }
             }
             SwarmEvent::Behaviour(b) => self.behaviour(b),
@@ -433,5 +433,16 @@ impl Driver {
             }
             E::ResponseSent { .. } | E::InboundFailure { .. } => {}
         }
+    }
+}
+
+/// The error of a failed dial to `to`: [`PeerError::WrongPeer`] when the node there has
+/// another identity than the address names.
+fn dial_error(to: String, listed: Option<PeerId>, e: libp2p::swarm::DialError) -> PeerError {
+    match (e, listed) {
+        (libp2p::swarm::DialError::WrongPeerId { obtained, .. }, Some(listed)) => {
+            PeerError::WrongPeer { listed, obtained }
+        }
+        (other, _) => PeerError::Dial { to, source: cause(other) },
     }
 }

@@ -36,6 +36,15 @@ pub enum PeerError {
         #[source]
         source: Cause,
     },
+    /// The node at a listed address proved to be another peer than the one listed there (its
+    /// handshake showed another key): the listing is false.
+    #[error("the peer at this address is {obtained}, not {listed}")]
+    WrongPeer {
+        /// The peer id the address was listed with.
+        listed: PeerId,
+        /// The peer that answered.
+        obtained: PeerId,
+    },
     /// The peer sent bytes that are not the chunk asked for; it is now banned.
     #[error("peer {0} sent a wrong chunk; banned")]
     WrongChunk(PeerId),

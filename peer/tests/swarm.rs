@@ -328,3 +328,22 @@ async fn work_for_a_node_ends_when_its_handle_is_dropped() {
     drop(p);
     tokio::time::timeout(Duration::from_secs(30), waiting).await.expect("stopped() completes on drop").unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_listed_for_another_peer_says_who_answered() {
+    let (a, _) = start(cfg("/ip4/127.0.0.1/tcp/0"), Arc::new(Mem::default()));
+    let (b, _) = start(cfg("/ip4/127.0.0.1/tcp/0"), Arc::new(Mem::default()));
+    let listed = chorus_peer::identity::Keypair::generate_ed25519().public().to_peer_id();
+    let at_b = addr_of(&b, "/tcp/").await;
+    // b's address with another peer id at its end, as a false tracker entry would list it.
+    let mut false_entry: Multiaddr =
+        at_b.iter().filter(|p| !matches!(p, chorus_peer::multiaddr::Protocol::P2p(_))).collect();
+    false_entry.push(chorus_peer::multiaddr::Protocol::P2p(listed));
+    match a.dial(false_entry).await {
+        Err(PeerError::WrongPeer { listed: l, obtained }) => {
+            assert_eq!(l, listed);
+            assert_eq!(obtained, b.peer_id());
+        }
+        other => panic!("{other:?}"),
+    }
+}
