@@ -441,7 +441,7 @@ impl Driver {
 fn dial_error(to: String, listed: Option<PeerId>, e: libp2p::swarm::DialError) -> PeerError {
     match (e, listed) {
         (libp2p::swarm::DialError::WrongPeerId { obtained, .. }, Some(listed)) => {
-            PeerError::WrongPeer { listed, obtained }
+            PeerError::WrongPeer { listed, obtained: Box::new(obtained) }
         }
         (other, _) => PeerError::Dial { to, source: cause(other) },
     }

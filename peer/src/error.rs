@@ -42,8 +42,8 @@ pub enum PeerError {
     WrongPeer {
         /// The peer id the address was listed with.
         listed: PeerId,
-        /// The peer that answered.
-        obtained: PeerId,
+        /// The peer that answered (boxed: it keeps the error small).
+        obtained: Box<PeerId>,
     },
     /// The peer sent bytes that are not the chunk asked for; it is now banned.
     #[error("peer {0} sent a wrong chunk; banned")]

@@ -342,7 +342,7 @@ async fn an_address_listed_for_another_peer_says_who_answered() {
     match a.dial(false_entry).await {
         Err(PeerError::WrongPeer { listed: l, obtained }) => {
             assert_eq!(l, listed);
-            assert_eq!(obtained, b.peer_id());
+            assert_eq!(*obtained, b.peer_id());
         }
         other => panic!("{other:?}"),
     }
