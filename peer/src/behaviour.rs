@@ -33,6 +33,7 @@ const IDLE: Duration = Duration::from_secs(60);
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
     pub(crate) limits: libp2p::connection_limits::Behaviour,
+    pub(crate) per_ip: crate::ip_limit::IpLimit,
     pub(crate) memory: libp2p::memory_connection_limits::Behaviour,
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,
@@ -89,6 +90,7 @@ pub(crate) fn build(cfg: &PeerConfig, key: Keypair) -> Result<Swarm<Behaviour>, 
                         .with_max_established_per_peer(Some(MAX_PER_PEER))
                         .with_max_pending_incoming(Some(MAX_PENDING_INCOMING)),
                 ),
+                per_ip: crate::ip_limit::IpLimit::default(),
                 memory,
                 identify: identify::Behaviour::new(
                     identify::Config::new("/chorus/1.0.0".into(), key.public()).with_hide_listen_addrs(hide_listen),

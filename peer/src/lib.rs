@@ -18,6 +18,7 @@ mod behaviour;
 mod config;
 mod driver;
 mod error;
+pub mod ip_limit;
 mod metrics;
 pub mod node;
 mod relay;

@@ -347,3 +347,53 @@ async fn an_address_listed_for_another_peer_says_who_answered() {
         other => panic!("{other:?}"),
     }
 }
+
+/// 500 connections from one hostile address that never finish a handshake: the node keeps at
+/// most a few of them open, closes the rest at once, and goes on serving another peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_flood_from_one_address_leaves_the_node_serving_others() {
+    let (store, chunks) = Mem::with_track("tides", 1, false);
+    let (seeder, _) = start(cfg("/ip4/127.0.0.1/tcp/0"), store);
+    let at = addr_of(&seeder, "/tcp/").await;
+    let port = at
+        .iter()
+        .find_map(|p| match p {
+            chorus_peer::multiaddr::Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+        .unwrap();
+    let target = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut flood = Vec::new();
+    for _ in 0..500 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        if let Ok(s) = socket.connect(target).await {
+            flood.push(s);
+        }
+    }
+    assert!(flood.len() > 400, "the kernel took the connections: {}", flood.len());
+    // An honest peer elsewhere (127.0.0.1) is served meanwhile, verified.
+    let (honest, _) = start(cfg("/ip4/127.0.0.1/tcp/0"), Arc::new(Mem::default()));
+    honest.dial(at).await.unwrap();
+    assert_eq!(honest.fetch(seeder.peer_id(), chunks[0].0, None).await.unwrap(), chunks[0].1);
+    // Of the flood, all but a handful were closed by the node at once (the handful stay in their
+    // handshake until its timeout). Without the per-address bound, 64 would hold every
+    // handshake slot, and the honest peer's connection above would have been refused.
+    let reads: Vec<_> = flood
+        .into_iter()
+        .map(|mut s| {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 64];
+                let read =
+                    tokio::time::timeout(Duration::from_secs(1), tokio::io::AsyncReadExt::read(&mut s, &mut buf));
+                !matches!(read.await, Ok(Ok(0) | Err(_)))
+            })
+        })
+        .collect();
+    let total = reads.len();
+    let mut held = 0;
+    for r in reads {
+        held += usize::from(r.await.unwrap());
+    }
+    assert!(held <= chorus_peer::ip_limit::MAX_PENDING_PER_IP as usize, "{held} of {total} held open");
+}
