@@ -397,3 +397,116 @@ async fn a_connection_flood_from_one_address_leaves_the_node_serving_others() {
     }
     assert!(held <= chorus_peer::ip_limit::MAX_PENDING_PER_IP as usize, "{held} of {total} held open");
 }
+
+/// A hostile peer's chunk codec: it answers OK with the length of a whole chunk, then drips
+/// the bytes one every 100 ms (a response that, at this rate, takes hours).
+#[derive(Clone, Copy, Default)]
+struct DripCodec;
+
+impl libp2p::request_response::Codec for DripCodec {
+    type Protocol = libp2p::StreamProtocol;
+    type Request = chorus_peer::wire::ChunkRequest;
+    type Response = chorus_peer::wire::ChunkResponse;
+
+    async fn read_request<T: futures_util::AsyncRead + Unpin + Send>(
+        &mut self,
+        p: &Self::Protocol,
+        io: &mut T,
+    ) -> std::io::Result<Self::Request> {
+        chorus_peer::wire::ChunkCodec.read_request(p, io).await
+    }
+
+    async fn read_response<T: futures_util::AsyncRead + Unpin + Send>(
+        &mut self,
+        p: &Self::Protocol,
+        io: &mut T,
+    ) -> std::io::Result<Self::Response> {
+        chorus_peer::wire::ChunkCodec.read_response(p, io).await
+    }
+
+    async fn write_request<T: futures_util::AsyncWrite + Unpin + Send>(
+        &mut self,
+        p: &Self::Protocol,
+        io: &mut T,
+        req: Self::Request,
+    ) -> std::io::Result<()> {
+        chorus_peer::wire::ChunkCodec.write_request(p, io, req).await
+    }
+
+    async fn write_response<T: futures_util::AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &Self::Protocol,
+        io: &mut T,
+        res: Self::Response,
+    ) -> std::io::Result<()> {
+        use futures_util::AsyncWriteExt as _;
+        let chorus_peer::wire::ChunkResponse::Ok(bytes) = res else { return Ok(()) };
+        io.write_all(&[Status::Ok as u8]).await?;
+        let mut len = unsigned_varint::encode::usize_buffer();
+        io.write_all(unsigned_varint::encode::usize(bytes.len(), &mut len)).await?;
+        for b in bytes.iter() {
+            io.write_all(&[*b]).await?;
+            io.flush().await?;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+}
+
+/// A peer that drips its response is cut off by the request deadline, and nothing it sent is
+/// taken; the node stays usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_drips_its_response_is_cut_off_at_the_deadline() {
+    use futures_util::StreamExt as _;
+    use libp2p::request_response::{self, ProtocolSupport};
+    let (_, chunks) = Mem::with_track("tides", 1, false);
+    let (id, bytes) = chunks[0].clone();
+    let mut hostile = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(libp2p::tcp::Config::default(), libp2p::noise::Config::new, libp2p::yamux::Config::default)
+        .unwrap()
+        .with_behaviour(|_| {
+            request_response::Behaviour::with_codec(
+                DripCodec,
+                [(chorus_peer::wire::CHUNK_PROTOCOL, ProtocolSupport::Inbound)],
+                request_response::Config::default().with_request_timeout(Duration::from_secs(3600)),
+            )
+        })
+        .unwrap()
+        .build();
+    hostile.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap()).unwrap();
+    let hostile_id = *hostile.local_peer_id();
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut addr_tx = Some(addr_tx);
+        loop {
+            match hostile.select_next_some().await {
+                libp2p::swarm::SwarmEvent::NewListenAddr { address, .. } => {
+                    if let Some(tx) = addr_tx.take() {
+                        let _ = tx.send(address);
+                    }
+                }
+                libp2p::swarm::SwarmEvent::Behaviour(request_response::Event::Message {
+                    message: request_response::Message::Request { channel, .. },
+                    ..
+                }) => {
+                    let _ = hostile
+                        .behaviour_mut()
+                        .send_response(channel, chorus_peer::wire::ChunkResponse::Ok(bytes.clone()));
+                }
+                _ => {}
+            }
+        }
+    });
+    let at = addr_rx.await.unwrap().with_p2p(hostile_id).unwrap();
+    let c = PeerConfig { request_timeout: Duration::from_secs(2), ..cfg("/ip4/127.0.0.1/tcp/0") };
+    let (asker, _) = start(c, Arc::new(Mem::default()));
+    asker.dial(at).await.unwrap();
+    let started = std::time::Instant::now();
+    let out = tokio::time::timeout(Duration::from_secs(60), asker.fetch(hostile_id, id, None)).await;
+    let out = out.expect("the fetch ends (the deadline cut the response off)");
+    assert!(matches!(out, Err(PeerError::Request(_))), "{out:?}");
+    // It took about the deadline, not the hours the drip would.
+    assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+    assert!(asker.connected().await.is_ok(), "the node still answers");
+}
