@@ -500,3 +500,89 @@ fn a_signal_ends_an_announce_round_in_progress() {
     // Generous, and still short of the 10 s the unanswered request would have held it.
     assert!(signalled.elapsed() < Duration::from_secs(8), "stopped after {:?}", signalled.elapsed());
 }
+
+/// POSTs a signed announce of a fresh peer id at `/ip4/{from}/tcp/{port}` for "tides" to the
+/// edge at `edge` (`host:port`), from the local address `from`; returns the status.
+async fn announce_from(edge: &str, from: std::net::Ipv4Addr, port: u16) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let key = chorus_peer::identity::Keypair::generate_ed25519();
+    let a = chorus_core::api::Announce {
+        peer_id: key.public().to_peer_id().to_base58(),
+        addrs: vec![format!("/ip4/{from}/tcp/{port}")],
+        tracks: vec![TrackId::parse("tides").unwrap()],
+        timestamp: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(),
+        edge: edge.to_owned(),
+    };
+    let body = serde_json::to_vec(&chorus_core::announce::SignedAnnounce::sign(&key, &a).unwrap()).unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::from((from, 0))).unwrap();
+    let mut s = socket.connect(edge.parse().unwrap()).await.unwrap();
+    let head = format!(
+        "POST /v1/peers/announce HTTP/1.1\r\nhost: {edge}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&body).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    String::from_utf8_lossy(&out).split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// One source network (127.1.0.0/24, 250 addresses) announces 1,000 fake peers for a track: the
+/// tracker keeps 4 of them, the real seeder stays listed, and a new listener finds it and gets
+/// bytes from it; the output is byte-identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_fake_peers_from_one_network_do_not_hide_the_real_seeder() {
+    let net = Net::start();
+    let (dir, edge, key) = (&net.dir, &net.edge, net.key());
+    let (_seeder, _) = net.seeder(edge, &dir.path().join("seed"));
+    let m = net.manifest();
+    let expected: Vec<u8> = m.renditions[1].chunks().flat_map(|c| net.chunk(&c.id)).collect();
+
+    let target = edge.addr("http");
+    let mut statuses = std::collections::HashMap::new();
+    for n in 0..1000u16 {
+        let from = std::net::Ipv4Addr::new(127, 1, 0, u8::try_from(n % 250 + 1).unwrap());
+        *statuses.entry(announce_from(&target, from, 10_000 + n).await).or_insert(0) += 1;
+    }
+    // Each of the 250 addresses has its burst of 10; some of the 1000 got through.
+    assert!(statuses.get(&204).copied().unwrap_or(0) >= 250, "{statuses:?}");
+
+    let http = HttpClient::new(&ClientTls::default()).unwrap();
+    let track = TrackId::parse("tides").unwrap();
+    let listed = chorus_peer::tracker::peers(&http, &edge.url("http"), &track, None).await.unwrap();
+    let fakes =
+        listed.peers.iter().filter(|(_, a)| a.iter().any(|a| a.to_string().starts_with("/ip4/127.1.0."))).count();
+    assert!(fakes <= 4, "{listed:?}");
+    assert!(
+        listed.peers.iter().any(|(_, a)| a.iter().any(|a| a.to_string().starts_with("/ip4/127.0.0.1/"))),
+        "{listed:?}"
+    );
+
+    let out_file = dir.path().join("out.mp4");
+    let out = chorus(&[
+        "fetch",
+        "tides",
+        "--edge",
+        &edge.url("http"),
+        "--origin-key",
+        s(&key),
+        "--p2p",
+        "--no-mdns",
+        "--json",
+        "--quality",
+        "normal",
+        "--cache-dir",
+        s(&dir.path().join("listener")),
+        "--out",
+        s(&out_file),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (peer, edge_bytes) =
+        (j["bytes_by_source"]["peer"].as_u64().unwrap(), j["bytes_by_source"]["edge"].as_u64().unwrap());
+    // Most bytes from the seeder: the edge serves the start, peers what is not urgent.
+    assert!(peer > edge_bytes, "after the flood: {peer} bytes from peers, {edge_bytes} from the edge: {j}");
+    assert_eq!(j["chunks_rejected"], 0);
+    assert_eq!(std::fs::read(&out_file).unwrap(), expected);
+}

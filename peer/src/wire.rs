@@ -17,7 +17,8 @@ use bytes::Bytes;
 use chorus_core::{ChunkId, TrackId};
 use futures_util::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use libp2p::StreamProtocol;
-use libp2p::request_response::Codec;
+/// The trait the codecs implement (libp2p request-response).
+pub use libp2p::request_response::Codec;
 
 /// `/chorus/chunk/1.0.0`.
 pub const CHUNK_PROTOCOL: StreamProtocol = StreamProtocol::new("/chorus/chunk/1.0.0");

@@ -15,6 +15,22 @@ mod h3;
 mod io;
 pub mod listen;
 pub mod pool;
+
+/// The HTTP/1.1 fast path's head parsing on `bytes` (as much of a request as arrived), for the
+/// fuzz targets (`fuzz/`): `Some(keep-alive)` when the fast path would serve the request.
+/// Not part of the API.
+#[doc(hidden)]
+#[must_use]
+pub fn fuzz_h1_head(bytes: &[u8]) -> Option<bool> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(bytes) {
+        Ok(httparse::Status::Complete(_)) if h1head::eligible(&req) => {
+            h1head::to_request(&req).ok().map(|r| h1head::wants_keep_alive(&r))
+        }
+        _ => None,
+    }
+}
 pub mod proxy;
 pub mod serve;
 pub mod server;

@@ -28,10 +28,19 @@ fn read_playlist(path: &Path) -> Result<Playlist, IngestError> {
         return Err(input_err(path, "playlist larger than 4 MiB"));
     }
     let bytes = std::fs::read(path).map_err(read_err)?;
+    parse_playlist(path, &bytes)
+}
+
+/// Parses the playlist `bytes` read from `path` (named in errors). Pure: the fuzz target's
+/// entry (`fuzz/fuzz_targets/hls_playlist.rs`).
+pub(super) fn parse_playlist(path: &Path, bytes: &[u8]) -> Result<Playlist, IngestError> {
+    if bytes.len() as u64 > MAX_PLAYLIST_BYTES {
+        return Err(input_err(path, "playlist larger than 4 MiB"));
+    }
     if !bytes.starts_with(b"#EXTM3U") {
         return Err(input_err(path, "not an HLS playlist (no #EXTM3U)"));
     }
-    m3u8_rs::parse_playlist_res(&bytes).map_err(|_| input_err(path, "malformed HLS playlist"))
+    m3u8_rs::parse_playlist_res(bytes).map_err(|_| input_err(path, "malformed HLS playlist"))
 }
 
 /// Resolves `uri` against `dir`, refusing URLs, absolute paths and `..`.

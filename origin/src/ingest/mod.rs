@@ -34,6 +34,14 @@ use crate::store::{Store, StoreError};
 pub use encode::{DEFAULT_LADDER_KBPS, SEGMENT_SECONDS};
 pub use raw::RAW_CHUNK_BYTES;
 
+/// The HLS importer's playlist parser on `bytes`, for the fuzz targets (`fuzz/`): `true` when
+/// they parse as a playlist. Not part of the API.
+#[doc(hidden)]
+#[must_use]
+pub fn fuzz_hls_playlist(bytes: &[u8]) -> bool {
+    hls::parse_playlist(std::path::Path::new("fuzz.m3u8"), bytes).is_ok()
+}
+
 /// How to read the input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {

@@ -1,0 +1,94 @@
+//! What each fuzz target does with its input, in one place (the targets in `fuzz_targets/`
+//! are one line each). Every function must return for any input without panicking; where a
+//! decoder accepts, the result must keep the decoder's bounds and survive a round trip.
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::LazyLock;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, UNIX_EPOCH};
+
+use chorus_core::keys::{SigningKey, VerifyingKey};
+use chorus_peer::wire::{
+    ChunkCodec, ChunkRequest, ChunkResponse, Codec as _, HaveCodec, HaveRequest, HaveResponse, MAX_CHUNK,
+    MAX_HAVE_IDS,
+};
+use futures_util::io::Cursor;
+
+/// Runs `f`, which reads from memory and so never waits, to completion.
+fn ready<F: Future>(f: F) -> F::Output {
+    let mut f = pin!(f);
+    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(out) => out,
+        Poll::Pending => unreachable!("reading from memory does not wait"),
+    }
+}
+
+/// The chunk protocol's decoders; what a request decodes to encodes back to the same.
+pub fn wire_chunk(data: &[u8]) {
+    let p = chorus_peer::wire::CHUNK_PROTOCOL;
+    if let Ok(req @ ChunkRequest::Get { .. }) = ready(ChunkCodec.read_request(&p, &mut Cursor::new(data))) {
+        let mut out = Cursor::new(Vec::new());
+        ready(ChunkCodec.write_request(&p, &mut out, req.clone())).expect("a decoded request encodes");
+        let again = ready(ChunkCodec.read_request(&p, &mut Cursor::new(out.into_inner()))).expect("and decodes");
+        assert_eq!(again, req);
+    }
+    if let Ok(ChunkResponse::Ok(bytes)) = ready(ChunkCodec.read_response(&p, &mut Cursor::new(data))) {
+        assert!(bytes.len() <= MAX_CHUNK);
+    }
+}
+
+/// The have protocol's decoders.
+pub fn wire_have(data: &[u8]) {
+    let p = chorus_peer::wire::HAVE_PROTOCOL;
+    if let Ok(req @ HaveRequest::Track(_)) = ready(HaveCodec.read_request(&p, &mut Cursor::new(data))) {
+        let mut out = Cursor::new(Vec::new());
+        ready(HaveCodec.write_request(&p, &mut out, req.clone())).expect("a decoded request encodes");
+        let again = ready(HaveCodec.read_request(&p, &mut Cursor::new(out.into_inner()))).expect("and decodes");
+        assert_eq!(again, req);
+    }
+    if let Ok(HaveResponse::Ok(ids)) = ready(HaveCodec.read_response(&p, &mut Cursor::new(data))) {
+        assert!(ids.len() <= MAX_HAVE_IDS);
+    }
+}
+
+static KEY: LazyLock<SigningKey> = LazyLock::new(|| SigningKey::from_bytes(&[7; 32]));
+static PUBLIC: LazyLock<VerifyingKey> = LazyLock::new(|| KEY.verifying_key());
+
+/// The manifest verifier: a manifest it accepts keeps every rule.
+pub fn manifest(data: &[u8]) {
+    if let Ok(m) = chorus_core::Manifest::verify(data, &PUBLIC) {
+        m.validate().expect("a verified manifest is valid");
+    }
+}
+
+/// The access-token verifier.
+pub fn token(data: &[u8]) {
+    static VERIFIER: LazyLock<chorus_core::token::TokenVerifier> = LazyLock::new(|| {
+        chorus_core::token::TokenVerifier::new(&PUBLIC, Duration::from_secs(30)).expect("a verifier")
+    });
+    let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let _ = VERIFIER.verify(&String::from_utf8_lossy(data), now);
+}
+
+/// The announce decoder: the JSON body, then the signed envelope inside.
+pub fn announce(data: &[u8]) {
+    use chorus_core::announce::SignedAnnounce;
+    if let Ok(body) = serde_json::from_slice::<SignedAnnounce>(data) {
+        let _ = body.open();
+    }
+    if let Ok((a, peer)) = (SignedAnnounce { envelope: String::from_utf8_lossy(data).into_owned() }).open() {
+        assert_eq!(a.peer_id, peer.to_base58());
+        a.validate().expect("an opened announce is valid");
+    }
+}
+
+/// The HLS importer's playlist parser.
+pub fn hls_playlist(data: &[u8]) {
+    let _ = chorus_origin::ingest::fuzz_hls_playlist(data);
+}
+
+/// The HTTP/1.1 fast path's head parser.
+pub fn h1_head(data: &[u8]) {
+    let _ = chorus_core::http::fuzz_h1_head(data);
+}
