@@ -586,3 +586,69 @@ async fn a_thousand_fake_peers_from_one_network_do_not_hide_the_real_seeder() {
     assert_eq!(j["chunks_rejected"], 0);
     assert_eq!(std::fs::read(&out_file).unwrap(), expected);
 }
+
+/// A peer that says it holds every chunk and never finishes an answer (its reads never return).
+struct Stuck(Vec<chorus_core::ChunkId>);
+impl Store for Stuck {
+    fn chunk(&self, _: &chorus_core::ChunkId) -> Option<bytes::Bytes> {
+        std::thread::sleep(Duration::from_secs(15)); // longer than the 10 s request deadline
+        None
+    }
+    fn held(&self, _: &TrackId) -> Vec<chorus_core::ChunkId> {
+        self.0.clone()
+    }
+    fn tracks(&self) -> Vec<TrackId> {
+        vec![TrackId::parse("tides").unwrap()]
+    }
+}
+
+/// The only peer listed for a track never finishes an answer: each request to it is cut off at
+/// the deadline, the segments come from the edge, and the play completes byte-identical with
+/// nothing rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_finishes_an_answer_costs_a_deadline_not_the_play() {
+    let net = Net::start();
+    let (dir, edge, key) = (&net.dir, &net.edge, net.key());
+    let m = net.manifest();
+    let expected: Vec<u8> = m.renditions[1].chunks().flat_map(|c| net.chunk(&c.id)).collect();
+    let stuck = Peer::start(
+        PeerConfig { listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()], mdns: false, ..PeerConfig::default() },
+        Arc::new(Stuck(m.chunks().map(|c| c.id).collect())),
+        None,
+        &prometheus::Registry::new(),
+    )
+    .unwrap();
+    let http = HttpClient::new(&ClientTls::default()).unwrap();
+    let track = TrackId::parse("tides").unwrap();
+    let addrs = stuck.listen_addrs().await;
+    chorus_peer::tracker::announce(&http, &edge.url("http"), stuck.identity(), &addrs, &[track], None).await.unwrap();
+
+    let out_file = dir.path().join("out.mp4");
+    let (edge_url, cache) = (edge.url("http"), dir.path().join("listener"));
+    let (key, out) = (key.clone(), out_file.clone());
+    let run = tokio::task::spawn_blocking(move || {
+        chorus(&[
+            "fetch",
+            "tides",
+            "--edge",
+            &edge_url,
+            "--origin-key",
+            s(&key),
+            "--p2p",
+            "--no-mdns",
+            "--json",
+            "--quality",
+            "normal",
+            "--cache-dir",
+            s(&cache),
+            "--out",
+            s(&out),
+        ])
+    });
+    let out = run.await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["bytes_by_source"]["peer"], 0, "{j}");
+    assert_eq!(j["chunks_rejected"], 0, "{j}");
+    assert_eq!(std::fs::read(&out_file).unwrap(), expected);
+}
