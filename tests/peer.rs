@@ -131,17 +131,55 @@ async fn a_seeding_peer_serves_every_chunk_of_its_tracks_found_through_the_track
 }
 
 /// A store that holds every chunk of a manifest but serves zeros in their place.
-struct Liar(Vec<chorus_core::ChunkId>);
-impl Store for Liar {
+/// A peer that claims every chunk of "tides" and answers each request with `answer`: zeros
+/// (a liar), or nothing after a stall (a peer that never finishes an answer).
+struct Hostile {
+    ids: Vec<chorus_core::ChunkId>,
+    answer: fn() -> Option<bytes::Bytes>,
+}
+impl Store for Hostile {
     fn chunk(&self, id: &chorus_core::ChunkId) -> Option<bytes::Bytes> {
-        self.0.contains(id).then(|| bytes::Bytes::from(vec![0u8; 1000]))
+        if self.ids.contains(id) { (self.answer)() } else { None }
     }
     fn held(&self, _: &TrackId) -> Vec<chorus_core::ChunkId> {
-        self.0.clone()
+        self.ids.clone()
     }
     fn tracks(&self) -> Vec<TrackId> {
         vec![TrackId::parse("tides").unwrap()]
     }
+}
+
+fn lie() -> Option<bytes::Bytes> {
+    Some(bytes::Bytes::from(vec![0u8; 1000]))
+}
+
+fn stall() -> Option<bytes::Bytes> {
+    std::thread::sleep(Duration::from_secs(15)); // longer than the 10 s request deadline
+    None
+}
+
+/// `chorus fetch tides --p2p --json` from `edge` into `out` with its cache in `cache`; the
+/// JSON summary.
+fn fetch_p2p(edge: &str, key: &Path, cache: &Path, out: &Path) -> serde_json::Value {
+    let run = chorus(&[
+        "fetch",
+        "tides",
+        "--edge",
+        edge,
+        "--origin-key",
+        s(key),
+        "--p2p",
+        "--no-mdns",
+        "--json",
+        "--quality",
+        "normal",
+        "--cache-dir",
+        s(cache),
+        "--out",
+        s(out),
+    ]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    serde_json::from_slice(&run.stdout).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,7 +228,7 @@ async fn fetch_with_p2p_takes_what_is_not_urgent_from_peers_and_bans_a_liar() {
     let registry = prometheus::Registry::new();
     let liar = Peer::start(
         PeerConfig { listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()], mdns: false, ..PeerConfig::default() },
-        Arc::new(Liar(m.chunks().map(|c| c.id).collect())),
+        Arc::new(Hostile { ids: m.chunks().map(|c| c.id).collect(), answer: lie }),
         None,
         &registry,
     )
@@ -560,46 +598,13 @@ async fn a_thousand_fake_peers_from_one_network_do_not_hide_the_real_seeder() {
     );
 
     let out_file = dir.path().join("out.mp4");
-    let out = chorus(&[
-        "fetch",
-        "tides",
-        "--edge",
-        &edge.url("http"),
-        "--origin-key",
-        s(&key),
-        "--p2p",
-        "--no-mdns",
-        "--json",
-        "--quality",
-        "normal",
-        "--cache-dir",
-        s(&dir.path().join("listener")),
-        "--out",
-        s(&out_file),
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let j = fetch_p2p(&edge.url("http"), &key, &dir.path().join("listener"), &out_file);
     let (peer, edge_bytes) =
         (j["bytes_by_source"]["peer"].as_u64().unwrap(), j["bytes_by_source"]["edge"].as_u64().unwrap());
     // Most bytes from the seeder: the edge serves the start, peers what is not urgent.
     assert!(peer > edge_bytes, "after the flood: {peer} bytes from peers, {edge_bytes} from the edge: {j}");
     assert_eq!(j["chunks_rejected"], 0);
     assert_eq!(std::fs::read(&out_file).unwrap(), expected);
-}
-
-/// A peer that says it holds every chunk and never finishes an answer (its reads never return).
-struct Stuck(Vec<chorus_core::ChunkId>);
-impl Store for Stuck {
-    fn chunk(&self, _: &chorus_core::ChunkId) -> Option<bytes::Bytes> {
-        std::thread::sleep(Duration::from_secs(15)); // longer than the 10 s request deadline
-        None
-    }
-    fn held(&self, _: &TrackId) -> Vec<chorus_core::ChunkId> {
-        self.0.clone()
-    }
-    fn tracks(&self) -> Vec<TrackId> {
-        vec![TrackId::parse("tides").unwrap()]
-    }
 }
 
 /// The only peer listed for a track never finishes an answer: each request to it is cut off at
@@ -613,7 +618,7 @@ async fn a_peer_that_never_finishes_an_answer_costs_a_deadline_not_the_play() {
     let expected: Vec<u8> = m.renditions[1].chunks().flat_map(|c| net.chunk(&c.id)).collect();
     let stuck = Peer::start(
         PeerConfig { listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()], mdns: false, ..PeerConfig::default() },
-        Arc::new(Stuck(m.chunks().map(|c| c.id).collect())),
+        Arc::new(Hostile { ids: m.chunks().map(|c| c.id).collect(), answer: stall }),
         None,
         &prometheus::Registry::new(),
     )
@@ -624,30 +629,8 @@ async fn a_peer_that_never_finishes_an_answer_costs_a_deadline_not_the_play() {
     chorus_peer::tracker::announce(&http, &edge.url("http"), stuck.identity(), &addrs, &[track], None).await.unwrap();
 
     let out_file = dir.path().join("out.mp4");
-    let (edge_url, cache) = (edge.url("http"), dir.path().join("listener"));
-    let (key, out) = (key.clone(), out_file.clone());
-    let run = tokio::task::spawn_blocking(move || {
-        chorus(&[
-            "fetch",
-            "tides",
-            "--edge",
-            &edge_url,
-            "--origin-key",
-            s(&key),
-            "--p2p",
-            "--no-mdns",
-            "--json",
-            "--quality",
-            "normal",
-            "--cache-dir",
-            s(&cache),
-            "--out",
-            s(&out),
-        ])
-    });
-    let out = run.await.unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (edge_url, cache, key, out) = (edge.url("http"), dir.path().join("listener"), key.clone(), out_file.clone());
+    let j = tokio::task::spawn_blocking(move || fetch_p2p(&edge_url, &key, &cache, &out)).await.unwrap();
     assert_eq!(j["bytes_by_source"]["peer"], 0, "{j}");
     assert_eq!(j["chunks_rejected"], 0, "{j}");
     assert_eq!(std::fs::read(&out_file).unwrap(), expected);
