@@ -352,7 +352,9 @@ impl Edge {
             Err(r) => return r,
         };
         let tracker = || self.0.tracker.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let result = tracker().admit(Instant::now(), source).and_then(|()| {
+        // The guard ends with this statement: the signature is checked outside the lock.
+        let admitted = tracker().admit(Instant::now(), source);
+        let result = admitted.and_then(|()| {
             let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
             self.0.announce_check.verify(&signed, source, authority, unix_now)
         });
