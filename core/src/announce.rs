@@ -176,28 +176,42 @@ pub fn edge_name(base: &str) -> String {
 ///   `sender`, the address the announce came from: private, loopback and link-local addresses
 ///   are thus listed only for a peer that speaks from that very address (the loopback demo, a
 ///   LAN), and never for anyone else;
-/// - a relay circuit (`…/p2p/RELAY/p2p-circuit`) only through one of `relays`, the edge's own;
+/// - a relay circuit (`…/p2p/RELAY/p2p-circuit`) only through one of `relays`, the edge's own
+///   (full multiaddrs ending in `/p2p/RELAY`), and rebuilt from them: the announced prefix
+///   before `/p2p/RELAY` is dropped, so a circuit cannot smuggle in a host to dial
+///   (`/ip4/169.254.169.254/tcp/80/p2p/RELAY/p2p-circuit` lists as each configured address of
+///   `RELAY` with `/p2p-circuit/p2p/<peer>`);
 /// - nothing else: DNS names (which could resolve anywhere), unspecified and multicast
 ///   addresses, port 0, other transports, or an address naming another peer.
+///
+/// Each address is listed once, in the announce's order.
 #[must_use]
-pub fn bound_addrs(announce: &Announce, peer: PeerId, sender: IpAddr, relays: &[PeerId]) -> Vec<String> {
+pub fn bound_addrs(announce: &Announce, peer: PeerId, sender: IpAddr, relays: &[Multiaddr]) -> Vec<String> {
     let sender = canonical(sender);
-    announce
-        .addrs
-        .iter()
-        .filter_map(|a| a.parse::<Multiaddr>().ok())
-        .filter_map(|a| {
-            let mut a = strip_peer(a, peer)?;
-            if let Some(relay) = circuit_relay(&a) {
-                relays.contains(&relay).then_some(())?;
-            } else {
-                let ip = direct_ip(&a)?;
-                (canonical(ip) == sender && !ip.is_unspecified() && !ip.is_multicast()).then_some(())?;
+    let mut listed: Vec<String> = Vec::new();
+    for a in announce.addrs.iter().filter_map(|a| a.parse::<Multiaddr>().ok()) {
+        let Some(a) = strip_peer(a, peer) else { continue };
+        let through: Vec<Multiaddr> = if let Some(relay) = circuit_relay(&a) {
+            relays
+                .iter()
+                .filter(|r| r.iter().last() == Some(Protocol::P2p(relay)))
+                .map(|r| r.clone().with(Protocol::P2pCircuit).with(Protocol::P2p(peer)))
+                .collect()
+        } else {
+            match direct_ip(&a) {
+                Some(ip) if canonical(ip) == sender && !ip.is_unspecified() && !ip.is_multicast() => {
+                    vec![a.with(Protocol::P2p(peer))]
+                }
+                _ => Vec::new(),
             }
-            a.push(Protocol::P2p(peer));
-            Some(a.to_string())
-        })
-        .collect()
+        };
+        for b in through.iter().map(ToString::to_string) {
+            if !listed.contains(&b) {
+                listed.push(b);
+            }
+        }
+    }
+    listed
 }
 
 /// `a` without a trailing `/p2p/<peer>`; `None` when it names another peer at its end.
@@ -343,9 +357,14 @@ mod tests {
                 &format!("/ip4/198.51.100.9/tcp/4001/p2p/{stranger}"),
                 &format!("/ip4/203.0.113.1/tcp/4001/p2p/{relay}/p2p-circuit"),
                 &format!("/ip4/203.0.113.2/tcp/4001/p2p/{stranger}/p2p-circuit"),
+                // A circuit through our relay but with a prefix of the announcer's choosing:
+                // rebuilt from the relay's configured address, so 169.254.169.254 is never dialled.
+                &format!("/ip4/169.254.169.254/tcp/80/p2p/{relay}/p2p-circuit"),
+                &format!("/dns4/internal.example/tcp/6379/p2p/{relay}/p2p-circuit"),
             ],
         );
-        let listed = bound_addrs(&a, peer, sender, &[relay]);
+        let relays: Vec<Multiaddr> = vec![format!("/ip4/203.0.113.1/tcp/4001/p2p/{relay}").parse().unwrap()];
+        let listed = bound_addrs(&a, peer, sender, &relays);
         assert_eq!(
             listed,
             vec![

@@ -95,8 +95,9 @@ pub enum TrackerError {
         /// The address the announce came from.
         sender: IpAddr,
     },
-    /// A newer announce of this peer is recorded (409): an old one replayed.
-    #[error("a newer announce of this peer is recorded")]
+    /// A newer announce of this peer, or this very one, is recorded (409): an old one
+    /// replayed.
+    #[error("this announce or a newer one of this peer is recorded")]
     Superseded,
     /// The source announces too often (429); retry after the given time.
     #[error("too many announces from this address; retry in {0:?}")]
@@ -114,6 +115,21 @@ pub struct Verified {
     addrs: Vec<String>,
     tracks: Vec<TrackId>,
     timestamp: u64,
+    /// A digest of what was signed besides the time (addresses and tracks), to tell a second
+    /// announce within the same second from a replay of the first.
+    content: u64,
+}
+
+/// The digest of an announce's signed addresses and tracks ([`Verified::content`]): `SipHash`,
+/// keyed per process. Only the peer can sign two announces of one second, so it needs to
+/// tell them apart, not to resist a forger.
+fn content_digest(addrs: &[String], tracks: &[TrackId]) -> u64 {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> = std::sync::OnceLock::new();
+    let mut h = KEYS.get_or_init(std::collections::hash_map::RandomState::new).build_hasher();
+    addrs.hash(&mut h);
+    tracks.hash(&mut h);
+    h.finish()
 }
 
 impl Verified {
@@ -129,7 +145,8 @@ impl Verified {
 #[derive(Debug, Clone)]
 pub struct AnnounceCheck {
     names: Vec<String>,
-    relays: Vec<PeerId>,
+    /// The configured relays that name their peer id (`…/p2p/ID`).
+    relays: Vec<Multiaddr>,
 }
 
 impl AnnounceCheck {
@@ -140,10 +157,7 @@ impl AnnounceCheck {
             .relays
             .iter()
             .filter_map(|r| r.parse::<Multiaddr>().ok())
-            .filter_map(|a| match a.iter().last() {
-                Some(libp2p::multiaddr::Protocol::P2p(p)) => Some(p),
-                _ => None,
-            })
+            .filter(|a| matches!(a.iter().last(), Some(libp2p::multiaddr::Protocol::P2p(_))))
             .collect();
         Self { names: cfg.names.iter().map(|n| n.to_ascii_lowercase()).collect(), relays }
     }
@@ -167,7 +181,8 @@ impl AnnounceCheck {
         if addrs.is_empty() {
             return Err(TrackerError::NoAddress { sender: announce::canonical(sender) });
         }
-        Ok(Verified { peer_id: ann.peer_id, addrs, tracks: ann.tracks, timestamp: ann.timestamp })
+        let content = content_digest(&ann.addrs, &ann.tracks);
+        Ok(Verified { peer_id: ann.peer_id, addrs, tracks: ann.tracks, timestamp: ann.timestamp, content })
     }
 }
 
@@ -177,6 +192,9 @@ struct PeerInfo {
     seen: Instant,
     /// The timestamp of its latest announce: an older one is a replay.
     timestamp: u64,
+    /// [`Verified::content`] of its latest announce: the same again with the same timestamp
+    /// is a replay too.
+    content: u64,
 }
 
 /// One peer listed for a track.
@@ -229,6 +247,22 @@ fn prefix(ip: IpAddr, v4_bits: u32, v6_bits: u32) -> IpAddr {
             IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & u128::MAX.checked_shl(128 - v6_bits).unwrap_or(0)))
         }
     }
+}
+
+/// Which entry of a full `list` a newcomer from network `net` replaces: the stalest entry of
+/// the networks holding the most entries, its own network first when it is one of them. So a
+/// network is only ever displaced by one that holds no more entries than it after the swap,
+/// and 8 networks flooding a list of 32 at 4 each cycle among themselves while a seeder alone
+/// in its network keeps its place (it goes only when every entry is alone in its network).
+fn crowded_stalest(list: &[Entry], net: IpAddr) -> Option<usize> {
+    let mut counts: HashMap<IpAddr, usize> = HashMap::new();
+    for e in list {
+        *counts.entry(e.network).or_default() += 1;
+    }
+    let most = counts.values().copied().max()?;
+    let own = counts.get(&net).copied().unwrap_or(0);
+    let from = |n: &IpAddr| if own == most { *n == net } else { counts.get(n) == Some(&most) };
+    list.iter().enumerate().filter(|(_, e)| from(&e.network)).min_by_key(|(_, e)| e.seen).map(|(i, _)| i)
 }
 
 /// The source network whose entries per track are capped: a /24 or a /48.
@@ -290,15 +324,21 @@ impl Tracker {
     }
 
     /// Records `ann`, verified, from `source` at `now`. The peer's addresses become those of
-    /// this announce; per track it keeps its one entry, or takes a free place, or replaces the
-    /// stalest entry of its own source network when that network has its
-    /// [`TrackerConfig::per_network`], or else the stalest entry of the track.
+    /// this announce; per track it keeps its one entry, or replaces the stalest entry of its
+    /// own source network when that network has its [`TrackerConfig::per_network`], or takes a
+    /// free place, or (the list full) replaces the stalest entry of the most crowded network
+    /// (see [`crowded_stalest`]): networks that flood a track displace each other, never a
+    /// network with fewer entries.
     ///
     /// # Errors
-    /// [`TrackerError::Superseded`] for an announce older than the peer's last one,
+    /// [`TrackerError::Superseded`] for an announce older than the peer's last one, or the
+    /// same one again (a replay: same time, same addresses and tracks),
     /// [`TrackerError::Full`] for a new peer while the table is full of live ones.
     pub fn record(&mut self, now: Instant, source: IpAddr, ann: Verified) -> Result<(), TrackerError> {
-        if self.peers.get(&ann.peer_id).is_some_and(|p| p.timestamp > ann.timestamp) {
+        let replay = |p: &PeerInfo| {
+            p.timestamp > ann.timestamp || (p.timestamp == ann.timestamp && p.content == ann.content)
+        };
+        if self.peers.get(&ann.peer_id).is_some_and(replay) {
             return Err(TrackerError::Superseded);
         }
         // At most one expiry sweep per announce, however many tracks it names, and at most one
@@ -313,7 +353,7 @@ impl Tracker {
                 return Err(TrackerError::Full);
             }
         }
-        self.peers.insert(ann.peer_id.clone(), PeerInfo { addrs: ann.addrs, seen: now, timestamp: ann.timestamp });
+        self.peers.insert(ann.peer_id.clone(), PeerInfo { addrs: ann.addrs, seen: now, timestamp: ann.timestamp, content: ann.content });
         let net = network(source);
         for track in ann.tracks {
             if !self.tracks.contains_key(&track) && self.tracks.len() >= self.cfg.max_tracks {
@@ -338,8 +378,8 @@ impl Tracker {
             } else if list.len() < self.cfg.per_track {
                 list.push(fresh);
                 self.entries += 1;
-            } else if let Some(stalest) = list.iter_mut().min_by_key(|e| e.seen) {
-                *stalest = fresh;
+            } else if let Some(victim) = crowded_stalest(list, net) {
+                list[victim] = fresh;
             }
         }
         Ok(())
@@ -395,12 +435,17 @@ mod tests {
 
     const PEER: &str = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN";
 
+    /// A verified announce, each one later than the last (as a peer's clock moves on).
     fn ann(peer: &str, tracks: &[&str]) -> Verified {
+        static CLOCK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let addrs = vec![format!("/ip4/127.0.0.1/tcp/4001/p2p/{peer}")];
+        let tracks: Vec<TrackId> = tracks.iter().map(|t| TrackId::parse(t).unwrap()).collect();
         Verified {
             peer_id: peer.to_owned(),
-            addrs: vec![format!("/ip4/127.0.0.1/tcp/4001/p2p/{peer}")],
-            tracks: tracks.iter().map(|t| TrackId::parse(t).unwrap()).collect(),
-            timestamp: 0,
+            content: content_digest(&addrs, &tracks),
+            addrs,
+            tracks,
+            timestamp: CLOCK.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -502,14 +547,52 @@ mod tests {
     }
 
     #[test]
-    fn an_older_announce_of_a_peer_is_a_replay() {
+    fn networks_flooding_a_full_track_displace_each_other_not_a_seeder() {
+        // 8 networks x 4 fill a list of 32 exactly; a seeder alone in its network announced
+        // first, so it is the stalest entry of all while they flood.
+        let cfg = TrackerConfig { burst: 100_000, ..TrackerConfig::default() };
+        let mut t = Tracker::new(cfg);
+        let track = TrackId::parse("t").unwrap();
+        let start = Instant::now();
+        let seeder = peer(1);
+        announce(&mut t, start, "198.51.100.7".parse().unwrap(), ann(&seeder, &["t"])).unwrap();
+        for n in 0..2000 {
+            let from = IpAddr::from([10, u8::try_from(n % 8).unwrap(), 0, u8::try_from(n % 200).unwrap()]);
+            announce(&mut t, start + Duration::from_millis(n as u64 + 1), from, ann(&named(n + 100), &["t"])).unwrap();
+        }
+        assert_eq!(t.entries(), 32);
+        let listed = &t.tracks[&track];
+        assert!(listed.iter().any(|e| e.peer == seeder), "the seeder was cycled out");
+        // Each flooding network holds 4, but for the one that made room for the seeder.
+        let mut per: HashMap<IpAddr, usize> = HashMap::new();
+        for e in listed {
+            *per.entry(e.network).or_default() += 1;
+        }
+        let mut counts: Vec<usize> = per.values().copied().collect();
+        counts.sort_unstable();
+        assert_eq!(counts, [1, 3, 4, 4, 4, 4, 4, 4, 4]);
+        // A ninth network's newcomer takes a place from a crowded one too, not the seeder's.
+        let late = named(9999);
+        announce(&mut t, start + Duration::from_secs(3), IpAddr::from([10, 99, 0, 1]), ann(&late, &["t"])).unwrap();
+        let listed = &t.tracks[&track];
+        assert!(listed.iter().any(|e| e.peer == seeder) && listed.iter().any(|e| e.peer == late));
+        // And while the flood goes on, the seeder is in the sampled half of some answers.
+        let now = start + Duration::from_secs(4);
+        assert!((0..20).any(|seed| t.peers(now, &track, &mut Counter(seed)).iter().any(|p| p.peer_id == seeder)));
+    }
+
+    #[test]
+    fn an_older_announce_of_a_peer_or_the_same_again_is_a_replay() {
         let mut t = Tracker::new(TrackerConfig::default());
         let now = Instant::now();
-        let at = |timestamp| Verified { timestamp, ..ann(PEER, &["t"]) };
-        announce(&mut t, now, ip(1), at(100)).unwrap();
-        assert!(matches!(announce(&mut t, now, ip(1), at(99)), Err(TrackerError::Superseded)));
-        announce(&mut t, now, ip(1), at(100)).unwrap();
-        announce(&mut t, now, ip(1), at(160)).unwrap();
+        let at = |timestamp, tracks: &[&str]| Verified { timestamp, ..ann(PEER, tracks) };
+        announce(&mut t, now, ip(1), at(100, &["t"])).unwrap();
+        assert!(matches!(announce(&mut t, now, ip(1), at(99, &["t"])), Err(TrackerError::Superseded)));
+        // The same announce again: a replay, which would keep a peer that left listed.
+        assert!(matches!(announce(&mut t, now, ip(1), at(100, &["t"])), Err(TrackerError::Superseded)));
+        // Another announce in the same second (a track more): taken.
+        announce(&mut t, now, ip(1), at(100, &["t", "u"])).unwrap();
+        announce(&mut t, now, ip(1), at(160, &["t"])).unwrap();
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! holds, signed with its identity key ([`chorus_core::announce`]), and ask for up to 10 peers
 //! holding a track, in one round trip each. The bodies are [`chorus_core::api`]'s types.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chorus_core::TrackId;
 use chorus_core::announce::SignedAnnounce;
@@ -153,20 +153,31 @@ pub async fn announce(
         timestamp: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         edge: chorus_core::announce::edge_name(edge),
     };
+    let local = announce.timestamp;
     let mut resigned = false;
     loop {
         let signed = SignedAnnounce::sign(key, &announce).map_err(|e| TrackerError::Sign(Box::new(e)))?;
         // A struct of one string: serialising it cannot fail.
         let body = serde_json::to_vec(&signed).unwrap_or_default();
         match ask(http, edge, request(http::Method::POST, "/v1/peers/announce", token, body.into())).await {
-            Err(TrackerError::Refused { status: http::StatusCode::UNAUTHORIZED, now: Some(now), .. }) if !resigned => {
+            Err(TrackerError::Refused { status: http::StatusCode::UNAUTHORIZED, now: Some(now), .. })
+                if !resigned && now.abs_diff(local) <= MAX_CLOCK_STEP.as_secs() =>
+            {
                 resigned = true;
                 announce.timestamp = now;
             }
+            // This very announce (a retry of one whose answer was lost) or a newer one of ours
+            // is recorded: what we wanted.
+            Err(TrackerError::Refused { status: http::StatusCode::CONFLICT, .. }) => return Ok(()),
             other => return other.map(|_| ()),
         }
     }
 }
+
+/// How far an edge's clock may be from ours for an announce to be signed again by its time:
+/// beyond a day one of the two clocks is broken, and signing for a time far from ours would
+/// hand a hostile edge an announce to replay long after (or before) we made it.
+pub const MAX_CLOCK_STEP: Duration = Duration::from_secs(24 * 3600);
 
 /// A tracker's answer: peers holding a track, and the relays the edge offers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
