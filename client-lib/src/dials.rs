@@ -1,7 +1,8 @@
-//! Which listed peer addresses a client dials (docs/security.md, "Clients"): a tracker's list
-//! may be partly hostile, so a client spends a small budget of new dials per track and period,
-//! backs off an address that failed or served a wrong chunk, and never again dials a list
-//! entry (peer id and address) whose handshake showed another key.
+//! Which listed peers and addresses a client dials (docs/security.md, "Clients"): a tracker's
+//! list may be partly hostile, so a client spends a small budget of new peer dials per track
+//! and period, tries at most [`ADDRS_PER_PEER`] addresses of each, backs off an address that
+//! failed or served a wrong chunk, and never again dials a list entry (peer id and address)
+//! whose handshake showed another key.
 //!
 //! Plain logic on an explicit clock; every table is bounded.
 
@@ -13,8 +14,11 @@ use chorus_core::TrackId;
 use chorus_peer::{Multiaddr, PeerId};
 use lru::LruCache;
 
-/// New dials per track within [`PERIOD`].
+/// New peers dialled per track within [`PERIOD`].
 pub(crate) const NEW_DIALS_PER_TRACK: usize = 8;
+/// Addresses of one listed peer tried at most: a peer that lists 8 ports gets no more tries
+/// than one that lists one.
+pub(crate) const ADDRS_PER_PEER: usize = 2;
 /// The period the dial budget is counted over.
 pub(crate) const PERIOD: Duration = Duration::from_secs(60);
 /// Backoff after an address's first failure; it doubles with each further one.
@@ -35,7 +39,7 @@ struct Backoff {
 /// The client's dial state, shared by its tracks.
 #[derive(Debug)]
 pub(crate) struct Dials {
-    /// Per track: when its recent new dials were made.
+    /// Per track: when its recent new peer dials were started.
     budget: LruCache<TrackId, VecDeque<Instant>>,
     backoff: LruCache<Multiaddr, Backoff>,
     /// List entries whose handshake showed another peer: never dialled again.
@@ -57,15 +61,28 @@ impl Default for Dials {
 }
 
 impl Dials {
-    /// Whether to dial `addr`, listed for `peer`, for `track` at `now`; if so, it is counted
-    /// against the track's budget.
-    pub(crate) fn admit(&mut self, track: &TrackId, peer: PeerId, addr: &Multiaddr, now: Instant) -> bool {
-        if self.false_entries.contains(&(peer, addr.clone())) {
-            return false;
+    /// The addresses listed for `peer` worth a dial at `now`: none proven false for it, none
+    /// backing off, at most [`ADDRS_PER_PEER`], the first direct one and the first circuit
+    /// first (a peer behind a NAT is reachable only through its circuit). Charges nothing.
+    pub(crate) fn usable(&self, peer: PeerId, listed: &[Multiaddr], now: Instant) -> Vec<Multiaddr> {
+        let mut ok: Vec<&Multiaddr> = listed
+            .iter()
+            .filter(|a| !self.false_entries.contains(&(peer, (*a).clone())))
+            .filter(|a| self.backoff.peek(*a).is_none_or(|b| now >= b.until))
+            .collect();
+        let circuit = |a: &Multiaddr| a.iter().any(|p| matches!(p, chorus_peer::multiaddr::Protocol::P2pCircuit));
+        if let (Some(d), Some(c)) = (ok.iter().position(|a| !circuit(a)), ok.iter().position(|a| circuit(a))) {
+            let (first, second) = (ok[d], ok[c]);
+            ok.retain(|a| *a != first && *a != second);
+            ok.splice(0..0, [first, second]);
         }
-        if self.backoff.peek(addr).is_some_and(|b| now < b.until) {
-            return false;
-        }
+        ok.into_iter().take(ADDRS_PER_PEER).cloned().collect()
+    }
+
+    /// Whether a new dial of `peer` (at `addrs`, from [`Dials::usable`]) for `track` may start
+    /// at `now`; if so, it is counted against the track's budget: one per peer, however many
+    /// addresses it lists.
+    pub(crate) fn admit(&mut self, track: &TrackId, peer: PeerId, addrs: &[Multiaddr], now: Instant) -> bool {
         let recent = self.budget.get_or_insert_mut(track.clone(), VecDeque::new);
         while recent.front().is_some_and(|t| now.saturating_duration_since(*t) >= PERIOD) {
             recent.pop_front();
@@ -74,9 +91,11 @@ impl Dials {
             return false;
         }
         recent.push_back(now);
-        let addrs = self.dialled.get_or_insert_mut(peer, Vec::new);
-        if !addrs.contains(addr) && addrs.len() < chorus_core::api::MAX_ADDRS {
-            addrs.push(addr.clone());
+        let dialled = self.dialled.get_or_insert_mut(peer, Vec::new);
+        for a in addrs {
+            if !dialled.contains(a) && dialled.len() < chorus_core::api::MAX_ADDRS {
+                dialled.push(a.clone());
+            }
         }
         true
     }
@@ -126,36 +145,63 @@ mod tests {
         format!("/ip4/198.51.100.7/tcp/{n}").parse().unwrap()
     }
 
+    /// `usable` then `admit`, as a dial makes them: the addresses to try, or `None`.
+    fn dial(d: &mut Dials, t: &TrackId, p: PeerId, listed: &[Multiaddr], now: Instant) -> Option<Vec<Multiaddr>> {
+        let addrs = d.usable(p, listed, now);
+        (!addrs.is_empty() && d.admit(t, p, &addrs, now)).then_some(addrs)
+    }
+
     #[test]
-    fn a_track_gets_a_few_new_dials_per_period() {
+    fn a_track_gets_a_few_new_peer_dials_per_period() {
         let mut d = Dials::default();
         let t0 = Instant::now();
         let (a, b) = (TrackId::parse("a").unwrap(), TrackId::parse("b").unwrap());
-        let admitted = (0..20).filter(|n| d.admit(&a, PeerId::random(), &addr(*n), t0)).count();
+        let admitted = (0..20).filter(|n| dial(&mut d, &a, PeerId::random(), &[addr(*n)], t0).is_some()).count();
         assert_eq!(admitted, NEW_DIALS_PER_TRACK);
         // Another track has its own budget; the first gets its back a period later.
-        assert!(d.admit(&b, PeerId::random(), &addr(100), t0));
-        assert!(!d.admit(&a, PeerId::random(), &addr(101), t0 + PERIOD - Duration::from_millis(1)));
-        assert!(d.admit(&a, PeerId::random(), &addr(102), t0 + PERIOD));
+        assert!(dial(&mut d, &b, PeerId::random(), &[addr(100)], t0).is_some());
+        assert!(dial(&mut d, &a, PeerId::random(), &[addr(101)], t0 + PERIOD - Duration::from_millis(1)).is_none());
+        assert!(dial(&mut d, &a, PeerId::random(), &[addr(102)], t0 + PERIOD).is_some());
+    }
+
+    #[test]
+    fn a_peer_listing_many_addresses_costs_one_dial_and_gets_two_tries() {
+        let mut d = Dials::default();
+        let t0 = Instant::now();
+        let t = TrackId::parse("a").unwrap();
+        let many: Vec<Multiaddr> = (1..=8).map(addr).collect();
+        // A hostile peer with 8 ports: two are tried, one dial of the budget is spent…
+        assert_eq!(dial(&mut d, &t, PeerId::random(), &many, t0), Some(vec![addr(1), addr(2)]));
+        // …so 7 other peers still get theirs.
+        let others = (0..10).filter(|n| dial(&mut d, &t, PeerId::random(), &[addr(100 + n)], t0).is_some()).count();
+        assert_eq!(others, NEW_DIALS_PER_TRACK - 1);
+        // A direct address and a circuit: both are tried, whatever the order listed.
+        let relayed: Multiaddr = format!("/ip4/203.0.113.1/tcp/4001/p2p/{}/p2p-circuit", PeerId::random()).parse().unwrap();
+        let mixed = [addr(1), addr(2), addr(3), relayed.clone()];
+        assert_eq!(d.usable(PeerId::random(), &mixed, t0), vec![addr(1), relayed]);
     }
 
     #[test]
     fn failed_addresses_back_off_doubling_and_recover() {
         let mut d = Dials::default();
         let t0 = Instant::now();
-        let (t, p, a) = (TrackId::parse("a").unwrap(), PeerId::random(), addr(1));
+        let (p, a) = (PeerId::random(), addr(1));
+        let usable = |d: &Dials, at| !d.usable(p, std::slice::from_ref(&a), at).is_empty();
         d.failed(&a, t0);
-        assert!(!d.admit(&t, p, &a, t0 + BACKOFF_FIRST - Duration::from_millis(1)));
-        assert!(d.admit(&t, p, &a, t0 + BACKOFF_FIRST));
+        assert!(!usable(&d, t0 + BACKOFF_FIRST - Duration::from_millis(1)));
+        assert!(usable(&d, t0 + BACKOFF_FIRST));
         d.failed(&a, t0 + BACKOFF_FIRST);
-        assert!(!d.admit(&t, p, &a, t0 + BACKOFF_FIRST * 3 - Duration::from_millis(1)), "20 s after the second");
+        assert!(!usable(&d, t0 + BACKOFF_FIRST * 3 - Duration::from_millis(1)), "20 s after the second");
         for n in 0..30 {
             d.failed(&a, t0 + Duration::from_secs(n));
         }
-        assert!(!d.admit(&t, p, &a, t0 + Duration::from_secs(29) + BACKOFF_MAX - Duration::from_millis(1)));
-        assert!(d.admit(&t, p, &a, t0 + Duration::from_secs(29) + BACKOFF_MAX), "capped");
+        assert!(!usable(&d, t0 + Duration::from_secs(29) + BACKOFF_MAX - Duration::from_millis(1)));
+        assert!(usable(&d, t0 + Duration::from_secs(29) + BACKOFF_MAX), "capped");
         d.succeeded(&a);
-        assert!(d.admit(&t, p, &a, t0 + Duration::from_secs(30) + BACKOFF_MAX));
+        assert!(usable(&d, t0 + Duration::from_secs(30) + BACKOFF_MAX));
+        // A backed-off address is skipped, not the peer: its next one is tried.
+        d.failed(&a, t0);
+        assert_eq!(d.usable(p, &[a.clone(), addr(2)], t0), vec![addr(2)]);
     }
 
     #[test]
@@ -165,14 +211,13 @@ mod tests {
         let t = TrackId::parse("a").unwrap();
         let (listed, liar) = (PeerId::random(), PeerId::random());
         d.wrong_peer(listed, &addr(1));
-        assert!(!d.admit(&t, listed, &addr(1), t0 + Duration::from_secs(86_400)));
+        assert!(d.usable(listed, &[addr(1)], t0 + Duration::from_secs(86_400)).is_empty());
         // The same address listed for the peer that really is there may be dialled.
-        assert!(d.admit(&t, liar, &addr(1), t0));
-        assert!(d.admit(&t, liar, &addr(2), t0));
+        assert!(dial(&mut d, &t, liar, &[addr(1), addr(2)], t0).is_some());
         d.wrong_chunk(liar, t0);
         let later = t0 + PERIOD;
-        assert!(!d.admit(&t, liar, &addr(2), later));
-        assert!(!d.admit(&t, PeerId::random(), &addr(1), later), "whoever lists it");
-        assert!(d.admit(&t, liar, &addr(2), t0 + WRONG_CHUNK_BACKOFF));
+        assert!(d.usable(liar, &[addr(2)], later).is_empty());
+        assert!(d.usable(PeerId::random(), &[addr(1)], later).is_empty(), "whoever lists it");
+        assert_eq!(d.usable(liar, &[addr(2)], t0 + WRONG_CHUNK_BACKOFF), vec![addr(2)]);
     }
 }

@@ -111,6 +111,21 @@ pub(crate) async fn start(inner: &Inner) -> Option<Arc<Peer>> {
     Some(p)
 }
 
+/// A tracker's answer reordered so that its newest half and its random sample of older peers
+/// take turns (docs/protocol.md §3.3 answers the newest first, then the sample): a flood of
+/// recent announces then cannot take every dial before a steady seeder from the sample.
+fn newest_and_sampled_alternately<T>(answer: Vec<T>) -> Vec<T> {
+    let mut sampled = answer;
+    let newest: Vec<T> = sampled.drain(..sampled.len().div_ceil(2)).collect();
+    let mut sampled = sampled.into_iter();
+    let mut out = Vec::with_capacity(newest.len() * 2);
+    for c in newest {
+        out.push(c);
+        out.extend(sampled.next());
+    }
+    out
+}
+
 /// Peers that hold chunks of `track`, sent to `found` with what they hold as each answers:
 /// candidates from the edges' tracker (one round trip), else Kademlia providers, plus peers
 /// found on the local network; at most [`ASK_AT_MOST`] are dialled and asked, in parallel, for
@@ -133,7 +148,8 @@ pub(crate) async fn peers_holding(
             }
             // The tracker may already list this node (it announces once its first segment is
             // in): it is no candidate, and must not stand in for a Kademlia search.
-            cands = answer.peers.into_iter().filter(|(id, _)| *id != p.peer_id()).collect();
+            cands = newest_and_sampled_alternately(answer.peers);
+            cands.retain(|(id, _)| *id != p.peer_id());
             break;
         }
     }
@@ -150,21 +166,24 @@ pub(crate) async fn peers_holding(
     }
     cands.retain(|(id, _)| *id != p.peer_id());
     cands.truncate(ASK_AT_MOST);
-    // Listed addresses go through the dial guard: a budget of new dials per track, backoff
-    // per address, and entries proven false are dropped (crate::dials). Peers already
-    // connected cost nothing.
+    // Listed addresses go through the dial guard: a budget of new peer dials per track, at most
+    // two addresses tried per peer, backoff per address, and entries proven false are dropped
+    // (crate::dials). Peers already connected cost nothing.
     let connected: std::collections::HashSet<PeerId> = p.connected().await.unwrap_or_default().into_iter().collect();
     let mut asking = JoinSet::new();
-    for (id, addrs) in cands {
+    for (id, listed) in cands {
         let addrs: Vec<Multiaddr> = if connected.contains(&id) {
             Vec::new()
         } else {
-            let now = std::time::Instant::now();
-            let mut d = inner.dials.lock();
-            addrs.into_iter().filter(|a| d.admit(track, id, a, now)).collect()
+            inner.dials.lock().usable(id, &listed, std::time::Instant::now())
         };
         let (p, track, dials) = (p.clone(), track.clone(), inner.dials.clone());
         asking.spawn(async move {
+            // The budget is charged as the dial starts, once for the peer.
+            if !addrs.is_empty() && !dials.lock().admit(&track, id, &addrs, std::time::Instant::now()) {
+                tracing::debug!(%track, peer = %id, "no dial: the track's budget of new dials is spent");
+                return None;
+            }
             let ask = async {
                 for a in &addrs {
                     match p.dial(a.clone()).await {
@@ -190,5 +209,15 @@ pub(crate) async fn peers_holding(
         {
             return; // the track is over
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_newest_and_the_sampled_take_turns() {
+        assert_eq!(super::newest_and_sampled_alternately((0..10).collect()), [0, 5, 1, 6, 2, 7, 3, 8, 4, 9]);
+        assert_eq!(super::newest_and_sampled_alternately((0..5).collect()), [0, 3, 1, 4, 2]);
+        assert!(super::newest_and_sampled_alternately(Vec::<u8>::new()).is_empty());
     }
 }
