@@ -46,6 +46,20 @@ pub(crate) struct ServeArgs {
     /// addresses to this client address.
     #[arg(long, value_name = "CIDR", value_delimiter = ',')]
     trusted_proxy: Vec<chorus_core::http::proxy::TrustedProxies>,
+    /// How the --trusted-proxy balancers say who the client is: proxy-protocol (a PROXY
+    /// header first on each TCP connection; X-Forwarded-For ignored; HTTP/3 keeps the QUIC
+    /// connection's address) or x-forwarded-for (that header on every request, HTTP/3
+    /// included; no PROXY header read). Never both: a balancer of one kind passes the other
+    /// header from its clients through untouched.
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = ProxyModeArg::ProxyProtocol, requires = "trusted_proxy")]
+    trusted_proxy_mode: ProxyModeArg,
+}
+
+/// `--trusted-proxy-mode`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ProxyModeArg {
+    ProxyProtocol,
+    XForwardedFor,
 }
 
 /// Parses `--metrics-listen`: plaintext HTTP only (a scrape port is internal).
@@ -122,10 +136,17 @@ impl ServeArgs {
             max_connections: self.max_connections,
             header_read_timeout: self.header_read_timeout.0,
             idle_timeout: self.idle_timeout.0,
-            trusted_proxies: self.trusted_proxy.iter().cloned().fold(Default::default(), |mut all, t| {
-                all.extend(t);
-                all
-            }),
+            trusted_proxies: self
+                .trusted_proxy
+                .iter()
+                .fold(chorus_core::http::proxy::TrustedProxies::default(), |mut all, t| {
+                    all.extend(t);
+                    all
+                })
+                .with_mode(match self.trusted_proxy_mode {
+                    ProxyModeArg::ProxyProtocol => chorus_core::http::proxy::ProxyMode::ProxyProtocol,
+                    ProxyModeArg::XForwardedFor => chorus_core::http::proxy::ProxyMode::XForwardedFor,
+                }),
             ..ServerConfig::default()
         }
     }

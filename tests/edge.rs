@@ -686,51 +686,92 @@ async fn raw_send(addr: &str, preface: &[u8], req: Request<bytes::Bytes>, host: 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_address_comes_from_a_trusted_proxy_only() {
     let origin = Origin::start();
-    let behind = edge(
-        &[origin.node().url("http")],
-        &origin.dir.path().join("behind"),
+    let cache = |n: &str| origin.dir.path().join(n);
+    let upstream = [origin.node().url("http")];
+    // An L4 balancer that sends PROXY headers (the default mode), an L7 one that writes
+    // X-Forwarded-For, and an edge that trusts no one.
+    let l4 = edge(&upstream, &cache("l4"), &origin.cert(), &["--trusted-proxy", "127.0.0.0/8"]);
+    let l7 = edge(
+        &upstream,
+        &cache("l7"),
         &origin.cert(),
-        &["--trusted-proxy", "127.0.0.0/8"],
+        &["--trusted-proxy", "127.0.0.0/8", "--trusted-proxy-mode", "x-forwarded-for"],
     );
-    let open = edge(&[origin.node().url("http")], &origin.dir.path().join("open"), &origin.cert(), &[]);
-    let (a, b, c) = (Keypair::generate_ed25519(), Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let open = edge(&upstream, &cache("open"), &origin.cert(), &[]);
     let at = |ip: &str| vec![format!("/ip4/{ip}/tcp/4001")];
-    let name = chorus_core::announce::edge_name(&behind.url("http"));
+    let v1 = |node: &chorus_testkit::Node| {
+        let port = node.addr("http").rsplit_once(':').unwrap().1.to_owned();
+        format!("PROXY TCP4 198.51.100.9 127.0.0.1 50000 {port}\r\n")
+    };
+    let xff = |mut req: Request<bytes::Bytes>, client: &str| {
+        req.headers_mut().insert("x-forwarded-for", format!("6.6.6.6, {client}").parse().unwrap());
+        req
+    };
+    // An announce over HTTP/3: its `edge` is the h3 listener's host:port.
+    let over_h3 = |node: &chorus_testkit::Node, dir: &str, client: &str| {
+        let url = node.url("h3");
+        let trust = ClientTls { ca_files: vec![cache(dir).join("tls").join("cert.pem")], insecure: false };
+        let client = client.to_owned();
+        async move {
+            let name = chorus_core::announce::edge_name(&url);
+            let req = xff(signed_announce(&Keypair::generate_ed25519(), &at(&client), &name, now()), &client);
+            let mut c = HttpClient::new(&trust).unwrap().connect(&url, false).await.unwrap();
+            assert_eq!(c.protocol(), Protocol::Http3);
+            c.send(req).await.unwrap().status().as_u16()
+        }
+    };
+    let listed = |node: &chorus_testkit::Node| {
+        let url = node.url("http");
+        async move {
+            let r = conn(&url).await.get("/v1/tracks/sunrise/peers").await.unwrap();
+            let v: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
+            let mut ips: Vec<String> = v["peers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["addrs"][0].as_str().unwrap().split('/').nth(2).unwrap().to_owned())
+                .collect();
+            ips.sort_unstable();
+            ips
+        }
+    };
 
-    // PROXY v1 from the load balancer: the client is 198.51.100.9.
-    let port = behind.addr("http").rsplit_once(':').unwrap().1.to_owned();
-    let v1 = format!("PROXY TCP4 198.51.100.9 127.0.0.1 50000 {port}\r\n");
-    let req = signed_announce(&a, &at("198.51.100.9"), &name, now());
-    assert_eq!(raw_send(&behind.addr("http"), v1.as_bytes(), req, &name).await, 204);
-    // No PROXY header, X-Forwarded-For instead: the rightmost entry, the one the balancer wrote.
-    let mut req = signed_announce(&b, &at("198.51.100.10"), &name, now());
-    req.headers_mut().insert("x-forwarded-for", "6.6.6.6, 198.51.100.10".parse().unwrap());
-    assert_eq!(raw_send(&behind.addr("http"), b"", req, &name).await, 204);
+    // The L4 mode: the PROXY header names the client (198.51.100.9)…
+    let name = chorus_core::announce::edge_name(&l4.url("http"));
+    let req = signed_announce(&Keypair::generate_ed25519(), &at("198.51.100.9"), &name, now());
+    assert_eq!(raw_send(&l4.addr("http"), v1(&l4).as_bytes(), req, &name).await, 204);
+    // …and X-Forwarded-For is not believed, even from the balancer's address: such a balancer
+    // passes a client's own header through. Bound to 127.0.0.1, 198.51.100.10 is refused.
+    let req = xff(signed_announce(&Keypair::generate_ed25519(), &at("198.51.100.10"), &name, now()), "198.51.100.10");
+    assert_eq!(raw_send(&l4.addr("http"), b"", req, &name).await, 400);
+    // Nor over HTTP/3 (no PROXY protocol there: the QUIC connection's address counts).
+    assert_eq!(over_h3(&l4, "l4", "198.51.100.11").await, 400);
     // A malformed PROXY header closes the connection without an answer.
-    let mut s = tokio::net::TcpStream::connect(behind.addr("http")).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(l4.addr("http")).await.unwrap();
     tokio::io::AsyncWriteExt::write_all(&mut s, b"PROXY TCP4 nonsense\r\n").await.unwrap();
     let mut out = Vec::new();
     let _ = tokio::io::AsyncReadExt::read_to_end(&mut s, &mut out).await;
     assert!(out.is_empty(), "{out:?}");
-    let r = conn(&behind.url("http")).await.get("/v1/tracks/sunrise/peers").await.unwrap();
-    let v: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
-    let mut addrs: Vec<&str> = v["peers"].as_array().unwrap().iter().map(|p| p["addrs"][0].as_str().unwrap()).collect();
-    addrs.sort_unstable();
-    assert_eq!(addrs.len(), 2, "{v}");
-    assert!(
-        addrs[0].starts_with("/ip4/198.51.100.10/tcp/4001/") && addrs[1].starts_with("/ip4/198.51.100.9/tcp/4001/"),
-        "{v}"
-    );
+    assert_eq!(listed(&l4).await, ["198.51.100.9"]);
+
+    // The L7 mode: the rightmost X-Forwarded-For entry (the balancer's) names the client, on
+    // HTTP/1.1 and HTTP/3; the client's own claim (6.6.6.6) is not believed; a PROXY header is
+    // not read (it is not HTTP).
+    let name = chorus_core::announce::edge_name(&l7.url("http"));
+    let req = xff(signed_announce(&Keypair::generate_ed25519(), &at("198.51.100.10"), &name, now()), "198.51.100.10");
+    assert_eq!(raw_send(&l7.addr("http"), b"", req, &name).await, 204);
+    assert_eq!(over_h3(&l7, "l7", "198.51.100.11").await, 204);
+    let req = signed_announce(&Keypair::generate_ed25519(), &at("198.51.100.9"), &name, now());
+    assert_eq!(raw_send(&l7.addr("http"), v1(&l7).as_bytes(), req, &name).await, 400, "the PROXY line is not HTTP");
+    assert_eq!(listed(&l7).await, ["198.51.100.10", "198.51.100.11"]);
 
     // An edge that trusts no proxy believes neither.
     let name = chorus_core::announce::edge_name(&open.url("http"));
-    let port = open.addr("http").rsplit_once(':').unwrap().1.to_owned();
-    let v1 = format!("PROXY TCP4 198.51.100.9 127.0.0.1 50000 {port}\r\n");
-    let req = signed_announce(&a, &at("198.51.100.9"), &name, now());
-    assert_eq!(raw_send(&open.addr("http"), v1.as_bytes(), req, &name).await, 400, "the PROXY line is not HTTP");
-    let mut req = signed_announce(&c, &at("198.51.100.11"), &name, now());
-    req.headers_mut().insert("x-forwarded-for", "198.51.100.11".parse().unwrap());
+    let req = signed_announce(&Keypair::generate_ed25519(), &at("198.51.100.9"), &name, now());
+    assert_eq!(raw_send(&open.addr("http"), v1(&open).as_bytes(), req, &name).await, 400, "the PROXY line is not HTTP");
+    let req = xff(signed_announce(&Keypair::generate_ed25519(), &at("198.51.100.11"), &name, now()), "198.51.100.11");
     assert_eq!(raw_send(&open.addr("http"), b"", req, &name).await, 400, "bound to 127.0.0.1, not to the header");
+    assert_eq!(over_h3(&open, "open", "198.51.100.11").await, 400);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

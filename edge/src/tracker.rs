@@ -22,7 +22,7 @@ use std::time::Duration;
 use chorus_core::TrackId;
 use chorus_core::announce::{self, AnnounceError, SignedAnnounce};
 use chorus_core::rate::TokenBucket;
-use libp2p::{Multiaddr, PeerId};
+use libp2p::Multiaddr;
 use rand_core::RngCore;
 use tokio::time::Instant;
 

@@ -45,8 +45,8 @@ pub(super) struct Limits {
     pub(super) max_uri_bytes: usize,
     pub(super) header_read_timeout: Duration,
     pub(super) idle_timeout: Duration,
-    /// Set when the connection comes from a trusted proxy that named no client in a PROXY
-    /// header: `X-Forwarded-For` then says who the client is.
+    /// Set when the connection comes from a trusted proxy in the `X-Forwarded-For` mode:
+    /// that header then says who the client is.
     pub(super) forwarded: Option<super::proxy::TrustedProxies>,
 }
 

@@ -113,7 +113,7 @@ async fn serve_conn<H: Handler>(
                     header_timeout: config.header_read_timeout,
                     idle: config.idle_timeout,
                     handshake_timeout: config.handshake_timeout,
-                    forwarded: config.trusted_proxies.contains(remote.ip()).then(|| config.trusted_proxies.clone()),
+                    forwarded: config.trusted_proxies.forwards_for(remote.ip()).then(|| config.trusted_proxies.clone()),
                 };
                 let handshake = handshake.clone();
                 requests.spawn(async move {
@@ -148,8 +148,9 @@ struct Limits {
     header_timeout: std::time::Duration,
     idle: std::time::Duration,
     handshake_timeout: std::time::Duration,
-    /// Set when the connection comes from a trusted proxy: `X-Forwarded-For` says who the
-    /// client is.
+    /// Set when the connection comes from a trusted proxy in the `X-Forwarded-For` mode:
+    /// that header says who the client is. (There is no PROXY protocol for QUIC: in that
+    /// mode a QUIC connection's own address counts.)
     forwarded: Option<super::proxy::TrustedProxies>,
 }
 

@@ -1,7 +1,10 @@
 //! The client's address behind a load balancer the operator trusts (`--trusted-proxy CIDR`):
 //! from a PROXY protocol header (v1 or v2, HAProxy's) at the start of the connection, or from
-//! `X-Forwarded-For`, and only when the connection itself comes from a trusted address.
-//! From anyone else both are ignored: a client cannot claim another address.
+//! `X-Forwarded-For`, as the operator says the balancer speaks (`--trusted-proxy-mode`), and
+//! only when the connection itself comes from a trusted address. From anyone else both are
+//! ignored: a client cannot claim another address. One mode, never both: a balancer that
+//! sends PROXY headers passes its clients' `X-Forwarded-For` through untouched, so believing
+//! that header too would let any client behind it claim any address.
 
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
@@ -19,9 +22,28 @@ pub const MAX_HEADER_BYTES: usize = 1024;
 /// The v2 header's first 12 bytes.
 const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
 
-/// The networks whose connections may say who the client is.
+/// How trusted proxies say who the client is (`--trusted-proxy-mode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProxyMode {
+    /// A PROXY protocol header (v1 or v2) first on each TCP connection (an L4 balancer:
+    /// HAProxy, AWS NLB, a Kubernetes service with the PROXY protocol on). A connection
+    /// without one (a health check) keeps its own address. `X-Forwarded-For` is ignored, and
+    /// HTTP/3 keeps the address the QUIC connection comes from (no PROXY protocol for it).
+    #[default]
+    ProxyProtocol,
+    /// `X-Forwarded-For` on each request, HTTP/1.1, HTTP/2 and HTTP/3 (an L7 balancer that
+    /// sets it: nginx, Envoy, a cloud HTTP balancer). A PROXY header is not read.
+    XForwardedFor,
+}
+
+/// The networks whose connections may say who the client is, and how they say it. Cheap to
+/// clone (one per connection that needs it).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TrustedProxies(Vec<IpNet>);
+pub struct TrustedProxies {
+    nets: std::sync::Arc<Vec<IpNet>>,
+    mode: ProxyMode,
+}
 
 /// A `--trusted-proxy` value that is not a CIDR or an address.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -40,33 +62,59 @@ impl FromStr for TrustedProxies {
                 p.parse::<IpNet>().or_else(|_| p.parse::<IpAddr>().map(IpNet::from)).map_err(|_| BadCidr(p.into()))
             })
             .collect::<Result<Vec<_>, _>>()
-            .map(Self)
+            .map(Self::new)
     }
 }
 
 impl TrustedProxies {
-    /// Trusts `nets`.
+    /// Trusts `nets`, in the default mode ([`ProxyMode::ProxyProtocol`]).
     #[must_use]
-    pub const fn new(nets: Vec<IpNet>) -> Self {
-        Self(nets)
+    pub fn new(nets: Vec<IpNet>) -> Self {
+        Self { nets: std::sync::Arc::new(nets), mode: ProxyMode::default() }
+    }
+
+    /// The same networks, speaking `mode`.
+    #[must_use]
+    pub fn with_mode(self, mode: ProxyMode) -> Self {
+        Self { mode, ..self }
+    }
+
+    /// How they say who the client is.
+    #[must_use]
+    pub const fn mode(&self) -> ProxyMode {
+        self.mode
     }
 
     /// Adds the networks of `other`.
-    pub fn extend(&mut self, other: Self) {
-        self.0.extend(other.0);
+    pub fn extend(&mut self, other: &Self) {
+        std::sync::Arc::make_mut(&mut self.nets).extend(other.nets.iter().copied());
     }
 
     /// Whether no proxy is trusted (the default).
     #[must_use]
-    pub const fn is_empty(&self) -> bool {
-        self.0.is_empty()
+    pub fn is_empty(&self) -> bool {
+        self.nets.is_empty()
     }
 
     /// Whether connections from `ip` may say who the client is.
     #[must_use]
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = crate::announce::canonical(ip);
-        self.0.iter().any(|n| n.contains(&ip))
+        self.nets.iter().any(|n| n.contains(&ip))
+    }
+
+    /// Whether requests on a connection from `remote` name their client in
+    /// `X-Forwarded-For`: `remote` is trusted and the mode is [`ProxyMode::XForwardedFor`].
+    #[must_use]
+    pub fn forwards_for(&self, remote: IpAddr) -> bool {
+        self.mode == ProxyMode::XForwardedFor && self.contains(remote)
+    }
+
+    /// Whether a connection from `remote` starts with a PROXY header to read: `remote` is
+    /// trusted and the mode is [`ProxyMode::ProxyProtocol`].
+    #[must_use]
+    pub fn sends_proxy_header(&self, remote: IpAddr) -> bool {
+        self.mode == ProxyMode::ProxyProtocol && self.contains(remote)
     }
 
     /// The client behind `remote`: when `remote` is trusted, the rightmost address of
@@ -172,8 +220,10 @@ fn may_be_header(start: &[u8]) -> bool {
 /// # Errors
 /// [`ProxyError`]: a malformed or oversized header, or none complete in time.
 pub async fn read_header(stream: &mut TcpStream, timeout: Duration) -> Result<Option<SocketAddr>, ProxyError> {
+    const MAX_PAUSE: Duration = Duration::from_millis(100);
     let work = async {
         let mut buf = vec![0u8; MAX_HEADER_BYTES];
+        let mut pause = Duration::from_millis(1);
         loop {
             // Peek, so that a connection without a header loses no bytes.
             let n = stream.peek(&mut buf).await?;
@@ -189,9 +239,12 @@ pub async fn read_header(stream: &mut TcpStream, timeout: Duration) -> Result<Op
             if n == buf.len() {
                 return Err(ProxyError::Malformed);
             }
-            // Incomplete: wait for more bytes to arrive before peeking again.
+            // Incomplete: wait for more bytes before peeking again. A peeked socket stays
+            // readable, so wait a little, longer each time: a header that trickles in costs a
+            // few dozen wake-ups until the timeout, not one a millisecond.
             stream.readable().await?;
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(MAX_PAUSE);
         }
     };
     tokio::time::timeout(timeout, work).await.map_err(|_| ProxyError::Timeout(timeout))?

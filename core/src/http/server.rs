@@ -270,13 +270,14 @@ struct TcpConn<H> {
 
 impl<H: Handler> TcpConn<H> {
     async fn serve(self, mut stream: TcpStream, mut remote: SocketAddr, tls: Option<TlsAcceptor>) {
-        // A trusted proxy may say who the client is: first with a PROXY header, else with
-        // X-Forwarded-For on each request.
-        let mut forwarded = None;
-        if self.config.trusted_proxies.contains(remote.ip()) {
+        // A trusted proxy may say who the client is: with a PROXY header first on the
+        // connection, or with X-Forwarded-For on each request, as its mode says (never both).
+        let trusted = &self.config.trusted_proxies;
+        let forwarded = trusted.forwards_for(remote.ip()).then(|| trusted.clone());
+        if trusted.sends_proxy_header(remote.ip()) {
             match super::proxy::read_header(&mut stream, self.config.header_read_timeout).await {
                 Ok(Some(client)) => remote = client,
-                Ok(None) => forwarded = Some(self.config.trusted_proxies.clone()),
+                Ok(None) => {} // a health check, or a header that names no client
                 Err(e) => {
                     debug!(error = %Chain(&e), "bad PROXY protocol header; closing");
                     return;
