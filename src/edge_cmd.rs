@@ -15,7 +15,7 @@ use chorus_edge::tracker::TrackerConfig;
 use chorus_edge::upstream::UpstreamConfig;
 use chorus_edge::{Edge, EdgeConfig};
 use clap::Args;
-use tracing::info;
+use tracing::{info, warn};
 
 /// Checks an upstream URL: `http://`, `https://` or `h3://` with a host and a port, no path.
 fn upstream_url(s: &str) -> Result<String, String> {
@@ -163,6 +163,13 @@ pub(crate) async fn run(a: EdgeArgs) -> Result<()> {
     };
     if cfg.token_key.is_some() {
         info!("access tokens required on /v1/");
+    }
+    if a.tracker_name.is_empty() && a.listen.iter().any(|l| !l.addr.ip().is_loopback()) {
+        warn!(
+            "no --tracker-name: an announce is accepted when signed for the host:port its request names, \
+             so one signed for another edge and replayed here within 120 s is too; set --tracker-name to \
+             the HOST:PORT clients reach this edge by"
+        );
     }
     crate::systemd::status("rebuilding the disk cache index");
     let edge = Edge::new(cfg, metrics).await?;

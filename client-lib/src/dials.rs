@@ -176,7 +176,8 @@ mod tests {
         let others = (0..10).filter(|n| dial(&mut d, &t, PeerId::random(), &[addr(100 + n)], t0).is_some()).count();
         assert_eq!(others, NEW_DIALS_PER_TRACK - 1);
         // A direct address and a circuit: both are tried, whatever the order listed.
-        let relayed: Multiaddr = format!("/ip4/203.0.113.1/tcp/4001/p2p/{}/p2p-circuit", PeerId::random()).parse().unwrap();
+        let relayed: Multiaddr =
+            format!("/ip4/203.0.113.1/tcp/4001/p2p/{}/p2p-circuit", PeerId::random()).parse().unwrap();
         let mixed = [addr(1), addr(2), addr(3), relayed.clone()];
         assert_eq!(d.usable(PeerId::random(), &mixed, t0), vec![addr(1), relayed]);
     }

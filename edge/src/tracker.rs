@@ -237,18 +237,6 @@ fn may_sweep(last: &mut Option<Instant>, now: Instant) -> bool {
     true
 }
 
-/// `ip` with its host bits cleared to `v4_bits` (IPv4) or `v6_bits` (IPv6) of prefix.
-fn prefix(ip: IpAddr, v4_bits: u32, v6_bits: u32) -> IpAddr {
-    match announce::canonical(ip) {
-        IpAddr::V4(v4) => {
-            IpAddr::V4(std::net::Ipv4Addr::from(u32::from(v4) & u32::MAX.checked_shl(32 - v4_bits).unwrap_or(0)))
-        }
-        IpAddr::V6(v6) => {
-            IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & u128::MAX.checked_shl(128 - v6_bits).unwrap_or(0)))
-        }
-    }
-}
-
 /// Which entry of a full `list` a newcomer from network `net` replaces: the stalest entry of
 /// the networks holding the most entries, its own network first when it is one of them. So a
 /// network is only ever displaced by one that holds no more entries than it after the swap,
@@ -267,7 +255,7 @@ fn crowded_stalest(list: &[Entry], net: IpAddr) -> Option<usize> {
 
 /// The source network whose entries per track are capped: a /24 or a /48.
 fn network(ip: IpAddr) -> IpAddr {
-    prefix(ip, 24, 48)
+    announce::prefix(ip, 24, 48)
 }
 
 impl Tracker {
@@ -305,7 +293,7 @@ impl Tracker {
     /// sources is full of active ones).
     pub fn admit(&mut self, now: Instant, source: IpAddr) -> Result<(), TrackerError> {
         // One IPv6 host usually owns a whole /64: limit the prefix, not each address.
-        let source = prefix(source, 32, 64);
+        let source = announce::host(source);
         let std_now = now.into_std();
         if !self.buckets.contains_key(&source) && self.buckets.len() >= self.cfg.max_sources {
             // Forget sources whose bucket has refilled: they are idle.
@@ -335,9 +323,8 @@ impl Tracker {
     /// same one again (a replay: same time, same addresses and tracks),
     /// [`TrackerError::Full`] for a new peer while the table is full of live ones.
     pub fn record(&mut self, now: Instant, source: IpAddr, ann: Verified) -> Result<(), TrackerError> {
-        let replay = |p: &PeerInfo| {
-            p.timestamp > ann.timestamp || (p.timestamp == ann.timestamp && p.content == ann.content)
-        };
+        let replay =
+            |p: &PeerInfo| p.timestamp > ann.timestamp || (p.timestamp == ann.timestamp && p.content == ann.content);
         if self.peers.get(&ann.peer_id).is_some_and(replay) {
             return Err(TrackerError::Superseded);
         }
@@ -353,7 +340,10 @@ impl Tracker {
                 return Err(TrackerError::Full);
             }
         }
-        self.peers.insert(ann.peer_id.clone(), PeerInfo { addrs: ann.addrs, seen: now, timestamp: ann.timestamp, content: ann.content });
+        self.peers.insert(
+            ann.peer_id.clone(),
+            PeerInfo { addrs: ann.addrs, seen: now, timestamp: ann.timestamp, content: ann.content },
+        );
         let net = network(source);
         for track in ann.tracks {
             if !self.tracks.contains_key(&track) && self.tracks.len() >= self.cfg.max_tracks {

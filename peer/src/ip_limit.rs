@@ -1,7 +1,9 @@
 //! Inbound connections per source IP (docs/security.md, "Peers"): libp2p bounds connections in
 //! total and per peer id, but peer ids cost nothing to make, so one host could still take every
 //! slot. This behaviour refuses an inbound connection when its IP already has
-//! [`MAX_PENDING_PER_IP`] in their handshake, or [`MAX_ESTABLISHED_PER_IP`] established.
+//! [`MAX_PENDING_PER_IP`] in their handshake, or [`MAX_ESTABLISHED_PER_IP`] established. An IP
+//! is an IPv4 address or an IPv6 /64 (a host picks any address in its /64, so counting single
+//! IPv6 addresses would bound nothing; [`chorus_core::announce::host`]).
 //! Loopback sources are exempt from the second bound (a local process is trusted: it could read
 //! the cache directly, and a swarm on one machine speaks from 127.0.0.1); relayed connections
 //! are bounded by the relay.
@@ -27,7 +29,7 @@ pub const MAX_ESTABLISHED_PER_IP: u32 = 16;
 
 /// Why a connection was refused.
 #[derive(Debug, thiserror::Error)]
-#[error("{ip} has {count} inbound connections {state}, the most one address may have")]
+#[error("{ip} has {count} inbound connections {state}, the most one source (an IPv4 address, an IPv6 /64) may have")]
 pub struct TooMany {
     ip: IpAddr,
     count: u32,
@@ -94,16 +96,19 @@ impl Counts {
     }
 }
 
-/// The IP a direct connection comes from; `None` for a relayed one.
+/// The source a direct connection is counted against: its IPv4 address (an IPv4-mapped IPv6
+/// one included) or its IPv6 /64; `None` for a relayed one.
 fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
     if addr.iter().any(|p| matches!(p, Protocol::P2pCircuit)) {
         return None;
     }
-    addr.iter().find_map(|p| match p {
-        Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
-        Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
-        _ => None,
-    })
+    addr.iter()
+        .find_map(|p| match p {
+            Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
+            Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
+            _ => None,
+        })
+        .map(chorus_core::announce::host)
 }
 
 /// The behaviour (see the module docs).
@@ -222,8 +227,17 @@ mod tests {
     }
 
     #[test]
-    fn relayed_connections_have_no_ip_here() {
+    fn sources_are_ipv4_addresses_and_ipv6_64s_and_relayed_connections_have_none() {
         assert_eq!(ip_of(&"/ip4/10.0.0.1/tcp/1".parse().unwrap()), Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(ip_of(&"/ip6/::ffff:10.0.0.1/tcp/1".parse().unwrap()), Some("10.0.0.1".parse().unwrap()));
+        // Two addresses of one /64 are one source.
+        let (a, b) = (
+            ip_of(&"/ip6/2001:db8::1/tcp/1".parse().unwrap()),
+            ip_of(&"/ip6/2001:db8::ffff:2/udp/1/quic-v1".parse().unwrap()),
+        );
+        assert_eq!(a, b);
+        assert_eq!(a, Some("2001:db8::".parse().unwrap()));
+        assert_ne!(a, ip_of(&"/ip6/2001:db8:0:1::1/tcp/1".parse().unwrap()));
         let relayed: Multiaddr = format!("/ip4/10.0.0.1/tcp/1/p2p/{}/p2p-circuit", PeerId::random()).parse().unwrap();
         assert_eq!(ip_of(&relayed), None);
     }
