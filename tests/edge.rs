@@ -572,7 +572,8 @@ async fn tracker_limits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn announces_from_strangers_are_refused_and_their_targets_never_listed() {
     let origin = Origin::start();
-    let e = edge(&[origin.node().url("http")], &origin.dir.path().join("edge-cache"), &origin.cert(), &[]);
+    let cache = origin.dir.path().join("edge-cache");
+    let e = edge(&[origin.node().url("http")], &cache, &origin.cert(), &["--p2p-relay", "/ip4/127.0.0.1/tcp/0"]);
     let base = e.url("http");
     let name = chorus_core::announce::edge_name(&base);
     let mut c = conn(&base).await;
@@ -631,6 +632,17 @@ async fn announces_from_strangers_are_refused_and_their_targets_never_listed() {
     let r = c.send(signed_announce(&victim, &own, &name, now() - 30)).await.unwrap();
     assert_eq!(status(&r), StatusCode::CONFLICT, "{:?}", body(&r));
 
+    // A circuit through this edge's relay whose prefix names a host to dial: listed through
+    // the relay's real address only. The same announce sent twice: the second is a replay.
+    let r = c.get("/v1/tracks/sunrise/peers").await.unwrap();
+    let relay = body(&r)["relays"][0].as_str().unwrap().to_owned();
+    let relay_id = relay.rsplit_once("/p2p/").unwrap().1.to_owned();
+    let hidden = Keypair::generate_ed25519();
+    let circuit = [format!("/ip4/169.254.169.254/tcp/80/p2p/{relay_id}/p2p-circuit")];
+    let once = signed_announce(&hidden, &circuit, &name, now());
+    assert_eq!(status(&c.send(once.clone()).await.unwrap()), StatusCode::NO_CONTENT);
+    assert_eq!(status(&c.send(once).await.unwrap()), StatusCode::CONFLICT);
+
     // Listed: the attacker at its own address, the victim at its own; nothing else.
     let r = c.get("/v1/tracks/sunrise/peers").await.unwrap();
     let mut listed: Vec<(String, Vec<String>)> = body(&r)["peers"]
@@ -649,12 +661,16 @@ async fn announces_from_strangers_are_refused_and_their_targets_never_listed() {
             vec![format!("/ip4/127.0.0.1/tcp/4002/p2p/{}", attacker.public().to_peer_id())],
         ),
         (peer.to_base58(), vec![format!("/ip4/127.0.0.1/tcp/4004/p2p/{peer}")]),
+        (
+            hidden.public().to_peer_id().to_base58(),
+            vec![format!("{relay}/p2p-circuit/p2p/{}", hidden.public().to_peer_id())],
+        ),
     ];
     want.sort();
     assert_eq!(listed, want);
     let t = get_text(&base, "/metrics").await;
     for (reason, n) in
-        [("address", 1.0), ("signature", 1.0), ("edge", 1.0), ("time", 1.0), ("replay", 1.0), ("malformed", 0.0)]
+        [("address", 1.0), ("signature", 1.0), ("edge", 1.0), ("time", 1.0), ("replay", 2.0), ("malformed", 0.0)]
     {
         let series = format!("chorus_tracker_announces_refused_total{{reason=\"{reason}\"}}");
         assert_eq!(metric(&t, &series), n, "{series}");
