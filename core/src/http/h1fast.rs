@@ -24,12 +24,9 @@ use http_body_util::BodyExt as _;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::h1head::{eligible, response_head, to_request, wants_keep_alive};
+use super::h1head::{Head, parse, response_head, wants_keep_alive};
 use super::io::IdleTimeout;
 use super::{FileBody, Handler, RequestContext, ResponseBody};
-
-/// Most headers a request may have on the fast path (more: handed to hyper).
-const MAX_HEADERS: usize = 64;
 
 /// What the fast loop ended with.
 pub(super) enum Outcome {
@@ -68,22 +65,11 @@ pub(super) async fn serve<H: Handler>(
         let deadline = tokio::time::Instant::now() + limits.header_read_timeout;
         let parsed = loop {
             if !buf.is_empty() {
-                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                let mut req = httparse::Request::new(&mut headers);
-                match req.parse(&buf) {
-                    Ok(httparse::Status::Complete(n)) => {
-                        if !eligible(&req) || req.path.is_some_and(|p| p.len() > limits.max_uri_bytes) {
-                            return Ok(Outcome::HandOver(buf.freeze()));
-                        }
-                        match to_request(&req) {
-                            Ok(r) => break Some((r, n)),
-                            // httparse accepted what `http` refuses: let hyper answer it.
-                            Err(_) => return Ok(Outcome::HandOver(buf.freeze())),
-                        }
-                    }
-                    Ok(httparse::Status::Partial) if buf.len() < limits.max_header_bytes => {}
+                match parse(&buf, limits.max_uri_bytes) {
+                    Head::Request(r, n) => break Some((r, n)),
+                    Head::Partial if buf.len() < limits.max_header_bytes => {}
                     // Malformed, too many headers, or too long: hyper answers it properly.
-                    _ => return Ok(Outcome::HandOver(buf.freeze())),
+                    Head::Partial | Head::HandOver => return Ok(Outcome::HandOver(buf.freeze())),
                 }
             }
             if *stopping.borrow() && buf.is_empty() {

@@ -6,9 +6,41 @@ use std::io;
 
 use http::{HeaderValue, Request, Version, header};
 
+/// Request headers the fast path parses at most (more: hyper answers the request).
+pub(super) const MAX_HEADERS: usize = 64;
+
+/// What the first bytes of a connection's buffer hold.
+#[derive(Debug)]
+pub(super) enum Head {
+    /// A request head the fast path serves, and how many bytes it took.
+    Request(Request<super::Body>, usize),
+    /// The start of a head; read more (while under the size limit).
+    Partial,
+    /// Anything else (malformed, too many headers, a method or target or header the fast
+    /// path leaves alone): hyper answers it.
+    HandOver,
+}
+
+/// Parses the request head at the start of `buf`, one of at most `max_uri` bytes of target.
+pub(super) fn parse(buf: &[u8], max_uri: usize) -> Head {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => {
+            if !eligible(&req) || req.path.is_some_and(|p| p.len() > max_uri) {
+                return Head::HandOver;
+            }
+            // httparse accepts some heads that `http` refuses: let hyper answer those.
+            to_request(&req).map_or(Head::HandOver, |r| Head::Request(r, n))
+        }
+        Ok(httparse::Status::Partial) => Head::Partial,
+        Err(_) => Head::HandOver,
+    }
+}
+
 /// Whether the fast path serves this request head: a bodiless `GET` or `HEAD` of a path,
 /// without `Expect`, `Upgrade` or `Transfer-Encoding` (anything else goes to hyper).
-pub(super) fn eligible(req: &httparse::Request<'_, '_>) -> bool {
+fn eligible(req: &httparse::Request<'_, '_>) -> bool {
     let simple_method = matches!(req.method, Some("GET" | "HEAD"));
     let path_ok = req.path.is_some_and(|p| p.starts_with('/'));
     simple_method
@@ -26,7 +58,7 @@ pub(super) fn eligible(req: &httparse::Request<'_, '_>) -> bool {
 ///
 /// # Errors
 /// [`io::ErrorKind::InvalidData`] for a header name or value `http` refuses.
-pub(super) fn to_request(r: &httparse::Request<'_, '_>) -> io::Result<Request<super::Body>> {
+fn to_request(r: &httparse::Request<'_, '_>) -> io::Result<Request<super::Body>> {
     let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
     let mut b = Request::builder()
         .method(r.method.unwrap_or("GET"))

@@ -22,13 +22,9 @@ pub mod pool;
 #[doc(hidden)]
 #[must_use]
 pub fn fuzz_h1_head(bytes: &[u8]) -> Option<bool> {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(bytes) {
-        Ok(httparse::Status::Complete(_)) if h1head::eligible(&req) => {
-            h1head::to_request(&req).ok().map(|r| h1head::wants_keep_alive(&r))
-        }
-        _ => None,
+    match h1head::parse(bytes, 4096) {
+        h1head::Head::Request(r, _) => Some(h1head::wants_keep_alive(&r)),
+        h1head::Head::Partial | h1head::Head::HandOver => None,
     }
 }
 pub mod proxy;
