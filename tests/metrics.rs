@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use chorus_core::http::client::HttpClient;
 use chorus_core::http::tls::ClientTls;
-use support::{chorus, ingest_sample, s, start_edge, start_origin, start_seeder};
+use support::{ingest_sample, start_edge, start_origin, start_seeder};
 
 const EDGE: &[&str] = &[
     "chorus_edge_requests_total",
@@ -74,24 +74,7 @@ async fn every_spec_metric_appears_on_live_nodes_and_passes_promtool() {
     // A listener with P2P on: edge and peer traffic, a tracker lookup, a QoE beacon.
     let (edge_url, cache) = (edge.url("http"), dir.path().join("listener"));
     let key2 = key.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        chorus(&[
-            "fetch",
-            "tides",
-            "--edge",
-            &edge_url,
-            "--origin-key",
-            s(&key2),
-            "--p2p",
-            "--no-mdns",
-            "--cache-dir",
-            s(&cache),
-            "--json",
-        ])
-    })
-    .await
-    .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    tokio::task::spawn_blocking(move || support::fetch_p2p(&edge_url, &key2, &cache, &[])).await.unwrap();
     // The beacon is sent as the fetch ends; give the edge a moment to count it.
     let mut edge_text = String::new();
     for _ in 0..50 {

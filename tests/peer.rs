@@ -158,28 +158,10 @@ fn stall() -> Option<bytes::Bytes> {
     None
 }
 
-/// `chorus fetch tides --p2p --json` from `edge` into `out` with its cache in `cache`; the
-/// JSON summary.
+/// `chorus fetch tides --p2p --json --quality normal` from `edge` into `out` with its cache in
+/// `cache`; the JSON summary.
 fn fetch_p2p(edge: &str, key: &Path, cache: &Path, out: &Path) -> serde_json::Value {
-    let run = chorus(&[
-        "fetch",
-        "tides",
-        "--edge",
-        edge,
-        "--origin-key",
-        s(key),
-        "--p2p",
-        "--no-mdns",
-        "--json",
-        "--quality",
-        "normal",
-        "--cache-dir",
-        s(cache),
-        "--out",
-        s(out),
-    ]);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    serde_json::from_slice(&run.stdout).unwrap()
+    support::fetch_p2p(edge, key, cache, &["--quality", "normal", "--out", s(out)])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,27 +177,7 @@ async fn fetch_with_p2p_takes_what_is_not_urgent_from_peers_and_bans_a_liar() {
     let (edge_url, key_path) = (edge.url("http"), key.clone());
     let run = move |cache: std::path::PathBuf, out: std::path::PathBuf| {
         let (edge_url, key_path) = (edge_url.clone(), key_path.clone());
-        tokio::task::spawn_blocking(move || {
-            let out = chorus(&[
-                "fetch",
-                "tides",
-                "--edge",
-                &edge_url,
-                "--origin-key",
-                s(&key_path),
-                "--p2p",
-                "--no-mdns",
-                "--json",
-                "--quality",
-                "normal",
-                "--cache-dir",
-                s(&cache),
-                "--out",
-                s(&out),
-            ]);
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
-        })
+        tokio::task::spawn_blocking(move || fetch_p2p(&edge_url, &key_path, &cache, &out))
     };
     let j = run(dir.path().join("listener"), out_file.clone()).await.unwrap();
     assert!(j["bytes_by_source"]["peer"].as_u64().unwrap() > 0, "{j}");
@@ -318,30 +280,12 @@ async fn with_nothing_on_the_tracker_peers_are_found_through_kademlia() {
     let track = TrackId::parse("tides").unwrap();
     assert!(chorus_peer::tracker::peers(&http, &edge_a.url("http"), &track, None).await.unwrap().peers.is_empty());
     let (edge_url, cache) = (edge_a.url("http"), net.dir.path().join("listener"));
-    let out = tokio::task::spawn_blocking(move || {
-        chorus(&[
-            "fetch",
-            "tides",
-            "--edge",
-            &edge_url,
-            "--origin-key",
-            s(&key),
-            "--p2p",
-            "--no-mdns",
-            "--p2p-bootstrap",
-            &full,
-            "--json",
-            "--quality",
-            "normal",
-            "--cache-dir",
-            s(&cache),
-        ])
+    let j = tokio::task::spawn_blocking(move || {
+        support::fetch_p2p(&edge_url, &key, &cache, &["--p2p-bootstrap", &full, "--quality", "normal"])
     })
     .await
     .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(j["bytes_by_source"]["peer"].as_u64().unwrap() > 0, "{j}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(j["bytes_by_source"]["peer"].as_u64().unwrap() > 0, "{j}");
     assert_eq!(j["chunks_rejected"], 0);
 }
 

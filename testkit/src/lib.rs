@@ -285,6 +285,28 @@ pub fn start_seeder(edge: &Node, key: &Path, cache: &Path, extra: &[&str], liste
     node
 }
 
+/// `chorus fetch tides --p2p --no-mdns --json` from `edge` (verified with `key`) with its
+/// cache in `cache` and `extra` flags: asserts it succeeds and returns its JSON summary.
+pub fn fetch_p2p(edge: &str, key: &Path, cache: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "fetch",
+        "tides",
+        "--edge",
+        edge,
+        "--origin-key",
+        s(key),
+        "--cache-dir",
+        s(cache),
+        "--p2p",
+        "--no-mdns",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let run = chorus(&args);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    serde_json::from_slice(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&run.stdout)))
+}
+
 /// Waits (up to 60 s) for a log line of `node` containing `what`, and returns it.
 pub fn wait_log(node: &Node, what: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(60);
