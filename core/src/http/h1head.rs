@@ -11,6 +11,10 @@ pub(super) const MAX_HEADERS: usize = 64;
 
 /// What the first bytes of a connection's buffer hold.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "returned once per request and unpacked at once; a box would cost an allocation per request"
+)]
 pub(super) enum Head {
     /// A request head the fast path serves, and how many bytes it took.
     Request(Request<super::Body>, usize),
