@@ -12,6 +12,7 @@ use chorus_edge::cache::CacheConfig;
 use chorus_edge::metrics::EdgeMetrics;
 use chorus_edge::prefetch::PrefetchConfig;
 use chorus_edge::tracker::TrackerConfig;
+use chorus_edge::tracker::shared::SharedConfig;
 use chorus_edge::upstream::UpstreamConfig;
 use chorus_edge::{Edge, EdgeConfig};
 use clap::Args;
@@ -100,6 +101,21 @@ pub(crate) struct EdgeArgs {
     /// share one network (a test swarm on one machine).
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
     tracker_per_network: u16,
+    /// Keep the tracker in this Redis, shared by every edge pointed at it, so that listeners
+    /// behind one load balancer find each other whichever edge they reach:
+    /// redis://[USER:PASSWORD@]HOST[:PORT][/DB], or rediss://… for TLS (trusting --ca when
+    /// given, else the system's roots). A standalone Redis (or a primary), not a Cluster.
+    /// While it fails, this edge answers from its own announces. Default: this edge's own.
+    #[arg(long, value_name = "URL", env = "CHORUS_TRACKER", value_parser = redis_url)]
+    tracker: Option<String>,
+    /// Prefix of the shared tracker's Redis keys, so that several deployments can share one
+    /// Redis.
+    #[arg(long, value_name = "PREFIX", default_value = "chorus:", requires = "tracker")]
+    tracker_prefix: String,
+    /// Time limit of one round trip to the shared tracker; past it this edge answers from its
+    /// own announces and asks Redis again after a second.
+    #[arg(long, value_name = "DURATION", default_value = "250ms", requires = "tracker")]
+    tracker_timeout: Span,
     /// How often upstreams' /healthz is checked.
     #[arg(long, value_name = "DURATION", default_value = "2s")]
     health_interval: Span,
@@ -156,6 +172,12 @@ pub(crate) async fn run(a: EdgeArgs) -> Result<()> {
             per_network: usize::from(a.tracker_per_network),
             ..TrackerConfig::default()
         },
+        shared_tracker: a.tracker.as_ref().map(|url| SharedConfig {
+            url: url.clone(),
+            prefix: a.tracker_prefix.clone(),
+            timeout: a.tracker_timeout.0,
+            ca_files: a.ca.clone(),
+        }),
         manifests: 4096,
         token_key,
         admin_token: a.admin_token.clone().or_else(|| a.admin_token_file.clone()),
@@ -163,6 +185,9 @@ pub(crate) async fn run(a: EdgeArgs) -> Result<()> {
     };
     if cfg.token_key.is_some() {
         info!("access tokens required on /v1/");
+    }
+    if let Some(t) = &cfg.shared_tracker {
+        info!(tracker = %redacted(&t.url), prefix = %t.prefix, "tracker shared through redis");
     }
     if a.tracker_name.is_empty() && a.listen.iter().any(|l| !l.addr.ip().is_loopback()) {
         warn!(
@@ -208,4 +233,21 @@ async fn start_relay(a: &EdgeArgs, registry: &prometheus::Registry) -> Result<(c
     info!(peer_id = %relay.peer_id(), addrs = ?offered, "relay running; offered to clients by the tracker");
     crate::ready::add_p2p(offered.iter().cloned());
     Ok((relay, offered))
+}
+
+/// `--tracker`: a `redis://` or `rediss://` URL (checked by the Redis client's own parser).
+fn redis_url(s: &str) -> Result<String, String> {
+    if !(s.starts_with("redis://") || s.starts_with("rediss://")) {
+        return Err("expected redis://HOST[:PORT][/DB] or rediss://…".into());
+    }
+    chorus_edge::tracker::shared::check_url(s).map_err(|e| e.to_string())?;
+    Ok(s.to_owned())
+}
+
+/// `url` with its password, if any, replaced, for logs.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
 }

@@ -79,7 +79,7 @@ enum Cmd {
     /// Serve a chunk store: manifests, chunks and HLS over HTTP/1.1, HTTP/2 and HTTP/3.
     Origin(origin_cmd::OriginArgs),
     /// Run an edge cache node in front of origins (and parent edges).
-    Edge(edge_cmd::EdgeArgs),
+    Edge(Box<edge_cmd::EdgeArgs>),
     /// Fetch a track from edges the way a player would, verifying every byte.
     Fetch(fetch_cmd::FetchArgs),
     /// Run a standalone seeding peer: serve and announce what a cache directory holds.
@@ -192,7 +192,7 @@ fn run(cmd: Cmd) -> Result<()> {
         }
         Cmd::Edge(a) => {
             let rt = runtime()?;
-            let result = rt.block_on(edge_cmd::run(a));
+            let result = rt.block_on(edge_cmd::run(*a));
             rt.shutdown_timeout(std::time::Duration::from_secs(1));
             result
         }

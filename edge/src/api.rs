@@ -18,7 +18,6 @@ use chorus_core::{ChunkId, TrackId, hls};
 use http::request::Parts;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use serde::Deserialize;
-use tokio::time::Instant;
 
 use crate::manifests::Freshness;
 use crate::node::{Edge, Served};
@@ -201,10 +200,8 @@ impl Edge {
                 if let Err(r) = Self::scope_track(claims.as_ref(), &track) {
                     return (Route::Peers, r, None);
                 }
-                let (peers, relays) = {
-                    let t = self.0.tracker.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    (t.peers(Instant::now(), &track, &mut rand_core::OsRng), t.relays().to_vec())
-                };
+                let peers = self.0.tracker.peers(&track).await;
+                let relays = self.0.tracker.relays().to_vec();
                 let mut r = json(StatusCode::OK, &TrackerAnswer { peers, relays });
                 r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 (Route::Peers, r, None)
@@ -351,12 +348,10 @@ impl Edge {
             Ok(a) => a,
             Err(r) => return r,
         };
-        let tracker = || self.0.tracker.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        // The guard ends with this statement: the signature is checked outside the lock.
-        let admitted = tracker().admit(Instant::now(), source);
-        let result = admitted.and_then(|()| {
+        let tracker = &self.0.tracker;
+        let result = tracker.admit(source).and_then(|()| {
             let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-            self.0.announce_check.verify(&signed, source, authority, unix_now)
+            tracker.check().verify(&signed, source, authority, unix_now)
         });
         let verified = match result {
             Ok(v) => v,
@@ -365,12 +360,7 @@ impl Edge {
         if let Some(t) = verified.tracks().iter().find(|t| Self::scope_track(claims, t).is_err()) {
             return json_error(StatusCode::FORBIDDEN, format!("this token does not cover track {t}"));
         }
-        let (result, entries) = {
-            let mut t = tracker();
-            (t.record(Instant::now(), source, verified), t.entries())
-        };
-        self.0.metrics.tracker_peers.set(i64::try_from(entries).unwrap_or(i64::MAX));
-        match result {
+        match tracker.record(source, verified).await {
             Ok(()) => empty(StatusCode::NO_CONTENT),
             Err(e) => self.announce_refused(&e),
         }

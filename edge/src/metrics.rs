@@ -42,6 +42,14 @@ pub struct EdgeMetrics {
     pub tracker_peers: IntGauge,
     /// `chorus_tracker_announces_refused_total{reason}`.
     pub announces_refused: IntCounterVec,
+    /// `chorus_tracker_answers_total{view}`.
+    pub tracker_answers: IntCounterVec,
+    /// `chorus_tracker_shared_up`.
+    pub tracker_shared_up: IntGauge,
+    /// `chorus_tracker_shared_errors_total{op}`.
+    pub tracker_shared_errors: IntCounterVec,
+    /// `chorus_tracker_shared_seconds{op}`.
+    pub tracker_shared_seconds: HistogramVec,
     /// `chorus_edge_mrc_hit_ratio{cache_bytes}`.
     pub mrc_hit_ratio: prometheus::GaugeVec,
     /// `chorus_edge_mrc_sampling_rate`.
@@ -125,6 +133,20 @@ impl EdgeMetrics {
         )
         .expect("valid metric");
         register(&registry, &tracker_peers);
+        let tracker_shared_up = IntGauge::new(
+            "chorus_tracker_shared_up",
+            "1 while the shared tracker (chorus edge --tracker redis://...) answers, 0 while it fails and this edge answers peer queries from its own announces only (the swarm splits by edge). Not exported without --tracker.",
+        )
+        .expect("valid metric");
+        let tracker_shared_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "chorus_tracker_shared_seconds",
+                "Round trips to the shared tracker's Redis that answered, by op (announce, peers).",
+            )
+            .buckets(vec![0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5]),
+            &["op"],
+        )
+        .expect("valid metric");
         let mrc_hit_ratio = prometheus::GaugeVec::new(
             Opts::new(
                 "chorus_edge_mrc_hit_ratio",
@@ -180,6 +202,21 @@ impl EdgeMetrics {
                 "Announces the tracker refused, by reason: signature (forged, or signed by another key than the peer id's), time (outside the 120 s window), edge (signed for another edge), malformed, address (no address on the sender's IP), replay (older than the peer's last), rate (429), full (503).",
                 &["reason"],
             ),
+            tracker_answers: counter_vec(
+                "chorus_tracker_answers_total",
+                "Peer queries answered, by the view they came from: shared (the tracker every edge shares), local (this edge's own announces: no --tracker, or the shared one failing).",
+                &["view"],
+            ),
+            tracker_shared_up,
+            tracker_shared_errors: IntCounterVec::new(
+                Opts::new(
+                    "chorus_tracker_shared_errors_total",
+                    "Calls to the shared tracker that failed (error, timeout) or were not made while it rests after a failure, by op (announce, peers); each was answered from this edge's own view.",
+                ),
+                &["op"],
+            )
+            .expect("valid metric"),
+            tracker_shared_seconds,
             mrc_hit_ratio,
             mrc_sampling_rate,
             registry,
@@ -191,6 +228,9 @@ impl EdgeMetrics {
         }
         for reason in ["signature", "time", "edge", "malformed", "address", "replay", "rate", "full"] {
             m.announces_refused.with_label_values(&[reason]);
+        }
+        for view in ["shared", "local"] {
+            m.tracker_answers.with_label_values(&[view]);
         }
         for source in ["memory", "disk", "upstream"] {
             m.served_bytes.with_label_values(&[source]);
@@ -205,6 +245,18 @@ impl EdgeMetrics {
             m.qoe_bytes.with_label_values(&[source]);
         }
         m
+    }
+
+    /// Registers the metrics of the shared tracker (`chorus edge --tracker`), which an edge
+    /// without one does not export.
+    pub fn register_shared_tracker(&self) {
+        register(&self.registry, &self.tracker_shared_up);
+        register(&self.registry, &self.tracker_shared_errors);
+        register(&self.registry, &self.tracker_shared_seconds);
+        self.tracker_shared_up.set(1);
+        for op in ["announce", "peers"] {
+            self.tracker_shared_errors.with_label_values(&[op]);
+        }
     }
 }
 

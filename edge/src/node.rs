@@ -22,7 +22,8 @@ use crate::manifests::{Entry, Freshness, Manifests};
 use crate::metrics::EdgeMetrics;
 use crate::mrc::{Mrc, MrcConfig};
 use crate::prefetch::{self, PrefetchConfig, Trending};
-use crate::tracker::{AnnounceCheck, Tracker, TrackerConfig};
+use crate::tracker::shared::{SharedConfig, SharedError, SharedTracker};
+use crate::tracker::{Front, TrackerConfig};
 use crate::upstream::{FetchError, UpstreamConfig, Upstreams};
 
 /// Warmings (a track's manifest, then its first chunks as prefetches) running at once at most.
@@ -48,6 +49,8 @@ pub struct EdgeConfig {
     pub prefetch: PrefetchConfig,
     /// Tracker limits.
     pub tracker: TrackerConfig,
+    /// The tracker shared with other edges (`--tracker redis://…`); `None`: this edge's own.
+    pub shared_tracker: Option<SharedConfig>,
     /// Manifests cached at most (default 4096).
     pub manifests: usize,
     /// The token public key: when set, every `/v1/` request needs a valid token.
@@ -98,9 +101,7 @@ pub(crate) struct Inner {
     pub(crate) upstreams: Arc<Upstreams>,
     pub(crate) manifests: Arc<Manifests>,
     chunks: Inflight<ChunkId, Bytes, FetchError>,
-    pub(crate) tracker: Mutex<Tracker>,
-    /// What announces are checked against, outside the tracker's lock.
-    pub(crate) announce_check: AnnounceCheck,
+    pub(crate) tracker: Front,
     trending: Mutex<Trending>,
     recently_warmed: Mutex<LruCache<TrackId, Instant>>,
     prefetch_permits: Arc<Semaphore>,
@@ -126,6 +127,9 @@ pub enum EdgeError {
     /// The token key is unusable.
     #[error("loading the token key")]
     TokenKey(#[source] chorus_core::token::TokenError),
+    /// The shared tracker's URL or TLS settings are unusable.
+    #[error("setting up the shared tracker")]
+    Tracker(#[source] SharedError),
 }
 
 /// An edge node.
@@ -150,6 +154,10 @@ impl Edge {
             Some(k) => Some(TokenVerifier::new(k, Duration::from_secs(30)).map_err(EdgeError::TokenKey)?),
             None => None,
         };
+        let shared = match &cfg.shared_tracker {
+            Some(s) => Some(SharedTracker::new(s, &cfg.tracker).map_err(EdgeError::Tracker)?),
+            None => None,
+        };
         // The curve spans the largest tier: the disk when there is one.
         let capacity = if cfg.cache.dir.is_some() { cfg.cache.disk_bytes } else { cfg.cache.mem_bytes };
         let mrc = Mrc::new(MrcConfig::around(capacity));
@@ -159,8 +167,7 @@ impl Edge {
             upstreams: Arc::new(upstreams),
             manifests: Arc::new(Manifests::new(cfg.manifests, cfg.origin_key)),
             chunks: Inflight::default(),
-            tracker: Mutex::new(Tracker::new(cfg.tracker.clone())),
-            announce_check: AnnounceCheck::new(&cfg.tracker),
+            tracker: Front::new(&cfg.tracker, shared, metrics.clone()),
             trending: Mutex::new(Trending::new(cfg.prefetch.window, cfg.prefetch.trending_min)),
             recently_warmed: Mutex::new(LruCache::new(warmed_cap)),
             prefetch_permits: Arc::new(Semaphore::new(cfg.prefetch.concurrency.max(1))),
@@ -210,9 +217,7 @@ impl Edge {
                     () = edge.0.stop.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                let mut t = edge.0.tracker.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                t.expire(Instant::now());
-                edge.0.metrics.tracker_peers.set(i64::try_from(t.entries()).unwrap_or(i64::MAX));
+                edge.0.tracker.expire();
             }
         });
     }

@@ -37,6 +37,7 @@ async fn an_edge_fetches_each_chunk_once_serves_it_from_memory_and_prefetches_th
             ..chorus_edge::prefetch::PrefetchConfig::default()
         },
         tracker: chorus_edge::tracker::TrackerConfig::default(),
+        shared_tracker: None,
         manifests: 16,
         token_key: None,
         admin_token: None,

@@ -155,6 +155,7 @@ pub(super) async fn start_edge(
         // Every listener of the demo speaks from 127.0.0.1: one source network that stands for
         // many, so the per-network cap would hide most of them.
         tracker: chorus_edge::tracker::TrackerConfig { per_network: usize::MAX, ..Default::default() },
+        shared_tracker: None,
         manifests: 4096,
         token_key: None,
         admin_token: None,

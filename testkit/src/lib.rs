@@ -7,6 +7,7 @@
 
 pub mod inproc;
 pub mod proxy;
+pub mod redis;
 pub mod tcpproxy;
 
 use std::io::{BufRead as _, BufReader};
@@ -254,10 +255,15 @@ pub fn start_origin(store: &Path) -> Node {
 
 /// An edge (plain HTTP, port 0) in front of `origin`, caching in `cache`.
 pub fn start_edge(origin: &Node, cache: &Path) -> Node {
-    Node::start(
-        &["edge", "--upstream", &origin.url("http"), "--listen", "http://127.0.0.1:0", "--cache-dir", s(cache)],
-        1,
-    )
+    start_edge_with(origin, cache, &[])
+}
+
+/// [`start_edge`] with `extra` flags.
+pub fn start_edge_with(origin: &Node, cache: &Path, extra: &[&str]) -> Node {
+    let url = origin.url("http");
+    let mut args = vec!["edge", "--upstream", &url, "--listen", "http://127.0.0.1:0", "--cache-dir", s(cache)];
+    args.extend_from_slice(extra);
+    Node::start(&args, 1)
 }
 
 /// `chorus peer` seeding "tides" into `cache` from `edge` (verified with `key`), on loopback

@@ -15,6 +15,11 @@
 //! newest half and a random sample of the other live ones; entries expire after
 //! [`TrackerConfig::ttl`]; the table of sources is bounded too.
 
+mod front;
+pub mod shared;
+
+pub use front::Front;
+
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -120,16 +125,20 @@ pub struct Verified {
     content: u64,
 }
 
-/// The digest of an announce's signed addresses and tracks ([`Verified::content`]): `SipHash`,
-/// keyed per process. Only the peer can sign two announces of one second, so it needs to
-/// tell them apart, not to resist a forger.
+/// The digest of an announce's signed addresses and tracks ([`Verified::content`]): the first
+/// 8 bytes of their BLAKE3 hash. Only the peer can sign two announces of one second, so it
+/// needs to tell them apart, not to resist a forger; it is the same on every edge, so edges
+/// sharing one tracker (see [`shared`]) agree on what a replay is.
 fn content_digest(addrs: &[String], tracks: &[TrackId]) -> u64 {
-    use std::hash::{BuildHasher, Hash, Hasher};
-    static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> = std::sync::OnceLock::new();
-    let mut h = KEYS.get_or_init(std::collections::hash_map::RandomState::new).build_hasher();
-    addrs.hash(&mut h);
-    tracks.hash(&mut h);
-    h.finish()
+    let mut h = blake3::Hasher::new();
+    for part in addrs.iter().map(String::as_str).chain([""]).chain(tracks.iter().map(TrackId::as_str)) {
+        // Length-prefixed, so no two lists hash alike by moving a boundary.
+        h.update(&(part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&h.finalize().as_bytes()[..8]);
+    u64::from_le_bytes(first)
 }
 
 impl Verified {
@@ -137,6 +146,30 @@ impl Verified {
     #[must_use]
     pub fn tracks(&self) -> &[TrackId] {
         &self.tracks
+    }
+
+    /// The peer id it announces.
+    #[must_use]
+    pub fn peer_id(&self) -> &str {
+        &self.peer_id
+    }
+
+    /// The addresses that may be listed.
+    #[must_use]
+    pub fn addrs(&self) -> &[String] {
+        &self.addrs
+    }
+
+    /// Its signed time (seconds since the Unix epoch).
+    #[must_use]
+    pub const fn timestamp(&self) -> u64 {
+        self.timestamp
+    }
+
+    /// [`content_digest`] of its addresses and tracks.
+    #[must_use]
+    pub const fn content(&self) -> u64 {
+        self.content
     }
 }
 
@@ -254,8 +287,31 @@ fn crowded_stalest(list: &[Entry], net: IpAddr) -> Option<usize> {
 }
 
 /// The source network whose entries per track are capped: a /24 or a /48.
-fn network(ip: IpAddr) -> IpAddr {
+pub(crate) fn network(ip: IpAddr) -> IpAddr {
     announce::prefix(ip, 24, 48)
+}
+
+/// The answer to a peer query from a track's `live` entries, each with the time it was last
+/// announced: up to `returned` of them, the most recently announced half (newest first), then
+/// a sample drawn by `rng` from the others. The newest find each other; the sample keeps older,
+/// steady seeders in view, whoever announced last. Both trackers answer with it.
+pub(crate) fn newest_and_sample<K: Ord + Copy, T>(
+    mut live: Vec<(K, T)>,
+    returned: usize,
+    rng: &mut dyn RngCore,
+) -> Vec<T> {
+    live.sort_by_key(|(seen, _)| std::cmp::Reverse(*seen));
+    let want = returned.min(live.len());
+    let recent = want.div_ceil(2);
+    // A partial Fisher-Yates shuffle of the older ones picks the rest.
+    let older = &mut live[recent..];
+    for i in 0..want - recent {
+        let left = older.len() - i;
+        let j = i + usize::try_from(rng.next_u64() % left as u64).unwrap_or(0);
+        older.swap(i, j);
+    }
+    live.truncate(want);
+    live.into_iter().map(|(_, t)| t).collect()
 }
 
 impl Tracker {
@@ -383,23 +439,20 @@ impl Tracker {
         let Some(list) = self.tracks.get(track) else {
             return Vec::new();
         };
-        let mut live: Vec<&Entry> = list.iter().filter(|e| now.duration_since(e.seen) < self.cfg.ttl).collect();
-        live.sort_by_key(|e| std::cmp::Reverse(e.seen));
-        let want = self.cfg.returned.min(live.len());
-        let recent = want.div_ceil(2);
-        // A partial Fisher-Yates shuffle of the older ones picks the rest.
-        let older = &mut live[recent..];
-        for i in 0..want - recent {
-            let left = older.len() - i;
-            let j = i + usize::try_from(rng.next_u64() % left as u64).unwrap_or(0);
-            older.swap(i, j);
-        }
-        live.truncate(want);
-        live.into_iter()
+        let live: Vec<(Instant, &Entry)> =
+            list.iter().filter(|e| now.duration_since(e.seen) < self.cfg.ttl).map(|e| (e.seen, e)).collect();
+        newest_and_sample(live, self.cfg.returned, rng)
+            .into_iter()
             .filter_map(|e| {
                 self.peers.get(&e.peer).map(|p| PeerRecord { peer_id: e.peer.clone(), addrs: p.addrs.clone() })
             })
             .collect()
+    }
+
+    /// Every peer listed for `track`, live or not (tests compare both trackers with it).
+    #[cfg(test)]
+    pub(crate) fn listed(&self, track: &TrackId) -> Vec<String> {
+        self.tracks.get(track).map(|l| l.iter().map(|e| e.peer.clone()).collect()).unwrap_or_default()
     }
 
     /// Drops expired entries, tracks left empty, and peers no track names.

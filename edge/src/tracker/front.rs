@@ -1,0 +1,151 @@
+//! What the edge's API asks of its tracker: this edge's own [`Tracker`] and, with
+//! `chorus edge --tracker redis://…`, the [`SharedTracker`] every edge behind one balancer
+//! shares (docs/architecture.md "The shared tracker").
+//!
+//! Every announce is recorded in both: the local view stays warm, so when Redis fails the
+//! edge answers from its own announces at once (with a warning at the change, and
+//! `chorus_tracker_shared_up` 0) instead of hanging or failing. While Redis works it is the
+//! truth: its verdict on an announce (a replay seen by another edge) and its peer lists are
+//! the answers.
+
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+use chorus_core::TrackId;
+use chorus_core::api::PeerRecord;
+use chorus_core::error::Chain;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::shared::{Change, Health, SharedError, SharedTracker};
+use super::{AnnounceCheck, Tracker, TrackerConfig, TrackerError, Verified, newest_and_sample};
+use crate::metrics::EdgeMetrics;
+
+/// The edge's tracker: local, and shared when configured.
+pub struct Front {
+    local: Mutex<Tracker>,
+    check: AnnounceCheck,
+    shared: Option<SharedTracker>,
+    health: Mutex<Health>,
+    returned: usize,
+    relays: Vec<String>,
+    metrics: EdgeMetrics,
+}
+
+impl Front {
+    /// A tracker with the limits of `cfg`, shared through `shared` when given.
+    #[must_use]
+    pub fn new(cfg: &TrackerConfig, shared: Option<SharedTracker>, metrics: EdgeMetrics) -> Self {
+        if shared.is_some() {
+            metrics.register_shared_tracker();
+        }
+        Self {
+            local: Mutex::new(Tracker::new(cfg.clone())),
+            check: AnnounceCheck::new(cfg),
+            shared,
+            health: Mutex::new(Health::default()),
+            returned: cfg.returned,
+            relays: cfg.relays.clone(),
+            metrics,
+        }
+    }
+
+    fn local(&self) -> std::sync::MutexGuard<'_, Tracker> {
+        self.local.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The relays offered with every answer.
+    #[must_use]
+    pub fn relays(&self) -> &[String] {
+        &self.relays
+    }
+
+    /// The first step of an announce: `source`'s budget (kept per edge).
+    ///
+    /// # Errors
+    /// [`TrackerError::RateLimited`].
+    pub fn admit(&self, source: IpAddr) -> Result<(), TrackerError> {
+        self.local().admit(Instant::now(), source)
+    }
+
+    /// What announces are checked against (outside every lock).
+    #[must_use]
+    pub const fn check(&self) -> &AnnounceCheck {
+        &self.check
+    }
+
+    /// Records `ann`, verified, from `source`: in the local view, then in the shared one,
+    /// whose verdict wins while it answers.
+    ///
+    /// # Errors
+    /// [`TrackerError::Superseded`] (a replay, seen by any edge), or the local view's
+    /// [`TrackerError::Full`] when the shared one does not answer.
+    pub async fn record(&self, source: IpAddr, ann: Verified) -> Result<(), TrackerError> {
+        let local = {
+            let mut t = self.local();
+            let r = t.record(Instant::now(), source, ann.clone());
+            self.metrics.tracker_peers.set(i64::try_from(t.entries()).unwrap_or(i64::MAX));
+            r
+        };
+        let Some(shared) = &self.shared else { return local };
+        match self.call("announce", shared.record(source, &ann)).await {
+            Some(true) => Ok(()),
+            Some(false) => Err(TrackerError::Superseded),
+            None => local,
+        }
+    }
+
+    /// Up to [`TrackerConfig::returned`] live peers of `track`: the newest half and a random
+    /// sample of the rest, from the shared view while it answers, else from this edge's.
+    pub async fn peers(&self, track: &TrackId) -> Vec<PeerRecord> {
+        if let Some(shared) = &self.shared
+            && let Some(listed) = self.call("peers", shared.peers(track)).await
+        {
+            self.metrics.tracker_answers.with_label_values(&["shared"]).inc();
+            return newest_and_sample(listed, self.returned, &mut rand_core::OsRng);
+        }
+        self.metrics.tracker_answers.with_label_values(&["local"]).inc();
+        self.local().peers(Instant::now(), track, &mut rand_core::OsRng)
+    }
+
+    /// Drops expired local entries (the shared ones expire in Redis).
+    pub fn expire(&self) {
+        let mut t = self.local();
+        t.expire(Instant::now());
+        self.metrics.tracker_peers.set(i64::try_from(t.entries()).unwrap_or(i64::MAX));
+    }
+
+    /// Runs `call` to the shared tracker unless it rests after a failure; `None` (counted, and
+    /// logged when it changes) when it did not answer.
+    async fn call<T>(&self, op: &'static str, call: impl Future<Output = Result<T, SharedError>>) -> Option<T> {
+        let health = || self.health.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let allowed = health().may_call(Instant::now());
+        let started = Instant::now();
+        let result = match allowed {
+            Ok(()) => call.await,
+            Err(left) => Err(SharedError::Resting(left)),
+        };
+        let ok = result.is_ok();
+        if !matches!(result, Err(SharedError::Resting(_))) {
+            let change = health().outcome(ok, Instant::now());
+            match (change, &result) {
+                (Change::Down, Err(e)) => {
+                    warn!(op, error = %Chain(e), "the shared tracker failed; answering from this edge's own announces until it is back");
+                }
+                (Change::Up, _) => info!(op, "the shared tracker answers again"),
+                _ => {}
+            }
+            self.metrics.tracker_shared_up.set(i64::from(ok));
+        }
+        match result {
+            Ok(v) => {
+                self.metrics.tracker_shared_seconds.with_label_values(&[op]).observe(started.elapsed().as_secs_f64());
+                Some(v)
+            }
+            Err(_) => {
+                self.metrics.tracker_shared_errors.with_label_values(&[op]).inc();
+                None
+            }
+        }
+    }
+}

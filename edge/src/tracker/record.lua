@@ -1,0 +1,81 @@
+-- Records one verified announce in the shared tracker, atomically, in one round trip
+-- (docs/protocol.md §3.3, docs/architecture.md "The shared tracker"). The same rules as the
+-- in-memory tracker's `Tracker::record` (edge/src/tracker/mod.rs), which the tests of both
+-- hold to the same cases.
+--
+-- KEYS[1]            the peer:   HASH a = addresses (JSON), ts = signed time, c = content digest
+-- KEYS[2k], KEYS[2k+1] per track: ZSET peer id -> last announce (ms, Redis clock),
+--                                 HASH peer id -> source network
+-- ARGV: peer id, addresses (JSON), signed time, content digest, source network, ttl (ms),
+--       peers per track, peers per track per network
+-- Returns 1 (recorded) or 0 (a replay: this announce, or a newer one of the peer, is recorded).
+
+-- Redis 5 and 6 replicate a script that read the clock by its effects only when asked.
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+local peer, addrs, ts, content, net = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local ttl, per_track, per_network = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+
+local old = redis.call('HMGET', KEYS[1], 'ts', 'c')
+if old[1] then
+  local old_ts = tonumber(old[1])
+  if old_ts > ts or (old_ts == ts and old[2] == content) then
+    return 0
+  end
+end
+redis.call('HSET', KEYS[1], 'a', addrs, 'ts', ARGV[3], 'c', content)
+redis.call('PEXPIRE', KEYS[1], ttl)
+
+for i = 2, #KEYS, 2 do
+  local z, h = KEYS[i], KEYS[i + 1]
+  -- Forget entries that expired (an entry lives while now - seen < ttl).
+  local dead = redis.call('ZRANGEBYSCORE', z, '-inf', now - ttl)
+  if #dead > 0 then
+    redis.call('ZREM', z, unpack(dead))
+    redis.call('HDEL', h, unpack(dead))
+  end
+  if not redis.call('ZSCORE', z, peer) then
+    -- Stalest first.
+    local members = redis.call('ZRANGE', z, 0, -1)
+    local victim = nil
+    if #members > 0 then
+      local nets = redis.call('HMGET', h, unpack(members))
+      local counts, own = {}, 0
+      for j = 1, #members do
+        local n = nets[j] or ''
+        counts[n] = (counts[n] or 0) + 1
+      end
+      own = counts[net] or 0
+      if own >= per_network then
+        -- Its network has its share: the newcomer replaces that network's stalest.
+        for j = 1, #members do
+          if nets[j] == net then victim = members[j]; break end
+        end
+      elseif #members >= per_track then
+        -- Full: the stalest entry of the networks holding the most, its own first when it is
+        -- one of them; a network is never displaced by one that would then hold more.
+        local most = 0
+        for _, c in pairs(counts) do
+          if c > most then most = c end
+        end
+        for j = 1, #members do
+          local n = nets[j] or ''
+          if (own == most and n == net) or (own ~= most and counts[n] == most) then
+            victim = members[j]; break
+          end
+        end
+      end
+    end
+    if victim then
+      redis.call('ZREM', z, victim)
+      redis.call('HDEL', h, victim)
+    end
+  end
+  redis.call('ZADD', z, now, peer)
+  redis.call('HSET', h, peer, net)
+  redis.call('PEXPIRE', z, ttl)
+  redis.call('PEXPIRE', h, ttl)
+end
+return 1
