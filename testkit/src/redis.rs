@@ -2,8 +2,10 @@
 //! persistence, killed when dropped; stopped and started again on the same port to test an
 //! edge riding out a Redis outage.
 
+use std::ffi::OsStr;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -23,20 +25,40 @@ pub struct Redis {
     child: Option<Child>,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Its certificate and key (PEM) when it speaks TLS only.
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Redis {
     /// Starts one on a free port and waits until it answers `PING`.
     pub fn start() -> Self {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut r = Self { child: None, addr: SocketAddr::from(([127, 0, 0, 1], port)) };
+        let mut r = Self { child: None, addr: SocketAddr::from(([127, 0, 0, 1], port)), tls: None };
         r.resume();
         r
     }
 
-    /// `redis://127.0.0.1:PORT`.
+    /// Starts one that speaks TLS only, with a self-signed certificate for 127.0.0.1 made in
+    /// `dir` (`dir/tls/cert.pem`, to trust), and waits until it takes connections.
+    pub fn start_tls(dir: &Path) -> Self {
+        let ck = chorus_core::http::tls::load_or_generate(None, None, dir).expect("a self-signed certificate");
+        let key = ck.cert_path.with_file_name("key.pem");
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut r = Self { child: None, addr, tls: Some((ck.cert_path, key)) };
+        r.resume();
+        r
+    }
+
+    /// `redis://127.0.0.1:PORT`, or `rediss://…` for one started with [`Redis::start_tls`].
     pub fn url(&self) -> String {
-        format!("redis://{}", self.addr)
+        let scheme = if self.tls.is_some() { "rediss" } else { "redis" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// The certificate to trust, for one started with [`Redis::start_tls`].
+    pub fn cert(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|(c, _)| c.as_path())
     }
 
     /// Kills it (its data is gone: no persistence).
@@ -51,8 +73,20 @@ impl Redis {
     pub fn resume(&mut self) {
         assert!(self.child.is_none(), "already running");
         let port = self.addr.port().to_string();
-        let child = Command::new("redis-server")
-            .args(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        let mut cmd = Command::new("redis-server");
+        match &self.tls {
+            None => cmd.args(["--port", &port]),
+            Some((cert, key)) => cmd.args(["--port", "0", "--tls-port", &port, "--tls-auth-clients", "no"]).args([
+                OsStr::new("--tls-cert-file"),
+                cert.as_os_str(),
+                OsStr::new("--tls-key-file"),
+                key.as_os_str(),
+                OsStr::new("--tls-ca-cert-file"),
+                cert.as_os_str(),
+            ]),
+        };
+        let child = cmd
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--protected-mode", "no", "--loglevel", "warning"])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -66,10 +100,14 @@ impl Redis {
         }
     }
 
+    /// Whether it answers `PING` (one speaking TLS: whether it takes a connection).
     fn pings(&self) -> bool {
         let Ok(mut s) = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)) else {
             return false;
         };
+        if self.tls.is_some() {
+            return true;
+        }
         let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
         let mut buf = [0u8; 7];
         s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"

@@ -72,6 +72,13 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Makes [`provider`] the process's default, for libraries that build their TLS settings from
+/// it (the Redis client of `chorus edge --tracker rediss://…`). Our own settings name the
+/// provider and do not need this. Idempotent; a default installed before is kept.
+pub fn install_default_provider() {
+    let _already = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Loads `cert` and `key` if given, else loads or creates a self-signed pair in `dir/tls/`.
 ///
 /// # Errors

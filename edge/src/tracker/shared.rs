@@ -187,6 +187,9 @@ impl SharedTracker {
     /// [`SharedError::Config`] for a URL that is not a Redis URL, [`SharedError::Ca`] for an
     /// unreadable `--ca` file.
     pub fn new(shared: &SharedConfig, limits: &TrackerConfig) -> Result<Self, SharedError> {
+        if shared.url.starts_with("rediss://") {
+            chorus_core::http::tls::install_default_provider();
+        }
         let client = if shared.url.starts_with("rediss://") && !shared.ca_files.is_empty() {
             let mut pem = Vec::new();
             for f in &shared.ca_files {
@@ -403,6 +406,32 @@ mod tests {
         let mut conn = a.conn.clone();
         let keys: Vec<String> = redis::cmd("KEYS").arg("chorus:*").query_async(&mut conn).await.unwrap();
         assert!(keys.is_empty(), "{keys:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rediss_trusts_the_given_roots_only() {
+        if !have_redis() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let redis = Redis::start_tls(dir.path());
+        let cfg = TrackerConfig::default();
+        let track = TrackId::parse("t").unwrap();
+        let trusted = SharedConfig {
+            ca_files: vec![redis.cert().unwrap().to_owned()],
+            timeout: Duration::from_secs(5),
+            ..SharedConfig::new(redis.url())
+        };
+        let s = SharedTracker::new(&trusted, &cfg).unwrap();
+        assert!(s.record(IpAddr::from([198, 51, 100, 7]), &verified("p", &[&track], 1)).await.unwrap());
+        assert_eq!(s.peers(&track).await.unwrap().len(), 1);
+        // Without the root its certificate is not trusted.
+        let untrusted = SharedConfig { timeout: Duration::from_secs(5), ..SharedConfig::new(redis.url()) };
+        let e = SharedTracker::new(&untrusted, &cfg).unwrap().peers(&track).await.unwrap_err();
+        assert!(matches!(e, SharedError::Redis(_)), "{e:?}");
+        // An unreadable root is refused at start.
+        let missing = SharedConfig { ca_files: vec![dir.path().join("none.pem")], ..SharedConfig::new(redis.url()) };
+        assert!(matches!(SharedTracker::new(&missing, &cfg), Err(SharedError::Ca(..))));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
