@@ -126,7 +126,7 @@ def command_flags():
     global_flags = flags_of("Global")
     em = re.search(r"enum\s+Cmd\s*\{(.*?)\n\}", main, re.S)
     cmds = {}
-    for variant, struct in re.findall(r"^\s*(\w+)\(\s*\w+::(\w+)\s*\)", em.group(1) if em else "", re.M):
+    for variant, struct in re.findall(r"^\s*(\w+)\(\s*(?:Box<\s*)?\w+::(\w+)\s*>?\s*\)", em.group(1) if em else "", re.M):
         name = re.sub(r"(?<!^)([A-Z])", r"-\1", variant).lower()
         cmds[name] = {**flags_of(struct), **global_flags}
     if not cmds.get("edge") or not cmds.get("origin"):
@@ -535,7 +535,7 @@ step "Prometheus: rule unit tests (promtool test rules)"
 promtool test rules prometheus/rules_test.yml || fail "deploy/prometheus/rules_test.yml: a rule does not compute what it should"
 
 step "Kubernetes manifests (kubernetes-validate --strict, API $K8S_VERSION)"
-kubernetes-validate -k "$K8S_VERSION" --strict k8s/origin.yaml k8s/edge.yaml || fail "deploy/k8s: manifests do not validate"
+kubernetes-validate -k "$K8S_VERSION" --strict k8s/origin.yaml k8s/edge.yaml k8s/tracker-redis.yaml || fail "deploy/k8s: manifests do not validate"
 if command -v kubectl >/dev/null 2>&1; then
   kubectl kustomize k8s >"$TMP/k8s-rendered.yaml" || fail "deploy/k8s: kubectl kustomize failed"
   kubernetes-validate -k "$K8S_VERSION" --strict "$TMP/k8s-rendered.yaml" || fail "deploy/k8s: the kustomize output does not validate"
