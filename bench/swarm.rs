@@ -4,8 +4,9 @@
 //! when done. Run by `bench/swarm.sh`, which starts the origin and the edge.
 //!
 //! ```text
-//! swarm EDGE_URL ORIGIN_PUB WORK_DIR TRACKS CLIENTS PLAYS_PER_CLIENT JOIN_SPREAD_SECS SEED [play]
+//! swarm EDGE_URL[,EDGE_URL…] ORIGIN_PUB WORK_DIR TRACKS CLIENTS PLAYS_PER_CLIENT JOIN_SPREAD_SECS SEED [play]
 //! ```
+//! With several edges, client c reaches edge c mod N (as a load balancer spreads them).
 //! With `play`, every client plays at real-time speed (`--play`), so listeners overlap as
 //! they would and stalls mean something; without, each track is fetched as fast as it comes.
 //! Prints one JSON object: plays, bytes by source and their shares, startup p50/p95, stalls,
@@ -79,7 +80,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         std::process::exit(2);
     };
-    let edge_addr: std::net::SocketAddr = edge.trim_start_matches("http://").parse()?;
+    // One or more edges (comma-separated): client c reaches edge c mod N, as a balancer would
+    // spread them.
+    let edge_addrs: Vec<std::net::SocketAddr> =
+        edge.split(',').map(|e| e.trim_start_matches("http://").parse()).collect::<Result<_, _>>()?;
     let (tracks, clients, plays): (usize, usize, usize) = (tracks.parse()?, clients.parse()?, plays.parse()?);
     let spread: f64 = spread.parse()?;
     let key = keys::read_verifying_key(std::path::Path::new(key))?;
@@ -95,7 +99,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let dir = std::path::Path::new(work).join(format!("client{c}"));
         // The client's access link: to the edge, and in front of its peer node.
         let down = netem::Link { delay: one_way, rate: None };
-        let edge_via = netem::relay(edge_addr, down, down).await?;
+        let edge_via = netem::relay(edge_addrs[c % edge_addrs.len()], down, down).await?;
         let port = free_port()?;
         let up = netem::Link { delay: one_way, rate: uplink };
         let peer_via = netem::relay(([127, 0, 0, 1], port).into(), down, up).await?;

@@ -13,12 +13,16 @@
 # PLAYS x SEGMENTS x 6 s), UPLINK (0; bytes/s of each client's uplink, e.g. 125000 for
 # 1 Mbit/s), RTT_MIN / RTT_MAX (20 / 80: each client's access round trip in ms, drawn
 # uniformly; emulated in user space by bench/netem.rs), PRELOAD (1: in play mode, preload the
-# next track's first 15 s when 30 s remain). Run from anywhere:  bench/swarm.sh
+# next track's first 15 s when 30 s remain), EDGES (1: edges in front of the origin; client c
+# reaches edge c mod EDGES, as behind a load balancer), TRACKER (memory: each edge its own;
+# redis: one redis-server shared by every edge, `chorus edge --tracker`; needs redis-server).
+# Run from anywhere:  bench/swarm.sh        EDGES=2 TRACKER=redis bench/swarm.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TRACKS=${TRACKS:-30}; SEGMENTS=${SEGMENTS:-30}; CLIENTS=${CLIENTS:-20}; PLAYS=${PLAYS:-8}
 JOIN_SPREAD=${JOIN_SPREAD:-20}; SEED=${SEED:-42}; PLAY=${PLAY:-0}; export UPLINK=${UPLINK:-0}
+EDGES=${EDGES:-1}; TRACKER=${TRACKER:-memory}
 export RTT_MIN=${RTT_MIN:-20} RTT_MAX=${RTT_MAX:-80} PRELOAD=${PRELOAD:-1} SEGMENTS
 
 echo "building (release)..." >&2
@@ -51,10 +55,26 @@ PIDS+=($!)
 for _ in $(seq 100); do ORIGIN=$(grep -o '"url":"http://[^"]*' "$WORK/origin.log" 2>/dev/null | head -1 | cut -d'"' -f4) && [ -n "$ORIGIN" ] && break; sleep 0.1; done
 # (Every listener here speaks from 127.0.0.1, one network standing for many: the tracker's
 # per-network cap, 4 by default, is lifted.)
-"$BIN" edge --upstream "$ORIGIN" --listen http://127.0.0.1:0 --tracker-per-network 1000 --cache-dir "$WORK/edge" --log-level info --log-format json 2> "$WORK/edge.log" &
-PIDS+=($!)
-for _ in $(seq 100); do EDGE=$(grep -o '"url":"http://[^"]*' "$WORK/edge.log" 2>/dev/null | head -1 | cut -d'"' -f4) && [ -n "$EDGE" ] && break; sleep 0.1; done
-[ -n "${EDGE:-}" ] || { echo "edge did not start" >&2; cat "$WORK/edge.log" >&2; exit 1; }
+TRACKER_ARGS=()
+if [ "$TRACKER" = redis ]; then
+  command -v redis-server >/dev/null || { echo "TRACKER=redis needs redis-server (apt-get install redis-server)" >&2; exit 1; }
+  RPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no --loglevel warning >/dev/null &
+  PIDS+=($!)
+  for _ in $(seq 100); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
+  TRACKER_ARGS=(--tracker "redis://127.0.0.1:$RPORT")
+fi
+EDGE=""
+for e in $(seq "$EDGES"); do
+  "$BIN" edge --upstream "$ORIGIN" --listen http://127.0.0.1:0 --tracker-per-network 1000 "${TRACKER_ARGS[@]}" \
+    --cache-dir "$WORK/edge$e" --log-level info --log-format json 2> "$WORK/edge$e.log" &
+  PIDS+=($!)
+  URL=""
+  for _ in $(seq 100); do URL=$(grep -o '"url":"http://[^"]*' "$WORK/edge$e.log" 2>/dev/null | head -1 | cut -d'"' -f4) && [ -n "$URL" ] && break; sleep 0.1; done
+  [ -n "$URL" ] || { echo "edge $e did not start" >&2; cat "$WORK/edge$e.log" >&2; exit 1; }
+  EDGE=${EDGE:+$EDGE,}$URL
+done
+echo "edges: $EDGE (tracker: $TRACKER)" >&2
 
 echo "swarm: $CLIENTS clients x $PLAYS plays, joining over ${JOIN_SPREAD}s..." >&2
 MODE=fast; [ "$PLAY" = 1 ] && MODE=play

@@ -47,11 +47,7 @@ fn report(n: usize, elapsed: Duration, mut lat_us: Vec<u64>) -> serde_json::Valu
 async fn used_memory(url: &str) -> Result<u64, Box<dyn std::error::Error>> {
     let mut c = redis::Client::open(url)?.get_multiplexed_async_connection().await?;
     let info: String = redis::cmd("INFO").arg("memory").query_async(&mut c).await?;
-    Ok(info
-        .lines()
-        .find_map(|l| l.strip_prefix("used_memory:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0))
+    Ok(info.lines().find_map(|l| l.strip_prefix("used_memory:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0))
 }
 
 #[tokio::main]
@@ -126,7 +122,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The shared tracker: the same inputs, CONCURRENCY calls in flight on one connection.
     let before = used_memory(url).await?;
-    let shared = SharedTracker::new(&SharedConfig { timeout: Duration::from_secs(10), ..SharedConfig::new(url.clone()) }, &cfg)?;
+    let shared =
+        SharedTracker::new(&SharedConfig { timeout: Duration::from_secs(10), ..SharedConfig::new(url.clone()) }, &cfg)?;
     let lat = Arc::new(Mutex::new(Vec::with_capacity(peers)));
     let start = Instant::now();
     let results: Vec<bool> = futures_util::stream::iter(anns.iter())
@@ -144,7 +141,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await;
     let elapsed = start.elapsed();
     let recorded = results.iter().filter(|r| **r).count();
-    let shared_announce = report(peers, elapsed, std::mem::take(&mut *lat.lock().unwrap_or_else(std::sync::PoisonError::into_inner)));
+    let shared_announce =
+        report(peers, elapsed, std::mem::take(&mut *lat.lock().unwrap_or_else(std::sync::PoisonError::into_inner)));
     let after = used_memory(url).await?;
     let start = Instant::now();
     let counts: Vec<usize> = futures_util::stream::iter(queries.iter())
@@ -160,7 +158,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .buffer_unordered(concurrency)
         .collect()
         .await;
-    let shared_peers = report(lookups, start.elapsed(), std::mem::take(&mut *lat.lock().unwrap_or_else(std::sync::PoisonError::into_inner)));
+    let shared_peers = report(
+        lookups,
+        start.elapsed(),
+        std::mem::take(&mut *lat.lock().unwrap_or_else(std::sync::PoisonError::into_inner)),
+    );
     let shared_listed = counts.iter().sum::<usize>() as f64 / lookups.max(1) as f64;
 
     let out = serde_json::json!({

@@ -15,7 +15,7 @@ command -v redis-server >/dev/null || { echo "redis-server not found (apt-get in
 echo "building (release)..." >&2
 cargo build --release -q --example tracker
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-redis-server --port "$PORT" --bind 127.0.0.1 --save '' --appendonly no --loglevel warning &
+redis-server --port "$PORT" --bind 127.0.0.1 --save "" --appendonly no --loglevel warning >/dev/null &
 REDIS=$!
 trap 'kill $REDIS 2>/dev/null || true' EXIT
 for _ in $(seq 100); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.05; done

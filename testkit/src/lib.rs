@@ -6,6 +6,7 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
 pub mod inproc;
+pub mod netns;
 pub mod proxy;
 pub mod redis;
 pub mod tcpproxy;

@@ -20,20 +20,30 @@ pub fn have_redis() -> bool {
     ok
 }
 
-/// A `redis-server` on loopback.
+/// A `redis-server` on loopback (or in a network namespace).
 pub struct Redis {
     child: Option<Child>,
     /// Where it listens.
     pub addr: SocketAddr,
     /// Its certificate and key (PEM) when it speaks TLS only.
     tls: Option<(PathBuf, PathBuf)>,
+    /// The network namespace it runs in, if not this process's.
+    ns: Option<String>,
 }
 
 impl Redis {
     /// Starts one on a free port and waits until it answers `PING`.
     pub fn start() -> Self {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut r = Self { child: None, addr: SocketAddr::from(([127, 0, 0, 1], port)), tls: None };
+        let mut r = Self { child: None, addr: SocketAddr::from(([127, 0, 0, 1], port)), tls: None, ns: None };
+        r.resume();
+        r
+    }
+
+    /// Starts one in the network namespace `ns`, on `ip`:6379 (see [`crate::netns`]).
+    pub fn start_in(ns: &str, ip: std::net::Ipv4Addr) -> Self {
+        let addr = SocketAddr::from((ip, 6379));
+        let mut r = Self { child: None, addr, tls: None, ns: Some(ns.to_owned()) };
         r.resume();
         r
     }
@@ -45,7 +55,7 @@ impl Redis {
         let key = ck.cert_path.with_file_name("key.pem");
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let mut r = Self { child: None, addr, tls: Some((ck.cert_path, key)) };
+        let mut r = Self { child: None, addr, tls: Some((ck.cert_path, key)), ns: None };
         r.resume();
         r
     }
@@ -72,8 +82,15 @@ impl Redis {
     /// Starts it again on the same port (empty), after [`Redis::kill`].
     pub fn resume(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let port = self.addr.port().to_string();
-        let mut cmd = Command::new("redis-server");
+        let (port, bind) = (self.addr.port().to_string(), self.addr.ip().to_string());
+        let mut cmd = match &self.ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "redis-server"]);
+                c
+            }
+            None => Command::new("redis-server"),
+        };
         match &self.tls {
             None => cmd.args(["--port", &port]),
             Some((cert, key)) => cmd.args(["--port", "0", "--tls-port", &port, "--tls-auth-clients", "no"]).args([
@@ -86,7 +103,7 @@ impl Redis {
             ]),
         };
         let child = cmd
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--bind", &bind, "--save", "", "--appendonly", "no"])
             .args(["--protected-mode", "no", "--loglevel", "warning"])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -102,6 +119,13 @@ impl Redis {
 
     /// Whether it answers `PING` (one speaking TLS: whether it takes a connection).
     fn pings(&self) -> bool {
+        if let Some(ns) = &self.ns {
+            let (host, port) = (self.addr.ip().to_string(), self.addr.port().to_string());
+            return Command::new("ip")
+                .args(["netns", "exec", ns, "redis-cli", "-h", &host, "-p", &port, "ping"])
+                .output()
+                .is_ok_and(|o| o.stdout.starts_with(b"PONG"));
+        }
         let Ok(mut s) = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)) else {
             return false;
         };

@@ -1,0 +1,228 @@
+//! Several hosts on one machine: each a network namespace of its own, joined to one router
+//! namespace by an access link that this process carries in user space (the kernel here has
+//! no `tc netem`), with a one-way delay, a loss rate and an optional rate cap each way.
+//!
+//! A link is a pair of TUN devices, created here and moved into the two namespaces: every IP
+//! packet the host sends (TCP, UDP, QUIC, libp2p alike) is read from its device, held for the
+//! link's delay (or dropped at its loss rate, or when its queue is full), and written to the
+//! router's device, which forwards it on; the way back likewise. Host `n` is `10.77.n.2`, its
+//! router side `10.77.n.1`, so every host is in a /24 of its own (as the tracker sees
+//! networks). Processes run in a host with `ip netns exec` ([`Lab::command`]).
+//!
+//! Needs root, `ip` (iproute2) and `/dev/net/tun`; [`Lab::unavailable`] says why not. Only
+//! addresses inside the namespaces made here are used: nothing leaves the machine.
+
+use std::net::Ipv4Addr;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// One direction of an access link.
+#[derive(Debug, Clone, Copy)]
+pub struct Way {
+    /// One-way latency.
+    pub delay: Duration,
+    /// Fraction of packets dropped, 0 to 1.
+    pub loss: f64,
+    /// Bytes per second at most (`None`: no cap).
+    pub rate: Option<u64>,
+}
+
+impl Way {
+    /// A way with `delay_ms` of latency, no loss, no cap.
+    #[must_use]
+    pub const fn delay_ms(delay_ms: u64) -> Self {
+        Self { delay: Duration::from_millis(delay_ms), loss: 0.0, rate: None }
+    }
+}
+
+/// A host: its namespace and address.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// The namespace's name (`ip netns exec NAME …`).
+    pub ns: String,
+    /// Its address.
+    pub ip: Ipv4Addr,
+}
+
+/// Packets counted on the links: carried and dropped (lost, or over a full queue).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub carried: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+/// The hosts, their router, and the task carrying their links.
+pub struct Lab {
+    prefix: String,
+    router: String,
+    namespaces: Vec<String>,
+    rt: Option<tokio::runtime::Runtime>,
+    /// Every link's packets.
+    pub counters: Arc<Counters>,
+    devices: usize,
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip").args(args).output().map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+impl Lab {
+    /// Why hosts cannot be made here (`None`: they can): not root, no `ip`, no TUN device, or
+    /// namespaces refused.
+    pub fn unavailable() -> Option<String> {
+        if !rustix::process::geteuid().is_root() {
+            return Some("not root".into());
+        }
+        if !std::path::Path::new("/dev/net/tun").exists() {
+            return Some("no /dev/net/tun".into());
+        }
+        let probe = format!("chorus-probe-{}", std::process::id());
+        if let Err(e) = ip(&["netns", "add", &probe]) {
+            return Some(format!("network namespaces: {e}"));
+        }
+        let _ = ip(&["netns", "del", &probe]);
+        None
+    }
+
+    /// An empty lab: the router namespace, forwarding on. `tag` names its namespaces
+    /// (`chorus-TAG-PID-…`).
+    pub fn new(tag: &str) -> Result<Self, String> {
+        let prefix = format!("chorus-{tag}-{}", std::process::id());
+        let router = format!("{prefix}-router");
+        ip(&["netns", "add", &router])?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("netns-links")
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let lab = Self {
+            prefix,
+            router: router.clone(),
+            namespaces: vec![router.clone()],
+            rt: Some(rt),
+            counters: Arc::default(),
+            devices: 0,
+        };
+        ip(&["-n", &router, "link", "set", "lo", "up"])?;
+        let out = Command::new("ip")
+            .args(["netns", "exec", &router, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!("forwarding in {router}: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        Ok(lab)
+    }
+
+    /// Adds host `name` as `10.77.NET.2`, its access link `up` (host to router) and `down`.
+    pub fn host(&mut self, name: &str, net: u8, up: Way, down: Way) -> Result<Host, String> {
+        let ns = format!("{}-{name}", self.prefix);
+        ip(&["netns", "add", &ns])?;
+        self.namespaces.push(ns.clone());
+        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        // Device names are at most 15 bytes; they are made here, then moved.
+        self.devices += 1;
+        let (h, r) = (
+            format!("cl{}h{}", std::process::id() % 100_000, self.devices),
+            format!("cl{}r{}", std::process::id() % 100_000, self.devices),
+        );
+        let rt = self.rt.as_ref().ok_or("stopped")?;
+        let (hdev, rdev) = rt.block_on(async {
+            let open = |n: &str| {
+                tun_rs::DeviceBuilder::new()
+                    .name(n)
+                    .packet_information(false)
+                    .mtu(1500)
+                    .build_async()
+                    .map_err(|e| format!("TUN device {n}: {e}"))
+            };
+            Ok::<_, String>((open(&h)?, open(&r)?))
+        })?;
+        let (host_ip, router_ip) = (Ipv4Addr::new(10, 77, net, 2), Ipv4Addr::new(10, 77, net, 1));
+        ip(&["link", "set", &h, "netns", &ns])?;
+        ip(&["link", "set", &r, "netns", &self.router])?;
+        // A /24 on each end, not a point-to-point pair: libp2p lists an interface's address
+        // attribute, which for a peer pair is the far end's.
+        let (hip, rip) = (format!("{host_ip}/24"), format!("{router_ip}/24"));
+        ip(&["-n", &ns, "addr", "add", &hip, "dev", &h])?;
+        ip(&["-n", &ns, "link", "set", &h, "up"])?;
+        ip(&["-n", &ns, "route", "add", "default", "via", &router_ip.to_string(), "dev", &h])?;
+        ip(&["-n", &self.router, "addr", "add", &rip, "dev", &r])?;
+        ip(&["-n", &self.router, "link", "set", &r, "up"])?;
+        let (hdev, rdev) = (Arc::new(hdev), Arc::new(rdev));
+        let seed = u64::from(net).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        rt.spawn(carry(hdev.clone(), rdev.clone(), up, seed, self.counters.clone()));
+        rt.spawn(carry(rdev, hdev, down, seed ^ 1, self.counters.clone()));
+        Ok(Host { ns, ip: host_ip })
+    }
+
+    /// `ip netns exec HOST program` (arguments to add).
+    #[must_use]
+    pub fn command(host: &Host, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &host.ns]).arg(program);
+        c
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+        for ns in self.namespaces.drain(..).rev() {
+            let _ = ip(&["netns", "del", &ns]);
+        }
+    }
+}
+
+/// Carries packets from `from` to `to` as `way` says, until either device fails.
+async fn carry(from: Arc<tun_rs::AsyncDevice>, to: Arc<tun_rs::AsyncDevice>, way: Way, seed: u64, n: Arc<Counters>) {
+    // A queue of 1024 packets (a home router's buffer); beyond it packets are dropped.
+    let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>)>(1024);
+    let counters = n.clone();
+    let reader = async move {
+        let mut rng = seed | 1;
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let Ok(len) = from.recv(&mut buf).await else { return };
+            // xorshift64: a fixed sequence per link.
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            #[allow(clippy::cast_precision_loss)] // a uniform draw in [0, 1)
+            let lost = way.loss > 0.0 && ((rng >> 11) as f64 / (1u64 << 53) as f64) < way.loss;
+            if lost || tx.try_send((Instant::now() + way.delay, buf[..len].to_vec())).is_err() {
+                counters.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    };
+    let writer = async move {
+        let mut free_at = Instant::now();
+        while let Some((at, packet)) = rx.recv().await {
+            tokio::time::sleep_until(at).await;
+            if let Some(rate) = way.rate.filter(|r| *r > 0) {
+                #[allow(clippy::cast_precision_loss)]
+                let busy = Duration::from_secs_f64(packet.len() as f64 / rate as f64);
+                free_at = free_at.max(Instant::now()) + busy;
+                tokio::time::sleep_until(free_at).await;
+            }
+            if to.send(&packet).await.is_err() {
+                return;
+            }
+            n.carried.fetch_add(1, Ordering::Relaxed);
+        }
+    };
+    tokio::join!(reader, writer);
+}
