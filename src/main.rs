@@ -20,6 +20,7 @@ mod ready;
 mod seeding;
 mod serve_args;
 mod signals;
+mod simulate_cmd;
 mod systemd;
 
 use std::ffi::OsString;
@@ -88,6 +89,9 @@ enum Cmd {
     Ingest(ingest_cmd::IngestArgs),
     /// Fetch one URL over HTTP/1.1, HTTP/2 or HTTP/3 (h3://), verifying chunk hashes.
     Get(get_cmd::GetArgs),
+    /// Simulate a deployment of many listeners on a virtual clock, with the real scheduler,
+    /// tracker and edge cache policy: the edges' share of bytes, startup, stalls, tracker load.
+    Simulate(Box<simulate_cmd::SimulateArgs>),
     /// Manage ed25519 keys.
     #[command(subcommand)]
     Keys(KeysCmd),
@@ -206,6 +210,7 @@ fn run(cmd: Cmd) -> Result<()> {
         Cmd::Peer(a) => runtime()?.block_on(peer_cmd::run(a)),
         Cmd::Ingest(a) => ingest_cmd::run(a),
         Cmd::Get(a) => get_cmd::run(a),
+        Cmd::Simulate(a) => simulate_cmd::run(&a),
         Cmd::Keys(KeysCmd::Generate { out, force }) => keys_generate(&out, force),
         Cmd::Token(TokenCmd::Issue { key, sub, tracks, ttl }) => {
             let key = keys::read_signing_key(&key)?;

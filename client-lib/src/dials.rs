@@ -4,7 +4,8 @@
 //! failed or served a wrong chunk, and never again dials a list entry (peer id and address)
 //! whose handshake showed another key.
 //!
-//! Plain logic on an explicit clock; every table is bounded.
+//! Plain logic on an explicit clock; every table is bounded. Public so that the network
+//! simulator (`chorus-sim`) drives the very code a client runs.
 
 use std::collections::VecDeque;
 use std::num::NonZeroUsize;
@@ -15,18 +16,18 @@ use chorus_peer::{Multiaddr, PeerId};
 use lru::LruCache;
 
 /// New peers dialled per track within [`PERIOD`].
-pub(crate) const NEW_DIALS_PER_TRACK: usize = 8;
+pub const NEW_DIALS_PER_TRACK: usize = 8;
 /// Addresses of one listed peer tried at most: a peer that lists 8 ports gets no more tries
 /// than one that lists one.
-pub(crate) const ADDRS_PER_PEER: usize = 2;
+pub const ADDRS_PER_PEER: usize = 2;
 /// The period the dial budget is counted over.
-pub(crate) const PERIOD: Duration = Duration::from_secs(60);
+pub const PERIOD: Duration = Duration::from_secs(60);
 /// Backoff after an address's first failure; it doubles with each further one.
-pub(crate) const BACKOFF_FIRST: Duration = Duration::from_secs(10);
+pub const BACKOFF_FIRST: Duration = Duration::from_secs(10);
 /// The longest backoff after failures.
-pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(600);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(600);
 /// Backoff of every address of a peer that sent a wrong chunk.
-pub(crate) const WRONG_CHUNK_BACKOFF: Duration = Duration::from_secs(3600);
+pub const WRONG_CHUNK_BACKOFF: Duration = Duration::from_secs(3600);
 /// Entries kept in each table.
 const TABLE: usize = 4096;
 
@@ -38,7 +39,7 @@ struct Backoff {
 
 /// The client's dial state, shared by its tracks.
 #[derive(Debug)]
-pub(crate) struct Dials {
+pub struct Dials {
     /// Per track: when its recent new peer dials were started.
     budget: LruCache<TrackId, VecDeque<Instant>>,
     backoff: LruCache<Multiaddr, Backoff>,
@@ -50,7 +51,16 @@ pub(crate) struct Dials {
 
 impl Default for Dials {
     fn default() -> Self {
-        let n = NonZeroUsize::new(TABLE).unwrap_or(NonZeroUsize::MIN);
+        Self::with_table(TABLE)
+    }
+}
+
+impl Dials {
+    /// Dial state whose tables keep `entries` each (the client's: 4096; a simulation of many
+    /// listeners keeps fewer).
+    #[must_use]
+    pub fn with_table(entries: usize) -> Self {
+        let n = NonZeroUsize::new(entries).unwrap_or(NonZeroUsize::MIN);
         Self {
             budget: LruCache::new(n),
             backoff: LruCache::new(n),
@@ -58,13 +68,11 @@ impl Default for Dials {
             dialled: LruCache::new(n),
         }
     }
-}
 
-impl Dials {
     /// The addresses listed for `peer` worth a dial at `now`: none proven false for it, none
     /// backing off, at most [`ADDRS_PER_PEER`], the first direct one and the first circuit
     /// first (a peer behind a NAT is reachable only through its circuit). Charges nothing.
-    pub(crate) fn usable(&self, peer: PeerId, listed: &[Multiaddr], now: Instant) -> Vec<Multiaddr> {
+    pub fn usable(&self, peer: PeerId, listed: &[Multiaddr], now: Instant) -> Vec<Multiaddr> {
         let mut ok: Vec<&Multiaddr> = listed
             .iter()
             .filter(|a| !self.false_entries.contains(&(peer, (*a).clone())))
@@ -82,7 +90,7 @@ impl Dials {
     /// Whether a new dial of `peer` (at `addrs`, from [`Dials::usable`]) for `track` may start
     /// at `now`; if so, it is counted against the track's budget: one per peer, however many
     /// addresses it lists.
-    pub(crate) fn admit(&mut self, track: &TrackId, peer: PeerId, addrs: &[Multiaddr], now: Instant) -> bool {
+    pub fn admit(&mut self, track: &TrackId, peer: PeerId, addrs: &[Multiaddr], now: Instant) -> bool {
         let recent = self.budget.get_or_insert_mut(track.clone(), VecDeque::new);
         while recent.front().is_some_and(|t| now.saturating_duration_since(*t) >= PERIOD) {
             recent.pop_front();
@@ -101,25 +109,25 @@ impl Dials {
     }
 
     /// A dial of `addr` connected.
-    pub(crate) fn succeeded(&mut self, addr: &Multiaddr) {
+    pub fn succeeded(&mut self, addr: &Multiaddr) {
         self.backoff.pop(addr);
     }
 
     /// A dial of `addr` failed (refused, timed out, no handshake): back off, doubling.
-    pub(crate) fn failed(&mut self, addr: &Multiaddr, now: Instant) {
+    pub fn failed(&mut self, addr: &Multiaddr, now: Instant) {
         let failures = self.backoff.peek(addr).map_or(0, |b| b.failures).saturating_add(1);
         let wait = BACKOFF_FIRST.saturating_mul(1 << failures.saturating_sub(1).min(16)).min(BACKOFF_MAX);
         self.backoff.put(addr.clone(), Backoff { until: now + wait, failures });
     }
 
     /// The node at `addr`, listed as `listed`, is another peer: that entry is false.
-    pub(crate) fn wrong_peer(&mut self, listed: PeerId, addr: &Multiaddr) {
+    pub fn wrong_peer(&mut self, listed: PeerId, addr: &Multiaddr) {
         self.false_entries.put((listed, addr.clone()), ());
     }
 
     /// `peer` sent a wrong chunk (it is banned by the node): its addresses are backed off for
     /// an hour, whoever lists them next.
-    pub(crate) fn wrong_chunk(&mut self, peer: PeerId, now: Instant) {
+    pub fn wrong_chunk(&mut self, peer: PeerId, now: Instant) {
         for a in self.dialled.pop(&peer).unwrap_or_default() {
             self.backoff.put(a, Backoff { until: now + WRONG_CHUNK_BACKOFF, failures: u32::MAX });
         }
@@ -128,11 +136,11 @@ impl Dials {
 
 /// [`Dials`] shared by a client's tracks and the tasks that dial; cheap to clone.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Shared(std::sync::Arc<std::sync::Mutex<Dials>>);
+pub struct Shared(std::sync::Arc<std::sync::Mutex<Dials>>);
 
 impl Shared {
     /// The state, locked for a table update (no I/O under it).
-    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Dials> {
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Dials> {
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }

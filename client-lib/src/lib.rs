@@ -31,14 +31,14 @@
 pub mod abr;
 pub mod cache;
 mod client;
-mod dials;
+pub mod dials;
 mod driver;
 mod edges;
 mod error;
 mod ladder;
 mod open;
 mod p2p;
-mod playout;
+pub mod playout;
 pub mod scheduler;
 mod summary;
 mod track;

@@ -1,5 +1,7 @@
 //! Playout: what a track's driver has verified and what it hands over next, in play order.
 //!
+//! Public so that the network simulator (`chorus-sim`) drives the very code a client runs.
+//!
 //! Plain state, free of I/O: the driver feeds it verified segments as they arrive (in any
 //! order, some twice when a hedge's loser answers too) and takes them out strictly in order.
 //! It decides when a rendition's init chunk goes with a segment (the first segment, after a
@@ -11,20 +13,20 @@ use std::collections::BTreeMap;
 
 /// A segment ready to be handed over.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Out<T> {
+pub struct Out<T> {
     /// Its index.
-    pub(crate) index: usize,
+    pub index: usize,
     /// The rung (index into the handle's renditions) it was fetched in.
-    pub(crate) rung: usize,
+    pub rung: usize,
     /// Whether the rung's init chunk goes with it.
-    pub(crate) with_init: bool,
+    pub with_init: bool,
     /// What the driver stored with it (bytes and source).
-    pub(crate) payload: T,
+    pub payload: T,
 }
 
 /// Playout state of one track handle.
 #[derive(Debug)]
-pub(crate) struct Playout<T> {
+pub struct Playout<T> {
     /// Segments at or beyond this are never fetched (a preload's end, else the track's).
     end: usize,
     next_out: usize,
@@ -45,7 +47,7 @@ impl<T> Playout<T> {
     /// Playout of `end` segments; a segment gives up after `max_attempts` edge attempts;
     /// `init_on_switch`: hand over the init chunk at every rendition switch (not needed within
     /// one decoder configuration, where it would only repeat the `moov` in the byte stream).
-    pub(crate) fn new(end: usize, max_attempts: u32, init_on_switch: bool) -> Self {
+    pub fn new(end: usize, max_attempts: u32, init_on_switch: bool) -> Self {
         Self {
             end,
             next_out: 0,
@@ -61,30 +63,30 @@ impl<T> Playout<T> {
     }
 
     /// The current generation (bumped by each seek).
-    pub(crate) const fn generation(&self) -> u64 {
+    pub const fn generation(&self) -> u64 {
         self.generation
     }
 
     /// The index of the next segment to hand over.
     #[cfg(test)]
-    pub(crate) const fn next_out(&self) -> usize {
+    pub const fn next_out(&self) -> usize {
         self.next_out
     }
 
     /// Whether segments remain to be handed over.
-    pub(crate) const fn playing(&self) -> bool {
+    pub const fn playing(&self) -> bool {
         self.next_out < self.end
     }
 
     /// The first segment not to fetch yet: at most `read_ahead` beyond the one waiting.
-    pub(crate) fn fetch_limit(&self, read_ahead: usize) -> usize {
+    pub fn fetch_limit(&self, read_ahead: usize) -> usize {
         (self.next_out + read_ahead).min(self.end)
     }
 
     /// Counts a request for `segment`; only edge requests count toward giving up (a peer that
     /// is busy, gone or lying costs a retry, and the edge is always there after it). Returns
     /// false once the segment is past its limit: the track then fails.
-    pub(crate) fn attempt(&mut self, segment: usize, from_edge: bool) -> bool {
+    pub fn attempt(&mut self, segment: usize, from_edge: bool) -> bool {
         let Some(n) = self.attempts.get_mut(segment) else { return true };
         if from_edge {
             *n += 1;
@@ -94,12 +96,12 @@ impl<T> Playout<T> {
 
     /// Whether an answer for `segment` sent in `generation` is still wanted: not from before a
     /// seek, and not a second copy of a segment already verified.
-    pub(crate) fn wanted(&self, generation: u64, segment: usize) -> bool {
+    pub fn wanted(&self, generation: u64, segment: usize) -> bool {
         generation == self.generation && !self.have.get(segment).copied().unwrap_or(true)
     }
 
     /// `segment` arrived verified in `rung`.
-    pub(crate) fn completed(&mut self, segment: usize, rung: usize, payload: T) {
+    pub fn completed(&mut self, segment: usize, rung: usize, payload: T) {
         if let Some(h) = self.have.get_mut(segment) {
             *h = true;
         }
@@ -109,12 +111,12 @@ impl<T> Playout<T> {
     }
 
     /// Whether the next segment is here to be handed over.
-    pub(crate) fn deliverable(&self) -> bool {
+    pub fn deliverable(&self) -> bool {
         self.done.contains_key(&self.next_out)
     }
 
     /// Takes the next segment out, if it is here.
-    pub(crate) fn take(&mut self) -> Option<Out<T>> {
+    pub fn take(&mut self) -> Option<Out<T>> {
         let (rung, payload) = self.done.remove(&self.next_out)?;
         let with_init = match self.last_rung {
             None => true,
@@ -128,18 +130,18 @@ impl<T> Playout<T> {
 
     /// Whether the end was just reached: everything handed over, the end not yet announced.
     /// [`Playout::end_sent`] records that it has been.
-    pub(crate) fn at_end(&self) -> bool {
+    pub fn at_end(&self) -> bool {
         self.next_out >= self.end && !self.end_sent && self.done.is_empty()
     }
 
     /// The end has been announced to the handle.
-    pub(crate) fn end_sent(&mut self) {
+    pub fn end_sent(&mut self) {
         self.end_sent = true;
     }
 
     /// Continues from `segment` in a new `generation`: nothing verified so far is kept, the
     /// next segment goes with its init chunk, attempts start from zero.
-    pub(crate) fn seek(&mut self, generation: u64, segment: usize) {
+    pub fn seek(&mut self, generation: u64, segment: usize) {
         self.generation = generation;
         self.done.clear();
         self.next_out = segment.min(self.end);

@@ -142,6 +142,15 @@ fn content_digest(addrs: &[String], tracks: &[TrackId]) -> u64 {
 }
 
 impl Verified {
+    /// An announce taken as verified without its signature: for simulations (`chorus-sim`),
+    /// which drive this tracker with many listeners and no keys. An edge never builds one
+    /// this way; its announces pass [`AnnounceCheck::verify`].
+    #[must_use]
+    pub fn assume(peer_id: String, addrs: Vec<String>, tracks: Vec<TrackId>, timestamp: u64) -> Self {
+        let content = content_digest(&addrs, &tracks);
+        Self { peer_id, addrs, tracks, timestamp, content }
+    }
+
     /// The tracks it names.
     #[must_use]
     pub fn tracks(&self) -> &[TrackId] {

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The planner's simulation (`chorus simulate`, crate chorus-sim) at the scale of the issue and
+# beside the real swarm benchmark:
+#
+#   bench/simulate.sh calibrate   # the swarm benchmark's size (bench/swarm.sh defaults), 6 seeds
+#   bench/simulate.sh headline    # 100 000 listeners, 100 000 tracks, 20 simulated minutes
+#   bench/simulate.sh sweeps      # 20 000 listeners: edges, uplink mix, listeners per track
+#
+# Each prints `chorus simulate`'s table; `headline` and `sweeps` also write JSON and SVG charts
+# into OUT (default: a new directory under /tmp). Release build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODE=${1:-calibrate}
+OUT=${OUT:-$(mktemp -d /tmp/chorus-sim.XXXXXX)}
+cargo build --release -q --bin chorus
+SIM="target/release/chorus simulate"
+echo "output in $OUT" >&2
+
+case "$MODE" in
+  calibrate)
+    # bench/swarm.sh's defaults: 20 clients x 8 plays joining over 20 s, 30 tracks of 30
+    # segments of 72 000 bytes (96 kbit/s, one rendition), fast mode, 20-80 ms round trips to
+    # the edge and the same to a peer (its relay), loopback rates, the per-network cap lifted.
+    for seed in 1 2 3 4 5 6; do
+      $SIM --listeners 20 --plays 8 --arrive-minutes 0.3333 --tracks 30 --segments 30-30 \
+        --ladder-kbps 96 --quality 0 --fast --rtt-ms 20-80 --core-rtt-ms 0 \
+        --uplink-kbps 1000000-1000000 --downlink-kbps 1000000-1000000 --mobile 0 \
+        --minutes 30 --listeners-per-network 1 --per-network 1000 --seed "$seed" 2>/dev/null | tail -n 1
+    done
+    ;;
+  headline)
+    $SIM --json "$OUT/headline.json" --svg "$OUT/headline.svg"
+    ;;
+  sweeps)
+    L=${LISTENERS:-20000}
+    $SIM --listeners "$L" --tracks 20000 --sweep edges=1,2,4 --tracker per-edge --json "$OUT/edges-per-edge.json" --svg "$OUT/edges-per-edge.svg"
+    $SIM --listeners "$L" --tracks 20000 --sweep edges=1,2,4 --json "$OUT/edges-shared.json" --svg "$OUT/edges-shared.svg"
+    $SIM --listeners "$L" --tracks 20000 --sweep mobile=0,0.3,0.7,1 --json "$OUT/mobile.json" --svg "$OUT/mobile.svg"
+    $SIM --listeners "$L" --sweep tracks=2000,20000,200000 --json "$OUT/tracks.json" --svg "$OUT/tracks.svg"
+    ;;
+  *)
+    echo "usage: bench/simulate.sh calibrate|headline|sweeps" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,1033 @@
+//! The simulated world: listeners, edges, trackers and one queue of timed events.
+//!
+//! Time is microseconds since the start of the run; the real code gets it as
+//! `base + that` (a `std::time::Instant`, or tokio's for the tracker), so it runs unchanged.
+//!
+//! The rules of the model (see the crate docs for what runs for real):
+//! - **Listener**: arrives, opens a track (Zipf), plays it to its end (its startup plus its
+//!   media time plus its stalls), opens the next, until its session ends; it may leave mid-
+//!   track. A serving listener (not mobile) announces every track it holds when the first
+//!   segment of a track is handed over, at each track's end and every 2 minutes.
+//! - **Opening a track** costs a round trip to the edge (the manifest; one more for the first
+//!   connection of a session). With peers on, the tracker is asked once the manifest is in
+//!   (one round trip), then each listed peer that is online is dialled (three peer round
+//!   trips: TCP, noise, yamux; none when already connected) and asked what it holds (one
+//!   more); each answer joins the scheduler as it arrives, and the search ends after the last
+//!   (2 s at most, as in the client). The search runs again every 5 s while the track is
+//!   being fetched.
+//! - **An edge request** takes the listener's round trip plus the size over its downlink; a
+//!   miss in the edge's cache adds the origin's round trip and transfer.
+//! - **A peer request** takes two round trips between the two (a new substream negotiates its
+//!   protocol, then asks) plus the size over the smaller of
+//!   the listener's downlink and the uploader's uplink shared by its uploads at that moment; an
+//!   uploader with all its upload slots busy answers BUSY after a round trip, a departed one
+//!   fails after two.
+//! - **The listener's own cache** answers in 1 ms (as the client reports it).
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::hash::BuildHasherDefault;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use chorus_client::dials::Dials;
+use chorus_client::playout::Playout;
+use chorus_client::scheduler::{Action, Scheduler, SchedulerConfig, SegmentInfo, SourceId, SourceKind};
+use chorus_core::{ChunkId, TrackId};
+use chorus_edge::cache::sketch::Sketch;
+use chorus_edge::cache::tier::{Tier, Weighted};
+use chorus_edge::tracker::{Tracker, TrackerConfig, Verified};
+use chorus_peer::{Multiaddr, PeerId};
+
+use crate::{Bytes, EdgeReport, Percentiles, Point, Report, Session, SimConfig};
+
+/// Microseconds of simulated time.
+type Us = u64;
+
+const MS: Us = 1_000;
+const SEC: Us = 1_000_000;
+/// How often a serving listener announces (the client's `REANNOUNCE`).
+const REANNOUNCE: Us = 120 * SEC;
+/// How often a playing track looks for peers again (the client's `PEER_REFRESH`).
+const PEER_REFRESH: Us = 5 * SEC;
+/// Longest a peer search waits for answers (the client's `LOOK`).
+const LOOK: Us = 2 * SEC;
+/// Candidates asked per search at most (the client's `ASK_AT_MOST`).
+const ASK_AT_MOST: usize = 8;
+/// Segments fetched beyond the one the reader waits for (the client's default read-ahead).
+const READ_AHEAD: usize = 8;
+/// Tracks a listener announces at most (the announce's limit).
+const MAX_TRACKS: usize = chorus_core::api::MAX_TRACKS_PER_ANNOUNCE;
+
+/// A multiplicative hasher for the simulator's own integer-keyed maps (ids it made itself, so
+/// no one chooses keys to collide); the default SipHash was a tenth of the run time.
+#[derive(Default)]
+struct IntHasher(u64);
+
+impl std::hash::Hasher for IntHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(*b)).wrapping_mul(0x517C_C1B7_2722_0A95);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517C_C1B7_2722_0A95);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+}
+
+type HashMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<IntHasher>>;
+
+/// SplitMix64.
+#[derive(Debug, Clone)]
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    #[allow(clippy::cast_precision_loss)] // 53 bits
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn range(&mut self, (lo, hi): (u64, u64)) -> u64 {
+        if hi <= lo { lo } else { lo + self.next() % (hi - lo + 1) }
+    }
+}
+
+impl rand_core::RngCore for Rng {
+    fn next_u32(&mut self) -> u32 {
+        u32::try_from(self.next() >> 32).unwrap_or(0)
+    }
+    fn next_u64(&mut self) -> u64 {
+        self.next()
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        rand_core::impls::fill_bytes_via_next(self, dest);
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+        self.fill_bytes(dest);
+        Ok(())
+    }
+}
+
+/// Zipf popularity over ranks by a cumulative table.
+struct Zipf(Vec<f64>);
+
+impl Zipf {
+    #[allow(clippy::cast_precision_loss)]
+    fn new(n: usize, s: f64) -> Self {
+        let mut acc = 0.0;
+        Self(
+            (1..=n.max(1))
+                .map(|k| {
+                    acc += 1.0 / (k as f64).powf(s);
+                    acc
+                })
+                .collect(),
+        )
+    }
+
+    fn sample(&self, rng: &mut Rng) -> usize {
+        let u = rng.unit() * self.0.last().copied().unwrap_or(1.0);
+        self.0.partition_point(|&c| c < u).min(self.0.len() - 1)
+    }
+}
+
+/// A cached chunk's size, for the edge's tier.
+struct Size(u64);
+
+impl Weighted for Size {
+    fn weight(&self) -> u64 {
+        self.0
+    }
+}
+
+/// An edge: its cache (the real tier and sketch) and its counters.
+struct Edge {
+    cache: Tier<Size>,
+    sketch: Sketch,
+    report: EdgeReport,
+}
+
+/// Where a source of a play is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Src {
+    Edge(usize),
+    Peer(u32),
+}
+
+/// Where a handed-over segment came from.
+#[derive(Debug, Clone, Copy)]
+enum Via {
+    Edge,
+    Peer,
+    Cache,
+}
+
+/// One track being played.
+struct Play {
+    id: u64,
+    track: u32,
+    sched: Scheduler,
+    playout: Playout<Via>,
+    sources: Vec<Src>,
+    opened: Us,
+    /// The scheduled wakeup, so a later poll does not queue duplicates.
+    wake: Option<Us>,
+    /// Fetches in flight: (segment, source) → fetch id.
+    inflight: HashMap<(usize, usize), u64>,
+    searching: bool,
+}
+
+struct Listener {
+    ip: Ipv4Addr,
+    edge: usize,
+    rtt: Us,
+    down: u64,
+    /// 0: consume only.
+    up: u64,
+    online: bool,
+    connected_edge: bool,
+    plays_left: Option<u32>,
+    /// Per track held: the rung + 1 of each segment (0: not held), in ladder order.
+    held: HashMap<u32, Vec<u8>>,
+    /// Tracks held, oldest first (announced newest first, at most `MAX_TRACKS`).
+    held_order: Vec<u32>,
+    uploads: u32,
+    peers: Vec<u32>,
+    /// The client's dial guard: new dials per track and period, backoff of failed addresses.
+    dials: Dials,
+    play: Option<Play>,
+    announces: u64,
+    rng: Rng,
+}
+
+struct Fetch {
+    listener: u32,
+    play: u64,
+    segment: usize,
+    rung: usize,
+    source: usize,
+    bytes: u64,
+    started: Us,
+    from: Option<Via>,
+    uploader: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Ev {
+    Arrive(u32),
+    Leave(u32),
+    Open(u32),
+    Wake(u32, u64),
+    Done(u64),
+    Holds(u32, u64, u32),
+    SearchDone(u32, u64),
+    Refresh(u32, u64),
+    TrackEnd(u32, u64),
+    Announce(u32),
+    Sample,
+    Expire,
+}
+
+pub(crate) struct World<'a> {
+    cfg: &'a SimConfig,
+    base: Instant,
+    now: Us,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(Us, u64, Ev)>>,
+    listeners: Vec<Listener>,
+    edges: Vec<Edge>,
+    trackers: Vec<Tracker>,
+    track_ids: Vec<TrackId>,
+    track_segments: Vec<u16>,
+    /// Each listener's peer id and address, as its tracker entries list them.
+    peer_ids: Vec<PeerId>,
+    addrs: Vec<Multiaddr>,
+    zipf: Zipf,
+    rng: Rng,
+    fetches: HashMap<u64, Fetch>,
+    next_id: u64,
+    // Counters.
+    bytes: Bytes,
+    interval: Bytes,
+    timeline: Vec<Point>,
+    plays: u64,
+    completed: u64,
+    lonely: u64,
+    edge_first: u64,
+    startups: Vec<u64>,
+    stalls: u64,
+    announces: u64,
+    queries: u64,
+    dials: u64,
+    peer_failures: u64,
+    events: u64,
+    online: usize,
+    peak_online: usize,
+}
+
+impl<'a> World<'a> {
+    pub(crate) fn new(cfg: &'a SimConfig) -> Self {
+        let mut rng = Rng(cfg.seed);
+        let tracker_cfg = TrackerConfig {
+            per_network: cfg.per_network.max(1),
+            max_peers: usize::MAX,
+            max_tracks: usize::MAX,
+            max_sources: usize::MAX,
+            ..TrackerConfig::default()
+        };
+        let trackers = (0..if cfg.shared_tracker { 1 } else { cfg.edges.max(1) })
+            .map(|_| Tracker::new(tracker_cfg.clone()))
+            .collect();
+        let per24 = cfg.listeners_per_network.max(1);
+        let listeners: Vec<Listener> = (0..cfg.listeners)
+            .map(|n| {
+                let mut r = Rng(rng.next());
+                let net = u32::try_from(n / per24).unwrap_or(u32::MAX);
+                let host = u32::try_from(n % per24).unwrap_or(0) + 1;
+                let mobile = r.unit() < cfg.mobile;
+                Listener {
+                    ip: Ipv4Addr::from(0x0A00_0000u32.wrapping_add(net.wrapping_mul(256)).wrapping_add(host)),
+                    edge: n % cfg.edges.max(1),
+                    rtt: r.range((us(cfg.rtt.0), us(cfg.rtt.1))),
+                    down: r.range(cfg.downlink).max(1),
+                    up: if mobile { 0 } else { r.range(cfg.uplink) },
+                    online: false,
+                    connected_edge: false,
+                    plays_left: None,
+                    held: HashMap::default(),
+                    held_order: Vec::new(),
+                    uploads: 0,
+                    peers: Vec::new(),
+                    dials: Dials::with_table(64),
+                    play: None,
+                    announces: 0,
+                    rng: r,
+                }
+            })
+            .collect();
+        let items = usize::try_from(cfg.edge_cache_bytes / 65_536).unwrap_or(usize::MAX).max(1024);
+        let edges = (0..cfg.edges.max(1))
+            .map(|_| Edge {
+                cache: Tier::new(cfg.edge_cache_bytes),
+                sketch: Sketch::new(items),
+                report: EdgeReport::default(),
+            })
+            .collect();
+        // "t<number>" is a valid track id.
+        let track_ids = (0..cfg.tracks.max(1)).filter_map(|t| TrackId::parse(&format!("t{t}")).ok()).collect();
+        let track_segments = (0..cfg.tracks.max(1))
+            .map(|_| {
+                u16::try_from(rng.range((cfg.segments.0 as u64, cfg.segments.1 as u64))).unwrap_or(u16::MAX).max(1)
+            })
+            .collect();
+        let peer_ids: Vec<PeerId> = (0..cfg.listeners).map(|_| peer_id(&mut rng)).collect();
+        let addrs: Vec<Multiaddr> = listeners
+            .iter()
+            .map(|li: &Listener| Multiaddr::from(li.ip).with(chorus_peer::multiaddr::Protocol::Tcp(4001)))
+            .collect();
+        let mut w = Self {
+            cfg,
+            peer_ids,
+            addrs,
+            base: Instant::now(),
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            listeners,
+            edges,
+            trackers,
+            track_ids,
+            track_segments,
+            zipf: Zipf::new(cfg.tracks, cfg.zipf),
+            rng,
+            fetches: HashMap::default(),
+            next_id: 0,
+            bytes: Bytes::default(),
+            interval: Bytes::default(),
+            timeline: Vec::new(),
+            plays: 0,
+            completed: 0,
+            lonely: 0,
+            edge_first: 0,
+            startups: Vec::new(),
+            stalls: 0,
+            announces: 0,
+            queries: 0,
+            dials: 0,
+            peer_failures: 0,
+            events: 0,
+            online: 0,
+            peak_online: 0,
+        };
+        for n in 0..w.listeners.len() {
+            let at = (w.rng.unit() * us(cfg.arrive_over) as f64) as Us;
+            w.at(at, Ev::Arrive(u32::try_from(n).unwrap_or(u32::MAX)));
+        }
+        w.at(us(cfg.sample).max(1), Ev::Sample);
+        w.at(30 * SEC, Ev::Expire);
+        w
+    }
+
+    fn at(&mut self, t: Us, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Reverse((t, self.seq, ev)));
+    }
+
+    fn instant(&self, t: Us) -> Instant {
+        self.base + Duration::from_micros(t)
+    }
+
+    fn tokio_now(&self) -> tokio::time::Instant {
+        tokio::time::Instant::from_std(self.instant(self.now))
+    }
+
+    pub(crate) fn run(mut self, progress: &mut dyn FnMut(u64)) -> Report {
+        let end = us(self.cfg.duration);
+        let mut next_progress = 60 * SEC;
+        while let Some(Reverse((t, _, ev))) = self.queue.pop() {
+            if t > end {
+                break;
+            }
+            self.now = t;
+            self.events += 1;
+            if t >= next_progress {
+                progress(t / SEC);
+                next_progress += 60 * SEC;
+            }
+            self.handle(ev);
+        }
+        self.report()
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        match ev {
+            Ev::Arrive(l) => self.arrive(l),
+            Ev::Leave(l) => self.leave(l),
+            Ev::Open(l) => self.open(l),
+            Ev::Wake(l, p) => {
+                let now = self.now;
+                if let Some(play) = self.play_mut(l, p)
+                    && play.wake == Some(now)
+                {
+                    play.wake = None;
+                    self.step(l);
+                }
+            }
+            Ev::Done(f) => self.done(f),
+            Ev::Holds(l, p, u) => self.holds(l, p, u),
+            Ev::SearchDone(l, p) => {
+                if let Some(play) = self.play_mut(l, p) {
+                    play.searching = false;
+                    play.sched.set_awaiting_peers(false);
+                    self.step(l);
+                }
+            }
+            Ev::Refresh(l, p) => {
+                if let Some(play) = self.play_mut(l, p)
+                    && (play.playout.playing() || play.searching)
+                {
+                    self.search(l, p);
+                    self.at(self.now + PEER_REFRESH, Ev::Refresh(l, p));
+                }
+            }
+            Ev::TrackEnd(l, p) => self.track_end(l, p),
+            Ev::Announce(l) => {
+                if self.listeners[l as usize].online {
+                    self.announce(l);
+                    self.at(self.now + REANNOUNCE, Ev::Announce(l));
+                }
+            }
+            Ev::Sample => {
+                self.timeline.push(Point { t_s: self.now / SEC, bytes: self.interval, online: self.online });
+                self.interval = Bytes::default();
+                self.at(self.now + us(self.cfg.sample).max(1), Ev::Sample);
+            }
+            Ev::Expire => {
+                let now = self.tokio_now();
+                for t in &mut self.trackers {
+                    t.expire(now);
+                }
+                self.at(self.now + 30 * SEC, Ev::Expire);
+            }
+        }
+    }
+
+    fn play_mut(&mut self, l: u32, p: u64) -> Option<&mut Play> {
+        self.listeners[l as usize].play.as_mut().filter(|play| play.id == p)
+    }
+
+    fn arrive(&mut self, l: u32) {
+        let cfg = self.cfg;
+        let li = &mut self.listeners[l as usize];
+        li.online = true;
+        li.connected_edge = false;
+        let stay = match cfg.session {
+            Session::Plays(n) => {
+                li.plays_left = Some(n);
+                None
+            }
+            Session::Mean(mean) => Some((-li.rng.unit().max(1e-12).ln() * us(mean) as f64) as Us),
+        };
+        let serving = li.up > 0 && cfg.p2p;
+        self.online += 1;
+        self.peak_online = self.peak_online.max(self.online);
+        if let Some(stay) = stay {
+            self.at(self.now + stay.max(SEC), Ev::Leave(l));
+        }
+        if serving {
+            self.at(self.now + REANNOUNCE, Ev::Announce(l));
+        }
+        self.at(self.now, Ev::Open(l));
+    }
+
+    fn leave(&mut self, l: u32) {
+        let li = &mut self.listeners[l as usize];
+        if !li.online {
+            return;
+        }
+        li.online = false;
+        li.play = None;
+        li.peers.clear();
+        self.online -= 1;
+    }
+
+    /// Opens the next track of `l`'s session (or ends the session).
+    fn open(&mut self, l: u32) {
+        let cfg = self.cfg;
+        let done = {
+            let li = &self.listeners[l as usize];
+            !li.online || li.plays_left == Some(0)
+        };
+        if done {
+            self.leave(l);
+            return;
+        }
+        let track = self.zipf.sample(&mut self.listeners[l as usize].rng);
+        let track = u32::try_from(track).unwrap_or(0);
+        let n = usize::from(self.track_segments[track as usize]);
+        let segment_secs = cfg.segment.as_secs_f64();
+        let segments: Vec<SegmentInfo> = (0..n)
+            .map(|_| SegmentInfo {
+                duration: cfg.segment,
+                sizes: cfg.ladder_bps.iter().map(|b| (*b as f64 * segment_secs / 8.0) as u64).collect(),
+            })
+            .collect();
+        let mut sc = SchedulerConfig { quality: cfg.quality, ..SchedulerConfig::default() };
+        if !cfg.play {
+            sc.buffer_ahead = Duration::from_secs(86_400 * 365);
+            sc.max_inflight = 4;
+        }
+        self.next_id += 1;
+        let id = self.next_id;
+        let opened = self.now;
+        let mut sched = Scheduler::new(sc, cfg.ladder_bps.clone(), segments, 1, self.instant(opened));
+        let li = &mut self.listeners[l as usize];
+        if let Some(h) = li.held.get(&track) {
+            for (k, r) in h.iter().enumerate() {
+                if *r > 0 {
+                    sched.set_cached(k, usize::from(*r - 1));
+                }
+            }
+        }
+        // The manifest's round trip; the first request of a session also opens the connection.
+        let mut first = li.rtt;
+        if !li.connected_edge {
+            first += li.rtt;
+            li.connected_edge = true;
+        }
+        if cfg.p2p {
+            sched.set_awaiting_peers(true);
+        }
+        li.play = Some(Play {
+            id,
+            track,
+            sched,
+            playout: Playout::new(n, 8, true),
+            sources: vec![Src::Edge(li.edge)],
+            opened,
+            wake: Some(opened + first),
+            inflight: HashMap::default(),
+            searching: cfg.p2p,
+        });
+        self.plays += 1;
+        self.at(opened + first, Ev::Wake(l, id));
+        if cfg.p2p {
+            // The search starts once the manifest is in (the client opens the track first).
+            self.at(opened + first, Ev::Refresh(l, id));
+        }
+    }
+
+    /// Asks the tracker of `l`'s edge for peers of its track, and dials what it lists.
+    fn search(&mut self, l: u32, p: u64) {
+        let (track, edge, rtt, ip) = {
+            let li = &self.listeners[l as usize];
+            let Some(play) = &li.play else { return };
+            (play.track, li.edge, li.rtt, li.ip)
+        };
+        let _ = ip;
+        let tracker = if self.cfg.shared_tracker { 0 } else { edge };
+        let now = self.tokio_now();
+        let listed = self.trackers[tracker].peers(now, &self.track_ids[track as usize], &mut self.rng);
+        self.queries += 1;
+        let mut last = self.now + rtt;
+        let mut asked = 0;
+        for rec in listed {
+            let Some(u) = rec.peer_id.strip_prefix('L').and_then(|n| n.parse::<u32>().ok()) else { continue };
+            if u == l || asked >= ASK_AT_MOST || (u as usize) >= self.listeners.len() {
+                continue;
+            }
+            asked += 1;
+            let rtt_pp = self.rtt_between(l, u);
+            let connected = self.listeners[l as usize].peers.contains(&u);
+            let (pid, addr) = (self.peer_ids[u as usize], self.addrs[u as usize].clone());
+            let now_i = self.instant(self.now);
+            let online = self.listeners[u as usize].online;
+            let li = &mut self.listeners[l as usize];
+            if !connected {
+                // The client's dial guard decides, as for a real client.
+                let usable = li.dials.usable(pid, std::slice::from_ref(&addr), now_i);
+                if usable.is_empty() || !li.dials.admit(&self.track_ids[track as usize], pid, &usable, now_i) {
+                    continue;
+                }
+                self.dials += 1;
+                if online {
+                    li.dials.succeeded(&addr);
+                } else {
+                    // A departed peer: the dial fails.
+                    li.dials.failed(&addr, now_i);
+                    continue;
+                }
+            } else if !online {
+                li.peers.retain(|p| *p != u);
+                continue;
+            }
+            let dial = if connected { 0 } else { 3 * rtt_pp };
+            let at = self.now + rtt + dial + rtt_pp;
+            last = last.max(at.min(self.now + rtt + LOOK));
+            if at <= self.now + rtt + LOOK {
+                self.at(at, Ev::Holds(l, p, u));
+            }
+        }
+        if self.listeners[l as usize].play.as_ref().is_some_and(|pl| pl.searching) {
+            self.at(last, Ev::SearchDone(l, p));
+        }
+    }
+
+    fn rtt_between(&self, a: u32, b: u32) -> Us {
+        (self.listeners[a as usize].rtt + self.listeners[b as usize].rtt) / 2 + us(self.cfg.core_rtt)
+    }
+
+    /// Peer `u` answered `l`'s have request: it joins `l`'s play with what it holds.
+    fn holds(&mut self, l: u32, p: u64, u: u32) {
+        if !self.listeners[u as usize].online {
+            return;
+        }
+        let Some(track) = self.listeners[l as usize].play.as_ref().filter(|pl| pl.id == p).map(|pl| pl.track) else {
+            return;
+        };
+        let (li, up) = pair(&mut self.listeners, l as usize, u as usize);
+        let held: &[u8] = up.held.get(&track).map_or(&[], Vec::as_slice);
+        if !li.peers.contains(&u) {
+            li.peers.push(u);
+        }
+        let Some(play) = li.play.as_mut() else { return };
+        let sid = match play.sources.iter().position(|s| *s == Src::Peer(u)) {
+            Some(i) => SourceId(i),
+            None => {
+                play.sources.push(Src::Peer(u));
+                play.sched.add_source(SourceKind::Peer)
+            }
+        };
+        for (k, r) in held.iter().enumerate() {
+            if *r > 0 {
+                play.sched.set_holds(sid, k, usize::from(*r - 1));
+            }
+        }
+        self.step(l);
+    }
+
+    /// One turn of the driver loop for `l`'s play: poll, carry out, hand over.
+    fn step(&mut self, l: u32) {
+        let now_i = self.instant(self.now);
+        let mut fetches: Vec<(usize, usize, usize)> = Vec::new();
+        let mut cancel: Vec<u64> = Vec::new();
+        let mut failed = false;
+        {
+            let Some(play) = self.listeners[l as usize].play.as_mut() else { return };
+            play.sched.set_limit(play.playout.fetch_limit(READ_AHEAD));
+            for a in play.sched.poll(now_i) {
+                match a {
+                    Action::Fetch { segment, rendition, source, .. } => {
+                        let from_edge = matches!(play.sources[source.0], Src::Edge(_));
+                        if !play.playout.attempt(segment, from_edge) {
+                            failed = true;
+                            break;
+                        }
+                        fetches.push((segment, rendition, source.0));
+                    }
+                    Action::Cancel { segment, source } => {
+                        if let Some(f) = play.inflight.remove(&(segment, source.0)) {
+                            cancel.push(f);
+                        }
+                    }
+                }
+            }
+        }
+        for f in std::mem::take(&mut cancel) {
+            self.cancel(f);
+        }
+        if failed {
+            // The track gives up (the edge failed it too often); the listener moves on.
+            let p = self.listeners[l as usize].play.as_ref().map_or(0, |pl| pl.id);
+            self.at(self.now, Ev::TrackEnd(l, p));
+            return;
+        }
+        for (segment, rung, source) in fetches {
+            self.start_fetch(l, segment, rung, source);
+        }
+        self.hand_over(l);
+        let Some(play) = self.listeners[l as usize].play.as_mut() else { return };
+        if let Some(w) = play.sched.next_wakeup(now_i) {
+            let w = us(w.saturating_duration_since(self.base)).max(self.now + 1);
+            if play.wake.is_none_or(|cur| w < cur || cur < self.now) {
+                play.wake = Some(w);
+                let p = play.id;
+                self.at(w, Ev::Wake(l, p));
+            }
+        }
+    }
+
+    /// Hands over what is ready, counting played bytes by source; at the end, schedules the
+    /// track's end.
+    fn hand_over(&mut self, l: u32) {
+        let cfg = self.cfg;
+        let mut first_out = false;
+        let mut first_edge = 0;
+        let mut counted = Bytes::default();
+        let mut end = None;
+        {
+            let li = &mut self.listeners[l as usize];
+            let Some(play) = li.play.as_mut() else { return };
+            while let Some(o) = play.playout.take() {
+                let size = (cfg.ladder_bps[o.rung] as f64 * cfg.segment.as_secs_f64() / 8.0) as u64;
+                match o.payload {
+                    Via::Edge if o.index == 0 => {
+                        counted.edge += size;
+                        first_edge += size;
+                    }
+                    Via::Edge => counted.edge += size,
+                    Via::Peer => counted.peer += size,
+                    Via::Cache => counted.cache += size,
+                }
+                first_out |= o.index == 0;
+            }
+            if play.playout.at_end() {
+                play.playout.end_sent();
+                // Played in real time, the track ends when its audio has played out; fetched
+                // as fast as possible, when its last segment is in.
+                let at = if cfg.play {
+                    let stats = play.sched.stats();
+                    let media = cfg.segment * u32::from(self.track_segments[play.track as usize]);
+                    play.opened + us(stats.startup.unwrap_or_default() + media + stats.stalled)
+                } else {
+                    self.now
+                };
+                end = Some((play.id, at));
+            }
+        }
+        self.edge_first += first_edge;
+        self.bytes.edge += counted.edge;
+        self.bytes.peer += counted.peer;
+        self.bytes.cache += counted.cache;
+        self.interval.edge += counted.edge;
+        self.interval.peer += counted.peer;
+        self.interval.cache += counted.cache;
+        if first_out && self.serving(l) {
+            self.announce(l);
+        }
+        if let Some((p, at)) = end {
+            self.at(at.max(self.now), Ev::TrackEnd(l, p));
+        }
+    }
+
+    fn serving(&self, l: u32) -> bool {
+        self.cfg.p2p && self.listeners[l as usize].up > 0
+    }
+
+    fn start_fetch(&mut self, l: u32, segment: usize, rung: usize, source: usize) {
+        let cfg = self.cfg;
+        let size = (cfg.ladder_bps[rung] as f64 * cfg.segment.as_secs_f64() / 8.0) as u64;
+        let (track, src, rtt, down, p) = {
+            let li = &self.listeners[l as usize];
+            let Some(play) = &li.play else { return };
+            (play.track, play.sources[source], li.rtt, li.down, play.id)
+        };
+        self.next_id += 1;
+        let id = self.next_id;
+        let held =
+            self.listeners[l as usize].held.get(&track).and_then(|h| h.get(segment)).copied() == Some(rung as u8 + 1);
+        let (took, from, uploader) = if held {
+            (MS, Some(Via::Cache), None)
+        } else {
+            match src {
+                Src::Edge(e) => {
+                    let chunk = chunk_id(track, segment, rung);
+                    let edge = &mut self.edges[e];
+                    edge.sketch.increment(&chunk);
+                    edge.report.requests += 1;
+                    edge.report.egress_bytes += size;
+                    let mut took = rtt + transfer(size, down);
+                    if edge.cache.get(&chunk).is_some() {
+                        edge.report.hits += 1;
+                    } else {
+                        edge.report.origin_bytes += size;
+                        took += us(cfg.origin_rtt) + transfer(size, cfg.origin_bps);
+                        let _ = edge.cache.offer(chunk, Size(size), &edge.sketch);
+                    }
+                    (took, Some(Via::Edge), None)
+                }
+                Src::Peer(u) => {
+                    let rtt_pp = self.rtt_between(l, u);
+                    let up = &mut self.listeners[u as usize];
+                    if !up.online {
+                        self.peer_failures += 1;
+                        (2 * rtt_pp, None, None)
+                    } else if up.uploads >= cfg.max_uploads || up.up == 0 {
+                        self.peer_failures += 1;
+                        (rtt_pp, None, None)
+                    } else {
+                        up.uploads += 1;
+                        let rate = (up.up / u64::from(up.uploads)).min(down).max(1);
+                        // A request is a new substream: its protocol is negotiated first.
+                        (2 * rtt_pp + transfer(size, rate), Some(Via::Peer), Some(u))
+                    }
+                }
+            }
+        };
+        // A peer that holds the segment answers it; one that no longer does is not asked (the
+        // scheduler only asks holders).
+        self.fetches.insert(
+            id,
+            Fetch { listener: l, play: p, segment, rung, source, bytes: size, started: self.now, from, uploader },
+        );
+        if let Some(play) = self.listeners[l as usize].play.as_mut() {
+            play.inflight.insert((segment, source), id);
+        }
+        self.at(self.now + took.max(1), Ev::Done(id));
+    }
+
+    /// A cancelled request: its upload slot is freed now; its answer will be ignored.
+    fn cancel(&mut self, f: u64) {
+        if let Some(fetch) = self.fetches.get_mut(&f) {
+            if let Some(u) = fetch.uploader.take() {
+                let up = &mut self.listeners[u as usize];
+                up.uploads = up.uploads.saturating_sub(1);
+            }
+            fetch.play = 0;
+        }
+    }
+
+    fn done(&mut self, f: u64) {
+        let Some(fetch) = self.fetches.remove(&f) else { return };
+        if let Some(u) = fetch.uploader {
+            let up = &mut self.listeners[u as usize];
+            up.uploads = up.uploads.saturating_sub(1);
+        }
+        let l = fetch.listener;
+        let now_i = self.instant(self.now);
+        let elapsed = Duration::from_micros(self.now - fetch.started);
+        let mut cancels = Vec::new();
+        let mut track = None;
+        {
+            let Some(play) = self.listeners[l as usize].play.as_mut().filter(|pl| pl.id == fetch.play) else { return };
+            play.inflight.remove(&(fetch.segment, fetch.source));
+            let generation = play.playout.generation();
+            if !play.playout.wanted(generation, fetch.segment) {
+                return;
+            }
+            match fetch.from {
+                Some(from) => {
+                    for a in play.sched.on_complete(now_i, fetch.segment, SourceId(fetch.source), fetch.bytes, elapsed)
+                    {
+                        if let Action::Cancel { segment, source } = a
+                            && let Some(c) = play.inflight.remove(&(segment, source.0))
+                        {
+                            cancels.push(c);
+                        }
+                    }
+                    play.playout.completed(fetch.segment, fetch.rung, from);
+                    track = Some(play.track);
+                }
+                None => play.sched.on_failed(now_i, fetch.segment, SourceId(fetch.source)),
+            }
+        }
+        for c in cancels {
+            self.cancel(c);
+        }
+        if let Some(track) = track {
+            self.hold(l, track, fetch.segment, fetch.rung);
+        }
+        self.step(l);
+    }
+
+    /// `l`'s cache now holds a segment of `track` (the client stores what it verified).
+    fn hold(&mut self, l: u32, track: u32, segment: usize, rung: usize) {
+        let n = usize::from(self.track_segments[track as usize]);
+        let li = &mut self.listeners[l as usize];
+        let h = li.held.entry(track).or_insert_with(|| {
+            li.held_order.push(track);
+            vec![0; n]
+        });
+        if let Some(s) = h.get_mut(segment) {
+            *s = u8::try_from(rung + 1).unwrap_or(u8::MAX);
+        }
+    }
+
+    fn track_end(&mut self, l: u32, p: u64) {
+        let Some(play) = self.listeners[l as usize].play.take_if(|pl| pl.id == p) else { return };
+        let stats = play.sched.stats();
+        if let Some(s) = stats.startup {
+            self.startups.push(u64::try_from(s.as_millis()).unwrap_or(u64::MAX));
+        }
+        self.stalls += u64::from(stats.stalls);
+        self.completed += 1;
+        if play.sources.len() == 1 {
+            self.lonely += 1;
+        }
+        if self.serving(l) {
+            self.announce(l);
+        }
+        let li = &mut self.listeners[l as usize];
+        if let Some(n) = li.plays_left.as_mut() {
+            *n = n.saturating_sub(1);
+        }
+        self.at(self.now, Ev::Open(l));
+    }
+
+    /// `l` announces the tracks it holds (the newest first, at most the announce's limit) to
+    /// its edge's tracker.
+    fn announce(&mut self, l: u32) {
+        if !self.serving(l) {
+            return;
+        }
+        let tracker = if self.cfg.shared_tracker { 0 } else { self.listeners[l as usize].edge };
+        let now = self.tokio_now();
+        let li = &mut self.listeners[l as usize];
+        li.announces += 1;
+        let tracks: Vec<TrackId> =
+            li.held_order.iter().rev().take(MAX_TRACKS).map(|t| self.track_ids[*t as usize].clone()).collect();
+        if tracks.is_empty() {
+            return;
+        }
+        let ip = IpAddr::V4(li.ip);
+        // A later announce of the peer carries a later time: simulated milliseconds.
+        let ann = Verified::assume(
+            format!("L{l}"),
+            vec![format!("/ip4/{ip}/tcp/4001")],
+            tracks,
+            self.now / MS + li.announces,
+        );
+        let t = &mut self.trackers[tracker];
+        if t.admit(now, ip).is_ok() && t.record(now, ip, ann).is_ok() {
+            self.announces += 1;
+        }
+    }
+
+    fn report(self) -> Report {
+        let mut startups = self.startups;
+        startups.sort_unstable();
+        let pct = |p: f64| -> u64 {
+            if startups.is_empty() { 0 } else { startups[((startups.len() - 1) as f64 * p).round() as usize] }
+        };
+        let secs = (self.now as f64 / SEC as f64).max(1.0);
+        let edges = self
+            .edges
+            .into_iter()
+            .map(|e| {
+                let mut r = e.report;
+                r.hit_ratio = if r.requests == 0 { 0.0 } else { r.hits as f64 / r.requests as f64 };
+                r
+            })
+            .collect();
+        Report {
+            plays: self.plays,
+            plays_completed: self.completed,
+            plays_without_peers: self.lonely,
+            edge_first_segment_bytes: self.edge_first,
+            bytes: self.bytes,
+            edge_share: self.bytes.edge_share(),
+            timeline: self.timeline,
+            edges,
+            announces: self.announces,
+            queries: self.queries,
+            tracker_ops_per_sec: (self.announces + self.queries) as f64 / secs,
+            dials_per_play: if self.plays == 0 { 0.0 } else { self.dials as f64 / self.plays as f64 },
+            startup_ms: Percentiles { p50: pct(0.5), p95: pct(0.95), p99: pct(0.99) },
+            stalls_per_100_plays: if self.completed == 0 {
+                0.0
+            } else {
+                100.0 * self.stalls as f64 / self.completed as f64
+            },
+            peer_failures: self.peer_failures,
+            events: self.events,
+            peak_online: self.peak_online,
+        }
+    }
+}
+
+/// A peer id from `rng`: an identity multihash (code 0, length 32) of 32 random bytes, the
+/// form of a key's peer id.
+fn peer_id(rng: &mut Rng) -> PeerId {
+    let mut b = vec![0x00, 0x20];
+    for _ in 0..4 {
+        b.extend_from_slice(&rng.next().to_le_bytes());
+    }
+    PeerId::from_bytes(&b).unwrap_or_else(|_| chorus_peer::identity::Keypair::generate_ed25519().public().to_peer_id())
+}
+
+/// Two distinct listeners, both mutable.
+fn pair(v: &mut [Listener], a: usize, b: usize) -> (&mut Listener, &Listener) {
+    if a < b {
+        let (x, y) = v.split_at_mut(b);
+        (&mut x[a], &y[0])
+    } else {
+        let (x, y) = v.split_at_mut(a);
+        (&mut y[0], &x[b])
+    }
+}
+
+fn us(d: Duration) -> Us {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Microseconds to move `bytes` at `rate` bytes/s.
+fn transfer(bytes: u64, rate: u64) -> Us {
+    bytes.saturating_mul(SEC) / rate.max(1)
+}
+
+/// A uniform 32-byte id for a (track, segment, rung): the sketch indexes by its bytes.
+fn chunk_id(track: u32, segment: usize, rung: usize) -> ChunkId {
+    let mut r = Rng((u64::from(track) << 24) ^ ((segment as u64) << 4) ^ rung as u64);
+    let mut b = [0u8; 32];
+    for c in b.chunks_exact_mut(8) {
+        c.copy_from_slice(&r.next().to_le_bytes());
+    }
+    ChunkId::from_bytes(b)
+}

@@ -1,0 +1,71 @@
+//! Small deployments, run to their end: what the model must get right whatever its figures.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use chorus_sim::{Session, SimConfig, run};
+
+/// 300 listeners over 4 minutes on a catalogue of 200 tracks: small enough for a debug build.
+fn small() -> SimConfig {
+    SimConfig {
+        listeners: 300,
+        arrive_over: Duration::from_secs(120),
+        duration: Duration::from_secs(240),
+        session: Session::Mean(Duration::from_secs(600)),
+        tracks: 200,
+        segments: (8, 12),
+        ..SimConfig::default()
+    }
+}
+
+#[test]
+fn the_same_seed_gives_the_same_run_and_every_byte_is_counted_once() {
+    let a = run(&small(), &mut |_| {});
+    let b = run(&small(), &mut |_| {});
+    assert_eq!(serde_json::to_string(&a).unwrap(), serde_json::to_string(&b).unwrap());
+    assert!(a.plays > 300 && a.plays_completed > 0, "{a:?}");
+    // The timeline adds up to the totals (the last interval may be cut by the end).
+    let timeline: u64 = a.timeline.iter().map(|p| p.bytes.total()).sum();
+    assert!(timeline <= a.bytes.total());
+    assert!(a.bytes.peer > 0 && a.bytes.edge > 0);
+    let c = run(&SimConfig { seed: 2, ..small() }, &mut |_| {});
+    assert_ne!(a.bytes.total(), c.bytes.total(), "another seed, another run");
+}
+
+#[test]
+fn without_peers_or_with_consumers_only_the_edges_carry_everything_but_the_cache() {
+    for cfg in [SimConfig { p2p: false, ..small() }, SimConfig { mobile: 1.0, ..small() }] {
+        let r = run(&cfg, &mut |_| {});
+        assert_eq!(r.bytes.peer, 0, "{cfg:?}");
+        assert_eq!(r.announces, 0);
+        assert!(r.bytes.edge > 0);
+    }
+}
+
+#[test]
+fn edges_sharing_one_tracker_carry_less_than_edges_with_a_tracker_each() {
+    let shared = run(&SimConfig { edges: 4, shared_tracker: true, ..small() }, &mut |_| {});
+    let split = run(&SimConfig { edges: 4, shared_tracker: false, ..small() }, &mut |_| {});
+    assert_eq!(shared.edges.len(), 4);
+    assert!(
+        shared.edge_share < split.edge_share,
+        "shared {:.3} vs per edge {:.3}",
+        shared.edge_share,
+        split.edge_share
+    );
+    // Every edge served some of it.
+    assert!(shared.edges.iter().all(|e| e.requests > 0 && e.egress_bytes > 0));
+}
+
+#[test]
+fn the_chart_is_an_svg_with_one_line_per_series() {
+    let svg = chorus_sim::plot(
+        "t",
+        "x",
+        "y",
+        &[("a".into(), vec![(0.0, 10.0), (1.0, 20.0)]), ("b".into(), vec![(0.0, 5.0), (1.0, 50.0)])],
+        true,
+    );
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert_eq!(svg.matches("<polyline").count(), 2);
+}

@@ -1,0 +1,283 @@
+//! `chorus simulate`: a deployment of many listeners on a virtual clock (crate `chorus-sim`),
+//! for capacity planners (docs/capacity-planning.md, "Simulating a deployment").
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use chorus_client::abr::Quality;
+use chorus_sim::{Report, Session, SimConfig};
+use clap::Args;
+
+#[derive(Args)]
+pub(crate) struct SimulateArgs {
+    /// Listeners who arrive (uniformly over --arrive-minutes).
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    listeners: usize,
+    /// Tracks in the catalogue (popularity Zipf, --zipf).
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    tracks: usize,
+    /// The popularity law's exponent: rank k is played with probability ∝ 1/k^S.
+    #[arg(long, value_name = "S", default_value_t = 1.0)]
+    zipf: f64,
+    /// Simulated minutes.
+    #[arg(long, value_name = "MINUTES", default_value_t = 20.0)]
+    minutes: f64,
+    /// Listeners arrive over this many minutes.
+    #[arg(long, value_name = "MINUTES", default_value_t = 10.0)]
+    arrive_minutes: f64,
+    /// Mean session length (exponential; listeners leave mid-track too).
+    #[arg(long, value_name = "MINUTES", default_value_t = 30.0, conflicts_with = "plays")]
+    session_minutes: f64,
+    /// Instead: each listener plays exactly N tracks, then leaves.
+    #[arg(long, value_name = "N")]
+    plays: Option<u32>,
+    /// Segments per track, MIN-MAX (6 s each).
+    #[arg(long, value_name = "MIN-MAX", default_value = "30-45", value_parser = range)]
+    segments: (u64, u64),
+    /// The bitrate ladder, kbit/s.
+    #[arg(long, value_name = "KBPS", value_delimiter = ',', default_value = "24,96,160,320")]
+    ladder_kbps: Vec<u64>,
+    /// Listeners' quality: auto (by throughput), or a fixed rung (0 = lowest).
+    #[arg(long, value_name = "auto|RUNG", default_value = "auto")]
+    quality: String,
+    /// Fetch each track as fast as possible instead of playing it in real time (the swarm
+    /// benchmark's fast mode).
+    #[arg(long)]
+    fast: bool,
+    /// Listeners use no peers (every byte from the edges).
+    #[arg(long)]
+    no_p2p: bool,
+    /// Edges; listener n reaches edge n mod N.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    edges: usize,
+    /// Each edge's cache.
+    #[arg(long, value_name = "SIZE", default_value = "16GiB")]
+    edge_cache: chorus_core::units::Size,
+    /// One tracker for all edges (shared, as with `chorus edge --tracker redis://…`) or one per
+    /// edge.
+    #[arg(long, value_name = "shared|per-edge", default_value = "shared")]
+    tracker: String,
+    /// The tracker's cap per track per source network.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    per_network: usize,
+    /// Listeners per /24 network.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    listeners_per_network: usize,
+    /// Each listener's round trip to its edge, MIN-MAX ms (uniform).
+    #[arg(long, value_name = "MIN-MAX", default_value = "10-60", value_parser = range)]
+    rtt_ms: (u64, u64),
+    /// Added between two listeners (the core in between), ms.
+    #[arg(long, value_name = "MS", default_value_t = 10)]
+    core_rtt_ms: u64,
+    /// Downlinks, MIN-MAX kbit/s.
+    #[arg(long, value_name = "MIN-MAX", default_value = "10000-100000", value_parser = range)]
+    downlink_kbps: (u64, u64),
+    /// Uplinks of serving listeners, MIN-MAX kbit/s.
+    #[arg(long, value_name = "MIN-MAX", default_value = "1000-20000", value_parser = range)]
+    uplink_kbps: (u64, u64),
+    /// Fraction of listeners that only consume (mobile): no uplink, never announced.
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.3)]
+    mobile: f64,
+    /// Uploads a listener serves at once.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    max_uploads: u32,
+    /// Seed of every random draw.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    seed: u64,
+    /// Runs one scenario per value of one setting, e.g. edges=1,2,4 or mobile=0,0.3,0.7 (keys:
+    /// listeners, tracks, edges, mobile, tracker, p2p, zipf).
+    #[arg(long, value_name = "KEY=V1,V2,...")]
+    sweep: Option<String>,
+    /// Also write every scenario's full report (with its timeline) as JSON.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Also write a chart of the edges' share of played bytes over time (SVG).
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
+}
+
+fn range(s: &str) -> Result<(u64, u64), String> {
+    let (a, b) = s.split_once('-').unwrap_or((s, s));
+    let (a, b) =
+        (a.trim().parse::<u64>().map_err(|e| e.to_string())?, b.trim().parse::<u64>().map_err(|e| e.to_string())?);
+    if a > b {
+        return Err(format!("{a} is more than {b}"));
+    }
+    Ok((a, b))
+}
+
+fn minutes(m: f64) -> Duration {
+    Duration::from_secs_f64((m * 60.0).max(0.0))
+}
+
+impl SimulateArgs {
+    fn config(&self) -> Result<SimConfig> {
+        if self.ladder_kbps.is_empty() || self.ladder_kbps.contains(&0) {
+            bail!("--ladder-kbps needs bitrates above 0");
+        }
+        if !(0.0..=1.0).contains(&self.mobile) {
+            bail!("--mobile is a fraction from 0 to 1");
+        }
+        let quality = match self.quality.as_str() {
+            "auto" => Quality::Auto { cap: usize::MAX },
+            n => Quality::Fixed(
+                n.parse::<usize>()
+                    .ok()
+                    .filter(|r| *r < self.ladder_kbps.len())
+                    .with_context(|| format!("--quality {n}: auto, or a rung below {}", self.ladder_kbps.len()))?,
+            ),
+        };
+        let shared = match self.tracker.as_str() {
+            "shared" => true,
+            "per-edge" => false,
+            t => bail!("--tracker {t}: shared or per-edge"),
+        };
+        Ok(SimConfig {
+            listeners: self.listeners,
+            arrive_over: minutes(self.arrive_minutes),
+            duration: minutes(self.minutes),
+            session: self.plays.map_or(Session::Mean(minutes(self.session_minutes)), Session::Plays),
+            tracks: self.tracks.max(1),
+            zipf: self.zipf,
+            segments: (usize::try_from(self.segments.0)?.max(1), usize::try_from(self.segments.1)?.max(1)),
+            segment: Duration::from_secs(6),
+            ladder_bps: self.ladder_kbps.iter().map(|k| k * 1000).collect(),
+            quality,
+            play: !self.fast,
+            p2p: !self.no_p2p,
+            edges: self.edges.max(1),
+            edge_cache_bytes: self.edge_cache.0,
+            shared_tracker: shared,
+            per_network: self.per_network,
+            listeners_per_network: self.listeners_per_network,
+            origin_rtt: Duration::from_millis(40),
+            origin_bps: 125_000_000,
+            rtt: (Duration::from_millis(self.rtt_ms.0), Duration::from_millis(self.rtt_ms.1)),
+            core_rtt: Duration::from_millis(self.core_rtt_ms),
+            downlink: (self.downlink_kbps.0 * 125, self.downlink_kbps.1 * 125),
+            uplink: (self.uplink_kbps.0 * 125, self.uplink_kbps.1 * 125),
+            mobile: self.mobile,
+            max_uploads: self.max_uploads,
+            seed: self.seed,
+            sample: Duration::from_secs(60),
+        })
+    }
+}
+
+/// `cfg` with `key` set to `value`.
+fn apply(mut cfg: SimConfig, key: &str, value: &str) -> Result<SimConfig> {
+    let bad = || format!("--sweep {key}={value}: not a value for {key}");
+    match key {
+        "listeners" => cfg.listeners = value.parse().with_context(bad)?,
+        "tracks" => cfg.tracks = value.parse::<usize>().with_context(bad)?.max(1),
+        "edges" => cfg.edges = value.parse::<usize>().with_context(bad)?.max(1),
+        "mobile" => cfg.mobile = value.parse().with_context(bad)?,
+        "zipf" => cfg.zipf = value.parse().with_context(bad)?,
+        "tracker" => cfg.shared_tracker = value == "shared",
+        "p2p" => cfg.p2p = matches!(value, "on" | "true" | "1"),
+        _ => bail!("--sweep {key}: one of listeners, tracks, edges, mobile, tracker, p2p, zipf"),
+    }
+    Ok(cfg)
+}
+
+pub(crate) fn run(a: &SimulateArgs) -> Result<()> {
+    let base = a.config()?;
+    let scenarios: Vec<(String, SimConfig)> = match &a.sweep {
+        None => vec![("run".to_owned(), base)],
+        Some(s) => {
+            let (key, values) = s.split_once('=').context("--sweep KEY=V1,V2,…")?;
+            values
+                .split(',')
+                .map(|v| Ok((format!("{key}={v}"), apply(base.clone(), key, v.trim())?)))
+                .collect::<Result<_>>()?
+        }
+    };
+    let mut reports: Vec<(String, Report)> = Vec::new();
+    for (i, (name, cfg)) in scenarios.iter().enumerate() {
+        let started = Instant::now();
+        let total = cfg.duration.as_secs() / 60;
+        let mut progress = |t: u64| {
+            eprintln!(
+                "[{}/{}] {name}: {}/{total} simulated minutes ({:.0} s)",
+                i + 1,
+                scenarios.len(),
+                t / 60,
+                started.elapsed().as_secs_f64()
+            );
+        };
+        let r = chorus_sim::run(cfg, &mut progress);
+        eprintln!(
+            "[{}/{}] {name}: done in {:.1} s ({} events)",
+            i + 1,
+            scenarios.len(),
+            started.elapsed().as_secs_f64(),
+            r.events
+        );
+        reports.push((name.clone(), r));
+    }
+    print_table(&reports);
+    if let Some(path) = &a.json {
+        let doc: Vec<serde_json::Value> =
+            reports.iter().map(|(n, r)| serde_json::json!({"scenario": n, "report": r})).collect();
+        std::fs::write(path, serde_json::to_vec_pretty(&doc)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &a.svg {
+        #[allow(clippy::cast_precision_loss)]
+        let series: Vec<(String, Vec<(f64, f64)>)> = reports
+            .iter()
+            .map(|(n, r)| {
+                (n.clone(), r.timeline.iter().map(|p| (p.t_s as f64 / 60.0, 100.0 * p.bytes.edge_share())).collect())
+            })
+            .collect();
+        let svg = chorus_sim::plot(
+            "Edges' share of played bytes",
+            "simulated minutes",
+            "% of bytes played, per minute",
+            &series,
+            true,
+        );
+        std::fs::write(path, svg).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn print_table(reports: &[(String, Report)]) {
+    println!(
+        "{:<18} {:>8} {:>7} {:>7} {:>7} {:>7} {:>9} {:>9} {:>8} {:>8} {:>10} {:>7}",
+        "scenario",
+        "plays",
+        "edge%",
+        "peer%",
+        "cache%",
+        "peak",
+        "start p50",
+        "start p95",
+        "stall/100",
+        "dials/pl",
+        "tracker/s",
+        "hit%"
+    );
+    for (n, r) in reports {
+        let t = r.bytes.total().max(1) as f64;
+        let hit = r.edges.iter().map(|e| e.hits).sum::<u64>() as f64
+            / r.edges.iter().map(|e| e.requests).sum::<u64>().max(1) as f64;
+        println!(
+            "{:<18} {:>8} {:>7.1} {:>7.1} {:>7.1} {:>7} {:>7} ms {:>7} ms {:>8.2} {:>8.2} {:>10.0} {:>7.1}",
+            n,
+            r.plays,
+            100.0 * r.bytes.edge as f64 / t,
+            100.0 * r.bytes.peer as f64 / t,
+            100.0 * r.bytes.cache as f64 / t,
+            r.peak_online,
+            r.startup_ms.p50,
+            r.startup_ms.p95,
+            r.stalls_per_100_plays,
+            r.dials_per_play,
+            r.tracker_ops_per_sec,
+            100.0 * hit,
+        );
+    }
+}
