@@ -246,7 +246,7 @@ pub(crate) fn run(a: &SimulateArgs) -> Result<()> {
 #[allow(clippy::cast_precision_loss)]
 fn print_table(reports: &[(String, Report)]) {
     println!(
-        "{:<18} {:>8} {:>7} {:>7} {:>7} {:>7} {:>9} {:>9} {:>8} {:>8} {:>10} {:>7}",
+        "{:<18} {:>8} {:>7} {:>7} {:>7} {:>7} {:>9} {:>9} {:>8} {:>8} {:>8} {:>10} {:>7}",
         "scenario",
         "plays",
         "edge%",
@@ -255,6 +255,7 @@ fn print_table(reports: &[(String, Report)]) {
         "peak",
         "start p50",
         "start p95",
+        "vs 2RTT",
         "stall/100",
         "dials/pl",
         "tracker/s",
@@ -265,7 +266,7 @@ fn print_table(reports: &[(String, Report)]) {
         let hit = r.edges.iter().map(|e| e.hits).sum::<u64>() as f64
             / r.edges.iter().map(|e| e.requests).sum::<u64>().max(1) as f64;
         println!(
-            "{:<18} {:>8} {:>7.1} {:>7.1} {:>7.1} {:>7} {:>7} ms {:>7} ms {:>8.2} {:>8.2} {:>10.0} {:>7.1}",
+            "{:<18} {:>8} {:>7.1} {:>7.1} {:>7.1} {:>7} {:>6} ms {:>6} ms {:>8} {:>8.2} {:>8.2} {:>10.0} {:>7.1}",
             n,
             r.plays,
             100.0 * r.bytes.edge as f64 / t,
@@ -274,10 +275,22 @@ fn print_table(reports: &[(String, Report)]) {
             r.peak_online,
             r.startup_ms.p50,
             r.startup_ms.p95,
+            format!("{:+.0} ms", r.startup_over_2rtt_plus_10ms_p50),
             r.stalls_per_100_plays,
             r.dials_per_play,
             r.tracker_ops_per_sec,
             100.0 * hit,
         );
+        if r.edges.len() > 1 {
+            for (i, e) in r.edges.iter().enumerate() {
+                println!(
+                    "  edge {i}: {} requests, {:.1}% hits, {:.2} GB sent, {:.2} GB from the origin",
+                    e.requests,
+                    100.0 * e.hit_ratio,
+                    e.egress_bytes as f64 / 1e9,
+                    e.origin_bytes as f64 / 1e9
+                );
+            }
+        }
     }
 }

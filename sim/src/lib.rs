@@ -233,6 +233,9 @@ pub struct Report {
     pub dials_per_play: f64,
     /// Startup of plays that started (ms from opening the track to the first segment).
     pub startup_ms: Percentiles,
+    /// The median over plays of startup minus (2 × the listener's round trip to its edge +
+    /// 10 ms), ms: at most 0 when the median play starts within that budget.
+    pub startup_over_2rtt_plus_10ms_p50: f64,
     /// Stalls per 100 completed plays.
     pub stalls_per_100_plays: f64,
     /// Peer requests refused for lack of an upload slot, or to a peer gone.

@@ -10,9 +10,10 @@
 //!   segment of a track is handed over, at each track's end and every 2 minutes.
 //! - **Opening a track** costs a round trip to the edge (the manifest; one more for the first
 //!   connection of a session). With peers on, the tracker is asked once the manifest is in
-//!   (one round trip), then each listed peer that is online is dialled (three peer round
-//!   trips: TCP, noise, yamux; none when already connected) and asked what it holds (one
-//!   more); each answer joins the scheduler as it arrives, and the search ends after the last
+//!   (one round trip), then each listed peer that is online is dialled (four peer round trips:
+//!   TCP, noise, the negotiation of noise and yamux; none when already connected) and asked
+//!   what it holds on a new substream (two more: negotiation, then the request); each answer
+//!   joins the scheduler as it arrives, and the search ends after the last
 //!   (2 s at most, as in the client). The search runs again every 5 s while the track is
 //!   being fetched.
 //! - **An edge request** takes the listener's round trip plus the size over its downlink; a
@@ -272,6 +273,8 @@ pub(crate) struct World<'a> {
     lonely: u64,
     edge_first: u64,
     startups: Vec<u64>,
+    /// Per started play: its startup minus (2 × its round trip to the edge + 10 ms), µs.
+    over_budget: Vec<i64>,
     stalls: u64,
     announces: u64,
     queries: u64,
@@ -367,6 +370,7 @@ impl<'a> World<'a> {
             lonely: 0,
             edge_first: 0,
             startups: Vec::new(),
+            over_budget: Vec::new(),
             stalls: 0,
             announces: 0,
             queries: 0,
@@ -618,8 +622,11 @@ impl<'a> World<'a> {
                 li.peers.retain(|p| *p != u);
                 continue;
             }
-            let dial = if connected { 0 } else { 3 * rtt_pp };
-            let at = self.now + rtt + dial + rtt_pp;
+            // TCP (one round trip), noise XX (one and a half), multistream-select of noise and of
+            // yamux: about four; then the have request on a new substream (negotiated, then
+            // asked): two more.
+            let dial = if connected { 0 } else { 4 * rtt_pp };
+            let at = self.now + rtt + dial + 2 * rtt_pp;
             last = last.max(at.min(self.now + rtt + LOOK));
             if at <= self.now + rtt + LOOK {
                 self.at(at, Ev::Holds(l, p, u));
@@ -905,6 +912,9 @@ impl<'a> World<'a> {
         let stats = play.sched.stats();
         if let Some(s) = stats.startup {
             self.startups.push(u64::try_from(s.as_millis()).unwrap_or(u64::MAX));
+            // Against the target: within two round trips to the edge plus 10 ms.
+            let budget = 2 * self.listeners[l as usize].rtt + 10 * MS;
+            self.over_budget.push(i64::try_from(us(s)).unwrap_or(i64::MAX) - i64::try_from(budget).unwrap_or(0));
         }
         self.stalls += u64::from(stats.stalls);
         self.completed += 1;
@@ -956,6 +966,9 @@ impl<'a> World<'a> {
         let pct = |p: f64| -> u64 {
             if startups.is_empty() { 0 } else { startups[((startups.len() - 1) as f64 * p).round() as usize] }
         };
+        let mut over = self.over_budget;
+        over.sort_unstable();
+        let over_p50_ms = if over.is_empty() { 0.0 } else { over[over.len() / 2] as f64 / MS as f64 };
         let secs = (self.now as f64 / SEC as f64).max(1.0);
         let edges = self
             .edges
@@ -980,6 +993,7 @@ impl<'a> World<'a> {
             tracker_ops_per_sec: (self.announces + self.queries) as f64 / secs,
             dials_per_play: if self.plays == 0 { 0.0 } else { self.dials as f64 / self.plays as f64 },
             startup_ms: Percentiles { p50: pct(0.5), p95: pct(0.95), p99: pct(0.99) },
+            startup_over_2rtt_plus_10ms_p50: over_p50_ms,
             stalls_per_100_plays: if self.completed == 0 {
                 0.0
             } else {
