@@ -9,25 +9,10 @@ use chorus_testkit as support;
 use std::time::{Duration, Instant};
 
 use chorus_core::announce::SignedAnnounce;
-use chorus_core::http::client::{Connection, HttpClient};
-use chorus_core::http::tls::ClientTls;
 use chorus_peer::identity::Keypair;
 use http::{Request, StatusCode};
 use support::redis::{Redis, have_redis};
-use support::{Node, ingest_sample, metric, s, start_origin};
-
-async fn conn(url: &str) -> Connection {
-    HttpClient::new(&ClientTls::default())
-        .unwrap()
-        .with_timeout(Duration::from_secs(20))
-        .connect(url, false)
-        .await
-        .unwrap()
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
-}
+use support::{Node, conn, ingest_sample, metric, s, start_origin, unix_now as now};
 
 /// A signed announce of `key`'s peer at a loopback port, holding "tides", for the edge `name`.
 fn announce(key: &Keypair, port: u16, name: &str, timestamp: u64) -> Request<bytes::Bytes> {
@@ -60,12 +45,8 @@ fn id(key: &Keypair) -> String {
 }
 
 /// Waits until `cond` holds, trying every 300 ms, or fails after 60 s.
-async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut cond: F) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !cond().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+async fn eventually<F: AsyncFnMut() -> bool>(what: &str, cond: F) {
+    support::eventually(what, Duration::from_secs(60), Duration::from_millis(300), cond).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -325,3 +325,28 @@ pub fn wait_log(node: &Node, what: &str) -> String {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Waits until `cond` holds, trying every `every`, or fails after `within` (for what
+/// background work or another process does in its own time).
+pub async fn eventually<F: AsyncFnMut() -> bool>(what: &str, within: Duration, every: Duration, mut cond: F) {
+    let deadline = Instant::now() + within;
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// A connection to `url` (any scheme) trusting the system's roots, with a 20 s request limit.
+pub async fn conn(url: &str) -> chorus_core::http::client::Connection {
+    chorus_core::http::client::HttpClient::new(&chorus_core::http::tls::ClientTls::default())
+        .unwrap()
+        .with_timeout(Duration::from_secs(20))
+        .connect(url, false)
+        .await
+        .unwrap()
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
