@@ -116,7 +116,8 @@ impl Lab {
         };
         ip(&["-n", &router, "link", "set", "lo", "up"])?;
         let out = Command::new("ip")
-            .args(["netns", "exec", &router, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
+            // (/proc/sys/net is the namespace's own; no dependence on procps' sysctl.)
+            .args(["netns", "exec", &router, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"])
             .output()
             .map_err(|e| e.to_string())?;
         if !out.status.success() {
