@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use chorus_core::TrackId;
 use chorus_core::announce::SignedAnnounce;
 use chorus_core::api::Announce;
-use chorus_edge::tracker::shared::{SharedConfig, SharedTracker};
+use chorus_edge::tracker::shared::{Recorded, SharedConfig, SharedTracker};
 use chorus_edge::tracker::{AnnounceCheck, Tracker, TrackerConfig, Verified};
 use futures_util::StreamExt as _;
 
@@ -133,7 +133,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let t = Instant::now();
                 let r = shared.record(*ip, v).await;
                 lat.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(t.elapsed().as_micros() as u64);
-                r.unwrap_or(false)
+                r.is_ok_and(|x| x == Recorded::Yes)
             }
         })
         .buffer_unordered(concurrency)

@@ -106,7 +106,7 @@ pub(crate) struct EdgeArgs {
     /// redis://[USER:PASSWORD@]HOST[:PORT][/DB], or rediss://… for TLS (trusting --ca when
     /// given, else the system's roots). A standalone Redis (or a primary), not a Cluster.
     /// While it fails, this edge answers from its own announces. Default: this edge's own.
-    #[arg(long, value_name = "URL", env = "CHORUS_TRACKER", value_parser = redis_url)]
+    #[arg(long, value_name = "URL", env = "CHORUS_TRACKER", hide_env_values = true, value_parser = redis_url)]
     tracker: Option<String>,
     /// Prefix of the shared tracker's Redis keys, so that several deployments can share one
     /// Redis.

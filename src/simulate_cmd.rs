@@ -119,6 +119,18 @@ impl SimulateArgs {
         if !(0.0..=1.0).contains(&self.mobile) {
             bail!("--mobile is a fraction from 0 to 1");
         }
+        for (flag, v) in [
+            ("--minutes", self.minutes),
+            ("--arrive-minutes", self.arrive_minutes),
+            ("--session-minutes", self.session_minutes),
+        ] {
+            if !(v.is_finite() && (0.0..=1e6).contains(&v)) {
+                bail!("{flag} {v}: a number of minutes from 0 to 1000000");
+            }
+        }
+        if !(1..=254).contains(&self.listeners_per_network) {
+            bail!("--listeners-per-network is from 1 to 254 (one /24)");
+        }
         let quality = match self.quality.as_str() {
             "auto" => Quality::Auto { cap: usize::MAX },
             n => Quality::Fixed(
@@ -172,10 +184,24 @@ fn apply(mut cfg: SimConfig, key: &str, value: &str) -> Result<SimConfig> {
         "listeners" => cfg.listeners = value.parse().with_context(bad)?,
         "tracks" => cfg.tracks = value.parse::<usize>().with_context(bad)?.max(1),
         "edges" => cfg.edges = value.parse::<usize>().with_context(bad)?.max(1),
-        "mobile" => cfg.mobile = value.parse().with_context(bad)?,
-        "zipf" => cfg.zipf = value.parse().with_context(bad)?,
-        "tracker" => cfg.shared_tracker = value == "shared",
-        "p2p" => cfg.p2p = matches!(value, "on" | "true" | "1"),
+        "mobile" => {
+            cfg.mobile = value.parse::<f64>().ok().filter(|m| (0.0..=1.0).contains(m)).with_context(bad)?;
+        }
+        "zipf" => cfg.zipf = value.parse::<f64>().ok().filter(|z| z.is_finite() && *z >= 0.0).with_context(bad)?,
+        "tracker" => {
+            cfg.shared_tracker = match value {
+                "shared" => true,
+                "per-edge" => false,
+                _ => bail!("--sweep tracker={value}: shared or per-edge"),
+            }
+        }
+        "p2p" => {
+            cfg.p2p = match value {
+                "on" => true,
+                "off" => false,
+                _ => bail!("--sweep p2p={value}: on or off"),
+            }
+        }
         _ => bail!("--sweep {key}: one of listeners, tracks, edges, mobile, tracker, p2p, zipf"),
     }
     Ok(cfg)

@@ -53,6 +53,9 @@ fn bad_settings_are_refused_with_what_is_wrong() {
         (&["simulate", "--quality", "9"][..], "--quality 9"),
         (&["simulate", "--rtt-ms", "80-20"][..], "80 is more than 20"),
         (&["simulate", "--tracker", "gossip"][..], "shared or per-edge"),
+        (&["simulate", "--sweep", "tracker=sharde"][..], "shared or per-edge"),
+        (&["simulate", "--sweep", "mobile=0.5,2"][..], "mobile=2"),
+        (&["simulate", "--minutes", "inf"][..], "--minutes inf"),
     ] {
         let out = chorus(args);
         assert!(!out.status.success(), "{args:?}");

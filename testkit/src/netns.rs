@@ -133,11 +133,12 @@ impl Lab {
         self.namespaces.push(ns.clone());
         ip(&["-n", &ns, "link", "set", "lo", "up"])?;
         // Device names are at most 15 bytes; they are made here, then moved.
+        // Unique in the process (several labs) and, with the pid, among processes.
+        static DEVICES: AtomicU64 = AtomicU64::new(0);
+        let n = DEVICES.fetch_add(1, Ordering::Relaxed);
         self.devices += 1;
-        let (h, r) = (
-            format!("cl{}h{}", std::process::id() % 100_000, self.devices),
-            format!("cl{}r{}", std::process::id() % 100_000, self.devices),
-        );
+        let pid = std::process::id() % 10_000;
+        let (h, r) = (format!("cl{pid}h{n}"), format!("cl{pid}r{n}"));
         let rt = self.rt.as_ref().ok_or("stopped")?;
         let (hdev, rdev) = rt.block_on(async {
             let open = |n: &str| {
@@ -164,7 +165,8 @@ impl Lab {
         let (hdev, rdev) = (Arc::new(hdev), Arc::new(rdev));
         let seed = u64::from(net).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         rt.spawn(carry(hdev.clone(), rdev.clone(), up, seed, self.counters.clone()));
-        rt.spawn(carry(rdev, hdev, down, seed ^ 1, self.counters.clone()));
+        // Another sequence for the other way, so the two lose different packets.
+        rt.spawn(carry(rdev, hdev, down, seed.rotate_left(32) ^ 0x5DEE_CE66_D1CE_4E5B, self.counters.clone()));
         Ok(Host { ns, ip: host_ip })
     }
 
@@ -219,10 +221,12 @@ async fn carry(from: Arc<tun_rs::AsyncDevice>, to: Arc<tun_rs::AsyncDevice>, way
                 free_at = free_at.max(Instant::now()) + busy;
                 tokio::time::sleep_until(free_at).await;
             }
-            if to.send(&packet).await.is_err() {
-                return;
+            // A write that fails (the namespace going away) drops that packet, not the link.
+            if to.send(&packet).await.is_ok() {
+                n.carried.fetch_add(1, Ordering::Relaxed);
+            } else {
+                n.dropped.fetch_add(1, Ordering::Relaxed);
             }
-            n.carried.fetch_add(1, Ordering::Relaxed);
         }
     };
     tokio::join!(reader, writer);

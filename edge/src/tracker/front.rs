@@ -2,11 +2,12 @@
 //! `chorus edge --tracker redis://…`, the [`SharedTracker`] every edge behind one balancer
 //! shares (docs/architecture.md "The shared tracker").
 //!
-//! Every announce is recorded in both: the local view stays warm, so when Redis fails the
-//! edge answers from its own announces at once (with a warning at the change, and
-//! `chorus_tracker_shared_up` 0) instead of hanging or failing. While Redis works it is the
-//! truth: its verdict on an announce (a replay seen by another edge) and its peer lists are
-//! the answers.
+//! Every announce is recorded in both (but one Redis knows for a replay): the local view stays
+//! warm, so when Redis fails the edge answers from its own announces at once (with a warning at
+//! the change, and `chorus_tracker_shared_up` 0) instead of hanging or failing. While Redis
+//! works it is the truth: its verdict on an announce (a replay seen by another edge, a full
+//! table) and its peer lists are the answers, filled up from the local view when Redis lists
+//! fewer than an answer takes (a Redis restarted empty).
 
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -17,7 +18,7 @@ use chorus_core::error::Chain;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::shared::{Change, Health, SharedError, SharedTracker};
+use super::shared::{Change, Health, Recorded, SharedError, SharedTracker};
 use super::{AnnounceCheck, Tracker, TrackerConfig, TrackerError, Verified, newest_and_sample};
 use crate::metrics::EdgeMetrics;
 
@@ -39,11 +40,12 @@ impl Front {
         if shared.is_some() {
             metrics.register_shared_tracker();
         }
+        let health = shared.as_ref().map_or_else(Health::default, |s| Health::with_rest(s.timeout()));
         Self {
             local: Mutex::new(Tracker::new(cfg.clone())),
             check: AnnounceCheck::new(cfg),
             shared,
-            health: Mutex::new(Health::default()),
+            health: Mutex::new(health),
             returned: cfg.returned,
             relays: cfg.relays.clone(),
             metrics,
@@ -74,23 +76,30 @@ impl Front {
         &self.check
     }
 
-    /// Records `ann`, verified, from `source`: in the local view, then in the shared one,
-    /// whose verdict wins while it answers.
+    /// Records `ann`, verified, from `source`: in the shared view, whose verdict is the
+    /// answer while it works, and in the local one (kept warm for when it does not), unless the
+    /// shared view knows the announce for a replay.
     ///
     /// # Errors
-    /// [`TrackerError::Superseded`] (a replay, seen by any edge), or the local view's
-    /// [`TrackerError::Full`] when the shared one does not answer.
+    /// [`TrackerError::Superseded`] (a replay, seen by any edge), [`TrackerError::Full`].
     pub async fn record(&self, source: IpAddr, ann: Verified) -> Result<(), TrackerError> {
-        let local = {
-            let mut t = self.local();
-            let r = t.record(Instant::now(), source, ann.clone());
-            self.metrics.tracker_peers.set(i64::try_from(t.entries()).unwrap_or(i64::MAX));
-            r
+        let verdict = match &self.shared {
+            Some(shared) => self.call("announce", shared.record(source, &ann)).await,
+            None => None,
         };
-        let Some(shared) = &self.shared else { return local };
-        match self.call("announce", shared.record(source, &ann)).await {
-            Some(true) => Ok(()),
-            Some(false) => Err(TrackerError::Superseded),
+        let local = match verdict {
+            Some(Recorded::Replay) => Err(TrackerError::Superseded),
+            _ => {
+                let mut t = self.local();
+                let r = t.record(Instant::now(), source, ann);
+                self.metrics.tracker_peers.set(i64::try_from(t.entries()).unwrap_or(i64::MAX));
+                r
+            }
+        };
+        match verdict {
+            Some(Recorded::Yes) => Ok(()),
+            Some(Recorded::Replay) => Err(TrackerError::Superseded),
+            Some(Recorded::Full) => Err(TrackerError::Full),
             None => local,
         }
     }
@@ -102,7 +111,17 @@ impl Front {
             && let Some(listed) = self.call("peers", shared.peers(track)).await
         {
             self.metrics.tracker_answers.with_label_values(&["shared"]).inc();
-            return newest_and_sample(listed, self.returned, &mut rand_core::OsRng);
+            let mut answer = newest_and_sample(listed, self.returned, &mut rand_core::OsRng);
+            if answer.len() < self.returned {
+                // A Redis restarted empty, or still filling: this edge's own announces fill
+                // the answer up meanwhile.
+                for p in self.local().peers(Instant::now(), track, &mut rand_core::OsRng) {
+                    if answer.len() < self.returned && !answer.iter().any(|a| a.peer_id == p.peer_id) {
+                        answer.push(p);
+                    }
+                }
+            }
+            return answer;
         }
         self.metrics.tracker_answers.with_label_values(&["local"]).inc();
         self.local().peers(Instant::now(), track, &mut rand_core::OsRng)
@@ -127,7 +146,11 @@ impl Front {
         };
         let ok = result.is_ok();
         if !matches!(result, Err(SharedError::Resting(_))) {
-            let change = health().outcome(ok, Instant::now());
+            let (change, up) = {
+                let mut h = health();
+                let change = h.outcome(ok, Instant::now());
+                (change, h.is_up())
+            };
             match (change, &result) {
                 (Change::Down, Err(e)) => {
                     warn!(op, error = %Chain(e), "the shared tracker failed; answering from this edge's own announces until it is back");
@@ -135,7 +158,7 @@ impl Front {
                 (Change::Up, _) => info!(op, "the shared tracker answers again"),
                 _ => {}
             }
-            self.metrics.tracker_shared_up.set(i64::from(ok));
+            self.metrics.tracker_shared_up.set(i64::from(up));
         }
         match result {
             Ok(v) => {

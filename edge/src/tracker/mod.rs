@@ -125,13 +125,16 @@ pub struct Verified {
     content: u64,
 }
 
-/// The digest of an announce's signed addresses and tracks ([`Verified::content`]): the first
-/// 8 bytes of their BLAKE3 hash. Only the peer can sign two announces of one second, so it
-/// needs to tell them apart, not to resist a forger; it is the same on every edge, so edges
-/// sharing one tracker (see [`shared`]) agree on what a replay is.
-fn content_digest(addrs: &[String], tracks: &[TrackId]) -> u64 {
+/// The digest of an announce's signed addresses, tracks and edge name ([`Verified::content`]):
+/// the first 8 bytes of their BLAKE3 hash. Only the peer can sign two announces of one second,
+/// so it needs to tell them apart, not to resist a forger; it is the same on every edge, so
+/// edges sharing one tracker (see [`shared`]) agree on what a replay is, and the announces a
+/// client sends to two of them in one second (one per edge name) are not taken for replays.
+fn content_digest(addrs: &[String], tracks: &[TrackId], edge: &str) -> u64 {
     let mut h = blake3::Hasher::new();
-    for part in addrs.iter().map(String::as_str).chain([""]).chain(tracks.iter().map(TrackId::as_str)) {
+    let parts =
+        addrs.iter().map(String::as_str).chain([""]).chain(tracks.iter().map(TrackId::as_str)).chain(["", edge]);
+    for part in parts {
         // Length-prefixed, so no two lists hash alike by moving a boundary.
         h.update(&(part.len() as u64).to_le_bytes());
         h.update(part.as_bytes());
@@ -147,7 +150,7 @@ impl Verified {
     /// this way; its announces pass [`AnnounceCheck::verify`].
     #[must_use]
     pub fn assume(peer_id: String, addrs: Vec<String>, tracks: Vec<TrackId>, timestamp: u64) -> Self {
-        let content = content_digest(&addrs, &tracks);
+        let content = content_digest(&addrs, &tracks, "");
         Self { peer_id, addrs, tracks, timestamp, content }
     }
 
@@ -223,7 +226,7 @@ impl AnnounceCheck {
         if addrs.is_empty() {
             return Err(TrackerError::NoAddress { sender: announce::canonical(sender) });
         }
-        let content = content_digest(&ann.addrs, &ann.tracks);
+        let content = content_digest(&ann.addrs, &ann.tracks, &ann.edge);
         Ok(Verified { peer_id: ann.peer_id, addrs, tracks: ann.tracks, timestamp: ann.timestamp, content })
     }
 }
@@ -423,6 +426,12 @@ impl Tracker {
                 }
             }
             let list = self.tracks.entry(track).or_default();
+            // Decide on live entries only (as the shared tracker does): an expired one is
+            // dropped here rather than at the next sweep.
+            let before = list.len();
+            let ttl = self.cfg.ttl;
+            list.retain(|e| now.duration_since(e.seen) < ttl);
+            self.entries -= before - list.len();
             let fresh = Entry { peer: ann.peer_id.clone(), seen: now, network: net };
             if let Some(e) = list.iter_mut().find(|e| e.peer == ann.peer_id) {
                 *e = fresh;
@@ -494,7 +503,7 @@ mod tests {
         let tracks: Vec<TrackId> = tracks.iter().map(|t| TrackId::parse(t).unwrap()).collect();
         Verified {
             peer_id: peer.to_owned(),
-            content: content_digest(&addrs, &tracks),
+            content: content_digest(&addrs, &tracks, ""),
             addrs,
             tracks,
             timestamp: CLOCK.fetch_add(1, std::sync::atomic::Ordering::Relaxed),

@@ -4,11 +4,14 @@
 -- hold to the same cases.
 --
 -- KEYS[1]            the peer:   HASH a = addresses (JSON), ts = signed time, c = content digest
--- KEYS[2k], KEYS[2k+1] per track: ZSET peer id -> last announce (ms, Redis clock),
+-- KEYS[2], KEYS[3]   every peer, every track: ZSET id -> when it expires (ms), the table bounds
+-- KEYS[2k], KEYS[2k+1] (k >= 2) per track: ZSET peer id -> last announce (ms, Redis clock),
 --                                 HASH peer id -> source network
 -- ARGV: peer id, addresses (JSON), signed time, content digest, source network, ttl (ms),
---       peers per track, peers per track per network
--- Returns 1 (recorded) or 0 (a replay: this announce, or a newer one of the peer, is recorded).
+--       peers per track, peers per track per network, peers at most, tracks at most, then
+--       the track ids in the order of their keys
+-- Returns 1 (recorded), 0 (a replay: this announce, or a newer one of the peer, is recorded)
+-- or 2 (a new peer while the tracker holds as many live peers as it may).
 
 -- Redis 5 and 6 replicate a script that read the clock by its effects only when asked.
 if redis.replicate_commands then redis.replicate_commands() end
@@ -17,6 +20,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 local peer, addrs, ts, content, net = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local ttl, per_track, per_network = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local max_peers, max_tracks = tonumber(ARGV[9]), tonumber(ARGV[10])
 
 local old = redis.call('HMGET', KEYS[1], 'ts', 'c')
 if old[1] then
@@ -25,11 +29,25 @@ if old[1] then
     return 0
   end
 end
+-- The table bounds: live peers and tracks, each remembered until it expires.
+local all_peers, all_tracks = KEYS[2], KEYS[3]
+redis.call('ZREMRANGEBYSCORE', all_peers, '-inf', now)
+redis.call('ZREMRANGEBYSCORE', all_tracks, '-inf', now)
+if not redis.call('ZSCORE', all_peers, peer) and redis.call('ZCARD', all_peers) >= max_peers then
+  return 2
+end
+redis.call('ZADD', all_peers, now + ttl, peer)
+redis.call('PEXPIRE', all_peers, ttl)
 redis.call('HSET', KEYS[1], 'a', addrs, 'ts', ARGV[3], 'c', content)
 redis.call('PEXPIRE', KEYS[1], ttl)
 
-for i = 2, #KEYS, 2 do
+for i = 4, #KEYS, 2 do
   local z, h = KEYS[i], KEYS[i + 1]
+  local track = ARGV[10 + (i - 2) / 2]
+  -- A new track while the table is full of live ones is not remembered.
+  if redis.call('ZSCORE', all_tracks, track) or redis.call('ZCARD', all_tracks) < max_tracks then
+  redis.call('ZADD', all_tracks, now + ttl, track)
+  redis.call('PEXPIRE', all_tracks, ttl)
   -- Forget entries that expired (an entry lives while now - seen < ttl).
   local dead = redis.call('ZRANGEBYSCORE', z, '-inf', now - ttl)
   if #dead > 0 then
@@ -77,5 +95,6 @@ for i = 2, #KEYS, 2 do
   redis.call('HSET', h, peer, net)
   redis.call('PEXPIRE', z, ttl)
   redis.call('PEXPIRE', h, ttl)
+  end
 end
 return 1

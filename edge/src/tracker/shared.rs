@@ -10,9 +10,10 @@
 //! Redis's own clock, so edges whose clocks differ agree on what is live.
 //!
 //! What each edge keeps to itself: the announce rate limit per source (a source reaching two
-//! edges gets two budgets) and the signature checks. Memory in Redis is bounded by the TTL
-//! (every key expires) and by the rate limits; `maxmemory` with `volatile-ttl` is the hard
-//! bound (docs/operator.md).
+//! edges gets two budgets) and the signature checks. Memory in Redis is bounded by the table
+//! bounds (live peers and tracks, kept in two sorted sets by expiry), by the TTL (every key
+//! expires) and by the rate limits; `maxmemory` with `volatile-ttl` is the hard bound
+//! (docs/operator.md).
 //!
 //! Redis unreachable, slow or failing: every call ends within [`SharedConfig::timeout`] with a
 //! [`SharedError`], and [`Health`] keeps the edge from asking again for a while, so the caller
@@ -85,10 +86,19 @@ impl SharedError {
 
 /// Whether the shared tracker is asked, with an explicit clock: after a failure it rests for
 /// [`Health::REST`], then one call probes it (the others keep resting until that one ends).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Health {
     /// Set while failing: no call before this.
     resting_until: Option<Instant>,
+    /// How long a failed tracker rests: [`Health::REST`], or the call's time limit when
+    /// longer, so that probes never overlap.
+    rest: Duration,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self::with_rest(Self::REST)
+    }
 }
 
 /// What a call's outcome changed, for a log line at the change only.
@@ -103,8 +113,14 @@ pub enum Change {
 }
 
 impl Health {
-    /// How long a failed tracker rests before the next probe.
+    /// How long a failed tracker rests before the next probe, at least.
     pub const REST: Duration = Duration::from_secs(1);
+
+    /// Health whose rests last `rest` (at least [`Health::REST`]).
+    #[must_use]
+    pub fn with_rest(rest: Duration) -> Self {
+        Self { resting_until: None, rest: rest.max(Self::REST) }
+    }
 
     /// Whether a call may go to Redis at `now`; `Err` with the time left to rest. While
     /// failing, the one call let through at the end of a rest is the probe: the next rest
@@ -116,7 +132,7 @@ impl Health {
         match self.resting_until {
             Some(until) if now < until => Err(until - now),
             Some(_) => {
-                self.resting_until = Some(now + Self::REST);
+                self.resting_until = Some(now + self.rest);
                 Ok(())
             }
             None => Ok(()),
@@ -131,11 +147,11 @@ impl Health {
                 Change::Up
             }
             (false, false) => {
-                self.resting_until = Some(now + Self::REST);
+                self.resting_until = Some(now + self.rest);
                 Change::Down
             }
             (false, true) => {
-                self.resting_until = Some(now + Self::REST);
+                self.resting_until = Some(now + self.rest);
                 Change::Same
             }
             (true, false) => Change::Same,
@@ -149,13 +165,30 @@ impl Health {
     }
 }
 
+/// What the shared tracker did with an announce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// Recorded.
+    Yes,
+    /// A replay: this announce, or a newer one of the peer, is recorded (by any edge).
+    Replay,
+    /// A new peer while the tracker holds as many live peers as it may.
+    Full,
+}
+
 /// A track's live peer as Redis lists it: its last announce (ms on Redis's clock) and record.
 pub type Listed = (u64, PeerRecord);
 
 /// The connection to the shared tracker and its scripts. Cheap to clone.
 #[derive(Clone)]
 pub struct SharedTracker {
-    conn: ConnectionManager,
+    /// The connection, replaced after a call that timed out: a connection whose peer went
+    /// silent (a host gone, a partition) is not noticed by the client until TCP gives up.
+    conn: std::sync::Arc<std::sync::Mutex<ConnectionManager>>,
+    client: redis::Client,
+    conn_cfg: ConnectionManagerConfig,
+    max_peers: usize,
+    max_tracks: usize,
     record: std::sync::Arc<redis::Script>,
     peers: std::sync::Arc<redis::Script>,
     prefix: String,
@@ -207,10 +240,14 @@ impl SharedTracker {
             .set_connection_timeout(Some(shared.timeout))
             .set_response_timeout(Some(shared.timeout))
             .set_number_of_retries(0)
-            .set_max_delay(Health::REST);
-        let conn = client.get_connection_manager_lazy(cfg).map_err(SharedError::Config)?;
+            .set_max_delay(Health::REST.max(shared.timeout));
+        let conn = client.get_connection_manager_lazy(cfg.clone()).map_err(SharedError::Config)?;
         Ok(Self {
-            conn,
+            conn: std::sync::Arc::new(std::sync::Mutex::new(conn)),
+            client,
+            conn_cfg: cfg,
+            max_peers: limits.max_peers,
+            max_tracks: limits.max_tracks,
             record: std::sync::Arc::new(redis::Script::new(include_str!("record.lua"))),
             peers: std::sync::Arc::new(redis::Script::new(include_str!("peers.lua"))),
             prefix: shared.prefix.clone(),
@@ -225,15 +262,26 @@ impl SharedTracker {
         format!("{}p:{peer}", self.prefix)
     }
 
-    /// Records `ann`, verified, from `source`. `Ok(false)`: a replay (this announce or a newer
-    /// one of the peer is recorded, on any edge).
+    /// The time limit of one call.
+    #[must_use]
+    pub const fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Records `ann`, verified, from `source`.
     ///
     /// # Errors
     /// [`SharedError`] when Redis does not answer in time or fails.
-    pub async fn record(&self, source: IpAddr, ann: &Verified) -> Result<bool, SharedError> {
+    pub async fn record(&self, source: IpAddr, ann: &Verified) -> Result<Recorded, SharedError> {
         let addrs = serde_json::to_string(ann.addrs()).unwrap_or_else(|_| "[]".into());
         let mut call = self.record.prepare_invoke();
-        call.key(self.peer_key(ann.peer_id()));
+        call.key(self.peer_key(ann.peer_id()))
+            .key(format!("{}peers", self.prefix))
+            .key(format!("{}tracks", self.prefix));
         for t in ann.tracks() {
             call.key(format!("{}t:{t}", self.prefix)).key(format!("{}n:{t}", self.prefix));
         }
@@ -244,10 +292,19 @@ impl SharedTracker {
             .arg(super::network(source).to_string())
             .arg(self.ttl_ms)
             .arg(self.per_track)
-            .arg(self.per_network);
-        let mut conn = self.conn.clone();
-        let answer: i64 = self.within(call.invoke_async(&mut conn)).await?;
-        Ok(answer == 1)
+            .arg(self.per_network)
+            .arg(self.max_peers)
+            .arg(self.max_tracks);
+        for t in ann.tracks() {
+            call.arg(t.as_str());
+        }
+        let mut conn = self.conn();
+        match self.within(call.invoke_async(&mut conn)).await? {
+            1 => Ok(Recorded::Yes),
+            0 => Ok(Recorded::Replay),
+            2 => Ok(Recorded::Full),
+            _ => Err(SharedError::BadAnswer("not 0, 1 or 2")),
+        }
     }
 
     /// The live peers of `track`, newest first.
@@ -257,7 +314,7 @@ impl SharedTracker {
     pub async fn peers(&self, track: &TrackId) -> Result<Vec<Listed>, SharedError> {
         let mut call = self.peers.prepare_invoke();
         call.key(format!("{}t:{track}", self.prefix)).arg(self.ttl_ms).arg(format!("{}p:", self.prefix));
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let flat: Vec<String> = self.within(call.invoke_async(&mut conn)).await?;
         parse_listed(&flat)
     }
@@ -266,7 +323,13 @@ impl SharedTracker {
     async fn within<T>(&self, call: impl Future<Output = redis::RedisResult<T>>) -> Result<T, SharedError> {
         match tokio::time::timeout(self.timeout, call).await {
             Ok(r) => r.map_err(SharedError::Redis),
-            Err(_) => Err(SharedError::Timeout(self.timeout)),
+            Err(_) => {
+                // The next call gets a new connection (made lazily, bounded by the same limit).
+                if let Ok(fresh) = self.client.get_connection_manager_lazy(self.conn_cfg.clone()) {
+                    *self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+                }
+                Err(SharedError::Timeout(self.timeout))
+            }
         }
     }
 }
@@ -303,7 +366,7 @@ mod tests {
     fn verified(peer: &str, tracks: &[&TrackId], timestamp: u64) -> Verified {
         let addrs = vec![format!("/ip4/127.0.0.1/tcp/4001/p2p/{peer}")];
         let tracks: Vec<TrackId> = tracks.iter().map(|t| (*t).clone()).collect();
-        let content = super::super::content_digest(&addrs, &tracks);
+        let content = super::super::content_digest(&addrs, &tracks, "");
         Verified { peer_id: peer.to_owned(), addrs, tracks, timestamp, content }
     }
 
@@ -350,7 +413,7 @@ mod tests {
             };
             last = Some((source, ann.clone()));
             let in_memory = memory.record(Instant::now(), source, ann.clone());
-            let in_redis = shared.record(source, &ann).await.unwrap();
+            let in_redis = shared.record(source, &ann).await.unwrap() == Recorded::Yes;
             assert_eq!(in_memory.is_ok(), in_redis, "step {step}: {in_memory:?}");
             if in_redis {
                 recorded += 1;
@@ -386,15 +449,15 @@ mod tests {
         let track = TrackId::parse("t").unwrap();
         let ann = verified("seeder", &[&track], 5_000);
         let source = IpAddr::from([198, 51, 100, 7]);
-        assert!(a.record(source, &ann).await.unwrap());
+        assert_eq!(a.record(source, &ann).await.unwrap(), Recorded::Yes);
         let listed = b.peers(&track).await.unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].1.peer_id, "seeder");
         assert_eq!(listed[0].1.addrs, ann.addrs);
         // The same announce sent to the other edge is a replay there too; a newer one is not.
-        assert!(!b.record(source, &ann).await.unwrap());
-        assert!(!b.record(source, &verified("seeder", &[&track], 4_999)).await.unwrap());
-        assert!(b.record(source, &verified("seeder", &[&track], 5_001)).await.unwrap());
+        assert_eq!(b.record(source, &ann).await.unwrap(), Recorded::Replay);
+        assert_eq!(b.record(source, &verified("seeder", &[&track], 4_999)).await.unwrap(), Recorded::Replay);
+        assert_eq!(b.record(source, &verified("seeder", &[&track], 5_001)).await.unwrap(), Recorded::Yes);
         // Another prefix is another tracker in the same Redis.
         let other =
             SharedTracker::new(&SharedConfig { prefix: "other:".into(), ..SharedConfig::new(redis.url()) }, &cfg)
@@ -403,9 +466,29 @@ mod tests {
         // After the TTL (on Redis's clock) the entry is gone, and so are its keys.
         tokio::time::sleep(Duration::from_millis(1_600)).await;
         assert!(a.peers(&track).await.unwrap().is_empty());
-        let mut conn = a.conn.clone();
+        let mut conn = a.conn();
         let keys: Vec<String> = redis::cmd("KEYS").arg("chorus:*").query_async(&mut conn).await.unwrap();
         assert!(keys.is_empty(), "{keys:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_table_bounds_hold_in_redis_too() {
+        if !have_redis() {
+            return;
+        }
+        let redis = Redis::start();
+        let cfg = TrackerConfig { max_peers: 2, max_tracks: 1, ..TrackerConfig::default() };
+        let s = SharedTracker::new(&SharedConfig::new(redis.url()), &cfg).unwrap();
+        let (t, u) = (TrackId::parse("t").unwrap(), TrackId::parse("u").unwrap());
+        let from = |n: u8| IpAddr::from([198, 51, n, 7]);
+        assert_eq!(s.record(from(1), &verified("a", &[&t], 1)).await.unwrap(), Recorded::Yes);
+        assert_eq!(s.record(from(2), &verified("b", &[&t], 1)).await.unwrap(), Recorded::Yes);
+        // A third peer while two live ones fill the table; a known one may announce again.
+        assert_eq!(s.record(from(3), &verified("c", &[&t], 1)).await.unwrap(), Recorded::Full);
+        assert_eq!(s.record(from(1), &verified("a", &[&t, &u], 2)).await.unwrap(), Recorded::Yes);
+        // One track at most: the second is taken but not remembered.
+        assert!(s.peers(&u).await.unwrap().is_empty());
+        assert_eq!(s.peers(&t).await.unwrap().len(), 2);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -423,7 +506,10 @@ mod tests {
             ..SharedConfig::new(redis.url())
         };
         let s = SharedTracker::new(&trusted, &cfg).unwrap();
-        assert!(s.record(IpAddr::from([198, 51, 100, 7]), &verified("p", &[&track], 1)).await.unwrap());
+        assert_eq!(
+            s.record(IpAddr::from([198, 51, 100, 7]), &verified("p", &[&track], 1)).await.unwrap(),
+            Recorded::Yes
+        );
         assert_eq!(s.peers(&track).await.unwrap().len(), 1);
         // Without the root its certificate is not trusted.
         let untrusted = SharedConfig { timeout: Duration::from_secs(5), ..SharedConfig::new(redis.url()) };
