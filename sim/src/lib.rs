@@ -22,6 +22,7 @@
 //! modelled: preloading the next track, seeks, Kademlia and mDNS discovery, relays, request
 //! coalescing at the edge, a disk tier. See [`world`] for the rules.
 
+mod draw;
 mod svg;
 mod world;
 
