@@ -341,12 +341,6 @@ impl Tracker {
         }
     }
 
-    /// The relays offered with every answer.
-    #[must_use]
-    pub fn relays(&self) -> &[String] {
-        &self.cfg.relays
-    }
-
     /// Peer entries held (over all tracks): `chorus_tracker_peers`.
     #[must_use]
     pub const fn entries(&self) -> usize {
