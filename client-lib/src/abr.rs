@@ -8,6 +8,13 @@
 //!   up at most one rung per segment (no oscillation on a single fast sample);
 //! - never above the user's cap. Decisions are per segment, so switching happens at segment
 //!   boundaries, where renditions are time-aligned.
+//!
+//! Where a track starts ([`first`], [`warm`]): a client that remembers a throughput estimate
+//! (from its last track, or its last run, [`crate::remembered`]) starts at the highest rung
+//! [`AbrConfig::start_safety`] of it carries. A client with no estimate fetches its first
+//! segment in the lowest rung (it arrives soonest, and measures the link), then goes straight
+//! to the default quality ([`AbrConfig::start_bps`], the "normal" 96 kbit/s class) when that
+//! download shows the link carries it, rather than climb there one rung at a time.
 
 use std::time::Duration;
 
@@ -20,11 +27,23 @@ pub struct AbrConfig {
     pub panic_buffer: Duration,
     /// Above this much buffered audio, step up one rung at a time (default 12 s).
     pub comfortable_buffer: Duration,
+    /// Fraction of a remembered throughput estimate the first rung may use (default 0.5: the
+    /// estimate may come from another time, or another network).
+    pub start_safety: f64,
+    /// The default quality, bits/s (default 96 000): a client with no estimate goes to the
+    /// highest rung at or below it once its first segment shows the link carries it.
+    pub start_bps: u64,
 }
 
 impl Default for AbrConfig {
     fn default() -> Self {
-        Self { safety: 0.8, panic_buffer: Duration::from_secs(4), comfortable_buffer: Duration::from_secs(12) }
+        Self {
+            safety: 0.8,
+            panic_buffer: Duration::from_secs(4),
+            comfortable_buffer: Duration::from_secs(12),
+            start_safety: 0.5,
+            start_bps: 96_000,
+        }
     }
 }
 
@@ -64,8 +83,7 @@ pub fn choose(
     if buffered < cfg.panic_buffer {
         return 0;
     }
-    let budget = tp * cfg.safety;
-    let fits = ladder_bps.iter().take(cap + 1).rposition(|&b| (b as f64) <= budget).unwrap_or(0);
+    let fits = highest_within(ladder_bps, cap, tp * cfg.safety);
     match previous {
         // Going up: one rung at a time, and only with a comfortable buffer.
         Some(prev) if fits > prev => {
@@ -77,6 +95,41 @@ pub fn choose(
         }
         _ => fits,
     }
+}
+
+/// The highest rung within `cap` whose bitrate is at most `budget` bits/s (the lowest if none).
+fn highest_within(ladder_bps: &[u64], cap: usize, budget: f64) -> usize {
+    ladder_bps.iter().take(cap + 1).rposition(|&b| (b as f64) <= budget).unwrap_or(0)
+}
+
+/// The rung a track's first segments are fetched in, before the track has measured anything:
+/// the highest that [`AbrConfig::start_safety`] of `estimate_bps` (a remembered estimate)
+/// carries, within the cap; the lowest with no estimate.
+#[must_use]
+pub fn first(cfg: &AbrConfig, quality: Quality, ladder_bps: &[u64], estimate_bps: Option<f64>) -> usize {
+    let top = ladder_bps.len().saturating_sub(1);
+    let cap = match quality {
+        Quality::Fixed(r) => return r.min(top),
+        Quality::Auto { cap } => cap.min(top),
+    };
+    estimate_bps
+        .filter(|e| e.is_finite() && *e > 0.0)
+        .map_or(0, |e| highest_within(ladder_bps, cap, e * cfg.start_safety))
+}
+
+/// The rung after a cold start's first measurement (`throughput_bps`, from the first
+/// segment's download): the default quality ([`AbrConfig::start_bps`]) when the throughput
+/// carries it with the usual [`AbrConfig::safety`], else the highest rung it carries; within
+/// the cap. Above the default quality the usual rule climbs one rung at a time.
+#[must_use]
+pub fn warm(cfg: &AbrConfig, quality: Quality, ladder_bps: &[u64], throughput_bps: f64) -> usize {
+    let top = ladder_bps.len().saturating_sub(1);
+    let cap = match quality {
+        Quality::Fixed(r) => return r.min(top),
+        Quality::Auto { cap } => cap.min(top),
+    };
+    let default = highest_within(ladder_bps, cap, cfg.start_bps as f64);
+    highest_within(ladder_bps, cap, throughput_bps * cfg.safety).min(default)
 }
 
 #[cfg(test)]
@@ -108,6 +161,34 @@ mod tests {
         assert_eq!(pick(Some(150_000.0), 20, Some(3), auto), 1);
         // Buffer nearly empty: lowest, whatever the throughput.
         assert_eq!(pick(Some(2e6), 2, Some(3), auto), 0);
+    }
+
+    #[test]
+    fn a_remembered_estimate_picks_the_first_rung_with_a_margin() {
+        let cfg = AbrConfig::default();
+        let auto = Quality::Auto { cap: 3 };
+        assert_eq!(first(&cfg, auto, &LADDER, None), 0, "no estimate: lowest");
+        // Half of the estimate must carry the rung: 400 kbit/s → 200k → 160k (rung 2).
+        assert_eq!(first(&cfg, auto, &LADDER, Some(400_000.0)), 2);
+        assert_eq!(first(&cfg, auto, &LADDER, Some(640_000.0)), 3);
+        assert_eq!(first(&cfg, auto, &LADDER, Some(100_000.0)), 0, "50k carries only the lowest");
+        assert_eq!(first(&cfg, Quality::Auto { cap: 1 }, &LADDER, Some(1e9)), 1, "never above the cap");
+        assert_eq!(first(&cfg, Quality::Fixed(2), &LADDER, None), 2);
+        for junk in [f64::NAN, -5.0, 0.0, f64::INFINITY] {
+            assert_eq!(first(&cfg, auto, &LADDER, Some(junk)), 0, "{junk}");
+        }
+    }
+
+    #[test]
+    fn a_cold_start_goes_to_the_default_quality_when_the_first_segment_shows_it_fits() {
+        let cfg = AbrConfig::default();
+        let auto = Quality::Auto { cap: 3 };
+        assert_eq!(warm(&cfg, auto, &LADDER, 50e6), 1, "fast link: the default (96k), not higher");
+        assert_eq!(warm(&cfg, auto, &LADDER, 130_000.0), 1, "0.8 × 130k = 104k carries 96k");
+        assert_eq!(warm(&cfg, auto, &LADDER, 110_000.0), 0, "0.8 × 110k = 88k does not");
+        assert_eq!(warm(&cfg, Quality::Auto { cap: 0 }, &LADDER, 50e6), 0);
+        let high = AbrConfig { start_bps: 320_000, ..AbrConfig::default() };
+        assert_eq!(warm(&high, auto, &LADDER, 300_000.0), 2, "the link, not the default, limits");
     }
 
     #[test]

@@ -24,6 +24,7 @@ use crate::edges::Edge;
 use crate::error::FetchError;
 use crate::ladder::Switching;
 use crate::open::Plan;
+use crate::remembered::Memory;
 use crate::summary::Summary;
 use crate::track::{Preload, Track};
 
@@ -196,11 +197,13 @@ impl ClientBuilder {
             Some((dir, bytes)) => Some(Shared::new(LocalCache::open(dir, *bytes)?)),
             None => None,
         };
+        let memory = Arc::new(Memory::open(self.cache.as_ref().map(|(dir, _)| dir.as_path())));
         Ok(Client {
             inner: Arc::new(Inner {
                 cfg: self,
                 http,
                 cache,
+                memory,
                 peer: OnceCell::new(),
                 edges: Mutex::new(HashMap::new()),
                 dials: crate::dials::Shared::default(),
@@ -220,6 +223,8 @@ pub(crate) struct Inner {
     pub(crate) cfg: ClientBuilder,
     pub(crate) http: HttpClient,
     pub(crate) cache: Option<Shared>,
+    /// What was learned of the network (HTTP/3 alternatives, throughput), kept beside the cache.
+    pub(crate) memory: Arc<Memory>,
     /// The peer node, started on first use when p2p is on (`None` inside when it could not).
     peer: OnceCell<Option<Arc<Peer>>>,
     /// Edges reached, by their index in the configuration, with their idle connections: the

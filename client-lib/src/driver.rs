@@ -20,7 +20,7 @@ use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use crate::client::Inner;
-use crate::edges::Edge;
+use crate::edges::{Edge, Tally};
 use crate::error::FetchError;
 use crate::open::{Early, Rung};
 use crate::p2p::{PEER_REFRESH, PeerNews};
@@ -73,6 +73,8 @@ pub(crate) struct Driver {
     pub(crate) starts: Vec<Duration>,
     pub(crate) ends: DriverEnds,
     pub(crate) summary: Summary,
+    /// Requests to edges by HTTP version, for the summary.
+    pub(crate) tally: Arc<Tally>,
     pub(crate) started: Instant,
     pub(crate) playout: Playout<(Bytes, Source)>,
     /// A preload: no QoE beacon (nothing was played).
@@ -213,7 +215,7 @@ impl Driver {
                             } else {
                                 match self.peer_of.get(&f.source.0) {
                                     Some(p) => Source::Peer(p.to_string()),
-                                    None => Source::Edge(self.edges.get(f.source.0).map(|e| e.base().to_owned()).unwrap_or_default()),
+                                    None => Source::Edge(self.edges.get(f.source.0).map(|e| e.base()).unwrap_or_default()),
                                 }
                             };
                             self.summary.chunks_verified += 1;
@@ -274,7 +276,7 @@ impl Driver {
         };
         let peer = self.peer.clone().zip(self.peer_of.get(&source.0).copied());
         let edge = self.edges.get(source.0).cloned();
-        let inner = self.inner.clone();
+        let (inner, tally) = (self.inner.clone(), self.tally.clone());
         tasks.spawn(async move {
             let t = Instant::now();
             let fetched = async {
@@ -305,7 +307,7 @@ impl Driver {
                 }
                 // Offline and not in the cache: no edge to ask.
                 let Some(edge) = edge else { return Err(Rejected::Failed) };
-                match edge.send(&inner.http, inner.get(&format!("/v1/chunks/{id}"))).await {
+                match edge.send(&inner.http, inner.get(&format!("/v1/chunks/{id}")), &tally).await {
                     Ok(r) if r.status() == http::StatusCode::OK => {
                         let body = r.into_body();
                         if id.matches(&body) { Ok((body, t.elapsed(), false)) } else { Err(Rejected::WrongBytes) }
@@ -340,6 +342,18 @@ impl Driver {
         if let Some((r, _)) = self.summary.segments_by_rendition.iter().max_by_key(|(r, n)| (**n, (*r).clone())) {
             self.summary.rendition.clone_from(r);
         }
+        if let Some(bps) = self.sched.throughput_bps() {
+            let now = crate::remembered::unix_now();
+            self.inner.memory.change(|r| r.remember_throughput(bps, now));
+        }
+        let counts = self.tally.counts();
+        self.summary.requests_by_protocol = counts.iter().map(|(p, n)| (p.as_str().to_owned(), *n)).collect();
+        // Most requests wins; on a tie the newer version (HTTP/3 over HTTP/2 over HTTP/1.1).
+        self.summary.protocol = counts
+            .iter()
+            .enumerate()
+            .max_by_key(|(i, (_, n))| (*n, *i))
+            .map_or_else(|| "cache".to_owned(), |(_, (p, _))| p.as_str().to_owned());
         self.ends.summary.send_replace(self.summary.clone());
     }
 
@@ -347,7 +361,7 @@ impl Driver {
     fn announce(&self) {
         let (Some(peer), Some((dir, _))) = (self.peer.clone(), self.inner.cfg.cache.clone()) else { return };
         let inner = self.inner.clone();
-        let edges: Vec<String> = self.edges.iter().map(|e| e.base().to_owned()).collect();
+        let edges: Vec<String> = self.edges.iter().map(|e| e.base()).collect();
         tokio::spawn(async move {
             crate::p2p::announce_held(&inner.http, &peer, &dir, &edges, inner.cfg.token.as_deref(), &mut Vec::new())
                 .await;
@@ -370,6 +384,8 @@ impl Driver {
         };
         let body = Bytes::from(serde_json::to_vec(&beacon).unwrap_or_default());
         let (inner, edges) = (self.inner.clone(), self.edges.clone());
+        // The beacon goes after the summary is final: not counted in it.
+        let tally = Tally::default();
         async move {
             for e in &edges {
                 let mut req = http::Request::post("/v1/qoe").header(http::header::CONTENT_TYPE, "application/json");
@@ -377,7 +393,7 @@ impl Driver {
                     req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
                 }
                 let Ok(req) = req.body(body.clone()) else { return };
-                if matches!(e.send(&inner.http, req).await, Ok(r) if r.status().is_success()) {
+                if matches!(e.send(&inner.http, req, &tally).await, Ok(r) if r.status().is_success()) {
                     return;
                 }
             }

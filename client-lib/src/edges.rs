@@ -1,58 +1,351 @@
-//! The edges a client fetches from: reaching one (HTTP/3 first, then HTTPS on the same host
-//! and port when QUIC fails, as browsers do) and sending requests over its pooled connections.
+//! The edges a client fetches from: reaching one over the best protocol it offers, and sending
+//! requests over its pooled connections.
+//!
+//! An `https://` edge that offers HTTP/3 says so in `Alt-Svc` (RFC 7838). The client
+//! remembers that ([`crate::remembered`]) and:
+//! - **learns it mid-session**: the first answer over TCP carries `Alt-Svc: h3=…`; a QUIC
+//!   connection starts at once, and the next request waits for it a moment
+//!   ([`UPGRADE_WAIT`]) rather than go out over TCP, so requests after the first go over
+//!   HTTP/3;
+//! - **races on a cold start** (Happy Eyeballs style): with an alternative known, QUIC starts
+//!   first and TCP + TLS [`RACE_DELAY`] later (at once if QUIC fails sooner); the first to
+//!   connect is used, and a QUIC connection that loses the race is kept only if it completes
+//!   within [`RACE_GRACE`] of TCP's;
+//! - **falls back without a failed request**: a QUIC connection that cannot be made, or a
+//!   request that fails on one, marks the alternative broken (not tried again for a while,
+//!   [`crate::remembered`]) and the request goes over TCP;
+//! - honours `Alt-Svc: clear`. An `h3://` URL names the alternative itself: it is always
+//!   known, and HTTPS on the same host and port is the fallback.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
-use chorus_core::http::client::{ClientError, HttpClient};
+use chorus_core::http::Protocol;
+use chorus_core::http::altsvc::{self, AltSvc};
+use chorus_core::http::client::{ClientError, Connection, HttpClient};
 use chorus_core::http::pool::Pool;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::debug;
+
+use crate::client::lock;
+use crate::remembered::{Memory, unix_now};
 
 /// Idle HTTP/1.1 connections kept per edge (HTTP/2 and HTTP/3 share one).
 const POOL_MAX: usize = 8;
+/// On a cold start with a known HTTP/3 alternative, TCP starts this long after QUIC when the
+/// edge's round trip is not known (the Happy Eyeballs v2 connection attempt delay).
+pub(crate) const RACE_DELAY: Duration = Duration::from_millis(250);
+/// A QUIC connection completing this long after TCP's is still taken.
+pub(crate) const RACE_GRACE: Duration = Duration::from_millis(50);
+/// How long a request waits for a QUIC connection started after an `Alt-Svc` before going out
+/// over TCP.
+pub(crate) const UPGRADE_WAIT: Duration = Duration::from_millis(250);
+/// After QUIC lost a race (it worked, but slower than TCP), no new HTTP/3 attempt to the edge
+/// before this long.
+const AFTER_LOST_RACE: Duration = Duration::from_secs(300);
 
-/// One edge as a source: the URL in use and its connections.
+/// Requests a track sent to edges, by HTTP version (what `chorus fetch --json` reports).
+#[derive(Debug, Default)]
+pub(crate) struct Tally([AtomicU64; 3]);
+
+impl Tally {
+    fn count(&self, p: Protocol) {
+        let i = match p {
+            Protocol::Http1 => 0,
+            Protocol::Http2 => 1,
+            Protocol::Http3 => 2,
+        };
+        self.0[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `(protocol, requests)` for each version that carried any.
+    pub(crate) fn counts(&self) -> Vec<(Protocol, u64)> {
+        [Protocol::Http1, Protocol::Http2, Protocol::Http3]
+            .into_iter()
+            .zip(&self.0)
+            .map(|(p, n)| (p, n.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+}
+
+/// Where an edge's HTTP/3 stands.
+enum H3 {
+    /// Not in use; no new attempt before `not_before`, if set.
+    Idle { not_before: Option<Instant> },
+    /// A connection attempt (number `attempt`) is under way; `done` turns true when it ends.
+    Connecting { attempt: u64, done: watch::Receiver<bool> },
+    /// Requests go here.
+    Ready(Arc<Pool>),
+}
+
+/// One edge as a source: its TCP side and, when it offers one, its HTTP/3 alternative.
 pub(crate) struct Edge {
-    /// The HTTP version spoken ("h3", "h2", "http/1.1").
-    pub(crate) protocol: String,
-    pool: Pool,
+    /// The `https://` (or `http://`) side.
+    tcp: Pool,
+    /// For TLS edges: `https://HOST:PORT` (the key alternatives are remembered under) and
+    /// `h3://HOST:PORT` (the origin HTTP/3 connections speak for).
+    origin: Option<(String, String)>,
+    /// The alternative given by an `h3://` URL (the edge's own host and port), never expiring.
+    configured: Option<String>,
+    h3: Arc<Mutex<H3>>,
+    attempts: AtomicU64,
+    memory: Arc<Memory>,
+    http: HttpClient,
 }
 
 impl Edge {
-    /// Connects to the edge at `base`: HTTP/3 for an `h3://` URL, falling back to HTTPS on the
-    /// same host and port when QUIC fails. `None` when neither works.
-    pub(crate) async fn reach(http: &HttpClient, base: &str) -> Option<Self> {
-        let (conn, base) = match base.strip_prefix("h3://") {
-            Some(hostport) => match http.connect(base, false).await {
-                Ok(c) => (c, base.to_owned()),
-                Err(_) => {
-                    let https = format!("https://{hostport}");
-                    (http.connect(&https, false).await.ok()?, https)
-                }
-            },
-            None => (http.connect(base, false).await.ok()?, base.to_owned()),
+    /// Reaches the edge at `base` (`http://`, `https://` or `h3://`), racing QUIC against
+    /// TCP when an HTTP/3 alternative is known. `None` when nothing connects.
+    pub(crate) async fn reach(http: &HttpClient, base: &str, memory: Arc<Memory>) -> Option<Self> {
+        let base = base.trim_end_matches('/');
+        let (tcp_base, origin, configured) = match base.split_once("://") {
+            Some(("h3", hostport)) => (
+                format!("https://{hostport}"),
+                Some((format!("https://{hostport}"), base.to_owned())),
+                Some(hostport.to_owned()),
+            ),
+            Some(("https", hostport)) => (base.to_owned(), Some((base.to_owned(), format!("h3://{hostport}"))), None),
+            _ => (base.to_owned(), None, None),
         };
-        let protocol = conn.protocol().as_str().to_owned();
-        let pool = Pool::new(base, POOL_MAX);
-        pool.put(conn);
-        Some(Self { protocol, pool })
+        let edge = Self {
+            tcp: Pool::new(tcp_base, POOL_MAX),
+            origin,
+            configured,
+            h3: Arc::new(Mutex::new(H3::Idle { not_before: None })),
+            attempts: AtomicU64::new(0),
+            memory,
+            http: http.clone(),
+        };
+        match edge.alternative() {
+            Some(via) => edge.race(&via).await,
+            None => edge.tcp_connect().await,
+        }
+        .then_some(edge)
     }
 
-    /// The base URL in use (after any HTTP/3 → HTTPS fallback).
-    pub(crate) fn base(&self) -> &str {
-        self.pool.base()
+    /// The HTTP/3 alternative to try now: the configured one, or a remembered one that is
+    /// neither expired nor broken.
+    fn alternative(&self) -> Option<String> {
+        let (key, _) = self.origin.as_ref()?;
+        let now = unix_now();
+        if self.memory.with(|r| r.is_broken(key, now)) {
+            return None;
+        }
+        self.configured.clone().or_else(|| self.memory.with(|r| r.usable(key, now).map(|a| a.via.clone())))
     }
 
-    /// Sends `req` on a pooled connection (or a new one); see [`Pool::send`].
+    async fn tcp_connect(&self) -> bool {
+        match self.http.connect(self.tcp.base(), false).await {
+            Ok(c) => {
+                self.tcp.put(c);
+                true
+            }
+            Err(e) => {
+                debug!(edge = self.tcp.base(), error = %chorus_core::error::Chain(&e), "cannot connect");
+                false
+            }
+        }
+    }
+
+    /// The cold-start race: QUIC now, TCP after [`RACE_DELAY`]; returns whether either
+    /// connected.
+    async fn race(&self, via: &str) -> bool {
+        let Some(mut done) = self.start_h3(via) else { return self.tcp_connect().await };
+        let quic_ended = async |done: &mut watch::Receiver<bool>| {
+            let _ = done.wait_for(|d| *d).await;
+        };
+        if tokio::time::timeout(RACE_DELAY, quic_ended(&mut done)).await.is_ok() && self.h3_ready() {
+            return true;
+        }
+        // QUIC failed or is slow: TCP joins (at once if QUIC already failed).
+        let tcp = self.http.connect(self.tcp.base(), false);
+        tokio::pin!(tcp);
+        let tcp_result: Result<Connection, ClientError> = tokio::select! {
+            biased;
+            () = quic_ended(&mut done), if !*done.borrow() => {
+                if self.h3_ready() {
+                    return true; // QUIC won; the TCP attempt is dropped
+                }
+                (&mut tcp).await
+            }
+            r = &mut tcp => r,
+        };
+        match tcp_result {
+            Ok(c) => {
+                self.tcp.put(c);
+                if !*done.borrow() {
+                    let _ = tokio::time::timeout(RACE_GRACE, quic_ended(&mut done)).await;
+                }
+                if !self.h3_ready() {
+                    // Lost the race: requests go over TCP; the attempt may still finish (and
+                    // then counts as working, for next time) but is not used now.
+                    *lock(&self.h3) = H3::Idle { not_before: Some(Instant::now() + AFTER_LOST_RACE) };
+                }
+                true
+            }
+            Err(e) => {
+                debug!(edge = self.tcp.base(), error = %chorus_core::error::Chain(&e), "cannot connect over TCP");
+                let _ = quic_ended(&mut done).await;
+                self.h3_ready()
+            }
+        }
+    }
+
+    fn h3_ready(&self) -> bool {
+        matches!(*lock(&self.h3), H3::Ready(_))
+    }
+
+    /// Starts a QUIC connection to `via` in the background, unless one is under way or in use
+    /// or the last try was too recent. Returns the watch that turns true when it ends.
+    fn start_h3(&self, via: &str) -> Option<watch::Receiver<bool>> {
+        let (key, h3_base) = self.origin.clone()?;
+        let mut state = lock(&self.h3);
+        match &*state {
+            H3::Idle { not_before: Some(t) } if Instant::now() < *t => return None,
+            H3::Idle { .. } => {}
+            H3::Connecting { .. } | H3::Ready(_) => return None,
+        }
+        let attempt = self.attempts.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = watch::channel(false);
+        *state = H3::Connecting { attempt, done: rx.clone() };
+        drop(state);
+        let (http, h3, memory, via) = (self.http.clone(), self.h3.clone(), self.memory.clone(), via.to_owned());
+        tokio::spawn(async move {
+            let result = http.connect_via(&h3_base, &via).await;
+            let mut state = lock(&h3);
+            let current = matches!(&*state, H3::Connecting { attempt: a, .. } if *a == attempt);
+            match result {
+                Ok(conn) => {
+                    memory.change(|r| r.worked(&key));
+                    if current {
+                        debug!(edge = %key, %via, "HTTP/3 connected");
+                        let pool = Pool::via(h3_base, via);
+                        pool.put(conn);
+                        *state = H3::Ready(Arc::new(pool));
+                    }
+                }
+                Err(e) => {
+                    debug!(edge = %key, %via, error = %chorus_core::error::Chain(&e), "HTTP/3 unavailable; staying on TCP");
+                    memory.change(|r| {
+                        r.broken(&key, unix_now());
+                        true
+                    });
+                    if current {
+                        *state = H3::Idle { not_before: None };
+                    }
+                }
+            }
+            drop(state);
+            let _ = tx.send(true);
+        });
+        Some(rx)
+    }
+
+    /// The HTTP/3 pool to send on: the ready one, or one about to be (waiting up to
+    /// [`UPGRADE_WAIT`] for a connection under way).
+    async fn h3_pool(&self) -> Option<Arc<Pool>> {
+        let mut done = match &*lock(&self.h3) {
+            H3::Ready(p) => return Some(p.clone()),
+            H3::Idle { .. } => return None,
+            H3::Connecting { done, .. } => done.clone(),
+        };
+        let _ = tokio::time::timeout(UPGRADE_WAIT, done.wait_for(|d| *d)).await;
+        match &*lock(&self.h3) {
+            H3::Ready(p) => Some(p.clone()),
+            _ => None,
+        }
+    }
+
+    /// What an answer's `Alt-Svc` says, acted on: a new alternative is remembered and
+    /// connected to; `clear` drops HTTP/3.
+    fn observe(&self, resp: &http::Response<Bytes>) {
+        let (Some((key, _)), None) = (&self.origin, &self.configured) else { return };
+        let Some(alt) = resp.headers().get(http::header::ALT_SVC).and_then(|v| altsvc::parse(v.as_bytes())) else {
+            return;
+        };
+        let now = unix_now();
+        match alt {
+            AltSvc::Clear => {
+                self.memory.change(|r| r.clear(key));
+                let mut state = lock(&self.h3);
+                if !matches!(*state, H3::Idle { .. }) {
+                    debug!(edge = %key, "Alt-Svc: clear; back to TCP");
+                }
+                *state = H3::Idle { not_before: None };
+            }
+            alternatives => {
+                let Some(a) = alternatives.find("h3") else { return };
+                let host = a.host.clone().unwrap_or_else(|| host_of(key).to_owned());
+                let via =
+                    if host.contains(':') { format!("[{host}]:{}", a.port) } else { format!("{host}:{}", a.port) };
+                self.memory.change(|r| r.learn(key, &via, a.max_age, now));
+                if !self.memory.with(|r| r.is_broken(key, now)) {
+                    let _ = self.start_h3(&via);
+                }
+            }
+        }
+    }
+
+    /// The base URL in use: `h3://…` while HTTP/3 carries the requests, else the TCP one.
+    pub(crate) fn base(&self) -> String {
+        match (&*lock(&self.h3), &self.origin) {
+            (H3::Ready(_), Some((_, h3))) => h3.clone(),
+            _ => self.tcp.base().to_owned(),
+        }
+    }
+
+    /// Sends `req` over HTTP/3 when the edge offers it, else over TCP (see the module docs);
+    /// counted in `tally` by the version that carried it. Every request sent is safe to send
+    /// twice (chunk, manifest, beacon), so one that fails over HTTP/3 is sent again over TCP.
     pub(crate) async fn send(
         &self,
         http: &HttpClient,
         req: http::Request<Bytes>,
+        tally: &Tally,
     ) -> Result<http::Response<Bytes>, ClientError> {
-        self.pool.send(http, req).await
+        if let Some(pool) = self.h3_pool().await {
+            match pool.send(http, chorus_core::http::pool::clone_request(&req)).await {
+                Ok(r) => {
+                    tally.count(Protocol::Http3);
+                    return Ok(r);
+                }
+                Err(e @ ClientError::Timeout(_)) => return Err(e),
+                Err(e) => {
+                    debug!(edge = self.tcp.base(), error = %chorus_core::error::Chain(&e), "HTTP/3 request failed; over TCP instead");
+                    if let Some((key, _)) = &self.origin {
+                        self.memory.change(|r| {
+                            r.broken(key, unix_now());
+                            true
+                        });
+                    }
+                    let mut state = lock(&self.h3);
+                    if matches!(&*state, H3::Ready(p) if Arc::ptr_eq(p, &pool)) {
+                        *state = H3::Idle { not_before: None };
+                    }
+                }
+            }
+        }
+        let r = self.tcp.send(http, req).await?;
+        tally.count(if r.version() == http::Version::HTTP_2 { Protocol::Http2 } else { Protocol::Http1 });
+        self.observe(&r);
+        Ok(r)
     }
 
     /// Whether a pooled connection may still be open.
     pub(crate) fn reachable(&self) -> bool {
-        self.pool.is_open()
+        self.tcp.is_open() || self.h3_ready()
     }
+}
+
+/// The host of `https://HOST:PORT` (brackets of an IPv6 literal removed).
+fn host_of(origin: &str) -> &str {
+    let authority = origin.split_once("://").map_or(origin, |(_, a)| a);
+    let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 /// A `GET path` request, with the access token as a bearer token when there is one.
@@ -62,4 +355,13 @@ pub(crate) fn get(path: &str, token: Option<&str>) -> http::Request<Bytes> {
         b = b.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
     }
     b.body(Bytes::new()).unwrap_or_else(|_| http::Request::new(Bytes::new()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn host_of_an_origin() {
+        assert_eq!(super::host_of("https://edge.example:8443"), "edge.example");
+        assert_eq!(super::host_of("https://[::1]:8443"), "::1");
+    }
 }

@@ -29,11 +29,12 @@ pub(crate) fn sorted(renditions: &[Rendition]) -> Vec<&Rendition> {
     ladder
 }
 
-/// The rung playback will most likely start in, before any throughput is measured: its first
-/// segment is fetched alongside the init chunks, a round trip less to the first sound.
-pub(crate) fn first_guess(quality: Quality, ladder: &[&Rendition]) -> usize {
+/// The rung playback will most likely start in, before the track measures anything (from the
+/// remembered `estimate`, bits/s): its first segment is fetched alongside the init chunks, a
+/// round trip less to the first sound.
+pub(crate) fn first_guess(quality: Quality, ladder: &[&Rendition], estimate: Option<f64>) -> usize {
     let bps: Vec<u64> = ladder.iter().map(|r| r.bitrate_bps).collect();
-    crate::abr::choose(&AbrConfig::default(), quality, &bps, None, Duration::ZERO, None)
+    crate::abr::first(&AbrConfig::default(), quality, &bps, estimate)
 }
 
 /// The rung the user asked for (the fixed one, or the cap), within a ladder of `len` rungs.
@@ -119,12 +120,14 @@ mod tests {
     }
 
     #[test]
-    fn a_cold_start_guesses_within_the_cap() {
+    fn the_first_guess_follows_the_estimate_within_the_cap() {
         let all = [rendition("a", "mp4a.40.2", 24, 1), rendition("b", "mp4a.40.2", 96, 1)];
         let ladder = sorted(&all);
-        assert_eq!(first_guess(Quality::Fixed(1), &ladder), 1);
-        assert_eq!(first_guess(Quality::Fixed(9), &ladder), 1);
-        assert_eq!(first_guess(Quality::Auto { cap: 0 }, &ladder), 0);
+        assert_eq!(first_guess(Quality::Fixed(1), &ladder, None), 1);
+        assert_eq!(first_guess(Quality::Fixed(9), &ladder, None), 1);
+        assert_eq!(first_guess(Quality::Auto { cap: 0 }, &ladder, Some(1e9)), 0);
+        assert_eq!(first_guess(Quality::Auto { cap: 9 }, &ladder, None), 0);
+        assert_eq!(first_guess(Quality::Auto { cap: 9 }, &ladder, Some(1e9)), 1, "a remembered estimate");
         assert_eq!(preferred(Quality::Auto { cap: 7 }, 3), 2);
         assert_eq!(preferred(Quality::Fixed(1), 3), 1);
         assert_eq!(preferred(Quality::Fixed(1), 0), 0);

@@ -19,8 +19,10 @@
 //! - `client`: [`ClientBuilder`] and [`Client`]; `open`: opening a track (edges, verified
 //!   manifest, init chunks, the speculative first segment, the ladder plan);
 //! - `driver`: the task behind a [`Track`], carrying out the scheduler's actions;
-//! - `edges`: reaching an edge (HTTP/3, then HTTPS on the same port) and its pooled
-//!   connections; `p2p`: the peer node, peer lookup and announces;
+//! - `edges`: reaching an edge (HTTP/3 from `Alt-Svc` or an `h3://` URL, raced against TCP,
+//!   falling back to it) and its pooled connections; [`remembered`]: what the client keeps of
+//!   the network between runs (HTTP/3 alternatives, the throughput estimate); `p2p`: the peer
+//!   node, peer lookup and announces;
 //! - `track`: the handle a player holds ([`Track`], [`TrackReader`], [`Preload`]);
 //!   `summary`: what a fetch did ([`Summary`]); `error`: [`FetchError`].
 //!
@@ -39,6 +41,7 @@ mod ladder;
 mod open;
 mod p2p;
 pub mod playout;
+pub mod remembered;
 pub mod scheduler;
 mod summary;
 mod track;

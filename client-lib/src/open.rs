@@ -15,11 +15,12 @@ use tokio::time::Instant;
 
 use crate::client::{Client, lock};
 use crate::driver::Driver;
-use crate::edges::Edge;
+use crate::edges::{Edge, Tally};
 use crate::error::{EdgeFailure, FetchError};
 use crate::ladder::{self, Switching};
 use crate::p2p::PeerNews;
 use crate::playout::Playout;
+use crate::remembered::unix_now;
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::summary::Summary;
 use crate::track::{Source, Track, TrackInfo};
@@ -61,7 +62,7 @@ impl Client {
                 continue;
             }
             let (inner, base) = (self.inner.clone(), base.clone());
-            connecting.spawn(async move { (i, Edge::reach(&inner.http, &base).await) });
+            connecting.spawn(async move { (i, Edge::reach(&inner.http, &base, inner.memory.clone()).await) });
         }
         while let Some(j) = connecting.join_next().await {
             if let Ok((i, Some(e))) = j {
@@ -82,9 +83,11 @@ impl Client {
         let inner = &self.inner;
         let started = Instant::now();
         let edges = self.reach_edges().await;
-        let protocol = edges.first().map_or_else(|| "cache".to_owned(), |e| e.protocol.clone());
-        let manifest = self.manifest(track, &edges).await?;
-        let mut summary = Summary { track_id: track.to_string(), protocol, ..Summary::default() };
+        let tally = Arc::new(Tally::default());
+        // Where the bitrate starts: the estimate of the last track, or of the last run.
+        let estimate = inner.memory.with(|r| r.throughput(unix_now()));
+        let manifest = self.manifest(track, &edges, &tally).await?;
+        let mut summary = Summary { track_id: track.to_string(), ..Summary::default() };
 
         // The ladder, lowest first, with every init chunk (small; needed to switch).
         let ladder = ladder::sorted(&manifest.renditions);
@@ -103,24 +106,27 @@ impl Client {
         let speculative = if plan.is_some() || cached_start {
             None
         } else {
-            ladder.get(ladder::first_guess(inner.cfg.quality, &ladder)).and_then(|r| r.segments.first()).map(|s| s.id)
+            ladder
+                .get(ladder::first_guess(inner.cfg.quality, &ladder, estimate))
+                .and_then(|r| r.segments.first())
+                .map(|s| s.id)
         };
         let speculative = speculative.map(|id| {
-            let (this, edges) = (self.clone(), edges.clone());
+            let (this, edges, tally) = (self.clone(), edges.clone(), tally.clone());
             let early: Early = tokio::spawn(async move {
                 let t = Instant::now();
                 // Not stored in the cache here: the segment's own fetch stores it when it takes
                 // this answer. Stored now, a startup race's other request would find it there
                 // and count the edge's bytes as a cache hit.
-                let r = this.chunk(&edges, id, false).await;
+                let r = this.chunk(&edges, id, false, &tally).await;
                 (r, t.elapsed())
             });
             (id, early)
         });
         let mut inits = JoinSet::new();
         for (i, id) in ladder.iter().enumerate().filter_map(|(i, r)| r.init.map(|c| (i, c.id))) {
-            let (this, edges) = (self.clone(), edges.clone());
-            inits.spawn(async move { (i, id, this.chunk(&edges, id, true).await) });
+            let (this, edges, tally) = (self.clone(), edges.clone(), tally.clone());
+            inits.spawn(async move { (i, id, this.chunk(&edges, id, true, &tally).await) });
         }
         let mut init_of = BTreeMap::new();
         while let Some(j) = inits.join_next().await {
@@ -153,6 +159,7 @@ impl Client {
             cfg.max_inflight = 4;
         }
         let mut sched = Scheduler::new(cfg, ladder_bps, segments, edges.len().max(1), started.into_std());
+        sched.set_estimate(estimate);
         if let Some(c) = &inner.cache {
             let mut at = Vec::new();
             let mut ids = Vec::new();
@@ -213,6 +220,7 @@ impl Client {
             starts,
             ends,
             summary,
+            tally,
             started,
             playout: Playout::new(upto, max_attempts, switching == Switching::Anywhere),
             preload: plan.is_some(),
@@ -224,7 +232,7 @@ impl Client {
 
     /// The verified manifest: from the first edge that delivers one that verifies, or with no
     /// edge reachable, the last verified copy in the local cache (checked again).
-    async fn manifest(&self, track: &TrackId, edges: &[Arc<Edge>]) -> Result<Manifest, FetchError> {
+    async fn manifest(&self, track: &TrackId, edges: &[Arc<Edge>], tally: &Tally) -> Result<Manifest, FetchError> {
         let inner = &self.inner;
         let cached = inner.cfg.cache.as_ref().map(|(dir, _)| dir.join("manifests").join(format!("{track}.json")));
         if edges.is_empty() {
@@ -244,7 +252,7 @@ impl Client {
             {
                 req.headers_mut().insert("chorus-next-track", next);
             }
-            match e.send(&inner.http, req).await {
+            match e.send(&inner.http, req, tally).await {
                 Ok(r) if r.status() == http::StatusCode::OK => {
                     match Manifest::verify(r.body(), &inner.cfg.origin_key) {
                         Ok(m) => {
@@ -258,12 +266,12 @@ impl Client {
                         Err(e @ (ManifestError::WrongKey { .. } | ManifestError::UnsupportedFormat(_))) => {
                             return Err(e.into());
                         }
-                        Err(cause) => last = Some(EdgeFailure::Manifest { edge: e.base().to_owned(), cause }),
+                        Err(cause) => last = Some(EdgeFailure::Manifest { edge: e.base(), cause }),
                     }
                 }
                 Ok(r) if r.status() == http::StatusCode::NOT_FOUND => return Err(FetchError::NotFound(track.clone())),
-                Ok(r) => last = Some(EdgeFailure::Status { edge: e.base().to_owned(), status: r.status() }),
-                Err(cause) => last = Some(EdgeFailure::Request { edge: e.base().to_owned(), cause }),
+                Ok(r) => last = Some(EdgeFailure::Status { edge: e.base(), status: r.status() }),
+                Err(cause) => last = Some(EdgeFailure::Request { edge: e.base(), cause }),
             }
         }
         Err(last.map_or_else(|| FetchError::Unreachable { tried: inner.cfg.edges.clone() }, FetchError::NoManifest))
@@ -271,7 +279,13 @@ impl Client {
 
     /// One chunk outside the scheduler (init chunks, the speculative first segment): cache,
     /// then each edge in turn; what an edge sends is stored in the cache if `store`.
-    pub(crate) async fn chunk(&self, edges: &[Arc<Edge>], id: ChunkId, store: bool) -> Result<OneChunk, FetchError> {
+    pub(crate) async fn chunk(
+        &self,
+        edges: &[Arc<Edge>],
+        id: ChunkId,
+        store: bool,
+        tally: &Tally,
+    ) -> Result<OneChunk, FetchError> {
         let inner = &self.inner;
         if let Some(c) = &inner.cache
             && let Some(bytes) = c.get(id).await
@@ -280,13 +294,13 @@ impl Client {
         }
         let mut rejected = 0;
         for e in edges {
-            if let Ok(r) = e.send(&inner.http, inner.get(&format!("/v1/chunks/{id}"))).await {
+            if let Ok(r) = e.send(&inner.http, inner.get(&format!("/v1/chunks/{id}")), tally).await {
                 if r.status() == http::StatusCode::OK && id.matches(r.body()) {
                     let bytes = r.into_body();
                     if let Some(c) = inner.cache.as_ref().filter(|_| store) {
                         c.put(id, bytes.clone()).await?;
                     }
-                    return Ok(OneChunk { bytes, source: Source::Edge(e.base().to_owned()), rejected });
+                    return Ok(OneChunk { bytes, source: Source::Edge(e.base()), rejected });
                 } else if r.status() == http::StatusCode::OK {
                     rejected += 1;
                 }

@@ -141,7 +141,7 @@ pub(crate) async fn peers_holding(
     let mut cands: Vec<(PeerId, Vec<Multiaddr>)> = Vec::new();
     for e in edges {
         if let Ok(Ok(answer)) =
-            tokio::time::timeout(LOOK, chorus_peer::tracker::peers(&inner.http, e.base(), track, token)).await
+            tokio::time::timeout(LOOK, chorus_peer::tracker::peers(&inner.http, &e.base(), track, token)).await
         {
             for r in answer.relays {
                 p.add_relay(r);

@@ -23,6 +23,9 @@
 //!   again (a recovered edge comes back); the segment is requested elsewhere at once.
 //! - **Bitrate**: each segment's rendition comes from [`crate::abr`], at segment boundaries,
 //!   fed with the lower of a fast and a slow throughput average weighted by download time.
+//!   Until the track has measured anything, segments start at [`abr::first`] of a remembered
+//!   estimate ([`Scheduler::set_estimate`]); without one, the first measurement moves straight
+//!   to [`abr::warm`]'s default quality.
 //! - **Seek**: [`Scheduler::seek`] cancels what is in flight and starts a new playback session
 //!   at a segment: a new startup there, deadlines counted from it.
 //! - **Peers** ([`SourceKind::Peer`], added with [`Scheduler::add_source`]) are asked only for
@@ -244,6 +247,10 @@ pub struct Scheduler {
     planned: Option<Instant>,
     /// (segment, rendition) pairs the local cache holds.
     cached: std::collections::HashSet<(usize, usize)>,
+    /// A remembered throughput estimate (bits/s) to start from.
+    estimate: Option<f64>,
+    /// A cold start (no estimate) whose first measurement has not been acted on yet.
+    warming: bool,
 }
 
 impl Scheduler {
@@ -281,7 +288,39 @@ impl Scheduler {
             awaiting_peers: false,
             planned: None,
             cached: std::collections::HashSet::new(),
+            estimate: None,
+            warming: true,
         }
+    }
+
+    /// Starts from a remembered throughput estimate (bits/s; see [`abr::first`]) instead of
+    /// a cold start.
+    pub fn set_estimate(&mut self, bps: Option<f64>) {
+        self.estimate = bps;
+        self.warming = bps.is_none();
+    }
+
+    /// The rung the first segments go in (what [`Scheduler::poll`] picks before anything is
+    /// measured), for fetching the first one while the track is still being opened.
+    #[must_use]
+    pub fn first_rung(&self) -> usize {
+        abr::first(&self.cfg.abr, self.cfg.quality, &self.ladder_bps, self.estimate)
+    }
+
+    /// The rendition for the next new request: see the module docs, "Bitrate".
+    fn pick_rendition(&mut self, now: Instant) -> usize {
+        let Some(tp) = self.throughput_bps() else { return self.first_rung() };
+        if std::mem::take(&mut self.warming) {
+            return abr::warm(&self.cfg.abr, self.cfg.quality, &self.ladder_bps, tp);
+        }
+        abr::choose(
+            &self.cfg.abr,
+            self.cfg.quality,
+            &self.ladder_bps,
+            Some(tp),
+            self.buffered(now),
+            self.last_rendition,
+        )
     }
 
     /// Records that the local cache holds `segment` in `rendition`: such a segment is taken in
@@ -534,7 +573,10 @@ impl Scheduler {
         v
     }
 
-    fn throughput_bps(&self) -> Option<f64> {
+    /// The throughput bitrate adaptation goes by, bits/s: of each source, the lower of its
+    /// fast and slow averages; the best source's. `None` before anything is measured.
+    #[must_use]
+    pub fn throughput_bps(&self) -> Option<f64> {
         self.sources
             .iter()
             .filter_map(|s| Some(s.rate_fast?.min(s.rate_slow?)))
@@ -588,16 +630,10 @@ impl Scheduler {
             {
                 break;
             }
-            let rendition = self.best_cached(i).unwrap_or_else(|| {
-                abr::choose(
-                    &self.cfg.abr,
-                    self.cfg.quality,
-                    &self.ladder_bps,
-                    self.throughput_bps(),
-                    self.buffered(now),
-                    self.last_rendition,
-                )
-            });
+            let rendition = match self.best_cached(i) {
+                Some(r) => r,
+                None => self.pick_rendition(now),
+            };
             let bytes = self.segments[i].sizes.get(rendition).copied().unwrap_or(0);
             let ranked = self.ranked(i, rendition, now, &[]);
             let Some(&best) = ranked.first() else {
@@ -1151,6 +1187,72 @@ mod tests {
         let fell = renditions.iter().skip(6).position(|&r| r == 0).map(|p| p + 6).expect("never dropped");
         assert!(fell <= 9, "{renditions:?}");
         assert!(renditions[fell..].iter().all(|&r| r == 0), "{renditions:?}");
+    }
+
+    /// Plays a 4-rung track (24/96/160/320 kbit/s) on a virtual clock over a link of `bps`,
+    /// starting from `estimate`, and returns each segment's rendition in request order.
+    fn first_renditions(estimate: Option<f64>, bps: f64, n: usize) -> Vec<usize> {
+        let t0 = Instant::now();
+        let ladder = vec![24_000, 96_000, 160_000, 320_000];
+        let segs = (0..n)
+            .map(|_| SegmentInfo {
+                duration: Duration::from_secs(6),
+                sizes: ladder.iter().map(|b| b * 6 / 8).collect(),
+            })
+            .collect();
+        let cfg = SchedulerConfig { buffer_ahead: Duration::from_secs(30), ..SchedulerConfig::default() };
+        let mut s = Scheduler::new(cfg, ladder.clone(), segs, 1, t0);
+        s.set_estimate(estimate);
+        let mut now = t0;
+        let mut picked = Vec::new();
+        let mut inflight: Vec<(usize, usize)> = Vec::new();
+        while picked.len() < n {
+            for a in s.poll(now) {
+                if let Action::Fetch { segment, rendition, hedge: false, .. } = a {
+                    picked.push(rendition);
+                    inflight.push((segment, rendition));
+                }
+            }
+            // The oldest request completes at the link's rate plus a 20 ms round trip.
+            if inflight.is_empty() {
+                now = s.next_wakeup(now).expect("something to wait for");
+                continue;
+            }
+            let (seg, r) = inflight.remove(0);
+            let bytes = ladder[r] * 6 / 8;
+            let took = ms(20) + Duration::from_secs_f64(bytes as f64 * 8.0 / bps);
+            now += took;
+            s.on_complete(now, seg, SourceId(0), bytes, took);
+        }
+        picked
+    }
+
+    #[test]
+    fn the_first_bitrate_comes_from_the_remembered_estimate() {
+        // A client that measured 2 Mbit/s last time starts at the top rung (half of it carries
+        // 320k) and stays there on a link that carries it.
+        let r = first_renditions(Some(2e6), 2e6, 6);
+        assert_eq!(r, vec![3; 6]);
+        // 500 kbit/s remembered: 250k → the 160k rung, from the first segment on.
+        assert_eq!(first_renditions(Some(500_000.0), 2e6, 2), vec![2, 2]);
+        // An estimate far above the link: the next decisions, made on what this track
+        // measures, come down at once.
+        let r = first_renditions(Some(50e6), 150_000.0, 5);
+        assert_eq!(r[0], 3);
+        assert!(r[2..].iter().all(|&x| x <= 1), "{r:?}");
+    }
+
+    #[test]
+    fn a_cold_start_moves_to_the_default_quality_after_the_first_segment() {
+        // No estimate: the first two requests (sent together) in the lowest rung; once the first
+        // one shows a fast link, straight to 96 kbit/s (not 160k or 320k yet: those come one rung
+        // at a time with a comfortable buffer).
+        let r = first_renditions(None, 5e6, 10);
+        assert_eq!(&r[..3], &[0, 0, 1], "{r:?}");
+        assert_eq!(*r.last().unwrap(), 3, "then climbs to the top: {r:?}");
+        // A link that cannot carry 96 kbit/s with margin stays at the lowest.
+        let r = first_renditions(None, 100_000.0, 6);
+        assert!(r.iter().all(|&x| x == 0), "{r:?}");
     }
 
     #[test]

@@ -41,8 +41,12 @@ pub struct Summary {
     pub seeks: u32,
     /// Peers found holding chunks of the track (with `p2p`).
     pub peers: u32,
-    /// The HTTP version used to reach edges: `h3`, `h2` or `http/1.1` (`cache` if none was needed).
+    /// The HTTP version that carried most of the track's requests to edges: `h3`, `h2` or
+    /// `http/1.1` (`cache` when no edge was asked).
     pub protocol: String,
+    /// The track's requests to edges by HTTP version (an `https://` edge that offers HTTP/3
+    /// answers the first request of a new client over TCP, the rest over HTTP/3).
+    pub requests_by_protocol: BTreeMap<String, u64>,
     /// Audio fetched ahead of the playhead right now (live; not part of the JSON summary).
     #[serde(skip)]
     pub buffer_ms: u64,

@@ -149,17 +149,37 @@ impl HttpClient {
     /// # Errors
     /// [`ClientError`] when the URL is bad or the connection cannot be made.
     pub async fn connect(&self, base: &str, h2c: bool) -> Result<Connection, ClientError> {
-        self.connect_with(base, h2c, true).await
+        self.connect_with(base, None, h2c, true).await
     }
 
-    async fn connect_with(&self, base: &str, h2c: bool, early: bool) -> Result<Connection, ClientError> {
+    /// Opens an HTTP/3 connection for the origin `h3://HOST:PORT` at the alternative
+    /// `via` (`HOST:PORT`, an `Alt-Svc` authority): packets go to `via`, while the TLS server
+    /// name, the certificate check and the requests' authority stay the origin's (RFC 7838
+    /// §2.1: an alternative must prove it speaks for the origin).
+    ///
+    /// # Errors
+    /// [`ClientError`] when the URL is bad or the connection cannot be made.
+    pub async fn connect_via(&self, base: &str, via: &str) -> Result<Connection, ClientError> {
+        self.connect_with(base, Some(via), false, true).await
+    }
+
+    async fn connect_with(
+        &self,
+        base: &str,
+        via: Option<&str>,
+        h2c: bool,
+        early: bool,
+    ) -> Result<Connection, ClientError> {
         let (scheme, authority) = base
             .split_once("://")
             .map(|(s, r)| (s, r.trim_end_matches('/')))
             .ok_or_else(|| ClientError::BadUrl(base.to_owned()))?;
         let (host, _) = authority.rsplit_once(':').ok_or_else(|| ClientError::BadUrl(base.to_owned()))?;
         let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
-        let addr = resolve(authority).await?;
+        if via.is_some() && scheme != "h3" {
+            return Err(ClientError::BadUrl(base.to_owned()));
+        }
+        let addr = resolve(via.unwrap_or(authority)).await?;
         let connect = async {
             match scheme {
                 "http" | "https" => {
@@ -180,7 +200,7 @@ impl HttpClient {
                         handshake(tls, h2, "https", authority).await
                     }
                 }
-                "h3" => self.connect_h3(addr, &host, authority, early.then_some(base)).await,
+                "h3" => self.connect_h3(addr, &host, authority, early.then_some((base, via))).await,
                 _ => Err(ClientError::BadUrl(base.to_owned())),
             }
         };
@@ -202,7 +222,7 @@ impl HttpClient {
         addr: SocketAddr,
         host: &str,
         authority: &str,
-        early: Option<&str>,
+        early: Option<(&str, Option<&str>)>,
     ) -> Result<Connection, ClientError> {
         let conn_err = |source: Cause| ClientError::Connect { addr: addr.to_string(), source };
         let endpoint = self.endpoint(addr.is_ipv6()).map_err(|e| conn_err(cause(e)))?;
@@ -216,11 +236,11 @@ impl HttpClient {
             }
         };
         let attempt = match early {
-            Some(base) => connecting.into_0rtt().map(|(conn, accepted)| (conn, accepted, base)),
+            Some(again) => connecting.into_0rtt().map(|(conn, accepted)| (conn, accepted, again)),
             None => Err(connecting),
         };
         let (conn, early) = match attempt {
-            Ok((conn, accepted, base)) => {
+            Ok((conn, accepted, (base, via))) => {
                 // The handshake finishes in the background; it must do so within the connect
                 // timeout, or the connection is closed (a dead server never answers).
                 let (tx, rx) = watch::channel(EarlyData::Pending);
@@ -236,7 +256,8 @@ impl HttpClient {
                     };
                     let _ = tx.send(state);
                 });
-                (conn, Some(Early { state: rx, client: self.clone(), base: base.to_owned() }))
+                let via = via.map(str::to_owned);
+                (conn, Some(Early { state: rx, client: self.clone(), base: base.to_owned(), via }))
             }
             Err(connecting) => match connecting.await {
                 Ok(conn) => (conn, None),
@@ -375,6 +396,8 @@ struct Early {
     state: watch::Receiver<EarlyData>,
     client: HttpClient,
     base: String,
+    /// The alternative the connection went to, if not the origin's own address.
+    via: Option<String>,
 }
 
 /// One open connection.
@@ -505,8 +528,8 @@ impl Connection {
     /// went with it) by a fresh one without 0-RTT.
     async fn redial(&mut self) -> Result<(), ClientError> {
         let Some(early) = &self.early else { return Ok(()) };
-        let (client, base) = (early.client.clone(), early.base.clone());
-        let mut fresh = client.connect_with(&base, false, false).await?;
+        let (client, base, via) = (early.client.clone(), early.base.clone(), early.via.clone());
+        let mut fresh = client.connect_with(&base, via.as_deref(), false, false).await?;
         fresh.timeout = self.timeout;
         fresh.max_body = self.max_body;
         *self = fresh;

@@ -6,6 +6,7 @@
 //! HTTP/3 listener exists, caps connections, bounds request heads, times out idle and slow
 //! clients, and drains in-flight requests on shutdown. [`client`] is the matching client.
 
+pub mod altsvc;
 pub mod body;
 pub mod client;
 mod config;

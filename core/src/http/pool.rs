@@ -18,6 +18,9 @@ use super::client::{ClientError, Connection, HttpClient};
 /// Reusable connections to one base URL (`h3://`, `https://` or `http://host:port`).
 pub struct Pool {
     base: String,
+    /// The `Alt-Svc` alternative (`HOST:PORT`) HTTP/3 connections go to, if not the base's
+    /// own address.
+    via: Option<String>,
     max_idle: usize,
     conns: Mutex<Vec<Connection>>,
 }
@@ -32,7 +35,14 @@ impl Pool {
     /// An empty pool for `base`, keeping at most `max_idle` idle HTTP/1.1 connections.
     #[must_use]
     pub fn new(base: impl Into<String>, max_idle: usize) -> Self {
-        Self { base: base.into(), max_idle: max_idle.max(1), conns: Mutex::new(Vec::new()) }
+        Self { base: base.into(), via: None, max_idle: max_idle.max(1), conns: Mutex::new(Vec::new()) }
+    }
+
+    /// An empty pool of HTTP/3 connections for the origin `base` (`h3://HOST:PORT`) made to its
+    /// alternative `via` (`HOST:PORT`); see [`HttpClient::connect_via`].
+    #[must_use]
+    pub fn via(base: impl Into<String>, via: impl Into<String>) -> Self {
+        Self { via: Some(via.into()), ..Self::new(base, 1) }
     }
 
     /// The base URL connections go to.
@@ -124,7 +134,10 @@ impl Pool {
     /// # Errors
     /// [`ClientError`] from connecting or from the request.
     pub async fn send_fresh(&self, client: &HttpClient, req: Request<Bytes>) -> Result<Response<Bytes>, ClientError> {
-        let mut c = client.connect(&self.base, false).await?;
+        let mut c = match &self.via {
+            Some(via) => client.connect_via(&self.base, via).await?,
+            None => client.connect(&self.base, false).await?,
+        };
         let r = c.send(req).await?;
         self.put(c);
         Ok(r)
