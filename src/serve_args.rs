@@ -53,6 +53,19 @@ pub(crate) struct ServeArgs {
     /// header from its clients through untouched.
     #[arg(long, value_name = "MODE", value_enum, default_value_t = ProxyModeArg::ProxyProtocol, requires = "trusted_proxy")]
     trusted_proxy_mode: ProxyModeArg,
+    /// What TCP answers say in Alt-Svc: auto (h3=":PORT" when an h3:// listener exists, so
+    /// browsers and chorus clients given https:// move to HTTP/3), clear (clients forget
+    /// HTTP/3 here: send it for a day before taking UDP away), or off.
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = AltSvcArg::Auto)]
+    alt_svc: AltSvcArg,
+}
+
+/// `--alt-svc`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum AltSvcArg {
+    Auto,
+    Clear,
+    Off,
 }
 
 /// `--trusted-proxy-mode`.
@@ -147,6 +160,11 @@ impl ServeArgs {
                     ProxyModeArg::ProxyProtocol => chorus_core::http::proxy::ProxyMode::ProxyProtocol,
                     ProxyModeArg::XForwardedFor => chorus_core::http::proxy::ProxyMode::XForwardedFor,
                 }),
+            alt_svc: match self.alt_svc {
+                AltSvcArg::Auto => chorus_core::http::AltSvcMode::Auto,
+                AltSvcArg::Clear => chorus_core::http::AltSvcMode::Clear,
+                AltSvcArg::Off => chorus_core::http::AltSvcMode::Off,
+            },
             ..ServerConfig::default()
         }
     }

@@ -4,13 +4,13 @@
 //! An `https://` edge that offers HTTP/3 says so in `Alt-Svc` (RFC 7838). The client
 //! remembers that ([`crate::remembered`]) and:
 //! - **learns it mid-session**: the first answer over TCP carries `Alt-Svc: h3=…`; a QUIC
-//!   connection starts at once, and the next request waits for it a moment
-//!   ([`UPGRADE_WAIT`]) rather than go out over TCP, so requests after the first go over
-//!   HTTP/3;
+//!   connection starts at once, and the next request waits for it a moment (four times what
+//!   TCP + TLS took to connect, within 100–250 ms: [`UPGRADE_WAIT`]) rather than go out over
+//!   TCP, so requests after the first go over HTTP/3; one that connects later is still used;
 //! - **races on a cold start** (Happy Eyeballs style): with an alternative known, QUIC starts
 //!   first and TCP + TLS [`RACE_DELAY`] later (at once if QUIC fails sooner); the first to
-//!   connect is used, and a QUIC connection that loses the race is kept only if it completes
-//!   within [`RACE_GRACE`] of TCP's;
+//!   connect is used at once, and a QUIC connection that loses the race is taken over only if
+//!   it completes within [`RACE_GRACE`] of TCP's;
 //! - **falls back without a failed request**: a QUIC connection that cannot be made, or a
 //!   request that fails on one, marks the alternative broken (not tried again for a while,
 //!   [`crate::remembered`]) and the request goes over TCP;
@@ -40,9 +40,11 @@ const POOL_MAX: usize = 8;
 pub(crate) const RACE_DELAY: Duration = Duration::from_millis(250);
 /// A QUIC connection completing this long after TCP's is still taken.
 pub(crate) const RACE_GRACE: Duration = Duration::from_millis(50);
-/// How long a request waits for a QUIC connection started after an `Alt-Svc` before going out
-/// over TCP.
+/// How long a request waits at most for a QUIC connection started after an `Alt-Svc` before
+/// going out over TCP (less when TCP + TLS connected faster: see [`Edge::upgrade_wait`]).
 pub(crate) const UPGRADE_WAIT: Duration = Duration::from_millis(250);
+/// ... and at least.
+const UPGRADE_WAIT_MIN: Duration = Duration::from_millis(100);
 /// After QUIC lost a race (it worked, but slower than TCP), no new HTTP/3 attempt to the edge
 /// before this long.
 const AFTER_LOST_RACE: Duration = Duration::from_secs(300);
@@ -77,7 +79,9 @@ enum H3 {
     /// Not in use; no new attempt before `not_before`, if set.
     Idle { not_before: Option<Instant> },
     /// A connection attempt (number `attempt`) is under way; `done` turns true when it ends.
-    Connecting { attempt: u64, done: watch::Receiver<bool> },
+    /// Requests wait for it while `wait`; it is used if it connects by `keep_until` (always,
+    /// without one).
+    Connecting { attempt: u64, done: watch::Receiver<bool>, wait: bool, keep_until: Option<Instant> },
     /// Requests go here.
     Ready(Arc<Pool>),
 }
@@ -93,6 +97,8 @@ pub(crate) struct Edge {
     configured: Option<String>,
     h3: Arc<Mutex<H3>>,
     attempts: AtomicU64,
+    /// How long TCP + TLS took to connect (about two round trips), once known.
+    tcp_connect_time: Mutex<Option<Duration>>,
     memory: Arc<Memory>,
     http: HttpClient,
 }
@@ -117,6 +123,7 @@ impl Edge {
             configured,
             h3: Arc::new(Mutex::new(H3::Idle { not_before: None })),
             attempts: AtomicU64::new(0),
+            tcp_connect_time: Mutex::new(None),
             memory,
             http: http.clone(),
         };
@@ -138,9 +145,18 @@ impl Edge {
         self.configured.clone().or_else(|| self.memory.with(|r| r.usable(key, now).map(|a| a.via.clone())))
     }
 
+    /// How long a request waits for HTTP/3 being set up after an `Alt-Svc`: a QUIC handshake
+    /// takes one round trip where TCP + TLS took two, so four times TCP's connect time leaves a
+    /// wide margin; between [`UPGRADE_WAIT_MIN`] and [`UPGRADE_WAIT`].
+    fn upgrade_wait(&self) -> Duration {
+        lock(&self.tcp_connect_time).map_or(UPGRADE_WAIT, |t| (t * 4).clamp(UPGRADE_WAIT_MIN, UPGRADE_WAIT))
+    }
+
     async fn tcp_connect(&self) -> bool {
+        let began = Instant::now();
         match self.http.connect(self.tcp.base(), false).await {
             Ok(c) => {
+                *lock(&self.tcp_connect_time) = Some(began.elapsed());
                 self.tcp.put(c);
                 true
             }
@@ -177,13 +193,15 @@ impl Edge {
         match tcp_result {
             Ok(c) => {
                 self.tcp.put(c);
-                if !*done.borrow() {
-                    let _ = tokio::time::timeout(RACE_GRACE, quic_ended(&mut done)).await;
-                }
-                if !self.h3_ready() {
-                    // Lost the race: requests go over TCP; the attempt may still finish (and
-                    // then counts as working, for next time) but is not used now.
-                    *lock(&self.h3) = H3::Idle { not_before: Some(Instant::now() + AFTER_LOST_RACE) };
+                let mut state = lock(&self.h3);
+                if let H3::Connecting { wait, keep_until, .. } = &mut *state {
+                    // TCP won: requests go over it at once. QUIC is still taken if it connects
+                    // within the grace; until it connects it counts as broken (a process that
+                    // ends first remembers that), and one that connects is forgiven.
+                    *wait = false;
+                    *keep_until = Some(Instant::now() + RACE_GRACE);
+                    drop(state);
+                    self.mark_broken();
                 }
                 true
             }
@@ -211,14 +229,24 @@ impl Edge {
         }
         let attempt = self.attempts.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = watch::channel(false);
-        *state = H3::Connecting { attempt, done: rx.clone() };
+        *state = H3::Connecting { attempt, done: rx.clone(), wait: true, keep_until: None };
         drop(state);
         let (http, h3, memory, via) = (self.http.clone(), self.h3.clone(), self.memory.clone(), via.to_owned());
         tokio::spawn(async move {
             let result = http.connect_via(&h3_base, &via).await;
             let mut state = lock(&h3);
-            let current = matches!(&*state, H3::Connecting { attempt: a, .. } if *a == attempt);
+            let (current, in_time) = match &*state {
+                H3::Connecting { attempt: a, keep_until, .. } if *a == attempt => {
+                    (true, keep_until.is_none_or(|t| Instant::now() <= t))
+                }
+                _ => (false, false),
+            };
             match result {
+                Ok(_) if current && !in_time => {
+                    memory.change(|r| r.worked(&key));
+                    debug!(edge = %key, %via, "HTTP/3 connected after TCP had won; not used this time");
+                    *state = H3::Idle { not_before: Some(Instant::now() + AFTER_LOST_RACE) };
+                }
                 Ok(conn) => {
                     memory.change(|r| r.worked(&key));
                     if current {
@@ -230,9 +258,14 @@ impl Edge {
                 }
                 Err(e) => {
                     debug!(edge = %key, %via, error = %chorus_core::error::Chain(&e), "HTTP/3 unavailable; staying on TCP");
+                    // Not counted twice when a request that gave up waiting marked it already.
                     memory.change(|r| {
-                        r.broken(&key, unix_now());
-                        true
+                        let now = unix_now();
+                        let fresh = !r.is_broken(&key, now);
+                        if fresh {
+                            r.broken(&key, now);
+                        }
+                        fresh
                     });
                     if current {
                         *state = H3::Idle { not_before: None };
@@ -246,22 +279,42 @@ impl Edge {
     }
 
     /// The HTTP/3 pool to send on: the ready one, or one about to be (waiting up to
-    /// [`UPGRADE_WAIT`] for a connection under way).
+    /// [`Edge::upgrade_wait`] for a connection under way).
     async fn h3_pool(&self) -> Option<Arc<Pool>> {
         let mut done = match &*lock(&self.h3) {
             H3::Ready(p) => return Some(p.clone()),
-            H3::Idle { .. } => return None,
+            H3::Idle { .. } | H3::Connecting { wait: false, .. } => return None,
             H3::Connecting { done, .. } => done.clone(),
         };
-        let _ = tokio::time::timeout(UPGRADE_WAIT, done.wait_for(|d| *d)).await;
+        if tokio::time::timeout(self.upgrade_wait(), done.wait_for(|d| *d)).await.is_err() {
+            // Not connected in time: broken until it connects (see `race`). Later requests do
+            // not wait for it again; it is used if it connects.
+            let mut state = lock(&self.h3);
+            // The first request to give up marks it; the others find it marked.
+            if let H3::Connecting { wait: wait @ true, .. } = &mut *state {
+                *wait = false;
+                drop(state);
+                self.mark_broken();
+            }
+        }
         match &*lock(&self.h3) {
             H3::Ready(p) => Some(p.clone()),
             _ => None,
         }
     }
 
+    /// Marks the alternative broken in the client's memory (forgiven when it works again).
+    fn mark_broken(&self) {
+        if let Some((key, _)) = &self.origin {
+            self.memory.change(|r| {
+                r.broken(key, unix_now());
+                true
+            });
+        }
+    }
+
     /// What an answer's `Alt-Svc` says, acted on: a new alternative is remembered and
-    /// connected to; `clear` drops HTTP/3.
+    /// connected to; `clear` (over TCP, or over HTTP/3 itself) drops HTTP/3.
     fn observe(&self, resp: &http::Response<Bytes>) {
         let (Some((key, _)), None) = (&self.origin, &self.configured) else { return };
         let Some(alt) = resp.headers().get(http::header::ALT_SVC).and_then(|v| altsvc::parse(v.as_bytes())) else {
@@ -311,17 +364,13 @@ impl Edge {
             match pool.send(http, chorus_core::http::pool::clone_request(&req)).await {
                 Ok(r) => {
                     tally.count(Protocol::Http3);
+                    self.observe(&r);
                     return Ok(r);
                 }
                 Err(e @ ClientError::Timeout(_)) => return Err(e),
                 Err(e) => {
                     debug!(edge = self.tcp.base(), error = %chorus_core::error::Chain(&e), "HTTP/3 request failed; over TCP instead");
-                    if let Some((key, _)) = &self.origin {
-                        self.memory.change(|r| {
-                            r.broken(key, unix_now());
-                            true
-                        });
-                    }
+                    self.mark_broken();
                     let mut state = lock(&self.h3);
                     if matches!(&*state, H3::Ready(p) if Arc::ptr_eq(p, &pool)) {
                         *state = H3::Idle { not_before: None };

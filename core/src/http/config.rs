@@ -32,6 +32,21 @@ pub struct ServerConfig {
     /// header (v1 or v2) first on the connection or with `X-Forwarded-For` (default: none;
     /// `--trusted-proxy CIDR`). See [`super::proxy`].
     pub trusted_proxies: super::proxy::TrustedProxies,
+    /// What TCP responses say in `Alt-Svc` (default [`AltSvcMode::Auto`]).
+    pub alt_svc: AltSvcMode,
+}
+
+/// What the front's TCP responses say in `Alt-Svc` (RFC 7838; docs/protocol.md, "Alt-Svc").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AltSvcMode {
+    /// `h3=":PORT"; ma=86400` when an HTTP/3 listener exists, nothing otherwise.
+    #[default]
+    Auto,
+    /// `clear`: clients forget HTTP/3 for this origin (before taking UDP away, or when the
+    /// UDP port clients would reach is not the listener's).
+    Clear,
+    /// No `Alt-Svc` header: clients learn of HTTP/3 only from `h3://` URLs.
+    Off,
 }
 
 impl Default for ServerConfig {
@@ -47,6 +62,7 @@ impl Default for ServerConfig {
             grace_period: Duration::from_secs(10),
             h1_fast_path: cfg!(target_os = "linux"),
             trusted_proxies: super::proxy::TrustedProxies::default(),
+            alt_svc: AltSvcMode::Auto,
         }
     }
 }

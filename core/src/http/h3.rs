@@ -113,6 +113,7 @@ async fn serve_conn<H: Handler>(
                     header_timeout: config.header_read_timeout,
                     idle: config.idle_timeout,
                     handshake_timeout: config.handshake_timeout,
+                    clear_alt_svc: config.alt_svc == super::AltSvcMode::Clear,
                     forwarded: config.trusted_proxies.forwards_for(remote.ip()).then(|| config.trusted_proxies.clone()),
                 };
                 let handshake = handshake.clone();
@@ -152,6 +153,8 @@ struct Limits {
     /// that header says who the client is. (There is no PROXY protocol for QUIC: in that
     /// mode a QUIC connection's own address counts.)
     forwarded: Option<super::proxy::TrustedProxies>,
+    /// `--alt-svc clear`: said over HTTP/3 too, so that clients already on it forget it.
+    clear_alt_svc: bool,
 }
 
 /// Whether `method` may run on data that could be a replay (0-RTT early data): the safe
@@ -201,6 +204,10 @@ async fn serve_request<H: Handler>(
         let ctx = RequestContext { protocol: Protocol::Http3, tls: true, remote, sendfile: false };
         handler.call(req, ctx).await
     };
+    let mut resp = resp;
+    if limits.clear_alt_svc {
+        resp.headers_mut().insert(http::header::ALT_SVC, http::HeaderValue::from_static("clear"));
+    }
     if let Err(e) = send_response(&mut send, resp, head_only, limits.idle).await {
         debug!(error = %Chain(&e), "sending HTTP/3 response failed");
     }

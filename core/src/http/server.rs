@@ -100,8 +100,13 @@ impl Server {
             let addr = endpoint.local_addr().map_err(|source| ServerError::Bind { url: u.to_string(), source })?;
             quic.push((ListenUrl { scheme: Scheme::H3, addr }, endpoint));
         }
-        let alt_svc =
-            quic.first().and_then(|(u, _)| HeaderValue::from_str(&format!("h3=\":{}\"; ma=86400", u.addr.port())).ok());
+        let alt_svc = match config.alt_svc {
+            super::AltSvcMode::Auto => quic
+                .first()
+                .and_then(|(u, _)| HeaderValue::from_str(&format!("h3=\":{}\"; ma=86400", u.addr.port())).ok()),
+            super::AltSvcMode::Clear => Some(HeaderValue::from_static("clear")),
+            super::AltSvcMode::Off => None,
+        };
         Ok(Self { tcp, quic, config, alt_svc, cert })
     }
 
