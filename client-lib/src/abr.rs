@@ -1,8 +1,11 @@
 //! Bitrate adaptation: which rendition each segment is fetched in.
 //!
 //! A throughput rule with a buffer safety net, as players such as dash.js combine them:
-//! - with less than [`AbrConfig::panic_buffer`] of audio buffered, take the lowest rendition
-//!   (a stall costs more than quality);
+//! - with less than [`AbrConfig::panic_buffer`] of audio buffered, take no higher rung than
+//!   before, and only one whose segment the measured throughput brings in within half the
+//!   audio buffered (the lowest if none does): a stall costs more than quality, but a link
+//!   that delivers a segment in milliseconds need not drop to the lowest rung for a short
+//!   buffer (one kept short on purpose, say, while peers are asked first);
 //! - otherwise take the highest rendition whose bitrate is at most [`AbrConfig::safety`] times
 //!   the measured throughput; while the buffer is above [`AbrConfig::comfortable_buffer`], step
 //!   up at most one rung per segment (no oscillation on a single fast sample);
@@ -59,9 +62,10 @@ pub enum Quality {
     Fixed(usize),
 }
 
-/// Picks the rung (index into `ladder_bps`, sorted lowest first) for the next segment, given
-/// the measured throughput in bits/s (`None` before any measurement), the audio buffered ahead
-/// of the playhead, and the rung of the previous segment.
+/// Picks the rung (index into `ladder_bps`, sorted lowest first) for the next segment, of
+/// `segment` media time, given the measured throughput in bits/s (`None` before any
+/// measurement), the audio buffered ahead of the playhead, and the rung of the previous
+/// segment.
 #[must_use]
 pub fn choose(
     cfg: &AbrConfig,
@@ -70,6 +74,7 @@ pub fn choose(
     throughput_bps: Option<f64>,
     buffered: Duration,
     previous: Option<usize>,
+    segment: Duration,
 ) -> usize {
     let top = ladder_bps.len().saturating_sub(1);
     let cap = match quality {
@@ -80,10 +85,12 @@ pub fn choose(
         // Nothing measured yet: start low, so the first segment arrives fast.
         return 0;
     };
-    if buffered < cfg.panic_buffer {
-        return 0;
-    }
     let fits = highest_within(ladder_bps, cap, tp * cfg.safety);
+    if buffered < cfg.panic_buffer {
+        // A rung's segment takes bitrate × duration / throughput to arrive.
+        let in_time = tp * buffered.as_secs_f64() / (2.0 * segment.as_secs_f64().max(1e-3));
+        return highest_within(ladder_bps, cap, in_time).min(fits).min(previous.unwrap_or(0));
+    }
     match previous {
         // Going up: one rung at a time, and only with a comfortable buffer.
         Some(prev) if fits > prev => {
@@ -139,7 +146,7 @@ mod tests {
     const LADDER: [u64; 4] = [24_000, 96_000, 160_000, 320_000];
 
     fn pick(tp: Option<f64>, buffered: u64, prev: Option<usize>, q: Quality) -> usize {
-        choose(&AbrConfig::default(), q, &LADDER, tp, Duration::from_secs(buffered), prev)
+        choose(&AbrConfig::default(), q, &LADDER, tp, Duration::from_secs(buffered), prev, Duration::from_secs(6))
     }
 
     #[test]
@@ -159,8 +166,19 @@ mod tests {
         let auto = Quality::Auto { cap: 3 };
         // 150 kbit/s measured: 0.8 × 150k = 120k fits 96k (rung 1), straight down from 3.
         assert_eq!(pick(Some(150_000.0), 20, Some(3), auto), 1);
-        // Buffer nearly empty: lowest, whatever the throughput.
-        assert_eq!(pick(Some(2e6), 2, Some(3), auto), 0);
+        // Buffer nearly empty (2 s): only what arrives within 1 s. At 500 kbit/s a 6 s segment
+        // of 24k takes 0.29 s, of 96k 1.15 s: the lowest.
+        assert_eq!(pick(Some(500_000.0), 2, Some(3), auto), 0);
+        // At 2 Mbit/s 160k takes 0.48 s and 320k 0.96 s: no need to drop below the previous
+        // rung, and no climbing either.
+        assert_eq!(pick(Some(2e6), 2, Some(2), auto), 2);
+        assert_eq!(pick(Some(2e6), 2, Some(1), auto), 1);
+        assert_eq!(
+            pick(Some(2e6), 1, Some(3), auto),
+            2,
+            "1 s buffered: 160k (0.48 s) arrives within 0.5 s, 320k does not"
+        );
+        assert_eq!(pick(Some(2e6), 0, Some(3), auto), 0);
     }
 
     #[test]

@@ -307,12 +307,13 @@ impl Scheduler {
         abr::first(&self.cfg.abr, self.cfg.quality, &self.ladder_bps, self.estimate)
     }
 
-    /// The rendition for the next new request: see the module docs, "Bitrate".
-    fn pick_rendition(&mut self, now: Instant) -> usize {
+    /// The rendition for segment `i`, a new request: see the module docs, "Bitrate".
+    fn pick_rendition(&mut self, i: usize, now: Instant) -> usize {
         let Some(tp) = self.throughput_bps() else { return self.first_rung() };
         if std::mem::take(&mut self.warming) {
             return abr::warm(&self.cfg.abr, self.cfg.quality, &self.ladder_bps, tp);
         }
+        let segment = self.segments.get(i).map_or(Duration::ZERO, |s| s.duration);
         abr::choose(
             &self.cfg.abr,
             self.cfg.quality,
@@ -320,6 +321,7 @@ impl Scheduler {
             Some(tp),
             self.buffered(now),
             self.last_rendition,
+            segment,
         )
     }
 
@@ -632,7 +634,7 @@ impl Scheduler {
             }
             let rendition = match self.best_cached(i) {
                 Some(r) => r,
-                None => self.pick_rendition(now),
+                None => self.pick_rendition(i, now),
             };
             let bytes = self.segments[i].sizes.get(rendition).copied().unwrap_or(0);
             let ranked = self.ranked(i, rendition, now, &[]);

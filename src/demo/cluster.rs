@@ -118,8 +118,9 @@ pub(super) async fn start_origin(dir: &Path, samples: &[Sample], stop: &Stop) ->
 pub(super) struct DemoEdge {
     /// Its plain HTTP URL.
     pub(super) http: String,
-    /// Its HTTP/3 URL (the HTTP URL on an edge without TLS).
-    pub(super) h3: String,
+    /// Its HTTPS URL (the HTTP URL on an edge without TLS): its answers offer HTTP/3 in
+    /// `Alt-Svc`.
+    pub(super) https: String,
     /// Every URL it serves.
     pub(super) urls: Vec<String>,
     /// Its self-signed certificate, for clients to trust.
@@ -167,8 +168,8 @@ pub(super) async fn start_edge(
     edge.spawn_background();
     servers.spawn(server.serve(Arc::new(edge), stop.clone().wait()));
     let http = bound.iter().find(|u| u.starts_with("http://")).cloned().context("the edge has no HTTP listener")?;
-    let h3 = bound.iter().find(|u| u.starts_with("h3://")).cloned().unwrap_or_else(|| http.clone());
-    Ok(DemoEdge { http, h3, urls: bound, cert: cert.map(|c| c.cert_path).unwrap_or_default() })
+    let https = bound.iter().find(|u| u.starts_with("https://")).cloned().unwrap_or_else(|| http.clone());
+    Ok(DemoEdge { http, https, urls: bound, cert: cert.map(|c| c.cert_path).unwrap_or_default() })
 }
 
 /// A running seeding peer.

@@ -136,9 +136,10 @@ async fn demo(
         edge_a.http
     ));
 
-    // The listener: HTTP/3 to edge a first, edge b as the fallback; P2P on, no mDNS (nothing
-    // leaves loopback).
-    let listener = ClientBuilder::new(vec![edge_a.h3.clone(), edge_b.http.clone()], key)
+    // The listener: edge a by its https:// URL first (its answers offer HTTP/3 in Alt-Svc, which
+    // the listener takes from its second request on), edge b as the fallback; P2P on, no mDNS
+    // (nothing leaves loopback).
+    let listener = ClientBuilder::new(vec![edge_a.https.clone(), edge_b.http.clone()], key)
         .trust(ClientTls { ca_files: vec![edge_a.cert.clone()], insecure: false })
         .cache(root.join("listener"), 1 << 30)
         .play(true)
@@ -156,14 +157,15 @@ async fn demo(
     let summary = summarize(&plays);
     view.finish();
     eprintln!(
-        "{} plays, {}: {}; startup p50 {} ms; {} stalls; {} chunks verified, {} rejected",
+        "{} plays, {}: {}; startup p50 {} ms; {} stalls; {} chunks verified, {} rejected; renditions {}",
         summary.plays,
         HumanBytes(summary.bytes_total),
         shares(&summary.bytes_by_source),
         summary.startup_ms_p50,
         summary.stalls,
         summary.chunks_verified,
-        summary.chunks_rejected
+        summary.chunks_rejected,
+        summary.renditions.join(", ")
     );
     if a.json {
         println!("{}", serde_json::to_string(&summary)?);

@@ -19,6 +19,11 @@ pub(super) struct DemoSummary {
     /// Bytes preloads fetched over the network (those later played count in
     /// `bytes_by_source` by where they came from).
     pub(super) preloaded_bytes: u64,
+    /// The rendition each play was heard in (most of its segments), in play order.
+    pub(super) renditions: Vec<String>,
+    /// The HTTP version that carried most of each play's requests to edges (`cache` when it
+    /// asked none), in play order.
+    pub(super) protocols: Vec<String>,
 }
 
 /// One play and the preload that fetched the start of its track ahead of it, if any.
@@ -63,6 +68,8 @@ pub(super) fn summarize(plays: &[Played]) -> DemoSummary {
         out.chunks_verified += p.summary.chunks_verified;
         out.chunks_rejected += p.summary.chunks_rejected;
         out.preloaded_bytes += p.preload.as_ref().map_or(0, |pre| pre.bytes_by_source.edge + pre.bytes_by_source.peer);
+        out.renditions.push(p.summary.rendition.clone());
+        out.protocols.push(p.summary.protocol.clone());
     }
     let mut startup: Vec<u64> = plays.iter().map(|p| p.summary.startup_ms).collect();
     startup.sort_unstable();

@@ -84,13 +84,14 @@ impl View {
             )
         });
         let line = format!(
-            "played {}: {} {}, startup {} ms, {} stalls, {} peers; {}{pre}",
+            "played {}: {} {}, startup {} ms, {} stalls, {} peers, over {}; {}{pre}",
             s.track_id,
             s.rendition,
             HumanBytes(s.bytes_total),
             s.startup_ms,
             s.stalls,
             s.peers,
+            s.protocol,
             shares(&by)
         );
         bar.finish_and_clear();
