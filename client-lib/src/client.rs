@@ -35,6 +35,7 @@ pub struct ClientBuilder {
     pub(crate) origin_key: VerifyingKey,
     trust: ClientTls,
     pub(crate) quality: Quality,
+    pub(crate) start_bps: u64,
     pub(crate) token: Option<String>,
     pub(crate) cache: Option<(PathBuf, u64)>,
     pub(crate) play: bool,
@@ -59,6 +60,7 @@ impl ClientBuilder {
             origin_key,
             trust: ClientTls::default(),
             quality: Quality::Auto { cap: usize::MAX },
+            start_bps: crate::abr::AbrConfig::default().start_bps,
             token: None,
             cache: None,
             play: false,
@@ -83,6 +85,15 @@ impl ClientBuilder {
     #[must_use]
     pub const fn quality(mut self, q: Quality) -> Self {
         self.quality = q;
+        self
+    }
+    /// The default quality, bits/s (default 96 000, the "normal" class): with `Quality::Auto`,
+    /// a client that has no throughput estimate yet goes to the highest rung at or below it as
+    /// soon as its first segment shows the link carries it (docs/client.md, "The first
+    /// bitrate").
+    #[must_use]
+    pub const fn start_bitrate(mut self, bps: u64) -> Self {
+        self.start_bps = bps;
         self
     }
     /// Access token for the edges.

@@ -154,6 +154,7 @@ impl Client {
         let ladder_bps: Vec<u64> = allowed.iter().map(|&i| ladder[i].bitrate_bps).collect();
         let segments = ladder::segment_infos(&ladder, &allowed);
         let mut cfg = SchedulerConfig { quality, buffer_ahead: inner.cfg.buffer_ahead, ..SchedulerConfig::default() };
+        cfg.abr.start_bps = inner.cfg.start_bps;
         if !inner.cfg.play {
             cfg.buffer_ahead = Duration::from_secs(86_400 * 365);
             cfg.max_inflight = 4;

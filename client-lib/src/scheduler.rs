@@ -308,9 +308,9 @@ impl Scheduler {
     }
 
     /// The rendition for segment `i`, a new request: see the module docs, "Bitrate".
-    fn pick_rendition(&mut self, i: usize, now: Instant) -> usize {
+    fn pick_rendition(&self, i: usize, now: Instant) -> usize {
         let Some(tp) = self.throughput_bps() else { return self.first_rung() };
-        if std::mem::take(&mut self.warming) {
+        if self.warming {
             return abr::warm(&self.cfg.abr, self.cfg.quality, &self.ladder_bps, tp);
         }
         let segment = self.segments.get(i).map_or(Duration::ZERO, |s| s.duration);
@@ -663,6 +663,11 @@ impl Scheduler {
             }
             self.state[i] = State::InFlight(attempts);
             self.last_rendition = Some(rendition);
+            // The cold start's jump is spent once a request made after a measurement goes out
+            // (not when a segment is passed over for want of a source).
+            if self.throughput_bps().is_some() {
+                self.warming = false;
+            }
         }
         actions
     }
@@ -1255,6 +1260,20 @@ mod tests {
         // A link that cannot carry 96 kbit/s with margin stays at the lowest.
         let r = first_renditions(None, 100_000.0, 6);
         assert!(r.iter().all(|&x| x == 0), "{r:?}");
+    }
+
+    #[test]
+    fn a_segment_held_back_for_peers_does_not_spend_the_cold_start_jump() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(SchedulerConfig::default(), LADDER.to_vec(), track(4), 1, t0);
+        s.set_awaiting_peers(true);
+        assert_eq!(fetches(&s.poll(t0)), vec![(0, 0, false)]);
+        s.on_complete(t0 + ms(50), 0, SourceId(0), 18_000, ms(50));
+        // Segment 1 is left for the peers being looked for: nothing goes out.
+        assert!(s.poll(t0 + ms(60)).is_empty());
+        // Once it is within the edges' window it goes to the edge, in the default quality.
+        let a = s.poll(t0 + ms(2100));
+        assert!(a.contains(&Action::Fetch { segment: 1, rendition: 1, source: SourceId(0), hedge: false }), "{a:?}");
     }
 
     #[test]
