@@ -269,7 +269,7 @@ impl HttpClient {
                 }
             },
         };
-        let (mut driver, send) = match h3::client::new(h3_quinn::Connection::new(conn)).await {
+        let (mut driver, send) = match h3::client::builder().build(super::h3quic::QuicConn::new(conn)).await {
             Ok(pair) => pair,
             // Early data refused while HTTP/3 was setting up: its control streams are gone.
             Err(_) if early.is_some() => return Box::pin(self.connect_h3(addr, host, authority, None)).await,
@@ -368,7 +368,7 @@ enum Inner {
     H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
     /// The endpoint is kept so its socket lives as long as the connection.
     H3 {
-        send: h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
+        send: h3::client::SendRequest<super::h3quic::Opener, super::h3quic::SendBuf>,
         _endpoint: quinn::Endpoint,
         /// Set when the connection has closed (its driver returned).
         closed: Arc<std::sync::atomic::AtomicBool>,
@@ -564,7 +564,7 @@ impl Connection {
                 let mut stream = send.send_request(Request::from_parts(parts, ())).await.map_err(request_failed)?;
                 let sent = async {
                     if !body.is_empty() {
-                        stream.send_data(body).await?;
+                        stream.send_data(body.into()).await?;
                     }
                     stream.finish().await
                 }

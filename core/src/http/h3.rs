@@ -4,7 +4,7 @@
 use crate::error::Chain;
 use std::sync::Arc;
 
-use bytes::{Buf as _, Bytes};
+use bytes::Buf as _;
 use http::{Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::{BodyExt as _, StreamBody};
@@ -12,10 +12,12 @@ use tokio::sync::{Semaphore, watch};
 use tracing::{Instrument as _, debug, info_span, warn};
 
 use super::config::ServerConfig;
+use super::h3quic::{self, SendBuf};
 use super::{BodyError, Handler, Protocol, RequestContext, ResponseBody, json_error};
 
-type H3Conn = h3::server::Connection<h3_quinn::Connection, Bytes>;
-type H3Stream = h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
+// Bodies go to h3 as `SendBuf` so that our transport hands them to quinn without a copy.
+type H3Conn = h3::server::Connection<h3quic::QuicConn, SendBuf>;
+type H3Stream = h3::server::RequestStream<h3quic::BidiStream, SendBuf>;
 
 pub(super) async fn accept_loop<H: Handler>(
     endpoint: quinn::Endpoint,
@@ -85,7 +87,7 @@ async fn serve_conn<H: Handler>(
     let remote = conn.remote_address();
     let mut h3: H3Conn = match h3::server::builder()
         .max_field_section_size(config.max_header_bytes as u64)
-        .build(h3_quinn::Connection::new(conn))
+        .build(h3quic::QuicConn::new(conn))
         .await
     {
         Ok(c) => c,
@@ -216,7 +218,7 @@ async fn serve_request<H: Handler>(
 /// Sends `resp`; without its body for `HEAD` (hyper strips it on TCP; here it is ours to do).
 /// A client that takes more than `idle` to accept a piece of the body is cut off.
 async fn send_response(
-    send: &mut h3::server::RequestStream<h3_quinn::SendStream<Bytes>, Bytes>,
+    send: &mut h3::server::RequestStream<h3quic::SendHalf, SendBuf>,
     resp: Response<ResponseBody>,
     head_only: bool,
     idle: std::time::Duration,
@@ -232,7 +234,7 @@ async fn send_response(
                 if let Ok(data) = frame.into_data()
                     && !data.is_empty()
                 {
-                    match tokio::time::timeout(idle, send.send_data(data)).await {
+                    match tokio::time::timeout(idle, send.send_data(SendBuf::from(data))).await {
                         Ok(sent) => sent?,
                         Err(_) => {
                             send.stop_stream(h3::error::Code::H3_REQUEST_CANCELLED);

@@ -13,6 +13,7 @@ mod config;
 mod h1fast;
 mod h1head;
 mod h3;
+mod h3quic;
 mod io;
 pub mod listen;
 pub mod pool;
