@@ -30,8 +30,9 @@ pub(crate) struct FetchArgs {
     /// The track id.
     #[arg(value_name = "TRACK")]
     track: TrackId,
-    /// Edge to fetch from (h3://HOST:PORT tries HTTP/3, then HTTPS on the same port); repeat for
-    /// failover.
+    /// Edge to fetch from: https://HOST:PORT (moves to HTTP/3 when the edge offers it in
+    /// Alt-Svc; remembered in --cache-dir), h3://HOST:PORT (HTTP/3 raced against HTTPS on the
+    /// same port) or http://; repeat for failover.
     #[arg(long, value_name = "URL", value_delimiter = ',', required = true)]
     edge: Vec<String>,
     /// The origin's public key (origin.pub): manifests that do not verify are refused.
