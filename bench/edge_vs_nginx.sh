@@ -64,17 +64,8 @@ cleanup() {
 trap cleanup EXIT
 
 # --- catalogue: CHUNKS chunks of exactly 128 KiB, imported as an HLS package ------------------
-PKG=$WORK/r128; mkdir -p "$PKG"  # the directory name becomes the rendition id
-{ printf 'ftypmp4a'; head -c 1016 /dev/urandom; } > "$PKG/init.mp4"
-{
-  echo '#EXTM3U'; echo '#EXT-X-VERSION:7'; echo '#EXT-X-TARGETDURATION:6'; echo '#EXT-X-MAP:URI="init.mp4"'
-  for i in $(seq 0 $((CHUNKS - 1))); do
-    head -c 131072 /dev/urandom > "$PKG/seg$i.m4s"
-    echo '#EXTINF:6.0,'; echo "seg$i.m4s"
-  done
-  echo '#EXT-X-ENDLIST'
-} > "$PKG/bench.m3u8"
-"$BIN" ingest --store "$WORK/store" --track bench "$PKG/bench.m3u8" >/dev/null
+. bench/catalogue.sh
+make_catalogue "$BIN" "$WORK" "$WORK/store" "$CHUNKS"
 
 taskset -c 1 "$BIN" origin --store "$WORK/store" --listen "http://127.0.0.1:$ORIGIN" --log-level warn &
 PIDS+=($!)

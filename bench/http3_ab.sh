@@ -42,17 +42,9 @@ build "$BASE_REV" "$WORK/A"
 build "$NEW_REV" "$WORK/B"
 LOADGEN=$WORK/B/loadgen
 
-# The catalogue, as bench/edge_vs_nginx.sh makes it: CHUNKS chunks of exactly 128 KiB.
-PKG=$WORK/r128; mkdir -p "$PKG"
-{ printf 'ftypmp4a'; head -c 1016 /dev/urandom; } > "$PKG/init.mp4"
-{
-  echo '#EXTM3U'; echo '#EXT-X-VERSION:7'; echo '#EXT-X-TARGETDURATION:6'; echo '#EXT-X-MAP:URI="init.mp4"'
-  for i in $(seq 0 $((CHUNKS - 1))); do
-    head -c 131072 /dev/urandom > "$PKG/seg$i.m4s"; echo '#EXTINF:6.0,'; echo "seg$i.m4s"
-  done
-  echo '#EXT-X-ENDLIST'
-} > "$PKG/bench.m3u8"
-"$WORK/B/chorus" ingest --store "$WORK/store" --track bench "$PKG/bench.m3u8" >/dev/null
+# The catalogue bench/edge_vs_nginx.sh serves: CHUNKS chunks of exactly 128 KiB.
+. bench/catalogue.sh
+make_catalogue "$WORK/B/chorus" "$WORK" "$WORK/store" "$CHUNKS"
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
