@@ -20,6 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -203,8 +204,11 @@ pub(crate) fn unix_now() -> u64 {
 pub(crate) struct Memory {
     path: Option<PathBuf>,
     state: Mutex<Remembered>,
-    /// Bumped at each change; the writer skips snapshots older than the last one written.
-    generation: Mutex<(u64, u64)>,
+    /// Bumped at each change (never waits on the disk, so async callers never block on it).
+    generation: AtomicU64,
+    /// The generation last written; held by the (blocking-pool) writer while it writes, so
+    /// writes are serialised and an older snapshot never replaces a newer one.
+    written: Mutex<u64>,
 }
 
 impl Memory {
@@ -218,7 +222,7 @@ impl Memory {
         if dropped > 0 {
             tracing::warn!(file = %path.display(), dropped, "ignored invalid entries");
         }
-        Self { path: Some(path), state: Mutex::new(state), generation: Mutex::default() }
+        Self { path: Some(path), state: Mutex::new(state), generation: AtomicU64::new(0), written: Mutex::new(0) }
     }
 
     /// Reads the state under the lock.
@@ -229,24 +233,20 @@ impl Memory {
     /// Changes the state under the lock; when `f` says it changed something worth keeping, the
     /// file is rewritten in the background.
     pub(crate) fn change(self: &Arc<Self>, f: impl FnOnce(&mut Remembered) -> bool) {
-        let snapshot = {
+        let (snapshot, generation) = {
             let mut state = lock(&self.state);
             if !f(&mut state) {
                 return;
             }
-            state.clone()
+            // Numbered under the state's lock, so a later number is always a later state.
+            (state.clone(), self.generation.fetch_add(1, Ordering::Relaxed) + 1)
         };
         let Some(path) = self.path.clone() else { return };
-        let generation = {
-            let mut g = lock(&self.generation);
-            g.0 += 1;
-            g.0
-        };
         let this = self.clone();
         // Fire and forget: losing a write costs a slower start next time, nothing more.
         tokio::task::spawn_blocking(move || {
-            let mut g = lock(&this.generation);
-            if g.1 >= generation {
+            let mut written = lock(&this.written);
+            if *written >= generation {
                 return; // a newer snapshot is already on disk
             }
             match serde_json::to_vec_pretty(&snapshot) {
@@ -257,7 +257,7 @@ impl Memory {
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot encode the client's network state"),
             }
-            g.1 = generation;
+            *written = generation;
         });
     }
 }
