@@ -269,6 +269,7 @@ impl HttpClient {
                 }
             },
         };
+        let quic = conn.clone();
         let (mut driver, send) = match h3::client::builder().build(super::h3quic::QuicConn::new(conn)).await {
             Ok(pair) => pair,
             // Early data refused while HTTP/3 was setting up: its control streams are gone.
@@ -285,7 +286,7 @@ impl HttpClient {
             }
         });
         Ok(Connection {
-            inner: Inner::H3 { send, _endpoint: endpoint, closed },
+            inner: Inner::H3 { send, quic, _endpoint: endpoint, closed },
             scheme: "https",
             authority: authority.to_owned(),
             timeout: self.timeout,
@@ -369,6 +370,7 @@ enum Inner {
     /// The endpoint is kept so its socket lives as long as the connection.
     H3 {
         send: h3::client::SendRequest<super::h3quic::Opener, super::h3quic::SendBuf>,
+        quic: quinn::Connection,
         _endpoint: quinn::Endpoint,
         /// Set when the connection has closed (its driver returned).
         closed: Arc<std::sync::atomic::AtomicBool>,
@@ -398,6 +400,17 @@ struct Early {
     base: String,
     /// The alternative the connection went to, if not the origin's own address.
     via: Option<String>,
+}
+
+/// A QUIC connection's counters, as [`Connection::quic_stats`] reads them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuicStats {
+    /// The smoothed round-trip time.
+    pub rtt: Duration,
+    /// UDP datagrams received.
+    pub packets_received: u64,
+    /// ACK frames sent.
+    pub acks_sent: u64,
 }
 
 /// One open connection.
@@ -432,6 +445,18 @@ impl Connection {
         }
     }
 
+    /// What the QUIC transport under an HTTP/3 connection has seen so far (`None` over TCP).
+    #[must_use]
+    pub fn quic_stats(&self) -> Option<QuicStats> {
+        let Inner::H3 { quic, .. } = &self.inner else { return None };
+        let stats = quic.stats();
+        Some(QuicStats {
+            rtt: stats.path.rtt,
+            packets_received: stats.udp_rx.datagrams,
+            acks_sent: stats.frame_tx.acks,
+        })
+    }
+
     /// Whether it carries many requests at once (HTTP/2, HTTP/3), so it can be [shared].
     ///
     /// [shared]: Connection::share
@@ -448,9 +473,12 @@ impl Connection {
         let inner = match &self.inner {
             Inner::H1(_) => return None,
             Inner::H2(send) => Inner::H2(send.clone()),
-            Inner::H3 { send, _endpoint, closed } => {
-                Inner::H3 { send: send.clone(), _endpoint: _endpoint.clone(), closed: closed.clone() }
-            }
+            Inner::H3 { send, quic, _endpoint, closed } => Inner::H3 {
+                send: send.clone(),
+                quic: quic.clone(),
+                _endpoint: _endpoint.clone(),
+                closed: closed.clone(),
+            },
         };
         Some(Self {
             inner,

@@ -553,4 +553,75 @@ mod tests {
         drop(stop_tx);
         serving.await.unwrap();
     }
+
+    /// A UDP relay for one client to `server` that passes the server's datagrams on one at a
+    /// time, `gap` apart, as they arrive over a real link. (Straight over loopback, a GSO batch
+    /// of ten reaches the client at once and one ACK covers it, with or without decimation.)
+    /// Its threads end a few seconds after the traffic does.
+    fn pacing_relay(server: std::net::SocketAddr, gap: std::time::Duration) -> std::net::SocketAddr {
+        use std::net::UdpSocket;
+        let front = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let back = UdpSocket::bind("127.0.0.1:0").unwrap();
+        back.connect(server).unwrap();
+        let idle = Some(std::time::Duration::from_secs(5));
+        front.set_read_timeout(idle).unwrap();
+        back.set_read_timeout(idle).unwrap();
+        let addr = front.local_addr().unwrap();
+        let (front2, back2) = (front.try_clone().unwrap(), back.try_clone().unwrap());
+        let (client_tx, client_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65_536];
+            let mut told = false;
+            while let Ok((n, from)) = front.recv_from(&mut buf) {
+                if !told {
+                    told = client_tx.send(from).is_ok();
+                }
+                let _ = back.send(&buf[..n]);
+            }
+        });
+        std::thread::spawn(move || {
+            let Ok(client) = client_rx.recv() else { return };
+            let mut buf = vec![0u8; 65_536];
+            while let Ok(n) = back2.recv(&mut buf) {
+                let _ = front2.send_to(&buf[..n], client);
+                std::thread::sleep(gap);
+            }
+        });
+        addr
+    }
+
+    /// The listener asks clients to acknowledge every tenth packet (see `server::ack_decimation`):
+    /// a 3 MiB download (over 2 000 packets) arriving one packet at a time takes a fraction of
+    /// the ACKs that QUIC's default, an ACK every other packet, would take.
+    #[tokio::test]
+    async fn a_download_is_acknowledged_about_every_tenth_packet() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = tls::load_or_generate(None, None, dir.path()).unwrap();
+        let url: ListenUrl = "h3://127.0.0.1:0".parse().unwrap();
+        let server = Server::bind(&[url], Some(&key), ServerConfig::default()).await.unwrap();
+        let relay = pacing_relay(server.local_urls()[0].addr, std::time::Duration::from_micros(200));
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<Infallible>();
+        let serving = tokio::spawn(server.serve(Arc::new(Pieces), async move {
+            let _ = stop_rx.await;
+        }));
+
+        let client = HttpClient::new(&ClientTls { ca_files: Vec::new(), insecure: true }).unwrap();
+        let mut conn = client.connect(&format!("h3://{relay}"), false).await.unwrap();
+        let before = conn.quic_stats().unwrap();
+        let resp = conn.get("/").await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert!(resp.body()[..] == pattern(3 << 20)[..], "body differs");
+        let after = conn.quic_stats().unwrap();
+        let packets = after.packets_received - before.packets_received;
+        let acks = after.acks_sent - before.acks_sent;
+        eprintln!("{acks} ACKs for {packets} packets");
+        assert!(packets > 2000, "{packets} packets for 3 MiB");
+        // An ACK every other packet would be over 1 000; every tenth about 220, plus those sent
+        // at once for packets that arrived out of order or after a pause.
+        assert!(acks * 5 < packets, "{acks} ACKs for {packets} packets");
+
+        drop((conn, client));
+        drop(stop_tx);
+        serving.await.unwrap();
+    }
 }
