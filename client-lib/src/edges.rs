@@ -8,7 +8,8 @@
 //!   TCP + TLS took to connect, within 100–250 ms: [`UPGRADE_WAIT`]) rather than go out over
 //!   TCP, so requests after the first go over HTTP/3; one that connects later is still used;
 //! - **races on a cold start** (Happy Eyeballs style): with an alternative known, QUIC starts
-//!   first and TCP + TLS [`RACE_DELAY`] later (at once if QUIC fails sooner); the first to
+//!   first and TCP + TLS twice the last handshake's time later (100–250 ms, [`race_delay`];
+//!   at once if QUIC fails sooner); the first to
 //!   connect is used at once, and a QUIC connection that loses the race is taken over only if
 //!   it completes within [`RACE_GRACE`] of TCP's;
 //! - **falls back without a failed request**: a QUIC connection that cannot be made, or a
@@ -36,8 +37,11 @@ use crate::remembered::{Memory, unix_now};
 /// Idle HTTP/1.1 connections kept per edge (HTTP/2 and HTTP/3 share one).
 const POOL_MAX: usize = 8;
 /// On a cold start with a known HTTP/3 alternative, TCP starts this long after QUIC when the
-/// edge's round trip is not known (the Happy Eyeballs v2 connection attempt delay).
+/// last QUIC handshake's time is not known (the Happy Eyeballs v2 connection attempt delay,
+/// RFC 8305 §5), and at most this long when it is: see [`race_delay`].
 pub(crate) const RACE_DELAY: Duration = Duration::from_millis(250);
+/// ... and at least this long (RFC 8305's recommended minimum).
+pub(crate) const RACE_DELAY_MIN: Duration = Duration::from_millis(100);
 /// A QUIC connection completing this long after TCP's is still taken.
 pub(crate) const RACE_GRACE: Duration = Duration::from_millis(50);
 /// How long a request waits at most for a QUIC connection started after an `Alt-Svc` before
@@ -167,14 +171,16 @@ impl Edge {
         }
     }
 
-    /// The cold-start race: QUIC now, TCP after [`RACE_DELAY`]; returns whether either
+    /// The cold-start race: QUIC now, TCP after [`race_delay`]; returns whether either
     /// connected.
     async fn race(&self, via: &str) -> bool {
+        let last = self.origin.as_ref().and_then(|(key, _)| self.memory.with(|r| r.handshake_time(key)));
+        let delay = race_delay(last);
         let Some(mut done) = self.start_h3(via) else { return self.tcp_connect().await };
         let quic_ended = async |done: &mut watch::Receiver<bool>| {
             let _ = done.wait_for(|d| *d).await;
         };
-        if tokio::time::timeout(RACE_DELAY, quic_ended(&mut done)).await.is_ok() && self.h3_ready() {
+        if tokio::time::timeout(delay, quic_ended(&mut done)).await.is_ok() && self.h3_ready() {
             return true;
         }
         // QUIC failed or is slow: TCP joins (at once if QUIC already failed).
@@ -233,7 +239,9 @@ impl Edge {
         drop(state);
         let (http, h3, memory, via) = (self.http.clone(), self.h3.clone(), self.memory.clone(), via.to_owned());
         tokio::spawn(async move {
+            let began = Instant::now();
             let result = http.connect_via(&h3_base, &via).await;
+            let took = began.elapsed();
             let mut state = lock(&h3);
             let (current, in_time) = match &*state {
                 H3::Connecting { attempt: a, keep_until, .. } if *a == attempt => {
@@ -243,12 +251,12 @@ impl Edge {
             };
             match result {
                 Ok(_) if current && !in_time => {
-                    memory.change(|r| r.worked(&key));
+                    memory.change(|r| r.worked(&key) | r.handshake(&key, took));
                     debug!(edge = %key, %via, "HTTP/3 connected after TCP had won; not used this time");
                     *state = H3::Idle { not_before: Some(Instant::now() + AFTER_LOST_RACE) };
                 }
                 Ok(conn) => {
-                    memory.change(|r| r.worked(&key));
+                    memory.change(|r| r.worked(&key) | r.handshake(&key, took));
                     if current {
                         debug!(edge = %key, %via, "HTTP/3 connected");
                         let pool = Pool::via(h3_base, via);
@@ -390,6 +398,14 @@ impl Edge {
     }
 }
 
+/// How long QUIC has alone in a race before TCP + TLS starts: twice the last handshake's
+/// time (a handshake slower than that has most likely lost its first flight, and a lost
+/// Initial is only sent again after about a second), within [`RACE_DELAY_MIN`]–[`RACE_DELAY`];
+/// [`RACE_DELAY`] when there is no last handshake.
+fn race_delay(last_handshake: Option<Duration>) -> Duration {
+    last_handshake.map_or(RACE_DELAY, |t| (t * 2).clamp(RACE_DELAY_MIN, RACE_DELAY))
+}
+
 /// The host of `https://HOST:PORT` (brackets of an IPv6 literal removed).
 fn host_of(origin: &str) -> &str {
     let authority = origin.split_once("://").map_or(origin, |(_, a)| a);
@@ -408,6 +424,17 @@ pub(crate) fn get(path: &str, token: Option<&str>) -> http::Request<Bytes> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn the_race_gives_quic_twice_its_last_handshake() {
+        use std::time::Duration as D;
+        assert_eq!(race_delay(None), RACE_DELAY);
+        assert_eq!(race_delay(Some(D::from_millis(5))), RACE_DELAY_MIN, "loopback");
+        assert_eq!(race_delay(Some(D::from_millis(80))), D::from_millis(160), "across a continent");
+        assert_eq!(race_delay(Some(D::from_millis(400))), RACE_DELAY, "a satellite link");
+    }
+
     #[test]
     fn host_of_an_origin() {
         assert_eq!(super::host_of("https://edge.example:8443"), "edge.example");

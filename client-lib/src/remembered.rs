@@ -40,6 +40,8 @@ pub const ESTIMATE_LIFETIME: Duration = Duration::from_secs(7 * 86_400);
 /// row doubles it, up to [`MAX_BROKEN`].
 const FIRST_BROKEN: Duration = Duration::from_secs(300);
 const MAX_BROKEN: Duration = Duration::from_secs(2 * 86_400);
+/// A handshake time above this is not believed (a handshake that slow has timed out).
+const MAX_HANDSHAKE_MS: u32 = 60_000;
 /// An estimate above this is not believed (10 Gbit/s).
 const MAX_BPS: f64 = 10e9;
 
@@ -56,6 +58,9 @@ pub struct Alternative {
     /// Failures in a row.
     #[serde(default)]
     pub failures: u32,
+    /// How long the last QUIC handshake to it took, in milliseconds (sets the race's delay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handshake_ms: Option<u32>,
 }
 
 /// A throughput estimate.
@@ -103,8 +108,10 @@ impl Remembered {
             a.expires = expires;
             return moved;
         }
-        self.alternatives
-            .insert(origin.to_owned(), Alternative { via: via.to_owned(), expires, broken_until: 0, failures: 0 });
+        self.alternatives.insert(
+            origin.to_owned(),
+            Alternative { via: via.to_owned(), expires, broken_until: 0, failures: 0, handshake_ms: None },
+        );
         self.bound(now);
         true
     }
@@ -136,6 +143,28 @@ impl Remembered {
         }
     }
 
+    /// A QUIC handshake to the alternative of `origin` took `took`. Returns whether it is worth
+    /// saving: the first one, or one that moved by more than half (a handshake's time varies
+    /// with the machine's load; the race only needs its order of magnitude).
+    pub fn handshake(&mut self, origin: &str, took: Duration) -> bool {
+        let Some(a) = self.alternatives.get_mut(origin) else { return false };
+        let ms = u32::try_from(took.as_millis()).unwrap_or(u32::MAX).max(1);
+        if ms > MAX_HANDSHAKE_MS {
+            return false;
+        }
+        let save = a.handshake_ms.is_none_or(|old| ms.abs_diff(old) * 2 > old);
+        if save {
+            a.handshake_ms = Some(ms);
+        }
+        save
+    }
+
+    /// How long the last QUIC handshake to the alternative of `origin` took, if known.
+    #[must_use]
+    pub fn handshake_time(&self, origin: &str) -> Option<Duration> {
+        self.alternatives.get(origin)?.handshake_ms.map(|ms| Duration::from_millis(ms.into()))
+    }
+
     /// Remembers a throughput estimate measured at `now`. Returns whether it is worth saving:
     /// the first one, one that moved by more than a quarter, or an hour since the last save.
     pub fn remember_throughput(&mut self, bps: f64, now: u64) -> bool {
@@ -160,6 +189,9 @@ impl Remembered {
     fn bound(&mut self, now: u64) -> usize {
         let before = self.alternatives.len();
         self.alternatives.retain(|origin, a| a.expires > now && valid_origin(origin) && valid_via(&a.via));
+        for a in self.alternatives.values_mut() {
+            a.handshake_ms = a.handshake_ms.filter(|ms| (1..=MAX_HANDSHAKE_MS).contains(ms));
+        }
         let invalid = before - self.alternatives.len();
         while self.alternatives.len() > MAX_ALTERNATIVES {
             let Some(first) = self.alternatives.iter().min_by_key(|(_, a)| a.expires).map(|(o, _)| o.clone()) else {
@@ -325,6 +357,26 @@ mod tests {
     }
 
     #[test]
+    fn the_handshake_time_is_kept_per_alternative_and_saved_when_it_moves() {
+        let mut r = Remembered::default();
+        assert!(!r.handshake(O, Duration::from_millis(20)), "no alternative, nothing to keep");
+        r.learn(O, "edge.example:8443", DAY, 0);
+        assert_eq!(r.handshake_time(O), None);
+        assert!(r.handshake(O, Duration::from_millis(20)));
+        assert_eq!(r.handshake_time(O), Some(Duration::from_millis(20)));
+        assert!(!r.handshake(O, Duration::from_millis(29)), "within half: not worth a write");
+        assert!(r.handshake(O, Duration::from_millis(31)));
+        assert!(!r.handshake(O, Duration::from_secs(61)), "not believed");
+        assert_eq!(r.handshake_time(O), Some(Duration::from_millis(31)));
+        // A new place starts without one; a bad value read from a file is dropped.
+        r.learn(O, "other.example:443", DAY, 0);
+        assert_eq!(r.handshake_time(O), None);
+        r.alternatives.get_mut(O).unwrap().handshake_ms = Some(0);
+        r.bound(0);
+        assert_eq!(r.handshake_time(O), None);
+    }
+
+    #[test]
     fn the_estimate_ages_out_and_bad_input_is_dropped() {
         let mut r = Remembered { throughput: Some(Estimate { bps: 2e6, at: 100 }), ..Remembered::default() };
         assert_eq!(r.throughput(100 + 3600), Some(2e6));
@@ -343,8 +395,10 @@ mod tests {
             (O, ":443"),
         ] {
             let mut r = Remembered::default();
-            r.alternatives
-                .insert(origin.into(), Alternative { via: via.into(), expires: 10, broken_until: 0, failures: 0 });
+            r.alternatives.insert(
+                origin.into(),
+                Alternative { via: via.into(), expires: 10, broken_until: 0, failures: 0, handshake_ms: None },
+            );
             assert_eq!(r.bound(0), 1, "{origin} {via}");
         }
         let mut r = Remembered::default();
