@@ -198,7 +198,7 @@ pub(crate) async fn run(a: EdgeArgs) -> Result<()> {
     }
     crate::systemd::status("rebuilding the disk cache index");
     let edge = Edge::new(cfg, metrics).await?;
-    let server = Server::bind(&a.listen, cert.as_ref(), a.serve.server_config()).await?;
+    let server = Server::bind(&a.listen, cert.as_ref(), a.serve.server_config()?).await?;
     a.serve.reload_certificate(server.certificate(), &cert_dir);
     info!(upstreams = ?a.upstream, parents = ?a.parent, "edge starting");
     edge.spawn_background();

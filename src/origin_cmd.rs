@@ -58,7 +58,7 @@ pub(crate) async fn run(a: OriginArgs) -> Result<()> {
     info!(key_id = %keys::key_id(&key.verifying_key()), "manifests are signed with this key");
 
     let cert = a.serve.certificate(&a.listen, store.root())?;
-    let server = Server::bind(&a.listen, cert.as_ref(), a.serve.server_config()).await?;
+    let server = Server::bind(&a.listen, cert.as_ref(), a.serve.server_config()?).await?;
     a.serve.reload_certificate(server.certificate(), store.root());
 
     let api = ApiConfig {

@@ -58,6 +58,17 @@ pub(crate) struct ServeArgs {
     /// HTTP/3 here: send it for a day before taking UDP away), or off.
     #[arg(long, value_name = "MODE", value_enum, default_value_t = AltSvcArg::Auto)]
     alt_svc: AltSvcArg,
+    /// Web origins whose pages may read the /v1/ API from a browser (CORS), e.g.
+    /// https://player.example (repeat, or separate with commas, for more). `*`, the default,
+    /// lets any page read, as a public audio CDN does (no cookies are involved; access tokens
+    /// are still checked on every request); `off` sends no CORS headers.
+    #[arg(long, value_name = "ORIGIN", value_delimiter = ',', value_parser = cors_origin)]
+    cors_origin: Vec<String>,
+}
+
+/// Checks one `--cors-origin` value (how they combine is checked at start).
+fn cors_origin(s: &str) -> Result<String, String> {
+    chorus_core::http::cors::AllowOrigins::parse(&[s]).map(|_| s.to_owned()).map_err(|e| e.to_string())
 }
 
 /// `--alt-svc`.
@@ -144,8 +155,11 @@ impl ServeArgs {
     }
 
     /// The front's limits.
-    pub(crate) fn server_config(&self) -> ServerConfig {
-        ServerConfig {
+    ///
+    /// # Errors
+    /// `--cors-origin` values that do not go together (`*` or `off` with others).
+    pub(crate) fn server_config(&self) -> Result<ServerConfig> {
+        Ok(ServerConfig {
             max_connections: self.max_connections,
             header_read_timeout: self.header_read_timeout.0,
             idle_timeout: self.idle_timeout.0,
@@ -165,8 +179,9 @@ impl ServeArgs {
                 AltSvcArg::Clear => chorus_core::http::AltSvcMode::Clear,
                 AltSvcArg::Off => chorus_core::http::AltSvcMode::Off,
             },
+            cors: chorus_core::http::cors::AllowOrigins::parse(&self.cors_origin)?,
             ..ServerConfig::default()
-        }
+        })
     }
 
     /// The certificate for TLS listeners, if any listener needs one: the given files, or a

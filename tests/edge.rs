@@ -1079,3 +1079,177 @@ async fn hints_for_many_tracks_start_at_most_16_manifest_fetches() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(seen(), 16);
 }
+
+/// A request from a page on `origin`, with `headers`.
+fn from_page(method: http::Method, path: &str, origin: &str, headers: &[(&str, &str)]) -> Request<bytes::Bytes> {
+    let mut b = Request::builder().method(method).uri(path).header("origin", origin);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(bytes::Bytes::new()).unwrap()
+}
+
+/// What a browser checks before and after a cross-origin read: the preflight's answer, and the
+/// headers of the answer itself.
+async fn assert_readable_by(c: &mut Connection, page: &str, allow_origin: &str, chunk: &ChunkId) {
+    let preflight = c
+        .send(from_page(
+            http::Method::OPTIONS,
+            &format!("/v1/chunks/{chunk}"),
+            page,
+            &[("access-control-request-method", "GET"), ("access-control-request-headers", "range,authorization")],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), StatusCode::NO_CONTENT, "{:?}", c.protocol());
+    let h = preflight.headers();
+    assert_eq!(h["access-control-allow-origin"], allow_origin);
+    assert_eq!(h["access-control-allow-methods"], "GET, HEAD");
+    assert_eq!(h["access-control-allow-headers"], "Range, Authorization, Chorus-Next-Track");
+    let r = c
+        .send(from_page(http::Method::GET, &format!("/v1/chunks/{chunk}"), page, &[("range", "bytes=0-99")]))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.body().len(), 100);
+    assert_eq!(r.headers()["access-control-allow-origin"], allow_origin, "{:?}", c.protocol());
+    assert_eq!(r.headers()["access-control-expose-headers"], "Content-Range, ETag, Accept-Ranges, Alt-Svc");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_on_other_origins_may_read_the_api_over_every_protocol() {
+    use tokio::io::AsyncWriteExt as _;
+    let origin = Origin::start();
+    let cache = origin.dir.path().join("edge-cache");
+    let e = edge(&[origin.node().url("http")], &cache, &origin.cert(), &["--prefetch-segments", "0"]);
+    let m = manifest(&e.url("http"), "tides", &origin.key()).await;
+    let seg = m.renditions[1].segments[0];
+    let page = "https://player.example";
+    let trust = ClientTls { ca_files: vec![cache.join("tls").join("cert.pem")], insecure: false };
+    let client = HttpClient::new(&trust).unwrap();
+    for scheme in ["http", "https", "h3"] {
+        let mut c = client.connect(&e.url(scheme), false).await.unwrap();
+        assert_readable_by(&mut c, page, "*", &seg.id).await;
+        // Not the read API: no CORS headers, and OPTIONS is not answered for it.
+        let r = c.send(from_page(http::Method::GET, "/metrics", page, &[])).await.unwrap();
+        assert!(r.headers().get("access-control-allow-origin").is_none());
+    }
+    // The plaintext HTTP/1.1 fast path, a disk hit sent with sendfile, says the same.
+    let mut s = tokio::net::TcpStream::connect(e.addr("http")).await.unwrap();
+    let mut buf = Vec::new();
+    let before = metric(
+        &get_text(&e.url("http"), "/metrics").await,
+        "chorus_edge_cache_requests_total{result=\"hit\",tier=\"disk\"}",
+    );
+    s.write_all(format!("GET /v1/chunks/{} HTTP/1.1\r\nHost: x\r\nOrigin: {page}\r\n\r\n", seg.id).as_bytes())
+        .await
+        .unwrap();
+    let (status, head, body) = read_response(&mut s, &mut buf, false).await;
+    assert_eq!(status, 200);
+    assert_eq!(ChunkId::of(&body), seg.id);
+    assert!(head.contains("access-control-allow-origin: *\r\n"), "{head}");
+    let after = metric(
+        &get_text(&e.url("http"), "/metrics").await,
+        "chorus_edge_cache_requests_total{result=\"hit\",tier=\"disk\"}",
+    );
+    assert_eq!(after, before + 1.0, "not the sendfile path");
+    // The origin's read API too.
+    let r = conn(&origin.node().url("http"))
+        .await
+        .send(from_page(http::Method::GET, "/v1/tracks/tides/manifest", page, &[]))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_listed_origins_may_read_and_tokens_are_still_checked() {
+    let origin = Origin::start();
+    let keys_dir = origin.dir.path().join("keys");
+    assert!(chorus(&["keys", "generate", "--out", s(&keys_dir)]).status.success());
+    let token =
+        String::from_utf8(chorus(&["token", "issue", "--key", s(&keys_dir.join("token.key")), "--ttl", "1h"]).stdout)
+            .unwrap()
+            .trim()
+            .to_owned();
+    let cache = origin.dir.path().join("edge-cache");
+    let page = "https://player.example";
+    let e = edge(
+        &[origin.node().url("http")],
+        &cache,
+        &origin.cert(),
+        &[
+            "--cors-origin",
+            "https://other.example,https://PLAYER.example:443",
+            "--token-key",
+            s(&keys_dir.join("token.pub")),
+        ],
+    );
+    let trust = ClientTls { ca_files: vec![cache.join("tls").join("cert.pem")], insecure: false };
+    let mut c = HttpClient::new(&trust).unwrap().connect(&e.url("h3"), false).await.unwrap();
+    let bearer = format!("Bearer {token}");
+    let manifest = "/v1/tracks/tides/manifest";
+    let r = c.send(from_page(http::Method::GET, manifest, page, &[("authorization", &bearer)])).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let m = Manifest::verify(r.body(), &origin.key()).unwrap();
+    assert_eq!(r.headers()["access-control-allow-origin"], page, "the allowed origin, echoed");
+    assert_eq!(r.headers()["vary"], "Origin");
+    // The preflight needs no token; the request it clears does, and its 401 is readable.
+    let seg = m.renditions[1].segments[0];
+    let preflight = c
+        .send(from_page(
+            http::Method::OPTIONS,
+            &format!("/v1/chunks/{}", seg.id),
+            page,
+            &[("access-control-request-method", "GET")],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), StatusCode::NO_CONTENT);
+    assert_eq!(preflight.headers()["access-control-allow-origin"], page);
+    let r = c.send(from_page(http::Method::GET, &format!("/v1/chunks/{}", seg.id), page, &[])).await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(r.headers()["access-control-allow-origin"], page);
+    // Another page: refused at the preflight, and nothing that lets a browser read the answer.
+    let evil = "https://evil.example";
+    let preflight = c
+        .send(from_page(http::Method::OPTIONS, manifest, evil, &[("access-control-request-method", "GET")]))
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), StatusCode::FORBIDDEN);
+    assert!(preflight.headers().get("access-control-allow-origin").is_none());
+    let r = c.send(from_page(http::Method::GET, manifest, evil, &[("authorization", &bearer)])).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "CORS is the browser's check; the edge still serves");
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    assert_eq!(r.headers()["vary"], "Origin");
+}
+
+#[test]
+fn a_bad_cors_origin_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("c");
+    let run = |value: &str| {
+        chorus(&[
+            "edge",
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--listen",
+            "http://127.0.0.1:0",
+            "--cache-dir",
+            s(&cache),
+            "--cors-origin",
+            value,
+        ])
+    };
+    let out = run("player.example/app");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not an origin"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run("*,https://a.example");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot be combined"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

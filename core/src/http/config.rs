@@ -34,6 +34,9 @@ pub struct ServerConfig {
     pub trusted_proxies: super::proxy::TrustedProxies,
     /// What TCP responses say in `Alt-Svc` (default [`AltSvcMode::Auto`]).
     pub alt_svc: AltSvcMode,
+    /// Which web origins may read the `/v1/` API from a browser (default: any;
+    /// `--cors-origin`). See [`super::cors`].
+    pub cors: super::cors::AllowOrigins,
 }
 
 /// What the front's TCP responses say in `Alt-Svc` (RFC 7838; docs/protocol.md, "Alt-Svc").
@@ -63,6 +66,7 @@ impl Default for ServerConfig {
             h1_fast_path: cfg!(target_os = "linux"),
             trusted_proxies: super::proxy::TrustedProxies::default(),
             alt_svc: AltSvcMode::Auto,
+            cors: super::cors::AllowOrigins::Any,
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod altsvc;
 pub mod body;
 pub mod client;
 mod config;
+pub mod cors;
 mod h1fast;
 mod h1head;
 mod h3;

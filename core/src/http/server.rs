@@ -144,6 +144,8 @@ impl Server {
     /// Serves `handler` until `shutdown` completes, then drains.
     pub async fn serve<H: Handler>(self, handler: Arc<H>, shutdown: impl Future<Output = ()>) {
         let Self { tcp, quic, config, alt_svc, cert: _ } = self;
+        // Every listener serves the read API with the same CORS answers (docs/protocol.md, "CORS").
+        let handler = Arc::new(super::cors::WithCors::new(handler, config.cors.clone()));
         let config = Arc::new(config);
         let permits = Arc::new(Semaphore::new(config.max_connections));
         let (stop_tx, stop_rx) = watch::channel(false);
