@@ -61,9 +61,13 @@ pub(crate) struct EdgeArgs {
     /// mounted Kubernetes Secret.
     #[arg(long, value_name = "FILE", value_parser = crate::serve_args::admin_token_file, conflicts_with = "admin_token")]
     admin_token_file: Option<String>,
-    /// The origin's public key (origin.pub): when given, manifests that do not verify are refused.
+    /// The origin's public key (origin.pub): when given, manifests that do not verify are
+    /// refused, and the web player checks manifests against it.
     #[arg(long, value_name = "FILE")]
     origin_key: Option<PathBuf>,
+    /// Do not serve the web player (/player/, and / redirecting to it); both are then 404.
+    #[arg(long)]
+    no_player: bool,
     /// Extra root certificate (PEM) to trust for https:// and h3:// upstreams.
     #[arg(long, value_name = "FILE", value_delimiter = ',')]
     ca: Vec<PathBuf>,
@@ -182,6 +186,7 @@ pub(crate) async fn run(a: EdgeArgs) -> Result<()> {
         token_key,
         admin_token: a.admin_token.clone().or_else(|| a.admin_token_file.clone()),
         origin_key,
+        player: !a.no_player,
     };
     if cfg.token_key.is_some() {
         info!("access tokens required on /v1/");

@@ -48,6 +48,7 @@ enum Route {
     Metrics,
     Health,
     Ready,
+    Player,
     Other,
 }
 
@@ -66,6 +67,7 @@ impl Route {
             Self::Metrics => "metrics",
             Self::Health => "healthz",
             Self::Ready => "readyz",
+            Self::Player => "player",
             Self::Other => "other",
         }
     }
@@ -251,6 +253,10 @@ impl Edge {
                     json_error(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream")
                 };
                 (Route::Ready, r, None)
+            }
+            [""] | ["player"] if self.0.cfg.player => (Route::Player, crate::player::redirect("/player/"), None),
+            ["player", file] if self.0.cfg.player => {
+                (Route::Player, crate::player::file(&method, file, self.0.cfg.origin_key.as_ref()), None)
             }
             _ => (Route::Other, json_error(StatusCode::NOT_FOUND, "no such endpoint"), None),
         }

@@ -22,6 +22,7 @@ pub mod manifests;
 pub mod metrics;
 pub mod mrc;
 pub mod node;
+pub mod player;
 pub mod prefetch;
 pub mod tracker;
 pub mod upstream;

@@ -59,6 +59,8 @@ pub struct EdgeConfig {
     pub admin_token: Option<String>,
     /// The origin's public key: when set, manifests that do not verify are refused.
     pub origin_key: Option<VerifyingKey>,
+    /// Serve the web player at `/player/` (`--no-player` turns it off).
+    pub player: bool,
 }
 
 /// A chunk as [`Edge::serve_chunk`] gives it to the HTTP layer.

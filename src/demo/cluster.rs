@@ -161,6 +161,7 @@ pub(super) async fn start_edge(
         token_key: None,
         admin_token: None,
         origin_key: Some(origin_key),
+        player: true,
     };
     let edge = Edge::new(cfg, EdgeMetrics::new()).await?;
     let server = Server::bind(&urls, cert.as_ref(), ServerConfig::default()).await?;

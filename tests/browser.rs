@@ -1,0 +1,207 @@
+//! The web player and the read API in a real browser: Debian's headless Chromium driven by
+//! playwright-core (`tests/browser/run.mjs`), against real `chorus origin` and `chorus edge`
+//! processes on loopback. Asserts what a listener notices: the audio plays on past several
+//! segments and into the next track, the bytes appended are the manifest's chunks (hashed
+//! here), the bitrate moves up when the throttled link is freed, an altered manifest plays
+//! nothing, tokens work, and hls.js on a page of another origin plays the edge's playlist
+//! (CORS), which it cannot with `--cors-origin off`.
+//!
+//! Needs `/usr/bin/chromium`, `node`, and `npm ci` run in `tests/browser` (`.ci/run` installs
+//! all three). Elsewhere it says what is missing and passes; with `CI` set it fails instead.
+//! `CHORUS_SCREENSHOTS=DIR` copies the screenshots it takes into DIR (docs/ has them).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use chorus_core::ChunkId;
+use chorus_core::manifest::Manifest;
+use chorus_testkit as support;
+use serde_json::Value;
+use support::{Node, chorus, ingest_sample, s, start_origin};
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("browser")
+}
+
+/// Why the browser tests cannot run here, if they cannot.
+fn missing() -> Option<String> {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if !Path::new(&chromium).exists() {
+        return Some(format!("no Chromium at {chromium} (apt-get install -y chromium)"));
+    }
+    if Command::new("node").arg("--version").output().is_err() {
+        return Some("no node (apt-get install -y nodejs npm)".into());
+    }
+    if !browser_dir().join("node_modules").join("playwright-core").exists() {
+        return Some("no playwright-core (npm ci in tests/browser)".into());
+    }
+    None
+}
+
+fn skip() -> bool {
+    let Some(why) = missing() else { return false };
+    assert!(std::env::var_os("CI").is_none(), "CI must run the browser tests: {why}");
+    eprintln!("skipped: {why}");
+    true
+}
+
+/// `node run.mjs SCENARIO EDGE OUT [TOKEN]`, its JSON result.
+fn run(scenario: &str, edge: &str, out: &Path, token: Option<&str>) -> Value {
+    let mut cmd = Command::new("node");
+    cmd.arg(browser_dir().join("run.mjs")).args([scenario, edge, s(out)]).args(token);
+    let output = cmd.output().expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let result: Value = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("{scenario}: no result\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr)));
+    eprintln!("{scenario}: {result}");
+    assert!(result["failure"].is_null(), "{scenario} failed: {}", result["failure"]);
+    if let Some(dir) = std::env::var_os("CHORUS_SCREENSHOTS") {
+        for shot in ["player.png", "tampered.png"] {
+            let _ = std::fs::copy(out.join(shot), Path::new(&dir).join(shot));
+        }
+    }
+    result
+}
+
+struct Cdn {
+    dir: tempfile::TempDir,
+    _origin: Node,
+    origin_url: String,
+}
+
+impl Cdn {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        for track in ["chorus-tides", "chorus-sunrise"] {
+            ingest_sample(&store, track, track);
+        }
+        let origin = start_origin(&store);
+        let origin_url = origin.url("http");
+        Self { dir, _origin: origin, origin_url }
+    }
+
+    fn key(&self) -> PathBuf {
+        self.dir.path().join("store").join("origin.pub")
+    }
+
+    /// An edge on plain HTTP at 127.0.0.1 (a secure context for the browser, as localhost is).
+    fn edge(&self, name: &str, extra: &[&str]) -> Node {
+        let cache = self.dir.path().join(name);
+        let key = self.key();
+        let mut args = vec![
+            "edge",
+            "--upstream",
+            &self.origin_url,
+            "--listen",
+            "http://127.0.0.1:0",
+            "--cache-dir",
+            s(&cache),
+            "--origin-key",
+            s(&key),
+        ];
+        args.extend_from_slice(extra);
+        Node::start(&args, 1)
+    }
+
+    async fn manifest(&self, edge: &str, track: &str) -> Manifest {
+        let key = chorus_core::keys::read_verifying_key(&self.key()).unwrap();
+        let r = support::conn(edge).await.get(&format!("/v1/tracks/{track}/manifest")).await.unwrap();
+        Manifest::verify(r.body(), &key).unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_player_and_hls_js_in_a_real_browser() {
+    if skip() {
+        return;
+    }
+    let cdn = Cdn::start();
+    let edge = cdn.edge("edge", &[]);
+    let base = edge.url("http");
+    let out = cdn.dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+
+    // Play: past two segments, a switch up when the link is freed, on into the next track.
+    let play = run("play", &base, &out, None);
+    let state = &play["state"];
+    assert_eq!(play["consoleErrors"], serde_json::json!([]), "errors in the page");
+    assert!(state["error"].is_null(), "{state}");
+    assert_eq!(state["mediaErrors"], 0);
+    assert!(play["mediaError"].is_null());
+    assert!(play["timeBeforeSeek"].as_f64().unwrap() > 12.0, "the first two segments played");
+    assert_eq!(play["firstRendition"], "aac-24", "the first segment at the lowest rung, the link throttled");
+    assert!(state["switches"].as_u64().unwrap() >= 1);
+    assert!(state["startupMs"].as_f64().unwrap() > 0.0);
+    assert_eq!(state["rejected"], 0);
+    assert_eq!(state["tracksDone"], 1);
+    assert_eq!(state["track"], "chorus-sunrise");
+    assert!(play["currentTime"].as_f64().unwrap() > 1.0, "the second track plays");
+    let appended = state["appended"].as_array().unwrap();
+    let renditions: Vec<&str> = appended.iter().map(|a| a["rendition"].as_str().unwrap()).collect();
+    let up = renditions.iter().position(|r| *r == "aac-96").expect("a segment at aac-96");
+    assert!(renditions[..up].iter().all(|r| *r == "aac-24"), "{renditions:?}");
+    assert!(appended.iter().any(|a| a["track"] == "chorus-sunrise"));
+    // Every appended segment is the manifest's chunk for its place, byte for byte.
+    let manifests = [
+        ("chorus-tides", cdn.manifest(&base, "chorus-tides").await),
+        ("chorus-sunrise", cdn.manifest(&base, "chorus-sunrise").await),
+    ];
+    for (n, a) in appended.iter().enumerate() {
+        let bytes = std::fs::read(out.join(format!("appended-{n}.bin"))).unwrap();
+        let m = &manifests.iter().find(|(t, _)| a["track"] == *t).unwrap().1;
+        let rendition = m.renditions.iter().find(|r| r.id.as_str() == a["rendition"]).unwrap();
+        let want = rendition.segments[usize::try_from(a["index"].as_u64().unwrap()).unwrap()].id;
+        assert_eq!(ChunkId::of(&bytes), want, "appended segment {n}: {a}");
+        assert_eq!(a["id"], want.to_string());
+    }
+
+    // A manifest altered on the way: the page says so and plays nothing.
+    let tampered = run("tampered", &base, &out, None);
+    let state = &tampered["state"];
+    assert_eq!(tampered["consoleErrors"], serde_json::json!([]), "an error shown, not thrown");
+    assert!(state["error"].as_str().unwrap().contains("does not verify"), "{state}");
+    assert_eq!(tampered["errorShown"], state["error"]);
+    assert_eq!(state["appended"], serde_json::json!([]));
+    assert_eq!(state["verified"], 0, "not even an init chunk fetched");
+    assert_eq!(tampered["currentTime"], 0.0);
+
+    // hls.js on a page of another origin: CORS lets it play, and without CORS it cannot.
+    let hls = run("hls", &base, &out, None);
+    assert_eq!(hls["hlsErrors"], serde_json::json!([]));
+    assert_eq!(hls["consoleErrors"], serde_json::json!([]));
+    assert!(hls["currentTime"].as_f64().unwrap() > 6.0, "{hls}");
+    let closed = cdn.edge("closed", &["--cors-origin", "off"]);
+    let refused = run("hls", &closed.url("http"), &out, None);
+    assert!(!refused["hlsErrors"].as_array().unwrap().is_empty(), "{refused}");
+    assert!(refused["consoleErrors"][0].as_str().unwrap().contains("blocked by CORS policy"), "{refused}");
+    assert_eq!(refused["currentTime"], 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_player_with_an_access_token() {
+    if skip() {
+        return;
+    }
+    let cdn = Cdn::start();
+    let keys = cdn.dir.path().join("keys");
+    assert!(chorus(&["keys", "generate", "--out", s(&keys)]).status.success());
+    let token = chorus(&["token", "issue", "--key", s(&keys.join("token.key")), "--ttl", "1h"]);
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_owned();
+    let edge = cdn.edge("edge", &["--token-key", s(&keys.join("token.pub"))]);
+    let out = cdn.dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let r = run("token", &edge.url("http"), &out, Some(&token));
+    assert!(r["withToken"]["error"].is_null(), "{r}");
+    // The only error in the page: the browser's note of the 401 without a token.
+    assert_eq!(r["consoleErrors"].as_array().unwrap().len(), 1, "{r}");
+    assert!(r["consoleErrors"][0].as_str().unwrap().contains("401"), "{r}");
+    assert!(r["withToken"]["verified"].as_u64().unwrap() >= 2, "{r}");
+    let refused = r["withoutToken"]["error"].as_str().unwrap();
+    assert!(refused.contains("HTTP 401") && refused.contains("token"), "{refused}");
+    assert_eq!(r["withoutToken"]["appended"], serde_json::json!([]));
+}

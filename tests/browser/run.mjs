@@ -1,0 +1,162 @@
+// Drives Debian's Chromium (headless, closed-network flags, a fresh profile) with
+// playwright-core for tests/browser.rs, and prints what a listener would notice as one JSON
+// object. Assertions are made by the Rust test; this only acts and observes.
+//
+//   node tests/browser/run.mjs SCENARIO EDGE_URL OUT_DIR [TOKEN]
+//
+// Scenarios:
+//   play      the player at EDGE/player/ on a two-track playlist, the link throttled until the
+//             first segment is in, then free; seeks to the last segment; plays into track two.
+//             Writes each appended segment to OUT_DIR/appended-N.bin and a screenshot.
+//   tampered  the same page, with the manifest altered in flight (one byte of its title).
+//   token     the player given TOKEN in its URL, then the player without it.
+//   hls       hls.js (from node_modules) on a page of another origin playing EDGE's master
+//             playlist: the standard-player and CORS check.
+
+import fs from "node:fs";
+import http from "node:http";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const [scenario, edge, outDir, token] = process.argv.slice(2);
+if (!scenario || !edge || !outDir) {
+  console.error("usage: node run.mjs SCENARIO EDGE_URL OUT_DIR [TOKEN]");
+  process.exit(2);
+}
+const here = path.dirname(fileURLToPath(import.meta.url));
+const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
+const profile = fs.mkdtempSync(path.join(outDir, "profile-"));
+const deadline = (s) => Date.now() + s * 1000;
+
+const browser = await chromium.launchPersistentContext(profile, {
+  executablePath,
+  headless: true,
+  args: [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+    "--mute-audio",
+  ],
+  viewport: { width: 900, height: 760 },
+});
+const page = browser.pages()[0] || (await browser.newPage());
+const consoleErrors = [];
+page.on("console", (m) => {
+  if (m.type() === "error") consoleErrors.push(m.text());
+});
+page.on("pageerror", (e) => consoleErrors.push(String(e)));
+
+const player = () => page.evaluate(() => window.chorusPlayer && window.chorusPlayer.state);
+const currentTime = () => page.evaluate(() => document.querySelector("audio, video").currentTime);
+
+async function until(what, cond, seconds) {
+  const end = deadline(seconds);
+  for (;;) {
+    const v = await cond();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(await player().catch(() => null))}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+const result = { scenario, consoleErrors };
+try {
+  if (scenario === "play") {
+    const cdp = await browser.newCDPSession(page);
+    await cdp.send("Network.enable");
+    const throttle = (kbps) =>
+      cdp.send("Network.emulateNetworkConditions", {
+        offline: false,
+        latency: kbps ? 20 : 0,
+        downloadThroughput: kbps ? (kbps * 1000) / 8 : -1,
+        uploadThroughput: -1,
+      });
+    await throttle(64);
+    await page.goto(`${edge}/player/?tracks=chorus-tides,chorus-sunrise&buffer=7&debug=1`);
+    await until("the first segment", async () => (await player())?.appended.length >= 1, 60);
+    result.firstRendition = (await player()).appended[0].rendition;
+    await throttle(0);
+    await until("a switch up", async () => (await player())?.appended.some((a) => a.rendition !== result.firstRendition), 60);
+    await until("12 s of the first track", async () => (await currentTime()) > 12.5, 60);
+    result.timeBeforeSeek = await currentTime();
+    await page.screenshot({ path: path.join(outDir, "player.png") });
+    // Seek to the last segment (the player's own button), and on into the next track.
+    await page.locator("#seeks button").last().click();
+    await until("the second track", async () => (await player())?.track === "chorus-sunrise", 60);
+    await until("the second track playing", async () => {
+      const s = await player();
+      return s.tracksDone === 1 && s.appended.some((a) => a.track === "chorus-sunrise") && (await currentTime()) > 1;
+    }, 60);
+    const bytes = await page.evaluate(() =>
+      window.chorusPlayer.appendedBytes.map((b) => {
+        let s = "";
+        for (let i = 0; i < b.length; i += 0x8000) s += String.fromCharCode(...b.subarray(i, i + 0x8000));
+        return btoa(s);
+      }),
+    );
+    bytes.forEach((b64, i) => fs.writeFileSync(path.join(outDir, `appended-${i}.bin`), Buffer.from(b64, "base64")));
+    result.state = await player();
+    result.currentTime = await currentTime();
+    result.mediaError = await page.evaluate(() => (document.querySelector("audio").error || {}).code || null);
+  } else if (scenario === "tampered") {
+    await page.route("**/v1/tracks/*/manifest", async (route) => {
+      const r = await route.fetch();
+      const text = (await r.text()).replace('"title":"Tides"', '"title":"Tidez"');
+      await route.fulfill({ response: r, body: text });
+    });
+    await page.goto(`${edge}/player/?track=chorus-tides&debug=1`);
+    await until("an error", async () => (await player())?.error, 30);
+    await new Promise((r) => setTimeout(r, 1500)); // anything it would still do, it does now
+    result.state = await player();
+    result.currentTime = await currentTime();
+    result.errorShown = await page.locator("#error").textContent();
+    await page.screenshot({ path: path.join(outDir, "tampered.png") });
+  } else if (scenario === "token") {
+    await page.goto(`${edge}/player/?track=chorus-tides&token=${encodeURIComponent(token)}`);
+    await until("playing with a token", async () => (await currentTime()) > 1, 60);
+    result.withToken = await player();
+    await page.goto(`${edge}/player/?track=chorus-tides`);
+    await until("an error without one", async () => (await player())?.error, 30);
+    result.withoutToken = await player();
+  } else if (scenario === "hls") {
+    // A page of its own origin (another port), as a web app would be: every request to the
+    // edge is cross-origin, so it works only if the edge answers CORS.
+    const hlsJs = fs.readFileSync(path.join(here, "node_modules/hls.js/dist/hls.min.js"));
+    const site = http.createServer((req, res) => {
+      if (req.url === "/hls.js") {
+        res.writeHead(200, { "content-type": "text/javascript" });
+        return res.end(hlsJs);
+      }
+      res.writeHead(200, { "content-type": "text/html" });
+      res.end(`<!doctype html><audio id="a" controls></audio><script src="/hls.js"></script><script>
+        window.hlsErrors = [];
+        const hls = new Hls();
+        hls.on(Hls.Events.ERROR, (e, d) => { if (d.fatal) window.hlsErrors.push(d.type + ": " + d.details); });
+        hls.loadSource(${JSON.stringify(`${edge}/v1/tracks/chorus-tides/hls/master.m3u8`)});
+        hls.attachMedia(document.getElementById("a"));
+        hls.on(Hls.Events.MANIFEST_PARSED, () => document.getElementById("a").play());
+      </script>`);
+    });
+    await new Promise((r) => site.listen(0, "127.0.0.1", r));
+    const page_url = `http://localhost:${site.address().port}/`;
+    result.pageOrigin = page_url;
+    await page.goto(page_url);
+    await until("hls.js past the first segment", async () => (await currentTime()) > 6.5 || (await page.evaluate(() => window.hlsErrors.length)), 60);
+    result.currentTime = await currentTime();
+    result.hlsErrors = await page.evaluate(() => window.hlsErrors);
+    site.close();
+  } else {
+    throw new Error(`unknown scenario ${scenario}`);
+  }
+} catch (e) {
+  result.failure = String(e && e.stack ? e.stack : e);
+} finally {
+  await browser.close();
+  fs.rmSync(profile, { recursive: true, force: true });
+}
+console.log(JSON.stringify(result));
