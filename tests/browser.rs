@@ -60,8 +60,8 @@ fn run(scenario: &str, edge: &str, out: &Path, token: Option<&str>) -> Value {
     eprintln!("{scenario}: {result}");
     assert!(result["failure"].is_null(), "{scenario} failed: {}", result["failure"]);
     if let Some(dir) = std::env::var_os("CHORUS_SCREENSHOTS") {
-        for shot in ["player.png", "tampered.png"] {
-            let _ = std::fs::copy(out.join(shot), Path::new(&dir).join(shot));
+        for (shot, name) in [("player.png", "player.png"), ("tampered.png", "player-tampered.png")] {
+            let _ = std::fs::copy(out.join(shot), Path::new(&dir).join(name));
         }
     }
     result

@@ -131,10 +131,9 @@ async fn demo(
         view.say(format!("  peer {}    {}   metrics {}", n + 1, p.addr, p.metrics));
     }
     let first = &tracks[0];
-    view.say(format!(
-        "  listen along: ffplay {}/v1/tracks/{first}/hls/master.m3u8   (or open it in a browser with hls.js)",
-        edge_a.http
-    ));
+    let all: Vec<&str> = tracks.iter().map(TrackId::as_str).collect();
+    view.say(format!("  listen in a browser: {}/player/?tracks={}", edge_a.http, all.join(",")));
+    view.say(format!("  or with ffplay: ffplay {}/v1/tracks/{first}/hls/master.m3u8", edge_a.http));
 
     // The listener: edge a by its https:// URL first (its answers offer HTTP/3 in Alt-Svc, which
     // the listener takes from its second request on), edge b as the fallback; P2P on, no mDNS
