@@ -4,7 +4,8 @@
 //! segments and into the next track, the bytes appended are the manifest's chunks (hashed
 //! here), the bitrate moves up when the throttled link is freed, an altered manifest plays
 //! nothing, tokens work, and hls.js on a page of another origin plays the edge's playlist
-//! (CORS), which it cannot with `--cors-origin off`.
+//! (CORS), which it cannot with `--cors-origin off`; and `chorus demo`'s network view shows
+//! every node and the bytes peers carried, live.
 //!
 //! Needs `/usr/bin/chromium`, `node`, and `npm ci` run in `tests/browser` (`.ci/run` installs
 //! all three). Elsewhere it says what is missing and passes; with `CI` set it fails instead.
@@ -60,7 +61,9 @@ fn run(scenario: &str, edge: &str, out: &Path, token: Option<&str>) -> Value {
     eprintln!("{scenario}: {result}");
     assert!(result["failure"].is_null(), "{scenario} failed: {}", result["failure"]);
     if let Some(dir) = std::env::var_os("CHORUS_SCREENSHOTS") {
-        for (shot, name) in [("player.png", "player.png"), ("tampered.png", "player-tampered.png")] {
+        for (shot, name) in
+            [("player.png", "player.png"), ("tampered.png", "player-tampered.png"), ("network.png", "demo-network.png")]
+        {
             let _ = std::fs::copy(out.join(shot), Path::new(&dir).join(name));
         }
     }
@@ -204,4 +207,51 @@ async fn the_web_player_with_an_access_token() {
     let refused = r["withoutToken"]["error"].as_str().unwrap();
     assert!(refused.contains("HTTP 401") && refused.contains("token"), "{refused}");
     assert_eq!(r["withoutToken"]["appended"], serde_json::json!([]));
+}
+
+#[test]
+fn the_demo_network_view_shows_every_node_and_the_bytes_peers_carry() {
+    use std::io::BufRead as _;
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut demo = Command::new(support::bin())
+        .args(["demo", "--dir", s(&dir.path().join("demo"))])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The demo prints the view's URL once every node is up.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = demo.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(url) = line.split("network view: ").nth(1).and_then(|r| r.split_whitespace().next()) {
+                let _ = tx.send(url.to_owned());
+            }
+        }
+    });
+    let url = rx.recv_timeout(std::time::Duration::from_secs(120));
+    let result = url.as_ref().map(|url| {
+        let out = dir.path().join("out");
+        std::fs::create_dir_all(&out).unwrap();
+        run("view", url, &out, None)
+    });
+    let _ = demo.kill();
+    let _ = demo.wait();
+    let r = result.expect("the demo printed its network view's URL");
+    assert_eq!(r["consoleErrors"], serde_json::json!([]), "{r}");
+    let view = &r["view"];
+    assert!(view["frames"].as_u64().unwrap() >= 3, "updated live: {view}");
+    let kinds: Vec<&str> = view["nodes"].as_array().unwrap().iter().map(|n| n["kind"].as_str().unwrap()).collect();
+    for (kind, n) in [("origin", 1), ("edge", 2), ("peer", 2), ("listener", 1)] {
+        assert_eq!(kinds.iter().filter(|k| **k == kind).count(), n, "{kind} nodes drawn: {kinds:?}");
+    }
+    assert!(view["peerBytes"].as_array().unwrap().iter().any(|b| b.as_f64().unwrap() > 0.0), "{view}");
+    assert_eq!(view["hitBars"], 2);
+    let sent = &r["snapshot"]["sent"];
+    for id in ["origin", "edge-a", "edge-b", "peer-1", "peer-2"] {
+        assert!(sent[id].as_f64().is_some(), "{id} scraped: {sent}");
+    }
 }

@@ -18,6 +18,7 @@
 mod cluster;
 mod summary;
 mod view;
+mod web;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -130,6 +131,23 @@ async fn demo(
     for (n, p) in peers.iter().enumerate() {
         view.say(format!("  peer {}    {}   metrics {}", n + 1, p.addr, p.metrics));
     }
+    let mut nodes = vec![web::NodeInfo {
+        id: "origin".into(),
+        kind: "origin",
+        label: origin_url.clone(),
+        metrics: Some(format!("{origin_url}/metrics")),
+    }];
+    for (id, e) in [("edge-a", &edge_a), ("edge-b", &edge_b)] {
+        let metrics = Some(format!("{}/metrics", e.http));
+        nodes.push(web::NodeInfo { id: id.into(), kind: "edge", label: e.urls.join(" "), metrics });
+    }
+    for (n, p) in peers.iter().enumerate() {
+        let id = format!("peer-{}", n + 1);
+        nodes.push(web::NodeInfo { id, kind: "peer", label: p.addr.clone(), metrics: Some(p.metrics.clone()) });
+    }
+    nodes.push(web::NodeInfo { id: "listener".into(), kind: "listener", label: "chorus-client".into(), metrics: None });
+    let live = web::Live::new(nodes);
+    view.say(format!("  network view: {}   (live, in a browser)", web::start(live.clone()).await?));
     let first = &tracks[0];
     let all: Vec<&str> = tracks.iter().map(TrackId::as_str).collect();
     view.say(format!("  listen in a browser: {}/player/?tracks={}", edge_a.http, all.join(",")));
@@ -152,7 +170,7 @@ async fn demo(
         "  listener  chorus-client, P2P on, playlist: {} (again, from its cache)",
         playlist.iter().map(TrackId::as_str).collect::<Vec<_>>().join(", ")
     ));
-    let plays = play(&listener, &playlist, view).await?;
+    let plays = play(&listener, &playlist, view, &live).await?;
     let summary = summarize(&plays);
     view.finish();
     eprintln!(
@@ -179,7 +197,7 @@ async fn demo(
 
 /// Plays `playlist` in order, each track to the end of its audio, preloading the next one
 /// when [`PRELOAD_BEFORE`] of the current one is left.
-async fn play(client: &Client, playlist: &[TrackId], view: &View) -> Result<Vec<Played>> {
+async fn play(client: &Client, playlist: &[TrackId], view: &View, live: &web::Live) -> Result<Vec<Played>> {
     let mut out = Vec::new();
     let mut preloading: Option<tokio::task::JoinHandle<Option<Summary>>> = None;
     for (k, track) in playlist.iter().enumerate() {
@@ -219,6 +237,7 @@ async fn play(client: &Client, playlist: &[TrackId], view: &View) -> Result<Vec<
                         began.elapsed().saturating_sub(Duration::from_millis(st.startup_ms + st.stall_ms)).min(duration)
                     };
                     view.update(&bar, &st, played, duration, &rendition);
+                    live.listening(&st, played, duration, &rendition);
                     // The fetch ends up to a buffer before the audio does: the listener hears
                     // the track to its end first.
                     if fetched && played >= duration {
@@ -230,6 +249,7 @@ async fn play(client: &Client, playlist: &[TrackId], view: &View) -> Result<Vec<
         let summary = t.finish().await;
         let played = Played { summary, preload };
         view.played(&bar, &played);
+        live.played(&played.by_source());
         out.push(played);
     }
     Ok(out)

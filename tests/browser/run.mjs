@@ -12,6 +12,8 @@
 //   token     the player given TOKEN in its URL, then the player without it.
 //   hls       hls.js (from node_modules) on a page of another origin playing EDGE's master
 //             playlist: the standard-player and CORS check.
+//   view      the demo's network view at EDGE_URL (the URL `chorus demo` prints), until it
+//             shows bytes from peers; a screenshot.
 
 import fs from "node:fs";
 import http from "node:http";
@@ -150,6 +152,26 @@ try {
     result.currentTime = await currentTime();
     result.hlsErrors = await page.evaluate(() => window.hlsErrors);
     site.close();
+  } else if (scenario === "view") {
+    // EDGE_URL is the demo's network view here.
+    await page.goto(edge);
+    const seen = () =>
+      page.evaluate(() => ({
+        frames: window.chorusView.frames,
+        nodes: [...document.querySelectorAll("#graph g.node")].map((g) => ({ id: g.dataset.id, kind: g.dataset.kind })),
+        peerBytes: [...document.querySelectorAll("#graph path.link[data-kind=peer]")].map((p) => Number(p.dataset.bytes)),
+        edgeBytes: [...document.querySelectorAll("#graph path.link[data-kind=edge]")].map((p) => Number(p.dataset.bytes)),
+        layers: [...document.querySelectorAll("#stack polygon.layer")].map((p) => p.dataset.source),
+        hitBars: document.querySelectorAll("#hits rect.hit").length,
+        status: document.getElementById("status").textContent,
+      }));
+    await until("peer bytes in the view", async () => {
+      const v = await seen();
+      return v.frames >= 3 && v.peerBytes.some((b) => b > 0) && v.layers.length === 3;
+    }, 120);
+    await page.screenshot({ path: path.join(outDir, "network.png"), fullPage: true });
+    result.view = await seen();
+    result.snapshot = await page.evaluate(() => window.chorusView.snapshot);
   } else {
     throw new Error(`unknown scenario ${scenario}`);
   }
