@@ -129,7 +129,8 @@ async fn the_web_player_and_hls_js_in_a_real_browser() {
     let out = cdn.dir.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
 
-    // Play: past two segments, a switch up when the link is freed, on into the next track.
+    // Play: past two segments, a switch up when the link is freed, on into the next track, a
+    // switch down when it is throttled again.
     let play = run("play", &base, &out, None);
     let state = &play["state"];
     assert_eq!(play["consoleErrors"], serde_json::json!([]), "errors in the page");
@@ -148,7 +149,13 @@ async fn the_web_player_and_hls_js_in_a_real_browser() {
     let renditions: Vec<&str> = appended.iter().map(|a| a["rendition"].as_str().unwrap()).collect();
     let up = renditions.iter().position(|r| *r == "aac-96").expect("a segment at aac-96");
     assert!(renditions[..up].iter().all(|r| *r == "aac-24"), "{renditions:?}");
-    assert!(appended.iter().any(|a| a["track"] == "chorus-sunrise"));
+    // The second track starts at the rung the fast link allowed, and goes down after its first
+    // segment came over the throttled link.
+    let second: Vec<&str> =
+        appended.iter().filter(|a| a["track"] == "chorus-sunrise").map(|a| a["rendition"].as_str().unwrap()).collect();
+    assert_eq!(second.first(), Some(&"aac-96"), "{second:?}");
+    assert!(second.contains(&"aac-24"), "a switch down: {second:?}");
+    assert!(state["switches"].as_u64().unwrap() >= 2);
     // Every appended segment is the manifest's chunk for its place, byte for byte.
     let manifests = [
         ("chorus-tides", cdn.manifest(&base, "chorus-tides").await),

@@ -6,7 +6,8 @@
 //
 // Scenarios:
 //   play      the player at EDGE/player/ on a two-track playlist, the link throttled until the
-//             first segment is in, then free; seeks to the last segment; plays into track two.
+//             first segment is in, then free; seeks to the last segment; plays into track two
+//             with the link throttled again.
 //             Writes each appended segment to OUT_DIR/appended-N.bin and a screenshot.
 //   tampered  the same page, with the manifest altered in flight (one byte of its title).
 //   token     the player given TOKEN in its URL, then the player without it.
@@ -87,12 +88,19 @@ try {
     await until("12 s of the first track", async () => (await currentTime()) > 12.5, 60);
     result.timeBeforeSeek = await currentTime();
     await page.screenshot({ path: path.join(outDir, "player.png") });
-    // Seek to the last segment (the player's own button), and on into the next track.
+    // Seek to the last segment (the player's own button), and on into the next track over a
+    // slow link again: its first segment comes at the bitrate the fast link allowed, and
+    // after that slow download the bitrate goes down.
     await page.locator("#seeks button").last().click();
+    await throttle(64);
     await until("the second track", async () => (await player())?.track === "chorus-sunrise", 60);
     await until("the second track playing", async () => {
       const s = await player();
       return s.tracksDone === 1 && s.appended.some((a) => a.track === "chorus-sunrise") && (await currentTime()) > 1;
+    }, 60);
+    await until("a switch down", async () => {
+      const s = await player();
+      return s.appended.some((a) => a.track === "chorus-sunrise" && a.rendition === result.firstRendition);
     }, 60);
     const bytes = await page.evaluate(() =>
       window.chorusPlayer.appendedBytes.map((b) => {

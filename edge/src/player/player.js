@@ -173,11 +173,16 @@ async function fetchChunk(id, signal, headers) {
   }
 }
 
-/** Updates the throughput estimate from one download (fast to follow the link both ways). */
+let averageBps = null;
+
+/** Updates the throughput estimate from one download: the lower of the last download and an
+ * average of them, so that one slow download moves the bitrate down at once, and a faster link
+ * moves it up within a download or two. */
 function measure(bytes, ms) {
   if (bytes < 8192 || ms <= 0) return;
   const sample = (bytes * 8) / (ms / 1000);
-  state.estimateBps = state.estimateBps == null ? sample : 0.5 * state.estimateBps + 0.5 * sample;
+  averageBps = averageBps == null ? sample : 0.5 * averageBps + 0.5 * sample;
+  state.estimateBps = Math.min(averageBps, sample);
 }
 
 /** The rendition for the next segment: the highest the estimate carries with a margin; the
