@@ -128,6 +128,8 @@ pub(crate) struct EdgeArgs {
 }
 
 pub(crate) async fn run(a: EdgeArgs) -> Result<()> {
+    // Settings that do not go together fail before anything starts.
+    let server_config = a.serve.server_config()?;
     let token_key = a.token_key.as_deref().map(keys::read_verifying_key).transpose()?;
     let origin_key = a.origin_key.as_deref().map(keys::read_verifying_key).transpose()?;
     if let Some(dir) = &a.cache_dir {
@@ -203,7 +205,7 @@ pub(crate) async fn run(a: EdgeArgs) -> Result<()> {
     }
     crate::systemd::status("rebuilding the disk cache index");
     let edge = Edge::new(cfg, metrics).await?;
-    let server = Server::bind(&a.listen, cert.as_ref(), a.serve.server_config()?).await?;
+    let server = Server::bind(&a.listen, cert.as_ref(), server_config).await?;
     a.serve.reload_certificate(server.certificate(), &cert_dir);
     info!(upstreams = ?a.upstream, parents = ?a.parent, "edge starting");
     edge.spawn_background();

@@ -42,6 +42,8 @@ pub(crate) struct OriginArgs {
 }
 
 pub(crate) async fn run(a: OriginArgs) -> Result<()> {
+    // Settings that do not go together fail before anything starts.
+    let server_config = a.serve.server_config()?;
     let store = Store::open(&a.store).with_context(|| format!("opening store {}", a.store.display()))?;
     let key = match &a.signing_key {
         Some(p) => keys::read_signing_key(p)?,
@@ -58,7 +60,7 @@ pub(crate) async fn run(a: OriginArgs) -> Result<()> {
     info!(key_id = %keys::key_id(&key.verifying_key()), "manifests are signed with this key");
 
     let cert = a.serve.certificate(&a.listen, store.root())?;
-    let server = Server::bind(&a.listen, cert.as_ref(), a.serve.server_config()?).await?;
+    let server = Server::bind(&a.listen, cert.as_ref(), server_config).await?;
     a.serve.reload_certificate(server.certificate(), store.root());
 
     let api = ApiConfig {

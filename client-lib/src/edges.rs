@@ -241,7 +241,12 @@ impl Edge {
         tokio::spawn(async move {
             let began = Instant::now();
             let result = http.connect_via(&h3_base, &via).await;
-            let took = began.elapsed();
+            // A handshake's time, when it was a whole one: a 0-RTT connection returns before
+            // its handshake completes, and its time says nothing of the round trip.
+            let took = result
+                .as_ref()
+                .is_ok_and(|c| matches!(c.early_data(), chorus_core::http::client::EarlyData::NotTried))
+                .then(|| began.elapsed());
             let mut state = lock(&h3);
             let (current, in_time) = match &*state {
                 H3::Connecting { attempt: a, keep_until, .. } if *a == attempt => {
@@ -251,12 +256,12 @@ impl Edge {
             };
             match result {
                 Ok(_) if current && !in_time => {
-                    memory.change(|r| r.worked(&key) | r.handshake(&key, took));
+                    memory.change(|r| r.worked(&key) | took.is_some_and(|t| r.handshake(&key, t)));
                     debug!(edge = %key, %via, "HTTP/3 connected after TCP had won; not used this time");
                     *state = H3::Idle { not_before: Some(Instant::now() + AFTER_LOST_RACE) };
                 }
                 Ok(conn) => {
-                    memory.change(|r| r.worked(&key) | r.handshake(&key, took));
+                    memory.change(|r| r.worked(&key) | took.is_some_and(|t| r.handshake(&key, t)));
                     if current {
                         debug!(edge = %key, %via, "HTTP/3 connected");
                         let pool = Pool::via(h3_base, via);

@@ -3,16 +3,18 @@
 //!
 //! The front wraps every node's handler in [`WithCors`], so each listener applies it alike:
 //! HTTP/1.1 (the `sendfile` fast path included, which writes the headers a handler returns),
-//! HTTP/2 and HTTP/3. It touches `/v1/…` only; `/metrics`, `/healthz`, `/readyz` and
-//! `/admin/…` are not for browsers on other origins and get no CORS headers.
+//! HTTP/2 and HTTP/3. It touches the read API only (`/v1/tracks/{track}/manifest`,
+//! `/v1/tracks/{track}/hls/{file}`, `/v1/chunks/{chunk}`); the tracker's lists (which name
+//! listeners' addresses), announces, QoE beacons, `/metrics`, `/healthz`, `/readyz` and
+//! `/admin/…` are not for pages on other origins and get no CORS headers.
 //!
 //! - A preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) from an allowed
 //!   origin is answered here with 204: methods `GET, HEAD`, request headers `Range`,
 //!   `Authorization` and `Chorus-Next-Track`, cached by the browser for two hours. It needs no
 //!   access token (browsers never send one on a preflight); the request it clears is checked as
 //!   any other. A preflight from an origin not allowed is 403.
-//! - Every other `/v1/` response, errors included (a player must be able to read a 401), says
-//!   who may read it and exposes `Content-Range`, `ETag`, `Accept-Ranges` and `Alt-Svc`.
+//! - Every other response of the read API, the handler's errors included (a player must be
+//!   able to read a 401), says who may read it and exposes `Content-Range`, `ETag`, `Accept-Ranges` and `Alt-Svc`.
 //!
 //! Who may read ([`AllowOrigins`]; `--cors-origin`, docs/protocol.md "CORS"): anyone (`*`, the
 //! default: the read API is public, or guarded by bearer tokens that a page on another origin
@@ -153,9 +155,20 @@ fn normalise(v: &str) -> Option<String> {
     }
 }
 
-/// Whether `path` is part of the read API CORS applies to.
+/// Whether `path` is part of the read API CORS applies to: manifests, HLS playlists and
+/// chunks. Not the tracker's lists (they name listeners' addresses, and players do not need
+/// them), the announce or the QoE beacon.
 fn applies(path: &str) -> bool {
-    path.starts_with("/v1/")
+    if let Some(chunk) = path.strip_prefix("/v1/chunks/") {
+        return !chunk.is_empty() && !chunk.contains('/');
+    }
+    let Some(rest) = path.strip_prefix("/v1/tracks/") else { return false };
+    match rest.split_once('/') {
+        Some((track, what)) => {
+            !track.is_empty() && (what == "manifest" || what.strip_prefix("hls/").is_some_and(|f| !f.contains('/')))
+        }
+        None => false,
+    }
 }
 
 /// The CORS headers of a `/v1/` response to a request from `origin`.
@@ -295,6 +308,12 @@ mod tests {
         assert!(preflight(&any, &request(Method::OPTIONS, "/v1/chunks/x", None, true)).is_none());
         assert!(preflight(&any, &request(Method::OPTIONS, "/v1/chunks/x", Some("https://p.example"), false)).is_none());
         assert!(preflight(&any, &request(Method::OPTIONS, "/admin/purge", Some("https://p.example"), true)).is_none());
+        for not_read in ["/v1/tracks/t/peers", "/v1/peers/announce", "/v1/qoe", "/v1/chunks/", "/v1/tracks/t/hls/a/b"] {
+            assert!(!applies(not_read), "{not_read}");
+        }
+        for read in ["/v1/tracks/t/manifest", "/v1/tracks/t/hls/master.m3u8", "/v1/chunks/abc.m4s"] {
+            assert!(applies(read), "{read}");
+        }
         assert!(preflight(&any, &request(Method::GET, "/v1/chunks/x", Some("https://p.example"), true)).is_none());
         assert!(
             preflight(&AllowOrigins::Off, &request(Method::OPTIONS, "/v1/chunks/x", Some("https://p.example"), true))

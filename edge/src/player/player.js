@@ -153,20 +153,43 @@ async function verifyManifest(text, origin) {
 
 const mime = (r) => `audio/mp4; codecs="${r.codec}"`;
 
-/** A chunk's bytes, checked against its id (one more try when they do not match). */
+/** `fetch`, tried again after a network error or a 5xx (an edge restarting, an upstream
+ * failing over): 3 tries, 0.5 s and 1 s apart. Other answers are the caller's to judge. */
+async function fetchRetrying(url, init) {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const r = await fetch(url, init);
+      if (r.status < 500 || attempt >= 2) return r;
+    } catch (e) {
+      if (e.name === "AbortError" || attempt >= 2) throw e;
+    }
+    await sleep(500 * 2 ** attempt);
+  }
+}
+
+/** A chunk's bytes, checked against its id. Bytes that do not match are fetched once more,
+ * past the browser's cache (which would keep the bad copy for a year: chunks are immutable). */
 async function fetchChunk(id, signal, headers) {
+  const url = `/v1/chunks/${id}.m4s`;
   for (let attempt = 0; ; attempt++) {
     const began = performance.now();
-    const r = await fetch(`/v1/chunks/${id}.m4s`, { headers: authHeaders(headers), signal });
-    if (!r.ok) throw new Error(`chunk ${id}: HTTP ${r.status}${r.status === 401 ? " (this edge needs an access token)" : ""}`);
+    const init = { headers: authHeaders(headers), signal, cache: attempt === 0 ? "default" : "reload" };
+    const r = await fetchRetrying(url, init);
+    if (!r.ok) {
+      const why = r.status === 401 ? " (this edge needs an access token: it may have expired)" : "";
+      throw new Error(`chunk ${id}: HTTP ${r.status}${why}`);
+    }
     const buf = await r.arrayBuffer();
     const ms = performance.now() - began;
     if (buf.byteLength > MAX_CHUNK_BYTES) throw new Error(`chunk ${id} larger than 8 MiB`);
     const bytes = new Uint8Array(buf);
+    // What came from the browser's own cache says nothing about the link.
+    const timing = performance.getEntriesByName(new URL(url, location.href).href).pop();
+    const cached = timing !== undefined && timing.transferSize === 0;
     state.bytes += bytes.length;
     if (blake3Hex(bytes) === id) {
       state.verified++;
-      return { bytes, ms };
+      return { bytes, ms, cached };
     }
     state.rejected++;
     if (attempt >= 1) throw new Error(`chunk ${id}: the bytes received twice do not hash to its id; not playing them`);
@@ -174,12 +197,22 @@ async function fetchChunk(id, signal, headers) {
 }
 
 let averageBps = null;
+/** Downloads too small to time alone, added up until they are not. */
+const small = { bytes: 0, ms: 0 };
 
 /** Updates the throughput estimate from one download: the lower of the last download and an
  * average of them, so that one slow download moves the bitrate down at once, and a faster link
- * moves it up within a download or two. */
+ * moves it up within a download or two. Downloads under 8 KiB count together. */
 function measure(bytes, ms) {
-  if (bytes < 8192 || ms <= 0) return;
+  if (ms <= 0) return;
+  if (bytes < 8192) {
+    small.bytes += bytes;
+    small.ms += ms;
+    if (small.bytes < 8192) return;
+    [bytes, ms] = [small.bytes, small.ms];
+    small.bytes = 0;
+    small.ms = 0;
+  }
   const sample = (bytes * 8) / (ms / 1000);
   averageBps = averageBps == null ? sample : 0.5 * averageBps + 0.5 * sample;
   state.estimateBps = Math.min(averageBps, sample);
@@ -227,18 +260,27 @@ async function playTrack(trackId, nextTrack, origin, started) {
   state.status = "fetching the manifest";
   showPlaylist();
   show();
-  const r = await fetch(`/v1/tracks/${encodeURIComponent(trackId)}/manifest`, { headers: authHeaders(), cache: "no-store" });
+  const r = await fetchRetrying(`/v1/tracks/${encodeURIComponent(trackId)}/manifest`, {
+    headers: authHeaders(),
+    cache: "no-store",
+  });
   if (r.status === 401 || r.status === 403) {
     const why = await r.text();
     throw new Error(`track ${trackId}: HTTP ${r.status}: this edge asks for an access token (add token=… to the URL). ${why}`);
   }
   if (!r.ok) throw new Error(`track ${trackId}: HTTP ${r.status}`);
   const doc = await verifyManifest(await r.text(), origin);
+  if (doc.track_id !== trackId) {
+    throw new Error(`the manifest is track ${JSON.stringify(doc.track_id)}'s, not ${trackId}'s: not playing it`);
+  }
   state.keyId = origin.keyId;
   state.title = doc.title || trackId;
-  const renditions = doc.renditions
+  const playable = doc.renditions
     .filter((x) => x.container === "cmaf" && x.init && MediaSource.isTypeSupported(mime(x)))
     .sort((a, b) => a.bitrate_bps - b.bitrate_bps);
+  // Without SourceBuffer.changeType (older browsers), one codec only: the lowest rung's.
+  const canChange = typeof SourceBuffer !== "undefined" && "changeType" in SourceBuffer.prototype;
+  const renditions = canChange ? playable : playable.filter((x) => x.codec === playable[0]?.codec);
   if (renditions.length === 0) throw new Error(`track ${trackId}: no rendition this browser can play`);
   const segments = renditions[0].segments.length;
   const starts = [];
@@ -253,7 +295,8 @@ async function playTrack(trackId, nextTrack, origin, started) {
   audio.src = URL.createObjectURL(ms);
   await once(ms, "sourceopen");
   ms.duration = doc.duration_ms / 1000;
-  const sb = ms.addSourceBuffer(mime(renditions[0]));
+  let bufferType = mime(renditions[0]);
+  const sb = ms.addSourceBuffer(bufferType);
   let initOf = null;
   let next = 0;
   let ended = false;
@@ -291,6 +334,7 @@ async function playTrack(trackId, nextTrack, origin, started) {
   });
   try {
     while (!ended) {
+      if (audio.error) throw new Error(`media error: ${audio.error.message || audio.error.code}`);
       state.bufferAheadS = bufferedAhead();
       if (next >= segments) {
         if (ms.readyState === "open" && !sb.updating) ms.endOfStream();
@@ -311,6 +355,11 @@ async function playTrack(trackId, nextTrack, origin, started) {
       try {
         if (initOf !== rendition.id) {
           const init = await fetchChunk(rendition.init.id, signal);
+          // Another codec (HE-AAC next to AAC-LC, say) needs the buffer told first.
+          if (mime(rendition) !== bufferType) {
+            sb.changeType(mime(rendition));
+            bufferType = mime(rendition);
+          }
           await append(sb, init.bytes);
           if (initOf !== null) state.switches++;
           initOf = rendition.id;
@@ -324,7 +373,7 @@ async function playTrack(trackId, nextTrack, origin, started) {
         const got = await fetchChunk(seg.id, signal, hint).finally(() => {
           inFlight = -1;
         });
-        measure(got.bytes.length, got.ms);
+        if (!got.cached) measure(got.bytes.length, got.ms);
         await append(sb, got.bytes);
         state.rendition = rendition.id;
         state.bitrateBps = rendition.bitrate_bps;
