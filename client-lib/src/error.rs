@@ -74,6 +74,14 @@ pub enum EdgeFailure {
         #[source]
         cause: ManifestError,
     },
+    /// The edge sent a validly signed manifest of another track.
+    #[error("{edge} sent the manifest of track {got}, not of the track asked for")]
+    OtherTrack {
+        /// The edge's base URL.
+        edge: String,
+        /// The track the manifest is of.
+        got: chorus_core::TrackId,
+    },
 }
 
 impl FetchError {

@@ -256,6 +256,10 @@ impl Client {
             match e.send(&inner.http, req, tally).await {
                 Ok(r) if r.status() == http::StatusCode::OK => {
                     match Manifest::verify(r.body(), &inner.cfg.origin_key) {
+                        // Signed, but another track's: a substitution below the edge.
+                        Ok(m) if m.track_id != *track => {
+                            last = Some(EdgeFailure::OtherTrack { edge: e.base(), got: m.track_id });
+                        }
                         Ok(m) => {
                             // The bytes as signed, not a re-serialisation: members this version
                             // does not know must still verify offline.

@@ -1,7 +1,8 @@
 //! End to end inside the crate: a client built from the library fetches a track from an origin
 //! in the same process (origins and edges serve the same read API) over a real socket: every
 //! segment verified and in order, the bytes the origin holds; then again from its local cache
-//! alone, with the only edge unreachable.
+//! alone, with the only edge unreachable. An edge that answers with another track's manifest,
+//! validly signed, is not believed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use chorus_client::abr::Quality;
@@ -59,4 +60,33 @@ async fn a_track_comes_verified_in_order_then_from_the_cache_with_no_edge() {
     );
     assert!(again.iter().all(|s| s.source == Source::Cache));
     assert_eq!((summary.bytes_by_source.cache, summary.protocol.as_str()), (summary.bytes_total, "cache"));
+}
+
+/// Answers every manifest request with `doc`: another track's manifest, validly signed.
+struct Substitutes(bytes::Bytes);
+
+impl chorus_core::http::Handler for Substitutes {
+    async fn call(
+        &self,
+        _req: http::Request<chorus_core::http::Body>,
+        _ctx: chorus_core::http::RequestContext,
+    ) -> http::Response<chorus_core::http::ResponseBody> {
+        chorus_core::http::full(http::StatusCode::OK, "application/json", self.0.clone())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_manifest_of_another_track_is_refused() {
+    let origin = chorus_testkit::inproc::origin("sunrise", "chorus-sunrise").await;
+    let http = HttpClient::new(&ClientTls::default()).unwrap();
+    let doc = http.connect(&origin.url, false).await.unwrap().get("/v1/tracks/sunrise/manifest").await.unwrap();
+    let url: chorus_core::http::ListenUrl = "http://127.0.0.1:0".parse().unwrap();
+    let server =
+        chorus_core::http::Server::bind(&[url], None, chorus_core::http::ServerConfig::default()).await.unwrap();
+    let liar = server.local_urls()[0].to_string();
+    tokio::spawn(server.serve(std::sync::Arc::new(Substitutes(doc.into_body())), std::future::pending()));
+    let client = ClientBuilder::new(vec![liar], origin.key).build().unwrap();
+    let Err(e) = client.open(&TrackId::parse("tides").unwrap()).await else { panic!("played another track") };
+    let chain = chorus_core::error::Chain(&e).to_string();
+    assert!(chain.contains("sent the manifest of track sunrise, not of the track asked for"), "{chain}");
 }
