@@ -186,6 +186,8 @@ async function fetchChunk(id, signal, headers) {
     // What came from the browser's own cache says nothing about the link.
     const timing = performance.getEntriesByName(new URL(url, location.href).href).pop();
     const cached = timing !== undefined && timing.transferSize === 0;
+    // The browser keeps 250 entries by default, then records no more: read, then dropped.
+    performance.clearResourceTimings();
     state.bytes += bytes.length;
     if (blake3Hex(bytes) === id) {
       state.verified++;
@@ -255,7 +257,7 @@ function append(sb, bytes) {
 }
 
 /** Plays `trackId` to its end (or until a seek or error says otherwise). */
-async function playTrack(trackId, nextTrack, origin, started) {
+async function playTrack(trackId, nextTrack, origin) {
   state.track = trackId;
   state.status = "fetching the manifest";
   showPlaylist();
@@ -384,7 +386,6 @@ async function playTrack(trackId, nextTrack, origin, started) {
         if (e.name === "AbortError") continue; // a seek: go on from the new place
         throw e;
       }
-      if (state.startupMs == null && audio.readyState >= 2) state.startupMs = performance.now() - started;
       show();
     }
   } finally {
@@ -453,7 +454,7 @@ async function main() {
   }
   try {
     for (let i = 0; i < playlist.length; i++) {
-      await playTrack(playlist[i], playlist[i + 1], origin, started);
+      await playTrack(playlist[i], playlist[i + 1], origin);
     }
     state.status = "done";
     show();

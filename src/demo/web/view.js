@@ -77,15 +77,25 @@ function drawGraph(s) {
   svg.replaceChildren(g);
 }
 
+/** The plot area the two time charts share: the x position of time `t` over `history`, and
+ * the axis line. */
+const PLOT = { W: 380, X0: 35, Y0: 180 };
+function timeAxis(history) {
+  const t0 = history[0].t;
+  const span = Math.max(1, history[history.length - 1].t - t0);
+  return (t) => PLOT.X0 + ((t - t0) / span) * PLOT.W;
+}
+const axisLine = () => el("line", { x1: PLOT.X0, y1: PLOT.Y0, x2: PLOT.X0 + PLOT.W, y2: PLOT.Y0, stroke: "currentColor" });
+
 /** A stacked area of the listener's cumulative bytes: cache, peers, edges. */
 function drawStack(s) {
   const svg = document.getElementById("stack");
   const h = s.history;
   if (h.length < 2) return;
-  const W = 380, H = 170, X0 = 35, Y0 = 180;
-  const t0 = h[0].t, t1 = h[h.length - 1].t || 1;
+  const { X0, Y0 } = PLOT;
+  const H = 170;
   const top = Math.max(1, ...h.map((p) => p.bytes.edge + p.bytes.peer + p.bytes.cache));
-  const x = (t) => X0 + ((t - t0) / Math.max(1, t1 - t0)) * W;
+  const x = timeAxis(h);
   const y = (v) => Y0 - (v / top) * H;
   const g = el("g");
   const layers = [["cache", (p) => p.bytes.cache], ["peer", (p) => p.bytes.peer], ["edge", (p) => p.bytes.edge]];
@@ -97,7 +107,7 @@ function drawStack(s) {
     below = above;
   }
   g.append(el("text", { x: X0, y: 12 }, `${human(top)} in all`));
-  g.append(el("line", { x1: X0, y1: Y0, x2: X0 + W, y2: Y0, stroke: "currentColor" }));
+  g.append(axisLine());
   svg.replaceChildren(g);
 }
 
@@ -106,9 +116,9 @@ function drawBuffer(s) {
   const svg = document.getElementById("buffer");
   const h = s.history;
   if (h.length < 2) return;
-  const W = 380, H = 160, X0 = 35, Y0 = 180;
-  const t0 = h[0].t, t1 = h[h.length - 1].t;
-  const x = (t) => X0 + ((t - t0) / Math.max(1, t1 - t0)) * W;
+  const { X0, Y0 } = PLOT;
+  const H = 160;
+  const x = timeAxis(h);
   const g = el("g");
   const series = [
     ["buffer_s", "var(--peer)", "buffer", "s"],
@@ -121,7 +131,7 @@ function drawBuffer(s) {
     const last = h[h.length - 1][key];
     g.append(el("text", { x: X0 + i * 190, y: 12, style: `fill:${color}` }, `${name} ${last.toFixed(key === "buffer_s" ? 1 : 0)} ${unit}`));
   });
-  g.append(el("line", { x1: X0, y1: Y0, x2: X0 + W, y2: Y0, stroke: "currentColor" }));
+  g.append(axisLine());
   svg.replaceChildren(g);
 }
 
