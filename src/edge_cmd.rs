@@ -51,9 +51,16 @@ pub(crate) struct EdgeArgs {
     /// Size of the memory cache.
     #[arg(long, value_name = "SIZE", default_value = "512MiB")]
     cache_mem_size: Size,
-    /// Token public key (token.pub): when given, every /v1/ request needs a valid access token.
+    /// Token public key (token.pub): when given, every /v1/ request needs a valid access token,
+    /// and the edge hands protected tracks' content keys to tokens that cover them. Without
+    /// it, no content key is handed out.
     #[arg(long, value_name = "FILE")]
     token_key: Option<PathBuf>,
+    /// A file holding this edge's own access token (one line; e.g. `chorus token issue --ttl
+    /// 365d --sub edge-a`), sent to upstreams, and only to them, when fetching a protected
+    /// track's content key. Read again at every fetch, so it can be replaced in place.
+    #[arg(long, value_name = "FILE")]
+    upstream_token_file: Option<PathBuf>,
     /// Shared secret for /admin/purge and /admin/prewarm; without it they are disabled.
     #[arg(long, value_name = "T", value_parser = crate::serve_args::admin_token)]
     admin_token: Option<String>,
@@ -189,6 +196,7 @@ pub(crate) async fn run(a: EdgeArgs) -> Result<()> {
         admin_token: a.admin_token.clone().or_else(|| a.admin_token_file.clone()),
         origin_key,
         player: !a.no_player,
+        upstream_token_file: a.upstream_token_file.clone(),
     };
     if cfg.token_key.is_some() {
         info!("access tokens required on /v1/");

@@ -31,6 +31,11 @@ pub(crate) struct IngestArgs {
     /// CMAF package as it is), raw (cut a pre-encoded file into byte chunks).
     #[arg(long, value_name = "MODE", default_value = "auto")]
     mode: Mode,
+    /// Encrypt the track (AES-128, a new key each time: re-ingesting rotates it). Edges and
+    /// peers then carry ciphertext; only listeners whose token covers the track get the key,
+    /// from an edge started with --token-key (docs/protocol.md §3.7).
+    #[arg(long)]
+    protect: bool,
     /// The store to ingest into (not with --origin).
     #[arg(long, value_name = "DIR", required_unless_present = "origin", conflicts_with = "origin")]
     store: Option<PathBuf>,
@@ -98,13 +103,14 @@ pub(crate) fn run(a: IngestArgs) -> Result<()> {
         ladder_kbps: a.ladder.clone(),
         mode: a.mode,
         input: a.input.clone(),
+        protect: a.protect,
     };
     let bar = Bar(ProgressBar::new(0));
     let result = ingest::ingest(&store, &key, &req, &bar);
     bar.0.finish_and_clear();
     let report = result?;
     println!(
-        "{} {}: {} renditions ({}), {} chunks ({} new), {:.1} MiB, {:.1} s{}",
+        "{} {}: {} renditions ({}), {} chunks ({} new), {:.1} MiB, {:.1} s{}{}",
         if report.unchanged { "unchanged" } else { "published" },
         report.track_id,
         report.renditions.len(),
@@ -113,7 +119,8 @@ pub(crate) fn run(a: IngestArgs) -> Result<()> {
         report.new_chunks,
         report.bytes as f64 / 1_048_576.0,
         report.duration_ms as f64 / 1000.0,
-        if report.unchanged { " (identical manifest already published)" } else { "" }
+        if report.unchanged { " (identical manifest already published)" } else { "" },
+        report.key_id.as_ref().map(|k| format!(", protected (key {k})")).unwrap_or_default()
     );
     Ok(())
 }
@@ -130,6 +137,9 @@ fn upload(a: &IngestArgs, origin: &str) -> Result<()> {
     let body = std::fs::read(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
     let mut query = format!("mode={}", if a.mode == Mode::Raw { "raw" } else { "encode" });
     query.push_str(&format!("&ladder={}", a.ladder.iter().map(u32::to_string).collect::<Vec<_>>().join(",")));
+    if a.protect {
+        query.push_str("&protect=1");
+    }
     if let Some(t) = &a.title {
         query.push_str("&title=");
         query.push_str(&percent_encode(t));

@@ -34,6 +34,12 @@ pub(crate) struct OriginArgs {
     /// mounted Kubernetes Secret.
     #[arg(long, value_name = "FILE", value_parser = crate::serve_args::admin_token_file, conflicts_with = "admin_token")]
     admin_token_file: Option<String>,
+    /// Token public key (token.pub): the key route of protected tracks
+    /// (/v1/tracks/T/keys/K) answers requests whose access token covers the track, such as the
+    /// edges' own tokens (their --upstream-token-file). Without it no content key is served.
+    /// The rest of the read API stays open, as before.
+    #[arg(long, value_name = "FILE")]
+    token_key: Option<PathBuf>,
     /// Largest upload accepted by the admin API.
     #[arg(long, value_name = "SIZE", default_value = "2GiB")]
     max_upload_size: Size,
@@ -67,7 +73,11 @@ pub(crate) async fn run(a: OriginArgs) -> Result<()> {
         admin_token: a.admin_token.clone().or_else(|| a.admin_token_file.clone()),
         max_upload_bytes: a.max_upload_size.0,
         body_idle_timeout: a.serve.idle_timeout.0.min(ApiConfig::default().body_idle_timeout),
+        token_key: a.token_key.as_deref().map(keys::read_verifying_key).transpose()?,
     };
+    if api.token_key.is_none() {
+        info!("no --token-key: content keys of protected tracks are not served");
+    }
     if api.admin_token.is_none() {
         info!("admin API disabled (no --admin-token or --admin-token-file)");
     }

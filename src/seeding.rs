@@ -37,7 +37,8 @@ pub(crate) async fn seed(builder: &chorus_client::ClientBuilder, tracks: &[Track
     for track in tracks {
         let mut rung = 0;
         loop {
-            let client = builder.clone().quality(Quality::Fixed(rung)).build()?;
+            // A seeder carries protected tracks as ciphertext: it needs (and asks for) no key.
+            let client = builder.clone().quality(Quality::Fixed(rung)).carry_only(true).build()?;
             let mut t = client.open(track).await.with_context(|| format!("seeding {track}"))?;
             let rungs = t.info().renditions.len();
             while let Some(s) = t.next().await {

@@ -108,7 +108,7 @@ async fn a_seeding_peer_serves_every_chunk_of_its_tracks_found_through_the_track
     want.sort();
     assert_eq!(held, want, "the seeder holds every chunk of every rendition");
     for id in &all {
-        let bytes = leech.fetch(peer_id, *id, None).await.unwrap();
+        let bytes = leech.fetch(peer_id, *id).await.unwrap();
         assert!(id.matches(&bytes));
     }
     // The identity is kept: the peer id is the same after a restart.
@@ -358,7 +358,7 @@ async fn an_edge_relay_is_offered_by_the_tracker_and_carries_a_peer_that_cannot_
         PeerConfig { listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()], mdns: false, ..PeerConfig::default() };
     let seeker = Peer::start(cfg, Arc::new(Empty), None, &prometheus::Registry::new()).unwrap();
     seeker.dial(addrs[0].clone()).await.unwrap();
-    assert_eq!(seeker.fetch(peer_id, id, None).await.unwrap(), bytes);
+    assert_eq!(seeker.fetch(peer_id, id).await.unwrap(), bytes);
 
     // The relay's connections show on the edge's own /metrics.
     let out = chorus(&["get", &format!("{}/metrics", edge.url("http"))]);
@@ -449,7 +449,7 @@ async fn a_peer_announces_its_forwarded_address_instead_of_the_one_it_listens_on
     let leech = Peer::start(cfg, Arc::new(Empty), None, &prometheus::Registry::new()).unwrap();
     leech.dial(addrs[0].clone()).await.unwrap();
     let id = net.manifest().chunks().next().unwrap().id;
-    assert_eq!(leech.fetch(peer_id, id, None).await.unwrap().as_ref(), net.chunk(&id).as_slice());
+    assert_eq!(leech.fetch(peer_id, id).await.unwrap().as_ref(), net.chunk(&id).as_slice());
 }
 
 /// SIGTERM stops `chorus peer` in the middle of an announce round: an edge that accepts the

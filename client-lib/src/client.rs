@@ -48,6 +48,7 @@ pub struct ClientBuilder {
     pub(crate) p2p_upload_rate: Option<u64>,
     pub(crate) p2p_listen: Vec<chorus_peer::Multiaddr>,
     pub(crate) p2p_external: Vec<chorus_peer::Multiaddr>,
+    pub(crate) carry_only: bool,
 }
 
 impl ClientBuilder {
@@ -73,6 +74,7 @@ impl ClientBuilder {
             p2p_upload_rate: None,
             p2p_listen: Vec::new(),
             p2p_external: Vec::new(),
+            carry_only: false,
         }
     }
     /// TLS trust for edges.
@@ -96,10 +98,18 @@ impl ClientBuilder {
         self.start_bps = bps;
         self
     }
-    /// Access token for the edges.
+    /// Access token for the edges. It goes to edges only: never to a peer.
     #[must_use]
     pub fn token(mut self, t: Option<String>) -> Self {
         self.token = t;
+        self
+    }
+    /// Only carry tracks (fill the cache to serve peers, as `chorus peer --seed` does): a
+    /// protected track's segments are handed over as the verified ciphertext they are and no
+    /// content key is asked for, so none is needed (default off: segments are playable).
+    #[must_use]
+    pub const fn carry_only(mut self, on: bool) -> Self {
+        self.carry_only = on;
         self
     }
     /// Local cache directory and size.

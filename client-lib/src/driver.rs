@@ -81,6 +81,9 @@ pub(crate) struct Driver {
     pub(crate) preload: bool,
     /// The first segment's chunk, requested while the track was being opened.
     pub(crate) speculative: Option<(chorus_core::ChunkId, Early)>,
+    /// A protected track's content key: segments are verified and cached as the ciphertext
+    /// they are, and decrypted only as they are handed over.
+    pub(crate) key: Option<chorus_core::protect::ContentKey>,
 }
 
 impl Driver {
@@ -164,6 +167,17 @@ impl Driver {
                     self.summary.bytes_total += data.len() as u64 + init.as_ref().map_or(0, |b| b.len() as u64);
                     let start = self.starts[out.index];
                     let duration = self.starts.get(out.index + 1).copied().unwrap_or_else(|| self.sched.media_start(n)) - start;
+                    let data = match (&self.key, self.rungs[out.rung].ivs.get(out.index).copied().flatten()) {
+                        (Some(key), Some(iv)) => match chorus_core::protect::decrypt(key, &iv, &data) {
+                            Ok(plain) => Bytes::from(plain),
+                            Err(e) => {
+                                // The permit holds the channel's one slot: the failure goes through it.
+                                permit.send(Delivery::Failed(FetchError::Decrypt(self.track.clone(), e)));
+                                return;
+                            }
+                        },
+                        _ => data,
+                    };
                     let segment = Segment { index: out.index, start, duration, rendition, init, data, source };
                     permit.send(Delivery::Segment(self.playout.generation(), segment));
                     self.publish();
@@ -292,7 +306,7 @@ impl Driver {
                     return Ok((bytes, Duration::from_millis(1), true));
                 }
                 if let Some((peer, peer_id)) = peer {
-                    return match peer.fetch(peer_id, id, inner.cfg.token.clone()).await {
+                    return match peer.fetch(peer_id, id).await {
                         Ok(bytes) => Ok((bytes, t.elapsed(), false)),
                         Err(chorus_peer::PeerError::WrongChunk(liar)) => {
                             inner.dials.lock().wrong_chunk(liar, std::time::Instant::now());

@@ -42,6 +42,21 @@ pub enum FetchError {
     /// A preload's task ended without a result (cancelled or panicked).
     #[error("preload stopped")]
     Preload(#[source] tokio::task::JoinError),
+    /// The track is protected and every edge refused its content key: the client's token is
+    /// missing, invalid, expired or does not cover the track, or no edge hands out keys.
+    #[error("track {track} is protected and the edges refused its key ({status}): a token covering it is needed")]
+    KeyRefused {
+        /// The track.
+        track: TrackId,
+        /// The last refusal (401: no or bad token; 403: not covered, or the edge serves no keys).
+        status: http::StatusCode,
+    },
+    /// The track is protected and no edge delivered its content key.
+    #[error("no edge delivered the content key of protected track {0}")]
+    NoKey(TrackId, #[source] EdgeFailure),
+    /// A verified segment did not decrypt with the key (the track was re-ingested meanwhile).
+    #[error("a segment of protected track {0} did not decrypt")]
+    Decrypt(TrackId, #[source] chorus_core::protect::ProtectError),
 }
 
 /// What went wrong at one edge.
@@ -90,8 +105,19 @@ impl FetchError {
     #[must_use]
     pub const fn is_retryable(&self) -> bool {
         match self {
-            Self::Unreachable { .. } | Self::NoManifest(_) | Self::Chunk(_) | Self::Cache(_) | Self::Preload(_) => true,
-            Self::Manifest(_) | Self::NotFound(_) | Self::NoEdges | Self::Tls(_) | Self::NoCache => false,
+            Self::Unreachable { .. }
+            | Self::NoManifest(_)
+            | Self::Chunk(_)
+            | Self::Cache(_)
+            | Self::Preload(_)
+            | Self::NoKey(..)
+            | Self::Decrypt(..) => true,
+            Self::Manifest(_)
+            | Self::NotFound(_)
+            | Self::NoEdges
+            | Self::Tls(_)
+            | Self::NoCache
+            | Self::KeyRefused { .. } => false,
         }
     }
 }

@@ -103,7 +103,7 @@ mod tests {
             container: Container::Cmaf,
             init: Some(ChunkRef { id: chunk("init"), size: 600 }),
             segments: (0..segments)
-                .map(|k| Segment { id: chunk(&k.to_string()), size: kbps * 750, duration_ms: 6000 })
+                .map(|k| Segment { id: chunk(&k.to_string()), size: kbps * 750, duration_ms: 6000, iv: None })
                 .collect(),
         }
     }

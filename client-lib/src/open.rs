@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chorus_core::manifest::{Manifest, ManifestError};
+use chorus_core::protect::{ContentKey, Iv, KEY_BYTES};
 use chorus_core::{ChunkId, RenditionId, TrackId};
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
@@ -36,6 +37,8 @@ pub(crate) struct Rung {
     pub(crate) id: RenditionId,
     pub(crate) init: Option<(ChunkId, Bytes, Source)>,
     pub(crate) segments: Vec<ChunkId>,
+    /// Each segment's IV, in a protected track (decrypted as it is handed over).
+    pub(crate) ivs: Vec<Option<Iv>>,
 }
 
 /// A chunk fetched outside the scheduler.
@@ -87,6 +90,15 @@ impl Client {
         // Where the bitrate starts: the estimate of the last track, or of the last run.
         let estimate = inner.memory.with(|r| r.throughput(unix_now()));
         let manifest = self.manifest(track, &edges, &tally).await?;
+        // A protected track's key, before anything else is fetched: without a token that covers
+        // the track there is nothing to play, and the listener is told so at once. A preload or
+        // a carrier (seeding) only fills the cache with ciphertext: it needs no key.
+        let key = match &manifest.protection {
+            Some(_) if plan.is_none() && !inner.cfg.carry_only => {
+                Some(self.content_key(&manifest, &edges, &tally).await?)
+            }
+            _ => None,
+        };
         let mut summary = Summary { track_id: track.to_string(), ..Summary::default() };
 
         // The ladder, lowest first, with every init chunk (small; needed to switch).
@@ -144,7 +156,12 @@ impl Client {
                 return Err(FetchError::Chunk(c.id));
             }
             let init = init_of.remove(&i);
-            rungs.push(Rung { id: r.id.clone(), init, segments: r.segments.iter().map(|s| s.id).collect() });
+            rungs.push(Rung {
+                id: r.id.clone(),
+                init,
+                segments: r.segments.iter().map(|s| s.id).collect(),
+                ivs: if key.is_some() { r.segments.iter().map(|s| s.iv).collect() } else { Vec::new() },
+            });
         }
         let preferred = ladder::preferred(inner.cfg.quality, rungs.len());
         let configs: Vec<_> =
@@ -226,6 +243,7 @@ impl Client {
             playout: Playout::new(upto, max_attempts, switching == Switching::Anywhere),
             preload: plan.is_some(),
             speculative,
+            key,
         };
         handle.attach(tokio::spawn(driver.run()));
         Ok(handle)
@@ -280,6 +298,38 @@ impl Client {
             }
         }
         Err(last.map_or_else(|| FetchError::Unreachable { tried: inner.cfg.edges.clone() }, FetchError::NoManifest))
+    }
+
+    /// The content key of protected track `m`, from the first edge that hands it out. The
+    /// client's token goes to edges only, never to peers.
+    async fn content_key(&self, m: &Manifest, edges: &[Arc<Edge>], tally: &Tally) -> Result<ContentKey, FetchError> {
+        let inner = &self.inner;
+        let Some(path) = chorus_core::hls::key_path(m) else {
+            return Err(FetchError::NotFound(m.track_id.clone())); // not protected: never called
+        };
+        let mut refused = None;
+        let mut last = None;
+        for e in edges {
+            match e.send(&inner.http, inner.get(&path), tally).await {
+                Ok(r) if r.status() == http::StatusCode::OK && r.body().len() == KEY_BYTES => {
+                    if let Ok(k) = ContentKey::from_slice(r.body()) {
+                        return Ok(k);
+                    }
+                }
+                Ok(r) if matches!(r.status(), http::StatusCode::UNAUTHORIZED | http::StatusCode::FORBIDDEN) => {
+                    refused = Some(r.status());
+                }
+                Ok(r) => last = Some(EdgeFailure::Status { edge: e.base(), status: r.status() }),
+                Err(cause) => last = Some(EdgeFailure::Request { edge: e.base(), cause }),
+            }
+        }
+        if let Some(status) = refused {
+            return Err(FetchError::KeyRefused { track: m.track_id.clone(), status });
+        }
+        Err(match last {
+            Some(f) => FetchError::NoKey(m.track_id.clone(), f),
+            None => FetchError::Unreachable { tried: inner.cfg.edges.clone() },
+        })
     }
 
     /// One chunk outside the scheduler (init chunks, the speculative first segment): cache,

@@ -43,7 +43,8 @@ pub struct Segment {
     /// track from [`crate::Client::open`]) after every rendition switch; always `None` for raw
     /// files.
     pub init: Option<Bytes>,
-    /// The segment's bytes, checked against its id.
+    /// The segment's bytes, checked against its id; for a protected track, then decrypted with
+    /// the track's key (the ciphertext as verified, with [`crate::ClientBuilder::carry_only`]).
     pub data: Bytes,
     /// Where it came from.
     pub source: Source,

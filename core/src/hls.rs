@@ -4,6 +4,11 @@
 //! media extension; the suffix names the same bytes as `/v1/chunks/{chunk}`). A `token` query
 //! parameter, when the playlist was requested with one, is carried onto every URI so players
 //! that cannot set headers still pass the edge's token check.
+//!
+//! A protected track's media playlists give every segment an `#EXT-X-KEY:METHOD=AES-128` tag
+//! with the segment's own IV and the key route's URI (`/v1/tracks/{track}/keys/{key_id}`), so
+//! any HLS player fetches the key (with the token) and decrypts. The `#EXT-X-MAP` comes before
+//! the first key tag: the init segment is clear.
 
 use std::fmt::Write as _;
 
@@ -49,9 +54,15 @@ pub fn master(m: &Manifest, token: Option<&str>) -> Option<String> {
     any.then_some(out)
 }
 
-/// The media playlist of a CMAF rendition. `None` for raw renditions.
+/// The key route's path for `m`'s content key (`None` for a clear track).
 #[must_use]
-pub fn media(r: &Rendition, token: Option<&str>) -> Option<String> {
+pub fn key_path(m: &Manifest) -> Option<String> {
+    m.protection.as_ref().map(|p| format!("/v1/tracks/{}/keys/{}", m.track_id, p.key_id))
+}
+
+/// The media playlist of a CMAF rendition `r` of `m`. `None` for raw renditions.
+#[must_use]
+pub fn media(m: &Manifest, r: &Rendition, token: Option<&str>) -> Option<String> {
     if !playable(r) {
         return None;
     }
@@ -63,7 +74,11 @@ pub fn media(r: &Rendition, token: Option<&str>) -> Option<String> {
     if let Some(init) = &r.init {
         let _ = writeln!(out, "#EXT-X-MAP:URI=\"/v1/chunks/{}.mp4{q}\"", init.id);
     }
+    let key = key_path(m);
     for s in &r.segments {
+        if let (Some(key), Some(iv)) = (&key, s.iv) {
+            let _ = writeln!(out, "#EXT-X-KEY:METHOD=AES-128,URI=\"{key}{q}\",IV=0x{iv}");
+        }
         let _ =
             writeln!(out, "#EXTINF:{}.{:03},\n/v1/chunks/{}.m4s{q}", s.duration_ms / 1000, s.duration_ms % 1000, s.id);
     }
@@ -82,7 +97,7 @@ pub fn respond(m: &Manifest, name: &str, query: Option<&str>) -> http::Response<
         master(m, token.as_deref()).ok_or_else(|| "track has no HLS-playable (cmaf) rendition".to_owned())
     } else {
         match m.rendition(name) {
-            Some(r) => media(r, token.as_deref()).ok_or_else(|| {
+            Some(r) => media(m, r, token.as_deref()).ok_or_else(|| {
                 "rendition is raw byte chunks, which HLS cannot play; fetch its chunks directly".to_owned()
             }),
             None => Err(format!("track {} has no rendition {}", m.track_id, name.chars().take(40).collect::<String>())),
@@ -107,7 +122,7 @@ mod tests {
 
     #[test]
     fn media_playlist_lists_exactly_the_chunks() {
-        let seg = |n: u8, d| Segment { id: ChunkId::of(&[n]), size: 100, duration_ms: d };
+        let seg = |n: u8, d| Segment { id: ChunkId::of(&[n]), size: 100, duration_ms: d, iv: None };
         let r = Rendition {
             id: RenditionId::parse("aac-96").unwrap(),
             codec: "mp4a.40.2".into(),
@@ -116,14 +131,45 @@ mod tests {
             init: Some(ChunkRef { id: ChunkId::of(b"init"), size: 10 }),
             segments: vec![seg(1, 6014), seg(2, 5991), seg(3, 2018)],
         };
-        let p = media(&r, Some("abc")).unwrap();
+        let m = Manifest::new(TrackId::parse("t").unwrap(), String::new(), 14023, vec![r.clone()]);
+        let p = media(&m, &r, Some("abc")).unwrap();
+        assert!(!p.contains("EXT-X-KEY"));
         assert!(p.contains(&format!("#EXT-X-MAP:URI=\"/v1/chunks/{}.mp4?token=abc\"", ChunkId::of(b"init"))));
         assert!(p.contains("#EXTINF:6.014,\n"));
         assert!(p.contains("#EXT-X-TARGETDURATION:7\n"));
         let uris: Vec<_> = p.lines().filter(|l| l.starts_with("/v1/chunks/")).collect();
         assert_eq!(uris.len(), 3);
-        let m = Manifest::new(TrackId::parse("t").unwrap(), String::new(), 14023, vec![r]);
         let master = master(&m, None).unwrap();
         assert!(master.contains("CODECS=\"mp4a.40.2\"\naac-96.m3u8\n"));
+    }
+
+    #[test]
+    fn a_protected_playlist_names_the_key_and_each_segments_iv_after_the_clear_init() {
+        use crate::protect::{Iv, KeyId, Protection};
+        let seg = |n: u8| Segment { id: ChunkId::of(&[n]), size: 112, duration_ms: 6000, iv: Some(Iv([n; 16])) };
+        let r = Rendition {
+            id: RenditionId::parse("aac-96").unwrap(),
+            codec: "mp4a.40.2".into(),
+            bitrate_bps: 96_000,
+            container: Container::Cmaf,
+            init: Some(ChunkRef { id: ChunkId::of(b"init"), size: 10 }),
+            segments: vec![seg(1), seg(2)],
+        };
+        let mut m = Manifest::new(TrackId::parse("t").unwrap(), String::new(), 12000, vec![r.clone()]);
+        m.protection = Some(Protection::new(KeyId::parse("0123456789abcdef").unwrap()));
+        let p = media(&m, &r, Some("tok")).unwrap();
+        let lines: Vec<&str> = p.lines().collect();
+        let map = lines.iter().position(|l| l.starts_with("#EXT-X-MAP")).unwrap();
+        let keys: Vec<usize> = (0..lines.len()).filter(|&i| lines[i].starts_with("#EXT-X-KEY")).collect();
+        assert_eq!(keys.len(), 2);
+        assert!(map < keys[0], "the init segment is clear: its map comes before any key");
+        assert_eq!(
+            lines[keys[1]],
+            format!(
+                "#EXT-X-KEY:METHOD=AES-128,URI=\"/v1/tracks/t/keys/0123456789abcdef?token=tok\",IV=0x{}",
+                "02".repeat(16)
+            )
+        );
+        assert!(lines[keys[1] + 2].starts_with("/v1/chunks/"));
     }
 }

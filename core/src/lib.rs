@@ -5,6 +5,7 @@
 //! - [`id`]: track and chunk ids, validated once where they enter the system;
 //! - [`manifest`]: the signed track manifest (ed25519 over RFC 8785 canonical JSON);
 //! - [`keys`]: ed25519 keys in PEM; [`token`]: EdDSA JWT access tokens;
+//! - [`protect`]: protected tracks (AES-128 content keys, segment IVs, HLS `METHOD=AES-128`);
 //! - [`http`]: one front serving a handler over HTTP/1.1, HTTP/2 and HTTP/3, and a client;
 //! - [`hls`]: HLS playlists generated from a manifest;
 //! - [`metrics`]: the Prometheus registry helpers; [`rate`]: the token bucket every limit uses;
@@ -12,7 +13,7 @@
 //! - [`units`]: sizes (`512MiB`) and durations (`30s`) as the CLI and config files write them;
 //! - [`fsutil`]: crash-safe file writes; [`chunkdir`]: the on-disk layout of chunk directories.
 //!
-//! Pure types ([`api`], [`announce`], [`id`], [`manifest`], [`token`]) do no I/O.
+//! Pure types ([`api`], [`announce`], [`id`], [`manifest`], [`protect`], [`token`]) do no I/O.
 #![warn(missing_docs)]
 
 pub mod announce;
@@ -27,6 +28,7 @@ pub mod id;
 pub mod keys;
 pub mod manifest;
 pub mod metrics;
+pub mod protect;
 pub mod rate;
 pub mod token;
 pub mod units;

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Cause, cause, message};
 use crate::id::{ChunkId, RenditionId, TrackId};
 use crate::keys::key_id;
+use crate::protect::{self, Iv, Protection};
 
 /// The only `format` this version reads and writes.
 pub const FORMAT: &str = "chorus-manifest/1";
@@ -55,6 +56,10 @@ pub struct Manifest {
     pub duration_ms: u64,
     /// The renditions, lowest bitrate first.
     pub renditions: Vec<Rendition>,
+    /// Present when the track is protected: its media segments are encrypted under the content
+    /// key this names (docs/protocol.md §3.7), and each segment carries its IV.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protection: Option<Protection>,
     /// The origin's signature; `None` only while the manifest is being built.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<Signature>,
@@ -117,6 +122,9 @@ pub struct Segment {
     pub size: u64,
     /// Audio duration in milliseconds (an estimate for raw chunks; 0 when unknown).
     pub duration_ms: u64,
+    /// The IV the segment was encrypted with, in a protected track only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iv: Option<Iv>,
 }
 
 /// The signature member.
@@ -178,7 +186,7 @@ impl Manifest {
     /// A new unsigned manifest for `track_id`.
     #[must_use]
     pub fn new(track_id: TrackId, title: String, duration_ms: u64, renditions: Vec<Rendition>) -> Self {
-        Self { format: FORMAT.to_owned(), track_id, title, duration_ms, renditions, signature: None }
+        Self { format: FORMAT.to_owned(), track_id, title, duration_ms, renditions, protection: None, signature: None }
     }
 
     /// The RFC 8785 canonical bytes that the signature covers: the manifest without `signature`.
@@ -270,9 +278,40 @@ impl Manifest {
         if self.renditions.is_empty() || self.renditions.len() > limits::MAX_RENDITIONS {
             return invalid(format!("{} renditions (expected 1 to {})", self.renditions.len(), limits::MAX_RENDITIONS));
         }
+        if let Some(p) = &self.protection
+            && p.method != protect::METHOD
+        {
+            return invalid(format!(
+                "unsupported protection method {:?} (this version knows {:?})",
+                p.method,
+                protect::METHOD
+            ));
+        }
         let mut seen = std::collections::HashSet::new();
         let mut cmaf_reference: Option<&Rendition> = None;
         for r in &self.renditions {
+            // A protected track's segments each have an IV and a whole number of AES blocks; a
+            // clear track's have none (an IV there would make players ask for a key).
+            for (i, s) in r.segments.iter().enumerate() {
+                match (&self.protection, s.iv) {
+                    (Some(_), None) => {
+                        return invalid(format!("rendition {}: segment {i} of a protected track has no iv", r.id));
+                    }
+                    (None, Some(_)) => {
+                        return invalid(format!(
+                            "rendition {}: segment {i} has an iv but the track is not protected",
+                            r.id
+                        ));
+                    }
+                    (Some(_), Some(_)) if s.size % 16 != 0 => {
+                        return invalid(format!(
+                            "rendition {}: encrypted segment {i} is not a whole number of AES blocks",
+                            r.id
+                        ));
+                    }
+                    _ => {}
+                }
+            }
             if !seen.insert(&r.id) {
                 return invalid(format!("rendition {} appears twice", r.id));
             }
@@ -381,7 +420,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn seg(n: u8, dur: u64) -> Segment {
-        Segment { id: ChunkId::of(&[n]), size: 1000 + u64::from(n), duration_ms: dur }
+        Segment { id: ChunkId::of(&[n]), size: 1000 + u64::from(n), duration_ms: dur, iv: None }
     }
 
     pub(crate) fn sample() -> Manifest {
@@ -470,6 +509,41 @@ mod tests {
             Manifest::verify(&serde_json::to_vec(&v).unwrap(), &key.verifying_key()),
             Err(ManifestError::BadSignature)
         ));
+    }
+
+    #[test]
+    fn protection_needs_an_iv_on_every_segment_and_only_then() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let mut m = sample();
+        m.protection = Some(Protection::new(protect::KeyId::parse("00112233445566aa").unwrap()));
+        assert!(m.validate().unwrap_err().to_string().contains("has no iv"));
+        for r in &mut m.renditions {
+            for s in &mut r.segments {
+                s.iv = Some(Iv([1; 16]));
+                s.size = 1008;
+            }
+        }
+        m.sign(&key).unwrap();
+        let json = m.to_json().unwrap();
+        let back = Manifest::verify(&json, &key.verifying_key()).unwrap();
+        assert_eq!(back.protection, m.protection);
+        assert_eq!(back.renditions[0].segments[0].iv, Some(Iv([1; 16])));
+        // Dropping the protection member breaks the signature: a carrier cannot unprotect it.
+        let mut v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        v.as_object_mut().unwrap().remove("protection");
+        assert!(matches!(
+            Manifest::verify(&serde_json::to_vec(&v).unwrap(), &key.verifying_key()),
+            Err(ManifestError::BadSignature)
+        ));
+        let mut odd = m.clone();
+        odd.renditions[0].segments[0].size = 1001;
+        assert!(odd.validate().unwrap_err().to_string().contains("AES blocks"));
+        let mut method = m.clone();
+        method.protection.as_mut().unwrap().method = "rot13".into();
+        assert!(method.validate().unwrap_err().to_string().contains("unsupported protection method"));
+        let mut clear = m;
+        clear.protection = None;
+        assert!(clear.validate().unwrap_err().to_string().contains("not protected"));
     }
 
     #[test]

@@ -9,10 +9,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chorus_core::http::body::{self, BodyError};
 use chorus_core::http::serve::{
-    ChunkSource, bearer, check_admin, chunk_response, chunk_response_from, if_none_match, is_read, method_not_allowed,
-    parse_chunk_segment, query_param,
+    ChunkSource, bearer, check_admin, chunk_response, chunk_response_from, if_none_match, is_read, key_response,
+    method_not_allowed, parse_chunk_segment, query_param,
 };
 use chorus_core::http::{Body, FileBody, Handler, RequestContext, ResponseBody, empty, full, json, json_error};
+use chorus_core::protect::KeyId;
 use chorus_core::token::{Claims, TokenError};
 use chorus_core::{ChunkId, TrackId, hls};
 use http::request::Parts;
@@ -40,6 +41,7 @@ enum Route {
     Chunk,
     HlsMaster,
     HlsMedia,
+    Key,
     Announce,
     Peers,
     Qoe,
@@ -59,6 +61,7 @@ impl Route {
             Self::Chunk => "chunk",
             Self::HlsMaster => "hls_master",
             Self::HlsMedia => "hls_media",
+            Self::Key => "key",
             Self::Announce => "announce",
             Self::Peers => "peers",
             Self::Qoe => "qoe",
@@ -191,6 +194,12 @@ impl Edge {
                 }
                 (route, self.get_playlist(track, file, &req, claims.as_ref()).await, None)
             }
+            ["v1", "tracks", track, "keys", key_id] => {
+                if !is_read(&method) {
+                    return (Route::Key, method_not_allowed("GET, HEAD"), None);
+                }
+                (Route::Key, self.get_key(track, key_id, &req, claims.as_ref()).await, None)
+            }
             ["v1", "tracks", track, "peers"] => {
                 if !is_read(&method) {
                     return (Route::Peers, method_not_allowed("GET"), None);
@@ -315,6 +324,34 @@ impl Edge {
                 (chunk_response(&id, bytes, content_type, &req.method, &req.headers), Some(source.as_str()))
             }
             Err(e) => (fetch_error(&e), None),
+        }
+    }
+
+    /// `GET /v1/tracks/{track}/keys/{key_id}`: a protected track's content key, only to a
+    /// token that covers the track (so only on an edge that checks tokens).
+    async fn get_key(&self, track: &str, key_id: &str, req: &Parts, claims: Option<&Claims>) -> Response<ResponseBody> {
+        let (track, key_id) = match (TrackId::parse(track), KeyId::parse(key_id)) {
+            (Ok(t), Ok(k)) => (t, k),
+            (Err(e), _) => return json_error(StatusCode::BAD_REQUEST, Chain(&e)),
+            (_, Err(e)) => return json_error(StatusCode::BAD_REQUEST, Chain(&e)),
+        };
+        let Some(claims) = claims else {
+            return json_error(
+                StatusCode::FORBIDDEN,
+                "this edge hands out no content keys: it checks no tokens (start it with --token-key)",
+            );
+        };
+        if let Err(r) = Self::scope_track(Some(claims), &track) {
+            return r;
+        }
+        match self.0.keys.get(&self.0.upstreams, self.0.cfg.upstream_token_file.as_deref(), &track, &key_id).await {
+            Ok(key) => key_response(&key, &req.method),
+            Err(e) => {
+                if !matches!(e, crate::keys::KeyError::Fetch(crate::upstream::FetchError::NotFound)) {
+                    tracing::warn!(track = %track, error = %Chain(&e), "could not get a content key");
+                }
+                json_error(e.status(), Chain(&e))
+            }
         }
     }
 

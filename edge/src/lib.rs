@@ -9,6 +9,7 @@
 //! - [`node::Edge`]: the node; [`api`]: its HTTP API;
 //! - [`cache`]: the two tiers and their admission policy;
 //! - [`upstream`]: upstream selection, health and failover;
+//! - [`keys`]: content keys of protected tracks, for token holders only;
 //! - [`manifests`]: the manifest cache; `chunk_index`: where each chunk sits in the cached
 //!   manifests;
 //! - [`mrc`]: the hit ratio at other cache sizes, estimated online for planners.
@@ -18,6 +19,7 @@ pub mod api;
 pub mod cache;
 mod chunk_index;
 pub mod coalesce;
+pub mod keys;
 pub mod manifests;
 pub mod metrics;
 pub mod mrc;

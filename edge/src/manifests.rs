@@ -269,8 +269,9 @@ mod tests {
                 bitrate_bps: 96_000,
                 container: Container::Cmaf,
                 init: Some(ChunkRef { id: init, size: 10 }),
-                segments: vec![Segment { id: seg, size: 100, duration_ms: 6_000 }],
+                segments: vec![Segment { id: seg, size: 100, duration_ms: 6_000, iv: None }],
             }],
+            protection: None,
             signature: None,
         };
         Arc::new(Entry {

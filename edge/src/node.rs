@@ -61,6 +61,9 @@ pub struct EdgeConfig {
     pub origin_key: Option<VerifyingKey>,
     /// Serve the web player at `/player/` (`--no-player` turns it off).
     pub player: bool,
+    /// A file holding this edge's own access token, sent to upstreams (and only to them) to
+    /// fetch protected tracks' content keys; `None`: keys cannot be fetched.
+    pub upstream_token_file: Option<std::path::PathBuf>,
 }
 
 /// A chunk as [`Edge::serve_chunk`] gives it to the HTTP layer.
@@ -111,6 +114,8 @@ pub(crate) struct Inner {
     warm_permits: Arc<Semaphore>,
     pub(crate) cfg: EdgeConfig,
     pub(crate) tokens: Option<TokenVerifier>,
+    /// Content keys fetched for token holders (memory only).
+    pub(crate) keys: crate::keys::Keys,
     pub(crate) metrics: EdgeMetrics,
     /// The hit ratio at other cache sizes, from the chunk requests served.
     pub(crate) mrc: Mrc,
@@ -177,6 +182,7 @@ impl Edge {
             stop: tokio_util::sync::CancellationToken::new(),
             warm_permits: Arc::new(Semaphore::new(WARM_CONCURRENCY)),
             tokens,
+            keys: crate::keys::Keys::default(),
             metrics,
             mrc,
             cfg,
@@ -503,6 +509,7 @@ impl Edge {
                 }
                 None => unknown.push(t.clone()),
             }
+            self.0.keys.forget(t);
             // A purged track is cold again: the next warm must not be skipped as recent.
             self.0.recently_warmed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop(t);
         }

@@ -43,6 +43,7 @@ async fn an_edge_fetches_each_chunk_once_serves_it_from_memory_and_prefetches_th
         admin_token: None,
         origin_key: Some(origin.key),
         player: true,
+        upstream_token_file: None,
     };
     let edge = Edge::new(cfg, EdgeMetrics::new()).await.unwrap();
     let url: ListenUrl = "http://127.0.0.1:0".parse().unwrap();

@@ -92,3 +92,26 @@ pub fn hls_playlist(data: &[u8]) {
 pub fn h1_head(data: &[u8]) {
     let _ = chorus_core::http::fuzz_h1_head(data);
 }
+
+/// Protected tracks' decoders: IVs and key ids as manifests and key URLs carry them, and the
+/// decryption of segment bytes a peer or an edge sent (any bytes, one fixed key). What parses
+/// prints back the same; what decrypts encrypts back to the same bytes.
+pub fn protect(data: &[u8]) {
+    use chorus_core::protect::{self, ContentKey, Iv, KeyId};
+    if let Ok(text) = std::str::from_utf8(data) {
+        if let Ok(iv) = text.parse::<Iv>() {
+            assert_eq!(iv.to_string(), text);
+        }
+        if let Ok(id) = KeyId::parse(text) {
+            assert_eq!(id.as_str(), text);
+        }
+    }
+    let key = ContentKey::from_slice(&[9; 16]).expect("16 bytes");
+    let iv = Iv([3; 16]);
+    if let Ok(plain) = protect::decrypt(&key, &iv, data) {
+        assert_eq!(protect::encrypt(&key, &iv, &plain), data);
+    }
+    if let Ok(key) = ContentKey::from_slice(data) {
+        assert_eq!(key.as_bytes().as_slice(), data);
+    }
+}

@@ -10,11 +10,14 @@ use chorus_core::TrackId;
 use chorus_core::hls as playlist;
 use chorus_core::http::body::{self, BodyError};
 use chorus_core::http::serve::{
-    check_admin, chunk_response, if_none_match, is_read, method_not_allowed, parse_chunk_segment, query_param,
+    bearer, check_admin, chunk_response, if_none_match, is_read, key_response, method_not_allowed, parse_chunk_segment,
+    query_param,
 };
 use chorus_core::http::{Body, Handler, RequestContext, ResponseBody, empty, full, json, json_error};
-use chorus_core::keys::SigningKey;
+use chorus_core::keys::{SigningKey, VerifyingKey};
 use chorus_core::manifest::Manifest;
+use chorus_core::protect::KeyId;
+use chorus_core::token::{TokenError, TokenVerifier};
 use http::request::Parts;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use tokio::io::AsyncWriteExt as _;
@@ -36,11 +39,19 @@ pub struct ApiConfig {
     pub max_upload_bytes: u64,
     /// An upload that sends nothing for this long is cut off.
     pub body_idle_timeout: Duration,
+    /// The token public key: the key route answers requests whose token covers the track (an
+    /// edge's own token, or a listener's). `None`: no content key is served at all.
+    pub token_key: Option<VerifyingKey>,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        Self { admin_token: None, max_upload_bytes: 2 << 30, body_idle_timeout: Duration::from_secs(30) }
+        Self {
+            admin_token: None,
+            max_upload_bytes: 2 << 30,
+            body_idle_timeout: Duration::from_secs(30),
+            token_key: None,
+        }
     }
 }
 
@@ -50,6 +61,8 @@ pub struct Origin {
     key: Arc<SigningKey>,
     config: ApiConfig,
     metrics: OriginMetrics,
+    /// Checks the tokens of key requests (from [`ApiConfig::token_key`]).
+    tokens: Option<TokenVerifier>,
     /// One ingest at a time: ffmpeg takes the CPU, and manifest replacement stays ordered.
     ingest_lock: Arc<tokio::sync::Mutex<()>>,
 }
@@ -61,6 +74,7 @@ enum Route {
     Chunk,
     HlsMaster,
     HlsMedia,
+    Key,
     Metrics,
     Health,
     Ready,
@@ -75,6 +89,7 @@ impl Route {
             Self::Chunk => "chunk",
             Self::HlsMaster => "hls_master",
             Self::HlsMedia => "hls_media",
+            Self::Key => "key",
             Self::Metrics => "metrics",
             Self::Health => "healthz",
             Self::Ready => "readyz",
@@ -88,7 +103,9 @@ impl Origin {
     /// An origin over `store`, signing with `key`.
     #[must_use]
     pub fn new(store: Store, key: SigningKey, config: ApiConfig, metrics: OriginMetrics) -> Self {
-        Self { store, key: Arc::new(key), config, metrics, ingest_lock: Arc::new(tokio::sync::Mutex::new(())) }
+        // Clock skew between token issuers and this origin: the edges' allowance.
+        let tokens = config.token_key.as_ref().and_then(|k| TokenVerifier::new(k, Duration::from_secs(60)).ok());
+        Self { store, key: Arc::new(key), config, metrics, tokens, ingest_lock: Arc::new(tokio::sync::Mutex::new(())) }
     }
 
     /// The metrics.
@@ -133,6 +150,14 @@ impl Origin {
                     method_not_allowed("GET, HEAD")
                 };
                 (route, r)
+            }
+            ["v1", "tracks", track, "keys", key_id] => {
+                let r = if is_read(&method) {
+                    self.content_key(track, key_id, &req).await
+                } else {
+                    method_not_allowed("GET, HEAD")
+                };
+                (Route::Key, r)
             }
             ["metrics" | "healthz" | "readyz"] if !is_read(&method) => (Route::Other, method_not_allowed("GET, HEAD")),
             ["metrics"] => (Route::Metrics, chorus_core::metrics::response(&self.metrics.registry)),
@@ -216,6 +241,47 @@ impl Origin {
         }
     }
 
+    /// `GET /v1/tracks/{track}/keys/{key_id}`: a protected track's content key, to a request
+    /// whose token covers the track; 403 when this origin checks no tokens (docs/protocol.md §3.7).
+    async fn content_key(&self, track: &str, key_id: &str, req: &Parts) -> Response<ResponseBody> {
+        let (track, key_id) = match (TrackId::parse(track), KeyId::parse(key_id)) {
+            (Ok(t), Ok(k)) => (t, k),
+            (Err(e), _) => return json_error(StatusCode::BAD_REQUEST, Chain(&e)),
+            (_, Err(e)) => return json_error(StatusCode::BAD_REQUEST, Chain(&e)),
+        };
+        let Some(verifier) = &self.tokens else {
+            return json_error(
+                StatusCode::FORBIDDEN,
+                "this origin serves no content keys: start it with --token-key to check the tokens of key requests",
+            );
+        };
+        let token = bearer(&req.headers).map(str::to_owned).or_else(|| query_param(req.uri.query(), "token"));
+        let claims = match token.map(|t| verifier.verify(&t, std::time::SystemTime::now())) {
+            None => return json_error(StatusCode::UNAUTHORIZED, TokenError::Missing),
+            Some(Err(e)) => return json_error(StatusCode::UNAUTHORIZED, Chain(&e)),
+            Some(Ok(c)) => c,
+        };
+        if !claims.allows(&track) {
+            return json_error(StatusCode::FORBIDDEN, format!("this token does not cover track {track}"));
+        }
+        let store = self.store.clone();
+        let (t, k) = (track.clone(), key_id.clone());
+        let read = tokio::task::spawn_blocking(move || store.get_key(&t, &k)).await.unwrap_or_else(|e| {
+            Err(StoreError::Io { path: PathBuf::new(), source: std::io::Error::other(e.to_string()) })
+        });
+        match read {
+            Ok(Some(key)) => {
+                info!(track = %track, key_id = %key_id, sub = claims.sub.as_deref().unwrap_or(""), "content key handed out");
+                key_response(&key, &req.method)
+            }
+            Ok(None) => json_error(
+                StatusCode::NOT_FOUND,
+                format!("track {track} has no key {key_id} (rotated by a re-ingest: fetch the manifest again)"),
+            ),
+            Err(e) => internal(&Chain(&e)),
+        }
+    }
+
     async fn playlist(&self, track: &str, file: &str, req: &Parts) -> Response<ResponseBody> {
         let track = match TrackId::parse(track) {
             Ok(t) => t,
@@ -274,6 +340,11 @@ impl Origin {
                 }
             },
         };
+        let protect = match query_param(q.as_deref(), "protect").as_deref() {
+            None | Some("0" | "false") => false,
+            Some("1" | "true") => true,
+            Some(_) => return json_error(StatusCode::BAD_REQUEST, "protect is 1 or 0"),
+        };
         let title = query_param(q.as_deref(), "title");
         if title.as_ref().is_some_and(|t| t.len() > chorus_core::manifest::limits::MAX_TITLE) {
             return json_error(StatusCode::BAD_REQUEST, "title too long");
@@ -291,7 +362,8 @@ impl Origin {
         // The lock moves into the blocking task: if this request is cancelled (client gone,
         // shutdown), the ingest still runs to its end holding it.
         let guard = self.ingest_lock.clone().lock_owned().await;
-        let request = IngestRequest { track: track.clone(), title, ladder_kbps, mode, input: staged.path().to_owned() };
+        let request =
+            IngestRequest { track: track.clone(), title, ladder_kbps, mode, input: staged.path().to_owned(), protect };
         let (store, key) = (self.store.clone(), self.key.clone());
         let result = tokio::task::spawn_blocking(move || {
             let r = ingest::ingest(&store, &key, &request, &NoProgress);

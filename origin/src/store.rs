@@ -4,6 +4,8 @@
 //! STORE/
 //!   chunks/ab/abcdef…(64 hex)   one file per chunk, named by the BLAKE3 of its bytes
 //!   manifests/<track>.json      the signed manifest, exactly as served
+//!   keys/<track>/<key_id>       a protected track's content keys (16 bytes, mode 0600, in a
+//!                               0700 directory): the current one and the one before it
 //!   tmp/                        uploads and encoder output in progress
 //!   quarantine/                 chunks that failed verification on read
 //!   origin.key, origin.pub      the manifest signing key (created on first use)
@@ -21,6 +23,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
+use chorus_core::protect::{ContentKey, KeyId};
 use chorus_core::{ChunkId, TrackId, fsutil};
 use tracing::error;
 
@@ -57,10 +60,13 @@ impl Store {
     /// # Errors
     /// [`StoreError::Io`] when the directories cannot be created.
     pub fn open(root: &Path) -> Result<Self, StoreError> {
-        for sub in ["chunks", "manifests", "tmp", "quarantine"] {
+        for sub in ["chunks", "manifests", "tmp", "quarantine", "keys"] {
             let p = root.join(sub);
             fs::create_dir_all(&p).map_err(io_err(&p))?;
         }
+        // Content keys are secrets: only the origin's user may list or read them.
+        let keys = root.join("keys");
+        set_mode(&keys, 0o700).map_err(io_err(&keys))?;
         Ok(Self { root: root.to_owned() })
     }
 
@@ -167,6 +173,68 @@ impl Store {
         }
     }
 
+    fn key_dir(&self, track: &TrackId) -> PathBuf {
+        self.root.join("keys").join(track.as_str())
+    }
+
+    /// Stores content key `id` of `track` (mode 0600), durably, before the manifest naming it
+    /// is published.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] when the write fails.
+    pub fn put_key(&self, track: &TrackId, id: &KeyId, key: &ContentKey) -> Result<(), StoreError> {
+        let dir = self.key_dir(track);
+        if !dir.is_dir() {
+            fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+            set_mode(&dir, 0o700).map_err(io_err(&dir))?;
+            let keys = self.root.join("keys");
+            fsutil::sync_dir(&keys).map_err(io_err(&keys))?;
+        }
+        let path = dir.join(id.as_str());
+        fsutil::write_atomic(&path, key.as_bytes(), 0o600).map_err(io_err(&path))
+    }
+
+    /// Content key `id` of `track`. `Ok(None)` when there is none (unknown, or rotated out).
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] when reading fails, or the file is not a key.
+    pub fn get_key(&self, track: &TrackId, id: &KeyId) -> Result<Option<ContentKey>, StoreError> {
+        let path = self.key_dir(track).join(id.as_str());
+        match fs::read(&path) {
+            Ok(b) => ContentKey::from_slice(&b)
+                .map(Some)
+                .map_err(|e| io_err(&path)(io::Error::new(io::ErrorKind::InvalidData, e))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    /// Removes every content key of `track` but those in `keep` (after a re-ingest: the new
+    /// key and the one before it, which manifests cached for a few seconds still name).
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] when the directory cannot be listed or a key removed.
+    pub fn prune_keys(&self, track: &TrackId, keep: &[&KeyId]) -> Result<(), StoreError> {
+        let dir = self.key_dir(track);
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err(&dir)(e)),
+        };
+        for e in entries.filter_map(Result::ok) {
+            let name = e.file_name();
+            if keep.iter().any(|k| name.to_str() == Some(k.as_str())) {
+                continue;
+            }
+            let path = e.path();
+            fs::remove_file(&path).map_err(io_err(&path))?;
+        }
+        if keep.is_empty() {
+            let _ = fs::remove_dir(&dir);
+        }
+        Ok(())
+    }
+
     /// Counts tracks and chunks (a directory scan; for the gauges, not the request path).
     ///
     /// # Errors
@@ -187,9 +255,38 @@ impl Store {
     }
 }
 
+fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_are_private_and_pruned() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let t = TrackId::parse("t1").unwrap();
+        let (a, b, c) = (KeyId::generate(), KeyId::generate(), KeyId::generate());
+        let key = ContentKey::generate();
+        for id in [&a, &b, &c] {
+            store.put_key(&t, id, &key).unwrap();
+        }
+        assert_eq!(store.get_key(&t, &a).unwrap(), Some(key.clone()));
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join("keys").join("t1").join(a.as_str())), 0o600);
+        assert_eq!(mode(&dir.path().join("keys").join("t1")), 0o700);
+        assert_eq!(mode(&dir.path().join("keys")), 0o700);
+        store.prune_keys(&t, &[&b, &c]).unwrap();
+        assert_eq!(store.get_key(&t, &a).unwrap(), None);
+        assert_eq!(store.get_key(&t, &c).unwrap(), Some(key));
+        store.prune_keys(&t, &[]).unwrap();
+        assert!(!dir.path().join("keys").join("t1").exists());
+        assert_eq!(store.get_key(&TrackId::parse("other").unwrap(), &a).unwrap(), None);
+    }
 
     #[test]
     fn put_get_verify_and_quarantine() {

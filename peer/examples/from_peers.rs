@@ -32,7 +32,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         peer.dial(addr.clone()).await?;
         let held = peer.have(id, track.clone()).await?; // which chunks it has
         let Some(first) = held.first() else { continue };
-        let bytes = peer.fetch(id, *first, None).await?; // verified, or the peer is banned
+        let bytes = peer.fetch(id, *first).await?; // verified, or the peer is banned
         println!("{id}: {} chunks of {track}; {first} verified, {} bytes", held.len(), bytes.len());
     }
     Ok(())

@@ -1,12 +1,8 @@
 //! Settings of a peer node ([`PeerConfig`]), every default documented on its field.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use libp2p::Multiaddr;
-
-/// Decides whether an access token on a chunk request is good.
-pub type TokenCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// Settings of a [`Peer`].
 #[derive(Clone)]
@@ -28,8 +24,6 @@ pub struct PeerConfig {
     pub request_timeout: Duration,
     /// Established connections, at most (default 256).
     pub max_connections: u32,
-    /// When set, chunk requests must carry a token this accepts (docs/protocol.md §5).
-    pub token_check: Option<TokenCheck>,
     /// Act as a circuit relay (v2) for peers behind NATs (for nodes with a public address).
     pub relay_server: bool,
     /// No new connections (in or out) while the process uses more memory than this.
@@ -78,7 +72,6 @@ impl Default for PeerConfig {
             bootstrap: Vec::new(),
             request_timeout: Duration::from_secs(10),
             max_connections: 256,
-            token_check: None,
             relay_server: false,
             memory_limit: MemoryLimit::default(),
             relays: Vec::new(),

@@ -127,12 +127,12 @@ impl Driver {
                     .map_err(|e| PeerError::Listen { addr: addr.to_string(), source: cause(e) });
                 let _ = reply.send(r);
             }
-            Command::Fetch { peer, id, token, reply } => {
+            Command::Fetch { peer, id, reply } => {
                 if self.banned.contains(&peer) {
                     let _ = reply.send(Err(PeerError::Banned(peer)));
                     return;
                 }
-                let rid = self.swarm.behaviour_mut().chunk.send_request(&peer, ChunkRequest::Get { id, token });
+                let rid = self.swarm.behaviour_mut().chunk.send_request(&peer, ChunkRequest::Get { id });
                 self.fetches.insert(rid, (peer, id, reply));
             }
             Command::Have { peer, track, reply } => {
@@ -358,11 +358,11 @@ impl Driver {
 
     /// Whether to read the chunk a request asks for: its id, or the status to refuse with.
     fn admit_chunk(&mut self, peer: &PeerId, request: ChunkRequest) -> Result<ChunkId, Status> {
-        let ChunkRequest::Get { id, token } = request else { return Err(Status::BadRequest) };
+        let ChunkRequest::Get { id } = request else { return Err(Status::BadRequest) };
         if self.banned.contains(peer) {
             return Err(Status::Busy);
         }
-        self.limits.admit(token.as_deref()).inspect_err(|s| {
+        self.limits.admit().inspect_err(|s| {
             if *s == Status::Busy {
                 self.metrics.busy.inc();
             }

@@ -2,7 +2,7 @@
 //!
 //! Listening clients swap verified chunks with each other. A [`Peer`] is a libp2p node (TCP
 //! and QUIC, noise, yamux, identify, ping, Kademlia as `/chorus/kad/1.0.0`, mDNS) speaking the
-//! two chorus protocols ([`wire`]): `/chorus/chunk/1.0.0` (one chunk by id) and
+//! two chorus protocols ([`wire`]): `/chorus/chunk/2.0.0` (one chunk by id) and
 //! `/chorus/have/1.0.0` (which chunks of a track a peer holds). It serves chunks from a
 //! [`Store`] within upload limits, and checks every chunk it receives against its id: a peer
 //! that sends a wrong one is disconnected and never asked again.

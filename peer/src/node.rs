@@ -17,7 +17,7 @@ use prometheus::Registry;
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use crate::behaviour::KAD_PROTOCOL;
-pub use crate::config::{MemoryLimit, PeerConfig, TokenCheck};
+pub use crate::config::{MemoryLimit, PeerConfig};
 use crate::driver::Driver;
 pub use crate::error::PeerError;
 pub use crate::metrics::PeerMetrics;
@@ -31,7 +31,7 @@ pub(crate) type FetchReply = oneshot::Sender<Result<Bytes, PeerError>>;
 pub(crate) enum Command {
     Dial(Multiaddr, oneshot::Sender<Result<(), PeerError>>),
     Listen(Multiaddr, oneshot::Sender<Result<(), PeerError>>),
-    Fetch { peer: PeerId, id: ChunkId, token: Option<String>, reply: oneshot::Sender<Result<Bytes, PeerError>> },
+    Fetch { peer: PeerId, id: ChunkId, reply: oneshot::Sender<Result<Bytes, PeerError>> },
     Have { peer: PeerId, track: TrackId, reply: oneshot::Sender<Result<Vec<ChunkId>, PeerError>> },
     Provide(TrackId),
     Unprovide(TrackId),
@@ -192,8 +192,8 @@ impl Peer {
     ///
     /// # Errors
     /// [`PeerError`]: refused (NOT_FOUND, BUSY…), failed, wrong chunk, banned.
-    pub async fn fetch(&self, peer: PeerId, id: ChunkId, token: Option<String>) -> Result<Bytes, PeerError> {
-        self.ask(|reply| Command::Fetch { peer, id, token, reply }).await?
+    pub async fn fetch(&self, peer: PeerId, id: ChunkId) -> Result<Bytes, PeerError> {
+        self.ask(|reply| Command::Fetch { peer, id, reply }).await?
     }
 
     /// Asks `peer` which chunks of `track` it holds.

@@ -3,21 +3,21 @@
 //!
 //! Plain logic with an explicit clock. A request is refused BUSY when the node is consume-only,
 //! when [`crate::PeerConfig::max_uploads`] responses are already being read or written, or when
-//! the upload-rate bucket ([`TokenBucket`], one second of burst) lacks the chunk's bytes; UNAUTHORIZED when a
-//! token check is configured and the token does not pass it.
+//! the upload-rate bucket ([`TokenBucket`], one second of burst) lacks the chunk's bytes. No
+//! credential is asked for: what peers carry of a protected track is ciphertext, whose key only
+//! edges hand out, to token holders (docs/security.md).
 
 use std::time::Instant;
 
 use chorus_core::rate::TokenBucket;
 
-use crate::config::{PeerConfig, TokenCheck};
+use crate::config::PeerConfig;
 use crate::wire::Status;
 
 /// The upload limits of one node, and the uploads in progress.
 pub(crate) struct Uploads {
     max: usize,
     consume_only: bool,
-    token_check: Option<TokenCheck>,
     /// The upload cap: `upload_rate` bytes a second, one second of burst.
     bucket: Option<TokenBucket>,
     /// Requests admitted whose chunk is being read, or whose response is being written.
@@ -29,23 +29,16 @@ impl Uploads {
         Self {
             max: cfg.max_uploads,
             consume_only: cfg.consume_only,
-            token_check: cfg.token_check.clone(),
             bucket: cfg.upload_rate.map(|r| TokenBucket::full(r as f64, r as f64, now)),
             busy: 0,
         }
     }
 
-    /// Admits a request carrying `token`: `Ok` takes an upload slot, to be given back with
-    /// [`Uploads::done`].
+    /// Admits a request: `Ok` takes an upload slot, to be given back with [`Uploads::done`].
     ///
     /// # Errors
     /// The status to answer with.
-    pub(crate) fn admit(&mut self, token: Option<&str>) -> Result<(), Status> {
-        if let Some(check) = &self.token_check
-            && !token.is_some_and(|t| check(t))
-        {
-            return Err(Status::Unauthorized);
-        }
+    pub(crate) fn admit(&mut self) -> Result<(), Status> {
         if self.consume_only || self.busy >= self.max {
             return Err(Status::Busy);
         }
@@ -67,29 +60,24 @@ impl Uploads {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::Duration;
 
     use super::*;
 
     #[test]
-    fn requests_are_admitted_within_the_slots_tokens_and_rate() {
+    fn requests_are_admitted_within_the_slots_and_rate() {
         let t0 = Instant::now();
-        let check: TokenCheck = Arc::new(|t: &str| t == "good");
-        let cfg =
-            PeerConfig { max_uploads: 2, upload_rate: Some(100), token_check: Some(check), ..PeerConfig::default() };
+        let cfg = PeerConfig { max_uploads: 2, upload_rate: Some(100), ..PeerConfig::default() };
         let mut u = Uploads::new(&cfg, t0);
-        assert_eq!(u.admit(None), Err(Status::Unauthorized));
-        assert_eq!(u.admit(Some("bad")), Err(Status::Unauthorized));
-        assert_eq!(u.admit(Some("good")), Ok(()));
-        assert_eq!(u.admit(Some("good")), Ok(()));
-        assert_eq!(u.admit(Some("good")), Err(Status::Busy), "both slots are taken");
+        assert_eq!(u.admit(), Ok(()));
+        assert_eq!(u.admit(), Ok(()));
+        assert_eq!(u.admit(), Err(Status::Busy), "both slots are taken");
         assert!(u.send(100, t0));
         u.done();
         assert!(!u.send(100, t0), "the rate cap holds");
         u.done();
         assert!(u.send(100, t0 + Duration::from_secs(1)), "refilled a second later");
         let metered = PeerConfig { consume_only: true, ..PeerConfig::default() };
-        assert_eq!(Uploads::new(&metered, t0).admit(None), Err(Status::Busy));
+        assert_eq!(Uploads::new(&metered, t0).admit(), Err(Status::Busy));
     }
 }

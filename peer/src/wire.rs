@@ -4,9 +4,10 @@
 //! (libp2p-request-response does both). "varint" is unsigned LEB128 (multiformats
 //! unsigned-varint). Every length is checked against its bound before anything is allocated.
 //!
-//! `/chorus/chunk/1.0.0`: request `varint L` + L bytes (32 raw id bytes, then optionally an
-//! access token in UTF-8), L ≤ 4096; response one status byte, and after OK `varint N` + N bytes
-//! of chunk, N ≤ 8 MiB.
+//! `/chorus/chunk/2.0.0`: request `varint 32` + the 32 raw id bytes; response one status byte,
+//! and after OK `varint N` + N bytes of chunk, N ≤ 8 MiB. Version 1 also carried the listener's
+//! access token; no credential ever crosses the peer wire now (peers carry protected tracks as
+//! ciphertext, docs/security.md), so a request longer than an id is malformed.
 //!
 //! `/chorus/have/1.0.0`: request `varint L` + the UTF-8 track id; response a status byte, and
 //! after OK `varint C` + C × 32 raw chunk ids.
@@ -20,12 +21,12 @@ use libp2p::StreamProtocol;
 /// The trait the codecs implement (libp2p request-response).
 pub use libp2p::request_response::Codec;
 
-/// `/chorus/chunk/1.0.0`.
-pub const CHUNK_PROTOCOL: StreamProtocol = StreamProtocol::new("/chorus/chunk/1.0.0");
+/// `/chorus/chunk/2.0.0`.
+pub const CHUNK_PROTOCOL: StreamProtocol = StreamProtocol::new("/chorus/chunk/2.0.0");
 /// `/chorus/have/1.0.0`.
 pub const HAVE_PROTOCOL: StreamProtocol = StreamProtocol::new("/chorus/have/1.0.0");
-/// Largest chunk request (id + token).
-pub const MAX_CHUNK_REQUEST: usize = 4096;
+/// The only chunk request length: one raw id.
+pub const CHUNK_REQUEST_LEN: usize = 32;
 /// Largest chunk.
 pub const MAX_CHUNK: usize = 8 << 20;
 /// Largest track id in a have request (track ids are at most 64 characters).
@@ -43,7 +44,7 @@ pub enum Status {
     NotFound = 1,
     /// Upload limit reached (or this peer only consumes); ask elsewhere.
     Busy = 2,
-    /// A token is required and this one is missing, invalid or out of scope.
+    /// Version 1's "token refused"; never sent now (a peer needs no credential to serve).
     Unauthorized = 3,
     /// The request was malformed.
     BadRequest = 4,
@@ -69,8 +70,6 @@ pub enum ChunkRequest {
     Get {
         /// The chunk.
         id: ChunkId,
-        /// An access token, when the swarm requires one.
-        token: Option<String>,
     },
     /// Bytes that do not form a request (answered BAD_REQUEST).
     Malformed,
@@ -138,16 +137,13 @@ async fn read_status<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Stat
 /// Parses the body of a chunk request.
 #[must_use]
 pub fn parse_chunk_request(body: &[u8]) -> ChunkRequest {
-    let Some((id, rest)) = body.split_first_chunk::<32>() else { return ChunkRequest::Malformed };
-    let token = match std::str::from_utf8(rest) {
-        Ok("") => None,
-        Ok(t) => Some(t.to_owned()),
-        Err(_) => return ChunkRequest::Malformed,
-    };
-    ChunkRequest::Get { id: ChunkId::from_bytes(*id), token }
+    match <[u8; CHUNK_REQUEST_LEN]>::try_from(body) {
+        Ok(id) => ChunkRequest::Get { id: ChunkId::from_bytes(id) },
+        Err(_) => ChunkRequest::Malformed,
+    }
 }
 
-/// The codec of `/chorus/chunk/1.0.0`.
+/// The codec of `/chorus/chunk/2.0.0`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ChunkCodec;
 
@@ -161,7 +157,7 @@ impl Codec for ChunkCodec {
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<ChunkRequest> {
-        let n = read_varint(io, MAX_CHUNK_REQUEST).await?;
+        let n = read_varint(io, CHUNK_REQUEST_LEN).await?;
         Ok(parse_chunk_request(&read_exact_vec(io, n).await?))
     }
 
@@ -185,15 +181,9 @@ impl Codec for ChunkCodec {
         io: &mut T,
         req: ChunkRequest,
     ) -> io::Result<()> {
-        let ChunkRequest::Get { id, token } = req else { return Err(invalid("cannot send a malformed request")) };
-        let token = token.unwrap_or_default();
-        let len = 32 + token.len();
-        if len > MAX_CHUNK_REQUEST {
-            return Err(invalid("token too long"));
-        }
-        write_varint(io, len).await?;
-        io.write_all(id.as_bytes()).await?;
-        io.write_all(token.as_bytes()).await
+        let ChunkRequest::Get { id } = req else { return Err(invalid("cannot send a malformed request")) };
+        write_varint(io, CHUNK_REQUEST_LEN).await?;
+        io.write_all(id.as_bytes()).await
     }
 
     async fn write_response<T: AsyncWrite + Unpin + Send>(
@@ -299,14 +289,14 @@ mod tests {
     fn chunk_request_bytes_are_exactly_the_spec() {
         let id = ChunkId::of(b"hello");
         let mut out = Cursor::new(Vec::new());
-        block(ChunkCodec.write_request(&CHUNK_PROTOCOL, &mut out, ChunkRequest::Get { id, token: Some("t0k".into()) }))
-            .unwrap();
+        block(ChunkCodec.write_request(&CHUNK_PROTOCOL, &mut out, ChunkRequest::Get { id })).unwrap();
         let bytes = out.into_inner();
-        assert_eq!(bytes[0], 35); // varint 32 + 3
+        // Exactly the id: nothing else (no credential) is ever written.
+        assert_eq!(bytes.len(), 33);
+        assert_eq!(bytes[0], 32);
         assert_eq!(&bytes[1..33], id.as_bytes());
-        assert_eq!(&bytes[33..], b"t0k");
         let back = block(ChunkCodec.read_request(&CHUNK_PROTOCOL, &mut Cursor::new(bytes))).unwrap();
-        assert_eq!(back, ChunkRequest::Get { id, token: Some("t0k".into()) });
+        assert_eq!(back, ChunkRequest::Get { id });
     }
 
     #[test]
@@ -331,23 +321,14 @@ mod tests {
 
     #[test]
     fn bad_requests_are_malformed_not_errors() {
-        for body in [&b"short"[..], &[0xffu8; 40][..]] {
-            let mut framed = vec![u8::try_from(body.len()).unwrap()];
-            framed.extend_from_slice(body);
-            let got = block(ChunkCodec.read_request(&CHUNK_PROTOCOL, &mut Cursor::new(framed))).unwrap();
-            if body.len() < 32 {
-                assert_eq!(got, ChunkRequest::Malformed);
-            } else {
-                assert_eq!(got, ChunkRequest::Malformed, "token not UTF-8");
-            }
-        }
-        let too_long = {
-            let mut v = Vec::new();
-            let mut buf = unsigned_varint::encode::usize_buffer();
-            v.extend_from_slice(unsigned_varint::encode::usize(MAX_CHUNK_REQUEST + 1, &mut buf));
-            v
-        };
-        assert!(block(ChunkCodec.read_request(&CHUNK_PROTOCOL, &mut Cursor::new(too_long))).is_err());
+        let mut short = vec![5u8];
+        short.extend_from_slice(b"short");
+        let got = block(ChunkCodec.read_request(&CHUNK_PROTOCOL, &mut Cursor::new(short))).unwrap();
+        assert_eq!(got, ChunkRequest::Malformed);
+        // Version 1's id + token is longer than an id: refused before anything is read.
+        let mut v1 = vec![35u8];
+        v1.extend_from_slice(&[0xffu8; 35]);
+        assert!(block(ChunkCodec.read_request(&CHUNK_PROTOCOL, &mut Cursor::new(v1))).is_err());
         let mut bad_track = vec![3u8];
         bad_track.extend_from_slice(b"a/b");
         assert_eq!(

@@ -91,14 +91,11 @@ async fn chunks_and_have_lists_over_tcp_and_quic_verified() {
         let held = leech.have(target.peer_id(), track.clone()).await.unwrap();
         assert_eq!(held, chunks.iter().map(|c| c.0).collect::<Vec<_>>());
         for (id, bytes) in &chunks {
-            let got = leech.fetch(target.peer_id(), *id, None).await.unwrap();
+            let got = leech.fetch(target.peer_id(), *id).await.unwrap();
             assert_eq!(&got, bytes, "{transport}");
         }
         let unknown = ChunkId::of(b"nobody has this");
-        assert!(matches!(
-            leech.fetch(target.peer_id(), unknown, None).await,
-            Err(PeerError::Refused(Status::NotFound))
-        ));
+        assert!(matches!(leech.fetch(target.peer_id(), unknown).await, Err(PeerError::Refused(Status::NotFound))));
         let total: usize = chunks.iter().map(|c| c.1.len()).sum();
         assert_eq!(metric(&leech_metrics, "chorus_peer_received_bytes_total"), total as f64);
         if transport == "/tcp/" {
@@ -119,11 +116,11 @@ async fn a_peer_that_sends_wrong_bytes_is_caught_banned_and_never_asked_again() 
     let (liar, _) = start(cfg("/ip4/127.0.0.1/tcp/0"), liar_store);
     let (leech, metrics) = start(cfg("/ip4/127.0.0.1/tcp/0"), Arc::new(Mem::default()));
     leech.dial(addr_of(&liar, "/tcp/").await).await.unwrap();
-    let first = leech.fetch(liar.peer_id(), chunks[0].0, None).await;
+    let first = leech.fetch(liar.peer_id(), chunks[0].0).await;
     assert!(matches!(first, Err(PeerError::WrongChunk(p)) if p == liar.peer_id()), "{first:?}");
     assert_eq!(metric(&metrics, "chorus_peer_rejected_chunks_total"), 1.0);
     // Banned: no request goes out, and the connection is gone.
-    assert!(matches!(leech.fetch(liar.peer_id(), chunks[1].0, None).await, Err(PeerError::Banned(_))));
+    assert!(matches!(leech.fetch(liar.peer_id(), chunks[1].0).await, Err(PeerError::Banned(_))));
     assert!(matches!(leech.have(liar.peer_id(), TrackId::parse("tides").unwrap()).await, Err(PeerError::Banned(_))));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while leech.connected().await.unwrap().contains(&liar.peer_id()) {
@@ -144,15 +141,15 @@ async fn upload_limits_answer_busy() {
     let (leech, _) = start(cfg("/ip4/127.0.0.1/tcp/0"), Arc::new(Mem::default()));
     leech.dial(addr_of(&seed, "/tcp/").await).await.unwrap();
     leech.dial(addr_of(&metered, "/tcp/").await).await.unwrap();
-    assert!(leech.fetch(seed.peer_id(), chunks[0].0, None).await.is_ok());
-    assert!(matches!(leech.fetch(seed.peer_id(), chunks[1].0, None).await, Err(PeerError::Refused(Status::Busy))));
+    assert!(leech.fetch(seed.peer_id(), chunks[0].0).await.is_ok());
+    assert!(matches!(leech.fetch(seed.peer_id(), chunks[1].0).await, Err(PeerError::Refused(Status::Busy))));
     assert_eq!(metric(&seed_metrics, "chorus_peer_busy_total"), 1.0);
     // Consume-only serves nothing, but still fetches.
-    assert!(matches!(leech.fetch(metered.peer_id(), chunks[0].0, None).await, Err(PeerError::Refused(Status::Busy))));
+    assert!(matches!(leech.fetch(metered.peer_id(), chunks[0].0).await, Err(PeerError::Refused(Status::Busy))));
     // (The bucket's refill is policy, tested on a virtual clock in `upload.rs`.)
     let (free, _) = start(cfg("/ip4/127.0.0.1/tcp/0"), store_again);
     metered.dial(addr_of(&free, "/tcp/").await).await.unwrap();
-    assert!(metered.fetch(free.peer_id(), chunks[2].0, None).await.is_ok());
+    assert!(metered.fetch(free.peer_id(), chunks[2].0).await.is_ok());
 }
 
 /// A store whose chunk reads block until the test lets them go (a disk that hangs).
@@ -186,7 +183,7 @@ async fn a_stuck_disk_read_stalls_no_other_request() {
     leech.dial(addr_of(&seed, "/tcp/").await).await.unwrap();
     let (leech, seed_id) = (Arc::new(leech), seed.peer_id());
     let (l, first) = (leech.clone(), chunks[0].0);
-    let fetch = tokio::spawn(async move { l.fetch(seed_id, first, None).await });
+    let fetch = tokio::spawn(async move { l.fetch(seed_id, first).await });
     store.reading.notified().await; // the seed's read of the chunk has begun, and hangs
     // Meanwhile the seed answers a have request on the same connection and a new dial.
     let have = leech.have(seed_id, TrackId::parse("tides").unwrap());
@@ -198,20 +195,6 @@ async fn a_stuck_disk_read_stalls_no_other_request() {
     assert!(!fetch.is_finished(), "the chunk read is still stuck");
     release.send(()).unwrap();
     assert_eq!(fetch.await.unwrap().unwrap(), chunks[0].1);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tokens_are_checked_when_configured() {
-    let (store, chunks) = Mem::with_track("tides", 1, false);
-    let check: chorus_peer::node::TokenCheck = Arc::new(|t: &str| t == "good");
-    let (seed, _) = start(PeerConfig { token_check: Some(check), ..cfg("/ip4/127.0.0.1/tcp/0") }, store);
-    let (leech, _) = start(cfg("/ip4/127.0.0.1/tcp/0"), Arc::new(Mem::default()));
-    leech.dial(addr_of(&seed, "/tcp/").await).await.unwrap();
-    for token in [None, Some("bad".to_owned())] {
-        let r = leech.fetch(seed.peer_id(), chunks[0].0, token).await;
-        assert!(matches!(r, Err(PeerError::Refused(Status::Unauthorized))), "{r:?}");
-    }
-    assert_eq!(leech.fetch(seed.peer_id(), chunks[0].0, Some("good".into())).await.unwrap(), chunks[0].1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,7 +234,7 @@ async fn peers_on_one_machine_find_each_other_with_mdns() {
         .await
         .expect("mDNS found nothing in 30 s");
     // Found, so reachable with no address given.
-    assert_eq!(b.fetch(a.peer_id(), chunks[0].0, None).await.unwrap(), chunks[0].1);
+    assert_eq!(b.fetch(a.peer_id(), chunks[0].0).await.unwrap(), chunks[0].1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,7 +256,7 @@ async fn a_peer_that_cannot_be_dialled_is_reached_through_a_relay() {
         assert!(std::time::Instant::now() < deadline, "no circuit to the hidden peer");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(seeker.fetch(hidden.peer_id(), chunks[0].0, None).await.unwrap(), chunks[0].1);
+    assert_eq!(seeker.fetch(hidden.peer_id(), chunks[0].0).await.unwrap(), chunks[0].1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,7 +269,7 @@ async fn a_node_over_its_memory_limit_opens_and_accepts_no_connections() {
     assert!(matches!(out, Err(ref e @ PeerError::Dial { .. }) if Chain(e).to_string().contains("memory")), "{out:?}");
     // Inbound: the connection is refused, so nothing can be fetched from the node.
     let _ = other.dial(addr_of(&full, "/tcp/").await).await;
-    assert!(other.fetch(full.peer_id(), chunks[0].0, None).await.is_err());
+    assert!(other.fetch(full.peer_id(), chunks[0].0).await.is_err());
     assert!(full.connected().await.unwrap().is_empty());
 }
 
@@ -315,7 +298,7 @@ async fn a_node_that_is_not_reachable_reserves_a_relay_circuit_by_itself() {
     let (seeker, _) = start(cfg("/ip4/127.0.0.1/tcp/0"), Arc::new(Mem::default()));
     assert!(circuit.to_string().ends_with(&format!("/p2p-circuit/p2p/{}", hidden.peer_id())), "{circuit}");
     seeker.dial(circuit).await.unwrap();
-    assert_eq!(seeker.fetch(hidden.peer_id(), chunks[0].0, None).await.unwrap(), chunks[0].1);
+    assert_eq!(seeker.fetch(hidden.peer_id(), chunks[0].0).await.unwrap(), chunks[0].1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -385,7 +368,7 @@ async fn a_connection_flood_from_one_address_leaves_the_node_serving_others() {
         dialled = honest.dial(at.clone()).await;
     }
     dialled.unwrap();
-    assert_eq!(honest.fetch(seeder.peer_id(), chunks[0].0, None).await.unwrap(), chunks[0].1);
+    assert_eq!(honest.fetch(seeder.peer_id(), chunks[0].0).await.unwrap(), chunks[0].1);
     // Of the flood, all but a handful were closed by the node at once (the handful stay in their
     // handshake until its timeout). Without the per-address bound, 64 would hold every
     // handshake slot, and the honest peer's connection above would have been refused.
@@ -513,7 +496,7 @@ async fn a_peer_that_drips_its_response_is_cut_off_at_the_deadline() {
     let (asker, _) = start(c, Arc::new(Mem::default()));
     asker.dial(at).await.unwrap();
     let started = std::time::Instant::now();
-    let out = tokio::time::timeout(Duration::from_secs(60), asker.fetch(hostile_id, id, None)).await;
+    let out = tokio::time::timeout(Duration::from_secs(60), asker.fetch(hostile_id, id)).await;
     let out = out.expect("the fetch ends (the deadline cut the response off)");
     assert!(matches!(out, Err(PeerError::Request(_))), "{out:?}");
     // It took about the deadline, not the hours the drip would.

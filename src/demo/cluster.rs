@@ -95,6 +95,7 @@ pub(super) async fn start_origin(dir: &Path, samples: &[Sample], stop: &Stop) ->
             ladder_kbps: Vec::new(),
             mode: Mode::Hls,
             input: s.dir.clone(),
+            protect: false,
         })
         .collect();
     let (store, key) = tokio::task::spawn_blocking(move || {
@@ -162,6 +163,7 @@ pub(super) async fn start_edge(
         admin_token: None,
         origin_key: Some(origin_key),
         player: true,
+        upstream_token_file: None,
     };
     let edge = Edge::new(cfg, EdgeMetrics::new()).await?;
     let server = Server::bind(&urls, cert.as_ref(), ServerConfig::default()).await?;

@@ -45,6 +45,7 @@ pub async fn origin(track: &str, sample: &str) -> InProcOrigin {
         ladder_kbps: Vec::new(),
         mode: Mode::Hls,
         input,
+        protect: false,
     };
     ingest::ingest(&store, &key, &req, &NoProgress).unwrap();
     let url: ListenUrl = "http://127.0.0.1:0".parse().unwrap();

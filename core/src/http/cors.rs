@@ -4,7 +4,9 @@
 //! The front wraps every node's handler in [`WithCors`], so each listener applies it alike:
 //! HTTP/1.1 (the `sendfile` fast path included, which writes the headers a handler returns),
 //! HTTP/2 and HTTP/3. It touches the read API only (`/v1/tracks/{track}/manifest`,
-//! `/v1/tracks/{track}/hls/{file}`, `/v1/chunks/{chunk}`); the tracker's lists (which name
+//! `/v1/tracks/{track}/hls/{file}`, `/v1/chunks/{chunk}`, and a protected track's key route
+//! `/v1/tracks/{track}/keys/{key_id}`, which hls.js on another origin must reach and which
+//! answers only a bearer token that covers the track); the tracker's lists (which name
 //! listeners' addresses), announces, QoE beacons, `/metrics`, `/healthz`, `/readyz` and
 //! `/admin/…` are not for pages on other origins and get no CORS headers.
 //!
@@ -165,7 +167,8 @@ fn applies(path: &str) -> bool {
     let Some(rest) = path.strip_prefix("/v1/tracks/") else { return false };
     match rest.split_once('/') {
         Some((track, what)) => {
-            !track.is_empty() && (what == "manifest" || what.strip_prefix("hls/").is_some_and(|f| !f.contains('/')))
+            let file = |dir: &str| what.strip_prefix(dir).is_some_and(|f| !f.is_empty() && !f.contains('/'));
+            !track.is_empty() && (what == "manifest" || file("hls/") || file("keys/"))
         }
         None => false,
     }
@@ -311,7 +314,9 @@ mod tests {
         for not_read in ["/v1/tracks/t/peers", "/v1/peers/announce", "/v1/qoe", "/v1/chunks/", "/v1/tracks/t/hls/a/b"] {
             assert!(!applies(not_read), "{not_read}");
         }
-        for read in ["/v1/tracks/t/manifest", "/v1/tracks/t/hls/master.m3u8", "/v1/chunks/abc.m4s"] {
+        for read in
+            ["/v1/tracks/t/manifest", "/v1/tracks/t/hls/master.m3u8", "/v1/chunks/abc.m4s", "/v1/tracks/t/keys/0123"]
+        {
             assert!(applies(read), "{read}");
         }
         assert!(preflight(&any, &request(Method::GET, "/v1/chunks/x", Some("https://p.example"), true)).is_none());

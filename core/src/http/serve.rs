@@ -240,6 +240,22 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| cred.trim())
 }
 
+/// The key route's answer (docs/protocol.md §3.7): the 16 key bytes, never stored by a shared
+/// cache or a browser (`private, no-store`). `HEAD` gets the headers alone.
+#[must_use]
+pub fn key_response(key: &crate::protect::ContentKey, method: &Method) -> Response<ResponseBody> {
+    let mut r = if method == Method::HEAD {
+        let mut r = empty(StatusCode::OK);
+        r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(crate::protect::KEY_BYTES));
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+        r
+    } else {
+        full(StatusCode::OK, "application/octet-stream", Bytes::copy_from_slice(key.as_bytes()))
+    };
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+    r
+}
+
 /// 405 with an `Allow` header listing `allow` (e.g. `"GET, HEAD"`).
 #[must_use]
 pub fn method_not_allowed(allow: &'static str) -> Response<ResponseBody> {

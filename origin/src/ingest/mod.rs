@@ -14,6 +14,12 @@
 //! written before the manifest that names them, so a reader never sees a manifest whose chunks
 //! are missing. Re-ingesting the same input gives the same chunks and the same manifest bytes
 //! (ffmpeg runs bit-exact, signing is deterministic): the report then says `unchanged`.
+//!
+//! A protected ingest ([`IngestRequest::protect`]) encrypts every media segment under a new
+//! content key, each with its own random IV, before hashing (chunk ids name the ciphertext),
+//! and writes the key to the store after the chunks and before the manifest: a reader never
+//! sees a manifest whose key is missing. Every protected ingest makes a new key (rotation); the
+//! previous key is kept for manifests still cached, older ones are removed.
 
 mod encode;
 mod hls;
@@ -26,6 +32,7 @@ use std::path::{Path, PathBuf};
 
 use chorus_core::keys::SigningKey;
 use chorus_core::manifest::{self, ChunkRef, Container, Manifest, ManifestError, Rendition, Segment};
+use chorus_core::protect::{self, ContentKey, Iv, KeyId, Protection};
 use chorus_core::{ChunkId, RenditionId, TrackId};
 use serde::Serialize;
 
@@ -82,6 +89,9 @@ pub struct IngestRequest {
     pub mode: Mode,
     /// The source file, HLS playlist or package directory.
     pub input: PathBuf,
+    /// Encrypt the media segments under a new content key (docs/protocol.md §3.7): only
+    /// holders of a token covering the track can then play it, from edges or from peers.
+    pub protect: bool,
 }
 
 /// What an ingest did.
@@ -103,6 +113,9 @@ pub struct IngestReport {
     pub duration_ms: u64,
     /// Whether the published manifest is byte-identical to the one already there.
     pub unchanged: bool,
+    /// The content key's id, for a protected track.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
 }
 
 /// Why an ingest failed. Nothing was published.
@@ -302,22 +315,37 @@ fn commit(
     let total: u64 =
         renditions.iter().flat_map(|r| r.init.iter().chain(r.segments.iter().map(|(p, _)| p))).map(|p| p.len).sum();
 
+    // A protected track: a new key, and an IV for every media segment (init chunks stay clear).
+    let protection = req.protect.then(|| (KeyId::generate(), ContentKey::generate()));
+    let ivs: Vec<Vec<Option<Iv>>> = renditions
+        .iter()
+        .map(|r| r.segments.iter().map(|_| protection.as_ref().map(|_| Iv::generate())).collect())
+        .collect();
+    // The bytes a piece becomes in the store: as read, or encrypted under the track's key.
+    let stored = |p: &Piece, iv: Option<Iv>| -> Result<Vec<u8>, IngestError> {
+        let bytes = p.read()?;
+        Ok(match (&protection, iv) {
+            (Some((_, key)), Some(iv)) => protect::encrypt(key, &iv, &bytes),
+            _ => bytes,
+        })
+    };
+
     // Pass 1: hash every piece and build the manifest; nothing is written yet.
     progress.stage("hashing", Some(total));
     let mut done = 0u64;
-    let mut hash = |p: &Piece| -> Result<ChunkRef, IngestError> {
-        let bytes = p.read()?;
+    let mut hash = |p: &Piece, iv: Option<Iv>| -> Result<ChunkRef, IngestError> {
+        let bytes = stored(p, iv)?;
         done += p.len;
         progress.position(done);
-        Ok(ChunkRef { id: ChunkId::of(&bytes), size: p.len })
+        Ok(ChunkRef { id: ChunkId::of(&bytes), size: bytes.len() as u64 })
     };
     let mut built = Vec::with_capacity(renditions.len());
-    for r in &renditions {
-        let init = r.init.as_ref().map(&mut hash).transpose()?;
+    for (r, ivs) in renditions.iter().zip(&ivs) {
+        let init = r.init.as_ref().map(|p| hash(p, None)).transpose()?;
         let mut segments = Vec::with_capacity(r.segments.len());
-        for (p, duration_ms) in &r.segments {
-            let c = hash(p)?;
-            segments.push(Segment { id: c.id, size: c.size, duration_ms: *duration_ms });
+        for ((p, duration_ms), iv) in r.segments.iter().zip(ivs) {
+            let c = hash(p, *iv)?;
+            segments.push(Segment { id: c.id, size: c.size, duration_ms: *duration_ms, iv: *iv });
         }
         built.push(Rendition {
             id: r.id.clone(),
@@ -331,6 +359,7 @@ fn commit(
     let duration_ms = plan.duration_ms.unwrap_or_else(|| built.iter().map(Rendition::duration_ms).max().unwrap_or(0));
     let title = req.title.clone().unwrap_or_else(|| req.track.to_string());
     let mut manifest = Manifest::new(req.track.clone(), title, duration_ms, built);
+    manifest.protection = protection.as_ref().map(|(id, _)| Protection::new(id.clone()));
     manifest.sign(key)?;
     let json = manifest.to_json()?;
 
@@ -338,10 +367,10 @@ fn commit(
     progress.stage("storing", Some(total));
     let mut done = 0u64;
     let mut new_chunks = 0;
-    for (r, m) in renditions.iter().zip(&manifest.renditions) {
-        let pieces = r.init.iter().chain(r.segments.iter().map(|(p, _)| p));
-        for (p, c) in pieces.zip(m.chunks()) {
-            let bytes = p.read()?;
+    for ((r, m), ivs) in renditions.iter().zip(&manifest.renditions).zip(&ivs) {
+        let pieces = r.init.iter().map(|p| (p, None)).chain(r.segments.iter().map(|(p, _)| p).zip(ivs.iter().copied()));
+        for ((p, iv), c) in pieces.zip(m.chunks()) {
+            let bytes = stored(p, iv)?;
             let (id, new) = store.put_chunk(&bytes)?;
             if id != c.id {
                 return Err(IngestError::Input(format!("{} changed while it was being ingested", p.path.display())));
@@ -351,10 +380,20 @@ fn commit(
             progress.position(done);
         }
     }
-    let unchanged = store.get_manifest(&req.track)?.is_some_and(|old| old == json);
+    let old = store.get_manifest(&req.track)?;
+    let unchanged = old.as_ref().is_some_and(|old| *old == json);
+    // The key before the manifest that names it; the key before this one is kept for a manifest
+    // cached a few seconds more (edges keep them 10 s), older ones go.
+    let previous_key =
+        old.and_then(|doc| serde_json::from_slice::<Manifest>(&doc).ok()).and_then(|m| m.protection).map(|p| p.key_id);
+    if let Some((id, key)) = &protection {
+        store.put_key(&req.track, id, key)?;
+    }
     if !unchanged {
         store.put_manifest(&req.track, &json)?;
     }
+    let keep: Vec<&KeyId> = protection.iter().map(|(id, _)| id).chain(previous_key.iter()).collect();
+    store.prune_keys(&req.track, &keep)?;
     Ok(IngestReport {
         track_id: req.track.clone(),
         mode,
@@ -364,5 +403,6 @@ fn commit(
         bytes: total,
         duration_ms,
         unchanged,
+        key_id: protection.map(|(id, _)| id.to_string()),
     })
 }
