@@ -216,6 +216,98 @@ async fn the_web_player_with_an_access_token() {
     assert_eq!(r["withoutToken"]["appended"], serde_json::json!([]));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protected_track_plays_in_the_web_player_and_hls_js_only_with_a_token() {
+    if skip() {
+        return;
+    }
+    // "chorus-tides" twice in one store: protected as "tides", clear as "tides-clear".
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let sample = support::samples().join("chorus-tides");
+    for (track, extra) in [("tides", Some("--protect")), ("tides-clear", None)] {
+        let mut args = vec!["ingest", "--store", s(&store), "--track", track];
+        args.extend(extra);
+        args.push(s(&sample));
+        assert!(chorus(&args).status.success());
+    }
+    let keys = dir.path().join("keys");
+    assert!(chorus(&["keys", "generate", "--out", s(&keys)]).status.success());
+    let token_key = keys.join("token.key");
+    let issue = |extra: &[&str]| {
+        let mut args = vec!["token", "issue", "--key", s(&token_key), "--ttl", "1h"];
+        args.extend_from_slice(extra);
+        String::from_utf8(chorus(&args).stdout).unwrap().trim().to_owned()
+    };
+    let credential = dir.path().join("edge.token");
+    std::fs::write(&credential, issue(&["--sub", "edge"])).unwrap();
+    let token_pub = keys.join("token.pub");
+    let origin = Node::start(
+        &["origin", "--store", s(&store), "--listen", "http://127.0.0.1:0", "--token-key", s(&token_pub)],
+        1,
+    );
+    let origin_url = origin.url("http");
+    let origin_pub = store.join("origin.pub");
+    let cache = dir.path().join("edge");
+    let edge = Node::start(
+        &[
+            "edge",
+            "--upstream",
+            &origin_url,
+            "--listen",
+            "http://127.0.0.1:0",
+            "--cache-dir",
+            s(&cache),
+            "--origin-key",
+            s(&origin_pub),
+            "--token-key",
+            s(&token_pub),
+            "--upstream-token-file",
+            s(&credential),
+        ],
+        1,
+    );
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let token = issue(&["--track", "tides"]);
+    let r = run("protected", &edge.url("http"), &out, Some(&token));
+    let with = &r["withToken"];
+    assert!(with["error"].is_null(), "{r}");
+    assert_eq!(with["protected"], true);
+    assert_eq!(with["rejected"], 0);
+    assert!(r["currentTime"].as_f64().unwrap() > 7.0, "played past the first segment: {r}");
+    // Each segment appended is the clear track's segment at its place: decrypted exactly.
+    let verifying = chorus_core::keys::read_verifying_key(&origin_pub).unwrap();
+    let manifest = |t: &str| {
+        let doc = std::fs::read(store.join("manifests").join(format!("{t}.json"))).unwrap();
+        Manifest::verify(&doc, &verifying).unwrap()
+    };
+    let (protected, clear) = (manifest("tides"), manifest("tides-clear"));
+    assert!(protected.protection.is_some());
+    let appended = with["appended"].as_array().unwrap();
+    assert!(appended.len() >= 2, "{with}");
+    for (n, a) in appended.iter().enumerate() {
+        let bytes = std::fs::read(out.join(format!("appended-{n}.bin"))).unwrap();
+        let place = |m: &Manifest| {
+            let r = m.renditions.iter().find(|r| r.id.as_str() == a["rendition"]).unwrap();
+            r.segments[usize::try_from(a["index"].as_u64().unwrap()).unwrap()].id
+        };
+        assert_eq!(a["id"], place(&protected).to_string(), "fetched as the protected track's ciphertext");
+        assert_eq!(ChunkId::of(&bytes), place(&clear), "appended segment {n}: {a}");
+    }
+    // Without a token, nothing: the page says why and appends nothing.
+    let refused = r["withoutToken"]["error"].as_str().unwrap();
+    assert!(refused.contains("401"), "{refused}");
+    assert_eq!(r["withoutToken"]["appended"], serde_json::json!([]));
+    // hls.js on a page of another origin decrypts it through #EXT-X-KEY (token in the URIs).
+    assert_eq!(r["hls"]["hlsErrors"], serde_json::json!([]), "{r}");
+    assert!(r["hls"]["currentTime"].as_f64().unwrap() > 6.0, "{r}");
+    for e in r["consoleErrors"].as_array().unwrap() {
+        assert!(e.as_str().unwrap().contains("401"), "only the refusal without a token: {r}");
+    }
+    drop(origin);
+}
+
 #[test]
 fn the_demo_network_view_shows_every_node_and_the_bytes_peers_carry() {
     use std::io::BufRead as _;

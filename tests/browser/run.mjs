@@ -11,6 +11,9 @@
 //             Writes each appended segment to OUT_DIR/appended-N.bin and a screenshot.
 //   tampered  the same page, with the manifest altered in flight (one byte of its title).
 //   token     the player given TOKEN in its URL, then the player without it.
+//   protected the player given TOKEN on the protected track "tides" (past its second segment;
+//             each appended segment written to OUT_DIR/appended-N.bin), then without a token;
+//             then hls.js from another origin on its master playlist with ?token=TOKEN.
 //   hls       hls.js (from node_modules) on a page of another origin playing EDGE's master
 //             playlist: the standard-player and CORS check.
 //   view      the demo's network view at EDGE_URL (the URL `chorus demo` prints), until it
@@ -64,6 +67,37 @@ async function until(what, cond, seconds) {
     if (v) return v;
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(await player().catch(() => null))}`);
     await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** hls.js (from node_modules) on a page of its own origin (another port), as a web app would
+ * be, playing `src`: every request to the edge is cross-origin, so it works only if the edge
+ * answers CORS. What it reached: the audio's time, hls.js's fatal errors. */
+async function hlsPage(src) {
+  const hlsJs = fs.readFileSync(path.join(here, "node_modules/hls.js/dist/hls.min.js"));
+  const site = http.createServer((req, res) => {
+    if (req.url === "/hls.js") {
+      res.writeHead(200, { "content-type": "text/javascript" });
+      return res.end(hlsJs);
+    }
+    res.writeHead(200, { "content-type": "text/html" });
+    res.end(`<!doctype html><audio id="a" controls></audio><script src="/hls.js"></script><script>
+      window.hlsErrors = [];
+      const hls = new Hls();
+      hls.on(Hls.Events.ERROR, (e, d) => { if (d.fatal) window.hlsErrors.push(d.type + ": " + d.details); });
+      hls.loadSource(${JSON.stringify(src)});
+      hls.attachMedia(document.getElementById("a"));
+      hls.on(Hls.Events.MANIFEST_PARSED, () => document.getElementById("a").play());
+    </script>`);
+  });
+  await new Promise((r) => site.listen(0, "127.0.0.1", r));
+  const pageOrigin = `http://localhost:${site.address().port}/`;
+  try {
+    await page.goto(pageOrigin);
+    await until("hls.js past the first segment", async () => (await currentTime()) > 6.5 || (await page.evaluate(() => window.hlsErrors.length)), 60);
+    return { pageOrigin, currentTime: await currentTime(), hlsErrors: await page.evaluate(() => window.hlsErrors) };
+  } finally {
+    site.close();
   }
 }
 
@@ -133,33 +167,25 @@ try {
     await page.goto(`${edge}/player/?track=chorus-tides`);
     await until("an error without one", async () => (await player())?.error, 30);
     result.withoutToken = await player();
-  } else if (scenario === "hls") {
-    // A page of its own origin (another port), as a web app would be: every request to the
-    // edge is cross-origin, so it works only if the edge answers CORS.
-    const hlsJs = fs.readFileSync(path.join(here, "node_modules/hls.js/dist/hls.min.js"));
-    const site = http.createServer((req, res) => {
-      if (req.url === "/hls.js") {
-        res.writeHead(200, { "content-type": "text/javascript" });
-        return res.end(hlsJs);
-      }
-      res.writeHead(200, { "content-type": "text/html" });
-      res.end(`<!doctype html><audio id="a" controls></audio><script src="/hls.js"></script><script>
-        window.hlsErrors = [];
-        const hls = new Hls();
-        hls.on(Hls.Events.ERROR, (e, d) => { if (d.fatal) window.hlsErrors.push(d.type + ": " + d.details); });
-        hls.loadSource(${JSON.stringify(`${edge}/v1/tracks/chorus-tides/hls/master.m3u8`)});
-        hls.attachMedia(document.getElementById("a"));
-        hls.on(Hls.Events.MANIFEST_PARSED, () => document.getElementById("a").play());
-      </script>`);
-    });
-    await new Promise((r) => site.listen(0, "127.0.0.1", r));
-    const page_url = `http://localhost:${site.address().port}/`;
-    result.pageOrigin = page_url;
-    await page.goto(page_url);
-    await until("hls.js past the first segment", async () => (await currentTime()) > 6.5 || (await page.evaluate(() => window.hlsErrors.length)), 60);
+  } else if (scenario === "protected") {
+    await page.goto(`${edge}/player/?track=tides&token=${encodeURIComponent(token)}&debug=1`);
+    await until("the protected track past its second segment", async () => (await currentTime()) > 7, 60);
+    result.withToken = await player();
     result.currentTime = await currentTime();
-    result.hlsErrors = await page.evaluate(() => window.hlsErrors);
-    site.close();
+    const bytes = await page.evaluate(() =>
+      window.chorusPlayer.appendedBytes.map((b) => {
+        let s = "";
+        for (let i = 0; i < b.length; i += 0x8000) s += String.fromCharCode(...b.subarray(i, i + 0x8000));
+        return btoa(s);
+      }),
+    );
+    bytes.forEach((b64, i) => fs.writeFileSync(path.join(outDir, `appended-${i}.bin`), Buffer.from(b64, "base64")));
+    await page.goto(`${edge}/player/?track=tides`);
+    await until("an error without a token", async () => (await player())?.error, 30);
+    result.withoutToken = await player();
+    result.hls = await hlsPage(`${edge}/v1/tracks/tides/hls/master.m3u8?token=${encodeURIComponent(token)}`);
+  } else if (scenario === "hls") {
+    Object.assign(result, await hlsPage(`${edge}/v1/tracks/chorus-tides/hls/master.m3u8`));
   } else if (scenario === "view") {
     // EDGE_URL is the demo's network view here.
     await page.goto(edge);

@@ -1,7 +1,9 @@
 // The chorus web player (docs/edge.md, "The web player"): plays tracks from the edge that served
 // this page through Media Source Extensions. Each manifest's Ed25519 signature is checked with
 // WebCrypto against the origin key the edge is configured with, and each chunk's bytes against
-// its BLAKE3 id before they are played. The bitrate is chosen per segment from the measured
+// its BLAKE3 id before they are played. A protected track's segments (docs/protocol.md §3.7)
+// are then decrypted (AES-128-CBC, WebCrypto) with the track's key, which the edge hands out
+// only for a token that covers the track. The bitrate is chosen per segment from the measured
 // throughput. Nothing is fetched from anywhere but this edge.
 //
 // URL parameters: track=ID or tracks=ID,ID,... (a playlist), token=JWT (an access token, sent
@@ -37,6 +39,8 @@ const state = {
   rejected: 0,
   switches: 0,
   keyId: null,
+  /** Whether the track playing is protected (its segments decrypted here). */
+  protected: false,
   mediaErrors: 0,
   tracksDone: 0,
   /** One entry per appended segment: {track, index, rendition, id, size}. */
@@ -66,6 +70,7 @@ function show() {
   $("startup").textContent = state.startupMs == null ? "–" : `${Math.round(state.startupMs)} ms`;
   $("chunks").textContent = `${state.verified} / ${state.rejected}`;
   $("key").textContent = state.keyId ? `origin key ${state.keyId}` : "–";
+  $("protected").textContent = state.track ? (state.protected ? "yes: decrypted with the track's key" : "no") : "–";
   $("title").textContent = state.title;
 }
 
@@ -152,6 +157,30 @@ async function verifyManifest(text, origin) {
 }
 
 const mime = (r) => `audio/mp4; codecs="${r.codec}"`;
+
+const hexBytes = (hex) => Uint8Array.from(hex.match(/../g), (h) => parseInt(h, 16));
+
+/** A protected track's content key (WebCrypto AES-CBC), from this edge's key route with the
+ * token; `null` for a clear track. The key is never stored (no-store). */
+async function contentKey(doc) {
+  const p = doc.protection;
+  if (p == null) return null;
+  if (p.method !== "aes-128-cbc" || !/^[0-9a-f]{16}$/.test(p.key_id)) {
+    throw new Error(`track ${doc.track_id} is protected in a way this player does not know (${p.method})`);
+  }
+  const url = `/v1/tracks/${encodeURIComponent(doc.track_id)}/keys/${p.key_id}`;
+  const r = await fetchRetrying(url, { headers: authHeaders(), cache: "no-store" });
+  if (r.status === 401 || r.status === 403) {
+    const why = await r.text();
+    throw new Error(
+      `track ${doc.track_id} is protected: HTTP ${r.status}: a token that covers it is needed (add token=… to the URL). ${why}`,
+    );
+  }
+  if (!r.ok) throw new Error(`track ${doc.track_id}: its key: HTTP ${r.status}`);
+  const raw = new Uint8Array(await r.arrayBuffer());
+  if (raw.length !== 16) throw new Error(`track ${doc.track_id}: a key of ${raw.length} bytes`);
+  return crypto.subtle.importKey("raw", raw, { name: "AES-CBC" }, false, ["decrypt"]);
+}
 
 /** `fetch`, tried again after a network error or a 5xx (an edge restarting, an upstream
  * failing over): 3 tries, 0.5 s and 1 s apart. Other answers are the caller's to judge. */
@@ -277,6 +306,9 @@ async function playTrack(trackId, nextTrack, origin) {
   }
   state.keyId = origin.keyId;
   state.title = doc.title || trackId;
+  // A protected track: its key before any chunk is fetched (no token, nothing fetched).
+  const key = await contentKey(doc);
+  state.protected = key !== null;
   const playable = doc.renditions
     .filter((x) => x.container === "cmaf" && x.init && MediaSource.isTypeSupported(mime(x)))
     .sort((a, b) => a.bitrate_bps - b.bitrate_bps);
@@ -376,11 +408,16 @@ async function playTrack(trackId, nextTrack, origin) {
           inFlight = -1;
         });
         if (!got.cached) measure(got.bytes.length, got.ms);
-        await append(sb, got.bytes);
+        // Verified as the ciphertext it is named by, then decrypted for playing.
+        if (key && !/^[0-9a-f]{32}$/.test(seg.iv || "")) throw new Error(`segment ${index}: no IV in a protected track`);
+        const media = key
+          ? new Uint8Array(await crypto.subtle.decrypt({ name: "AES-CBC", iv: hexBytes(seg.iv) }, key, got.bytes))
+          : got.bytes;
+        await append(sb, media);
         state.rendition = rendition.id;
         state.bitrateBps = rendition.bitrate_bps;
-        state.appended.push({ track: trackId, index, rendition: rendition.id, id: seg.id, size: got.bytes.length });
-        if (DEBUG) window.chorusPlayer.appendedBytes.push(got.bytes);
+        state.appended.push({ track: trackId, index, rendition: rendition.id, id: seg.id, size: media.length });
+        if (DEBUG) window.chorusPlayer.appendedBytes.push(media);
         if (next === index) next = index + 1;
       } catch (e) {
         if (e.name === "AbortError") continue; // a seek: go on from the new place
