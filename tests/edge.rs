@@ -1046,6 +1046,22 @@ async fn metrics_can_move_to_a_listener_of_their_own() {
     for base in [&public, &scrape] {
         assert_eq!(conn(base).await.get("/healthz").await.unwrap().status(), StatusCode::OK);
     }
+    // Other spellings of /metrics (sent as they are, as `curl --path-as-is` does) are refused
+    // before the public side's filter, on the plain path and on the sendfile fast path alike:
+    // nothing of the metrics leaks, and the API's own paths are refused the same way.
+    {
+        use tokio::io::AsyncWriteExt as _;
+        let public_addr = public.trim_start_matches("http://").to_owned();
+        for path in
+            ["//metrics", "///metrics", "/./metrics", "/v1/../metrics", "/%2Fmetrics", "/v1//tracks/tides/manifest"]
+        {
+            let mut s = tokio::net::TcpStream::connect(&public_addr).await.unwrap();
+            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+            let (status, _, body) = read_response(&mut s, &mut Vec::new(), false).await;
+            assert_eq!(status, 400, "{path}");
+            assert!(!String::from_utf8_lossy(&body).contains("chorus_"), "{path}");
+        }
+    }
 
     // Only plain HTTP: a scrape port is internal.
     let out = chorus(&["edge", "--upstream", "http://127.0.0.1:1", "--metrics-listen", "https://127.0.0.1:0"]);

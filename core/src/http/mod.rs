@@ -17,6 +17,7 @@ mod h3;
 mod h3quic;
 mod io;
 pub mod listen;
+pub mod path;
 pub mod pool;
 
 /// The HTTP/1.1 fast path's head parsing on `bytes` (as much of a request as arrived), for the

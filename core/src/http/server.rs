@@ -148,8 +148,11 @@ impl Server {
     /// Serves `handler` until `shutdown` completes, then drains.
     pub async fn serve<H: Handler>(self, handler: Arc<H>, shutdown: impl Future<Output = ()>) {
         let Self { tcp, quic, config, alt_svc, cert: _ } = self;
-        // Every listener serves the read API with the same CORS answers (docs/protocol.md, "CORS").
+        // Every listener serves the read API with the same CORS answers (docs/protocol.md, "CORS"),
+        // and before anything else refuses a path with more than one spelling (`//metrics`), so
+        // filters and routes see the same path.
         let handler = Arc::new(super::cors::WithCors::new(handler, config.cors.clone()));
+        let handler = Arc::new(super::path::CleanPath::new(handler));
         let config = Arc::new(config);
         let permits = Arc::new(Semaphore::new(config.max_connections));
         let (stop_tx, stop_rx) = watch::channel(false);
