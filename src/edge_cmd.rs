@@ -56,17 +56,24 @@ pub(crate) struct EdgeArgs {
     /// it, no content key is handed out.
     #[arg(long, value_name = "FILE")]
     token_key: Option<PathBuf>,
+    /// With --token-key: take only tokens whose `aud` names this audience.
+    #[arg(long, value_name = "AUD", requires = "token_key")]
+    token_audience: Option<String>,
+    /// With --token-key: take only tokens whose `iss` is this issuer.
+    #[arg(long, value_name = "ISS", requires = "token_key")]
+    token_issuer: Option<String>,
     /// A file holding this edge's own access token (one line; e.g. `chorus token issue --ttl
     /// 365d --sub edge-a`), sent to upstreams, and only to them, when fetching a protected
     /// track's content key. Read again at every fetch, so it can be replaced in place.
     #[arg(long, value_name = "FILE")]
     upstream_token_file: Option<PathBuf>,
-    /// Shared secret for /admin/purge and /admin/prewarm; without it they are disabled.
-    #[arg(long, value_name = "T", value_parser = crate::serve_args::admin_token)]
+    /// Shared secret for /admin/purge and /admin/prewarm, at least 32 bytes; without it they are
+    /// disabled. Wrong tokens are slowed: 5, then one every 10 s per address.
+    #[arg(long, value_name = "T", value_parser = crate::serve_args::admin_secret)]
     admin_token: Option<String>,
     /// Read the admin token from FILE instead (its one line), e.g. a systemd credential or a
     /// mounted Kubernetes Secret.
-    #[arg(long, value_name = "FILE", value_parser = crate::serve_args::admin_token_file, conflicts_with = "admin_token")]
+    #[arg(long, value_name = "FILE", value_parser = crate::serve_args::admin_secret_file, conflicts_with = "admin_token")]
     admin_token_file: Option<String>,
     /// The origin's public key (origin.pub): when given, manifests that do not verify are
     /// refused, and the web player checks manifests against it.
@@ -157,6 +164,7 @@ pub(crate) async fn run(a: EdgeArgs) -> Result<()> {
     };
     let cert = a.serve.certificate(&a.listen, &cert_dir)?;
     let metrics = EdgeMetrics::new();
+    server_config.metrics.register(&metrics.registry);
     let (relay, relays) = if a.p2p_relay.is_empty() {
         (None, Vec::new())
     } else {
@@ -193,6 +201,7 @@ pub(crate) async fn run(a: EdgeArgs) -> Result<()> {
         }),
         manifests: 4096,
         token_key,
+        token_expect: chorus_core::token::Expect { audience: a.token_audience.clone(), issuer: a.token_issuer.clone() },
         admin_token: a.admin_token.clone().or_else(|| a.admin_token_file.clone()),
         origin_key,
         player: !a.no_player,

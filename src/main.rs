@@ -129,6 +129,13 @@ enum TokenCmd {
         /// How long the token is valid, e.g. 1h, 30m, 7d.
         #[arg(long, value_name = "DURATION")]
         ttl: Span,
+        /// The audience (`aud`): nodes started with --token-audience take only tokens naming
+        /// theirs.
+        #[arg(long, value_name = "AUD")]
+        aud: Option<String>,
+        /// The issuer (`iss`): nodes started with --token-issuer take only tokens from it.
+        #[arg(long, value_name = "ISS")]
+        iss: Option<String>,
     },
 }
 
@@ -212,7 +219,7 @@ fn run(cmd: Cmd) -> Result<()> {
         Cmd::Get(a) => get_cmd::run(a),
         Cmd::Simulate(a) => simulate_cmd::run(&a),
         Cmd::Keys(KeysCmd::Generate { out, force }) => keys_generate(&out, force),
-        Cmd::Token(TokenCmd::Issue { key, sub, tracks, ttl }) => {
+        Cmd::Token(TokenCmd::Issue { key, sub, tracks, ttl, aud, iss }) => {
             let key = keys::read_signing_key(&key)?;
             let now = unix_secs(std::time::SystemTime::now());
             let claims = Claims {
@@ -220,6 +227,8 @@ fn run(cmd: Cmd) -> Result<()> {
                 iat: Some(now),
                 sub,
                 tracks: (!tracks.is_empty()).then_some(tracks),
+                aud: aud.map(chorus_core::token::Audience::One),
+                iss,
             };
             println!("{}", TokenIssuer::new(&key)?.issue(&claims)?);
             Ok(())

@@ -26,13 +26,13 @@ pub(crate) struct OriginArgs {
     /// STORE/origin.pub beside it, the key clients pin).
     #[arg(long, value_name = "FILE")]
     signing_key: Option<PathBuf>,
-    /// Shared secret for the admin API (PUT /admin/tracks/{track}); without it the admin API
-    /// is disabled.
-    #[arg(long, value_name = "T", value_parser = crate::serve_args::admin_token)]
+    /// Shared secret for the admin API (PUT /admin/tracks/{track}), at least 32 bytes; without
+    /// it the admin API is disabled. Wrong tokens are slowed: 5, then one every 10 s per address.
+    #[arg(long, value_name = "T", value_parser = crate::serve_args::admin_secret)]
     admin_token: Option<String>,
     /// Read the admin token from FILE instead (its one line), e.g. a systemd credential or a
     /// mounted Kubernetes Secret.
-    #[arg(long, value_name = "FILE", value_parser = crate::serve_args::admin_token_file, conflicts_with = "admin_token")]
+    #[arg(long, value_name = "FILE", value_parser = crate::serve_args::admin_secret_file, conflicts_with = "admin_token")]
     admin_token_file: Option<String>,
     /// Token public key (token.pub): the key route of protected tracks
     /// (/v1/tracks/T/keys/K) answers requests whose access token covers the track, such as the
@@ -40,6 +40,12 @@ pub(crate) struct OriginArgs {
     /// The rest of the read API stays open, as before.
     #[arg(long, value_name = "FILE")]
     token_key: Option<PathBuf>,
+    /// With --token-key: take only tokens whose `aud` names this audience.
+    #[arg(long, value_name = "AUD", requires = "token_key")]
+    token_audience: Option<String>,
+    /// With --token-key: take only tokens whose `iss` is this issuer.
+    #[arg(long, value_name = "ISS", requires = "token_key")]
+    token_issuer: Option<String>,
     /// Largest upload accepted by the admin API.
     #[arg(long, value_name = "SIZE", default_value = "2GiB")]
     max_upload_size: Size,
@@ -66,6 +72,8 @@ pub(crate) async fn run(a: OriginArgs) -> Result<()> {
     info!(key_id = %keys::key_id(&key.verifying_key()), "manifests are signed with this key");
 
     let cert = a.serve.certificate(&a.listen, store.root())?;
+    let metrics = OriginMetrics::new();
+    server_config.metrics.register(&metrics.registry);
     let server = Server::bind(&a.listen, cert.as_ref(), server_config).await?;
     a.serve.reload_certificate(server.certificate(), store.root());
 
@@ -74,6 +82,7 @@ pub(crate) async fn run(a: OriginArgs) -> Result<()> {
         max_upload_bytes: a.max_upload_size.0,
         body_idle_timeout: a.serve.idle_timeout.0.min(ApiConfig::default().body_idle_timeout),
         token_key: a.token_key.as_deref().map(keys::read_verifying_key).transpose()?,
+        token_expect: chorus_core::token::Expect { audience: a.token_audience.clone(), issuer: a.token_issuer.clone() },
     };
     if api.token_key.is_none() {
         info!("no --token-key: content keys of protected tracks are not served");
@@ -81,7 +90,7 @@ pub(crate) async fn run(a: OriginArgs) -> Result<()> {
     if api.admin_token.is_none() {
         info!("admin API disabled (no --admin-token or --admin-token-file)");
     }
-    let origin = Arc::new(Origin::new(store, key, api, OriginMetrics::new()));
+    let origin = Arc::new(Origin::new(store, key, api, metrics));
     origin.refresh_counts().await;
     let counter = origin.clone();
     tokio::spawn(async move {

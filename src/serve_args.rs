@@ -258,6 +258,28 @@ pub(crate) fn admin_token(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
+/// The shortest admin token a node accepts: 32 bytes (`openssl rand -hex 16` gives 32
+/// characters), so that guessing it is out of reach even at the slowed rate of failed attempts.
+pub(crate) const MIN_ADMIN_SECRET: usize = 32;
+
+/// Parses a node's own admin token (`chorus origin|edge --admin-token`): non-empty, and at
+/// least [`MIN_ADMIN_SECRET`] bytes.
+pub(crate) fn admin_secret(s: &str) -> Result<String, String> {
+    let token = admin_token(s)?;
+    if token.trim().len() < MIN_ADMIN_SECRET {
+        return Err(format!(
+            "the admin token is {} bytes; a node's admin token must be at least {MIN_ADMIN_SECRET} (e.g. `openssl rand -hex 32`)",
+            token.trim().len()
+        ));
+    }
+    Ok(token)
+}
+
+/// [`admin_token_file`], then the rules of [`admin_secret`].
+pub(crate) fn admin_secret_file(path: &str) -> Result<String, String> {
+    admin_secret(&admin_token_file(path)?).map_err(|e| format!("{path}: {e}"))
+}
+
 /// The most bytes an admin token file may hold.
 const MAX_TOKEN_FILE: u64 = 4096;
 

@@ -330,7 +330,7 @@ async fn purge_by_chunk_and_by_track() {
         &[origin.node().url("http")],
         &cache,
         &origin.cert(),
-        &["--prefetch-segments", "0", "--admin-token", "adm1n"],
+        &["--prefetch-segments", "0", "--admin-token", "adm1n-for-tests-0123456789abcdef"],
     );
     let base = e.url("http");
     let m = manifest(&base, "tides", &origin.key()).await;
@@ -349,26 +349,30 @@ async fn purge_by_chunk_and_by_track() {
         c.send(purge(format!("{{\"chunks\":[\"{}\"]}}", ids[1]), "nope")).await.unwrap().status(),
         StatusCode::UNAUTHORIZED
     );
-    let r = c.send(purge(format!("{{\"chunks\":[\"{}\"]}}", ids[1]), "adm1n")).await.unwrap();
+    let r =
+        c.send(purge(format!("{{\"chunks\":[\"{}\"]}}", ids[1]), "adm1n-for-tests-0123456789abcdef")).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(serde_json::from_slice::<serde_json::Value>(r.body()).unwrap()["purged_chunks"], 1);
     let before = origin.chunk_fetches().await;
     get_chunk(&mut c, &ids[1]).await;
     assert_eq!(origin.chunk_fetches().await - before, 1.0, "a purged chunk is fetched again");
-    let r = c.send(purge("{\"tracks\":[\"tides\"]}".into(), "adm1n")).await.unwrap();
+    let r = c.send(purge("{\"tracks\":[\"tides\"]}".into(), "adm1n-for-tests-0123456789abcdef")).await.unwrap();
     let v: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
     assert_eq!(v["purged_manifests"], 1);
     assert_eq!(v["purged_chunks"], ids.len());
     let before = origin.chunk_fetches().await;
     get_chunk(&mut c, &ids[0]).await;
     assert_eq!(origin.chunk_fetches().await - before, 1.0);
-    assert_eq!(c.send(purge("{\"bogus\":1}".into(), "adm1n")).await.unwrap().status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        c.send(purge("{\"bogus\":1}".into(), "adm1n-for-tests-0123456789abcdef")).await.unwrap().status(),
+        StatusCode::BAD_REQUEST
+    );
 
     // Prewarm positions a track's start before anyone asks.
     let r = c
         .send(
             Request::post("/admin/prewarm")
-                .header("authorization", "Bearer adm1n")
+                .header("authorization", "Bearer adm1n-for-tests-0123456789abcdef")
                 .body(bytes::Bytes::from_static(b"{\"tracks\":[\"sunrise\"]}"))
                 .unwrap(),
         )
@@ -400,7 +404,7 @@ async fn purge_by_chunk_and_by_track() {
         "{v}"
     );
     // After a purge of the track it is cold again, and a prewarm right away warms it.
-    let r = c.send(purge("{\"tracks\":[\"sunrise\"]}".into(), "adm1n")).await.unwrap();
+    let r = c.send(purge("{\"tracks\":[\"sunrise\"]}".into(), "adm1n-for-tests-0123456789abcdef")).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let v = prewarm(&mut c, "sunrise").await;
     assert_eq!(v["warming"].as_u64(), Some(1), "{v}");
@@ -415,17 +419,70 @@ async fn purge_by_chunk_and_by_track() {
         get_chunk(&mut c, id).await;
     }
     assert_eq!(origin.chunk_fetches().await, before, "the re-warmed start is served from cache");
+
+    // Guessing the admin token is slowed: one wrong token was spent above; four more, then the
+    // address is answered 429 (Retry-After) without its token being looked at, even the right
+    // one; each refusal counts.
+    for _ in 0..4 {
+        assert_eq!(
+            c.send(purge("{\"tracks\":[\"tides\"]}".into(), "guess")).await.unwrap().status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let r = c.send(purge("{\"tracks\":[\"tides\"]}".into(), "adm1n-for-tests-0123456789abcdef")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().contains_key("retry-after"));
+    let t = get_text(&base, "/metrics").await;
+    assert_eq!(metric(&t, "chorus_edge_refused_total{reason=\"admin_auth\"}"), 6.0);
 }
 
-/// `POST /admin/prewarm` of one track (admin token `adm1n`); the 202 answer's JSON.
+/// `POST /admin/prewarm` of one track (admin token `adm1n-for-tests-0123456789abcdef`); the 202 answer's JSON.
 async fn prewarm(c: &mut Connection, track: &str) -> serde_json::Value {
     let req = Request::post("/admin/prewarm")
-        .header("authorization", "Bearer adm1n")
+        .header("authorization", "Bearer adm1n-for-tests-0123456789abcdef")
         .body(bytes::Bytes::from(format!("{{\"tracks\":[\"{track}\"]}}")))
         .unwrap();
     let r = c.send(req).await.unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     serde_json::from_slice(r.body()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_with_an_audience_and_an_issuer_takes_only_tokens_that_name_them() {
+    let origin = Origin::start();
+    let keys_dir = origin.dir.path().join("keys");
+    assert!(chorus(&["keys", "generate", "--out", s(&keys_dir)]).status.success());
+    let token_pub = keys_dir.join("token.pub");
+    let e = edge(
+        &[origin.node().url("http")],
+        &origin.dir.path().join("edge-cache"),
+        &origin.cert(),
+        &["--token-key", s(&token_pub), "--token-audience", "chorus-cdn", "--token-issuer", "https://id.example"],
+    );
+    let token_key = keys_dir.join("token.key");
+    let issue = |extra: &[&str]| {
+        let mut args = vec!["token", "issue", "--key", s(&token_key), "--ttl", "1h"];
+        args.extend_from_slice(extra);
+        String::from_utf8(chorus(&args).stdout).unwrap().trim().to_owned()
+    };
+    let mut c = conn(&e.url("http")).await;
+    let status = async |c: &mut Connection, token: &str| {
+        let r = Request::get("/v1/tracks/tides/manifest").header("authorization", format!("Bearer {token}"));
+        c.send(r.body(bytes::Bytes::new()).unwrap()).await.unwrap().status()
+    };
+    let both = issue(&["--aud", "chorus-cdn", "--iss", "https://id.example"]);
+    assert_eq!(status(&mut c, &both).await, StatusCode::OK);
+    for bad in [
+        issue(&[]),
+        issue(&["--aud", "chorus-cdn"]),
+        issue(&["--aud", "another-service", "--iss", "https://id.example"]),
+        issue(&["--aud", "chorus-cdn", "--iss", "https://evil.example"]),
+    ] {
+        assert_eq!(status(&mut c, &bad).await, StatusCode::UNAUTHORIZED);
+    }
+    // Without a token key, the flags make no sense: refused at start.
+    let out = chorus(&["edge", "--upstream", "http://127.0.0.1:9", "--token-audience", "x"]);
+    assert_eq!(out.status.code(), Some(2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -450,7 +507,7 @@ async fn access_tokens_are_checked() {
     let now = chorus_core::token::unix_secs(std::time::SystemTime::now());
     let expired = chorus_core::token::TokenIssuer::new(&keys::read_signing_key(&token_key).unwrap())
         .unwrap()
-        .issue(&chorus_core::token::Claims { exp: now - 120, iat: Some(now - 180), sub: None, tracks: None })
+        .issue(&chorus_core::token::Claims { iat: Some(now - 180), ..chorus_core::token::Claims::expiring(now - 120) })
         .unwrap();
     let get = |path: &str, token: Option<&str>| {
         let mut b = Request::get(path);
@@ -554,6 +611,23 @@ async fn tracker_limits() {
     assert_eq!(metric(&t, "chorus_qoe_stalls_total"), 1.0);
     assert_eq!(metric(&t, "chorus_qoe_bytes_total{source=\"peer\"}"), 3000.0);
     assert_eq!(metric(&t, "chorus_qoe_startup_seconds_count"), 1.0);
+    // A beacon claiming absurd values is refused (five of them once made the stall counter
+    // 500 000); beyond ten beacons from one address, 429 until its budget refills (one per
+    // 10 s). Neither moves the QoE metrics; both show in chorus_edge_refused_total.
+    let absurd = serde_json::json!({"track_id": "sunrise", "startup_ms": 1, "stalls": 100_000});
+    let r = c.send(Request::post("/v1/qoe").body(bytes::Bytes::from(absurd.to_string())).unwrap()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        let r = c.send(Request::post("/v1/qoe").body(bytes::Bytes::from(beacon.to_string())).unwrap()).await.unwrap();
+        statuses.push(r.status());
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::NO_CONTENT).count(), 8, "{statuses:?}");
+    assert_eq!(statuses[8..], [StatusCode::TOO_MANY_REQUESTS; 2], "{statuses:?}");
+    let t = get_text(&base, "/metrics").await;
+    assert_eq!(metric(&t, "chorus_qoe_stalls_total"), 9.0);
+    assert_eq!(metric(&t, "chorus_edge_refused_total{reason=\"qoe_invalid\"}"), 1.0);
+    assert_eq!(metric(&t, "chorus_edge_refused_total{reason=\"qoe_rate\"}"), 2.0);
 }
 
 /// Announces as an attacker would make them: unsigned, pointing listeners at hosts that never

@@ -30,6 +30,8 @@ const EDGE: &[&str] = &[
     "chorus_qoe_bytes_total",
     "chorus_tracker_peers",
     "chorus_tracker_answers_total",
+    "chorus_edge_refused_total",
+    "chorus_http_refused_total",
 ];
 /// Exported by an edge with a shared tracker (`--tracker`) only.
 const SHARED_TRACKER: &[&str] =
@@ -39,6 +41,7 @@ const ORIGIN: &[&str] = &[
     "chorus_origin_served_bytes_total",
     "chorus_origin_tracks",
     "chorus_origin_chunks",
+    "chorus_http_refused_total",
 ];
 const PEER: &[&str] = &[
     "chorus_peer_sent_bytes_total",

@@ -137,12 +137,12 @@ fn lenient<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T
 
 /// Upper bounds on beacon values: anything beyond is not a real play.
 pub mod qoe_limits {
-    /// Longest startup or stall a beacon may report (1 h), in milliseconds.
+    /// Longest startup, or total stall time, a beacon may report (1 h), in milliseconds.
     pub const MAX_MS: u64 = 3_600_000;
-    /// Most stalls in one beacon.
-    pub const MAX_STALLS: u64 = 100_000;
-    /// Most bytes from one source in one beacon (64 GiB).
-    pub const MAX_BYTES: u64 = 1 << 36;
+    /// Most stalls in one beacon (one play).
+    pub const MAX_STALLS: u64 = 1_000;
+    /// Most bytes from one source in one beacon (4 GiB: a day of 320 kbit/s is 3.5 GB).
+    pub const MAX_BYTES: u64 = 1 << 32;
 }
 
 /// `POST /v1/qoe`: what one play was like, sent by the client when it ends.
@@ -186,7 +186,7 @@ impl QoeBeacon {
         use qoe_limits::{MAX_BYTES, MAX_MS, MAX_STALLS};
         let b = &self.bytes;
         if self.startup_ms > MAX_MS
-            || self.stall_ms > MAX_MS * 24
+            || self.stall_ms > MAX_MS
             || self.stalls > MAX_STALLS
             || [b.edge, b.peer, b.cache].iter().any(|v| *v > MAX_BYTES)
         {

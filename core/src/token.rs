@@ -1,7 +1,8 @@
 //! Access tokens: JWTs signed with EdDSA (RFC 8037), docs/protocol.md §2.
 //!
 //! Claims: `exp` (required, seconds since the Unix epoch), `sub` (optional), `tracks` (optional
-//! list of track ids; absent means every track). Checking is split in two, so a caller can tell
+//! list of track ids; absent means every track), `aud` and `iss` (optional; checked only by a
+//! verifier configured with them, [`TokenVerifier::expect`]). Checking is split in two, so a caller can tell
 //! 401 from 403: [`TokenVerifier::verify`] proves the token is genuine and unexpired (else 401),
 //! [`Claims::allows`] says whether it covers a track (else 403). Time is passed in explicitly.
 
@@ -35,6 +36,30 @@ pub struct Claims {
     /// The tracks it covers; `None` means all tracks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracks: Option<Vec<TrackId>>,
+    /// Who the token is meant for (RFC 7519 `aud`: one string or several).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<Audience>,
+    /// Who issued it (RFC 7519 `iss`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+}
+
+/// A token's `aud`: one audience or several, as RFC 7519 allows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    /// `"aud": "chorus"`.
+    One(String),
+    /// `"aud": ["chorus", "other"]`.
+    Many(Vec<String>),
+}
+
+impl Claims {
+    /// Claims expiring at `exp`, with nothing else.
+    #[must_use]
+    pub const fn expiring(exp: u64) -> Self {
+        Self { exp, iat: None, sub: None, tracks: None, aud: None, iss: None }
+    }
 }
 
 impl Claims {
@@ -97,6 +122,16 @@ pub struct TokenVerifier {
     leeway: Duration,
 }
 
+/// What a verifier requires of `aud` and `iss`, when configured (`--token-audience`,
+/// `--token-issuer`): a token must then name that audience (among others) and that issuer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expect {
+    /// The audience this node is (`None`: `aud` not checked).
+    pub audience: Option<String>,
+    /// The issuer it trusts (`None`: `iss` not checked).
+    pub issuer: Option<String>,
+}
+
 impl TokenVerifier {
     /// A verifier for tokens signed by the private half of `key`, tolerating `leeway` of clock
     /// skew on expiry.
@@ -109,8 +144,28 @@ impl TokenVerifier {
         let mut validation = Validation::new(Algorithm::EdDSA);
         // Expiry is checked below against an explicit clock; `exp` must still be present.
         validation.validate_exp = false;
+        // `aud` and `iss` are checked only when the node is configured with them (`expect`).
+        validation.validate_aud = false;
         validation.required_spec_claims = ["exp".to_owned()].into_iter().collect();
         Ok(Self { key, validation, leeway })
+    }
+
+    /// Requires `aud` and `iss` as `expect` says: a token without the audience, or from
+    /// another issuer, is then invalid (401).
+    #[must_use]
+    pub fn expect(mut self, expect: &Expect) -> Self {
+        let mut required = vec!["exp".to_owned()];
+        if let Some(aud) = &expect.audience {
+            self.validation.set_audience(&[aud]);
+            self.validation.validate_aud = true;
+            required.push("aud".to_owned());
+        }
+        if let Some(iss) = &expect.issuer {
+            self.validation.set_issuer(&[iss]);
+            required.push("iss".to_owned());
+        }
+        self.validation.required_spec_claims = required.into_iter().collect();
+        self
     }
 
     /// Verifies `token` at time `now`: signature, algorithm, presence of `exp`, expiry.
@@ -161,7 +216,7 @@ mod tests {
     #[test]
     fn expiry_is_checked_against_the_given_clock() {
         let (iss, ver) = pair();
-        let t = iss.issue(&Claims { exp: 1000, iat: Some(900), sub: Some("u1".into()), tracks: None }).unwrap();
+        let t = iss.issue(&Claims { iat: Some(900), sub: Some("u1".into()), ..Claims::expiring(1000) }).unwrap();
         let c = ver.verify(&t, at(999)).unwrap();
         assert_eq!(c.sub.as_deref(), Some("u1"));
         assert!(matches!(ver.verify(&t, at(1000)), Err(TokenError::Expired(0))));
@@ -177,11 +232,11 @@ mod tests {
         let (iss, ver) = pair();
         let a = TrackId::parse("a").unwrap();
         let b = TrackId::parse("b").unwrap();
-        let t = iss.issue(&Claims { exp: 10, iat: None, sub: None, tracks: Some(vec![a.clone()]) }).unwrap();
+        let t = iss.issue(&Claims { tracks: Some(vec![a.clone()]), ..Claims::expiring(10) }).unwrap();
         let c = ver.verify(&t, at(1)).unwrap();
         assert!(c.allows(&a));
         assert!(!c.allows(&b));
-        let all = iss.issue(&Claims { exp: 10, iat: None, sub: None, tracks: None }).unwrap();
+        let all = iss.issue(&Claims::expiring(10)).unwrap();
         assert!(ver.verify(&all, at(1)).unwrap().allows(&b));
     }
 
@@ -189,7 +244,7 @@ mod tests {
     fn forged_and_malformed_tokens_are_invalid() {
         let (_, ver) = pair();
         let other = TokenIssuer::new(&SigningKey::from_bytes(&[4; 32])).unwrap();
-        let t = other.issue(&Claims { exp: 10, iat: None, sub: None, tracks: None }).unwrap();
+        let t = other.issue(&Claims::expiring(10)).unwrap();
         assert!(matches!(ver.verify(&t, at(1)), Err(TokenError::Invalid(_))));
         assert!(matches!(ver.verify("a.b.c", at(1)), Err(TokenError::Invalid(_))));
         assert!(matches!(ver.verify("", at(1)), Err(TokenError::Missing)));
@@ -197,6 +252,33 @@ mod tests {
         // An HS256 token (alg confusion) is refused.
         let hs = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJleHAiOjEwfQ.3p9mYJ6Ql6xfbOe7sJ3p8b6J2q9mXy3bNcYwWm0mTz4";
         assert!(matches!(ver.verify(hs, at(1)), Err(TokenError::Invalid(_))));
+    }
+
+    #[test]
+    fn audience_and_issuer_are_checked_only_when_configured() {
+        let (iss, plain) = pair();
+        let key = SigningKey::from_bytes(&[3; 32]).verifying_key();
+        let strict = TokenVerifier::new(&key, Duration::ZERO)
+            .unwrap()
+            .expect(&Expect { audience: Some("chorus".into()), issuer: Some("https://id.example".into()) });
+        let with = |aud: Option<Audience>, issuer: Option<&str>| {
+            iss.issue(&Claims { aud, iss: issuer.map(str::to_owned), ..Claims::expiring(10) }).unwrap()
+        };
+        let good = with(Some(Audience::One("chorus".into())), Some("https://id.example"));
+        let many = with(Some(Audience::Many(vec!["other".into(), "chorus".into()])), Some("https://id.example"));
+        assert!(strict.verify(&good, at(1)).is_ok());
+        assert!(strict.verify(&many, at(1)).is_ok());
+        for bad in [
+            with(None, Some("https://id.example")),
+            with(Some(Audience::One("other".into())), Some("https://id.example")),
+            with(Some(Audience::One("chorus".into())), None),
+            with(Some(Audience::One("chorus".into())), Some("https://evil.example")),
+        ] {
+            assert!(matches!(strict.verify(&bad, at(1)), Err(TokenError::Invalid(_))));
+        }
+        // A node not configured with them takes tokens with or without.
+        assert!(plain.verify(&good, at(1)).is_ok());
+        assert!(plain.verify(&with(None, None), at(1)).is_ok());
     }
 
     #[test]

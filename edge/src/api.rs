@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chorus_core::http::body::{self, BodyError};
 use chorus_core::http::serve::{
-    ChunkSource, bearer, check_admin, chunk_response, chunk_response_from, if_none_match, is_read, key_response,
-    method_not_allowed, parse_chunk_segment, query_param,
+    ChunkSource, bearer, chunk_response, chunk_response_from, if_none_match, is_read, key_response, method_not_allowed,
+    parse_chunk_segment, query_param,
 };
 use chorus_core::http::{Body, FileBody, Handler, RequestContext, ResponseBody, empty, full, json, json_error};
 use chorus_core::protect::KeyId;
@@ -135,8 +135,12 @@ impl Edge {
         }
     }
 
-    fn admin(&self, req: &Parts) -> Result<(), Response<ResponseBody>> {
-        check_admin(&req.headers, self.0.cfg.admin_token.as_deref(), "edge")
+    fn admin(&self, req: &Parts, source: std::net::IpAddr) -> Result<(), Response<ResponseBody>> {
+        self.0.admin_guard.check(&req.headers, self.0.cfg.admin_token.as_deref(), "edge", source).inspect_err(|r| {
+            if matches!(r.status(), StatusCode::UNAUTHORIZED | StatusCode::TOO_MANY_REQUESTS) {
+                self.0.metrics.refused.with_label_values(&["admin_auth"]).inc();
+            }
+        })
     }
 
     async fn json_body<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, Response<ResponseBody>> {
@@ -234,14 +238,14 @@ impl Edge {
                 if method != Method::POST {
                     return (Route::Qoe, method_not_allowed("POST"), None);
                 }
-                (Route::Qoe, self.qoe(body, claims.as_ref()).await, None)
+                (Route::Qoe, self.qoe(body, claims.as_ref(), ctx.remote.ip()).await, None)
             }
             ["admin", "purge"] | ["admin", "prewarm"] => {
                 let route = if segments[1] == "purge" { Route::Purge } else { Route::Prewarm };
                 if method != Method::POST {
                     return (route, method_not_allowed("POST"), None);
                 }
-                if let Err(r) = self.admin(&req) {
+                if let Err(r) = self.admin(&req, ctx.remote.ip()) {
                     return (route, r, None);
                 }
                 (route, self.admin_op(route, body).await, None)
@@ -439,7 +443,24 @@ impl Edge {
         }
     }
 
-    async fn qoe(&self, body: Body, claims: Option<&Claims>) -> Response<ResponseBody> {
+    async fn qoe(&self, body: Body, claims: Option<&Claims>, source: std::net::IpAddr) -> Response<ResponseBody> {
+        // A listener sends one beacon a play: a burst of 10, then one every 10 s per source,
+        // checked before the body is read.
+        let limited = self
+            .0
+            .qoe_limit
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take(source, std::time::Instant::now());
+        if let Err(wait) = limited {
+            self.0.metrics.refused.with_label_values(&["qoe_rate"]).inc();
+            let mut r = json_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("too many QoE beacons; retry in {} s", wait.as_secs().max(1)),
+            );
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1)));
+            return r;
+        }
         let b: QoeBeacon = match Self::json_body(body).await {
             Ok(b) => b,
             Err(r) => return r,
@@ -448,6 +469,7 @@ impl Edge {
             return r;
         }
         if let Err(e) = b.validate() {
+            self.0.metrics.refused.with_label_values(&["qoe_invalid"]).inc();
             return json_error(StatusCode::BAD_REQUEST, Chain(&e));
         }
         let m = &self.0.metrics;

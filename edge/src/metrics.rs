@@ -7,6 +7,10 @@ use prometheus::{
 
 use crate::upstream::UpstreamMetrics;
 
+/// Every `reason` of `chorus_edge_refused_total`, registered at start so that each series
+/// exists before its first event.
+pub const REFUSED_REASONS: [&str; 3] = ["qoe_rate", "qoe_invalid", "admin_auth"];
+
 /// Every metric the edge exports.
 #[derive(Clone)]
 pub struct EdgeMetrics {
@@ -42,6 +46,8 @@ pub struct EdgeMetrics {
     pub tracker_peers: IntGauge,
     /// `chorus_tracker_announces_refused_total{reason}`.
     pub announces_refused: IntCounterVec,
+    /// `chorus_edge_refused_total{reason}`: what the edge's defences turned away.
+    pub refused: IntCounterVec,
     /// `chorus_tracker_answers_total{view}`.
     pub tracker_answers: IntCounterVec,
     /// `chorus_tracker_shared_up`.
@@ -202,6 +208,11 @@ impl EdgeMetrics {
                 "Announces the tracker refused, by reason: signature (forged, or signed by another key than the peer id's), time (outside the 120 s window), edge (signed for another edge), malformed, address (no address on the sender's IP), replay (older than the peer's last), rate (429), full (503).",
                 &["reason"],
             ),
+            refused: counter_vec(
+                "chorus_edge_refused_total",
+                "Requests an edge defence turned away, by reason: qoe_rate (QoE beacons over a source's budget), qoe_invalid (beacon values out of range), admin_auth (a wrong or missing admin token; each one slows that source's next attempts). A rising rate is someone probing or flooding.",
+                &["reason"],
+            ),
             tracker_answers: counter_vec(
                 "chorus_tracker_answers_total",
                 "Peer queries answered, by the view they came from: shared (the tracker every edge shares), local (this edge's own announces: no --tracker, or the shared one failing).",
@@ -228,6 +239,9 @@ impl EdgeMetrics {
         }
         for reason in ["signature", "time", "edge", "malformed", "address", "replay", "rate", "full"] {
             m.announces_refused.with_label_values(&[reason]);
+        }
+        for reason in REFUSED_REASONS {
+            m.refused.with_label_values(&[reason]);
         }
         for view in ["shared", "local"] {
             m.tracker_answers.with_label_values(&[view]);

@@ -55,6 +55,8 @@ pub struct EdgeConfig {
     pub manifests: usize,
     /// The token public key: when set, every `/v1/` request needs a valid token.
     pub token_key: Option<VerifyingKey>,
+    /// The `aud` and `iss` tokens must carry, when set (`--token-audience`, `--token-issuer`).
+    pub token_expect: chorus_core::token::Expect,
     /// Shared secret of `/admin/` endpoints; `None` disables them.
     pub admin_token: Option<String>,
     /// The origin's public key: when set, manifests that do not verify are refused.
@@ -116,6 +118,10 @@ pub(crate) struct Inner {
     pub(crate) tokens: Option<TokenVerifier>,
     /// Content keys fetched for token holders (memory only).
     pub(crate) keys: crate::keys::Keys,
+    /// Failed admin attempts, slowed per source.
+    pub(crate) admin_guard: chorus_core::http::serve::AdminGuard,
+    /// QoE beacons per source: a burst of 10, then one every 10 s.
+    pub(crate) qoe_limit: Mutex<chorus_core::rate::PerSource>,
     pub(crate) metrics: EdgeMetrics,
     /// The hit ratio at other cache sizes, from the chunk requests served.
     pub(crate) mrc: Mrc,
@@ -158,7 +164,9 @@ impl Edge {
             Upstreams::new(&cfg.origins, &cfg.parents, &cfg.trust, cfg.upstream.clone(), metrics.upstream.clone())
                 .map_err(EdgeError::Upstreams)?;
         let tokens = match &cfg.token_key {
-            Some(k) => Some(TokenVerifier::new(k, Duration::from_secs(30)).map_err(EdgeError::TokenKey)?),
+            Some(k) => Some(
+                TokenVerifier::new(k, Duration::from_secs(30)).map_err(EdgeError::TokenKey)?.expect(&cfg.token_expect),
+            ),
             None => None,
         };
         let shared = match &cfg.shared_tracker {
@@ -183,6 +191,8 @@ impl Edge {
             warm_permits: Arc::new(Semaphore::new(WARM_CONCURRENCY)),
             tokens,
             keys: crate::keys::Keys::default(),
+            admin_guard: chorus_core::http::serve::AdminGuard::default(),
+            qoe_limit: Mutex::new(chorus_core::rate::PerSource::new(10, 0.1, 100_000)),
             metrics,
             mrc,
             cfg,

@@ -40,6 +40,7 @@ async fn an_edge_fetches_each_chunk_once_serves_it_from_memory_and_prefetches_th
         shared_tracker: None,
         manifests: 16,
         token_key: None,
+        token_expect: chorus_core::token::Expect::default(),
         admin_token: None,
         origin_key: Some(origin.key),
         player: true,

@@ -10,7 +10,7 @@ use chorus_core::TrackId;
 use chorus_core::hls as playlist;
 use chorus_core::http::body::{self, BodyError};
 use chorus_core::http::serve::{
-    bearer, check_admin, chunk_response, if_none_match, is_read, key_response, method_not_allowed, parse_chunk_segment,
+    AdminGuard, bearer, chunk_response, if_none_match, is_read, key_response, method_not_allowed, parse_chunk_segment,
     query_param,
 };
 use chorus_core::http::{Body, Handler, RequestContext, ResponseBody, empty, full, json, json_error};
@@ -42,6 +42,8 @@ pub struct ApiConfig {
     /// The token public key: the key route answers requests whose token covers the track (an
     /// edge's own token, or a listener's). `None`: no content key is served at all.
     pub token_key: Option<VerifyingKey>,
+    /// The `aud` and `iss` key requests' tokens must carry, when set.
+    pub token_expect: chorus_core::token::Expect,
 }
 
 impl Default for ApiConfig {
@@ -51,6 +53,7 @@ impl Default for ApiConfig {
             max_upload_bytes: 2 << 30,
             body_idle_timeout: Duration::from_secs(30),
             token_key: None,
+            token_expect: chorus_core::token::Expect::default(),
         }
     }
 }
@@ -63,6 +66,8 @@ pub struct Origin {
     metrics: OriginMetrics,
     /// Checks the tokens of key requests (from [`ApiConfig::token_key`]).
     tokens: Option<TokenVerifier>,
+    /// Failed admin attempts, slowed per source.
+    admin_guard: AdminGuard,
     /// One ingest at a time: ffmpeg takes the CPU, and manifest replacement stays ordered.
     ingest_lock: Arc<tokio::sync::Mutex<()>>,
 }
@@ -104,8 +109,20 @@ impl Origin {
     #[must_use]
     pub fn new(store: Store, key: SigningKey, config: ApiConfig, metrics: OriginMetrics) -> Self {
         // Clock skew between token issuers and this origin: the edges' allowance.
-        let tokens = config.token_key.as_ref().and_then(|k| TokenVerifier::new(k, Duration::from_secs(60)).ok());
-        Self { store, key: Arc::new(key), config, metrics, tokens, ingest_lock: Arc::new(tokio::sync::Mutex::new(())) }
+        let tokens = config
+            .token_key
+            .as_ref()
+            .and_then(|k| TokenVerifier::new(k, Duration::from_secs(60)).ok())
+            .map(|v| v.expect(&config.token_expect));
+        Self {
+            store,
+            key: Arc::new(key),
+            config,
+            metrics,
+            tokens,
+            admin_guard: AdminGuard::default(),
+            ingest_lock: Arc::new(tokio::sync::Mutex::new(())),
+        }
     }
 
     /// The metrics.
@@ -127,7 +144,7 @@ impl Origin {
         }
     }
 
-    async fn route(&self, req: Request<Body>) -> (Route, Response<ResponseBody>) {
+    async fn route(&self, req: Request<Body>, source: std::net::IpAddr) -> (Route, Response<ResponseBody>) {
         let (req, body) = req.into_parts();
         let path = req.uri.path().to_owned();
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
@@ -173,7 +190,7 @@ impl Origin {
             }
             ["admin", "tracks", track] => {
                 let r = if method == Method::PUT {
-                    self.upload(track, &req, body).await
+                    self.upload(track, &req, body, source).await
                 } else {
                     method_not_allowed("PUT")
                 };
@@ -308,8 +325,8 @@ impl Origin {
         playlist::respond(&m, name, req.uri.query())
     }
 
-    async fn upload(&self, track: &str, req: &Parts, body: Body) -> Response<ResponseBody> {
-        if let Err(r) = check_admin(&req.headers, self.config.admin_token.as_deref(), "origin") {
+    async fn upload(&self, track: &str, req: &Parts, body: Body, source: std::net::IpAddr) -> Response<ResponseBody> {
+        if let Err(r) = self.admin_guard.check(&req.headers, self.config.admin_token.as_deref(), "origin", source) {
             return r;
         }
         let track = match TrackId::parse(track) {
@@ -441,7 +458,7 @@ fn truncate(s: &str) -> String {
 
 impl Handler for Origin {
     async fn call(&self, req: Request<Body>, ctx: RequestContext) -> Response<ResponseBody> {
-        let (route, resp) = self.route(req).await;
+        let (route, resp) = self.route(req, ctx.remote.ip()).await;
         self.metrics.requests.inc(ctx.protocol, route.name(), resp.status());
         if let Some(n) = http_body::Body::size_hint(resp.body()).exact() {
             self.metrics.served_bytes.inc_by(n);

@@ -160,6 +160,7 @@ pub(super) async fn start_edge(
         shared_tracker: None,
         manifests: 4096,
         token_key: None,
+        token_expect: chorus_core::token::Expect::default(),
         admin_token: None,
         origin_key: Some(origin_key),
         player: true,

@@ -37,6 +37,49 @@ pub struct ServerConfig {
     /// Which web origins may read the `/v1/` API from a browser (default: any;
     /// `--cors-origin`). See [`super::cors`].
     pub cors: super::cors::AllowOrigins,
+    /// What the front refused on its own, before any handler; a node registers it with its
+    /// metrics ([`FrontMetrics::register`]).
+    pub metrics: FrontMetrics,
+}
+
+/// The front's own defences, counted: `chorus_http_refused_total{reason}`.
+#[derive(Clone)]
+pub struct FrontMetrics {
+    /// `chorus_http_refused_total{reason}`.
+    pub refused: prometheus::IntCounterVec,
+}
+
+/// Every `reason` of `chorus_http_refused_total`.
+pub(crate) const REFUSED_REASONS: [&str; 1] = ["path"];
+
+impl Default for FrontMetrics {
+    fn default() -> Self {
+        let refused = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "chorus_http_refused_total",
+                "Requests and connections the HTTP front refused before any handler saw them, by reason: path (a path with more than one spelling: //, dot segments, encoded slashes).",
+            ),
+            &["reason"],
+        )
+        .unwrap_or_else(|_| unreachable!("a valid metric definition"));
+        for r in REFUSED_REASONS {
+            refused.with_label_values(&[r]);
+        }
+        Self { refused }
+    }
+}
+
+impl FrontMetrics {
+    /// Adds these counters to `registry` (a node's `/metrics`).
+    pub fn register(&self, registry: &prometheus::Registry) {
+        crate::metrics::register(registry, &self.refused);
+    }
+}
+
+impl std::fmt::Debug for FrontMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FrontMetrics")
+    }
 }
 
 /// What the front's TCP responses say in `Alt-Svc` (RFC 7838; docs/protocol.md, "Alt-Svc").
@@ -67,6 +110,7 @@ impl Default for ServerConfig {
             trusted_proxies: super::proxy::TrustedProxies::default(),
             alt_svc: AltSvcMode::Auto,
             cors: super::cors::AllowOrigins::Any,
+            metrics: FrontMetrics::default(),
         }
     }
 }

@@ -45,7 +45,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Empty, Full};
 
 pub use body::{Body, BodyError, ResponseBody};
-pub use config::{AltSvcMode, ServerConfig, ServerError};
+pub use config::{AltSvcMode, FrontMetrics, ServerConfig, ServerError};
 pub use listen::{ListenUrl, Scheme};
 pub use server::Server;
 

@@ -68,18 +68,21 @@ pub fn check(path: &str) -> Result<(), PathError> {
 /// reaches nothing else. The front wraps every node's handler in one, outermost.
 pub struct CleanPath<H> {
     inner: std::sync::Arc<H>,
+    refused: prometheus::IntCounter,
 }
 
 impl<H> CleanPath<H> {
-    /// `inner`, reached only by requests whose path passes [`check`].
-    pub const fn new(inner: std::sync::Arc<H>) -> Self {
-        Self { inner }
+    /// `inner`, reached only by requests whose path passes [`check`]; refusals counted in
+    /// `metrics` (reason `path`).
+    pub fn new(inner: std::sync::Arc<H>, metrics: &super::FrontMetrics) -> Self {
+        Self { inner, refused: metrics.refused.with_label_values(&["path"]) }
     }
 }
 
 impl<H: Handler> Handler for CleanPath<H> {
     async fn call(&self, req: Request<Body>, ctx: RequestContext) -> Response<ResponseBody> {
         if let Err(e) = check(req.uri().path()) {
+            self.refused.inc();
             return json_error(StatusCode::BAD_REQUEST, e);
         }
         self.inner.call(req, ctx).await

@@ -256,6 +256,52 @@ pub fn key_response(key: &crate::protect::ContentKey, method: &Method) -> Respon
     r
 }
 
+/// The admin routes' gate: the token check of [`check_admin`], with failed attempts slowed per
+/// source host. Five wrong or missing tokens, then one more every 10 s: beyond that budget a
+/// source is answered 429 before its token is even compared, so guessing a token online costs
+/// ten seconds a guess.
+pub struct AdminGuard {
+    failures: std::sync::Mutex<crate::rate::PerSource>,
+}
+
+impl Default for AdminGuard {
+    fn default() -> Self {
+        Self { failures: std::sync::Mutex::new(crate::rate::PerSource::new(5, 0.1, 10_000)) }
+    }
+}
+
+impl AdminGuard {
+    /// Checks an admin request from `source` against `expected` (see [`check_admin`]).
+    ///
+    /// # Errors
+    /// The response to send: 429 (with `Retry-After`) for a source out of attempts, else as
+    /// [`check_admin`]; a 401 spends one of the source's attempts.
+    #[allow(clippy::result_large_err)] // the ready error response, built on the error path only
+    pub fn check(
+        &self,
+        headers: &HeaderMap,
+        expected: Option<&str>,
+        node: &str,
+        source: std::net::IpAddr,
+    ) -> Result<(), Response<ResponseBody>> {
+        let now = std::time::Instant::now();
+        let lock = || self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Err(wait) = lock().check(source, now) {
+            let mut r = super::json_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("too many failed admin attempts from this address; retry in {} s", wait.as_secs().max(1)),
+            );
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1)));
+            return Err(r);
+        }
+        check_admin(headers, expected, node).inspect_err(|r| {
+            if r.status() == StatusCode::UNAUTHORIZED {
+                let _ = lock().take(source, now);
+            }
+        })
+    }
+}
+
 /// 405 with an `Allow` header listing `allow` (e.g. `"GET, HEAD"`).
 #[must_use]
 pub fn method_not_allowed(allow: &'static str) -> Response<ResponseBody> {

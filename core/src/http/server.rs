@@ -152,7 +152,7 @@ impl Server {
         // and before anything else refuses a path with more than one spelling (`//metrics`), so
         // filters and routes see the same path.
         let handler = Arc::new(super::cors::WithCors::new(handler, config.cors.clone()));
-        let handler = Arc::new(super::path::CleanPath::new(handler));
+        let handler = Arc::new(super::path::CleanPath::new(handler, &config.metrics));
         let config = Arc::new(config);
         let permits = Arc::new(Semaphore::new(config.max_connections));
         let (stop_tx, stop_rx) = watch::channel(false);
