@@ -152,10 +152,41 @@ impl Edge {
         serde_json::from_slice(&bytes).map_err(|e| json_error(StatusCode::BAD_REQUEST, format!("bad JSON body: {e}")))
     }
 
+    /// Routes `req`; then acts on its next-track hint (a warm of the track named), only if the
+    /// answer was a success and the client's budget of hints allows: a hint on a request that
+    /// failed (a 404 for a made-up id) costs upstreams nothing.
     async fn route(
         &self,
         req: Request<Body>,
         ctx: RequestContext,
+    ) -> (Route, Response<ResponseBody>, Option<&'static str>) {
+        let mut hint = None;
+        let source = ctx.remote.ip();
+        let out = self.route_request(req, ctx, &mut hint).await;
+        if let Some(next) = hint
+            && out.1.status().is_success()
+        {
+            let allowed = self
+                .0
+                .hint_limit
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take(source, std::time::Instant::now());
+            match allowed {
+                Ok(()) => {
+                    let _ = self.warm(next, false);
+                }
+                Err(_) => self.0.metrics.refused.with_label_values(&["hint_rate"]).inc(),
+            }
+        }
+        out
+    }
+
+    async fn route_request(
+        &self,
+        req: Request<Body>,
+        ctx: RequestContext,
+        hint: &mut Option<TrackId>,
     ) -> (Route, Response<ResponseBody>, Option<&'static str>) {
         let (req, body) = req.into_parts();
         let uri = req.uri.clone();
@@ -175,7 +206,7 @@ impl Edge {
             && let Some(next) = crate::prefetch::next_track_hint(&req.headers, req.uri.query())
             && Self::scope_track(claims.as_ref(), &next).is_ok()
         {
-            let _ = self.warm(next, false);
+            *hint = Some(next);
         }
         match segments.as_slice() {
             ["v1", "tracks", track, "manifest"] => {

@@ -23,6 +23,7 @@ pub mod keys;
 pub mod manifests;
 pub mod metrics;
 pub mod mrc;
+mod negative;
 pub mod node;
 pub mod player;
 pub mod prefetch;

@@ -61,6 +61,8 @@ pub struct Manifests {
     state: Mutex<State>,
     inflight: Inflight<TrackId, (Arc<Entry>, Freshness), FetchError>,
     origin_key: Option<VerifyingKey>,
+    /// Tracks upstreams recently said do not exist.
+    missing: crate::negative::Negative<TrackId>,
 }
 
 fn max_age(headers: &HeaderMap) -> Duration {
@@ -89,6 +91,7 @@ impl Manifests {
             state: Mutex::new(State { entries: LruCache::new(cap), index: ChunkIndex::default() }),
             inflight: Inflight::default(),
             origin_key,
+            missing: crate::negative::Negative::default(),
         }
     }
 
@@ -111,6 +114,10 @@ impl Manifests {
         {
             return Ok((e.clone(), Freshness::Fresh));
         }
+        // An unknown track asked again within seconds costs no upstream request.
+        if cached.is_none() && self.missing.known_missing(track, std::time::Instant::now()) {
+            return Err(FetchError::NotFound);
+        }
         let (this, ups, t) = (self.clone(), upstreams.clone(), track.clone());
         let (result, _) = self
             .inflight
@@ -120,7 +127,16 @@ impl Manifests {
                 FetchError::Lost("manifest fetch"),
             )
             .await;
+        if matches!(result, Err(FetchError::NotFound)) {
+            self.missing.missing(track.clone(), std::time::Instant::now());
+        }
         result
+    }
+
+    /// Whether `track` is answered 404 from memory (an upstream said so within seconds).
+    #[must_use]
+    pub fn known_missing(&self, track: &TrackId) -> bool {
+        self.missing.known_missing(track, std::time::Instant::now())
     }
 
     async fn refresh(
@@ -226,6 +242,7 @@ impl Manifests {
 
     /// Forgets `track`'s manifest; returns it if it was cached.
     pub fn purge(&self, track: &TrackId) -> Option<Arc<Manifest>> {
+        self.missing.forget(track);
         let mut g = self.lock();
         let state = &mut *g;
         let e = state.entries.pop(track)?;

@@ -9,7 +9,7 @@ use crate::upstream::UpstreamMetrics;
 
 /// Every `reason` of `chorus_edge_refused_total`, registered at start so that each series
 /// exists before its first event.
-pub const REFUSED_REASONS: [&str; 3] = ["qoe_rate", "qoe_invalid", "admin_auth"];
+pub const REFUSED_REASONS: [&str; 4] = ["qoe_rate", "qoe_invalid", "admin_auth", "hint_rate"];
 
 /// Every metric the edge exports.
 #[derive(Clone)]
@@ -48,6 +48,8 @@ pub struct EdgeMetrics {
     pub announces_refused: IntCounterVec,
     /// `chorus_edge_refused_total{reason}`: what the edge's defences turned away.
     pub refused: IntCounterVec,
+    /// `chorus_edge_negative_hits_total{kind}`.
+    pub negative_hits: IntCounterVec,
     /// `chorus_tracker_answers_total{view}`.
     pub tracker_answers: IntCounterVec,
     /// `chorus_tracker_shared_up`.
@@ -210,8 +212,13 @@ impl EdgeMetrics {
             ),
             refused: counter_vec(
                 "chorus_edge_refused_total",
-                "Requests an edge defence turned away, by reason: qoe_rate (QoE beacons over a source's budget), qoe_invalid (beacon values out of range), admin_auth (a wrong or missing admin token; each one slows that source's next attempts). A rising rate is someone probing or flooding.",
+                "Requests an edge defence turned away, by reason: qoe_rate (QoE beacons over a source's budget), qoe_invalid (beacon values out of range), admin_auth (a wrong or missing admin token; each one slows that source's next attempts), hint_rate (next-track hints beyond a source's budget: not acted on, the request itself is answered). A rising rate is someone probing or flooding.",
                 &["reason"],
+            ),
+            negative_hits: counter_vec(
+                "chorus_edge_negative_hits_total",
+                "404s answered from the edge's memory of an upstream 404 in the last 10 s, without asking upstream again, by kind (chunk, manifest). High values: clients retrying unknown ids, or someone cycling made-up ones.",
+                &["kind"],
             ),
             tracker_answers: counter_vec(
                 "chorus_tracker_answers_total",
@@ -242,6 +249,9 @@ impl EdgeMetrics {
         }
         for reason in REFUSED_REASONS {
             m.refused.with_label_values(&[reason]);
+        }
+        for kind in ["chunk", "manifest"] {
+            m.negative_hits.with_label_values(&[kind]);
         }
         for view in ["shared", "local"] {
             m.tracker_answers.with_label_values(&[view]);

@@ -116,10 +116,14 @@ pub(crate) struct Inner {
     warm_permits: Arc<Semaphore>,
     pub(crate) cfg: EdgeConfig,
     pub(crate) tokens: Option<TokenVerifier>,
+    /// Chunks upstreams recently said do not exist.
+    missing_chunks: crate::negative::Negative<ChunkId>,
     /// Content keys fetched for token holders (memory only).
     pub(crate) keys: crate::keys::Keys,
     /// Failed admin attempts, slowed per source.
     pub(crate) admin_guard: chorus_core::http::serve::AdminGuard,
+    /// Next-track hints acted on per source: a burst of 4, then one every 10 s.
+    pub(crate) hint_limit: Mutex<chorus_core::rate::PerSource>,
     /// QoE beacons per source: a burst of 10, then one every 10 s.
     pub(crate) qoe_limit: Mutex<chorus_core::rate::PerSource>,
     pub(crate) metrics: EdgeMetrics,
@@ -191,7 +195,9 @@ impl Edge {
             warm_permits: Arc::new(Semaphore::new(WARM_CONCURRENCY)),
             tokens,
             keys: crate::keys::Keys::default(),
+            missing_chunks: crate::negative::Negative::default(),
             admin_guard: chorus_core::http::serve::AdminGuard::default(),
+            hint_limit: Mutex::new(chorus_core::rate::PerSource::new(4, 0.1, 100_000)),
             qoe_limit: Mutex::new(chorus_core::rate::PerSource::new(10, 0.1, 100_000)),
             metrics,
             mrc,
@@ -346,7 +352,19 @@ impl Edge {
     }
 
     async fn fetch_and_store(&self, id: ChunkId, prefetched: bool) -> Result<Bytes, FetchError> {
-        let bytes = self.0.upstreams.fetch_chunk(&id).await?;
+        // A chunk id an upstream said does not exist, asked again within seconds (a retry, or
+        // someone cycling made-up ids): 404 from memory, nothing sent upstream.
+        if self.0.missing_chunks.known_missing(&id, Instant::now().into_std()) {
+            self.0.metrics.negative_hits.with_label_values(&["chunk"]).inc();
+            return Err(FetchError::NotFound);
+        }
+        let bytes = match self.0.upstreams.fetch_chunk(&id).await {
+            Err(FetchError::NotFound) => {
+                self.0.missing_chunks.missing(id, Instant::now().into_std());
+                return Err(FetchError::NotFound);
+            }
+            r => r?,
+        };
         let events = self.0.cache.insert(id, bytes.clone(), prefetched).await;
         self.record(events);
         self.update_gauges();
@@ -437,6 +455,10 @@ impl Edge {
     /// # Errors
     /// [`FetchError`] when it is not cached and no upstream delivered it.
     pub async fn manifest(&self, track: &TrackId) -> Result<(Arc<Entry>, Freshness), FetchError> {
+        if self.0.manifests.known_missing(track) {
+            self.0.metrics.negative_hits.with_label_values(&["manifest"]).inc();
+            return Err(FetchError::NotFound);
+        }
         let r = self.0.manifests.get(track, &self.0.upstreams).await;
         if r.is_ok() {
             let trending = self
@@ -499,6 +521,9 @@ impl Edge {
 
     /// Purges chunks; returns how many were cached.
     pub async fn purge_chunks(&self, ids: &[ChunkId]) -> usize {
+        for id in ids {
+            self.0.missing_chunks.forget(id);
+        }
         let n = self.0.cache.purge(ids).await;
         self.update_gauges();
         n

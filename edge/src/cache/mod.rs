@@ -16,6 +16,13 @@
 //!
 //! Prefetched chunks are remembered until a client asks for them (`used`) or they leave the
 //! cache unasked (`wasted`), so operators can see whether prefetch pays.
+//!
+//! Prefetched chunks go to a **probation area**: an eighth of the memory tier, kept apart from
+//! it, in least-recently-used order, and never on disk. No client has asked for them, so they
+//! must not push out chunks clients do ask for: a flood of requests for the first segments of
+//! many cold tracks (each starting a prefetch of the next ones) then only churns the probation
+//! area. A prefetched chunk's first request promotes it into the memory tier through the
+//! ordinary admission test; if it is not admitted it stays in probation.
 
 pub mod disk;
 pub mod sketch;
@@ -35,6 +42,9 @@ use self::tier::{Admission, Tier};
 
 /// Prefetched chunks remembered at most while waiting to be used.
 const PREFETCH_TRACKED: usize = 65_536;
+
+/// The share of the memory tier set apart for prefetched chunks (the probation area).
+const PROBATION_SHARE: u64 = 8;
 
 /// Open files of hot disk-tier chunks kept for `sendfile` (nginx's `open_file_cache`): a hit
 /// then costs no `open`/`close`. Chunk files never change, and an entry is dropped when its
@@ -104,6 +114,8 @@ const FILE_RECHECK: std::time::Duration = std::time::Duration::from_secs(30);
 
 struct Inner {
     mem: Tier<Bytes>,
+    /// Prefetched chunks not asked for yet (memory only).
+    probation: Tier<Bytes>,
     disk: Tier<DiskEntry>,
     sketch: Sketch,
     prefetched: LruCache<ChunkId, ()>,
@@ -141,8 +153,10 @@ impl ChunkCache {
         };
         // Size the sketch for the number of chunks the cache can hold (about 64 KiB each).
         let items = usize::try_from((cfg.mem_bytes + cfg.disk_bytes) / 65_536).unwrap_or(usize::MAX);
+        let probation = cfg.mem_bytes / PROBATION_SHARE;
         let inner = Inner {
-            mem: Tier::new(cfg.mem_bytes),
+            mem: Tier::new(cfg.mem_bytes - probation),
+            probation: Tier::new(probation),
             disk: disk_tier,
             sketch: Sketch::new(items.max(1024)),
             prefetched: LruCache::unbounded(),
@@ -167,14 +181,15 @@ impl ChunkCache {
     pub fn usage(&self) -> [(u64, u64); 2] {
         let g = self.lock();
         let disk_cap = if self.disk_enabled() { g.disk.capacity() } else { 0 };
-        [(g.mem.bytes(), g.mem.capacity()), (g.disk.bytes(), disk_cap)]
+        let mem = (g.mem.bytes() + g.probation.bytes(), g.mem.capacity() + g.probation.capacity());
+        [mem, (g.disk.bytes(), disk_cap)]
     }
 
     /// Whether `id` is held in either tier (no verification, no recency change).
     #[must_use]
     pub fn contains(&self, id: &ChunkId) -> bool {
         let g = self.lock();
-        g.mem.contains(id) || (self.disk_enabled() && g.disk.contains(id))
+        g.mem.contains(id) || g.probation.contains(id) || (self.disk_enabled() && g.disk.contains(id))
     }
 
     /// Looks `id` up, counting the request for admission. `Ok(None)` is a miss.
@@ -185,6 +200,21 @@ impl ChunkCache {
             if let Some(b) = g.mem.get(id) {
                 let bytes = b.clone();
                 let prefetch_used = g.prefetched.pop(id).is_some();
+                return Some(Found { bytes, tier: TierName::Memory, prefetch_used });
+            }
+            if let Some(b) = g.probation.get(id) {
+                // Asked for: promoted into the memory tier if admitted, else kept here.
+                let bytes = b.clone();
+                let prefetch_used = g.prefetched.pop(id).is_some();
+                let inner = &mut *g;
+                if let Admission::Admitted(evicted) = inner.mem.offer(*id, bytes.clone(), &inner.sketch) {
+                    inner.probation.remove(id);
+                    for (k, _) in evicted {
+                        if !inner.disk.contains(&k) && inner.prefetched.pop(&k).is_some() {
+                            events.prefetch_wasted += 1;
+                        }
+                    }
+                }
                 return Some(Found { bytes, tier: TierName::Memory, prefetch_used });
             }
             self.disk_enabled() && g.disk.get(id).is_some_and(|e| e.ready)
@@ -231,13 +261,18 @@ impl ChunkCache {
             let mut g = self.lock();
             let inner = &mut *g;
             // A prefetched chunk has not been asked for, so the admission sketch knows nothing of
-            // it and a full tier would always refuse it; it is expected to be asked for within
-            // seconds, so it goes in at the recent end without the admission test, and leaves
+            // it and a full tier would always refuse it: it goes to the probation area (see the
+            // module docs), where it can push out only other prefetched chunks, and leaves
             // unasked like any other chunk (counted as wasted).
             let mut dropped = Vec::new();
             let admitted = if prefetched {
-                inner.mem.insert_if_fits(id, bytes.clone())
+                if inner.mem.contains(&id) || inner.disk.contains(&id) {
+                    None
+                } else {
+                    inner.probation.insert_if_fits(id, bytes.clone())
+                }
             } else {
+                inner.probation.remove(&id);
                 match inner.mem.offer(id, bytes.clone(), &inner.sketch) {
                     Admission::Admitted(evicted) => Some(evicted),
                     Admission::Rejected => None,
@@ -247,10 +282,8 @@ impl ChunkCache {
             let mut to_delete = Vec::new();
             let mut to_write = false;
             let entry = DiskEntry { size: bytes.len() as u64, verified: true, ready: false };
-            let on_disk = if !self.disk_enabled() || inner.disk.contains(&id) {
+            let on_disk = if !self.disk_enabled() || inner.disk.contains(&id) || prefetched {
                 None
-            } else if prefetched {
-                inner.disk.insert_if_fits(id, entry)
             } else {
                 match inner.disk.offer(id, entry, &inner.sketch) {
                     Admission::Admitted(evicted) => Some(evicted),
@@ -269,12 +302,14 @@ impl ChunkCache {
             }
             // A chunk that left memory but is still on disk is still cached.
             for k in dropped {
-                let still_cached = inner.mem.contains(&k) || (self.disk_enabled() && inner.disk.contains(&k));
+                let still_cached = inner.mem.contains(&k)
+                    || inner.probation.contains(&k)
+                    || (self.disk_enabled() && inner.disk.contains(&k));
                 if !still_cached && inner.prefetched.pop(&k).is_some() {
                     events.prefetch_wasted += 1;
                 }
             }
-            let held = inner.mem.contains(&id) || inner.disk.contains(&id);
+            let held = inner.mem.contains(&id) || inner.probation.contains(&id) || inner.disk.contains(&id);
             if prefetched && held {
                 inner.prefetched.put(id, ());
                 while inner.prefetched.len() > PREFETCH_TRACKED {
@@ -373,8 +408,9 @@ impl ChunkCache {
                     g.prefetched.pop(*id);
                     g.files.pop(*id);
                     let m = g.mem.remove(id).is_some();
+                    let p = g.probation.remove(id).is_some();
                     let d = g.disk.remove(id).is_some();
-                    m || d
+                    m || p || d
                 })
                 .count()
         };
@@ -397,10 +433,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_prefetched_chunk_gets_into_a_full_cache_of_hot_chunks_and_a_cold_one_does_not() {
+        // 8 750 bytes of memory tier, and 1 250 of probation for prefetched chunks.
         let cfg = CacheConfig { mem_bytes: 10_000, disk_bytes: 0, dir: None };
         let (cache, _) = ChunkCache::open(&cfg).await.unwrap();
-        // Ten chunks, each asked for three times: the memory tier is full of hot chunks.
-        for n in 0..10 {
+        // Eight chunks, each asked for three times: the memory tier is full of hot chunks.
+        for n in 0..8 {
             let (id, bytes) = chunk(n);
             let mut events = Events::default();
             for _ in 0..3 {
@@ -408,20 +445,44 @@ mod tests {
             }
             cache.insert(id, bytes, false).await;
         }
-        assert!((0..10).all(|n| cache.contains(&chunk(n).0)));
+        assert!((0..8).all(|n| cache.contains(&chunk(n).0)));
         // A chunk fetched on a miss, asked for once, does not push a hot one out.
         let (cold, bytes) = chunk(100);
         let _ = cache.get(&cold, &mut Events::default()).await;
         cache.insert(cold, bytes, false).await;
         assert!(!cache.contains(&cold));
-        // A prefetched one, never asked for yet, gets in (the least recently used leaves), and
-        // its first request counts as used.
+        // A prefetched one, never asked for yet, gets in (into probation: no hot chunk leaves),
+        // and its first request counts as used.
         let (ahead, bytes) = chunk(101);
         cache.insert(ahead, bytes, true).await;
         assert!(cache.contains(&ahead));
-        assert!(!cache.contains(&chunk(0).0));
+        assert!((0..8).all(|n| cache.contains(&chunk(n).0)));
         let found = cache.get(&ahead, &mut Events::default()).await.unwrap();
         assert!(found.prefetch_used);
+        assert_eq!(cache.usage()[0], (9_000, 10_000));
+    }
+
+    #[tokio::test]
+    async fn prefetches_of_many_cold_tracks_churn_the_probation_area_and_never_evict_hot_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = CacheConfig { mem_bytes: 10_000, disk_bytes: 8_000, dir: Some(dir.path().to_owned()) };
+        let (cache, _) = ChunkCache::open(&cfg).await.unwrap();
+        for n in 0..8 {
+            let (id, bytes) = chunk(n);
+            for _ in 0..3 {
+                let _ = cache.get(&id, &mut Events::default()).await;
+            }
+            cache.insert(id, bytes, false).await;
+        }
+        let mut wasted = 0;
+        for n in 8..208 {
+            let (id, bytes) = chunk(n);
+            wasted += cache.insert(id, bytes, true).await.prefetch_wasted;
+        }
+        assert!((0..8).all(|n| cache.contains(&chunk(n).0)), "a prefetch flood evicted a hot chunk");
+        assert_eq!(cache.usage()[1].0, 8_000, "prefetched chunks never go to disk");
+        // All but the one that fits in probation (1 250 bytes) left unasked.
+        assert_eq!(wasted, 199);
     }
 
     /// The recheck of a disk file's size, on an explicit clock: within FILE_RECHECK of the last

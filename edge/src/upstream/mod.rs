@@ -331,7 +331,8 @@ impl Upstreams {
     /// for `key`.
     ///
     /// # Errors
-    /// [`FetchError`]: 404 if every answering upstream said so, else the last failure.
+    /// [`FetchError`]: 404 as soon as an upstream says so (upstreams hold one catalogue: the
+    /// others are not asked), else the last failure.
     ///
     /// [`order`]: Upstreams::order
     pub async fn get(
@@ -349,15 +350,16 @@ impl Upstreams {
         *req.uri_mut() = path.parse().map_err(|e| FetchError::Mismatch(format!("request path {path:?}: {e}")))?;
         *req.headers_mut() = headers;
         let mut last = FetchError::NoUpstream;
-        let mut not_found = false;
         for u in order {
             match self.attempt(&u, &req, check).await {
                 Attempt::Done(r) => return Ok(r),
-                Attempt::NotFound => not_found = true,
+                // Upstreams hold the same catalogue: a 404 is the answer, not a failure to try
+                // elsewhere (asking every upstream for a made-up id would multiply a flood).
+                Attempt::NotFound => return Err(FetchError::NotFound),
                 Attempt::Failed(e) => last = e,
             }
         }
-        Err(if not_found { FetchError::NotFound } else { last })
+        Err(last)
     }
 
     /// Fetches chunk `id`, accepting only bytes that hash to it.
