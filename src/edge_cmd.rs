@@ -240,6 +240,9 @@ async fn start_relay(a: &EdgeArgs, registry: &prometheus::Registry) -> Result<(c
         Some(d) => Some(chorus_peer::load_or_create_identity(&d.join("relay.key"))?),
         None => None,
     };
+    // Every other limit is the peer layer's default (docs/security.md, "Peers"): inbound at
+    // most three quarters of the connections (a newcomer evicts the longest idle), every dial
+    // charged to the dial guard, reported addresses filtered into Kademlia, 2 requests per peer.
     let cfg = chorus_peer::PeerConfig {
         listen: a.p2p_relay.clone(),
         relay_server: true,

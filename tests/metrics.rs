@@ -48,6 +48,15 @@ const PEER: &[&str] = &[
     "chorus_peer_received_bytes_total",
     "chorus_peer_rejected_chunks_total",
     "chorus_peer_connections",
+    "chorus_peer_inbound_connections",
+    "chorus_peer_share_busy_total",
+    "chorus_peer_have_cached_total",
+    "chorus_peer_upload_timeouts_total",
+    "chorus_peer_inbound_evicted_total",
+    "chorus_peer_inbound_refused_total",
+    "chorus_peer_dials_total",
+    "chorus_peer_dials_refused_total",
+    "chorus_peer_learned_addrs_refused_total",
 ];
 
 async fn metrics_text(base: &str) -> String {

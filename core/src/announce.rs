@@ -227,7 +227,8 @@ fn strip_peer(mut a: Multiaddr, peer: PeerId) -> Option<Multiaddr> {
 }
 
 /// The relay of a circuit address `…/p2p/RELAY/p2p-circuit`, when that is what `a` is.
-fn circuit_relay(a: &Multiaddr) -> Option<PeerId> {
+#[must_use]
+pub fn circuit_relay(a: &Multiaddr) -> Option<PeerId> {
     let parts: Vec<Protocol<'_>> = a.iter().collect();
     match parts.as_slice() {
         [.., Protocol::P2p(relay), Protocol::P2pCircuit] => Some(*relay),
@@ -236,8 +237,11 @@ fn circuit_relay(a: &Multiaddr) -> Option<PeerId> {
 }
 
 /// The IP of a direct address our peers speak: `/ip4|ip6/IP/tcp/PORT` or
-/// `/ip4|ip6/IP/udp/PORT/quic-v1`, with a port other than 0.
-fn direct_ip(a: &Multiaddr) -> Option<IpAddr> {
+/// `/ip4|ip6/IP/udp/PORT/quic-v1`, with a port other than 0 (and nothing after it: strip a
+/// trailing `/p2p/<peer>` first). The peer layer's address filters use it too
+/// (`chorus-peer`'s `learned` and `dial_guard`).
+#[must_use]
+pub fn direct_ip(a: &Multiaddr) -> Option<IpAddr> {
     let parts: Vec<Protocol<'_>> = a.iter().collect();
     let (ip, rest) = match parts.split_first()? {
         (Protocol::Ip4(ip), rest) => (IpAddr::V4(*ip), rest),

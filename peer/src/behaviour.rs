@@ -1,9 +1,16 @@
 //! The libp2p behaviour of a chorus peer and the swarm built from a [`PeerConfig`]: TCP and
 //! QUIC, noise, yamux, identify, ping, Kademlia, mDNS, the two chorus protocols, AutoNAT,
 //! relay client and server, DCUtR, and the connection and memory limits.
+//!
+//! TCP and QUIC sit behind the dial guard ([`crate::dial_guard`]), so every dial of any
+//! behaviour is charged to it; inbound connections are bounded below the total
+//! ([`crate::inbound`]); identify keeps no address cache of its own (what peers report enters
+//! Kademlia only through [`crate::learned`]).
 
 use std::time::Duration;
 
+use libp2p::core::Transport as _;
+use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::identity::Keypair;
 use libp2p::kad::{self, store::MemoryStore};
 use libp2p::request_response::{self, ProtocolSupport};
@@ -13,7 +20,10 @@ use libp2p::{StreamProtocol, Swarm, identify, mdns, noise, ping, tcp, yamux};
 use crate::config::{MemoryLimit, PeerConfig};
 use chorus_core::error::cause;
 
+use crate::dial_guard::{Guarded, Shared};
 use crate::error::{PeerError, start};
+use crate::inbound::InboundSlots;
+use crate::metrics::PeerMetrics;
 use crate::wire::{CHUNK_PROTOCOL, ChunkCodec, HAVE_PROTOCOL, HaveCodec};
 
 /// Kademlia's protocol name in chorus swarms (docs/protocol.md §5).
@@ -35,6 +45,8 @@ pub(crate) struct Behaviour {
     pub(crate) limits: libp2p::connection_limits::Behaviour,
     pub(crate) per_ip: crate::ip_limit::IpLimit,
     pub(crate) memory: libp2p::memory_connection_limits::Behaviour,
+    /// After the behaviours that may refuse a connection: it evicts only for one that opens.
+    pub(crate) inbound: InboundSlots,
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,
     pub(crate) kad: kad::Behaviour<MemoryStore>,
@@ -50,13 +62,22 @@ pub(crate) struct Behaviour {
 }
 
 /// A swarm for `cfg` under identity `key`, listening on `cfg.listen`, with `cfg.external`
-/// as its external addresses and `cfg.bootstrap` in its Kademlia table.
-pub(crate) fn build(cfg: &PeerConfig, key: Keypair) -> Result<Swarm<Behaviour>, PeerError> {
+/// as its external addresses and `cfg.bootstrap` in its Kademlia table; its dials are charged
+/// to `guard`.
+pub(crate) fn build(
+    cfg: &PeerConfig,
+    key: Keypair,
+    metrics: &PeerMetrics,
+    guard: Shared,
+) -> Result<Swarm<Behaviour>, PeerError> {
     let timeout = cfg.request_timeout;
     let max_conns = cfg.max_connections;
     let want_mdns = cfg.mdns;
     let relay_server = cfg.relay_server;
     let hide_listen = !cfg.external.is_empty();
+    let max_inbound = usize::try_from(cfg.inbound_limit()).unwrap_or(usize::MAX);
+    let guard_metrics = metrics.clone();
+    let inbound_metrics = metrics.clone();
     let memory = match cfg.memory_limit {
         MemoryLimit::Bytes(b) => libp2p::memory_connection_limits::Behaviour::with_max_bytes(b),
         MemoryLimit::FractionOfRam(f) => {
@@ -70,9 +91,18 @@ pub(crate) fn build(cfg: &PeerConfig, key: Keypair) -> Result<Swarm<Behaviour>, 
     };
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, muxer)
-        .map_err(start("the TCP transport"))?
-        .with_quic()
+        .with_other_transport(|key| -> Result<Guarded, Box<dyn std::error::Error + Send + Sync>> {
+            let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                .upgrade(libp2p::core::upgrade::Version::V1Lazy)
+                .authenticate(noise::Config::new(key)?)
+                .multiplex(muxer())
+                .map(|(p, c), _| (p, StreamMuxerBox::new(c)));
+            let quic = libp2p::quic::tokio::Transport::new(libp2p::quic::Config::new(key))
+                .map(|(p, c), _| (p, StreamMuxerBox::new(c)));
+            let direct = tcp.or_transport(quic).map(|either, _| either.into_inner()).boxed();
+            Ok(Guarded::new(direct, guard, guard_metrics))
+        })
+        .map_err(start("the TCP and QUIC transports"))?
         .with_relay_client(noise::Config::new, muxer)
         .map_err(start("the relay client"))?
         .with_behaviour(|key, relay_client| {
@@ -92,8 +122,12 @@ pub(crate) fn build(cfg: &PeerConfig, key: Keypair) -> Result<Swarm<Behaviour>, 
                 ),
                 per_ip: crate::ip_limit::IpLimit::default(),
                 memory,
+                inbound: InboundSlots::new(max_inbound, inbound_metrics),
+                // No cache: the addresses peers report are filtered into Kademlia by the driver.
                 identify: identify::Behaviour::new(
-                    identify::Config::new("/chorus/1.0.0".into(), key.public()).with_hide_listen_addrs(hide_listen),
+                    identify::Config::new("/chorus/1.0.0".into(), key.public())
+                        .with_hide_listen_addrs(hide_listen)
+                        .with_cache_size(0),
                 ),
                 ping: ping::Behaviour::new(ping::Config::new()),
                 kad,

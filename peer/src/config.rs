@@ -22,8 +22,15 @@ pub struct PeerConfig {
     pub bootstrap: Vec<Multiaddr>,
     /// Time a request may take (default 10 s).
     pub request_timeout: Duration,
-    /// Established connections, at most (default 256).
+    /// Established connections, at most (default 256), inbound and outbound together.
     pub max_connections: u32,
+    /// Established inbound connections, at most (default `None`: three quarters of
+    /// `max_connections`, 192 of 256; never more than `max_connections`). The rest stays for
+    /// the node's own dials, so strangers that connect cannot stop it from reaching the peers
+    /// it chooses. When inbound is full, a newcomer evicts the inbound connection that has
+    /// gone longest (at least 30 s) without a chunk exchanged, else it is refused
+    /// (docs/security.md, "Peers").
+    pub max_inbound: Option<u32>,
     /// Act as a circuit relay (v2) for peers behind NATs (for nodes with a public address).
     pub relay_server: bool,
     /// No new connections (in or out) while the process uses more memory than this.
@@ -72,12 +79,23 @@ impl Default for PeerConfig {
             bootstrap: Vec::new(),
             request_timeout: Duration::from_secs(10),
             max_connections: 256,
+            max_inbound: None,
             relay_server: false,
             memory_limit: MemoryLimit::default(),
             relays: Vec::new(),
             relay_after: Duration::from_secs(60),
             external: Vec::new(),
         }
+    }
+}
+
+impl PeerConfig {
+    /// Established inbound connections the node takes: [`PeerConfig::max_inbound`], or three
+    /// quarters of [`PeerConfig::max_connections`], at most `max_connections` and at least 1.
+    #[must_use]
+    pub fn inbound_limit(&self) -> u32 {
+        let share = u32::try_from(u64::from(self.max_connections) * 3 / 4).unwrap_or(u32::MAX);
+        self.max_inbound.unwrap_or(share).min(self.max_connections).max(1)
     }
 }
 
@@ -91,10 +109,27 @@ impl std::fmt::Debug for PeerConfig {
             .field("mdns", &self.mdns)
             .field("bootstrap", &self.bootstrap)
             .field("max_connections", &self.max_connections)
+            .field("max_inbound", &self.max_inbound)
             .field("relay_server", &self.relay_server)
             .field("memory_limit", &self.memory_limit)
             .field("relays", &self.relays)
             .field("external", &self.external)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inbound_keeps_a_quarter_for_dials_by_default() {
+        assert_eq!(PeerConfig::default().inbound_limit(), 192);
+        let small = PeerConfig { max_connections: 8, ..PeerConfig::default() };
+        assert_eq!(small.inbound_limit(), 6);
+        let set = PeerConfig { max_connections: 8, max_inbound: Some(100), ..PeerConfig::default() };
+        assert_eq!(set.inbound_limit(), 8, "never above the total");
+        let one = PeerConfig { max_connections: 1, ..PeerConfig::default() };
+        assert_eq!(one.inbound_limit(), 1);
     }
 }

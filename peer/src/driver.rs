@@ -7,6 +7,12 @@
 //! id before they are handed over; a peer that sends a wrong one is disconnected and banned for
 //! the life of the node.
 //!
+//! The defences against strangers (docs/security.md, "Peers") meet here: the dial guard is told
+//! which dials the application asked for; addresses peers report through identify enter
+//! Kademlia only through [`crate::learned`]; a chunk exchanged marks its peer useful for the
+//! inbound slots; have lists come from a short cache, and each peer has a bounded share of
+//! the serving work ([`Uploads`]).
+//!
 //! [`Peer`]: crate::Peer
 
 use std::collections::{HashMap, HashSet};
@@ -14,24 +20,25 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chorus_core::ChunkId;
 use chorus_core::error::{Chain, cause};
+use chorus_core::{ChunkId, TrackId};
 use futures_util::StreamExt as _;
 use libp2p::kad;
 use libp2p::request_response::{self, OutboundRequestId};
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, identify, mdns};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 use crate::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
 use crate::config::PeerConfig;
+use crate::dial_guard;
 use crate::error::PeerError;
 use crate::metrics::PeerMetrics;
 use crate::node::{Command, FetchReply};
 use crate::relay::{NatGuess, RelayState};
 use crate::store::Store;
-use crate::upload::Uploads;
+use crate::upload::{Busy, HaveCache, Uploads};
 use crate::wire::{ChunkRequest, ChunkResponse, HaveRequest, HaveResponse, Status};
 
 /// The task that owns the swarm (see the module docs).
@@ -47,30 +54,33 @@ pub(crate) struct Driver {
     pub(crate) haves: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<ChunkId>, PeerError>>>,
     pub(crate) providers: HashMap<kad::QueryId, (Vec<PeerId>, oneshot::Sender<Vec<PeerId>>)>,
     pub(crate) dials: HashMap<PeerId, Vec<oneshot::Sender<Result<(), PeerError>>>>,
-    /// Responses being written, by request, with their size.
-    pub(crate) uploads: HashMap<request_response::InboundRequestId, usize>,
+    /// Responses being written, by request, with their peer and size.
+    pub(crate) uploads: HashMap<request_response::InboundRequestId, (PeerId, usize)>,
     pub(crate) limits: Uploads,
+    /// Have lists made lately, and the requests waiting for one being made.
+    pub(crate) have_cache: HaveCache<(PeerId, request_response::ResponseChannel<HaveResponse>)>,
     pub(crate) relays: RelayState,
-    /// Store reads on the blocking pool report here; `have_loads` are in progress.
+    /// Store reads on the blocking pool report here.
     pub(crate) loaded_tx: mpsc::UnboundedSender<Loaded>,
-    pub(crate) have_loads: usize,
+    /// The dial guard under the transports (told which dials the application asked for).
+    pub(crate) guard: dial_guard::Shared,
+    /// The remote address of each open connection (what identify reports is checked against it).
+    pub(crate) remotes: HashMap<ConnectionId, Multiaddr>,
 }
 
 /// A store read done on the blocking pool, back to the swarm task to be answered.
 pub(crate) enum Loaded {
     Chunk {
+        peer: PeerId,
         request_id: request_response::InboundRequestId,
         channel: request_response::ResponseChannel<ChunkResponse>,
         bytes: Option<Bytes>,
     },
     Have {
-        channel: request_response::ResponseChannel<HaveResponse>,
+        track: TrackId,
         held: Vec<ChunkId>,
     },
 }
-
-/// Have lookups read from the store at once, at most; beyond, requests are answered BUSY.
-const MAX_HAVE_LOADS: usize = 16;
 
 type Event = <Behaviour as NetworkBehaviour>::ToSwarm;
 
@@ -107,6 +117,9 @@ impl Driver {
                     let _ = reply.send(Ok(()));
                     return;
                 }
+                // The application's own dial (its client bounds them): not refused for the
+                // node's dial budget or a backoff, but counted.
+                self.guard.lock().allow(&addr, Instant::now());
                 match self.swarm.dial(addr.clone()) {
                     Ok(()) => match peer {
                         Some(p) => self.dials.entry(p).or_default().push(reply),
@@ -159,6 +172,17 @@ impl Driver {
             Command::Connected(reply) => {
                 let _ = reply.send(self.swarm.connected_peers().copied().collect());
             }
+            Command::RoutingAddrs(peer, reply) => {
+                let mut found = Vec::new();
+                for bucket in self.swarm.behaviour_mut().kad.kbuckets() {
+                    for entry in bucket.iter() {
+                        if *entry.node.key.preimage() == peer {
+                            found.extend(entry.node.value.iter().cloned());
+                        }
+                    }
+                }
+                let _ = reply.send(found);
+            }
         }
     }
 
@@ -181,8 +205,9 @@ impl Driver {
                 warn!(?reason, "relay circuit closed; another reservation is tried");
                 self.relays.listener = None;
             }
-            SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, connection_id, .. } => {
                 self.metrics.connections.inc();
+                self.remotes.insert(connection_id, endpoint.get_remote_address().clone());
                 if self.banned.contains(&peer_id) {
                     let _ = self.swarm.disconnect_peer_id(peer_id);
                     return;
@@ -194,7 +219,10 @@ impl Driver {
                     let _ = r.send(Ok(()));
                 }
             }
-            SwarmEvent::ConnectionClosed { .. } => self.metrics.connections.dec(),
+            SwarmEvent::ConnectionClosed { connection_id, .. } => {
+                self.metrics.connections.dec();
+                self.remotes.remove(&connection_id);
+            }
             SwarmEvent::OutgoingConnectionError { peer_id: Some(p), error, .. } => {
                 let e = dial_error(p.to_string(), Some(p), error);
                 for r in self.dials.remove(&p).unwrap_or_default() {
@@ -230,6 +258,13 @@ impl Driver {
                     if peer == *self.swarm.local_peer_id() {
                         continue;
                     }
+                    // Anyone on the LAN can multicast an answer: only dialable addresses are
+                    // kept (and every dial is charged to the guard).
+                    if crate::learned::dialable_ip(&dial_guard::key(&addr)).is_none() {
+                        self.metrics.learned_addrs_refused.inc();
+                        debug!(%peer, %addr, "mDNS address not dialable; ignored");
+                        continue;
+                    }
                     debug!(%peer, %addr, "found on the local network");
                     self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
                     self.swarm.add_peer_address(peer, addr);
@@ -238,11 +273,19 @@ impl Driver {
                     });
                 }
             }
-            // Peers that speak our Kademlia join the routing table with what they listen on.
-            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })
+            // Peers that speak our Kademlia join the routing table with what they listen on, as
+            // far as it is on the IP they speak from (or a circuit through a relay we know).
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, connection_id })
                 if info.protocols.contains(&KAD_PROTOCOL) =>
             {
-                for addr in info.listen_addrs {
+                let Some(remote) = self.remotes.get(&connection_id) else { return };
+                let kept = crate::learned::routable(peer_id, &info.listen_addrs, remote, &self.relays.addrs());
+                let refused = info.listen_addrs.len().saturating_sub(kept.len());
+                if refused > 0 {
+                    self.metrics.learned_addrs_refused.inc_by(refused as u64);
+                    debug!(peer = %peer_id, %remote, reported = ?info.listen_addrs, ?kept, "reported addresses kept out of Kademlia");
+                }
+                for addr in kept {
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                 }
             }
@@ -302,16 +345,16 @@ impl Driver {
     }
 
     fn chunk_event(&mut self, e: request_response::Event<ChunkRequest, ChunkResponse>) {
-        use request_response::{Event as E, Message};
+        use request_response::{Event as E, InboundFailure, Message};
         match e {
             E::Message { peer, message: Message::Request { request, channel, request_id }, .. } => {
-                match self.admit_chunk(&peer, request) {
+                match self.admit_chunk(peer, request) {
                     Ok(id) => {
                         // Read and hashed on the blocking pool: a slow disk stalls no connection.
                         let (store, tx) = (self.store.clone(), self.loaded_tx.clone());
                         tokio::task::spawn_blocking(move || {
                             let bytes = store.chunk(&id);
-                            let _ = tx.send(Loaded::Chunk { request_id, channel, bytes });
+                            let _ = tx.send(Loaded::Chunk { peer, request_id, channel, bytes });
                         });
                     }
                     Err(status) => {
@@ -324,6 +367,7 @@ impl Driver {
                 let result = match response {
                     ChunkResponse::Ok(bytes) if id.matches(&bytes) => {
                         self.metrics.received_bytes.inc_by(bytes.len() as u64);
+                        self.swarm.behaviour_mut().inbound.useful(peer, Instant::now());
                         Ok(bytes)
                     }
                     ChunkResponse::Ok(_) => {
@@ -342,38 +386,48 @@ impl Driver {
                     let _ = reply.send(Err(PeerError::Request(cause(error))));
                 }
             }
-            E::ResponseSent { request_id, .. } => {
-                if let Some(len) = self.uploads.remove(&request_id) {
+            E::ResponseSent { peer, request_id, .. } => {
+                if let Some((_, len)) = self.uploads.remove(&request_id) {
                     self.metrics.sent_bytes.inc_by(len as u64);
-                    self.limits.done();
+                    self.limits.done(&peer);
+                    self.swarm.behaviour_mut().inbound.useful(peer, Instant::now());
                 }
             }
-            E::InboundFailure { request_id, .. } => {
+            E::InboundFailure { peer, request_id, error, .. } => {
                 if self.uploads.remove(&request_id).is_some() {
-                    self.limits.done();
+                    if matches!(error, InboundFailure::Timeout) {
+                        // A reader that did not take its response within the deadline: the
+                        // stream is cut and the slot is free again.
+                        self.metrics.upload_timeouts.inc();
+                        debug!(%peer, "upload cut off at the request deadline");
+                    }
+                    self.limits.done(&peer);
                 }
             }
         }
     }
 
     /// Whether to read the chunk a request asks for: its id, or the status to refuse with.
-    fn admit_chunk(&mut self, peer: &PeerId, request: ChunkRequest) -> Result<ChunkId, Status> {
+    fn admit_chunk(&mut self, peer: PeerId, request: ChunkRequest) -> Result<ChunkId, Status> {
         let ChunkRequest::Get { id } = request else { return Err(Status::BadRequest) };
-        if self.banned.contains(peer) {
+        if self.banned.contains(&peer) {
             return Err(Status::Busy);
         }
-        self.limits.admit().inspect_err(|s| {
-            if *s == Status::Busy {
-                self.metrics.busy.inc();
-            }
-        })?;
+        self.limits.admit(peer).inspect_err(|b| self.count_busy(*b))?;
         Ok(id)
+    }
+
+    fn count_busy(&self, b: Busy) {
+        match b {
+            Busy::Node => self.metrics.busy.inc(),
+            Busy::Share => self.metrics.share_busy.inc(),
+        }
     }
 
     /// Answers a request whose store read is done.
     fn loaded(&mut self, l: Loaded) {
         match l {
-            Loaded::Chunk { request_id, channel, bytes } => {
+            Loaded::Chunk { peer, request_id, channel, bytes } => {
                 let response = match bytes {
                     None => ChunkResponse::Refused(Status::NotFound),
                     Some(b) if !self.limits.send(b.len(), Instant::now()) => {
@@ -387,14 +441,18 @@ impl Driver {
                     ChunkResponse::Refused(_) => 0,
                 };
                 if self.swarm.behaviour_mut().chunk.send_response(channel, response).is_ok() && len > 0 {
-                    self.uploads.insert(request_id, len);
+                    self.uploads.insert(request_id, (peer, len));
                 } else {
-                    self.limits.done();
+                    self.limits.done(&peer);
                 }
             }
-            Loaded::Have { channel, held } => {
-                self.have_loads = self.have_loads.saturating_sub(1);
-                let _ = self.swarm.behaviour_mut().have.send_response(channel, HaveResponse::Ok(held));
+            Loaded::Have { track, held } => {
+                self.limits.have_loaded();
+                let waiting = self.have_cache.loaded(&track, held.clone(), Instant::now());
+                for (peer, channel) in waiting {
+                    self.limits.have_answered(&peer);
+                    let _ = self.swarm.behaviour_mut().have.send_response(channel, HaveResponse::Ok(held.clone()));
+                }
             }
         }
     }
@@ -402,21 +460,40 @@ impl Driver {
     fn have_event(&mut self, e: request_response::Event<HaveRequest, HaveResponse>) {
         use request_response::{Event as E, Message};
         match e {
-            E::Message { message: Message::Request { request, channel, .. }, .. } => {
-                let refused = match request {
-                    HaveRequest::Malformed => Status::BadRequest,
-                    HaveRequest::Track(_) if self.have_loads >= MAX_HAVE_LOADS => Status::Busy,
-                    HaveRequest::Track(t) => {
-                        self.have_loads += 1;
-                        let (store, tx) = (self.store.clone(), self.loaded_tx.clone());
-                        tokio::task::spawn_blocking(move || {
-                            let held = store.held(&t);
-                            let _ = tx.send(Loaded::Have { channel, held });
-                        });
+            E::Message { peer, message: Message::Request { request, channel, .. }, .. } => {
+                let track = match request {
+                    HaveRequest::Malformed => {
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .have
+                            .send_response(channel, HaveResponse::Refused(Status::BadRequest));
                         return;
                     }
+                    HaveRequest::Track(t) => t,
                 };
-                let _ = self.swarm.behaviour_mut().have.send_response(channel, HaveResponse::Refused(refused));
+                if let Some(held) = self.have_cache.get(&track, Instant::now()) {
+                    self.metrics.have_cached.inc();
+                    let response = HaveResponse::Ok(held.to_vec());
+                    let _ = self.swarm.behaviour_mut().have.send_response(channel, response);
+                    return;
+                }
+                let joins = self.have_cache.loading(&track);
+                if let Err(b) = self.limits.admit_have(peer, !joins) {
+                    self.count_busy(b);
+                    let _ = self.swarm.behaviour_mut().have.send_response(channel, HaveResponse::Refused(b.into()));
+                    return;
+                }
+                if joins {
+                    self.metrics.have_cached.inc();
+                }
+                if self.have_cache.wait(track.clone(), (peer, channel)) {
+                    let (store, tx) = (self.store.clone(), self.loaded_tx.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let held = store.held(&track);
+                        let _ = tx.send(Loaded::Have { track, held });
+                    });
+                }
             }
             E::Message { message: Message::Response { request_id, response }, .. } => {
                 if let Some(reply) = self.haves.remove(&request_id) {

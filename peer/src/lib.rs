@@ -9,22 +9,27 @@
 //!
 //! The rooms: [`node`] (the [`Peer`] handle), `driver` (the task that owns the swarm),
 //! `behaviour` (the libp2p protocol set and swarm build), `config`, `error`, `metrics`,
-//! `upload` (upload limits, explicit clock), `relay` (relay and NAT state, explicit clock),
+//! `upload` (upload limits and per-peer shares, explicit clock), [`dial_guard`] (every dial
+//! charged to a budget and a backoff), `inbound` (inbound connections below the total),
+//! `learned` (which reported addresses enter Kademlia), `relay` (relay and NAT state, explicit clock),
 //! [`wire`] (the two chorus codecs), [`store`] (what a peer serves) and [`tracker`] (the edge
 //! tracker from a peer's side).
 #![warn(missing_docs)]
 
 mod behaviour;
 mod config;
+pub mod dial_guard;
 mod driver;
 mod error;
+pub mod inbound;
 pub mod ip_limit;
+mod learned;
 mod metrics;
 pub mod node;
 mod relay;
 pub mod store;
 pub mod tracker;
-mod upload;
+pub mod upload;
 pub mod wire;
 
 pub use libp2p::{Multiaddr, PeerId, identity, multiaddr};

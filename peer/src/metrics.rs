@@ -1,6 +1,6 @@
 //! The peer layer's metrics (docs/protocol.md §6), declared in one place with help text.
 
-use prometheus::{IntCounter, IntGauge, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// The peer layer's metrics (docs/protocol.md §6 names).
 #[derive(Clone)]
@@ -13,8 +13,26 @@ pub struct PeerMetrics {
     pub rejected_chunks: IntCounter,
     /// Connections open now.
     pub connections: IntGauge,
+    /// Inbound connections open now (at most `PeerConfig::max_inbound`).
+    pub inbound_connections: IntGauge,
     /// Chunk requests answered BUSY (upload limits, consume-only).
     pub busy: IntCounter,
+    /// Chunk and have requests answered BUSY because the asking peer had its share in progress.
+    pub share_busy: IntCounter,
+    /// Have requests answered from a list already made or being made (no store scan of their own).
+    pub have_cached: IntCounter,
+    /// Uploads cut off at the request deadline (a reader that did not take its response).
+    pub upload_timeouts: IntCounter,
+    /// Inbound connections closed to make room for a newcomer (idle the longest).
+    pub inbound_evicted: IntCounter,
+    /// Inbound connections refused: inbound full, none idle long enough to evict.
+    pub inbound_refused: IntCounter,
+    /// Dials started (every transport dial of an address, the node's own and the application's).
+    pub dials: IntCounter,
+    /// Dials refused by the dial guard, by `reason` (`address`, `budget`, `backoff`).
+    pub dials_refused: IntCounterVec,
+    /// Addresses peers reported (identify) or mDNS found that were kept out of Kademlia.
+    pub learned_addrs_refused: IntCounter,
 }
 
 impl PeerMetrics {
@@ -29,9 +47,30 @@ impl PeerMetrics {
             c
         };
         #[allow(clippy::expect_used)]
-        let connections =
-            IntGauge::new("chorus_peer_connections", "libp2p connections open now.").expect("valid metric");
-        chorus_core::metrics::register(registry, &connections);
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            chorus_core::metrics::register(registry, &g);
+            g
+        };
+        #[allow(clippy::expect_used)]
+        let dials_refused = IntCounterVec::new(
+            Opts::new(
+                "chorus_peer_dials_refused_total",
+                "Dials the node's dial guard refused, by reason: address (not a direct address, or \
+                 unspecified, multicast, broadcast, link-local), budget (64 dials a minute already \
+                 started), backoff (the address failed recently).",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        chorus_core::metrics::register(registry, &dials_refused);
+        for reason in [
+            crate::dial_guard::Refused::Address,
+            crate::dial_guard::Refused::Budget,
+            crate::dial_guard::Refused::Backoff,
+        ] {
+            dials_refused.with_label_values(&[reason.as_str()]);
+        }
         Self {
             sent_bytes: counter("chorus_peer_sent_bytes_total", "Chunk bytes uploaded to other peers."),
             received_bytes: counter(
@@ -42,10 +81,50 @@ impl PeerMetrics {
                 "chorus_peer_rejected_chunks_total",
                 "Chunks from peers whose bytes did not match their id (the peer is banned).",
             ),
-            connections,
+            connections: gauge("chorus_peer_connections", "libp2p connections open now."),
+            inbound_connections: gauge(
+                "chorus_peer_inbound_connections",
+                "Inbound libp2p connections open now (bounded below the total so that dials keep room).",
+            ),
             busy: counter(
                 "chorus_peer_busy_total",
                 "Chunk requests answered BUSY (upload limit, bandwidth cap, or consume-only).",
+            ),
+            share_busy: counter(
+                "chorus_peer_share_busy_total",
+                "Chunk and have requests answered BUSY because the asking peer already had its share \
+                 (2) of requests in progress.",
+            ),
+            have_cached: counter(
+                "chorus_peer_have_cached_total",
+                "Have requests answered from a list made within 2 s or joined to one being made: \
+                 store scans saved.",
+            ),
+            upload_timeouts: counter(
+                "chorus_peer_upload_timeouts_total",
+                "Uploads cut off at the request deadline, their slot freed (a reader that did not \
+                 take its response in time).",
+            ),
+            inbound_evicted: counter(
+                "chorus_peer_inbound_evicted_total",
+                "Inbound connections closed to make room for a new one because inbound was full \
+                 (the one longest without a chunk exchanged, idle at least 30 s).",
+            ),
+            inbound_refused: counter(
+                "chorus_peer_inbound_refused_total",
+                "Inbound connections refused because inbound was full and none was idle long enough \
+                 to evict.",
+            ),
+            dials: counter(
+                "chorus_peer_dials_total",
+                "Dials of an address started (Kademlia, mDNS, relays, hole punching and the \
+                 application's own).",
+            ),
+            dials_refused,
+            learned_addrs_refused: counter(
+                "chorus_peer_learned_addrs_refused_total",
+                "Addresses peers reported about themselves (identify) or mDNS announced that were \
+                 kept out of Kademlia (not on the reporting connection's IP, or not dialable).",
             ),
         }
     }

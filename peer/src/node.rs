@@ -23,7 +23,7 @@ pub use crate::error::PeerError;
 pub use crate::metrics::PeerMetrics;
 use crate::relay::RelayState;
 use crate::store::Store;
-use crate::upload::Uploads;
+use crate::upload::{HaveCache, Uploads};
 
 /// Where a fetch's answer goes.
 pub(crate) type FetchReply = oneshot::Sender<Result<Bytes, PeerError>>;
@@ -37,6 +37,7 @@ pub(crate) enum Command {
     Unprovide(TrackId),
     FindProviders { track: TrackId, reply: oneshot::Sender<Vec<PeerId>> },
     Connected(oneshot::Sender<Vec<PeerId>>),
+    RoutingAddrs(PeerId, oneshot::Sender<Vec<Multiaddr>>),
     AddRelay(Multiaddr),
 }
 
@@ -75,13 +76,14 @@ impl Peer {
         registry: &Registry,
     ) -> Result<Self, PeerError> {
         let key = key.unwrap_or_else(Keypair::generate_ed25519);
-        let swarm = crate::behaviour::build(&cfg, key.clone())?;
+        let metrics = PeerMetrics::new(registry);
+        let guard = crate::dial_guard::Shared::default();
+        let swarm = crate::behaviour::build(&cfg, key.clone(), &metrics, guard.clone())?;
         let relays = cfg.relays.clone();
         let peer_id = *swarm.local_peer_id();
         let (tx, rx) = mpsc::unbounded_channel();
         let (addrs_tx, addrs) = watch::channel(Vec::new());
         let (disc_tx, discovered) = watch::channel(HashSet::new());
-        let metrics = PeerMetrics::new(registry);
         let (loaded_tx, loaded) = mpsc::unbounded_channel();
         let now = Instant::now();
         let driver = Driver {
@@ -97,9 +99,11 @@ impl Peer {
             dials: HashMap::new(),
             uploads: HashMap::new(),
             limits: Uploads::new(&cfg, now),
+            have_cache: HaveCache::default(),
             relays: RelayState::new(now, cfg.relay_after),
             loaded_tx,
-            have_loads: 0,
+            guard,
+            remotes: HashMap::new(),
             cfg,
         };
         let mut driver = driver;
@@ -228,6 +232,15 @@ impl Peer {
     /// [`PeerError::Stopped`] when the node has stopped.
     pub async fn connected(&self) -> Result<Vec<PeerId>, PeerError> {
         self.ask(Command::Connected).await
+    }
+
+    /// The addresses of `peer` in this node's Kademlia routing table (none when it is not
+    /// there): what the node, and the nodes it answers, would dial it at.
+    ///
+    /// # Errors
+    /// [`PeerError::Stopped`] when the node has stopped.
+    pub async fn routing_addrs(&self, peer: PeerId) -> Result<Vec<Multiaddr>, PeerError> {
+        self.ask(|reply| Command::RoutingAddrs(peer, reply)).await
     }
 
     /// Adds a circuit relay (`…/p2p/RELAY_ID`, e.g. from an edge tracker's answer): the node

@@ -39,6 +39,11 @@ impl RelayState {
         Self { known: Vec::new(), listener: None, next: 0, last_try: None, started: now, nat: NatGuess::Unknown, after }
     }
 
+    /// The known relays' addresses (each ending in `/p2p/RELAY`).
+    pub(crate) fn addrs(&self) -> Vec<Multiaddr> {
+        self.known.iter().map(|(_, a)| a.clone()).collect()
+    }
+
     /// Remembers relay `id` at `addr`; false when it was known already.
     pub(crate) fn add(&mut self, id: PeerId, addr: Multiaddr) -> bool {
         if self.known.iter().any(|(_, a)| *a == addr) {

@@ -503,3 +503,302 @@ async fn a_peer_that_drips_its_response_is_cut_off_at_the_deadline() {
     assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
     assert!(asker.connected().await.is_ok(), "the node still answers");
 }
+
+/// Waits, with a generous deadline, until `cond` holds.
+async fn wait_until(what: &str, mut cond: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !cond().await {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Ten strangers with fresh peer ids connect to a node whose connection cap is 8: they get at
+/// most its inbound share (6), the rest is refused, and the node still dials an honest peer and
+/// fetches from it. (Before, the 8 connections of strangers took every slot.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_filling_inbound_cannot_stop_the_node_dialling_an_honest_peer() {
+    let small = PeerConfig { max_connections: 8, ..cfg("/ip4/127.0.0.1/tcp/0") };
+    assert_eq!(small.inbound_limit(), 6);
+    let (node, node_metrics) = start(small, Arc::new(Mem::default()));
+    let at = addr_of(&node, "/tcp/").await;
+    let mut strangers = Vec::new();
+    for _ in 0..10 {
+        let (s, _) = start(cfg("/ip4/127.0.0.1/tcp/0"), Arc::new(Mem::default()));
+        let _ = s.dial(at.clone()).await; // refused ones may see the connection open, then close
+        strangers.push(s);
+    }
+    wait_until("inbound is full and the rest refused", async || {
+        metric(&node_metrics, "chorus_peer_inbound_connections") == 6.0
+            && metric(&node_metrics, "chorus_peer_inbound_refused_total") >= 4.0
+    })
+    .await;
+    // None is evicted: none has been idle for the grace period yet.
+    assert_eq!(metric(&node_metrics, "chorus_peer_inbound_evicted_total"), 0.0);
+    let (store, chunks) = Mem::with_track("tides", 1, false);
+    let (honest, _) = start(cfg("/ip4/127.0.0.1/tcp/0"), store);
+    node.dial(addr_of(&honest, "/tcp/").await).await.unwrap();
+    assert_eq!(node.fetch(honest.peer_id(), chunks[0].0).await.unwrap(), chunks[0].1);
+    assert!(metric(&node_metrics, "chorus_peer_inbound_connections") <= 6.0);
+}
+
+#[derive(libp2p::swarm::NetworkBehaviour)]
+struct Reporter {
+    identify: libp2p::identify::Behaviour,
+    kad: libp2p::kad::Behaviour<libp2p::kad::store::MemoryStore>,
+}
+
+/// A peer that reports third parties' addresses through identify (a cloud metadata address, a
+/// host on another IP that the test listens on): only its own address, on the IP it speaks
+/// from, enters the node's Kademlia table, and the third parties are never dialled, not even
+/// when the node later dials that peer by its id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn addresses_a_peer_reports_for_third_parties_stay_out_of_kademlia_and_are_never_dialled() {
+    use futures_util::{FutureExt as _, StreamExt as _};
+    let (node, node_metrics) = start(cfg("/ip4/127.0.0.1/tcp/0"), Arc::new(Mem::default()));
+    let node_at = addr_of(&node, "/tcp/").await;
+    let trap = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let trap_at: Multiaddr = format!("/ip4/127.0.0.2/tcp/{}", trap.local_addr().unwrap().port()).parse().unwrap();
+    let metadata: Multiaddr = "/ip4/169.254.169.254/tcp/80".parse().unwrap();
+    let mut reporter = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(libp2p::tcp::Config::default(), libp2p::noise::Config::new, libp2p::yamux::Config::default)
+        .unwrap()
+        .with_behaviour(|key| {
+            let id = key.public().to_peer_id();
+            let kad_cfg = libp2p::kad::Config::new(chorus_peer::node::KAD_PROTOCOL);
+            let mut kad = libp2p::kad::Behaviour::with_config(id, libp2p::kad::store::MemoryStore::new(id), kad_cfg);
+            kad.set_mode(Some(libp2p::kad::Mode::Server));
+            let identify =
+                libp2p::identify::Behaviour::new(libp2p::identify::Config::new("/chorus/1.0.0".into(), key.public()));
+            Reporter { identify, kad }
+        })
+        .unwrap()
+        .build();
+    reporter.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap()).unwrap();
+    let reporter_id = *reporter.local_peer_id();
+    let (own_tx, own_rx) = tokio::sync::oneshot::channel();
+    let (third_parties, dial) = ([metadata.clone(), trap_at.clone()], node_at.clone());
+    let task = tokio::spawn(async move {
+        let mut own_tx = Some(own_tx);
+        loop {
+            if let libp2p::swarm::SwarmEvent::NewListenAddr { address, .. } = reporter.select_next_some().await
+                && let Some(tx) = own_tx.take()
+            {
+                for a in third_parties.iter().chain([&address]) {
+                    reporter.add_external_address(a.clone());
+                }
+                reporter.dial(dial.clone()).unwrap();
+                let _ = tx.send(address);
+            }
+        }
+    });
+    let own = own_rx.await.unwrap();
+    wait_until("the reporter's identify was received", async || {
+        !node.routing_addrs(reporter_id).await.unwrap().is_empty()
+    })
+    .await;
+    let known: Vec<Multiaddr> =
+        node.routing_addrs(reporter_id).await.unwrap().iter().map(chorus_peer::dial_guard::key).collect();
+    assert_eq!(known, vec![own], "only its own address");
+    assert!(metric(&node_metrics, "chorus_peer_learned_addrs_refused_total") >= 2.0);
+    // The reporter goes away; a fetch from it makes the node dial it by id, with the addresses
+    // it knows: the reporter's own (now closed), never the third parties.
+    task.abort();
+    wait_until("the reporter is gone", async || !node.connected().await.unwrap().contains(&reporter_id)).await;
+    let out = node.fetch(reporter_id, ChunkId::of(b"anything")).await;
+    assert!(matches!(out, Err(PeerError::Request(_))), "{out:?}");
+    assert!(trap.accept().now_or_never().is_none(), "the node dialled a third party's address");
+    assert!(metric(&node_metrics, "chorus_peer_dials_total") >= 1.0, "the dial by id did go out");
+}
+
+/// A store whose reads of some chunks, and have lists of some tracks, block until released.
+struct Gate {
+    inner: Arc<Mem>,
+    slow: std::collections::HashSet<ChunkId>,
+    slow_track: TrackId,
+    open: Mutex<bool>,
+    opened: std::sync::Condvar,
+}
+
+impl Gate {
+    fn wait(&self) {
+        let mut open = self.open.lock().unwrap();
+        while !*open {
+            open = self.opened.wait(open).unwrap();
+        }
+    }
+    fn release(&self) {
+        *self.open.lock().unwrap() = true;
+        self.opened.notify_all();
+    }
+}
+
+impl Store for Gate {
+    fn chunk(&self, id: &ChunkId) -> Option<Bytes> {
+        if self.slow.contains(id) {
+            self.wait();
+        }
+        self.inner.chunk(id)
+    }
+    fn held(&self, track: &TrackId) -> Vec<ChunkId> {
+        if *track == self.slow_track {
+            self.wait();
+        }
+        self.inner.held(track)
+    }
+    fn tracks(&self) -> Vec<TrackId> {
+        self.inner.tracks()
+    }
+}
+
+/// One peer fires 10 chunk requests and a have request at once, at a node with 4 upload slots:
+/// it gets its share (2 requests in progress), the rest is BUSY, and a second peer is served
+/// chunks and have lists meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_peer_hammering_requests_cannot_take_the_upload_slots_from_another() {
+    let (mem, chunks) = Mem::with_track("tides", 12, false);
+    let slow: std::collections::HashSet<ChunkId> = chunks[..10].iter().map(|c| c.0).collect();
+    let slow_track = TrackId::parse("sunrise").unwrap();
+    mem.tracks.lock().unwrap().insert(slow_track.clone(), vec![chunks[0].0]);
+    let gate = Arc::new(Gate {
+        inner: mem,
+        slow,
+        slow_track: slow_track.clone(),
+        open: Mutex::new(false),
+        opened: Default::default(),
+    });
+    let (seed, seed_metrics) = start(cfg("/ip4/127.0.0.1/tcp/0"), gate.clone());
+    let at = addr_of(&seed, "/tcp/").await;
+    let (greedy, _) = start(cfg("/ip4/127.0.0.1/tcp/0"), Arc::new(Mem::default()));
+    greedy.dial(at.clone()).await.unwrap();
+    let greedy = Arc::new(greedy);
+    let seed_id = seed.peer_id();
+    let mut hammering = Vec::new();
+    for (id, _) in &chunks[..10] {
+        let (g, id) = (greedy.clone(), *id);
+        hammering.push(tokio::spawn(async move { g.fetch(seed_id, id).await }));
+    }
+    // Two requests hold the greedy peer's share (their reads hang); the other eight are BUSY.
+    wait_until("eight of the greedy peer's requests are answered", async || {
+        hammering.iter().filter(|h| h.is_finished()).count() >= 8
+    })
+    .await;
+    // (The two others cannot finish: their reads hang until the gate opens.)
+    assert_eq!(hammering.iter().filter(|h| h.is_finished()).count(), 8, "exactly its share is in progress");
+    assert_eq!(metric(&seed_metrics, "chorus_peer_share_busy_total"), 8.0);
+    let have = greedy.have(seed_id, slow_track.clone()).await;
+    assert!(matches!(have, Err(PeerError::Refused(Status::Busy))), "{have:?}");
+    // Another peer is served meanwhile: a chunk and a have list.
+    let (other, _) = start(cfg("/ip4/127.0.0.1/tcp/0"), Arc::new(Mem::default()));
+    other.dial(at).await.unwrap();
+    assert_eq!(other.fetch(seed_id, chunks[11].0).await.unwrap(), chunks[11].1);
+    assert_eq!(other.have(seed_id, TrackId::parse("tides").unwrap()).await.unwrap().len(), 12);
+    gate.release();
+    let mut served = 0;
+    for h in hammering {
+        match h.await.unwrap() {
+            Ok(_) => served += 1,
+            Err(PeerError::Refused(Status::Busy)) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(served, 2);
+}
+
+/// A codec that writes chunk requests and never reads the response (a reader that stalls).
+#[derive(Clone, Copy, Default)]
+struct StallCodec;
+
+impl libp2p::request_response::Codec for StallCodec {
+    type Protocol = libp2p::StreamProtocol;
+    type Request = chorus_peer::wire::ChunkRequest;
+    type Response = chorus_peer::wire::ChunkResponse;
+
+    async fn read_request<T: futures_util::AsyncRead + Unpin + Send>(
+        &mut self,
+        p: &Self::Protocol,
+        io: &mut T,
+    ) -> std::io::Result<Self::Request> {
+        chorus_peer::wire::ChunkCodec.read_request(p, io).await
+    }
+
+    async fn read_response<T: futures_util::AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &Self::Protocol,
+        _: &mut T,
+    ) -> std::io::Result<Self::Response> {
+        std::future::pending().await
+    }
+
+    async fn write_request<T: futures_util::AsyncWrite + Unpin + Send>(
+        &mut self,
+        p: &Self::Protocol,
+        io: &mut T,
+        req: Self::Request,
+    ) -> std::io::Result<()> {
+        chorus_peer::wire::ChunkCodec.write_request(p, io, req).await
+    }
+
+    async fn write_response<T: futures_util::AsyncWrite + Unpin + Send>(
+        &mut self,
+        p: &Self::Protocol,
+        io: &mut T,
+        res: Self::Response,
+    ) -> std::io::Result<()> {
+        chorus_peer::wire::ChunkCodec.write_response(p, io, res).await
+    }
+}
+
+/// A peer asks for a 4 MiB chunk and never reads the answer, at a node with one upload slot:
+/// the upload is cut off at the request deadline and the slot serves another peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_stalls_loses_its_upload_slot() {
+    use futures_util::StreamExt as _;
+    use libp2p::request_response::{self, ProtocolSupport};
+    let big = Bytes::from(vec![7u8; 4 << 20]);
+    let big_id = ChunkId::of(&big);
+    let (mem, chunks) = Mem::with_track("tides", 1, false);
+    mem.chunks.lock().unwrap().insert(big_id, big);
+    let one_slot =
+        PeerConfig { max_uploads: 1, request_timeout: Duration::from_secs(2), ..cfg("/ip4/127.0.0.1/tcp/0") };
+    let (seed, seed_metrics) = start(one_slot, mem);
+    let at = addr_of(&seed, "/tcp/").await;
+    let seed_id = seed.peer_id();
+    let mut staller = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(libp2p::tcp::Config::default(), libp2p::noise::Config::new, libp2p::yamux::Config::default)
+        .unwrap()
+        .with_behaviour(|_| {
+            request_response::Behaviour::with_codec(
+                StallCodec,
+                [(chorus_peer::wire::CHUNK_PROTOCOL, ProtocolSupport::Outbound)],
+                request_response::Config::default().with_request_timeout(Duration::from_secs(3600)),
+            )
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+        .build();
+    staller.dial(at.clone()).unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            if let libp2p::swarm::SwarmEvent::ConnectionEstablished { .. } = staller.select_next_some().await {
+                staller.behaviour_mut().send_request(&seed_id, chorus_peer::wire::ChunkRequest::Get { id: big_id });
+            }
+        }
+    });
+    let (other, _) = start(cfg("/ip4/127.0.0.1/tcp/0"), Arc::new(Mem::default()));
+    other.dial(at).await.unwrap();
+    wait_until("the stalled upload is cut off", async || {
+        metric(&seed_metrics, "chorus_peer_upload_timeouts_total") >= 1.0
+    })
+    .await;
+    let mut got = other.fetch(seed_id, chunks[0].0).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while matches!(got, Err(PeerError::Refused(Status::Busy))) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        got = other.fetch(seed_id, chunks[0].0).await;
+    }
+    assert_eq!(got.unwrap(), chunks[0].1);
+    task.abort();
+}
