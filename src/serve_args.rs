@@ -25,6 +25,20 @@ pub(crate) struct ServeArgs {
     /// Open connections at most, over all listeners; beyond it new ones are closed at once.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     max_connections: usize,
+    /// Open connections at most from one source host (an IPv4 address, an IPv6 /64), TCP and
+    /// QUIC together; beyond it new ones are refused, so one host cannot take them all.
+    /// Default: a sixteenth of --max-connections, at least 8. --trusted-proxy balancers are
+    /// not counted.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections_per_source: Option<u64>,
+    /// QUIC handshakes in progress at most (they hold no serving slot until they complete).
+    /// Default: a quarter of --max-connections, at least 64.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_pending_handshakes: Option<u64>,
+    /// With more QUIC handshakes than this in progress, a client must first prove its address
+    /// (a Retry: one more round trip; a spoofed source cannot). 0: always.
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    quic_retry_above: usize,
     /// Time a client has to send a request's headers (against slow-header attacks).
     #[arg(long, value_name = "DURATION", default_value = "10s")]
     header_read_timeout: Span,
@@ -161,6 +175,9 @@ impl ServeArgs {
     pub(crate) fn server_config(&self) -> Result<ServerConfig> {
         Ok(ServerConfig {
             max_connections: self.max_connections,
+            max_connections_per_source: self.max_connections_per_source.and_then(|n| usize::try_from(n).ok()),
+            max_pending_handshakes: self.max_pending_handshakes.and_then(|n| usize::try_from(n).ok()),
+            retry_above: self.quic_retry_above,
             header_read_timeout: self.header_read_timeout.0,
             idle_timeout: self.idle_timeout.0,
             trusted_proxies: self

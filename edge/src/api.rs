@@ -30,7 +30,8 @@ use chorus_core::api::{QoeBeacon, TrackerAnswer};
 
 /// Largest JSON body accepted (announce, QoE beacon, purge, prewarm).
 const MAX_JSON_BODY: u64 = 256 * 1024;
-/// A JSON body must arrive within this.
+/// A JSON body must arrive whole within this (not each piece: a byte now and then does not
+/// keep it going).
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most ids one purge or prewarm may list.
 const MAX_ADMIN_ITEMS: usize = 10_000;
@@ -146,7 +147,7 @@ impl Edge {
     async fn json_body<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, Response<ResponseBody>> {
         let bytes = body::read_to_bytes(body, MAX_JSON_BODY, BODY_TIMEOUT).await.map_err(|e| match e {
             BodyError::TooLarge(_) => json_error(StatusCode::PAYLOAD_TOO_LARGE, Chain(&e)),
-            BodyError::Stalled(_) => json_error(StatusCode::REQUEST_TIMEOUT, Chain(&e)),
+            BodyError::Stalled(_) | BodyError::TooSlow(_) => json_error(StatusCode::REQUEST_TIMEOUT, Chain(&e)),
             _ => json_error(StatusCode::BAD_REQUEST, Chain(&e)),
         })?;
         serde_json::from_slice(&bytes).map_err(|e| json_error(StatusCode::BAD_REQUEST, format!("bad JSON body: {e}")))

@@ -426,14 +426,21 @@ impl Origin {
             return Err(json_error(StatusCode::PAYLOAD_TOO_LARGE, format!("upload larger than {max} bytes")));
         }
         let mut seen = 0;
+        // An upload must keep up 16 KiB/s on average after its first 30 s: a byte now and then
+        // does not hold the connection (and the one ingest at a time) for weeks.
+        let floor = body::MinRate { bytes_per_sec: 16 * 1024, grace: Duration::from_secs(30) };
+        let started = tokio::time::Instant::now();
         loop {
-            match body::next_data(&mut body, &mut seen, max, idle).await {
+            let next = body::next_data(&mut body, &mut seen, max, idle)
+                .await
+                .and_then(|d| floor.check(seen, started.elapsed()).map(|()| d));
+            match next {
                 Ok(Some(data)) => file.write_all(&data).await.map_err(|e| internal(&e))?,
                 Ok(None) => break,
                 Err(BodyError::TooLarge(m)) => {
                     return Err(json_error(StatusCode::PAYLOAD_TOO_LARGE, format!("upload larger than {m} bytes")));
                 }
-                Err(e @ BodyError::Stalled(_)) => {
+                Err(e @ (BodyError::Stalled(_) | BodyError::TooSlow(_))) => {
                     return Err(json_error(StatusCode::REQUEST_TIMEOUT, Chain(&e)));
                 }
                 Err(e) => return Err(json_error(StatusCode::BAD_REQUEST, Chain(&e))),

@@ -11,6 +11,16 @@ use super::tls::TlsError;
 pub struct ServerConfig {
     /// Open connections at most, over all listeners (default 10 000).
     pub max_connections: usize,
+    /// Open connections at most from one source host (an IPv4 address, an IPv6 /64), TCP and
+    /// QUIC together; `None`: a sixteenth of `max_connections`, at least 8. Connections from
+    /// `trusted_proxies` are not counted (they carry many clients).
+    pub max_connections_per_source: Option<usize>,
+    /// QUIC handshakes in progress at most (default: a quarter of `max_connections`, at least
+    /// 64); they hold no serving slot until they complete.
+    pub max_pending_handshakes: Option<usize>,
+    /// Beyond this many QUIC handshakes in progress, a client whose address is not validated
+    /// gets a Retry first (default 128; 0: always).
+    pub retry_above: usize,
     /// Time a client has to send a complete request head (default 10 s).
     pub header_read_timeout: Duration,
     /// A connection on which nothing moves for this long is closed (default 60 s).
@@ -50,14 +60,14 @@ pub struct FrontMetrics {
 }
 
 /// Every `reason` of `chorus_http_refused_total`.
-pub(crate) const REFUSED_REASONS: [&str; 1] = ["path"];
+pub(crate) const REFUSED_REASONS: [&str; 5] = ["path", "per_source", "handshakes", "quic_retry", "idle"];
 
 impl Default for FrontMetrics {
     fn default() -> Self {
         let refused = prometheus::IntCounterVec::new(
             prometheus::Opts::new(
                 "chorus_http_refused_total",
-                "Requests and connections the HTTP front refused before any handler saw them, by reason: path (a path with more than one spelling: //, dot segments, encoded slashes).",
+                "Requests and connections the HTTP front refused before any handler saw them, by reason: path (a path with more than one spelling: //, dot segments, encoded slashes); per_source (a connection beyond its source host's share, TCP or QUIC); handshakes (a QUIC attempt beyond the handshakes-in-progress budget); quic_retry (a QUIC attempt asked to validate its address first: many handshakes in progress); idle (a connection closed after the idle timeout with no request, whatever keep-alive traffic it sent).",
             ),
             &["reason"],
         )
@@ -95,10 +105,27 @@ pub enum AltSvcMode {
     Off,
 }
 
+impl ServerConfig {
+    /// The per-source connection cap in effect.
+    #[must_use]
+    pub fn per_source_cap(&self) -> usize {
+        self.max_connections_per_source.unwrap_or((self.max_connections / 16).max(8))
+    }
+
+    /// The budget of QUIC handshakes in progress in effect.
+    #[must_use]
+    pub fn pending_handshakes(&self) -> usize {
+        self.max_pending_handshakes.unwrap_or((self.max_connections / 4).max(64))
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             max_connections: 10_000,
+            max_connections_per_source: None,
+            max_pending_handshakes: None,
+            retry_above: 128,
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(10),

@@ -19,13 +19,25 @@ use super::{BodyError, Handler, Protocol, RequestContext, ResponseBody, json_err
 type H3Conn = h3::server::Connection<h3quic::QuicConn, SendBuf>;
 type H3Stream = h3::server::RequestStream<h3quic::BidiStream, SendBuf>;
 
+/// The budgets a QUIC connection is counted against.
+pub(super) struct Budgets {
+    /// Serving slots, shared with TCP: taken once the handshake completes.
+    pub(super) permits: Arc<Semaphore>,
+    /// Connections per source host, shared with TCP.
+    pub(super) per_source: Arc<super::share::PerSource>,
+    /// Handshakes in progress (this listener's own).
+    pub(super) pending: Arc<super::share::Pending>,
+}
+
 pub(super) async fn accept_loop<H: Handler>(
     endpoint: quinn::Endpoint,
     handler: Arc<H>,
-    permits: Arc<Semaphore>,
+    budgets: Budgets,
     mut stop: watch::Receiver<bool>,
     config: Arc<ServerConfig>,
 ) {
+    use super::share::{QuicAdmit, quic_admit};
+    let refused = |reason: &str| config.metrics.refused.with_label_values(&[reason]).inc();
     loop {
         let incoming = tokio::select! {
             biased;
@@ -33,13 +45,57 @@ pub(super) async fn accept_loop<H: Handler>(
             i = endpoint.accept() => i,
         };
         let Some(incoming) = incoming else { return };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            debug!(remote = %incoming.remote_address(), "connection limit reached, refusing QUIC connection");
+        let remote = incoming.remote_address();
+        // Handshakes in progress hold no serving slot, only a place in their own budget; past
+        // a threshold an unvalidated address must first answer a Retry, which a spoofed source
+        // never can.
+        let pending = budgets.pending.count();
+        match quic_admit(
+            incoming.remote_address_validated(),
+            incoming.may_retry(),
+            pending,
+            config.retry_above,
+            config.pending_handshakes(),
+        ) {
+            QuicAdmit::Retry => {
+                refused("quic_retry");
+                if let Err(e) = incoming.retry() {
+                    e.into_incoming().refuse();
+                }
+                continue;
+            }
+            QuicAdmit::Refuse => {
+                debug!(%remote, pending, "too many QUIC handshakes in progress, refusing");
+                refused("handshakes");
+                incoming.refuse();
+                continue;
+            }
+            QuicAdmit::Accept => {}
+        }
+        let Some(handshaking) = budgets.pending.try_start(config.pending_handshakes()) else {
+            refused("handshakes");
             incoming.refuse();
             continue;
         };
-        let remote = incoming.remote_address();
-        let (handler, stop, config) = (handler.clone(), stop.clone(), config.clone());
+        if budgets.permits.available_permits() == 0 {
+            debug!(%remote, "connection limit reached, refusing QUIC connection");
+            incoming.refuse();
+            continue;
+        }
+        let source_slot = if config.trusted_proxies.contains(remote.ip()) {
+            None
+        } else {
+            match budgets.per_source.try_add(remote.ip()) {
+                Some(s) => Some(s),
+                None => {
+                    debug!(%remote, "this source's share of connections is taken, refusing QUIC connection");
+                    refused("per_source");
+                    incoming.refuse();
+                    continue;
+                }
+            }
+        };
+        let (handler, stop, config, permits) = (handler.clone(), stop.clone(), config.clone(), budgets.permits.clone());
         tokio::spawn(
             async move {
                 let connecting = match incoming.accept() {
@@ -69,8 +125,25 @@ pub(super) async fn accept_loop<H: Handler>(
                         Err(_) => return debug!("QUIC handshake timed out"),
                     },
                 };
-                serve_conn(conn, handler, stop, &config, handshake).await;
-                drop(permit);
+                // Once the handshake completes, the connection leaves the handshake budget and
+                // takes a serving slot (or is closed when none is left).
+                let mut done = handshake.clone();
+                let watched = conn.clone();
+                let slot = async move {
+                    let completed = done.wait_for(|d| *d).await.is_ok();
+                    drop(handshaking);
+                    if !completed {
+                        return None;
+                    }
+                    let permit = permits.try_acquire_owned().ok();
+                    if permit.is_none() {
+                        debug!("connection limit reached after the handshake; closing");
+                        watched.close(0u32.into(), b"server busy");
+                    }
+                    permit
+                };
+                let ((), permit) = tokio::join!(serve_conn(conn, handler, stop, &config, handshake), slot);
+                drop((permit, source_slot));
             }
             .instrument(info_span!("conn", %remote, scheme = "h3")),
         );
@@ -95,9 +168,24 @@ async fn serve_conn<H: Handler>(
     };
     let mut requests = tokio::task::JoinSet::new();
     let mut stopping = false;
+    let mut last_request = tokio::time::Instant::now();
     loop {
+        let idle_deadline = last_request + config.idle_timeout;
         let next = tokio::select! {
             r = h3.accept() => r,
+            Some(_) = requests.join_next(), if !requests.is_empty() => {
+                last_request = tokio::time::Instant::now();
+                continue;
+            }
+            // No request for the idle timeout: closed, whatever keep-alive PINGs arrive.
+            () = tokio::time::sleep_until(idle_deadline), if requests.is_empty() && !stopping => {
+                debug!("no request for the idle timeout; closing the connection");
+                config.metrics.refused.with_label_values(&["idle"]).inc();
+                if let Err(e) = h3.shutdown(0).await {
+                    debug!(error = %Chain(&e), "HTTP/3 shutdown");
+                }
+                break;
+            }
             _ = super::stopped(&mut stop), if !stopping => {
                 stopping = true;
                 // GOAWAY: the client finishes what it started and opens no new requests here.
@@ -109,6 +197,7 @@ async fn serve_conn<H: Handler>(
         };
         match next {
             Ok(Some(resolver)) => {
+                last_request = tokio::time::Instant::now();
                 let handler = handler.clone();
                 let limits = Limits {
                     max_uri: config.max_uri_bytes,

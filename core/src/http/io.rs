@@ -18,28 +18,67 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 /// Counts the requests a connection's handler is working on; while it is above zero the
-/// connection is not idle.
-#[derive(Clone, Default)]
-pub(crate) struct Busy(Arc<AtomicUsize>);
+/// connection is not idle. Also remembers when the last request began or ended, so that a
+/// connection on which bytes move but no request comes (HTTP/2 PINGs answered forever) can be
+/// closed too ([`Busy::no_request_for`]).
+#[derive(Clone)]
+pub(crate) struct Busy(Arc<BusyState>);
+
+struct BusyState {
+    active: AtomicUsize,
+    last: std::sync::Mutex<Instant>,
+}
+
+impl Default for Busy {
+    fn default() -> Self {
+        Self(Arc::new(BusyState { active: AtomicUsize::new(0), last: std::sync::Mutex::new(Instant::now()) }))
+    }
+}
+
+impl BusyState {
+    fn touch(&self) {
+        *self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
+    }
+
+    fn last(&self) -> Instant {
+        *self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
 
 impl Busy {
     /// Marks one request as in progress until the guard is dropped.
     pub(crate) fn enter(&self) -> BusyGuard {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.0.active.fetch_add(1, Ordering::Relaxed);
+        self.0.touch();
         BusyGuard(self.0.clone())
     }
 
     fn active(&self) -> bool {
-        self.0.load(Ordering::Relaxed) > 0
+        self.0.active.load(Ordering::Relaxed) > 0
+    }
+
+    /// Completes once no request has been in progress for `idle` (never while one is).
+    pub(crate) async fn no_request_for(&self, idle: Duration) {
+        loop {
+            tokio::time::sleep_until(self.0.last() + idle).await;
+            if !self.active() && Instant::now() >= self.0.last() + idle {
+                return;
+            }
+            if self.active() {
+                // Checked again one idle period after the request ends at the earliest.
+                tokio::time::sleep(idle).await;
+            }
+        }
     }
 }
 
 /// See [`Busy::enter`].
-pub(crate) struct BusyGuard(Arc<AtomicUsize>);
+pub(crate) struct BusyGuard(Arc<BusyState>);
 
 impl Drop for BusyGuard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+        self.0.touch();
     }
 }
 

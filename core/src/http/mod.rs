@@ -31,9 +31,12 @@ pub fn fuzz_h1_head(bytes: &[u8]) -> Option<bool> {
         h1head::Head::Partial | h1head::Head::HandOver => None,
     }
 }
+#[cfg(test)]
+mod front_tests;
 pub mod proxy;
 pub mod serve;
 pub mod server;
+mod share;
 pub mod tls;
 pub mod udp;
 

@@ -155,6 +155,7 @@ impl Server {
         let handler = Arc::new(super::path::CleanPath::new(handler, &config.metrics));
         let config = Arc::new(config);
         let permits = Arc::new(Semaphore::new(config.max_connections));
+        let per_source = super::share::PerSource::new(config.per_source_cap());
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut loops = tokio::task::JoinSet::new();
 
@@ -178,6 +179,7 @@ impl Server {
             let tcp_ctx = TcpLoop {
                 handler: handler.clone(),
                 permits: permits.clone(),
+                per_source: per_source.clone(),
                 stop: stop_rx.clone(),
                 config: config.clone(),
                 builder: builder.clone(),
@@ -190,7 +192,11 @@ impl Server {
             loops.spawn(super::h3::accept_loop(
                 endpoint.clone(),
                 handler.clone(),
-                permits.clone(),
+                super::h3::Budgets {
+                    permits: permits.clone(),
+                    per_source: per_source.clone(),
+                    pending: Arc::default(),
+                },
                 stop_rx.clone(),
                 config.clone(),
             ));
@@ -244,6 +250,7 @@ fn bind_udp_port(u: &ListenUrl, tcp: &[TcpBound]) -> Result<std::net::UdpSocket,
 struct TcpLoop<H> {
     handler: Arc<H>,
     permits: Arc<Semaphore>,
+    per_source: Arc<super::share::PerSource>,
     stop: watch::Receiver<bool>,
     config: Arc<ServerConfig>,
     builder: Arc<auto::Builder<TokioExecutor>>,
@@ -272,6 +279,20 @@ impl<H: Handler> TcpLoop<H> {
                 drop(stream);
                 continue;
             };
+            // A balancer's connections carry many clients: only others count per source.
+            let source_slot = if self.config.trusted_proxies.contains(remote.ip()) {
+                None
+            } else {
+                match self.per_source.try_add(remote.ip()) {
+                    Some(s) => Some(s),
+                    None => {
+                        debug!(%remote, "this source's share of connections is taken, closing new connection");
+                        self.config.metrics.refused.with_label_values(&["per_source"]).inc();
+                        drop(stream);
+                        continue;
+                    }
+                }
+            };
             let _ = stream.set_nodelay(true);
             let conn = TcpConn {
                 handler: self.handler.clone(),
@@ -285,7 +306,7 @@ impl<H: Handler> TcpLoop<H> {
             tokio::spawn(
                 async move {
                     conn.serve(stream, remote, tls).await;
-                    drop(permit);
+                    drop((permit, source_slot));
                 }
                 .instrument(span),
             );
@@ -367,6 +388,7 @@ impl<H: Handler> TcpConn<H> {
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let Self { handler, mut stop, config, builder, alt_svc } = self;
+        let idle_requests = busy.clone();
         let max_uri = config.max_uri_bytes;
         let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
             let handler = handler.clone();
@@ -397,6 +419,15 @@ impl<H: Handler> TcpConn<H> {
         let result = tokio::select! {
             r = conn.as_mut() => r,
             _ = super::stopped(&mut stop) => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+            // No request for the idle timeout: closed, whatever else moves on it (HTTP/2 PING
+            // acknowledgements, a keep-alive connection held open). A response still being
+            // sent finishes first (a graceful close).
+            () = idle_requests.no_request_for(config.idle_timeout) => {
+                debug!("no request for the idle timeout; closing the connection");
+                config.metrics.refused.with_label_values(&["idle"]).inc();
                 conn.as_mut().graceful_shutdown();
                 conn.await
             }
