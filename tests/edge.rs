@@ -1155,9 +1155,9 @@ async fn hints_from_one_client_start_at_most_4_manifest_fetches_and_only_after_a
     // A hint on a request that fails (a made-up chunk id: 400) is not acted on at all.
     let req = Request::get("/v1/chunks/not-a-chunk").header("chorus-next-track", "never").body(bytes::Bytes::new());
     assert_eq!(c.send(req.unwrap()).await.unwrap().status(), StatusCode::BAD_REQUEST);
-    // 40 requests from one address, each hinting at a different next track: its budget is 4
-    // at once (then one every 10 s); the other 36 are answered but their hints ignored.
-    for n in 0..40 {
+    // 20 requests from one address, each hinting at a different next track: its budget is 4
+    // at once (then one every 10 s); the other 16 are answered but their hints ignored.
+    for n in 0..20 {
         let req = Request::get("/v1/tracks/hinter/peers")
             .header("chorus-next-track", format!("next{n}"))
             .body(bytes::Bytes::new())
@@ -1165,7 +1165,7 @@ async fn hints_from_one_client_start_at_most_4_manifest_fetches_and_only_after_a
         assert_eq!(c.send(req).await.unwrap().status(), StatusCode::OK);
     }
     let t = get_text(&base, "/metrics").await;
-    assert_eq!(metric(&t, "chorus_edge_refused_total{reason=\"hint_rate\"}"), 36.0);
+    assert_eq!(metric(&t, "chorus_edge_refused_total{reason=\"hint_rate\"}"), 16.0);
     let seen = || slow_state.manifest_requests.load(std::sync::atomic::Ordering::SeqCst);
     eventually("the four warmings reach the upstream", async || seen() >= 4).await;
     assert_eq!(seen(), 4, "only the four hints within budget started a fetch");
@@ -1375,4 +1375,67 @@ async fn a_404_is_final_and_remembered_so_made_up_ids_cost_upstreams_once() {
     let t = get_text(&base, "/metrics").await;
     assert_eq!(metric(&t, "chorus_edge_negative_hits_total{kind=\"chunk\"}"), 30.0);
     assert_eq!(metric(&t, "chorus_edge_negative_hits_total{kind=\"manifest\"}"), 5.0);
+}
+
+/// `POST /v1/peers/announce` of the peer of `key` at `addr`, holding `tracks`, signed for `edge`.
+fn announce_tracks(key: &Keypair, addr: &str, tracks: &[&str], edge: &str) -> Request<bytes::Bytes> {
+    let a = chorus_core::api::Announce {
+        peer_id: key.public().to_peer_id().to_base58(),
+        addrs: vec![addr.to_owned()],
+        tracks: tracks.iter().map(|t| chorus_core::TrackId::parse(t).unwrap()).collect(),
+        timestamp: now(),
+        edge: edge.to_owned(),
+    };
+    let body = serde_json::to_vec(&SignedAnnounce::sign(key, &a).unwrap()).unwrap();
+    Request::post("/v1/peers/announce").body(bytes::Bytes::from(body)).unwrap()
+}
+
+/// Strangers cannot fill the tracker with tracks that do not exist (each announced track is
+/// vouched for by a manifest, the origin's 404 remembered), and cannot make every peer query
+/// cost a lookup (a budget per source, and one answer a second per track).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_tracks_are_never_listed_and_peer_queries_are_budgeted_and_cached() {
+    let origin = Origin::start();
+    let cache = origin.dir.path().join("edge-cache");
+    let e = edge(&[origin.node().url("http")], &cache, &origin.cert(), &[]);
+    let base = e.url("http");
+    let name = chorus_core::announce::edge_name(&base);
+    let mut c = conn(&base).await;
+    let fake: Vec<String> = (0..8).map(|n| format!("fake-{n}")).collect();
+    let fake: Vec<&str> = fake.iter().map(String::as_str).collect();
+    // Only made-up tracks: refused, nothing recorded.
+    let r = c.send(announce_tracks(&Keypair::generate_ed25519(), "/ip4/127.0.0.1/tcp/4100", &fake, &name)).await;
+    assert_eq!(r.unwrap().status(), StatusCode::NOT_FOUND);
+    // A real track among made-up ones: the real one is listed, the others are not.
+    let mut mixed = vec!["tides"];
+    mixed.extend_from_slice(&fake);
+    let key = Keypair::generate_ed25519();
+    let r = c.send(announce_tracks(&key, "/ip4/127.0.0.1/tcp/4101", &mixed, &name)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let listed = |v: &serde_json::Value| v["peers"].as_array().unwrap().len();
+    let peers = async |c: &mut Connection, t: &str| {
+        let r = c.get(&format!("/v1/tracks/{t}/peers")).await.unwrap();
+        (r.status(), serde_json::from_slice::<serde_json::Value>(r.body()).unwrap_or_default())
+    };
+    assert_eq!(listed(&peers(&mut c, "tides").await.1), 1);
+    for f in &fake[..3] {
+        assert_eq!(listed(&peers(&mut c, f).await.1), 0, "{f}");
+    }
+    // The origin was asked for each made-up track once at most (4 per announce, then its 404
+    // remembered): 8 made-up tracks in two announces, under a dozen manifest 404s upstream.
+    let text = get_text(&origin.node().url("http"), "/metrics").await;
+    let upstream_404 = metric_sum(&text, "chorus_origin_requests_total", &["route=\"manifest\"", "status=\"404\""]);
+    assert!(upstream_404 <= 8.0, "{upstream_404} manifest 404s upstream");
+    let t = get_text(&base, "/metrics").await;
+    assert!(metric(&t, "chorus_edge_refused_total{reason=\"unknown_track\"}") >= 8.0);
+    // Queries: 4 were made above; 16 more pass; then 429. The answers within a second are one.
+    let mut statuses = Vec::new();
+    for _ in 0..17 {
+        statuses.push(peers(&mut c, "tides").await.0);
+    }
+    assert!(statuses[..16].iter().all(|s| *s == StatusCode::OK), "{statuses:?}");
+    assert_eq!(statuses[16], StatusCode::TOO_MANY_REQUESTS);
+    let t = get_text(&base, "/metrics").await;
+    assert_eq!(metric(&t, "chorus_edge_refused_total{reason=\"peers_rate\"}"), 1.0);
+    assert!(metric(&t, "chorus_tracker_answers_total{view=\"cached\"}") >= 1.0);
 }

@@ -52,6 +52,10 @@ pub fn segment_at(starts: &[Duration], t: Duration) -> usize {
     starts.partition_point(|s| *s <= t).saturating_sub(1)
 }
 
+/// Requests in flight to one peer at most: what a chorus peer serves one other peer at once
+/// (`chorus_peer`'s per-peer share); more would come back BUSY.
+pub const PEER_INFLIGHT: usize = 2;
+
 /// Tuning of the scheduler.
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
@@ -565,6 +569,25 @@ impl Scheduler {
 
     /// Up sources that may be asked for segment `i` in `rendition`, best first, excluding
     /// `except`.
+    /// Peers already asked for [`PEER_INFLIGHT`] segments: a peer serves each other peer at most
+    /// that many requests at once (it answers the rest BUSY), so more are not sent.
+    fn saturated_peers(&self) -> Vec<SourceId> {
+        let mut counts = vec![0usize; self.sources.len()];
+        for s in &self.state {
+            if let State::InFlight(attempts) = s {
+                for a in attempts {
+                    if let Some(c) = counts.get_mut(a.source.0) {
+                        *c += 1;
+                    }
+                }
+            }
+        }
+        (0..self.sources.len())
+            .filter(|&k| self.sources[k].kind == SourceKind::Peer && counts[k] >= PEER_INFLIGHT)
+            .map(SourceId)
+            .collect()
+    }
+
     fn ranked(&self, i: usize, rendition: usize, now: Instant, except: &[SourceId]) -> Vec<SourceId> {
         let bytes = self.segments[i].sizes.get(rendition).copied().unwrap_or(0);
         let mut v: Vec<SourceId> = (0..self.sources.len())
@@ -637,7 +660,7 @@ impl Scheduler {
                 None => self.pick_rendition(i, now),
             };
             let bytes = self.segments[i].sizes.get(rendition).copied().unwrap_or(0);
-            let ranked = self.ranked(i, rendition, now, &[]);
+            let ranked = self.ranked(i, rendition, now, &self.saturated_peers());
             let Some(&best) = ranked.first() else {
                 from = i + 1;
                 continue;
@@ -1030,9 +1053,12 @@ mod tests {
         for i in 0..4 {
             s.on_complete(t0 + ms(50 + 10 * i as u64), i, SourceId(0), 18_000, ms(50));
         }
-        // Beyond the edges' 15 s window, segments a peer holds go to the peer, never the edge.
+        // Beyond the edges' window, segments a peer holds go to the peer, never the edge, at
+        // most PEER_INFLIGHT at a time (a peer answers more than that BUSY).
         let a = sources_of(&s.poll(t0 + ms(100)));
-        assert_eq!(a, [(4, peer.0), (5, peer.0), (6, peer.0), (7, peer.0)]);
+        assert_eq!(a, [(4, peer.0), (5, peer.0)]);
+        s.on_complete(t0 + ms(150), 4, peer, 18_000, ms(50));
+        assert_eq!(sources_of(&s.poll(t0 + ms(150))), [(6, peer.0)]);
     }
 
     #[test]
@@ -1045,7 +1071,8 @@ mod tests {
             s.set_holds(peer, i, 0);
         }
         // Segment 0 is the start (the edge); segment 1, due in 6 s, is not urgent yet.
-        assert_eq!(sources_of(&s.poll(t0)), [(0, 0), (1, peer.0), (2, peer.0), (3, peer.0)]);
+        // (Two to the peer at once: the third waits for a place, not for the edge.)
+        assert_eq!(sources_of(&s.poll(t0)), [(0, 0), (1, peer.0), (2, peer.0)]);
         s.on_complete(t0 + ms(60), 0, SourceId(0), 18_000, ms(50));
         // The peer sits on segment 1 (due at 6.06 s): nothing else is asked until it is within
         // the edge window (4 s), then the edge is asked too, with 4 s to spare.

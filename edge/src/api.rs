@@ -33,6 +33,8 @@ const MAX_JSON_BODY: u64 = 256 * 1024;
 /// A JSON body must arrive whole within this (not each piece: a byte now and then does not
 /// keep it going).
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Manifests fetched at most to vouch for the tracks of one announce.
+const VOUCH_FETCHES: usize = 4;
 /// Most ids one purge or prewarm may list.
 const MAX_ADMIN_ITEMS: usize = 10_000;
 
@@ -247,6 +249,23 @@ impl Edge {
                 if let Err(r) = Self::scope_track(claims.as_ref(), &track) {
                     return (Route::Peers, r, None);
                 }
+                // A listener asks every few seconds per track: a burst of 20, then 2 a second
+                // per source.
+                let limited = self
+                    .0
+                    .peers_limit
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take(ctx.remote.ip(), std::time::Instant::now());
+                if let Err(wait) = limited {
+                    self.0.metrics.refused.with_label_values(&["peers_rate"]).inc();
+                    let mut r = json_error(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        format!("too many peer queries; retry in {} s", wait.as_secs().max(1)),
+                    );
+                    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1)));
+                    return (Route::Peers, r, None);
+                }
                 let peers = self.0.tracker.peers(&track).await;
                 let relays = self.0.tracker.relays().to_vec();
                 let mut r = json(StatusCode::OK, &TrackerAnswer { peers, relays });
@@ -432,17 +451,50 @@ impl Edge {
             let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
             tracker.check().verify(&signed, source, authority, unix_now)
         });
-        let verified = match result {
+        let mut verified = match result {
             Ok(v) => v,
             Err(e) => return self.announce_refused(&e),
         };
         if let Some(t) = verified.tracks().iter().find(|t| Self::scope_track(claims, t).is_err()) {
             return json_error(StatusCode::FORBIDDEN, format!("this token does not cover track {t}"));
         }
+        // Only tracks this edge can vouch for are listed: made-up ids fill no table.
+        let named = verified.tracks().len();
+        let vouched = self.vouch(verified.tracks()).await;
+        let dropped = verified.keep_tracks(|t| vouched.contains(t));
+        if dropped > 0 {
+            self.0.metrics.refused.with_label_values(&["unknown_track"]).inc_by(dropped as u64);
+        }
+        if named > 0 && dropped == named {
+            return json_error(
+                StatusCode::NOT_FOUND,
+                "none of the announced tracks is known to this edge (no manifest here or upstream)",
+            );
+        }
         match tracker.record(source, verified).await {
             Ok(()) => empty(StatusCode::NO_CONTENT),
             Err(e) => self.announce_refused(&e),
         }
+    }
+
+    /// The tracks of `tracks` this edge can vouch for: its manifest is cached, or an upstream
+    /// delivers it. At most [`VOUCH_FETCHES`] manifests are fetched for one announce (the
+    /// others wait for a later announce); a track an upstream said is unknown is dropped at
+    /// once (the edge remembers the 404).
+    async fn vouch(&self, tracks: &[TrackId]) -> std::collections::HashSet<TrackId> {
+        let mut known = std::collections::HashSet::new();
+        let mut fetches = 0;
+        for t in tracks {
+            if self.0.manifests.cached(t).is_some() {
+                known.insert(t.clone());
+            } else if fetches < VOUCH_FETCHES && !self.0.manifests.known_missing(t) {
+                fetches += 1;
+                if self.manifest(t).await.is_ok() {
+                    known.insert(t.clone());
+                }
+            }
+        }
+        known
     }
 
     fn announce_refused(&self, e: &TrackerError) -> Response<ResponseBody> {

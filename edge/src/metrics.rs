@@ -9,7 +9,8 @@ use crate::upstream::UpstreamMetrics;
 
 /// Every `reason` of `chorus_edge_refused_total`, registered at start so that each series
 /// exists before its first event.
-pub const REFUSED_REASONS: [&str; 4] = ["qoe_rate", "qoe_invalid", "admin_auth", "hint_rate"];
+pub const REFUSED_REASONS: [&str; 6] =
+    ["qoe_rate", "qoe_invalid", "admin_auth", "hint_rate", "peers_rate", "unknown_track"];
 
 /// Every metric the edge exports.
 #[derive(Clone)]
@@ -212,7 +213,7 @@ impl EdgeMetrics {
             ),
             refused: counter_vec(
                 "chorus_edge_refused_total",
-                "Requests an edge defence turned away, by reason: qoe_rate (QoE beacons over a source's budget), qoe_invalid (beacon values out of range), admin_auth (a wrong or missing admin token; each one slows that source's next attempts), hint_rate (next-track hints beyond a source's budget: not acted on, the request itself is answered). A rising rate is someone probing or flooding.",
+                "Requests an edge defence turned away, by reason: qoe_rate (QoE beacons over a source's budget), qoe_invalid (beacon values out of range), admin_auth (a wrong or missing admin token; each one slows that source's next attempts), hint_rate (next-track hints beyond a source's budget: not acted on, the request itself is answered), peers_rate (peer queries beyond a source's budget), unknown_track (announced tracks this edge cannot vouch for: no manifest here or upstream; dropped from the announce). A rising rate is someone probing or flooding.",
                 &["reason"],
             ),
             negative_hits: counter_vec(
@@ -222,7 +223,7 @@ impl EdgeMetrics {
             ),
             tracker_answers: counter_vec(
                 "chorus_tracker_answers_total",
-                "Peer queries answered, by the view they came from: shared (the tracker every edge shares), local (this edge's own announces: no --tracker, or the shared one failing).",
+                "Peer queries answered, by the view they came from: shared (the tracker every edge shares), local (this edge's own announces: no --tracker, or the shared one failing), cached (the same track's answer of the last second, reused).",
                 &["view"],
             ),
             tracker_shared_up,
@@ -253,7 +254,7 @@ impl EdgeMetrics {
         for kind in ["chunk", "manifest"] {
             m.negative_hits.with_label_values(&[kind]);
         }
-        for view in ["shared", "local"] {
+        for view in ["shared", "local", "cached"] {
             m.tracker_answers.with_label_values(&[view]);
         }
         for source in ["memory", "disk", "upstream"] {

@@ -122,6 +122,8 @@ pub(crate) struct Inner {
     pub(crate) keys: crate::keys::Keys,
     /// Failed admin attempts, slowed per source.
     pub(crate) admin_guard: chorus_core::http::serve::AdminGuard,
+    /// Peer queries per source: a burst of 20, then 2 a second.
+    pub(crate) peers_limit: Mutex<chorus_core::rate::PerSource>,
     /// Next-track hints acted on per source: a burst of 4, then one every 10 s.
     pub(crate) hint_limit: Mutex<chorus_core::rate::PerSource>,
     /// QoE beacons per source: a burst of 10, then one every 10 s.
@@ -197,6 +199,7 @@ impl Edge {
             keys: crate::keys::Keys::default(),
             missing_chunks: crate::negative::Negative::default(),
             admin_guard: chorus_core::http::serve::AdminGuard::default(),
+            peers_limit: Mutex::new(chorus_core::rate::PerSource::new(20, 2.0, 100_000)),
             hint_limit: Mutex::new(chorus_core::rate::PerSource::new(4, 0.1, 100_000)),
             qoe_limit: Mutex::new(chorus_core::rate::PerSource::new(10, 0.1, 100_000)),
             metrics,

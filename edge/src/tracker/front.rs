@@ -22,8 +22,17 @@ use super::shared::{Change, Health, Recorded, SharedError, SharedTracker};
 use super::{AnnounceCheck, Tracker, TrackerConfig, TrackerError, Verified, newest_and_sample};
 use crate::metrics::EdgeMetrics;
 
+/// How long an answer to a peer query is reused for the same track: the listeners of a popular
+/// track asking every few seconds cost Redis one script a second, not one each.
+pub(crate) const ANSWER_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Tracks whose last answer is kept at most.
+const ANSWERS_KEPT: usize = 16_384;
+
 /// The edge's tracker: local, and shared when configured.
 pub struct Front {
+    /// The last answer per track, and when it was made.
+    answers: Mutex<lru::LruCache<TrackId, (Instant, Vec<PeerRecord>)>>,
     local: Mutex<Tracker>,
     check: AnnounceCheck,
     shared: Option<SharedTracker>,
@@ -41,7 +50,9 @@ impl Front {
             metrics.register_shared_tracker();
         }
         let health = shared.as_ref().map_or_else(Health::default, |s| Health::with_rest(s.timeout()));
+        let kept = std::num::NonZeroUsize::new(ANSWERS_KEPT).unwrap_or(std::num::NonZeroUsize::MIN);
         Self {
+            answers: Mutex::new(lru::LruCache::new(kept)),
             local: Mutex::new(Tracker::new(cfg.clone())),
             check: AnnounceCheck::new(cfg),
             shared,
@@ -83,6 +94,13 @@ impl Front {
     /// # Errors
     /// [`TrackerError::Superseded`] (a replay, seen by any edge), [`TrackerError::Full`].
     pub async fn record(&self, source: IpAddr, ann: Verified) -> Result<(), TrackerError> {
+        // What this edge answers for these tracks changes now, not a second later.
+        {
+            let mut answers = self.answers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for t in ann.tracks() {
+                answers.pop(t);
+            }
+        }
         let verdict = match &self.shared {
             Some(shared) => self.call("announce", shared.record(source, &ann)).await,
             None => None,
@@ -107,6 +125,19 @@ impl Front {
     /// Up to [`TrackerConfig::returned`] live peers of `track`: the newest half and a random
     /// sample of the rest, from the shared view while it answers, else from this edge's.
     pub async fn peers(&self, track: &TrackId) -> Vec<PeerRecord> {
+        let answers = || self.answers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((at, answer)) = answers().get(track)
+            && at.elapsed() < ANSWER_TTL
+        {
+            self.metrics.tracker_answers.with_label_values(&["cached"]).inc();
+            return answer.clone();
+        }
+        let answer = self.ask(track).await;
+        answers().put(track.clone(), (Instant::now(), answer.clone()));
+        answer
+    }
+
+    async fn ask(&self, track: &TrackId) -> Vec<PeerRecord> {
         if let Some(shared) = &self.shared
             && let Some(listed) = self.call("peers", shared.peers(track)).await
         {

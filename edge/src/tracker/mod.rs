@@ -160,6 +160,14 @@ impl Verified {
         &self.tracks
     }
 
+    /// Keeps only the tracks `keep` accepts (those the edge can vouch for); returns how many
+    /// were dropped.
+    pub fn keep_tracks(&mut self, keep: impl Fn(&TrackId) -> bool) -> usize {
+        let before = self.tracks.len();
+        self.tracks.retain(|t| keep(t));
+        before - self.tracks.len()
+    }
+
     /// The peer id it announces.
     #[must_use]
     pub fn peer_id(&self) -> &str {
