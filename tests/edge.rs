@@ -617,17 +617,21 @@ async fn tracker_limits() {
     let absurd = serde_json::json!({"track_id": "sunrise", "startup_ms": 1, "stalls": 100_000});
     let r = c.send(Request::post("/v1/qoe").body(bytes::Bytes::from(absurd.to_string())).unwrap()).await.unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // (Counted, not timed: the budget refills one beacon per 10 s, so a slow machine may see
+    // one or two more accepted; every accepted one counts, every refused one does not.)
     let mut statuses = Vec::new();
-    for _ in 0..10 {
+    for _ in 0..20 {
         let r = c.send(Request::post("/v1/qoe").body(bytes::Bytes::from(beacon.to_string())).unwrap()).await.unwrap();
         statuses.push(r.status());
     }
-    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::NO_CONTENT).count(), 8, "{statuses:?}");
-    assert_eq!(statuses[8..], [StatusCode::TOO_MANY_REQUESTS; 2], "{statuses:?}");
+    let accepted = statuses.iter().filter(|s| **s == StatusCode::NO_CONTENT).count();
+    let limited = statuses.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count();
+    assert_eq!(accepted + limited, 20, "{statuses:?}");
+    assert!(accepted >= 8 && limited >= 8, "a burst of 10 a source, then one per 10 s: {statuses:?}");
     let t = get_text(&base, "/metrics").await;
-    assert_eq!(metric(&t, "chorus_qoe_stalls_total"), 9.0);
+    assert_eq!(metric(&t, "chorus_qoe_stalls_total"), (1 + accepted) as f64);
     assert_eq!(metric(&t, "chorus_edge_refused_total{reason=\"qoe_invalid\"}"), 1.0);
-    assert_eq!(metric(&t, "chorus_edge_refused_total{reason=\"qoe_rate\"}"), 2.0);
+    assert_eq!(metric(&t, "chorus_edge_refused_total{reason=\"qoe_rate\"}"), limited as f64);
 }
 
 /// Announces as an attacker would make them: unsigned, pointing listeners at hosts that never
@@ -1164,11 +1168,14 @@ async fn hints_from_one_client_start_at_most_4_manifest_fetches_and_only_after_a
             .unwrap();
         assert_eq!(c.send(req).await.unwrap().status(), StatusCode::OK);
     }
+    // (Counted, not timed: the budget refills one hint per 10 s on a slow machine.)
     let t = get_text(&base, "/metrics").await;
-    assert_eq!(metric(&t, "chorus_edge_refused_total{reason=\"hint_rate\"}"), 16.0);
+    let ignored = metric(&t, "chorus_edge_refused_total{reason=\"hint_rate\"}") as usize;
+    assert!(ignored >= 14, "{ignored} of 20 hints ignored");
+    let acted = 20 - ignored;
     let seen = || slow_state.manifest_requests.load(std::sync::atomic::Ordering::SeqCst);
-    eventually("the four warmings reach the upstream", async || seen() >= 4).await;
-    assert_eq!(seen(), 4, "only the four hints within budget started a fetch");
+    eventually("the warmings within budget reach the upstream", async || seen() >= acted).await;
+    assert_eq!(seen(), acted, "only the hints within budget started a fetch");
 }
 
 /// A request from a page on `origin`, with `headers`.
@@ -1371,10 +1378,15 @@ async fn a_404_is_final_and_remembered_so_made_up_ids_cost_upstreams_once() {
             assert_eq!(c.get("/v1/tracks/no-such-track/manifest").await.unwrap().status(), StatusCode::NOT_FOUND);
         }
     }
-    assert_eq!(not_found().await - before, 31.0, "one upstream request per made-up id, not per request or upstream");
+    // Every one of the 66 requests cost the upstreams exactly one request (its 404 final: the
+    // second upstream never asked), or none (answered from the edge's memory of a 404). (On a
+    // machine slow enough for 10 s to pass between the rounds, more of them go upstream.)
+    let upstream = not_found().await - before;
     let t = get_text(&base, "/metrics").await;
-    assert_eq!(metric(&t, "chorus_edge_negative_hits_total{kind=\"chunk\"}"), 30.0);
-    assert_eq!(metric(&t, "chorus_edge_negative_hits_total{kind=\"manifest\"}"), 5.0);
+    let remembered = metric(&t, "chorus_edge_negative_hits_total{kind=\"chunk\"}")
+        + metric(&t, "chorus_edge_negative_hits_total{kind=\"manifest\"}");
+    assert_eq!(upstream + remembered, 66.0, "{upstream} upstream 404s, {remembered} remembered");
+    assert!(upstream >= 31.0 && remembered >= 1.0, "{upstream} upstream 404s, {remembered} remembered");
 }
 
 /// `POST /v1/peers/announce` of the peer of `key` at `addr`, holding `tracks`, signed for `edge`.
@@ -1428,13 +1440,15 @@ async fn made_up_tracks_are_never_listed_and_peer_queries_are_budgeted_and_cache
     assert!(upstream_404 <= 8.0, "{upstream_404} manifest 404s upstream");
     let t = get_text(&base, "/metrics").await;
     assert!(metric(&t, "chorus_edge_refused_total{reason=\"unknown_track\"}") >= 8.0);
-    // Queries: 4 were made above; 16 more pass; then 429. The answers within a second are one.
+    // Queries: 4 were made above; a burst of 20 a source, then 2 a second: asked as fast as it
+    // answers, 429 comes (counted, not timed: a slow machine refills a few more).
     let mut statuses = Vec::new();
-    for _ in 0..17 {
+    while statuses.last() != Some(&StatusCode::TOO_MANY_REQUESTS) && statuses.len() < 1000 {
         statuses.push(peers(&mut c, "tides").await.0);
     }
-    assert!(statuses[..16].iter().all(|s| *s == StatusCode::OK), "{statuses:?}");
-    assert_eq!(statuses[16], StatusCode::TOO_MANY_REQUESTS);
+    let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    assert!(ok >= 16, "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
     let t = get_text(&base, "/metrics").await;
     assert_eq!(metric(&t, "chorus_edge_refused_total{reason=\"peers_rate\"}"), 1.0);
     assert!(metric(&t, "chorus_tracker_answers_total{view=\"cached\"}") >= 1.0);

@@ -117,8 +117,12 @@ impl PerSource {
     /// How long until it has (at most an hour).
     pub fn check(&mut self, source: IpAddr, now: Instant) -> Result<(), Duration> {
         let host = crate::announce::host(crate::announce::canonical(source));
+        let full = self.buckets.len() >= self.max_sources;
         match self.buckets.get_mut(&host) {
             Some(b) => b.check(1.0, now).map_err(|wait| wait.min(Duration::from_secs(3600))),
+            // A new source while the table is full of active ones would get no bucket to
+            // spend: it waits like the others instead of going unlimited.
+            None if full => Err(Duration::from_secs(1)),
             None => Ok(()),
         }
     }

@@ -66,12 +66,14 @@ impl KeyError {
 /// The keys this edge has fetched, by track and key id.
 pub(crate) struct Keys {
     kept: Mutex<LruCache<(TrackId, KeyId), (ContentKey, Instant)>>,
+    /// Keys an upstream said do not exist: made-up key ids cost it one request each.
+    missing: crate::negative::Negative<(TrackId, KeyId)>,
 }
 
 impl Default for Keys {
     fn default() -> Self {
         let cap = std::num::NonZeroUsize::new(KEYS_KEPT).unwrap_or(std::num::NonZeroUsize::MIN);
-        Self { kept: Mutex::new(LruCache::new(cap)) }
+        Self { kept: Mutex::new(LruCache::new(cap)), missing: crate::negative::Negative::default() }
     }
 }
 
@@ -104,11 +106,15 @@ impl Keys {
         {
             return Ok(key.clone());
         }
+        if self.missing.known_missing(&slot, std::time::Instant::now()) {
+            return Err(KeyError::Fetch(FetchError::NotFound));
+        }
         let path = credential.ok_or(KeyError::NoCredential)?;
-        let token = read_credential(path)?;
+        let token = read_credential(path).await?;
         let mut headers = HeaderMap::new();
-        let auth = HeaderValue::try_from(format!("Bearer {token}"))
+        let mut auth = HeaderValue::try_from(format!("Bearer {token}"))
             .map_err(|e| KeyError::Credential { path: path.to_owned(), source: std::io::Error::other(e) })?;
+        auth.set_sensitive(true);
         headers.insert(header::AUTHORIZATION, auth);
         // A refusal is an answer, not a failing upstream: it must not mark the origin down for
         // the chunks it serves well.
@@ -118,20 +124,30 @@ impl Keys {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Ok(()),
             s => Err(message(format!("unexpected status {s}"))),
         };
-        let r = upstreams.get(&format!("/v1/tracks/{track}/keys/{id}"), headers, None, &check).await?;
+        let r = match upstreams.get(&format!("/v1/tracks/{track}/keys/{id}"), headers, None, &check).await {
+            Err(FetchError::NotFound) => {
+                self.missing.missing(slot, std::time::Instant::now());
+                return Err(KeyError::Fetch(FetchError::NotFound));
+            }
+            r => r?,
+        };
         if r.status() != StatusCode::OK {
             return Err(KeyError::Refused(r.status()));
         }
         let key = ContentKey::from_slice(r.body()).map_err(|e| FetchError::Mismatch(e.to_string()))?;
-        self.lock().put(slot, (key.clone(), Instant::now()));
+        self.lock().put(slot.clone(), (key.clone(), Instant::now()));
         Ok(key)
     }
 }
 
 /// The token in `path`: its first line, trimmed, at most [`MAX_TOKEN_BYTES`].
-fn read_credential(path: &Path) -> Result<String, KeyError> {
+async fn read_credential(path: &Path) -> Result<String, KeyError> {
     let err = |source| KeyError::Credential { path: path.to_owned(), source };
-    let text = std::fs::read_to_string(path).map_err(err)?;
+    let meta = tokio::fs::metadata(path).await.map_err(err)?;
+    if meta.len() > 2 * MAX_TOKEN_BYTES as u64 {
+        return Err(err(std::io::Error::new(std::io::ErrorKind::InvalidData, "the file is too large for a token")));
+    }
+    let text = tokio::fs::read_to_string(path).await.map_err(err)?;
     let token = text.lines().next().unwrap_or("").trim();
     if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
         return Err(err(std::io::Error::new(

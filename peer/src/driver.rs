@@ -390,6 +390,9 @@ impl Driver {
                 if let Some((_, len)) = self.uploads.remove(&request_id) {
                     self.metrics.sent_bytes.inc_by(len as u64);
                     self.limits.done(&peer);
+                    // Served: a listener fetching from this node is what a seeder is for. (A
+                    // stranger can hold a slot so, one chunk every GRACE, within the upload
+                    // limits: docs/security.md says so.)
                     self.swarm.behaviour_mut().inbound.useful(peer, Instant::now());
                 }
             }

@@ -533,8 +533,6 @@ async fn strangers_filling_inbound_cannot_stop_the_node_dialling_an_honest_peer(
             && metric(&node_metrics, "chorus_peer_inbound_refused_total") >= 4.0
     })
     .await;
-    // None is evicted: none has been idle for the grace period yet.
-    assert_eq!(metric(&node_metrics, "chorus_peer_inbound_evicted_total"), 0.0);
     let (store, chunks) = Mem::with_track("tides", 1, false);
     let (honest, _) = start(cfg("/ip4/127.0.0.1/tcp/0"), store);
     node.dial(addr_of(&honest, "/tcp/").await).await.unwrap();
@@ -668,9 +666,11 @@ async fn one_peer_hammering_requests_cannot_take_the_upload_slots_from_another()
         open: Mutex::new(false),
         opened: Default::default(),
     });
-    let (seed, seed_metrics) = start(cfg("/ip4/127.0.0.1/tcp/0"), gate.clone());
+    // A deadline far beyond the test: the held requests must not time out on a busy machine.
+    let patient = |listen: &str| PeerConfig { request_timeout: Duration::from_secs(600), ..cfg(listen) };
+    let (seed, seed_metrics) = start(patient("/ip4/127.0.0.1/tcp/0"), gate.clone());
     let at = addr_of(&seed, "/tcp/").await;
-    let (greedy, _) = start(cfg("/ip4/127.0.0.1/tcp/0"), Arc::new(Mem::default()));
+    let (greedy, _) = start(patient("/ip4/127.0.0.1/tcp/0"), Arc::new(Mem::default()));
     greedy.dial(at.clone()).await.unwrap();
     let greedy = Arc::new(greedy);
     let seed_id = seed.peer_id();

@@ -58,7 +58,14 @@ async fn closed_by_server(s: &mut tokio::net::TcpStream) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_host_gets_its_share_of_connections_and_other_hosts_still_get_in() {
-    let config = ServerConfig { max_connections: 20, max_connections_per_source: Some(4), ..ServerConfig::default() };
+    // Idle connections held for the whole test: no header timeout may close them meanwhile.
+    let config = ServerConfig {
+        max_connections: 20,
+        max_connections_per_source: Some(4),
+        header_read_timeout: Duration::from_secs(600),
+        idle_timeout: Duration::from_secs(600),
+        ..ServerConfig::default()
+    };
     let metrics = config.clone();
     let (urls, _stop, _dir) = serve(&["http://127.0.0.1:0", "h3://127.0.0.1:0"], config).await;
     let (http, h3) = (urls[0].addr, urls[1].addr);

@@ -82,20 +82,8 @@ pub(super) async fn accept_loop<H: Handler>(
             incoming.refuse();
             continue;
         }
-        let source_slot = if config.trusted_proxies.contains(remote.ip()) {
-            None
-        } else {
-            match budgets.per_source.try_add(remote.ip()) {
-                Some(s) => Some(s),
-                None => {
-                    debug!(%remote, "this source's share of connections is taken, refusing QUIC connection");
-                    refused("per_source");
-                    incoming.refuse();
-                    continue;
-                }
-            }
-        };
         let (handler, stop, config, permits) = (handler.clone(), stop.clone(), config.clone(), budgets.permits.clone());
+        let per_source = budgets.per_source.clone();
         tokio::spawn(
             async move {
                 let connecting = match incoming.accept() {
@@ -110,8 +98,12 @@ pub(super) async fn accept_loop<H: Handler>(
                         let watched = conn.clone();
                         let limit = config.handshake_timeout;
                         tokio::spawn(async move {
+                            // Resolved also when the connection is lost: the handshake counts as
+                            // done only on a connection that is still open.
                             if tokio::time::timeout(limit, accepted).await.is_ok() {
-                                let _ = done_tx.send(true);
+                                if watched.close_reason().is_none() {
+                                    let _ = done_tx.send(true);
+                                }
                             } else {
                                 debug!("QUIC handshake timed out");
                                 watched.close(0u32.into(), b"handshake timeout");
@@ -129,10 +121,21 @@ pub(super) async fn accept_loop<H: Handler>(
                 // takes a serving slot (or is closed when none is left).
                 let mut done = handshake.clone();
                 let watched = conn.clone();
+                // Counted against its source only then too: a spoofed address never completes a
+                // handshake, so it cannot use up the share of the host it names.
+                let trusted = config.trusted_proxies.contains(remote.ip());
+                let refused_slot = config.metrics.refused.with_label_values(&["per_source"]);
                 let slot = async move {
                     let completed = done.wait_for(|d| *d).await.is_ok();
                     drop(handshaking);
                     if !completed {
+                        return None;
+                    }
+                    let source = if trusted { None } else { per_source.try_add(remote.ip()) };
+                    if !trusted && source.is_none() {
+                        debug!("this source's share of connections is taken; closing");
+                        refused_slot.inc();
+                        watched.close(0u32.into(), b"too many connections from this address");
                         return None;
                     }
                     let permit = permits.try_acquire_owned().ok();
@@ -140,10 +143,10 @@ pub(super) async fn accept_loop<H: Handler>(
                         debug!("connection limit reached after the handshake; closing");
                         watched.close(0u32.into(), b"server busy");
                     }
-                    permit
+                    permit.map(|p| (p, source))
                 };
-                let ((), permit) = tokio::join!(serve_conn(conn, handler, stop, &config, handshake), slot);
-                drop((permit, source_slot));
+                let ((), held) = tokio::join!(serve_conn(conn, handler, stop, &config, handshake), slot);
+                drop(held);
             }
             .instrument(info_span!("conn", %remote, scheme = "h3")),
         );

@@ -57,6 +57,12 @@ impl Busy {
         self.0.active.load(Ordering::Relaxed) > 0
     }
 
+    /// Records request activity now (a request served elsewhere, e.g. on the HTTP/1.1 fast
+    /// path before the connection was handed over).
+    pub(crate) fn touch(&self) {
+        self.0.touch();
+    }
+
     /// Completes once no request has been in progress for `idle` (never while one is).
     pub(crate) async fn no_request_for(&self, idle: Duration) {
         loop {

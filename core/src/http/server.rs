@@ -388,6 +388,9 @@ impl<H: Handler> TcpConn<H> {
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let Self { handler, mut stop, config, builder, alt_svc } = self;
+        // The idle clock starts now: a connection handed over by the fast path may have served
+        // requests there for longer than the idle timeout.
+        busy.touch();
         let idle_requests = busy.clone();
         let max_uri = config.max_uri_bytes;
         let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -417,6 +420,7 @@ impl<H: Handler> TcpConn<H> {
         let conn = builder.serve_connection(TokioIo::new(io), svc);
         tokio::pin!(conn);
         let result = tokio::select! {
+            biased;
             r = conn.as_mut() => r,
             _ = super::stopped(&mut stop) => {
                 conn.as_mut().graceful_shutdown();

@@ -194,6 +194,7 @@ impl ChunkCache {
 
     /// Looks `id` up, counting the request for admission. `Ok(None)` is a miss.
     pub async fn get(&self, id: &ChunkId, events: &mut Events) -> Option<Found> {
+        let mut promote = None;
         let on_disk = {
             let mut g = self.lock();
             g.sketch.increment(id);
@@ -203,22 +204,19 @@ impl ChunkCache {
                 return Some(Found { bytes, tier: TierName::Memory, prefetch_used });
             }
             if let Some(b) = g.probation.get(id) {
-                // Asked for: promoted into the memory tier if admitted, else kept here.
+                // Asked for: offered to the tiers as any fetched chunk is (below, outside the
+                // lock: the disk write), and kept in probation if neither admits it.
                 let bytes = b.clone();
                 let prefetch_used = g.prefetched.pop(id).is_some();
-                let inner = &mut *g;
-                if let Admission::Admitted(evicted) = inner.mem.offer(*id, bytes.clone(), &inner.sketch) {
-                    inner.probation.remove(id);
-                    for (k, _) in evicted {
-                        if !inner.disk.contains(&k) && inner.prefetched.pop(&k).is_some() {
-                            events.prefetch_wasted += 1;
-                        }
-                    }
-                }
-                return Some(Found { bytes, tier: TierName::Memory, prefetch_used });
+                promote = Some(Found { bytes, tier: TierName::Memory, prefetch_used });
             }
-            self.disk_enabled() && g.disk.get(id).is_some_and(|e| e.ready)
+            promote.is_none() && self.disk_enabled() && g.disk.get(id).is_some_and(|e| e.ready)
         };
+        if let Some(found) = promote {
+            let more = self.insert(*id, found.bytes.clone(), false).await;
+            events.prefetch_wasted += more.prefetch_wasted;
+            return Some(found);
+        }
         if !on_disk {
             return None;
         }
@@ -272,7 +270,6 @@ impl ChunkCache {
                     inner.probation.insert_if_fits(id, bytes.clone())
                 }
             } else {
-                inner.probation.remove(&id);
                 match inner.mem.offer(id, bytes.clone(), &inner.sketch) {
                     Admission::Admitted(evicted) => Some(evicted),
                     Admission::Rejected => None,
@@ -308,6 +305,10 @@ impl ChunkCache {
                 if !still_cached && inner.prefetched.pop(&k).is_some() {
                     events.prefetch_wasted += 1;
                 }
+            }
+            // A chunk admitted to a tier leaves probation (if it was there, prefetched).
+            if !prefetched && (inner.mem.contains(&id) || inner.disk.contains(&id)) {
+                inner.probation.remove(&id);
             }
             let held = inner.mem.contains(&id) || inner.probation.contains(&id) || inner.disk.contains(&id);
             if prefetched && held {
