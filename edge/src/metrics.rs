@@ -51,6 +51,8 @@ pub struct EdgeMetrics {
     pub refused: IntCounterVec,
     /// `chorus_edge_negative_hits_total{kind}`.
     pub negative_hits: IntCounterVec,
+    /// `chorus_tracker_evicted_total`.
+    pub tracker_evicted: IntCounter,
     /// `chorus_tracker_answers_total{view}`.
     pub tracker_answers: IntCounterVec,
     /// `chorus_tracker_shared_up`.
@@ -216,6 +218,15 @@ impl EdgeMetrics {
                 "Requests an edge defence turned away, by reason: qoe_rate (QoE beacons over a source's budget), qoe_invalid (beacon values out of range), admin_auth (a wrong or missing admin token; each one slows that source's next attempts), hint_rate (next-track hints beyond a source's budget: not acted on, the request itself is answered), peers_rate (peer queries beyond a source's budget), unknown_track (announced tracks this edge cannot vouch for: no manifest here or upstream; dropped from the announce). A rising rate is someone probing or flooding.",
                 &["reason"],
             ),
+            tracker_evicted: {
+                let c = IntCounter::new(
+                    "chorus_tracker_evicted_total",
+                    "Tracker entries (a peer listed for a track) dropped because the source that announced them went over its budget (peer ids and entries per IPv4 address or IPv6 /64, /56, /48): that source's own oldest. Rising fast: a source announcing far more than a listener holds.",
+                )
+                .expect("valid metric");
+                register(&registry, &c);
+                c
+            },
             negative_hits: counter_vec(
                 "chorus_edge_negative_hits_total",
                 "404s answered from the edge's memory of an upstream 404 in the last 10 s, without asking upstream again, by kind (chunk, manifest). High values: clients retrying unknown ids, or someone cycling made-up ones.",

@@ -29,10 +29,15 @@ pub(crate) const ANSWER_TTL: std::time::Duration = std::time::Duration::from_sec
 /// Tracks whose last answer is kept at most.
 const ANSWERS_KEPT: usize = 16_384;
 
+/// (peer, track) entries counted per source, over all sources, at most.
+const FOOTPRINT_ENTRIES: usize = 1_000_000;
+
 /// The edge's tracker: local, and shared when configured.
 pub struct Front {
     /// The last answer per track, and when it was made.
     answers: Mutex<lru::LruCache<TrackId, (Instant, Vec<PeerRecord>)>>,
+    /// What each source has put in, within its budgets.
+    footprints: Mutex<super::footprint::Footprints>,
     local: Mutex<Tracker>,
     check: AnnounceCheck,
     shared: Option<SharedTracker>,
@@ -53,6 +58,12 @@ impl Front {
         let kept = std::num::NonZeroUsize::new(ANSWERS_KEPT).unwrap_or(std::num::NonZeroUsize::MIN);
         Self {
             answers: Mutex::new(lru::LruCache::new(kept)),
+            footprints: Mutex::new(super::footprint::Footprints::new(
+                cfg.budgets,
+                cfg.ttl,
+                cfg.max_sources,
+                FOOTPRINT_ENTRIES,
+            )),
             local: Mutex::new(Tracker::new(cfg.clone())),
             check: AnnounceCheck::new(cfg),
             shared,
@@ -101,8 +112,27 @@ impl Front {
                 answers.pop(t);
             }
         }
+        // A source over its budgets makes room by losing its own oldest entries.
+        let gone = self.footprints.lock().unwrap_or_else(std::sync::PoisonError::into_inner).record(
+            source,
+            ann.peer_id(),
+            ann.tracks(),
+            Instant::now(),
+        );
+        if !gone.is_empty() {
+            self.metrics.tracker_evicted.inc_by(gone.len() as u64);
+            let mut local = self.local();
+            for (peer, track) in &gone {
+                local.forget(peer, track);
+            }
+        }
         let verdict = match &self.shared {
-            Some(shared) => self.call("announce", shared.record(source, &ann)).await,
+            Some(shared) => {
+                if !gone.is_empty() {
+                    let _ = self.call("forget", shared.forget(&gone)).await;
+                }
+                self.call("announce", shared.record(source, &ann)).await
+            }
             None => None,
         };
         let local = match verdict {
@@ -201,5 +231,35 @@ impl Front {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tracker::footprint::{Budget, Budgets};
+
+    #[tokio::test]
+    async fn a_source_over_its_budget_loses_its_own_oldest_peer_and_no_one_else_does() {
+        let b = |peers, entries| Budget { peers, entries };
+        let cfg = TrackerConfig {
+            budgets: Budgets { host: b(2, 100), v6_56: b(2, 100), v6_48: b(2, 100) },
+            ..TrackerConfig::default()
+        };
+        let metrics = EdgeMetrics::new();
+        let front = Front::new(&cfg, None, metrics.clone());
+        let track = TrackId::parse("t").unwrap();
+        let ann = |peer: &str, ts| {
+            Verified::assume(peer.to_owned(), vec![format!("/ip4/192.0.2.1/tcp/1/p2p/{peer}")], vec![track.clone()], ts)
+        };
+        let (flooder, other) = (IpAddr::from([192, 0, 2, 1]), IpAddr::from([198, 51, 100, 1]));
+        front.record(other, ann("honest", 1)).await.unwrap();
+        for (n, p) in ["f1", "f2", "f3"].iter().enumerate() {
+            front.record(flooder, ann(p, n as u64 + 1)).await.unwrap();
+        }
+        let mut listed: Vec<String> = front.peers(&track).await.into_iter().map(|p| p.peer_id).collect();
+        listed.sort();
+        assert_eq!(listed, ["f2", "f3", "honest"]);
+        assert_eq!(metrics.tracker_evicted.get(), 1);
     }
 }

@@ -15,6 +15,7 @@
 //! newest half and a random sample of the other live ones; entries expire after
 //! [`TrackerConfig::ttl`]; the table of sources is bounded too.
 
+pub mod footprint;
 mod front;
 pub mod shared;
 
@@ -62,6 +63,9 @@ pub struct TrackerConfig {
     /// The names (`host:port`) announces must be signed for (`chorus edge --tracker-name`).
     /// Empty: the `host:port` each request was sent to.
     pub names: Vec<String>,
+    /// What one source may put in the tracker (peer ids and entries per host, IPv6 /56 and
+    /// /48); over it, its own oldest entries go (see [`footprint`]).
+    pub budgets: footprint::Budgets,
 }
 
 impl Default for TrackerConfig {
@@ -78,6 +82,7 @@ impl Default for TrackerConfig {
             max_peers: 500_000,
             relays: Vec::new(),
             names: Vec::new(),
+            budgets: footprint::Budgets::default(),
         }
     }
 }
@@ -449,6 +454,18 @@ impl Tracker {
             }
         }
         Ok(())
+    }
+
+    /// Drops `peer`'s entry for `track`, if it has one (its source went over its budget).
+    pub fn forget(&mut self, peer: &str, track: &TrackId) {
+        if let Some(list) = self.tracks.get_mut(track) {
+            let before = list.len();
+            list.retain(|e| e.peer != peer);
+            self.entries -= before - list.len();
+            if list.is_empty() {
+                self.tracks.remove(track);
+            }
+        }
     }
 
     /// Up to [`TrackerConfig::returned`] live peers for `track`: the most recently announced

@@ -307,6 +307,23 @@ impl SharedTracker {
         }
     }
 
+    /// Drops each (peer, track) entry of `gone` (their source went over its budget).
+    ///
+    /// # Errors
+    /// [`SharedError`] when Redis does not answer in time or fails.
+    pub async fn forget(&self, gone: &[(String, TrackId)]) -> Result<(), SharedError> {
+        if gone.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (peer, track) in gone {
+            pipe.cmd("ZREM").arg(format!("{}t:{track}", self.prefix)).arg(peer).ignore();
+            pipe.cmd("HDEL").arg(format!("{}n:{track}", self.prefix)).arg(peer).ignore();
+        }
+        let mut conn = self.conn();
+        self.within(pipe.query_async::<()>(&mut conn)).await
+    }
+
     /// The live peers of `track`, newest first.
     ///
     /// # Errors
@@ -489,6 +506,11 @@ mod tests {
         // One track at most: the second is taken but not remembered.
         assert!(s.peers(&u).await.unwrap().is_empty());
         assert_eq!(s.peers(&t).await.unwrap().len(), 2);
+        // An entry whose source went over its budget is dropped, and only it.
+        s.forget(&[("a".to_owned(), t.clone())]).await.unwrap();
+        let left = s.peers(&t).await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].1.peer_id, "b");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
