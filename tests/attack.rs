@@ -135,15 +135,9 @@ fn honest_listeners_play_through_attacks_from_three_hosts() {
     let keys = dir.path().join("keys");
     assert!(chorus(&["keys", "generate", "--out", s(&keys)]).status.success());
     let store = dir.path().join("store");
-    let sample = support::samples().join("chorus-tides");
     let signing = keys.join("origin.key");
     for (track, protect) in [("tides", false), ("vault", true)] {
-        let mut args = vec!["ingest", "--store", s(&store), "--signing-key", s(&signing), "--track", track];
-        if protect {
-            args.push("--protect");
-        }
-        args.push(s(&sample));
-        assert!(chorus(&args).status.success());
+        support::ingest_sample_with(&store, track, "chorus-tides", Some(&signing), protect);
     }
     let origin_pub = keys.join("origin.pub");
     let token_pub = keys.join("token.pub");

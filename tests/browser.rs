@@ -224,12 +224,8 @@ async fn a_protected_track_plays_in_the_web_player_and_hls_js_only_with_a_token(
     // "chorus-tides" twice in one store: protected as "tides", clear as "tides-clear".
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    let sample = support::samples().join("chorus-tides");
-    for (track, extra) in [("tides", Some("--protect")), ("tides-clear", None)] {
-        let mut args = vec!["ingest", "--store", s(&store), "--track", track];
-        args.extend(extra);
-        args.push(s(&sample));
-        assert!(chorus(&args).status.success());
+    for (track, protect) in [("tides", true), ("tides-clear", false)] {
+        support::ingest_sample_with(&store, track, "chorus-tides", None, protect);
     }
     let keys = dir.path().join("keys");
     assert!(chorus(&["keys", "generate", "--out", s(&keys)]).status.success());

@@ -33,17 +33,9 @@ impl Net {
         let keys = dir.path().join("keys");
         assert!(chorus(&["keys", "generate", "--out", s(&keys)]).status.success());
         let store = dir.path().join("store");
-        let sample = support::samples().join("chorus-tides");
         let signing = keys.join("origin.key");
         for (track, protect) in [("tides", true), ("tides-clear", false)] {
-            let mut args = vec!["ingest", "--store", s(&store), "--signing-key", s(&signing), "--track", track];
-            if protect {
-                args.push("--protect");
-            }
-            args.push(s(&sample));
-            let out = chorus(&args);
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-            let said = String::from_utf8_lossy(&out.stdout).to_string();
+            let said = support::ingest_sample_with(&store, track, "chorus-tides", Some(&signing), protect);
             assert_eq!(said.contains("protected (key "), protect, "{said}");
         }
         let token_pub = keys.join("token.pub");

@@ -236,6 +236,30 @@ pub fn ingest_sample(store: &Path, track: &str, sample: &str) {
     assert!(out.status.success(), "ingest {sample}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// Ingests the shipped sample `sample` into `store` as `track`, signed with `signing_key` (the
+/// store's own key without one), encrypted when `protect` (`chorus ingest --protect`); what
+/// the command printed.
+pub fn ingest_sample_with(
+    store: &Path,
+    track: &str,
+    sample: &str,
+    signing_key: Option<&Path>,
+    protect: bool,
+) -> String {
+    let input = samples().join(sample);
+    let mut args = vec!["ingest", "--store", s(store), "--track", track];
+    if let Some(k) = signing_key {
+        args.extend_from_slice(&["--signing-key", s(k)]);
+    }
+    if protect {
+        args.push("--protect");
+    }
+    args.push(s(&input));
+    let out = chorus(&args);
+    assert!(out.status.success(), "ingest {sample}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// An origin serving `store` over plain HTTP on port 0.
 /// An HTTP, an HTTPS and an HTTP/3 listener on loopback, port 0 (a node logs 3 URLs).
 pub const ALL_LISTENERS: [&str; 6] =

@@ -70,6 +70,18 @@ async function until(what, cond, seconds) {
   }
 }
 
+/** Writes each segment the player appended (kept with debug=1) to OUT_DIR/appended-N.bin. */
+async function saveAppended() {
+  const bytes = await page.evaluate(() =>
+    window.chorusPlayer.appendedBytes.map((b) => {
+      let s = "";
+      for (let i = 0; i < b.length; i += 0x8000) s += String.fromCharCode(...b.subarray(i, i + 0x8000));
+      return btoa(s);
+    }),
+  );
+  bytes.forEach((b64, i) => fs.writeFileSync(path.join(outDir, `appended-${i}.bin`), Buffer.from(b64, "base64")));
+}
+
 /** hls.js (from node_modules) on a page of its own origin (another port), as a web app would
  * be, playing `src`: every request to the edge is cross-origin, so it works only if the edge
  * answers CORS. What it reached: the audio's time, hls.js's fatal errors. */
@@ -136,14 +148,7 @@ try {
       const s = await player();
       return s.appended.some((a) => a.track === "chorus-sunrise" && a.rendition === result.firstRendition);
     }, 60);
-    const bytes = await page.evaluate(() =>
-      window.chorusPlayer.appendedBytes.map((b) => {
-        let s = "";
-        for (let i = 0; i < b.length; i += 0x8000) s += String.fromCharCode(...b.subarray(i, i + 0x8000));
-        return btoa(s);
-      }),
-    );
-    bytes.forEach((b64, i) => fs.writeFileSync(path.join(outDir, `appended-${i}.bin`), Buffer.from(b64, "base64")));
+    await saveAppended();
     result.state = await player();
     result.currentTime = await currentTime();
     result.mediaError = await page.evaluate(() => (document.querySelector("audio").error || {}).code || null);
@@ -172,14 +177,7 @@ try {
     await until("the protected track past its second segment", async () => (await currentTime()) > 7, 60);
     result.withToken = await player();
     result.currentTime = await currentTime();
-    const bytes = await page.evaluate(() =>
-      window.chorusPlayer.appendedBytes.map((b) => {
-        let s = "";
-        for (let i = 0; i < b.length; i += 0x8000) s += String.fromCharCode(...b.subarray(i, i + 0x8000));
-        return btoa(s);
-      }),
-    );
-    bytes.forEach((b64, i) => fs.writeFileSync(path.join(outDir, `appended-${i}.bin`), Buffer.from(b64, "base64")));
+    await saveAppended();
     await page.goto(`${edge}/player/?track=tides`);
     await until("an error without a token", async () => (await player())?.error, 30);
     result.withoutToken = await player();
