@@ -172,8 +172,10 @@ async fn serve_conn<H: Handler>(
     let mut requests = tokio::task::JoinSet::new();
     let mut stopping = false;
     let mut last_request = tokio::time::Instant::now();
+    // One timer for the connection, moved only when it fires (not on every request).
+    let idle = tokio::time::sleep(config.idle_timeout);
+    tokio::pin!(idle);
     loop {
-        let idle_deadline = last_request + config.idle_timeout;
         let next = tokio::select! {
             r = h3.accept() => r,
             Some(_) = requests.join_next(), if !requests.is_empty() => {
@@ -181,7 +183,12 @@ async fn serve_conn<H: Handler>(
                 continue;
             }
             // No request for the idle timeout: closed, whatever keep-alive PINGs arrive.
-            () = tokio::time::sleep_until(idle_deadline), if requests.is_empty() && !stopping => {
+            () = &mut idle, if !stopping => {
+                let due = last_request + config.idle_timeout;
+                if !requests.is_empty() || tokio::time::Instant::now() < due {
+                    idle.as_mut().reset(if requests.is_empty() { due } else { tokio::time::Instant::now() + config.idle_timeout });
+                    continue;
+                }
                 debug!("no request for the idle timeout; closing the connection");
                 config.metrics.refused.with_label_values(&["idle"]).inc();
                 if let Err(e) = h3.shutdown(0).await {

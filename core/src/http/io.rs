@@ -26,22 +26,30 @@ pub(crate) struct Busy(Arc<BusyState>);
 
 struct BusyState {
     active: AtomicUsize,
-    last: std::sync::Mutex<Instant>,
+    /// When the connection began.
+    base: Instant,
+    /// The last request activity, in ms after `base` (an atomic: touched twice per request).
+    last_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Default for Busy {
     fn default() -> Self {
-        Self(Arc::new(BusyState { active: AtomicUsize::new(0), last: std::sync::Mutex::new(Instant::now()) }))
+        Self(Arc::new(BusyState {
+            active: AtomicUsize::new(0),
+            base: Instant::now(),
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+        }))
     }
 }
 
 impl BusyState {
     fn touch(&self) {
-        *self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
+        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
     }
 
     fn last(&self) -> Instant {
-        *self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.base + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
     }
 }
 

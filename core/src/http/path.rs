@@ -41,21 +41,26 @@ pub fn check(path: &str) -> Result<(), PathError> {
         return Ok(());
     }
     let Some(rest) = path.strip_prefix('/') else { return Err(PathError::NotAbsolute) };
-    if path.contains('\\') {
-        return Err(PathError::Encoded);
-    }
-    let lower = path.to_ascii_lowercase();
-    if ["%2f", "%5c", "%2e", "%00"].iter().any(|e| lower.contains(e)) {
-        return Err(PathError::Encoded);
+    // (On every request: no allocation, one pass over the bytes.)
+    let b = path.as_bytes();
+    for (i, &c) in b.iter().enumerate() {
+        if c == b'\\' {
+            return Err(PathError::Encoded);
+        }
+        if c == b'%'
+            && let (Some(&h), Some(&l)) = (b.get(i + 1), b.get(i + 2))
+            && matches!((h, l.to_ascii_lowercase()), (b'2', b'f' | b'e') | (b'5', b'c') | (b'0', b'0'))
+        {
+            return Err(PathError::Encoded);
+        }
     }
     if rest.is_empty() {
         return Ok(()); // "/"
     }
-    let segments: Vec<&str> = rest.split('/').collect();
-    let last = segments.len() - 1;
-    for (i, s) in segments.iter().enumerate() {
-        match *s {
-            "" if i == last => {} // one trailing slash: `/player/`
+    let mut segments = rest.split('/').peekable();
+    while let Some(s) = segments.next() {
+        match s {
+            "" if segments.peek().is_none() => {} // one trailing slash: `/player/`
             "" => return Err(PathError::EmptySegment),
             "." | ".." => return Err(PathError::DotSegment),
             _ => {}
