@@ -28,6 +28,12 @@
 //!   to [`abr::warm`]'s default quality.
 //! - **Seek**: [`Scheduler::seek`] cancels what is in flight and starts a new playback session
 //!   at a segment: a new startup there, deadlines counted from it.
+//! - **Peers' shares**: at most [`PEER_INFLIGHT`] requests go to one peer at once (a peer
+//!   answers more BUSY).
+//!
+//! One file, one idea: every rule above reads and changes the same per-segment state and
+//! per-source measurements inside one `poll`; bitrate choice already lives apart
+//! ([`crate::abr`]), and splitting the rest would pass that state across modules for nothing.
 //! - **Peers** ([`SourceKind::Peer`], added with [`Scheduler::add_source`]) are asked only for
 //!   segments they hold ([`Scheduler::set_holds`]) and only when the segment is not urgent (not
 //!   the start, due more than [`SchedulerConfig::peer_lead`] ahead); a peer request that will be
