@@ -36,7 +36,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     max_pending_handshakes: Option<u64>,
     /// With more QUIC handshakes than this in progress, a client must first prove its address
-    /// (a Retry: one more round trip; a spoofed source cannot). 0: always.
+    /// (a Retry: one more round trip; a spoofed source cannot). 0: always. At most half of
+    /// --max-pending-handshakes is used, so that the other half is kept for proven clients.
     #[arg(long, value_name = "N", default_value_t = 128)]
     quic_retry_above: usize,
     /// Time a client has to send a request's headers (against slow-header attacks).

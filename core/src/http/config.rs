@@ -19,7 +19,9 @@ pub struct ServerConfig {
     /// 64); they hold no serving slot until they complete.
     pub max_pending_handshakes: Option<usize>,
     /// Beyond this many QUIC handshakes in progress, a client whose address is not validated
-    /// gets a Retry first (default 128; 0: always).
+    /// gets a Retry first (default 128; 0: always). Never more than half the handshake budget
+    /// ([`Self::retry_threshold`]): unvalidated Initials must not fill the budget that clients
+    /// coming back from a Retry need.
     pub retry_above: usize,
     /// Time a client has to send a complete request head (default 10 s).
     pub header_read_timeout: Duration,
@@ -116,6 +118,15 @@ impl ServerConfig {
     #[must_use]
     pub fn pending_handshakes(&self) -> usize {
         self.max_pending_handshakes.unwrap_or((self.max_connections / 4).max(64))
+    }
+
+    /// The handshakes in progress past which unvalidated addresses get a Retry: `retry_above`,
+    /// at most half of [`Self::pending_handshakes`]. Spoofed Initials (which never answer a
+    /// Retry) then hold at most half the budget, and the other half is always there for
+    /// clients that proved their address.
+    #[must_use]
+    pub fn retry_threshold(&self) -> usize {
+        self.retry_above.min(self.pending_handshakes() / 2)
     }
 }
 

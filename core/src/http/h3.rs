@@ -54,7 +54,7 @@ pub(super) async fn accept_loop<H: Handler>(
             incoming.remote_address_validated(),
             incoming.may_retry(),
             pending,
-            config.retry_above,
+            config.retry_threshold(),
             config.pending_handshakes(),
         ) {
             QuicAdmit::Retry => {

@@ -161,4 +161,16 @@ mod tests {
         assert_eq!(quic_admit(false, true, 9, 10, 100), QuicAdmit::Accept);
         assert_eq!(quic_admit(true, false, 100, 10, 100), QuicAdmit::Refuse);
     }
+
+    #[test]
+    fn retry_starts_by_half_the_handshake_budget_whatever_was_configured() {
+        use crate::http::ServerConfig;
+        // The defaults: 2 500 handshakes, Retry past 128.
+        assert_eq!(ServerConfig::default().retry_threshold(), 128);
+        // A small node (the attack test's edge: 160 connections, so 64 handshakes): Retry past
+        // 32, not past 128, which the budget would never reach; spoofed Initials would fill it.
+        let small = ServerConfig { max_connections: 160, ..ServerConfig::default() };
+        assert_eq!((small.pending_handshakes(), small.retry_threshold()), (64, 32));
+        assert_eq!(ServerConfig { retry_above: 0, ..small }.retry_threshold(), 0);
+    }
 }
