@@ -56,12 +56,8 @@ pub(crate) struct EdgeArgs {
     /// it, no content key is handed out.
     #[arg(long, value_name = "FILE")]
     token_key: Option<PathBuf>,
-    /// With --token-key: take only tokens whose `aud` names this audience.
-    #[arg(long, value_name = "AUD", requires = "token_key")]
-    token_audience: Option<String>,
-    /// With --token-key: take only tokens whose `iss` is this issuer.
-    #[arg(long, value_name = "ISS", requires = "token_key")]
-    token_issuer: Option<String>,
+    #[command(flatten)]
+    token_expect: crate::serve_args::TokenExpectArgs,
     /// A file holding this edge's own access token (one line; e.g. `chorus token issue --ttl
     /// 365d --sub edge-a`), sent to upstreams, and only to them, when fetching a protected
     /// track's content key. Read again at every fetch, so it can be replaced in place.
@@ -201,7 +197,7 @@ pub(crate) async fn run(a: EdgeArgs) -> Result<()> {
         }),
         manifests: 4096,
         token_key,
-        token_expect: chorus_core::token::Expect { audience: a.token_audience.clone(), issuer: a.token_issuer.clone() },
+        token_expect: a.token_expect.expect(),
         admin_token: a.admin_token.clone().or_else(|| a.admin_token_file.clone()),
         origin_key,
         player: !a.no_player,

@@ -40,12 +40,8 @@ pub(crate) struct OriginArgs {
     /// The rest of the read API stays open, as before.
     #[arg(long, value_name = "FILE")]
     token_key: Option<PathBuf>,
-    /// With --token-key: take only tokens whose `aud` names this audience.
-    #[arg(long, value_name = "AUD", requires = "token_key")]
-    token_audience: Option<String>,
-    /// With --token-key: take only tokens whose `iss` is this issuer.
-    #[arg(long, value_name = "ISS", requires = "token_key")]
-    token_issuer: Option<String>,
+    #[command(flatten)]
+    token_expect: crate::serve_args::TokenExpectArgs,
     /// Largest upload accepted by the admin API.
     #[arg(long, value_name = "SIZE", default_value = "2GiB")]
     max_upload_size: Size,
@@ -82,7 +78,7 @@ pub(crate) async fn run(a: OriginArgs) -> Result<()> {
         max_upload_bytes: a.max_upload_size.0,
         body_idle_timeout: a.serve.idle_timeout.0.min(ApiConfig::default().body_idle_timeout),
         token_key: a.token_key.as_deref().map(keys::read_verifying_key).transpose()?,
-        token_expect: chorus_core::token::Expect { audience: a.token_audience.clone(), issuer: a.token_issuer.clone() },
+        token_expect: a.token_expect.expect(),
     };
     if api.token_key.is_none() {
         info!("no --token-key: content keys of protected tracks are not served");

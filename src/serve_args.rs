@@ -13,6 +13,25 @@ use chorus_core::units::Span;
 use clap::Args;
 use tracing::{info, warn};
 
+/// What a node that checks tokens (`--token-key`) also asks of them: the `aud` and `iss` it
+/// takes (the edge and the origin alike).
+#[derive(Args)]
+pub(crate) struct TokenExpectArgs {
+    /// With --token-key: take only tokens whose `aud` names this audience.
+    #[arg(long, value_name = "AUD", requires = "token_key")]
+    token_audience: Option<String>,
+    /// With --token-key: take only tokens whose `iss` is this issuer.
+    #[arg(long, value_name = "ISS", requires = "token_key")]
+    token_issuer: Option<String>,
+}
+
+impl TokenExpectArgs {
+    /// The claims' expectations these flags set.
+    pub(crate) fn expect(&self) -> chorus_core::token::Expect {
+        chorus_core::token::Expect { audience: self.token_audience.clone(), issuer: self.token_issuer.clone() }
+    }
+}
+
 #[derive(Args)]
 pub(crate) struct ServeArgs {
     /// TLS certificate chain (PEM) for https:// and h3:// listeners (default: a self-signed one,

@@ -1389,6 +1389,33 @@ async fn a_404_is_final_and_remembered_so_made_up_ids_cost_upstreams_once() {
     assert!(upstream >= 31.0 && remembered >= 1.0, "{upstream} upstream 404s, {remembered} remembered");
 }
 
+/// `Cache-Control: only-if-cached` (RFC 9111) asks the edge's cache alone: 504 for a chunk it
+/// does not hold, with the origin not asked; the chunk's bytes once it holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_if_cached_asks_the_cache_alone() {
+    let origin = Origin::start();
+    let cache = origin.dir.path().join("edge-cache");
+    let e = edge(&[origin.node().url("http")], &cache, &origin.cert(), &["--prefetch-segments", "0"]);
+    let mut c = conn(&e.url("http")).await;
+    let m = manifest(&origin.node().url("http"), "tides", &origin.key()).await;
+    let id = m.renditions[0].segments[0].id;
+    let only_if_cached = || {
+        Request::get(format!("/v1/chunks/{id}"))
+            .header(http::header::CACHE_CONTROL, "max-age=0, only-if-cached")
+            .body(bytes::Bytes::new())
+            .unwrap()
+    };
+    let before = origin.chunk_fetches().await;
+    let r = c.send(only_if_cached()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::GATEWAY_TIMEOUT, "{}", String::from_utf8_lossy(r.body()));
+    assert_eq!(origin.chunk_fetches().await, before, "only-if-cached made the edge fetch");
+    assert_eq!(get_chunk(&mut c, &id).await, StatusCode::OK);
+    let r = c.send(only_if_cached()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(ChunkId::of(r.body()), id);
+    assert_eq!(origin.chunk_fetches().await, before + 1.0, "one fetch, for the plain request");
+}
+
 /// `POST /v1/peers/announce` of the peer of `key` at `addr`, holding `tracks`, signed for `edge`.
 fn announce_tracks(key: &Keypair, addr: &str, tracks: &[&str], edge: &str) -> Request<bytes::Bytes> {
     let a = chorus_core::api::Announce {

@@ -9,12 +9,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chorus_core::http::body::{self, BodyError};
 use chorus_core::http::serve::{
-    ChunkSource, bearer, chunk_response, chunk_response_from, if_none_match, is_read, key_response, method_not_allowed,
-    parse_chunk_segment, query_param,
+    ChunkSource, chunk_response, chunk_response_from, if_none_match, is_read, key_response, method_not_allowed,
+    only_if_cached, parse_chunk_segment, verify_request,
 };
 use chorus_core::http::{Body, FileBody, Handler, RequestContext, ResponseBody, empty, full, json, json_error};
 use chorus_core::protect::KeyId;
-use chorus_core::token::{Claims, TokenError};
+use chorus_core::token::Claims;
 use chorus_core::{ChunkId, TrackId, hls};
 use http::request::Parts;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -96,14 +96,7 @@ impl Edge {
     /// Checks the access token of a `/v1/` request. `Ok(None)` when tokens are off.
     fn authenticate(&self, req: &Parts) -> Result<Option<Claims>, Response<ResponseBody>> {
         let Some(verifier) = &self.0.tokens else { return Ok(None) };
-        let token = bearer(&req.headers).map(str::to_owned).or_else(|| query_param(req.uri.query(), "token"));
-        let Some(token) = token else {
-            return Err(json_error(StatusCode::UNAUTHORIZED, TokenError::Missing));
-        };
-        verifier
-            .verify(&token, SystemTime::now())
-            .map(Some)
-            .map_err(|e| json_error(StatusCode::UNAUTHORIZED, Chain(&e)))
+        verify_request(verifier, req).map(Some)
     }
 
     fn scope_track(claims: Option<&Claims>, track: &TrackId) -> Result<(), Response<ResponseBody>> {
@@ -370,7 +363,18 @@ impl Edge {
         if let Err(r) = self.scope_chunk(claims, &id) {
             return (r, None);
         }
-        match self.serve_chunk(id, sendfile).await {
+        let served = if only_if_cached(&req.headers) {
+            match self.serve_cached(id, sendfile).await {
+                Some(s) => Ok(s),
+                None => {
+                    let why = format!("chunk {id} is not in this edge's cache (the request said only-if-cached)");
+                    return (json_error(StatusCode::GATEWAY_TIMEOUT, why), None);
+                }
+            }
+        } else {
+            self.serve_chunk(id, sendfile).await
+        };
+        match served {
             Ok(Served::File(file, len)) => {
                 let source = ChunkSource::File(file, len);
                 (chunk_response_from(&id, source, content_type, &req.method, &req.headers), Some("disk"))

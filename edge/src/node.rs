@@ -283,19 +283,10 @@ impl Edge {
     /// # Errors
     /// [`FetchError`] when it is not cached and no upstream delivered it.
     pub async fn chunk(&self, id: ChunkId) -> Result<(Bytes, Source), FetchError> {
-        let m = &self.0.metrics;
-        let mut events = Events::default();
-        let found = self.0.cache.get(&id, &mut events).await;
-        self.record(events);
-        if let Some(f) = found {
-            m.cache_requests.with_label_values(&["hit", f.tier.as_str()]).inc();
-            if f.prefetch_used {
-                m.prefetch.with_label_values(&["used"]).inc();
-            }
-            let source = if f.tier == TierName::Memory { Source::Memory } else { Source::Disk };
-            self.observe(&id, f.bytes.len() as u64);
-            return Ok((f.bytes, source));
+        if let Some(hit) = self.cached(id).await {
+            return Ok(hit);
         }
+        let m = &self.0.metrics;
         let edge = self.clone();
         let (result, role) = self
             .0
@@ -314,6 +305,35 @@ impl Edge {
         let bytes = result?;
         self.observe(&id, bytes.len() as u64);
         Ok((bytes, Source::Upstream))
+    }
+
+    /// Chunk `id` from the cache alone (a hit, counted as one), or `None`: nothing is fetched.
+    async fn cached(&self, id: ChunkId) -> Option<(Bytes, Source)> {
+        let m = &self.0.metrics;
+        let mut events = Events::default();
+        let found = self.0.cache.get(&id, &mut events).await;
+        self.record(events);
+        let f = found?;
+        m.cache_requests.with_label_values(&["hit", f.tier.as_str()]).inc();
+        if f.prefetch_used {
+            m.prefetch.with_label_values(&["used"]).inc();
+        }
+        let source = if f.tier == TierName::Memory { Source::Memory } else { Source::Disk };
+        self.observe(&id, f.bytes.len() as u64);
+        Some((f.bytes, source))
+    }
+
+    /// Answers a request for chunk `id` that allows the cache alone (`Cache-Control:
+    /// only-if-cached`, RFC 9111 §5.2.1.7): as [`Self::serve_chunk`] when the chunk is cached,
+    /// `None` (the HTTP layer answers 504) when it is not; nothing is fetched upstream.
+    pub async fn serve_cached(&self, id: ChunkId, sendfile: bool) -> Option<Served> {
+        if sendfile && let Some((file, len)) = self.chunk_file(&id) {
+            self.after_chunk(&id);
+            return Some(Served::File(file, len));
+        }
+        let (bytes, source) = self.cached(id).await?;
+        self.after_chunk(&id);
+        Some(Served::Bytes(bytes, source))
     }
 
     /// Feeds a served chunk request to the hit-ratio-curve estimator (its gauges are set on

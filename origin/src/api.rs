@@ -10,14 +10,14 @@ use chorus_core::TrackId;
 use chorus_core::hls as playlist;
 use chorus_core::http::body::{self, BodyError};
 use chorus_core::http::serve::{
-    AdminGuard, bearer, chunk_response, if_none_match, is_read, key_response, method_not_allowed, parse_chunk_segment,
-    query_param,
+    AdminGuard, chunk_response, if_none_match, is_read, key_response, method_not_allowed, parse_chunk_segment,
+    query_param, verify_request,
 };
 use chorus_core::http::{Body, Handler, RequestContext, ResponseBody, empty, full, json, json_error};
 use chorus_core::keys::{SigningKey, VerifyingKey};
 use chorus_core::manifest::Manifest;
 use chorus_core::protect::KeyId;
-use chorus_core::token::{TokenError, TokenVerifier};
+use chorus_core::token::TokenVerifier;
 use http::request::Parts;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use tokio::io::AsyncWriteExt as _;
@@ -272,11 +272,9 @@ impl Origin {
                 "this origin serves no content keys: start it with --token-key to check the tokens of key requests",
             );
         };
-        let token = bearer(&req.headers).map(str::to_owned).or_else(|| query_param(req.uri.query(), "token"));
-        let claims = match token.map(|t| verifier.verify(&t, std::time::SystemTime::now())) {
-            None => return json_error(StatusCode::UNAUTHORIZED, TokenError::Missing),
-            Some(Err(e)) => return json_error(StatusCode::UNAUTHORIZED, Chain(&e)),
-            Some(Ok(c)) => c,
+        let claims = match verify_request(verifier, req) {
+            Ok(c) => c,
+            Err(unauthorized) => return unauthorized,
         };
         if !claims.allows(&track) {
             return json_error(StatusCode::FORBIDDEN, format!("this token does not cover track {track}"));

@@ -232,12 +232,49 @@ fn percent_decode(s: &str) -> Option<String> {
     percent_encoding::percent_decode_str(&spaced).decode_utf8().ok().map(std::borrow::Cow::into_owned)
 }
 
+/// Whether the request's `Cache-Control` holds `only-if-cached` (RFC 9111 §5.2.1.7): answer
+/// from the cache or with 504, never by fetching.
+#[must_use]
+pub fn only_if_cached(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|d| d.trim().eq_ignore_ascii_case("only-if-cached"))
+}
+
 /// The credential of an `Authorization: Bearer …` header.
 #[must_use]
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, cred) = v.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| cred.trim())
+}
+
+/// The access token of a request, as every node reads it: `Authorization: Bearer …`, else a
+/// `?token=` query parameter (for HLS URIs, which players fetch without headers).
+#[must_use]
+pub fn request_token(req: &http::request::Parts) -> Option<String> {
+    bearer(&req.headers).map(str::to_owned).or_else(|| query_param(req.uri.query(), "token"))
+}
+
+/// Checks the access token of `req` with `verifier`: its claims, or the 401 to answer (no
+/// token, or one that does not verify).
+///
+/// # Errors
+/// The 401 response, its body saying why.
+#[allow(clippy::result_large_err)] // the ready error response, built on the error path only
+pub fn verify_request(
+    verifier: &crate::token::TokenVerifier,
+    req: &http::request::Parts,
+) -> Result<crate::token::Claims, Response<ResponseBody>> {
+    let Some(token) = request_token(req) else {
+        return Err(super::json_error(StatusCode::UNAUTHORIZED, crate::token::TokenError::Missing));
+    };
+    verifier
+        .verify(&token, std::time::SystemTime::now())
+        .map_err(|e| super::json_error(StatusCode::UNAUTHORIZED, crate::error::Chain(&e)))
 }
 
 /// The key route's answer (docs/protocol.md §3.7): the 16 key bytes, never stored by a shared
@@ -364,6 +401,20 @@ mod tests {
         assert_eq!(parse_range("bytes=0-1,5-6", 1000), Full);
         assert_eq!(parse_range("items=0-1", 1000), Full);
         assert_eq!(parse_range("bytes=x-1", 1000), Full);
+    }
+
+    #[test]
+    fn only_if_cached_is_one_directive_among_others() {
+        let with = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static(v));
+            only_if_cached(&h)
+        };
+        assert!(with("only-if-cached"));
+        assert!(with("max-age=0, Only-If-Cached"));
+        assert!(!with("no-cache"));
+        assert!(!with("only-if-cached-ish"));
+        assert!(!only_if_cached(&HeaderMap::new()));
     }
 
     #[test]
