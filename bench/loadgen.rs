@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use chorus_core::http::client::HttpClient;
-use chorus_core::http::tls::ClientTls;
+use chorus_http::client::HttpClient;
+use chorus_http::tls::ClientTls;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

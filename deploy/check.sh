@@ -379,7 +379,7 @@ def names_in(expr):
 def source_names():
     """Names exported by the Rust code, and which of them are histograms."""
     names, hist = set(), set()
-    for top in ("core", "edge", "origin", "peer", "client-lib", "src"):
+    for top in ("core", "http", "edge", "origin", "peer", "client-lib", "src"):
         for dirpath, dirnames, files in os.walk(os.path.join(ROOT, top)):
             dirnames[:] = [d for d in dirnames if d != "target"]
             for f in files:
@@ -388,7 +388,7 @@ def source_names():
                 text = open(os.path.join(dirpath, f), encoding="utf-8").read()
                 names.update(re.findall(r'"(chorus_[a-z0-9_]+)"', text))
                 hist.update(re.findall(r'Histogram(?:Opts)?::(?:new|with_opts)\(\s*(?:HistogramOpts::new\(\s*)?"(chorus_[a-z0-9_]+)"', text))
-                # chorus_core::metrics::RequestCounter::new(&registry, "edge") registers
+                # chorus_http::metrics::RequestCounter::new(&registry, "edge") registers
                 # chorus_edge_requests_total (the name is built with format!).
                 names.update(f"chorus_{n}_requests_total" for n in re.findall(r'RequestCounter::new\([^,()]+,\s*"(\w+)"\)', text))
     names.update({"chorus_edge_requests_total", "chorus_origin_requests_total"})

@@ -4,8 +4,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
-use chorus_core::http::tls::ClientTls;
-use chorus_core::http::{ListenUrl, Server};
 use chorus_core::keys;
 use chorus_core::units::{Size, Span};
 use chorus_edge::cache::CacheConfig;
@@ -15,6 +13,8 @@ use chorus_edge::tracker::TrackerConfig;
 use chorus_edge::tracker::shared::SharedConfig;
 use chorus_edge::upstream::UpstreamConfig;
 use chorus_edge::{Edge, EdgeConfig};
+use chorus_http::tls::ClientTls;
+use chorus_http::{ListenUrl, Server};
 use clap::Args;
 use tracing::{info, warn};
 

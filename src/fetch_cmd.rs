@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result};
 use chorus_client::ClientBuilder;
 use chorus_client::abr::Quality;
-use chorus_core::http::tls::ClientTls;
 use chorus_core::units::{Size, Span};
 use chorus_core::{TrackId, keys};
+use chorus_http::tls::ClientTls;
 use clap::{Args, ValueEnum};
 
 #[derive(Clone, Copy, ValueEnum)]

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use chorus_core::http::client::HttpClient;
-use chorus_core::http::serve::parse_chunk_segment;
-use chorus_core::http::tls::ClientTls;
+use chorus_http::client::HttpClient;
+use chorus_http::serve::parse_chunk_segment;
+use chorus_http::tls::ClientTls;
 use clap::Args;
 
 #[derive(Args)]

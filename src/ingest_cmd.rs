@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use chorus_core::TrackId;
-use chorus_core::http::client::HttpClient;
-use chorus_core::http::tls::ClientTls;
 use chorus_core::keys;
+use chorus_http::client::HttpClient;
+use chorus_http::tls::ClientTls;
 use chorus_origin::Store;
 use chorus_origin::ingest::{self, IngestRequest, Mode, Progress};
 use clap::Args;

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use chorus_core::http::{ListenUrl, Server};
 use chorus_core::keys;
 use chorus_core::units::Size;
+use chorus_http::{ListenUrl, Server};
 use chorus_origin::metrics::OriginMetrics;
 use chorus_origin::{ApiConfig, Origin, Store};
 use clap::Args;

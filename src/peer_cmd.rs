@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use chorus_core::TrackId;
-use chorus_core::http::tls::ClientTls;
-use chorus_core::http::{ListenUrl, Server, ServerConfig};
 use chorus_core::keys;
 use chorus_core::units::Size;
+use chorus_http::tls::ClientTls;
+use chorus_http::{ListenUrl, Server, ServerConfig};
 use chorus_peer::{DirStore, MemoryLimit, Multiaddr, Peer, PeerConfig};
 use clap::Args;
 
@@ -134,7 +134,7 @@ pub(crate) async fn run(a: PeerArgs) -> Result<()> {
     };
     crate::ready::add_p2p(listening.iter().map(ToString::to_string));
     let mut ready = Some(urls);
-    let http = chorus_core::http::client::HttpClient::new(&trust)?.with_timeout(Duration::from_secs(10));
+    let http = chorus_http::client::HttpClient::new(&trust)?.with_timeout(Duration::from_secs(10));
     let mut announced: Vec<TrackId> = Vec::new();
     loop {
         // A signal ends an announce round in progress too (a dead edge holds one for seconds).

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use chorus_client::abr::Quality;
 use chorus_core::TrackId;
-use chorus_core::http::{Body, Handler, RequestContext, ResponseBody, full, json_error};
+use chorus_http::{Body, Handler, RequestContext, ResponseBody, full, json_error};
 use chorus_peer::{DirStore, Peer};
 use tracing::{info, warn};
 
@@ -21,7 +21,7 @@ pub(crate) struct MetricsHandler(pub(crate) prometheus::Registry);
 impl Handler for MetricsHandler {
     async fn call(&self, req: http::Request<Body>, _ctx: RequestContext) -> http::Response<ResponseBody> {
         match req.uri().path() {
-            "/metrics" => chorus_core::metrics::response(&self.0),
+            "/metrics" => chorus_http::metrics::response(&self.0),
             "/healthz" | "/readyz" => full(http::StatusCode::OK, "text/plain", "ok\n"),
             _ => json_error(http::StatusCode::NOT_FOUND, "no such path"),
         }
@@ -62,7 +62,7 @@ pub(crate) async fn announce(
     peer: &Peer,
     store: &Arc<DirStore>,
     edges: &[String],
-    http: &chorus_core::http::client::HttpClient,
+    http: &chorus_http::client::HttpClient,
     token: Option<&str>,
     announced: &[TrackId],
 ) -> Vec<TrackId> {

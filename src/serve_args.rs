@@ -5,11 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Result;
-use chorus_core::http::tls::{self, CertSlot, CertifiedKey};
-use chorus_core::http::{
-    Body, Handler, ListenUrl, RequestContext, ResponseBody, Scheme, Server, ServerConfig, json_error,
-};
 use chorus_core::units::Span;
+use chorus_http::tls::{self, CertSlot, CertifiedKey};
+use chorus_http::{Body, Handler, ListenUrl, RequestContext, ResponseBody, Scheme, Server, ServerConfig, json_error};
 use clap::Args;
 use tracing::{info, warn};
 
@@ -79,7 +77,7 @@ pub(crate) struct ServeArgs {
     /// X-Forwarded-For. From any other address both are ignored. The tracker binds announced
     /// addresses to this client address.
     #[arg(long, value_name = "CIDR", value_delimiter = ',')]
-    trusted_proxy: Vec<chorus_core::http::proxy::TrustedProxies>,
+    trusted_proxy: Vec<chorus_http::proxy::TrustedProxies>,
     /// How the --trusted-proxy balancers say who the client is: proxy-protocol (a PROXY
     /// header first on each TCP connection; X-Forwarded-For ignored; HTTP/3 keeps the QUIC
     /// connection's address) or x-forwarded-for (that header on every request, HTTP/3
@@ -102,7 +100,7 @@ pub(crate) struct ServeArgs {
 
 /// Checks one `--cors-origin` value (how they combine is checked at start).
 fn cors_origin(s: &str) -> Result<String, String> {
-    chorus_core::http::cors::AllowOrigins::parse(&[s]).map(|_| s.to_owned()).map_err(|e| e.to_string())
+    chorus_http::cors::AllowOrigins::parse(&[s]).map(|_| s.to_owned()).map_err(|e| e.to_string())
 }
 
 /// `--alt-svc`.
@@ -122,7 +120,7 @@ enum ProxyModeArg {
 
 /// Parses `--metrics-listen`: plaintext HTTP only (a scrape port is internal).
 fn metrics_url(s: &str) -> Result<ListenUrl, String> {
-    let u: ListenUrl = s.parse().map_err(|e: chorus_core::http::listen::ListenUrlError| e.to_string())?;
+    let u: ListenUrl = s.parse().map_err(|e: chorus_http::listen::ListenUrlError| e.to_string())?;
     if u.scheme != Scheme::Http {
         return Err(format!("{s}: --metrics-listen takes an http:// address"));
     }
@@ -203,20 +201,20 @@ impl ServeArgs {
             trusted_proxies: self
                 .trusted_proxy
                 .iter()
-                .fold(chorus_core::http::proxy::TrustedProxies::default(), |mut all, t| {
+                .fold(chorus_http::proxy::TrustedProxies::default(), |mut all, t| {
                     all.extend(t);
                     all
                 })
                 .with_mode(match self.trusted_proxy_mode {
-                    ProxyModeArg::ProxyProtocol => chorus_core::http::proxy::ProxyMode::ProxyProtocol,
-                    ProxyModeArg::XForwardedFor => chorus_core::http::proxy::ProxyMode::XForwardedFor,
+                    ProxyModeArg::ProxyProtocol => chorus_http::proxy::ProxyMode::ProxyProtocol,
+                    ProxyModeArg::XForwardedFor => chorus_http::proxy::ProxyMode::XForwardedFor,
                 }),
             alt_svc: match self.alt_svc {
-                AltSvcArg::Auto => chorus_core::http::AltSvcMode::Auto,
-                AltSvcArg::Clear => chorus_core::http::AltSvcMode::Clear,
-                AltSvcArg::Off => chorus_core::http::AltSvcMode::Off,
+                AltSvcArg::Auto => chorus_http::AltSvcMode::Auto,
+                AltSvcArg::Clear => chorus_http::AltSvcMode::Clear,
+                AltSvcArg::Off => chorus_http::AltSvcMode::Off,
             },
-            cors: chorus_core::http::cors::AllowOrigins::parse(&self.cors_origin)?,
+            cors: chorus_http::cors::AllowOrigins::parse(&self.cors_origin)?,
             ..ServerConfig::default()
         })
     }

@@ -5,7 +5,7 @@
 use chorus_core::error::Chain;
 use std::time::Duration;
 
-use chorus_core::http::ListenUrl;
+use chorus_http::ListenUrl;
 use sd_notify::NotifyState;
 use tracing::{debug, warn};
 

@@ -38,9 +38,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use chorus_core::http::client::HttpClient;
-use chorus_core::http::tls::ClientTls;
 use chorus_core::{ChunkId, TrackId};
+use chorus_http::client::HttpClient;
+use chorus_http::tls::ClientTls;
 use http::Request;
 use support::netns::{Host, Lab, Way};
 use support::{Node, bin, chorus, s, wait_log};
@@ -491,8 +491,7 @@ async fn connections(edge: &str, edge_h3: &str, token: &str, until: tokio::time:
 /// the server. Returns the Initials sent and the Retry packets that came back.
 async fn initial_flood(to: std::net::SocketAddr, until: tokio::time::Instant) -> (u64, u64) {
     let tls =
-        chorus_core::http::tls::client_config(&ClientTls { ca_files: Vec::new(), insecure: true }, &[b"h3"], true)
-            .unwrap();
+        chorus_http::tls::client_config(&ClientTls { ca_files: Vec::new(), insecure: true }, &[b"h3"], true).unwrap();
     let crypto = quinn_proto::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let cfg = quinn_proto::ClientConfig::new(Arc::new(crypto));
     let sock = tokio::net::UdpSocket::bind("0.0.0.0:0").await.unwrap();

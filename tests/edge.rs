@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use chorus_core::ChunkId;
 use chorus_core::announce::SignedAnnounce;
-use chorus_core::http::Protocol;
-use chorus_core::http::client::{Connection, HttpClient};
-use chorus_core::http::tls::ClientTls;
 use chorus_core::keys;
 use chorus_core::manifest::Manifest;
+use chorus_http::Protocol;
+use chorus_http::client::{Connection, HttpClient};
+use chorus_http::tls::ClientTls;
 use chorus_peer::identity::Keypair;
 use http::{Request, StatusCode};
 use support::proxy::{self, Mode};

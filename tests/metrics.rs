@@ -10,8 +10,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use chorus_core::http::client::HttpClient;
-use chorus_core::http::tls::ClientTls;
+use chorus_http::client::HttpClient;
+use chorus_http::tls::ClientTls;
 use support::redis::{Redis, have_redis};
 use support::{ingest_sample, start_edge_with, start_origin, start_seeder};
 

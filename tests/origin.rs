@@ -7,12 +7,12 @@ use chorus_testkit as support;
 
 use std::time::Duration;
 
-use chorus_core::http::Protocol;
-use chorus_core::http::client::{Connection, HttpClient};
-use chorus_core::http::tls::ClientTls;
 use chorus_core::keys::{self, VerifyingKey};
 use chorus_core::manifest::{Container, Manifest};
 use chorus_core::{ChunkId, token};
+use chorus_http::Protocol;
+use chorus_http::client::{Connection, HttpClient};
+use chorus_http::tls::ClientTls;
 use http::{Request, StatusCode};
 use support::{Node, chorus, chorus_with_path, have_ffmpeg, origin_args, s, samples, snapshot, write_wav};
 
@@ -652,7 +652,7 @@ async fn a_request_head_trickled_byte_by_byte_is_still_cut_off() {
 /// refuses the old ticket) costs a redial, not a failed request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http3_resumes_in_zero_rtt_and_survives_a_refused_ticket() {
-    use chorus_core::http::client::EarlyData;
+    use chorus_http::client::EarlyData;
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     ok(&chorus(&["ingest", "--store", s(&store), "--track", "tides", s(&samples().join("chorus-tides"))]));

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chorus_core::TrackId;
-use chorus_core::http::client::HttpClient;
-use chorus_core::http::tls::ClientTls;
 use chorus_core::manifest::Manifest;
+use chorus_http::client::HttpClient;
+use chorus_http::tls::ClientTls;
 use chorus_peer::{Peer, PeerConfig, Store};
 use support::{Node, chorus, ingest_sample, s, start_edge, start_origin, wait_log};
 

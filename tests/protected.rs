@@ -9,9 +9,9 @@ use chorus_testkit as support;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use chorus_core::http::client::Connection;
 use chorus_core::manifest::Manifest;
 use chorus_core::protect::{self, ContentKey};
+use chorus_http::client::Connection;
 use http::{Request, StatusCode};
 use support::{Node, chorus, conn, s, start_edge_with};
 

@@ -5,8 +5,8 @@
 
 use chorus_testkit as support;
 
-use chorus_core::http::client::HttpClient;
-use chorus_core::http::tls::ClientTls;
+use chorus_http::client::HttpClient;
+use chorus_http::tls::ClientTls;
 use http::StatusCode;
 use support::{Node, origin_args, s};
 
@@ -25,7 +25,7 @@ async fn sighup_swaps_in_a_renewed_certificate_without_a_restart() {
     let old_client = trusting(&old_cert, "old");
     let mut held = old_client.connect(&node.url("https"), false).await.unwrap();
     // A renewed pair replaces the files (here: another self-signed one), then SIGHUP.
-    let renewed = chorus_core::http::tls::load_or_generate(None, None, &dir.path().join("renewed")).unwrap();
+    let renewed = chorus_http::tls::load_or_generate(None, None, &dir.path().join("renewed")).unwrap();
     let new_client = trusting(&renewed.cert_path, "new");
     assert_ne!(std::fs::read(&renewed.cert_path).unwrap(), old_pem);
     for f in ["cert.pem", "key.pem"] {
@@ -59,8 +59,8 @@ async fn sighup_swaps_in_a_renewed_certificate_without_a_restart() {
 async fn renewed_certificate_files_are_picked_up_by_themselves() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    let first = chorus_core::http::tls::load_or_generate(None, None, &a).unwrap();
-    let renewed = chorus_core::http::tls::load_or_generate(None, None, &b).unwrap();
+    let first = chorus_http::tls::load_or_generate(None, None, &a).unwrap();
+    let renewed = chorus_http::tls::load_or_generate(None, None, &b).unwrap();
     let live = dir.path().join("live");
     std::fs::create_dir_all(&live).unwrap();
     for f in ["cert.pem", "key.pem"] {

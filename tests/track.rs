@@ -15,10 +15,10 @@ use std::time::Duration;
 
 use chorus_client::abr::Quality;
 use chorus_client::{ClientBuilder, Source};
-use chorus_core::http::tls::ClientTls;
 use chorus_core::keys;
 use chorus_core::manifest::Manifest;
 use chorus_core::{ChunkId, TrackId};
+use chorus_http::tls::ClientTls;
 use support::proxy::{self, Mode};
 use support::{Node, chorus, s, samples, start_origin};
 use tokio::io::AsyncReadExt as _;

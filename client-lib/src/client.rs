@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use chorus_core::TrackId;
-use chorus_core::http::client::HttpClient;
-use chorus_core::http::tls::ClientTls;
 use chorus_core::keys::VerifyingKey;
+use chorus_http::client::HttpClient;
+use chorus_http::tls::ClientTls;
 use chorus_peer::Peer;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;

@@ -23,10 +23,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use chorus_core::http::Protocol;
-use chorus_core::http::altsvc::{self, AltSvc};
-use chorus_core::http::client::{ClientError, Connection, HttpClient};
-use chorus_core::http::pool::Pool;
+use chorus_http::Protocol;
+use chorus_http::altsvc::{self, AltSvc};
+use chorus_http::client::{ClientError, Connection, HttpClient};
+use chorus_http::pool::Pool;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::debug;
@@ -245,7 +245,7 @@ impl Edge {
             // its handshake completes, and its time says nothing of the round trip.
             let took = result
                 .as_ref()
-                .is_ok_and(|c| matches!(c.early_data(), chorus_core::http::client::EarlyData::NotTried))
+                .is_ok_and(|c| matches!(c.early_data(), chorus_http::client::EarlyData::NotTried))
                 .then(|| began.elapsed());
             let mut state = lock(&h3);
             let (current, in_time) = match &*state {
@@ -374,7 +374,7 @@ impl Edge {
         tally: &Tally,
     ) -> Result<http::Response<Bytes>, ClientError> {
         if let Some(pool) = self.h3_pool().await {
-            match pool.send(http, chorus_core::http::pool::clone_request(&req)).await {
+            match pool.send(http, chorus_http::pool::clone_request(&req)).await {
                 Ok(r) => {
                     tally.count(Protocol::Http3);
                     self.observe(&r);

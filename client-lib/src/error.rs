@@ -1,9 +1,9 @@
 //! Why a fetch failed: one error type for opening and reading a track, each variant with its
 //! cause, and whether trying again can help.
 
-use chorus_core::http::client::ClientError;
 use chorus_core::manifest::ManifestError;
 use chorus_core::{ChunkId, TrackId};
+use chorus_http::client::ClientError;
 
 /// Why a fetch failed.
 #[derive(Debug, thiserror::Error)]

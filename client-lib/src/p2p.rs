@@ -7,8 +7,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chorus_core::http::client::HttpClient;
 use chorus_core::{ChunkId, TrackId};
+use chorus_http::client::HttpClient;
 use chorus_peer::{Multiaddr, Peer, PeerId};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;

@@ -8,9 +8,9 @@
 use chorus_client::abr::Quality;
 use chorus_client::{ClientBuilder, Source};
 use chorus_core::TrackId;
-use chorus_core::http::client::HttpClient;
-use chorus_core::http::tls::ClientTls;
 use chorus_core::manifest::Manifest;
+use chorus_http::client::HttpClient;
+use chorus_http::tls::ClientTls;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_track_comes_verified_in_order_then_from_the_cache_with_no_edge() {
@@ -65,13 +65,13 @@ async fn a_track_comes_verified_in_order_then_from_the_cache_with_no_edge() {
 /// Answers every manifest request with `doc`: another track's manifest, validly signed.
 struct Substitutes(bytes::Bytes);
 
-impl chorus_core::http::Handler for Substitutes {
+impl chorus_http::Handler for Substitutes {
     async fn call(
         &self,
-        _req: http::Request<chorus_core::http::Body>,
-        _ctx: chorus_core::http::RequestContext,
-    ) -> http::Response<chorus_core::http::ResponseBody> {
-        chorus_core::http::full(http::StatusCode::OK, "application/json", self.0.clone())
+        _req: http::Request<chorus_http::Body>,
+        _ctx: chorus_http::RequestContext,
+    ) -> http::Response<chorus_http::ResponseBody> {
+        chorus_http::full(http::StatusCode::OK, "application/json", self.0.clone())
     }
 }
 
@@ -80,9 +80,8 @@ async fn a_signed_manifest_of_another_track_is_refused() {
     let origin = chorus_testkit::inproc::origin("sunrise", "chorus-sunrise").await;
     let http = HttpClient::new(&ClientTls::default()).unwrap();
     let doc = http.connect(&origin.url, false).await.unwrap().get("/v1/tracks/sunrise/manifest").await.unwrap();
-    let url: chorus_core::http::ListenUrl = "http://127.0.0.1:0".parse().unwrap();
-    let server =
-        chorus_core::http::Server::bind(&[url], None, chorus_core::http::ServerConfig::default()).await.unwrap();
+    let url: chorus_http::ListenUrl = "http://127.0.0.1:0".parse().unwrap();
+    let server = chorus_http::Server::bind(&[url], None, chorus_http::ServerConfig::default()).await.unwrap();
     let liar = server.local_urls()[0].to_string();
     tokio::spawn(server.serve(std::sync::Arc::new(Substitutes(doc.into_body())), std::future::pending()));
     let client = ClientBuilder::new(vec![liar], origin.key).build().unwrap();

@@ -2,7 +2,7 @@
 //! the libp2p identity key its peer id is derived from, and the checks a tracker makes before
 //! it lists anything.
 //!
-//! The format is libp2p's signed envelope (libp2p RFC 0002, `libp2p::core::SignedEnvelope`):
+//! The format is libp2p's signed envelope (libp2p RFC 0002, `libp2p_core::SignedEnvelope`):
 //! domain [`DOMAIN`], payload type [`PAYLOAD_TYPE`], payload the JSON of an
 //! [`Announce`], carried base64 in a JSON body ([`SignedAnnounce`]). The signature covers the
 //! peer id, its addresses, its tracks, a timestamp and the edge it is meant for, so an announce
@@ -21,9 +21,10 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use libp2p::identity::Keypair;
-use libp2p::multiaddr::Protocol;
-use libp2p::{Multiaddr, PeerId};
+use libp2p_core::Multiaddr;
+use libp2p_core::multiaddr::Protocol;
+use libp2p_identity::Keypair;
+use libp2p_identity::PeerId;
 use serde::{Deserialize, Serialize};
 
 use crate::api::{Announce, Invalid};
@@ -102,7 +103,7 @@ impl SignedAnnounce {
     pub fn sign(key: &Keypair, announce: &Announce) -> Result<Self, AnnounceError> {
         // A struct of strings and numbers: serialising cannot fail.
         let payload = serde_json::to_vec(announce).unwrap_or_default();
-        let envelope = libp2p::core::SignedEnvelope::new(key, DOMAIN.to_owned(), PAYLOAD_TYPE.to_vec(), payload)
+        let envelope = libp2p_core::SignedEnvelope::new(key, DOMAIN.to_owned(), PAYLOAD_TYPE.to_vec(), payload)
             .map_err(|e| AnnounceError::Malformed(cause(e)))?;
         Ok(Self { envelope: BASE64.encode(envelope.into_protobuf_encoding()) })
     }
@@ -118,10 +119,10 @@ impl SignedAnnounce {
             return Err(malformed(crate::error::message(format!("envelope larger than {MAX_ENVELOPE_BYTES} bytes"))));
         }
         let bytes = BASE64.decode(&self.envelope).map_err(|e| malformed(cause(e)))?;
-        let envelope = libp2p::core::SignedEnvelope::from_protobuf_encoding(&bytes).map_err(|e| malformed(cause(e)))?;
+        let envelope = libp2p_core::SignedEnvelope::from_protobuf_encoding(&bytes).map_err(|e| malformed(cause(e)))?;
         let (payload, key) =
             envelope.payload_and_signing_key(DOMAIN.to_owned(), PAYLOAD_TYPE).map_err(|e| match e {
-                libp2p::core::signed_envelope::ReadPayloadError::InvalidSignature => AnnounceError::BadSignature,
+                libp2p_core::signed_envelope::ReadPayloadError::InvalidSignature => AnnounceError::BadSignature,
                 other => malformed(cause(other)),
             })?;
         let announce: Announce = serde_json::from_slice(payload).map_err(|e| malformed(cause(e)))?;
@@ -330,7 +331,7 @@ mod tests {
         // Signed for another purpose (another domain): does not verify as an announce.
         let payload = serde_json::to_vec(&announce(&victim, &[])).unwrap();
         let other =
-            libp2p::core::SignedEnvelope::new(&victim, "libp2p-routing-state".into(), PAYLOAD_TYPE.to_vec(), payload)
+            libp2p_core::SignedEnvelope::new(&victim, "libp2p-routing-state".into(), PAYLOAD_TYPE.to_vec(), payload)
                 .unwrap();
         let other = SignedAnnounce { envelope: BASE64.encode(other.into_protobuf_encoding()) };
         assert!(matches!(other.open(), Err(AnnounceError::BadSignature)));

@@ -9,11 +9,11 @@
 //! with the segment's own IV and the key route's URI (`/v1/tracks/{track}/keys/{key_id}`), so
 //! any HLS player fetches the key (with the token) and decrypts. The `#EXT-X-MAP` comes before
 //! the first key tag: the init segment is clear.
+//!
+//! The playlists as text; `chorus_http::hls::respond` answers them as HTTP responses.
 
 use std::fmt::Write as _;
 
-use crate::http::serve::query_param;
-use crate::http::{ResponseBody, full, json_error};
 use crate::manifest::{Container, Manifest, Rendition};
 
 /// Whether a rendition can be played through HLS (CMAF only; raw byte chunks cannot).
@@ -84,34 +84,6 @@ pub fn media(m: &Manifest, r: &Rendition, token: Option<&str>) -> Option<String>
     }
     out.push_str("#EXT-X-ENDLIST\n");
     Some(out)
-}
-
-/// The response for playlist `name` (`master`, or a rendition id) of `m`: the playlist with
-/// `Cache-Control: public, max-age=10`, or a JSON 404 saying why there is none. A `token`
-/// query parameter (`query`) is carried onto every URI.
-#[must_use]
-pub fn respond(m: &Manifest, name: &str, query: Option<&str>) -> http::Response<ResponseBody> {
-    let token =
-        query_param(query, "token").filter(|t| t.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)));
-    let text = if name == "master" {
-        master(m, token.as_deref()).ok_or_else(|| "track has no HLS-playable (cmaf) rendition".to_owned())
-    } else {
-        match m.rendition(name) {
-            Some(r) => media(m, r, token.as_deref()).ok_or_else(|| {
-                "rendition is raw byte chunks, which HLS cannot play; fetch its chunks directly".to_owned()
-            }),
-            None => Err(format!("track {} has no rendition {}", m.track_id, name.chars().take(40).collect::<String>())),
-        }
-    };
-    match text {
-        Ok(t) => {
-            // For HEAD the front drops the body and keeps its length.
-            let mut r = full(http::StatusCode::OK, "application/vnd.apple.mpegurl", t);
-            r.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("public, max-age=10"));
-            r
-        }
-        Err(msg) => json_error(http::StatusCode::NOT_FOUND, msg),
-    }
 }
 
 #[cfg(test)]

@@ -1,4 +1,6 @@
-//! chorus-core: the types and the serving front that every chorus node shares.
+//! chorus-core: the protocol types every chorus crate shares. No async runtime, no network:
+//! the serving front, the client and the responses built from these types are in
+//! `chorus-http`.
 //!
 //! - [`api`]: the JSON bodies of the tracker and QoE routes, with their limits;
 //! - [`announce`]: signed announces, and the addresses a tracker may list from one;
@@ -6,14 +8,13 @@
 //! - [`manifest`]: the signed track manifest (ed25519 over RFC 8785 canonical JSON);
 //! - [`keys`]: ed25519 keys in PEM; [`token`]: EdDSA JWT access tokens;
 //! - [`protect`]: protected tracks (AES-128 content keys, segment IVs, HLS `METHOD=AES-128`);
-//! - [`http`]: one front serving a handler over HTTP/1.1, HTTP/2 and HTTP/3, and a client;
-//! - [`hls`]: HLS playlists generated from a manifest;
-//! - [`metrics`]: the Prometheus registry helpers; [`rate`]: the token bucket every limit uses;
+//! - [`hls`]: HLS playlists generated from a manifest (their text);
+//! - [`rate`]: the token bucket every limit uses;
 //! - [`error`]: causes inside typed errors, and printing an error with its causes;
 //! - [`units`]: sizes (`512MiB`) and durations (`30s`) as the CLI and config files write them;
 //! - [`fsutil`]: crash-safe file writes; [`chunkdir`]: the on-disk layout of chunk directories.
 //!
-//! Pure types ([`api`], [`announce`], [`id`], [`manifest`], [`protect`], [`token`]) do no I/O.
+//! Only [`fsutil`] and [`chunkdir`] touch files; nothing here opens a socket or needs tokio.
 #![warn(missing_docs)]
 
 pub mod announce;
@@ -23,11 +24,9 @@ pub mod cmaf;
 pub mod error;
 pub mod fsutil;
 pub mod hls;
-pub mod http;
 pub mod id;
 pub mod keys;
 pub mod manifest;
-pub mod metrics;
 pub mod protect;
 pub mod rate;
 pub mod token;

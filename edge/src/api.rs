@@ -7,15 +7,16 @@
 use chorus_core::error::Chain;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use chorus_core::http::body::{self, BodyError};
-use chorus_core::http::serve::{
+use chorus_core::protect::KeyId;
+use chorus_core::token::Claims;
+use chorus_core::{ChunkId, TrackId};
+use chorus_http::body::{self, BodyError};
+use chorus_http::hls;
+use chorus_http::serve::{
     ChunkSource, chunk_response, chunk_response_from, if_none_match, is_read, key_response, method_not_allowed,
     only_if_cached, parse_chunk_segment, verify_request,
 };
-use chorus_core::http::{Body, FileBody, Handler, RequestContext, ResponseBody, empty, full, json, json_error};
-use chorus_core::protect::KeyId;
-use chorus_core::token::Claims;
-use chorus_core::{ChunkId, TrackId, hls};
+use chorus_http::{Body, FileBody, Handler, RequestContext, ResponseBody, empty, full, json, json_error};
 use http::request::Parts;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use serde::Deserialize;
@@ -300,7 +301,7 @@ impl Edge {
             ["metrics"] => {
                 self.update_gauges();
                 self.update_curve_gauges();
-                (Route::Metrics, chorus_core::metrics::response(&self.0.metrics.registry), None)
+                (Route::Metrics, chorus_http::metrics::response(&self.0.metrics.registry), None)
             }
             ["healthz"] => (Route::Health, full(StatusCode::OK, "text/plain", "ok\n"), None),
             ["readyz"] => {

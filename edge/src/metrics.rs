@@ -1,6 +1,6 @@
 //! The edge's metrics (docs/protocol.md §6), in one place, with help text a capacity planner can read.
 
-use chorus_core::metrics::{RequestCounter, register};
+use chorus_http::metrics::{RequestCounter, register};
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };

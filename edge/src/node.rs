@@ -40,7 +40,7 @@ pub struct EdgeConfig {
     /// Parent edges, chosen per chunk by rendezvous hashing, tried before origins.
     pub parents: Vec<String>,
     /// How upstreams are trusted (`--ca`, `--insecure`).
-    pub trust: chorus_core::http::tls::ClientTls,
+    pub trust: chorus_http::tls::ClientTls,
     /// Cache sizes and directory.
     pub cache: CacheConfig,
     /// Upstream timeouts and health checks.
@@ -121,7 +121,7 @@ pub(crate) struct Inner {
     /// Content keys fetched for token holders (memory only).
     pub(crate) keys: crate::keys::Keys,
     /// Failed admin attempts, slowed per source.
-    pub(crate) admin_guard: chorus_core::http::serve::AdminGuard,
+    pub(crate) admin_guard: chorus_http::serve::AdminGuard,
     /// Peer queries per source: a burst of 20, then 2 a second.
     pub(crate) peers_limit: Mutex<chorus_core::rate::PerSource>,
     /// Next-track hints acted on per source: a burst of 4, then one every 10 s.
@@ -142,7 +142,7 @@ pub enum EdgeError {
     Cache(#[source] std::io::Error),
     /// The TLS trust settings for upstreams are unusable.
     #[error("setting up upstreams")]
-    Upstreams(#[source] chorus_core::http::client::ClientError),
+    Upstreams(#[source] chorus_http::client::ClientError),
     /// The token key is unusable.
     #[error("loading the token key")]
     TokenKey(#[source] chorus_core::token::TokenError),
@@ -198,7 +198,7 @@ impl Edge {
             tokens,
             keys: crate::keys::Keys::default(),
             missing_chunks: crate::negative::Negative::default(),
-            admin_guard: chorus_core::http::serve::AdminGuard::default(),
+            admin_guard: chorus_http::serve::AdminGuard::default(),
             peers_limit: Mutex::new(chorus_core::rate::PerSource::new(20, 2.0, 100_000)),
             hint_limit: Mutex::new(chorus_core::rate::PerSource::new(4, 0.1, 100_000)),
             qoe_limit: Mutex::new(chorus_core::rate::PerSource::new(10, 0.1, 100_000)),

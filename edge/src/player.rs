@@ -7,8 +7,8 @@
 //! nothing else; media plays from `blob:` URLs (Media Source Extensions).
 
 use base64::Engine as _;
-use chorus_core::http::{ResponseBody, empty, full, json_error};
 use chorus_core::keys::{self, VerifyingKey};
+use chorus_http::{ResponseBody, empty, full, json_error};
 use http::{HeaderValue, Method, Response, StatusCode, header};
 
 const INDEX: &str = include_str!("player/index.html");
@@ -24,7 +24,7 @@ const CSP: HeaderValue = HeaderValue::from_static(
 #[must_use]
 pub fn file(method: &Method, file: &str, origin_key: Option<&VerifyingKey>) -> Response<ResponseBody> {
     if method != Method::GET && method != Method::HEAD {
-        return chorus_core::http::serve::method_not_allowed("GET, HEAD");
+        return chorus_http::serve::method_not_allowed("GET, HEAD");
     }
     let mut r = match file {
         "" | "index.html" => {

@@ -70,11 +70,11 @@ pub fn next_track_hint(headers: &http::HeaderMap, query: Option<&str>) -> Option
         return TrackId::parse(t.trim()).ok();
     }
     let cmcd_header = headers.get("cmcd-request").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let cmcd_query = chorus_core::http::serve::query_param(query, "CMCD");
+    let cmcd_query = chorus_http::serve::query_param(query, "CMCD");
     let cmcd = cmcd_header.or(cmcd_query)?;
     let nor = cmcd.split(',').find_map(|kv| kv.trim().strip_prefix("nor="))?;
     let url = nor.trim_matches('"');
-    let url = chorus_core::http::serve::query_param(Some(&format!("u={url}")), "u").unwrap_or_else(|| url.to_owned());
+    let url = chorus_http::serve::query_param(Some(&format!("u={url}")), "u").unwrap_or_else(|| url.to_owned());
     let rest = url.split("/v1/tracks/").nth(1)?;
     TrackId::parse(rest.split('/').next()?).ok()
 }

@@ -7,13 +7,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chorus_core::http::client::HttpClient;
-use chorus_core::http::tls::ClientTls;
-use chorus_core::http::{ListenUrl, Server, ServerConfig};
 use chorus_core::manifest::Manifest;
 use chorus_edge::cache::CacheConfig;
 use chorus_edge::metrics::EdgeMetrics;
 use chorus_edge::{Edge, EdgeConfig};
+use chorus_http::client::HttpClient;
+use chorus_http::tls::ClientTls;
+use chorus_http::{ListenUrl, Server, ServerConfig};
 
 fn counter(edge: &Edge, series: &str) -> f64 {
     let text = prometheus::TextEncoder::new().encode_to_string(&edge.metrics().registry.gather()).unwrap();

@@ -90,7 +90,7 @@ pub fn hls_playlist(data: &[u8]) {
 
 /// The HTTP/1.1 fast path's head parser.
 pub fn h1_head(data: &[u8]) {
-    let _ = chorus_core::http::fuzz_h1_head(data);
+    let _ = chorus_http::fuzz_h1_head(data);
 }
 
 /// Protected tracks' decoders: IVs and key ids as manifests and key URLs carry them, and the

@@ -7,17 +7,17 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chorus_core::TrackId;
-use chorus_core::hls as playlist;
-use chorus_core::http::body::{self, BodyError};
-use chorus_core::http::serve::{
-    AdminGuard, chunk_response, if_none_match, is_read, key_response, method_not_allowed, parse_chunk_segment,
-    query_param, verify_request,
-};
-use chorus_core::http::{Body, Handler, RequestContext, ResponseBody, empty, full, json, json_error};
 use chorus_core::keys::{SigningKey, VerifyingKey};
 use chorus_core::manifest::Manifest;
 use chorus_core::protect::KeyId;
 use chorus_core::token::TokenVerifier;
+use chorus_http::body::{self, BodyError};
+use chorus_http::hls as playlist;
+use chorus_http::serve::{
+    AdminGuard, chunk_response, if_none_match, is_read, key_response, method_not_allowed, parse_chunk_segment,
+    query_param, verify_request,
+};
+use chorus_http::{Body, Handler, RequestContext, ResponseBody, empty, full, json, json_error};
 use http::request::Parts;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use tokio::io::AsyncWriteExt as _;
@@ -177,7 +177,7 @@ impl Origin {
                 (Route::Key, r)
             }
             ["metrics" | "healthz" | "readyz"] if !is_read(&method) => (Route::Other, method_not_allowed("GET, HEAD")),
-            ["metrics"] => (Route::Metrics, chorus_core::metrics::response(&self.metrics.registry)),
+            ["metrics"] => (Route::Metrics, chorus_http::metrics::response(&self.metrics.registry)),
             ["healthz"] => (Route::Health, full(StatusCode::OK, "text/plain", "ok\n")),
             ["readyz"] => {
                 let ok = self.store.root().join("manifests").is_dir();

@@ -1,6 +1,6 @@
 //! The origin's metrics (docs/protocol.md §6), declared in one place with help text for planners.
 
-use chorus_core::metrics::{RequestCounter, register};
+use chorus_http::metrics::{RequestCounter, register};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// Every metric the origin exports.

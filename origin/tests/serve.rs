@@ -5,9 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use chorus_core::ChunkId;
-use chorus_core::http::client::HttpClient;
-use chorus_core::http::tls::ClientTls;
 use chorus_core::manifest::Manifest;
+use chorus_http::client::HttpClient;
+use chorus_http::tls::ClientTls;
 
 fn get(path: String, header: (&str, &str)) -> http::Request<bytes::Bytes> {
     http::Request::get(path).header(header.0, header.1).body(bytes::Bytes::new()).unwrap()

@@ -10,8 +10,8 @@
 use std::sync::Arc;
 
 use chorus_core::TrackId;
-use chorus_core::http::client::HttpClient;
-use chorus_core::http::tls::ClientTls;
+use chorus_http::client::HttpClient;
+use chorus_http::tls::ClientTls;
 use chorus_peer::{DirStore, Peer, PeerConfig};
 
 #[tokio::main]

@@ -43,13 +43,13 @@ impl PeerMetrics {
         #[allow(clippy::expect_used)]
         let counter = |name: &str, help: &str| {
             let c = IntCounter::new(name, help).expect("valid metric");
-            chorus_core::metrics::register(registry, &c);
+            chorus_http::metrics::register(registry, &c);
             c
         };
         #[allow(clippy::expect_used)]
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::new(name, help).expect("valid metric");
-            chorus_core::metrics::register(registry, &g);
+            chorus_http::metrics::register(registry, &g);
             g
         };
         #[allow(clippy::expect_used)]
@@ -63,7 +63,7 @@ impl PeerMetrics {
             &["reason"],
         )
         .expect("valid metric");
-        chorus_core::metrics::register(registry, &dials_refused);
+        chorus_http::metrics::register(registry, &dials_refused);
         for reason in [
             crate::dial_guard::Refused::Address,
             crate::dial_guard::Refused::Budget,

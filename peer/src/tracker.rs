@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use chorus_core::TrackId;
 use chorus_core::announce::SignedAnnounce;
 use chorus_core::api::{Announce, ErrorBody, MAX_PEERS_TAKEN, TrackerAnswer};
-use chorus_core::http::client::{ClientError, HttpClient};
+use chorus_http::client::{ClientError, HttpClient};
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
 

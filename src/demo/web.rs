@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use bytes::Bytes;
 use chorus_client::{BySource, Summary};
-use chorus_core::http::client::HttpClient;
-use chorus_core::http::tls::ClientTls;
-use chorus_core::http::{
+use chorus_http::client::HttpClient;
+use chorus_http::tls::ClientTls;
+use chorus_http::{
     Body, Handler, ListenUrl, RequestContext, ResponseBody, Server, ServerConfig, full, json, json_error,
 };
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -278,14 +278,14 @@ struct Pages(Arc<Live>);
 impl Handler for Pages {
     async fn call(&self, req: Request<Body>, _ctx: RequestContext) -> Response<ResponseBody> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
-            return chorus_core::http::serve::method_not_allowed("GET, HEAD");
+            return chorus_http::serve::method_not_allowed("GET, HEAD");
         }
         let mut r = match req.uri().path() {
             "/" => full(StatusCode::OK, "text/html; charset=utf-8", PAGE),
             "/view.js" => full(StatusCode::OK, "text/javascript; charset=utf-8", SCRIPT),
             "/state.json" => json(StatusCode::OK, &self.0.snapshot()),
             "/events" => events(self.0.clone()),
-            "/favicon.ico" => chorus_core::http::empty(StatusCode::NO_CONTENT),
+            "/favicon.ico" => chorus_http::empty(StatusCode::NO_CONTENT),
             _ => json_error(StatusCode::NOT_FOUND, "no such page"),
         };
         r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -315,11 +315,8 @@ pub(super) async fn start(live: Arc<Live>) -> Result<String> {
     tokio::spawn(live.clone().scrape());
     let url: ListenUrl = "http://127.0.0.1:0".parse().context("the view's listen URL")?;
     // Not the HTTP/1.1 fast path: it sends a body once it is whole, and /events never is.
-    let config = ServerConfig {
-        cors: chorus_core::http::cors::AllowOrigins::Off,
-        h1_fast_path: false,
-        ..ServerConfig::default()
-    };
+    let config =
+        ServerConfig { cors: chorus_http::cors::AllowOrigins::Off, h1_fast_path: false, ..ServerConfig::default() };
     let server = Server::bind(&[url], None, config).await.context("starting the network view")?;
     let bound = server.local_urls().first().map(ToString::to_string).context("the view has no listener")?;
     tokio::spawn(server.serve(Arc::new(Pages(live)), std::future::pending()));

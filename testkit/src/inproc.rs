@@ -5,8 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use chorus_core::TrackId;
-use chorus_core::http::{ListenUrl, Server, ServerConfig};
 use chorus_core::keys::VerifyingKey;
+use chorus_http::{ListenUrl, Server, ServerConfig};
 use chorus_origin::ingest::{self, IngestRequest, Mode, NoProgress};
 use chorus_origin::metrics::OriginMetrics;
 use chorus_origin::{ApiConfig, Origin, Store};

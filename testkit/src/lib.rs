@@ -361,8 +361,8 @@ pub async fn eventually<F: AsyncFnMut() -> bool>(what: &str, within: Duration, e
 }
 
 /// A connection to `url` (any scheme) trusting the system's roots, with a 20 s request limit.
-pub async fn conn(url: &str) -> chorus_core::http::client::Connection {
-    chorus_core::http::client::HttpClient::new(&chorus_core::http::tls::ClientTls::default())
+pub async fn conn(url: &str) -> chorus_http::client::Connection {
+    chorus_http::client::HttpClient::new(&chorus_http::tls::ClientTls::default())
         .unwrap()
         .with_timeout(Duration::from_secs(20))
         .connect(url, false)

@@ -6,11 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use chorus_core::http::client::HttpClient;
-use chorus_core::http::tls::ClientTls;
-use chorus_core::http::{
-    Body, Handler, ListenUrl, RequestContext, ResponseBody, Server, ServerConfig, full, json_error,
-};
+use chorus_http::client::HttpClient;
+use chorus_http::tls::ClientTls;
+use chorus_http::{Body, Handler, ListenUrl, RequestContext, ResponseBody, Server, ServerConfig, full, json_error};
 use http::{Request, Response, StatusCode};
 
 /// What the proxy does wrong.

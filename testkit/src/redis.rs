@@ -51,7 +51,7 @@ impl Redis {
     /// Starts one that speaks TLS only, with a self-signed certificate for 127.0.0.1 made in
     /// `dir` (`dir/tls/cert.pem`, to trust), and waits until it takes connections.
     pub fn start_tls(dir: &Path) -> Self {
-        let ck = chorus_core::http::tls::load_or_generate(None, None, dir).expect("a self-signed certificate");
+        let ck = chorus_http::tls::load_or_generate(None, None, dir).expect("a self-signed certificate");
         let key = ck.cert_path.with_file_name("key.pem");
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));

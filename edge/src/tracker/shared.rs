@@ -221,7 +221,7 @@ impl SharedTracker {
     /// unreadable `--ca` file.
     pub fn new(shared: &SharedConfig, limits: &TrackerConfig) -> Result<Self, SharedError> {
         if shared.url.starts_with("rediss://") {
-            chorus_core::http::tls::install_default_provider();
+            chorus_http::tls::install_default_provider();
         }
         let client = if shared.url.starts_with("rediss://") && !shared.ca_files.is_empty() {
             let mut pem = Vec::new();

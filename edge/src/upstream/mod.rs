@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chorus_core::ChunkId;
 use chorus_core::error::{Cause, Chain, cause, message};
-use chorus_core::http::client::{ClientError, HttpClient};
-use chorus_core::http::pool::{Pool, clone_request};
-use chorus_core::http::tls::ClientTls;
+use chorus_http::client::{ClientError, HttpClient};
+use chorus_http::pool::{Pool, clone_request};
+use chorus_http::tls::ClientTls;
 use http::{HeaderMap, Request, Response, StatusCode};
 use prometheus::{HistogramVec, IntCounterVec, IntGaugeVec};
 use tracing::{info, warn};
@@ -395,7 +395,7 @@ mod tests {
     use std::net::SocketAddr;
     use std::sync::Mutex;
 
-    use chorus_core::http::{Body, Handler, ListenUrl, RequestContext, ResponseBody, Server, ServerConfig, full};
+    use chorus_http::{Body, Handler, ListenUrl, RequestContext, ResponseBody, Server, ServerConfig, full};
 
     use super::*;
 
@@ -414,7 +414,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn http2_and_http3_upstreams_share_one_connection() {
         let dir = tempfile::tempdir().unwrap();
-        let ck = chorus_core::http::tls::load_or_generate(None, None, dir.path()).unwrap();
+        let ck = chorus_http::tls::load_or_generate(None, None, dir.path()).unwrap();
         for scheme in ["https", "h3"] {
             let url: ListenUrl = format!("{scheme}://127.0.0.1:0").parse().unwrap();
             let server = Server::bind(&[url], Some(&ck), ServerConfig::default()).await.unwrap();

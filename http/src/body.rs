@@ -29,7 +29,7 @@ pub enum BodyError {
     TooSlow(String),
     /// The connection failed while the body was arriving.
     #[error("reading request body")]
-    Transport(#[source] crate::error::Cause),
+    Transport(#[source] chorus_core::error::Cause),
 }
 
 /// An empty request body (for tests and internal requests).

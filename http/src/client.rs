@@ -19,7 +19,7 @@ use tracing::debug;
 
 use super::Protocol;
 use super::tls::{self, ClientTls, TlsError};
-use crate::error::{Cause, Chain, cause, message};
+use chorus_core::error::{Cause, Chain, cause, message};
 
 /// Why a request failed, and whether trying again (elsewhere) can help.
 #[derive(Debug, thiserror::Error)]

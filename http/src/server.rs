@@ -10,7 +10,7 @@
 //! TCP connection is closed at once and a QUIC handshake refused, so clients fail over quickly
 //! instead of queueing. The same semaphore tells when every connection has drained.
 
-use crate::error::Chain;
+use chorus_core::error::Chain;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -103,7 +103,7 @@ impl Server {
         for u in urls.iter().filter(|u| u.scheme == Scheme::H3) {
             let rustls_cfg = tls::server_config(need_tls(u)?, tls::ALPN_H3, true)?;
             let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(rustls_cfg)
-                .map_err(|e| ServerError::Tls(TlsError::Generate(crate::error::cause(e))))?;
+                .map_err(|e| ServerError::Tls(TlsError::Generate(chorus_core::error::cause(e))))?;
             let mut server_cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
             let mut transport = quinn::TransportConfig::default();
             transport
@@ -408,7 +408,8 @@ impl<H: Handler> TcpConn<H> {
                 let mut resp = if req.uri().path_and_query().map_or(0, |p| p.as_str().len()) > max_uri {
                     json_error(StatusCode::URI_TOO_LONG, format!("request target longer than {max_uri} bytes"))
                 } else {
-                    let req = req.map(|b| b.map_err(|e| BodyError::Transport(crate::error::cause(e))).boxed_unsync());
+                    let req =
+                        req.map(|b| b.map_err(|e| BodyError::Transport(chorus_core::error::cause(e))).boxed_unsync());
                     handler.call(req, ctx).await
                 };
                 if let Some(v) = alt_svc {

@@ -481,9 +481,9 @@ mod tests {
     use http_body::Frame;
     use http_body_util::{BodyExt as _, StreamBody};
 
-    use crate::http::client::HttpClient;
-    use crate::http::tls::{self, ClientTls};
-    use crate::http::{Body, Handler, ListenUrl, RequestContext, ResponseBody, Server, ServerConfig};
+    use crate::client::HttpClient;
+    use crate::tls::{self, ClientTls};
+    use crate::{Body, Handler, ListenUrl, RequestContext, ResponseBody, Server, ServerConfig};
 
     /// Body bytes that `take_payload` took over without a copy, over every test in this process.
     pub(super) static HANDED_OVER: AtomicUsize = AtomicUsize::new(0);
@@ -501,7 +501,7 @@ mod tests {
         async fn call(&self, req: Request<Body>, _ctx: RequestContext) -> Response<ResponseBody> {
             if req.method() == Method::POST {
                 let got = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                return crate::http::full(StatusCode::OK, "application/octet-stream", got);
+                return crate::full(StatusCode::OK, "application/octet-stream", got);
             }
             let all = Bytes::from(pattern(3 << 20));
             let mut pieces = Vec::new();

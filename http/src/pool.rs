@@ -7,7 +7,7 @@
 //! burst of requests opens one connection, not one each. A pooled connection the server closed
 //! meanwhile costs one retry on a fresh connection ([`Pool::send`]).
 
-use crate::error::Chain;
+use chorus_core::error::Chain;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;

@@ -1,7 +1,7 @@
 //! The HTTP/3 side of the front: QUIC connections from a quinn endpoint, each request handed to
 //! the same [`Handler`] as TCP requests.
 
-use crate::error::Chain;
+use chorus_core::error::Chain;
 use std::sync::Arc;
 
 use bytes::Buf as _;
@@ -294,7 +294,7 @@ async fn serve_request<H: Handler>(
                     Some((Ok(Frame::data(bytes)), recv))
                 }
                 Ok(None) => None,
-                Err(e) => Some((Err(BodyError::Transport(crate::error::cause(e))), recv)),
+                Err(e) => Some((Err(BodyError::Transport(chorus_core::error::cause(e))), recv)),
             }
         });
         let remote = match &limits.forwarded {

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 
 use super::{ResponseBody, empty, full};
-use crate::id::ChunkId;
+use chorus_core::id::ChunkId;
 
 /// `Cache-Control` of a chunk: chunks never change.
 pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
@@ -21,8 +21,8 @@ pub const CHUNK_SUFFIXES: &[(&str, &str)] = &[(".m4s", "audio/mp4"), (".mp4", "a
 /// id and the content type to answer with.
 ///
 /// # Errors
-/// [`IdError::Chunk`](crate::IdError::Chunk) for anything else.
-pub fn parse_chunk_segment(segment: &str) -> Result<(ChunkId, &'static str), crate::IdError> {
+/// [`IdError::Chunk`](chorus_core::IdError::Chunk) for anything else.
+pub fn parse_chunk_segment(segment: &str) -> Result<(ChunkId, &'static str), chorus_core::IdError> {
     for (suffix, content_type) in CHUNK_SUFFIXES {
         if let Some(hex) = segment.strip_suffix(suffix) {
             return ChunkId::parse(hex).map(|id| (id, *content_type));
@@ -266,24 +266,24 @@ pub fn request_token(req: &http::request::Parts) -> Option<String> {
 /// The 401 response, its body saying why.
 #[allow(clippy::result_large_err)] // the ready error response, built on the error path only
 pub fn verify_request(
-    verifier: &crate::token::TokenVerifier,
+    verifier: &chorus_core::token::TokenVerifier,
     req: &http::request::Parts,
-) -> Result<crate::token::Claims, Response<ResponseBody>> {
+) -> Result<chorus_core::token::Claims, Response<ResponseBody>> {
     let Some(token) = request_token(req) else {
-        return Err(super::json_error(StatusCode::UNAUTHORIZED, crate::token::TokenError::Missing));
+        return Err(super::json_error(StatusCode::UNAUTHORIZED, chorus_core::token::TokenError::Missing));
     };
     verifier
         .verify(&token, std::time::SystemTime::now())
-        .map_err(|e| super::json_error(StatusCode::UNAUTHORIZED, crate::error::Chain(&e)))
+        .map_err(|e| super::json_error(StatusCode::UNAUTHORIZED, chorus_core::error::Chain(&e)))
 }
 
 /// The key route's answer (docs/protocol.md §3.7): the 16 key bytes, never stored by a shared
 /// cache or a browser (`private, no-store`). `HEAD` gets the headers alone.
 #[must_use]
-pub fn key_response(key: &crate::protect::ContentKey, method: &Method) -> Response<ResponseBody> {
+pub fn key_response(key: &chorus_core::protect::ContentKey, method: &Method) -> Response<ResponseBody> {
     let mut r = if method == Method::HEAD {
         let mut r = empty(StatusCode::OK);
-        r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(crate::protect::KEY_BYTES));
+        r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(chorus_core::protect::KEY_BYTES));
         r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
         r
     } else {
@@ -298,12 +298,12 @@ pub fn key_response(key: &crate::protect::ContentKey, method: &Method) -> Respon
 /// source is answered 429 before its token is even compared, so guessing a token online costs
 /// ten seconds a guess.
 pub struct AdminGuard {
-    failures: std::sync::Mutex<crate::rate::PerSource>,
+    failures: std::sync::Mutex<chorus_core::rate::PerSource>,
 }
 
 impl Default for AdminGuard {
     fn default() -> Self {
-        Self { failures: std::sync::Mutex::new(crate::rate::PerSource::new(5, 0.1, 10_000)) }
+        Self { failures: std::sync::Mutex::new(chorus_core::rate::PerSource::new(5, 0.1, 10_000)) }
     }
 }
 

@@ -1,5 +1,5 @@
 //! A fair share of the front for every client: open connections counted per source host (an
-//! IPv4 address, an IPv6 /64: [`crate::announce::host`]), capped, so one host cannot take all
+//! IPv4 address, an IPv6 /64: [`chorus_core::announce::host`]), capped, so one host cannot take all
 //! of a node's connections; and QUIC handshakes in progress counted apart from the serving
 //! budget, so Initials from spoofed addresses (which never complete) cannot hold serving slots.
 //!
@@ -35,7 +35,7 @@ impl PerSource {
 
     /// A place for one more connection from `ip`, or `None` when its host has `cap` open.
     pub(crate) fn try_add(self: &Arc<Self>, ip: IpAddr) -> Option<SourceSlot> {
-        let key = crate::announce::host(crate::announce::canonical(ip));
+        let key = chorus_core::announce::host(chorus_core::announce::canonical(ip));
         let mut g = self.lock();
         let n = g.entry(key).or_insert(0);
         if *n >= self.cap {
@@ -164,7 +164,7 @@ mod tests {
 
     #[test]
     fn retry_starts_by_half_the_handshake_budget_whatever_was_configured() {
-        use crate::http::ServerConfig;
+        use crate::ServerConfig;
         // The defaults: 2 500 handshakes, Retry past 128.
         assert_eq!(ServerConfig::default().retry_threshold(), 128);
         // A small node (the attack test's edge: 160 connections, so 64 handshakes): Retry past

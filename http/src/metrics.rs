@@ -1,10 +1,10 @@
 //! Prometheus helpers shared by every node: the text endpoint and per-request counting.
 
-use crate::error::Chain;
+use chorus_core::error::Chain;
 use http::{Response, StatusCode};
 use prometheus::{Encoder as _, IntCounterVec, Opts, Registry, TextEncoder};
 
-use crate::http::{Protocol, ResponseBody, full, json_error};
+use crate::{Protocol, ResponseBody, full, json_error};
 
 /// The `/metrics` response for `registry`, in the Prometheus text format.
 #[must_use]

@@ -15,7 +15,7 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
-use crate::fsutil;
+use chorus_core::fsutil;
 
 /// ALPN ids offered on TLS over TCP.
 pub const ALPN_TCP: &[&[u8]] = &[b"h2", b"http/1.1"];
@@ -50,7 +50,7 @@ pub enum TlsError {
     Config(#[from] rustls::Error),
     /// Making a self-signed certificate failed.
     #[error("generating a self-signed certificate")]
-    Generate(#[source] crate::error::Cause),
+    Generate(#[source] chorus_core::error::Cause),
 }
 
 /// A certificate chain and its key.
@@ -100,8 +100,8 @@ pub fn load_or_generate(cert: Option<&Path>, key: Option<&Path>, dir: &Path) -> 
             };
             std::fs::create_dir_all(&tls_dir).map_err(io_err(&tls_dir))?;
             let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
-            let ck =
-                rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(crate::error::cause(e)))?;
+            let ck = rcgen::generate_simple_self_signed(names)
+                .map_err(|e| TlsError::Generate(chorus_core::error::cause(e)))?;
             fsutil::write_atomic(&k, ck.signing_key.serialize_pem().as_bytes(), 0o600).map_err(io_err(&k))?;
             fsutil::write_atomic(&c, ck.cert.pem().as_bytes(), 0o644).map_err(io_err(&c))?;
             Ok(CertifiedKey { certs: read_certs(&c)?, key: read_key(&k)?, cert_path: c, generated: true })

@@ -1,10 +1,15 @@
-//! The one serving front shared by origin and edge (docs/architecture.md, decision D4).
+//! chorus-http: the one serving front shared by origin and edge (docs/architecture.md,
+//! decision D4), the client and its connection pool, and the responses every node builds
+//! (`/metrics`, HLS playlists, chunks and keys). The protocol types it serves live in
+//! `chorus-core`, which does no network I/O.
 //!
 //! A [`Handler`] is served on any mix of listen URLs ([`ListenUrl`]): `http://` (HTTP/1.1 and
 //! h2c), `https://` (TLS with ALPN h2 and http/1.1) and `h3://` (HTTP/3 over QUIC). The handler
 //! sees one request type whatever the protocol; the front adds `Alt-Svc` to TCP responses when an
 //! HTTP/3 listener exists, caps connections, bounds request heads, times out idle and slow
 //! clients, and drains in-flight requests on shutdown. [`client`] is the matching client.
+
+#![warn(missing_docs)]
 
 pub mod altsvc;
 pub mod body;
@@ -15,8 +20,10 @@ mod h1fast;
 mod h1head;
 mod h3;
 mod h3quic;
+pub mod hls;
 mod io;
 pub mod listen;
+pub mod metrics;
 pub mod path;
 pub mod pool;
 
