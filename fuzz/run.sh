@@ -13,13 +13,14 @@ export RUSTC_BOOTSTRAP=1
 if [ -n "${CARGO_TARGET_DIR:-}" ]; then export CARGO_TARGET_DIR="$CARGO_TARGET_DIR-fuzz"; fi
 TARGETS=("$@")
 [ ${#TARGETS[@]} -gt 0 ] || mapfile -t TARGETS < <(cargo fuzz list)
-cargo fuzz build -O
+# Every target (feature net: the decoders outside chorus-core too).
+cargo fuzz build -O --features net
 for t in "${TARGETS[@]}"; do
   mkdir -p "corpus/$t"
   seeds=()
   [ -d "seeds/$t" ] && seeds=("seeds/$t")
   log="$(mktemp)"
-  if ! cargo fuzz run -O "$t" "corpus/$t" "${seeds[@]}" -- -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 \
+  if ! cargo fuzz run -O --features net "$t" "corpus/$t" "${seeds[@]}" -- -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 \
     -print_final_stats=1 >"$log" 2>&1; then
     cat "$log" >&2
     echo "fuzz target $t failed: see fuzz/artifacts/$t/" >&2

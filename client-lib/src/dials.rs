@@ -12,7 +12,7 @@ use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
 use chorus_core::TrackId;
-use chorus_peer::{Multiaddr, PeerId};
+use chorus_core::p2p::{Multiaddr, PeerId};
 use lru::LruCache;
 
 /// New peers dialled per track within [`PERIOD`].
@@ -78,7 +78,7 @@ impl Dials {
             .filter(|a| !self.false_entries.contains(&(peer, (*a).clone())))
             .filter(|a| self.backoff.peek(*a).is_none_or(|b| now >= b.until))
             .collect();
-        let circuit = |a: &Multiaddr| a.iter().any(|p| matches!(p, chorus_peer::multiaddr::Protocol::P2pCircuit));
+        let circuit = |a: &Multiaddr| a.iter().any(|p| matches!(p, chorus_core::p2p::multiaddr::Protocol::P2pCircuit));
         if let (Some(d), Some(c)) = (ok.iter().position(|a| !circuit(a)), ok.iter().position(|a| circuit(a))) {
             let (first, second) = (ok[d], ok[c]);
             ok.retain(|a| *a != first && *a != second);

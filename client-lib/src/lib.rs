@@ -28,25 +28,47 @@
 //!
 //! Blocking work (the cache's reads, hashing and fsyncs; manifest files) runs on tokio's
 //! blocking pool, never on a runtime worker. docs/architecture.md shows where this crate sits.
+//!
+//! Feature `io` (default) is the client; without it the crate is the plain logic alone
+//! ([`scheduler`], [`abr`], [`playout`], [`dials`]) and compiles no HTTP, QUIC or libp2p stack:
+//! the simulator (`chorus-sim`) uses it so.
 #![warn(missing_docs)]
 
+// The plain logic: always built (the simulator uses it with `default-features = false`).
 pub mod abr;
-pub mod cache;
-mod client;
 pub mod dials;
-mod driver;
-mod edges;
-mod error;
-mod ladder;
-mod open;
-mod p2p;
 pub mod playout;
-pub mod remembered;
 pub mod scheduler;
+
+// The client itself: feature `io` (on by default).
+#[cfg(feature = "io")]
+pub mod cache;
+#[cfg(feature = "io")]
+mod client;
+#[cfg(feature = "io")]
+mod driver;
+#[cfg(feature = "io")]
+mod edges;
+#[cfg(feature = "io")]
+mod error;
+#[cfg(feature = "io")]
+mod ladder;
+#[cfg(feature = "io")]
+mod open;
+#[cfg(feature = "io")]
+mod p2p;
+#[cfg(feature = "io")]
+pub mod remembered;
+#[cfg(feature = "io")]
 mod summary;
+#[cfg(feature = "io")]
 mod track;
 
+#[cfg(feature = "io")]
 pub use client::{Client, ClientBuilder};
+#[cfg(feature = "io")]
 pub use error::{EdgeFailure, FetchError};
+#[cfg(feature = "io")]
 pub use summary::{BySource, Summary};
+#[cfg(feature = "io")]
 pub use track::{Preload, Segment, Source, Track, TrackInfo, TrackReader};

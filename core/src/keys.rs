@@ -28,9 +28,17 @@ pub enum KeyError {
         /// The I/O error.
         source: io::Error,
     },
+    /// The file is too large to be a key.
+    #[error("key file {path}: {bytes} bytes, too large for a key")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        bytes: u64,
+    },
     /// The file is not an ed25519 key in the expected PEM form.
     #[error(
-        "key file {path}: not an ed25519 {expected} key in PEM ({detail}); make one with `chorus keys generate` or `openssl genpkey -algorithm ed25519`"
+        "key file {path}: not an ed25519 {expected} key in PEM; make one with `chorus keys generate` or `openssl genpkey -algorithm ed25519`"
     )]
     Format {
         /// The file.
@@ -38,7 +46,7 @@ pub enum KeyError {
         /// "private (PKCS#8)" or "public (SPKI)".
         expected: &'static str,
         /// What the decoder said.
-        detail: String,
+        source: crate::error::Cause,
     },
 }
 
@@ -58,11 +66,7 @@ fn read_small(path: &Path) -> Result<String, KeyError> {
     let io_err = |source| KeyError::Io { path: path.to_owned(), source };
     let meta = std::fs::metadata(path).map_err(io_err)?;
     if meta.len() > MAX_KEY_FILE {
-        return Err(KeyError::Format {
-            path: path.to_owned(),
-            expected: "PEM",
-            detail: format!("file is {} bytes, too large for a key", meta.len()),
-        });
+        return Err(KeyError::TooLarge { path: path.to_owned(), bytes: meta.len() });
     }
     std::fs::read_to_string(path).map_err(io_err)
 }
@@ -76,7 +80,7 @@ pub fn read_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
     SigningKey::from_pkcs8_pem(&pem).map_err(|e| KeyError::Format {
         path: path.to_owned(),
         expected: "private (PKCS#8)",
-        detail: e.to_string(),
+        source: crate::error::cause(e),
     })
 }
 
@@ -92,7 +96,9 @@ pub fn read_verifying_key(path: &Path) -> Result<VerifyingKey, KeyError> {
     }
     match SigningKey::from_pkcs8_pem(&pem) {
         Ok(sk) => Ok(sk.verifying_key()),
-        Err(e) => Err(KeyError::Format { path: path.to_owned(), expected: "public (SPKI)", detail: e.to_string() }),
+        Err(e) => {
+            Err(KeyError::Format { path: path.to_owned(), expected: "public (SPKI)", source: crate::error::cause(e) })
+        }
     }
 }
 

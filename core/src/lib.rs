@@ -33,4 +33,11 @@ pub mod token;
 pub mod units;
 
 pub use id::{ChunkId, IdError, RenditionId, TrackId};
+
+/// The libp2p address and identity types the protocol types use: the very types `libp2p`
+/// re-exports, for crates that need them without libp2p's transports.
+pub mod p2p {
+    pub use libp2p_core::{Multiaddr, multiaddr};
+    pub use libp2p_identity::{Keypair, PeerId};
+}
 pub use manifest::Manifest;

@@ -134,7 +134,10 @@ impl Keys {
         if r.status() != StatusCode::OK {
             return Err(KeyError::Refused(r.status()));
         }
-        let key = ContentKey::from_slice(r.body()).map_err(|e| FetchError::Mismatch(e.to_string()))?;
+        let key = ContentKey::from_slice(r.body()).map_err(|e| FetchError::Mismatch {
+            what: format!("the content key of {track}"),
+            source: Some(chorus_core::error::cause(e)),
+        })?;
         self.lock().put(slot.clone(), (key.clone(), Instant::now()));
         Ok(key)
     }

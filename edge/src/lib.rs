@@ -13,21 +13,41 @@
 //! - [`manifests`]: the manifest cache; `chunk_index`: where each chunk sits in the cached
 //!   manifests;
 //! - [`mrc`]: the hit ratio at other cache sizes, estimated online for planners.
+//!
+//! Feature `io` (default) is the node; without it only the plain logic of [`cache`]'s tiers
+//! and of [`tracker`]'s lists is built, with no HTTP, Redis or QUIC stack.
 #![warn(missing_docs)]
 
-pub mod api;
+// Plain logic, always built (the simulator uses it with `default-features = false`): the
+// cache tiers' policy and the tracker's lists.
 pub mod cache;
-mod chunk_index;
-pub mod coalesce;
-pub mod keys;
-pub mod manifests;
-pub mod metrics;
-pub mod mrc;
-mod negative;
-pub mod node;
-pub mod player;
-pub mod prefetch;
 pub mod tracker;
+
+// The node: feature `io` (on by default).
+#[cfg(feature = "io")]
+pub mod api;
+#[cfg(feature = "io")]
+mod chunk_index;
+#[cfg(feature = "io")]
+pub mod coalesce;
+#[cfg(feature = "io")]
+pub mod keys;
+#[cfg(feature = "io")]
+pub mod manifests;
+#[cfg(feature = "io")]
+pub mod metrics;
+#[cfg(feature = "io")]
+pub mod mrc;
+#[cfg(feature = "io")]
+mod negative;
+#[cfg(feature = "io")]
+pub mod node;
+#[cfg(feature = "io")]
+pub mod player;
+#[cfg(feature = "io")]
+pub mod prefetch;
+#[cfg(feature = "io")]
 pub mod upstream;
 
+#[cfg(feature = "io")]
 pub use node::{Edge, EdgeConfig, EdgeError};

@@ -172,7 +172,7 @@ impl Manifests {
                     self.store(track, e.clone());
                     Ok((e, Freshness::Revalidated))
                 }
-                None => Err(FetchError::Mismatch("304 to an unconditional request".into())),
+                None => Err(FetchError::Mismatch { what: "304 to an unconditional request".into(), source: None }),
             },
             Ok(r) => {
                 let etag = r.headers().get(header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -181,7 +181,10 @@ impl Manifests {
                 let manifest = parse(r.body(), key.as_ref())
                     .map_err(|e| FetchError::BadAnswer { url: "upstream".into(), why: cause(e) })?;
                 if manifest.track_id != *track {
-                    return Err(FetchError::Mismatch(format!("the manifest of {} for {track}", manifest.track_id)));
+                    return Err(FetchError::Mismatch {
+                        what: format!("the manifest of {} for {track}", manifest.track_id),
+                        source: None,
+                    });
                 }
                 let e = Arc::new(Entry {
                     bytes: r.into_body(),

@@ -2,20 +2,28 @@
 //! are one line each). Every function must return for any input without panicking; where a
 //! decoder accepts, the result must keep the decoder's bounds and survive a round trip.
 
-use std::future::Future;
-use std::pin::pin;
 use std::sync::LazyLock;
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, UNIX_EPOCH};
 
 use chorus_core::keys::{SigningKey, VerifyingKey};
+
+#[cfg(feature = "net")]
+use std::{
+    future::Future,
+    pin::pin,
+    task::{Context, Poll, Waker},
+};
+
+#[cfg(feature = "net")]
 use chorus_peer::wire::{
     ChunkCodec, ChunkRequest, ChunkResponse, Codec as _, HaveCodec, HaveRequest, HaveResponse, MAX_CHUNK,
     MAX_HAVE_IDS,
 };
+#[cfg(feature = "net")]
 use futures_util::io::Cursor;
 
 /// Runs `f`, which reads from memory and so never waits, to completion.
+#[cfg(feature = "net")]
 fn ready<F: Future>(f: F) -> F::Output {
     let mut f = pin!(f);
     match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
@@ -25,6 +33,7 @@ fn ready<F: Future>(f: F) -> F::Output {
 }
 
 /// The chunk protocol's decoders; what a request decodes to encodes back to the same.
+#[cfg(feature = "net")]
 pub fn wire_chunk(data: &[u8]) {
     let p = chorus_peer::wire::CHUNK_PROTOCOL;
     if let Ok(req @ ChunkRequest::Get { .. }) = ready(ChunkCodec.read_request(&p, &mut Cursor::new(data))) {
@@ -39,6 +48,7 @@ pub fn wire_chunk(data: &[u8]) {
 }
 
 /// The have protocol's decoders.
+#[cfg(feature = "net")]
 pub fn wire_have(data: &[u8]) {
     let p = chorus_peer::wire::HAVE_PROTOCOL;
     if let Ok(req @ HaveRequest::Track(_)) = ready(HaveCodec.read_request(&p, &mut Cursor::new(data))) {
@@ -84,11 +94,13 @@ pub fn announce(data: &[u8]) {
 }
 
 /// The HLS importer's playlist parser.
+#[cfg(feature = "net")]
 pub fn hls_playlist(data: &[u8]) {
     let _ = chorus_origin::ingest::fuzz_hls_playlist(data);
 }
 
 /// The HTTP/1.1 fast path's head parser.
+#[cfg(feature = "net")]
 pub fn h1_head(data: &[u8]) {
     let _ = chorus_http::fuzz_h1_head(data);
 }

@@ -28,9 +28,15 @@ pub enum ClientError {
     /// The base URL is not `http://`, `https://` or `h3://` with a host and port.
     #[error("bad URL {0:?}: expected http://HOST:PORT, https://HOST:PORT or h3://HOST:PORT")]
     BadUrl(String),
-    /// The host name did not resolve.
-    #[error("cannot resolve {0}")]
-    Resolve(String),
+    /// The host name did not resolve (`source`: the resolver's error; none when it answered
+    /// with no address).
+    #[error("cannot resolve {authority}")]
+    Resolve {
+        /// `host:port` as given.
+        authority: String,
+        /// What the resolver said.
+        source: Option<std::io::Error>,
+    },
     /// TCP or QUIC connect failed.
     #[error("connecting to {addr}")]
     Connect {
@@ -324,11 +330,8 @@ impl HttpClient {
 }
 
 async fn resolve(authority: &str) -> Result<SocketAddr, ClientError> {
-    tokio::net::lookup_host(authority)
-        .await
-        .ok()
-        .and_then(|mut addrs| addrs.next())
-        .ok_or_else(|| ClientError::Resolve(authority.to_owned()))
+    let resolve = |source| ClientError::Resolve { authority: authority.to_owned(), source };
+    tokio::net::lookup_host(authority).await.map_err(|e| resolve(Some(e)))?.next().ok_or_else(|| resolve(None))
 }
 
 async fn handshake<I>(io: I, h2: bool, scheme: &'static str, authority: &str) -> Result<Connection, ClientError>

@@ -40,7 +40,9 @@ pub enum TlsError {
         /// The file.
         path: PathBuf,
         /// What is wrong.
-        what: String,
+        what: &'static str,
+        /// What the PEM or certificate parser said, when it said something.
+        source: Option<chorus_core::error::Cause>,
     },
     /// Only one of `--tls-cert` and `--tls-key` was given.
     #[error("--tls-cert and --tls-key go together: give both, or neither for a self-signed certificate")]
@@ -115,13 +117,14 @@ pub fn load_or_generate(cert: Option<&Path>, key: Option<&Path>, dir: &Path) -> 
 /// # Errors
 /// [`TlsError`] when unreadable or empty.
 pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem_err = |what: String| TlsError::Pem { path: path.to_owned(), what };
     let data = std::fs::read(path).map_err(|source| TlsError::Io { path: path.to_owned(), source })?;
-    let certs = CertificateDer::pem_slice_iter(&data)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| pem_err(format!("bad PEM: {e}")))?;
+    let certs = CertificateDer::pem_slice_iter(&data).collect::<Result<Vec<_>, _>>().map_err(|e| TlsError::Pem {
+        path: path.to_owned(),
+        what: "bad PEM",
+        source: Some(chorus_core::error::cause(e)),
+    })?;
     if certs.is_empty() {
-        return Err(pem_err("no CERTIFICATE block found".to_owned()));
+        return Err(TlsError::Pem { path: path.to_owned(), what: "no CERTIFICATE block found", source: None });
     }
     Ok(certs)
 }
@@ -132,8 +135,11 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 /// [`TlsError`] when unreadable or holding no key.
 pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let data = std::fs::read(path).map_err(|source| TlsError::Io { path: path.to_owned(), source })?;
-    PrivateKeyDer::from_pem_slice(&data)
-        .map_err(|e| TlsError::Pem { path: path.to_owned(), what: format!("no private key: {e}") })
+    PrivateKeyDer::from_pem_slice(&data).map_err(|e| TlsError::Pem {
+        path: path.to_owned(),
+        what: "no private key",
+        source: Some(chorus_core::error::cause(e)),
+    })
 }
 
 /// The certificate a server presents, replaceable while it runs: every listener (HTTPS and
@@ -231,9 +237,11 @@ pub fn client_config(trust: &ClientTls, alpn: &[&[u8]], quic: bool) -> Result<Ar
         let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
         for f in &trust.ca_files {
             for cert in read_certs(f)? {
-                roots
-                    .add(cert)
-                    .map_err(|e| TlsError::Pem { path: f.clone(), what: format!("not a usable root: {e}") })?;
+                roots.add(cert).map_err(|e| TlsError::Pem {
+                    path: f.clone(),
+                    what: "not a usable root",
+                    source: Some(chorus_core::error::cause(e)),
+                })?;
             }
         }
         builder.with_root_certificates(roots).with_no_client_auth()

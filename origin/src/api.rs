@@ -233,9 +233,7 @@ impl Origin {
     async fn load_manifest(&self, track: &TrackId) -> Result<Option<Bytes>, StoreError> {
         let store = self.store.clone();
         let track = track.clone();
-        tokio::task::spawn_blocking(move || store.get_manifest(&track)).await.unwrap_or_else(|e| {
-            Err(StoreError::Io { path: PathBuf::new(), source: std::io::Error::other(e.to_string()) })
-        })
+        on_store(move || store.get_manifest(&track)).await
     }
 
     async fn chunk(&self, chunk: &str, req: &Parts) -> Response<ResponseBody> {
@@ -244,9 +242,7 @@ impl Origin {
             Err(e) => return json_error(StatusCode::BAD_REQUEST, Chain(&e)),
         };
         let store = self.store.clone();
-        let read = tokio::task::spawn_blocking(move || store.get_chunk(&id)).await.unwrap_or_else(|e| {
-            Err(StoreError::Io { path: PathBuf::new(), source: std::io::Error::other(e.to_string()) })
-        });
+        let read = on_store(move || store.get_chunk(&id)).await;
         match read {
             Ok(Some(bytes)) => chunk_response(&id, bytes, content_type, &req.method, &req.headers),
             Ok(None) => json_error(StatusCode::NOT_FOUND, format!("unknown chunk {id}")),
@@ -281,9 +277,7 @@ impl Origin {
         }
         let store = self.store.clone();
         let (t, k) = (track.clone(), key_id.clone());
-        let read = tokio::task::spawn_blocking(move || store.get_key(&t, &k)).await.unwrap_or_else(|e| {
-            Err(StoreError::Io { path: PathBuf::new(), source: std::io::Error::other(e.to_string()) })
-        });
+        let read = on_store(move || store.get_key(&t, &k)).await;
         match read {
             Ok(Some(key)) => {
                 info!(track = %track, key_id = %key_id, sub = claims.sub.as_deref().unwrap_or(""), "content key handed out");
@@ -450,6 +444,16 @@ impl Origin {
         file.flush().await.map_err(|e| internal(&e))?;
         Ok(())
     }
+}
+
+/// Runs store work `f` on the blocking pool. A task that panicked or was cancelled is an I/O
+/// error of the store, the task's error kept as its cause.
+async fn on_store<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Io { path: PathBuf::new(), source: std::io::Error::other(e) }))
 }
 
 fn internal(e: &dyn std::fmt::Display) -> Response<ResponseBody> {

@@ -4,7 +4,7 @@
 use std::hash::BuildHasherDefault;
 
 use chorus_core::ChunkId;
-use chorus_peer::PeerId;
+use chorus_core::p2p::PeerId;
 
 /// A multiplicative hasher for the simulator's own integer-keyed maps (ids it made itself, so
 /// no one chooses keys to collide); the default SipHash was a tenth of the run time.
@@ -102,7 +102,7 @@ pub(crate) fn peer_id(rng: &mut Rng) -> PeerId {
     for _ in 0..4 {
         b.extend_from_slice(&rng.next().to_le_bytes());
     }
-    PeerId::from_bytes(&b).unwrap_or_else(|_| chorus_peer::identity::Keypair::generate_ed25519().public().to_peer_id())
+    PeerId::from_bytes(&b).unwrap_or_else(|_| chorus_core::p2p::Keypair::generate_ed25519().public().to_peer_id())
 }
 
 /// A uniform 32-byte id for a (track, segment, rung): the sketch indexes by its bytes.

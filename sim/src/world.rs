@@ -39,10 +39,10 @@ use chorus_client::dials::Dials;
 use chorus_client::playout::Playout;
 use chorus_client::scheduler::{Action, Scheduler, SchedulerConfig, SegmentInfo, SourceId, SourceKind};
 use chorus_core::TrackId;
+use chorus_core::p2p::{Multiaddr, PeerId};
 use chorus_edge::cache::sketch::Sketch;
 use chorus_edge::cache::tier::{Tier, Weighted};
 use chorus_edge::tracker::{Tracker, TrackerConfig, Verified};
-use chorus_peer::{Multiaddr, PeerId};
 
 use crate::draw::{HashMap, Rng, Zipf, chunk_id, peer_id};
 use crate::{Bytes, EdgeReport, Percentiles, Point, Report, Session, SimConfig};
@@ -259,7 +259,7 @@ impl<'a> World<'a> {
         let peer_ids: Vec<PeerId> = (0..cfg.listeners).map(|_| peer_id(&mut rng)).collect();
         let addrs: Vec<Multiaddr> = listeners
             .iter()
-            .map(|li: &Listener| Multiaddr::from(li.ip).with(chorus_peer::multiaddr::Protocol::Tcp(4001)))
+            .map(|li: &Listener| Multiaddr::from(li.ip).with(chorus_core::p2p::multiaddr::Protocol::Tcp(4001)))
             .collect();
         let mut w = Self {
             cfg,

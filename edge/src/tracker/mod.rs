@@ -16,9 +16,12 @@
 //! [`TrackerConfig::ttl`]; the table of sources is bounded too.
 
 pub mod footprint;
+#[cfg(feature = "io")]
 mod front;
+#[cfg(feature = "io")]
 pub mod shared;
 
+#[cfg(feature = "io")]
 pub use front::Front;
 
 use std::collections::HashMap;
@@ -27,8 +30,8 @@ use std::time::Duration;
 
 use chorus_core::TrackId;
 use chorus_core::announce::{self, AnnounceError, SignedAnnounce};
+use chorus_core::p2p::Multiaddr;
 use chorus_core::rate::TokenBucket;
-use libp2p::Multiaddr;
 use rand_core::RngCore;
 use tokio::time::Instant;
 
@@ -215,7 +218,7 @@ impl AnnounceCheck {
             .relays
             .iter()
             .filter_map(|r| r.parse::<Multiaddr>().ok())
-            .filter(|a| matches!(a.iter().last(), Some(libp2p::multiaddr::Protocol::P2p(_))))
+            .filter(|a| matches!(a.iter().last(), Some(chorus_core::p2p::multiaddr::Protocol::P2p(_))))
             .collect();
         Self { names: cfg.names.iter().map(|n| n.to_ascii_lowercase()).collect(), relays }
     }

@@ -102,8 +102,13 @@ pub enum FetchError {
     },
     /// An upstream's answer passed its checks but does not fit the request (a manifest of
     /// another track, a 304 to an unconditional request).
-    #[error("upstream answer does not fit the request: {0}")]
-    Mismatch(String),
+    #[error("upstream answer does not fit the request: {what}")]
+    Mismatch {
+        /// What did not fit.
+        what: String,
+        /// The parser's error behind it, if one.
+        source: Option<Cause>,
+    },
     /// The task fetching for this request ended without an answer (the edge is stopping).
     #[error("the {0} ended without an answer")]
     Lost(&'static str),
@@ -120,7 +125,7 @@ impl FetchError {
             | Self::Status { .. }
             | Self::BadAnswer { .. }
             | Self::Request { .. }
-            | Self::Mismatch(_)
+            | Self::Mismatch { .. }
             | Self::Lost(_) => StatusCode::BAD_GATEWAY,
         }
     }
@@ -347,7 +352,10 @@ impl Upstreams {
             return Err(FetchError::NoUpstream);
         }
         let mut req = Request::new(Bytes::new());
-        *req.uri_mut() = path.parse().map_err(|e| FetchError::Mismatch(format!("request path {path:?}: {e}")))?;
+        *req.uri_mut() = path.parse().map_err(|e| FetchError::Mismatch {
+            what: format!("request path {path:?}"),
+            source: Some(chorus_core::error::cause(e)),
+        })?;
         *req.headers_mut() = headers;
         let mut last = FetchError::NoUpstream;
         for u in order {
