@@ -3,7 +3,6 @@
 
 use chorus_core::error::Chain;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use chorus_client::abr::Quality;
@@ -12,8 +11,7 @@ use chorus_http::{Body, Handler, RequestContext, ResponseBody, full, json_error}
 use chorus_peer::{DirStore, Peer};
 use tracing::{info, warn};
 
-/// How often the tracks held are announced again (the tracker forgets after 5 minutes).
-pub(crate) const REANNOUNCE: Duration = Duration::from_secs(120);
+pub(crate) use chorus_core::api::REANNOUNCE;
 
 /// Serves a peer node's metrics (and health checks) over HTTP.
 pub(crate) struct MetricsHandler(pub(crate) prometheus::Registry);

@@ -368,3 +368,39 @@ async fn next_signal(hup: &mut Hangup) {
     let _ = hup;
     std::future::pending::<()>().await;
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    #[test]
+    fn the_front_gets_the_limits_the_flags_set() {
+        let cli = Cli::try_parse_from([
+            "chorus",
+            "--header-read-timeout",
+            "1s",
+            "--idle-timeout",
+            "5s",
+            "--max-connections",
+            "160",
+            "--quic-retry-above",
+            "100",
+        ])
+        .unwrap();
+        let c = cli.serve.server_config().unwrap();
+        assert_eq!(c.header_read_timeout, std::time::Duration::from_secs(1));
+        assert_eq!(c.idle_timeout, std::time::Duration::from_secs(5));
+        assert_eq!((c.max_connections, c.per_source_cap(), c.pending_handshakes()), (160, 10, 64));
+        assert_eq!(c.retry_threshold(), 32, "at most half the handshake budget");
+        let defaults = Cli::try_parse_from(["chorus"]).unwrap().serve.server_config().unwrap();
+        assert_eq!(defaults.header_read_timeout, std::time::Duration::from_secs(10));
+    }
+}

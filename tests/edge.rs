@@ -4,7 +4,7 @@
 use chorus_testkit as support;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chorus_core::ChunkId;
 use chorus_core::announce::SignedAnnounce;
@@ -252,7 +252,9 @@ async fn prefetched_segments_are_served_from_cache() {
 async fn survives_origin_loss_restarts_and_a_corrupt_cache_file() {
     let mut origin = Origin::start();
     let cache = origin.dir.path().join("edge-cache");
-    let args = ["--prefetch-segments", "0", "--health-interval", "500ms"];
+    // A request timeout far beyond the test client's 20 s: a miss that waited for it would
+    // fail the test, whatever the machine's speed.
+    let args = ["--prefetch-segments", "0", "--health-interval", "500ms", "--upstream-timeout", "120s"];
     let e = edge(&[origin.node().url("h3")], &cache, &origin.cert(), &args);
     let base = e.url("http");
     let m = manifest(&base, "sunrise", &origin.key()).await;
@@ -269,12 +271,10 @@ async fn survives_origin_loss_restarts_and_a_corrupt_cache_file() {
     for id in &cached {
         assert_eq!(get_chunk(&mut c, id).await, StatusCode::OK);
     }
-    let started = Instant::now();
+    // Ended by the dead connection's liveness check (QUIC keep-alive 1 s, idle 3 s) or the next
+    // failed health check (every 500 ms, 1 s connect timeout), not by the request timeout.
     let status = get_chunk(&mut c, &uncached).await;
     assert!(matches!(status, StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT), "{status}");
-    // Bounded by the next failed health check (every 500 ms, 1 s connect timeout), not by the
-    // 5 s request timeout.
-    assert!(started.elapsed() < Duration::from_secs(3), "miss with origin down took {:?}", started.elapsed());
     eventually("edge not ready without upstreams", async || {
         conn(&base).await.get("/readyz").await.unwrap().status() == StatusCode::SERVICE_UNAVAILABLE
     })
@@ -899,9 +899,9 @@ async fn lying_and_slow_upstreams_are_never_passed_on() {
         &["--prefetch-segments", "0", "--upstream-timeout", "1s"],
     );
     let mut c = conn(&e.url("http")).await;
-    let started = Instant::now();
+    // The slow upstream answers after 30 s, beyond the test client's 20 s: an OK comes from the
+    // next one, after the 1 s timeout.
     assert_eq!(get_chunk(&mut c, &ids[1]).await, StatusCode::OK);
-    assert!(started.elapsed() < Duration::from_secs(10));
     assert!(slow_state.chunk_requests.load(std::sync::atomic::Ordering::SeqCst) >= 1);
 }
 

@@ -6,7 +6,7 @@
 
 use chorus_testkit as support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chorus_core::announce::SignedAnnounce;
 use chorus_peer::identity::Keypair;
@@ -104,12 +104,14 @@ async fn a_seeder_announced_on_one_edge_is_played_from_by_a_listener_of_another(
     redis.kill();
     let r = conn(&a.url("http")).await.send(announce(&late, 4002, &name, now())).await.unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    let started = Instant::now();
     let on_a = listed(&a).await;
     assert!(on_a.contains(&id(&late)) && on_a.contains(&id(&seen)), "{on_a:?}");
     assert!(!listed(&b).await.contains(&id(&late)), "B knows only its own announces now");
-    // Bounded by the 250 ms limit per call (an upper bound only a hang would break).
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    // Answered from each edge's own view (a Redis call gives up after 250 ms), not an error.
+    for edge in [&a, &b] {
+        let t = metrics(edge).await;
+        assert!(metric(&t, "chorus_tracker_answers_total{view=\"local\"}") >= 1.0, "{t}");
+    }
     let m = serde_json::from_slice::<chorus_core::manifest::Manifest>(
         conn(&b.url("http")).await.get("/v1/tracks/tides/manifest").await.unwrap().body(),
     )

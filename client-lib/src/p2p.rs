@@ -16,8 +16,7 @@ use tokio::task::JoinSet;
 use crate::client::Inner;
 use crate::edges::Edge;
 
-/// How often a p2p client announces what its cache holds (the tracker forgets after 5 min).
-const REANNOUNCE: Duration = Duration::from_secs(120);
+use chorus_core::api::REANNOUNCE;
 
 /// How often a playing track asks again who holds what (peers fetch ahead too).
 pub(crate) const PEER_REFRESH: Duration = Duration::from_secs(5);

@@ -25,6 +25,10 @@ pub const MAX_RELAYS: usize = 4;
 
 /// Longest edge name an announce may be signed for (`host:port`).
 pub const MAX_EDGE_LEN: usize = 255;
+/// How often a peer announces what it holds again: well inside the tracker's five-minute
+/// memory of an announce, so a live peer never drops out of the lists. Every announcer (the
+/// client, `chorus peer`, the demo's seeders) and the simulator go by it.
+pub const REANNOUNCE: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// What a peer announces: where it listens and which tracks it holds, for one edge at one
 /// time. It travels only inside a signed envelope ([`crate::announce::SignedAnnounce`]), the

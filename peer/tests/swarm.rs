@@ -495,12 +495,11 @@ async fn a_peer_that_drips_its_response_is_cut_off_at_the_deadline() {
     let c = PeerConfig { request_timeout: Duration::from_secs(2), ..cfg("/ip4/127.0.0.1/tcp/0") };
     let (asker, _) = start(c, Arc::new(Mem::default()));
     asker.dial(at).await.unwrap();
-    let started = std::time::Instant::now();
+    // The 2 s deadline cuts the response off: within a generous minute, not the hours the drip
+    // would take.
     let out = tokio::time::timeout(Duration::from_secs(60), asker.fetch(hostile_id, id)).await;
     let out = out.expect("the fetch ends (the deadline cut the response off)");
     assert!(matches!(out, Err(PeerError::Request(_))), "{out:?}");
-    // It took about the deadline, not the hours the drip would.
-    assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
     assert!(asker.connected().await.is_ok(), "the node still answers");
 }
 

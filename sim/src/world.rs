@@ -52,8 +52,8 @@ type Us = u64;
 
 const MS: Us = 1_000;
 const SEC: Us = 1_000_000;
-/// How often a serving listener announces (the client's `REANNOUNCE`).
-const REANNOUNCE: Us = 120 * SEC;
+/// How often a serving listener announces ([`chorus_core::api::REANNOUNCE`]).
+const REANNOUNCE: Us = chorus_core::api::REANNOUNCE.as_secs() * SEC;
 /// How often a playing track looks for peers again (the client's `PEER_REFRESH`).
 const PEER_REFRESH: Us = 5 * SEC;
 /// Longest a peer search waits for answers (the client's `LOOK`).
