@@ -34,9 +34,7 @@ use chorus_core::{TrackId, keys};
 
 #[path = "netem.rs"]
 mod netem;
-#[path = "zipf.rs"]
-mod zipf;
-use zipf::{Rng, Zipf};
+use chorus_draw::{Rng, Zipf};
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
@@ -87,7 +85,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (tracks, clients, plays): (usize, usize, usize) = (tracks.parse()?, clients.parse()?, plays.parse()?);
     let spread: f64 = spread.parse()?;
     let key = keys::read_verifying_key(std::path::Path::new(key))?;
-    let popularity = Arc::new(Zipf::new(tracks));
+    let popularity = Arc::new(Zipf::new(tracks, 1.0));
     let mut rng = Rng(seed.parse()?);
     let mut tasks = tokio::task::JoinSet::new();
     for c in 0..clients {

@@ -22,9 +22,7 @@ use chorus_edge::tracker::shared::{Recorded, SharedConfig, SharedTracker};
 use chorus_edge::tracker::{AnnounceCheck, Tracker, TrackerConfig, Verified};
 use futures_util::StreamExt as _;
 
-#[path = "zipf.rs"]
-mod zipf;
-use zipf::{Rng, Zipf};
+use chorus_draw::{Rng, Zipf};
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
@@ -69,7 +67,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let check = AnnounceCheck::new(&cfg);
     let ids: Vec<TrackId> = (0..tracks).map(|t| TrackId::parse(&format!("track-{t:06}"))).collect::<Result<_, _>>()?;
-    let zipf = Zipf::new(tracks);
+    let zipf = Zipf::new(tracks, 1.0);
     let mut rng = Rng(7);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
 

@@ -21,9 +21,7 @@ impl Weighted for Size {
     }
 }
 
-#[path = "../../bench/zipf.rs"]
-mod zipf;
-use zipf::{Rng, Zipf};
+use chorus_draw::{Rng, Zipf};
 
 fn main() {
     let args: Vec<u64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
@@ -36,7 +34,7 @@ fn main() {
     let ids: Vec<ChunkId> = (0..chunks as u64).map(|i| ChunkId::of(&i.to_le_bytes())).collect();
     let sizes: Vec<u64> = (0..chunks).map(|_| ladder[(rng.next() % 4) as usize]).collect();
     let total: u64 = sizes.iter().sum();
-    let popularity = Zipf::new(chunks);
+    let popularity = Zipf::new(chunks, 1.0);
     let stream: Vec<usize> = (0..requests).map(|_| popularity.sample(&mut rng)).collect();
     let warmup = requests / 10;
 

@@ -305,17 +305,12 @@ impl Fenwick {
     }
 }
 
-/// The benchmarks' deterministic Zipf request streams, for the test against exact simulation.
-#[cfg(test)]
-#[path = "../../bench/zipf.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod zipf;
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    use super::zipf::{Rng, Zipf};
+    // The benchmarks' deterministic Zipf request streams, for the test against exact simulation.
+    use chorus_draw::{Rng, Zipf};
 
     /// Exact hit ratios of byte-bounded LRU caches of each size on `stream`.
     fn exact(stream: &[(ChunkId, u64)], sizes: &[u64]) -> Vec<f64> {
@@ -352,7 +347,7 @@ mod tests {
         let catalogue: Vec<(ChunkId, u64)> =
             (0..chunks).map(|k| (ChunkId::of(&(k as u64).to_le_bytes()), ladder[(rng.next() % 4) as usize])).collect();
         let bytes = catalogue.iter().map(|(_, s)| s).sum();
-        let zipf = Zipf::new(chunks);
+        let zipf = Zipf::new(chunks, 1.0);
         ((0..requests).map(|_| catalogue[zipf.sample(&mut rng)]).collect(), bytes)
     }
 

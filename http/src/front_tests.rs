@@ -77,8 +77,9 @@ async fn one_host_gets_its_share_of_connections_and_other_hosts_still_get_in() {
     // A fifth from the same host is closed at once, over TCP, and refused over QUIC.
     let mut fifth = connect_from("127.0.0.1", http).await;
     assert!(closed_by_server(&mut fifth).await, "the fifth connection from one host stays open");
-    // QUIC is counted once its handshake completes (a spoofed address never completes one):
-    // the connection is then closed before it serves anything.
+    // Over QUIC the host is refused at once: its share is taken by established connections
+    // (which a spoofed Initial cannot be). Before this check, a QUIC connection counted only
+    // once its handshake completed could answer a request in the meantime (0.5-RTT).
     let client = HttpClient::new(&ClientTls { ca_files: Vec::new(), insecure: true }).unwrap();
     let served = match client.connect(&format!("h3://{h3}"), false).await {
         Ok(mut c) => c.get("/").await.is_ok(),

@@ -72,6 +72,16 @@ pub(super) async fn accept_loop<H: Handler>(
             }
             QuicAdmit::Accept => {}
         }
+        // A host whose share is already taken by established connections is refused before
+        // anything is served: HTTP/3 answers requests during the handshake (0.5-RTT), before
+        // the connection is counted against its source. (Established connections only: a
+        // spoofed Initial cannot fill the share of the host it names.)
+        if !config.trusted_proxies.contains(remote.ip()) && budgets.per_source.is_full(remote.ip()) {
+            debug!(%remote, "this source's share of connections is taken; refusing QUIC connection");
+            refused("per_source");
+            incoming.refuse();
+            continue;
+        }
         let Some(handshaking) = budgets.pending.try_start(config.pending_handshakes()) else {
             refused("handshakes");
             incoming.refuse();

@@ -45,6 +45,13 @@ impl PerSource {
         Some(SourceSlot { owner: self.clone(), key })
     }
 
+    /// Whether `ip`'s host already has `cap` connections open (established ones: a spoofed
+    /// address cannot make this true for a host it names).
+    pub(crate) fn is_full(&self, ip: IpAddr) -> bool {
+        let key = chorus_core::announce::host(chorus_core::announce::canonical(ip));
+        self.lock().get(&key).is_some_and(|n| *n >= self.cap)
+    }
+
     /// Hosts with a connection open.
     #[cfg(test)]
     fn hosts(&self) -> usize {
@@ -135,6 +142,7 @@ mod tests {
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let (a1, a2) = (s.try_add(a).unwrap(), s.try_add(a).unwrap());
         assert!(s.try_add(a).is_none());
+        assert!(s.is_full(a) && !s.is_full("192.0.2.2".parse().unwrap()));
         assert!(s.try_add("::ffff:192.0.2.1".parse().unwrap()).is_none(), "the same host, IPv4-mapped");
         assert!(s.try_add("192.0.2.2".parse().unwrap()).is_some(), "another host");
         // One IPv6 /64 is one host.

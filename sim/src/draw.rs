@@ -33,67 +33,7 @@ impl std::hash::Hasher for IntHasher {
 
 pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<IntHasher>>;
 
-/// SplitMix64.
-#[derive(Debug, Clone)]
-pub(crate) struct Rng(pub(crate) u64);
-
-impl Rng {
-    pub(crate) fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    #[allow(clippy::cast_precision_loss)] // 53 bits
-    pub(crate) fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    pub(crate) fn range(&mut self, (lo, hi): (u64, u64)) -> u64 {
-        if hi <= lo { lo } else { lo + self.next() % (hi - lo + 1) }
-    }
-}
-
-impl rand_core::RngCore for Rng {
-    fn next_u32(&mut self) -> u32 {
-        u32::try_from(self.next() >> 32).unwrap_or(0)
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.next()
-    }
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        rand_core::impls::fill_bytes_via_next(self, dest);
-    }
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
-        self.fill_bytes(dest);
-        Ok(())
-    }
-}
-
-/// Zipf popularity over ranks by a cumulative table.
-pub(crate) struct Zipf(Vec<f64>);
-
-impl Zipf {
-    #[allow(clippy::cast_precision_loss)]
-    pub(crate) fn new(n: usize, s: f64) -> Self {
-        let mut acc = 0.0;
-        Self(
-            (1..=n.max(1))
-                .map(|k| {
-                    acc += 1.0 / (k as f64).powf(s);
-                    acc
-                })
-                .collect(),
-        )
-    }
-
-    pub(crate) fn sample(&self, rng: &mut Rng) -> usize {
-        let u = rng.unit() * self.0.last().copied().unwrap_or(1.0);
-        self.0.partition_point(|&c| c < u).min(self.0.len() - 1)
-    }
-}
+pub(crate) use chorus_draw::{Rng, Zipf};
 
 /// A peer id from `rng`: an identity multihash (code 0, length 32) of 32 random bytes, the
 /// form of a key's peer id.
