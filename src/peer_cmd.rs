@@ -18,7 +18,7 @@ use chorus_http::{ListenUrl, Server, ServerConfig};
 use chorus_peer::{DirStore, MemoryLimit, Multiaddr, Peer, PeerConfig};
 use clap::Args;
 
-use crate::seeding::{MetricsHandler, REANNOUNCE, announce, seed};
+use crate::seeding::{MetricsHandler, announce, seed};
 
 #[derive(Args)]
 pub(crate) struct PeerArgs {
@@ -133,23 +133,20 @@ pub(crate) async fn run(a: PeerArgs) -> Result<()> {
         None => None,
     };
     crate::ready::add_p2p(listening.iter().map(ToString::to_string));
-    let mut ready = Some(urls);
     let http = chorus_http::client::HttpClient::new(&trust)?.with_timeout(Duration::from_secs(10));
-    let mut announced: Vec<TrackId> = Vec::new();
-    loop {
-        // A signal ends an announce round in progress too (a dead edge holds one for seconds).
-        let round = tokio::select! {
-            () = &mut shutdown => break,
-            now = announce(&peer, &store, &a.edge, &http, a.token.as_deref(), &announced) => now,
-        };
-        announced = round;
-        if let Some(urls) = ready.take() {
-            crate::ready::write(&urls); // listening, and announced once
-        }
-        tokio::select! {
-            () = &mut shutdown => break,
-            () = tokio::time::sleep(REANNOUNCE) => {}
-        }
+    let (peer_ref, store, edges, token) = (&peer, &store, &a.edge, a.token.as_deref());
+    // A signal ends an announce round in progress too (a dead edge holds one for seconds).
+    let first = tokio::select! {
+        () = &mut shutdown => None,
+        now = announce(peer_ref, store, edges, &http, token, &[]) => Some(now),
+    };
+    if let Some(announced) = first {
+        crate::ready::write(&urls); // listening, and announced once
+        chorus_peer::tracker::every_reannounce(false, &mut shutdown, announced, |announced: Vec<TrackId>| {
+            let http = &http;
+            async move { Some(announce(peer_ref, store, edges, http, token, &announced).await) }
+        })
+        .await;
     }
     drop(peer); // stops the swarm task and what works for it
     if let Some(m) = metrics_server {

@@ -11,8 +11,6 @@ use chorus_http::{Body, Handler, RequestContext, ResponseBody, full, json_error}
 use chorus_peer::{DirStore, Peer};
 use tracing::{info, warn};
 
-pub(crate) use chorus_core::api::REANNOUNCE;
-
 /// Serves a peer node's metrics (and health checks) over HTTP.
 pub(crate) struct MetricsHandler(pub(crate) prometheus::Registry);
 

@@ -16,8 +16,6 @@ use tokio::task::JoinSet;
 use crate::client::Inner;
 use crate::edges::Edge;
 
-use chorus_core::api::REANNOUNCE;
-
 /// How often a playing track asks again who holds what (peers fetch ahead too).
 pub(crate) const PEER_REFRESH: Duration = Duration::from_secs(5);
 
@@ -53,8 +51,9 @@ pub(crate) async fn announce_held(
 }
 
 /// Starts the client's peer node. With a cache directory it serves what the directory holds,
-/// keeps its identity there (`peer.key`), and re-announces every [`REANNOUNCE`] while the
-/// node lives; without one it only fetches. `None` when the node could not start.
+/// keeps its identity there (`peer.key`), and re-announces every
+/// [`chorus_core::api::REANNOUNCE`] while the node lives; without one it only fetches. `None`
+/// when the node could not start.
 pub(crate) async fn start(inner: &Inner) -> Option<Arc<Peer>> {
     let store: Arc<dyn chorus_peer::Store> = match &inner.cfg.cache {
         Some((dir, _)) => Arc::new(chorus_peer::DirStore::new(dir)),
@@ -92,19 +91,14 @@ pub(crate) async fn start(inner: &Inner) -> Option<Arc<Peer>> {
         let stopped = p.stopped();
         let (http, edges, token) = (inner.http.clone(), inner.cfg.edges.clone(), inner.cfg.token.clone());
         tokio::spawn(async move {
-            let mut announced = Vec::new();
-            let rounds = async {
-                loop {
-                    tokio::time::sleep(REANNOUNCE).await;
-                    let Some(peer) = weak.upgrade() else { return };
-                    announce_held(&http, &peer, &dir, &edges, token.as_deref(), &mut announced).await;
-                }
-            };
-            // The loop ends with the node, mid-announce included.
-            tokio::select! {
-                () = stopped => {}
-                () = rounds => {}
-            }
+            // The rounds end with the node, mid-announce included.
+            let (http, dir, edges, token, weak) = (&http, &dir, &edges, token.as_deref(), &weak);
+            chorus_peer::tracker::every_reannounce(false, stopped, Vec::new(), |mut announced| async move {
+                let peer = weak.upgrade()?;
+                announce_held(http, &peer, dir, edges, token, &mut announced).await;
+                Some(announced)
+            })
+            .await;
         });
     }
     Some(p)

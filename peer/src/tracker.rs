@@ -118,6 +118,37 @@ pub async fn announce_held(
     results
 }
 
+/// The one re-announce schedule of every announcer (the client, `chorus peer`, the demo's
+/// seeders): `round(state)` at once when `at_once` (else after one period), then every
+/// [`REANNOUNCE`](chorus_core::api::REANNOUNCE), until `stop` resolves or a round returns
+/// `None`. `stop` ends a round in progress too: a dead edge can hold one for its whole request
+/// timeout. `state` is what the rounds carry from one to the next (what was announced).
+pub async fn every_reannounce<T, S, R, F>(at_once: bool, stop: S, mut state: T, mut round: R)
+where
+    S: std::future::Future<Output = ()>,
+    R: FnMut(T) -> F,
+    F: std::future::Future<Output = Option<T>>,
+{
+    tokio::pin!(stop);
+    let mut wait = !at_once;
+    loop {
+        if wait {
+            tokio::select! {
+                () = &mut stop => return,
+                () = tokio::time::sleep(chorus_core::api::REANNOUNCE) => {}
+            }
+        }
+        wait = true;
+        state = tokio::select! {
+            () = &mut stop => return,
+            next = round(state) => match next {
+                Some(s) => s,
+                None => return,
+            },
+        };
+    }
+}
+
 /// Addresses worth announcing: not unspecified (`0.0.0.0`), at most [`MAX_ADDRS`], each
 /// ending in `/p2p/<peer>`.
 #[must_use]

@@ -22,7 +22,7 @@ use chorus_peer::{DirStore, Multiaddr, Peer, PeerConfig};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::seeding::{MetricsHandler, REANNOUNCE, announce, seed};
+use crate::seeding::{MetricsHandler, announce, seed};
 
 /// A sample track found in the samples directory.
 #[derive(Debug)]
@@ -220,16 +220,14 @@ pub(super) async fn start_peer(
     let announced = announce(&peer, &store, &edges, &http, None, &[]).await;
     let (node, stopped) = (peer.clone(), stop.clone());
     servers.spawn(async move {
-        let mut announced = announced;
-        let stopped = stopped.wait();
-        tokio::pin!(stopped);
-        loop {
-            tokio::select! {
-                () = &mut stopped => return,
-                () = tokio::time::sleep(REANNOUNCE) => {}
-            }
-            announced = announce(&node, &store, &edges, &http, None, &announced).await;
-        }
+        let (node, store, edges, http) = (&node, &store, &edges, &http);
+        chorus_peer::tracker::every_reannounce(
+            false,
+            stopped.wait(),
+            announced,
+            |announced: Vec<TrackId>| async move { Some(announce(node, store, edges, http, None, &announced).await) },
+        )
+        .await;
     });
     Ok(DemoPeer { _peer: peer, addr, metrics })
 }
