@@ -9,7 +9,8 @@
 //! - [`keys`]: ed25519 keys in PEM; [`token`]: EdDSA JWT access tokens;
 //! - [`protect`]: protected tracks (AES-128 content keys, segment IVs, HLS `METHOD=AES-128`);
 //! - [`hls`]: HLS playlists generated from a manifest (their text);
-//! - [`rate`]: the token bucket every limit uses;
+//! - [`rate`]: the token bucket every limit uses; [`ip`]: source addresses as limits count
+//!   them (a host is an IPv4 address or an IPv6 /64);
 //! - [`error`]: causes inside typed errors, and printing an error with its causes;
 //! - [`units`]: sizes (`512MiB`) and durations (`30s`) as the CLI and config files write them;
 //! - [`fsutil`]: crash-safe file writes; [`chunkdir`]: the on-disk layout of chunk directories.
@@ -25,6 +26,7 @@ pub mod error;
 pub mod fsutil;
 pub mod hls;
 pub mod id;
+pub mod ip;
 pub mod keys;
 pub mod manifest;
 pub mod protect;

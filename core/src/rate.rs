@@ -71,7 +71,7 @@ impl TokenBucket {
     }
 }
 
-/// A rate limit per source host (an IPv4 address, an IPv6 /64: [`crate::announce::host`]),
+/// A rate limit per source host (an IPv4 address, an IPv6 /64: [`crate::ip::host`]),
 /// in a table of at most `max_sources` buckets. When the table is full, the buckets that have
 /// refilled (idle sources) are forgotten, at most once a second; a new source that still finds
 /// no room is refused, as a flood of sources should be. Plain logic, explicit clock.
@@ -96,7 +96,7 @@ impl PerSource {
     /// # Errors
     /// How long until it would succeed (at most an hour).
     pub fn take(&mut self, source: IpAddr, now: Instant) -> Result<(), Duration> {
-        let host = crate::announce::host(crate::announce::canonical(source));
+        let host = crate::ip::host(source);
         if !self.buckets.contains_key(&host) && self.buckets.len() >= self.max_sources {
             if self.swept_at.is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1)) {
                 self.swept_at = Some(now);
@@ -116,7 +116,7 @@ impl PerSource {
     /// # Errors
     /// How long until it has (at most an hour).
     pub fn check(&mut self, source: IpAddr, now: Instant) -> Result<(), Duration> {
-        let host = crate::announce::host(crate::announce::canonical(source));
+        let host = crate::ip::host(source);
         let full = self.buckets.len() >= self.max_sources;
         match self.buckets.get_mut(&host) {
             Some(b) => b.check(1.0, now).map_err(|wait| wait.min(Duration::from_secs(3600))),

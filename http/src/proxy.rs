@@ -99,7 +99,7 @@ impl TrustedProxies {
     /// Whether connections from `ip` may say who the client is.
     #[must_use]
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = chorus_core::announce::canonical(ip);
+        let ip = chorus_core::ip::canonical(ip);
         self.nets.iter().any(|n| n.contains(&ip))
     }
 

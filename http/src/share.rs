@@ -1,5 +1,5 @@
 //! A fair share of the front for every client: open connections counted per source host (an
-//! IPv4 address, an IPv6 /64: [`chorus_core::announce::host`]), capped, so one host cannot take all
+//! IPv4 address, an IPv6 /64: [`chorus_core::ip::host`]), capped, so one host cannot take all
 //! of a node's connections; and QUIC handshakes in progress counted apart from the serving
 //! budget, so Initials from spoofed addresses (which never complete) cannot hold serving slots.
 //!
@@ -35,7 +35,7 @@ impl PerSource {
 
     /// A place for one more connection from `ip`, or `None` when its host has `cap` open.
     pub(crate) fn try_add(self: &Arc<Self>, ip: IpAddr) -> Option<SourceSlot> {
-        let key = chorus_core::announce::host(chorus_core::announce::canonical(ip));
+        let key = chorus_core::ip::host(ip);
         let mut g = self.lock();
         let n = g.entry(key).or_insert(0);
         if *n >= self.cap {
@@ -48,7 +48,7 @@ impl PerSource {
     /// Whether `ip`'s host already has `cap` connections open (established ones: a spoofed
     /// address cannot make this true for a host it names).
     pub(crate) fn is_full(&self, ip: IpAddr) -> bool {
-        let key = chorus_core::announce::host(chorus_core::announce::canonical(ip));
+        let key = chorus_core::ip::host(ip);
         self.lock().get(&key).is_some_and(|n| *n >= self.cap)
     }
 

@@ -3,7 +3,7 @@
 //! slot. This behaviour refuses an inbound connection when its IP already has
 //! [`MAX_PENDING_PER_IP`] in their handshake, or [`MAX_ESTABLISHED_PER_IP`] established. An IP
 //! is an IPv4 address or an IPv6 /64 (a host picks any address in its /64, so counting single
-//! IPv6 addresses would bound nothing; [`chorus_core::announce::host`]).
+//! IPv6 addresses would bound nothing; [`chorus_core::ip::host`]).
 //! Loopback sources are exempt from the second bound (a local process is trusted: it could read
 //! the cache directly, and a swarm on one machine speaks from 127.0.0.1); relayed connections
 //! are bounded by the relay.
@@ -108,7 +108,7 @@ fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
             Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
             _ => None,
         })
-        .map(chorus_core::announce::host)
+        .map(chorus_core::ip::host)
 }
 
 /// The behaviour (see the module docs).

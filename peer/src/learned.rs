@@ -18,7 +18,8 @@
 
 use std::net::IpAddr;
 
-use chorus_core::announce::{canonical, circuit_relay, direct_ip};
+use chorus_core::announce::{circuit_relay, direct_ip};
+use chorus_core::ip::canonical;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 

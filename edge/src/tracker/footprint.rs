@@ -96,13 +96,13 @@ impl Footprints {
 
     /// The levels `source` is counted at, with their budgets.
     fn levels(&self, source: IpAddr) -> Vec<((IpAddr, u8), Budget)> {
-        let source = chorus_core::announce::canonical(source);
+        let source = chorus_core::ip::canonical(source);
         match source {
             IpAddr::V4(_) => vec![((source, 32), self.budgets.host)],
             IpAddr::V6(_) => vec![
-                ((chorus_core::announce::prefix(source, 32, 64), 64), self.budgets.host),
-                ((chorus_core::announce::prefix(source, 32, 56), 56), self.budgets.v6_56),
-                ((chorus_core::announce::prefix(source, 32, 48), 48), self.budgets.v6_48),
+                ((chorus_core::ip::prefix(source, 32, 64), 64), self.budgets.host),
+                ((chorus_core::ip::prefix(source, 32, 56), 56), self.budgets.v6_56),
+                ((chorus_core::ip::prefix(source, 32, 48), 48), self.budgets.v6_48),
             ],
         }
     }

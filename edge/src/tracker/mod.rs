@@ -240,7 +240,7 @@ impl AnnounceCheck {
         announce::check_edge(&ann, &self.names, authority)?;
         let addrs = announce::bound_addrs(&ann, peer, sender, &self.relays);
         if addrs.is_empty() {
-            return Err(TrackerError::NoAddress { sender: announce::canonical(sender) });
+            return Err(TrackerError::NoAddress { sender: chorus_core::ip::canonical(sender) });
         }
         let content = content_digest(&ann.addrs, &ann.tracks, &ann.edge);
         Ok(Verified { peer_id: ann.peer_id, addrs, tracks: ann.tracks, timestamp: ann.timestamp, content })
@@ -316,7 +316,7 @@ fn crowded_stalest(list: &[Entry], net: IpAddr) -> Option<usize> {
 
 /// The source network whose entries per track are capped: a /24 or a /48.
 pub(crate) fn network(ip: IpAddr) -> IpAddr {
-    announce::prefix(ip, 24, 48)
+    chorus_core::ip::prefix(ip, 24, 48)
 }
 
 /// The answer to a peer query from a track's `live` entries, each with the time it was last
@@ -371,7 +371,7 @@ impl Tracker {
     /// sources is full of active ones).
     pub fn admit(&mut self, now: Instant, source: IpAddr) -> Result<(), TrackerError> {
         // One IPv6 host usually owns a whole /64: limit the prefix, not each address.
-        let source = announce::host(source);
+        let source = chorus_core::ip::host(source);
         let std_now = now.into_std();
         if !self.buckets.contains_key(&source) && self.buckets.len() >= self.cfg.max_sources {
             // Forget sources whose bucket has refilled: they are idle.
