@@ -571,24 +571,10 @@ async fn tracker(edge: &str, token: &str, me: &str, until: tokio::time::Instant)
     serde_json::json!({"role": "tracker", "requests": requests, "statuses": statuses})
 }
 
-/// A stranger that holds nothing (the strangers only take connection slots).
-struct Nothing;
-
-impl chorus_peer::Store for Nothing {
-    fn chunk(&self, _: &ChunkId) -> Option<Bytes> {
-        None
-    }
-    fn held(&self, _: &TrackId) -> Vec<ChunkId> {
-        Vec::new()
-    }
-    fn tracks(&self) -> Vec<TrackId> {
-        Vec::new()
-    }
-}
-
-/// Strangers taking the seeder's connection slots: nine at once, then one more every three
-/// seconds (the late ones find the inbound share full and, once the first have idled past the
-/// grace, take their places). Returns how many connected.
+/// Strangers, holding nothing ([`chorus_peer::NoChunks`]), taking the seeder's connection
+/// slots: nine at once, then one more every three seconds (the late ones find the inbound share
+/// full and, once the first have idled past the grace, take their places). Returns how many
+/// connected.
 async fn strangers(seeder: &str, until: tokio::time::Instant) -> u64 {
     let seeder: chorus_peer::Multiaddr = seeder.parse().unwrap();
     let cfg = || chorus_peer::PeerConfig {
@@ -599,7 +585,8 @@ async fn strangers(seeder: &str, until: tokio::time::Instant) -> u64 {
     let (mut held, mut dialled) = (Vec::new(), 0);
     let mut n = 0u32;
     while tokio::time::Instant::now() < until {
-        let p = chorus_peer::Peer::start(cfg(), Arc::new(Nothing), None, &prometheus::Registry::new()).unwrap();
+        let p = chorus_peer::Peer::start(cfg(), Arc::new(chorus_peer::NoChunks), None, &prometheus::Registry::new())
+            .unwrap();
         dialled += u64::from(p.dial(seeder.clone()).await.is_ok());
         held.push(p);
         n += 1;
