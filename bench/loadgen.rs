@@ -31,6 +31,13 @@ fn main() {
         eprintln!("usage: loadgen BASE_URL PATHS_FILE [CONNECTIONS] [SECONDS] [--ca FILE]");
         std::process::exit(2);
     };
+    let base: chorus_core::url::BaseUrl = match base.parse() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            std::process::exit(2);
+        }
+    };
     let connections: usize = positional.get(2).and_then(|c| c.parse().ok()).unwrap_or(64);
     let seconds: u64 = positional.get(3).and_then(|c| c.parse().ok()).unwrap_or(10);
     let paths: Arc<Vec<String>> = Arc::new(

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result};
 use chorus_core::keys;
 use chorus_core::units::{Size, Span};
+use chorus_core::url::BaseUrl;
 use chorus_edge::cache::CacheConfig;
 use chorus_edge::metrics::EdgeMetrics;
 use chorus_edge::prefetch::PrefetchConfig;
@@ -18,27 +19,15 @@ use chorus_http::{ListenUrl, Server};
 use clap::Args;
 use tracing::{info, warn};
 
-/// Checks an upstream URL: `http://`, `https://` or `h3://` with a host and a port, no path.
-fn upstream_url(s: &str) -> Result<String, String> {
-    let err = || format!("invalid upstream URL {s:?}: expected http://HOST:PORT, https://HOST:PORT or h3://HOST:PORT");
-    let (scheme, rest) = s.split_once("://").ok_or_else(err)?;
-    let rest = rest.trim_end_matches('/');
-    let port_ok = rest.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
-    if !matches!(scheme, "http" | "https" | "h3") || rest.contains('/') || !port_ok {
-        return Err(err());
-    }
-    Ok(format!("{scheme}://{rest}"))
-}
-
 #[derive(Args)]
 pub(crate) struct EdgeArgs {
     /// Origin to fetch misses from (http://, https:// or h3://HOST:PORT); repeat for several,
     /// tried in order.
-    #[arg(long, value_name = "URL", value_delimiter = ',', required = true, value_parser = upstream_url)]
-    upstream: Vec<String>,
+    #[arg(long, value_name = "URL", value_delimiter = ',', required = true)]
+    upstream: Vec<BaseUrl>,
     /// Parent edge, chosen per chunk by consistent hashing and tried before the origins.
-    #[arg(long, value_name = "URL", value_delimiter = ',', value_parser = upstream_url)]
-    parent: Vec<String>,
+    #[arg(long, value_name = "URL", value_delimiter = ',')]
+    parent: Vec<BaseUrl>,
     /// Where to listen: http://, https://, h3://HOST:PORT. Repeat for several.
     #[arg(long, value_name = "URL", value_delimiter = ',', default_value = "http://127.0.0.1:8081")]
     listen: Vec<ListenUrl>,

@@ -1,6 +1,8 @@
 //! `chorus get`: fetch one URL over HTTP/1.1, HTTP/2 or HTTP/3, the way an operator uses curl,
 //! with chunk verification: a `/v1/chunks/{id}` body must hash to `{id}`.
 
+use chorus_core::route::Route;
+use chorus_core::url::BaseUrl;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -38,9 +40,7 @@ pub(crate) struct GetArgs {
 }
 
 pub(crate) fn run(a: GetArgs) -> Result<()> {
-    let (scheme, rest) = a.url.split_once("://").context("URL needs a scheme: http://, https:// or h3://")?;
-    let (authority, path) = rest.find('/').map_or((rest, "/"), |i| (&rest[..i], &rest[i..]));
-    let base = format!("{scheme}://{authority}");
+    let (base, path) = BaseUrl::split(&a.url)?;
     let trust = ClientTls { ca_files: a.ca.clone(), insecure: a.insecure };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let started = Instant::now();
@@ -64,7 +64,7 @@ pub(crate) fn run(a: GetArgs) -> Result<()> {
         body.len(),
         elapsed.as_secs_f64() * 1000.0
     );
-    if let Some(seg) = path.split('?').next().and_then(|p| p.strip_prefix("/v1/chunks/"))
+    if let Some(Route::Chunk { chunk: seg }) = Route::parse(path.split('?').next().unwrap_or(path))
         && resp.status() == http::StatusCode::OK
         && let Ok((id, _)) = parse_chunk_segment(seg)
     {

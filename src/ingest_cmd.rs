@@ -1,5 +1,7 @@
 //! `chorus ingest`: encode or import audio into a store, or upload it to a running origin.
 
+use chorus_core::route::Route;
+use chorus_core::url::BaseUrl;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -45,7 +47,7 @@ pub(crate) struct IngestArgs {
     /// Upload to a running origin instead (e.g. http://127.0.0.1:8080); needs --admin-token
     /// or --admin-token-file.
     #[arg(long, value_name = "URL", requires = "admin")]
-    origin: Option<String>,
+    origin: Option<BaseUrl>,
     /// The origin's admin token (with --origin).
     #[arg(long, value_name = "T", group = "admin", value_parser = crate::serve_args::admin_token)]
     admin_token: Option<String>,
@@ -125,7 +127,7 @@ pub(crate) fn run(a: IngestArgs) -> Result<()> {
     Ok(())
 }
 
-fn upload(a: &IngestArgs, origin: &str) -> Result<()> {
+fn upload(a: &IngestArgs, origin: &BaseUrl) -> Result<()> {
     if a.insecure {
         bail!(
             "--insecure would send the admin token to whoever answers; trust the origin's certificate with --ca instead"
@@ -151,7 +153,7 @@ fn upload(a: &IngestArgs, origin: &str) -> Result<()> {
         // Encoding takes a while on the origin: allow for it.
         let client = HttpClient::new(&trust)?.with_timeout(Duration::from_secs(30 * 60));
         let mut conn = client.connect(origin, false).await?;
-        let req = http::Request::put(format!("/admin/tracks/{}?{query}", a.track))
+        let req = http::Request::put(format!("{}?{query}", Route::Ingest { track: a.track.as_str() }))
             .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
             .body(bytes::Bytes::from(body))?;
         anyhow::Ok(conn.send(req).await?)

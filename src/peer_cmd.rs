@@ -6,6 +6,8 @@
 //! address as a full multiaddr ending in `/p2p/<peer id>`.
 
 use std::path::PathBuf;
+
+use chorus_core::url::BaseUrl;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +26,7 @@ use crate::seeding::{MetricsHandler, announce, seed};
 pub(crate) struct PeerArgs {
     /// Edge whose tracker this peer announces to (and that --seed tracks come from); repeat.
     #[arg(long, value_name = "URL", value_delimiter = ',', required = true)]
-    edge: Vec<String>,
+    edge: Vec<BaseUrl>,
     /// Where to listen for peers; repeat (default: TCP and QUIC on every IPv4 interface, ports
     /// chosen by the system).
     #[arg(long, value_name = "MULTIADDR", value_delimiter = ',')]
@@ -92,7 +94,7 @@ pub(crate) async fn run(a: PeerArgs) -> Result<()> {
     if !a.seed.is_empty() {
         let Some(key_file) = &a.origin_key else { bail!("--seed needs --origin-key to verify what it fetches") };
         let key = keys::read_verifying_key(key_file)?;
-        let builder = chorus_client::ClientBuilder::new(a.edge.clone(), key)
+        let builder = chorus_client::ClientBuilder::new(a.edge.iter().map(ToString::to_string).collect(), key)
             .trust(trust.clone())
             .token(a.token.clone())
             .cache(a.cache_dir.clone(), a.cache_size.0);

@@ -57,7 +57,7 @@ pub(crate) async fn seed(builder: &chorus_client::ClientBuilder, tracks: &[Track
 pub(crate) async fn announce(
     peer: &Peer,
     store: &Arc<DirStore>,
-    edges: &[String],
+    edges: &[chorus_core::url::BaseUrl],
     http: &chorus_http::client::HttpClient,
     token: Option<&str>,
     announced: &[TrackId],

@@ -430,7 +430,7 @@ async fn connections(edge: &str, edge_h3: &str, token: &str, until: tokio::time:
     let mut quic = Vec::new();
     let mut quic_refused = 0;
     for _ in 0..20 {
-        match client.connect(edge_h3, false).await {
+        match client.connect(&edge_h3.parse().unwrap(), false).await {
             Ok(c) => quic.push(c),
             Err(_) => quic_refused += 1,
         }
@@ -520,8 +520,8 @@ async fn initial_flood(to: std::net::SocketAddr, until: tokio::time::Instant) ->
 /// A hostile subscriber: announces of made-up tracks, peer-query floods, made-up chunk ids.
 async fn tracker(edge: &str, token: &str, me: &str, until: tokio::time::Instant) -> serde_json::Value {
     let client = HttpClient::new(&ClientTls::default()).unwrap().with_timeout(Duration::from_secs(10));
-    let mut c = client.connect(edge, false).await.unwrap();
-    let name = chorus_core::announce::edge_name(edge);
+    let mut c = client.connect(&edge.parse().unwrap(), false).await.unwrap();
+    let name = chorus_core::announce::edge_name(&edge.parse().unwrap());
     let bearer = format!("Bearer {token}");
     let (mut requests, mut statuses) = (0u64, std::collections::BTreeMap::<u16, u64>::new());
     let mut n = 0u32;
@@ -560,7 +560,7 @@ async fn tracker(edge: &str, token: &str, me: &str, until: tokio::time::Instant)
             match c.send(r).await {
                 Ok(resp) => *statuses.entry(resp.status().as_u16()).or_default() += 1,
                 Err(_) => {
-                    c = match client.connect(edge, false).await {
+                    c = match client.connect(&edge.parse().unwrap(), false).await {
                         Ok(c) => c,
                         Err(_) => break,
                     };
@@ -718,7 +718,7 @@ async fn snooper(edge: &str, token: &str, me: &str, store: &str, until: tokio::t
         tokio::select! {
             () = tokio::time::sleep_until(until) => break,
             _ = tick.tick() => {
-                let ok = chorus_peer::tracker::announce(&http, edge, &key, std::slice::from_ref(&addr), &tracks, Some(token)).await;
+                let ok = chorus_peer::tracker::announce(&http, &edge.parse().unwrap(), &key, std::slice::from_ref(&addr), &tracks, Some(token)).await;
                 announced += u64::from(ok.is_ok());
             }
             e = swarm.select_next_some() => {

@@ -112,7 +112,7 @@ async fn every_chunk_through_the_edge_over_every_protocol() {
     let client = HttpClient::new(&trust).unwrap();
     let key = origin.key();
     for (scheme, want) in [("http", Protocol::Http1), ("https", Protocol::Http2), ("h3", Protocol::Http3)] {
-        let mut c = client.connect(&e.url(scheme), false).await.unwrap();
+        let mut c = client.connect(&e.base(scheme), false).await.unwrap();
         assert_eq!(c.protocol(), want);
         for track in ["sunrise", "tides"] {
             let r = c.get(&format!("/v1/tracks/{track}/manifest")).await.unwrap();
@@ -582,7 +582,7 @@ async fn tracker_limits() {
     let base = e.url("http");
     let mut c = conn(&base).await;
     let keys: Vec<Keypair> = (0..12).map(|_| Keypair::generate_ed25519()).collect();
-    let name = chorus_core::announce::edge_name(&base);
+    let name = chorus_core::announce::edge_name(&base.parse().unwrap());
     let announce = |n: usize| signed_announce(&keys[n], &[format!("/ip4/127.0.0.1/tcp/{}", 4000 + n)], &name, now());
     let mut statuses = Vec::new();
     for n in 0..12 {
@@ -643,7 +643,7 @@ async fn announces_from_strangers_are_refused_and_their_targets_never_listed() {
     let cache = origin.dir.path().join("edge-cache");
     let e = edge(&[origin.node().url("http")], &cache, &origin.cert(), &["--p2p-relay", "/ip4/127.0.0.1/tcp/0"]);
     let base = e.url("http");
-    let name = chorus_core::announce::edge_name(&base);
+    let name = chorus_core::announce::edge_name(&base.parse().unwrap());
     let mut c = conn(&base).await;
     let (victim, attacker) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
     let status = |r: &http::Response<bytes::Bytes>| r.status();
@@ -802,9 +802,9 @@ async fn the_client_address_comes_from_a_trusted_proxy_only() {
         let trust = ClientTls { ca_files: vec![cache(dir).join("tls").join("cert.pem")], insecure: false };
         let client = client.to_owned();
         async move {
-            let name = chorus_core::announce::edge_name(&url);
+            let name = chorus_core::announce::edge_name(&url.parse().unwrap());
             let req = xff(signed_announce(&Keypair::generate_ed25519(), &at(&client), &name, now()), &client);
-            let mut c = HttpClient::new(&trust).unwrap().connect(&url, false).await.unwrap();
+            let mut c = HttpClient::new(&trust).unwrap().connect(&url.parse().unwrap(), false).await.unwrap();
             assert_eq!(c.protocol(), Protocol::Http3);
             c.send(req).await.unwrap().status().as_u16()
         }
@@ -826,7 +826,7 @@ async fn the_client_address_comes_from_a_trusted_proxy_only() {
     };
 
     // The L4 mode: the PROXY header names the client (198.51.100.9)…
-    let name = chorus_core::announce::edge_name(&l4.url("http"));
+    let name = chorus_core::announce::edge_name(&l4.base("http"));
     let req = signed_announce(&Keypair::generate_ed25519(), &at("198.51.100.9"), &name, now());
     assert_eq!(raw_send(&l4.addr("http"), v1(&l4).as_bytes(), req, &name).await, 204);
     // …and X-Forwarded-For is not believed, even from the balancer's address: such a balancer
@@ -846,7 +846,7 @@ async fn the_client_address_comes_from_a_trusted_proxy_only() {
     // The L7 mode: the rightmost X-Forwarded-For entry (the balancer's) names the client, on
     // HTTP/1.1 and HTTP/3; the client's own claim (6.6.6.6) is not believed; a PROXY header is
     // not read (it is not HTTP).
-    let name = chorus_core::announce::edge_name(&l7.url("http"));
+    let name = chorus_core::announce::edge_name(&l7.base("http"));
     let req = xff(signed_announce(&Keypair::generate_ed25519(), &at("198.51.100.10"), &name, now()), "198.51.100.10");
     assert_eq!(raw_send(&l7.addr("http"), b"", req, &name).await, 204);
     assert_eq!(over_h3(&l7, "l7", "198.51.100.11").await, 204);
@@ -855,7 +855,7 @@ async fn the_client_address_comes_from_a_trusted_proxy_only() {
     assert_eq!(listed(&l7).await, ["198.51.100.10", "198.51.100.11"]);
 
     // An edge that trusts no proxy believes neither.
-    let name = chorus_core::announce::edge_name(&open.url("http"));
+    let name = chorus_core::announce::edge_name(&open.base("http"));
     let req = signed_announce(&Keypair::generate_ed25519(), &at("198.51.100.9"), &name, now());
     assert_eq!(raw_send(&open.addr("http"), v1(&open).as_bytes(), req, &name).await, 400, "the PROXY line is not HTTP");
     let req = xff(signed_announce(&Keypair::generate_ed25519(), &at("198.51.100.11"), &name, now()), "198.51.100.11");
@@ -1226,7 +1226,7 @@ async fn pages_on_other_origins_may_read_the_api_over_every_protocol() {
     let trust = ClientTls { ca_files: vec![cache.join("tls").join("cert.pem")], insecure: false };
     let client = HttpClient::new(&trust).unwrap();
     for scheme in ["http", "https", "h3"] {
-        let mut c = client.connect(&e.url(scheme), false).await.unwrap();
+        let mut c = client.connect(&e.base(scheme), false).await.unwrap();
         assert_readable_by(&mut c, page, "*", &seg.id).await;
         // Not the read API: no CORS headers, and OPTIONS is not answered for it.
         let r = c.send(from_page(http::Method::GET, "/metrics", page, &[])).await.unwrap();
@@ -1285,7 +1285,7 @@ async fn only_the_listed_origins_may_read_and_tokens_are_still_checked() {
         ],
     );
     let trust = ClientTls { ca_files: vec![cache.join("tls").join("cert.pem")], insecure: false };
-    let mut c = HttpClient::new(&trust).unwrap().connect(&e.url("h3"), false).await.unwrap();
+    let mut c = HttpClient::new(&trust).unwrap().connect(&e.base("h3"), false).await.unwrap();
     let bearer = format!("Bearer {token}");
     let manifest = "/v1/tracks/tides/manifest";
     let r = c.send(from_page(http::Method::GET, manifest, page, &[("authorization", &bearer)])).await.unwrap();
@@ -1438,7 +1438,7 @@ async fn made_up_tracks_are_never_listed_and_peer_queries_are_budgeted_and_cache
     let cache = origin.dir.path().join("edge-cache");
     let e = edge(&[origin.node().url("http")], &cache, &origin.cert(), &[]);
     let base = e.url("http");
-    let name = chorus_core::announce::edge_name(&base);
+    let name = chorus_core::announce::edge_name(&base.parse().unwrap());
     let mut c = conn(&base).await;
     let fake: Vec<String> = (0..8).map(|n| format!("fake-{n}")).collect();
     let fake: Vec<&str> = fake.iter().map(String::as_str).collect();
@@ -1479,4 +1479,23 @@ async fn made_up_tracks_are_never_listed_and_peer_queries_are_budgeted_and_cache
     let t = get_text(&base, "/metrics").await;
     assert_eq!(metric(&t, "chorus_edge_refused_total{reason=\"peers_rate\"}"), 1.0);
     assert!(metric(&t, "chorus_tracker_answers_total{view=\"cached\"}") >= 1.0);
+}
+
+#[test]
+fn a_bad_base_url_is_refused_at_start_with_what_is_wrong() {
+    for (args, what) in [
+        (&["edge", "--upstream", "http://127.0.0.1"][..], "missing port"),
+        (&["edge", "--upstream", "http://127.0.0.1:9/v1"][..], "a base URL has no path"),
+        (&["edge", "--upstream", "http://127.0.0.1:9", "--parent", "ftp://p:1"][..], "unknown scheme"),
+        (&["peer", "--edge", "127.0.0.1:9"][..], "missing scheme"),
+        (&["ingest", "--track", "t", "--origin", "https://o:0", "x.wav"][..], "bad port"),
+    ] {
+        let out = chorus(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(what), "{args:?}: {err}");
+    }
+    let out = chorus(&["get", "h3://127.0.0.1/healthz"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing port"));
 }

@@ -60,7 +60,7 @@ const PEER: &[&str] = &[
 ];
 
 async fn metrics_text(base: &str) -> String {
-    let mut c = HttpClient::new(&ClientTls::default()).unwrap().connect(base, false).await.unwrap();
+    let mut c = HttpClient::new(&ClientTls::default()).unwrap().connect(&base.parse().unwrap(), false).await.unwrap();
     let r = c.get("/metrics").await.unwrap();
     assert_eq!(r.status(), http::StatusCode::OK, "{base}/metrics");
     String::from_utf8(r.body().to_vec()).unwrap()

@@ -99,7 +99,7 @@ async fn every_ingest_mode_then_every_chunk_over_every_protocol() {
 
     let mut per_protocol = Vec::new();
     for (scheme, expect) in [("http", Protocol::Http1), ("https", Protocol::Http2), ("h3", Protocol::Http3)] {
-        let mut conn = client.connect(&node.url(scheme), false).await.unwrap();
+        let mut conn = client.connect(&node.base(scheme), false).await.unwrap();
         assert_eq!(conn.protocol(), expect, "{scheme}");
         // HEAD: headers and length, no body, on every protocol.
         let first = fetch_manifest(&mut conn, "sunrise", &key).await.renditions[0].segments[0];
@@ -141,7 +141,7 @@ async fn every_ingest_mode_then_every_chunk_over_every_protocol() {
     assert_eq!(raw_bytes[0], std::fs::read(&wav).unwrap());
 
     // HLS playlists list exactly the manifest's chunks, in order.
-    let mut conn = client.connect(&node.url("http"), false).await.unwrap();
+    let mut conn = client.connect(&node.base("http"), false).await.unwrap();
     for track in tracks.iter().filter(|t| **t != "tone-raw") {
         let (m, _) = by_track(track);
         let master = conn.get(&format!("/v1/tracks/{track}/hls/master.m3u8")).await.unwrap();
@@ -224,7 +224,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     );
     let before = snapshot(&store);
     let client = HttpClient::new(&ClientTls::default()).unwrap();
-    let mut conn = client.connect(&node.url("http"), false).await.unwrap();
+    let mut conn = client.connect(&node.base("http"), false).await.unwrap();
     let key = keys::read_verifying_key(&store.join("origin.pub")).unwrap();
     let m = fetch_manifest(&mut conn, "sunrise", &key).await;
     let chunk = m.renditions[0].segments[0];
@@ -291,7 +291,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     for (req, want) in cases {
         let what = format!("{} {}", req.method(), req.uri());
         // A new connection each time: after refusing an upload early, a server may close.
-        let mut conn = client.connect(&node.url("http"), false).await.unwrap();
+        let mut conn = client.connect(&node.base("http"), false).await.unwrap();
         let resp = conn.send(req).await.unwrap_or_else(|e| panic!("{what}: {e}"));
         assert_eq!(resp.status(), want, "{what}: {}", String::from_utf8_lossy(resp.body()));
         if want != StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE {
@@ -301,7 +301,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         }
     }
     // A non-audio upload for ffmpeg to encode is refused the same way.
-    let mut conn = client.connect(&node.url("http"), false).await.unwrap();
+    let mut conn = client.connect(&node.base("http"), false).await.unwrap();
     if have_ffmpeg() {
         let resp = conn.send(put("/admin/tracks/new2", Some("adm1n-for-tests-0123456789abcdef"), &text)).await.unwrap();
         assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY, "{}", String::from_utf8_lossy(resp.body()));
@@ -336,7 +336,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
 
     // The node is still fine, and counted what it refused. (The idle keep-alive connection was
     // closed by the same 1 s header timeout: connect again.)
-    let mut conn = client.connect(&node.url("http"), false).await.unwrap();
+    let mut conn = client.connect(&node.base("http"), false).await.unwrap();
     let metrics = conn.get("/metrics").await.unwrap();
     let text = String::from_utf8_lossy(metrics.body());
     assert!(
@@ -392,7 +392,7 @@ async fn uploads_through_the_admin_api_and_the_cli() {
         1,
     );
     let client = HttpClient::new(&ClientTls::default()).unwrap().with_timeout(Duration::from_secs(300));
-    let mut conn = client.connect(&node.url("http"), false).await.unwrap();
+    let mut conn = client.connect(&node.base("http"), false).await.unwrap();
     let upload = |q: &str| {
         Request::put(format!("/admin/tracks/up1?{q}"))
             .header("authorization", "Bearer adm1n-for-tests-0123456789abcdef")
@@ -449,7 +449,7 @@ async fn config_file_env_and_flags_layer_and_shutdown_is_graceful() {
         1,
     );
     let client = HttpClient::new(&ClientTls::default()).unwrap();
-    let mut conn = client.connect(&node.url("http"), false).await.unwrap();
+    let mut conn = client.connect(&node.base("http"), false).await.unwrap();
     let put = |t: &str| {
         Request::put("/admin/tracks/x?mode=raw")
             .header("authorization", format!("Bearer {t}"))
@@ -541,7 +541,7 @@ async fn a_corrupt_chunk_on_disk_is_never_served() {
     ok(&chorus(&["ingest", "--store", s(&store), "--track", "lantern", s(&pkg)]));
     let node = Node::start(&["origin", "--store", s(&store), "--listen", "http://127.0.0.1:0"], 1);
     let client = HttpClient::new(&ClientTls::default()).unwrap();
-    let mut conn = client.connect(&node.url("http"), false).await.unwrap();
+    let mut conn = client.connect(&node.base("http"), false).await.unwrap();
     let key = keys::read_verifying_key(&store.join("origin.pub")).unwrap();
     let m = fetch_manifest(&mut conn, "lantern", &key).await;
     let victim = m.renditions[1].segments[1];
@@ -582,8 +582,8 @@ async fn connections_beyond_the_cap_are_closed_at_once() {
     let node =
         Node::start(&["origin", "--store", s(&store), "--listen", "http://127.0.0.1:0", "--max-connections", "2"], 1);
     let client = HttpClient::new(&ClientTls::default()).unwrap();
-    let mut a = client.connect(&node.url("http"), false).await.unwrap();
-    let mut b = client.connect(&node.url("http"), false).await.unwrap();
+    let mut a = client.connect(&node.base("http"), false).await.unwrap();
+    let mut b = client.connect(&node.base("http"), false).await.unwrap();
     assert_eq!(a.get("/healthz").await.unwrap().status(), StatusCode::OK);
     assert_eq!(b.get("/healthz").await.unwrap().status(), StatusCode::OK);
     // A third connection is accepted by the kernel, then closed by the node without an answer.
@@ -596,7 +596,7 @@ async fn connections_beyond_the_cap_are_closed_at_once() {
     drop(a);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        if let Ok(mut c) = client.connect(&node.url("http"), false).await
+        if let Ok(mut c) = client.connect(&node.base("http"), false).await
             && c.get("/healthz").await.is_ok_and(|r| r.status() == StatusCode::OK)
         {
             break;
@@ -655,14 +655,14 @@ async fn http3_resumes_in_zero_rtt_and_survives_a_refused_ticket() {
     let client = HttpClient::new(&trust).unwrap();
 
     // First contact: a full handshake (no ticket yet), which leaves a session ticket behind.
-    let mut first = client.connect(&url, false).await.unwrap();
+    let mut first = client.connect(&url.parse().unwrap(), false).await.unwrap();
     assert_eq!(first.early_data(), EarlyData::NotTried);
     let m = fetch_manifest(&mut first, "tides", &key).await;
     let chunk = m.renditions[0].segments[0].id;
     tokio::time::sleep(Duration::from_millis(100)).await; // the ticket arrives after the handshake
 
     // Second connection: the GET goes out in 0-RTT data and comes back right.
-    let mut second = client.connect(&url, false).await.unwrap();
+    let mut second = client.connect(&url.parse().unwrap(), false).await.unwrap();
     assert_ne!(second.early_data(), EarlyData::NotTried, "0-RTT should have been attempted");
     let r = second.get(&format!("/v1/chunks/{chunk}")).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
@@ -676,7 +676,7 @@ async fn http3_resumes_in_zero_rtt_and_survives_a_refused_ticket() {
 
     // An unsafe method on a fresh 0-RTT connection is held until the handshake completes, then
     // answered normally (here: 403, this origin has no admin token; not 425 Too Early).
-    let mut third = client.connect(&url, false).await.unwrap();
+    let mut third = client.connect(&url.parse().unwrap(), false).await.unwrap();
     assert_ne!(third.early_data(), EarlyData::NotTried);
     let put = Request::put("/admin/tracks/x").body(bytes::Bytes::from_static(b"{}")).unwrap();
     assert_eq!(third.send(put).await.unwrap().status(), StatusCode::FORBIDDEN);
@@ -688,7 +688,7 @@ async fn http3_resumes_in_zero_rtt_and_survives_a_refused_ticket() {
     drop(origin);
     let origin = Node::start(&["origin", "--store", s(&store), "--listen", &format!("h3://{port}")], 1);
     // (The refusal may come while HTTP/3 is being set up, in which case connect redials.)
-    let mut fourth = client.connect(&origin.url("h3"), false).await.unwrap();
+    let mut fourth = client.connect(&origin.base("h3"), false).await.unwrap();
     for _ in 0..2 {
         let r = fourth.get(&format!("/v1/chunks/{chunk}")).await.unwrap();
         assert_eq!(r.status(), StatusCode::OK);
@@ -810,7 +810,7 @@ async fn an_http3_answer_sent_before_the_request_body_was_read_is_not_lost() {
     let store = dir.path().join("store");
     let origin = Node::start(&["origin", "--store", s(&store), "--listen", "h3://127.0.0.1:0"], 1);
     let trust = ClientTls { ca_files: vec![store.join("tls").join("cert.pem")], insecure: false };
-    let mut c = HttpClient::new(&trust).unwrap().connect(&origin.url("h3"), false).await.unwrap();
+    let mut c = HttpClient::new(&trust).unwrap().connect(&origin.base("h3"), false).await.unwrap();
     for _ in 0..3 {
         let put = Request::put("/admin/tracks/x").body(bytes::Bytes::from(vec![0u8; 8 << 20])).unwrap();
         assert_eq!(c.send(put).await.unwrap().status(), StatusCode::FORBIDDEN);

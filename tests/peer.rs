@@ -85,7 +85,7 @@ async fn a_seeding_peer_serves_every_chunk_of_its_tracks_found_through_the_track
     // The tracker lists the seeder for the track, with an address to dial.
     let http = HttpClient::new(&ClientTls::default()).unwrap();
     let track = TrackId::parse("tides").unwrap();
-    let found = chorus_peer::tracker::peers(&http, &edge.url("http"), &track, None).await.unwrap();
+    let found = chorus_peer::tracker::peers(&http, &edge.base("http"), &track, None).await.unwrap();
     assert_eq!(found.peers.len(), 1, "{found:?}");
     assert!(found.relays.is_empty(), "no --p2p-relay, no relays offered");
     let (peer_id, addrs) = found.peers[0].clone();
@@ -214,7 +214,7 @@ async fn fetch_with_p2p_takes_what_is_not_urgent_from_peers_and_bans_a_liar() {
     let http = HttpClient::new(&ClientTls::default()).unwrap();
     let addrs = liar.listen_addrs().await;
     let track = TrackId::parse("tides").unwrap();
-    chorus_peer::tracker::announce(&http, &edge.url("http"), liar.identity(), &addrs, &[track], None).await.unwrap();
+    chorus_peer::tracker::announce(&http, &edge.base("http"), liar.identity(), &addrs, &[track], None).await.unwrap();
     drop(seeder); // only the liar is left among the peers
     let out2 = dir.path().join("out2.mp4");
     let j = run(dir.path().join("listener2"), out2.clone()).await.unwrap();
@@ -248,7 +248,7 @@ async fn a_peer_that_vanishes_mid_transfer_costs_nothing_but_a_retry_at_the_edge
     // Announced for the seeder, signed with its own key (kept in its cache directory).
     let seeder_key = chorus_peer::load_or_create_identity(&dir.path().join("seed").join("peer.key")).unwrap();
     assert_eq!(seeder_key.public().to_peer_id(), peer_id);
-    chorus_peer::tracker::announce(&http, &edge.url("http"), &seeder_key, &[via], std::slice::from_ref(&track), None)
+    chorus_peer::tracker::announce(&http, &edge.base("http"), &seeder_key, &[via], std::slice::from_ref(&track), None)
         .await
         .unwrap();
 
@@ -294,7 +294,7 @@ async fn with_nothing_on_the_tracker_peers_are_found_through_kademlia() {
     let (_seeder, full) = net.seeder(&edge_b, &net.dir.path().join("seed"));
     let http = HttpClient::new(&ClientTls::default()).unwrap();
     let track = TrackId::parse("tides").unwrap();
-    assert!(chorus_peer::tracker::peers(&http, &edge_a.url("http"), &track, None).await.unwrap().peers.is_empty());
+    assert!(chorus_peer::tracker::peers(&http, &edge_a.base("http"), &track, None).await.unwrap().peers.is_empty());
     let (edge_url, cache) = (edge_a.url("http"), net.dir.path().join("listener"));
     let j = tokio::task::spawn_blocking(move || {
         support::fetch_p2p(&edge_url, &key, &cache, &["--p2p-bootstrap", &full, "--quality", "normal"])
@@ -339,7 +339,7 @@ async fn an_edge_relay_is_offered_by_the_tracker_and_carries_a_peer_that_cannot_
     assert!(!edge.p2p.is_empty(), "the edge's ready file lists its relay");
     let http = HttpClient::new(&ClientTls::default()).unwrap();
     let track = TrackId::parse("tides").unwrap();
-    let answer = chorus_peer::tracker::peers(&http, &edge.url("http"), &track, None).await.unwrap();
+    let answer = chorus_peer::tracker::peers(&http, &edge.base("http"), &track, None).await.unwrap();
     assert_eq!(answer.relays.len(), 1, "{answer:?}");
     assert!(answer.relays[0].to_string().starts_with("/ip4/127.0.0.1/tcp/"), "{answer:?}");
 
@@ -357,7 +357,7 @@ async fn an_edge_relay_is_offered_by_the_tracker_and_carries_a_peer_that_cannot_
     assert!(circuit.iter().all(|a| a.to_string().contains("/p2p-circuit")), "{circuit:?}");
     chorus_peer::tracker::announce(
         &http,
-        &edge.url("http"),
+        &edge.base("http"),
         hidden.identity(),
         &circuit,
         std::slice::from_ref(&track),
@@ -367,7 +367,7 @@ async fn an_edge_relay_is_offered_by_the_tracker_and_carries_a_peer_that_cannot_
     .unwrap();
 
     // Another listener finds it through the tracker and gets the chunk through the relay.
-    let found = chorus_peer::tracker::peers(&http, &edge.url("http"), &track, None).await.unwrap();
+    let found = chorus_peer::tracker::peers(&http, &edge.base("http"), &track, None).await.unwrap();
     let (peer_id, addrs) = found.peers[0].clone();
     assert_eq!(peer_id, hidden.peer_id());
     let cfg =
@@ -457,7 +457,7 @@ async fn a_peer_announces_its_forwarded_address_instead_of_the_one_it_listens_on
     wait_log(&seeder, "announced");
     let http = HttpClient::new(&ClientTls::default()).unwrap();
     let track = TrackId::parse("tides").unwrap();
-    let found = chorus_peer::tracker::peers(&http, &net.edge.url("http"), &track, None).await.unwrap();
+    let found = chorus_peer::tracker::peers(&http, &net.edge.base("http"), &track, None).await.unwrap();
     let (peer_id, addrs) = found.peers[0].clone();
     assert_eq!(addrs, vec![format!("{announced}/p2p/{peer_id}").parse::<chorus_peer::Multiaddr>().unwrap()]);
     let cfg =
@@ -551,7 +551,7 @@ async fn a_thousand_fake_peers_from_one_network_do_not_hide_the_real_seeder() {
 
     let http = HttpClient::new(&ClientTls::default()).unwrap();
     let track = TrackId::parse("tides").unwrap();
-    let listed = chorus_peer::tracker::peers(&http, &edge.url("http"), &track, None).await.unwrap();
+    let listed = chorus_peer::tracker::peers(&http, &edge.base("http"), &track, None).await.unwrap();
     let fakes =
         listed.peers.iter().filter(|(_, a)| a.iter().any(|a| a.to_string().starts_with("/ip4/127.1.0."))).count();
     assert!(fakes <= 4, "{listed:?}");
@@ -590,7 +590,7 @@ async fn a_peer_that_never_finishes_an_answer_costs_a_deadline_not_the_play() {
     let http = HttpClient::new(&ClientTls::default()).unwrap();
     let track = TrackId::parse("tides").unwrap();
     let addrs = stuck.listen_addrs().await;
-    chorus_peer::tracker::announce(&http, &edge.url("http"), stuck.identity(), &addrs, &[track], None).await.unwrap();
+    chorus_peer::tracker::announce(&http, &edge.base("http"), stuck.identity(), &addrs, &[track], None).await.unwrap();
 
     let out_file = dir.path().join("out.mp4");
     let (edge_url, cache, key, out) = (edge.url("http"), dir.path().join("listener"), key.clone(), out_file.clone());

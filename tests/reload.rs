@@ -23,7 +23,7 @@ async fn sighup_swaps_in_a_renewed_certificate_without_a_restart() {
         HttpClient::new(&ClientTls { ca_files: vec![pem], insecure: false }).unwrap()
     };
     let old_client = trusting(&old_cert, "old");
-    let mut held = old_client.connect(&node.url("https"), false).await.unwrap();
+    let mut held = old_client.connect(&node.base("https"), false).await.unwrap();
     // A renewed pair replaces the files (here: another self-signed one), then SIGHUP.
     let renewed = chorus_http::tls::load_or_generate(None, None, &dir.path().join("renewed")).unwrap();
     let new_client = trusting(&renewed.cert_path, "new");
@@ -37,9 +37,9 @@ async fn sighup_swaps_in_a_renewed_certificate_without_a_restart() {
     // (A fresh client for the old certificate: one that resumes a session skips the check.)
     let only_old = trusting(&dir.path().join("trust-old.pem"), "old-again");
     for scheme in ["https", "h3"] {
-        let mut c = new_client.connect(&node.url(scheme), false).await.unwrap();
+        let mut c = new_client.connect(&node.base(scheme), false).await.unwrap();
         assert_eq!(c.get("/healthz").await.unwrap().status(), StatusCode::OK, "{scheme}");
-        let refused = match only_old.connect(&node.url(scheme), false).await {
+        let refused = match only_old.connect(&node.base(scheme), false).await {
             Err(_) => true,
             Ok(mut c) => c.get("/healthz").await.is_err(),
         };
@@ -51,7 +51,7 @@ async fn sighup_swaps_in_a_renewed_certificate_without_a_restart() {
     std::fs::write(store.join("tls").join("cert.pem"), "not a certificate").unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
     support::wait_log(&node, "did not load");
-    let mut c = new_client.connect(&node.url("https"), false).await.unwrap();
+    let mut c = new_client.connect(&node.base("https"), false).await.unwrap();
     assert_eq!(c.get("/healthz").await.unwrap().status(), StatusCode::OK);
 }
 
@@ -73,7 +73,7 @@ async fn renewed_certificate_files_are_picked_up_by_themselves() {
     let client = |pem: &std::path::Path| {
         HttpClient::new(&ClientTls { ca_files: vec![pem.to_owned()], insecure: false }).unwrap()
     };
-    let mut c = client(&first.cert_path).connect(&node.url("https"), false).await.unwrap();
+    let mut c = client(&first.cert_path).connect(&node.base("https"), false).await.unwrap();
     assert_eq!(c.get("/healthz").await.unwrap().status(), StatusCode::OK);
     // A renewal rewrites the files (as certbot or a Kubernetes Secret update would).
     for f in ["key.pem", "cert.pem"] {
@@ -81,7 +81,7 @@ async fn renewed_certificate_files_are_picked_up_by_themselves() {
     }
     support::wait_log(&node, "certificate files changed: TLS certificate reloaded");
     for scheme in ["https", "h3"] {
-        let mut c = client(&renewed.cert_path).connect(&node.url(scheme), false).await.unwrap();
+        let mut c = client(&renewed.cert_path).connect(&node.base(scheme), false).await.unwrap();
         assert_eq!(c.get("/healthz").await.unwrap().status(), StatusCode::OK, "{scheme}");
     }
 }

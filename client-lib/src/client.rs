@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use chorus_core::TrackId;
 use chorus_core::keys::VerifyingKey;
+use chorus_core::url::BaseUrl;
 use chorus_http::client::HttpClient;
 use chorus_http::tls::ClientTls;
 use chorus_peer::Peer;
@@ -203,12 +204,14 @@ impl ClientBuilder {
     /// Builds the client.
     ///
     /// # Errors
-    /// [`FetchError::NoEdges`] or [`FetchError::Tls`] for unusable settings; [`FetchError::Cache`] when the
+    /// [`FetchError::NoEdges`], [`FetchError::BadEdge`] or [`FetchError::Tls`] for unusable settings; [`FetchError::Cache`] when the
     /// cache directory cannot be opened.
     pub fn build(self) -> Result<Client, FetchError> {
         if self.edges.is_empty() {
             return Err(FetchError::NoEdges);
         }
+        let bases =
+            self.edges.iter().map(|e| e.parse()).collect::<Result<Vec<BaseUrl>, _>>().map_err(FetchError::BadEdge)?;
         let http = HttpClient::new(&self.trust)
             .map_err(FetchError::Tls)?
             .with_timeout(Duration::from_secs(10))
@@ -222,6 +225,7 @@ impl ClientBuilder {
         Ok(Client {
             inner: Arc::new(Inner {
                 cfg: self,
+                bases,
                 http,
                 cache,
                 memory,
@@ -242,6 +246,8 @@ pub struct Client {
 /// What every clone of a client shares.
 pub(crate) struct Inner {
     pub(crate) cfg: ClientBuilder,
+    /// The configured edges' base URLs, in order.
+    pub(crate) bases: Vec<BaseUrl>,
     pub(crate) http: HttpClient,
     pub(crate) cache: Option<Shared>,
     /// What was learned of the network (HTTP/3 alternatives, throughput), kept beside the cache.

@@ -14,6 +14,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use chorus_core::TrackId;
 use chorus_core::api::QoeBeacon;
+use chorus_core::route::{self, Route};
+use chorus_core::url::BaseUrl;
 use chorus_peer::{Peer, PeerId};
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
@@ -229,7 +231,7 @@ impl Driver {
                             } else {
                                 match self.peer_of.get(&f.source.0) {
                                     Some(p) => Source::Peer(p.to_string()),
-                                    None => Source::Edge(self.edges.get(f.source.0).map(|e| e.base()).unwrap_or_default()),
+                                    None => Source::Edge(self.edges.get(f.source.0).map(|e| e.base().to_string()).unwrap_or_default()),
                                 }
                             };
                             self.summary.chunks_verified += 1;
@@ -321,7 +323,7 @@ impl Driver {
                 }
                 // Offline and not in the cache: no edge to ask.
                 let Some(edge) = edge else { return Err(Rejected::Failed) };
-                match edge.send(&inner.http, inner.get(&format!("/v1/chunks/{id}")), &tally).await {
+                match edge.send(&inner.http, inner.get(&route::chunk(&id, None)), &tally).await {
                     Ok(r) if r.status() == http::StatusCode::OK => {
                         let body = r.into_body();
                         if id.matches(&body) { Ok((body, t.elapsed(), false)) } else { Err(Rejected::WrongBytes) }
@@ -375,7 +377,7 @@ impl Driver {
     fn announce(&self) {
         let (Some(peer), Some((dir, _))) = (self.peer.clone(), self.inner.cfg.cache.clone()) else { return };
         let inner = self.inner.clone();
-        let edges: Vec<String> = self.edges.iter().map(|e| e.base()).collect();
+        let edges: Vec<BaseUrl> = self.edges.iter().map(|e| e.base()).collect();
         tokio::spawn(async move {
             crate::p2p::announce_held(&inner.http, &peer, &dir, &edges, inner.cfg.token.as_deref(), &mut Vec::new())
                 .await;
@@ -402,7 +404,8 @@ impl Driver {
         let tally = Tally::default();
         async move {
             for e in &edges {
-                let mut req = http::Request::post("/v1/qoe").header(http::header::CONTENT_TYPE, "application/json");
+                let mut req =
+                    http::Request::post(Route::Qoe.to_string()).header(http::header::CONTENT_TYPE, "application/json");
                 if let Some(t) = &inner.cfg.token {
                     req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
                 }

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use chorus_core::url::{BaseUrl, Scheme};
 use chorus_http::Protocol;
 use chorus_http::altsvc::{self, AltSvc};
 use chorus_http::client::{ClientError, Connection, HttpClient};
@@ -96,7 +97,7 @@ pub(crate) struct Edge {
     tcp: Pool,
     /// For TLS edges: `https://HOST:PORT` (the key alternatives are remembered under) and
     /// `h3://HOST:PORT` (the origin HTTP/3 connections speak for).
-    origin: Option<(String, String)>,
+    origin: Option<(String, BaseUrl)>,
     /// The alternative given by an `h3://` URL (the edge's own host and port), never expiring.
     configured: Option<String>,
     h3: Arc<Mutex<H3>>,
@@ -110,16 +111,13 @@ pub(crate) struct Edge {
 impl Edge {
     /// Reaches the edge at `base` (`http://`, `https://` or `h3://`), racing QUIC against
     /// TCP when an HTTP/3 alternative is known. `None` when nothing connects.
-    pub(crate) async fn reach(http: &HttpClient, base: &str, memory: Arc<Memory>) -> Option<Self> {
-        let base = base.trim_end_matches('/');
-        let (tcp_base, origin, configured) = match base.split_once("://") {
-            Some(("h3", hostport)) => (
-                format!("https://{hostport}"),
-                Some((format!("https://{hostport}"), base.to_owned())),
-                Some(hostport.to_owned()),
-            ),
-            Some(("https", hostport)) => (base.to_owned(), Some((base.to_owned(), format!("h3://{hostport}"))), None),
-            _ => (base.to_owned(), None, None),
+    pub(crate) async fn reach(http: &HttpClient, base: &BaseUrl, memory: Arc<Memory>) -> Option<Self> {
+        let https = base.with_scheme(Scheme::Https);
+        let h3 = base.with_scheme(Scheme::H3);
+        let (tcp_base, origin, configured) = match base.scheme() {
+            Scheme::H3 => (https.clone(), Some((https.to_string(), h3)), Some(base.authority())),
+            Scheme::Https => (https.clone(), Some((https.to_string(), h3)), None),
+            Scheme::Http => (base.clone(), None, None),
         };
         let edge = Self {
             tcp: Pool::new(tcp_base, POOL_MAX),
@@ -165,7 +163,7 @@ impl Edge {
                 true
             }
             Err(e) => {
-                debug!(edge = self.tcp.base(), error = %chorus_core::error::Chain(&e), "cannot connect");
+                debug!(edge = %self.tcp.base(), error = %chorus_core::error::Chain(&e), "cannot connect");
                 false
             }
         }
@@ -212,7 +210,7 @@ impl Edge {
                 true
             }
             Err(e) => {
-                debug!(edge = self.tcp.base(), error = %chorus_core::error::Chain(&e), "cannot connect over TCP");
+                debug!(edge = %self.tcp.base(), error = %chorus_core::error::Chain(&e), "cannot connect over TCP");
                 let _ = quic_ended(&mut done).await;
                 self.h3_ready()
             }
@@ -329,7 +327,7 @@ impl Edge {
     /// What an answer's `Alt-Svc` says, acted on: a new alternative is remembered and
     /// connected to; `clear` (over TCP, or over HTTP/3 itself) drops HTTP/3.
     fn observe(&self, resp: &http::Response<Bytes>) {
-        let (Some((key, _)), None) = (&self.origin, &self.configured) else { return };
+        let (Some((key, h3)), None) = (&self.origin, &self.configured) else { return };
         let Some(alt) = resp.headers().get(http::header::ALT_SVC).and_then(|v| altsvc::parse(v.as_bytes())) else {
             return;
         };
@@ -345,7 +343,7 @@ impl Edge {
             }
             alternatives => {
                 let Some(a) = alternatives.find("h3") else { return };
-                let host = a.host.clone().unwrap_or_else(|| host_of(key).to_owned());
+                let host = a.host.clone().unwrap_or_else(|| h3.host().to_owned());
                 let via =
                     if host.contains(':') { format!("[{host}]:{}", a.port) } else { format!("{host}:{}", a.port) };
                 self.memory.change(|r| r.learn(key, &via, a.max_age, now));
@@ -357,10 +355,10 @@ impl Edge {
     }
 
     /// The base URL in use: `h3://…` while HTTP/3 carries the requests, else the TCP one.
-    pub(crate) fn base(&self) -> String {
+    pub(crate) fn base(&self) -> BaseUrl {
         match (&*lock(&self.h3), &self.origin) {
             (H3::Ready(_), Some((_, h3))) => h3.clone(),
-            _ => self.tcp.base().to_owned(),
+            _ => self.tcp.base().clone(),
         }
     }
 
@@ -382,7 +380,7 @@ impl Edge {
                 }
                 Err(e @ ClientError::Timeout(_)) => return Err(e),
                 Err(e) => {
-                    debug!(edge = self.tcp.base(), error = %chorus_core::error::Chain(&e), "HTTP/3 request failed; over TCP instead");
+                    debug!(edge = %self.tcp.base(), error = %chorus_core::error::Chain(&e), "HTTP/3 request failed; over TCP instead");
                     self.mark_broken();
                     let mut state = lock(&self.h3);
                     if matches!(&*state, H3::Ready(p) if Arc::ptr_eq(p, &pool)) {
@@ -411,13 +409,6 @@ fn race_delay(last_handshake: Option<Duration>) -> Duration {
     last_handshake.map_or(RACE_DELAY, |t| (t * 2).clamp(RACE_DELAY_MIN, RACE_DELAY))
 }
 
-/// The host of `https://HOST:PORT` (brackets of an IPv6 literal removed).
-fn host_of(origin: &str) -> &str {
-    let authority = origin.split_once("://").map_or(origin, |(_, a)| a);
-    let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
-    host.trim_start_matches('[').trim_end_matches(']')
-}
-
 /// A `GET path` request, with the access token as a bearer token when there is one.
 pub(crate) fn get(path: &str, token: Option<&str>) -> http::Request<Bytes> {
     let mut b = http::Request::get(path);
@@ -438,11 +429,5 @@ mod tests {
         assert_eq!(race_delay(Some(D::from_millis(5))), RACE_DELAY_MIN, "loopback");
         assert_eq!(race_delay(Some(D::from_millis(80))), D::from_millis(160), "across a continent");
         assert_eq!(race_delay(Some(D::from_millis(400))), RACE_DELAY, "a satellite link");
-    }
-
-    #[test]
-    fn host_of_an_origin() {
-        assert_eq!(super::host_of("https://edge.example:8443"), "edge.example");
-        assert_eq!(super::host_of("https://[::1]:8443"), "::1");
     }
 }

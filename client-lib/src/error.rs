@@ -33,6 +33,9 @@ pub enum FetchError {
     /// No edge was configured.
     #[error("give at least one edge")]
     NoEdges,
+    /// An edge's URL is not a base URL.
+    #[error("edge URL")]
+    BadEdge(#[source] chorus_core::url::UrlError),
     /// The TLS trust settings (`--ca` files) are unusable.
     #[error("TLS trust settings")]
     Tls(#[source] ClientError),
@@ -115,6 +118,7 @@ impl FetchError {
             Self::Manifest(_)
             | Self::NotFound(_)
             | Self::NoEdges
+            | Self::BadEdge(_)
             | Self::Tls(_)
             | Self::NoCache
             | Self::KeyRefused { .. } => false,

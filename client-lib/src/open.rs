@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chorus_core::manifest::{Manifest, ManifestError};
 use chorus_core::protect::{ContentKey, Iv, KEY_BYTES};
+use chorus_core::route;
 use chorus_core::{ChunkId, RenditionId, TrackId};
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
@@ -59,7 +60,7 @@ impl Client {
         let mut reached: BTreeMap<usize, Arc<Edge>> = BTreeMap::new();
         let mut connecting = JoinSet::new();
         let known = lock(&inner.edges).clone();
-        for (i, base) in inner.cfg.edges.iter().enumerate() {
+        for (i, base) in inner.bases.iter().enumerate() {
             if let Some(e) = known.get(&i).filter(|e| e.reachable()) {
                 reached.insert(i, e.clone());
                 continue;
@@ -266,7 +267,7 @@ impl Client {
         }
         let mut last = None;
         for e in edges {
-            let mut req = inner.get(&format!("/v1/tracks/{track}/manifest"));
+            let mut req = inner.get(&route::manifest(track));
             if let Some(next) = inner.cfg.next_track.as_ref().and_then(|n| http::HeaderValue::from_str(n.as_str()).ok())
             {
                 req.headers_mut().insert("chorus-next-track", next);
@@ -276,7 +277,7 @@ impl Client {
                     match Manifest::verify(r.body(), &inner.cfg.origin_key) {
                         // Signed, but another track's: a substitution below the edge.
                         Ok(m) if m.track_id != *track => {
-                            last = Some(EdgeFailure::OtherTrack { edge: e.base(), got: m.track_id });
+                            last = Some(EdgeFailure::OtherTrack { edge: e.base().to_string(), got: m.track_id });
                         }
                         Ok(m) => {
                             // The bytes as signed, not a re-serialisation: members this version
@@ -289,12 +290,12 @@ impl Client {
                         Err(e @ (ManifestError::WrongKey { .. } | ManifestError::UnsupportedFormat(_))) => {
                             return Err(e.into());
                         }
-                        Err(cause) => last = Some(EdgeFailure::Manifest { edge: e.base(), cause }),
+                        Err(cause) => last = Some(EdgeFailure::Manifest { edge: e.base().to_string(), cause }),
                     }
                 }
                 Ok(r) if r.status() == http::StatusCode::NOT_FOUND => return Err(FetchError::NotFound(track.clone())),
-                Ok(r) => last = Some(EdgeFailure::Status { edge: e.base(), status: r.status() }),
-                Err(cause) => last = Some(EdgeFailure::Request { edge: e.base(), cause }),
+                Ok(r) => last = Some(EdgeFailure::Status { edge: e.base().to_string(), status: r.status() }),
+                Err(cause) => last = Some(EdgeFailure::Request { edge: e.base().to_string(), cause }),
             }
         }
         Err(last.map_or_else(|| FetchError::Unreachable { tried: inner.cfg.edges.clone() }, FetchError::NoManifest))
@@ -319,8 +320,8 @@ impl Client {
                 Ok(r) if matches!(r.status(), http::StatusCode::UNAUTHORIZED | http::StatusCode::FORBIDDEN) => {
                     refused = Some(r.status());
                 }
-                Ok(r) => last = Some(EdgeFailure::Status { edge: e.base(), status: r.status() }),
-                Err(cause) => last = Some(EdgeFailure::Request { edge: e.base(), cause }),
+                Ok(r) => last = Some(EdgeFailure::Status { edge: e.base().to_string(), status: r.status() }),
+                Err(cause) => last = Some(EdgeFailure::Request { edge: e.base().to_string(), cause }),
             }
         }
         if let Some(status) = refused {
@@ -349,13 +350,13 @@ impl Client {
         }
         let mut rejected = 0;
         for e in edges {
-            if let Ok(r) = e.send(&inner.http, inner.get(&format!("/v1/chunks/{id}")), tally).await {
+            if let Ok(r) = e.send(&inner.http, inner.get(&route::chunk(&id, None)), tally).await {
                 if r.status() == http::StatusCode::OK && id.matches(r.body()) {
                     let bytes = r.into_body();
                     if let Some(c) = inner.cache.as_ref().filter(|_| store) {
                         c.put(id, bytes.clone()).await?;
                     }
-                    return Ok(OneChunk { bytes, source: Source::Edge(e.base()), rejected });
+                    return Ok(OneChunk { bytes, source: Source::Edge(e.base().to_string()), rejected });
                 } else if r.status() == http::StatusCode::OK {
                     rejected += 1;
                 }

@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chorus_core::url::BaseUrl;
 use chorus_core::{ChunkId, TrackId};
 use chorus_http::client::HttpClient;
 use chorus_peer::{Multiaddr, Peer, PeerId};
@@ -38,7 +39,7 @@ pub(crate) async fn announce_held(
     http: &HttpClient,
     peer: &Peer,
     dir: &std::path::Path,
-    edges: &[String],
+    edges: &[BaseUrl],
     token: Option<&str>,
     announced: &mut Vec<TrackId>,
 ) {
@@ -89,7 +90,7 @@ pub(crate) async fn start(inner: &Inner) -> Option<Arc<Peer>> {
     if let Some((dir, _)) = inner.cfg.cache.clone() {
         let weak = Arc::downgrade(&p);
         let stopped = p.stopped();
-        let (http, edges, token) = (inner.http.clone(), inner.cfg.edges.clone(), inner.cfg.token.clone());
+        let (http, edges, token) = (inner.http.clone(), inner.bases.clone(), inner.cfg.token.clone());
         tokio::spawn(async move {
             // The rounds end with the node, mid-announce included.
             let (http, dir, edges, token, weak) = (&http, &dir, &edges, token.as_deref(), &weak);

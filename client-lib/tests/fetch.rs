@@ -16,7 +16,7 @@ use chorus_http::tls::ClientTls;
 async fn a_track_comes_verified_in_order_then_from_the_cache_with_no_edge() {
     let origin = chorus_testkit::inproc::origin("sunrise", "chorus-sunrise").await;
     let http = HttpClient::new(&ClientTls::default()).unwrap();
-    let doc = http.connect(&origin.url, false).await.unwrap().get("/v1/tracks/sunrise/manifest").await.unwrap();
+    let doc = http.connect(&origin.base, false).await.unwrap().get("/v1/tracks/sunrise/manifest").await.unwrap();
     let manifest = Manifest::verify(doc.body(), &origin.key).unwrap();
     let cache = tempfile::tempdir().unwrap();
     let track = TrackId::parse("sunrise").unwrap();
@@ -79,7 +79,7 @@ impl chorus_http::Handler for Substitutes {
 async fn a_signed_manifest_of_another_track_is_refused() {
     let origin = chorus_testkit::inproc::origin("sunrise", "chorus-sunrise").await;
     let http = HttpClient::new(&ClientTls::default()).unwrap();
-    let doc = http.connect(&origin.url, false).await.unwrap().get("/v1/tracks/sunrise/manifest").await.unwrap();
+    let doc = http.connect(&origin.base, false).await.unwrap().get("/v1/tracks/sunrise/manifest").await.unwrap();
     let url: chorus_http::ListenUrl = "http://127.0.0.1:0".parse().unwrap();
     let server = chorus_http::Server::bind(&[url], None, chorus_http::ServerConfig::default()).await.unwrap();
     let liar = server.local_urls()[0].to_string();

@@ -165,10 +165,8 @@ pub fn check_edge(announce: &Announce, names: &[String], authority: Option<&str>
 /// The name an announce to the edge at `base` (`http://HOST:PORT`, `https://…`, `h3://…`) is
 /// signed for: its `host:port`, lower case.
 #[must_use]
-pub fn edge_name(base: &str) -> String {
-    let rest = base.split_once("://").map_or(base, |(_, r)| r);
-    let authority = rest.split('/').next().unwrap_or(rest);
-    authority.to_ascii_lowercase()
+pub fn edge_name(base: &crate::url::BaseUrl) -> String {
+    base.authority()
 }
 
 /// The addresses of `announce` (signed by `peer`) that listeners may be told to dial, as
@@ -328,8 +326,8 @@ mod tests {
         // With names set, the request's authority does not matter.
         assert!(check_edge(&a, &["edge.example:8443".into()], Some("10.0.0.5:8443")).is_ok());
         assert!(check_edge(&a, &["cdn.example:443".into()], Some("edge.example:8443")).is_err());
-        assert_eq!(edge_name("https://Edge.Example:8443/"), "edge.example:8443");
-        assert_eq!(edge_name("h3://[::1]:8443"), "[::1]:8443");
+        assert_eq!(edge_name(&"https://Edge.Example:8443/".parse().unwrap()), "edge.example:8443");
+        assert_eq!(edge_name(&"h3://[::1]:8443".parse().unwrap()), "[::1]:8443");
     }
 
     #[test]

@@ -57,7 +57,7 @@ pub fn master(m: &Manifest, token: Option<&str>) -> Option<String> {
 /// The key route's path for `m`'s content key (`None` for a clear track).
 #[must_use]
 pub fn key_path(m: &Manifest) -> Option<String> {
-    m.protection.as_ref().map(|p| format!("/v1/tracks/{}/keys/{}", m.track_id, p.key_id))
+    m.protection.as_ref().map(|p| crate::route::key(&m.track_id, &p.key_id))
 }
 
 /// The media playlist of a CMAF rendition `r` of `m`. `None` for raw renditions.
@@ -72,15 +72,15 @@ pub fn media(m: &Manifest, r: &Rendition, token: Option<&str>) -> Option<String>
         "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-INDEPENDENT-SEGMENTS\n"
     );
     if let Some(init) = &r.init {
-        let _ = writeln!(out, "#EXT-X-MAP:URI=\"/v1/chunks/{}.mp4{q}\"", init.id);
+        let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}{q}\"", crate::route::chunk(&init.id, Some("mp4")));
     }
     let key = key_path(m);
     for s in &r.segments {
         if let (Some(key), Some(iv)) = (&key, s.iv) {
             let _ = writeln!(out, "#EXT-X-KEY:METHOD=AES-128,URI=\"{key}{q}\",IV=0x{iv}");
         }
-        let _ =
-            writeln!(out, "#EXTINF:{}.{:03},\n/v1/chunks/{}.m4s{q}", s.duration_ms / 1000, s.duration_ms % 1000, s.id);
+        let uri = crate::route::chunk(&s.id, Some("m4s"));
+        let _ = writeln!(out, "#EXTINF:{}.{:03},\n{uri}{q}", s.duration_ms / 1000, s.duration_ms % 1000);
     }
     out.push_str("#EXT-X-ENDLIST\n");
     Some(out)

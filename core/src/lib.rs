@@ -9,6 +9,8 @@
 //! - [`keys`]: ed25519 keys in PEM; [`token`]: EdDSA JWT access tokens;
 //! - [`protect`]: protected tracks (AES-128 content keys, segment IVs, HLS `METHOD=AES-128`);
 //! - [`hls`]: HLS playlists generated from a manifest (their text);
+//! - [`route`]: the HTTP API's routes, parsed from and written to request paths; [`url`]:
+//!   base URLs of edges and origins (`h3://HOST:PORT`), parsed once with a clear error;
 //! - [`rate`]: the token bucket every limit uses; [`ip`]: source addresses as limits count
 //!   them (a host is an IPv4 address or an IPv6 /64);
 //! - [`error`]: causes inside typed errors, and printing an error with its causes;
@@ -31,8 +33,10 @@ pub mod keys;
 pub mod manifest;
 pub mod protect;
 pub mod rate;
+pub mod route;
 pub mod token;
 pub mod units;
+pub mod url;
 
 pub use id::{ChunkId, IdError, RenditionId, TrackId};
 

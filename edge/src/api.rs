@@ -28,6 +28,7 @@ use crate::upstream::FetchError;
 use chorus_core::announce::{AnnounceError, SignedAnnounce};
 use chorus_core::api::ErrorBody;
 use chorus_core::api::{QoeBeacon, TrackerAnswer};
+use chorus_core::route::{self, Route};
 
 /// Largest JSON body accepted (announce, QoE beacon, purge, prewarm).
 const MAX_JSON_BODY: u64 = 256 * 1024;
@@ -38,47 +39,6 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 const VOUCH_FETCHES: usize = 4;
 /// Most ids one purge or prewarm may list.
 const MAX_ADMIN_ITEMS: usize = 10_000;
-
-#[derive(Clone, Copy)]
-enum Route {
-    Manifest,
-    Chunk,
-    HlsMaster,
-    HlsMedia,
-    Key,
-    Announce,
-    Peers,
-    Qoe,
-    Purge,
-    Prewarm,
-    Metrics,
-    Health,
-    Ready,
-    Player,
-    Other,
-}
-
-impl Route {
-    const fn name(self) -> &'static str {
-        match self {
-            Self::Manifest => "manifest",
-            Self::Chunk => "chunk",
-            Self::HlsMaster => "hls_master",
-            Self::HlsMedia => "hls_media",
-            Self::Key => "key",
-            Self::Announce => "announce",
-            Self::Peers => "peers",
-            Self::Qoe => "qoe",
-            Self::Purge => "purge",
-            Self::Prewarm => "prewarm",
-            Self::Metrics => "metrics",
-            Self::Health => "healthz",
-            Self::Ready => "readyz",
-            Self::Player => "player",
-            Self::Other => "other",
-        }
-    }
-}
 
 fn fetch_error(e: &FetchError) -> Response<ResponseBody> {
     json_error(e.status(), Chain(e))
@@ -156,7 +116,7 @@ impl Edge {
         &self,
         req: Request<Body>,
         ctx: RequestContext,
-    ) -> (Route, Response<ResponseBody>, Option<&'static str>) {
+    ) -> (&'static str, Response<ResponseBody>, Option<&'static str>) {
         let mut hint = None;
         let source = ctx.remote.ip();
         let out = self.route_request(req, ctx, &mut hint).await;
@@ -184,64 +144,53 @@ impl Edge {
         req: Request<Body>,
         ctx: RequestContext,
         hint: &mut Option<TrackId>,
-    ) -> (Route, Response<ResponseBody>, Option<&'static str>) {
+    ) -> (&'static str, Response<ResponseBody>, Option<&'static str>) {
         let (req, body) = req.into_parts();
         let uri = req.uri.clone();
-        let segments: Vec<&str> = uri.path().trim_start_matches('/').split('/').collect();
         let method = req.method.clone();
 
         // Every /v1/ request needs a valid token when tokens are on.
-        let claims = if segments.first() == Some(&"v1") {
+        let claims = if route::is_api(uri.path()) {
             match self.authenticate(&req) {
                 Ok(c) => c,
-                Err(r) => return (Route::Other, r, None),
+                Err(r) => return (route::OTHER, r, None),
             }
         } else {
             None
         };
-        if segments.first() == Some(&"v1")
+        if route::is_api(uri.path())
             && let Some(next) = crate::prefetch::next_track_hint(&req.headers, req.uri.query())
             && Self::scope_track(claims.as_ref(), &next).is_ok()
         {
             *hint = Some(next);
         }
-        match segments.as_slice() {
-            ["v1", "tracks", track, "manifest"] => {
-                if !is_read(&method) {
-                    return (Route::Manifest, method_not_allowed("GET, HEAD"), None);
-                }
-                (Route::Manifest, self.get_manifest(track, &req, claims.as_ref()).await, None)
+        let Some(r) = Route::parse(uri.path()) else {
+            return (route::OTHER, json_error(StatusCode::NOT_FOUND, "no such endpoint"), None);
+        };
+        let name = r.name();
+        match r {
+            Route::Manifest { .. } | Route::Chunk { .. } | Route::Hls { .. } | Route::Key { .. }
+                if !is_read(&method) =>
+            {
+                (name, method_not_allowed("GET, HEAD"), None)
             }
-            ["v1", "chunks", chunk] => {
-                if !is_read(&method) {
-                    return (Route::Chunk, method_not_allowed("GET, HEAD"), None);
-                }
+            Route::Manifest { track } => (name, self.get_manifest(track, &req, claims.as_ref()).await, None),
+            Route::Chunk { chunk } => {
                 let (r, source) = self.get_chunk(chunk, &req, claims.as_ref(), ctx.sendfile).await;
-                (Route::Chunk, r, source)
+                (name, r, source)
             }
-            ["v1", "tracks", track, "hls", file] => {
-                let route = if *file == "master.m3u8" { Route::HlsMaster } else { Route::HlsMedia };
+            Route::Hls { track, file } => (name, self.get_playlist(track, file, &req, claims.as_ref()).await, None),
+            Route::Key { track, key } => (name, self.get_key(track, key, &req, claims.as_ref()).await, None),
+            Route::Peers { track } => {
                 if !is_read(&method) {
-                    return (route, method_not_allowed("GET, HEAD"), None);
-                }
-                (route, self.get_playlist(track, file, &req, claims.as_ref()).await, None)
-            }
-            ["v1", "tracks", track, "keys", key_id] => {
-                if !is_read(&method) {
-                    return (Route::Key, method_not_allowed("GET, HEAD"), None);
-                }
-                (Route::Key, self.get_key(track, key_id, &req, claims.as_ref()).await, None)
-            }
-            ["v1", "tracks", track, "peers"] => {
-                if !is_read(&method) {
-                    return (Route::Peers, method_not_allowed("GET"), None);
+                    return (name, method_not_allowed("GET"), None);
                 }
                 let track = match TrackId::parse(track) {
                     Ok(t) => t,
-                    Err(e) => return (Route::Peers, json_error(StatusCode::BAD_REQUEST, Chain(&e)), None),
+                    Err(e) => return (name, json_error(StatusCode::BAD_REQUEST, Chain(&e)), None),
                 };
                 if let Err(r) = Self::scope_track(claims.as_ref(), &track) {
-                    return (Route::Peers, r, None);
+                    return (name, r, None);
                 }
                 // A listener asks every few seconds per track: a burst of 20, then 2 a second
                 // per source.
@@ -258,17 +207,17 @@ impl Edge {
                         format!("too many peer queries; retry in {} s", wait.as_secs().max(1)),
                     );
                     r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1)));
-                    return (Route::Peers, r, None);
+                    return (name, r, None);
                 }
                 let peers = self.0.tracker.peers(&track).await;
                 let relays = self.0.tracker.relays().to_vec();
                 let mut r = json(StatusCode::OK, &TrackerAnswer { peers, relays });
                 r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                (Route::Peers, r, None)
+                (name, r, None)
             }
-            ["v1", "peers", "announce"] => {
+            Route::Announce => {
                 if method != Method::POST {
-                    return (Route::Announce, method_not_allowed("POST"), None);
+                    return (name, method_not_allowed("POST"), None);
                 }
                 // HTTP/2 and HTTP/3 carry the authority in the URI, HTTP/1.1 in `Host`.
                 let authority = req
@@ -277,46 +226,47 @@ impl Edge {
                     .map(|a| a.as_str().to_owned())
                     .or_else(|| req.headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned));
                 let r = self.announce(body, ctx.remote.ip(), authority.as_deref(), claims.as_ref()).await;
-                (Route::Announce, r, None)
+                (name, r, None)
             }
-            ["v1", "qoe"] => {
+            Route::Qoe => {
                 if method != Method::POST {
-                    return (Route::Qoe, method_not_allowed("POST"), None);
+                    return (name, method_not_allowed("POST"), None);
                 }
-                (Route::Qoe, self.qoe(body, claims.as_ref(), ctx.remote.ip()).await, None)
+                (name, self.qoe(body, claims.as_ref(), ctx.remote.ip()).await, None)
             }
-            ["admin", "purge"] | ["admin", "prewarm"] => {
-                let route = if segments[1] == "purge" { Route::Purge } else { Route::Prewarm };
+            Route::Purge | Route::Prewarm => {
                 if method != Method::POST {
-                    return (route, method_not_allowed("POST"), None);
+                    return (name, method_not_allowed("POST"), None);
                 }
                 if let Err(r) = self.admin(&req, ctx.remote.ip()) {
-                    return (route, r, None);
+                    return (name, r, None);
                 }
-                (route, self.admin_op(route, body).await, None)
+                (name, self.admin_op(r == Route::Purge, body).await, None)
             }
-            ["metrics" | "healthz" | "readyz"] if !is_read(&method) => {
-                (Route::Other, method_not_allowed("GET, HEAD"), None)
+            Route::Metrics | Route::Health | Route::Ready if !is_read(&method) => {
+                (route::OTHER, method_not_allowed("GET, HEAD"), None)
             }
-            ["metrics"] => {
+            Route::Metrics => {
                 self.update_gauges();
                 self.update_curve_gauges();
-                (Route::Metrics, chorus_http::metrics::response(&self.0.metrics.registry), None)
+                (name, chorus_http::metrics::response(&self.0.metrics.registry), None)
             }
-            ["healthz"] => (Route::Health, full(StatusCode::OK, "text/plain", "ok\n"), None),
-            ["readyz"] => {
+            Route::Health => (name, full(StatusCode::OK, "text/plain", "ok\n"), None),
+            Route::Ready => {
                 let r = if self.ready() {
                     full(StatusCode::OK, "text/plain", "ready\n")
                 } else {
                     json_error(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream")
                 };
-                (Route::Ready, r, None)
+                (name, r, None)
             }
-            [""] | ["player"] if self.0.cfg.player => (Route::Player, crate::player::redirect("/player/"), None),
-            ["player", file] if self.0.cfg.player => {
-                (Route::Player, crate::player::file(&method, file, self.0.cfg.origin_key.as_ref()), None)
+            Route::Player { file: None } if self.0.cfg.player => (name, crate::player::redirect("/player/"), None),
+            Route::Player { file: Some(file) } if self.0.cfg.player => {
+                (name, crate::player::file(&method, file, self.0.cfg.origin_key.as_ref()), None)
             }
-            _ => (Route::Other, json_error(StatusCode::NOT_FOUND, "no such endpoint"), None),
+            Route::Player { .. } | Route::Ingest { .. } => {
+                (route::OTHER, json_error(StatusCode::NOT_FOUND, "no such endpoint"), None)
+            }
         }
     }
 
@@ -572,7 +522,7 @@ impl Edge {
         empty(StatusCode::NO_CONTENT)
     }
 
-    async fn admin_op(&self, route: Route, body: Body) -> Response<ResponseBody> {
+    async fn admin_op(&self, purge: bool, body: Body) -> Response<ResponseBody> {
         let b: AdminBody = match Self::json_body(body).await {
             Ok(b) => b,
             Err(r) => return r,
@@ -580,31 +530,28 @@ impl Edge {
         if b.chunks.len() + b.tracks.len() > MAX_ADMIN_ITEMS {
             return json_error(StatusCode::PAYLOAD_TOO_LARGE, format!("at most {MAX_ADMIN_ITEMS} ids per request"));
         }
-        match route {
-            Route::Purge => {
-                if b.chunks.is_empty() && b.tracks.is_empty() {
-                    return json_error(StatusCode::BAD_REQUEST, "give {\"chunks\": [...]} or {\"tracks\": [...]}");
-                }
-                let mut purged_chunks = self.purge_chunks(&b.chunks).await;
-                let (purged_manifests, more) = self.purge_tracks(&b.tracks).await;
-                purged_chunks += more;
-                json(
-                    StatusCode::OK,
-                    &serde_json::json!({ "purged_chunks": purged_chunks, "purged_manifests": purged_manifests }),
-                )
+        if purge {
+            if b.chunks.is_empty() && b.tracks.is_empty() {
+                return json_error(StatusCode::BAD_REQUEST, "give {\"chunks\": [...]} or {\"tracks\": [...]}");
             }
-            _ => {
-                if b.tracks.is_empty() || !b.chunks.is_empty() {
-                    return json_error(StatusCode::BAD_REQUEST, "give {\"tracks\": [...]}");
-                }
-                let n = b.tracks.len();
-                let warming = b.tracks.into_iter().filter(|t| self.warm(t.clone(), true)).count();
-                // Tracks warmed in the last 30 s (and not purged since) are not warmed again.
-                json(
-                    StatusCode::ACCEPTED,
-                    &serde_json::json!({ "accepted": n, "warming": warming, "recently_warmed": n - warming }),
-                )
+            let mut purged_chunks = self.purge_chunks(&b.chunks).await;
+            let (purged_manifests, more) = self.purge_tracks(&b.tracks).await;
+            purged_chunks += more;
+            json(
+                StatusCode::OK,
+                &serde_json::json!({ "purged_chunks": purged_chunks, "purged_manifests": purged_manifests }),
+            )
+        } else {
+            if b.tracks.is_empty() || !b.chunks.is_empty() {
+                return json_error(StatusCode::BAD_REQUEST, "give {\"tracks\": [...]}");
             }
+            let n = b.tracks.len();
+            let warming = b.tracks.into_iter().filter(|t| self.warm(t.clone(), true)).count();
+            // Tracks warmed in the last 30 s (and not purged since) are not warmed again.
+            json(
+                StatusCode::ACCEPTED,
+                &serde_json::json!({ "accepted": n, "warming": warming, "recently_warmed": n - warming }),
+            )
         }
     }
 }
@@ -613,7 +560,7 @@ impl Handler for Edge {
     async fn call(&self, req: Request<Body>, ctx: RequestContext) -> Response<ResponseBody> {
         let (route, resp, source) = self.route(req, ctx).await;
         let m = &self.0.metrics;
-        m.requests.inc(ctx.protocol, route.name(), resp.status());
+        m.requests.inc(ctx.protocol, route, resp.status());
         if let Some(source) = source {
             let sent = match resp.extensions().get::<FileBody>() {
                 Some(f) => Some(f.len),

@@ -124,7 +124,7 @@ impl Keys {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Ok(()),
             s => Err(message(format!("unexpected status {s}"))),
         };
-        let r = match upstreams.get(&format!("/v1/tracks/{track}/keys/{id}"), headers, None, &check).await {
+        let r = match upstreams.get(&chorus_core::route::key(track, id), headers, None, &check).await {
             Err(FetchError::NotFound) => {
                 self.missing.missing(slot, std::time::Instant::now());
                 return Err(KeyError::Fetch(FetchError::NotFound));

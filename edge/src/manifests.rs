@@ -158,7 +158,7 @@ impl Manifests {
                 s => Err(message(format!("unexpected status {s}"))),
             }
         };
-        let path = format!("/v1/tracks/{track}/manifest");
+        let path = chorus_core::route::manifest(track);
         match upstreams.get(&path, headers, None, &check).await {
             Ok(r) if r.status() == StatusCode::NOT_MODIFIED => match cached {
                 Some(old) => {

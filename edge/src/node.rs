@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chorus_core::keys::VerifyingKey;
 use chorus_core::token::TokenVerifier;
+use chorus_core::url::BaseUrl;
 use chorus_core::{ChunkId, TrackId};
 use lru::LruCache;
 use tokio::sync::Semaphore;
@@ -36,9 +37,9 @@ const PURGE_FETCHES: usize = 16;
 #[derive(Clone)]
 pub struct EdgeConfig {
     /// Origins, tried in order.
-    pub origins: Vec<String>,
+    pub origins: Vec<BaseUrl>,
     /// Parent edges, chosen per chunk by rendezvous hashing, tried before origins.
-    pub parents: Vec<String>,
+    pub parents: Vec<BaseUrl>,
     /// How upstreams are trusted (`--ca`, `--insecure`).
     pub trust: chorus_http::tls::ClientTls,
     /// Cache sizes and directory.

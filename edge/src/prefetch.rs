@@ -75,8 +75,7 @@ pub fn next_track_hint(headers: &http::HeaderMap, query: Option<&str>) -> Option
     let nor = cmcd.split(',').find_map(|kv| kv.trim().strip_prefix("nor="))?;
     let url = nor.trim_matches('"');
     let url = chorus_http::serve::query_param(Some(&format!("u={url}")), "u").unwrap_or_else(|| url.to_owned());
-    let rest = url.split("/v1/tracks/").nth(1)?;
-    TrackId::parse(rest.split('/').next()?).ok()
+    TrackId::parse(chorus_core::route::track_of(&url)?).ok()
 }
 
 /// Detects tracks whose request rate is rising.

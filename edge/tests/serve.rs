@@ -25,7 +25,7 @@ fn counter(edge: &Edge, series: &str) -> f64 {
 async fn an_edge_fetches_each_chunk_once_serves_it_from_memory_and_prefetches_the_next() {
     let origin = chorus_testkit::inproc::origin("sunrise", "chorus-sunrise").await;
     let cfg = EdgeConfig {
-        origins: vec![origin.url.clone()],
+        origins: vec![origin.base.clone()],
         parents: Vec::new(),
         trust: ClientTls::default(),
         cache: CacheConfig { mem_bytes: 64 << 20, disk_bytes: 0, dir: None },
@@ -49,7 +49,7 @@ async fn an_edge_fetches_each_chunk_once_serves_it_from_memory_and_prefetches_th
     let edge = Edge::new(cfg, EdgeMetrics::new()).await.unwrap();
     let url: ListenUrl = "http://127.0.0.1:0".parse().unwrap();
     let server = Server::bind(&[url], None, ServerConfig::default()).await.unwrap();
-    let base = server.local_urls()[0].to_string();
+    let base = server.local_urls()[0].base();
     tokio::spawn(server.serve(Arc::new(edge.clone()), std::future::pending()));
     edge.spawn_background(); // health checks and tracker sweeps, stopped at the end
 

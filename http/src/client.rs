@@ -20,14 +20,20 @@ use tracing::debug;
 use super::Protocol;
 use super::tls::{self, ClientTls, TlsError};
 use chorus_core::error::{Cause, Chain, cause, message};
+use chorus_core::url::{BaseUrl, Scheme};
 
 /// Why a request failed, and whether trying again (elsewhere) can help.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// The base URL is not `http://`, `https://` or `h3://` with a host and port.
-    #[error("bad URL {0:?}: expected http://HOST:PORT, https://HOST:PORT or h3://HOST:PORT")]
-    BadUrl(String),
+    /// The base URL cannot be dialled as asked.
+    #[error("cannot dial {url}: {reason}")]
+    BadUrl {
+        /// The base URL.
+        url: BaseUrl,
+        /// Why not.
+        reason: &'static str,
+    },
     /// The host name did not resolve (`source`: the resolver's error; none when it answered
     /// with no address).
     #[error("cannot resolve {authority}")]
@@ -64,7 +70,7 @@ impl ClientError {
     /// Whether another attempt, on a new connection or at another server, may succeed.
     #[must_use]
     pub const fn is_retryable(&self) -> bool {
-        !matches!(self, Self::BadUrl(_) | Self::Tls(_))
+        !matches!(self, Self::BadUrl { .. } | Self::Tls(_))
     }
 }
 
@@ -154,7 +160,7 @@ impl HttpClient {
     ///
     /// # Errors
     /// [`ClientError`] when the URL is bad or the connection cannot be made.
-    pub async fn connect(&self, base: &str, h2c: bool) -> Result<Connection, ClientError> {
+    pub async fn connect(&self, base: &BaseUrl, h2c: bool) -> Result<Connection, ClientError> {
         self.connect_with(base, None, h2c, true).await
     }
 
@@ -165,54 +171,50 @@ impl HttpClient {
     ///
     /// # Errors
     /// [`ClientError`] when the URL is bad or the connection cannot be made.
-    pub async fn connect_via(&self, base: &str, via: &str) -> Result<Connection, ClientError> {
+    pub async fn connect_via(&self, base: &BaseUrl, via: &str) -> Result<Connection, ClientError> {
         self.connect_with(base, Some(via), false, true).await
     }
 
     async fn connect_with(
         &self,
-        base: &str,
+        base: &BaseUrl,
         via: Option<&str>,
         h2c: bool,
         early: bool,
     ) -> Result<Connection, ClientError> {
-        let (scheme, authority) = base
-            .split_once("://")
-            .map(|(s, r)| (s, r.trim_end_matches('/')))
-            .ok_or_else(|| ClientError::BadUrl(base.to_owned()))?;
-        let (host, _) = authority.rsplit_once(':').ok_or_else(|| ClientError::BadUrl(base.to_owned()))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
-        if via.is_some() && scheme != "h3" {
-            return Err(ClientError::BadUrl(base.to_owned()));
+        let bad = |reason| ClientError::BadUrl { url: base.clone(), reason };
+        let authority = base.authority();
+        let host = base.host();
+        if via.is_some() && base.scheme() != Scheme::H3 {
+            return Err(bad("an alternative service is dialled over HTTP/3 only"));
         }
-        let addr = resolve(via.unwrap_or(authority)).await?;
+        let addr = resolve(via.unwrap_or(&authority)).await?;
         let connect = async {
-            match scheme {
-                "http" | "https" => {
+            match base.scheme() {
+                Scheme::Http | Scheme::Https => {
                     let tcp = TcpStream::connect(addr)
                         .await
                         .map_err(|e| ClientError::Connect { addr: addr.to_string(), source: cause(e) })?;
                     let _ = tcp.set_nodelay(true);
-                    if scheme == "http" {
-                        handshake(tcp, h2c, "http", authority).await
+                    if base.scheme() == Scheme::Http {
+                        handshake(tcp, h2c, "http", &authority).await
                     } else {
-                        let name = rustls::pki_types::ServerName::try_from(host.clone())
-                            .map_err(|_| ClientError::BadUrl(base.to_owned()))?;
+                        let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+                            .map_err(|_| bad("the host is not a TLS server name"))?;
                         let tls = tokio_rustls::TlsConnector::from(self.tcp_tls.clone())
                             .connect(name, tcp)
                             .await
                             .map_err(|e| ClientError::Connect { addr: addr.to_string(), source: cause(e) })?;
                         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                        handshake(tls, h2, "https", authority).await
+                        handshake(tls, h2, "https", &authority).await
                     }
                 }
-                "h3" => self.connect_h3(addr, &host, authority, early.then_some((base, via))).await,
-                _ => Err(ClientError::BadUrl(base.to_owned())),
+                Scheme::H3 => self.connect_h3(addr, host, &authority, early.then_some((base, via))).await,
             }
         };
         let mut conn =
             tokio::time::timeout(self.connect_timeout, connect).await.map_err(|_| ClientError::Connect {
-                addr: authority.to_owned(),
+                addr: authority,
                 source: message(format!("no connection within {:?}", self.connect_timeout)),
             })??;
         conn.timeout = self.timeout;
@@ -228,7 +230,7 @@ impl HttpClient {
         addr: SocketAddr,
         host: &str,
         authority: &str,
-        early: Option<(&str, Option<&str>)>,
+        early: Option<(&BaseUrl, Option<&str>)>,
     ) -> Result<Connection, ClientError> {
         let conn_err = |source: Cause| ClientError::Connect { addr: addr.to_string(), source };
         let endpoint = self.endpoint(addr.is_ipv6()).map_err(|e| conn_err(cause(e)))?;
@@ -263,7 +265,7 @@ impl HttpClient {
                     let _ = tx.send(state);
                 });
                 let via = via.map(str::to_owned);
-                (conn, Some(Early { state: rx, client: self.clone(), base: base.to_owned(), via }))
+                (conn, Some(Early { state: rx, client: self.clone(), base: base.clone(), via }))
             }
             Err(connecting) => match connecting.await {
                 Ok(conn) => (conn, None),
@@ -400,7 +402,7 @@ pub enum EarlyData {
 struct Early {
     state: watch::Receiver<EarlyData>,
     client: HttpClient,
-    base: String,
+    base: BaseUrl,
     /// The alternative the connection went to, if not the origin's own address.
     via: Option<String>,
 }

@@ -161,17 +161,7 @@ fn normalise(v: &str) -> Option<String> {
 /// chunks. Not the tracker's lists (they name listeners' addresses, and players do not need
 /// them), the announce or the QoE beacon.
 fn applies(path: &str) -> bool {
-    if let Some(chunk) = path.strip_prefix("/v1/chunks/") {
-        return !chunk.is_empty() && !chunk.contains('/');
-    }
-    let Some(rest) = path.strip_prefix("/v1/tracks/") else { return false };
-    match rest.split_once('/') {
-        Some((track, what)) => {
-            let file = |dir: &str| what.strip_prefix(dir).is_some_and(|f| !f.is_empty() && !f.contains('/'));
-            !track.is_empty() && (what == "manifest" || file("hls/") || file("keys/"))
-        }
-        None => false,
-    }
+    chorus_core::route::Route::parse(path).is_some_and(|r| r.is_read_api())
 }
 
 /// The CORS headers of a `/v1/` response to a request from `origin`.

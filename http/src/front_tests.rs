@@ -81,7 +81,7 @@ async fn one_host_gets_its_share_of_connections_and_other_hosts_still_get_in() {
     // (which a spoofed Initial cannot be). Before this check, a QUIC connection counted only
     // once its handshake completed could answer a request in the meantime (0.5-RTT).
     let client = HttpClient::new(&ClientTls { ca_files: Vec::new(), insecure: true }).unwrap();
-    let served = match client.connect(&format!("h3://{h3}"), false).await {
+    let served = match client.connect(&format!("h3://{h3}").parse().unwrap(), false).await {
         Ok(mut c) => c.get("/").await.is_ok(),
         Err(_) => false,
     };
@@ -140,7 +140,7 @@ async fn past_the_threshold_quic_asks_for_a_retry_and_real_clients_still_connect
     let metrics = config.clone();
     let (urls, _stop, _dir) = serve(&["h3://127.0.0.1:0"], config).await;
     let client = HttpClient::new(&ClientTls { ca_files: Vec::new(), insecure: true }).unwrap();
-    let mut c = client.connect(&format!("h3://{}", urls[0].addr), false).await.unwrap();
+    let mut c = client.connect(&format!("h3://{}", urls[0].addr).parse().unwrap(), false).await.unwrap();
     assert_eq!(c.get("/").await.unwrap().status(), StatusCode::OK);
     assert!(refused(&metrics, "quic_retry") >= 1, "a Retry was sent");
 }

@@ -532,7 +532,7 @@ mod tests {
         }));
 
         let client = HttpClient::new(&ClientTls { ca_files: Vec::new(), insecure: true }).unwrap();
-        let mut conn = client.connect(&format!("h3://{addr}"), false).await.unwrap();
+        let mut conn = client.connect(&format!("h3://{addr}").parse().unwrap(), false).await.unwrap();
         let before = HANDED_OVER.load(Ordering::Relaxed);
         let resp = conn.get("/").await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
@@ -606,7 +606,7 @@ mod tests {
         }));
 
         let client = HttpClient::new(&ClientTls { ca_files: Vec::new(), insecure: true }).unwrap();
-        let mut conn = client.connect(&format!("h3://{relay}"), false).await.unwrap();
+        let mut conn = client.connect(&format!("h3://{relay}").parse().unwrap(), false).await.unwrap();
         let before = conn.quic_stats().unwrap();
         let resp = conn.get("/").await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK);

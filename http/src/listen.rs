@@ -4,34 +4,8 @@ use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::str::FromStr;
 
-/// How a listener speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Scheme {
-    /// Plaintext TCP: HTTP/1.1 and h2c (prior knowledge).
-    Http,
-    /// TLS over TCP: ALPN h2 and http/1.1.
-    Https,
-    /// QUIC over UDP: HTTP/3.
-    H3,
-}
-
-impl Scheme {
-    /// The URL scheme.
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Http => "http",
-            Self::Https => "https",
-            Self::H3 => "h3",
-        }
-    }
-
-    /// Whether the scheme needs a certificate.
-    #[must_use]
-    pub const fn needs_tls(self) -> bool {
-        matches!(self, Self::Https | Self::H3)
-    }
-}
+use chorus_core::url::BaseUrl;
+pub use chorus_core::url::Scheme;
 
 /// A parsed listen URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,12 +30,7 @@ impl FromStr for ListenUrl {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let err = |reason| ListenUrlError { url: s.chars().take(200).collect(), reason };
         let (scheme, rest) = s.split_once("://").ok_or_else(|| err("missing scheme"))?;
-        let scheme = match scheme {
-            "http" => Scheme::Http,
-            "https" => Scheme::Https,
-            "h3" => Scheme::H3,
-            _ => return Err(err("unknown scheme")),
-        };
+        let scheme = Scheme::parse(scheme).ok_or_else(|| err("unknown scheme"))?;
         let hostport = rest.strip_suffix('/').unwrap_or(rest);
         if hostport.contains('/') || hostport.contains('?') {
             return Err(err("a listen URL has no path"));
@@ -72,6 +41,14 @@ impl FromStr for ListenUrl {
             .next()
             .ok_or_else(|| err("host:port does not resolve"))?;
         Ok(Self { scheme, addr })
+    }
+}
+
+impl ListenUrl {
+    /// The base URL clients reach this listener at.
+    #[must_use]
+    pub fn base(&self) -> BaseUrl {
+        BaseUrl::at(self.scheme, self.addr)
     }
 }
 

@@ -14,10 +14,11 @@ use bytes::Bytes;
 use http::{Request, Response};
 
 use super::client::{ClientError, Connection, HttpClient};
+use chorus_core::url::BaseUrl;
 
 /// Reusable connections to one base URL (`h3://`, `https://` or `http://host:port`).
 pub struct Pool {
-    base: String,
+    base: BaseUrl,
     /// The `Alt-Svc` alternative (`HOST:PORT`) HTTP/3 connections go to, if not the base's
     /// own address.
     via: Option<String>,
@@ -34,20 +35,20 @@ impl std::fmt::Debug for Pool {
 impl Pool {
     /// An empty pool for `base`, keeping at most `max_idle` idle HTTP/1.1 connections.
     #[must_use]
-    pub fn new(base: impl Into<String>, max_idle: usize) -> Self {
-        Self { base: base.into(), via: None, max_idle: max_idle.max(1), conns: Mutex::new(Vec::new()) }
+    pub fn new(base: BaseUrl, max_idle: usize) -> Self {
+        Self { base, via: None, max_idle: max_idle.max(1), conns: Mutex::new(Vec::new()) }
     }
 
     /// An empty pool of HTTP/3 connections for the origin `base` (`h3://HOST:PORT`) made to its
     /// alternative `via` (`HOST:PORT`); see [`HttpClient::connect_via`].
     #[must_use]
-    pub fn via(base: impl Into<String>, via: impl Into<String>) -> Self {
+    pub fn via(base: BaseUrl, via: impl Into<String>) -> Self {
         Self { via: Some(via.into()), ..Self::new(base, 1) }
     }
 
     /// The base URL connections go to.
     #[must_use]
-    pub fn base(&self) -> &str {
+    pub const fn base(&self) -> &BaseUrl {
         &self.base
     }
 

@@ -10,6 +10,7 @@ use chorus_core::TrackId;
 use chorus_core::keys::{SigningKey, VerifyingKey};
 use chorus_core::manifest::Manifest;
 use chorus_core::protect::KeyId;
+use chorus_core::route::{self, Route};
 use chorus_core::token::TokenVerifier;
 use chorus_http::body::{self, BodyError};
 use chorus_http::hls as playlist;
@@ -72,38 +73,6 @@ pub struct Origin {
     ingest_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
-/// Which route a request took, for the `route` metric label.
-#[derive(Clone, Copy)]
-enum Route {
-    Manifest,
-    Chunk,
-    HlsMaster,
-    HlsMedia,
-    Key,
-    Metrics,
-    Health,
-    Ready,
-    AdminIngest,
-    Other,
-}
-
-impl Route {
-    const fn name(self) -> &'static str {
-        match self {
-            Self::Manifest => "manifest",
-            Self::Chunk => "chunk",
-            Self::HlsMaster => "hls_master",
-            Self::HlsMedia => "hls_media",
-            Self::Key => "key",
-            Self::Metrics => "metrics",
-            Self::Health => "healthz",
-            Self::Ready => "readyz",
-            Self::AdminIngest => "admin_ingest",
-            Self::Other => "other",
-        }
-    }
-}
-
 impl Origin {
     /// An origin over `store`, signing with `key`.
     #[must_use]
@@ -144,59 +113,51 @@ impl Origin {
         }
     }
 
-    async fn route(&self, req: Request<Body>, source: std::net::IpAddr) -> (Route, Response<ResponseBody>) {
+    async fn route(&self, req: Request<Body>, source: std::net::IpAddr) -> (&'static str, Response<ResponseBody>) {
         let (req, body) = req.into_parts();
         let path = req.uri.path().to_owned();
-        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let method = req.method.clone();
-        match segments.as_slice() {
-            ["v1", "tracks", track, "manifest"] => {
-                let r =
-                    if is_read(&method) { self.manifest(track, &req).await } else { method_not_allowed("GET, HEAD") };
-                (Route::Manifest, r)
+        let not_found = || json_error(StatusCode::NOT_FOUND, format!("no such endpoint: {}", truncate(&path)));
+        let Some(r) = Route::parse(&path) else { return (route::OTHER, not_found()) };
+        let name = r.name();
+        match r {
+            Route::Manifest { .. } | Route::Chunk { .. } | Route::Hls { .. } | Route::Key { .. }
+                if !is_read(&method) =>
+            {
+                (name, method_not_allowed("GET, HEAD"))
             }
-            ["v1", "chunks", chunk] => {
-                let r = if is_read(&method) { self.chunk(chunk, &req).await } else { method_not_allowed("GET, HEAD") };
-                (Route::Chunk, r)
+            Route::Manifest { track } => (name, self.manifest(track, &req).await),
+            Route::Chunk { chunk } => (name, self.chunk(chunk, &req).await),
+            Route::Hls { track, file } => (name, self.playlist(track, file, &req).await),
+            Route::Key { track, key } => (name, self.content_key(track, key, &req).await),
+            Route::Metrics | Route::Health | Route::Ready if !is_read(&method) => {
+                (route::OTHER, method_not_allowed("GET, HEAD"))
             }
-            ["v1", "tracks", track, "hls", file] => {
-                let route = if *file == "master.m3u8" { Route::HlsMaster } else { Route::HlsMedia };
-                let r = if is_read(&method) {
-                    self.playlist(track, file, &req).await
-                } else {
-                    method_not_allowed("GET, HEAD")
-                };
-                (route, r)
-            }
-            ["v1", "tracks", track, "keys", key_id] => {
-                let r = if is_read(&method) {
-                    self.content_key(track, key_id, &req).await
-                } else {
-                    method_not_allowed("GET, HEAD")
-                };
-                (Route::Key, r)
-            }
-            ["metrics" | "healthz" | "readyz"] if !is_read(&method) => (Route::Other, method_not_allowed("GET, HEAD")),
-            ["metrics"] => (Route::Metrics, chorus_http::metrics::response(&self.metrics.registry)),
-            ["healthz"] => (Route::Health, full(StatusCode::OK, "text/plain", "ok\n")),
-            ["readyz"] => {
+            Route::Metrics => (name, chorus_http::metrics::response(&self.metrics.registry)),
+            Route::Health => (name, full(StatusCode::OK, "text/plain", "ok\n")),
+            Route::Ready => {
                 let ok = self.store.root().join("manifests").is_dir();
                 let r = if ok {
                     full(StatusCode::OK, "text/plain", "ready\n")
                 } else {
                     json_error(StatusCode::SERVICE_UNAVAILABLE, "store directory unavailable")
                 };
-                (Route::Ready, r)
+                (name, r)
             }
-            ["admin", "tracks", track] => {
+            Route::Ingest { track } => {
                 let r = if method == Method::PUT {
                     self.upload(track, &req, body, source).await
                 } else {
                     method_not_allowed("PUT")
                 };
-                (Route::AdminIngest, r)
+                (name, r)
             }
-            _ => (Route::Other, json_error(StatusCode::NOT_FOUND, format!("no such endpoint: {}", truncate(&path)))),
+            Route::Peers { .. }
+            | Route::Announce
+            | Route::Qoe
+            | Route::Purge
+            | Route::Prewarm
+            | Route::Player { .. } => (route::OTHER, not_found()),
         }
     }
 
@@ -468,7 +429,7 @@ fn truncate(s: &str) -> String {
 impl Handler for Origin {
     async fn call(&self, req: Request<Body>, ctx: RequestContext) -> Response<ResponseBody> {
         let (route, resp) = self.route(req, ctx.remote.ip()).await;
-        self.metrics.requests.inc(ctx.protocol, route.name(), resp.status());
+        self.metrics.requests.inc(ctx.protocol, route, resp.status());
         if let Some(n) = http_body::Body::size_hint(resp.body()).exact() {
             self.metrics.served_bytes.inc_by(n);
         }

@@ -18,7 +18,7 @@ async fn an_origin_serves_a_verified_manifest_and_every_chunk() {
     let origin = chorus_testkit::inproc::origin("sunrise", "chorus-sunrise").await;
     let client = HttpClient::new(&ClientTls::default()).unwrap();
     for h2c in [false, true] {
-        let mut c = client.connect(&origin.url, h2c).await.unwrap();
+        let mut c = client.connect(&origin.base, h2c).await.unwrap();
         let r = c.get("/v1/tracks/sunrise/manifest").await.unwrap();
         assert_eq!(r.status(), 200);
         let m = Manifest::verify(r.body(), &origin.key).expect("signed by the store's key");

@@ -21,7 +21,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("usage: from_peers EDGE_URL TRACK");
         std::process::exit(2);
     };
-    let track = TrackId::parse(&track)?;
+    let (edge, track): (chorus_core::url::BaseUrl, _) = (edge.parse()?, TrackId::parse(&track)?);
     let dir = std::env::temp_dir().join("chorus-from-peers");
     let registry = prometheus::Registry::new();
     let peer = Peer::start(PeerConfig::default(), Arc::new(DirStore::new(&dir)), None, &registry)?;

@@ -7,6 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use chorus_core::TrackId;
 use chorus_core::announce::SignedAnnounce;
 use chorus_core::api::{Announce, ErrorBody, MAX_PEERS_TAKEN, TrackerAnswer};
+use chorus_core::route::{self, Route};
+use chorus_core::url::BaseUrl;
 use chorus_http::client::{ClientError, HttpClient};
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
@@ -19,7 +21,7 @@ pub enum TrackerError {
     #[error("asking the tracker at {edge}")]
     Request {
         /// The edge's base URL.
-        edge: String,
+        edge: BaseUrl,
         /// Why.
         #[source]
         source: ClientError,
@@ -28,7 +30,7 @@ pub enum TrackerError {
     #[error("the tracker at {edge} answered {status}: {error}")]
     Refused {
         /// The edge's base URL.
-        edge: String,
+        edge: BaseUrl,
         /// Its answer.
         status: http::StatusCode,
         /// Its JSON error's text (at most 200 bytes), or the start of a body that is not one.
@@ -43,7 +45,7 @@ pub enum TrackerError {
     #[error("the tracker at {edge} sent a malformed answer")]
     Malformed {
         /// The edge's base URL.
-        edge: String,
+        edge: BaseUrl,
         /// Why.
         #[source]
         source: serde_json::Error,
@@ -73,8 +75,12 @@ fn request(method: http::Method, path: &str, token: Option<&str>, body: bytes::B
 }
 
 /// Sends `req` to the tracker at `edge`; an answer other than 2xx is an error.
-async fn ask(http: &HttpClient, edge: &str, req: http::Request<bytes::Bytes>) -> Result<bytes::Bytes, TrackerError> {
-    let failed = |source| TrackerError::Request { edge: edge.to_owned(), source };
+async fn ask(
+    http: &HttpClient,
+    edge: &BaseUrl,
+    req: http::Request<bytes::Bytes>,
+) -> Result<bytes::Bytes, TrackerError> {
+    let failed = |source| TrackerError::Request { edge: edge.clone(), source };
     let mut conn = http.connect(edge, false).await.map_err(failed)?;
     let r = conn.send(req).await.map_err(failed)?;
     if r.status().is_success() {
@@ -86,7 +92,7 @@ async fn ask(http: &HttpClient, edge: &str, req: http::Request<bytes::Bytes>) ->
         Err(_) => (String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(), None),
     };
     let error = error.chars().take(200).collect();
-    Err(TrackerError::Refused { edge: edge.to_owned(), status: r.status(), error, now })
+    Err(TrackerError::Refused { edge: edge.clone(), status: r.status(), error, now })
 }
 
 /// Announces the tracks `store` holds to every one of `edges`' trackers and on Kademlia, and
@@ -97,10 +103,10 @@ pub async fn announce_held(
     http: &HttpClient,
     peer: &crate::Peer,
     store: std::sync::Arc<dyn crate::Store>,
-    edges: &[String],
+    edges: &[BaseUrl],
     token: Option<&str>,
     announced: &mut Vec<TrackId>,
-) -> Vec<(String, Result<(), TrackerError>)> {
+) -> Vec<(BaseUrl, Result<(), TrackerError>)> {
     // A directory listing: on the blocking pool.
     let tracks = tokio::task::spawn_blocking(move || store.tracks()).await.unwrap_or_default();
     for gone in announced.iter().filter(|t| !tracks.contains(t)) {
@@ -170,7 +176,7 @@ pub fn announceable(peer: PeerId, addrs: &[Multiaddr]) -> Vec<Multiaddr> {
 /// [`TrackerError`] (the caller logs it and tries again later).
 pub async fn announce(
     http: &HttpClient,
-    edge: &str,
+    edge: &BaseUrl,
     key: &Keypair,
     addrs: &[Multiaddr],
     tracks: &[TrackId],
@@ -190,7 +196,7 @@ pub async fn announce(
         let signed = SignedAnnounce::sign(key, &announce).map_err(|e| TrackerError::Sign(Box::new(e)))?;
         // A struct of one string: serialising it cannot fail.
         let body = serde_json::to_vec(&signed).unwrap_or_default();
-        match ask(http, edge, request(http::Method::POST, "/v1/peers/announce", token, body.into())).await {
+        match ask(http, edge, request(http::Method::POST, &Route::Announce.to_string(), token, body.into())).await {
             Err(TrackerError::Refused { status: http::StatusCode::UNAUTHORIZED, now: Some(now), .. })
                 if !resigned && now.abs_diff(local) <= MAX_CLOCK_STEP.as_secs() =>
             {
@@ -226,14 +232,14 @@ pub struct PeersAnswer {
 /// [`TrackerError`].
 pub async fn peers(
     http: &HttpClient,
-    edge: &str,
+    edge: &BaseUrl,
     track: &TrackId,
     token: Option<&str>,
 ) -> Result<PeersAnswer, TrackerError> {
-    let path = format!("/v1/tracks/{track}/peers");
+    let path = route::peers(track);
     let body = ask(http, edge, request(http::Method::GET, &path, token, bytes::Bytes::new())).await?;
     let answer: TrackerAnswer =
-        serde_json::from_slice(&body).map_err(|source| TrackerError::Malformed { edge: edge.to_owned(), source })?;
+        serde_json::from_slice(&body).map_err(|source| TrackerError::Malformed { edge: edge.clone(), source })?;
     Ok(parse_answer(answer))
 }
 

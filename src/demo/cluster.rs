@@ -148,7 +148,7 @@ pub(super) async fn start_edge(
         None
     };
     let cfg = EdgeConfig {
-        origins: vec![origin.to_owned()],
+        origins: vec![origin.parse()?],
         parents: Vec::new(),
         trust: ClientTls::default(),
         cache: CacheConfig { mem_bytes: 64 << 20, disk_bytes: 1 << 30, dir: Some(dir.to_owned()) },
@@ -216,7 +216,7 @@ pub(super) async fn start_peer(
     servers.spawn(server.serve(Arc::new(MetricsHandler(registry)), stop.clone().wait()));
     // Announced before the listener starts, then again before the trackers forget.
     let http = HttpClient::new(&ClientTls::default())?.with_timeout(Duration::from_secs(10));
-    let edges = edges.to_vec();
+    let edges = edges.iter().map(|e| e.parse()).collect::<Result<Vec<chorus_core::url::BaseUrl>, _>>()?;
     let announced = announce(&peer, &store, &edges, &http, None, &[]).await;
     let (node, stopped) = (peer.clone(), stop.clone());
     servers.spawn(async move {

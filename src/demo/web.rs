@@ -176,8 +176,8 @@ impl Live {
             let mut texts = BTreeMap::new();
             for n in &nodes {
                 let Some(url) = &n.metrics else { continue };
-                let (base, path) = split_url(url);
-                let Ok(mut c) = http.connect(base, false).await else { continue };
+                let Ok((base, path)) = chorus_core::url::BaseUrl::split(url) else { continue };
+                let Ok(mut c) = http.connect(&base, false).await else { continue };
                 if let Ok(r) = c.get(path).await {
                     texts.insert(n.id.clone(), String::from_utf8_lossy(r.body()).into_owned());
                 }
@@ -237,15 +237,6 @@ impl Live {
         if s.history.len() > HISTORY {
             s.history.remove(0);
         }
-    }
-}
-
-/// `http://HOST:PORT/path` → (`http://HOST:PORT`, `/path`).
-fn split_url(url: &str) -> (&str, &str) {
-    let after = url.find("://").map_or(0, |i| i + 3);
-    match url[after..].find('/') {
-        Some(i) => url.split_at(after + i),
-        None => (url, "/"),
     }
 }
 
@@ -337,6 +328,5 @@ mod tests {
         assert_eq!(sum(text, "chorus_edge_served_bytes_total", &[]), 15.0);
         assert_eq!(sum(text, "chorus_edge_served_bytes_total", &["source=\"upstream\""]), 5.0);
         assert_eq!(curve(text), vec![(1024.0, 0.5), (2048.0, 0.25)]);
-        assert_eq!(split_url("http://127.0.0.1:9/metrics"), ("http://127.0.0.1:9", "/metrics"));
     }
 }

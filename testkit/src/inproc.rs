@@ -17,6 +17,8 @@ use tokio::sync::oneshot;
 pub struct InProcOrigin {
     /// Its base URL, `http://127.0.0.1:PORT`.
     pub url: String,
+    /// The same, as a base URL.
+    pub base: chorus_core::url::BaseUrl,
     /// The key its manifests verify against.
     pub key: VerifyingKey,
     /// Where the store is.
@@ -50,11 +52,11 @@ pub async fn origin(track: &str, sample: &str) -> InProcOrigin {
     ingest::ingest(&store, &key, &req, &NoProgress).unwrap();
     let url: ListenUrl = "http://127.0.0.1:0".parse().unwrap();
     let server = Server::bind(&[url], None, ServerConfig::default()).await.unwrap();
-    let base = server.local_urls()[0].to_string();
+    let base = server.local_urls()[0].base();
     let origin = Arc::new(Origin::new(store, key.clone(), ApiConfig::default(), OriginMetrics::new()));
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(server.serve(origin, async move {
         let _ = stopped.await;
     }));
-    InProcOrigin { url: base, key: key.verifying_key(), dir, stop: Some(stop) }
+    InProcOrigin { url: base.to_string(), base, key: key.verifying_key(), dir, stop: Some(stop) }
 }

@@ -127,6 +127,11 @@ impl Node {
             .unwrap_or_else(|| panic!("no {scheme} listener in {:?}", self.urls))
     }
 
+    /// The base URL of the listener with `scheme`.
+    pub fn base(&self, scheme: &str) -> chorus_core::url::BaseUrl {
+        self.url(scheme).parse().unwrap()
+    }
+
     /// `host:port` of the listener with `scheme`.
     pub fn addr(&self, scheme: &str) -> String {
         self.url(scheme).split_once("://").unwrap().1.to_owned()
@@ -365,7 +370,7 @@ pub async fn conn(url: &str) -> chorus_http::client::Connection {
     chorus_http::client::HttpClient::new(&chorus_http::tls::ClientTls::default())
         .unwrap()
         .with_timeout(Duration::from_secs(20))
-        .connect(url, false)
+        .connect(&url.parse().unwrap(), false)
         .await
         .unwrap()
 }

@@ -2,6 +2,7 @@
 //! corrupts chunk bodies (one bit flipped) or answers late.
 
 use chorus_core::error::Chain;
+use chorus_core::route::Route;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -22,7 +23,7 @@ pub enum Mode {
 
 /// The proxy's handler.
 pub struct Proxy {
-    target: String,
+    target: chorus_core::url::BaseUrl,
     mode: Mode,
     client: HttpClient,
     /// Chunk requests seen.
@@ -34,11 +35,11 @@ pub struct Proxy {
 impl Handler for Proxy {
     async fn call(&self, req: Request<Body>, _ctx: RequestContext) -> Response<ResponseBody> {
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
-        let is_chunk = path.starts_with("/v1/chunks/");
+        let is_chunk = matches!(Route::parse(req.uri().path()), Some(Route::Chunk { .. }));
         if is_chunk {
             self.chunk_requests.fetch_add(1, Ordering::SeqCst);
         }
-        if path.ends_with("/manifest") {
+        if matches!(Route::parse(req.uri().path()), Some(Route::Manifest { .. })) {
             self.manifest_requests.fetch_add(1, Ordering::SeqCst);
         }
         if let Mode::Delay(d) = self.mode
@@ -69,7 +70,7 @@ impl Handler for Proxy {
 /// the test's runtime ends.
 pub async fn start(target: &str, mode: Mode) -> (String, Arc<Proxy>) {
     let proxy = Arc::new(Proxy {
-        target: target.to_owned(),
+        target: target.parse().unwrap(),
         mode,
         client: HttpClient::new(&ClientTls::default()).unwrap(),
         chunk_requests: AtomicUsize::new(0),

@@ -120,7 +120,7 @@ impl Upstreams {
                 self.succeeded(u);
             } else if u.mark_down() {
                 warn!(upstream = %u.url, "upstream failed its health check; marked down");
-                self.metrics.healthy.with_label_values(&[u.url.as_str()]).set(0);
+                self.metrics.healthy.with_label_values(&[u.name.as_str()]).set(0);
             }
         });
         futures_util::future::join_all(probes).await;

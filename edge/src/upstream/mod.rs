@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chorus_core::ChunkId;
 use chorus_core::error::{Cause, Chain, cause, message};
+use chorus_core::url::BaseUrl;
 use chorus_http::client::{ClientError, HttpClient};
 use chorus_http::pool::{Pool, clone_request};
 use chorus_http::tls::ClientTls;
@@ -146,7 +147,9 @@ pub enum Kind {
 /// One upstream.
 pub struct Upstream {
     /// Its base URL (`h3://host:port`, `https://…`, `http://…`).
-    pub url: String,
+    pub url: BaseUrl,
+    /// The base URL as text: its `upstream` metric label, and what errors name.
+    pub name: String,
     /// Origin or parent.
     pub kind: Kind,
     health: Health,
@@ -201,8 +204,8 @@ impl Upstreams {
     /// # Errors
     /// [`ClientError`] when the TLS trust settings are unusable.
     pub fn new(
-        origins: &[String],
-        parents: &[String],
+        origins: &[BaseUrl],
+        parents: &[BaseUrl],
         trust: &ClientTls,
         cfg: UpstreamConfig,
         metrics: UpstreamMetrics,
@@ -212,10 +215,16 @@ impl Upstreams {
             .with_connect_timeout(cfg.connect_timeout)
             .with_quic_liveness(Duration::from_secs(1), Duration::from_secs(3))
             .with_max_body(chorus_core::manifest::limits::MAX_BYTES as u64 * 2);
-        let mk = |url: &String, kind| {
-            metrics.healthy.with_label_values(&[url.as_str()]).set(1);
-            let url = url.trim_end_matches('/').to_owned();
-            Arc::new(Upstream { pool: Pool::new(url.clone(), POOL_MAX), url, kind, health: Health::default() })
+        let mk = |url: &BaseUrl, kind| {
+            let name = url.to_string();
+            metrics.healthy.with_label_values(&[name.as_str()]).set(1);
+            Arc::new(Upstream {
+                pool: Pool::new(url.clone(), POOL_MAX),
+                url: url.clone(),
+                name,
+                kind,
+                health: Health::default(),
+            })
         };
         let list =
             parents.iter().map(|u| mk(u, Kind::Parent)).chain(origins.iter().map(|u| mk(u, Kind::Origin))).collect();
@@ -240,7 +249,7 @@ impl Upstreams {
     pub fn order(&self, key: Option<&ChunkId>) -> Vec<Arc<Upstream>> {
         let up = |kind| self.list.iter().filter(move |u| u.kind == kind && u.healthy());
         let parents: Vec<&Arc<Upstream>> = up(Kind::Parent).collect();
-        let urls: Vec<&str> = parents.iter().map(|u| u.url.as_str()).collect();
+        let urls: Vec<&str> = parents.iter().map(|u| u.name.as_str()).collect();
         order::rendezvous(&urls, key).into_iter().map(|i| parents[i].clone()).chain(up(Kind::Origin).cloned()).collect()
     }
 
@@ -250,7 +259,7 @@ impl Upstreams {
             Verdict::Down { failures } => {
                 if u.mark_down() {
                     warn!(upstream = %u.url, failures, reason = why.as_str(), "upstream marked down");
-                    self.metrics.healthy.with_label_values(&[u.url.as_str()]).set(0);
+                    self.metrics.healthy.with_label_values(&[u.name.as_str()]).set(0);
                 }
             }
         }
@@ -259,7 +268,7 @@ impl Upstreams {
     fn succeeded(&self, u: &Upstream) {
         if u.health.succeeded() {
             info!(upstream = %u.url, "upstream back up");
-            self.metrics.healthy.with_label_values(&[u.url.as_str()]).set(1);
+            self.metrics.healthy.with_label_values(&[u.name.as_str()]).set(1);
         }
     }
 
@@ -288,13 +297,13 @@ impl Upstreams {
     async fn attempt(&self, u: &Upstream, req: &Request<Bytes>, check: &Check<'_>) -> Attempt {
         let started = Instant::now();
         let result = self.send_within(u, req).await;
-        self.metrics.seconds.with_label_values(&[u.url.as_str()]).observe(started.elapsed().as_secs_f64());
+        self.metrics.seconds.with_label_values(&[u.name.as_str()]).observe(started.elapsed().as_secs_f64());
         let label = match &result {
             Ok(r) => r.status().as_str().to_owned(),
             Err(ClientError::Timeout(_)) => "timeout".to_owned(),
             Err(_) => "error".to_owned(),
         };
-        self.metrics.requests.with_label_values(&[u.url.as_str(), &label]).inc();
+        self.metrics.requests.with_label_values(&[u.name.as_str(), &label]).inc();
         match result {
             Ok(r) if r.status() == StatusCode::NOT_FOUND => {
                 self.succeeded(u);
@@ -302,7 +311,7 @@ impl Upstreams {
             }
             Ok(r) if r.status().is_server_error() => {
                 self.failed(u, Failure::ServerError);
-                Attempt::Failed(FetchError::Status { url: u.url.clone(), status: r.status() })
+                Attempt::Failed(FetchError::Status { url: u.name.clone(), status: r.status() })
             }
             Ok(r) => match check(&r) {
                 Ok(()) => {
@@ -312,7 +321,7 @@ impl Upstreams {
                 Err(why) => {
                     warn!(upstream = %u.url, reason = %Chain(&*why), "upstream sent a bad answer; trying the next one");
                     self.failed(u, Failure::BadAnswer);
-                    Attempt::Failed(FetchError::BadAnswer { url: u.url.clone(), why })
+                    Attempt::Failed(FetchError::BadAnswer { url: u.name.clone(), why })
                 }
             },
             Err(ClientError::Timeout(_)) => {
@@ -327,7 +336,7 @@ impl Upstreams {
                     _ => Failure::Unusable,
                 };
                 self.failed(u, why);
-                Attempt::Failed(FetchError::Request { url: u.url.clone(), source: cause(e) })
+                Attempt::Failed(FetchError::Request { url: u.name.clone(), source: cause(e) })
             }
         }
     }
@@ -386,7 +395,7 @@ impl Upstreams {
                 Err(message(format!("body of {} bytes does not hash to chunk {id}", r.body().len())))
             }
         };
-        let r = self.get(&format!("/v1/chunks/{id}"), HeaderMap::new(), Some(id), &check).await?;
+        let r = self.get(&chorus_core::route::chunk(id, None), HeaderMap::new(), Some(id), &check).await?;
         Ok(r.into_body())
     }
 
@@ -426,7 +435,7 @@ mod tests {
         for scheme in ["https", "h3"] {
             let url: ListenUrl = format!("{scheme}://127.0.0.1:0").parse().unwrap();
             let server = Server::bind(&[url], Some(&ck), ServerConfig::default()).await.unwrap();
-            let base = server.local_urls()[0].to_string();
+            let base = server.local_urls()[0].base();
             let seen = Arc::new(Recorder(Mutex::new(HashSet::new())));
             tokio::spawn(server.serve(seen.clone(), std::future::pending()));
             let trust = ClientTls { ca_files: vec![ck.cert_path.clone()], insecure: false };
