@@ -20,7 +20,8 @@ use chorus_http::{ListenUrl, Server, ServerConfig};
 use chorus_peer::{DirStore, MemoryLimit, Multiaddr, Peer, PeerConfig};
 use clap::Args;
 
-use crate::seeding::{MetricsHandler, announce, seed};
+use crate::seeding::{MetricsHandler, seed};
+use chorus_peer::tracker::{Report, announce_held};
 
 #[derive(Args)]
 pub(crate) struct PeerArgs {
@@ -140,13 +141,15 @@ pub(crate) async fn run(a: PeerArgs) -> Result<()> {
     // A signal ends an announce round in progress too (a dead edge holds one for seconds).
     let first = tokio::select! {
         () = &mut shutdown => None,
-        now = announce(peer_ref, store, edges, &http, token, &[]) => Some(now),
+        now = announce_held(&http, peer_ref, store.clone(), edges, token, Vec::new(), Report::Operator) => Some(now),
     };
     if let Some(announced) = first {
         crate::ready::write(&urls); // listening, and announced once
         chorus_peer::tracker::every_reannounce(false, &mut shutdown, announced, |announced: Vec<TrackId>| {
             let http = &http;
-            async move { Some(announce(peer_ref, store, edges, http, token, &announced).await) }
+            async move {
+                Some(announce_held(http, peer_ref, store.clone(), edges, token, announced, Report::Operator).await)
+            }
         })
         .await;
     }

@@ -1,15 +1,11 @@
 //! What a seeding peer does, for `chorus peer` and the demo's seeders alike: fetch tracks into
 //! its cache, announce what it holds, and serve its metrics.
 
-use chorus_core::error::Chain;
-use std::sync::Arc;
-
 use anyhow::{Context as _, Result};
 use chorus_client::abr::Quality;
 use chorus_core::TrackId;
 use chorus_http::{Body, Handler, RequestContext, ResponseBody, full, json_error};
-use chorus_peer::{DirStore, Peer};
-use tracing::{info, warn};
+use tracing::info;
 
 /// Serves a peer node's metrics (and health checks) over HTTP.
 pub(crate) struct MetricsHandler(pub(crate) prometheus::Registry);
@@ -49,25 +45,4 @@ pub(crate) async fn seed(builder: &chorus_client::ClientBuilder, tracks: &[Track
         }
     }
     Ok(())
-}
-
-/// Announces the tracks `store` holds to every edge's tracker and on Kademlia (see
-/// [`chorus_peer::tracker::announce_held`]), logging each tracker's answer; returns what it
-/// announced.
-pub(crate) async fn announce(
-    peer: &Peer,
-    store: &Arc<DirStore>,
-    edges: &[chorus_core::url::BaseUrl],
-    http: &chorus_http::client::HttpClient,
-    token: Option<&str>,
-    announced: &[TrackId],
-) -> Vec<TrackId> {
-    let mut now = announced.to_vec();
-    for (edge, r) in chorus_peer::tracker::announce_held(http, peer, store.clone(), edges, token, &mut now).await {
-        match r {
-            Ok(()) => info!(%edge, tracks = now.len(), "announced"),
-            Err(e) => warn!(%edge, error = %Chain(&e), "announce failed; will retry"),
-        }
-    }
-    now
 }

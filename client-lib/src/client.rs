@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chorus_core::TrackId;
@@ -23,8 +23,8 @@ use crate::abr::Quality;
 use crate::cache::{LocalCache, Shared};
 use crate::edges::Edge;
 use crate::error::FetchError;
+use crate::fetch::Fetcher;
 use crate::ladder::Switching;
-use crate::open::Plan;
 use crate::remembered::Memory;
 use crate::summary::Summary;
 use crate::track::{Preload, Track};
@@ -224,14 +224,17 @@ impl ClientBuilder {
         let memory = Arc::new(Memory::open(self.cache.as_ref().map(|(dir, _)| dir.as_path())));
         Ok(Client {
             inner: Arc::new(Inner {
+                net: Fetcher {
+                    http,
+                    token: self.token.as_deref().map(Arc::from),
+                    cache,
+                    dials: crate::dials::Shared::default(),
+                },
                 cfg: self,
                 bases,
-                http,
-                cache,
                 memory,
                 peer: OnceCell::new(),
                 edges: Mutex::new(HashMap::new()),
-                dials: crate::dials::Shared::default(),
             }),
         })
     }
@@ -248,8 +251,8 @@ pub(crate) struct Inner {
     pub(crate) cfg: ClientBuilder,
     /// The configured edges' base URLs, in order.
     pub(crate) bases: Vec<BaseUrl>,
-    pub(crate) http: HttpClient,
-    pub(crate) cache: Option<Shared>,
+    /// How chunks (and every other request) are fetched: HTTP client, token, cache, dial guard.
+    pub(crate) net: Fetcher,
     /// What was learned of the network (HTTP/3 alternatives, throughput), kept beside the cache.
     pub(crate) memory: Arc<Memory>,
     /// The peer node, started on first use when p2p is on (`None` inside when it could not).
@@ -257,8 +260,6 @@ pub(crate) struct Inner {
     /// Edges reached, by their index in the configuration, with their idle connections: the
     /// next track reuses them instead of connecting again.
     pub(crate) edges: Mutex<HashMap<usize, Arc<Edge>>>,
-    /// Which listed peer addresses may be dialled (budget, backoff, false entries).
-    pub(crate) dials: crate::dials::Shared,
 }
 
 impl Inner {
@@ -267,18 +268,36 @@ impl Inner {
         if !self.cfg.p2p {
             return None;
         }
-        self.peer.get_or_init(|| crate::p2p::start(self)).await.clone()
+        self.peer.get_or_init(|| crate::p2p::start(self.peer_config(), self.announcer())).await.clone()
     }
 
-    /// A `GET path` request carrying the client's token.
-    pub(crate) fn get(&self, path: &str) -> http::Request<bytes::Bytes> {
-        crate::edges::get(path, self.cfg.token.as_deref())
+    /// The peer node's settings. Without a cache directory it only fetches (and serves nothing).
+    fn peer_config(&self) -> crate::p2p::Node {
+        let c = &self.cfg;
+        let mut cfg = chorus_peer::PeerConfig {
+            external: c.p2p_external.clone(),
+            consume_only: c.cache.is_none(),
+            bootstrap: c.p2p_bootstrap.clone(),
+            mdns: c.p2p_mdns,
+            upload_rate: c.p2p_upload_rate,
+            ..chorus_peer::PeerConfig::default()
+        };
+        if !c.p2p_listen.is_empty() {
+            cfg.listen = c.p2p_listen.clone();
+        }
+        crate::p2p::Node { cfg, dir: c.cache.as_ref().map(|(dir, _)| dir.clone()) }
+    }
+
+    /// Who announces what the cache holds, and to which edges.
+    fn announcer(&self) -> crate::p2p::Announcer {
+        crate::p2p::Announcer { http: self.net.http.clone(), edges: self.bases.clone(), token: self.net.token.clone() }
     }
 }
 
-/// Locks `m`, taking the data of a poisoned lock (every writer leaves it consistent).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
+/// A next track's planned start (see [`Client::preload`]).
+pub(crate) struct Plan {
+    pub(crate) at: Instant,
+    pub(crate) amount: Duration,
 }
 
 impl Client {
@@ -303,7 +322,7 @@ impl Client {
     /// # Errors
     /// [`FetchError::NoCache`] without a cache directory; otherwise as [`Client::open`].
     pub async fn preload(&self, track: &TrackId, starts_in: Duration, amount: Duration) -> Result<Preload, FetchError> {
-        if self.inner.cache.is_none() {
+        if self.inner.net.cache.is_none() {
             return Err(FetchError::NoCache);
         }
         let at = Instant::now() + starts_in;

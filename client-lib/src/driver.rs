@@ -8,28 +8,49 @@
 //! goes to the edge.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use chorus_core::TrackId;
 use chorus_core::api::QoeBeacon;
-use chorus_core::route::{self, Route};
+use chorus_core::protect::Iv;
+use chorus_core::route::Route;
 use chorus_core::url::BaseUrl;
+use chorus_core::{ChunkId, RenditionId, TrackId};
 use chorus_peer::{Peer, PeerId};
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use tokio::time::Instant;
 
-use crate::client::Inner;
 use crate::edges::{Edge, Tally};
 use crate::error::FetchError;
-use crate::open::{Early, Rung};
+use crate::fetch::{Came, Fetcher, From, Got, Rejected};
 use crate::p2p::{PEER_REFRESH, PeerNews};
 use crate::playout::Playout;
+use crate::remembered::Memory;
 use crate::scheduler::{Action, Scheduler, SourceId, SourceKind};
 use crate::summary::{Summary, millis};
 use crate::track::{Control, Delivery, DriverEnds, Segment, Source};
+
+/// One rendition as the driver uses it.
+pub(crate) struct Rung {
+    pub(crate) id: RenditionId,
+    pub(crate) init: Option<(ChunkId, Bytes, Source)>,
+    pub(crate) segments: Vec<ChunkId>,
+    /// Each segment's IV, in a protected track (decrypted as it is handed over).
+    pub(crate) ivs: Vec<Option<Iv>>,
+}
+
+/// A chunk fetched outside the scheduler (init chunks, the speculative first segment).
+pub(crate) struct OneChunk {
+    pub(crate) bytes: Bytes,
+    pub(crate) source: Source,
+    pub(crate) rejected: u64,
+}
+
+/// A chunk requested ahead of the scheduler, with the time the request took.
+pub(crate) type Early = JoinHandle<(Result<OneChunk, FetchError>, Duration)>;
 
 /// The outcome of one chunk request.
 struct Fetched {
@@ -40,26 +61,6 @@ struct Fetched {
     result: Result<Got, Rejected>,
 }
 
-/// A verified chunk, how long its request took, and where it came from.
-struct Got {
-    bytes: Bytes,
-    elapsed: Duration,
-    from_cache: bool,
-}
-
-enum Rejected {
-    /// Transport error or non-200 answer.
-    Failed,
-    /// Bytes that do not hash to the id (from an edge: avoided for a while; from a peer:
-    /// banned).
-    WrongBytes,
-    /// The local cache could not store the chunk: the track fails.
-    Cache(std::io::Error),
-    /// The source cannot be used (an edge as configured, see `ClientError::is_retryable`; a
-    /// banned peer; our stopped peer node): never asked again for this track.
-    Unusable,
-}
-
 /// The driver of one track handle (see the module docs).
 pub(crate) struct Driver {
     /// The peer node, and which scheduler sources are which peers.
@@ -67,7 +68,14 @@ pub(crate) struct Driver {
     pub(crate) peer_of: HashMap<usize, PeerId>,
     pub(crate) found: mpsc::UnboundedReceiver<PeerNews>,
     pub(crate) found_tx: mpsc::UnboundedSender<PeerNews>,
-    pub(crate) inner: Arc<Inner>,
+    /// How chunks are fetched (and the token, for the beacon).
+    pub(crate) net: Fetcher,
+    /// What the client learns of the network (the throughput estimate, kept for the next track).
+    pub(crate) memory: Arc<Memory>,
+    /// Segments fetched ahead of the reader.
+    pub(crate) read_ahead: usize,
+    /// The cache directory whose tracks are announced as the track plays (none: no announces).
+    pub(crate) announce_from: Option<PathBuf>,
     pub(crate) track: TrackId,
     pub(crate) edges: Vec<Arc<Edge>>,
     pub(crate) rungs: Vec<Rung>,
@@ -91,7 +99,7 @@ pub(crate) struct Driver {
 impl Driver {
     pub(crate) async fn run(mut self) {
         let n = self.sched.len();
-        let read_ahead = self.inner.cfg.read_ahead;
+        let read_ahead = self.read_ahead;
         let mut tasks: JoinSet<Fetched> = JoinSet::new();
         let mut handles: HashMap<(usize, usize), AbortHandle> = HashMap::new();
         let mut beacon: Option<JoinHandle<()>> = None;
@@ -212,9 +220,9 @@ impl Driver {
                 _ = refresh.tick(), if self.peer.is_some() && self.playout.playing() => {
                     // Who holds what changes as other listeners play: ask again.
                     if let Some(p) = self.peer.clone() {
-                        let (inner, track, edges, tx) =
-                            (self.inner.clone(), self.track.clone(), self.edges.clone(), self.found_tx.clone());
-                        tokio::spawn(async move { crate::p2p::peers_holding(&inner, &p, &track, &edges, &tx).await });
+                        let (net, track, edges, tx) =
+                            (self.net.clone(), self.track.clone(), self.edges.clone(), self.found_tx.clone());
+                        tokio::spawn(async move { crate::p2p::peers_holding(&net, &p, &track, &edges, &tx).await });
                     }
                 },
                 j = tasks.join_next(), if !tasks.is_empty() => {
@@ -226,7 +234,7 @@ impl Driver {
                     let now = Instant::now().into_std();
                     match f.result {
                         Ok(got) => {
-                            let source = if got.from_cache {
+                            let source = if got.came == Came::Cache {
                                 Source::Cache
                             } else {
                                 match self.peer_of.get(&f.source.0) {
@@ -271,8 +279,8 @@ impl Driver {
     }
 
     /// Starts one chunk request: the answer to the speculative first request when it is this
-    /// chunk, else the local cache when it holds it, else the peer or edge `source` is. What a
-    /// peer or an edge sends is verified, then stored in the cache before it is reported.
+    /// chunk (stored in the cache as it is taken), else [`Fetcher::chunk`] from the peer or edge
+    /// `source` is.
     fn spawn_fetch(
         &mut self,
         tasks: &mut JoinSet<Fetched>,
@@ -282,7 +290,6 @@ impl Driver {
     ) -> AbortHandle {
         let generation = self.playout.generation();
         let id = self.rungs[rung].segments[segment];
-        let cache = self.inner.cache.clone();
         let early = match self.speculative.take() {
             Some((s, early)) if s == id => Some(early),
             other => {
@@ -290,59 +297,23 @@ impl Driver {
                 None
             }
         };
-        let peer = self.peer.clone().zip(self.peer_of.get(&source.0).copied());
-        let edge = self.edges.get(source.0).cloned();
-        let (inner, tally) = (self.inner.clone(), self.tally.clone());
+        let from = match (&self.peer, self.peer_of.get(&source.0)) {
+            (Some(peer), Some(peer_id)) => Some(From::Peer(peer.clone(), *peer_id)),
+            _ => self.edges.get(source.0).cloned().map(From::Edge),
+        };
+        let (net, tally) = (self.net.clone(), self.tally.clone());
         tasks.spawn(async move {
-            let t = Instant::now();
-            let fetched = async {
-                if let Some(early) = early {
-                    return match early.await {
-                        Ok((Ok(one), took)) => Ok((one.bytes, took, one.source == Source::Cache)),
-                        _ => Err(Rejected::Failed),
-                    };
-                }
-                if let Some(c) = &cache
-                    && let Some(bytes) = c.get(id).await
-                {
-                    return Ok((bytes, Duration::from_millis(1), true));
-                }
-                if let Some((peer, peer_id)) = peer {
-                    return match peer.fetch(peer_id, id).await {
-                        Ok(bytes) => Ok((bytes, t.elapsed(), false)),
-                        Err(chorus_peer::PeerError::WrongChunk(liar)) => {
-                            inner.dials.lock().wrong_chunk(liar, std::time::Instant::now());
-                            Err(Rejected::WrongBytes)
-                        }
-                        // A banned peer, or our own node stopped: asking this source again
-                        // cannot help.
-                        Err(chorus_peer::PeerError::Banned(_)) => Err(Rejected::Unusable),
-                        Err(e) if !e.is_retryable() => Err(Rejected::Unusable),
-                        Err(_) => Err(Rejected::Failed),
-                    };
-                }
-                // Offline and not in the cache: no edge to ask.
-                let Some(edge) = edge else { return Err(Rejected::Failed) };
-                match edge.send(&inner.http, inner.get(&route::chunk(&id, None)), &tally).await {
-                    Ok(r) if r.status() == http::StatusCode::OK => {
-                        let body = r.into_body();
-                        if id.matches(&body) { Ok((body, t.elapsed(), false)) } else { Err(Rejected::WrongBytes) }
+            let result = match early {
+                Some(early) => match early.await {
+                    Ok((Ok(one), elapsed)) => {
+                        let came = if one.source == Source::Cache { Came::Cache } else { Came::Source(0) };
+                        let stored = if came == Came::Cache { Ok(()) } else { net.keep(id, one.bytes.clone()).await };
+                        stored.map(|()| Got { bytes: one.bytes, elapsed, came, rejected: 0 })
                     }
-                    // The same notion as the edge's failover: what retrying cannot mend ends
-                    // this source for the track.
-                    Err(e) if !e.is_retryable() => Err(Rejected::Unusable),
                     _ => Err(Rejected::Failed),
-                }
-            };
-            let result = match fetched.await {
-                Ok((bytes, elapsed, from_cache)) => {
-                    let stored = match &cache {
-                        Some(c) if !from_cache => c.put(id, bytes.clone()).await,
-                        _ => Ok(()),
-                    };
-                    stored.map(|()| Got { bytes, elapsed, from_cache }).map_err(Rejected::Cache)
-                }
-                Err(e) => Err(e),
+                },
+                // Offline and not in the cache, there is no edge to ask: the cache alone.
+                None => net.chunk(id, from.as_slice(), true, &tally).await,
             };
             Fetched { generation, segment, rung, source, result }
         })
@@ -360,7 +331,7 @@ impl Driver {
         }
         if let Some(bps) = self.sched.throughput_bps() {
             let now = crate::remembered::unix_now();
-            self.inner.memory.change(|r| r.remember_throughput(bps, now));
+            self.memory.change(|r| r.remember_throughput(bps, now));
         }
         let counts = self.tally.counts();
         self.summary.requests_by_protocol = counts.iter().map(|(p, n)| (p.as_str().to_owned(), *n)).collect();
@@ -375,12 +346,22 @@ impl Driver {
 
     /// Tells the trackers and Kademlia what this client now holds (best effort, detached).
     fn announce(&self) {
-        let (Some(peer), Some((dir, _))) = (self.peer.clone(), self.inner.cfg.cache.clone()) else { return };
-        let inner = self.inner.clone();
+        let (Some(peer), Some(dir)) = (self.peer.clone(), self.announce_from.clone()) else { return };
+        let net = self.net.clone();
         let edges: Vec<BaseUrl> = self.edges.iter().map(|e| e.base()).collect();
         tokio::spawn(async move {
-            crate::p2p::announce_held(&inner.http, &peer, &dir, &edges, inner.cfg.token.as_deref(), &mut Vec::new())
-                .await;
+            let store = Arc::new(chorus_peer::DirStore::new(&dir));
+            let quiet = chorus_peer::tracker::Report::Quiet;
+            chorus_peer::tracker::announce_held(
+                &net.http,
+                &peer,
+                store,
+                &edges,
+                net.token.as_deref(),
+                Vec::new(),
+                quiet,
+            )
+            .await;
         });
     }
 
@@ -399,18 +380,18 @@ impl Driver {
             },
         };
         let body = Bytes::from(serde_json::to_vec(&beacon).unwrap_or_default());
-        let (inner, edges) = (self.inner.clone(), self.edges.clone());
+        let (net, edges) = (self.net.clone(), self.edges.clone());
         // The beacon goes after the summary is final: not counted in it.
         let tally = Tally::default();
         async move {
             for e in &edges {
                 let mut req =
                     http::Request::post(Route::Qoe.to_string()).header(http::header::CONTENT_TYPE, "application/json");
-                if let Some(t) = &inner.cfg.token {
+                if let Some(t) = &net.token {
                     req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
                 }
                 let Ok(req) = req.body(body.clone()) else { return };
-                if matches!(e.send(&inner.http, req, &tally).await, Ok(r) if r.status().is_success()) {
+                if matches!(e.send(&net.http, req, &tally).await, Ok(r) if r.status().is_success()) {
                     return;
                 }
             }

@@ -32,8 +32,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::debug;
 
-use crate::client::lock;
 use crate::remembered::{Memory, unix_now};
+use crate::sync::lock;
 
 /// Idle HTTP/1.1 connections kept per edge (HTTP/2 and HTTP/3 share one).
 const POOL_MAX: usize = 8;

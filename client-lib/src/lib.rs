@@ -18,13 +18,19 @@
 //!
 //! - `client`: [`ClientBuilder`] and [`Client`]; `open`: opening a track (edges, verified
 //!   manifest, init chunks, the speculative first segment, the ladder plan);
-//! - `driver`: the task behind a [`Track`], carrying out the scheduler's actions;
+//! - `driver`: the task behind a [`Track`], carrying out the scheduler's actions; `fetch`: the
+//!   one path of a chunk (cache, then a peer or an edge; verified, then stored) that opening a
+//!   track and the driver both take;
 //! - `edges`: reaching an edge (HTTP/3 from `Alt-Svc` or an `h3://` URL, raced against TCP,
 //!   falling back to it) and its pooled connections; [`remembered`]: what the client keeps of
 //!   the network between runs (HTTP/3 alternatives, the throughput estimate); `p2p`: the peer
 //!   node, peer lookup and announces;
 //! - `track`: the handle a player holds ([`Track`], [`TrackReader`], [`Preload`]);
-//!   `summary`: what a fetch did ([`Summary`]); `error`: [`FetchError`].
+//!   `summary`: what a fetch did ([`Summary`]); `error`: [`FetchError`]; `sync`: locking.
+//!
+//! Each module is handed the parts of the client it uses (the driver and the peer search get a
+//! `fetch::Fetcher`, not the whole client), so the modules import one another in one
+//! direction: `client` ← `open` → `driver` → `fetch`/`p2p` → `edges` → `remembered` → `sync`.
 //!
 //! Blocking work (the cache's reads, hashing and fsyncs; manifest files) runs on tokio's
 //! blocking pool, never on a runtime worker. docs/architecture.md shows where this crate sits.
@@ -52,6 +58,8 @@ mod edges;
 #[cfg(feature = "io")]
 mod error;
 #[cfg(feature = "io")]
+mod fetch;
+#[cfg(feature = "io")]
 mod ladder;
 #[cfg(feature = "io")]
 mod open;
@@ -61,6 +69,8 @@ mod p2p;
 pub mod remembered;
 #[cfg(feature = "io")]
 mod summary;
+#[cfg(feature = "io")]
+mod sync;
 #[cfg(feature = "io")]
 mod track;
 

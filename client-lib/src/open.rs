@@ -8,49 +8,26 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chorus_core::manifest::{Manifest, ManifestError};
-use chorus_core::protect::{ContentKey, Iv, KEY_BYTES};
+use chorus_core::protect::{ContentKey, KEY_BYTES};
 use chorus_core::route;
-use chorus_core::{ChunkId, RenditionId, TrackId};
+use chorus_core::{ChunkId, TrackId};
 use tokio::sync::mpsc;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::client::{Client, lock};
-use crate::driver::Driver;
+use crate::client::{Client, Plan};
+use crate::driver::{Driver, Early, OneChunk, Rung};
 use crate::edges::{Edge, Tally};
 use crate::error::{EdgeFailure, FetchError};
+use crate::fetch::{Came, From, Rejected};
 use crate::ladder::{self, Switching};
 use crate::p2p::PeerNews;
 use crate::playout::Playout;
 use crate::remembered::unix_now;
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::summary::Summary;
+use crate::sync::lock;
 use crate::track::{Source, Track, TrackInfo};
-
-/// A next track's planned start (see [`Client::preload`]).
-pub(crate) struct Plan {
-    pub(crate) at: Instant,
-    pub(crate) amount: Duration,
-}
-
-/// One rendition as the driver uses it.
-pub(crate) struct Rung {
-    pub(crate) id: RenditionId,
-    pub(crate) init: Option<(ChunkId, Bytes, Source)>,
-    pub(crate) segments: Vec<ChunkId>,
-    /// Each segment's IV, in a protected track (decrypted as it is handed over).
-    pub(crate) ivs: Vec<Option<Iv>>,
-}
-
-/// A chunk fetched outside the scheduler.
-pub(crate) struct OneChunk {
-    pub(crate) bytes: Bytes,
-    pub(crate) source: Source,
-    pub(crate) rejected: u64,
-}
-
-/// A chunk requested ahead of the scheduler, with the time the request took.
-pub(crate) type Early = JoinHandle<(Result<OneChunk, FetchError>, Duration)>;
 
 impl Client {
     /// Reaches every configured edge at once, or reuses the connections of the previous track;
@@ -66,7 +43,7 @@ impl Client {
                 continue;
             }
             let (inner, base) = (self.inner.clone(), base.clone());
-            connecting.spawn(async move { (i, Edge::reach(&inner.http, &base, inner.memory.clone()).await) });
+            connecting.spawn(async move { (i, Edge::reach(&inner.net.http, &base, inner.memory.clone()).await) });
         }
         while let Some(j) = connecting.join_next().await {
             if let Ok((i, Some(e))) = j {
@@ -108,7 +85,7 @@ impl Client {
             return Err(FetchError::NotFound(track.clone())); // a verified manifest always has one
         }
         let firsts: Vec<ChunkId> = ladder.iter().filter_map(|r| r.segments.first()).map(|s| s.id).collect();
-        let cached_start = match &inner.cache {
+        let cached_start = match &inner.net.cache {
             Some(c) => c.holding(&firsts).into_iter().any(|held| held),
             None => false,
         };
@@ -179,7 +156,7 @@ impl Client {
         }
         let mut sched = Scheduler::new(cfg, ladder_bps, segments, edges.len().max(1), started.into_std());
         sched.set_estimate(estimate);
-        if let Some(c) = &inner.cache {
+        if let Some(c) = &inner.net.cache {
             let mut at = Vec::new();
             let mut ids = Vec::new();
             for (j, &i) in allowed.iter().enumerate() {
@@ -206,10 +183,10 @@ impl Client {
         let (found_tx, found_rx) = mpsc::unbounded_channel();
         if let Some(p) = &peer {
             sched.set_awaiting_peers(true);
-            let (inner, p, track, edges, tx) =
-                (self.inner.clone(), p.clone(), track.clone(), edges.clone(), found_tx.clone());
+            let (net, p, track, edges, tx) =
+                (inner.net.clone(), p.clone(), track.clone(), edges.clone(), found_tx.clone());
             tokio::spawn(async move {
-                crate::p2p::peers_holding(&inner, &p, &track, &edges, &tx).await;
+                crate::p2p::peers_holding(&net, &p, &track, &edges, &tx).await;
                 let _ = tx.send(PeerNews::Done);
             });
         }
@@ -231,7 +208,10 @@ impl Client {
             peer_of: HashMap::new(),
             found: found_rx,
             found_tx,
-            inner: self.inner.clone(),
+            net: inner.net.clone(),
+            memory: inner.memory.clone(),
+            read_ahead: inner.cfg.read_ahead,
+            announce_from: inner.cfg.cache.as_ref().map(|(dir, _)| dir.clone()),
             track: track.clone(),
             edges,
             rungs: allowed_rungs,
@@ -267,12 +247,12 @@ impl Client {
         }
         let mut last = None;
         for e in edges {
-            let mut req = inner.get(&route::manifest(track));
+            let mut req = inner.net.get(&route::manifest(track));
             if let Some(next) = inner.cfg.next_track.as_ref().and_then(|n| http::HeaderValue::from_str(n.as_str()).ok())
             {
                 req.headers_mut().insert("chorus-next-track", next);
             }
-            match e.send(&inner.http, req, tally).await {
+            match e.send(&inner.net.http, req, tally).await {
                 Ok(r) if r.status() == http::StatusCode::OK => {
                     match Manifest::verify(r.body(), &inner.cfg.origin_key) {
                         // Signed, but another track's: a substitution below the edge.
@@ -311,7 +291,7 @@ impl Client {
         let mut refused = None;
         let mut last = None;
         for e in edges {
-            match e.send(&inner.http, inner.get(&path), tally).await {
+            match e.send(&inner.net.http, inner.net.get(&path), tally).await {
                 Ok(r) if r.status() == http::StatusCode::OK && r.body().len() == KEY_BYTES => {
                     if let Ok(k) = ContentKey::from_slice(r.body()) {
                         return Ok(k);
@@ -342,27 +322,18 @@ impl Client {
         store: bool,
         tally: &Tally,
     ) -> Result<OneChunk, FetchError> {
-        let inner = &self.inner;
-        if let Some(c) = &inner.cache
-            && let Some(bytes) = c.get(id).await
-        {
-            return Ok(OneChunk { bytes, source: Source::Cache, rejected: 0 });
-        }
-        let mut rejected = 0;
-        for e in edges {
-            if let Ok(r) = e.send(&inner.http, inner.get(&route::chunk(&id, None)), tally).await {
-                if r.status() == http::StatusCode::OK && id.matches(r.body()) {
-                    let bytes = r.into_body();
-                    if let Some(c) = inner.cache.as_ref().filter(|_| store) {
-                        c.put(id, bytes.clone()).await?;
-                    }
-                    return Ok(OneChunk { bytes, source: Source::Edge(e.base().to_string()), rejected });
-                } else if r.status() == http::StatusCode::OK {
-                    rejected += 1;
-                }
+        let sources: Vec<From> = edges.iter().cloned().map(From::Edge).collect();
+        match self.inner.net.chunk(id, &sources, store, tally).await {
+            Ok(got) => {
+                let source = match got.came {
+                    Came::Cache => Source::Cache,
+                    Came::Source(i) => Source::Edge(edges[i].base().to_string()),
+                };
+                Ok(OneChunk { bytes: got.bytes, source, rejected: got.rejected })
             }
+            Err(Rejected::Cache(e)) => Err(FetchError::Cache(e)),
+            Err(_) => Err(FetchError::Chunk(id)),
         }
-        Err(FetchError::Chunk(id))
     }
 }
 

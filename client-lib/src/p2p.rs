@@ -4,18 +4,20 @@
 
 use chorus_core::error::Chain;
 use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chorus_core::url::BaseUrl;
 use chorus_core::{ChunkId, TrackId};
 use chorus_http::client::HttpClient;
+use chorus_peer::tracker::{Report, announce_held};
 use chorus_peer::{Multiaddr, Peer, PeerId};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::client::Inner;
 use crate::edges::Edge;
+use crate::fetch::Fetcher;
 
 /// How often a playing track asks again who holds what (peers fetch ahead too).
 pub(crate) const PEER_REFRESH: Duration = Duration::from_secs(5);
@@ -34,51 +36,37 @@ pub(crate) enum PeerNews {
     Done,
 }
 
-/// Announces the tracks `dir` holds to `edges` (see [`chorus_peer::tracker::announce_held`]).
-pub(crate) async fn announce_held(
-    http: &HttpClient,
-    peer: &Peer,
-    dir: &std::path::Path,
-    edges: &[BaseUrl],
-    token: Option<&str>,
-    announced: &mut Vec<TrackId>,
-) {
-    let store = Arc::new(chorus_peer::DirStore::new(dir));
-    for (edge, r) in chorus_peer::tracker::announce_held(http, peer, store, edges, token, announced).await {
-        if let Err(error) = r {
-            tracing::debug!(%edge, error = %chorus_core::error::Chain(&error), "announce failed");
-        }
-    }
+/// The client's peer node as it is to start: its settings and the cache directory it serves
+/// from (none: it serves nothing).
+pub(crate) struct Node {
+    pub(crate) cfg: chorus_peer::PeerConfig,
+    pub(crate) dir: Option<PathBuf>,
+}
+
+/// What announcing needs: the HTTP client, the edges, and the token for their trackers.
+pub(crate) struct Announcer {
+    pub(crate) http: HttpClient,
+    pub(crate) edges: Vec<BaseUrl>,
+    pub(crate) token: Option<Arc<str>>,
 }
 
 /// Starts the client's peer node. With a cache directory it serves what the directory holds,
 /// keeps its identity there (`peer.key`), and re-announces every
 /// [`chorus_core::api::REANNOUNCE`] while the node lives; without one it only fetches. `None`
 /// when the node could not start.
-pub(crate) async fn start(inner: &Inner) -> Option<Arc<Peer>> {
-    let store: Arc<dyn chorus_peer::Store> = match &inner.cfg.cache {
-        Some((dir, _)) => Arc::new(chorus_peer::DirStore::new(dir)),
+pub(crate) async fn start(node: Node, announcer: Announcer) -> Option<Arc<Peer>> {
+    let store: Arc<dyn chorus_peer::Store> = match &node.dir {
+        Some(dir) => Arc::new(chorus_peer::DirStore::new(dir)),
         None => Arc::new(chorus_peer::NoChunks), // no cache directory: it serves nothing
     };
-    let key = match &inner.cfg.cache {
-        Some((dir, _)) => {
+    let key = match &node.dir {
+        Some(dir) => {
             let path = dir.join("peer.key");
             tokio::task::spawn_blocking(move || chorus_peer::load_or_create_identity(&path).ok()).await.ok().flatten()
         }
         None => None,
     };
-    let mut cfg = chorus_peer::PeerConfig {
-        external: inner.cfg.p2p_external.clone(),
-        consume_only: inner.cfg.cache.is_none(),
-        bootstrap: inner.cfg.p2p_bootstrap.clone(),
-        mdns: inner.cfg.p2p_mdns,
-        upload_rate: inner.cfg.p2p_upload_rate,
-        ..chorus_peer::PeerConfig::default()
-    };
-    if !inner.cfg.p2p_listen.is_empty() {
-        cfg.listen = inner.cfg.p2p_listen.clone();
-    }
-    let p = match Peer::start(cfg, store, key, &prometheus::Registry::new()) {
+    let p = match Peer::start(node.cfg, store, key, &prometheus::Registry::new()) {
         Ok(p) => Arc::new(p),
         Err(e) => {
             tracing::warn!(error = %Chain(&e), "peer node did not start; fetching from edges only");
@@ -87,17 +75,17 @@ pub(crate) async fn start(inner: &Inner) -> Option<Arc<Peer>> {
     };
     // A long-lived client keeps its announcements fresh (and withdraws what was evicted)
     // until it is dropped.
-    if let Some((dir, _)) = inner.cfg.cache.clone() {
+    if let Some(dir) = node.dir {
         let weak = Arc::downgrade(&p);
         let stopped = p.stopped();
-        let (http, edges, token) = (inner.http.clone(), inner.bases.clone(), inner.cfg.token.clone());
         tokio::spawn(async move {
             // The rounds end with the node, mid-announce included.
-            let (http, dir, edges, token, weak) = (&http, &dir, &edges, token.as_deref(), &weak);
-            chorus_peer::tracker::every_reannounce(false, stopped, Vec::new(), |mut announced| async move {
+            let Announcer { http, edges, token } = announcer;
+            let store: Arc<dyn chorus_peer::Store> = Arc::new(chorus_peer::DirStore::new(&dir));
+            let (http, store, edges, token, weak) = (&http, &store, &edges, token.as_deref(), &weak);
+            chorus_peer::tracker::every_reannounce(false, stopped, Vec::new(), |announced| async move {
                 let peer = weak.upgrade()?;
-                announce_held(http, &peer, dir, edges, token, &mut announced).await;
-                Some(announced)
+                Some(announce_held(http, &peer, store.clone(), edges, token, announced, Report::Quiet).await)
             })
             .await;
         });
@@ -125,17 +113,17 @@ fn newest_and_sampled_alternately<T>(answer: Vec<T>) -> Vec<T> {
 /// found on the local network; at most [`ASK_AT_MOST`] are dialled and asked, in parallel, for
 /// at most [`LOOK`].
 pub(crate) async fn peers_holding(
-    inner: &Inner,
+    net: &Fetcher,
     p: &Arc<Peer>,
     track: &TrackId,
     edges: &[Arc<Edge>],
     found: &mpsc::UnboundedSender<PeerNews>,
 ) {
-    let token = inner.cfg.token.as_deref();
+    let token = net.token.as_deref();
     let mut cands: Vec<(PeerId, Vec<Multiaddr>)> = Vec::new();
     for e in edges {
         if let Ok(Ok(answer)) =
-            tokio::time::timeout(LOOK, chorus_peer::tracker::peers(&inner.http, &e.base(), track, token)).await
+            tokio::time::timeout(LOOK, chorus_peer::tracker::peers(&net.http, &e.base(), track, token)).await
         {
             for r in answer.relays {
                 p.add_relay(r);
@@ -169,9 +157,9 @@ pub(crate) async fn peers_holding(
         let addrs: Vec<Multiaddr> = if connected.contains(&id) {
             Vec::new()
         } else {
-            inner.dials.lock().usable(id, &listed, std::time::Instant::now())
+            net.dials.lock().usable(id, &listed, std::time::Instant::now())
         };
-        let (p, track, dials) = (p.clone(), track.clone(), inner.dials.clone());
+        let (p, track, dials) = (p.clone(), track.clone(), net.dials.clone());
         asking.spawn(async move {
             // The budget is charged as the dial starts, once for the peer.
             if !addrs.is_empty() && !dials.lock().admit(&track, id, &addrs, std::time::Instant::now()) {

@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::client::lock;
+use crate::sync::lock;
 
 /// The file's name in the cache directory.
 pub(crate) const FILE: &str = "network.json";

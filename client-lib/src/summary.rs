@@ -6,7 +6,16 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::track::Source;
+/// Where a segment came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The local cache.
+    Cache,
+    /// An edge, by the base URL used (after any HTTP/3 → HTTPS fallback).
+    Edge(String),
+    /// A peer, by its libp2p peer id.
+    Peer(String),
+}
 
 /// What a fetch did (the `--json` summary of docs/protocol.md §1).
 #[derive(Debug, Clone, Default, Serialize)]

@@ -15,18 +15,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::error::FetchError;
+pub use crate::summary::Source;
 use crate::summary::Summary;
-
-/// Where a segment came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    /// The local cache.
-    Cache,
-    /// An edge, by the base URL used (after any HTTP/3 → HTTPS fallback).
-    Edge(String),
-    /// A peer, by its libp2p peer id.
-    Peer(String),
-}
 
 /// A verified segment, handed over in play order.
 #[derive(Debug, Clone)]

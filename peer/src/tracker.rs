@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use chorus_core::TrackId;
 use chorus_core::announce::SignedAnnounce;
 use chorus_core::api::{Announce, ErrorBody, MAX_PEERS_TAKEN, TrackerAnswer};
+use chorus_core::error::Chain;
 use chorus_core::route::{self, Route};
 use chorus_core::url::BaseUrl;
 use chorus_http::client::{ClientError, HttpClient};
@@ -96,17 +97,18 @@ async fn ask(
 }
 
 /// Announces the tracks `store` holds to every one of `edges`' trackers and on Kademlia, and
-/// withdraws from Kademlia those in `announced` that are no longer held (evicted); `announced`
-/// becomes what was announced. Returns each edge with its result, for the caller to log (a
-/// failed announce is retried at the next call).
+/// withdraws from Kademlia those in `announced` (the last round's) that are no longer held
+/// (evicted); reports each tracker's answer as `report` says, and returns what it announced,
+/// for the next round. A failed announce is retried at the next round.
 pub async fn announce_held(
     http: &HttpClient,
     peer: &crate::Peer,
     store: std::sync::Arc<dyn crate::Store>,
     edges: &[BaseUrl],
     token: Option<&str>,
-    announced: &mut Vec<TrackId>,
-) -> Vec<(BaseUrl, Result<(), TrackerError>)> {
+    announced: Vec<TrackId>,
+    report: Report,
+) -> Vec<TrackId> {
     // A directory listing: on the blocking pool.
     let tracks = tokio::task::spawn_blocking(move || store.tracks()).await.unwrap_or_default();
     for gone in announced.iter().filter(|t| !tracks.contains(t)) {
@@ -116,12 +118,28 @@ pub async fn announce_held(
         peer.provide(t.clone());
     }
     let addrs = peer.public_addrs().await;
-    let mut results = Vec::with_capacity(edges.len());
-    for e in edges {
-        results.push((e.clone(), announce(http, e, peer.identity(), &addrs, &tracks, token).await));
+    for edge in edges {
+        let r = announce(http, edge, peer.identity(), &addrs, &tracks, token).await;
+        match (r, report) {
+            (Ok(()), Report::Operator) => tracing::info!(%edge, tracks = tracks.len(), "announced"),
+            (Ok(()), Report::Quiet) => tracing::debug!(%edge, tracks = tracks.len(), "announced"),
+            (Err(e), Report::Operator) => tracing::warn!(%edge, error = %Chain(&e), "announce failed; will retry"),
+            (Err(e), Report::Quiet) => tracing::debug!(%edge, error = %Chain(&e), "announce failed; will retry"),
+        }
     }
-    *announced = tracks;
-    results
+    tracks
+}
+
+/// How an announcer reports each tracker's answer (a failed announce is retried at the next
+/// round either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Report {
+    /// A library inside someone's application (the client): every answer at debug level, for
+    /// the application to turn on.
+    Quiet,
+    /// An operator's node (`chorus peer`, the demo's seeders): successes at info, failures at
+    /// warn.
+    Operator,
 }
 
 /// The one re-announce schedule of every announcer (the client, `chorus peer`, the demo's

@@ -22,7 +22,8 @@ use chorus_peer::{DirStore, Multiaddr, Peer, PeerConfig};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::seeding::{MetricsHandler, announce, seed};
+use crate::seeding::{MetricsHandler, seed};
+use chorus_peer::tracker::{Report, announce_held};
 
 /// A sample track found in the samples directory.
 #[derive(Debug)]
@@ -217,7 +218,7 @@ pub(super) async fn start_peer(
     // Announced before the listener starts, then again before the trackers forget.
     let http = HttpClient::new(&ClientTls::default())?.with_timeout(Duration::from_secs(10));
     let edges = edges.iter().map(|e| e.parse()).collect::<Result<Vec<chorus_core::url::BaseUrl>, _>>()?;
-    let announced = announce(&peer, &store, &edges, &http, None, &[]).await;
+    let announced = announce_held(&http, &peer, store.clone(), &edges, None, Vec::new(), Report::Operator).await;
     let (node, stopped) = (peer.clone(), stop.clone());
     servers.spawn(async move {
         let (node, store, edges, http) = (&node, &store, &edges, &http);
@@ -225,7 +226,9 @@ pub(super) async fn start_peer(
             false,
             stopped.wait(),
             announced,
-            |announced: Vec<TrackId>| async move { Some(announce(node, store, edges, http, None, &announced).await) },
+            |announced: Vec<TrackId>| async move {
+                Some(announce_held(http, node, store.clone(), edges, None, announced, Report::Operator).await)
+            },
         )
         .await;
     });
