@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use crate::edges::{Edge, Tally};
 use crate::error::FetchError;
-use crate::fetch::{Came, Fetcher, From, Got, Rejected};
+use crate::fetch::{Came, ChunkSource, Fetcher, Got, Rejected};
 use crate::p2p::{PEER_REFRESH, PeerNews};
 use crate::playout::Playout;
 use crate::remembered::Memory;
@@ -298,8 +298,8 @@ impl Driver {
             }
         };
         let from = match (&self.peer, self.peer_of.get(&source.0)) {
-            (Some(peer), Some(peer_id)) => Some(From::Peer(peer.clone(), *peer_id)),
-            _ => self.edges.get(source.0).cloned().map(From::Edge),
+            (Some(peer), Some(peer_id)) => Some(ChunkSource::Peer(peer.clone(), *peer_id)),
+            _ => self.edges.get(source.0).cloned().map(ChunkSource::Edge),
         };
         let (net, tally) = (self.net.clone(), self.tally.clone());
         tasks.spawn(async move {

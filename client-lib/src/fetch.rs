@@ -27,7 +27,7 @@ pub(crate) struct Fetcher {
 
 /// Where a chunk may come from, besides the cache.
 #[derive(Clone)]
-pub(crate) enum From {
+pub(crate) enum ChunkSource {
     /// An edge, over HTTP.
     Edge(Arc<Edge>),
     /// A peer, through our node.
@@ -83,7 +83,7 @@ impl Fetcher {
     pub(crate) async fn chunk(
         &self,
         id: ChunkId,
-        sources: &[From],
+        sources: &[ChunkSource],
         store: bool,
         tally: &Tally,
     ) -> Result<Got, Rejected> {
@@ -131,9 +131,9 @@ impl Fetcher {
     }
 
     /// One request to one source; only bytes that hash to `id` come back.
-    async fn ask(&self, id: ChunkId, source: &From, tally: &Tally) -> Result<Bytes, Rejected> {
+    async fn ask(&self, id: ChunkId, source: &ChunkSource, tally: &Tally) -> Result<Bytes, Rejected> {
         match source {
-            From::Peer(peer, peer_id) => match peer.fetch(*peer_id, id).await {
+            ChunkSource::Peer(peer, peer_id) => match peer.fetch(*peer_id, id).await {
                 Ok(bytes) => Ok(bytes),
                 Err(PeerError::WrongChunk(liar)) => {
                     self.dials.lock().wrong_chunk(liar, std::time::Instant::now());
@@ -144,7 +144,7 @@ impl Fetcher {
                 Err(e) if !e.is_retryable() => Err(Rejected::Unusable),
                 Err(_) => Err(Rejected::Failed),
             },
-            From::Edge(edge) => match edge.send(&self.http, self.get(&route::chunk(&id, None)), tally).await {
+            ChunkSource::Edge(edge) => match edge.send(&self.http, self.get(&route::chunk(&id, None)), tally).await {
                 Ok(r) if r.status() == http::StatusCode::OK => {
                     let body = r.into_body();
                     if id.matches(&body) { Ok(body) } else { Err(Rejected::WrongBytes) }

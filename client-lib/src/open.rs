@@ -19,7 +19,7 @@ use crate::client::{Client, Plan};
 use crate::driver::{Driver, Early, OneChunk, Rung};
 use crate::edges::{Edge, Tally};
 use crate::error::{EdgeFailure, FetchError};
-use crate::fetch::{Came, From, Rejected};
+use crate::fetch::{Came, ChunkSource, Rejected};
 use crate::ladder::{self, Switching};
 use crate::p2p::PeerNews;
 use crate::playout::Playout;
@@ -322,7 +322,7 @@ impl Client {
         store: bool,
         tally: &Tally,
     ) -> Result<OneChunk, FetchError> {
-        let sources: Vec<From> = edges.iter().cloned().map(From::Edge).collect();
+        let sources: Vec<ChunkSource> = edges.iter().cloned().map(ChunkSource::Edge).collect();
         match self.inner.net.chunk(id, &sources, store, tally).await {
             Ok(got) => {
                 let source = match got.came {
