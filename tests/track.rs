@@ -86,6 +86,15 @@ fn segment(net: &Net, rendition: &str, i: usize) -> (Vec<u8>, Vec<u8>) {
     (net.chunk(&r.segments[i].id), net.chunk(&r.init.unwrap().id))
 }
 
+/// Has the edge at `edge` fetch every chunk of the ladder from the origin and cache it.
+async fn warm(net: &Net, edge: &str) {
+    let mut c = support::conn(edge).await;
+    for chunk in net.manifest("long").chunks() {
+        let r = c.get(&format!("/v1/chunks/{}", chunk.id)).await.unwrap();
+        assert_eq!(r.status(), http::StatusCode::OK, "{}", chunk.id);
+    }
+}
+
 fn track() -> TrackId {
     TrackId::parse("long").unwrap()
 }
@@ -93,6 +102,13 @@ fn track() -> TrackId {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn segments_come_verified_in_order_switching_up_with_init_chunks_at_each_switch() {
     let net = start(1);
+    // The edge holds every chunk before the client asks. The climb goes by the throughput the
+    // client measures, and an edge's miss answers only once the origin has sent the chunk and
+    // the edge has written it to disk (fsync and all): on a loaded machine that can take the
+    // first answers past 1.2 s, the most an 18 kB segment may take for the jump to 96 kbit/s,
+    // and the throughput averages (weighted by download time) do not get over it within ten
+    // segments. Warm, what the client measures is the edge's delivery alone.
+    warm(&net, &net.edges[0].url("http")).await;
     let client = client(&net, vec![net.edges[0].url("http")]).build().unwrap();
     let mut t = client.open(&track()).await.unwrap();
     assert_eq!(t.info().segments, SEGMENTS);
@@ -190,25 +206,49 @@ async fn a_dropped_track_stops_fetching_and_an_unread_one_holds_only_its_read_ah
     let inits = RUNGS.len();
     assert_eq!(t.next().await.unwrap().unwrap().index, 0);
     // Not reading: the driver hands segment 1 over (waiting to be taken), fetches one more
-    // ahead, and stops there.
+    // ahead, and stops there. First every answer is in: the driver counts a chunk verified
+    // (its stats) after the proxy has counted its request.
     let requests = || proxy.chunk_requests.load(std::sync::atomic::Ordering::SeqCst);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while requests() < inits + 3 {
-        assert!(std::time::Instant::now() < deadline, "read-ahead never filled: {}", requests());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let verified = u64::try_from(inits + 3).unwrap();
+    support::eventually("the read-ahead filled", Duration::from_secs(60), Duration::from_millis(20), async || {
+        t.stats().chunks_verified >= verified
+    })
+    .await;
+    // What is asserted is an absence: no request beyond the read-ahead, then none at all once
+    // the track is dropped. The client shows no "idle" state to wait for, so each is watched
+    // over a quiet window, long beside the time the driver takes to send a next request
+    // (at once, on its last answer). On a slow run a window may end before a late extra
+    // request arrives, a pass it should not have been; it never fails a client that behaves.
+    stays_at(inits + 3, QUIET, requests, "segments 0, 1 and 2 only").await;
     let held = requests();
-    assert_eq!(held, inits + 3, "segments 0, 1 and 2 only");
     drop(t);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(requests(), held, "requests after the drop");
+    stays_at(held, QUIET, requests, "requests after the drop").await;
+}
+
+/// How long a count that should not move is watched.
+const QUIET: Duration = Duration::from_secs(1);
+
+/// Asserts that `count` is `expected` throughout `window` (checked every 10 ms).
+async fn stays_at(expected: usize, window: Duration, count: impl Fn() -> usize, what: &str) {
+    let until = std::time::Instant::now() + window;
+    loop {
+        assert_eq!(count(), expected, "{what}");
+        if std::time::Instant::now() >= until {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_killed_mid_track_the_track_completes_through_the_other() {
     let mut net = start(2);
-    // Edge 1 answers 100 ms late, so the client prefers edge 0 until it dies.
+    // Edge 1 answers 100 ms late, so the client prefers edge 0 until it dies. Both hold every
+    // chunk first, so that the delay is the difference between them (not an edge's miss,
+    // through the origin and a disk write, on a loaded machine).
+    for e in &net.edges {
+        warm(&net, &e.url("http")).await;
+    }
     let (slow, _) = proxy::start(&net.edges[1].url("http"), Mode::Delay(Duration::from_millis(100))).await;
     let fast = net.edges[0].url("h3");
     let client =
