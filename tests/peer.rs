@@ -4,60 +4,29 @@
 
 use chorus_testkit as support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chorus_core::TrackId;
-use chorus_core::manifest::Manifest;
 use chorus_http::client::HttpClient;
 use chorus_http::tls::ClientTls;
 use chorus_peer::{Peer, PeerConfig, Store};
-use support::{Node, chorus, ingest_sample, s, start_edge, start_origin, wait_log};
+use support::net::Net;
+use support::{Node, chorus, s, wait_log};
 
-/// The sample track "tides" on a real origin behind one edge, in a temporary directory.
-struct Net {
-    dir: tempfile::TempDir,
-    store: PathBuf,
-    origin: Node,
-    edge: Node,
+/// The sample track "tides" on a real origin behind one edge (plain HTTP), in a temporary
+/// directory.
+fn start() -> Net {
+    Net::builder().sample("tides", "chorus-tides").edges(1, &["http"], &[]).start()
 }
 
-impl Net {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let store = dir.path().join("store");
-        ingest_sample(&store, "tides", "chorus-tides");
-        let origin = start_origin(&store);
-        let edge = start_edge(&origin, &dir.path().join("edge"));
-        Self { dir, store, origin, edge }
-    }
-
-    /// One more edge in front of the same origin, with its cache in `name`.
-    fn another_edge(&self, name: &str) -> Node {
-        start_edge(&self.origin, &self.dir.path().join(name))
-    }
-
-    fn key(&self) -> PathBuf {
-        self.store.join("origin.pub")
-    }
-
-    /// `chorus peer` seeding "tides" into `cache` and announcing to `edge`; returns it once it
-    /// has announced, with the full multiaddr it logged.
-    fn seeder(&self, edge: &Node, cache: &Path) -> (Node, String) {
-        let node = support::start_seeder(edge, &self.key(), cache, &[], 0);
-        let addr = node.p2p[0].clone();
-        (node, addr)
-    }
-
-    fn manifest(&self) -> Manifest {
-        serde_json::from_slice(&std::fs::read(self.store.join("manifests").join("tides.json")).unwrap()).unwrap()
-    }
-
-    /// The origin's bytes of a chunk.
-    fn chunk(&self, id: &chorus_core::ChunkId) -> Vec<u8> {
-        std::fs::read(chorus_core::chunkdir::chunk_path(&self.store, id)).unwrap()
-    }
+/// `chorus peer` seeding "tides" into `cache` and announcing to `edge`; returns it once it
+/// has announced, with the full multiaddr it logged.
+fn seed(net: &Net, edge: &Node, cache: &Path) -> (Node, String) {
+    let node = support::start_seeder(edge, &net.key(), cache, &[], 0);
+    let addr = node.p2p[0].clone();
+    (node, addr)
 }
 
 /// A store with nothing in it (the fetching side).
@@ -76,11 +45,11 @@ impl Store for Empty {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seeding_peer_serves_every_chunk_of_its_tracks_found_through_the_tracker() {
-    let net = Net::start();
+    let net = start();
     let seed_dir = net.dir.path().join("seed");
-    let (seeder, listening) = net.seeder(&net.edge, &seed_dir);
+    let (seeder, listening) = seed(&net, &net.edges[0], &seed_dir);
     assert!(listening.contains("/p2p/12D3KooW"), "full multiaddr logged: {listening}");
-    let edge = &net.edge;
+    let edge = &net.edges[0];
 
     // The tracker lists the seeder for the track, with an address to dial.
     let http = HttpClient::new(&ClientTls::default()).unwrap();
@@ -101,7 +70,7 @@ async fn a_seeding_peer_serves_every_chunk_of_its_tracks_found_through_the_track
     )
     .unwrap();
     leech.dial(addrs[0].clone()).await.unwrap();
-    let all: Vec<_> = net.manifest().chunks().map(|c| c.id).collect();
+    let all: Vec<_> = net.manifest("tides").chunks().map(|c| c.id).collect();
     let mut held = leech.have(peer_id, track).await.unwrap();
     held.sort();
     let mut want = all.clone();
@@ -182,11 +151,11 @@ fn fetch_p2p(edge: &str, key: &Path, cache: &Path, out: &Path) -> serde_json::Va
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetch_with_p2p_takes_what_is_not_urgent_from_peers_and_bans_a_liar() {
-    let net = Net::start();
-    let (dir, edge, key) = (&net.dir, &net.edge, net.key());
-    let (seeder, _) = net.seeder(edge, &dir.path().join("seed"));
-    let m = net.manifest();
-    let expected: Vec<u8> = m.renditions[1].chunks().flat_map(|c| net.chunk(&c.id)).collect();
+    let net = start();
+    let (dir, edge, key) = (&net.dir, &net.edges[0], net.key());
+    let (seeder, _) = seed(&net, edge, &dir.path().join("seed"));
+    let m = net.manifest("tides");
+    let expected = net.bytes_of(&m.renditions[1]);
 
     // A fresh listener with --p2p: the start from the edge, later segments from the seeder.
     let out_file = dir.path().join("out.mp4");
@@ -225,10 +194,10 @@ async fn fetch_with_p2p_takes_what_is_not_urgent_from_peers_and_bans_a_liar() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_vanishes_mid_transfer_costs_nothing_but_a_retry_at_the_edge() {
-    let net = Net::start();
-    let (dir, edge, key) = (&net.dir, &net.edge, net.key());
+    let net = start();
+    let (dir, edge) = (&net.dir, &net.edges[0]);
     // The seeder, reached only through a relay that answers 100 ms late and can be cut.
-    let (seeder, full) = net.seeder(edge, &dir.path().join("seed"));
+    let (seeder, full) = seed(&net, edge, &dir.path().join("seed"));
     let (tcp, peer_id) = {
         let a: chorus_peer::Multiaddr = full.parse().unwrap();
         let port = a.iter().find_map(|p| match p {
@@ -252,7 +221,7 @@ async fn a_peer_that_vanishes_mid_transfer_costs_nothing_but_a_retry_at_the_edge
         .await
         .unwrap();
 
-    let origin_key = chorus_core::keys::read_verifying_key(&key).unwrap();
+    let origin_key = net.verifying_key();
     let client = chorus_client::ClientBuilder::new(vec![edge.url("http")], origin_key)
         .p2p(true)
         .p2p_mdns(false)
@@ -271,7 +240,7 @@ async fn a_peer_that_vanishes_mid_transfer_costs_nothing_but_a_retry_at_the_edge
     // learnt through identify, and it has not vanished at all).
     relay.cut();
     drop(seeder);
-    let m = net.manifest();
+    let m = net.manifest("tides");
     let mut n = 0;
     while let Some(seg) = t.next().await {
         let seg = seg.expect("the track completes from the edge");
@@ -287,11 +256,11 @@ async fn a_peer_that_vanishes_mid_transfer_costs_nothing_but_a_retry_at_the_edge
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_nothing_on_the_tracker_peers_are_found_through_kademlia() {
-    let net = Net::start();
+    let net = start();
     // The seeder announces to edge B's tracker; the listener asks edge A, whose tracker knows
     // nobody, and finds the seeder as a Kademlia provider through its bootstrap address.
-    let (edge_a, edge_b, key) = (&net.edge, net.another_edge("edge-b"), net.key());
-    let (_seeder, full) = net.seeder(&edge_b, &net.dir.path().join("seed"));
+    let (edge_a, edge_b, key) = (&net.edges[0], net.start_edge("edge-b", &["http"], &[]), net.key());
+    let (_seeder, full) = seed(&net, &edge_b, &net.dir.path().join("seed"));
     let http = HttpClient::new(&ClientTls::default()).unwrap();
     let track = TrackId::parse("tides").unwrap();
     assert!(chorus_peer::tracker::peers(&http, &edge_a.base("http"), &track, None).await.unwrap().peers.is_empty());
@@ -321,21 +290,8 @@ impl Store for One {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_relay_is_offered_by_the_tracker_and_carries_a_peer_that_cannot_be_dialled() {
-    let net = Net::start();
-    let edge = Node::start(
-        &[
-            "edge",
-            "--upstream",
-            &net.origin.url("http"),
-            "--listen",
-            "http://127.0.0.1:0",
-            "--cache-dir",
-            s(&net.dir.path().join("relay-edge")),
-            "--p2p-relay",
-            "/ip4/127.0.0.1/tcp/0",
-        ],
-        1,
-    );
+    let net = start();
+    let edge = net.start_edge("relay-edge", &["http"], &["--p2p-relay", "/ip4/127.0.0.1/tcp/0"]);
     assert!(!edge.p2p.is_empty(), "the edge's ready file lists its relay");
     let http = HttpClient::new(&ClientTls::default()).unwrap();
     let track = TrackId::parse("tides").unwrap();
@@ -345,7 +301,7 @@ async fn an_edge_relay_is_offered_by_the_tracker_and_carries_a_peer_that_cannot_
 
     // A listener with no address of its own (as behind a NAT) holding one chunk: it takes the
     // relay from the tracker's answer, reserves a circuit, and announces the circuit address.
-    let id = net.manifest().chunks().next().unwrap().id;
+    let id = net.manifest("tides").chunks().next().unwrap().id;
     let bytes = bytes::Bytes::from(net.chunk(&id));
     let cfg = PeerConfig { listen: vec![], mdns: false, relay_after: Duration::ZERO, ..PeerConfig::default() };
     let hidden =
@@ -384,10 +340,10 @@ async fn an_edge_relay_is_offered_by_the_tracker_and_carries_a_peer_that_cannot_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_next_track_is_preloaded_from_peers_and_then_starts_from_the_cache() {
-    let net = Net::start();
-    let (_seeder, _) = net.seeder(&net.edge, &net.dir.path().join("seed"));
-    let key = chorus_core::keys::read_verifying_key(&net.key()).unwrap();
-    let client = chorus_client::ClientBuilder::new(vec![net.edge.url("http")], key)
+    let net = start();
+    let (_seeder, _) = seed(&net, &net.edges[0], &net.dir.path().join("seed"));
+    let key = net.verifying_key();
+    let client = chorus_client::ClientBuilder::new(vec![net.edges[0].url("http")], key)
         .p2p(true)
         .p2p_mdns(false)
         .cache(net.dir.path().join("listener"), 1 << 30)
@@ -399,7 +355,7 @@ async fn the_next_track_is_preloaded_from_peers_and_then_starts_from_the_cache()
     // the first 12 s come from the seeder, found through the tracker.
     let pre = client.preload(&track, Duration::from_secs(60), Duration::from_secs(12)).await.unwrap();
     let pre = pre.finish().await.unwrap();
-    let manifest = net.manifest();
+    let manifest = net.manifest("tides");
     let lowest = manifest.renditions.iter().min_by_key(|r| r.bitrate_bps).unwrap();
     let mut at = 0;
     let first: Vec<_> = lowest
@@ -429,7 +385,7 @@ async fn the_next_track_is_preloaded_from_peers_and_then_starts_from_the_cache()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_announces_its_forwarded_address_instead_of_the_one_it_listens_on() {
-    let net = Net::start();
+    let net = start();
     // The seeder listens on a port of its own; a TCP relay (a port forward) points at it.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let forward = support::tcpproxy::start(([127, 0, 0, 1], port).into(), Duration::ZERO).await;
@@ -439,7 +395,7 @@ async fn a_peer_announces_its_forwarded_address_instead_of_the_one_it_listens_on
         &[
             "peer",
             "--edge",
-            &net.edge.url("http"),
+            &net.edges[0].url("http"),
             "--seed",
             "tides",
             "--origin-key",
@@ -457,14 +413,14 @@ async fn a_peer_announces_its_forwarded_address_instead_of_the_one_it_listens_on
     wait_log(&seeder, "announced");
     let http = HttpClient::new(&ClientTls::default()).unwrap();
     let track = TrackId::parse("tides").unwrap();
-    let found = chorus_peer::tracker::peers(&http, &net.edge.base("http"), &track, None).await.unwrap();
+    let found = chorus_peer::tracker::peers(&http, &net.edges[0].base("http"), &track, None).await.unwrap();
     let (peer_id, addrs) = found.peers[0].clone();
     assert_eq!(addrs, vec![format!("{announced}/p2p/{peer_id}").parse::<chorus_peer::Multiaddr>().unwrap()]);
     let cfg =
         PeerConfig { listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()], mdns: false, ..PeerConfig::default() };
     let leech = Peer::start(cfg, Arc::new(Empty), None, &prometheus::Registry::new()).unwrap();
     leech.dial(addrs[0].clone()).await.unwrap();
-    let id = net.manifest().chunks().next().unwrap().id;
+    let id = net.manifest("tides").chunks().next().unwrap().id;
     assert_eq!(leech.fetch(peer_id, id).await.unwrap().as_ref(), net.chunk(&id).as_slice());
 }
 
@@ -534,11 +490,11 @@ async fn announce_from(edge: &str, from: std::net::Ipv4Addr, port: u16) -> u16 {
 /// bytes from it; the output is byte-identical.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_fake_peers_from_one_network_do_not_hide_the_real_seeder() {
-    let net = Net::start();
-    let (dir, edge, key) = (&net.dir, &net.edge, net.key());
-    let (_seeder, _) = net.seeder(edge, &dir.path().join("seed"));
-    let m = net.manifest();
-    let expected: Vec<u8> = m.renditions[1].chunks().flat_map(|c| net.chunk(&c.id)).collect();
+    let net = start();
+    let (dir, edge, key) = (&net.dir, &net.edges[0], net.key());
+    let (_seeder, _) = seed(&net, edge, &dir.path().join("seed"));
+    let m = net.manifest("tides");
+    let expected = net.bytes_of(&m.renditions[1]);
 
     let target = edge.addr("http");
     let mut statuses = std::collections::HashMap::new();
@@ -575,10 +531,10 @@ async fn a_thousand_fake_peers_from_one_network_do_not_hide_the_real_seeder() {
 /// nothing rejected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_never_finishes_an_answer_costs_a_deadline_not_the_play() {
-    let net = Net::start();
-    let (dir, edge, key) = (&net.dir, &net.edge, net.key());
-    let m = net.manifest();
-    let expected: Vec<u8> = m.renditions[1].chunks().flat_map(|c| net.chunk(&c.id)).collect();
+    let net = start();
+    let (dir, edge, key) = (&net.dir, &net.edges[0], net.key());
+    let m = net.manifest("tides");
+    let expected = net.bytes_of(&m.renditions[1]);
     let _over = StallOver;
     let stuck = Peer::start(
         PeerConfig { listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()], mdns: false, ..PeerConfig::default() },

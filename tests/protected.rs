@@ -6,80 +6,53 @@
 
 use chorus_testkit as support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use bytes::Bytes;
-use chorus_core::manifest::Manifest;
 use chorus_core::protect::{self, ContentKey};
 use chorus_http::client::Connection;
 use http::{Request, StatusCode};
-use support::{Node, chorus, conn, s, start_edge_with};
+use support::net::Net;
+use support::{chorus, conn, s};
 
-/// The sample "chorus-tides" ingested twice into one store: protected as `tides`, clear as
-/// `tides-clear`; an origin that checks key requests' tokens; an edge that checks tokens and
-/// holds its own credential (`edge`), and one that checks none (`open`).
-struct Net {
-    dir: tempfile::TempDir,
-    keys: PathBuf,
-    store: PathBuf,
-    origin: Node,
-    edge: Node,
-    open: Node,
-}
-
-impl Net {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let keys = dir.path().join("keys");
-        assert!(chorus(&["keys", "generate", "--out", s(&keys)]).status.success());
-        let store = dir.path().join("store");
-        let signing = keys.join("origin.key");
+/// The sample "chorus-tides" ingested twice into one store, signed with a key of the test's
+/// (`keys/`, with the token key): protected as `tides`, clear as `tides-clear`; an origin that
+/// checks key requests' tokens; an edge that checks tokens and holds its own credential
+/// (`net.edges[EDGE]`), and one that checks none (`net.edges[OPEN]`).
+fn start() -> Net {
+    let builder = Net::builder();
+    let keys = builder.dir().join("keys");
+    assert!(chorus(&["keys", "generate", "--out", s(&keys)]).status.success());
+    let (signing, origin_pub, token_pub) = (keys.join("origin.key"), keys.join("origin.pub"), keys.join("token.pub"));
+    let builder = builder.origin_key(origin_pub.clone()).ingest(|_, store| {
         for (track, protect) in [("tides", true), ("tides-clear", false)] {
-            let said = support::ingest_sample_with(&store, track, "chorus-tides", Some(&signing), protect);
+            let said = support::ingest_sample_with(store, track, "chorus-tides", Some(&signing), protect);
             assert_eq!(said.contains("protected (key "), protect, "{said}");
         }
-        let token_pub = keys.join("token.pub");
-        let origin = Node::start(
-            &["origin", "--store", s(&store), "--listen", "http://127.0.0.1:0", "--token-key", s(&token_pub)],
-            1,
-        );
-        let credential = dir.path().join("edge.token");
-        std::fs::write(&credential, format!("{}\n", issue(&keys, &["--sub", "edge-test"]))).unwrap();
-        let origin_pub = keys.join("origin.pub");
-        let edge = start_edge_with(
-            &origin,
-            &dir.path().join("edge"),
-            &["--token-key", s(&token_pub), "--upstream-token-file", s(&credential), "--origin-key", s(&origin_pub)],
-        );
-        let open = start_edge_with(
-            &origin,
-            &dir.path().join("open"),
-            &["--upstream-token-file", s(&credential), "--origin-key", s(&origin_pub)],
-        );
-        Self { dir, keys, store, origin, edge, open }
-    }
+    });
+    let credential = builder.dir().join("edge.token");
+    std::fs::write(&credential, format!("{}\n", issue(&keys, &["--sub", "edge-test"]))).unwrap();
+    let upstream = ["--upstream-token-file", s(&credential), "--origin-key", s(&origin_pub)];
+    let checking: Vec<&str> = ["--token-key", s(&token_pub)].into_iter().chain(upstream).collect();
+    builder
+        .origin_args(&["--token-key", s(&token_pub)])
+        .edges(1, &["http"], &checking)
+        .edges(1, &["http"], &upstream)
+        .start()
+}
 
-    fn token(&self, tracks: &[&str]) -> String {
-        let mut args = vec![];
-        for t in tracks {
-            args.extend_from_slice(&["--track", t]);
-        }
-        issue(&self.keys, &args)
-    }
+/// The edge that checks tokens (and holds a credential for the origin).
+const EDGE: usize = 0;
+/// The edge that checks none.
+const OPEN: usize = 1;
 
-    fn manifest(&self, track: &str) -> Manifest {
-        let doc = std::fs::read(self.store.join("manifests").join(format!("{track}.json"))).unwrap();
-        let key = chorus_core::keys::read_verifying_key(&self.keys.join("origin.pub")).unwrap();
-        Manifest::verify(&doc, &key).unwrap()
+/// A token for `tracks` (every track without any).
+fn token(net: &Net, tracks: &[&str]) -> String {
+    let mut args = vec![];
+    for t in tracks {
+        args.extend_from_slice(&["--track", t]);
     }
-
-    fn chunk(&self, id: &chorus_core::ChunkId) -> Vec<u8> {
-        std::fs::read(chorus_core::chunkdir::chunk_path(&self.store, id)).unwrap()
-    }
-
-    fn origin_key(&self) -> PathBuf {
-        self.keys.join("origin.pub")
-    }
+    issue(&net.dir.path().join("keys"), &args)
 }
 
 /// `chorus token issue` with the test's token key, valid for an hour.
@@ -106,15 +79,15 @@ async fn status(c: &mut Connection, r: Request<Bytes>) -> StatusCode {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_protected_track_plays_only_with_a_token_that_covers_it_and_is_ciphertext_everywhere_else() {
-    let net = Net::start();
+    let net = start();
     let (m, clear) = (net.manifest("tides"), net.manifest("tides-clear"));
     let protection = m.protection.clone().expect("ingested with --protect");
     assert!(clear.protection.is_none());
     let key_path = format!("/v1/tracks/tides/keys/{}", protection.key_id);
-    let (tides, other, both) = (net.token(&["tides"]), net.token(&["tides-clear"]), net.token(&[]));
+    let (tides, other, both) = (token(&net, &["tides"]), token(&net, &["tides-clear"]), token(&net, &[]));
 
     // The key route: a token that covers the track, and nothing else, gets the 16 bytes.
-    let mut e = conn(&net.edge.url("http")).await;
+    let mut e = conn(&net.edges[EDGE].url("http")).await;
     assert_eq!(status(&mut e, get(&key_path, None)).await, StatusCode::UNAUTHORIZED);
     assert_eq!(status(&mut e, get(&key_path, Some("not.a.jwt"))).await, StatusCode::UNAUTHORIZED);
     assert_eq!(status(&mut e, get(&key_path, Some(&other))).await, StatusCode::FORBIDDEN);
@@ -130,7 +103,7 @@ async fn a_protected_track_plays_only_with_a_token_that_covers_it_and_is_ciphert
     );
     assert_eq!(status(&mut e, get("/v1/tracks/tides/keys/..%2f..", Some(&tides))).await, StatusCode::BAD_REQUEST);
     // An edge that checks no tokens hands out no key, whoever asks.
-    let mut open = conn(&net.open.url("http")).await;
+    let mut open = conn(&net.edges[OPEN].url("http")).await;
     for t in [None, Some(tides.as_str())] {
         assert_eq!(status(&mut open, get(&key_path, t)).await, StatusCode::FORBIDDEN);
     }
@@ -157,35 +130,22 @@ async fn a_protected_track_plays_only_with_a_token_that_covers_it_and_is_ciphert
 
     // A player with a covering token plays the clear track's exact bytes.
     let out = net.dir.path().join("out.mp4");
-    let edge_url = net.edge.url("http");
-    let origin_key = net.origin_key();
+    let edge_url = net.edges[EDGE].url("http");
     let fetch = |track: &str, edge: &str, token: Option<&str>, out: &Path| {
-        let mut args = vec![
-            "fetch",
-            track,
-            "--edge",
-            edge,
-            "--origin-key",
-            s(&origin_key),
-            "--quality",
-            "normal",
-            "--json",
-            "--out",
-        ];
-        args.push(s(out));
+        let mut args = vec!["--edge", edge, "--quality", "normal", "--json", "--out", s(out)];
         if let Some(t) = token {
             args.extend_from_slice(&["--token", t]);
         }
-        chorus(&args)
+        net.fetch(track, &args)
     };
     let run = fetch("tides", &edge_url, Some(&tides), &out);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    let expected: Vec<u8> = clear.renditions[1].chunks().flat_map(|c| net.chunk(&c.id)).collect();
+    let expected = net.bytes_of(&clear.renditions[1]);
     assert_eq!(std::fs::read(&out).unwrap(), expected);
 
     // Without a token that covers it, no edge gives the track's audio: the edge that checks
     // tokens refuses the manifest, the one that does not serves ciphertext but no key.
-    for (edge, token) in [(edge_url.as_str(), Some(other.as_str())), (net.open.url("http").as_str(), None)] {
+    for (edge, token) in [(edge_url.as_str(), Some(other.as_str())), (net.edges[OPEN].url("http").as_str(), None)] {
         let out = net.dir.path().join("refused.mp4");
         let run = fetch("tides", edge, token, &out);
         assert!(!run.status.success());
@@ -193,7 +153,7 @@ async fn a_protected_track_plays_only_with_a_token_that_covers_it_and_is_ciphert
         assert!(said.contains("40"), "{said}");
         assert!(!out.exists() || std::fs::read(&out).unwrap().is_empty(), "nothing was played");
     }
-    let run = fetch("tides", &net.open.url("http"), None, &net.dir.path().join("open.mp4"));
+    let run = fetch("tides", &net.edges[OPEN].url("http"), None, &net.dir.path().join("open.mp4"));
     assert!(String::from_utf8_lossy(&run.stderr).contains("protected"), "{}", String::from_utf8_lossy(&run.stderr));
 
     // The edge fetched the key once (it keeps it a minute) and says so in its route metric.
@@ -220,26 +180,26 @@ async fn a_protected_track_plays_only_with_a_token_that_covers_it_and_is_ciphert
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_carry_a_protected_track_without_any_secret_and_a_token_holder_plays_it_from_them() {
-    let net = Net::start();
+    let net = start();
     let clear = net.manifest("tides-clear");
     // A seeder with no token at all, from the edge that checks none: it carries ciphertext.
     let seed_cache = net.dir.path().join("seed");
-    let seeder = support::start_seeder(&net.open, &net.origin_key(), &seed_cache, &[], 0);
+    let seeder = support::start_seeder(&net.edges[OPEN], &net.key(), &seed_cache, &[], 0);
     // A listener with a token for the track, given the open edge first: the manifest and the
     // peers from it (the seeder announced there), the key from the next edge (the open one
     // refuses it), the audio exact.
-    let tides = net.token(&["tides"]);
-    let edges = format!("{},{}", net.open.url("http"), net.edge.url("http"));
+    let tides = token(&net, &["tides"]);
+    let edges = format!("{},{}", net.edges[OPEN].url("http"), net.edges[EDGE].url("http"));
     let out = net.dir.path().join("out.mp4");
     let j = support::fetch_p2p(
         &edges,
-        &net.origin_key(),
+        &net.key(),
         &net.dir.path().join("listener"),
         &["--quality", "normal", "--out", s(&out), "--token", &tides],
     );
     assert!(j["bytes_by_source"]["peer"].as_u64().unwrap() > 0, "{j}");
     assert_eq!(j["chunks_rejected"], 0, "{j}");
-    let expected: Vec<u8> = clear.renditions[1].chunks().flat_map(|c| net.chunk(&c.id)).collect();
+    let expected = net.bytes_of(&clear.renditions[1]);
     assert_eq!(std::fs::read(&out).unwrap(), expected);
     drop(seeder);
 }

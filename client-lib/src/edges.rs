@@ -175,6 +175,7 @@ impl Edge {
         let last = self.origin.as_ref().and_then(|(key, _)| self.memory.with(|r| r.handshake_time(key)));
         let delay = race_delay(last);
         let Some(mut done) = self.start_h3(via) else { return self.tcp_connect().await };
+        debug!(edge = %self.tcp.base(), %via, tcp_after_ms = delay.as_millis(), "racing HTTP/3 against TCP");
         let quic_ended = async |done: &mut watch::Receiver<bool>| {
             let _ = done.wait_for(|d| *d).await;
         };

@@ -1,11 +1,13 @@
 //! Test support for the end-to-end tests in `tests/`: real `chorus` processes on port 0 (their
-//! ports read from the `--ready-file` each writes once it serves), a misbehaving upstream
-//! ([`proxy`]) and TCP relay ([`tcpproxy`]), and test inputs made on the spot.
+//! ports read from the `--ready-file` each writes once it serves), a store with an origin and
+//! edges in front of it ([`net`]), a misbehaving upstream ([`proxy`]) and TCP relay
+//! ([`tcpproxy`]), and test inputs made on the spot.
 //!
 //! A crate of its own, so it is compiled once, not into every test binary.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
 pub mod inproc;
+pub mod net;
 pub mod netns;
 pub mod proxy;
 pub mod redis;
@@ -137,6 +139,12 @@ impl Node {
         self.url(scheme).split_once("://").unwrap().1.to_owned()
     }
 
+    /// Kills it (SIGKILL: no goodbye on its connections) and waits for it to exit.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let pid = rustix::process::Pid::from_child(&self.child);
@@ -154,8 +162,7 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
 
