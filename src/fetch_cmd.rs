@@ -34,7 +34,7 @@ pub(crate) struct FetchArgs {
     /// Alt-Svc; remembered in --cache-dir), h3://HOST:PORT (HTTP/3 raced against HTTPS on the
     /// same port) or http://; repeat for failover.
     #[arg(long, value_name = "URL", value_delimiter = ',', required = true)]
-    edge: Vec<String>,
+    edge: Vec<chorus_core::url::BaseUrl>,
     /// The origin's public key (origin.pub): manifests that do not verify are refused.
     #[arg(long, value_name = "FILE")]
     origin_key: PathBuf,
@@ -100,7 +100,7 @@ pub(crate) async fn run(a: FetchArgs) -> Result<()> {
         QualityArg::Auto => Quality::Auto { cap: a.max_quality.map_or(usize::MAX, rung) },
         q => Quality::Fixed(rung(q)),
     };
-    let mut builder = ClientBuilder::new(a.edge.clone(), key)
+    let mut builder = ClientBuilder::new(a.edge.iter().map(ToString::to_string).collect(), key)
         .trust(ClientTls { ca_files: a.ca.clone(), insecure: a.insecure })
         .quality(quality)
         .token(a.token.clone())

@@ -1488,6 +1488,7 @@ fn a_bad_base_url_is_refused_at_start_with_what_is_wrong() {
         (&["edge", "--upstream", "http://127.0.0.1:9/v1"][..], "a base URL has no path"),
         (&["edge", "--upstream", "http://127.0.0.1:9", "--parent", "ftp://p:1"][..], "unknown scheme"),
         (&["peer", "--edge", "127.0.0.1:9"][..], "missing scheme"),
+        (&["fetch", "t", "--edge", "https://e", "--origin-key", "k.pub"][..], "missing port"),
         (&["ingest", "--track", "t", "--origin", "https://o:0", "x.wav"][..], "bad port"),
     ] {
         let out = chorus(args);
