@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use chorus_core::url::{BaseUrl, Scheme};
 use serde::{Deserialize, Serialize};
 
 use crate::sync::lock;
@@ -208,22 +209,15 @@ impl Remembered {
     }
 }
 
+/// An `https://HOST:PORT` base URL, written as [`BaseUrl`] writes it (the key an edge's
+/// memory is kept under).
 fn valid_origin(origin: &str) -> bool {
-    origin.strip_prefix("https://").is_some_and(valid_authority)
+    origin.parse::<BaseUrl>().is_ok_and(|b| b.scheme() == Scheme::Https && b.to_string() == origin)
 }
 
+/// `HOST:PORT` with a valid host (name, IPv4, or bracketed IPv6) and a non-zero port.
 fn valid_via(via: &str) -> bool {
-    valid_authority(via)
-}
-
-/// `HOST:PORT` with a plausible host (name, IPv4, or bracketed IPv6) and a non-zero port.
-fn valid_authority(a: &str) -> bool {
-    let Some((host, port)) = a.rsplit_once(':') else { return false };
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-    !host.is_empty()
-        && host.len() <= 253
-        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b))
-        && port.parse::<u16>().is_ok_and(|p| p != 0)
+    format!("h3://{via}").parse::<BaseUrl>().is_ok()
 }
 
 /// Unix seconds now.
@@ -314,6 +308,22 @@ fn read(path: &std::path::Path) -> Option<Remembered> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_base_urls_are_kept_as_keys_and_vias() {
+        for ok in ["https://edge.example:443", "https://127.0.0.1:8443", "https://[::1]:8443"] {
+            assert!(valid_origin(ok), "{ok}");
+        }
+        for bad in
+            ["http://edge:80", "h3://edge:443", "https://edge", "https://edge:0", "https://Edge:1", "https://e:1/x"]
+        {
+            assert!(!valid_origin(bad), "{bad}");
+        }
+        assert!(valid_via("edge.example:443") && valid_via("[::1]:4433"));
+        for bad in ["edge", "edge:0", "::1:443", "e:1/x", "u@e:1"] {
+            assert!(!valid_via(bad), "{bad}");
+        }
+    }
 
     const O: &str = "https://edge.example:8443";
     const DAY: Duration = Duration::from_secs(86_400);
