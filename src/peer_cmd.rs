@@ -143,9 +143,10 @@ pub(crate) async fn run(a: PeerArgs) -> Result<()> {
         () = &mut shutdown => None,
         now = announce_held(&http, peer_ref, store.clone(), edges, token, Vec::new(), Report::Operator) => Some(now),
     };
-    if let Some(announced) = first {
+    if let Some((announced, taken)) = first {
         crate::ready::write(&urls); // listening, and announced once
-        chorus_peer::tracker::every_reannounce(false, &mut shutdown, announced, |announced: Vec<TrackId>| {
+        // Refused or unanswered somewhere: again at once, then backing off (see every_reannounce).
+        chorus_peer::tracker::every_reannounce(!taken, &mut shutdown, announced, |announced: Vec<TrackId>| {
             let http = &http;
             async move {
                 Some(announce_held(http, peer_ref, store.clone(), edges, token, announced, Report::Operator).await)

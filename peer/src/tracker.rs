@@ -99,7 +99,7 @@ async fn ask(
 /// Announces the tracks `store` holds to every one of `edges`' trackers and on Kademlia, and
 /// withdraws from Kademlia those in `announced` (the last round's) that are no longer held
 /// (evicted); reports each tracker's answer as `report` says, and returns what it announced,
-/// for the next round. A failed announce is retried at the next round.
+/// for the next round, and whether every tracker took it (see [`every_reannounce`]).
 pub async fn announce_held(
     http: &HttpClient,
     peer: &crate::Peer,
@@ -108,7 +108,7 @@ pub async fn announce_held(
     token: Option<&str>,
     announced: Vec<TrackId>,
     report: Report,
-) -> Vec<TrackId> {
+) -> (Vec<TrackId>, bool) {
     // A directory listing: on the blocking pool.
     let tracks = tokio::task::spawn_blocking(move || store.tracks()).await.unwrap_or_default();
     for gone in announced.iter().filter(|t| !tracks.contains(t)) {
@@ -118,8 +118,10 @@ pub async fn announce_held(
         peer.provide(t.clone());
     }
     let addrs = peer.public_addrs().await;
+    let mut taken = true;
     for edge in edges {
         let r = announce(http, edge, peer.identity(), &addrs, &tracks, token).await;
+        taken &= r.is_ok();
         match (r, report) {
             (Ok(()), Report::Operator) => tracing::info!(%edge, tracks = tracks.len(), "announced"),
             (Ok(()), Report::Quiet) => tracing::debug!(%edge, tracks = tracks.len(), "announced"),
@@ -127,7 +129,7 @@ pub async fn announce_held(
             (Err(e), Report::Quiet) => tracing::debug!(%edge, error = %Chain(&e), "announce failed; will retry"),
         }
     }
-    tracks
+    (tracks, taken)
 }
 
 /// How an announcer reports each tracker's answer (a failed announce is retried at the next
@@ -142,33 +144,45 @@ pub enum Report {
     Operator,
 }
 
+/// The first wait after a round that not every tracker took; it doubles after each such round,
+/// up to [`REANNOUNCE`](chorus_core::api::REANNOUNCE).
+pub const RETRY_FIRST: Duration = Duration::from_secs(1);
+
 /// The one re-announce schedule of every announcer (the client, `chorus peer`, the demo's
 /// seeders): `round(state)` at once when `at_once` (else after one period), then every
 /// [`REANNOUNCE`](chorus_core::api::REANNOUNCE), until `stop` resolves or a round returns
-/// `None`. `stop` ends a round in progress too: a dead edge can hold one for its whole request
-/// timeout. `state` is what the rounds carry from one to the next (what was announced).
+/// `None`. A round returns the state it carries to the next (what was announced) and whether
+/// every tracker took it; after one that some tracker refused or did not answer, the next
+/// comes [`RETRY_FIRST`] later, doubling while they keep failing (a node that announced before
+/// it knew all its addresses, or an edge restarting, is listed within seconds rather than a
+/// period later). `stop` ends a round in progress too: a dead edge can hold one for its whole
+/// request timeout.
 pub async fn every_reannounce<T, S, R, F>(at_once: bool, stop: S, mut state: T, mut round: R)
 where
     S: std::future::Future<Output = ()>,
     R: FnMut(T) -> F,
-    F: std::future::Future<Output = Option<T>>,
+    F: std::future::Future<Output = Option<(T, bool)>>,
 {
     tokio::pin!(stop);
-    let mut wait = !at_once;
+    let mut wait = if at_once { Duration::ZERO } else { chorus_core::api::REANNOUNCE };
+    let mut retry = RETRY_FIRST;
     loop {
-        if wait {
-            tokio::select! {
-                () = &mut stop => return,
-                () = tokio::time::sleep(chorus_core::api::REANNOUNCE) => {}
-            }
+        tokio::select! {
+            () = &mut stop => return,
+            () = tokio::time::sleep(wait) => {}
         }
-        wait = true;
-        state = tokio::select! {
+        let taken;
+        (state, taken) = tokio::select! {
             () = &mut stop => return,
             next = round(state) => match next {
                 Some(s) => s,
                 None => return,
             },
+        };
+        (wait, retry) = if taken {
+            (chorus_core::api::REANNOUNCE, RETRY_FIRST)
+        } else {
+            (retry, (retry * 2).min(chorus_core::api::REANNOUNCE))
         };
     }
 }
@@ -285,6 +299,33 @@ fn parse_answer(answer: TrackerAnswer) -> PeersAnswer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_round_some_tracker_refused_comes_again_soon_backing_off() {
+        use chorus_core::api::REANNOUNCE;
+        // Rounds 1-3 refused somewhere, 4 and 5 taken, 6 refused; the state counts the rounds.
+        let start = tokio::time::Instant::now();
+        let times = std::sync::Mutex::new(Vec::new());
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let stop = async move {
+            let _ = stop_rx.await;
+        };
+        let mut stop_tx = Some(stop_tx);
+        every_reannounce(true, stop, 0u32, |n| {
+            times.lock().unwrap().push(start.elapsed());
+            if n == 5 {
+                drop(stop_tx.take());
+            }
+            async move { Some((n + 1, matches!(n + 1, 4 | 5))) }
+        })
+        .await;
+        let s = Duration::from_secs;
+        assert_eq!(
+            *times.lock().unwrap(),
+            [s(0), s(1), s(3), s(7), s(7) + REANNOUNCE, s(7) + REANNOUNCE * 2],
+            "at once, then 1 s, 2 s, 4 s after refusals, then the period"
+        );
+    }
 
     #[test]
     fn answers_are_bounded_and_relays_must_name_their_peer() {

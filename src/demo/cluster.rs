@@ -218,12 +218,13 @@ pub(super) async fn start_peer(
     // Announced before the listener starts, then again before the trackers forget.
     let http = HttpClient::new(&ClientTls::default())?.with_timeout(Duration::from_secs(10));
     let edges = edges.iter().map(|e| e.parse()).collect::<Result<Vec<chorus_core::url::BaseUrl>, _>>()?;
-    let announced = announce_held(&http, &peer, store.clone(), &edges, None, Vec::new(), Report::Operator).await;
+    let (announced, taken) =
+        announce_held(&http, &peer, store.clone(), &edges, None, Vec::new(), Report::Operator).await;
     let (node, stopped) = (peer.clone(), stop.clone());
     servers.spawn(async move {
         let (node, store, edges, http) = (&node, &store, &edges, &http);
         chorus_peer::tracker::every_reannounce(
-            false,
+            !taken,
             stopped.wait(),
             announced,
             |announced: Vec<TrackId>| async move {
