@@ -37,12 +37,12 @@ async fn a_track_comes_verified_in_order_then_from_the_cache_with_no_edge() {
         }
     };
     let lowest = manifest.renditions.iter().min_by_key(|r| r.bitrate_bps).unwrap();
-    let (got, summary) = play(vec![origin.url.clone()]).await;
+    let (got, summary) = play(vec![origin.base.to_string()]).await;
     assert_eq!(got.len(), lowest.segments.len());
     for (k, s) in got.iter().enumerate() {
         assert_eq!(s.index, k, "in order");
         assert!(lowest.segments[k].id.matches(&s.data), "segment {k} verified");
-        assert_eq!(s.source, Source::Edge(origin.url.clone()));
+        assert_eq!(s.source, Source::Edge(origin.base.to_string()));
     }
     assert!(got[0].init.as_ref().is_some_and(|i| lowest.init.unwrap().id.matches(i)), "init with the first");
     assert_eq!(summary.bytes_by_source.edge, summary.bytes_total);

@@ -67,7 +67,8 @@ pub struct UrlError {
 }
 
 impl BaseUrl {
-    /// The server at `addr`, speaking `scheme`.
+    /// The server at `addr`, speaking `scheme` (a bound listener's address: unlike a parsed
+    /// URL, its port is not checked, so port 0 names a listener not yet bound).
     #[must_use]
     pub fn at(scheme: Scheme, addr: std::net::SocketAddr) -> Self {
         let host = match addr.ip() {
@@ -118,7 +119,9 @@ impl BaseUrl {
             Some(i) => url.split_at(after + i),
             None => (url, "/"),
         };
-        let path = if path.starts_with('?') { return Err(err(url, "a query needs a path")) } else { path };
+        if path.starts_with('?') {
+            return Err(err(url, "a query needs a path"));
+        }
         Ok((base.parse()?, path))
     }
 }

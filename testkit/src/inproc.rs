@@ -16,8 +16,6 @@ use tokio::sync::oneshot;
 /// stopped when dropped.
 pub struct InProcOrigin {
     /// Its base URL, `http://127.0.0.1:PORT`.
-    pub url: String,
-    /// The same, as a base URL.
     pub base: chorus_core::url::BaseUrl,
     /// The key its manifests verify against.
     pub key: VerifyingKey,
@@ -58,5 +56,5 @@ pub async fn origin(track: &str, sample: &str) -> InProcOrigin {
     tokio::spawn(server.serve(origin, async move {
         let _ = stopped.await;
     }));
-    InProcOrigin { url: base.to_string(), base, key: key.verifying_key(), dir, stop: Some(stop) }
+    InProcOrigin { base, key: key.verifying_key(), dir, stop: Some(stop) }
 }
