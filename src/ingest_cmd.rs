@@ -12,6 +12,8 @@ use chorus_http::client::HttpClient;
 use chorus_http::tls::ClientTls;
 use chorus_origin::Store;
 use chorus_origin::ingest::{self, IngestRequest, Mode, Progress};
+use chorus_origin::metrics::StoreMetrics;
+use chorus_origin::store::{Location, Options};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -38,12 +40,26 @@ pub(crate) struct IngestArgs {
     /// from an edge started with --token-key (docs/protocol.md §3.7).
     #[arg(long)]
     protect: bool,
-    /// The store to ingest into (not with --origin).
-    #[arg(long, value_name = "DIR", required_unless_present = "origin", conflicts_with = "origin")]
-    store: Option<PathBuf>,
-    /// The signing key (default: STORE/origin.key, created on first use).
+    /// The store to ingest into (not with --origin): a directory, or s3://BUCKET[/PREFIX]
+    /// (endpoint, region and credentials as for `chorus origin --store`).
+    #[arg(
+        long,
+        value_name = "DIR|s3://BUCKET[/PREFIX]",
+        required_unless_present = "origin",
+        conflicts_with = "origin"
+    )]
+    store: Option<Location>,
+    /// Where a protected track's content key goes (default: inside a directory store; an
+    /// object store needs this for --protect).
+    #[arg(long, value_name = "DIR|s3://BUCKET[/PREFIX]", conflicts_with = "origin")]
+    key_store: Option<Location>,
+    /// The signing key (default for a directory store: STORE/origin.key, created on first
+    /// use; an object store needs it given).
     #[arg(long, value_name = "FILE", conflicts_with = "origin")]
     signing_key: Option<PathBuf>,
+    /// Local directory for encoder output, with an object store (default: a temporary one).
+    #[arg(long, value_name = "DIR", conflicts_with = "origin")]
+    work_dir: Option<PathBuf>,
     /// Upload to a running origin instead (e.g. http://127.0.0.1:8080); needs --admin-token
     /// or --admin-token-file.
     #[arg(long, value_name = "URL", requires = "admin")]
@@ -90,14 +106,24 @@ pub(crate) fn run(a: IngestArgs) -> Result<()> {
     if let Some(origin) = &a.origin {
         return upload(&a, origin);
     }
-    let Some(store_dir) = &a.store else { bail!("give --store DIR, or --origin URL to upload") };
-    let store = Store::open(store_dir).with_context(|| format!("opening store {}", store_dir.display()))?;
-    let key = match &a.signing_key {
-        Some(p) => keys::read_signing_key(p)?,
-        None => {
-            let p = store.default_key_path();
-            keys::load_or_create(&p, &p.with_extension("pub"))?.0
-        }
+    let Some(location) = &a.store else { bail!("give --store DIR, or --origin URL to upload") };
+    // An object store is reached asynchronously: ingest runs on this thread inside a runtime.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let _in_runtime = rt.enter();
+    let opts = Options {
+        cache_bytes: 0,
+        key_store: a.key_store.clone(),
+        work_dir: a.work_dir.clone(),
+        metrics: StoreMetrics::unregistered(prometheus_counter()),
+    };
+    let env = |k: &str| std::env::var(k).ok();
+    let store = rt.block_on(Store::open(location, opts, &env)).with_context(|| format!("opening store {location}"))?;
+    let key = match (&a.signing_key, store.default_key_path()) {
+        (Some(p), _) => keys::read_signing_key(p)?,
+        (None, Some(p)) => keys::load_or_create(&p, &p.with_extension("pub"))?.0,
+        (None, None) => bail!(
+            "--store {location} needs --signing-key FILE: the signing key is kept out of the bucket (`chorus keys generate --out DIR` writes one: DIR/origin.key)"
+        ),
     };
     let req = IngestRequest {
         track: a.track.clone(),
@@ -180,4 +206,10 @@ fn percent_encode(s: &str) -> String {
             }
         })
         .collect()
+}
+
+/// A counter for metrics nobody reads (a one-off ingest exports none).
+#[allow(clippy::expect_used)] // constant, valid options
+fn prometheus_counter() -> prometheus::IntCounter {
+    prometheus::IntCounter::new("unused", "unused").expect("valid metric")
 }

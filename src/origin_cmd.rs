@@ -2,28 +2,45 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use chorus_core::keys;
 use chorus_core::units::Size;
 use chorus_http::{ListenUrl, Server};
 use chorus_origin::metrics::OriginMetrics;
+use chorus_origin::store::{Location, Options};
 use chorus_origin::{ApiConfig, Origin, Store};
 use clap::Args;
 use tracing::info;
 
 #[derive(Args)]
 pub(crate) struct OriginArgs {
-    /// The chunk store directory (created if missing).
+    /// The store: a directory (created if missing), or s3://BUCKET[/PREFIX] in an S3-compatible
+    /// object store that several origins share. The store's endpoint, region and credentials
+    /// come from AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (or
+    /// the AWS shared config and credentials files, profile AWS_PROFILE); requests use path-style
+    /// URLs unless AWS_VIRTUAL_HOSTED_STYLE_REQUEST=true.
+    #[arg(long, value_name = "DIR|s3://BUCKET[/PREFIX]")]
+    store: Location,
+    /// Where content keys of protected tracks live (a directory, or s3://BUCKET/PREFIX of a
+    /// bucket apart from the catalogue's). Default: inside a directory store; none for an
+    /// object store, which then serves and ingests only unprotected tracks.
+    #[arg(long, value_name = "DIR|s3://BUCKET[/PREFIX]")]
+    key_store: Option<Location>,
+    /// Memory for the read-through cache of verified chunks, with an object store (0: none).
+    #[arg(long, value_name = "SIZE", default_value = "256MiB")]
+    cache_size: Size,
+    /// A local directory for uploads in progress, encoder output and a generated certificate,
+    /// with an object store (default: a new temporary directory, removed at exit).
     #[arg(long, value_name = "DIR")]
-    store: PathBuf,
+    work_dir: Option<PathBuf>,
     /// Where to listen: http://HOST:PORT (HTTP/1.1, h2c), https://HOST:PORT (TLS, h2 and
     /// http/1.1), h3://HOST:PORT (HTTP/3). Repeat for several.
     #[arg(long, value_name = "URL", value_delimiter = ',', default_value = "http://127.0.0.1:8080")]
     listen: Vec<ListenUrl>,
-    /// The manifest signing key (default: STORE/origin.key, created on first use with
-    /// STORE/origin.pub beside it, the key clients pin).
+    /// The manifest signing key (default for a directory store: STORE/origin.key, created on
+    /// first use with STORE/origin.pub beside it, the key clients pin). An origin on an object
+    /// store needs it only to accept uploads (--admin-token): the key never goes in the bucket.
     #[arg(long, value_name = "FILE")]
     signing_key: Option<PathBuf>,
     /// Shared secret for the admin API (PUT /admin/tracks/{track}), at least 32 bytes; without
@@ -52,26 +69,42 @@ pub(crate) struct OriginArgs {
 pub(crate) async fn run(a: OriginArgs) -> Result<()> {
     // Settings that do not go together fail before anything starts.
     let server_config = a.serve.server_config()?;
-    let store = Store::open(&a.store).with_context(|| format!("opening store {}", a.store.display()))?;
-    let key = match &a.signing_key {
-        Some(p) => keys::read_signing_key(p)?,
-        None => {
-            let priv_path = store.default_key_path();
+    let metrics = OriginMetrics::new();
+    let opts = Options {
+        cache_bytes: a.cache_size.0,
+        key_store: a.key_store.clone(),
+        work_dir: a.work_dir.clone(),
+        metrics: metrics.store.clone(),
+    };
+    let env = |k: &str| std::env::var(k).ok();
+    let store = Store::open(&a.store, opts, &env).await.with_context(|| format!("opening store {}", a.store))?;
+    let admin = a.admin_token.is_some() || a.admin_token_file.is_some();
+    let key = match (&a.signing_key, store.default_key_path()) {
+        (Some(p), _) => Some(keys::read_signing_key(p)?),
+        (None, Some(priv_path)) => {
             let pub_path = priv_path.with_extension("pub");
             let (key, created) = keys::load_or_create(&priv_path, &pub_path)?;
             if created {
                 info!(public_key = %pub_path.display(), "created a manifest signing key; clients pin its public half with --origin-key");
             }
-            key
+            Some(key)
         }
+        (None, None) if admin => anyhow::bail!(
+            "--store {} with --admin-token needs --signing-key FILE: uploads are signed, and the signing key is kept out of the bucket",
+            a.store
+        ),
+        (None, None) => None,
     };
-    info!(key_id = %keys::key_id(&key.verifying_key()), "manifests are signed with this key");
+    match &key {
+        Some(key) => info!(key_id = %keys::key_id(&key.verifying_key()), "manifests are signed with this key"),
+        None => info!(store = %a.store, "no signing key: this origin serves the store and accepts no uploads"),
+    }
 
-    let cert = a.serve.certificate(&a.listen, store.root())?;
-    let metrics = OriginMetrics::new();
+    let local = store.dir().unwrap_or_else(|| store.work_dir()).to_owned();
+    let cert = a.serve.certificate(&a.listen, &local)?;
     server_config.metrics.register(&metrics.registry);
     let server = Server::bind(&a.listen, cert.as_ref(), server_config).await?;
-    a.serve.reload_certificate(server.certificate(), store.root());
+    a.serve.reload_certificate(server.certificate(), &local);
 
     let api = ApiConfig {
         admin_token: a.admin_token.clone().or_else(|| a.admin_token_file.clone()),
@@ -87,15 +120,6 @@ pub(crate) async fn run(a: OriginArgs) -> Result<()> {
         info!("admin API disabled (no --admin-token or --admin-token-file)");
     }
     let origin = Arc::new(Origin::new(store, key, api, metrics));
-    origin.refresh_counts().await;
-    let counter = origin.clone();
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(Duration::from_secs(60));
-        every.tick().await;
-        loop {
-            every.tick().await;
-            counter.refresh_counts().await;
-        }
-    });
+    origin.spawn_upkeep();
     a.serve.serve(server, origin).await
 }

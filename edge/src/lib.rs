@@ -2,7 +2,7 @@
 //!
 //! An edge serves the same read API as an origin, from a memory tier over a disk tier, and
 //! fetches misses from upstreams (parent edges by consistent hashing, then origins), once per
-//! chunk however many clients ask ([`coalesce`]). It prefetches what listeners will ask for
+//! chunk however many clients ask ([`chorus_http::coalesce`]). It prefetches what listeners will ask for
 //! next ([`prefetch`]), tracks which peers hold which tracks ([`tracker`]), checks access
 //! tokens, and exports the metrics planners read ([`metrics`]).
 //!
@@ -29,7 +29,6 @@ pub mod api;
 #[cfg(feature = "io")]
 mod chunk_index;
 #[cfg(feature = "io")]
-pub mod coalesce;
 #[cfg(feature = "io")]
 pub mod keys;
 #[cfg(feature = "io")]

@@ -20,8 +20,8 @@ use tracing::warn;
 
 use crate::chunk_index::ChunkIndex;
 pub use crate::chunk_index::Position;
-use crate::coalesce::Inflight;
 use crate::upstream::{FetchError, Upstreams};
+use chorus_http::coalesce::Inflight;
 
 /// Used when the upstream sends no `max-age`.
 const DEFAULT_MAX_AGE: Duration = Duration::from_secs(10);

@@ -18,7 +18,6 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::cache::{CacheConfig, ChunkCache, Events, TierName};
-use crate::coalesce::{Inflight, Role};
 use crate::manifests::{Entry, Freshness, Manifests};
 use crate::metrics::EdgeMetrics;
 use crate::mrc::{Mrc, MrcConfig};
@@ -26,6 +25,7 @@ use crate::prefetch::{self, PrefetchConfig, Trending};
 use crate::tracker::shared::{SharedConfig, SharedError, SharedTracker};
 use crate::tracker::{Front, TrackerConfig};
 use crate::upstream::{FetchError, UpstreamConfig, Upstreams};
+use chorus_http::coalesce::{Inflight, Role};
 
 /// Warmings (a track's manifest, then its first chunks as prefetches) running at once at most.
 pub const WARM_CONCURRENCY: usize = 16;

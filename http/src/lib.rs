@@ -14,6 +14,7 @@
 pub mod altsvc;
 pub mod body;
 pub mod client;
+pub mod coalesce;
 mod config;
 pub mod cors;
 mod h1fast;

@@ -1,7 +1,6 @@
 //! The origin's HTTP API (docs/protocol.md §3): the read API every node serves, plus the admin upload.
 
 use chorus_core::error::Chain;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +29,8 @@ use crate::store::{Store, StoreError};
 
 /// `Cache-Control` of manifests and playlists: short, so a re-ingested track shows up soon.
 const SHORT_CACHE: &str = "public, max-age=10";
+/// How often an origin on an object store checks that the store answers (`/readyz`).
+pub const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Settings of the origin's API.
 #[derive(Debug, Clone)]
@@ -62,7 +63,9 @@ impl Default for ApiConfig {
 /// The origin: a store, its signing key, and the API over them.
 pub struct Origin {
     store: Store,
-    key: Arc<SigningKey>,
+    /// Signs the manifests of uploads; `None` on an origin that only serves (the admin API then
+    /// refuses uploads).
+    key: Option<Arc<SigningKey>>,
     config: ApiConfig,
     metrics: OriginMetrics,
     /// Checks the tokens of key requests (from [`ApiConfig::token_key`]).
@@ -74,9 +77,9 @@ pub struct Origin {
 }
 
 impl Origin {
-    /// An origin over `store`, signing with `key`.
+    /// An origin over `store`, signing uploads with `key`.
     #[must_use]
-    pub fn new(store: Store, key: SigningKey, config: ApiConfig, metrics: OriginMetrics) -> Self {
+    pub fn new(store: Store, key: Option<SigningKey>, config: ApiConfig, metrics: OriginMetrics) -> Self {
         // Clock skew between token issuers and this origin: the edges' allowance.
         let tokens = config
             .token_key
@@ -85,7 +88,7 @@ impl Origin {
             .map(|v| v.expect(&config.token_expect));
         Self {
             store,
-            key: Arc::new(key),
+            key: key.map(Arc::new),
             config,
             metrics,
             tokens,
@@ -100,16 +103,47 @@ impl Origin {
         &self.metrics
     }
 
-    /// Recounts tracks and chunks for the gauges (a directory scan, off the request path).
+    /// The store.
+    #[must_use]
+    pub const fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Recounts tracks (and chunks, on a directory store) for the gauges, off the request path.
     pub async fn refresh_counts(&self) {
-        let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || store.count()).await {
-            Ok(Ok((tracks, chunks))) => {
+        match self.store.count().await {
+            Ok((tracks, chunks)) => {
                 self.metrics.tracks.set(i64::try_from(tracks).unwrap_or(i64::MAX));
-                self.metrics.chunks.set(i64::try_from(chunks).unwrap_or(i64::MAX));
+                if let Some(chunks) = chunks {
+                    self.metrics.chunks.set(i64::try_from(chunks).unwrap_or(i64::MAX));
+                }
             }
-            Ok(Err(e)) => warn!(error = %Chain(&e), "counting the store failed"),
-            Err(e) => warn!(error = %Chain(&e), "counting the store panicked"),
+            Err(e) => warn!(error = %Chain(&e), "counting the store failed"),
+        }
+    }
+
+    /// Keeps the gauges and readiness current until the runtime ends: recounts now and then
+    /// ([`Store::count_every`]), and probes an object store every [`PROBE_EVERY`] for `/readyz`.
+    pub fn spawn_upkeep(self: &Arc<Self>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(me.store.count_every());
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                me.refresh_counts().await;
+            }
+        });
+        if self.store.is_object() {
+            let me = self.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(PROBE_EVERY);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    every.tick().await;
+                    me.store.probe().await;
+                }
+            });
         }
     }
 
@@ -136,9 +170,15 @@ impl Origin {
             Route::Metrics => (name, chorus_http::metrics::response(&self.metrics.registry)),
             Route::Health => (name, full(StatusCode::OK, "text/plain", "ok\n")),
             Route::Ready => {
-                let ok = self.store.root().join("manifests").is_dir();
+                // A directory is checked now (a stat); an object store by the last probe.
+                let ok = if self.store.is_object() { self.store.is_up() } else { self.store.probe().await };
                 let r = if ok {
                     full(StatusCode::OK, "text/plain", "ready\n")
+                } else if self.store.is_object() {
+                    json_error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("the object store {} does not answer", self.store.name()),
+                    )
                 } else {
                     json_error(StatusCode::SERVICE_UNAVAILABLE, "store directory unavailable")
                 };
@@ -147,8 +187,10 @@ impl Origin {
             Route::Ingest { track } => {
                 let r = if method == Method::PUT {
                     self.upload(track, &req, body, source).await
+                } else if method == Method::DELETE {
+                    self.purge(track, &req, source).await
                 } else {
-                    method_not_allowed("PUT")
+                    method_not_allowed("PUT, DELETE")
                 };
                 (name, r)
             }
@@ -169,7 +211,7 @@ impl Origin {
         let doc = match self.load_manifest(&track).await {
             Ok(Some(d)) => d,
             Ok(None) => return json_error(StatusCode::NOT_FOUND, format!("unknown track {track}")),
-            Err(e) => return internal(&e),
+            Err(e) => return store_failed(&e),
         };
         let etag = format!("\"{}\"", &blake3::hash(&doc).to_hex()[..32]);
         let not_modified = if_none_match(&req.headers, &etag);
@@ -192,9 +234,7 @@ impl Origin {
     }
 
     async fn load_manifest(&self, track: &TrackId) -> Result<Option<Bytes>, StoreError> {
-        let store = self.store.clone();
-        let track = track.clone();
-        on_store(move || store.get_manifest(&track)).await
+        self.store.get_manifest(track).await
     }
 
     async fn chunk(&self, chunk: &str, req: &Parts) -> Response<ResponseBody> {
@@ -202,16 +242,13 @@ impl Origin {
             Ok(parsed) => parsed,
             Err(e) => return json_error(StatusCode::BAD_REQUEST, Chain(&e)),
         };
-        let store = self.store.clone();
-        let read = on_store(move || store.get_chunk(&id)).await;
-        match read {
+        match self.store.get_chunk(&id).await {
             Ok(Some(bytes)) => chunk_response(&id, bytes, content_type, &req.method, &req.headers),
             Ok(None) => json_error(StatusCode::NOT_FOUND, format!("unknown chunk {id}")),
             Err(StoreError::Corrupt(id)) => {
-                self.metrics.corrupt.inc();
                 json_error(StatusCode::INTERNAL_SERVER_ERROR, format!("chunk {id} is corrupt on this origin's disk"))
             }
-            Err(e) => internal(&e),
+            Err(e) => store_failed(&e),
         }
     }
 
@@ -236,10 +273,7 @@ impl Origin {
         if !claims.allows(&track) {
             return json_error(StatusCode::FORBIDDEN, format!("this token does not cover track {track}"));
         }
-        let store = self.store.clone();
-        let (t, k) = (track.clone(), key_id.clone());
-        let read = on_store(move || store.get_key(&t, &k)).await;
-        match read {
+        match self.store.get_key(&track, &key_id).await {
             Ok(Some(key)) => {
                 info!(track = %track, key_id = %key_id, sub = claims.sub.as_deref().unwrap_or(""), "content key handed out");
                 key_response(&key, &req.method)
@@ -248,7 +282,7 @@ impl Origin {
                 StatusCode::NOT_FOUND,
                 format!("track {track} has no key {key_id} (rotated by a re-ingest: fetch the manifest again)"),
             ),
-            Err(e) => internal(&Chain(&e)),
+            Err(e) => store_failed(&e),
         }
     }
 
@@ -263,7 +297,7 @@ impl Origin {
         let doc = match self.load_manifest(&track).await {
             Ok(Some(d)) => d,
             Ok(None) => return json_error(StatusCode::NOT_FOUND, format!("unknown track {track}")),
-            Err(e) => return internal(&e),
+            Err(e) => return store_failed(&e),
         };
         // The origin trusts its own store: parse without re-verifying the signature.
         let m: Manifest = match serde_json::from_slice(&doc) {
@@ -278,10 +312,39 @@ impl Origin {
         playlist::respond(&m, name, req.uri.query())
     }
 
+    /// `DELETE /admin/tracks/{track}`: unpublishes a track (its manifest and content keys go;
+    /// its chunks stay, other tracks may share them). Other origins on the same object store
+    /// see it within [`crate::store::MANIFEST_TTL`], edges when their cached manifest expires.
+    async fn purge(&self, track: &str, req: &Parts, source: std::net::IpAddr) -> Response<ResponseBody> {
+        if let Err(r) = self.admin_guard.check(&req.headers, self.config.admin_token.as_deref(), "origin", source) {
+            return r;
+        }
+        let track = match TrackId::parse(track) {
+            Ok(t) => t,
+            Err(e) => return json_error(StatusCode::BAD_REQUEST, Chain(&e)),
+        };
+        let _guard = self.ingest_lock.lock().await;
+        match self.store.delete_track(&track).await {
+            Ok(true) => {
+                info!(track = %track, "track purged");
+                self.refresh_counts().await;
+                json(StatusCode::OK, &serde_json::json!({ "track_id": track, "purged": true }))
+            }
+            Ok(false) => json_error(StatusCode::NOT_FOUND, format!("unknown track {track}")),
+            Err(e) => store_failed(&e),
+        }
+    }
+
     async fn upload(&self, track: &str, req: &Parts, body: Body, source: std::net::IpAddr) -> Response<ResponseBody> {
         if let Err(r) = self.admin_guard.check(&req.headers, self.config.admin_token.as_deref(), "origin", source) {
             return r;
         }
+        let Some(key) = self.key.clone() else {
+            return json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this origin has no signing key (--signing-key), so it cannot publish uploads",
+            );
+        };
         let track = match TrackId::parse(track) {
             Ok(t) => t,
             Err(e) => return json_error(StatusCode::BAD_REQUEST, Chain(&e)),
@@ -321,7 +384,7 @@ impl Origin {
         }
 
         // Stage the upload in the store's tmp/ (removed when dropped).
-        let staged = match tempfile::Builder::new().prefix("upload-").tempfile_in(self.store.tmp_dir()) {
+        let staged = match tempfile::Builder::new().prefix("upload-").tempfile_in(self.store.work_dir()) {
             Ok(f) => f,
             Err(e) => return internal(&e),
         };
@@ -334,7 +397,7 @@ impl Origin {
         let guard = self.ingest_lock.clone().lock_owned().await;
         let request =
             IngestRequest { track: track.clone(), title, ladder_kbps, mode, input: staged.path().to_owned(), protect };
-        let (store, key) = (self.store.clone(), self.key.clone());
+        let store = self.store.clone();
         let result = tokio::task::spawn_blocking(move || {
             let r = ingest::ingest(&store, &key, &request, &NoProgress);
             drop(staged);
@@ -358,7 +421,7 @@ impl Origin {
                 self.metrics.ingests.with_label_values(&["rejected"]).inc();
                 json_error(StatusCode::UNPROCESSABLE_ENTITY, Chain(&e))
             }
-            Err(e @ IngestError::FfmpegMissing) => {
+            Err(e @ (IngestError::FfmpegMissing | IngestError::Store(StoreError::NoKeyStore(_)))) => {
                 self.metrics.ingests.with_label_values(&["rejected"]).inc();
                 json_error(StatusCode::NOT_IMPLEMENTED, Chain(&e))
             }
@@ -407,14 +470,26 @@ impl Origin {
     }
 }
 
-/// Runs store work `f` on the blocking pool. A task that panicked or was cancelled is an I/O
-/// error of the store, the task's error kept as its cause.
-async fn on_store<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| Err(StoreError::Io { path: PathBuf::new(), source: std::io::Error::other(e) }))
+/// The answer to a read the store could not give: 502 for bytes that are not what their name
+/// says (the edge then tries its next upstream), 503 with `Retry-After` when the store is slow
+/// or down (a retry can help), 500 otherwise (an operator must look).
+fn store_failed(e: &StoreError) -> Response<ResponseBody> {
+    let (status, retry) = if e.is_corrupt() {
+        (StatusCode::BAD_GATEWAY, false)
+    } else if e.is_retryable() {
+        (StatusCode::SERVICE_UNAVAILABLE, true)
+    } else {
+        (StatusCode::INTERNAL_SERVER_ERROR, false)
+    };
+    if !e.is_corrupt() {
+        // A corrupt chunk was logged where it was found, once for all the requests that waited.
+        error!(error = %Chain(e), "the store failed");
+    }
+    let mut r = json_error(status, Chain(e));
+    if retry {
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    r
 }
 
 fn internal(e: &dyn std::fmt::Display) -> Response<ResponseBody> {

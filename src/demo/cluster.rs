@@ -84,8 +84,10 @@ pub(super) fn loopback(transport: &str) -> Result<Multiaddr> {
 
 /// Imports the samples into a new store and serves it; returns its URL and public key file.
 pub(super) async fn start_origin(dir: &Path, samples: &[Sample], stop: &Stop) -> Result<(String, PathBuf)> {
-    let store = Store::open(dir).with_context(|| format!("opening store {}", dir.display()))?;
-    let priv_path = store.default_key_path();
+    let metrics = OriginMetrics::new();
+    let store =
+        Store::open_dir(dir, metrics.store.clone()).with_context(|| format!("opening store {}", dir.display()))?;
+    let priv_path = dir.join("origin.key");
     let pub_path = priv_path.with_extension("pub");
     let (key, _) = keys::load_or_create(&priv_path, &pub_path)?;
     let requests: Vec<IngestRequest> = samples
@@ -109,7 +111,7 @@ pub(super) async fn start_origin(dir: &Path, samples: &[Sample], stop: &Stop) ->
     .await??;
     let server = Server::bind(&[listen("http://127.0.0.1:0")?], None, ServerConfig::default()).await?;
     let url = server.local_urls()[0].to_string();
-    let origin = Arc::new(Origin::new(store, key, ApiConfig::default(), OriginMetrics::new()));
+    let origin = Arc::new(Origin::new(store, Some(key), ApiConfig::default(), metrics));
     origin.refresh_counts().await;
     // Not one of `servers`: it stops on its own signal, after them.
     tokio::spawn(server.serve(origin, stop.clone().wait()));

@@ -36,7 +36,8 @@ impl Drop for InProcOrigin {
 /// `track`, imported as it is (no ffmpeg).
 pub async fn origin(track: &str, sample: &str) -> InProcOrigin {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("store")).unwrap();
+    let metrics = OriginMetrics::new();
+    let store = Store::open_dir(&dir.path().join("store"), metrics.store.clone()).unwrap();
     let key = chorus_core::keys::generate();
     let input = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples").join(sample);
     let req = IngestRequest {
@@ -51,7 +52,7 @@ pub async fn origin(track: &str, sample: &str) -> InProcOrigin {
     let url: ListenUrl = "http://127.0.0.1:0".parse().unwrap();
     let server = Server::bind(&[url], None, ServerConfig::default()).await.unwrap();
     let base = server.local_urls()[0].base();
-    let origin = Arc::new(Origin::new(store, key.clone(), ApiConfig::default(), OriginMetrics::new()));
+    let origin = Arc::new(Origin::new(store, Some(key.clone()), ApiConfig::default(), metrics));
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(server.serve(origin, async move {
         let _ = stopped.await;

@@ -6,6 +6,8 @@
 //! A crate of its own, so it is compiled once, not into every test binary.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
+/// A real Garage (S3-compatible object store) cluster on loopback, for chorus against S3.
+pub mod garage;
 pub mod inproc;
 pub mod net;
 pub mod netns;

@@ -23,7 +23,7 @@ pub const DEFAULT_LADDER_KBPS: &[u32] = &[24, 96, 160, 320];
 /// Target segment length. ffmpeg cuts at the first frame boundary after it.
 pub const SEGMENT_SECONDS: u32 = 6;
 
-/// Encodes `input` into a temporary directory under the store's `tmp/` and plans its import.
+/// Encodes `input` into a temporary directory in the store's work directory (a directory store's `tmp/`) and plans its import.
 /// The directory is returned so it lives until the chunks are stored.
 pub(super) fn plan(
     store: &Store,
@@ -50,7 +50,7 @@ pub(super) fn plan(
 
     let dir = tempfile::Builder::new()
         .prefix("encode-")
-        .tempdir_in(store.tmp_dir())
+        .tempdir_in(store.work_dir())
         .map_err(|source| IngestError::Tool { what: "making a work directory", source })?;
     let out = dir.path();
     let names: Vec<String> = ladder.iter().map(|k| format!("aac-{k}")).collect();

@@ -36,7 +36,7 @@ use chorus_core::protect::{self, ContentKey, Iv, KeyId, Protection};
 use chorus_core::{ChunkId, RenditionId, TrackId};
 use serde::Serialize;
 
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, Writer};
 
 pub use encode::{DEFAULT_LADDER_KBPS, SEGMENT_SECONDS};
 pub use raw::RAW_CHUNK_BYTES;
@@ -257,6 +257,10 @@ pub fn ingest(
     req: &IngestRequest,
     progress: &dyn Progress,
 ) -> Result<IngestReport, IngestError> {
+    let writer = store.writer()?;
+    if req.protect && !writer.keeps_keys() {
+        return Err(StoreError::NoKeyStore(store.name().to_owned()).into());
+    }
     let mode = match req.mode {
         Mode::Auto if req.input.is_dir() || req.input.extension().is_some_and(|e| e == "m3u8") => Mode::Hls,
         Mode::Auto => Mode::Encode,
@@ -281,9 +285,9 @@ pub fn ingest(
         && let Some(title) = package_title(&req.input)
     {
         let req = IngestRequest { title: Some(title), ..req.clone() };
-        return commit(store, key, &req, plan, mode_name, progress);
+        return commit(&writer, key, &req, plan, mode_name, progress);
     }
-    commit(store, key, req, plan, mode_name, progress)
+    commit(&writer, key, req, plan, mode_name, progress)
 }
 
 /// The title an HLS package directory names in its `title.txt` (first line, trimmed), if it
@@ -303,7 +307,7 @@ fn package_title(dir: &Path) -> Option<String> {
 }
 
 fn commit(
-    store: &Store,
+    store: &Writer<'_>,
     key: &SigningKey,
     req: &IngestRequest,
     plan: Plan,

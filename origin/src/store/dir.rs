@@ -1,4 +1,4 @@
-//! The content-addressed chunk store on the filesystem.
+//! The directory store: the content-addressed chunk store on one filesystem (the default).
 //!
 //! ```text
 //! STORE/
@@ -27,22 +27,7 @@ use chorus_core::protect::{ContentKey, KeyId};
 use chorus_core::{ChunkId, TrackId, fsutil};
 use tracing::error;
 
-/// Why a store operation failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// Reading or writing the store failed.
-    #[error("store {path}")]
-    Io {
-        /// The file or directory.
-        path: PathBuf,
-        /// The I/O error.
-        source: io::Error,
-    },
-    /// A chunk on disk does not match its id; it has been quarantined.
-    #[error("chunk {0} on disk is corrupt (its bytes do not match its hash); it was quarantined")]
-    Corrupt(ChunkId),
-}
+use super::StoreError;
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     move |source| StoreError::Io { path: path.to_owned(), source }
@@ -50,11 +35,11 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
 
 /// A chunk store rooted at a directory.
 #[derive(Debug, Clone)]
-pub struct Store {
+pub struct DirStore {
     root: PathBuf,
 }
 
-impl Store {
+impl DirStore {
     /// Opens (creating if needed) the store at `root`.
     ///
     /// # Errors
@@ -158,6 +143,24 @@ impl Store {
     pub fn put_manifest(&self, track: &TrackId, json: &[u8]) -> Result<(), StoreError> {
         let path = self.manifest_path(track);
         fsutil::write_atomic(&path, json, 0o644).map_err(io_err(&path))
+    }
+
+    /// Removes a track's manifest (a purge): the track is unknown from then on. Its chunks stay
+    /// (other tracks may share them). `Ok(false)` when there was none.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] when the removal fails.
+    pub fn delete_manifest(&self, track: &TrackId) -> Result<bool, StoreError> {
+        let path = self.manifest_path(track);
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                let dir = self.root.join("manifests");
+                fsutil::sync_dir(&dir).map_err(io_err(&dir))?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_err(&path)(e)),
+        }
     }
 
     /// A track's manifest document, as stored. `Ok(None)` when the track is unknown.
@@ -268,7 +271,7 @@ mod tests {
     fn keys_are_private_and_pruned() {
         use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = DirStore::open(dir.path()).unwrap();
         let t = TrackId::parse("t1").unwrap();
         let (a, b, c) = (KeyId::generate(), KeyId::generate(), KeyId::generate());
         let key = ContentKey::generate();
@@ -291,7 +294,7 @@ mod tests {
     #[test]
     fn put_get_verify_and_quarantine() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = DirStore::open(dir.path()).unwrap();
         let (id, new) = store.put_chunk(b"chunk one").unwrap();
         assert!(new);
         assert!(!store.put_chunk(b"chunk one").unwrap().1);
@@ -308,7 +311,7 @@ mod tests {
     #[test]
     fn manifests_and_counts() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = DirStore::open(dir.path()).unwrap();
         let t = TrackId::parse("t1").unwrap();
         assert_eq!(store.get_manifest(&t).unwrap(), None);
         store.put_manifest(&t, b"{}").unwrap();

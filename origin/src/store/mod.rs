@@ -1,0 +1,722 @@
+//! Where the origin keeps tracks: a directory on this host ([`DirStore`], the default), or a
+//! bucket of an S3-compatible object store ([`ObjectBackend`]), which several origins share.
+//!
+//! Both hold the same layout (chunks by BLAKE3 id, signed manifests, content keys) and answer
+//! through one [`Store`]:
+//!
+//! - a directory store is read and written as before: every write atomic and fsynced, every
+//!   chunk read verified (a corrupt file is quarantined), the OS page cache as the cache;
+//! - an object store is read through a bounded memory cache of verified chunks, concurrent
+//!   misses of one chunk make one GET, every chunk read from the bucket is verified by its hash
+//!   before a byte of it is served, and manifests are cached [`MANIFEST_TTL`] (the bound on how
+//!   long a re-ingest or a purge through another origin stays unseen by this one).
+//!
+//! Content keys of protected tracks live in the directory store itself, but on an object store
+//! only where `--key-store` says: every origin and every backup job can read the catalogue
+//! bucket, and a key beside its ciphertext would make a read credential a decryption credential.
+//!
+//! Ingest writes through [`Writer`], on a blocking thread: chunks first, the signed manifest
+//! last, so no reader ever sees a manifest whose chunks are missing.
+
+mod cache;
+pub mod dir;
+mod location;
+pub mod object;
+pub mod profile;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chorus_core::error::Chain;
+use chorus_core::manifest::limits;
+use chorus_core::protect::{ContentKey, KeyId};
+use chorus_core::{ChunkId, TrackId};
+use chorus_http::coalesce::{Inflight, Role};
+use lru::LruCache;
+use tokio::time::Instant;
+use tracing::{error, warn};
+
+pub use dir::DirStore;
+pub use location::{Location, LocationError};
+pub use object::ObjectBackend;
+
+use crate::metrics::StoreMetrics;
+use cache::ChunkCache;
+
+/// How long an origin on an object store keeps a manifest (or its absence) before asking the
+/// bucket again: within this, plus the edges' manifest cache, every origin and edge sees a
+/// re-ingest or a purge made through any origin.
+pub const MANIFEST_TTL: Duration = Duration::from_secs(5);
+/// Manifests (and absences) cached at most.
+const MANIFEST_ENTRIES: usize = 4096;
+/// A content key object is 16 bytes; anything much larger is not one.
+const MAX_KEY_BYTES: u64 = 64;
+/// Tracks counted at most on an object store (each 1000 a LIST request).
+const MAX_COUNTED_TRACKS: usize = 1_000_000;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Reading or writing the directory store failed.
+    #[error("store {path}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A chunk on disk does not match its id; it has been quarantined.
+    #[error("chunk {0} on disk is corrupt (its bytes do not match its hash); it was quarantined")]
+    Corrupt(ChunkId),
+    /// A chunk object in the bucket does not match its id: not served.
+    #[error("chunk {chunk} in {store} does not match its hash (altered or damaged in the store); not served")]
+    CorruptObject {
+        /// The chunk.
+        chunk: ChunkId,
+        /// The store.
+        store: String,
+    },
+    /// The object store failed or could not be reached (retried first); a retry later may help.
+    #[error("{store} failed to {op} {what}: {detail}")]
+    Unavailable {
+        /// The store.
+        store: String,
+        /// The operation (`get`, `put`…).
+        op: &'static str,
+        /// The object.
+        what: String,
+        /// What went wrong, at the bottom (the client's error, the store's status and message).
+        detail: String,
+    },
+    /// The object store did not answer within the deadline; a retry later may help.
+    #[error("{store} did not answer {op} {what} within {after:?}")]
+    TimedOut {
+        /// The store.
+        store: String,
+        /// The operation.
+        op: &'static str,
+        /// The object.
+        what: String,
+        /// The deadline.
+        after: Duration,
+    },
+    /// The object store refused the credentials (401/403): an operator must fix them.
+    #[error(
+        "{store} refused to {op} {what} ({detail}): check the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or the shared credentials file) and the bucket's permissions"
+    )]
+    Denied {
+        /// The store.
+        store: String,
+        /// The operation.
+        op: &'static str,
+        /// The object.
+        what: String,
+        /// What the store said.
+        detail: String,
+    },
+    /// An object is larger than anything the origin stores under its name.
+    #[error("{what} in {store} is {size} bytes, more than such an object can be")]
+    TooLarge {
+        /// The store.
+        store: String,
+        /// The object.
+        what: String,
+        /// Its size.
+        size: u64,
+    },
+    /// The bucket does not exist.
+    #[error("{store}: no such bucket")]
+    NoBucket {
+        /// The store.
+        store: String,
+    },
+    /// The object store's settings are unusable.
+    #[error("{store}: {reason}")]
+    Config {
+        /// The store.
+        store: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A protected track needs a place for its content key, and this store has none.
+    #[error(
+        "{0} keeps no content keys: give --key-store DIR (or s3://BUCKET/PREFIX) for protected tracks (docs/operator.md, \"The origin on object storage\")"
+    )]
+    NoKeyStore(String),
+    /// An error shared by every request that waited on one read.
+    #[error(transparent)]
+    Shared(Arc<StoreError>),
+}
+
+impl StoreError {
+    /// The error itself, looking through one shared by coalesced requests.
+    #[must_use]
+    pub fn root(&self) -> &Self {
+        match self {
+            Self::Shared(e) => e.root(),
+            e => e,
+        }
+    }
+
+    /// Whether trying again later can help (the store was slow or failing), as opposed to
+    /// an operator's fix (credentials, a missing bucket) or bad data.
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        matches!(self.root(), Self::Unavailable { .. } | Self::TimedOut { .. })
+    }
+
+    /// Whether the store served bytes that are not what their name says.
+    #[must_use]
+    pub fn is_corrupt(&self) -> bool {
+        matches!(self.root(), Self::Corrupt(_) | Self::CorruptObject { .. })
+    }
+}
+
+/// How to open a store.
+pub struct Options {
+    /// Bytes of verified chunks an object store's origin keeps in memory (0: none). A
+    /// directory store has no cache of its own: the OS page cache is one.
+    pub cache_bytes: u64,
+    /// Where content keys live, when not in the store (required for protected tracks on an
+    /// object store).
+    pub key_store: Option<Location>,
+    /// A local directory for uploads and encoder output with an object store (default: a new
+    /// temporary directory, removed at exit). A directory store uses its own `tmp/`.
+    pub work_dir: Option<PathBuf>,
+    /// The metrics the store moves.
+    pub metrics: StoreMetrics,
+}
+
+impl Options {
+    /// Default options, moving `metrics`.
+    #[must_use]
+    pub fn new(metrics: StoreMetrics) -> Self {
+        Self { cache_bytes: 256 << 20, key_store: None, work_dir: None, metrics }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Backend {
+    Dir(DirStore),
+    Object(ObjectBackend),
+}
+
+type ManifestEntry = (Instant, Option<Bytes>);
+
+/// The origin's store, a directory or an object store (cheap to clone: shared).
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Backend,
+    keys: Option<Backend>,
+    name: String,
+    work: PathBuf,
+    _work_guard: Option<tempfile::TempDir>,
+    chunks: ChunkCache,
+    inflight: Inflight<ChunkId, Option<Bytes>, Arc<StoreError>>,
+    manifests: std::sync::Mutex<LruCache<TrackId, ManifestEntry>>,
+    manifest_inflight: Inflight<TrackId, Option<Bytes>, Arc<StoreError>>,
+    metrics: StoreMetrics,
+    up: AtomicBool,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("name", &self.inner.name).finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the directory store at `root`, content keys inside it, as
+    /// `chorus origin --store DIR` always has.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] when the directories cannot be created.
+    pub fn open_dir(root: &Path, metrics: StoreMetrics) -> Result<Self, StoreError> {
+        let dir = DirStore::open(root)?;
+        let work = dir.tmp_dir();
+        Ok(Self::assemble(
+            Backend::Dir(dir.clone()),
+            Some(Backend::Dir(dir)),
+            root.display().to_string(),
+            work,
+            None,
+            0,
+            metrics,
+        ))
+    }
+
+    /// Opens the store at `location`. An object store is checked first (one listing): wrong
+    /// credentials, a missing bucket or an unreachable endpoint fail here, at start, not at the
+    /// first listener's request.
+    ///
+    /// # Errors
+    /// [`StoreError`]: what is wrong with the location, the settings or the store.
+    pub async fn open(
+        location: &Location,
+        opts: Options,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, StoreError> {
+        let keys = match &opts.key_store {
+            None => None,
+            Some(Location::Dir(p)) => Some(Backend::Dir(DirStore::open(p)?)),
+            Some(Location::S3 { bucket, prefix }) => {
+                let b = ObjectBackend::new(bucket, prefix, env, opts.metrics.clone())?;
+                b.check().await?;
+                Some(Backend::Object(b))
+            }
+        };
+        match location {
+            Location::Dir(root) => {
+                let dir = DirStore::open(root)?;
+                let keys = keys.unwrap_or_else(|| Backend::Dir(dir.clone()));
+                let work = dir.tmp_dir();
+                Ok(Self::assemble(Backend::Dir(dir), Some(keys), location.to_string(), work, None, 0, opts.metrics))
+            }
+            Location::S3 { bucket, prefix } => {
+                let b = ObjectBackend::new(bucket, prefix, env, opts.metrics.clone())?;
+                b.check().await?;
+                let (work, guard) = match opts.work_dir {
+                    Some(w) => {
+                        std::fs::create_dir_all(&w).map_err(|source| StoreError::Io { path: w.clone(), source })?;
+                        (w, None)
+                    }
+                    None => {
+                        let t = tempfile::Builder::new()
+                            .prefix("chorus-origin-")
+                            .tempdir()
+                            .map_err(|source| StoreError::Io { path: std::env::temp_dir(), source })?;
+                        (t.path().to_owned(), Some(t))
+                    }
+                };
+                let s = Self::assemble(
+                    Backend::Object(b),
+                    keys,
+                    location.to_string(),
+                    work,
+                    guard,
+                    opts.cache_bytes,
+                    opts.metrics,
+                );
+                s.inner.metrics.up.set(1);
+                Ok(s)
+            }
+        }
+    }
+
+    fn assemble(
+        backend: Backend,
+        keys: Option<Backend>,
+        name: String,
+        work: PathBuf,
+        guard: Option<tempfile::TempDir>,
+        cache_bytes: u64,
+        metrics: StoreMetrics,
+    ) -> Self {
+        let entries = std::num::NonZeroUsize::new(MANIFEST_ENTRIES).unwrap_or(std::num::NonZeroUsize::MIN);
+        Self {
+            inner: Arc::new(Inner {
+                backend,
+                keys,
+                name,
+                work,
+                _work_guard: guard,
+                chunks: ChunkCache::new(cache_bytes, metrics.cache_bytes.clone()),
+                inflight: Inflight::default(),
+                manifests: std::sync::Mutex::new(LruCache::new(entries)),
+                manifest_inflight: Inflight::default(),
+                metrics,
+                up: AtomicBool::new(true),
+            }),
+        }
+    }
+
+    /// The store's location, for logs.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The directory of a directory store (`None` for an object store).
+    #[must_use]
+    pub fn dir(&self) -> Option<&Path> {
+        match &self.inner.backend {
+            Backend::Dir(d) => Some(d.root()),
+            Backend::Object(_) => None,
+        }
+    }
+
+    /// A local directory for uploads, encoder output and generated certificates.
+    #[must_use]
+    pub fn work_dir(&self) -> &Path {
+        &self.inner.work
+    }
+
+    /// The default signing key path of a directory store, `STORE/origin.key`. An object
+    /// store has none: its signing key is the operator's to place (`--signing-key`).
+    #[must_use]
+    pub fn default_key_path(&self) -> Option<PathBuf> {
+        self.dir().map(|d| d.join("origin.key"))
+    }
+
+    /// Chunk `id`, verified; `Ok(None)` when the store does not hold it.
+    ///
+    /// # Errors
+    /// [`StoreError`]: corrupt (never served), or the store failed.
+    pub async fn get_chunk(&self, id: &ChunkId) -> Result<Option<Bytes>, StoreError> {
+        let metrics = &self.inner.metrics;
+        match &self.inner.backend {
+            Backend::Dir(d) => {
+                let (d, id) = (d.clone(), *id);
+                let r = on_blocking(move || d.get_chunk(&id)).await;
+                if matches!(r, Err(StoreError::Corrupt(_))) {
+                    metrics.corrupt.inc();
+                }
+                r
+            }
+            Backend::Object(b) => {
+                if let Some(bytes) = self.inner.chunks.get(id) {
+                    metrics.cache.with_label_values(&["hit"]).inc();
+                    return Ok(Some(bytes));
+                }
+                let (me, b, id) = (self.clone(), b.clone(), *id);
+                let lost =
+                    Arc::new(StoreError::Config { store: b.name().to_owned(), reason: "a read was lost".into() });
+                let (r, role) =
+                    self.inner.inflight.get(id, move || async move { me.fetch_chunk(&b, id).await }, lost).await;
+                let label = if role == Role::Leader { "miss" } else { "coalesced" };
+                metrics.cache.with_label_values(&[label]).inc();
+                r.map_err(unshare)
+            }
+        }
+    }
+
+    async fn fetch_chunk(&self, b: &ObjectBackend, id: ChunkId) -> Result<Option<Bytes>, Arc<StoreError>> {
+        let corrupt = |why: &str| {
+            self.inner.metrics.corrupt.inc();
+            error!(chunk = %id, store = b.name(), why, "a chunk read from the object store does not match its hash: not served");
+            Arc::new(StoreError::CorruptObject { chunk: id, store: b.name().to_owned() })
+        };
+        let bytes = match b.get(&ObjectBackend::chunk_key(&id), limits::MAX_CHUNK_BYTES).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Ok(None),
+            Err(StoreError::TooLarge { .. }) => return Err(corrupt("larger than any chunk")),
+            Err(e) => return Err(Arc::new(e)),
+        };
+        if !id.matches(&bytes) {
+            return Err(corrupt("bytes differ"));
+        }
+        self.inner.chunks.insert(id, bytes.clone());
+        Ok(Some(bytes))
+    }
+
+    /// A track's manifest document, as stored; `Ok(None)` when the track is unknown. On an
+    /// object store, at most [`MANIFEST_TTL`] old.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store failed.
+    pub async fn get_manifest(&self, track: &TrackId) -> Result<Option<Bytes>, StoreError> {
+        match &self.inner.backend {
+            Backend::Dir(d) => {
+                let (d, t) = (d.clone(), track.clone());
+                on_blocking(move || d.get_manifest(&t)).await
+            }
+            Backend::Object(b) => {
+                if let Some((at, doc)) = self.manifests().get(track)
+                    && at.elapsed() < MANIFEST_TTL
+                {
+                    return Ok(doc.clone());
+                }
+                let (me, b, t) = (self.clone(), b.clone(), track.clone());
+                let lost =
+                    Arc::new(StoreError::Config { store: b.name().to_owned(), reason: "a read was lost".into() });
+                let fetch = move || async move {
+                    let started = Instant::now();
+                    let doc = b.get(&manifest_key(&t), limits::MAX_BYTES as u64).await.map_err(Arc::new)?;
+                    me.manifests().put(t, (started, doc.clone()));
+                    Ok(doc)
+                };
+                let (r, _) = self.inner.manifest_inflight.get(track.clone(), fetch, lost).await;
+                r.map_err(unshare)
+            }
+        }
+    }
+
+    fn manifests(&self) -> std::sync::MutexGuard<'_, LruCache<TrackId, ManifestEntry>> {
+        self.inner.manifests.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Content key `id` of `track`; `Ok(None)` when there is none (unknown, rotated out, or
+    /// this store keeps no keys).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the key store failed.
+    pub async fn get_key(&self, track: &TrackId, id: &KeyId) -> Result<Option<ContentKey>, StoreError> {
+        match &self.inner.keys {
+            None => Ok(None),
+            Some(Backend::Dir(d)) => {
+                let (d, t, k) = (d.clone(), track.clone(), id.clone());
+                on_blocking(move || d.get_key(&t, &k)).await
+            }
+            Some(Backend::Object(b)) => {
+                let rel = key_key(track, id);
+                match b.get(&rel, MAX_KEY_BYTES).await? {
+                    None => Ok(None),
+                    Some(bytes) => ContentKey::from_slice(&bytes).map(Some).map_err(|e| StoreError::Config {
+                        store: b.name().to_owned(),
+                        reason: format!("{rel} is not a content key: {e}"),
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Removes a track's manifest and content keys (a purge): this origin answers 404 for it
+    /// at once, others within [`MANIFEST_TTL`]. Chunks stay (other tracks may share them).
+    /// `Ok(false)` when the track was unknown.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store failed; the track may then still be published.
+    pub async fn delete_track(&self, track: &TrackId) -> Result<bool, StoreError> {
+        let existed = match &self.inner.backend {
+            Backend::Dir(d) => {
+                let (d, t) = (d.clone(), track.clone());
+                on_blocking(move || d.delete_manifest(&t)).await?
+            }
+            Backend::Object(b) => b.delete(&manifest_key(track)).await?,
+        };
+        self.manifests().pop(track);
+        match &self.inner.keys {
+            None => {}
+            Some(Backend::Dir(d)) => {
+                let (d, t) = (d.clone(), track.clone());
+                on_blocking(move || d.prune_keys(&t, &[])).await?;
+            }
+            Some(Backend::Object(b)) => prune_object_keys(b, track, &[]).await?,
+        }
+        Ok(existed)
+    }
+
+    /// Counts tracks, and chunks on a directory store (`None` on an object store, where it
+    /// would list every object). For the gauges, off the request path.
+    ///
+    /// # Errors
+    /// [`StoreError`] when listing fails.
+    pub async fn count(&self) -> Result<(u64, Option<u64>), StoreError> {
+        match &self.inner.backend {
+            Backend::Dir(d) => {
+                let d = d.clone();
+                let (t, c) = on_blocking(move || d.count()).await?;
+                Ok((t, Some(c)))
+            }
+            Backend::Object(b) => {
+                let names = b.list("manifests", MAX_COUNTED_TRACKS).await?;
+                Ok((names.iter().filter(|n| n.ends_with(".json")).count() as u64, None))
+            }
+        }
+    }
+
+    /// How often [`Self::count`] is worth running: a directory scan is cheap, listing a bucket
+    /// costs a request per thousand tracks.
+    #[must_use]
+    pub fn count_every(&self) -> Duration {
+        match self.inner.backend {
+            Backend::Dir(_) => Duration::from_secs(60),
+            Backend::Object(_) => Duration::from_secs(600),
+        }
+    }
+
+    /// Asks the store whether it answers, and records the answer for [`Self::is_up`] and
+    /// `chorus_origin_store_up`.
+    pub async fn probe(&self) -> bool {
+        let up = match &self.inner.backend {
+            Backend::Dir(d) => d.root().join("manifests").is_dir(),
+            Backend::Object(b) => match b.probe().await {
+                Ok(()) => true,
+                Err(e) => {
+                    if self.is_up() {
+                        warn!(store = b.name(), error = %Chain(&e), "the object store stopped answering: /readyz says not ready");
+                    }
+                    false
+                }
+            },
+        };
+        if up && !self.is_up() {
+            tracing::info!(store = %self.inner.name, "the store answers again");
+        }
+        self.inner.up.store(up, Ordering::Relaxed);
+        self.inner.metrics.up.set(i64::from(up));
+        up
+    }
+
+    /// The last [`Self::probe`]'s answer.
+    #[must_use]
+    pub fn is_up(&self) -> bool {
+        self.inner.up.load(Ordering::Relaxed)
+    }
+
+    /// Whether this is an object store (whose readiness comes from periodic probes).
+    #[must_use]
+    pub fn is_object(&self) -> bool {
+        matches!(self.inner.backend, Backend::Object(_))
+    }
+
+    /// Synchronous writes for ingest, which runs on a blocking thread (inside a Tokio runtime
+    /// when the store is an object store).
+    ///
+    /// # Errors
+    /// [`StoreError::Config`] for an object store outside a Tokio runtime.
+    pub fn writer(&self) -> Result<Writer<'_>, StoreError> {
+        let rt = match &self.inner.backend {
+            Backend::Dir(_) => tokio::runtime::Handle::try_current().ok(),
+            Backend::Object(b) => Some(tokio::runtime::Handle::try_current().map_err(|_| StoreError::Config {
+                store: b.name().to_owned(),
+                reason: "writing an object store needs a Tokio runtime".into(),
+            })?),
+        };
+        Ok(Writer { store: self, rt })
+    }
+}
+
+fn unshare(e: Arc<StoreError>) -> StoreError {
+    Arc::try_unwrap(e).unwrap_or_else(StoreError::Shared)
+}
+
+fn manifest_key(track: &TrackId) -> String {
+    format!("manifests/{track}.json")
+}
+
+fn key_key(track: &TrackId, id: &KeyId) -> String {
+    format!("keys/{track}/{}", id.as_str())
+}
+
+async fn prune_object_keys(b: &ObjectBackend, track: &TrackId, keep: &[&KeyId]) -> Result<(), StoreError> {
+    for name in b.list(&format!("keys/{track}"), 10_000).await? {
+        if !keep.iter().any(|k| k.as_str() == name) {
+            b.delete(&format!("keys/{track}/{name}")).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs directory-store work `f` on the blocking pool. A task that panicked or was cancelled is
+/// an I/O error of the store, the task's error kept as its cause.
+async fn on_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Io { path: PathBuf::new(), source: std::io::Error::other(e) }))
+}
+
+/// An ingest's synchronous access to the store ([`Store::writer`]).
+pub struct Writer<'a> {
+    store: &'a Store,
+    rt: Option<tokio::runtime::Handle>,
+}
+
+impl Writer<'_> {
+    fn block<T>(&self, b: &ObjectBackend, f: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+        match &self.rt {
+            Some(rt) => rt.block_on(f),
+            None => Err(StoreError::Config { store: b.name().to_owned(), reason: "no Tokio runtime".into() }),
+        }
+    }
+
+    /// The store's location, for errors.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        self.store.name()
+    }
+
+    /// Where encoder output is staged (local).
+    #[must_use]
+    pub fn work_dir(&self) -> &Path {
+        self.store.work_dir()
+    }
+
+    /// Stores `bytes` under their id; a chunk already present is left alone (content addressing
+    /// makes the write idempotent). Returns the id and whether it was new.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the write fails; nothing is left under the chunk's name.
+    pub fn put_chunk(&self, bytes: &[u8]) -> Result<(ChunkId, bool), StoreError> {
+        match &self.store.inner.backend {
+            Backend::Dir(d) => d.put_chunk(bytes),
+            Backend::Object(b) => {
+                let id = ChunkId::of(bytes);
+                let rel = ObjectBackend::chunk_key(&id);
+                self.block(b, async {
+                    if b.exists(&rel).await? {
+                        return Ok((id, false));
+                    }
+                    b.put(&rel, Bytes::copy_from_slice(bytes)).await?;
+                    Ok((id, true))
+                })
+            }
+        }
+    }
+
+    /// A track's manifest as stored now (never from a cache).
+    ///
+    /// # Errors
+    /// [`StoreError`] when reading fails.
+    pub fn get_manifest(&self, track: &TrackId) -> Result<Option<Bytes>, StoreError> {
+        match &self.store.inner.backend {
+            Backend::Dir(d) => d.get_manifest(track),
+            Backend::Object(b) => self.block(b, b.get(&manifest_key(track), limits::MAX_BYTES as u64)),
+        }
+    }
+
+    /// Publishes a track's signed manifest, replacing any previous one at once (atomically).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the write fails; the previous manifest then stays.
+    pub fn put_manifest(&self, track: &TrackId, json: &[u8]) -> Result<(), StoreError> {
+        match &self.store.inner.backend {
+            Backend::Dir(d) => d.put_manifest(track, json)?,
+            Backend::Object(b) => self.block(b, b.put(&manifest_key(track), Bytes::copy_from_slice(json)))?,
+        }
+        self.store.manifests().pop(track);
+        Ok(())
+    }
+
+    /// Stores content key `id` of `track`, before the manifest naming it is published.
+    ///
+    /// # Errors
+    /// [`StoreError::NoKeyStore`] when the store keeps no keys, or the write failed.
+    pub fn put_key(&self, track: &TrackId, id: &KeyId, key: &ContentKey) -> Result<(), StoreError> {
+        match &self.store.inner.keys {
+            None => Err(StoreError::NoKeyStore(self.store.name().to_owned())),
+            Some(Backend::Dir(d)) => d.put_key(track, id, key),
+            Some(Backend::Object(b)) => {
+                self.block(b, b.put(&key_key(track, id), Bytes::copy_from_slice(key.as_bytes())))
+            }
+        }
+    }
+
+    /// Whether a protected ingest can keep its key.
+    #[must_use]
+    pub fn keeps_keys(&self) -> bool {
+        self.store.inner.keys.is_some()
+    }
+
+    /// Removes every content key of `track` but those in `keep`.
+    ///
+    /// # Errors
+    /// [`StoreError`] when listing or removing fails.
+    pub fn prune_keys(&self, track: &TrackId, keep: &[&KeyId]) -> Result<(), StoreError> {
+        match &self.store.inner.keys {
+            None => Ok(()),
+            Some(Backend::Dir(d)) => d.prune_keys(track, keep),
+            Some(Backend::Object(b)) => self.block(b, prune_object_keys(b, track, keep)),
+        }
+    }
+}
