@@ -330,7 +330,9 @@ async fn bad_store_urls_and_wrong_credentials_are_a_clear_error_at_start() {
         assert!(!out.status.success(), "{store} {env:?} started");
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
-    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+    // (--store, extra environment, what the error says)
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case<'_>] = &[
         ("s3://Not_A_Bucket", &[], "not a bucket name"),
         ("gs://chorus", &[], "only s3://"),
         ("s3://chorus/a//b", &[], "empty"),
