@@ -11,7 +11,7 @@ use chorus_core::keys;
 use chorus_core::manifest::Manifest;
 use chorus_testkit as support;
 use http::{Request, StatusCode};
-use object_store::ObjectStoreExt as _;
+use object_store::{ObjectStore as _, ObjectStoreExt as _};
 use support::garage::{self, Garage};
 use support::{Node, bin, conn, eventually, have_ffmpeg, metric, s, samples, write_wav};
 
@@ -133,6 +133,36 @@ async fn ingest_through_one_origin_play_through_an_edge_on_another_byte_identica
     let text = metrics(&b.url("http")).await;
     assert!(metric(&text, "chorus_origin_store_requests_total{op=\"get\",outcome=\"ok\"}") >= 5.0, "{text}");
     assert_eq!(metric(&text, "chorus_origin_store_up"), 1.0);
+
+    // Ranges work from the bucket as from a disk.
+    let first = m.renditions[1].segments[0].id;
+    let whole = get(&b.url("http"), &format!("/v1/chunks/{first}")).await.body().clone();
+    let ranged = c
+        .send(
+            Request::get(format!("/v1/chunks/{first}"))
+                .header("range", "bytes=10-99")
+                .body(bytes::Bytes::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ranged.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(ranged.body(), &whole[10..100]);
+
+    // A re-ingest through A (other audio, same track) is seen by B within the manifest TTL.
+    let before = manifest(&b.url("http"), "up1", &public).await;
+    write_wav(&wav, 4);
+    let up = Request::put("/admin/tracks/up1?mode=raw")
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .body(bytes::Bytes::from(std::fs::read(&wav).unwrap()))
+        .unwrap();
+    assert_eq!(c.send(up).await.unwrap().status(), StatusCode::CREATED);
+    eventually("origin B serves the new manifest", Duration::from_secs(30), Duration::from_millis(200), async || {
+        manifest(&b.url("http"), "up1", &public).await != before
+    })
+    .await;
+    let m = manifest(&b.url("http"), "up1", &public).await;
+    assert_eq!(rendition_bytes(&b.url("http"), &m, 0).await, std::fs::read(&wav).unwrap());
 
     // A purge through A is seen by B within the manifest TTL (5 s), stated in the docs.
     let purge = Request::delete("/admin/tracks/up1")
@@ -418,4 +448,85 @@ async fn bad_store_urls_and_wrong_credentials_are_a_clear_error_at_start() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("--signing-key"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_make_one_get_and_an_interrupted_ingest_leaves_no_manifest() {
+    use futures_util::StreamExt as _;
+    if !garage::available() {
+        return;
+    }
+    let g = Garage::cluster(3).await;
+    let dir = tempfile::tempdir().unwrap();
+    keys_in(dir.path());
+    let (key, public) = (dir.path().join("origin.key"), dir.path().join("origin.pub"));
+    ingest(&g, "tides", &samples().join("chorus-tides"), &key, &[]);
+    let o = origin(&g, 0, &[]);
+    let url = o.url("http");
+    let m = manifest(&url, "tides", &public).await;
+    let chunk = m.renditions[1].segments[2].id;
+    let gets = async || metric(&metrics(&url).await, "chorus_origin_store_requests_total{op=\"get\",outcome=\"ok\"}");
+    let before = gets().await;
+    // 32 listeners' edges ask for one cold chunk at once: one GET to the store.
+    let asks: Vec<_> = (0..32)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { get(&url, &format!("/v1/chunks/{chunk}")).await })
+        })
+        .collect();
+    for a in asks {
+        let r = a.await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(chunk.matches(r.body()));
+    }
+    assert_eq!(gets().await - before, 1.0, "one GET for 32 concurrent misses");
+    let text = metrics(&url).await;
+    let by = |r: &str| metric(&text, &format!("chorus_origin_cache_requests_total{{result=\"{r}\"}}"));
+    assert_eq!(by("miss"), 1.0, "{text}");
+    assert_eq!(by("hit") + by("coalesced") + by("miss"), 32.0, "{text}");
+
+    // An ingest killed while it writes chunks leaves no manifest; run again, it completes and
+    // skips the chunks already there.
+    let wav = dir.path().join("long.wav");
+    write_wav(&wav, 300);
+    let args = [
+        "ingest",
+        "--store",
+        "s3://chorus/catalogue",
+        "--signing-key",
+        s(&key),
+        "--track",
+        "long",
+        "--mode",
+        "raw",
+        s(&wav),
+    ];
+    let mut run =
+        command(&g, 0, &args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let s3 = g.client(0);
+    let chunks = object_store::path::Path::from("catalogue/chunks");
+    let tides_chunks = m.chunks().count();
+    eventually("the ingest is writing chunks", Duration::from_secs(120), Duration::from_millis(20), async || {
+        s3.list(Some(&chunks)).count().await >= tides_chunks + 8
+    })
+    .await;
+    run.kill().unwrap();
+    run.wait().unwrap();
+    let manifest_key = object_store::path::Path::from("catalogue/manifests/long.json");
+    assert!(
+        matches!(s3.head(&manifest_key).await, Err(object_store::Error::NotFound { .. })),
+        "an interrupted ingest published a manifest (or finished before it was killed)"
+    );
+    let out = command(&g, 0, &args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout);
+    let (total, new) = said
+        .split_once(" chunks (")
+        .and_then(|(a, b)| {
+            Some((a.rsplit(' ').next()?.parse::<u64>().ok()?, b.split(' ').next()?.parse::<u64>().ok()?))
+        })
+        .unwrap_or_else(|| panic!("no chunk counts in {said:?}"));
+    assert!(new < total, "the re-run wrote every chunk again: {said}");
+    let m = manifest(&url, "long", &public).await;
+    assert_eq!(rendition_bytes(&url, &m, 0).await, std::fs::read(&wav).unwrap());
 }
