@@ -4,10 +4,12 @@
 #   deploy/check.sh [METRICS_FILE...]
 #
 # Checks: Prometheus config and rules (promtool check config/rules, rule unit tests),
-# Kubernetes manifests against the API schemas (kubernetes-validate, strict), the chorus TOML
-# configs against the flags in src/, compose.yaml, the systemd units (when systemd-analyze is
-# there), Grafana provisioning and dashboards (JSON, and every query's PromQL through promtool),
-# and that every chorus_* metric a dashboard or rule uses exists:
+# Kubernetes manifests against the API schemas (kubernetes-validate, strict; with kubectl also
+# the kustomize output, as shipped and with origin-s3.yaml swapped in), the chorus TOML configs
+# against the flags in src/, compose.yaml and compose.s3.yaml (with garage/garage.toml), the
+# systemd units and their drop-ins (when systemd-analyze is there), Grafana provisioning and
+# dashboards (JSON, and every query's PromQL through promtool), and that every chorus_* metric a
+# dashboard or rule uses exists:
 #   - with METRICS_FILE arguments (the /metrics text of live origin, edge and peer nodes): in
 #     the union of those files, each of which must also pass `promtool check metrics`;
 #   - without: among the names in the Rust sources (core edge origin peer client-lib src).
@@ -178,6 +180,13 @@ def check_value(path, key, typ, value):
         elif inner == "Span":
             if not (isinstance(v, str) and re.fullmatch(r"\s*(?:[0-9]+\s*[a-zA-Z]+\s*)+", v)):
                 err(f"{rel(path)}: {key} = {v!r}: not a duration (write e.g. 30s, 15m, 1h, 500ms)")
+        elif inner == "Location":
+            # src: origin/src/store/location.rs (a directory, or s3://BUCKET[/PREFIX]).
+            if not isinstance(v, str) or not v:
+                err(f"{rel(path)}: {key} = {v!r}: expected a directory or s3://BUCKET[/PREFIX]")
+            elif "://" in v and not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^/?#\\]+)*/?", v):
+                err(f"{rel(path)}: {key} = {v!r}: not a store (a directory, or s3://BUCKET[/PREFIX] with a "
+                    f"bucket name of 3 to 63 of a-z 0-9 . -; the endpoint goes in AWS_ENDPOINT_URL)")
         elif inner == "ListenUrl":
             if not (isinstance(v, str) and re.fullmatch(r"(http|https|h3)://(\[[0-9a-fA-F:.]+\]|[^/:\[\]]+):[0-9]{1,5}/?", v)):
                 err(f"{rel(path)}: {key} = {v!r}: not a listen URL (http://, https://, h3://HOST:PORT)")
@@ -189,7 +198,7 @@ def check_value(path, key, typ, value):
                 err(f"{rel(path)}: {key} = {v!r}: expected http://, https:// or h3://HOST:PORT")
 
 
-def cmd_toml():
+def toml_module(what):
     try:
         import tomllib  # Python >= 3.11
     except ImportError:
@@ -197,11 +206,25 @@ def cmd_toml():
             import tomli as tomllib
         except ImportError:
             err("reading TOML needs Python >= 3.11 (tomllib) or the tomli package (pip install tomli)")
-            done("the chorus TOML configs")
+            done(what)
+    return tomllib
+
+
+def cmd_toml():
+    tomllib = toml_module("the chorus TOML configs")
     cmds = command_flags()
     done("reading the chorus flags")
-    files = [("systemd/edge.toml", "edge"), ("systemd/origin.toml", "origin"),
-             ("k8s/config/edge.toml", "edge"), ("k8s/config/origin.toml", "origin")]
+    # Every chorus config: systemd/*.toml and k8s/config/*.toml, for the command their name
+    # starts with (edge.toml, origin.toml, origin-s3.toml...).
+    files = []
+    for d in ("systemd", "k8s/config"):
+        for n in sorted(os.listdir(os.path.join(DEPLOY, d))):
+            if n.endswith(".toml"):
+                cmd = next((c for c in ("edge", "origin", "peer") if n.startswith(c)), None)
+                if cmd is None:
+                    err(f"deploy/{d}/{n}: which command does it configure? (name it edge*.toml, origin*.toml or peer*.toml)")
+                    continue
+                files.append((f"{d}/{n}", cmd))
     for name, cmd in files:
         path = os.path.join(DEPLOY, name)
         print(f"  {rel(path)} (chorus {cmd}: {len(cmds.get(cmd, {}))} flags)")
@@ -224,6 +247,9 @@ def cmd_toml():
                     err(f"{rel(path)}: unknown key {k!r}: `chorus {cmd}` has no flag --{k.replace('_', '-')}")
                 else:
                     check_value(path, k, flags[k], v)
+        if cmd == "origin":
+            check_object_store(path, {**{k: v for k, v in table.items() if not isinstance(v, dict)},
+                                      **table.get("origin", {})})
     # Sizes in the Kubernetes edge config must fit the pod's limits.
     edge_cfg = tomllib.load(open(os.path.join(DEPLOY, "k8s/config/edge.toml"), "rb"))
     docs = list(yaml.safe_load_all(open(os.path.join(DEPLOY, "k8s/edge.yaml"))))
@@ -246,23 +272,199 @@ def cmd_toml():
                 f"edge container's memory limit {edge_c.get('resources', {}).get('limits', {}).get('memory')}")
         else:
             print(f"  k8s edge: cache_mem_size {mem / 2**30:.1f} GiB fits the memory limit {mem_limit / 2**30:.1f} GiB")
+    check_origin_s3_pod(tomllib)
+    check_config_mounts()
     done("the chorus TOML configs")
+
+
+def s3_bucket(v):
+    """The bucket of an s3:// location, else None."""
+    return v[5:].split("/", 1)[0] if isinstance(v, str) and v.startswith("s3://") else None
+
+
+def check_object_store(path, cfg):
+    """An origin config on an object store keeps content keys out of the catalogue's bucket."""
+    bucket = s3_bucket(cfg.get("store"))
+    if not bucket:
+        return
+    if s3_bucket(cfg.get("key_store")) == bucket:
+        err(f"{rel(path)}: key_store {cfg['key_store']!r} is in the catalogue's bucket: content keys would sit "
+            f"beside their ciphertext (a read credential becomes a decryption credential); use another bucket")
+    print(f"  {rel(path)}: object store {cfg['store']}" + (f", content keys in {cfg['key_store']}" if cfg.get("key_store") else ""))
+
+
+def k8s_workloads(name):
+    docs = [d for d in yaml.safe_load_all(open(os.path.join(DEPLOY, "k8s", name))) if d]
+    return [d for d in docs if d.get("kind") in ("Deployment", "StatefulSet")]
+
+
+def check_origin_s3_pod(tomllib):
+    """The Deployment of k8s/origin-s3.yaml fits its config: cache in memory, work_dir on a volume."""
+    path = os.path.join(DEPLOY, "k8s/config/origin-s3.toml")
+    cfg = tomllib.load(open(path, "rb"))
+    if not s3_bucket(cfg.get("store")):
+        err(f"{rel(path)}: store = {cfg.get('store')!r}: origin-s3.yaml has no volume for a directory store; expected s3://BUCKET[/PREFIX]")
+    dep = next((d for d in k8s_workloads("origin-s3.yaml") if d["kind"] == "Deployment"), None)
+    if not dep:
+        err("deploy/k8s/origin-s3.yaml: no Deployment")
+        return
+    spec = dep["spec"]["template"]["spec"]
+    c = next((c for c in spec["containers"] if c["name"] == "origin"), {})
+    mem_limit = parse_quantity(c.get("resources", {}).get("limits", {}).get("memory", ""))
+    cache = parse_size(cfg.get("cache_mem_size", "256MiB"))
+    if mem_limit is None or cache is None or cache > 0.75 * mem_limit:
+        err(f"deploy/k8s: origin-s3.toml cache_mem_size {cfg.get('cache_mem_size')} must leave room (>= 25%) in the "
+            f"origin container's memory limit {c.get('resources', {}).get('limits', {}).get('memory')}")
+    else:
+        print(f"  k8s origin-s3: cache_mem_size {cache / 2**30:.2f} GiB fits the memory limit {mem_limit / 2**30:.2f} GiB")
+
+    def volume_of(p):
+        """The pod volume that holds path p (the longest mountPath above it)."""
+        mounts = sorted((m for m in c.get("volumeMounts", []) if p and (p + "/").startswith(m["mountPath"].rstrip("/") + "/")),
+                        key=lambda m: len(m["mountPath"]))
+        return next((v for v in spec.get("volumes", []) if mounts and v["name"] == mounts[-1]["name"]), None)
+
+    if cfg.get("cache_dir"):
+        vol = volume_of(cfg["cache_dir"])
+        limit = parse_quantity((vol or {}).get("emptyDir", {}).get("sizeLimit", ""))
+        disk = parse_size(cfg.get("cache_disk_size", "10GiB"))
+        if vol is None or limit is None or disk is None or disk > 0.95 * limit:
+            err(f"deploy/k8s: origin-s3.toml cache_dir {cfg['cache_dir']!r}: cache_disk_size {cfg.get('cache_disk_size', '10GiB')} "
+                f"must be on an emptyDir of the pod and below ~95% of its sizeLimit (else the kubelet evicts the pod)")
+        else:
+            print(f"  k8s origin-s3: cache_disk_size {disk / 2**30:.1f} GiB fits the emptyDir {vol['name']!r} ({limit / 2**30:.1f} GiB)")
+    work = cfg.get("work_dir")
+    vol = volume_of(work)
+    limit = parse_quantity((vol or {}).get("emptyDir", {}).get("sizeLimit", ""))
+    upload = parse_size(cfg.get("max_upload_size", "2GiB"))
+    if not work or vol is None:
+        err(f"deploy/k8s: origin-s3.toml work_dir {work!r} is on no volume of the pod (its root filesystem is read-only)")
+    elif limit is None or upload is None or upload > 0.5 * limit:
+        err(f"deploy/k8s: origin-s3.toml max_upload_size {cfg.get('max_upload_size', '2GiB')} must fit twice (the upload "
+            f"and its encoded ladder) in the {vol['name']!r} emptyDir sizeLimit {vol.get('emptyDir', {}).get('sizeLimit')}")
+    else:
+        print(f"  k8s origin-s3: work_dir on emptyDir {vol['name']!r} ({limit / 2**30:.0f} GiB), uploads up to {upload / 2**30:.0f} GiB")
+
+
+def check_config_mounts():
+    """Each chorus container's --config file is a file of the ConfigMap mounted there."""
+    kust = yaml.safe_load(open(os.path.join(DEPLOY, "k8s/kustomization.yaml")))
+    generated = {g["name"]: {os.path.basename(f.split("=")[-1]) for f in g.get("files", [])}
+                 for g in kust.get("configMapGenerator", [])}
+    for name in ("origin.yaml", "origin-s3.yaml", "edge.yaml"):
+        for w in k8s_workloads(name):
+            spec = w["spec"]["template"]["spec"]
+            for c in spec["containers"]:
+                args = c.get("args", [])
+                if "--config" not in args:
+                    continue
+                cfg = args[args.index("--config") + 1]
+                mount = next((m for m in c.get("volumeMounts", []) if m["mountPath"] == os.path.dirname(cfg)), None)
+                vol = next((v for v in spec.get("volumes", []) if mount and v["name"] == mount["name"]), {})
+                cm = vol.get("configMap", {}).get("name")
+                if os.path.basename(cfg) not in generated.get(cm, set()):
+                    err(f"deploy/k8s/{name}: {w['kind']} {w['metadata']['name']}: --config {cfg}: no ConfigMap generated "
+                        f"by kustomization.yaml with that file is mounted at {os.path.dirname(cfg)} (found: {cm})")
+                else:
+                    print(f"  k8s {w['kind']} {w['metadata']['name']}: --config {cfg} from ConfigMap {cm}")
+
+
+# ---- kustomize output: the edges' upstreams ----
+
+def cmd_upstreams(rendered):
+    """In a rendered kustomization, the edges' upstreams name a Service (or a StatefulSet pod of
+    a headless one) of the same output, on a port it serves."""
+    tomllib = toml_module("the edges' upstreams")
+    docs = [d for d in yaml.safe_load_all(open(rendered)) if d]
+    services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+    sets = {d["spec"].get("serviceName"): d for d in docs if d["kind"] == "StatefulSet"}
+    edge_cfgs = [d for d in docs if d["kind"] == "ConfigMap" and "edge.toml" in (d.get("data") or {})]
+    if not edge_cfgs:
+        err(f"{rendered}: no ConfigMap with edge.toml")
+    for cm in edge_cfgs:
+        for url in tomllib.loads(cm["data"]["edge.toml"]).get("upstream", []):
+            m = re.fullmatch(r"(?:http|https|h3)://([^/:]+):([0-9]+)/?", url)
+            if not m:
+                err(f"edge.toml: upstream {url!r}: not http(s)/h3://HOST:PORT")
+                continue
+            host, port = m.group(1), int(m.group(2))
+            # SERVICE[.NAMESPACE[.svc...]], or POD.SERVICE[...] of a StatefulSet's headless Service.
+            parts = host.split(".")
+            svc, what = services.get(parts[0]), f"Service {parts[0]}"
+            if svc is None and len(parts) >= 2 and parts[1] in services:
+                svc = services[parts[1]]
+                sts = sets.get(parts[1])
+                pm = re.fullmatch(r"(.+)-([0-9]+)", parts[0])
+                if not (sts and pm and pm.group(1) == sts["metadata"]["name"] and int(pm.group(2)) < sts["spec"].get("replicas", 1)):
+                    svc = None
+                what = f"pod {parts[0]} of StatefulSet {sts['metadata']['name'] if sts else '?'} (Service {parts[1]})"
+            if svc is None:
+                err(f"edge.toml: upstream {url}: {host} is neither a Service nor a StatefulSet pod in this output "
+                    f"(Services: {', '.join(sorted(services))})")
+            elif port not in [p["port"] for p in svc["spec"].get("ports", [])]:
+                err(f"edge.toml: upstream {url}: Service {svc['metadata']['name']} has no port {port}")
+            else:
+                print(f"  edges' upstream {url}: {what}")
+    done("the edges' upstreams")
 
 
 # ---- compose.yaml ----
 
+COMPOSE_FILES = {
+    "compose.yaml": ("origin", "edge-1", "edge-2", "prometheus", "grafana"),
+    "compose.s3.yaml": ("garage", "garage-init", "ingest", "origin-1", "origin-2", "edge-1", "edge-2"),
+}
+
+
 def cmd_compose():
-    path = os.path.join(DEPLOY, "compose.yaml")
+    cmds = command_flags()
+    done("reading the chorus flags")
+    for name, want in COMPOSE_FILES.items():
+        check_compose(os.path.join(DEPLOY, name), want, cmds)
+    done("the compose files")
+
+
+def chorus_invocations(svc):
+    """(command, [flag names]) of every chorus run in a service: its command (the image's
+    entrypoint is chorus), the chorus lines of a shell script, and its healthcheck."""
+    runs = []
+    cmd = svc.get("command") or []
+    if isinstance(cmd, list) and cmd and not svc.get("entrypoint"):
+        runs.append(cmd)
+    scripts = [c for c in (cmd if isinstance(cmd, list) else [cmd]) if svc.get("entrypoint") and isinstance(c, str)]
+    for script in scripts:
+        for line in script.replace("\\\n", " ").splitlines():
+            for m in re.finditer(r"\bchorus\s+(.*)", line):
+                runs.append(m.group(1).split())
+    test = (svc.get("healthcheck") or {}).get("test") or []
+    if isinstance(test, list) and "chorus" in test:
+        runs.append(test[test.index("chorus") + 1:])
+    return [(r[0], [a[2:].split("=")[0] for a in r[1:] if a.startswith("--")]) for r in runs if r]
+
+
+def env_of(svc):
+    env = svc.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(e.split("=", 1) if "=" in e else (e, "") for e in env)
+    return {k: str(v) for k, v in env.items()}
+
+
+def command_text(svc):
+    cmd = svc.get("command") or []
+    return " ".join(cmd) if isinstance(cmd, list) else str(cmd)
+
+
+def check_compose(path, want, cmds):
     try:
         doc = yaml.safe_load(open(path))
     except yaml.YAMLError as e:
         err(f"{rel(path)}: not valid YAML: {e}")
-        done("compose.yaml")
+        return
     services = doc.get("services") or {}
     volumes = set((doc.get("volumes") or {}).keys())
-    for want in ("origin", "edge-1", "edge-2", "prometheus", "grafana"):
-        if want not in services:
-            err(f"{rel(path)}: no service {want!r}")
+    for w in want:
+        if w not in services:
+            err(f"{rel(path)}: no service {w!r}")
     for name, svc in services.items():
         if "image" not in svc and "build" not in svc:
             err(f"{rel(path)}: service {name}: neither image nor build")
@@ -282,8 +484,51 @@ def cmd_compose():
             ctx = os.path.normpath(os.path.join(DEPLOY, build.get("context", ".")))
             if not os.path.isfile(os.path.join(ctx, build.get("dockerfile", "Dockerfile"))):
                 err(f"{rel(path)}: service {name}: no {build.get('dockerfile')} in build context {rel(ctx)}")
+    # Every flag given to chorus is one of that command's flags (src/).
+    for name, svc in services.items():
+        for cmd, flags in chorus_invocations(svc):
+            if cmd not in cmds:
+                continue  # `chorus keys generate` and the like: subcommand groups, not read here
+            for f in flags:
+                if f.replace("-", "_") not in cmds[cmd]:
+                    err(f"{rel(path)}: service {name}: `chorus {cmd}` has no flag --{f}")
+    # Every --upstream names a service of this file and a port it listens on.
+    for name, svc in services.items():
+        for host, port in re.findall(r"--upstream[= ](?:http|https|h3)://([^/:\s]+):([0-9]+)", command_text(svc)):
+            listens = re.findall(r"--listen[= ](?:http|https|h3)://[^/:\s]+:([0-9]+)", command_text(services.get(host, {})))
+            if host not in services:
+                err(f"{rel(path)}: service {name}: --upstream {host}:{port}: no service {host!r}")
+            elif port not in listens:
+                err(f"{rel(path)}: service {name}: --upstream {host}:{port}: {host} listens on {listens or 'no --listen port'}")
+    # An S3 store in the file (Garage): the endpoint, region and bucket the chorus services use
+    # are the ones its config and its init service set up.
+    buckets = {env_of(s).get("BUCKET") for s in services.values()} - {None}
+    for name, svc in services.items():
+        env = env_of(svc)
+        m = re.fullmatch(r"https?://([^/:]+)(?::([0-9]+))?/?", env.get("AWS_ENDPOINT_URL", ""))
+        if not m:
+            continue
+        store = services.get(m.group(1))
+        if store is None:
+            err(f"{rel(path)}: service {name}: AWS_ENDPOINT_URL {env['AWS_ENDPOINT_URL']}: no service {m.group(1)!r}")
+            continue
+        conf = next((v.split(":")[0] for v in store.get("volumes") or [] if isinstance(v, str) and v.split(":")[0].endswith("garage.toml")), None)
+        if conf:
+            tomllib = toml_module("the compose files")
+            try:
+                garage = tomllib.load(open(os.path.normpath(os.path.join(DEPLOY, conf)), "rb"))
+            except Exception as e:  # noqa: BLE001
+                err(f"{rel(path)}: {conf}: not valid TOML: {e}")
+                continue
+            s3 = garage.get("s3_api", {})
+            if env.get("AWS_REGION") != s3.get("s3_region"):
+                err(f"{rel(path)}: service {name}: AWS_REGION {env.get('AWS_REGION')!r} is not the s3_region {s3.get('s3_region')!r} of {conf}")
+            if (m.group(2) or "80") != str(s3.get("api_bind_addr", "")).rsplit(":", 1)[-1]:
+                err(f"{rel(path)}: service {name}: AWS_ENDPOINT_URL port {m.group(2)} is not the api_bind_addr {s3.get('api_bind_addr')!r} of {conf}")
+        for b in set(re.findall(r"s3://([a-z0-9.-]+)", command_text(svc))):
+            if buckets and b not in buckets:
+                err(f"{rel(path)}: service {name}: bucket {b!r} is not the one the init service creates ({', '.join(sorted(buckets))})")
     print(f"  {rel(path)}: {len(services)} services, {len(volumes)} volumes")
-    done("compose.yaml")
 
 
 # ---- Grafana ----
@@ -485,7 +730,7 @@ def cmd_metrics(files):
 
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    {"toml": lambda: cmd_toml(), "compose": lambda: cmd_compose(),
+    {"toml": lambda: cmd_toml(), "compose": lambda: cmd_compose(), "upstreams": lambda: cmd_upstreams(args[0]),
      "grafana": lambda: cmd_grafana(args[0]), "metrics": lambda: cmd_metrics(args)}[cmd]()
 PYEOF
 export DEPLOY ROOT
@@ -535,10 +780,24 @@ step "Prometheus: rule unit tests (promtool test rules)"
 promtool test rules prometheus/rules_test.yml || fail "deploy/prometheus/rules_test.yml: a rule does not compute what it should"
 
 step "Kubernetes manifests (kubernetes-validate --strict, API $K8S_VERSION)"
-kubernetes-validate -k "$K8S_VERSION" --strict k8s/origin.yaml k8s/edge.yaml k8s/tracker-redis.yaml || fail "deploy/k8s: manifests do not validate"
+kubernetes-validate -k "$K8S_VERSION" --strict k8s/origin.yaml k8s/origin-s3.yaml k8s/edge.yaml k8s/tracker-redis.yaml ||
+  fail "deploy/k8s: manifests do not validate"
 if command -v kubectl >/dev/null 2>&1; then
   kubectl kustomize k8s >"$TMP/k8s-rendered.yaml" || fail "deploy/k8s: kubectl kustomize failed"
   kubernetes-validate -k "$K8S_VERSION" --strict "$TMP/k8s-rendered.yaml" || fail "deploy/k8s: the kustomize output does not validate"
+  pycheck upstreams "$TMP/k8s-rendered.yaml"
+  # The variant on object storage, made as kustomization.yaml and config/edge.toml say: the
+  # line `- origin.yaml` becomes `- origin-s3.yaml`, the edges' upstream its Service.
+  echo "  with origin-s3.yaml swapped in for origin.yaml (as kustomization.yaml describes):"
+  cp -r k8s "$TMP/k8s-s3"
+  sed -i 's/^  - origin\.yaml$/  - origin-s3.yaml/' "$TMP/k8s-s3/kustomization.yaml"
+  sed -i 's#^upstream = .*#upstream = ["http://chorus-origin-s3:8080"]#' "$TMP/k8s-s3/config/edge.toml"
+  grep -q '^  - origin-s3\.yaml$' "$TMP/k8s-s3/kustomization.yaml" && grep -q 'chorus-origin-s3' "$TMP/k8s-s3/config/edge.toml" ||
+    fail "deploy/k8s: cannot swap origin-s3.yaml in (kustomization.yaml has no line '  - origin.yaml', or edge.toml no 'upstream = ' line)"
+  kubectl kustomize "$TMP/k8s-s3" >"$TMP/k8s-s3-rendered.yaml" || fail "deploy/k8s with origin-s3.yaml: kubectl kustomize failed"
+  kubernetes-validate -k "$K8S_VERSION" --strict "$TMP/k8s-s3-rendered.yaml" ||
+    fail "deploy/k8s with origin-s3.yaml: the kustomize output does not validate"
+  pycheck upstreams "$TMP/k8s-s3-rendered.yaml"
 else
   echo "  note: no kubectl, so kustomization.yaml is not rendered (kubectl kustomize deploy/k8s)"
 fi
@@ -546,7 +805,7 @@ fi
 step "chorus TOML configs (keys and values against the flags in src/)"
 pycheck toml
 
-step "Compose file (YAML, services, volumes, bind mounts)"
+step "Compose files (YAML, services, volumes, bind mounts, upstreams, the S3 store of compose.s3.yaml)"
 pycheck compose
 
 step "Grafana provisioning and dashboards (YAML, JSON, PromQL of every query)"
@@ -583,13 +842,34 @@ if command -v systemd-analyze >/dev/null 2>&1; then
   bad="$(grep -vE "Unknown key '(RestartSteps|RestartMaxDelaySec)'" <<<"$out" | grep -E 'Unknown|Invalid|Failed|[Ff]ailed to parse|not valid|ignoring' || true)"
   [[ -z "$bad" ]] || { printf '%s\n' "$bad" >&2; fail "deploy/systemd: systemd-analyze verify reports problems (above)"; }
   echo "  systemd-analyze verify: OK (systemd $sd_version)"
+  # Drop-ins (systemd/UNIT.service.d/*.conf): each unit again, with its drop-ins beside it, as
+  # systemd would load them from /etc/systemd/system/UNIT.service.d/.
+  units=("$TMP"/systemd/*.service)
+  for d in systemd/*.service.d; do
+    [[ -d "$d" ]] || continue
+    u="$(basename "$d" .d)"
+    [[ -f "systemd/$u" ]] || fail "deploy/$d: drop-ins for $u, which is not in deploy/systemd"
+    mkdir -p "$TMP/dropin-$u/$u.d"
+    sed 's#/usr/local/bin/chorus#/bin/true#' "systemd/$u" >"$TMP/dropin-$u/$u"
+    for c in "$d"/*.conf; do
+      sed 's#/usr/local/bin/chorus#/bin/true#' "$c" >"$TMP/dropin-$u/$u.d/$(basename "$c")"
+    done
+    out="$(SYSTEMD_LOG_LEVEL=notice systemd-analyze verify --man=no --generators=no "$TMP/dropin-$u/$u" 2>&1)" ||
+      { printf '%s\n' "$out" >&2; fail "deploy/$d: systemd-analyze verify failed"; }
+    bad="$(grep -vE "Unknown key '(RestartSteps|RestartMaxDelaySec)'" <<<"$out" | grep -E 'Unknown|Invalid|Failed|[Ff]ailed to parse|not valid|ignoring' || true)"
+    [[ -z "$bad" ]] || { printf '%s\n' "$bad" >&2; fail "deploy/$d: systemd-analyze verify reports problems (above)"; }
+    echo "  systemd-analyze verify: $u with $(cd "$d" && echo *.conf): OK"
+    units+=("$TMP/dropin-$u/$u")
+  done
   if ((sd_version >= 250)); then
-    for u in "$TMP"/systemd/*.service; do
+    for u in "${units[@]}"; do
       # --threshold is exposure x 10: fail above an exposure of 3.0 ("OK" is below 4).
       score="$(systemd-analyze security --offline=true --threshold=30 "$u" 2>/dev/null | grep -o 'exposure level for .*' || true)"
+      with=""
+      [[ -d "$u.d" ]] && with=" (with $(cd "$u.d" && echo *.conf))"
       systemd-analyze security --offline=true --threshold=30 "$u" >/dev/null 2>&1 ||
-        fail "deploy/systemd/$(basename "$u"): exposure above 3.0 ($score)"
-      echo "  $score"
+        fail "deploy/systemd/$(basename "$u")$with: exposure above 3.0 ($score)"
+      echo "  $score$with"
     done
   fi
 else

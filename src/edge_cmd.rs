@@ -160,7 +160,12 @@ pub(crate) async fn run(a: EdgeArgs) -> Result<()> {
         origins: a.upstream.clone(),
         parents: a.parent.clone(),
         trust: ClientTls { ca_files: a.ca.clone(), insecure: a.insecure },
-        cache: CacheConfig { mem_bytes: a.cache_mem_size.0, disk_bytes: a.cache_disk_size.0, dir: a.cache_dir.clone() },
+        cache: CacheConfig {
+            mem_bytes: a.cache_mem_size.0,
+            disk_bytes: a.cache_disk_size.0,
+            dir: a.cache_dir.clone(),
+            prefetch: true,
+        },
         upstream: UpstreamConfig {
             timeout: a.upstream_timeout.0,
             connect_timeout: a.upstream_connect_timeout.0,

@@ -111,7 +111,7 @@ pub(crate) fn run(a: IngestArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let _in_runtime = rt.enter();
     let opts = Options {
-        cache_bytes: 0,
+        cache: chorus_cache::CacheConfig { mem_bytes: 0, disk_bytes: 0, dir: None, prefetch: false },
         key_store: a.key_store.clone(),
         work_dir: a.work_dir.clone(),
         metrics: StoreMetrics::unregistered(prometheus_counter()),

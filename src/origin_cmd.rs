@@ -27,9 +27,16 @@ pub(crate) struct OriginArgs {
     /// object store, which then serves and ingests only unprotected tracks.
     #[arg(long, value_name = "DIR|s3://BUCKET[/PREFIX]")]
     key_store: Option<Location>,
-    /// Memory for the read-through cache of verified chunks, with an object store (0: none).
+    /// With an object store: memory for the read-through cache of verified chunks (0: none).
     #[arg(long, value_name = "SIZE", default_value = "256MiB")]
-    cache_size: Size,
+    cache_mem_size: Size,
+    /// With an object store: a directory for a disk tier under the memory cache (kept across
+    /// restarts, every file verified when read); without it the cache is memory only.
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Size of that disk tier.
+    #[arg(long, value_name = "SIZE", default_value = "10GiB")]
+    cache_disk_size: Size,
     /// A local directory for uploads in progress, encoder output and a generated certificate,
     /// with an object store (default: a new temporary directory, removed at exit).
     #[arg(long, value_name = "DIR")]
@@ -71,7 +78,12 @@ pub(crate) async fn run(a: OriginArgs) -> Result<()> {
     let server_config = a.serve.server_config()?;
     let metrics = OriginMetrics::new();
     let opts = Options {
-        cache_bytes: a.cache_size.0,
+        cache: chorus_cache::CacheConfig {
+            mem_bytes: a.cache_mem_size.0,
+            disk_bytes: if a.cache_dir.is_some() { a.cache_disk_size.0 } else { 0 },
+            dir: a.cache_dir.clone(),
+            prefetch: false,
+        },
         key_store: a.key_store.clone(),
         work_dir: a.work_dir.clone(),
         metrics: metrics.store.clone(),

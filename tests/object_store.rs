@@ -195,7 +195,7 @@ async fn a_garage_node_killed_mid_play_and_the_play_completes_without_a_stall() 
     write_wav(&wav, 60);
     ingest(&g, "long", &wav, &key, &["--ladder", "24,64"]);
     // No cache on the origin: every chunk the edge asks for is a GET to the store.
-    let o = origin(&g, 0, &["--cache-size", "0"]);
+    let o = origin(&g, 0, &["--cache-mem-size", "0"]);
     let cache = dir.path().join("edge-cache");
     let edge = Node::start(
         &["edge", "--upstream", &o.url("http"), "--listen", "http://127.0.0.1:0", "--cache-dir", s(&cache)],
@@ -306,7 +306,9 @@ async fn the_store_stopped_hits_still_served_misses_answered_503_and_not_ready()
     keys_in(dir.path());
     let (key, public) = (dir.path().join("origin.key"), dir.path().join("origin.pub"));
     ingest(&g, "tides", &samples().join("chorus-tides"), &key, &[]);
-    let o = origin(&g, 0, &[]);
+    // The cache on disk only (no memory tier): what it serves below comes from its files.
+    let cache = dir.path().join("origin-cache");
+    let o = origin(&g, 0, &["--cache-mem-size", "0", "--cache-dir", s(&cache)]);
     let url = o.url("http");
     let m = manifest(&url, "tides", &public).await;
     let (hot, cold) = (m.renditions[1].segments[0].id, m.renditions[1].segments[1].id);
@@ -330,6 +332,8 @@ async fn the_store_stopped_hits_still_served_misses_answered_503_and_not_ready()
     let text = metrics(&url).await;
     assert_eq!(metric(&text, "chorus_origin_store_up"), 0.0);
     assert!(metric(&text, "chorus_origin_cache_requests_total{result=\"hit\"}") >= 1.0, "{text}");
+    assert_eq!(metric(&text, "chorus_origin_cache_bytes{tier=\"disk\"}"), hot_bytes.len() as f64, "{text}");
+    assert_eq!(metric(&text, "chorus_origin_cache_bytes{tier=\"memory\"}"), 0.0, "{text}");
 
     // The store comes back: so do misses and readiness.
     for n in 0..3 {

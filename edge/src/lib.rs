@@ -20,7 +20,8 @@
 
 // Plain logic, always built (the simulator uses it with `default-features = false`): the
 // cache tiers' policy and the tracker's lists.
-pub mod cache;
+/// The chunk cache, from its own crate (the origin's object store uses it too).
+pub use chorus_cache as cache;
 pub mod tracker;
 
 // The node: feature `io` (on by default).

@@ -28,7 +28,7 @@ async fn an_edge_fetches_each_chunk_once_serves_it_from_memory_and_prefetches_th
         origins: vec![origin.base.clone()],
         parents: Vec::new(),
         trust: ClientTls::default(),
-        cache: CacheConfig { mem_bytes: 64 << 20, disk_bytes: 0, dir: None },
+        cache: CacheConfig { mem_bytes: 64 << 20, disk_bytes: 0, dir: None, prefetch: true },
         upstream: chorus_edge::upstream::UpstreamConfig::default(),
         // One segment ahead, and no trending warm-up: the upstream fetches are then exact.
         prefetch: chorus_edge::prefetch::PrefetchConfig {

@@ -472,21 +472,25 @@ impl Origin {
 
 /// The answer to a read the store could not give: 502 for bytes that are not what their name
 /// says (the edge then tries its next upstream), 503 with `Retry-After` when the store is slow
-/// or down (a retry can help), 500 otherwise (an operator must look).
+/// or down (a retry can help), 500 otherwise (an operator must look). The body says which, and
+/// no more: the store's name, endpoint and answer go to the log, not to whoever asked.
 fn store_failed(e: &StoreError) -> Response<ResponseBody> {
-    let (status, retry) = if e.is_corrupt() {
-        (StatusCode::BAD_GATEWAY, false)
-    } else if e.is_retryable() {
-        (StatusCode::SERVICE_UNAVAILABLE, true)
-    } else {
-        (StatusCode::INTERNAL_SERVER_ERROR, false)
+    let (status, public) = match e.root() {
+        StoreError::CorruptObject { chunk, .. } => (
+            StatusCode::BAD_GATEWAY,
+            format!("chunk {chunk} in this origin's store does not match its hash; not served"),
+        ),
+        e if e.is_retryable() => {
+            (StatusCode::SERVICE_UNAVAILABLE, "this origin's store did not answer in time; try again".to_owned())
+        }
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "this origin's store failed; the origin's log says why".to_owned()),
     };
     if !e.is_corrupt() {
         // A corrupt chunk was logged where it was found, once for all the requests that waited.
         error!(error = %Chain(e), "the store failed");
     }
-    let mut r = json_error(status, Chain(e));
-    if retry {
+    let mut r = json_error(status, public);
+    if status == StatusCode::SERVICE_UNAVAILABLE {
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     r

@@ -1,7 +1,7 @@
 //! The origin's metrics (docs/protocol.md §6), declared in one place with help text for planners.
 
 use chorus_http::metrics::{RequestCounter, register};
-use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// Every metric the origin exports.
 #[derive(Clone)]
@@ -52,7 +52,7 @@ impl OriginMetrics {
         .expect("valid metric");
         let corrupt = IntCounter::new(
             "chorus_origin_corrupt_chunks_total",
-            "Chunks found corrupt when read, on the origin's disk (quarantined) or in its bucket; never served. Any increase needs an operator.",
+            "Chunks found corrupt when read: on the origin's disk (the directory store: quarantined; the object store's disk cache: dropped) or in its bucket; never served. Any increase needs an operator.",
         )
         .expect("valid metric");
         register(&registry, &served_bytes);
@@ -88,8 +88,8 @@ pub struct StoreMetrics {
     pub seconds: HistogramVec,
     /// `chorus_origin_cache_requests_total{result}`.
     pub cache: IntCounterVec,
-    /// `chorus_origin_cache_bytes`.
-    pub cache_bytes: IntGauge,
+    /// `chorus_origin_cache_bytes{tier}`.
+    pub cache_bytes: IntGaugeVec,
     /// `chorus_origin_store_up`.
     pub up: IntGauge,
     /// `chorus_origin_corrupt_chunks_total` (shared with [`OriginMetrics::corrupt`]).
@@ -153,9 +153,12 @@ impl StoreMetrics {
             &["result"],
         )
         .expect("valid metric");
-        let cache_bytes = IntGauge::new(
-            "chorus_origin_cache_bytes",
-            "Bytes of chunks held in the origin's read-through memory cache (bounded by --cache-size).",
+        let cache_bytes = IntGaugeVec::new(
+            Opts::new(
+                "chorus_origin_cache_bytes",
+                "Bytes of chunks held in the origin's read-through cache, by tier (memory: at most --cache-mem-size; disk: at most --cache-disk-size).",
+            ),
+            &["tier"],
         )
         .expect("valid metric");
         let up = IntGauge::new(
@@ -171,6 +174,9 @@ impl StoreMetrics {
         }
         for d in ["read", "written"] {
             bytes.with_label_values(&[d]);
+        }
+        for t in ["memory", "disk"] {
+            cache_bytes.with_label_values(&[t]);
         }
         for r in ["hit", "miss", "coalesced"] {
             cache.with_label_values(&[r]);

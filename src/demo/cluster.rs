@@ -154,7 +154,7 @@ pub(super) async fn start_edge(
         origins: vec![origin.parse()?],
         parents: Vec::new(),
         trust: ClientTls::default(),
-        cache: CacheConfig { mem_bytes: 64 << 20, disk_bytes: 1 << 30, dir: Some(dir.to_owned()) },
+        cache: CacheConfig { mem_bytes: 64 << 20, disk_bytes: 1 << 30, dir: Some(dir.to_owned()), prefetch: true },
         upstream: chorus_edge::upstream::UpstreamConfig::default(),
         prefetch: chorus_edge::prefetch::PrefetchConfig::default(),
         // Every listener of the demo speaks from 127.0.0.1: one source network that stands for

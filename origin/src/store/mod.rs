@@ -6,8 +6,9 @@
 //!
 //! - a directory store is read and written as before: every write atomic and fsynced, every
 //!   chunk read verified (a corrupt file is quarantined), the OS page cache as the cache;
-//! - an object store is read through a bounded memory cache of verified chunks, concurrent
-//!   misses of one chunk make one GET, every chunk read from the bucket is verified by its hash
+//! - an object store is read through the edge's chunk cache (`chorus-cache`: a memory tier,
+//!   optionally over a disk tier, with TinyLFU admission), concurrent misses of one chunk make
+//!   one GET, every chunk read from the bucket is verified by its hash
 //!   before a byte of it is served, and manifests are cached [`MANIFEST_TTL`] (the bound on how
 //!   long a re-ingest or a purge through another origin stays unseen by this one).
 //!
@@ -18,7 +19,6 @@
 //! Ingest writes through [`Writer`], on a blocking thread: chunks first, the signed manifest
 //! last, so no reader ever sees a manifest whose chunks are missing.
 
-mod cache;
 pub mod dir;
 mod location;
 pub mod object;
@@ -44,7 +44,7 @@ pub use location::{Location, LocationError};
 pub use object::ObjectBackend;
 
 use crate::metrics::StoreMetrics;
-use cache::ChunkCache;
+use chorus_cache::{CacheConfig, ChunkCache, Events};
 
 /// How long an origin on an object store keeps a manifest (or its absence) before asking the
 /// bucket again: within this, plus the edges' manifest cache, every origin and edge sees a
@@ -178,9 +178,10 @@ impl StoreError {
 
 /// How to open a store.
 pub struct Options {
-    /// Bytes of verified chunks an object store's origin keeps in memory (0: none). A
-    /// directory store has no cache of its own: the OS page cache is one.
-    pub cache_bytes: u64,
+    /// An object store's read-through cache of verified chunks: memory (0: none), and a disk
+    /// tier when `dir` is given. A directory store has no cache of its own: the OS page cache
+    /// is one.
+    pub cache: CacheConfig,
     /// Where content keys live, when not in the store (required for protected tracks on an
     /// object store).
     pub key_store: Option<Location>,
@@ -195,7 +196,8 @@ impl Options {
     /// Default options, moving `metrics`.
     #[must_use]
     pub fn new(metrics: StoreMetrics) -> Self {
-        Self { cache_bytes: 256 << 20, key_store: None, work_dir: None, metrics }
+        let cache = CacheConfig { mem_bytes: 256 << 20, disk_bytes: 0, dir: None, prefetch: false };
+        Self { cache, key_store: None, work_dir: None, metrics }
     }
 }
 
@@ -219,7 +221,8 @@ struct Inner {
     name: String,
     work: PathBuf,
     _work_guard: Option<tempfile::TempDir>,
-    chunks: ChunkCache,
+    /// An object store's cache (`None` for a directory store).
+    chunks: Option<ChunkCache>,
     inflight: Inflight<ChunkId, Option<Bytes>, Arc<StoreError>>,
     manifests: std::sync::Mutex<LruCache<TrackId, ManifestEntry>>,
     manifest_inflight: Inflight<TrackId, Option<Bytes>, Arc<StoreError>>,
@@ -248,7 +251,7 @@ impl Store {
             root.display().to_string(),
             work,
             None,
-            0,
+            None,
             metrics,
         ))
     }
@@ -278,7 +281,7 @@ impl Store {
                 let dir = DirStore::open(root)?;
                 let keys = keys.unwrap_or_else(|| Backend::Dir(dir.clone()));
                 let work = dir.tmp_dir();
-                Ok(Self::assemble(Backend::Dir(dir), Some(keys), location.to_string(), work, None, 0, opts.metrics))
+                Ok(Self::assemble(Backend::Dir(dir), Some(keys), location.to_string(), work, None, None, opts.metrics))
             }
             Location::S3 { bucket, prefix } => {
                 let b = ObjectBackend::new(bucket, prefix, env, opts.metrics.clone())?;
@@ -296,15 +299,23 @@ impl Store {
                         (t.path().to_owned(), Some(t))
                     }
                 };
+                let cache = CacheConfig { prefetch: false, ..opts.cache };
+                let (chunks, indexed) = ChunkCache::open(&cache)
+                    .await
+                    .map_err(|source| StoreError::Io { path: cache.dir.clone().unwrap_or_default(), source })?;
+                if cache.dir.is_some() {
+                    tracing::info!(chunks = indexed, "indexed the origin's disk cache (files are verified when read)");
+                }
                 let s = Self::assemble(
                     Backend::Object(b),
                     keys,
                     location.to_string(),
                     work,
                     guard,
-                    opts.cache_bytes,
+                    Some(chunks),
                     opts.metrics,
                 );
+                s.cache_usage();
                 s.inner.metrics.up.set(1);
                 Ok(s)
             }
@@ -317,7 +328,7 @@ impl Store {
         name: String,
         work: PathBuf,
         guard: Option<tempfile::TempDir>,
-        cache_bytes: u64,
+        chunks: Option<ChunkCache>,
         metrics: StoreMetrics,
     ) -> Self {
         let entries = std::num::NonZeroUsize::new(MANIFEST_ENTRIES).unwrap_or(std::num::NonZeroUsize::MIN);
@@ -328,7 +339,7 @@ impl Store {
                 name,
                 work,
                 _work_guard: guard,
-                chunks: ChunkCache::new(cache_bytes, metrics.cache_bytes.clone()),
+                chunks,
                 inflight: Inflight::default(),
                 manifests: std::sync::Mutex::new(LruCache::new(entries)),
                 manifest_inflight: Inflight::default(),
@@ -382,9 +393,14 @@ impl Store {
                 r
             }
             Backend::Object(b) => {
-                if let Some(bytes) = self.inner.chunks.get(id) {
-                    metrics.cache.with_label_values(&["hit"]).inc();
-                    return Ok(Some(bytes));
+                if let Some(cache) = &self.inner.chunks {
+                    let mut events = Events::default();
+                    let found = cache.get(id, &mut events).await;
+                    self.count_events(events);
+                    if let Some(found) = found {
+                        metrics.cache.with_label_values(&["hit"]).inc();
+                        return Ok(Some(found.bytes));
+                    }
                 }
                 let (me, b, id) = (self.clone(), b.clone(), *id);
                 let lost =
@@ -413,8 +429,31 @@ impl Store {
         if !id.matches(&bytes) {
             return Err(corrupt("bytes differ"));
         }
-        self.inner.chunks.insert(id, bytes.clone());
+        if let Some(cache) = &self.inner.chunks {
+            let events = cache.insert(id, bytes.clone(), false).await;
+            self.count_events(events);
+            self.cache_usage();
+        }
         Ok(Some(bytes))
+    }
+
+    /// A file of the cache's disk tier found corrupt (dropped, fetched again) is counted with
+    /// the store's corrupt chunks: disk trouble on this host either way.
+    fn count_events(&self, events: Events) {
+        if events.disk_corrupt > 0 {
+            self.inner.metrics.corrupt.inc_by(events.disk_corrupt);
+        }
+    }
+
+    fn cache_usage(&self) {
+        if let Some(cache) = &self.inner.chunks {
+            let [(mem, _), (disk, _)] = cache.usage();
+            let set = |tier: &str, n: u64| {
+                self.inner.metrics.cache_bytes.with_label_values(&[tier]).set(i64::try_from(n).unwrap_or(i64::MAX));
+            };
+            set("memory", mem);
+            set("disk", disk);
+        }
     }
 
     /// A track's manifest document, as stored; `Ok(None)` when the track is unknown. On an

@@ -33,6 +33,9 @@ pub struct CacheConfig {
     pub disk_bytes: u64,
     /// Where the disk tier lives; `None` disables it.
     pub dir: Option<PathBuf>,
+    /// Whether chunks are prefetched into this cache: an eighth of the memory then holds them
+    /// apart (the probation area) until asked for. An origin prefetches nothing.
+    pub prefetch: bool,
 }
 
 /// Which tier answered.
@@ -126,7 +129,7 @@ impl ChunkCache {
         };
         // Size the sketch for the number of chunks the cache can hold (about 64 KiB each).
         let items = usize::try_from((cfg.mem_bytes + cfg.disk_bytes) / 65_536).unwrap_or(usize::MAX);
-        let probation = cfg.mem_bytes / PROBATION_SHARE;
+        let probation = if cfg.prefetch { cfg.mem_bytes / PROBATION_SHARE } else { 0 };
         let inner = Inner {
             mem: Tier::new(cfg.mem_bytes - probation),
             probation: Tier::new(probation),
@@ -408,7 +411,7 @@ mod tests {
     #[tokio::test]
     async fn a_prefetched_chunk_gets_into_a_full_cache_of_hot_chunks_and_a_cold_one_does_not() {
         // 8 750 bytes of memory tier, and 1 250 of probation for prefetched chunks.
-        let cfg = CacheConfig { mem_bytes: 10_000, disk_bytes: 0, dir: None };
+        let cfg = CacheConfig { mem_bytes: 10_000, disk_bytes: 0, dir: None, prefetch: true };
         let (cache, _) = ChunkCache::open(&cfg).await.unwrap();
         // Eight chunks, each asked for three times: the memory tier is full of hot chunks.
         for n in 0..8 {
@@ -439,7 +442,8 @@ mod tests {
     #[tokio::test]
     async fn prefetches_of_many_cold_tracks_churn_the_probation_area_and_never_evict_hot_chunks() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = CacheConfig { mem_bytes: 10_000, disk_bytes: 8_000, dir: Some(dir.path().to_owned()) };
+        let cfg =
+            CacheConfig { mem_bytes: 10_000, disk_bytes: 8_000, dir: Some(dir.path().to_owned()), prefetch: true };
         let (cache, _) = ChunkCache::open(&cfg).await.unwrap();
         for n in 0..8 {
             let (id, bytes) = chunk(n);
@@ -464,7 +468,7 @@ mod tests {
     #[tokio::test]
     async fn a_disk_file_is_rechecked_once_per_interval_and_dropped_when_it_changed() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = CacheConfig { mem_bytes: 0, disk_bytes: 1 << 20, dir: Some(dir.path().to_owned()) };
+        let cfg = CacheConfig { mem_bytes: 0, disk_bytes: 1 << 20, dir: Some(dir.path().to_owned()), prefetch: true };
         let (cache, _) = ChunkCache::open(&cfg).await.unwrap();
         let (id, bytes) = chunk(7);
         cache.insert(id, bytes, false).await;

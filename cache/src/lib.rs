@@ -1,4 +1,5 @@
-//! The edge's chunk cache: a memory tier over a disk tier, sharing one admission policy.
+//! chorus-cache: the chunk cache of edges and origins, a memory tier over a disk tier, sharing
+//! one admission policy (TinyLFU).
 //!
 //! ```text
 //! get(id):    memory ──hit──▶ Bytes (no copy)
@@ -23,16 +24,14 @@
 //! many cold tracks (each starting a prefetch of the next ones) then only churns the probation
 //! area. A prefetched chunk's first request promotes it into the memory tier through the
 //! ordinary admission test; if it is not admitted it stays in probation.
+//!
+//! The tiers' plain logic ([`tier`], [`sketch`]) is what the simulator's edges use; the cache
+//! ([`ChunkCache`]) adds the disk tier and runs its I/O on Tokio's blocking pool.
+#![warn(missing_docs)]
 
-//! The tiers' plain logic ([`tier`], [`sketch`]) builds without feature `io` (the simulator
-//! uses it so); the cache with its disk tier needs it.
-
-#[cfg(feature = "io")]
 pub mod disk;
 pub mod sketch;
 pub mod tier;
-#[cfg(feature = "io")]
 mod tiered;
 
-#[cfg(feature = "io")]
 pub use tiered::*;
