@@ -78,7 +78,7 @@ enum Cmd {
     /// The nodes log only warnings unless --log-level is given: the live view is the output.
     Demo(demo::DemoArgs),
     /// Serve a chunk store: manifests, chunks and HLS over HTTP/1.1, HTTP/2 and HTTP/3.
-    Origin(origin_cmd::OriginArgs),
+    Origin(Box<origin_cmd::OriginArgs>),
     /// Run an edge cache node in front of origins (and parent edges).
     Edge(Box<edge_cmd::EdgeArgs>),
     /// Fetch a track from edges the way a player would, verifying every byte.
@@ -196,7 +196,7 @@ fn run(cmd: Cmd) -> Result<()> {
     match cmd {
         Cmd::Origin(a) => {
             let rt = runtime()?;
-            let result = rt.block_on(origin_cmd::run(a));
+            let result = rt.block_on(origin_cmd::run(*a));
             // Do not wait for a blocking task (an upload being encoded) after the drain.
             rt.shutdown_timeout(std::time::Duration::from_secs(1));
             result
