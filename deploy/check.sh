@@ -265,16 +265,22 @@ def cmd_toml():
         else:
             print(f"  k8s edge: cache_disk_size {disk / 2**30:.1f} GiB fits the emptyDir sizeLimit {limit / 2**30:.1f} GiB")
         edge_c = next((c for c in spec["containers"] if c["name"] == "edge"), {})
-        mem_limit = parse_quantity(edge_c.get("resources", {}).get("limits", {}).get("memory", ""))
-        mem = parse_size(edge_cfg.get("cache_mem_size", "512MiB"))
-        if mem_limit is None or mem is None or mem > 0.75 * mem_limit:
-            err(f"deploy/k8s: cache_mem_size {edge_cfg.get('cache_mem_size')} must leave room (>= 25%) in the "
-                f"edge container's memory limit {edge_c.get('resources', {}).get('limits', {}).get('memory')}")
-        else:
-            print(f"  k8s edge: cache_mem_size {mem / 2**30:.1f} GiB fits the memory limit {mem_limit / 2**30:.1f} GiB")
+        check_cache_fits("edge", edge_cfg, "512MiB", edge_c)
     check_origin_s3_pod(tomllib)
     check_config_mounts()
     done("the chorus TOML configs")
+
+
+def check_cache_fits(who, cfg, default, container):
+    """A node's memory cache (cache_mem_size) leaves at least a quarter of its container's memory limit."""
+    limit_text = container.get("resources", {}).get("limits", {}).get("memory", "")
+    mem_limit = parse_quantity(limit_text)
+    mem = parse_size(cfg.get("cache_mem_size", default))
+    if mem_limit is None or mem is None or mem > 0.75 * mem_limit:
+        err(f"deploy/k8s: the {who} cache_mem_size {cfg.get('cache_mem_size', default)} must leave room (>= 25%) in "
+            f"the container's memory limit {limit_text or '(none)'}")
+    else:
+        print(f"  k8s {who}: cache_mem_size {mem / 2**30:.2f} GiB fits the memory limit {mem_limit / 2**30:.2f} GiB")
 
 
 def s3_bucket(v):
@@ -310,13 +316,7 @@ def check_origin_s3_pod(tomllib):
         return
     spec = dep["spec"]["template"]["spec"]
     c = next((c for c in spec["containers"] if c["name"] == "origin"), {})
-    mem_limit = parse_quantity(c.get("resources", {}).get("limits", {}).get("memory", ""))
-    cache = parse_size(cfg.get("cache_mem_size", "256MiB"))
-    if mem_limit is None or cache is None or cache > 0.75 * mem_limit:
-        err(f"deploy/k8s: origin-s3.toml cache_mem_size {cfg.get('cache_mem_size')} must leave room (>= 25%) in the "
-            f"origin container's memory limit {c.get('resources', {}).get('limits', {}).get('memory')}")
-    else:
-        print(f"  k8s origin-s3: cache_mem_size {cache / 2**30:.2f} GiB fits the memory limit {mem_limit / 2**30:.2f} GiB")
+    check_cache_fits("origin-s3", cfg, "256MiB", c)
 
     def volume_of(p):
         """The pod volume that holds path p (the longest mountPath above it)."""

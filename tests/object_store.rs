@@ -51,6 +51,26 @@ fn ingest(g: &Garage, track: &str, input: &Path, key: &Path, extra: &[&str]) {
     assert!(out.status.success(), "ingest: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// A Garage cluster of three, a directory holding a signing key pair, and the two halves' paths.
+struct Bucket {
+    g: Garage,
+    dir: tempfile::TempDir,
+    key: std::path::PathBuf,
+    public: std::path::PathBuf,
+}
+
+/// [`Bucket`], with the sample "tides" ingested into it when `tides`.
+async fn bucket(tides: bool) -> Bucket {
+    let g = Garage::cluster(3).await;
+    let dir = tempfile::tempdir().unwrap();
+    keys_in(dir.path());
+    let (key, public) = (dir.path().join("origin.key"), dir.path().join("origin.pub"));
+    if tides {
+        ingest(&g, "tides", &samples().join("chorus-tides"), &key, &[]);
+    }
+    Bucket { g, dir, key, public }
+}
+
 async fn get(url: &str, path: &str) -> http::Response<bytes::Bytes> {
     let mut c = conn(url).await;
     c.send(Request::get(path).body(bytes::Bytes::new()).unwrap()).await.unwrap()
@@ -82,11 +102,7 @@ async fn ingest_through_one_origin_play_through_an_edge_on_another_byte_identica
     if !garage::available() {
         return;
     }
-    let g = Garage::cluster(3).await;
-    let dir = tempfile::tempdir().unwrap();
-    keys_in(dir.path());
-    let key = dir.path().join("origin.key");
-    let public = dir.path().join("origin.pub");
+    let Bucket { g, dir, key, public } = bucket(false).await;
     // Origin A takes uploads (it signs); origin B only serves, with no key at all.
     let a = origin(&g, 0, &["--admin-token", ADMIN, "--signing-key", s(&key)]);
     let b = origin(&g, 1, &[]);
@@ -186,10 +202,7 @@ async fn a_garage_node_killed_mid_play_and_the_play_completes_without_a_stall() 
     if !garage::available() || !have_ffmpeg() {
         return;
     }
-    let mut g = Garage::cluster(3).await;
-    let dir = tempfile::tempdir().unwrap();
-    keys_in(dir.path());
-    let (key, public) = (dir.path().join("origin.key"), dir.path().join("origin.pub"));
+    let Bucket { mut g, dir, key, public } = bucket(false).await;
     // 60 s of audio: 10 segments per rung, fetched paced like a player, 30 s ahead.
     let wav = dir.path().join("long.wav");
     write_wav(&wav, 60);
@@ -235,11 +248,7 @@ async fn an_object_altered_in_the_bucket_is_refused_counted_and_the_edge_gets_it
     if !garage::available() {
         return;
     }
-    let g = Garage::cluster(3).await;
-    let dir = tempfile::tempdir().unwrap();
-    keys_in(dir.path());
-    let (key, public) = (dir.path().join("origin.key"), dir.path().join("origin.pub"));
-    ingest(&g, "tides", &samples().join("chorus-tides"), &key, &[]);
+    let Bucket { g, dir, key, public } = bucket(true).await;
     // A second origin on a directory store holding the same track (the same manifest: the
     // same key signs the same input).
     let store = dir.path().join("backup");
@@ -301,11 +310,7 @@ async fn the_store_stopped_hits_still_served_misses_answered_503_and_not_ready()
     if !garage::available() {
         return;
     }
-    let mut g = Garage::cluster(3).await;
-    let dir = tempfile::tempdir().unwrap();
-    keys_in(dir.path());
-    let (key, public) = (dir.path().join("origin.key"), dir.path().join("origin.pub"));
-    ingest(&g, "tides", &samples().join("chorus-tides"), &key, &[]);
+    let Bucket { mut g, dir, public, .. } = bucket(true).await;
     // The cache on disk only (no memory tier): what it serves below comes from its files.
     let cache = dir.path().join("origin-cache");
     let o = origin(&g, 0, &["--cache-mem-size", "0", "--cache-dir", s(&cache)]);
@@ -460,11 +465,7 @@ async fn concurrent_misses_make_one_get_and_an_interrupted_ingest_leaves_no_mani
     if !garage::available() {
         return;
     }
-    let g = Garage::cluster(3).await;
-    let dir = tempfile::tempdir().unwrap();
-    keys_in(dir.path());
-    let (key, public) = (dir.path().join("origin.key"), dir.path().join("origin.pub"));
-    ingest(&g, "tides", &samples().join("chorus-tides"), &key, &[]);
+    let Bucket { g, dir, key, public } = bucket(true).await;
     let o = origin(&g, 0, &[]);
     let url = o.url("http");
     let m = manifest(&url, "tides", &public).await;
