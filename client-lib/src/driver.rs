@@ -26,8 +26,9 @@ use tokio::time::Instant;
 use crate::edges::{Edge, Tally};
 use crate::error::FetchError;
 use crate::fetch::{Came, ChunkSource, Fetcher, Got, Rejected};
-use crate::p2p::{PEER_REFRESH, PeerNews};
+use crate::p2p::PeerNews;
 use crate::playout::Playout;
+use crate::refresh::{PeerRefresh, TICK};
 use crate::remembered::Memory;
 use crate::scheduler::{Action, Scheduler, SourceId, SourceKind};
 use crate::summary::{Summary, millis};
@@ -105,7 +106,10 @@ impl Driver {
         let mut beacon: Option<JoinHandle<()>> = None;
         let tx = self.ends.tx.clone();
         let mut sid_of: HashMap<PeerId, SourceId> = HashMap::new();
-        let mut refresh = tokio::time::interval_at(Instant::now() + PEER_REFRESH, PEER_REFRESH);
+        let mut refresh = tokio::time::interval_at(Instant::now() + TICK, TICK);
+        // The first search was started when the track opened.
+        let mut searches = PeerRefresh::new();
+        searches.should_search(Instant::now().into_std(), 0, 0);
         let mut announced_start = false;
         loop {
             self.sched.set_limit(self.playout.fetch_limit(read_ahead));
@@ -218,7 +222,12 @@ impl Driver {
                     self.publish();
                 },
                 _ = refresh.tick(), if self.peer.is_some() && self.playout.playing() => {
-                    // Who holds what changes as other listeners play: ask again.
+                    // Who holds what changes as other listeners play: ask again, unless enough
+                    // peers work, and less often while searches find no one new.
+                    let now = Instant::now().into_std();
+                    if !searches.should_search(now, self.sched.working_peers(now), sid_of.len()) {
+                        continue;
+                    }
                     if let Some(p) = self.peer.clone() {
                         let (net, track, edges, tx) =
                             (self.net.clone(), self.track.clone(), self.edges.clone(), self.found_tx.clone());

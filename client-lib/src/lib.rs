@@ -12,6 +12,7 @@
 //! - [`abr`]: which rendition (bitrate) each segment should be fetched in;
 //! - `ladder`: which renditions a handle uses, and how the quality setting maps onto them;
 //! - `playout`: what has been verified and what is handed over next, in play order;
+//! - [`refresh`]: when a playing track asks the tracker again for peers;
 //! - [`cache`]: the local cache of verified chunks on disk (LRU, size cap, crash-safe).
 //!
 //! The I/O around them, one room each:
@@ -36,7 +37,7 @@
 //! blocking pool, never on a runtime worker. docs/architecture.md shows where this crate sits.
 //!
 //! Feature `io` (default) is the client; without it the crate is the plain logic alone
-//! ([`scheduler`], [`abr`], [`playout`], [`dials`]) and compiles no HTTP, QUIC or libp2p stack:
+//! ([`scheduler`], [`abr`], [`playout`], [`dials`], [`refresh`]) and compiles no HTTP, QUIC or libp2p stack:
 //! the simulator (`chorus-sim`) uses it so.
 #![warn(missing_docs)]
 
@@ -44,6 +45,7 @@
 pub mod abr;
 pub mod dials;
 pub mod playout;
+pub mod refresh;
 pub mod scheduler;
 
 // The client itself: feature `io` (on by default).

@@ -19,9 +19,6 @@ use tokio::task::JoinSet;
 use crate::edges::Edge;
 use crate::fetch::Fetcher;
 
-/// How often a playing track asks again who holds what (peers fetch ahead too).
-pub(crate) const PEER_REFRESH: Duration = Duration::from_secs(5);
-
 /// How long one peer search may take, per step (tracker, Kademlia, asking each candidate).
 const LOOK: Duration = Duration::from_secs(2);
 

@@ -382,6 +382,17 @@ impl Scheduler {
         }
     }
 
+    /// Peers worth having for what is left: not banned, not resting after failures, and
+    /// holding a segment not fetched yet (what [`crate::refresh`] counts as working).
+    #[must_use]
+    pub fn working_peers(&self, now: Instant) -> usize {
+        self.sources
+            .iter()
+            .filter(|s| s.kind == SourceKind::Peer && !s.banned && s.down_until.is_none_or(|u| u <= now))
+            .filter(|s| s.holds.iter().any(|&(seg, _)| !matches!(self.state.get(seg), Some(State::Done) | None)))
+            .count()
+    }
+
     /// Never asks `source` again (it sent a wrong chunk). Its requests in flight count as
     /// failed.
     pub fn ban(&mut self, now: Instant, source: SourceId) {

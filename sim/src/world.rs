@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 
 use chorus_client::dials::Dials;
 use chorus_client::playout::Playout;
+use chorus_client::refresh::{self, PeerRefresh};
 use chorus_client::scheduler::{Action, Scheduler, SchedulerConfig, SegmentInfo, SourceId, SourceKind};
 use chorus_core::TrackId;
 use chorus_core::p2p::{Multiaddr, PeerId};
@@ -58,8 +59,9 @@ const MS: Us = 1_000;
 const SEC: Us = 1_000_000;
 /// How often a serving listener announces ([`chorus_core::api::REANNOUNCE`]).
 const REANNOUNCE: Us = chorus_core::api::REANNOUNCE.as_secs() * SEC;
-/// How often a playing track looks for peers again (the client's `PEER_REFRESH`).
-const PEER_REFRESH: Us = 5 * SEC;
+/// How often a playing track checks whether to look for peers again (the client's
+/// `refresh::TICK`; whether it does is the client's own `PeerRefresh`).
+const PEER_CHECK: Us = refresh::TICK.as_secs() * SEC;
 /// Longest a peer search waits for answers (the client's `LOOK`).
 const LOOK: Us = 2 * SEC;
 /// Candidates asked per search at most (the client's `ASK_AT_MOST`).
@@ -113,6 +115,8 @@ struct Play {
     /// Fetches in flight: (segment, source) → fetch id.
     inflight: HashMap<(usize, usize), u64>,
     searching: bool,
+    /// When it asks the tracker again (the client's policy).
+    refresh: PeerRefresh,
 }
 
 struct Listener {
@@ -364,11 +368,16 @@ impl<'a> World<'a> {
                 }
             }
             Ev::Refresh(l, p) => {
+                let now_i = self.instant(self.now);
                 if let Some(play) = self.play_mut(l, p)
                     && (play.playout.playing() || play.searching)
                 {
-                    self.search(l, p);
-                    self.at(self.now + PEER_REFRESH, Ev::Refresh(l, p));
+                    let known = play.sources.iter().filter(|s| matches!(s, Src::Peer(_))).count();
+                    let working = play.sched.working_peers(now_i);
+                    if play.refresh.should_search(now_i, working, known) {
+                        self.search(l, p);
+                    }
+                    self.at(self.now + PEER_CHECK, Ev::Refresh(l, p));
                 }
             }
             Ev::TrackEnd(l, p) => self.track_end(l, p),
@@ -489,6 +498,7 @@ impl<'a> World<'a> {
             wake: Some(opened + first),
             inflight: HashMap::default(),
             searching: cfg.p2p,
+            refresh: PeerRefresh::new(),
         });
         self.plays += 1;
         self.at(opened + first, Ev::Wake(l, id));
