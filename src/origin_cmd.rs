@@ -76,6 +76,20 @@ pub(crate) struct OriginArgs {
 pub(crate) async fn run(a: OriginArgs) -> Result<()> {
     // Settings that do not go together fail before anything starts.
     let server_config = a.serve.server_config()?;
+    if matches!(a.store, Location::Dir(_)) {
+        // A directory store has no cache of its own (the OS page cache is one) and stages in
+        // STORE/tmp: these would be silently ignored.
+        if a.cache_dir.is_some() {
+            anyhow::bail!(
+                "--cache-dir is the cache of an object store (--store s3://…); a directory store is read from its own disk"
+            );
+        }
+        if a.work_dir.is_some() {
+            anyhow::bail!(
+                "--work-dir is for an object store (--store s3://…); a directory store stages uploads in STORE/tmp"
+            );
+        }
+    }
     let metrics = OriginMetrics::new();
     let opts = Options {
         cache: chorus_cache::CacheConfig {

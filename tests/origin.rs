@@ -816,3 +816,15 @@ async fn an_http3_answer_sent_before_the_request_body_was_read_is_not_lost() {
         assert_eq!(c.send(put).await.unwrap().status(), StatusCode::FORBIDDEN);
     }
 }
+
+#[test]
+fn object_store_flags_on_a_directory_store_are_refused_not_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    for (flag, says) in [("--cache-dir", "is the cache of an object store"), ("--work-dir", "STORE/tmp")] {
+        let out = chorus(&["origin", "--store", s(&store), flag, s(dir.path()), "--listen", "http://127.0.0.1:0"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{flag}: {err}");
+        assert!(err.contains(says), "{flag}: {err}");
+    }
+}
