@@ -116,15 +116,6 @@ NGX_MASTER=$(cat "$WORK/nginx.pid")
 [ "$(wc -l < "$WORK/paths")" -eq "$CHUNKS" ] || { echo "expected $CHUNKS chunk paths" >&2; exit 1; }
 sed "s|^|https://127.0.0.1:$EDGE_TLS|" "$WORK/paths" > "$WORK/urls-edge-tls"
 sed "s|^|https://127.0.0.1:$NGX_TLS|" "$WORK/paths" > "$WORK/urls-ngx-tls"
-cat > "$WORK/paths.lua" <<LUA
-local paths = {}
-for line in io.lines("$WORK/paths") do paths[#paths + 1] = line end
-local i = math.random(#paths)
-request = function()
-  i = i % #paths + 1
-  return wrk.format("GET", paths[i])
-end
-LUA
 
 # Warm both caches (every chunk fetched once, then verify all are hits on a second pass).
 for port in $EDGE_HTTP $NGX_HTTP; do
@@ -171,10 +162,10 @@ for round in $(seq "$ROUNDS"); do
   order=(edge nginx); [ $((round % 2)) -eq 0 ] && order=(nginx edge)
   for who in "${order[@]}"; do
     if [ "$who" = edge ]; then
-      run h1-edge "$EDGE_PID" wrk -t1 -c"$C" -d"${D}s" -s "$WORK/paths.lua" "http://127.0.0.1:$EDGE_HTTP" >> "$RESULTS"
+      run h1-edge "$EDGE_PID" wrk -t1 -c"$C" -d"${D}s" -s bench/rotate.lua "http://127.0.0.1:$EDGE_HTTP" -- "$WORK/paths" >> "$RESULTS"
       run h2-edge "$EDGE_PID" h2load -c"$C" -m1 -D"$D" -i "$WORK/urls-edge-tls" >> "$RESULTS"
     else
-      run h1-nginx "$(ngx_pids)" wrk -t1 -c"$C" -d"${D}s" -s "$WORK/paths.lua" "http://127.0.0.1:$NGX_HTTP" >> "$RESULTS"
+      run h1-nginx "$(ngx_pids)" wrk -t1 -c"$C" -d"${D}s" -s bench/rotate.lua "http://127.0.0.1:$NGX_HTTP" -- "$WORK/paths" >> "$RESULTS"
       run h2-nginx "$(ngx_pids)" h2load -c"$C" -m1 -D"$D" -i "$WORK/urls-ngx-tls" >> "$RESULTS"
     fi
   done

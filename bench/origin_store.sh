@@ -149,15 +149,6 @@ done | sort -u | sed 's|^|/v1/chunks/|' > "$WORK/paths"
 stop_origin
 NCHUNKS=$(wc -l < "$WORK/paths")
 [ "$NCHUNKS" -gt 0 ] || { echo "no chunk ids in the manifests" >&2; exit 1; }
-cat > "$WORK/paths.lua" <<LUA
-local paths = {}
-for line in io.lines("$WORK/paths") do paths[#paths + 1] = line end
-local i = math.random(#paths)
-request = function()
-  i = i % #paths + 1
-  return wrk.format("GET", paths[i])
-end
-LUA
 
 warm() { # every chunk once, 200 or fail; prints the bytes fetched
   local total=0 n
@@ -180,7 +171,7 @@ run() { # CONFIG → "CONFIG rps p50_ms p99_ms origin_us garage_us gets/request 
   start_origin "$cfg"
   BYTES=$(warm)
   read -r q0 s0 < <(gets); o0=$(ticks "$ORIGIN_PID"); g0=$(ticks "${GARAGE_PIDS[@]}")
-  out=$(taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency -s "$WORK/paths.lua" "$URL" 2>&1)
+  out=$(taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency -s bench/rotate.lua "$URL" -- "$WORK/paths" 2>&1)
   o1=$(ticks "$ORIGIN_PID"); g1=$(ticks "${GARAGE_PIDS[@]}"); read -r q1 s1 < <(gets)
   stop_origin
   if echo "$out" | grep -q -e "Non-2xx" -e "Socket errors"; then echo "$out" >&2; exit 1; fi
