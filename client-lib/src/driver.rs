@@ -138,7 +138,12 @@ impl Driver {
                     // Detached, so that dropping the handle right after the end does not lose it.
                     beacon = Some(tokio::spawn(self.beacon()));
                 }
-                self.announce();
+                // The announce at the first segment already named this track (and the
+                // client's periodic re-announce keeps it listed): another one now would only
+                // load the tracker. A track none of which was handed over is announced now.
+                if !announced_start {
+                    self.announce();
+                }
                 if tx.send(Delivery::End(self.playout.generation())).await.is_err() {
                     return;
                 }

@@ -9,7 +9,7 @@
 //!   banned nor resting after failures) the track does not ask at all;
 //! - otherwise it asks every [`FIRST`]; a search that found no peer the track did not already
 //!   know doubles the wait for the next one, up to [`LONGEST`] (a long-tail track with no
-//!   holders asks about once a minute), and one that found a new peer brings it back to
+//!   holders asks about twice a minute), and one that found a new peer brings it back to
 //!   [`FIRST`];
 //! - when the working peers fall below [`ENOUGH`] again (peers left, or were banned), it asks
 //!   at the next check, and the wait starts again from [`FIRST`].
@@ -22,8 +22,9 @@ use std::time::{Duration, Instant};
 pub const TICK: Duration = Duration::from_secs(5);
 /// The wait between searches while new peers turn up.
 pub const FIRST: Duration = Duration::from_secs(5);
-/// The longest wait between searches while too few peers work.
-pub const LONGEST: Duration = Duration::from_secs(60);
+/// The longest wait between searches while too few peers work. 60 s cut tracker queries more
+/// but cost twice the edge share (docs/BENCHMARKS.md, "A quieter tracker").
+pub const LONGEST: Duration = Duration::from_secs(30);
 /// Working peers enough for a track: no search while it has them.
 pub const ENOUGH: usize = 4;
 
@@ -92,9 +93,9 @@ mod tests {
     }
 
     #[test]
-    fn no_holders_backs_off_to_a_minute() {
-        // 5, 10, 20, 40, 60, 60…: 2 + 1 + 1 + 1 + … searches in 5 minutes, not 61.
-        assert_eq!(searches(300, |_| 0, |_| 0), vec![0, 5, 15, 35, 75, 135, 195, 255]);
+    fn no_holders_backs_off_to_the_longest_wait() {
+        // Waits of 5, 10, 20, then 30 s: 12 searches in 5 minutes, not 61.
+        assert_eq!(searches(300, |_| 0, |_| 0), vec![0, 5, 15, 35, 65, 95, 125, 155, 185, 215, 245, 275]);
     }
 
     #[test]
@@ -114,6 +115,6 @@ mod tests {
             _ => 2,
         };
         let s = searches(120, working, |_| 4);
-        assert_eq!(s, vec![0, 60, 70, 90]);
+        assert_eq!(s, vec![0, 60, 70, 90, 120]);
     }
 }

@@ -850,9 +850,8 @@ impl<'a> World<'a> {
         if play.sources.len() == 1 {
             self.lonely += 1;
         }
-        if self.serving(l) {
-            self.announce(l);
-        }
+        // No announce here: the client announces a track's end only when it did not at its
+        // first segment, which every completed play handed over.
         let li = &mut self.listeners[l as usize];
         if let Some(n) = li.plays_left.as_mut() {
             *n = n.saturating_sub(1);
