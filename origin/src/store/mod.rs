@@ -18,11 +18,17 @@
 //!
 //! Ingest writes through [`Writer`], on a blocking thread: chunks first, the signed manifest
 //! last, so no reader ever sees a manifest whose chunks are missing.
+//!
+//! Files: this one is the [`Store`] the API reads through (the cache, coalescing, the manifest
+//! cache, readiness); `error.rs` its errors; `writer.rs` ingest's writes; `dir.rs` and
+//! `object.rs` the two backends; `profile.rs` the AWS shared files; `location.rs` `--store`.
 
 pub mod dir;
+mod error;
 mod location;
 pub mod object;
 pub mod profile;
+mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -40,8 +46,10 @@ use tokio::time::Instant;
 use tracing::{error, warn};
 
 pub use dir::DirStore;
+pub use error::StoreError;
 pub use location::{Location, LocationError};
 pub use object::ObjectBackend;
+pub use writer::Writer;
 
 use crate::metrics::StoreMetrics;
 use chorus_cache::{CacheConfig, ChunkCache, Events};
@@ -56,125 +64,6 @@ const MANIFEST_ENTRIES: usize = 4096;
 const MAX_KEY_BYTES: u64 = 64;
 /// Tracks counted at most on an object store (each 1000 a LIST request).
 const MAX_COUNTED_TRACKS: usize = 1_000_000;
-
-/// Why a store operation failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// Reading or writing the directory store failed.
-    #[error("store {path}")]
-    Io {
-        /// The file or directory.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// A chunk on disk does not match its id; it has been quarantined.
-    #[error("chunk {0} on disk is corrupt (its bytes do not match its hash); it was quarantined")]
-    Corrupt(ChunkId),
-    /// A chunk object in the bucket does not match its id: not served.
-    #[error("chunk {chunk} in {store} does not match its hash (altered or damaged in the store); not served")]
-    CorruptObject {
-        /// The chunk.
-        chunk: ChunkId,
-        /// The store.
-        store: String,
-    },
-    /// The object store failed or could not be reached (retried first); a retry later may help.
-    #[error("{store} failed to {op} {what}: {detail}")]
-    Unavailable {
-        /// The store.
-        store: String,
-        /// The operation (`get`, `put`…).
-        op: &'static str,
-        /// The object.
-        what: String,
-        /// What went wrong, at the bottom (the client's error, the store's status and message).
-        detail: String,
-    },
-    /// The object store did not answer within the deadline; a retry later may help.
-    #[error("{store} did not answer {op} {what} within {after:?}")]
-    TimedOut {
-        /// The store.
-        store: String,
-        /// The operation.
-        op: &'static str,
-        /// The object.
-        what: String,
-        /// The deadline.
-        after: Duration,
-    },
-    /// The object store refused the credentials (401/403): an operator must fix them.
-    #[error(
-        "{store} refused to {op} {what} ({detail}): check the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or the shared credentials file) and the bucket's permissions"
-    )]
-    Denied {
-        /// The store.
-        store: String,
-        /// The operation.
-        op: &'static str,
-        /// The object.
-        what: String,
-        /// What the store said.
-        detail: String,
-    },
-    /// An object is larger than anything the origin stores under its name.
-    #[error("{what} in {store} is {size} bytes, more than such an object can be")]
-    TooLarge {
-        /// The store.
-        store: String,
-        /// The object.
-        what: String,
-        /// Its size.
-        size: u64,
-    },
-    /// The bucket does not exist.
-    #[error("{store}: no such bucket")]
-    NoBucket {
-        /// The store.
-        store: String,
-    },
-    /// The object store's settings are unusable.
-    #[error("{store}: {reason}")]
-    Config {
-        /// The store.
-        store: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// A protected track needs a place for its content key, and this store has none.
-    #[error(
-        "{0} keeps no content keys: give --key-store DIR (or s3://BUCKET/PREFIX) for protected tracks (docs/operator.md, \"The origin on object storage\")"
-    )]
-    NoKeyStore(String),
-    /// An error shared by every request that waited on one read.
-    #[error(transparent)]
-    Shared(Arc<StoreError>),
-}
-
-impl StoreError {
-    /// The error itself, looking through one shared by coalesced requests.
-    #[must_use]
-    pub fn root(&self) -> &Self {
-        match self {
-            Self::Shared(e) => e.root(),
-            e => e,
-        }
-    }
-
-    /// Whether trying again later can help (the store was slow or failing), as opposed to
-    /// an operator's fix (credentials, a missing bucket) or bad data.
-    #[must_use]
-    pub fn is_retryable(&self) -> bool {
-        matches!(self.root(), Self::Unavailable { .. } | Self::TimedOut { .. })
-    }
-
-    /// Whether the store served bytes that are not what their name says.
-    #[must_use]
-    pub fn is_corrupt(&self) -> bool {
-        matches!(self.root(), Self::Corrupt(_) | Self::CorruptObject { .. })
-    }
-}
 
 /// How to open a store.
 pub struct Options {
@@ -653,109 +542,4 @@ async fn on_blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .unwrap_or_else(|e| Err(StoreError::Io { path: PathBuf::new(), source: std::io::Error::other(e) }))
-}
-
-/// An ingest's synchronous access to the store ([`Store::writer`]).
-pub struct Writer<'a> {
-    store: &'a Store,
-    rt: Option<tokio::runtime::Handle>,
-}
-
-impl Writer<'_> {
-    fn block<T>(&self, b: &ObjectBackend, f: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
-        match &self.rt {
-            Some(rt) => rt.block_on(f),
-            None => Err(StoreError::Config { store: b.name().to_owned(), reason: "no Tokio runtime".into() }),
-        }
-    }
-
-    /// The store's location, for errors.
-    #[must_use]
-    pub fn name(&self) -> &str {
-        self.store.name()
-    }
-
-    /// Where encoder output is staged (local).
-    #[must_use]
-    pub fn work_dir(&self) -> &Path {
-        self.store.work_dir()
-    }
-
-    /// Stores `bytes` under their id; a chunk already present is left alone (content addressing
-    /// makes the write idempotent). Returns the id and whether it was new.
-    ///
-    /// # Errors
-    /// [`StoreError`] when the write fails; nothing is left under the chunk's name.
-    pub fn put_chunk(&self, bytes: &[u8]) -> Result<(ChunkId, bool), StoreError> {
-        match &self.store.inner.backend {
-            Backend::Dir(d) => d.put_chunk(bytes),
-            Backend::Object(b) => {
-                let id = ChunkId::of(bytes);
-                let rel = ObjectBackend::chunk_key(&id);
-                self.block(b, async {
-                    if b.exists(&rel).await? {
-                        return Ok((id, false));
-                    }
-                    b.put(&rel, Bytes::copy_from_slice(bytes)).await?;
-                    Ok((id, true))
-                })
-            }
-        }
-    }
-
-    /// A track's manifest as stored now (never from a cache).
-    ///
-    /// # Errors
-    /// [`StoreError`] when reading fails.
-    pub fn get_manifest(&self, track: &TrackId) -> Result<Option<Bytes>, StoreError> {
-        match &self.store.inner.backend {
-            Backend::Dir(d) => d.get_manifest(track),
-            Backend::Object(b) => self.block(b, b.get(&manifest_key(track), limits::MAX_BYTES as u64)),
-        }
-    }
-
-    /// Publishes a track's signed manifest, replacing any previous one at once (atomically).
-    ///
-    /// # Errors
-    /// [`StoreError`] when the write fails; the previous manifest then stays.
-    pub fn put_manifest(&self, track: &TrackId, json: &[u8]) -> Result<(), StoreError> {
-        match &self.store.inner.backend {
-            Backend::Dir(d) => d.put_manifest(track, json)?,
-            Backend::Object(b) => self.block(b, b.put(&manifest_key(track), Bytes::copy_from_slice(json)))?,
-        }
-        self.store.manifests().pop(track);
-        Ok(())
-    }
-
-    /// Stores content key `id` of `track`, before the manifest naming it is published.
-    ///
-    /// # Errors
-    /// [`StoreError::NoKeyStore`] when the store keeps no keys, or the write failed.
-    pub fn put_key(&self, track: &TrackId, id: &KeyId, key: &ContentKey) -> Result<(), StoreError> {
-        match &self.store.inner.keys {
-            None => Err(StoreError::NoKeyStore(self.store.name().to_owned())),
-            Some(Backend::Dir(d)) => d.put_key(track, id, key),
-            Some(Backend::Object(b)) => {
-                self.block(b, b.put(&key_key(track, id), Bytes::copy_from_slice(key.as_bytes())))
-            }
-        }
-    }
-
-    /// Whether a protected ingest can keep its key.
-    #[must_use]
-    pub fn keeps_keys(&self) -> bool {
-        self.store.inner.keys.is_some()
-    }
-
-    /// Removes every content key of `track` but those in `keep`.
-    ///
-    /// # Errors
-    /// [`StoreError`] when listing or removing fails.
-    pub fn prune_keys(&self, track: &TrackId, keep: &[&KeyId]) -> Result<(), StoreError> {
-        match &self.store.inner.keys {
-            None => Ok(()),
-            Some(Backend::Dir(d)) => d.prune_keys(track, keep),
-            Some(Backend::Object(b)) => self.block(b, prune_object_keys(b, track, keep)),
-        }
-    }
 }
