@@ -24,6 +24,7 @@ use crate::dial_guard::{Guarded, Shared};
 use crate::error::{PeerError, start};
 use crate::inbound::InboundSlots;
 use crate::metrics::PeerMetrics;
+use crate::port_reuse::ReuseFallback;
 use crate::wire::{CHUNK_PROTOCOL, ChunkCodec, HAVE_PROTOCOL, HaveCodec};
 
 /// Kademlia's protocol name in chorus swarms (docs/protocol.md §5).
@@ -92,11 +93,13 @@ pub(crate) fn build(
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_other_transport(|key| -> Result<Guarded, Box<dyn std::error::Error + Send + Sync>> {
-            let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
-                .upgrade(libp2p::core::upgrade::Version::V1Lazy)
-                .authenticate(noise::Config::new(key)?)
-                .multiplex(muxer())
-                .map(|(p, c), _| (p, StreamMuxerBox::new(c)));
+            let tcp_config = || tcp::Config::default().nodelay(true);
+            let tcp =
+                ReuseFallback::new(tcp::tokio::Transport::new(tcp_config()), tcp::tokio::Transport::new(tcp_config()))
+                    .upgrade(libp2p::core::upgrade::Version::V1Lazy)
+                    .authenticate(noise::Config::new(key)?)
+                    .multiplex(muxer())
+                    .map(|(p, c), _| (p, StreamMuxerBox::new(c)));
             let quic = libp2p::quic::tokio::Transport::new(libp2p::quic::Config::new(key))
                 .map(|(p, c), _| (p, StreamMuxerBox::new(c)));
             let direct = tcp.or_transport(quic).map(|either, _| either.into_inner()).boxed();

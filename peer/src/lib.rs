@@ -11,9 +11,10 @@
 //! `behaviour` (the libp2p protocol set and swarm build), `config`, `error`, `metrics`,
 //! `upload` (upload limits and per-peer shares, explicit clock), [`dial_guard`] (every dial
 //! charged to a budget and a backoff), `inbound` (inbound connections below the total),
-//! `learned` (which reported addresses enter Kademlia), `relay` (relay and NAT state, explicit clock),
-//! [`wire`] (the two chorus codecs), [`store`] (what a peer serves) and [`tracker`] (the edge
-//! tracker from a peer's side).
+//! `learned` (which reported addresses enter Kademlia), `port_reuse` (a TCP dial the kernel
+//! refuses from the listening port is made again from a fresh one), `relay` (relay and NAT
+//! state, explicit clock), [`wire`] (the two chorus codecs), [`store`] (what a peer serves) and
+//! [`tracker`] (the edge tracker from a peer's side).
 #![warn(missing_docs)]
 
 mod behaviour;
@@ -26,6 +27,7 @@ pub mod ip_limit;
 mod learned;
 mod metrics;
 pub mod node;
+mod port_reuse;
 mod relay;
 pub mod store;
 pub mod tracker;
