@@ -3,47 +3,63 @@
 -- in-memory tracker's `Tracker::record` (edge/src/tracker/mod.rs), which the tests of both
 -- hold to the same cases.
 --
--- KEYS[1]            the peer:   HASH a = addresses (JSON), ts = signed time, c = content digest
--- KEYS[2], KEYS[3]   every peer, every track: ZSET id -> when it expires (ms), the table bounds
--- KEYS[2k], KEYS[2k+1] (k >= 2) per track: ZSET peer id -> last announce (ms, Redis clock),
+-- ARGV[1] says which parts run: 'pt' both (one Redis: one call per announce); on a cluster,
+-- where a script touches one slot (keys.rs), first 'p' on the peer's bucket and, when it
+-- records, 't' once per bucket of the announce's tracks.
+--
+-- 'p':  KEYS[1]  the peer:   HASH a = addresses (JSON), ts = signed time, c = content digest
+--       KEYS[2]  the live peers (of the peer's bucket): ZSET id -> when it expires (ms)
+-- 't':  next     the live tracks (of these tracks' bucket): ZSET id -> when it expires (ms)
+--       then per track two keys: ZSET peer id -> last announce (ms, Redis clock),
 --                                 HASH peer id -> source network
--- ARGV: peer id, addresses (JSON), signed time, content digest, source network, ttl (ms),
---       peers per track, peers per track per network, peers at most, tracks at most, then
---       the track ids in the order of their keys
+-- ARGV[2..]: peer id, addresses (JSON), signed time, content digest, source network, ttl (ms),
+--       peers per track, peers per track per network, peers at most, tracks at most (both
+--       per bucket on a cluster), then the track ids in the order of their keys
 -- Returns 1 (recorded), 0 (a replay: this announce, or a newer one of the peer, is recorded)
--- or 2 (a new peer while the tracker holds as many live peers as it may).
+-- or 2 (a new peer while the tracker holds as many live peers as it may). 't' alone returns 1.
 
 -- Redis 5 and 6 replicate a script that read the clock by its effects only when asked.
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
-local peer, addrs, ts, content, net = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
-local ttl, per_track, per_network = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local max_peers, max_tracks = tonumber(ARGV[9]), tonumber(ARGV[10])
+local mode = ARGV[1]
+local peer, addrs, ts, content, net = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
+local ttl, per_track, per_network = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local max_peers, max_tracks = tonumber(ARGV[10]), tonumber(ARGV[11])
+local first_track = 12
 
-local old = redis.call('HMGET', KEYS[1], 'ts', 'c')
-if old[1] then
-  local old_ts = tonumber(old[1])
-  if old_ts > ts or (old_ts == ts and old[2] == content) then
-    return 0
+local k = 1
+if string.find(mode, 'p', 1, true) then
+  local old = redis.call('HMGET', KEYS[1], 'ts', 'c')
+  if old[1] then
+    local old_ts = tonumber(old[1])
+    if old_ts > ts or (old_ts == ts and old[2] == content) then
+      return 0
+    end
   end
+  -- The table bound on live peers, each remembered until it expires.
+  local all_peers = KEYS[2]
+  redis.call('ZREMRANGEBYSCORE', all_peers, '-inf', now)
+  if not redis.call('ZSCORE', all_peers, peer) and redis.call('ZCARD', all_peers) >= max_peers then
+    return 2
+  end
+  redis.call('ZADD', all_peers, now + ttl, peer)
+  redis.call('PEXPIRE', all_peers, ttl)
+  redis.call('HSET', KEYS[1], 'a', addrs, 'ts', ARGV[4], 'c', content)
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  k = 3
 end
--- The table bounds: live peers and tracks, each remembered until it expires.
-local all_peers, all_tracks = KEYS[2], KEYS[3]
-redis.call('ZREMRANGEBYSCORE', all_peers, '-inf', now)
-redis.call('ZREMRANGEBYSCORE', all_tracks, '-inf', now)
-if not redis.call('ZSCORE', all_peers, peer) and redis.call('ZCARD', all_peers) >= max_peers then
-  return 2
+if not string.find(mode, 't', 1, true) then
+  return 1
 end
-redis.call('ZADD', all_peers, now + ttl, peer)
-redis.call('PEXPIRE', all_peers, ttl)
-redis.call('HSET', KEYS[1], 'a', addrs, 'ts', ARGV[3], 'c', content)
-redis.call('PEXPIRE', KEYS[1], ttl)
 
-for i = 4, #KEYS, 2 do
+-- The table bound on live tracks, likewise.
+local all_tracks = KEYS[k]
+redis.call('ZREMRANGEBYSCORE', all_tracks, '-inf', now)
+for i = k + 1, #KEYS, 2 do
   local z, h = KEYS[i], KEYS[i + 1]
-  local track = ARGV[10 + (i - 2) / 2]
+  local track = ARGV[first_track + (i - k - 1) / 2]
   -- A new track while the table is full of live ones is not remembered.
   if redis.call('ZSCORE', all_tracks, track) or redis.call('ZCARD', all_tracks) < max_tracks then
   redis.call('ZADD', all_tracks, now + ttl, track)
