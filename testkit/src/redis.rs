@@ -143,3 +143,143 @@ impl Drop for Redis {
         self.kill();
     }
 }
+
+/// A real Redis Cluster on loopback: three primaries and three replicas (`redis-cli --cluster
+/// create … --cluster-replicas 1`), a node timeout of 1 s so that a killed primary's replica
+/// takes over within seconds, no persistence; every node killed when dropped.
+pub struct RedisCluster {
+    nodes: Vec<(SocketAddr, Option<Child>)>,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisCluster {
+    /// Starts the six nodes, joins them into a cluster and waits until every node says the
+    /// cluster is `ok`.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut nodes = Vec::new();
+        for _ in 0..6 {
+            let addr = SocketAddr::from(([127, 0, 0, 1], free_port_with_bus()));
+            let port = addr.port().to_string();
+            let child = Command::new("redis-server")
+                .args(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args(["--protected-mode", "no", "--loglevel", "warning", "--cluster-enabled", "yes"])
+                .args(["--cluster-node-timeout", "1000", "--cluster-replica-validity-factor", "0"])
+                .arg("--cluster-config-file")
+                .arg(dir.path().join(format!("nodes-{port}.conf")))
+                .arg("--dir")
+                .arg(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("redis-server starts");
+            nodes.push((addr, Some(child)));
+        }
+        let c = Self { nodes, _dir: dir };
+        for (addr, _) in &c.nodes {
+            c.wait_until(&format!("{addr} answers"), || cli(*addr, &["ping"]).is_some_and(|o| o.starts_with("PONG")));
+        }
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(c.nodes.iter().map(|(a, _)| a.to_string()))
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .expect("redis-cli runs");
+        assert!(out.status.success(), "redis-cli --cluster create: {}", String::from_utf8_lossy(&out.stdout));
+        c.wait_ok();
+        c
+    }
+
+    /// `redis+cluster://` and every node.
+    pub fn url(&self) -> String {
+        let nodes: Vec<String> = self.nodes.iter().map(|(a, _)| a.to_string()).collect();
+        format!("redis+cluster://{}", nodes.join(","))
+    }
+
+    /// The primaries that hold slots, as the live nodes see them.
+    pub fn primaries(&self) -> Vec<SocketAddr> {
+        let Some(out) = self.live().find_map(|a| cli(a, &["cluster", "nodes"])) else {
+            return Vec::new();
+        };
+        let mut p: Vec<SocketAddr> = out
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                // id addr:port@bus flags primary ping pong epoch link slot…
+                let live = f.get(2)?.contains("master") && !f[2].contains("fail") && f.len() > 8;
+                live.then(|| f[1].split('@').next()?.parse().ok())?
+            })
+            .collect();
+        p.sort();
+        p
+    }
+
+    /// Kills the node at `addr` (its data is gone: no persistence).
+    pub fn kill(&mut self, addr: SocketAddr) {
+        for (a, child) in &mut self.nodes {
+            if *a == addr
+                && let Some(mut c) = child.take()
+            {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+
+    /// Waits until every live node says the cluster is `ok` and the primaries serving its
+    /// slots are all alive (after a kill: a replica has taken over).
+    pub fn wait_ok(&self) {
+        let alive: Vec<SocketAddr> = self.live().collect();
+        self.wait_until("the cluster is ok", || {
+            alive.iter().all(|a| cli(*a, &["cluster", "info"]).is_some_and(|o| o.contains("cluster_state:ok")))
+                && !self.primaries().is_empty()
+                && self.primaries().iter().all(|p| alive.contains(p))
+                && self.primaries().len() == 3
+        });
+    }
+
+    fn live(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.nodes.iter().filter(|(_, c)| c.is_some()).map(|(a, _)| *a)
+    }
+
+    fn wait_until(&self, what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.nodes {
+            if let Some(mut c) = child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+/// `redis-cli -h ADDR -p PORT ARGS…`'s output, if it ran.
+fn cli(addr: SocketAddr, args: &[&str]) -> Option<String> {
+    let out = Command::new("redis-cli")
+        .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()])
+        .args(args)
+        .output()
+        .ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A free loopback port whose cluster bus port (port + 10 000) is free too.
+fn free_port_with_bus() -> u16 {
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let port = l.local_addr().expect("its address").port();
+        if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}

@@ -374,7 +374,7 @@ fn parse_listed(flat: &[String]) -> Result<Vec<Listed>, SharedError> {
 mod tests {
     use std::collections::BTreeSet;
 
-    use chorus_testkit::redis::{Redis, have_redis};
+    use chorus_testkit::redis::{Redis, RedisCluster, have_redis};
     use tokio::time::Instant;
 
     use super::super::Tracker;
@@ -399,9 +399,26 @@ mod tests {
             return;
         }
         let redis = Redis::start();
+        keeps_the_lists_the_memory_tracker_keeps(redis.url()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_redis_cluster_keeps_the_lists_the_memory_tracker_keeps() {
+        if !have_redis() {
+            return;
+        }
+        let cluster = tokio::task::spawn_blocking(RedisCluster::start).await.unwrap();
+        keeps_the_lists_the_memory_tracker_keeps(cluster.url()).await;
+    }
+
+    /// Random announces (replays among them) from crowded and quiet networks, each recorded
+    /// in memory and in the tracker at `url`: after every one both list the same peers.
+    async fn keeps_the_lists_the_memory_tracker_keeps(url: String) {
         // Small lists, so that the per-network cap and a full list's eviction both happen often.
         let cfg = TrackerConfig { per_track: 10, per_network: 3, burst: u32::MAX, ..TrackerConfig::default() };
-        let shared = SharedTracker::new(&SharedConfig::new(redis.url()), &cfg).unwrap();
+        let shared =
+            SharedTracker::new(&SharedConfig { timeout: Duration::from_secs(5), ..SharedConfig::new(url) }, &cfg)
+                .unwrap();
         let mut memory = Tracker::new(cfg.clone());
         let tracks: Vec<TrackId> = ["a", "b", "c"].iter().map(|t| TrackId::parse(t).unwrap()).collect();
         let mut state = 11;
@@ -460,9 +477,23 @@ mod tests {
             return;
         }
         let redis = Redis::start();
+        edges_sharing_see_each_others_peers_and_replays_and_entries_expire(redis.url()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn edges_sharing_one_redis_cluster_see_each_others_peers_and_replays_and_entries_expire() {
+        if !have_redis() {
+            return;
+        }
+        let cluster = tokio::task::spawn_blocking(RedisCluster::start).await.unwrap();
+        edges_sharing_see_each_others_peers_and_replays_and_entries_expire(cluster.url()).await;
+    }
+
+    async fn edges_sharing_see_each_others_peers_and_replays_and_entries_expire(url: String) {
         let cfg = TrackerConfig { ttl: Duration::from_millis(1_500), ..TrackerConfig::default() };
-        let a = SharedTracker::new(&SharedConfig::new(redis.url()), &cfg).unwrap();
-        let b = SharedTracker::new(&SharedConfig::new(redis.url()), &cfg).unwrap();
+        let shared = SharedConfig { timeout: Duration::from_secs(5), ..SharedConfig::new(url.clone()) };
+        let a = SharedTracker::new(&shared, &cfg).unwrap();
+        let b = SharedTracker::new(&shared, &cfg).unwrap();
         let track = TrackId::parse("t").unwrap();
         let ann = verified("seeder", &[&track], 5_000);
         let source = IpAddr::from([198, 51, 100, 7]);
@@ -476,9 +507,7 @@ mod tests {
         assert_eq!(b.record(source, &verified("seeder", &[&track], 4_999)).await.unwrap(), Recorded::Replay);
         assert_eq!(b.record(source, &verified("seeder", &[&track], 5_001)).await.unwrap(), Recorded::Yes);
         // Another prefix is another tracker in the same Redis.
-        let other =
-            SharedTracker::new(&SharedConfig { prefix: "other:".into(), ..SharedConfig::new(redis.url()) }, &cfg)
-                .unwrap();
+        let other = SharedTracker::new(&SharedConfig { prefix: "other:".into(), ..shared.clone() }, &cfg).unwrap();
         assert!(other.peers(&track).await.unwrap().is_empty());
         // After the TTL (on Redis's clock) the entry is gone, and so are its keys.
         tokio::time::sleep(Duration::from_millis(1_600)).await;
@@ -511,6 +540,45 @@ mod tests {
         let left = s.peers(&t).await.unwrap();
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].1.peer_id, "b");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_redis_cluster_keeps_the_table_bounds_per_bucket() {
+        if !have_redis() {
+            return;
+        }
+        let cluster = tokio::task::spawn_blocking(RedisCluster::start).await.unwrap();
+        // Two peers and one track per bucket.
+        let n = keys::BUCKETS as usize;
+        let cfg = TrackerConfig { max_peers: 2 * n, max_tracks: n, ..TrackerConfig::default() };
+        let shared = SharedConfig { timeout: Duration::from_secs(5), ..SharedConfig::new(cluster.url()) };
+        let s = SharedTracker::new(&shared, &cfg).unwrap();
+        let k = Keys::new("chorus:", true);
+        // Ids that share a bucket, and one in another bucket.
+        let same =
+            |name: &str, of: &str| (0..).map(|i| format!("{name}{i}")).find(|x| k.bucket(x) == k.bucket(of)).unwrap();
+        let other = |of: &str| (0..).map(|i| format!("x{i}")).find(|x| k.bucket(x) != k.bucket(of)).unwrap();
+        let (a, b, c, d) = ("a".to_owned(), same("b", "a"), same("c", "a"), other("a"));
+        let t = TrackId::parse("t").unwrap();
+        let u = TrackId::parse(&same("u", "t")).unwrap();
+        let v = TrackId::parse(&other("t")).unwrap();
+        let from = |n: u8| IpAddr::from([198, 51, n, 7]);
+        assert_eq!(s.record(from(1), &verified(&a, &[&t], 1)).await.unwrap(), Recorded::Yes);
+        assert_eq!(s.record(from(2), &verified(&b, &[&t], 1)).await.unwrap(), Recorded::Yes);
+        // A third peer of a full bucket is refused; one of another bucket is not.
+        assert_eq!(s.record(from(3), &verified(&c, &[&t], 1)).await.unwrap(), Recorded::Full);
+        assert_eq!(s.record(from(4), &verified(&d, &[&t], 1)).await.unwrap(), Recorded::Yes);
+        // One track per bucket: a second of t's bucket is taken but not remembered; one of
+        // another bucket is, in the same announce.
+        assert_eq!(s.record(from(1), &verified(&a, &[&t, &u, &v], 2)).await.unwrap(), Recorded::Yes);
+        assert!(s.peers(&u).await.unwrap().is_empty());
+        assert_eq!(s.peers(&v).await.unwrap().len(), 1);
+        let listed: BTreeSet<String> = s.peers(&t).await.unwrap().into_iter().map(|(_, p)| p.peer_id).collect();
+        assert_eq!(listed, BTreeSet::from([a.clone(), b.clone(), d]));
+        // An entry whose source went over its budget is dropped, and only it.
+        s.forget(&[(a.clone(), t.clone()), (a, v.clone())]).await.unwrap();
+        assert_eq!(s.peers(&t).await.unwrap().len(), 2);
+        assert!(s.peers(&v).await.unwrap().is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
