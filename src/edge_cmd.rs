@@ -107,8 +107,10 @@ pub(crate) struct EdgeArgs {
     /// Keep the tracker in this Redis, shared by every edge pointed at it, so that listeners
     /// behind one load balancer find each other whichever edge they reach:
     /// redis://[USER:PASSWORD@]HOST[:PORT][/DB], or rediss://… for TLS (trusting --ca when
-    /// given, else the system's roots). A standalone Redis (or a primary), not a Cluster.
-    /// While it fails, this edge answers from its own announces. Default: this edge's own.
+    /// given, else the system's roots); a Redis Cluster as
+    /// redis+cluster://[USER:PASSWORD@]HOST:PORT[,HOST:PORT…] (any of its nodes), or
+    /// rediss+cluster://… While it fails, this edge answers from its own announces. Default:
+    /// this edge's own.
     #[arg(long, value_name = "URL", env = "CHORUS_TRACKER", hide_env_values = true, value_parser = redis_url)]
     tracker: Option<String>,
     /// Prefix of the shared tracker's Redis keys, so that several deployments can share one
@@ -252,10 +254,14 @@ async fn start_relay(a: &EdgeArgs, registry: &prometheus::Registry) -> Result<(c
     Ok((relay, offered))
 }
 
-/// `--tracker`: a `redis://` or `rediss://` URL (checked by the Redis client's own parser).
+/// `--tracker`: a `redis://`, `rediss://`, `redis+cluster://` or `rediss+cluster://` URL
+/// (checked by the Redis client's own parser).
 fn redis_url(s: &str) -> Result<String, String> {
-    if !(s.starts_with("redis://") || s.starts_with("rediss://")) {
-        return Err("expected redis://HOST[:PORT][/DB] or rediss://…".into());
+    if !["redis://", "rediss://", "redis+cluster://", "rediss+cluster://"].iter().any(|p| s.starts_with(p)) {
+        return Err(
+            "expected redis://HOST[:PORT][/DB], rediss://…, or a cluster: redis+cluster://HOST:PORT[,HOST:PORT…]"
+                .into(),
+        );
     }
     chorus_edge::tracker::shared::check_url(s).map_err(|e| e.to_string())?;
     Ok(s.to_owned())

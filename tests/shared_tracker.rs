@@ -1,7 +1,8 @@
 //! End to end: two edges sharing one real `redis-server` as their tracker (`--tracker`). A
 //! seeder announced on edge A is found, and played from, by a listener of edge B; Redis killed
 //! mid-run leaves both edges serving chunks, each answering peer queries from its own
-//! announces, and Redis started again is used again.
+//! announces, and Redis started again is used again. Two edges on a real Redis Cluster find
+//! each other's listeners, and ride out the failover of the primary that holds a track.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns
 
 use chorus_testkit as support;
@@ -11,7 +12,7 @@ use std::time::Duration;
 use chorus_core::announce::SignedAnnounce;
 use chorus_peer::identity::Keypair;
 use http::{Request, StatusCode};
-use support::redis::{Redis, have_redis};
+use support::redis::{Redis, RedisCluster, have_redis};
 use support::{Node, conn, ingest_sample, metric, s, start_origin, unix_now as now};
 
 /// A signed announce of `key`'s peer at a loopback port, holding "tides", for the edge `name`.
@@ -140,6 +141,94 @@ async fn a_seeder_announced_on_one_edge_is_played_from_by_a_listener_of_another(
     .await;
     assert_eq!(metric(&metrics(&b).await, "chorus_tracker_shared_up"), 1.0);
     support::wait_log(&a, "the shared tracker answers again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_edges_on_a_redis_cluster_find_each_others_listeners_through_a_failover() {
+    if !have_redis() {
+        return;
+    }
+    let mut cluster = tokio::task::spawn_blocking(RedisCluster::start).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    ingest_sample(&store, "tides", "chorus-tides");
+    let origin = start_origin(&store);
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (pa, pb) = (free(), free());
+    let names = format!("{pa},{pb}");
+    let url = cluster.url();
+    let edge = |addr: std::net::SocketAddr, cache: &str| {
+        let (up, listen, cache) = (origin.url("http"), format!("http://{addr}"), dir.path().join(cache));
+        let args = ["edge", "--upstream", &up, "--listen", &listen, "--cache-dir", s(&cache)];
+        Node::start(&[&args[..], &["--tracker", &url, "--tracker-name", &names]].concat(), 1)
+    };
+    let (a, b) = (edge(pa, "edge-a"), edge(pb, "edge-b"));
+    let name = pa.to_string();
+
+    // An announce on A is listed by B; the same announce sent to B is a replay there.
+    let seen = Keypair::generate_ed25519();
+    let ts = now();
+    let r = conn(&a.url("http")).await.send(announce(&seen, 4001, &name, ts)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    eventually("B lists the peer announced on A", async || listed(&b).await == vec![id(&seen)]).await;
+    let r = conn(&b.url("http")).await.send(announce(&seen, 4001, &name, ts)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT, "{}", String::from_utf8_lossy(r.body()));
+    assert_eq!(metric(&metrics(&b).await, "chorus_tracker_answers_total{view=\"local\"}"), 0.0);
+
+    // The primary that holds the track's list dies. While its replica takes over, both edges
+    // keep serving chunks and answering peer queries, every one a 200.
+    let key = chorus_edge::tracker::shared::keys::Keys::new("chorus:", true)
+        .track(&chorus_core::TrackId::parse("tides").unwrap());
+    let primary = cluster.primary_of(&key).expect("a primary serves the track's slot");
+    let m = serde_json::from_slice::<chorus_core::manifest::Manifest>(
+        conn(&b.url("http")).await.get("/v1/tracks/tides/manifest").await.unwrap().body(),
+    )
+    .unwrap();
+    let chunks: Vec<chorus_core::ChunkId> = m.renditions[0].chunks().map(|c| c.id).collect();
+    cluster.kill(primary);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (done, urls) = (done.clone(), [a.url("http"), b.url("http")]);
+        tokio::spawn(async move {
+            let mut served = 0u32;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) || served < 20 {
+                for u in &urls {
+                    let mut c = conn(u).await;
+                    let r = c.get("/v1/tracks/tides/peers").await.unwrap();
+                    assert_eq!(r.status(), StatusCode::OK, "{}", String::from_utf8_lossy(r.body()));
+                    for id in &chunks {
+                        let r = c.get(&format!("/v1/chunks/{id}")).await.unwrap();
+                        assert_eq!(r.status(), StatusCode::OK);
+                        assert_eq!(chorus_core::ChunkId::of(r.body()), *id);
+                    }
+                    served += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            served
+        })
+    };
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.wait_ok();
+        cluster
+    })
+    .await
+    .unwrap();
+    assert!(!cluster.primaries().contains(&primary), "a replica took over");
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let served = load.await.unwrap();
+    assert!(served >= 20, "{served}");
+
+    // After the failover the shared view is back: a new announce on A is listed by B.
+    let late = Keypair::generate_ed25519();
+    eventually("an announce on A listed by B after the failover", async || {
+        let r = conn(&a.url("http")).await.send(announce(&late, 4002, &name, now())).await.unwrap();
+        assert!(matches!(r.status(), StatusCode::NO_CONTENT | StatusCode::CONFLICT | StatusCode::TOO_MANY_REQUESTS));
+        listed(&b).await.contains(&id(&late))
+    })
+    .await;
+    eventually("B's shared tracker is up", async || metric(&metrics(&b).await, "chorus_tracker_shared_up") == 1.0)
+        .await;
 }
 
 #[test]

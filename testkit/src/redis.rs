@@ -215,6 +215,24 @@ impl RedisCluster {
         p
     }
 
+    /// The primary that serves `key`'s hash slot, as the live nodes see it.
+    pub fn primary_of(&self, key: &str) -> Option<SocketAddr> {
+        let node = self.live().next()?;
+        let slot: u16 = cli(node, &["cluster", "keyslot", key])?.trim().parse().ok()?;
+        let nodes = cli(node, &["cluster", "nodes"])?;
+        nodes.lines().find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if !f.get(2)?.contains("master") || f[2].contains("fail") {
+                return None;
+            }
+            let serves = f.iter().skip(8).any(|r| {
+                let (lo, hi) = r.split_once('-').unwrap_or((r, r));
+                matches!((lo.parse::<u16>(), hi.parse::<u16>()), (Ok(lo), Ok(hi)) if (lo..=hi).contains(&slot))
+            });
+            serves.then(|| f[1].split('@').next()?.parse().ok())?
+        })
+    }
+
     /// Kills the node at `addr` (its data is gone: no persistence).
     pub fn kill(&mut self, addr: SocketAddr) {
         for (a, child) in &mut self.nodes {
