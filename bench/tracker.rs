@@ -9,7 +9,8 @@
 //! tracks drawn by Zipf(1.0) from TRACKS), verifies them as the edge does, then records them
 //! all, CONCURRENCY at a time, and answers LOOKUPS peer queries for Zipf-drawn tracks. Prints
 //! one JSON object: per op and tracker, ops/s and latency p50/p99 (µs), and Redis's memory per
-//! peer (`INFO memory`, before and after).
+//! peer (`INFO memory`, before and after; summed over the primaries of a cluster). REDIS_URL
+//! may name a Redis Cluster (`redis+cluster://HOST:PORT,…`), as `chorus edge --tracker` takes.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -42,10 +43,27 @@ fn report(n: usize, elapsed: Duration, mut lat_us: Vec<u64>) -> serde_json::Valu
     })
 }
 
+/// Redis's `used_memory`, summed over the primaries when `url` names a cluster
+/// (`redis+cluster://HOST:PORT,…`): what the tracker's keys cost, once.
 async fn used_memory(url: &str) -> Result<u64, Box<dyn std::error::Error>> {
-    let mut c = redis::Client::open(url)?.get_multiplexed_async_connection().await?;
-    let info: String = redis::cmd("INFO").arg("memory").query_async(&mut c).await?;
-    Ok(info.lines().find_map(|l| l.strip_prefix("used_memory:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0))
+    let nodes: Vec<String> = match url.split_once("+cluster://") {
+        Some((scheme, hosts)) => hosts.split(',').map(|h| format!("{scheme}://{h}")).collect(),
+        None => vec![url.to_owned()],
+    };
+    let mut sum = 0;
+    for n in nodes {
+        let mut c = redis::Client::open(n)?.get_multiplexed_async_connection().await?;
+        let info: String = redis::cmd("INFO").arg("memory").query_async(&mut c).await?;
+        let role: String = redis::cmd("INFO").arg("replication").query_async(&mut c).await?;
+        if role.contains("role:master") {
+            sum += info
+                .lines()
+                .find_map(|l| l.strip_prefix("used_memory:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    Ok(sum)
 }
 
 #[tokio::main]

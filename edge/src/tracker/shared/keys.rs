@@ -10,6 +10,10 @@
 //! | `PREFIXt:TRACK` | ZSET | the track's peers, by last announce |
 //! | `PREFIXn:TRACK` | HASH | the track's peers' source networks |
 //!
+//! A cluster has one more per track, `PREFIX{N}a:TRACK`, a HASH of its peers' addresses, so
+//! that a lookup reads one slot (see `peers.lua`): an entry costs its peer's addresses again,
+//! bounded like the entries themselves (`max_tracks × per_track`).
+//!
 //! A Redis Cluster runs a script only on keys of one hash slot. So there every id (peer or
 //! track) falls in one of [`BUCKETS`] buckets by a hash of it, and every key carries its
 //! bucket as a hash tag right after the prefix: `PREFIX{17}p:PEER`, `PREFIX{17}peers`,
@@ -115,6 +119,13 @@ impl Keys {
         format!("{}{}n:{track}", self.prefix, self.bucket(track.as_str()))
     }
 
+    /// The track's peers' addresses (a cluster only: on one Redis a peer's addresses are kept
+    /// once, in its own key).
+    #[must_use]
+    pub fn addresses(&self, track: &TrackId) -> String {
+        format!("{}{}a:{track}", self.prefix, self.bucket(track.as_str()))
+    }
+
     /// `tracks` grouped by bucket, buckets in order, each group in the order given.
     #[must_use]
     pub fn by_bucket<'a>(&self, tracks: impl IntoIterator<Item = &'a TrackId>) -> Vec<(Bucket, Vec<&'a TrackId>)> {
@@ -176,6 +187,7 @@ mod tests {
             let b = k.bucket(t.as_str());
             assert_eq!(slot(&k.track(&t)), slot(&k.tracks(b)), "{t}");
             assert_eq!(slot(&k.networks(&t)), slot(&k.tracks(b)), "{t}");
+            assert_eq!(slot(&k.addresses(&t)), slot(&k.tracks(b)), "{t}");
         }
         assert_eq!(k.per_bucket(500_000), 1_954);
         assert_eq!(k.per_bucket(1), 1);

@@ -210,7 +210,7 @@ impl SharedTracker {
 
     /// Records `ann`, verified, from `source`: in one call on one Redis; on a cluster one call
     /// on the peer's bucket and then, when it recorded, one per bucket of the announce's tracks,
-    /// at once (keys.rs).
+    /// at once (keys.rs), each keeping the peer's addresses beside the tracks.
     ///
     /// # Errors
     /// [`SharedError`] when Redis does not answer in time or fails.
@@ -229,6 +229,9 @@ impl SharedTracker {
             }
             for t in tracks {
                 call.key(self.keys.track(t)).key(self.keys.networks(t));
+                if mode.contains('a') {
+                    call.key(self.keys.addresses(t));
+                }
             }
             call.arg(mode)
                 .arg(ann.peer_id())
@@ -261,7 +264,7 @@ impl SharedTracker {
             _ => return Err(SharedError::BadAnswer("not 0, 1 or 2")),
         };
         if self.keys.cluster() && !groups.is_empty() {
-            let calls: Vec<_> = groups.iter().map(|(_, tracks)| call("t", tracks)).collect();
+            let calls: Vec<_> = groups.iter().map(|(_, tracks)| call("ta", tracks)).collect();
             let runs = calls.iter().map(|c| {
                 let mut conn = conn.clone();
                 async move { c.invoke_async::<u8>(&mut conn).await }
@@ -282,6 +285,9 @@ impl SharedTracker {
             let pipe = pipes.entry(self.keys.bucket(track.as_str())).or_insert_with(redis::pipe);
             pipe.cmd("ZREM").arg(self.keys.track(track)).arg(peer).ignore();
             pipe.cmd("HDEL").arg(self.keys.networks(track)).arg(peer).ignore();
+            if self.keys.cluster() {
+                pipe.cmd("HDEL").arg(self.keys.addresses(track)).arg(peer).ignore();
+            }
         }
         let conn = self.conn();
         let runs = pipes.values().map(|p| {
@@ -291,47 +297,20 @@ impl SharedTracker {
         self.within(async { futures_util::future::try_join_all(runs).await }).await.map(drop)
     }
 
-    /// The live peers of `track`, newest first: one call on one Redis; on a cluster one on the
-    /// track's bucket, then the peers' addresses, a pipeline per bucket of peers, at once.
+    /// The live peers of `track`, newest first, in one call (on one slot, on a cluster).
     ///
     /// # Errors
     /// [`SharedError`] when Redis does not answer in time, fails, or answers out of shape.
     pub async fn peers(&self, track: &TrackId) -> Result<Vec<Listed>, SharedError> {
         let mut call = self.peers.prepare_invoke();
-        let prefix = if self.keys.cluster() { String::new() } else { self.keys.peer_prefix(self.keys.bucket("")) };
-        call.key(self.keys.track(track)).arg(self.ttl_ms).arg(prefix);
+        call.key(self.keys.track(track)).arg(self.ttl_ms);
+        if self.keys.cluster() {
+            call.key(self.keys.addresses(track)).arg("");
+        } else {
+            call.arg(self.keys.peer_prefix(self.keys.bucket("")));
+        }
         let mut conn = self.conn();
         let flat: Vec<String> = self.within(call.invoke_async(&mut conn)).await?;
-        if !self.keys.cluster() {
-            return parse_listed(&flat);
-        }
-        if !flat.len().is_multiple_of(2) {
-            return Err(SharedError::BadAnswer("not pairs of peer, time"));
-        }
-        let mut pipes: std::collections::BTreeMap<Bucket, (redis::Pipeline, Vec<(usize, &[String])>)> =
-            std::collections::BTreeMap::new();
-        for (at, pair) in flat.chunks_exact(2).enumerate() {
-            let (pipe, asked) = pipes.entry(self.keys.bucket(&pair[0])).or_insert_with(|| (redis::pipe(), Vec::new()));
-            pipe.cmd("HGET").arg(self.keys.peer(&pair[0])).arg("a");
-            asked.push((at, pair));
-        }
-        let runs = pipes.values().map(|(p, asked)| {
-            let mut conn = conn.clone();
-            async move { p.query_async::<Vec<Option<String>>>(&mut conn).await.map(|a| (asked, a)) }
-        });
-        let answers = self.within(async { futures_util::future::try_join_all(runs).await }).await?;
-        // Back in the order of the track's list (newest first); a peer whose key expired is
-        // left out, as on one Redis.
-        let mut triples: Vec<(usize, [String; 3])> = Vec::with_capacity(flat.len() / 2);
-        for (asked, addrs) in answers {
-            for ((at, pair), a) in asked.iter().zip(addrs) {
-                if let Some(a) = a {
-                    triples.push((*at, [pair[0].clone(), pair[1].clone(), a]));
-                }
-            }
-        }
-        triples.sort_by_key(|(at, _)| *at);
-        let flat: Vec<String> = triples.into_iter().flat_map(|(_, t)| t).collect();
         parse_listed(&flat)
     }
 

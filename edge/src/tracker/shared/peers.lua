@@ -3,27 +3,36 @@
 -- the in-memory tracker does.
 --
 -- KEYS[1]  the track's ZSET (peer id -> last announce, ms, Redis clock)
--- ARGV: ttl (ms), the prefix of peer keys (peer key = prefix .. peer id), or '' on a cluster
--- Returns a flat list, newest first: with a prefix, peer id, last announce (ms), addresses
--- (JSON), … leaving out a peer whose own key has expired; without one, peer id, last
--- announce, …, and the edge reads the addresses from each peer's bucket itself.
+-- KEYS[2]  on a cluster: the track's HASH peer id -> addresses (JSON), in the same slot
+-- ARGV: ttl (ms), the prefix of peer keys (peer key = prefix .. peer id), on one Redis
+-- Returns a flat list: peer id, last announce (ms), addresses (JSON), … newest first. A peer
+-- whose addresses are gone (its key expired) is left out.
 --
--- With a prefix the peer keys are named from the data, not in KEYS: that works on one Redis
--- only. A cluster runs a script on keys of one slot, and a track's peers are in many.
+-- On one Redis the addresses are read from each peer's own key, named from the data: a
+-- peer's addresses are kept once. A cluster runs a script on the keys of one slot, and a
+-- track's peers are in many, so there each track keeps its peers' addresses (record.lua 'a').
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl, prefix = tonumber(ARGV[1]), ARGV[2]
 local live = redis.call('ZREVRANGEBYSCORE', KEYS[1], '+inf', '(' .. (now - ttl), 'WITHSCORES')
-if prefix == '' then
-  return live
-end
 local out = {}
+if #live == 0 then
+  return out
+end
+local addrs = {}
+if KEYS[2] then
+  local ids = {}
+  for i = 1, #live, 2 do ids[#ids + 1] = live[i] end
+  addrs = redis.call('HMGET', KEYS[2], unpack(ids))
+else
+  for i = 1, #live, 2 do addrs[#addrs + 1] = redis.call('HGET', prefix .. live[i], 'a') end
+end
 for i = 1, #live, 2 do
-  local addrs = redis.call('HGET', prefix .. live[i], 'a')
-  if addrs then
+  local a = addrs[(i + 1) / 2]
+  if a then
     out[#out + 1] = live[i]
     out[#out + 1] = live[i + 1]
-    out[#out + 1] = addrs
+    out[#out + 1] = a
   end
 end
 return out

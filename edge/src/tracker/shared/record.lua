@@ -5,13 +5,15 @@
 --
 -- ARGV[1] says which parts run: 'pt' both (one Redis: one call per announce); on a cluster,
 -- where a script touches one slot (keys.rs), first 'p' on the peer's bucket and, when it
--- records, 't' once per bucket of the announce's tracks.
+-- records, 'ta' once per bucket of the announce's tracks: 'a' keeps each track's peers'
+-- addresses beside it, so that a lookup is one call on one slot there too.
 --
 -- 'p':  KEYS[1]  the peer:   HASH a = addresses (JSON), ts = signed time, c = content digest
 --       KEYS[2]  the live peers (of the peer's bucket): ZSET id -> when it expires (ms)
 -- 't':  next     the live tracks (of these tracks' bucket): ZSET id -> when it expires (ms)
 --       then per track two keys: ZSET peer id -> last announce (ms, Redis clock),
 --                                 HASH peer id -> source network
+--       and with 'a' a third:    HASH peer id -> addresses (JSON)
 -- ARGV[2..]: peer id, addresses (JSON), signed time, content digest, source network, ttl (ms),
 --       peers per track, peers per track per network, peers at most, tracks at most (both
 --       per bucket on a cluster), then the track ids in the order of their keys
@@ -57,9 +59,17 @@ end
 -- The table bound on live tracks, likewise.
 local all_tracks = KEYS[k]
 redis.call('ZREMRANGEBYSCORE', all_tracks, '-inf', now)
-for i = k + 1, #KEYS, 2 do
+local stride = string.find(mode, 'a', 1, true) and 3 or 2
+-- Removes `who` (a list) from the track's keys.
+local function drop(z, h, a, who)
+  redis.call('ZREM', z, unpack(who))
+  redis.call('HDEL', h, unpack(who))
+  if a then redis.call('HDEL', a, unpack(who)) end
+end
+for i = k + 1, #KEYS, stride do
   local z, h = KEYS[i], KEYS[i + 1]
-  local track = ARGV[first_track + (i - k - 1) / 2]
+  local a = stride == 3 and KEYS[i + 2] or nil
+  local track = ARGV[first_track + (i - k - 1) / stride]
   -- A new track while the table is full of live ones is not remembered.
   if redis.call('ZSCORE', all_tracks, track) or redis.call('ZCARD', all_tracks) < max_tracks then
   redis.call('ZADD', all_tracks, now + ttl, track)
@@ -67,8 +77,7 @@ for i = k + 1, #KEYS, 2 do
   -- Forget entries that expired (an entry lives while now - seen < ttl).
   local dead = redis.call('ZRANGEBYSCORE', z, '-inf', now - ttl)
   if #dead > 0 then
-    redis.call('ZREM', z, unpack(dead))
-    redis.call('HDEL', h, unpack(dead))
+    drop(z, h, a, dead)
   end
   if not redis.call('ZSCORE', z, peer) then
     -- Stalest first.
@@ -103,14 +112,17 @@ for i = k + 1, #KEYS, 2 do
       end
     end
     if victim then
-      redis.call('ZREM', z, victim)
-      redis.call('HDEL', h, victim)
+      drop(z, h, a, {victim})
     end
   end
   redis.call('ZADD', z, now, peer)
   redis.call('HSET', h, peer, net)
   redis.call('PEXPIRE', z, ttl)
   redis.call('PEXPIRE', h, ttl)
+  if a then
+    redis.call('HSET', a, peer, addrs)
+    redis.call('PEXPIRE', a, ttl)
+  end
   end
 end
 return 1
