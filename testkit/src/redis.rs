@@ -150,19 +150,57 @@ impl Drop for Redis {
 pub struct RedisCluster {
     nodes: Vec<(SocketAddr, Option<Child>)>,
     _dir: tempfile::TempDir,
+    /// Its certificate and key (PEM) when it speaks TLS only.
+    tls: Option<(PathBuf, PathBuf)>,
+    /// Where they are kept.
+    certs: Option<tempfile::TempDir>,
 }
 
 impl RedisCluster {
     /// Starts the six nodes, joins them into a cluster and waits until every node says the
     /// cluster is `ok`.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// One that speaks TLS only, to clients and between its nodes, with a self-signed
+    /// certificate for 127.0.0.1 (see [`RedisCluster::cert`], to trust).
+    pub fn start_tls() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let ck = chorus_http::tls::load_or_generate(None, None, dir.path()).expect("a self-signed certificate");
+        let key = ck.cert_path.with_file_name("key.pem");
+        let mut c = Self::start_with(Some((ck.cert_path, key)));
+        c.certs = Some(dir);
+        c
+    }
+
+    /// The certificate to trust, for one started with [`RedisCluster::start_tls`].
+    pub fn cert(&self) -> Option<PathBuf> {
+        self.tls.as_ref().map(|(c, _)| c.clone())
+    }
+
+    fn start_with(tls: Option<(PathBuf, PathBuf)>) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let mut nodes = Vec::new();
         for _ in 0..6 {
             let addr = SocketAddr::from(([127, 0, 0, 1], free_port_with_bus()));
             let port = addr.port().to_string();
-            let child = Command::new("redis-server")
-                .args(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            let mut cmd = Command::new("redis-server");
+            match &tls {
+                None => cmd.args(["--port", &port]),
+                Some((cert, key)) => cmd
+                    .args(["--port", "0", "--tls-port", &port, "--tls-cluster", "yes", "--tls-replication", "yes"])
+                    .args(["--tls-auth-clients", "no"])
+                    .args([
+                        OsStr::new("--tls-cert-file"),
+                        cert.as_os_str(),
+                        OsStr::new("--tls-key-file"),
+                        key.as_os_str(),
+                    ])
+                    .args([OsStr::new("--tls-ca-cert-file"), cert.as_os_str()]),
+            };
+            let child = cmd
+                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
                 .args(["--protected-mode", "no", "--loglevel", "warning", "--cluster-enabled", "yes"])
                 .args(["--cluster-node-timeout", "1000", "--cluster-replica-validity-factor", "0"])
                 .arg("--cluster-config-file")
@@ -175,11 +213,12 @@ impl RedisCluster {
                 .expect("redis-server starts");
             nodes.push((addr, Some(child)));
         }
-        let c = Self { nodes, _dir: dir };
+        let c = Self { nodes, _dir: dir, tls, certs: None };
         for (addr, _) in &c.nodes {
-            c.wait_until(&format!("{addr} answers"), || cli(*addr, &["ping"]).is_some_and(|o| o.starts_with("PONG")));
+            c.wait_until(&format!("{addr} answers"), || c.cli(*addr, &["ping"]).is_some_and(|o| o.starts_with("PONG")));
         }
         let out = Command::new("redis-cli")
+            .args(c.tls_args())
             .arg("--cluster")
             .arg("create")
             .args(c.nodes.iter().map(|(a, _)| a.to_string()))
@@ -191,15 +230,35 @@ impl RedisCluster {
         c
     }
 
-    /// `redis+cluster://` and every node.
+    /// `redis+cluster://` (`rediss+cluster://` with TLS) and every node.
     pub fn url(&self) -> String {
         let nodes: Vec<String> = self.nodes.iter().map(|(a, _)| a.to_string()).collect();
-        format!("redis+cluster://{}", nodes.join(","))
+        let scheme = if self.tls.is_some() { "rediss" } else { "redis" };
+        format!("{scheme}+cluster://{}", nodes.join(","))
+    }
+
+    /// `redis-cli`'s TLS arguments, if it speaks TLS.
+    fn tls_args(&self) -> Vec<std::ffi::OsString> {
+        self.tls
+            .iter()
+            .flat_map(|(cert, _)| ["--tls".into(), "--cacert".into(), cert.clone().into_os_string()])
+            .collect()
+    }
+
+    /// `redis-cli -h ADDR -p PORT ARGS…`'s output, if it ran.
+    fn cli(&self, addr: SocketAddr, args: &[&str]) -> Option<String> {
+        let out = Command::new("redis-cli")
+            .args(self.tls_args())
+            .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()])
+            .args(args)
+            .output()
+            .ok()?;
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// The primaries that hold slots, as the live nodes see them.
     pub fn primaries(&self) -> Vec<SocketAddr> {
-        let Some(out) = self.live().find_map(|a| cli(a, &["cluster", "nodes"])) else {
+        let Some(out) = self.live().find_map(|a| self.cli(a, &["cluster", "nodes"])) else {
             return Vec::new();
         };
         let mut p: Vec<SocketAddr> = out
@@ -218,8 +277,8 @@ impl RedisCluster {
     /// The primary that serves `key`'s hash slot, as the live nodes see it.
     pub fn primary_of(&self, key: &str) -> Option<SocketAddr> {
         let node = self.live().next()?;
-        let slot: u16 = cli(node, &["cluster", "keyslot", key])?.trim().parse().ok()?;
-        let nodes = cli(node, &["cluster", "nodes"])?;
+        let slot: u16 = self.cli(node, &["cluster", "keyslot", key])?.trim().parse().ok()?;
+        let nodes = self.cli(node, &["cluster", "nodes"])?;
         nodes.lines().find_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
             if !f.get(2)?.contains("master") || f[2].contains("fail") {
@@ -250,7 +309,7 @@ impl RedisCluster {
     pub fn wait_ok(&self) {
         let alive: Vec<SocketAddr> = self.live().collect();
         self.wait_until("the cluster is ok", || {
-            alive.iter().all(|a| cli(*a, &["cluster", "info"]).is_some_and(|o| o.contains("cluster_state:ok")))
+            alive.iter().all(|a| self.cli(*a, &["cluster", "info"]).is_some_and(|o| o.contains("cluster_state:ok")))
                 && !self.primaries().is_empty()
                 && self.primaries().iter().all(|p| alive.contains(p))
                 && self.primaries().len() == 3
@@ -279,16 +338,6 @@ impl Drop for RedisCluster {
             }
         }
     }
-}
-
-/// `redis-cli -h ADDR -p PORT ARGS…`'s output, if it ran.
-fn cli(addr: SocketAddr, args: &[&str]) -> Option<String> {
-    let out = Command::new("redis-cli")
-        .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()])
-        .args(args)
-        .output()
-        .ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// A free loopback port whose cluster bus port (port + 10 000) is free too.

@@ -590,6 +590,31 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tls_cluster_is_reached_with_the_given_roots_only() {
+        if !have_redis() {
+            return;
+        }
+        let cluster = tokio::task::spawn_blocking(RedisCluster::start_tls).await.unwrap();
+        let cfg = TrackerConfig::default();
+        let track = TrackId::parse("t").unwrap();
+        let trusted = SharedConfig {
+            ca_files: vec![cluster.cert().unwrap()],
+            timeout: Duration::from_secs(5),
+            ..SharedConfig::new(cluster.url())
+        };
+        assert!(cluster.url().starts_with("rediss+cluster://"));
+        let s = SharedTracker::new(&trusted, &cfg).unwrap();
+        assert_eq!(
+            s.record(IpAddr::from([198, 51, 100, 7]), &verified("p", &[&track], 1)).await.unwrap(),
+            Recorded::Yes
+        );
+        assert_eq!(s.peers(&track).await.unwrap().len(), 1);
+        let untrusted = SharedConfig { timeout: Duration::from_secs(5), ..SharedConfig::new(cluster.url()) };
+        let e = SharedTracker::new(&untrusted, &cfg).unwrap().peers(&track).await.unwrap_err();
+        assert!(matches!(e, SharedError::Redis(_)), "{e:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_dead_redis_fails_within_the_time_limit() {
         // A port nothing listens on, and a listener that takes the connection and never
         // answers (the kernel accepts it; no one reads).
