@@ -9,6 +9,7 @@
 /// A real Garage (S3-compatible object store) cluster on loopback, for chorus against S3.
 pub mod garage;
 pub mod inproc;
+pub mod nat;
 pub mod net;
 pub mod netns;
 pub mod proxy;
