@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use chorus_core::keys;
+use chorus_core::p2p::Multiaddr;
+use chorus_core::p2p::multiaddr::Protocol;
 use chorus_core::units::{Size, Span};
 use chorus_core::url::BaseUrl;
 use chorus_edge::cache::CacheConfig;
@@ -244,11 +246,24 @@ async fn start_relay(a: &EdgeArgs, registry: &prometheus::Registry) -> Result<(c
     };
     let store: Arc<dyn chorus_peer::Store> = Arc::new(chorus_peer::NoChunks);
     let relay = chorus_peer::Peer::start(cfg, store, identity, registry)?;
-    let addrs = tokio::time::timeout(std::time::Duration::from_secs(5), relay.listen_addrs())
+    let mut addrs = tokio::time::timeout(std::time::Duration::from_secs(5), relay.listen_addrs())
         .await
         .context("the relay did not start listening within 5 s")?;
+    // An unspecified listen address reports each interface's in turn, loopback often first:
+    // wait (a moment at most) for one others can reach, so that the offer is not loopback only.
+    let loopback = |a: &Multiaddr| {
+        a.iter().any(|p| {
+            matches!(p, Protocol::Ip4(ip) if ip.is_loopback()) || matches!(p, Protocol::Ip6(ip) if ip.is_loopback())
+        })
+    };
+    let reachable_wanted = !a.p2p_relay.iter().all(loopback);
+    let waited = std::time::Instant::now();
+    while reachable_wanted && addrs.iter().all(loopback) && waited.elapsed() < std::time::Duration::from_secs(2) {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        addrs = relay.listen_addrs().await;
+    }
     let offered: Vec<String> =
-        chorus_peer::tracker::announceable(relay.peer_id(), &addrs).iter().map(ToString::to_string).collect();
+        chorus_peer::tracker::relay_offer(relay.peer_id(), &addrs).iter().map(ToString::to_string).collect();
     info!(peer_id = %relay.peer_id(), addrs = ?offered, "relay running; offered to clients by the tracker");
     crate::ready::add_p2p(offered.iter().cloned());
     Ok((relay, offered))

@@ -33,6 +33,7 @@ use tracing::{debug, info, warn};
 use crate::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
 use crate::config::PeerConfig;
 use crate::dial_guard;
+use crate::direct::{DirectFirst, Fetch};
 use crate::error::PeerError;
 use crate::metrics::PeerMetrics;
 use crate::node::{Command, FetchReply};
@@ -66,6 +67,8 @@ pub(crate) struct Driver {
     pub(crate) guard: dial_guard::Shared,
     /// The remote address of each open connection (what identify reports is checked against it).
     pub(crate) remotes: HashMap<ConnectionId, Multiaddr>,
+    /// Which connections are circuits, and the fetches waiting for a direct one.
+    pub(crate) direct: DirectFirst<(ChunkId, FetchReply)>,
 }
 
 /// A store read done on the blocking pool, back to the swarm task to be answered.
@@ -100,7 +103,13 @@ impl Driver {
                 },
                 ev = self.swarm.select_next_some() => self.event(ev),
                 Some(l) = loaded.recv() => self.loaded(l),
-                _ = tick.tick() => self.reserve_if_needed(),
+                _ = tick.tick() => {
+                    self.reserve_if_needed();
+                    for (peer, (_, reply)) in self.direct.expired(Instant::now()) {
+                        self.metrics.relayed_only.inc();
+                        let _ = reply.send(Err(PeerError::RelayedOnly(peer)));
+                    }
+                }
             }
         }
     }
@@ -145,8 +154,14 @@ impl Driver {
                     let _ = reply.send(Err(PeerError::Banned(peer)));
                     return;
                 }
-                let rid = self.swarm.behaviour_mut().chunk.send_request(&peer, ChunkRequest::Get { id });
-                self.fetches.insert(rid, (peer, id, reply));
+                match self.direct.fetch(peer, (id, reply), Instant::now()) {
+                    Fetch::Send((id, reply)) => self.send_fetch(peer, id, reply),
+                    Fetch::Held => {}
+                    Fetch::Fail((_, reply)) => {
+                        self.metrics.relayed_only.inc();
+                        let _ = reply.send(Err(PeerError::RelayedOnly(peer)));
+                    }
+                }
             }
             Command::Have { peer, track, reply } => {
                 if self.banned.contains(&peer) {
@@ -208,6 +223,12 @@ impl Driver {
             SwarmEvent::ConnectionEstablished { peer_id, endpoint, connection_id, .. } => {
                 self.metrics.connections.inc();
                 self.remotes.insert(connection_id, endpoint.get_remote_address().clone());
+                // A direct connection (a punched hole) replaces the circuits to that peer.
+                for circuit in self.direct.opened(peer_id, connection_id, endpoint.is_relayed()) {
+                    debug!(peer = %peer_id, "direct connection made; closing the relay circuit");
+                    self.metrics.punched.inc();
+                    self.swarm.close_connection(circuit);
+                }
                 if self.banned.contains(&peer_id) {
                     let _ = self.swarm.disconnect_peer_id(peer_id);
                     return;
@@ -219,9 +240,12 @@ impl Driver {
                     let _ = r.send(Ok(()));
                 }
             }
-            SwarmEvent::ConnectionClosed { connection_id, .. } => {
+            SwarmEvent::ConnectionClosed { peer_id, connection_id, .. } => {
                 self.metrics.connections.dec();
                 self.remotes.remove(&connection_id);
+                for (id, reply) in self.direct.closed(peer_id, connection_id) {
+                    self.send_fetch(peer_id, id, reply);
+                }
             }
             SwarmEvent::OutgoingConnectionError { peer_id: Some(p), error, .. } => {
                 let e = dial_error(p.to_string(), Some(p), error);
@@ -232,6 +256,12 @@ impl Driver {
             SwarmEvent::Behaviour(b) => self.behaviour(b),
             _ => {}
         }
+    }
+
+    /// Asks `peer` for chunk `id`.
+    fn send_fetch(&mut self, peer: PeerId, id: ChunkId, reply: FetchReply) {
+        let rid = self.swarm.behaviour_mut().chunk.send_request(&peer, ChunkRequest::Get { id });
+        self.fetches.insert(rid, (peer, id, reply));
     }
 
     fn behaviour(&mut self, ev: BehaviourEvent) {

@@ -57,6 +57,10 @@ pub enum PeerError {
     /// The stream or the request failed (or timed out) on a connection.
     #[error("peer request failed")]
     Request(#[source] Cause),
+    /// The peer is reachable only through a relay circuit, and no direct connection to it
+    /// could be punched in time: chunks do not travel over circuits (crate::direct).
+    #[error("peer {0} is reachable only through a relay")]
+    RelayedOnly(PeerId),
     /// The node has stopped.
     #[error("peer node stopped")]
     Stopped,

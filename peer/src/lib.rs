@@ -10,16 +10,19 @@
 //! The rooms: [`node`] (the [`Peer`] handle), `driver` (the task that owns the swarm),
 //! `behaviour` (the libp2p protocol set and swarm build), `config`, `error`, `metrics`,
 //! `upload` (upload limits and per-peer shares, explicit clock), [`dial_guard`] (every dial
-//! charged to a budget and a backoff), `inbound` (inbound connections below the total),
-//! `learned` (which reported addresses enter Kademlia), `port_reuse` (a TCP dial the kernel
-//! refuses from the listening port is made again from a fresh one), `relay` (relay and NAT
-//! state, explicit clock), [`wire`] (the two chorus codecs), [`store`] (what a peer serves) and
-//! [`tracker`] (the edge tracker from a peer's side).
+//! charged to a budget and a backoff), `direct` (chunks over direct connections only: a fetch
+//! from a peer reached through a relay waits for the hole punch), `inbound` (inbound
+//! connections below the total), `learned` (which reported addresses enter Kademlia),
+//! `port_reuse` (a TCP dial the kernel refuses from the listening port is made again from a
+//! fresh one), `relay` (relay and NAT state, explicit clock), [`wire`] (the two chorus
+//! codecs), [`store`] (what a peer serves) and [`tracker`] (the edge tracker from a peer's
+//! side).
 #![warn(missing_docs)]
 
 mod behaviour;
 mod config;
 pub mod dial_guard;
+mod direct;
 mod driver;
 mod error;
 pub mod inbound;

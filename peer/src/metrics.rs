@@ -33,6 +33,10 @@ pub struct PeerMetrics {
     pub dials_refused: IntCounterVec,
     /// Addresses peers reported (identify) or mDNS found that were kept out of Kademlia.
     pub learned_addrs_refused: IntCounter,
+    /// Direct connections that replaced a relay circuit to the same peer (a hole punched).
+    pub punched: IntCounter,
+    /// Chunk fetches failed because the peer stayed reachable only through a relay.
+    pub relayed_only: IntCounter,
 }
 
 impl PeerMetrics {
@@ -82,6 +86,16 @@ impl PeerMetrics {
                 "Chunks from peers whose bytes did not match their id (the peer is banned).",
             ),
             connections: gauge("chorus_peer_connections", "libp2p connections open now."),
+            punched: counter(
+                "chorus_peer_punched_total",
+                "Direct connections that replaced a relay circuit to the same peer (a hole punched \
+                 through NATs, DCUtR); the circuit is then closed.",
+            ),
+            relayed_only: counter(
+                "chorus_peer_fetches_relayed_only_total",
+                "Chunk fetches failed because the peer stayed reachable only through a relay circuit \
+                 for 3 s (chunks do not travel over circuits; the client takes them from an edge).",
+            ),
             inbound_connections: gauge(
                 "chorus_peer_inbound_connections",
                 "Inbound libp2p connections open now (bounded below the total so that dials keep room).",

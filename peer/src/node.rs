@@ -104,6 +104,7 @@ impl Peer {
             loaded_tx,
             guard,
             remotes: HashMap::new(),
+            direct: crate::direct::DirectFirst::default(),
             cfg,
         };
         let mut driver = driver;

@@ -118,10 +118,24 @@ pub async fn announce_held(
         peer.provide(t.clone());
     }
     let addrs = peer.public_addrs().await;
+    let circuit = addrs.iter().any(|a| a.iter().any(|p| matches!(p, libp2p::multiaddr::Protocol::P2pCircuit)));
     let mut taken = true;
     for edge in edges {
         let r = announce(http, edge, peer.identity(), &addrs, &tracks, token).await;
         taken &= r.is_ok();
+        // A node that only announces (a seeder) learns the edge's relays from no answer of its
+        // own: when an announce fails and it holds no circuit (behind a NAT, its addresses are
+        // not the one the edge sees), one peer query tells it the relays, and the node reserves
+        // a circuit on one once it seems unreachable.
+        if r.is_err()
+            && !circuit
+            && let Some(t) = tracks.first()
+            && let Ok(Ok(answer)) = tokio::time::timeout(Duration::from_secs(5), peers(http, edge, t, token)).await
+        {
+            for relay in answer.relays {
+                peer.add_relay(relay);
+            }
+        }
         match (r, report) {
             (Ok(()), Report::Operator) => tracing::info!(%edge, tracks = tracks.len(), "announced"),
             (Ok(()), Report::Quiet) => tracing::debug!(%edge, tracks = tracks.len(), "announced"),
@@ -197,6 +211,22 @@ pub fn announceable(peer: PeerId, addrs: &[Multiaddr]) -> Vec<Multiaddr> {
         .take(MAX_ADDRS)
         .map(|a| a.clone().with_p2p(peer).unwrap_or_else(|a| a))
         .collect()
+}
+
+/// A relay's addresses worth offering to clients: [`announceable`], without loopback ones when
+/// there are others (a relay that offered `127.0.0.1` first cost every node behind a NAT a
+/// failed reservation and a 10 s wait before the next).
+#[must_use]
+pub fn relay_offer(peer: PeerId, addrs: &[Multiaddr]) -> Vec<Multiaddr> {
+    use libp2p::multiaddr::Protocol;
+    let loopback = |a: &Multiaddr| {
+        a.iter().any(|p| {
+            matches!(p, Protocol::Ip4(ip) if ip.is_loopback()) || matches!(p, Protocol::Ip6(ip) if ip.is_loopback())
+        })
+    };
+    let all = announceable(peer, addrs);
+    let others = all.iter().any(|a| !loopback(a));
+    all.into_iter().filter(|a| !(others && loopback(a))).collect()
 }
 
 /// Tells the tracker at `edge` that the peer of `key`, reachable at `addrs`, holds chunks of
@@ -353,5 +383,15 @@ mod tests {
         assert!(out.iter().all(|a| !a.to_string().starts_with("/ip4/0.0.0.0")));
         assert!(out.iter().all(|a| a.to_string().ends_with(&format!("/p2p/{peer}"))));
         assert_eq!(out[0].to_string(), format!("/ip4/10.1.1.0/tcp/4001/p2p/{peer}"));
+    }
+
+    #[test]
+    fn a_relay_offers_loopback_only_when_it_has_nothing_else() {
+        let peer = PeerId::random();
+        let a = |s: &str| s.parse::<Multiaddr>().unwrap();
+        let both = [a("/ip4/127.0.0.1/tcp/4001"), a("/ip4/10.77.3.2/tcp/4001"), a("/ip6/::1/udp/4001/quic-v1")];
+        assert_eq!(relay_offer(peer, &both), vec![a(&format!("/ip4/10.77.3.2/tcp/4001/p2p/{peer}"))]);
+        let alone = [a("/ip4/0.0.0.0/tcp/4001"), a("/ip4/127.0.0.1/tcp/4001")];
+        assert_eq!(relay_offer(peer, &alone), vec![a(&format!("/ip4/127.0.0.1/tcp/4001/p2p/{peer}"))]);
     }
 }

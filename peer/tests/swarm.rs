@@ -238,9 +238,11 @@ async fn peers_on_one_machine_find_each_other_with_mdns() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_that_cannot_be_dialled_is_reached_through_a_relay() {
+async fn a_peer_that_cannot_be_dialled_is_reached_through_a_relay_for_its_have_list_not_chunks() {
     // The relay (a node with a public address), a peer that listens only through it (as one
-    // behind a NAT would), and a third that reaches that peer by a circuit address.
+    // behind a NAT would), and a third that reaches that peer by a circuit address. The circuit
+    // carries the have list; chunks wait for a direct connection (hole punching, which this
+    // peer with no listen address cannot offer), then fail: they do not cross the relay.
     let (relay, _) = start(PeerConfig { relay_server: true, ..cfg("/ip4/127.0.0.1/tcp/0") }, Arc::new(Mem::default()));
     let relay_addr = addr_of(&relay, "/tcp/").await;
     let circuit: Multiaddr = format!("{relay_addr}/p2p-circuit").parse().unwrap();
@@ -256,7 +258,10 @@ async fn a_peer_that_cannot_be_dialled_is_reached_through_a_relay() {
         assert!(std::time::Instant::now() < deadline, "no circuit to the hidden peer");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(seeker.fetch(hidden.peer_id(), chunks[0].0).await.unwrap(), chunks[0].1);
+    let held = seeker.have(hidden.peer_id(), TrackId::parse("tides").unwrap()).await.unwrap();
+    assert_eq!(held, vec![chunks[0].0]);
+    let out = seeker.fetch(hidden.peer_id(), chunks[0].0).await;
+    assert!(matches!(out, Err(PeerError::RelayedOnly(p)) if p == hidden.peer_id()), "{out:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,7 +303,8 @@ async fn a_node_that_is_not_reachable_reserves_a_relay_circuit_by_itself() {
     let (seeker, _) = start(cfg("/ip4/127.0.0.1/tcp/0"), Arc::new(Mem::default()));
     assert!(circuit.to_string().ends_with(&format!("/p2p-circuit/p2p/{}", hidden.peer_id())), "{circuit}");
     seeker.dial(circuit).await.unwrap();
-    assert_eq!(seeker.fetch(hidden.peer_id(), chunks[0].0).await.unwrap(), chunks[0].1);
+    let held = seeker.have(hidden.peer_id(), TrackId::parse("tides").unwrap()).await.unwrap();
+    assert_eq!(held, vec![chunks[0].0]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

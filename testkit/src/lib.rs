@@ -88,8 +88,10 @@ impl Node {
     pub fn start_command(mut cmd: Command, expect_listeners: usize) -> Self {
         let ready = tempfile::tempdir().expect("a directory for the ready file");
         let ready_file = ready.path().join("ready.json");
+        // `CHORUS_TEST_LOG` (a log filter, e.g. `info,libp2p_relay=debug`) for a closer look.
+        let level = std::env::var("CHORUS_TEST_LOG").unwrap_or_else(|_| "info".into());
         let mut child = cmd
-            .args(["--log-format", "json", "--log-level", "info", "--ready-file"])
+            .args(["--log-format", "json", "--log-level", &level, "--ready-file"])
             .arg(&ready_file)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -355,7 +357,13 @@ pub fn fetch_p2p(edge: &str, key: &Path, cache: &Path, extra: &[&str]) -> serde_
 
 /// Waits (up to 60 s) for a log line of `node` containing `what`, and returns it.
 pub fn wait_log(node: &Node, what: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    wait_log_within(node, what, Duration::from_secs(60))
+}
+
+/// [`wait_log`] with a deadline of `within` (for what takes a minute by design, as a relay
+/// reservation does).
+pub fn wait_log_within(node: &Node, what: &str, within: Duration) -> String {
+    let deadline = Instant::now() + within;
     loop {
         if let Some(l) = node.log.lock().unwrap().iter().find(|l| l.contains(what)) {
             return l.clone();

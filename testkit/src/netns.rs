@@ -9,6 +9,10 @@
 //! router side `10.77.n.1`, so every host is in a /24 of its own (as the tracker sees
 //! networks). Processes run in a host with `ip netns exec` ([`Lab::command`]).
 //!
+//! A home behind a NAT ([`Lab::host_behind_nat`]) has the private address `192.168.n.2`; its
+//! link translates every packet through a [`Nat`] (crate::nat), whose public address is
+//! `10.77.n.2`.
+//!
 //! Needs root, `ip` (iproute2) and `/dev/net/tun`; [`Lab::unavailable`] says why not. Only
 //! addresses inside the namespaces made here are used: nothing leaves the machine.
 
@@ -20,6 +24,8 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+
+use crate::nat::{Nat, NatConfig};
 
 /// One direction of an access link.
 #[derive(Debug, Clone, Copy)]
@@ -45,8 +51,10 @@ impl Way {
 pub struct Host {
     /// The namespace's name (`ip netns exec NAME …`).
     pub ns: String,
-    /// Its address.
+    /// Its address (a private one behind a NAT).
     pub ip: Ipv4Addr,
+    /// The address the rest of the lab sees it from: its own, or its NAT's.
+    pub public: Ipv4Addr,
 }
 
 /// Packets counted on the links: carried and dropped (lost, or over a full queue).
@@ -54,6 +62,8 @@ pub struct Host {
 pub struct Counters {
     pub carried: AtomicU64,
     pub dropped: AtomicU64,
+    /// Of the dropped, those a NAT refused (no live mapping, or filtered).
+    pub refused_by_nat: AtomicU64,
 }
 
 /// The hosts, their router, and the task carrying their links.
@@ -128,6 +138,16 @@ impl Lab {
 
     /// Adds host `name` as `10.77.NET.2`, its access link `up` (host to router) and `down`.
     pub fn host(&mut self, name: &str, net: u8, up: Way, down: Way) -> Result<Host, String> {
+        self.add_host(name, net, up, down, None)
+    }
+
+    /// Adds host `name` behind a NAT that behaves as `nat` says: the host is `192.168.NET.2`,
+    /// the NAT's public address `10.77.NET.2`; its access link `up` and `down`.
+    pub fn host_behind_nat(&mut self, name: &str, net: u8, up: Way, down: Way, nat: NatConfig) -> Result<Host, String> {
+        self.add_host(name, net, up, down, Some(nat))
+    }
+
+    fn add_host(&mut self, name: &str, net: u8, up: Way, down: Way, nat: Option<NatConfig>) -> Result<Host, String> {
         let ns = format!("{}-{name}", self.prefix);
         ip(&["netns", "add", &ns])?;
         self.namespaces.push(ns.clone());
@@ -151,7 +171,11 @@ impl Lab {
             };
             Ok::<_, String>((open(&h)?, open(&r)?))
         })?;
-        let (host_ip, router_ip) = (Ipv4Addr::new(10, 77, net, 2), Ipv4Addr::new(10, 77, net, 1));
+        let (public, router_ip) = (Ipv4Addr::new(10, 77, net, 2), Ipv4Addr::new(10, 77, net, 1));
+        let (host_ip, gateway) = match nat {
+            Some(_) => (Ipv4Addr::new(192, 168, net, 2), Ipv4Addr::new(192, 168, net, 1)),
+            None => (public, router_ip),
+        };
         ip(&["link", "set", &h, "netns", &ns])?;
         ip(&["link", "set", &r, "netns", &self.router])?;
         // A /24 on each end, not a point-to-point pair: libp2p lists an interface's address
@@ -159,15 +183,19 @@ impl Lab {
         let (hip, rip) = (format!("{host_ip}/24"), format!("{router_ip}/24"));
         ip(&["-n", &ns, "addr", "add", &hip, "dev", &h])?;
         ip(&["-n", &ns, "link", "set", &h, "up"])?;
-        ip(&["-n", &ns, "route", "add", "default", "via", &router_ip.to_string(), "dev", &h])?;
+        ip(&["-n", &ns, "route", "add", "default", "via", &gateway.to_string(), "dev", &h])?;
         ip(&["-n", &self.router, "addr", "add", &rip, "dev", &r])?;
         ip(&["-n", &self.router, "link", "set", &r, "up"])?;
         let (hdev, rdev) = (Arc::new(hdev), Arc::new(rdev));
         let seed = u64::from(net).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        rt.spawn(carry(hdev.clone(), rdev.clone(), up, seed, self.counters.clone()));
+        let nat = nat.map(|cfg| Arc::new(std::sync::Mutex::new(Nat::new(cfg, host_ip, public))));
+        let out = nat.clone().map(|n| (n, crate::nat::Way::Out));
+        rt.spawn(carry(hdev.clone(), rdev.clone(), up, seed, out, self.counters.clone()));
         // Another sequence for the other way, so the two lose different packets.
-        rt.spawn(carry(rdev, hdev, down, seed.rotate_left(32) ^ 0x5DEE_CE66_D1CE_4E5B, self.counters.clone()));
-        Ok(Host { ns, ip: host_ip })
+        let back = nat.map(|n| (n, crate::nat::Way::In));
+        let seed = seed.rotate_left(32) ^ 0x5DEE_CE66_D1CE_4E5B;
+        rt.spawn(carry(rdev, hdev, down, seed, back, self.counters.clone()));
+        Ok(Host { ns, ip: host_ip, public })
     }
 
     /// `ip netns exec HOST program` (arguments to add).
@@ -190,8 +218,19 @@ impl Drop for Lab {
     }
 }
 
-/// Carries packets from `from` to `to` as `way` says, until either device fails.
-async fn carry(from: Arc<tun_rs::AsyncDevice>, to: Arc<tun_rs::AsyncDevice>, way: Way, seed: u64, n: Arc<Counters>) {
+/// A NAT on a link, and which way through it the link's packets go.
+type OnLink = Option<(Arc<std::sync::Mutex<Nat>>, crate::nat::Way)>;
+
+/// Carries packets from `from` to `to` as `way` says, through `nat` if any, until either
+/// device fails.
+async fn carry(
+    from: Arc<tun_rs::AsyncDevice>,
+    to: Arc<tun_rs::AsyncDevice>,
+    way: Way,
+    seed: u64,
+    nat: OnLink,
+    n: Arc<Counters>,
+) {
     // A queue of 1024 packets (a home router's buffer); beyond it packets are dropped.
     let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>)>(1024);
     let counters = n.clone();
@@ -200,6 +239,19 @@ async fn carry(from: Arc<tun_rs::AsyncDevice>, to: Arc<tun_rs::AsyncDevice>, way
         let mut buf = vec![0u8; 65_536];
         loop {
             let Ok(len) = from.recv(&mut buf).await else { return };
+            // The home router translates first; the link after it may lose the packet.
+            if let Some((nat, through)) = &nat {
+                let passed = nat.lock().unwrap_or_else(std::sync::PoisonError::into_inner).translate(
+                    *through,
+                    &mut buf[..len],
+                    Instant::now(),
+                );
+                if !passed {
+                    counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    counters.refused_by_nat.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            }
             // xorshift64: a fixed sequence per link.
             rng ^= rng << 13;
             rng ^= rng >> 7;

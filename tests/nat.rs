@@ -1,0 +1,107 @@
+//! Listeners behind real (user-space) NATs: homes behind port-restricted and behind symmetric
+//! NATs (`chorus_testkit::nat`), every host a network namespace (`chorus_testkit::netns`), one
+//! edge that also runs a circuit relay (`--p2p-relay`). Real `chorus` processes over real TCP
+//! and QUIC.
+//!
+//! A seeder behind a port-restricted NAT cannot be dialled; it reserves a circuit on the edge's
+//! relay and announces it. A listener behind another port-restricted NAT reaches it through the
+//! relay, and DCUtR punches a direct connection through both NATs. Behind symmetric NATs the
+//! punch fails; the relay (or the edge) carries the play instead. Every play completes
+//! byte-identical to the origin's rendition with no stall, and the share of peer bytes that
+//! went direct and relayed is printed.
+//!
+//! Runs as root (CI does); elsewhere it says why it is skipped.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns
+
+use chorus_testkit as support;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use support::nat::NatConfig;
+use support::netns::{Host, Lab, Way};
+use support::{Node, bin, ingest_sample, s, wait_log_within};
+
+/// `chorus ARGS` in `host`, started as a [`Node`] (waits for its ready file).
+fn node(host: &Host, args: &[&str], listeners: usize) -> Node {
+    let mut c = Lab::command(host, bin());
+    c.args(args);
+    Node::start_command(c, listeners)
+}
+
+/// One play: `chorus fetch tides --p2p --json` in `host` through `edge`, its output in `dir`.
+fn play(host: &Host, edge: &str, key: &Path, dir: &Path) -> serde_json::Value {
+    let out_file = dir.join("out.mp4");
+    let out = Lab::command(host, bin())
+        .args(["fetch", "tides", "--edge", edge, "--origin-key", s(key), "--cache-dir", s(&dir.join("cache"))])
+        .args(["--p2p", "--no-mdns", "--json", "--quality", "normal", "--out", s(&out_file)])
+        .args(["--log-level", &std::env::var("CHORUS_TEST_LOG").unwrap_or_else(|_| "info".into())])
+        .stdin(Stdio::null())
+        .output()
+        .expect("chorus fetch runs");
+    eprintln!("--- fetch in {}:\n{}", host.ns, String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "fetch in {}: {}", host.ns, String::from_utf8_lossy(&out.stderr));
+    let mut j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    j["out"] = serde_json::Value::String(out_file.display().to_string());
+    j
+}
+
+#[test]
+fn listeners_behind_nats_punch_through_or_fall_back() {
+    if let Some(why) = Lab::unavailable() {
+        assert!(std::env::var_os("CI").is_none(), "CI must run the NAT test: {why}");
+        eprintln!("note: skipping the NAT test: {why} (run as root)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    ingest_sample(&store, "tides", "chorus-tides");
+    let key = store.join("origin.pub");
+
+    let mut lab = Lab::new("nat").unwrap();
+    let home = Way::delay_ms(10);
+    let timeout = Duration::from_secs(120);
+    let origin_host = lab.host("origin", 1, Way::delay_ms(2), Way::delay_ms(2)).unwrap();
+    let edge_host = lab.host("edge", 3, Way::delay_ms(2), Way::delay_ms(2)).unwrap();
+    let cone = [
+        lab.host_behind_nat("cone1", 11, home, home, NatConfig::port_restricted(timeout)).unwrap(),
+        lab.host_behind_nat("cone2", 12, home, home, NatConfig::port_restricted(timeout)).unwrap(),
+    ];
+    let origin_url = format!("http://{}:8080", origin_host.ip);
+    let _origin = node(&origin_host, &["origin", "--store", s(&store), "--listen", &origin_url], 1);
+    let edge_url = format!("http://{}:80", edge_host.ip);
+    let relay = "/ip4/0.0.0.0/tcp/4001,/ip4/0.0.0.0/udp/4001/quic-v1";
+    let cache = dir.path().join("edge");
+    let edge = node(
+        &edge_host,
+        &["edge", "--upstream", &origin_url, "--listen", &edge_url, "--cache-dir", s(&cache), "--p2p-relay", relay],
+        1,
+    );
+    let manifest: chorus_core::manifest::Manifest =
+        serde_json::from_slice(&std::fs::read(store.join("manifests").join("tides.json")).unwrap()).unwrap();
+    let expected: Vec<u8> = manifest.renditions[1]
+        .chunks()
+        .flat_map(|c| std::fs::read(chorus_core::chunkdir::chunk_path(&store, &c.id)).unwrap())
+        .collect();
+
+    let seeder = node(
+        &cone[0],
+        &["peer", "--edge", &edge_url, "--seed", "tides", "--origin-key", s(&key)]
+            .into_iter()
+            .chain(["--cache-dir", s(&dir.path().join("seeder")), "--no-mdns"])
+            .chain(["--p2p-listen", "/ip4/0.0.0.0/tcp/4001,/ip4/0.0.0.0/udp/4001/quic-v1"])
+            .collect::<Vec<_>>(),
+        0,
+    );
+    // Unreachable, it reserves a circuit on the edge's relay (within a minute or two: AutoNAT,
+    // or a minute without a confirmed public address) and announces it.
+    wait_log_within(&seeder, "p2p-circuit", Duration::from_secs(90));
+    wait_log_within(&seeder, "\"announced\"", Duration::from_secs(60));
+    let j = play(&cone[1], &edge_url, &key, &dir.path().join("listener"));
+    eprintln!("{j}");
+    eprintln!("--- seeder log:\n{}", seeder.log.lock().unwrap().join("\n"));
+    eprintln!("--- edge log:\n{}", edge.log.lock().unwrap().join("\n"));
+    assert_eq!(std::fs::read(j["out"].as_str().unwrap()).unwrap(), expected);
+    assert!(j["bytes_by_source"]["peer"].as_u64().unwrap() > 0, "{j}");
+}
