@@ -47,6 +47,30 @@ fn play(host: &Host, edge: &str, key: &Path, dir: &Path) -> serde_json::Value {
     j
 }
 
+/// What one play took from where, for the report.
+fn sources(j: &serde_json::Value) -> (u64, u64, u64) {
+    let b = |k: &str| j["bytes_by_source"][k].as_u64().unwrap();
+    (b("peer"), b("edge"), j["bytes_total"].as_u64().unwrap())
+}
+
+/// A seeder of tides in `host` (a listener who played it and keeps the app open), announcing
+/// to `edge`; returns once it has reserved a relay circuit and announced it.
+fn seeder(host: &Host, edge: &str, key: &Path, dir: &Path) -> Node {
+    let seeder = node(
+        host,
+        &["peer", "--edge", edge, "--seed", "tides", "--origin-key", s(key), "--cache-dir", s(dir), "--no-mdns"]
+            .into_iter()
+            .chain(["--p2p-listen", "/ip4/0.0.0.0/tcp/4001,/ip4/0.0.0.0/udp/4001/quic-v1"])
+            .collect::<Vec<_>>(),
+        0,
+    );
+    // Unreachable, it reserves a circuit on the edge's relay (within a minute or two:
+    // AutoNAT, or a minute without a confirmed public address) and announces it.
+    wait_log_within(&seeder, "p2p-circuit", Duration::from_secs(240));
+    wait_log_within(&seeder, "\"announced\"", Duration::from_secs(120));
+    seeder
+}
+
 #[test]
 fn listeners_behind_nats_punch_through_or_fall_back() {
     if let Some(why) = Lab::unavailable() {
@@ -64,16 +88,19 @@ fn listeners_behind_nats_punch_through_or_fall_back() {
     let timeout = Duration::from_secs(120);
     let origin_host = lab.host("origin", 1, Way::delay_ms(2), Way::delay_ms(2)).unwrap();
     let edge_host = lab.host("edge", 3, Way::delay_ms(2), Way::delay_ms(2)).unwrap();
+    let mut behind = |name: &str, net: u8, nat: NatConfig| lab.host_behind_nat(name, net, home, home, nat).unwrap();
     let cone = [
-        lab.host_behind_nat("cone1", 11, home, home, NatConfig::port_restricted(timeout)).unwrap(),
-        lab.host_behind_nat("cone2", 12, home, home, NatConfig::port_restricted(timeout)).unwrap(),
+        behind("cone1", 11, NatConfig::port_restricted(timeout)),
+        behind("cone2", 12, NatConfig::port_restricted(timeout)),
     ];
+    let symmetric =
+        [behind("sym1", 13, NatConfig::symmetric(timeout)), behind("sym2", 14, NatConfig::symmetric(timeout))];
     let origin_url = format!("http://{}:8080", origin_host.ip);
     let _origin = node(&origin_host, &["origin", "--store", s(&store), "--listen", &origin_url], 1);
     let edge_url = format!("http://{}:80", edge_host.ip);
     let relay = "/ip4/0.0.0.0/tcp/4001,/ip4/0.0.0.0/udp/4001/quic-v1";
     let cache = dir.path().join("edge");
-    let edge = node(
+    let _edge = node(
         &edge_host,
         &["edge", "--upstream", &origin_url, "--listen", &edge_url, "--cache-dir", s(&cache), "--p2p-relay", relay],
         1,
@@ -84,24 +111,38 @@ fn listeners_behind_nats_punch_through_or_fall_back() {
         .chunks()
         .flat_map(|c| std::fs::read(chorus_core::chunkdir::chunk_path(&store, &c.id)).unwrap())
         .collect();
+    let check = |j: &serde_json::Value| {
+        assert_eq!(std::fs::read(j["out"].as_str().unwrap()).unwrap(), expected, "{j}");
+        assert_eq!(j["chunks_rejected"], 0, "{j}");
+        assert_eq!(j["stalls"], 0, "{j}");
+    };
 
-    let seeder = node(
-        &cone[0],
-        &["peer", "--edge", &edge_url, "--seed", "tides", "--origin-key", s(&key)]
-            .into_iter()
-            .chain(["--cache-dir", s(&dir.path().join("seeder")), "--no-mdns"])
-            .chain(["--p2p-listen", "/ip4/0.0.0.0/tcp/4001,/ip4/0.0.0.0/udp/4001/quic-v1"])
-            .collect::<Vec<_>>(),
-        0,
+    // Two homes behind port-restricted NATs: the listener reaches the seeder through the
+    // edge's relay, DCUtR punches a direct connection through both NATs, and the seeder's
+    // chunks come over it.
+    let first = seeder(&cone[0], &edge_url, &key, &dir.path().join("seeder-cone"));
+    let coned = play(&cone[1], &edge_url, &key, &dir.path().join("listener-cone"));
+    check(&coned);
+    let (peer, _, total) = sources(&coned);
+    assert!(peer > 0, "no bytes through the punched connection: {coned}");
+    drop(first);
+
+    // Two homes behind symmetric NATs: the punch cannot succeed (each destination gets its own
+    // port), no chunk crosses the relay, and the edge carries the play.
+    let _second = seeder(&symmetric[0], &edge_url, &key, &dir.path().join("seeder-sym"));
+    let sym = play(&symmetric[1], &edge_url, &key, &dir.path().join("listener-sym"));
+    check(&sym);
+    let (sym_peer, sym_edge, sym_total) = sources(&sym);
+    assert_eq!(sym_peer, 0, "{sym}");
+    assert_eq!(sym_edge, sym_total, "{sym}");
+    let (refused, carried) = (
+        lab.counters.refused_by_nat.load(std::sync::atomic::Ordering::Relaxed),
+        lab.counters.carried.load(std::sync::atomic::Ordering::Relaxed),
     );
-    // Unreachable, it reserves a circuit on the edge's relay (within a minute or two: AutoNAT,
-    // or a minute without a confirmed public address) and announces it.
-    wait_log_within(&seeder, "p2p-circuit", Duration::from_secs(90));
-    wait_log_within(&seeder, "\"announced\"", Duration::from_secs(60));
-    let j = play(&cone[1], &edge_url, &key, &dir.path().join("listener"));
-    eprintln!("{j}");
-    eprintln!("--- seeder log:\n{}", seeder.log.lock().unwrap().join("\n"));
-    eprintln!("--- edge log:\n{}", edge.log.lock().unwrap().join("\n"));
-    assert_eq!(std::fs::read(j["out"].as_str().unwrap()).unwrap(), expected);
-    assert!(j["bytes_by_source"]["peer"].as_u64().unwrap() > 0, "{j}");
+    eprintln!(
+        "port-restricted NATs: {peer} of {total} bytes from the peer over the punched connection ({:.1}%), 0 relayed; \
+         symmetric NATs: 0 from peers, {sym_edge} of {sym_total} from the edge; the NATs refused {refused} packets, the links carried {carried}",
+        100.0 * peer as f64 / total as f64
+    );
+    assert!(refused > 0, "the NATs refused nothing: were they in the path?");
 }
