@@ -30,12 +30,15 @@ fn node(host: &Host, args: &[&str], listeners: usize) -> Node {
     Node::start_command(c, listeners)
 }
 
-/// One play: `chorus fetch tides --p2p --json` in `host` through `edge`, its output in `dir`.
+/// One play: `chorus fetch tides --p2p --play --json` in `host` through `edge`, its output in
+/// `dir`. Paced as a player keeps 8 s ahead of its playhead (the 24 s track plays for about
+/// 20 s), as a listener does: the start comes from the edge while the hole is punched.
 fn play(host: &Host, edge: &str, key: &Path, dir: &Path) -> serde_json::Value {
     let out_file = dir.join("out.mp4");
     let out = Lab::command(host, bin())
         .args(["fetch", "tides", "--edge", edge, "--origin-key", s(key), "--cache-dir", s(&dir.join("cache"))])
         .args(["--p2p", "--no-mdns", "--json", "--quality", "normal", "--out", s(&out_file)])
+        .args(["--play", "--buffer-ahead", "8s"])
         .args(["--log-level", &std::env::var("CHORUS_TEST_LOG").unwrap_or_else(|_| "info".into())])
         .stdin(Stdio::null())
         .output()
@@ -124,6 +127,9 @@ fn listeners_behind_nats_punch_through_or_fall_back() {
     let coned = play(&cone[1], &edge_url, &key, &dir.path().join("listener-cone"));
     check(&coned);
     let (peer, _, total) = sources(&coned);
+    if peer == 0 {
+        eprintln!("--- seeder log:\n{}", first.log.lock().unwrap().join("\n"));
+    }
     assert!(peer > 0, "no bytes through the punched connection: {coned}");
     drop(first);
 

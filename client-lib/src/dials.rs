@@ -71,14 +71,19 @@ impl Dials {
 
     /// The addresses listed for `peer` worth a dial at `now`: none proven false for it, none
     /// backing off, at most [`ADDRS_PER_PEER`], the first direct one and the first circuit
-    /// first (a peer behind a NAT is reachable only through its circuit). Charges nothing.
+    /// first (a peer behind a NAT is reachable only through its circuit), a circuit over TCP
+    /// before one over QUIC (the peer reserved its circuit over TCP, and hole punching needs
+    /// both ends on one transport: chorus-peer's `relay.rs`). Charges nothing.
     pub fn usable(&self, peer: PeerId, listed: &[Multiaddr], now: Instant) -> Vec<Multiaddr> {
         let mut ok: Vec<&Multiaddr> = listed
             .iter()
             .filter(|a| !self.false_entries.contains(&(peer, (*a).clone())))
             .filter(|a| self.backoff.peek(*a).is_none_or(|b| now >= b.until))
             .collect();
-        let circuit = |a: &Multiaddr| a.iter().any(|p| matches!(p, chorus_core::p2p::multiaddr::Protocol::P2pCircuit));
+        use chorus_core::p2p::multiaddr::Protocol;
+        let circuit = |a: &Multiaddr| a.iter().any(|p| matches!(p, Protocol::P2pCircuit));
+        let tcp = |a: &Multiaddr| a.iter().any(|p| matches!(p, Protocol::Tcp(_)));
+        ok.sort_by_key(|a| circuit(a) && !tcp(a));
         if let (Some(d), Some(c)) = (ok.iter().position(|a| !circuit(a)), ok.iter().position(|a| circuit(a))) {
             let (first, second) = (ok[d], ok[c]);
             ok.retain(|a| *a != first && *a != second);
@@ -187,7 +192,11 @@ mod tests {
         let relayed: Multiaddr =
             format!("/ip4/203.0.113.1/tcp/4001/p2p/{}/p2p-circuit", PeerId::random()).parse().unwrap();
         let mixed = [addr(1), addr(2), addr(3), relayed.clone()];
-        assert_eq!(d.usable(PeerId::random(), &mixed, t0), vec![addr(1), relayed]);
+        assert_eq!(d.usable(PeerId::random(), &mixed, t0), vec![addr(1), relayed.clone()]);
+        // A circuit over TCP before one over QUIC, whatever the order listed.
+        let quic: Multiaddr =
+            format!("/ip4/203.0.113.1/udp/4001/quic-v1/p2p/{}/p2p-circuit", PeerId::random()).parse().unwrap();
+        assert_eq!(d.usable(PeerId::random(), &[quic.clone(), relayed.clone()], t0), vec![relayed, quic]);
     }
 
     #[test]

@@ -95,6 +95,10 @@ pub struct DialGuard {
     backoff: HashMap<Multiaddr, Backoff>,
     /// Addresses the application asked to dial, until when the mark holds.
     allowed: HashMap<Multiaddr, Instant>,
+    /// Peers connected through a relay circuit now: a dial of one of them is a hole punch
+    /// (DCUtR), coordinated with the peer and retried by it, so neither the budget nor a
+    /// backoff holds it back (the address rules still do).
+    relayed: std::collections::HashSet<PeerId>,
 }
 
 /// `a` without a trailing `/p2p/<peer>`: the key dials are counted by.
@@ -129,6 +133,23 @@ impl DialGuard {
         if self.allowed.len() < TABLE {
             self.allowed.insert(key(addr), now + ALLOW_FOR);
         }
+    }
+
+    /// Marks `peer` as connected through a relay circuit now (or no longer).
+    pub fn relayed(&mut self, peer: PeerId, now_relayed: bool) {
+        if now_relayed {
+            if self.relayed.len() < TABLE {
+                self.relayed.insert(peer);
+            }
+        } else {
+            self.relayed.remove(&peer);
+        }
+    }
+
+    /// Whether `peer` is connected through a relay circuit now.
+    #[must_use]
+    pub fn is_relayed(&self, peer: &PeerId) -> bool {
+        self.relayed.contains(peer)
     }
 
     /// Whether a dial of `addr` (a [`key`]) may start at `now`; if so it is counted.
@@ -221,7 +242,17 @@ impl Transport for Guarded {
             return Err(TransportError::MultiaddrNotSupported(addr));
         }
         let k = key(&addr);
-        if let Err(reason) = self.guard.lock().admit(&k, std::time::Instant::now()) {
+        let mut guard = self.guard.lock();
+        let now = std::time::Instant::now();
+        // A dial of a peer reached through a relay is a hole punch (see `DialGuard::relayed`).
+        if let Some(Protocol::P2p(peer)) = addr.iter().last()
+            && guard.is_relayed(&peer)
+        {
+            guard.allow(&k, now);
+        }
+        let admitted = guard.admit(&k, now);
+        drop(guard);
+        if let Err(reason) = admitted {
             self.metrics.dials_refused.with_label_values(&[reason.as_str()]).inc();
             debug!(%addr, reason = reason.as_str(), "dial refused by the dial guard");
             return Err(TransportError::Other(std::io::Error::other(DialRefused { addr, reason })));
@@ -315,6 +346,13 @@ mod tests {
         g.failed(&a, t1);
         g.allow(&a, t1);
         assert_eq!(g.admit(&a, t1), Ok(()));
+        // A peer reached through a relay is marked; the transport then lets its hole punch
+        // retries through (as an allowed dial), until the circuit is gone.
+        let p = PeerId::random();
+        g.relayed(p, true);
+        assert!(g.is_relayed(&p));
+        g.relayed(p, false);
+        assert!(!g.is_relayed(&p));
         assert_eq!(g.admit(&a, t1), Err(Refused::Backoff), "the mark is used once");
     }
 

@@ -121,6 +121,11 @@ impl<T> DirectFirst<T> {
         out
     }
 
+    /// Whether `peer` has a relay circuit open.
+    pub(crate) fn relayed(&self, peer: PeerId) -> bool {
+        self.conns.get(&peer).is_some_and(|c| !c.relayed.is_empty())
+    }
+
     /// Whether `peer` has a direct connection open.
     #[cfg(test)]
     fn has_direct(&self, peer: PeerId) -> bool {

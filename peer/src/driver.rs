@@ -117,6 +117,13 @@ impl Driver {
     fn command(&mut self, c: Command) {
         match c {
             Command::AddRelay(addr) => self.add_relay(addr),
+            Command::SeenElsewhere => {
+                if self.relays.nat == NatGuess::Unknown {
+                    info!("a tracker sees this node at an address it does not listen on: unreachable directly");
+                    self.relays.nat = NatGuess::Private;
+                    self.reserve_if_needed();
+                }
+            }
             Command::Dial(addr, reply) => {
                 let peer = match addr.iter().last() {
                     Some(libp2p::multiaddr::Protocol::P2p(p)) => Some(p),
@@ -229,6 +236,7 @@ impl Driver {
                     self.metrics.punched.inc();
                     self.swarm.close_connection(circuit);
                 }
+                self.guard.lock().relayed(peer_id, self.direct.relayed(peer_id));
                 if self.banned.contains(&peer_id) {
                     let _ = self.swarm.disconnect_peer_id(peer_id);
                     return;
@@ -246,6 +254,7 @@ impl Driver {
                 for (id, reply) in self.direct.closed(peer_id, connection_id) {
                     self.send_fetch(peer_id, id, reply);
                 }
+                self.guard.lock().relayed(peer_id, self.direct.relayed(peer_id));
             }
             SwarmEvent::OutgoingConnectionError { peer_id: Some(p), error, .. } => {
                 let e = dial_error(p.to_string(), Some(p), error);

@@ -31,14 +31,27 @@ pub(crate) type FetchReply = oneshot::Sender<Result<Bytes, PeerError>>;
 pub(crate) enum Command {
     Dial(Multiaddr, oneshot::Sender<Result<(), PeerError>>),
     Listen(Multiaddr, oneshot::Sender<Result<(), PeerError>>),
-    Fetch { peer: PeerId, id: ChunkId, reply: oneshot::Sender<Result<Bytes, PeerError>> },
-    Have { peer: PeerId, track: TrackId, reply: oneshot::Sender<Result<Vec<ChunkId>, PeerError>> },
+    Fetch {
+        peer: PeerId,
+        id: ChunkId,
+        reply: oneshot::Sender<Result<Bytes, PeerError>>,
+    },
+    Have {
+        peer: PeerId,
+        track: TrackId,
+        reply: oneshot::Sender<Result<Vec<ChunkId>, PeerError>>,
+    },
     Provide(TrackId),
     Unprovide(TrackId),
-    FindProviders { track: TrackId, reply: oneshot::Sender<Vec<PeerId>> },
+    FindProviders {
+        track: TrackId,
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
     Connected(oneshot::Sender<Vec<PeerId>>),
     RoutingAddrs(PeerId, oneshot::Sender<Vec<Multiaddr>>),
     AddRelay(Multiaddr),
+    /// A tracker saw this node at an address it does not listen on.
+    SeenElsewhere,
 }
 
 /// A running peer node. Dropping the handle stops it.
@@ -249,5 +262,13 @@ impl Peer {
     /// [`PeerConfig::relay_after`]), uses it as an AutoNAT server, and as a Kademlia contact.
     pub fn add_relay(&self, addr: Multiaddr) {
         let _ = self.tx.send(Command::AddRelay(addr));
+    }
+
+    /// Tells the node that a tracker refused its addresses because none is on the address its
+    /// announce came from: it is behind a NAT (or listens on no public address). Unless AutoNAT
+    /// has decided already, the node counts as unreachable and reserves a relay circuit at once
+    /// instead of after [`PeerConfig::relay_after`].
+    pub fn seen_elsewhere(&self) {
+        let _ = self.tx.send(Command::SeenElsewhere);
     }
 }

@@ -53,6 +53,11 @@ impl RelayState {
             self.known.remove(0);
         }
         self.known.push((id, addr));
+        // TCP addresses first: a reservation over TCP gives the node, through identify on that
+        // connection, the observed TCP address that hole punching needs, and its peers reach
+        // it through TCP circuits too (client-lib's dials), so both ends punch over the same
+        // transport (over QUIC on one end and TCP on the other no punch can meet).
+        self.known.sort_by_key(|(_, a)| !a.iter().any(|p| matches!(p, libp2p::multiaddr::Protocol::Tcp(_))));
         true
     }
 
@@ -81,6 +86,18 @@ mod tests {
     fn relay(n: u8) -> (PeerId, Multiaddr) {
         let id = PeerId::random();
         (id, format!("/ip4/10.0.0.{n}/tcp/4001/p2p/{id}").parse().unwrap())
+    }
+
+    #[test]
+    fn tcp_relay_addresses_come_first() {
+        let t0 = Instant::now();
+        let mut r = RelayState::new(t0, Duration::ZERO);
+        let id = PeerId::random();
+        let quic: Multiaddr = format!("/ip4/10.0.0.9/udp/4001/quic-v1/p2p/{id}").parse().unwrap();
+        let tcp: Multiaddr = format!("/ip4/10.0.0.9/tcp/4001/p2p/{id}").parse().unwrap();
+        assert!(r.add(id, quic.clone()) && r.add(id, tcp.clone()));
+        assert_eq!(r.addrs(), vec![tcp.clone(), quic]);
+        assert_eq!(r.due(t0), Some((id, tcp)));
     }
 
     #[test]

@@ -127,6 +127,13 @@ pub async fn announce_held(
         // own: when an announce fails and it holds no circuit (behind a NAT, its addresses are
         // not the one the edge sees), one peer query tells it the relays, and the node reserves
         // a circuit on one once it seems unreachable.
+        // A 400 to this node's own well-formed announce means none of its addresses is on the
+        // address the edge saw: it is behind a NAT.
+        if !circuit
+            && matches!(&r, Err(TrackerError::Refused { status, .. }) if *status == http::StatusCode::BAD_REQUEST)
+        {
+            peer.seen_elsewhere();
+        }
         if r.is_err()
             && !circuit
             && let Some(t) = tracks.first()
