@@ -42,8 +42,8 @@ use chorus_core::{ChunkId, TrackId};
 use chorus_http::client::HttpClient;
 use chorus_http::tls::ClientTls;
 use http::Request;
-use support::netns::{Host, Lab, Way};
-use support::{Node, bin, chorus, s, wait_log};
+use support::netns::{self, Host, Lab, Way, node};
+use support::{bin, chorus, rendition_bytes, s, wait_log};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// How long each attacker keeps at it.
@@ -53,15 +53,7 @@ fn link() -> Way {
     Way::delay_ms(5)
 }
 
-/// `chorus ARGS` in `host`, started as a [`Node`].
-fn node(host: &Host, args: &[&str], listeners: usize) -> Node {
-    let mut c = Lab::command(host, bin());
-    c.args(args);
-    Node::start_command(c, listeners)
-}
-
-/// One play in `host`: `chorus fetch TRACK --p2p --json` through `edge`; the JSON summary, or
-/// the error it printed.
+/// One play of `track` in `host` through `edge` (see `netns::play`), with a token if given.
 fn play(
     host: &Host,
     track: &str,
@@ -70,27 +62,8 @@ fn play(
     dir: &Path,
     token: Option<&str>,
 ) -> Result<serde_json::Value, String> {
-    let out_file = dir.join("out.mp4");
-    let mut c = Lab::command(host, bin());
-    c.args(["fetch", track, "--edge", edge, "--origin-key", s(key), "--cache-dir", s(&dir.join("cache"))]).args([
-        "--p2p",
-        "--no-mdns",
-        "--json",
-        "--quality",
-        "normal",
-        "--out",
-        s(&out_file),
-    ]);
-    if let Some(t) = token {
-        c.args(["--token", t]);
-    }
-    let out = c.stdin(Stdio::null()).output().expect("chorus fetch runs");
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    let mut j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    j["out"] = serde_json::Value::String(out_file.display().to_string());
-    Ok(j)
+    let extra: Vec<&str> = token.map(|t| vec!["--token", t]).unwrap_or_default();
+    netns::play(host, track, edge, key, dir, &extra)
 }
 
 fn metrics_of(host: &Host, url: &str) -> String {
@@ -191,12 +164,7 @@ fn honest_listeners_play_through_attacks_from_four_hosts() {
     let seeder_addr = format!("/ip4/{}/tcp/4001/p2p/{seeder_id}", seed_host.ip);
 
     // What every play must write: the "normal" rendition of tides, clear.
-    let manifest: chorus_core::manifest::Manifest =
-        serde_json::from_slice(&std::fs::read(store.join("manifests").join("tides.json")).unwrap()).unwrap();
-    let expected: Vec<u8> = manifest.renditions[1]
-        .chunks()
-        .flat_map(|c| std::fs::read(chorus_core::chunkdir::chunk_path(&store, &c.id)).unwrap())
-        .collect();
+    let expected = rendition_bytes(&store, "tides", 1);
     let (tides_token, vault_token) = (issue(&keys, &["tides"]), issue(&keys, &["vault"]));
     let round = |tag: &str| -> Vec<serde_json::Value> {
         let runs = [(0, "tides", tides_token.clone()), (1, "vault", vault_token.clone())];

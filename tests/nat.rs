@@ -16,38 +16,19 @@
 use chorus_testkit as support;
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use support::nat::NatConfig;
-use support::netns::{Host, Lab, Way};
-use support::{Node, bin, ingest_sample, s, wait_log_within};
+use support::netns::{self, Host, Lab, Way, node};
+use support::{Node, ingest_sample, rendition_bytes, s, wait_log_within};
 
-/// `chorus ARGS` in `host`, started as a [`Node`] (waits for its ready file).
-fn node(host: &Host, args: &[&str], listeners: usize) -> Node {
-    let mut c = Lab::command(host, bin());
-    c.args(args);
-    Node::start_command(c, listeners)
-}
-
-/// One play: `chorus fetch tides --p2p --play --json` in `host` through `edge`, its output in
-/// `dir`. Paced as a player keeps 8 s ahead of its playhead (the 24 s track plays for about
-/// 20 s), as a listener does: the start comes from the edge while the hole is punched.
+/// One play of tides in `host` through `edge`, paced as a player that keeps 8 s ahead of its
+/// playhead (the 24 s track plays for about 20 s), as a listener does: the start comes from
+/// the edge while the hole is punched.
 fn play(host: &Host, edge: &str, key: &Path, dir: &Path) -> serde_json::Value {
-    let out_file = dir.join("out.mp4");
-    let out = Lab::command(host, bin())
-        .args(["fetch", "tides", "--edge", edge, "--origin-key", s(key), "--cache-dir", s(&dir.join("cache"))])
-        .args(["--p2p", "--no-mdns", "--json", "--quality", "normal", "--out", s(&out_file)])
-        .args(["--play", "--buffer-ahead", "8s"])
-        .args(["--log-level", &std::env::var("CHORUS_TEST_LOG").unwrap_or_else(|_| "info".into())])
-        .stdin(Stdio::null())
-        .output()
-        .expect("chorus fetch runs");
-    eprintln!("--- fetch in {}:\n{}", host.ns, String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "fetch in {}: {}", host.ns, String::from_utf8_lossy(&out.stderr));
-    let mut j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    j["out"] = serde_json::Value::String(out_file.display().to_string());
-    j
+    let level = std::env::var("CHORUS_TEST_LOG").unwrap_or_else(|_| "info".into());
+    let extra = ["--play", "--buffer-ahead", "8s", "--log-level", &level];
+    netns::play(host, "tides", edge, key, dir, &extra).unwrap_or_else(|e| panic!("the play in {}: {e}", host.ns))
 }
 
 /// What one play took from where, for the report.
@@ -108,12 +89,7 @@ fn listeners_behind_nats_punch_through_or_fall_back() {
         &["edge", "--upstream", &origin_url, "--listen", &edge_url, "--cache-dir", s(&cache), "--p2p-relay", relay],
         1,
     );
-    let manifest: chorus_core::manifest::Manifest =
-        serde_json::from_slice(&std::fs::read(store.join("manifests").join("tides.json")).unwrap()).unwrap();
-    let expected: Vec<u8> = manifest.renditions[1]
-        .chunks()
-        .flat_map(|c| std::fs::read(chorus_core::chunkdir::chunk_path(&store, &c.id)).unwrap())
-        .collect();
+    let expected = rendition_bytes(&store, "tides", 1);
     let check = |j: &serde_json::Value| {
         assert_eq!(std::fs::read(j["out"].as_str().unwrap()).unwrap(), expected, "{j}");
         assert_eq!(j["chunks_rejected"], 0, "{j}");

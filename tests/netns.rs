@@ -16,37 +16,19 @@
 use chorus_testkit as support;
 
 use std::path::Path;
-use std::process::Stdio;
 
-use support::netns::{Host, Lab, Way};
+use support::netns::{self, Host, Lab, Way, node};
 use support::redis::{Redis, have_redis};
-use support::{Node, bin, ingest_sample, s, wait_log};
+use support::{bin, ingest_sample, rendition_bytes, s, wait_log};
 
 /// A host's access link: `ms` each way, `loss` each way.
 fn link(ms: u64, loss: f64) -> Way {
     Way { loss, ..Way::delay_ms(ms) }
 }
 
-/// `chorus ARGS` in `host`, started as a [`Node`] (waits for its ready file).
-fn node(host: &Host, args: &[&str], listeners: usize) -> Node {
-    let mut c = Lab::command(host, bin());
-    c.args(args);
-    Node::start_command(c, listeners)
-}
-
-/// One play: `chorus fetch tides --p2p --json` in `host` through `edge`, its output in `dir`.
+/// One play of tides in `host` through `edge` (see `netns::play`).
 fn play(host: &Host, edge: &str, key: &Path, dir: &Path) -> serde_json::Value {
-    let out_file = dir.join("out.mp4");
-    let out = Lab::command(host, bin())
-        .args(["fetch", "tides", "--edge", edge, "--origin-key", s(key), "--cache-dir", s(&dir.join("cache"))])
-        .args(["--p2p", "--no-mdns", "--json", "--quality", "normal", "--out", s(&out_file)])
-        .stdin(Stdio::null())
-        .output()
-        .expect("chorus fetch runs");
-    assert!(out.status.success(), "fetch in {}: {}", host.ns, String::from_utf8_lossy(&out.stderr));
-    let mut j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    j["out"] = serde_json::Value::String(out_file.display().to_string());
-    j
+    netns::play(host, "tides", edge, key, dir, &[]).unwrap_or_else(|e| panic!("the play in {}: {e}", host.ns))
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -109,12 +91,7 @@ fn listeners_in_four_homes_behind_two_edges_share_one_swarm() {
     let edge_of = |home: usize| if home.is_multiple_of(2) { &a_url } else { &b_url };
 
     // The expected bytes: the "normal" rendition of tides, as the origin stores it.
-    let manifest: chorus_core::manifest::Manifest =
-        serde_json::from_slice(&std::fs::read(store.join("manifests").join("tides.json")).unwrap()).unwrap();
-    let expected: Vec<u8> = manifest.renditions[1]
-        .chunks()
-        .flat_map(|c| std::fs::read(chorus_core::chunkdir::chunk_path(&store, &c.id)).unwrap())
-        .collect();
+    let expected = rendition_bytes(&store, "tides", 1);
 
     // Home 1's first listener has played tides (from edge A) and keeps its app open: it
     // serves it and announces it to edge A only.

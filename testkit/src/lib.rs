@@ -355,6 +355,18 @@ pub fn fetch_p2p(edge: &str, key: &Path, cache: &Path, extra: &[&str]) -> serde_
     serde_json::from_slice(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&run.stdout)))
 }
 
+/// The bytes of rendition `index` of `track` as the directory store at `store` holds them
+/// (init and segments in order): what every play of that rendition must write.
+pub fn rendition_bytes(store: &Path, track: &str, index: usize) -> Vec<u8> {
+    let path = store.join("manifests").join(format!("{track}.json"));
+    let manifest: chorus_core::manifest::Manifest =
+        serde_json::from_slice(&std::fs::read(&path).expect("the manifest")).expect("a manifest");
+    manifest.renditions[index]
+        .chunks()
+        .flat_map(|c| std::fs::read(chorus_core::chunkdir::chunk_path(store, &c.id)).expect("a stored chunk"))
+        .collect()
+}
+
 /// Waits (up to 60 s) for a log line of `node` containing `what`, and returns it.
 pub fn wait_log(node: &Node, what: &str) -> String {
     wait_log_within(node, what, Duration::from_secs(60))

@@ -207,6 +207,45 @@ impl Lab {
     }
 }
 
+/// `chorus ARGS` in `host`, started as a [`crate::Node`] (waits for its ready file).
+pub fn node(host: &Host, args: &[&str], listeners: usize) -> crate::Node {
+    let mut c = Lab::command(host, crate::bin());
+    c.args(args);
+    crate::Node::start_command(c, listeners)
+}
+
+/// One play in `host`: `chorus fetch TRACK --p2p --no-mdns --json --quality normal` through
+/// `edge`, verifying with `key`, its cache and output in `dir`, with `extra` flags; the JSON
+/// summary (its `out` set to the file written), or what the command printed when it failed.
+///
+/// # Errors
+/// The command's standard error when it failed.
+pub fn play(
+    host: &Host,
+    track: &str,
+    edge: &str,
+    key: &std::path::Path,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> Result<serde_json::Value, String> {
+    let out_file = dir.join("out.mp4");
+    let cache = dir.join("cache");
+    let out = Lab::command(host, crate::bin())
+        .args(["fetch", track, "--edge", edge, "--origin-key", crate::s(key), "--cache-dir", crate::s(&cache)])
+        .args(["--p2p", "--no-mdns", "--json", "--quality", "normal", "--out", crate::s(&out_file)])
+        .args(extra)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("chorus fetch in {}: {e}", host.ns))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let mut j: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("the summary of the play in {}: {e}", host.ns))?;
+    j["out"] = serde_json::Value::String(out_file.display().to_string());
+    Ok(j)
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         if let Some(rt) = self.rt.take() {
