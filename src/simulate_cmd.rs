@@ -79,6 +79,14 @@ pub(crate) struct SimulateArgs {
     /// Fraction of listeners that only consume (mobile): no uplink, never announced.
     #[arg(long, value_name = "FRACTION", default_value_t = 0.3)]
     mobile: f64,
+    /// Fraction of listeners behind endpoint-independent NATs (home routers): reached by a hole
+    /// punched through the edge's relay.
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.0)]
+    behind_cone: f64,
+    /// Fraction of listeners behind symmetric NATs: reached by listeners with public addresses
+    /// only.
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.0)]
+    behind_symmetric: f64,
     /// Uploads a listener serves at once.
     #[arg(long, value_name = "N", default_value_t = 4)]
     max_uploads: u32,
@@ -86,7 +94,7 @@ pub(crate) struct SimulateArgs {
     #[arg(long, value_name = "N", default_value_t = 1)]
     seed: u64,
     /// Runs one scenario per value of one setting, e.g. edges=1,2,4 or mobile=0,0.3,0.7 (keys:
-    /// listeners, tracks, edges, mobile, tracker, p2p, zipf).
+    /// listeners, tracks, edges, mobile, tracker, p2p, zipf, behind-symmetric).
     #[arg(long, value_name = "KEY=V1,V2,...")]
     sweep: Option<String>,
     /// Also write every scenario's full report (with its timeline) as JSON.
@@ -115,6 +123,12 @@ impl SimulateArgs {
     fn config(&self) -> Result<SimConfig> {
         if self.ladder_kbps.is_empty() || self.ladder_kbps.contains(&0) {
             bail!("--ladder-kbps needs bitrates above 0");
+        }
+        if !(0.0..=1.0).contains(&self.behind_cone)
+            || !(0.0..=1.0).contains(&self.behind_symmetric)
+            || self.behind_cone + self.behind_symmetric > 1.0
+        {
+            bail!("--behind-cone and --behind-symmetric are fractions from 0 to 1, together at most 1");
         }
         if !(0.0..=1.0).contains(&self.mobile) {
             bail!("--mobile is a fraction from 0 to 1");
@@ -170,6 +184,8 @@ impl SimulateArgs {
             downlink: (self.downlink_kbps.0 * 125, self.downlink_kbps.1 * 125),
             uplink: (self.uplink_kbps.0 * 125, self.uplink_kbps.1 * 125),
             mobile: self.mobile,
+            behind_cone: self.behind_cone,
+            behind_symmetric: self.behind_symmetric,
             max_uploads: self.max_uploads,
             seed: self.seed,
             sample: Duration::from_secs(60),
@@ -188,6 +204,10 @@ fn apply(mut cfg: SimConfig, key: &str, value: &str) -> Result<SimConfig> {
             cfg.mobile = value.parse::<f64>().ok().filter(|m| (0.0..=1.0).contains(m)).with_context(bad)?;
         }
         "zipf" => cfg.zipf = value.parse::<f64>().ok().filter(|z| z.is_finite() && *z >= 0.0).with_context(bad)?,
+        "behind-symmetric" => {
+            let f = value.parse::<f64>().ok().filter(|m| (0.0..=1.0 - cfg.behind_cone).contains(m));
+            cfg.behind_symmetric = f.with_context(bad)?;
+        }
         "tracker" => {
             cfg.shared_tracker = match value {
                 "shared" => true,
@@ -202,7 +222,7 @@ fn apply(mut cfg: SimConfig, key: &str, value: &str) -> Result<SimConfig> {
                 _ => bail!("--sweep p2p={value}: on or off"),
             }
         }
-        _ => bail!("--sweep {key}: one of listeners, tracks, edges, mobile, tracker, p2p, zipf"),
+        _ => bail!("--sweep {key}: one of listeners, tracks, edges, mobile, tracker, p2p, zipf, behind-symmetric"),
     }
     Ok(cfg)
 }

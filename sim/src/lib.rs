@@ -17,10 +17,12 @@
 //!
 //! What is modelled, not run: the network (per-listener round trips and rates, a fixed
 //! bandwidth share per upload, no congestion), the origin (a round trip and a rate), peer
-//! connections (a dial costs round trips; a departed peer's request fails), and listeners'
-//! behaviour (Poisson-like arrivals, exponential sessions, Zipf track popularity). Not
-//! modelled: preloading the next track, seeks, Kademlia and mDNS discovery, relays, request
-//! coalescing at the edge, a disk tier. See [`world`] for the rules.
+//! connections (a dial costs round trips; a departed peer's request fails; behind NATs, a
+//! meeting through the edge's relay and a hole punched, or no connection at all: see
+//! [`SimConfig::behind_cone`]), and listeners' behaviour (Poisson-like arrivals, exponential
+//! sessions, Zipf track popularity). Not modelled: preloading the next track, seeks, Kademlia
+//! and mDNS discovery, the relay's own load, request coalescing at the edge, a disk tier. See
+//! [`world`] for the rules.
 
 mod draw;
 mod svg;
@@ -96,6 +98,15 @@ pub struct SimConfig {
     pub uplink: (u64, u64),
     /// Fraction of listeners that only consume (mobile): no uplink, never announced.
     pub mobile: f64,
+    /// Fraction of listeners behind endpoint-independent NATs (home routers): reached through
+    /// the edge's relay, then by a hole punched through both NATs (DCUtR), by any listener
+    /// that is not behind a symmetric NAT.
+    pub behind_cone: f64,
+    /// Fraction of listeners behind symmetric NATs (some carrier-grade ones): reached by
+    /// listeners with public addresses only (the connection reversed through the relay); they
+    /// reach public listeners themselves. Chunks never cross the relay (architecture.md D15).
+    /// The rest have public addresses.
+    pub behind_symmetric: f64,
     /// Uploads a listener serves at once at most (BUSY beyond).
     pub max_uploads: u32,
     /// Seed of every random draw: the same config and seed give the same run.
@@ -133,6 +144,8 @@ impl Default for SimConfig {
             downlink: (1_250_000, 12_500_000),
             uplink: (125_000, 2_500_000),
             mobile: 0.3,
+            behind_cone: 0.0,
+            behind_symmetric: 0.0,
             max_uploads: 4,
             seed: 1,
             sample: Duration::from_secs(60),
@@ -232,6 +245,11 @@ pub struct Report {
     pub tracker_ops_per_sec: f64,
     /// New peer connections per play.
     pub dials_per_play: f64,
+    /// Of the new peer connections, those made by a hole punched through NATs (or a connection
+    /// reversed) after meeting through the edge's relay.
+    pub dials_punched: u64,
+    /// Listed peers not dialled because no connection can cross both NATs (symmetric ones).
+    pub peers_unreachable: u64,
     /// Startup of plays that started (ms from opening the track to the first segment).
     pub startup_ms: Percentiles,
     /// The median over plays of startup minus (2 × the listener's round trip to its edge +

@@ -17,6 +17,13 @@
 //!   joins the scheduler as it arrives, and the search ends after the last
 //!   (2 s at most, as in the client). The search runs again when the client's own
 //!   `refresh::PeerRefresh` says so (checked every 5 s while the track is being fetched).
+//! - **Behind NATs** (`SimConfig::behind_cone`, `behind_symmetric`): a peer behind an
+//!   endpoint-independent NAT is met through the edge's relay first (four round trips to the
+//!   relay, three relayed ones for the circuit and two for DCUtR, a relayed one being the sum
+//!   of both listeners' round trips to their edges), then dialled directly; one behind a
+//!   symmetric NAT is reached that way by listeners with public addresses only (the
+//!   connection reversed), and by no one else. A pair that cannot connect is not dialled:
+//!   chunks never cross the relay, as in the client.
 //! - **An edge request** takes the listener's round trip plus the size over its downlink; a
 //!   miss in the edge's cache adds the origin's round trip and transfer.
 //! - **A peer request** takes two round trips between the two (a new substream negotiates its
@@ -26,7 +33,7 @@
 //!   fails after two.
 //! - **The listener's own cache** answers in 1 ms (as the client reports it).
 //!
-//! One file of ~955 lines before its tests, past the usual ~600, on purpose: it is one idea, the event loop of
+//! One file of ~1 020 lines, past the usual ~600, on purpose: it is one idea, the event loop of
 //! `World`. Its handlers (arrive, open, search, step, fetch, done, announce, leave) all act on
 //! the same listeners, plays, fetches and counters and call one another's helpers; split by
 //! handler, every file would need all of that state, and a reader would follow one event
@@ -120,8 +127,34 @@ struct Play {
     refresh: PeerRefresh,
 }
 
+/// What is between a listener and the internet (`SimConfig::behind_cone`, `behind_symmetric`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Nat {
+    Public,
+    Cone,
+    Symmetric,
+}
+
+/// How a listener behind `from` gets a connection to one behind `to`: directly, by a hole
+/// punched (or the connection reversed) after meeting through the edge's relay, or not at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    Direct,
+    Punched,
+    Never,
+}
+
+const fn reach(from: Nat, to: Nat) -> Reach {
+    match (from, to) {
+        (_, Nat::Public) => Reach::Direct,
+        (Nat::Public, _) | (Nat::Cone, Nat::Cone) => Reach::Punched,
+        _ => Reach::Never,
+    }
+}
+
 struct Listener {
     ip: Ipv4Addr,
+    nat: Nat,
     edge: usize,
     rtt: Us,
     down: u64,
@@ -204,6 +237,8 @@ pub(crate) struct World<'a> {
     announces: u64,
     queries: u64,
     dials: u64,
+    dials_punched: u64,
+    peers_unreachable: u64,
     peer_failures: u64,
     events: u64,
     online: usize,
@@ -230,7 +265,21 @@ impl<'a> World<'a> {
                 let net = u32::try_from(n / per24).unwrap_or(u32::MAX);
                 let host = u32::try_from(n % per24).unwrap_or(0) + 1;
                 let mobile = r.unit() < cfg.mobile;
+                // Drawn apart from the listener's own sequence, so that runs without NATs stay
+                // as they were.
+                let n64 = u64::try_from(n).unwrap_or(u64::MAX);
+                let behind =
+                    Rng(cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ n64.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1)
+                        .unit();
+                let nat = if behind < cfg.behind_symmetric {
+                    Nat::Symmetric
+                } else if behind < cfg.behind_symmetric + cfg.behind_cone {
+                    Nat::Cone
+                } else {
+                    Nat::Public
+                };
                 Listener {
+                    nat,
                     ip: Ipv4Addr::from(0x0A00_0000u32.wrapping_add(net.wrapping_mul(256)).wrapping_add(host)),
                     edge: n % cfg.edges.max(1),
                     rtt: r.range((us(cfg.rtt.0), us(cfg.rtt.1))),
@@ -300,6 +349,8 @@ impl<'a> World<'a> {
             announces: 0,
             queries: 0,
             dials: 0,
+            dials_punched: 0,
+            peers_unreachable: 0,
             peer_failures: 0,
             events: 0,
             online: 0,
@@ -530,6 +581,15 @@ impl<'a> World<'a> {
             asked += 1;
             let rtt_pp = self.rtt_between(l, u);
             let connected = self.listeners[l as usize].peers.contains(&u);
+            let how = reach(self.listeners[l as usize].nat, self.listeners[u as usize].nat);
+            if !connected && how == Reach::Never {
+                self.peers_unreachable += 1;
+                continue;
+            }
+            // Through the relay (the edges'): to it, the circuit with its handshakes (three
+            // relayed round trips), DCUtR's exchange and sync (two), then the direct dial.
+            let relayed = self.listeners[l as usize].rtt + self.listeners[u as usize].rtt;
+            let meet = if how == Reach::Punched { 4 * self.listeners[l as usize].rtt + 5 * relayed } else { 0 };
             let (pid, addr) = (self.peer_ids[u as usize], self.addrs[u as usize].clone());
             let now_i = self.instant(self.now);
             let online = self.listeners[u as usize].online;
@@ -541,6 +601,9 @@ impl<'a> World<'a> {
                     continue;
                 }
                 self.dials += 1;
+                if how == Reach::Punched {
+                    self.dials_punched += 1;
+                }
                 if online {
                     li.dials.succeeded(&addr);
                 } else {
@@ -555,7 +618,7 @@ impl<'a> World<'a> {
             // TCP (one round trip), noise XX (one and a half), multistream-select of noise and of
             // yamux: about four; then the have request on a new substream (negotiated, then
             // asked): two more.
-            let dial = if connected { 0 } else { 4 * rtt_pp };
+            let dial = if connected { 0 } else { meet + 4 * rtt_pp };
             let at = self.now + rtt + dial + 2 * rtt_pp;
             last = last.max(at.min(self.now + rtt + LOOK));
             if at <= self.now + rtt + LOOK {
@@ -921,6 +984,8 @@ impl<'a> World<'a> {
             queries: self.queries,
             tracker_ops_per_sec: (self.announces + self.queries) as f64 / secs,
             dials_per_play: if self.plays == 0 { 0.0 } else { self.dials as f64 / self.plays as f64 },
+            dials_punched: self.dials_punched,
+            peers_unreachable: self.peers_unreachable,
             startup_ms: Percentiles { p50: pct(0.5), p95: pct(0.95), p99: pct(0.99) },
             startup_over_2rtt_plus_10ms_p50: over_p50_ms,
             stalls_per_100_plays: if self.completed == 0 {

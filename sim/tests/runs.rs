@@ -43,6 +43,23 @@ fn without_peers_or_with_consumers_only_the_edges_carry_everything_but_the_cache
 }
 
 #[test]
+fn listeners_behind_nats_meet_through_the_relay_or_not_at_all() {
+    // Behind home routers every pair punches through: peers still carry bytes, every new
+    // connection punched.
+    let cone = run(&SimConfig { behind_cone: 1.0, ..small() }, &mut |_| {});
+    assert!(cone.bytes.peer > 0 && cone.dials_punched > 0 && cone.peers_unreachable == 0, "{cone:?}");
+    assert!((cone.dials_per_play * cone.plays as f64 - cone.dials_punched as f64).abs() < 0.5);
+    // Behind symmetric NATs no two listeners ever connect: only the edges and the caches carry.
+    let sym = run(&SimConfig { behind_symmetric: 1.0, ..small() }, &mut |_| {});
+    assert_eq!(sym.bytes.peer, 0, "{sym:?}");
+    assert!(sym.peers_unreachable > 0 && sym.dials_punched == 0);
+    // Without NATs nothing is punched, and nothing unreachable.
+    let open = run(&small(), &mut |_| {});
+    assert_eq!((open.dials_punched, open.peers_unreachable), (0, 0));
+    assert!(open.edge_share < cone.edge_share + 0.05 && cone.edge_share < sym.edge_share);
+}
+
+#[test]
 fn edges_sharing_one_tracker_carry_less_than_edges_with_a_tracker_each() {
     let shared = run(&SimConfig { edges: 4, shared_tracker: true, ..small() }, &mut |_| {});
     let split = run(&SimConfig { edges: 4, shared_tracker: false, ..small() }, &mut |_| {});
