@@ -57,13 +57,13 @@ pub(crate) enum Fetch<T> {
 }
 
 impl<T> DirectFirst<T> {
-    /// A connection to `peer` opened; returns the circuits to `peer` to close (all of them,
-    /// when this one is direct).
+    /// A connection to `peer` opened; returns the circuits to `peer` to close: all of them when
+    /// this one is direct, this one when it is a circuit and a direct connection exists.
     pub(crate) fn opened(&mut self, peer: PeerId, conn: ConnectionId, relayed: bool) -> Vec<ConnectionId> {
         let c = self.conns.entry(peer).or_default();
         if relayed {
             c.relayed.push(conn);
-            return Vec::new();
+            return if c.direct.is_empty() { Vec::new() } else { vec![conn] };
         }
         c.direct.push(conn);
         c.relayed.clone()
@@ -154,6 +154,11 @@ mod tests {
         assert_eq!(d.fetch(p, "d", t0), Fetch::Send("d"));
         // Others are not held for it.
         assert_eq!(d.fetch(PeerId::random(), "e", t0), Fetch::Send("e"));
+        // A circuit that opens beside a direct connection is closed at once.
+        let late = ConnectionId::new_unchecked(3);
+        assert_eq!(d.opened(p, late, true), vec![late]);
+        assert_eq!(d.fetch(p, "f", t0), Fetch::Held);
+        assert_eq!(d.closed(p, late), vec!["f"]);
     }
 
     #[test]

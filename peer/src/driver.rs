@@ -231,9 +231,12 @@ impl Driver {
                 self.metrics.connections.inc();
                 self.remotes.insert(connection_id, endpoint.get_remote_address().clone());
                 // A direct connection (a punched hole) replaces the circuits to that peer.
-                for circuit in self.direct.opened(peer_id, connection_id, endpoint.is_relayed()) {
+                let circuits = self.direct.opened(peer_id, connection_id, endpoint.is_relayed());
+                if !circuits.is_empty() && !endpoint.is_relayed() {
                     debug!(peer = %peer_id, "direct connection made; closing the relay circuit");
                     self.metrics.punched.inc();
+                }
+                for circuit in circuits {
                     self.swarm.close_connection(circuit);
                 }
                 self.guard.lock().relayed(peer_id, self.direct.relayed(peer_id));
