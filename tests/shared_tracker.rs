@@ -45,6 +45,22 @@ fn id(key: &Keypair) -> String {
     key.public().to_peer_id().to_base58()
 }
 
+/// Two edges in front of `origin` sharing the tracker at `tracker` (caches in `dir`), and the
+/// name announces are signed for (edge A's). Behind one balancer every edge answers to the
+/// balancer's name; here clients reach each edge by its own address, so both edges take
+/// announces signed for either.
+fn two_edges(origin: &Node, dir: &std::path::Path, tracker: &str) -> (Node, Node, String) {
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (pa, pb) = (free(), free());
+    let names = format!("{pa},{pb}");
+    let edge = |addr: std::net::SocketAddr, cache: &str| {
+        let (up, listen, cache) = (origin.url("http"), format!("http://{addr}"), dir.join(cache));
+        let args = ["edge", "--upstream", &up, "--listen", &listen, "--cache-dir", s(&cache)];
+        Node::start(&[&args[..], &["--tracker", tracker, "--tracker-name", &names]].concat(), 1)
+    };
+    (edge(pa, "edge-a"), edge(pb, "edge-b"), pa.to_string())
+}
+
 /// Waits until `cond` holds, trying every 300 ms, or fails after 60 s.
 async fn eventually<F: AsyncFnMut() -> bool>(what: &str, cond: F) {
     support::eventually(what, Duration::from_secs(60), Duration::from_millis(300), cond).await;
@@ -60,19 +76,7 @@ async fn a_seeder_announced_on_one_edge_is_played_from_by_a_listener_of_another(
     let store = dir.path().join("store");
     ingest_sample(&store, "tides", "chorus-tides");
     let origin = start_origin(&store);
-    // Behind one balancer every edge answers to the balancer's name. Here clients reach each
-    // edge by its own address, so both edges take announces signed for either.
-    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let (pa, pb) = (free(), free());
-    let names = format!("{pa},{pb}");
-    let edge = |addr: std::net::SocketAddr, cache: &str| {
-        let (up, listen, cache) = (origin.url("http"), format!("http://{addr}"), dir.path().join(cache));
-        let url = redis.url();
-        let args = ["edge", "--upstream", &up, "--listen", &listen, "--cache-dir", s(&cache)];
-        Node::start(&[&args[..], &["--tracker", &url, "--tracker-name", &names]].concat(), 1)
-    };
-    let (a, b) = (edge(pa, "edge-a"), edge(pb, "edge-b"));
-    let name = pa.to_string();
+    let (a, b, name) = two_edges(&origin, dir.path(), &redis.url());
 
     // An announce on A is listed by B; the same announce sent to B is a replay there.
     let (seen, late) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
@@ -153,17 +157,7 @@ async fn two_edges_on_a_redis_cluster_find_each_others_listeners_through_a_failo
     let store = dir.path().join("store");
     ingest_sample(&store, "tides", "chorus-tides");
     let origin = start_origin(&store);
-    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let (pa, pb) = (free(), free());
-    let names = format!("{pa},{pb}");
-    let url = cluster.url();
-    let edge = |addr: std::net::SocketAddr, cache: &str| {
-        let (up, listen, cache) = (origin.url("http"), format!("http://{addr}"), dir.path().join(cache));
-        let args = ["edge", "--upstream", &up, "--listen", &listen, "--cache-dir", s(&cache)];
-        Node::start(&[&args[..], &["--tracker", &url, "--tracker-name", &names]].concat(), 1)
-    };
-    let (a, b) = (edge(pa, "edge-a"), edge(pb, "edge-b"));
-    let name = pa.to_string();
+    let (a, b, name) = two_edges(&origin, dir.path(), &cluster.url());
 
     // An announce on A is listed by B; the same announce sent to B is a replay there.
     let seen = Keypair::generate_ed25519();

@@ -628,12 +628,14 @@ mod tests {
                 &cfg,
             )
             .unwrap();
-            let started = std::time::Instant::now();
-            let e = s.peers(&track).await.unwrap_err();
+            // The call ends by itself (within its 200 ms limit; a generous minute here, so that
+            // only a stuck call, not a busy machine, fails the test).
+            let e = tokio::time::timeout(Duration::from_secs(60), s.peers(&track))
+                .await
+                .unwrap_or_else(|_| panic!("{url}: the call did not end"))
+                .unwrap_err();
             assert!(matches!(e, SharedError::Redis(_) | SharedError::Timeout(_)), "{url}: {e:?}");
             assert!(e.is_retryable());
-            // Bounded by the time limit: an upper bound only a stuck call would break.
-            assert!(started.elapsed() < Duration::from_secs(5), "{url}: {:?}", started.elapsed());
         }
     }
 
