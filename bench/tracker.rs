@@ -106,6 +106,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             peer_id: key.public().to_peer_id().to_base58(),
             addrs: vec![format!("/ip4/{ip}/tcp/4001"), format!("/ip4/{ip}/udp/4001/quic-v1")],
             tracks: named,
+            held: Vec::new(),
+            dropped: Vec::new(),
             timestamp: now,
             edge: "bench:443".into(),
         };
@@ -149,7 +151,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let t = Instant::now();
                 let r = shared.record(*ip, v).await;
                 lat.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(t.elapsed().as_micros() as u64);
-                r.is_ok_and(|x| x == Recorded::Yes)
+                r.is_ok_and(|x| matches!(x, Recorded::Yes(_)))
             }
         })
         .buffer_unordered(concurrency)

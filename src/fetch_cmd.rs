@@ -50,9 +50,10 @@ pub(crate) struct FetchArgs {
     /// Keep verified chunks here and use them before the network.
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
-    /// Size of the local cache.
-    #[arg(long, value_name = "SIZE", default_value = "1GiB")]
-    cache_size: Size,
+    /// Size of the local cache (default: a tenth of its disk's free space, at most 10 GiB);
+    /// least recently used chunks go first.
+    #[arg(long, value_name = "SIZE")]
+    cache_size: Option<Size>,
     /// Access token for the edges.
     #[arg(long, value_name = "T")]
     token: Option<String>,
@@ -111,7 +112,10 @@ pub(crate) async fn run(a: FetchArgs) -> Result<()> {
         .p2p_mdns(!a.no_mdns)
         .buffer_ahead(a.buffer_ahead.0);
     if let Some(dir) = &a.cache_dir {
-        builder = builder.cache(dir.clone(), a.cache_size.0);
+        builder = match a.cache_size {
+            Some(size) => builder.cache(dir.clone(), size.0),
+            None => builder.cache_default(dir.clone()),
+        };
     }
     let client = builder.build()?;
     let mut out: Option<Box<dyn std::io::Write>> = match a.out.as_deref() {

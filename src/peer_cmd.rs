@@ -21,7 +21,7 @@ use chorus_peer::{DirStore, MemoryLimit, Multiaddr, Peer, PeerConfig};
 use clap::Args;
 
 use crate::seeding::{MetricsHandler, seed};
-use chorus_peer::tracker::{Report, announce_held};
+use chorus_peer::tracker::{Announced, Report, Round, announce_held};
 
 #[derive(Args)]
 pub(crate) struct PeerArgs {
@@ -141,17 +141,22 @@ pub(crate) async fn run(a: PeerArgs) -> Result<()> {
     // A signal ends an announce round in progress too (a dead edge holds one for seconds).
     let first = tokio::select! {
         () = &mut shutdown => None,
-        now = announce_held(&http, peer_ref, store.clone(), edges, token, Vec::new(), Report::Operator) => Some(now),
+        now = announce_held(&http, peer_ref, store.clone(), edges, token, Announced::default(), Report::Operator) => Some(now),
     };
     if let Some((announced, taken)) = first {
         crate::ready::write(&urls); // listening, and announced once
         // Refused or unanswered somewhere: again at once, then backing off (see every_reannounce).
-        chorus_peer::tracker::every_reannounce(!taken, &mut shutdown, announced, |announced: Vec<TrackId>| {
-            let http = &http;
-            async move {
-                Some(announce_held(http, peer_ref, store.clone(), edges, token, announced, Report::Operator).await)
-            }
-        })
+        chorus_peer::tracker::every_reannounce(
+            taken != Round::Taken,
+            &mut shutdown,
+            announced,
+            |announced: Announced| {
+                let http = &http;
+                async move {
+                    Some(announce_held(http, peer_ref, store.clone(), edges, token, announced, Report::Operator).await)
+                }
+            },
+        )
         .await;
     }
     drop(peer); // stops the swarm task and what works for it

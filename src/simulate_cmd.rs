@@ -87,6 +87,10 @@ pub(crate) struct SimulateArgs {
     /// only.
     #[arg(long, value_name = "FRACTION", default_value_t = 0.0)]
     behind_symmetric: f64,
+    /// Tracks in each listener's cache when it arrives (whole, drawn from the popularity of
+    /// plays): what earlier days left. 0: cold caches.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    warm_tracks: usize,
     /// Uploads a listener serves at once.
     #[arg(long, value_name = "N", default_value_t = 4)]
     max_uploads: u32,
@@ -94,7 +98,7 @@ pub(crate) struct SimulateArgs {
     #[arg(long, value_name = "N", default_value_t = 1)]
     seed: u64,
     /// Runs one scenario per value of one setting, e.g. edges=1,2,4 or mobile=0,0.3,0.7 (keys:
-    /// listeners, tracks, edges, mobile, tracker, p2p, zipf, behind-symmetric).
+    /// listeners, tracks, edges, mobile, tracker, p2p, zipf, behind-symmetric, warm-tracks).
     #[arg(long, value_name = "KEY=V1,V2,...")]
     sweep: Option<String>,
     /// Also write every scenario's full report (with its timeline) as JSON.
@@ -185,6 +189,7 @@ impl SimulateArgs {
             uplink: (self.uplink_kbps.0 * 125, self.uplink_kbps.1 * 125),
             mobile: self.mobile,
             behind_cone: self.behind_cone,
+            warm_tracks: self.warm_tracks,
             behind_symmetric: self.behind_symmetric,
             max_uploads: self.max_uploads,
             seed: self.seed,
@@ -204,6 +209,7 @@ fn apply(mut cfg: SimConfig, key: &str, value: &str) -> Result<SimConfig> {
             cfg.mobile = value.parse::<f64>().ok().filter(|m| (0.0..=1.0).contains(m)).with_context(bad)?;
         }
         "zipf" => cfg.zipf = value.parse::<f64>().ok().filter(|z| z.is_finite() && *z >= 0.0).with_context(bad)?,
+        "warm-tracks" => cfg.warm_tracks = value.parse().with_context(bad)?,
         "behind-symmetric" => {
             let f = value.parse::<f64>().ok().filter(|m| (0.0..=1.0 - cfg.behind_cone).contains(m));
             cfg.behind_symmetric = f.with_context(bad)?;
@@ -222,7 +228,9 @@ fn apply(mut cfg: SimConfig, key: &str, value: &str) -> Result<SimConfig> {
                 _ => bail!("--sweep p2p={value}: on or off"),
             }
         }
-        _ => bail!("--sweep {key}: one of listeners, tracks, edges, mobile, tracker, p2p, zipf, behind-symmetric"),
+        _ => bail!(
+            "--sweep {key}: one of listeners, tracks, edges, mobile, tracker, p2p, zipf, behind-symmetric, warm-tracks"
+        ),
     }
     Ok(cfg)
 }
@@ -292,7 +300,7 @@ pub(crate) fn run(a: &SimulateArgs) -> Result<()> {
 #[allow(clippy::cast_precision_loss)]
 fn print_table(reports: &[(String, Report)]) {
     println!(
-        "{:<18} {:>8} {:>7} {:>7} {:>7} {:>7} {:>9} {:>9} {:>8} {:>8} {:>8} {:>10} {:>7}",
+        "{:<18} {:>8} {:>7} {:>7} {:>7} {:>7} {:>9} {:>9} {:>8} {:>8} {:>8} {:>10} {:>8} {:>7}",
         "scenario",
         "plays",
         "edge%",
@@ -305,6 +313,7 @@ fn print_table(reports: &[(String, Report)]) {
         "stall/100",
         "dials/pl",
         "tracker/s",
+        "names/s",
         "hit%"
     );
     for (n, r) in reports {
@@ -312,7 +321,7 @@ fn print_table(reports: &[(String, Report)]) {
         let hit = r.edges.iter().map(|e| e.hits).sum::<u64>() as f64
             / r.edges.iter().map(|e| e.requests).sum::<u64>().max(1) as f64;
         println!(
-            "{:<18} {:>8} {:>7.1} {:>7.1} {:>7.1} {:>7} {:>6} ms {:>6} ms {:>8} {:>8.2} {:>8.2} {:>10.0} {:>7.1}",
+            "{:<18} {:>8} {:>7.1} {:>7.1} {:>7.1} {:>7} {:>6} ms {:>6} ms {:>8} {:>8.2} {:>8.2} {:>10.0} {:>8.0} {:>7.1}",
             n,
             r.plays,
             100.0 * r.bytes.edge as f64 / t,
@@ -325,6 +334,7 @@ fn print_table(reports: &[(String, Report)]) {
             r.stalls_per_100_plays,
             r.dials_per_play,
             r.tracker_ops_per_sec,
+            r.announced_names_per_sec,
             100.0 * hit,
         );
         if r.edges.len() > 1 {

@@ -502,6 +502,8 @@ async fn tracker(edge: &str, token: &str, me: &str, until: tokio::time::Instant)
             // Its own address: an announce listing any other is refused before the tracks count.
             addrs: vec![format!("/ip4/{me}/tcp/{}", 20_000 + n % 1000)],
             tracks: (0..256).map(|k| TrackId::parse(&format!("fake-{n}-{k}")).unwrap()).collect(),
+            held: Vec::new(),
+            dropped: Vec::new(),
             timestamp: support::unix_now(),
             edge: name.clone(),
         };
@@ -678,7 +680,7 @@ async fn snooper(edge: &str, token: &str, me: &str, store: &str, until: tokio::t
         .build();
     swarm.listen_on("/ip4/0.0.0.0/tcp/4101".parse().unwrap()).unwrap();
     let addr: chorus_peer::Multiaddr = format!("/ip4/{me}/tcp/4101").parse().unwrap();
-    let tracks: Vec<TrackId> = claims.keys().cloned().collect();
+    let tracks = chorus_peer::tracker::Plan::playing(claims.keys().cloned().collect());
     let http = HttpClient::new(&ClientTls::default()).unwrap();
     let (mut announced, mut seen) = (0u64, Vec::<(&str, Vec<u8>)>::new());
     let mut tick = tokio::time::interval(Duration::from_secs(5));

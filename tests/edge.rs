@@ -567,6 +567,8 @@ fn signed_announce(key: &Keypair, addrs: &[String], edge: &str, timestamp: u64) 
         peer_id: key.public().to_peer_id().to_base58(),
         addrs: addrs.to_vec(),
         tracks: vec![chorus_core::TrackId::parse("sunrise").unwrap()],
+        held: Vec::new(),
+        dropped: Vec::new(),
         timestamp,
         edge: edge.to_owned(),
     };
@@ -589,7 +591,7 @@ async fn tracker_limits() {
         statuses.push(c.send(announce(n)).await.unwrap().status());
     }
     // A burst of 10 per source, then 429.
-    assert!(statuses[..10].iter().all(|s| *s == StatusCode::NO_CONTENT), "{statuses:?}");
+    assert!(statuses[..10].iter().all(|s| *s == StatusCode::OK), "{statuses:?}");
     assert_eq!(statuses[10], StatusCode::TOO_MANY_REQUESTS);
     // Ten peers from one source network: the newest 4 are listed (4 per /24 per track).
     let r = c.get("/v1/tracks/sunrise/peers").await.unwrap();
@@ -668,16 +670,15 @@ async fn announces_from_strangers_are_refused_and_their_targets_never_listed() {
     // Mixed with its own address: only that one is listed.
     let mut mixed = targets.clone();
     mixed.push("/ip4/127.0.0.1/tcp/4002".into());
-    assert_eq!(
-        status(&c.send(signed_announce(&attacker, &mixed, &name, now())).await.unwrap()),
-        StatusCode::NO_CONTENT
-    );
+    assert_eq!(status(&c.send(signed_announce(&attacker, &mixed, &name, now())).await.unwrap()), StatusCode::OK);
 
     // The victim's peer id, signed by the attacker's key.
     let squat = chorus_core::api::Announce {
         peer_id: peer.to_base58(),
         addrs: vec!["/ip4/127.0.0.1/tcp/4003".into()],
         tracks: vec![chorus_core::TrackId::parse("sunrise").unwrap()],
+        held: Vec::new(),
+        dropped: Vec::new(),
         timestamp: now(),
         edge: name.clone(),
     };
@@ -696,7 +697,7 @@ async fn announces_from_strangers_are_refused_and_their_targets_never_listed() {
         "the edge's clock, to sign again by: {:?}",
         body(&r)
     );
-    assert_eq!(status(&c.send(signed_announce(&victim, &own, &name, now())).await.unwrap()), StatusCode::NO_CONTENT);
+    assert_eq!(status(&c.send(signed_announce(&victim, &own, &name, now())).await.unwrap()), StatusCode::OK);
     let r = c.send(signed_announce(&victim, &own, &name, now() - 30)).await.unwrap();
     assert_eq!(status(&r), StatusCode::CONFLICT, "{:?}", body(&r));
 
@@ -708,7 +709,7 @@ async fn announces_from_strangers_are_refused_and_their_targets_never_listed() {
     let hidden = Keypair::generate_ed25519();
     let circuit = [format!("/ip4/169.254.169.254/tcp/80/p2p/{relay_id}/p2p-circuit")];
     let once = signed_announce(&hidden, &circuit, &name, now());
-    assert_eq!(status(&c.send(once.clone()).await.unwrap()), StatusCode::NO_CONTENT);
+    assert_eq!(status(&c.send(once.clone()).await.unwrap()), StatusCode::OK);
     assert_eq!(status(&c.send(once).await.unwrap()), StatusCode::CONFLICT);
 
     // Listed: the attacker at its own address, the victim at its own; nothing else.
@@ -828,7 +829,7 @@ async fn the_client_address_comes_from_a_trusted_proxy_only() {
     // The L4 mode: the PROXY header names the client (198.51.100.9)…
     let name = chorus_core::announce::edge_name(&l4.base("http"));
     let req = signed_announce(&Keypair::generate_ed25519(), &at("198.51.100.9"), &name, now());
-    assert_eq!(raw_send(&l4.addr("http"), v1(&l4).as_bytes(), req, &name).await, 204);
+    assert_eq!(raw_send(&l4.addr("http"), v1(&l4).as_bytes(), req, &name).await, 200);
     // …and X-Forwarded-For is not believed, even from the balancer's address: such a balancer
     // passes a client's own header through. Bound to 127.0.0.1, 198.51.100.10 is refused.
     let req = xff(signed_announce(&Keypair::generate_ed25519(), &at("198.51.100.10"), &name, now()), "198.51.100.10");
@@ -848,8 +849,8 @@ async fn the_client_address_comes_from_a_trusted_proxy_only() {
     // not read (it is not HTTP).
     let name = chorus_core::announce::edge_name(&l7.base("http"));
     let req = xff(signed_announce(&Keypair::generate_ed25519(), &at("198.51.100.10"), &name, now()), "198.51.100.10");
-    assert_eq!(raw_send(&l7.addr("http"), b"", req, &name).await, 204);
-    assert_eq!(over_h3(&l7, "l7", "198.51.100.11").await, 204);
+    assert_eq!(raw_send(&l7.addr("http"), b"", req, &name).await, 200);
+    assert_eq!(over_h3(&l7, "l7", "198.51.100.11").await, 200);
     let req = signed_announce(&Keypair::generate_ed25519(), &at("198.51.100.9"), &name, now());
     assert_eq!(raw_send(&l7.addr("http"), v1(&l7).as_bytes(), req, &name).await, 400, "the PROXY line is not HTTP");
     assert_eq!(listed(&l7).await, ["198.51.100.10", "198.51.100.11"]);
@@ -1422,6 +1423,8 @@ fn announce_tracks(key: &Keypair, addr: &str, tracks: &[&str], edge: &str) -> Re
         peer_id: key.public().to_peer_id().to_base58(),
         addrs: vec![addr.to_owned()],
         tracks: tracks.iter().map(|t| chorus_core::TrackId::parse(t).unwrap()).collect(),
+        held: Vec::new(),
+        dropped: Vec::new(),
         timestamp: now(),
         edge: edge.to_owned(),
     };
@@ -1450,7 +1453,7 @@ async fn made_up_tracks_are_never_listed_and_peer_queries_are_budgeted_and_cache
     mixed.extend_from_slice(&fake);
     let key = Keypair::generate_ed25519();
     let r = c.send(announce_tracks(&key, "/ip4/127.0.0.1/tcp/4101", &mixed, &name)).await.unwrap();
-    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(r.status(), StatusCode::OK);
     let listed = |v: &serde_json::Value| v["peers"].as_array().unwrap().len();
     let peers = async |c: &mut Connection, t: &str| {
         let r = c.get(&format!("/v1/tracks/{t}/peers")).await.unwrap();

@@ -2,6 +2,7 @@
 //! tracker, and a libp2p node that knows nothing else fetches every chunk from it, verified.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns
 
+use chorus_peer::tracker::Plan;
 use chorus_testkit as support;
 
 use std::path::Path;
@@ -183,7 +184,16 @@ async fn fetch_with_p2p_takes_what_is_not_urgent_from_peers_and_bans_a_liar() {
     let http = HttpClient::new(&ClientTls::default()).unwrap();
     let addrs = liar.listen_addrs().await;
     let track = TrackId::parse("tides").unwrap();
-    chorus_peer::tracker::announce(&http, &edge.base("http"), liar.identity(), &addrs, &[track], None).await.unwrap();
+    chorus_peer::tracker::announce(
+        &http,
+        &edge.base("http"),
+        liar.identity(),
+        &addrs,
+        &Plan::playing(vec![track]),
+        None,
+    )
+    .await
+    .unwrap();
     drop(seeder); // only the liar is left among the peers
     let out2 = dir.path().join("out2.mp4");
     let j = run(dir.path().join("listener2"), out2.clone()).await.unwrap();
@@ -217,9 +227,16 @@ async fn a_peer_that_vanishes_mid_transfer_costs_nothing_but_a_retry_at_the_edge
     // Announced for the seeder, signed with its own key (kept in its cache directory).
     let seeder_key = chorus_peer::load_or_create_identity(&dir.path().join("seed").join("peer.key")).unwrap();
     assert_eq!(seeder_key.public().to_peer_id(), peer_id);
-    chorus_peer::tracker::announce(&http, &edge.base("http"), &seeder_key, &[via], std::slice::from_ref(&track), None)
-        .await
-        .unwrap();
+    chorus_peer::tracker::announce(
+        &http,
+        &edge.base("http"),
+        &seeder_key,
+        &[via],
+        &Plan::playing(vec![track.clone()]),
+        None,
+    )
+    .await
+    .unwrap();
 
     let origin_key = net.verifying_key();
     let client = chorus_client::ClientBuilder::new(vec![edge.url("http")], origin_key)
@@ -316,7 +333,7 @@ async fn an_edge_relay_is_offered_by_the_tracker_and_reaches_a_peer_that_cannot_
         &edge.base("http"),
         hidden.identity(),
         &circuit,
-        std::slice::from_ref(&track),
+        &Plan::playing(vec![track.clone()]),
         None,
     )
     .await
@@ -471,6 +488,8 @@ async fn announce_from(edge: &str, from: std::net::Ipv4Addr, port: u16) -> u16 {
         peer_id: key.public().to_peer_id().to_base58(),
         addrs: vec![format!("/ip4/{from}/tcp/{port}")],
         tracks: vec![TrackId::parse("tides").unwrap()],
+        held: Vec::new(),
+        dropped: Vec::new(),
         timestamp: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(),
         edge: edge.to_owned(),
     };
@@ -507,7 +526,7 @@ async fn a_thousand_fake_peers_from_one_network_do_not_hide_the_real_seeder() {
         *statuses.entry(announce_from(&target, from, 10_000 + n).await).or_insert(0) += 1;
     }
     // Each of the 250 addresses has its burst of 10; some of the 1000 got through.
-    assert!(statuses.get(&204).copied().unwrap_or(0) >= 250, "{statuses:?}");
+    assert!(statuses.get(&200).copied().unwrap_or(0) >= 250, "{statuses:?}");
 
     let http = HttpClient::new(&ClientTls::default()).unwrap();
     let track = TrackId::parse("tides").unwrap();
@@ -550,7 +569,16 @@ async fn a_peer_that_never_finishes_an_answer_costs_a_deadline_not_the_play() {
     let http = HttpClient::new(&ClientTls::default()).unwrap();
     let track = TrackId::parse("tides").unwrap();
     let addrs = stuck.listen_addrs().await;
-    chorus_peer::tracker::announce(&http, &edge.base("http"), stuck.identity(), &addrs, &[track], None).await.unwrap();
+    chorus_peer::tracker::announce(
+        &http,
+        &edge.base("http"),
+        stuck.identity(),
+        &addrs,
+        &Plan::playing(vec![track]),
+        None,
+    )
+    .await
+    .unwrap();
 
     let out_file = dir.path().join("out.mp4");
     let (edge_url, cache, key, out) = (edge.url("http"), dir.path().join("listener"), key.clone(), out_file.clone());
@@ -558,4 +586,67 @@ async fn a_peer_that_never_finishes_an_answer_costs_a_deadline_not_the_play() {
     assert_eq!(j["bytes_by_source"]["peer"], 0, "{j}");
     assert_eq!(j["chunks_rejected"], 0, "{j}");
     assert_eq!(std::fs::read(&out_file).unwrap(), expected);
+}
+
+/// A listener's whole cache seeds (docs/peer.md "A whole cache seeds"): `chorus peer` over a
+/// cache of more tracks than one announce may name is listed for every one of them, the last
+/// as well as the first, in two rounds; the tracker's entries count exactly the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_larger_than_one_announce_is_listed_whole() {
+    const TRACKS: usize = 260;
+    let names: Vec<String> = (0..TRACKS).map(|n| format!("c{n:03}")).collect();
+    let net = support::net::Net::builder()
+        .ingest(|_, store| {
+            for n in &names {
+                support::ingest_sample(store, n, "chorus-tides");
+            }
+        })
+        .edges(1, &["http"], &[])
+        .start();
+    let edge = &net.edges[0];
+    // The edge holds every manifest already, as it does once listeners have played them.
+    let http = HttpClient::new(&ClientTls::default()).unwrap();
+    let base = edge.base("http");
+    for n in &names {
+        let mut conn = http.connect(&base, false).await.unwrap();
+        let path = chorus_core::route::manifest(&TrackId::parse(n).unwrap());
+        let req = http::Request::get(path.as_str()).body(bytes::Bytes::new()).unwrap();
+        assert_eq!(conn.send(req).await.unwrap().status(), 200, "{n}");
+    }
+    // The listener's cache: the origin's chunks and manifests (the same layout).
+    let cache = net.dir.path().join("listener");
+    std::fs::create_dir_all(&cache).unwrap();
+    for sub in ["chunks", "manifests"] {
+        let out = std::process::Command::new("cp")
+            .args(["-r", s(&net.store.join(sub)), s(&cache.join(sub))])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let url = edge.url("http");
+    let peer = Node::start(
+        &["peer", "--edge", &url, "--cache-dir", s(&cache), "--p2p-listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"],
+        0,
+    );
+    let id = peer.p2p[0].rsplit("/p2p/").next().unwrap().to_owned();
+    // Listed for all 260: the first round named 256, the next (5 s later) the other 4.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let metrics = format!("{}/metrics", edge.url("http"));
+    loop {
+        let text = String::from_utf8_lossy(&chorus(&["get", &metrics]).stdout).into_owned();
+        let listed = support::metric(&text, "chorus_tracker_peers");
+        if listed == TRACKS as f64 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the tracker lists {listed} entries");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for n in [&names[0], &names[TRACKS / 2], &names[TRACKS - 1]] {
+        let found = chorus_peer::tracker::peers(&http, &base, &TrackId::parse(n).unwrap(), None).await.unwrap();
+        let ids: Vec<String> = found.peers.iter().map(|(p, _)| p.to_string()).collect();
+        assert_eq!(ids, std::slice::from_ref(&id), "{n}");
+    }
+    // The log says so: 256 held tracks in the first announce, the other 4 in the next.
+    wait_log(&peer, r#""held":4,"#);
+    wait_log(&peer, r#""held":256,"#);
 }

@@ -63,3 +63,47 @@ fn bad_settings_are_refused_with_what_is_wrong() {
         assert!(err.contains(says), "{args:?}: {err}");
     }
 }
+
+/// Listeners who arrive with warm caches (what earlier days left) seed the tracks they hold:
+/// against the same run with cold caches the edges carry a smaller share, the listeners' own
+/// caches and their peers more, and the announces name what the caches hold.
+#[test]
+fn warm_caches_seed_and_take_load_off_the_edges() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("r.json");
+    let out = chorus(&[
+        "simulate",
+        "--listeners",
+        "400",
+        "--tracks",
+        "400",
+        "--minutes",
+        "8",
+        "--arrive-minutes",
+        "2",
+        "--segments",
+        "5-8",
+        "--sweep",
+        "warm-tracks=0,60",
+        "--json",
+        s(&json),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let (cold, warm) = (&doc[0]["report"], &doc[1]["report"]);
+    let share = |r: &serde_json::Value, of: &str| {
+        let b = &r["bytes"];
+        let total = ["edge", "peer", "cache"].iter().map(|k| b[*k].as_f64().unwrap()).sum::<f64>();
+        b[of].as_f64().unwrap() / total
+    };
+    assert!(
+        share(warm, "edge") < share(cold, "edge"),
+        "edge share: warm {} cold {}",
+        share(warm, "edge"),
+        share(cold, "edge")
+    );
+    assert!(share(warm, "cache") > share(cold, "cache"));
+    // Each serving listener named its 60 warm tracks at least once.
+    let names = |r: &serde_json::Value| r["announced_names"].as_u64().unwrap();
+    assert!(names(warm) > names(cold) + 60 * 100, "names: warm {} cold {}", names(warm), names(cold));
+}

@@ -28,7 +28,53 @@ pub struct LocalCache {
     capacity: u64,
 }
 
+/// The largest default cache (Spotify's client took 10% of the free disk, at most 10 GB).
+pub const DEFAULT_MAX: u64 = 10 << 30;
+/// The smallest default cache, on a nearly full disk: a few tracks.
+pub const DEFAULT_MIN: u64 = 64 << 20;
+
+/// The default size of a cache on a disk with `free` bytes available to it (the cache's own
+/// files counted as free): a tenth, within [`DEFAULT_MIN`] and [`DEFAULT_MAX`].
+#[must_use]
+pub const fn default_capacity(free: u64) -> u64 {
+    let tenth = free / 10;
+    if tenth < DEFAULT_MIN {
+        DEFAULT_MIN
+    } else if tenth > DEFAULT_MAX {
+        DEFAULT_MAX
+    } else {
+        tenth
+    }
+}
+
+/// Bytes available to an unprivileged writer on the disk of `dir` (or of its nearest existing
+/// parent); `None` when the system does not say.
+fn free_space(dir: &Path) -> Option<u64> {
+    let mut at = dir;
+    while !at.exists() {
+        at = at.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| Path::new("."));
+        if at == Path::new(".") {
+            break;
+        }
+    }
+    let s = rustix::fs::statvfs(at).ok()?;
+    Some(s.f_bavail.saturating_mul(s.f_frsize))
+}
+
 impl LocalCache {
+    /// Opens (creating if needed) the cache at `dir` at its default size: a tenth of the free
+    /// space of its disk, counting what it holds already, within [`DEFAULT_MIN`] and
+    /// [`DEFAULT_MAX`] ([`default_capacity`]).
+    ///
+    /// # Errors
+    /// An I/O error when the directory cannot be created or listed.
+    pub fn open_default(dir: &Path) -> io::Result<Self> {
+        let found = chorus_core::chunkdir::scan(dir)?;
+        let held: u64 = found.iter().map(|f| f.len).sum();
+        let capacity = default_capacity(free_space(dir).unwrap_or(0).saturating_add(held));
+        Self::open(dir, capacity)
+    }
+
     /// Opens (creating if needed) the cache at `dir`, holding at most `capacity` bytes.
     ///
     /// # Errors
@@ -228,6 +274,22 @@ impl Shared {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_size_is_a_tenth_of_the_free_disk_within_bounds() {
+        assert_eq!(default_capacity(0), DEFAULT_MIN);
+        assert_eq!(default_capacity(20 << 30), 2 << 30);
+        assert_eq!(default_capacity(1 << 40), DEFAULT_MAX);
+        // On this machine's disk: within the bounds, and a directory not made yet is measured
+        // by its parent's disk.
+        let dir = tempfile::tempdir().unwrap();
+        let c = LocalCache::open_default(&dir.path().join("not/yet")).unwrap();
+        assert!((DEFAULT_MIN..=DEFAULT_MAX).contains(&c.capacity), "{}", c.capacity);
+        // (Other writers change the free space meanwhile: a gigabyte either way.)
+        let free = free_space(dir.path()).unwrap();
+        let (lo, hi) = (default_capacity(free.saturating_sub(1 << 30)), default_capacity(free + (1 << 30)));
+        assert!((lo..=hi).contains(&c.capacity), "{} for an empty cache on a disk with {free} bytes free", c.capacity);
+    }
 
     #[test]
     fn stores_verifies_evicts_and_survives_reopening() {

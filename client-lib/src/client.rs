@@ -38,7 +38,7 @@ pub struct ClientBuilder {
     pub(crate) quality: Quality,
     pub(crate) start_bps: u64,
     pub(crate) token: Option<String>,
-    pub(crate) cache: Option<(PathBuf, u64)>,
+    pub(crate) cache: Option<(PathBuf, Option<u64>)>,
     pub(crate) play: bool,
     pub(crate) next_track: Option<TrackId>,
     pub(crate) read_ahead: usize,
@@ -116,7 +116,14 @@ impl ClientBuilder {
     /// Local cache directory and size.
     #[must_use]
     pub fn cache(mut self, dir: PathBuf, bytes: u64) -> Self {
-        self.cache = Some((dir, bytes));
+        self.cache = Some((dir, Some(bytes)));
+        self
+    }
+    /// Local cache directory, at the default size: a tenth of its disk's free space, at most
+    /// 10 GiB ([`crate::cache::default_capacity`]).
+    #[must_use]
+    pub fn cache_default(mut self, dir: PathBuf) -> Self {
+        self.cache = Some((dir, None));
         self
     }
     /// The track the listener will play next, when the queue is known: sent to the edge with
@@ -218,7 +225,8 @@ impl ClientBuilder {
             .with_connect_timeout(Duration::from_secs(2));
         // Listing the cache directory is blocking I/O, once, before any track is open.
         let cache = match &self.cache {
-            Some((dir, bytes)) => Some(Shared::new(LocalCache::open(dir, *bytes)?)),
+            Some((dir, Some(bytes))) => Some(Shared::new(LocalCache::open(dir, *bytes)?)),
+            Some((dir, None)) => Some(Shared::new(LocalCache::open_default(dir)?)),
             None => None,
         };
         let memory = Arc::new(Memory::open(self.cache.as_ref().map(|(dir, _)| dir.as_path())));

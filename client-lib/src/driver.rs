@@ -358,24 +358,16 @@ impl Driver {
         self.ends.summary.send_replace(self.summary.clone());
     }
 
-    /// Tells the trackers and Kademlia what this client now holds (best effort, detached).
+    /// Tells the trackers at once that this client plays its track, now that it holds some of
+    /// it (best effort, detached); the periodic rounds name it, and the rest of the cache, from
+    /// then on.
     fn announce(&self) {
-        let (Some(peer), Some(dir)) = (self.peer.clone(), self.announce_from.clone()) else { return };
+        let (Some(peer), Some(_)) = (self.peer.clone(), self.announce_from.as_ref()) else { return };
         let net = self.net.clone();
         let edges: Vec<BaseUrl> = self.edges.iter().map(|e| e.base()).collect();
+        let track = self.track.clone();
         tokio::spawn(async move {
-            let store = Arc::new(chorus_peer::DirStore::new(&dir));
-            let quiet = chorus_peer::tracker::Report::Quiet;
-            chorus_peer::tracker::announce_held(
-                &net.http,
-                &peer,
-                store,
-                &edges,
-                net.token.as_deref(),
-                Vec::new(),
-                quiet,
-            )
-            .await;
+            chorus_peer::tracker::announce_playing(&net.http, &peer, &edges, net.token.as_deref(), &track).await;
         });
     }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use chorus_core::url::BaseUrl;
 use chorus_core::{ChunkId, TrackId};
 use chorus_http::client::HttpClient;
-use chorus_peer::tracker::{Report, announce_held};
+use chorus_peer::tracker::{Announced, Report, announce_held};
 use chorus_peer::{Multiaddr, Peer, PeerId};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -79,8 +79,12 @@ pub(crate) async fn start(node: Node, announcer: Announcer) -> Option<Arc<Peer>>
             // The rounds end with the node, mid-announce included.
             let Announcer { http, edges, token } = announcer;
             let store: Arc<dyn chorus_peer::Store> = Arc::new(chorus_peer::DirStore::new(&dir));
+            // A cache from earlier days is named at once; an empty one first when it holds
+            // something (its first track announces itself as played meanwhile).
+            let listing = store.clone();
+            let warm = tokio::task::spawn_blocking(move || !listing.tracks().is_empty()).await.unwrap_or(false);
             let (http, store, edges, token, weak) = (&http, &store, &edges, token.as_deref(), &weak);
-            chorus_peer::tracker::every_reannounce(false, stopped, Vec::new(), |announced| async move {
+            chorus_peer::tracker::every_reannounce(warm, stopped, Announced::default(), |announced| async move {
                 let peer = weak.upgrade()?;
                 Some(announce_held(http, &peer, store.clone(), edges, token, announced, Report::Quiet).await)
             })

@@ -264,6 +264,8 @@ mod tests {
             peer_id: key.public().to_peer_id().to_base58(),
             addrs: addrs.iter().map(|a| (*a).to_owned()).collect(),
             tracks: vec![TrackId::parse("tides").unwrap()],
+            held: Vec::new(),
+            dropped: Vec::new(),
             timestamp: 1_000_000,
             edge: "edge.example:8443".into(),
         }

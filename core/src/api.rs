@@ -14,7 +14,8 @@ use crate::TrackId;
 pub const MAX_ADDRS: usize = 8;
 /// Longest multiaddr accepted, in bytes.
 pub const MAX_ADDR_LEN: usize = 256;
-/// Most tracks one announce may name.
+/// Most tracks one announce may name, in its three lists together (`tracks`, `held`,
+/// `dropped`).
 pub const MAX_TRACKS_PER_ANNOUNCE: usize = 256;
 /// Longest peer id accepted (a base58 libp2p peer id is 46–53 characters).
 pub const MAX_PEER_ID_LEN: usize = 128;
@@ -29,6 +30,13 @@ pub const MAX_EDGE_LEN: usize = 255;
 /// memory of an announce, so a live peer never drops out of the lists. Every announcer (the
 /// client, `chorus peer`, the demo's seeders) and the simulator go by it.
 pub const REANNOUNCE: std::time::Duration = std::time::Duration::from_secs(120);
+/// How long a tracker lists a peer for a track it announced as `held` (in its cache, not
+/// playing), while the peer itself stays live (announces anything at least every five
+/// minutes). A peer's whole cache stays listed at the cost of one small announce per
+/// [`REANNOUNCE`], and each holding is named again only every [`HELD_REANNOUNCE`].
+pub const HELD_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+/// How often a peer names a holding again: well inside [`HELD_TTL`].
+pub const HELD_REANNOUNCE: std::time::Duration = std::time::Duration::from_secs(45 * 60);
 
 /// What a peer announces: where it listens and which tracks it holds, for one edge at one
 /// time. It travels only inside a signed envelope ([`crate::announce::SignedAnnounce`]), the
@@ -40,8 +48,18 @@ pub struct Announce {
     pub peer_id: String,
     /// Where it listens, as multiaddrs.
     pub addrs: Vec<String>,
-    /// The tracks it holds (complete or partly).
+    /// The tracks it is playing or has just played: listed for five minutes, and a newcomer
+    /// takes the place of the stalest entry of a full list (the freshest holders are listed).
     pub tracks: Vec<TrackId>,
+    /// Tracks in its cache (complete or partly): listed for [`HELD_TTL`] while the peer is
+    /// live, and only where a list has room (they displace no one); the tracker's answer
+    /// names those it did not list ([`AnnounceAnswer::unlisted`]). Absent when empty, so an
+    /// announce without it is signed as before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<TrackId>,
+    /// Tracks it announced before and no longer holds (evicted): its entries go at once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped: Vec<TrackId>,
     /// When it was made, in seconds since the Unix epoch (by the edge's clock, as far as the
     /// peer knows it).
     pub timestamp: u64,
@@ -67,8 +85,13 @@ impl Announce {
         if self.addrs.is_empty() || self.addrs.len() > MAX_ADDRS || !self.addrs.iter().all(|a| valid_multiaddr(a)) {
             return Err(Invalid(format!("addrs must be 1 to {MAX_ADDRS} multiaddrs of at most {MAX_ADDR_LEN} bytes")));
         }
-        if self.tracks.len() > MAX_TRACKS_PER_ANNOUNCE {
-            return Err(Invalid(format!("at most {MAX_TRACKS_PER_ANNOUNCE} tracks per announce")));
+        if self.tracks.len() + self.held.len() + self.dropped.len() > MAX_TRACKS_PER_ANNOUNCE {
+            return Err(Invalid(format!(
+                "at most {MAX_TRACKS_PER_ANNOUNCE} tracks per announce (tracks, held and dropped)"
+            )));
+        }
+        if self.dropped.iter().any(|d| self.tracks.contains(d) || self.held.contains(d)) {
+            return Err(Invalid("a dropped track cannot also be held or played".into()));
         }
         if self.edge.is_empty() || self.edge.len() > MAX_EDGE_LEN || !self.edge.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(Invalid(format!(
@@ -99,6 +122,20 @@ pub struct ErrorBody {
     /// The edge's time, in seconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub now: Option<u64>,
+}
+
+/// The answer to an announce (`200`, JSON): what the tracker did not list.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnnounceAnswer {
+    /// Tracks of the announce's `held` that were not listed because their list is full of
+    /// live holders (or of holders from the announcer's network). The peer names them again
+    /// only much later, and the others first: what is scarce goes first.
+    #[serde(default, deserialize_with = "lenient")]
+    pub unlisted: Vec<TrackId>,
+    /// Tracks of the announce's `held` that the edge cannot vouch for yet (no manifest here,
+    /// and none fetched for this announce): named again in a while.
+    #[serde(default, deserialize_with = "lenient")]
+    pub unknown: Vec<TrackId>,
 }
 
 /// One peer in a tracker answer.
@@ -224,10 +261,26 @@ mod tests {
             peer_id: id.into(),
             addrs: vec!["/ip4/10.0.0.1/tcp/1".into()],
             tracks: Vec::new(),
+            held: Vec::new(),
+            dropped: Vec::new(),
             timestamp: 0,
             edge: "edge:443".into(),
         };
         assert_eq!(ok.validate(), Ok(()));
+        // Without held or dropped tracks, the JSON (which is what is signed) is as before.
+        assert!(!serde_json::to_string(&ok).unwrap().contains("held"));
+        let t = |s: &str| TrackId::parse(s).unwrap();
+        let split = Announce {
+            tracks: vec![t("t"); 100],
+            held: vec![t("h"); 100],
+            dropped: vec![t("d"); MAX_TRACKS_PER_ANNOUNCE - 200],
+            ..ok.clone()
+        };
+        assert_eq!(split.validate(), Ok(()));
+        let over = Announce { held: vec![t("h"); 101], ..split };
+        assert!(over.validate().is_err(), "the bound is on the three lists together");
+        let both = Announce { held: vec![t("x")], dropped: vec![t("x")], ..ok.clone() };
+        assert!(both.validate().is_err());
         let bad_id = Announce { peer_id: "0OIl".into(), ..ok.clone() };
         assert!(bad_id.validate().is_err());
         let no_addrs = Announce { addrs: Vec::new(), ..ok.clone() };

@@ -27,6 +27,7 @@ pub mod cmaf;
 pub mod error;
 pub mod fsutil;
 pub mod hls;
+pub mod holdings;
 pub mod id;
 pub mod ip;
 pub mod keys;

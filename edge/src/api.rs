@@ -410,24 +410,28 @@ impl Edge {
             Ok(v) => v,
             Err(e) => return self.announce_refused(&e),
         };
-        if let Some(t) = verified.tracks().iter().find(|t| Self::scope_track(claims, t).is_err()) {
+        if let Some(t) = verified.listing().find(|t| Self::scope_track(claims, t).is_err()) {
             return json_error(StatusCode::FORBIDDEN, format!("this token does not cover track {t}"));
         }
         // Only tracks this edge can vouch for are listed: made-up ids fill no table.
-        let named = verified.tracks().len();
-        let vouched = self.vouch(verified.tracks()).await;
+        let listing: Vec<TrackId> = verified.listing().cloned().collect();
+        let vouched = self.vouch(&listing).await;
+        let unvouched: Vec<TrackId> = verified.held().iter().filter(|t| !vouched.contains(*t)).cloned().collect();
         let dropped = verified.keep_tracks(|t| vouched.contains(t));
         if dropped > 0 {
             self.0.metrics.refused.with_label_values(&["unknown_track"]).inc_by(dropped as u64);
         }
-        if named > 0 && dropped == named {
+        if !listing.is_empty() && dropped == listing.len() && verified.dropped().is_empty() {
             return json_error(
                 StatusCode::NOT_FOUND,
                 "none of the announced tracks is known to this edge (no manifest here or upstream)",
             );
         }
         match tracker.record(source, verified).await {
-            Ok(()) => empty(StatusCode::NO_CONTENT),
+            Ok(unlisted) => {
+                let answer = chorus_core::api::AnnounceAnswer { unlisted, unknown: unvouched };
+                json(StatusCode::OK, &answer)
+            }
             Err(e) => self.announce_refused(&e),
         }
     }

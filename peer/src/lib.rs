@@ -16,7 +16,7 @@
 //! `port_reuse` (a TCP dial the kernel refuses from the listening port is made again from a
 //! fresh one), `relay` (relay and NAT state, explicit clock), [`wire`] (the two chorus
 //! codecs), [`store`] (what a peer serves) and [`tracker`] (the edge tracker from a peer's
-//! side).
+//! side; what each announce names is `chorus_core::holdings`).
 #![warn(missing_docs)]
 
 mod behaviour;

@@ -68,7 +68,18 @@ pub struct Peer {
     /// Cancelled when the handle is dropped, so loops that work for this node (re-announcing)
     /// end with it instead of at their next wake-up.
     stopped: tokio_util::sync::CancellationToken,
+    /// Serves nothing, so announces nothing.
+    consume_only: bool,
+    /// Tracks played, each with when it last started ([`Peer::play`]).
+    playing: std::sync::Mutex<Vec<(chorus_core::TrackId, std::time::Instant)>>,
 }
+
+/// How long a track counts as played after it started: an announce names it as played (listed
+/// for five minutes) rather than as held.
+pub const PLAYED_FOR: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Most tracks remembered as played.
+const PLAYED_KEPT: usize = 16;
 
 impl Drop for Peer {
     fn drop(&mut self) {
@@ -125,8 +136,21 @@ impl Peer {
             driver.add_relay(r);
         }
         let external = driver.cfg.external.clone();
+        let consume_only = driver.cfg.consume_only;
         let task = tokio::spawn(driver.run(rx, loaded));
-        Ok(Self { peer_id, tx, addrs, external, discovered, metrics, identity: key, task, stopped: Default::default() })
+        Ok(Self {
+            peer_id,
+            tx,
+            addrs,
+            external,
+            discovered,
+            metrics,
+            identity: key,
+            task,
+            stopped: Default::default(),
+            consume_only,
+            playing: std::sync::Mutex::new(Vec::new()),
+        })
     }
 
     /// Completes when this node stops (its handle is dropped). Holds no reference to the node.
@@ -262,6 +286,28 @@ impl Peer {
     /// [`PeerConfig::relay_after`]), uses it as an AutoNAT server, and as a Kademlia contact.
     pub fn add_relay(&self, addr: Multiaddr) {
         let _ = self.tx.send(Command::AddRelay(addr));
+    }
+
+    /// Whether the node serves nothing (a metered network), and so announces nothing.
+    #[must_use]
+    pub const fn consume_only(&self) -> bool {
+        self.consume_only
+    }
+
+    /// Records that this node starts playing `track`: for [`PLAYED_FOR`] its announces name it
+    /// as played, not as held.
+    pub fn play(&self, track: chorus_core::TrackId) {
+        let mut p = self.playing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        p.retain(|(t, _)| *t != track);
+        p.insert(0, (track, std::time::Instant::now()));
+        p.truncate(PLAYED_KEPT);
+    }
+
+    /// The tracks started within [`PLAYED_FOR`], the latest first.
+    #[must_use]
+    pub fn playing(&self) -> Vec<chorus_core::TrackId> {
+        let p = self.playing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        p.iter().filter(|(_, at)| at.elapsed() < PLAYED_FOR).map(|(t, _)| t.clone()).collect()
     }
 
     /// Tells the node that a tracker refused its addresses because none is on the address its

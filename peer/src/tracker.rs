@@ -6,13 +6,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chorus_core::TrackId;
 use chorus_core::announce::SignedAnnounce;
-use chorus_core::api::{Announce, ErrorBody, MAX_PEERS_TAKEN, TrackerAnswer};
+use chorus_core::api::{Announce, AnnounceAnswer, ErrorBody, MAX_PEERS_TAKEN, TrackerAnswer};
 use chorus_core::error::Chain;
 use chorus_core::route::{self, Route};
 use chorus_core::url::BaseUrl;
 use chorus_http::client::{ClientError, HttpClient};
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
+
+pub use chorus_core::holdings::{Holdings, Plan, SOON};
 
 /// Why a tracker request failed. Every one is worth retrying later.
 #[derive(Debug, thiserror::Error)]
@@ -96,33 +98,77 @@ async fn ask(
     Err(TrackerError::Refused { edge: edge.clone(), status: r.status(), error, now })
 }
 
-/// Announces the tracks `store` holds to every one of `edges`' trackers and on Kademlia, and
-/// withdraws from Kademlia those in `announced` (the last round's) that are no longer held
-/// (evicted); reports each tracker's answer as `report` says, and returns what it announced,
-/// for the next round, and whether every tracker took it (see [`every_reannounce`]).
+/// What a node's announcer carries from one round to the next: the tracks it provides on
+/// Kademlia, and per tracker what it has named ([`Holdings`]).
+#[derive(Debug, Clone, Default)]
+pub struct Announced {
+    provided: Vec<TrackId>,
+    per_edge: std::collections::HashMap<String, Holdings>,
+}
+
+impl Announced {
+    /// Held tracks named to the tracker at `edge`.
+    #[must_use]
+    pub fn named(&self, edge: &BaseUrl) -> usize {
+        self.per_edge.get(&edge.to_string()).map_or(0, Holdings::named)
+    }
+}
+
+/// How a round of announces went, which sets when the next comes (see [`every_reannounce`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Round {
+    /// Every tracker took it: the next in one period.
+    Taken,
+    /// Every tracker took it, and held tracks wait their first turn: the next [`SOON`].
+    More,
+    /// Some tracker refused it or did not answer: again soon, backing off.
+    Refused,
+}
+
+/// Announces to every one of `edges`' trackers what this node plays ([`crate::Peer::playing`])
+/// and what `store` holds, as [`Holdings`] plans it per tracker (each holding named once, then
+/// every [`HELD_REANNOUNCE`](chorus_core::api::HELD_REANNOUNCE), those a tracker did not list
+/// much later, evicted ones dropped), provides them on Kademlia and withdraws from it those no
+/// longer held; reports each tracker's answer as `report` says, and returns the state for the
+/// next round and how this one went. A consume-only node announces nothing.
 pub async fn announce_held(
     http: &HttpClient,
     peer: &crate::Peer,
     store: std::sync::Arc<dyn crate::Store>,
     edges: &[BaseUrl],
     token: Option<&str>,
-    announced: Vec<TrackId>,
+    mut state: Announced,
     report: Report,
-) -> (Vec<TrackId>, bool) {
+) -> (Announced, Round) {
+    if peer.consume_only() {
+        return (state, Round::Taken);
+    }
     // A directory listing: on the blocking pool.
     let tracks = tokio::task::spawn_blocking(move || store.tracks()).await.unwrap_or_default();
-    for gone in announced.iter().filter(|t| !tracks.contains(t)) {
+    for gone in state.provided.iter().filter(|t| !tracks.contains(t)) {
         peer.unprovide(gone.clone());
     }
     for t in &tracks {
         peer.provide(t.clone());
     }
+    state.provided.clone_from(&tracks);
+    let playing: Vec<TrackId> = peer.playing().into_iter().filter(|t| tracks.contains(t)).collect();
     let addrs = peer.public_addrs().await;
     let circuit = addrs.iter().any(|a| a.iter().any(|p| matches!(p, libp2p::multiaddr::Protocol::P2pCircuit)));
-    let mut taken = true;
+    let mut round = Round::Taken;
     for edge in edges {
-        let r = announce(http, edge, peer.identity(), &addrs, &tracks, token).await;
-        taken &= r.is_ok();
+        let holdings = state.per_edge.entry(edge.to_string()).or_default();
+        let plan = holdings.plan(std::time::Instant::now(), &playing, &tracks);
+        let r = announce(http, edge, peer.identity(), &addrs, &plan, token).await;
+        match &r {
+            Ok(answer) => {
+                holdings.taken(std::time::Instant::now(), &plan, &answer.unlisted, &answer.unknown);
+                if plan.more && round == Round::Taken {
+                    round = Round::More;
+                }
+            }
+            Err(_) => round = Round::Refused,
+        }
         // A node that only announces (a seeder) learns the edge's relays from no answer of its
         // own: when an announce fails and it holds no circuit (behind a NAT, its addresses are
         // not the one the edge sees), one peer query tells it the relays, and the node reserves
@@ -143,14 +189,43 @@ pub async fn announce_held(
                 peer.add_relay(relay);
             }
         }
+        let (played, held, dropped) = (plan.tracks.len(), plan.held.len(), plan.dropped.len());
         match (r, report) {
-            (Ok(()), Report::Operator) => tracing::info!(%edge, tracks = tracks.len(), "announced"),
-            (Ok(()), Report::Quiet) => tracing::debug!(%edge, tracks = tracks.len(), "announced"),
+            (Ok(a), Report::Operator) => {
+                tracing::info!(%edge, played, held, dropped, unlisted = a.unlisted.len(), unknown = a.unknown.len(), "announced");
+            }
+            (Ok(a), Report::Quiet) => {
+                tracing::debug!(%edge, played, held, dropped, unlisted = a.unlisted.len(), unknown = a.unknown.len(), "announced");
+            }
             (Err(e), Report::Operator) => tracing::warn!(%edge, error = %Chain(&e), "announce failed; will retry"),
             (Err(e), Report::Quiet) => tracing::debug!(%edge, error = %Chain(&e), "announce failed; will retry"),
         }
     }
-    (tracks, taken)
+    (state, round)
+}
+
+/// Tells every one of `edges`' trackers at once that this node plays `track` (a client
+/// whose first segment of it is in: listeners who start it next find this one without waiting
+/// for the next round). Best effort.
+pub async fn announce_playing(
+    http: &HttpClient,
+    peer: &crate::Peer,
+    edges: &[BaseUrl],
+    token: Option<&str>,
+    track: &TrackId,
+) {
+    if peer.consume_only() {
+        return;
+    }
+    peer.play(track.clone());
+    peer.provide(track.clone());
+    let addrs = peer.public_addrs().await;
+    let plan = Plan::playing(vec![track.clone()]);
+    for edge in edges {
+        if let Err(e) = announce(http, edge, peer.identity(), &addrs, &plan, token).await {
+            tracing::debug!(%edge, error = %Chain(&e), "announce failed; the next round retries");
+        }
+    }
 }
 
 /// How an announcer reports each tracker's answer (a failed announce is retried at the next
@@ -172,17 +247,17 @@ pub const RETRY_FIRST: Duration = Duration::from_secs(1);
 /// The one re-announce schedule of every announcer (the client, `chorus peer`, the demo's
 /// seeders): `round(state)` at once when `at_once` (else after one period), then every
 /// [`REANNOUNCE`](chorus_core::api::REANNOUNCE), until `stop` resolves or a round returns
-/// `None`. A round returns the state it carries to the next (what was announced) and whether
-/// every tracker took it; after one that some tracker refused or did not answer, the next
-/// comes [`RETRY_FIRST`] later, doubling while they keep failing (a node that announced before
-/// it knew all its addresses, or an edge restarting, is listed within seconds rather than a
-/// period later). `stop` ends a round in progress too: a dead edge can hold one for its whole
+/// `None`. A round returns the state it carries to the next (what was announced) and how it
+/// went ([`Round`]): after one that some tracker refused or did not answer, the next comes
+/// [`RETRY_FIRST`] later, doubling while they keep failing (a node that announced before it
+/// knew all its addresses, or an edge restarting, is listed within seconds rather than a
+/// period later); while a large cache goes in, [`SOON`] later. `stop` ends a round in progress too: a dead edge can hold one for its whole
 /// request timeout.
 pub async fn every_reannounce<T, S, R, F>(at_once: bool, stop: S, mut state: T, mut round: R)
 where
     S: std::future::Future<Output = ()>,
     R: FnMut(T) -> F,
-    F: std::future::Future<Output = Option<(T, bool)>>,
+    F: std::future::Future<Output = Option<(T, Round)>>,
 {
     tokio::pin!(stop);
     let mut wait = if at_once { Duration::ZERO } else { chorus_core::api::REANNOUNCE };
@@ -200,10 +275,10 @@ where
                 None => return,
             },
         };
-        (wait, retry) = if taken {
-            (chorus_core::api::REANNOUNCE, RETRY_FIRST)
-        } else {
-            (retry, (retry * 2).min(chorus_core::api::REANNOUNCE))
+        (wait, retry) = match taken {
+            Round::Taken => (chorus_core::api::REANNOUNCE, RETRY_FIRST),
+            Round::More => (SOON, RETRY_FIRST),
+            Round::Refused => (retry, (retry * 2).min(chorus_core::api::REANNOUNCE)),
         };
     }
 }
@@ -236,10 +311,11 @@ pub fn relay_offer(peer: PeerId, addrs: &[Multiaddr]) -> Vec<Multiaddr> {
     all.into_iter().filter(|a| !(others && loopback(a))).collect()
 }
 
-/// Tells the tracker at `edge` that the peer of `key`, reachable at `addrs`, holds chunks of
-/// `tracks` (the first [`MAX_TRACKS`]), in an announce signed with `key` for that edge and the
-/// current time. An edge whose clock differs by more than the window answers with its time;
-/// the announce is then signed again once by the edge's clock.
+/// Tells the tracker at `edge` that the peer of `key`, reachable at `addrs`, plays, holds and
+/// no longer holds the tracks of `plan` (at most [`MAX_TRACKS`] in all), in an announce signed
+/// with `key` for that edge and the current time, and returns the tracker's answer (which held
+/// tracks it did not list). An edge whose clock differs by more than the window answers with
+/// its time; the announce is then signed again once by the edge's clock.
 ///
 /// # Errors
 /// [`TrackerError`] (the caller logs it and tries again later).
@@ -248,14 +324,19 @@ pub async fn announce(
     edge: &BaseUrl,
     key: &Keypair,
     addrs: &[Multiaddr],
-    tracks: &[TrackId],
+    plan: &Plan,
     token: Option<&str>,
-) -> Result<(), TrackerError> {
+) -> Result<AnnounceAnswer, TrackerError> {
     let peer = key.public().to_peer_id();
+    let tracks: Vec<TrackId> = plan.tracks.iter().take(MAX_TRACKS).cloned().collect();
+    let held: Vec<TrackId> = plan.held.iter().take(MAX_TRACKS - tracks.len()).cloned().collect();
+    let dropped = plan.dropped.iter().take(MAX_TRACKS - tracks.len() - held.len()).cloned().collect();
     let mut announce = Announce {
         peer_id: peer.to_string(),
         addrs: announceable(peer, addrs).iter().map(ToString::to_string).collect(),
-        tracks: tracks.iter().take(MAX_TRACKS).cloned().collect(),
+        tracks,
+        held,
+        dropped,
         timestamp: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         edge: chorus_core::announce::edge_name(edge),
     };
@@ -274,8 +355,16 @@ pub async fn announce(
             }
             // This very announce (a retry of one whose answer was lost) or a newer one of ours
             // is recorded: what we wanted.
-            Err(TrackerError::Refused { status: http::StatusCode::CONFLICT, .. }) => return Ok(()),
-            other => return other.map(|_| ()),
+            Err(TrackerError::Refused { status: http::StatusCode::CONFLICT, .. }) => {
+                return Ok(AnnounceAnswer::default());
+            }
+            // An edge of an earlier release answers 204, with no body.
+            Ok(body) if body.is_empty() => return Ok(AnnounceAnswer::default()),
+            Ok(body) => {
+                return serde_json::from_slice(&body)
+                    .map_err(|source| TrackerError::Malformed { edge: edge.clone(), source });
+            }
+            Err(e) => return Err(e),
         }
     }
 }
@@ -353,7 +442,7 @@ mod tests {
             if n == 5 {
                 drop(stop_tx.take());
             }
-            async move { Some((n + 1, matches!(n + 1, 4 | 5))) }
+            async move { Some((n + 1, if matches!(n + 1, 4 | 5) { Round::Taken } else { Round::Refused })) }
         })
         .await;
         let s = Duration::from_secs;

@@ -107,6 +107,10 @@ pub struct SimConfig {
     /// reach public listeners themselves. Chunks never cross the relay (architecture.md D15).
     /// The rest have public addresses.
     pub behind_symmetric: f64,
+    /// Tracks each listener's cache holds when it arrives (whole, at the rung its downlink
+    /// takes), drawn from the same popularity as its plays: what earlier days left. 0: cold
+    /// caches.
+    pub warm_tracks: usize,
     /// Uploads a listener serves at once at most (BUSY beyond).
     pub max_uploads: u32,
     /// Seed of every random draw: the same config and seed give the same run.
@@ -146,6 +150,7 @@ impl Default for SimConfig {
             mobile: 0.3,
             behind_cone: 0.0,
             behind_symmetric: 0.0,
+            warm_tracks: 0,
             max_uploads: 4,
             seed: 1,
             sample: Duration::from_secs(60),
@@ -239,6 +244,11 @@ pub struct Report {
     pub edges: Vec<EdgeReport>,
     /// Announces recorded by trackers.
     pub announces: u64,
+    /// Track names in those announces (played, held and dropped): what the tracker's scripts
+    /// work through.
+    pub announced_names: u64,
+    /// Those names per second of the run.
+    pub announced_names_per_sec: f64,
     /// Peer queries answered by trackers.
     pub queries: u64,
     /// Tracker operations (announces and queries) per second of simulated time.

@@ -6,9 +6,12 @@
 //! The rules of the model (see the crate docs for what runs for real):
 //! - **Listener**: arrives, opens a track (Zipf), plays it to its end (its startup plus its
 //!   media time plus its stalls), opens the next, until its session ends; it may leave mid-
-//!   track. A serving listener (not mobile) announces every track it holds when the first
-//!   segment of a track is handed over and every 2 minutes (as the client, which announces at a
-//!   track's end only a track it did not announce at its first segment).
+//!   track. A serving listener (not mobile) announces the track it plays when its first
+//!   segment is handed over, and every 2 minutes what the client's own `Holdings`
+//!   (`chorus_core::holdings`) plans: the track it plays, and its cache as held tracks, each
+//!   named once and then every 45 minutes (5 s apart while a large cache goes in), unlisted
+//!   ones an hour later. With `SimConfig::warm_tracks` it arrives with that many tracks in its
+//!   cache, whole, drawn from the popularity of plays.
 //! - **Opening a track** costs a round trip to the edge (the manifest; one more for the first
 //!   connection of a session). With peers on, the tracker is asked once the manifest is in
 //!   (one round trip), then each listed peer that is online is dialled (four peer round trips:
@@ -52,6 +55,7 @@ use chorus_client::playout::Playout;
 use chorus_client::refresh::{self, PeerRefresh};
 use chorus_client::scheduler::{Action, Scheduler, SchedulerConfig, SegmentInfo, SourceId, SourceKind};
 use chorus_core::TrackId;
+use chorus_core::holdings::{Holdings, SOON};
 use chorus_core::p2p::{Multiaddr, PeerId};
 use chorus_edge::cache::sketch::Sketch;
 use chorus_edge::cache::tier::{Tier, Weighted};
@@ -76,8 +80,6 @@ const LOOK: Us = 2 * SEC;
 const ASK_AT_MOST: usize = 8;
 /// Segments fetched beyond the one the reader waits for (the client's default read-ahead).
 const READ_AHEAD: usize = 8;
-/// Tracks a listener announces at most (the announce's limit).
-const MAX_TRACKS: usize = chorus_core::api::MAX_TRACKS_PER_ANNOUNCE;
 
 /// A cached chunk's size, for the edge's tier.
 struct Size(u64);
@@ -165,8 +167,14 @@ struct Listener {
     plays_left: Option<u32>,
     /// Per track held: the rung + 1 of each segment (0: not held), in ladder order.
     held: HashMap<u32, Vec<u8>>,
-    /// Tracks held, oldest first (announced newest first, at most `MAX_TRACKS`).
+    /// Tracks held, oldest first (named newest first).
     held_order: Vec<u32>,
+    /// Tracks held whole since before the run (`SimConfig::warm_tracks`), sorted, at rung
+    /// `warm_rung - 1`.
+    warm: Vec<u32>,
+    warm_rung: u8,
+    /// What it has told its tracker (the client's own planner).
+    holdings: Holdings<u32>,
     uploads: u32,
     peers: Vec<u32>,
     /// The client's dial guard: new dials per track and period, backoff of failed addresses.
@@ -174,6 +182,19 @@ struct Listener {
     play: Option<Play>,
     announces: u64,
     rng: Rng,
+}
+
+impl Listener {
+    /// What it holds of `track` (of `n` segments): the rung + 1 of each segment, 0 where none.
+    fn holding(&self, track: u32, n: usize) -> std::borrow::Cow<'_, [u8]> {
+        if let Some(h) = self.held.get(&track) {
+            return std::borrow::Cow::Borrowed(h.as_slice());
+        }
+        if self.warm.binary_search(&track).is_ok() {
+            return std::borrow::Cow::Owned(vec![self.warm_rung; n]);
+        }
+        std::borrow::Cow::Borrowed(&[])
+    }
 }
 
 struct Fetch {
@@ -200,6 +221,8 @@ enum Ev {
     Refresh(u32, u64),
     TrackEnd(u32, u64),
     Announce(u32),
+    /// One more announce soon, while a large cache goes in (no next period of its own).
+    AnnounceSoon(u32),
     Sample,
     Expire,
 }
@@ -235,6 +258,7 @@ pub(crate) struct World<'a> {
     over_budget: Vec<i64>,
     stalls: u64,
     announces: u64,
+    announced_names: u64,
     queries: u64,
     dials: u64,
     dials_punched: u64,
@@ -290,6 +314,9 @@ impl<'a> World<'a> {
                     plays_left: None,
                     held: HashMap::default(),
                     held_order: Vec::new(),
+                    warm: Vec::new(),
+                    warm_rung: 0,
+                    holdings: Holdings::default(),
                     uploads: 0,
                     peers: Vec::new(),
                     dials: Dials::with_table(64),
@@ -347,6 +374,7 @@ impl<'a> World<'a> {
             over_budget: Vec::new(),
             stalls: 0,
             announces: 0,
+            announced_names: 0,
             queries: 0,
             dials: 0,
             dials_punched: 0,
@@ -356,6 +384,7 @@ impl<'a> World<'a> {
             online: 0,
             peak_online: 0,
         };
+        w.warm_up();
         for n in 0..w.listeners.len() {
             let at = (w.rng.unit() * us(cfg.arrive_over) as f64) as Us;
             w.at(at, Ev::Arrive(u32::try_from(n).unwrap_or(u32::MAX)));
@@ -437,6 +466,11 @@ impl<'a> World<'a> {
                 if self.listeners[l as usize].online {
                     self.announce(l);
                     self.at(self.now + REANNOUNCE, Ev::Announce(l));
+                }
+            }
+            Ev::AnnounceSoon(l) => {
+                if self.listeners[l as usize].online {
+                    self.announce(l);
                 }
             }
             Ev::Sample => {
@@ -524,11 +558,9 @@ impl<'a> World<'a> {
         let opened = self.now;
         let mut sched = Scheduler::new(sc, cfg.ladder_bps.clone(), segments, 1, self.instant(opened));
         let li = &mut self.listeners[l as usize];
-        if let Some(h) = li.held.get(&track) {
-            for (k, r) in h.iter().enumerate() {
-                if *r > 0 {
-                    sched.set_cached(k, usize::from(*r - 1));
-                }
+        for (k, r) in li.holding(track, n).iter().enumerate() {
+            if *r > 0 {
+                sched.set_cached(k, usize::from(*r - 1));
             }
         }
         // The manifest's round trip; the first request of a session also opens the connection.
@@ -642,8 +674,9 @@ impl<'a> World<'a> {
         let Some(track) = self.listeners[l as usize].play.as_ref().filter(|pl| pl.id == p).map(|pl| pl.track) else {
             return;
         };
+        let n = usize::from(self.track_segments[track as usize]);
         let (li, up) = pair(&mut self.listeners, l as usize, u as usize);
-        let held: &[u8] = up.held.get(&track).map_or(&[], Vec::as_slice);
+        let held = up.holding(track, n);
         if !li.peers.contains(&u) {
             li.peers.push(u);
         }
@@ -760,7 +793,7 @@ impl<'a> World<'a> {
         self.interval.peer += counted.peer;
         self.interval.cache += counted.cache;
         if first_out && self.serving(l) {
-            self.announce(l);
+            self.announce_playing(l);
         }
         if let Some((p, at)) = end {
             self.at(at.max(self.now), Ev::TrackEnd(l, p));
@@ -781,8 +814,8 @@ impl<'a> World<'a> {
         };
         self.next_id += 1;
         let id = self.next_id;
-        let held =
-            self.listeners[l as usize].held.get(&track).and_then(|h| h.get(segment)).copied() == Some(rung as u8 + 1);
+        let n = usize::from(self.track_segments[track as usize]);
+        let held = self.listeners[l as usize].holding(track, n).get(segment).copied() == Some(rung as u8 + 1);
         let (took, from, uploader) = if held {
             (MS, Some(Via::Cache), None)
         } else {
@@ -891,9 +924,11 @@ impl<'a> World<'a> {
     fn hold(&mut self, l: u32, track: u32, segment: usize, rung: usize) {
         let n = usize::from(self.track_segments[track as usize]);
         let li = &mut self.listeners[l as usize];
+        // A track held from before starts as all it held.
+        let before = if li.warm.binary_search(&track).is_ok() { li.warm_rung } else { 0 };
         let h = li.held.entry(track).or_insert_with(|| {
             li.held_order.push(track);
-            vec![0; n]
+            vec![before; n]
         });
         if let Some(s) = h.get_mut(segment) {
             *s = u8::try_from(rung + 1).unwrap_or(u8::MAX);
@@ -923,33 +958,88 @@ impl<'a> World<'a> {
         self.at(self.now, Ev::Open(l));
     }
 
-    /// `l` announces the tracks it holds (the newest first, at most the announce's limit) to
-    /// its edge's tracker.
+    /// Fills each listener's cache with `SimConfig::warm_tracks` tracks drawn from the
+    /// popularity of plays (by a sequence of its own, so that cold runs stay as they were), at
+    /// the highest rung its downlink takes twice over.
+    fn warm_up(&mut self) {
+        let want = self.cfg.warm_tracks.min(self.cfg.tracks / 2);
+        if want == 0 {
+            return;
+        }
+        let ladder = &self.cfg.ladder_bps;
+        for (n, li) in self.listeners.iter_mut().enumerate() {
+            let mut r = Rng(self.cfg.seed.wrapping_mul(0xA076_1D64_78BD_642F)
+                ^ (n as u64).wrapping_mul(0xE703_7ED1_A0B4_28DB)
+                | 1);
+            let mut warm = std::collections::BTreeSet::new();
+            while warm.len() < want {
+                warm.insert(u32::try_from(self.zipf.sample(&mut r)).unwrap_or(0));
+            }
+            li.warm = warm.into_iter().collect();
+            let rung = ladder.iter().rposition(|b| *b * 2 <= li.down * 8).unwrap_or(0);
+            li.warm_rung = u8::try_from(rung + 1).unwrap_or(1);
+        }
+    }
+
+    /// `l` tells its tracker that it plays its track now (the client, once the first segment
+    /// is handed over).
+    fn announce_playing(&mut self, l: u32) {
+        let Some(track) = self.listeners[l as usize].play.as_ref().map(|p| p.track) else { return };
+        self.send_announce(l, vec![track], Vec::new(), Vec::new());
+    }
+
+    /// `l`'s round of announces: what its `Holdings` plans (the track it plays, then its cache,
+    /// newest first, then what it held from before).
     fn announce(&mut self, l: u32) {
         if !self.serving(l) {
             return;
         }
+        let now_i = self.instant(self.now);
+        let li = &self.listeners[l as usize];
+        let playing: Vec<u32> =
+            li.play.as_ref().map(|p| p.track).filter(|t| li.held.contains_key(t)).into_iter().collect();
+        let mut holds: Vec<u32> = li.held_order.iter().rev().copied().collect();
+        holds.extend(li.warm.iter().filter(|t| !li.held.contains_key(t)));
+        let plan = li.holdings.plan(now_i, &playing, &holds);
+        if plan.tracks.is_empty() && plan.held.is_empty() && plan.dropped.is_empty() && holds.is_empty() {
+            return;
+        }
+        let more = plan.more;
+        let unlisted = self.send_announce(l, plan.tracks.clone(), plan.held.clone(), plan.dropped.clone());
+        if let Some(unlisted) = unlisted {
+            self.listeners[l as usize].holdings.taken(now_i, &plan, &unlisted, &[]);
+            if more {
+                self.at(self.now + us(SOON), Ev::AnnounceSoon(l));
+            }
+        }
+    }
+
+    /// One announce of `l` to its edge's tracker; the held tracks it did not list, when it
+    /// took the announce.
+    fn send_announce(&mut self, l: u32, tracks: Vec<u32>, held: Vec<u32>, dropped: Vec<u32>) -> Option<Vec<u32>> {
         let tracker = if self.cfg.shared_tracker { 0 } else { self.listeners[l as usize].edge };
         let now = self.tokio_now();
         let li = &mut self.listeners[l as usize];
         li.announces += 1;
-        let tracks: Vec<TrackId> =
-            li.held_order.iter().rev().take(MAX_TRACKS).map(|t| self.track_ids[*t as usize].clone()).collect();
-        if tracks.is_empty() {
-            return;
-        }
+        let ids = |l: &[u32]| -> Vec<TrackId> { l.iter().map(|t| self.track_ids[*t as usize].clone()).collect() };
+        let names = (tracks.len() + held.len() + dropped.len()) as u64;
         let ip = IpAddr::V4(li.ip);
         // A later announce of the peer carries a later time: simulated milliseconds.
         let ann = Verified::assume(
             format!("L{l}"),
             vec![format!("/ip4/{ip}/tcp/4001")],
-            tracks,
+            ids(&tracks),
             self.now / MS + li.announces,
-        );
+        )
+        .with_cache(ids(&held), ids(&dropped));
         let t = &mut self.trackers[tracker];
-        if t.admit(now, ip).is_ok() && t.record(now, ip, ann).is_ok() {
-            self.announces += 1;
+        if t.admit(now, ip).is_err() {
+            return None;
         }
+        let unlisted = t.record(now, ip, ann).ok()?;
+        self.announces += 1;
+        self.announced_names += names;
+        Some(held.into_iter().filter(|h| unlisted.contains(&self.track_ids[*h as usize])).collect())
     }
 
     fn report(self) -> Report {
@@ -981,6 +1071,8 @@ impl<'a> World<'a> {
             timeline: self.timeline,
             edges,
             announces: self.announces,
+            announced_names: self.announced_names,
+            announced_names_per_sec: self.announced_names as f64 / secs,
             queries: self.queries,
             tracker_ops_per_sec: (self.announces + self.queries) as f64 / secs,
             dials_per_play: if self.plays == 0 { 0.0 } else { self.dials as f64 / self.plays as f64 },

@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::seeding::{MetricsHandler, seed};
-use chorus_peer::tracker::{Report, announce_held};
+use chorus_peer::tracker::{Announced, Report, Round, announce_held};
 
 /// A sample track found in the samples directory.
 #[derive(Debug)]
@@ -221,15 +221,15 @@ pub(super) async fn start_peer(
     let http = HttpClient::new(&ClientTls::default())?.with_timeout(Duration::from_secs(10));
     let edges = edges.iter().map(|e| e.parse()).collect::<Result<Vec<chorus_core::url::BaseUrl>, _>>()?;
     let (announced, taken) =
-        announce_held(&http, &peer, store.clone(), &edges, None, Vec::new(), Report::Operator).await;
+        announce_held(&http, &peer, store.clone(), &edges, None, Announced::default(), Report::Operator).await;
     let (node, stopped) = (peer.clone(), stop.clone());
     servers.spawn(async move {
         let (node, store, edges, http) = (&node, &store, &edges, &http);
         chorus_peer::tracker::every_reannounce(
-            !taken,
+            taken != Round::Taken,
             stopped.wait(),
             announced,
-            |announced: Vec<TrackId>| async move {
+            |announced: Announced| async move {
                 Some(announce_held(http, node, store.clone(), edges, None, announced, Report::Operator).await)
             },
         )

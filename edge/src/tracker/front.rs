@@ -60,7 +60,7 @@ impl Front {
             answers: Mutex::new(lru::LruCache::new(kept)),
             footprints: Mutex::new(super::footprint::Footprints::new(
                 cfg.budgets,
-                cfg.ttl,
+                cfg.ttl.max(cfg.held_ttl),
                 cfg.max_sources,
                 FOOTPRINT_ENTRIES,
             )),
@@ -100,23 +100,25 @@ impl Front {
 
     /// Records `ann`, verified, from `source`: in the shared view, whose verdict is the
     /// answer while it works, and in the local one (kept warm for when it does not), unless the
-    /// shared view knows the announce for a replay.
+    /// shared view knows the announce for a replay. Returns the held tracks not listed
+    /// (`plenty`).
     ///
     /// # Errors
     /// [`TrackerError::Superseded`] (a replay, seen by any edge), [`TrackerError::Full`].
-    pub async fn record(&self, source: IpAddr, ann: Verified) -> Result<(), TrackerError> {
+    pub async fn record(&self, source: IpAddr, ann: Verified) -> Result<Vec<TrackId>, TrackerError> {
         // What this edge answers for these tracks changes now, not a second later.
         {
             let mut answers = self.answers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            for t in ann.tracks() {
+            for t in ann.listing().chain(ann.dropped()) {
                 answers.pop(t);
             }
         }
         // A source over its budgets makes room by losing its own oldest entries.
+        let listing: Vec<TrackId> = ann.listing().cloned().collect();
         let gone = self.footprints.lock().unwrap_or_else(std::sync::PoisonError::into_inner).record(
             source,
             ann.peer_id(),
-            ann.tracks(),
+            &listing,
             Instant::now(),
         );
         if !gone.is_empty() {
@@ -145,7 +147,7 @@ impl Front {
             }
         };
         match verdict {
-            Some(Recorded::Yes) => Ok(()),
+            Some(Recorded::Yes(plenty)) => Ok(plenty),
             Some(Recorded::Replay) => Err(TrackerError::Superseded),
             Some(Recorded::Full) => Err(TrackerError::Full),
             None => local,

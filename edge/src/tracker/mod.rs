@@ -14,6 +14,15 @@
 //! [`TrackerConfig::max_peers`] peers; at most [`TrackerConfig::returned`] peers answered, the
 //! newest half and a random sample of the other live ones; entries expire after
 //! [`TrackerConfig::ttl`]; the table of sources is bounded too.
+//!
+//! A peer's whole cache seeds: besides the tracks it plays (`tracks`, listed for
+//! [`TrackerConfig::ttl`], the freshest holders of a full list displacing the stalest), an
+//! announce names tracks it holds in its cache (`held`), listed for
+//! [`TrackerConfig::held_ttl`] as long as the peer itself stays live (any announce within
+//! [`TrackerConfig::ttl`]), and only where a list has room: a held track displaces no one, and
+//! the tracker answers which of them it did not list (`plenty`), so the peer names what is
+//! scarce first. A peer keeps hundreds of holdings listed with one small announce per period,
+//! and removes the tracks it evicted (`dropped`).
 
 pub mod footprint;
 #[cfg(feature = "io")]
@@ -46,9 +55,12 @@ pub struct TrackerConfig {
     /// Peers returned per query (default 10): the most recent half, then a random sample of
     /// the other live ones.
     pub returned: usize,
-    /// An entry not re-announced within this is dropped (default 5 min; peers re-announce
-    /// before it runs out).
+    /// An entry not re-announced within this is dropped, and so is every entry of a peer that
+    /// announced nothing within it (default 5 min; peers re-announce before it runs out).
     pub ttl: Duration,
+    /// An entry of a track announced as held (in the peer's cache) lives this long, while its
+    /// peer is live (default 1 h, [`chorus_core::api::HELD_TTL`]).
+    pub held_ttl: Duration,
     /// Tracks remembered at most (default 200 000).
     pub max_tracks: usize,
     /// Announces per source address: burst size (default 10).
@@ -78,6 +90,7 @@ impl Default for TrackerConfig {
             per_network: 4,
             returned: 10,
             ttl: Duration::from_secs(300),
+            held_ttl: chorus_core::api::HELD_TTL,
             max_tracks: 200_000,
             burst: 10,
             refill: Duration::from_secs(3),
@@ -127,6 +140,8 @@ pub struct Verified {
     peer_id: String,
     addrs: Vec<String>,
     tracks: Vec<TrackId>,
+    held: Vec<TrackId>,
+    dropped: Vec<TrackId>,
     timestamp: u64,
     /// A digest of what was signed besides the time (addresses and tracks), to tell a second
     /// announce within the same second from a replay of the first.
@@ -138,10 +153,23 @@ pub struct Verified {
 /// so it needs to tell them apart, not to resist a forger; it is the same on every edge, so
 /// edges sharing one tracker (see [`shared`]) agree on what a replay is, and the announces a
 /// client sends to two of them in one second (one per edge name) are not taken for replays.
-fn content_digest(addrs: &[String], tracks: &[TrackId], edge: &str) -> u64 {
+/// Held and dropped tracks count only when there are some: an announce without them digests as
+/// before they existed.
+fn content_digest(addrs: &[String], tracks: &[TrackId], held: &[TrackId], dropped: &[TrackId], edge: &str) -> u64 {
     let mut h = blake3::Hasher::new();
-    let parts =
-        addrs.iter().map(String::as_str).chain([""]).chain(tracks.iter().map(TrackId::as_str)).chain(["", edge]);
+    let more: Vec<&str> = if held.is_empty() && dropped.is_empty() {
+        Vec::new()
+    } else {
+        let (held, dropped) = (held.iter().map(TrackId::as_str), dropped.iter().map(TrackId::as_str));
+        std::iter::once("\u{0}held").chain(held).chain(["\u{0}dropped"]).chain(dropped).collect()
+    };
+    let parts = addrs
+        .iter()
+        .map(String::as_str)
+        .chain([""])
+        .chain(tracks.iter().map(TrackId::as_str))
+        .chain(["", edge])
+        .chain(more);
     for part in parts {
         // Length-prefixed, so no two lists hash alike by moving a boundary.
         h.update(&(part.len() as u64).to_le_bytes());
@@ -158,22 +186,50 @@ impl Verified {
     /// this way; its announces pass [`AnnounceCheck::verify`].
     #[must_use]
     pub fn assume(peer_id: String, addrs: Vec<String>, tracks: Vec<TrackId>, timestamp: u64) -> Self {
-        let content = content_digest(&addrs, &tracks, "");
-        Self { peer_id, addrs, tracks, timestamp, content }
+        let content = content_digest(&addrs, &tracks, &[], &[], "");
+        Self { peer_id, addrs, tracks, held: Vec::new(), dropped: Vec::new(), timestamp, content }
     }
 
-    /// The tracks it names.
+    /// [`Verified::assume`]'s announce, naming `held` tracks in its cache and `dropped` ones
+    /// too.
+    #[must_use]
+    pub fn with_cache(mut self, held: Vec<TrackId>, dropped: Vec<TrackId>) -> Self {
+        self.content = content_digest(&self.addrs, &self.tracks, &held, &dropped, "");
+        self.held = held;
+        self.dropped = dropped;
+        self
+    }
+
+    /// The tracks it plays (or just played).
     #[must_use]
     pub fn tracks(&self) -> &[TrackId] {
         &self.tracks
     }
 
-    /// Keeps only the tracks `keep` accepts (those the edge can vouch for); returns how many
-    /// were dropped.
+    /// The tracks in its cache.
+    #[must_use]
+    pub fn held(&self) -> &[TrackId] {
+        &self.held
+    }
+
+    /// The tracks it no longer holds.
+    #[must_use]
+    pub fn dropped(&self) -> &[TrackId] {
+        &self.dropped
+    }
+
+    /// The tracks it lists (played and held), played first.
+    pub fn listing(&self) -> impl Iterator<Item = &TrackId> {
+        self.tracks.iter().chain(&self.held)
+    }
+
+    /// Keeps only the played and held tracks `keep` accepts (those the edge can vouch for);
+    /// returns how many were dropped.
     pub fn keep_tracks(&mut self, keep: impl Fn(&TrackId) -> bool) -> usize {
-        let before = self.tracks.len();
+        let before = self.tracks.len() + self.held.len();
         self.tracks.retain(|t| keep(t));
-        before - self.tracks.len()
+        self.held.retain(|t| keep(t));
+        before - self.tracks.len() - self.held.len()
     }
 
     /// The peer id it announces.
@@ -242,8 +298,16 @@ impl AnnounceCheck {
         if addrs.is_empty() {
             return Err(TrackerError::NoAddress { sender: chorus_core::ip::canonical(sender) });
         }
-        let content = content_digest(&ann.addrs, &ann.tracks, &ann.edge);
-        Ok(Verified { peer_id: ann.peer_id, addrs, tracks: ann.tracks, timestamp: ann.timestamp, content })
+        let content = content_digest(&ann.addrs, &ann.tracks, &ann.held, &ann.dropped, &ann.edge);
+        Ok(Verified {
+            peer_id: ann.peer_id,
+            addrs,
+            tracks: ann.tracks,
+            held: ann.held,
+            dropped: ann.dropped,
+            timestamp: ann.timestamp,
+            content,
+        })
     }
 }
 
@@ -262,7 +326,10 @@ struct PeerInfo {
 #[derive(Debug, Clone)]
 struct Entry {
     peer: String,
-    seen: Instant,
+    /// When it goes unless announced again: [`TrackerConfig::ttl`] after an announce that
+    /// plays the track, [`TrackerConfig::held_ttl`] after one that holds it. The order of
+    /// entries ("newest", "stalest") is by it.
+    expires: Instant,
     /// The source network of its latest announce of the track.
     network: IpAddr,
 }
@@ -311,7 +378,7 @@ fn crowded_stalest(list: &[Entry], net: IpAddr) -> Option<usize> {
     let most = counts.values().copied().max()?;
     let own = counts.get(&net).copied().unwrap_or(0);
     let from = |n: &IpAddr| if own == most { *n == net } else { counts.get(n) == Some(&most) };
-    list.iter().enumerate().filter(|(_, e)| from(&e.network)).min_by_key(|(_, e)| e.seen).map(|(i, _)| i)
+    list.iter().enumerate().filter(|(_, e)| from(&e.network)).min_by_key(|(_, e)| e.expires).map(|(i, _)| i)
 }
 
 /// The source network whose entries per track are capped: a /24 or a /48.
@@ -340,6 +407,12 @@ pub(crate) fn newest_and_sample<K: Ord + Copy, T>(
     }
     live.truncate(want);
     live.into_iter().map(|(_, t)| t).collect()
+}
+
+/// Whether `e` is live at `now`: its own time has not run out, and its peer announced within
+/// `ttl`.
+fn live(e: &Entry, peers: &HashMap<String, PeerInfo>, ttl: Duration, now: Instant) -> bool {
+    e.expires > now && peers.get(&e.peer).is_some_and(|p| now.duration_since(p.seen) < ttl)
 }
 
 impl Tracker {
@@ -389,18 +462,23 @@ impl Tracker {
         b.take(1.0, std_now).map_err(|wait| TrackerError::RateLimited(wait.min(Duration::from_secs(3600))))
     }
 
-    /// Records `ann`, verified, from `source` at `now`. The peer's addresses become those of
-    /// this announce; per track it keeps its one entry, or replaces the stalest entry of its
-    /// own source network when that network has its [`TrackerConfig::per_network`], or takes a
-    /// free place, or (the list full) replaces the stalest entry of the most crowded network
-    /// (see [`crowded_stalest`]): networks that flood a track displace each other, never a
-    /// network with fewer entries.
+    /// Records `ann`, verified, from `source` at `now`, and returns the held tracks it did not
+    /// list (`plenty`). The peer's addresses become those of this announce, and every entry of
+    /// the peer stays live as long as it keeps announcing.
+    ///
+    /// A played track keeps the peer's one entry, or replaces the stalest entry of its own
+    /// source network when that network has its [`TrackerConfig::per_network`], or takes a free
+    /// place, or (the list full) replaces the stalest entry of the most crowded network (see
+    /// [`crowded_stalest`]): networks that flood a track displace each other, never a network
+    /// with fewer entries. A held track keeps the peer's entry or takes a free place within its
+    /// network's share, and displaces no one: otherwise it is `plenty`. A dropped track loses
+    /// the peer's entry.
     ///
     /// # Errors
     /// [`TrackerError::Superseded`] for an announce older than the peer's last one, or the
     /// same one again (a replay: same time, same addresses and tracks),
     /// [`TrackerError::Full`] for a new peer while the table is full of live ones.
-    pub fn record(&mut self, now: Instant, source: IpAddr, ann: Verified) -> Result<(), TrackerError> {
+    pub fn record(&mut self, now: Instant, source: IpAddr, ann: Verified) -> Result<Vec<TrackId>, TrackerError> {
         let replay =
             |p: &PeerInfo| p.timestamp > ann.timestamp || (p.timestamp == ann.timestamp && p.content == ann.content);
         if self.peers.get(&ann.peer_id).is_some_and(replay) {
@@ -422,8 +500,13 @@ impl Tracker {
             ann.peer_id.clone(),
             PeerInfo { addrs: ann.addrs, seen: now, timestamp: ann.timestamp, content: ann.content },
         );
+        for track in &ann.dropped {
+            self.forget(&ann.peer_id, track);
+        }
         let net = network(source);
-        for track in ann.tracks {
+        let mut plenty = Vec::new();
+        let played = ann.tracks.into_iter().map(|t| (t, false));
+        for (track, held) in played.chain(ann.held.into_iter().map(|t| (t, true))) {
             if !self.tracks.contains_key(&track) && self.tracks.len() >= self.cfg.max_tracks {
                 if !swept {
                     if may_sweep(&mut self.swept_at, now) {
@@ -432,21 +515,31 @@ impl Tracker {
                     swept = true;
                 }
                 if self.tracks.len() >= self.cfg.max_tracks {
+                    if held {
+                        plenty.push(track);
+                    }
                     continue; // full of live entries: remember what we have
                 }
             }
-            let list = self.tracks.entry(track).or_default();
+            let list = self.tracks.entry(track.clone()).or_default();
             // Decide on live entries only (as the shared tracker does): an expired one is
             // dropped here rather than at the next sweep.
             let before = list.len();
+            let peers = &self.peers;
             let ttl = self.cfg.ttl;
-            list.retain(|e| now.duration_since(e.seen) < ttl);
+            list.retain(|e| live(e, peers, ttl, now));
             self.entries -= before - list.len();
-            let fresh = Entry { peer: ann.peer_id.clone(), seen: now, network: net };
+            let expires = now + if held { self.cfg.held_ttl } else { self.cfg.ttl };
+            let fresh = Entry { peer: ann.peer_id.clone(), expires, network: net };
+            let own = list.iter().filter(|e| e.network == net).count();
             if let Some(e) = list.iter_mut().find(|e| e.peer == ann.peer_id) {
-                *e = fresh;
-            } else if list.iter().filter(|e| e.network == net).count() >= self.cfg.per_network {
-                if let Some(stalest) = list.iter_mut().filter(|e| e.network == net).min_by_key(|e| e.seen) {
+                // A holding played again, or a track played then cached: the later end wins.
+                e.expires = e.expires.max(expires);
+                e.network = net;
+            } else if held && (own >= self.cfg.per_network || list.len() >= self.cfg.per_track) {
+                plenty.push(track.clone());
+            } else if own >= self.cfg.per_network {
+                if let Some(stalest) = list.iter_mut().filter(|e| e.network == net).min_by_key(|e| e.expires) {
                     *stalest = fresh;
                 }
             } else if list.len() < self.cfg.per_track {
@@ -455,11 +548,15 @@ impl Tracker {
             } else if let Some(victim) = crowded_stalest(list, net) {
                 list[victim] = fresh;
             }
+            if list.is_empty() {
+                self.tracks.remove(&track);
+            }
         }
-        Ok(())
+        Ok(plenty)
     }
 
-    /// Drops `peer`'s entry for `track`, if it has one (its source went over its budget).
+    /// Drops `peer`'s entry for `track`, if it has one (its source went over its budget, or
+    /// it no longer holds the track).
     pub fn forget(&mut self, peer: &str, track: &TrackId) {
         if let Some(list) = self.tracks.get_mut(track) {
             let before = list.len();
@@ -480,7 +577,7 @@ impl Tracker {
             return Vec::new();
         };
         let live: Vec<(Instant, &Entry)> =
-            list.iter().filter(|e| now.duration_since(e.seen) < self.cfg.ttl).map(|e| (e.seen, e)).collect();
+            list.iter().filter(|e| live(e, &self.peers, self.cfg.ttl, now)).map(|e| (e.expires, e)).collect();
         newest_and_sample(live, self.cfg.returned, rng)
             .into_iter()
             .filter_map(|e| {
@@ -495,17 +592,19 @@ impl Tracker {
         self.tracks.get(track).map(|l| l.iter().map(|e| e.peer.clone()).collect()).unwrap_or_default()
     }
 
-    /// Drops expired entries, tracks left empty, and peers no track names.
+    /// Drops expired entries and those of peers gone silent, tracks left empty, and those
+    /// peers.
     pub fn expire(&mut self, now: Instant) {
         let ttl = self.cfg.ttl;
+        self.peers.retain(|_, p| now.duration_since(p.seen) < ttl);
         let mut entries = 0;
+        let peers = &self.peers;
         self.tracks.retain(|_, list| {
-            list.retain(|e| now.duration_since(e.seen) < ttl);
+            list.retain(|e| live(e, peers, ttl, now));
             entries += list.len();
             !list.is_empty()
         });
         self.entries = entries;
-        self.peers.retain(|_, p| now.duration_since(p.seen) < ttl);
         self.buckets.retain(|_, b| !b.is_full(now.into_std()));
     }
 }
@@ -525,9 +624,11 @@ mod tests {
         let tracks: Vec<TrackId> = tracks.iter().map(|t| TrackId::parse(t).unwrap()).collect();
         Verified {
             peer_id: peer.to_owned(),
-            content: content_digest(&addrs, &tracks, ""),
+            content: content_digest(&addrs, &tracks, &[], &[], ""),
             addrs,
             tracks,
+            held: Vec::new(),
+            dropped: Vec::new(),
             timestamp: CLOCK.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
@@ -535,7 +636,7 @@ mod tests {
     /// An announce through both steps, as the API makes it.
     fn announce(t: &mut Tracker, now: Instant, source: IpAddr, v: Verified) -> Result<(), TrackerError> {
         t.admit(now, source)?;
-        t.record(now, source, v)
+        t.record(now, source, v).map(drop)
     }
 
     /// A fixed-seed generator: the tests do not depend on which older peers are sampled.
@@ -665,6 +766,78 @@ mod tests {
     }
 
     #[test]
+    fn a_held_track_stays_listed_while_its_peer_lives_and_displaces_no_one() {
+        let cfg = TrackerConfig { per_track: 3, burst: u32::MAX, ..TrackerConfig::default() };
+        let mut t = Tracker::new(cfg);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let (track, full) = (TrackId::parse("t").unwrap(), TrackId::parse("u").unwrap());
+        let held = |peer: &str, held: &[&str], dropped: &[&str]| {
+            let ids = |l: &[&str]| l.iter().map(|t| TrackId::parse(t).unwrap()).collect::<Vec<_>>();
+            let a = ann(peer, &[]);
+            let content = content_digest(&a.addrs, &[], &ids(held), &ids(dropped), "");
+            Verified { held: ids(held), dropped: ids(dropped), content, ..a }
+        };
+        let listed = |t: &Tracker, now, track: &TrackId| -> Vec<String> {
+            t.peers(now, track, &mut rng()).into_iter().map(|p| p.peer_id).collect()
+        };
+        // Three players fill "u"; the cache of peer A names "t" and "u".
+        for n in 0..3 {
+            t.record(at(0), net(n), ann(&named(n), &["u"])).unwrap();
+        }
+        let plenty = t.record(at(0), net(9), held(PEER, &["t", "u"], &[])).unwrap();
+        assert_eq!(plenty, std::slice::from_ref(&full), "a full list takes no held entry");
+        assert_eq!(listed(&t, at(1), &track), [PEER]);
+        assert!(!listed(&t, at(1), &full).contains(&PEER.to_owned()));
+        // A player displaces the stalest player of a full list, as before.
+        t.record(at(2), net(5), ann(&named(5), &["u"])).unwrap();
+        assert!(listed(&t, at(2), &full).contains(&named(5)));
+
+        // A names nothing but itself every 4 minutes: "t" stays listed past the 5 minutes a
+        // played track lives…
+        for s in [240, 480, 720] {
+            t.record(at(s), net(9), held(PEER, &[], &[])).unwrap();
+        }
+        assert_eq!(listed(&t, at(900), &track), [PEER]);
+        // …and goes when A falls silent for 5 minutes.
+        assert!(listed(&t, at(720 + 300), &track).is_empty());
+        t.expire(at(720 + 300));
+        assert!(t.listed(&track).is_empty());
+
+        // A held entry ends after its own hour, however often its peer announces.
+        let mut t = Tracker::new(TrackerConfig { burst: u32::MAX, ..TrackerConfig::default() });
+        t.record(at(0), net(9), held(PEER, &["t"], &[])).unwrap();
+        for s in (200..3800).step_by(200) {
+            t.record(at(s), net(9), held(PEER, &[], &[])).unwrap();
+        }
+        assert_eq!(listed(&t, at(3599), &track), [PEER]);
+        assert!(listed(&t, at(3600), &track).is_empty());
+        // A dropped track goes at once.
+        t.record(at(3800), net(9), held(PEER, &["t"], &[])).unwrap();
+        assert_eq!(listed(&t, at(3801), &track), [PEER]);
+        t.record(at(3802), net(9), held(PEER, &[], &["t"])).unwrap();
+        assert!(listed(&t, at(3802), &track).is_empty());
+        assert_eq!(t.entries(), 0);
+    }
+
+    #[test]
+    fn a_held_track_keeps_to_its_networks_share() {
+        let cfg = TrackerConfig { per_network: 2, burst: u32::MAX, ..TrackerConfig::default() };
+        let mut t = Tracker::new(cfg);
+        let now = Instant::now();
+        let track = TrackId::parse("t").unwrap();
+        let held = |peer: &str| {
+            let a = ann(peer, &[]);
+            a.with_cache(vec![TrackId::parse("t").unwrap()], Vec::new())
+        };
+        assert!(t.record(now, net(1), held(&named(1))).unwrap().is_empty());
+        assert!(t.record(now, net(1), held(&named(2))).unwrap().is_empty());
+        // A third from the same /24 would displace one of its own: held entries displace no one.
+        assert_eq!(t.record(now, net(1), held(&named(3))).unwrap(), std::slice::from_ref(&track));
+        assert_eq!(t.listed(&track).len(), 2);
+    }
+
+    #[test]
     fn an_older_announce_of_a_peer_or_the_same_again_is_a_replay() {
         let mut t = Tracker::new(TrackerConfig::default());
         let now = Instant::now();
@@ -694,6 +867,8 @@ mod tests {
                 peer_id: peer.to_base58(),
                 addrs: addrs.to_vec(),
                 tracks: vec![TrackId::parse("t").unwrap()],
+                held: Vec::new(),
+                dropped: Vec::new(),
                 timestamp: 5_000,
                 edge: edge.to_owned(),
             };

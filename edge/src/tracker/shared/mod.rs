@@ -98,17 +98,18 @@ impl SharedError {
 }
 
 /// What the shared tracker did with an announce.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recorded {
-    /// Recorded.
-    Yes,
+    /// Recorded, but for these held tracks (`plenty`): their lists are full.
+    Yes(Vec<TrackId>),
     /// A replay: this announce, or a newer one of the peer, is recorded (by any edge).
     Replay,
     /// A new peer while the tracker holds as many live peers as it may.
     Full,
 }
 
-/// A track's live peer as Redis lists it: its last announce (ms on Redis's clock) and record.
+/// A track's live peer as Redis lists it: when its entry expires (ms on Redis's clock) and its
+/// record.
 pub type Listed = (u64, PeerRecord);
 
 /// The connection to the shared tracker and its scripts. Cheap to clone.
@@ -125,6 +126,7 @@ pub struct SharedTracker {
     peers: Arc<redis::Script>,
     timeout: Duration,
     ttl_ms: u64,
+    held_ttl_ms: u64,
     per_track: usize,
     per_network: usize,
 }
@@ -187,6 +189,7 @@ impl SharedTracker {
             peers: Arc::new(redis::Script::new(include_str!("peers.lua"))),
             timeout: shared.timeout,
             ttl_ms: u64::try_from(limits.ttl.as_millis()).unwrap_or(u64::MAX),
+            held_ttl_ms: u64::try_from(limits.held_ttl.as_millis()).unwrap_or(u64::MAX),
             per_track: limits.per_track,
             per_network: limits.per_network,
         })
@@ -219,6 +222,15 @@ impl SharedTracker {
         let net = super::network(source).to_string();
         let content = format!("{:016x}", ann.content());
         let (max_peers, max_tracks) = (self.keys.per_bucket(self.max_peers), self.keys.per_bucket(self.max_tracks));
+        // How each track is named: played, held or dropped (record.lua).
+        let kinds: std::collections::HashMap<&TrackId, char> = ann
+            .tracks()
+            .iter()
+            .map(|t| (t, 'p'))
+            .chain(ann.held().iter().map(|t| (t, 'h')))
+            .chain(ann.dropped().iter().map(|t| (t, 'd')))
+            .rev()
+            .collect();
         let call = |mode: &str, tracks: &[&TrackId]| {
             let mut call = self.record.prepare_invoke();
             if mode.contains('p') {
@@ -240,16 +252,25 @@ impl SharedTracker {
                 .arg(&content)
                 .arg(&net)
                 .arg(self.ttl_ms)
+                .arg(self.held_ttl_ms)
                 .arg(self.per_track)
                 .arg(self.per_network)
                 .arg(max_peers)
                 .arg(max_tracks);
             for t in tracks {
-                call.arg(t.as_str());
+                call.arg(format!("{}{t}", kinds.get(t).copied().unwrap_or('p')));
             }
             call
         };
-        let groups = self.keys.by_bucket(ann.tracks());
+        // Each track once (a track both played and held is recorded as played, which keeps
+        // the later end of the two).
+        let mut named: Vec<TrackId> = Vec::new();
+        for t in ann.tracks().iter().chain(ann.held()).chain(ann.dropped()) {
+            if !named.contains(t) {
+                named.push(t.clone());
+            }
+        }
+        let groups = self.keys.by_bucket(&named);
         let mut conn = self.conn();
         let first = if self.keys.cluster() {
             call("p", &[])
@@ -257,21 +278,24 @@ impl SharedTracker {
             let all: Vec<&TrackId> = groups.iter().flat_map(|(_, ts)| ts.iter().copied()).collect();
             call(if all.is_empty() { "p" } else { "pt" }, &all)
         };
-        let recorded = match self.within(first.invoke_async::<u8>(&mut conn)).await? {
-            1 => Recorded::Yes,
-            0 => return Ok(Recorded::Replay),
-            2 => return Ok(Recorded::Full),
+        let answer: Vec<redis::Value> = self.within(first.invoke_async(&mut conn)).await?;
+        let mut plenty = match parse_recorded(&answer)? {
+            (1, plenty) => plenty,
+            (0, _) => return Ok(Recorded::Replay),
+            (2, _) => return Ok(Recorded::Full),
             _ => return Err(SharedError::BadAnswer("not 0, 1 or 2")),
         };
         if self.keys.cluster() && !groups.is_empty() {
             let calls: Vec<_> = groups.iter().map(|(_, tracks)| call("ta", tracks)).collect();
             let runs = calls.iter().map(|c| {
                 let mut conn = conn.clone();
-                async move { c.invoke_async::<u8>(&mut conn).await }
+                async move { c.invoke_async::<Vec<redis::Value>>(&mut conn).await }
             });
-            self.within(async { futures_util::future::try_join_all(runs).await }).await?;
+            for answer in self.within(async { futures_util::future::try_join_all(runs).await }).await? {
+                plenty.extend(parse_recorded(&answer)?.1);
+            }
         }
-        Ok(recorded)
+        Ok(Recorded::Yes(plenty))
     }
 
     /// Drops each (peer, track) entry of `gone` (their source went over its budget).
@@ -303,7 +327,7 @@ impl SharedTracker {
     /// [`SharedError`] when Redis does not answer in time, fails, or answers out of shape.
     pub async fn peers(&self, track: &TrackId) -> Result<Vec<Listed>, SharedError> {
         let mut call = self.peers.prepare_invoke();
-        call.key(self.keys.track(track)).arg(self.ttl_ms);
+        call.key(self.keys.track(track));
         if self.keys.cluster() {
             call.key(self.keys.addresses(track)).arg("");
         } else {
@@ -327,6 +351,20 @@ impl SharedTracker {
             }
         }
     }
+}
+
+/// Reads what `record.lua` returns: its status, then the held tracks it did not list.
+fn parse_recorded(answer: &[redis::Value]) -> Result<(i64, Vec<TrackId>), SharedError> {
+    let bad = || SharedError::BadAnswer("not a status and track ids");
+    let (first, rest) = answer.split_first().ok_or_else(bad)?;
+    let status: i64 = redis::from_redis_value(first.clone()).map_err(|_| bad())?;
+    let plenty = rest
+        .iter()
+        .map(|v| {
+            redis::from_redis_value::<String>(v.clone()).ok().and_then(|t| TrackId::parse(&t).ok()).ok_or_else(bad)
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((status, plenty))
 }
 
 /// Reads what `peers.lua` returns (peer id, ms, addresses as JSON, …), keeping the entries
@@ -362,8 +400,8 @@ mod tests {
     fn verified(peer: &str, tracks: &[&TrackId], timestamp: u64) -> Verified {
         let addrs = vec![format!("/ip4/127.0.0.1/tcp/4001/p2p/{peer}")];
         let tracks: Vec<TrackId> = tracks.iter().map(|t| (*t).clone()).collect();
-        let content = super::super::content_digest(&addrs, &tracks, "");
-        Verified { peer_id: peer.to_owned(), addrs, tracks, timestamp, content }
+        let content = super::super::content_digest(&addrs, &tracks, &[], &[], "");
+        Verified { peer_id: peer.to_owned(), addrs, tracks, held: Vec::new(), dropped: Vec::new(), timestamp, content }
     }
 
     /// A fixed pseudo-random sequence (the test does not depend on the machine's entropy).
@@ -402,7 +440,7 @@ mod tests {
         let tracks: Vec<TrackId> = ["a", "b", "c"].iter().map(|t| TrackId::parse(t).unwrap()).collect();
         let mut state = 11;
         let mut last: Option<(IpAddr, Verified)> = None;
-        let (mut recorded, mut replays) = (0, 0);
+        let (mut recorded, mut replays, mut plenty, mut fullest) = (0, 0, 0, 0);
         for step in 0..400u64 {
             let (source, ann) = match &last {
                 // Now and then the last announce again, or an older one of its peer: a replay.
@@ -416,22 +454,37 @@ mod tests {
                     // Half from one crowded network, the rest from 7 others.
                     let net = if lcg(&mut state).is_multiple_of(2) { 0 } else { lcg(&mut state) % 8 };
                     let source = IpAddr::from([10, u8::try_from(net).unwrap(), 0, 1]);
-                    let mut named: Vec<&TrackId> =
-                        tracks.iter().filter(|_| lcg(&mut state).is_multiple_of(2)).collect();
-                    if named.is_empty() {
-                        named.push(&tracks[0]);
+                    // Each track played, held, dropped or not named.
+                    let (mut played, mut held, mut dropped) = (Vec::new(), Vec::new(), Vec::new());
+                    for t in &tracks {
+                        match lcg(&mut state) % 6 {
+                            0 | 1 => played.push(t),
+                            2 | 3 => held.push(t.clone()),
+                            4 => dropped.push(t.clone()),
+                            _ => {}
+                        }
                     }
-                    (source, verified(&peer, &named, 1_000 + step))
+                    if played.is_empty() && held.is_empty() {
+                        played.push(&tracks[0]);
+                        dropped.retain(|t| *t != tracks[0]);
+                    }
+                    (source, verified(&peer, &played, 1_000 + step).with_cache(held, dropped))
                 }
             };
             last = Some((source, ann.clone()));
             let in_memory = memory.record(Instant::now(), source, ann.clone());
-            let in_redis = shared.record(source, &ann).await.unwrap() == Recorded::Yes;
-            assert_eq!(in_memory.is_ok(), in_redis, "step {step}: {in_memory:?}");
-            if in_redis {
-                recorded += 1;
-            } else {
-                replays += 1;
+            let in_redis = shared.record(source, &ann).await.unwrap();
+            match (&in_memory, &in_redis) {
+                (Ok(want), Recorded::Yes(got)) => {
+                    let (mut want, mut got) = (want.clone(), got.clone());
+                    want.sort();
+                    got.sort();
+                    assert_eq!(got, want, "step {step}: the held tracks not listed");
+                    recorded += 1;
+                    plenty += want.len();
+                }
+                (Err(crate::tracker::TrackerError::Superseded), Recorded::Replay) => replays += 1,
+                other => panic!("step {step}: {other:?}"),
             }
             // After every step both list the same peers per track.
             for t in &tracks {
@@ -439,15 +492,15 @@ mod tests {
                 let got: BTreeSet<String> =
                     shared.peers(t).await.unwrap().into_iter().map(|(_, p)| p.peer_id).collect();
                 assert_eq!(got, want, "step {step}, track {t}");
+                fullest = fullest.max(want.len());
             }
             // One announce per millisecond of Redis's clock at most: the stalest entry is then
             // the same one in both.
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         assert!(recorded > 300 && replays > 20, "{recorded} recorded, {replays} replays");
-        for t in &tracks {
-            assert_eq!(memory.listed(t).len(), 10, "track {t} is full");
-        }
+        assert_eq!(fullest, 10, "lists filled up");
+        assert!(plenty > 20, "held tracks met full lists {plenty} times");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -476,7 +529,7 @@ mod tests {
         let track = TrackId::parse("t").unwrap();
         let ann = verified("seeder", &[&track], 5_000);
         let source = IpAddr::from([198, 51, 100, 7]);
-        assert_eq!(a.record(source, &ann).await.unwrap(), Recorded::Yes);
+        assert_eq!(a.record(source, &ann).await.unwrap(), Recorded::Yes(Vec::new()));
         let listed = b.peers(&track).await.unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].1.peer_id, "seeder");
@@ -484,7 +537,7 @@ mod tests {
         // The same announce sent to the other edge is a replay there too; a newer one is not.
         assert_eq!(b.record(source, &ann).await.unwrap(), Recorded::Replay);
         assert_eq!(b.record(source, &verified("seeder", &[&track], 4_999)).await.unwrap(), Recorded::Replay);
-        assert_eq!(b.record(source, &verified("seeder", &[&track], 5_001)).await.unwrap(), Recorded::Yes);
+        assert_eq!(b.record(source, &verified("seeder", &[&track], 5_001)).await.unwrap(), Recorded::Yes(Vec::new()));
         // Another prefix is another tracker in the same Redis.
         let other = SharedTracker::new(&SharedConfig { prefix: "other:".into(), ..shared.clone() }, &cfg).unwrap();
         assert!(other.peers(&track).await.unwrap().is_empty());
@@ -506,11 +559,11 @@ mod tests {
         let s = SharedTracker::new(&SharedConfig::new(redis.url()), &cfg).unwrap();
         let (t, u) = (TrackId::parse("t").unwrap(), TrackId::parse("u").unwrap());
         let from = |n: u8| IpAddr::from([198, 51, n, 7]);
-        assert_eq!(s.record(from(1), &verified("a", &[&t], 1)).await.unwrap(), Recorded::Yes);
-        assert_eq!(s.record(from(2), &verified("b", &[&t], 1)).await.unwrap(), Recorded::Yes);
+        assert_eq!(s.record(from(1), &verified("a", &[&t], 1)).await.unwrap(), Recorded::Yes(Vec::new()));
+        assert_eq!(s.record(from(2), &verified("b", &[&t], 1)).await.unwrap(), Recorded::Yes(Vec::new()));
         // A third peer while two live ones fill the table; a known one may announce again.
         assert_eq!(s.record(from(3), &verified("c", &[&t], 1)).await.unwrap(), Recorded::Full);
-        assert_eq!(s.record(from(1), &verified("a", &[&t, &u], 2)).await.unwrap(), Recorded::Yes);
+        assert_eq!(s.record(from(1), &verified("a", &[&t, &u], 2)).await.unwrap(), Recorded::Yes(Vec::new()));
         // One track at most: the second is taken but not remembered.
         assert!(s.peers(&u).await.unwrap().is_empty());
         assert_eq!(s.peers(&t).await.unwrap().len(), 2);
@@ -542,14 +595,14 @@ mod tests {
         let u = TrackId::parse(&same("u", "t")).unwrap();
         let v = TrackId::parse(&other("t")).unwrap();
         let from = |n: u8| IpAddr::from([198, 51, n, 7]);
-        assert_eq!(s.record(from(1), &verified(&a, &[&t], 1)).await.unwrap(), Recorded::Yes);
-        assert_eq!(s.record(from(2), &verified(&b, &[&t], 1)).await.unwrap(), Recorded::Yes);
+        assert_eq!(s.record(from(1), &verified(&a, &[&t], 1)).await.unwrap(), Recorded::Yes(Vec::new()));
+        assert_eq!(s.record(from(2), &verified(&b, &[&t], 1)).await.unwrap(), Recorded::Yes(Vec::new()));
         // A third peer of a full bucket is refused; one of another bucket is not.
         assert_eq!(s.record(from(3), &verified(&c, &[&t], 1)).await.unwrap(), Recorded::Full);
-        assert_eq!(s.record(from(4), &verified(&d, &[&t], 1)).await.unwrap(), Recorded::Yes);
+        assert_eq!(s.record(from(4), &verified(&d, &[&t], 1)).await.unwrap(), Recorded::Yes(Vec::new()));
         // One track per bucket: a second of t's bucket is taken but not remembered; one of
         // another bucket is, in the same announce.
-        assert_eq!(s.record(from(1), &verified(&a, &[&t, &u, &v], 2)).await.unwrap(), Recorded::Yes);
+        assert_eq!(s.record(from(1), &verified(&a, &[&t, &u, &v], 2)).await.unwrap(), Recorded::Yes(Vec::new()));
         assert!(s.peers(&u).await.unwrap().is_empty());
         assert_eq!(s.peers(&v).await.unwrap().len(), 1);
         let listed: BTreeSet<String> = s.peers(&t).await.unwrap().into_iter().map(|(_, p)| p.peer_id).collect();
@@ -577,7 +630,7 @@ mod tests {
         let s = SharedTracker::new(&trusted, &cfg).unwrap();
         assert_eq!(
             s.record(IpAddr::from([198, 51, 100, 7]), &verified("p", &[&track], 1)).await.unwrap(),
-            Recorded::Yes
+            Recorded::Yes(Vec::new())
         );
         assert_eq!(s.peers(&track).await.unwrap().len(), 1);
         // Without the root its certificate is not trusted.
@@ -606,7 +659,7 @@ mod tests {
         let s = SharedTracker::new(&trusted, &cfg).unwrap();
         assert_eq!(
             s.record(IpAddr::from([198, 51, 100, 7]), &verified("p", &[&track], 1)).await.unwrap(),
-            Recorded::Yes
+            Recorded::Yes(Vec::new())
         );
         assert_eq!(s.peers(&track).await.unwrap().len(), 1);
         let untrusted = SharedConfig { timeout: Duration::from_secs(5), ..SharedConfig::new(cluster.url()) };

@@ -2,19 +2,19 @@
 -- The edge picks its answer from them (the newest half and a random sample of the rest), as
 -- the in-memory tracker does.
 --
--- KEYS[1]  the track's ZSET (peer id -> last announce, ms, Redis clock)
+-- KEYS[1]  the track's ZSET (peer id -> when its entry expires, ms, Redis clock)
 -- KEYS[2]  on a cluster: the track's HASH peer id -> addresses (JSON), in the same slot
--- ARGV: ttl (ms), the prefix of peer keys (peer key = prefix .. peer id), on one Redis
--- Returns a flat list: peer id, last announce (ms), addresses (JSON), … newest first. A peer
--- whose addresses are gone (its key expired) is left out.
+-- ARGV: the prefix of peer keys (peer key = prefix .. peer id), on one Redis
+-- Returns a flat list: peer id, when its entry expires (ms), addresses (JSON), … newest (latest
+-- to expire) first. On one Redis a peer gone silent (its key expired) is left out.
 --
 -- On one Redis the addresses are read from each peer's own key, named from the data: a
 -- peer's addresses are kept once. A cluster runs a script on the keys of one slot, and a
 -- track's peers are in many, so there each track keeps its peers' addresses (record.lua 'a').
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl, prefix = tonumber(ARGV[1]), ARGV[2]
-local live = redis.call('ZREVRANGEBYSCORE', KEYS[1], '+inf', '(' .. (now - ttl), 'WITHSCORES')
+local prefix = ARGV[1]
+local live = redis.call('ZREVRANGEBYSCORE', KEYS[1], '+inf', '(' .. now, 'WITHSCORES')
 local out = {}
 if #live == 0 then
   return out

@@ -11,14 +11,22 @@
 -- 'p':  KEYS[1]  the peer:   HASH a = addresses (JSON), ts = signed time, c = content digest
 --       KEYS[2]  the live peers (of the peer's bucket): ZSET id -> when it expires (ms)
 -- 't':  next     the live tracks (of these tracks' bucket): ZSET id -> when it expires (ms)
---       then per track two keys: ZSET peer id -> last announce (ms, Redis clock),
+--       then per track two keys: ZSET peer id -> when its entry expires (ms, Redis clock),
 --                                 HASH peer id -> source network
 --       and with 'a' a third:    HASH peer id -> addresses (JSON)
 -- ARGV[2..]: peer id, addresses (JSON), signed time, content digest, source network, ttl (ms),
---       peers per track, peers per track per network, peers at most, tracks at most (both
---       per bucket on a cluster), then the track ids in the order of their keys
--- Returns 1 (recorded), 0 (a replay: this announce, or a newer one of the peer, is recorded)
--- or 2 (a new peer while the tracker holds as many live peers as it may). 't' alone returns 1.
+--       held ttl (ms), peers per track, peers per track per network, peers at most, tracks at
+--       most (both per bucket on a cluster), then the tracks in the order of their keys, each
+--       prefixed by how it is announced: 'p' played, 'h' held (in the peer's cache: lives the
+--       held ttl, takes only a free place), 'd' dropped (the peer's entry goes)
+-- Returns {status, plenty...}: status 1 (recorded), 0 (a replay: this announce, or a newer one
+-- of the peer, is recorded) or 2 (a new peer while the tracker holds as many live peers as it
+-- may); then the held tracks not listed, their list being full. 't' alone returns status 1.
+--
+-- An entry is answered while its peer is live too (peers.lua, on one Redis); the decisions here
+-- skip entries of peers gone silent when a list is full, on one Redis, where the peer keys are
+-- at hand (on a cluster they are in other slots: such an entry keeps its place until it
+-- expires).
 
 -- Redis 5 and 6 replicate a script that read the clock by its effects only when asked.
 if redis.replicate_commands then redis.replicate_commands() end
@@ -27,33 +35,46 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 local mode = ARGV[1]
 local peer, addrs, ts, content, net = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
-local ttl, per_track, per_network = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
-local max_peers, max_tracks = tonumber(ARGV[10]), tonumber(ARGV[11])
-local first_track = 12
+local ttl, held_ttl = tonumber(ARGV[7]), tonumber(ARGV[8])
+local per_track, per_network = tonumber(ARGV[9]), tonumber(ARGV[10])
+local max_peers, max_tracks = tonumber(ARGV[11]), tonumber(ARGV[12])
+local first_track = 13
+
+-- Sets `key` to expire in `ms` unless it is set to live longer.
+local function live_for(key, ms)
+  if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, ms) end
+end
 
 local k = 1
+local one_redis = false
 if string.find(mode, 'p', 1, true) then
   local old = redis.call('HMGET', KEYS[1], 'ts', 'c')
   if old[1] then
     local old_ts = tonumber(old[1])
     if old_ts > ts or (old_ts == ts and old[2] == content) then
-      return 0
+      return {0}
     end
   end
   -- The table bound on live peers, each remembered until it expires.
   local all_peers = KEYS[2]
   redis.call('ZREMRANGEBYSCORE', all_peers, '-inf', now)
   if not redis.call('ZSCORE', all_peers, peer) and redis.call('ZCARD', all_peers) >= max_peers then
-    return 2
+    return {2}
   end
   redis.call('ZADD', all_peers, now + ttl, peer)
   redis.call('PEXPIRE', all_peers, ttl)
   redis.call('HSET', KEYS[1], 'a', addrs, 'ts', ARGV[4], 'c', content)
   redis.call('PEXPIRE', KEYS[1], ttl)
   k = 3
+  one_redis = true
 end
 if not string.find(mode, 't', 1, true) then
-  return 1
+  return {1}
+end
+-- The prefix of peer keys, for the liveness of listed peers (one Redis only).
+local prefix = nil
+if one_redis then
+  prefix = string.sub(KEYS[1], 1, #KEYS[1] - #peer)
 end
 
 -- The table bound on live tracks, likewise.
@@ -66,22 +87,43 @@ local function drop(z, h, a, who)
   redis.call('HDEL', h, unpack(who))
   if a then redis.call('HDEL', a, unpack(who)) end
 end
+local plenty = {}
 for i = k + 1, #KEYS, stride do
   local z, h = KEYS[i], KEYS[i + 1]
   local a = stride == 3 and KEYS[i + 2] or nil
-  local track = ARGV[first_track + (i - k - 1) / stride]
-  -- A new track while the table is full of live ones is not remembered.
-  if redis.call('ZSCORE', all_tracks, track) or redis.call('ZCARD', all_tracks) < max_tracks then
-  redis.call('ZADD', all_tracks, now + ttl, track)
-  redis.call('PEXPIRE', all_tracks, ttl)
-  -- Forget entries that expired (an entry lives while now - seen < ttl).
-  local dead = redis.call('ZRANGEBYSCORE', z, '-inf', now - ttl)
+  local named = ARGV[first_track + (i - k - 1) / stride]
+  local kind, track = string.sub(named, 1, 1), string.sub(named, 2)
+  if kind == 'd' then
+    drop(z, h, a, {peer})
+  elseif redis.call('ZSCORE', all_tracks, track) or redis.call('ZCARD', all_tracks) < max_tracks then
+  local lifetime = kind == 'h' and held_ttl or ttl
+  local expires = now + lifetime
+  local listed = redis.call('ZSCORE', all_tracks, track)
+  if not listed or tonumber(listed) < expires then
+    redis.call('ZADD', all_tracks, expires, track)
+  end
+  live_for(all_tracks, lifetime)
+  -- Forget entries that expired (an entry lives while now < its time).
+  local dead = redis.call('ZRANGEBYSCORE', z, '-inf', now)
   if #dead > 0 then
     drop(z, h, a, dead)
   end
-  if not redis.call('ZSCORE', z, peer) then
-    -- Stalest first.
+  local mine = redis.call('ZSCORE', z, peer)
+  local record = true
+  if not mine then
+    -- Stalest (soonest to expire) first.
     local members = redis.call('ZRANGE', z, 0, -1)
+    if prefix and #members >= per_track then
+      -- A full list: entries of peers gone silent make room first.
+      local silent = {}
+      for j = 1, #members do
+        if redis.call('EXISTS', prefix .. members[j]) == 0 then silent[#silent + 1] = members[j] end
+      end
+      if #silent > 0 then
+        drop(z, h, a, silent)
+        members = redis.call('ZRANGE', z, 0, -1)
+      end
+    end
     local victim = nil
     if #members > 0 then
       local nets = redis.call('HMGET', h, unpack(members))
@@ -91,7 +133,11 @@ for i = k + 1, #KEYS, stride do
         counts[n] = (counts[n] or 0) + 1
       end
       own = counts[net] or 0
-      if own >= per_network then
+      if kind == 'h' and (own >= per_network or #members >= per_track) then
+        -- A held track takes a free place only: it displaces no one.
+        record = false
+        plenty[#plenty + 1] = track
+      elseif own >= per_network then
         -- Its network has its share: the newcomer replaces that network's stalest.
         for j = 1, #members do
           if nets[j] == net then victim = members[j]; break end
@@ -114,15 +160,24 @@ for i = k + 1, #KEYS, stride do
     if victim then
       drop(z, h, a, {victim})
     end
+  elseif tonumber(mine) > expires then
+    -- A holding played again, or a track played then cached: the later end wins.
+    expires = tonumber(mine)
   end
-  redis.call('ZADD', z, now, peer)
-  redis.call('HSET', h, peer, net)
-  redis.call('PEXPIRE', z, ttl)
-  redis.call('PEXPIRE', h, ttl)
-  if a then
-    redis.call('HSET', a, peer, addrs)
-    redis.call('PEXPIRE', a, ttl)
+  if record then
+    redis.call('ZADD', z, expires, peer)
+    redis.call('HSET', h, peer, net)
+    live_for(z, expires - now)
+    live_for(h, expires - now)
+    if a then
+      redis.call('HSET', a, peer, addrs)
+      live_for(a, expires - now)
+    end
   end
+  elseif kind == 'h' then
+    plenty[#plenty + 1] = track
   end
 end
-return 1
+local out = {1}
+for j = 1, #plenty do out[#out + 1] = plenty[j] end
+return out
