@@ -5,6 +5,8 @@
 #   bench/simulate.sh calibrate   # the swarm benchmark's size (bench/swarm.sh defaults), 6 seeds
 #   bench/simulate.sh headline    # 100 000 listeners, 100 000 tracks, 20 simulated minutes
 #   bench/simulate.sh sweeps      # 20 000 listeners: edges, uplink mix, listeners per track
+#   bench/simulate.sh warm        # 20 000 listeners: warm caches of 0 to 2 000 tracks, then
+#                                 # 500-track caches over catalogues of 2 000 to 200 000 tracks
 #
 # Each prints `chorus simulate`'s table; `headline` and `sweeps` also write JSON and SVG charts
 # into OUT (default: a new directory under /tmp). Release build.
@@ -38,8 +40,13 @@ case "$MODE" in
     $SIM --listeners "$L" --tracks 20000 --sweep mobile=0,0.3,0.7,1 --json "$OUT/mobile.json" --svg "$OUT/mobile.svg"
     $SIM --listeners "$L" --sweep tracks=2000,20000,200000 --json "$OUT/tracks.json" --svg "$OUT/tracks.svg"
     ;;
+  warm)
+    L=${LISTENERS:-20000}
+    $SIM --listeners "$L" --tracks 20000 --sweep warm-tracks=0,100,500,2000 --json "$OUT/warm.json" --svg "$OUT/warm.svg"
+    $SIM --listeners "$L" --warm-tracks 500 --sweep tracks=2000,20000,200000 --json "$OUT/warm-tracks.json" --svg "$OUT/warm-tracks.svg"
+    ;;
   *)
-    echo "usage: bench/simulate.sh calibrate|headline|sweeps" >&2
+    echo "usage: bench/simulate.sh calibrate|headline|sweeps|warm" >&2
     exit 2
     ;;
 esac

@@ -326,10 +326,11 @@ struct PeerInfo {
 #[derive(Debug, Clone)]
 struct Entry {
     peer: String,
-    /// When it goes unless announced again: [`TrackerConfig::ttl`] after an announce that
-    /// plays the track, [`TrackerConfig::held_ttl`] after one that holds it. The order of
-    /// entries ("newest", "stalest") is by it.
-    expires: Instant,
+    /// When an announce last named it: the order of entries ("newest", "stalest") is by it.
+    seen: Instant,
+    /// Named as held (in the peer's cache) by the latest or an earlier announce: it lives
+    /// [`TrackerConfig::held_ttl`] after `seen`, else [`TrackerConfig::ttl`].
+    held: bool,
     /// The source network of its latest announce of the track.
     network: IpAddr,
 }
@@ -378,7 +379,7 @@ fn crowded_stalest(list: &[Entry], net: IpAddr) -> Option<usize> {
     let most = counts.values().copied().max()?;
     let own = counts.get(&net).copied().unwrap_or(0);
     let from = |n: &IpAddr| if own == most { *n == net } else { counts.get(n) == Some(&most) };
-    list.iter().enumerate().filter(|(_, e)| from(&e.network)).min_by_key(|(_, e)| e.expires).map(|(i, _)| i)
+    list.iter().enumerate().filter(|(_, e)| from(&e.network)).min_by_key(|(_, e)| e.seen).map(|(i, _)| i)
 }
 
 /// The source network whose entries per track are capped: a /24 or a /48.
@@ -409,10 +410,11 @@ pub(crate) fn newest_and_sample<K: Ord + Copy, T>(
     live.into_iter().map(|(_, t)| t).collect()
 }
 
-/// Whether `e` is live at `now`: its own time has not run out, and its peer announced within
-/// `ttl`.
-fn live(e: &Entry, peers: &HashMap<String, PeerInfo>, ttl: Duration, now: Instant) -> bool {
-    e.expires > now && peers.get(&e.peer).is_some_and(|p| now.duration_since(p.seen) < ttl)
+/// Whether `e` is live at `now`: its own time has not run out (`ttl`, or `held_ttl` for a held
+/// track), and its peer announced within `ttl`.
+fn live(e: &Entry, peers: &HashMap<String, PeerInfo>, (ttl, held_ttl): (Duration, Duration), now: Instant) -> bool {
+    let lifetime = if e.held { held_ttl } else { ttl };
+    now.duration_since(e.seen) < lifetime && peers.get(&e.peer).is_some_and(|p| now.duration_since(p.seen) < ttl)
 }
 
 impl Tracker {
@@ -526,20 +528,20 @@ impl Tracker {
             // dropped here rather than at the next sweep.
             let before = list.len();
             let peers = &self.peers;
-            let ttl = self.cfg.ttl;
-            list.retain(|e| live(e, peers, ttl, now));
+            let lifetimes = (self.cfg.ttl, self.cfg.held_ttl);
+            list.retain(|e| live(e, peers, lifetimes, now));
             self.entries -= before - list.len();
-            let expires = now + if held { self.cfg.held_ttl } else { self.cfg.ttl };
-            let fresh = Entry { peer: ann.peer_id.clone(), expires, network: net };
+            let fresh = Entry { peer: ann.peer_id.clone(), seen: now, held, network: net };
             let own = list.iter().filter(|e| e.network == net).count();
             if let Some(e) = list.iter_mut().find(|e| e.peer == ann.peer_id) {
-                // A holding played again, or a track played then cached: the later end wins.
-                e.expires = e.expires.max(expires);
+                // A holding played again, or a track played then cached: it stays a holding.
+                e.held |= held;
+                e.seen = now;
                 e.network = net;
             } else if held && (own >= self.cfg.per_network || list.len() >= self.cfg.per_track) {
                 plenty.push(track.clone());
             } else if own >= self.cfg.per_network {
-                if let Some(stalest) = list.iter_mut().filter(|e| e.network == net).min_by_key(|e| e.expires) {
+                if let Some(stalest) = list.iter_mut().filter(|e| e.network == net).min_by_key(|e| e.seen) {
                     *stalest = fresh;
                 }
             } else if list.len() < self.cfg.per_track {
@@ -576,8 +578,9 @@ impl Tracker {
         let Some(list) = self.tracks.get(track) else {
             return Vec::new();
         };
+        let lifetimes = (self.cfg.ttl, self.cfg.held_ttl);
         let live: Vec<(Instant, &Entry)> =
-            list.iter().filter(|e| live(e, &self.peers, self.cfg.ttl, now)).map(|e| (e.expires, e)).collect();
+            list.iter().filter(|e| live(e, &self.peers, lifetimes, now)).map(|e| (e.seen, e)).collect();
         newest_and_sample(live, self.cfg.returned, rng)
             .into_iter()
             .filter_map(|e| {
@@ -599,8 +602,9 @@ impl Tracker {
         self.peers.retain(|_, p| now.duration_since(p.seen) < ttl);
         let mut entries = 0;
         let peers = &self.peers;
+        let lifetimes = (ttl, self.cfg.held_ttl);
         self.tracks.retain(|_, list| {
-            list.retain(|e| live(e, peers, ttl, now));
+            list.retain(|e| live(e, peers, lifetimes, now));
             entries += list.len();
             !list.is_empty()
         });

@@ -108,8 +108,8 @@ pub enum Recorded {
     Full,
 }
 
-/// A track's live peer as Redis lists it: when its entry expires (ms on Redis's clock) and its
-/// record.
+/// A track's live peer as Redis lists it: when an announce last named it (ms on Redis's clock)
+/// and its record.
 pub type Listed = (u64, PeerRecord);
 
 /// The connection to the shared tracker and its scripts. Cheap to clone.
@@ -327,7 +327,7 @@ impl SharedTracker {
     /// [`SharedError`] when Redis does not answer in time, fails, or answers out of shape.
     pub async fn peers(&self, track: &TrackId) -> Result<Vec<Listed>, SharedError> {
         let mut call = self.peers.prepare_invoke();
-        call.key(self.keys.track(track));
+        call.key(self.keys.track(track)).key(self.keys.networks(track)).arg(self.ttl_ms).arg(self.held_ttl_ms);
         if self.keys.cluster() {
             call.key(self.keys.addresses(track)).arg("");
         } else {

@@ -11,14 +11,18 @@
 -- 'p':  KEYS[1]  the peer:   HASH a = addresses (JSON), ts = signed time, c = content digest
 --       KEYS[2]  the live peers (of the peer's bucket): ZSET id -> when it expires (ms)
 -- 't':  next     the live tracks (of these tracks' bucket): ZSET id -> when it expires (ms)
---       then per track two keys: ZSET peer id -> when its entry expires (ms, Redis clock),
---                                 HASH peer id -> source network
+--       then per track two keys: ZSET peer id -> when an announce last named it (ms, Redis
+--                                 clock), HASH peer id -> source network, with '|h' after it
+--                                 for an entry named as held (it lives the held ttl)
 --       and with 'a' a third:    HASH peer id -> addresses (JSON)
 -- ARGV[2..]: peer id, addresses (JSON), signed time, content digest, source network, ttl (ms),
 --       held ttl (ms), peers per track, peers per track per network, peers at most, tracks at
 --       most (both per bucket on a cluster), then the tracks in the order of their keys, each
 --       prefixed by how it is announced: 'p' played, 'h' held (in the peer's cache: lives the
 --       held ttl, takes only a free place), 'd' dropped (the peer's entry goes)
+-- An entry is ordered (newest, stalest) by when it was last named, and lives the ttl after
+-- that, or the held ttl when named as held (now or before: a holding played again stays a
+-- holding); an earlier release wrote plain networks, which read as played entries.
 -- Returns {status, plenty...}: status 1 (recorded), 0 (a replay: this announce, or a newer one
 -- of the peer, is recorded) or 2 (a new peer while the tracker holds as many live peers as it
 -- may); then the held tracks not listed, their list being full. 't' alone returns status 1.
@@ -87,6 +91,16 @@ local function drop(z, h, a, who)
   redis.call('HDEL', h, unpack(who))
   if a then redis.call('HDEL', a, unpack(who)) end
 end
+-- Whether an entry last named at `seen` with HASH value `v` is live.
+local function live(seen, v)
+  local held = v and string.sub(v, -2) == '|h'
+  return seen > now - (held and held_ttl or ttl)
+end
+-- The source network of a HASH value.
+local function network(v)
+  if v and string.sub(v, -2) == '|h' then return string.sub(v, 1, -3) end
+  return v or ''
+end
 local plenty = {}
 for i = k + 1, #KEYS, stride do
   local z, h = KEYS[i], KEYS[i + 1]
@@ -97,62 +111,82 @@ for i = k + 1, #KEYS, stride do
     drop(z, h, a, {peer})
   elseif redis.call('ZSCORE', all_tracks, track) or redis.call('ZCARD', all_tracks) < max_tracks then
   local lifetime = kind == 'h' and held_ttl or ttl
-  local expires = now + lifetime
   local listed = redis.call('ZSCORE', all_tracks, track)
-  if not listed or tonumber(listed) < expires then
-    redis.call('ZADD', all_tracks, expires, track)
+  if not listed or tonumber(listed) < now + lifetime then
+    redis.call('ZADD', all_tracks, now + lifetime, track)
   end
   live_for(all_tracks, lifetime)
-  -- Forget entries that expired (an entry lives while now < its time).
-  local dead = redis.call('ZRANGEBYSCORE', z, '-inf', now)
+  -- Forget entries that expired: every one past the held ttl, then played ones past the ttl.
+  local dead = redis.call('ZRANGEBYSCORE', z, '-inf', now - held_ttl)
   if #dead > 0 then
     drop(z, h, a, dead)
   end
-  local mine = redis.call('ZSCORE', z, peer)
+  -- Stalest first, with their networks.
+  local flat = redis.call('ZRANGE', z, 0, -1, 'WITHSCORES')
+  local members, seen = {}, {}
+  for j = 1, #flat, 2 do
+    members[#members + 1] = flat[j]
+    seen[#seen + 1] = tonumber(flat[j + 1])
+  end
+  local values = {}
+  if #members > 0 then values = redis.call('HMGET', h, unpack(members)) end
+  local alive, nets, gone = {}, {}, {}
+  local mine = nil
+  for j = 1, #members do
+    if live(seen[j], values[j]) then
+      alive[#alive + 1] = members[j]
+      nets[#nets + 1] = network(values[j])
+      if members[j] == peer then mine = values[j] end
+    else
+      gone[#gone + 1] = members[j]
+    end
+  end
+  if #gone > 0 then drop(z, h, a, gone) end
   local record = true
   if not mine then
-    -- Stalest (soonest to expire) first.
-    local members = redis.call('ZRANGE', z, 0, -1)
-    if prefix and #members >= per_track then
+    if prefix and #alive >= per_track then
       -- A full list: entries of peers gone silent make room first.
-      local silent = {}
-      for j = 1, #members do
-        if redis.call('EXISTS', prefix .. members[j]) == 0 then silent[#silent + 1] = members[j] end
+      local kept, kept_nets, silent = {}, {}, {}
+      for j = 1, #alive do
+        if redis.call('EXISTS', prefix .. alive[j]) == 0 then
+          silent[#silent + 1] = alive[j]
+        else
+          kept[#kept + 1] = alive[j]
+          kept_nets[#kept_nets + 1] = nets[j]
+        end
       end
       if #silent > 0 then
         drop(z, h, a, silent)
-        members = redis.call('ZRANGE', z, 0, -1)
+        alive, nets = kept, kept_nets
       end
     end
     local victim = nil
-    if #members > 0 then
-      local nets = redis.call('HMGET', h, unpack(members))
+    if #alive > 0 then
       local counts, own = {}, 0
-      for j = 1, #members do
-        local n = nets[j] or ''
-        counts[n] = (counts[n] or 0) + 1
+      for j = 1, #alive do
+        counts[nets[j]] = (counts[nets[j]] or 0) + 1
       end
       own = counts[net] or 0
-      if kind == 'h' and (own >= per_network or #members >= per_track) then
+      if kind == 'h' and (own >= per_network or #alive >= per_track) then
         -- A held track takes a free place only: it displaces no one.
         record = false
         plenty[#plenty + 1] = track
       elseif own >= per_network then
         -- Its network has its share: the newcomer replaces that network's stalest.
-        for j = 1, #members do
-          if nets[j] == net then victim = members[j]; break end
+        for j = 1, #alive do
+          if nets[j] == net then victim = alive[j]; break end
         end
-      elseif #members >= per_track then
+      elseif #alive >= per_track then
         -- Full: the stalest entry of the networks holding the most, its own first when it is
         -- one of them; a network is never displaced by one that would then hold more.
         local most = 0
         for _, c in pairs(counts) do
           if c > most then most = c end
         end
-        for j = 1, #members do
-          local n = nets[j] or ''
+        for j = 1, #alive do
+          local n = nets[j]
           if (own == most and n == net) or (own ~= most and counts[n] == most) then
-            victim = members[j]; break
+            victim = alive[j]; break
           end
         end
       end
@@ -160,18 +194,18 @@ for i = k + 1, #KEYS, stride do
     if victim then
       drop(z, h, a, {victim})
     end
-  elseif tonumber(mine) > expires then
-    -- A holding played again, or a track played then cached: the later end wins.
-    expires = tonumber(mine)
   end
   if record then
-    redis.call('ZADD', z, expires, peer)
-    redis.call('HSET', h, peer, net)
-    live_for(z, expires - now)
-    live_for(h, expires - now)
+    -- A holding played again stays a holding.
+    local held = kind == 'h' or (mine and string.sub(mine, -2) == '|h')
+    if held then lifetime = held_ttl end
+    redis.call('ZADD', z, now, peer)
+    redis.call('HSET', h, peer, held and (net .. '|h') or net)
+    live_for(z, lifetime)
+    live_for(h, lifetime)
     if a then
       redis.call('HSET', a, peer, addrs)
-      live_for(a, expires - now)
+      live_for(a, lifetime)
     end
   end
   elseif kind == 'h' then
