@@ -30,7 +30,14 @@ pub const UNKNOWN_BACKOFF: Duration = Duration::from_secs(600);
 pub const SOON: Duration = Duration::from_secs(5);
 
 /// Most played tracks one announce names (the rest of the announce is for the cache).
-const MAX_PLAYED: usize = 16;
+pub const MAX_PLAYED: usize = 16;
+
+/// How long a track counts as played after it started: every round names it as played (and
+/// it takes the place of the stalest entry of a full list or of its network's share), then as
+/// held. Naming the recently played tracks every round is what keeps a popular track's places
+/// rotating among its fresh holders; a held entry displaces no one (BENCHMARKS.md, "A
+/// listener's whole cache seeds": with 5 minutes, listeners searched 29% more).
+pub const PLAYED_FOR: Duration = Duration::from_secs(30 * 60);
 
 /// What one announce names: tracks as [`TrackId`]s, or as the simulator's own indexes.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -74,12 +74,10 @@ pub struct Peer {
     playing: std::sync::Mutex<Vec<(chorus_core::TrackId, std::time::Instant)>>,
 }
 
-/// How long a track counts as played after it started: an announce names it as played (listed
-/// for five minutes) rather than as held.
-pub const PLAYED_FOR: std::time::Duration = std::time::Duration::from_secs(300);
+pub use chorus_core::holdings::PLAYED_FOR;
 
 /// Most tracks remembered as played.
-const PLAYED_KEPT: usize = 16;
+const PLAYED_KEPT: usize = chorus_core::holdings::MAX_PLAYED;
 
 impl Drop for Peer {
     fn drop(&mut self) {

@@ -8,7 +8,8 @@
 //!   media time plus its stalls), opens the next, until its session ends; it may leave mid-
 //!   track. A serving listener (not mobile) announces the track it plays when its first
 //!   segment is handed over, and every 2 minutes what the client's own `Holdings`
-//!   (`chorus_core::holdings`) plans: the track it plays, and its cache as held tracks, each
+//!   (`chorus_core::holdings`) plans: the tracks it started within the last 30 minutes as
+//!   played, and the rest of its cache as held tracks, each
 //!   named once and then every 45 minutes (5 s apart while a large cache goes in), unlisted
 //!   ones an hour later. With `SimConfig::warm_tracks` it arrives with that many tracks in its
 //!   cache, whole, drawn from the popularity of plays.
@@ -55,7 +56,7 @@ use chorus_client::playout::Playout;
 use chorus_client::refresh::{self, PeerRefresh};
 use chorus_client::scheduler::{Action, Scheduler, SchedulerConfig, SegmentInfo, SourceId, SourceKind};
 use chorus_core::TrackId;
-use chorus_core::holdings::{Holdings, SOON};
+use chorus_core::holdings::{Holdings, MAX_PLAYED, PLAYED_FOR, SOON};
 use chorus_core::p2p::{Multiaddr, PeerId};
 use chorus_edge::cache::sketch::Sketch;
 use chorus_edge::cache::tier::{Tier, Weighted};
@@ -175,6 +176,8 @@ struct Listener {
     warm_rung: u8,
     /// What it has told its tracker (the client's own planner).
     holdings: Holdings<u32>,
+    /// Tracks it started, the latest first, with when (at most `MAX_PLAYED`).
+    started: Vec<(u32, Us)>,
     uploads: u32,
     peers: Vec<u32>,
     /// The client's dial guard: new dials per track and period, backoff of failed addresses.
@@ -317,6 +320,7 @@ impl<'a> World<'a> {
                     warm: Vec::new(),
                     warm_rung: 0,
                     holdings: Holdings::default(),
+                    started: Vec::new(),
                     uploads: 0,
                     peers: Vec::new(),
                     dials: Dials::with_table(64),
@@ -558,6 +562,9 @@ impl<'a> World<'a> {
         let opened = self.now;
         let mut sched = Scheduler::new(sc, cfg.ladder_bps.clone(), segments, 1, self.instant(opened));
         let li = &mut self.listeners[l as usize];
+        li.started.retain(|(t, _)| *t != track);
+        li.started.insert(0, (track, opened));
+        li.started.truncate(MAX_PLAYED);
         for (k, r) in li.holding(track, n).iter().enumerate() {
             if *r > 0 {
                 sched.set_cached(k, usize::from(*r - 1));
@@ -996,8 +1003,10 @@ impl<'a> World<'a> {
         }
         let now_i = self.instant(self.now);
         let li = &self.listeners[l as usize];
+        // The tracks started within PLAYED_FOR that it holds some of, the latest first.
+        let since = self.now.saturating_sub(us(PLAYED_FOR));
         let playing: Vec<u32> =
-            li.play.as_ref().map(|p| p.track).filter(|t| li.held.contains_key(t)).into_iter().collect();
+            li.started.iter().filter(|(t, at)| *at > since && li.held.contains_key(t)).map(|(t, _)| *t).collect();
         let mut holds: Vec<u32> = li.held_order.iter().rev().copied().collect();
         holds.extend(li.warm.iter().filter(|t| !li.held.contains_key(t)));
         let plan = li.holdings.plan(now_i, &playing, &holds);
