@@ -106,14 +106,6 @@ pub struct Announced {
     per_edge: std::collections::HashMap<String, Holdings>,
 }
 
-impl Announced {
-    /// Held tracks named to the tracker at `edge`.
-    #[must_use]
-    pub fn named(&self, edge: &BaseUrl) -> usize {
-        self.per_edge.get(&edge.to_string()).map_or(0, Holdings::named)
-    }
-}
-
 /// How a round of announces went, which sets when the next comes (see [`every_reannounce`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Round {
