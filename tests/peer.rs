@@ -323,9 +323,7 @@ async fn an_edge_relay_is_offered_by_the_tracker_and_reaches_a_peer_that_cannot_
     let cfg = PeerConfig { listen: vec![], mdns: false, relay_after: Duration::ZERO, ..PeerConfig::default() };
     let hidden =
         Peer::start(cfg, Arc::new(One(id, bytes.clone(), track.clone())), None, &prometheus::Registry::new()).unwrap();
-    for r in answer.relays {
-        hidden.add_relay(r);
-    }
+    hidden.add_relays(answer.relays);
     let circuit = tokio::time::timeout(Duration::from_secs(20), hidden.listen_addrs()).await.expect("no reservation");
     assert!(circuit.iter().all(|a| a.to_string().contains("/p2p-circuit")), "{circuit:?}");
     chorus_peer::tracker::announce(

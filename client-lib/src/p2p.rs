@@ -126,9 +126,7 @@ pub(crate) async fn peers_holding(
         if let Ok(Ok(answer)) =
             tokio::time::timeout(LOOK, chorus_peer::tracker::peers(&net.http, &e.base(), track, token)).await
         {
-            for r in answer.relays {
-                p.add_relay(r);
-            }
+            p.add_relays(answer.relays);
             // The tracker may already list this node (it announces once its first segment is
             // in): it is no candidate, and must not stand in for a Kademlia search.
             cands = newest_and_sampled_alternately(answer.peers);

@@ -36,7 +36,7 @@ pub struct PeerConfig {
     /// No new connections (in or out) while the process uses more memory than this.
     pub memory_limit: MemoryLimit,
     /// Circuit relays (`…/p2p/RELAY_ID`) this node may reserve a slot on when it cannot be
-    /// reached directly; more come from edge trackers ([`Peer::add_relay`]).
+    /// reached directly; more come from edge trackers ([`Peer::add_relays`]).
     pub relays: Vec<Multiaddr>,
     /// Reserve a relay slot when AutoNAT says this node is private, or when it has not
     /// confirmed a public address this long after starting (default 60 s: AutoNAT cannot

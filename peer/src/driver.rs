@@ -37,10 +37,12 @@ use crate::direct::{DirectFirst, Fetch};
 use crate::error::PeerError;
 use crate::metrics::PeerMetrics;
 use crate::node::{Command, FetchReply};
-use crate::relay::{NatGuess, RelayState};
+use crate::relay::{NatGuess, RelayDials, RelayState};
 use crate::store::Store;
 use crate::upload::{Busy, HaveCache, Uploads};
 use crate::wire::{ChunkRequest, ChunkResponse, HaveRequest, HaveResponse, Status};
+
+mod relaying;
 
 /// The task that owns the swarm (see the module docs).
 pub(crate) struct Driver {
@@ -61,12 +63,15 @@ pub(crate) struct Driver {
     /// Have lists made lately, and the requests waiting for one being made.
     pub(crate) have_cache: HaveCache<(PeerId, request_response::ResponseChannel<HaveResponse>)>,
     pub(crate) relays: RelayState,
+    /// The node's own dials of relays, and the circuit dials waiting for them.
+    pub(crate) relay_dials: RelayDials<(Multiaddr, PeerId)>,
     /// Store reads on the blocking pool report here.
     pub(crate) loaded_tx: mpsc::UnboundedSender<Loaded>,
     /// The dial guard under the transports (told which dials the application asked for).
     pub(crate) guard: dial_guard::Shared,
-    /// The remote address of each open connection (what identify reports is checked against it).
-    pub(crate) remotes: HashMap<ConnectionId, Multiaddr>,
+    /// The peer and remote address of each open connection (what identify reports is checked
+    /// against the address).
+    pub(crate) remotes: HashMap<ConnectionId, (PeerId, Multiaddr)>,
     /// Which connections are circuits, and the fetches waiting for a direct one.
     pub(crate) direct: DirectFirst<(ChunkId, FetchReply)>,
 }
@@ -116,7 +121,7 @@ impl Driver {
 
     fn command(&mut self, c: Command) {
         match c {
-            Command::AddRelay(addr) => self.add_relay(addr),
+            Command::AddRelays(addrs) => self.add_relays(addrs),
             Command::SeenElsewhere => {
                 if self.relays.nat == NatGuess::Unknown {
                     info!("a tracker sees this node at an address it does not listen on: unreachable directly");
@@ -133,20 +138,13 @@ impl Driver {
                     let _ = reply.send(Ok(()));
                     return;
                 }
-                // The application's own dial (its client bounds them): not refused for the
-                // node's dial budget or a backoff, but counted.
-                self.guard.lock().allow(&addr, Instant::now());
-                match self.swarm.dial(addr.clone()) {
-                    Ok(()) => match peer {
-                        Some(p) => self.dials.entry(p).or_default().push(reply),
-                        None => {
-                            let _ = reply.send(Ok(()));
-                        }
-                    },
-                    Err(e) => {
-                        let _ = reply.send(Err(dial_error(addr.to_string(), peer, e)));
-                    }
-                }
+                let Some(peer) = peer else {
+                    let r = self.swarm.dial(addr.clone()).map_err(|e| dial_error(addr.to_string(), None, e));
+                    let _ = reply.send(r);
+                    return;
+                };
+                self.dials.entry(peer).or_default().push(reply);
+                self.dial_peer(addr, peer);
             }
             Command::Listen(addr, reply) => {
                 let r = self
@@ -229,7 +227,15 @@ impl Driver {
             }
             SwarmEvent::ConnectionEstablished { peer_id, endpoint, connection_id, .. } => {
                 self.metrics.connections.inc();
-                self.remotes.insert(connection_id, endpoint.get_remote_address().clone());
+                self.remotes.insert(connection_id, (peer_id, endpoint.get_remote_address().clone()));
+                if !endpoint.is_relayed() {
+                    if self.relays.reserving == Some(peer_id) && self.relays.listener.is_none() {
+                        self.reserve_on(peer_id);
+                    }
+                    for (addr, peer) in self.relay_dials.up(connection_id, peer_id) {
+                        self.dial_app(addr, peer);
+                    }
+                }
                 // A direct connection (a punched hole) replaces the circuits to that peer.
                 let circuits = self.direct.opened(peer_id, connection_id, endpoint.is_relayed());
                 if !circuits.is_empty() && !endpoint.is_relayed() {
@@ -259,7 +265,10 @@ impl Driver {
                 }
                 self.guard.lock().relayed(peer_id, self.direct.relayed(peer_id));
             }
-            SwarmEvent::OutgoingConnectionError { peer_id: Some(p), error, .. } => {
+            SwarmEvent::OutgoingConnectionError { peer_id: Some(p), error, connection_id } => {
+                for (addr, peer) in self.relay_dials.failed(connection_id) {
+                    self.dial_app(addr, peer);
+                }
                 let e = dial_error(p.to_string(), Some(p), error);
                 for r in self.dials.remove(&p).unwrap_or_default() {
                     let _ = r.send(Err(e.clone()));
@@ -320,7 +329,7 @@ impl Driver {
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, connection_id })
                 if info.protocols.contains(&KAD_PROTOCOL) =>
             {
-                let Some(remote) = self.remotes.get(&connection_id) else { return };
+                let Some((_, remote)) = self.remotes.get(&connection_id) else { return };
                 let kept = crate::learned::routable(peer_id, &info.listen_addrs, remote, &self.relays.addrs());
                 let refused = info.listen_addrs.len().saturating_sub(kept.len());
                 if refused > 0 {
@@ -356,33 +365,6 @@ impl Driver {
                 }
             }
             _ => {}
-        }
-    }
-
-    pub(crate) fn add_relay(&mut self, addr: Multiaddr) {
-        let Some(libp2p::multiaddr::Protocol::P2p(id)) = addr.iter().last() else {
-            warn!(%addr, "relay address without /p2p/ID; ignored");
-            return;
-        };
-        if id == *self.swarm.local_peer_id() || !self.relays.add(id, addr.clone()) {
-            return;
-        }
-        let b = self.swarm.behaviour_mut();
-        b.kad.add_address(&id, addr.clone());
-        b.autonat.add_server(id, Some(addr));
-        self.reserve_if_needed();
-    }
-
-    /// Reserves a circuit on a known relay when the node seems unreachable and has none.
-    fn reserve_if_needed(&mut self) {
-        let Some((id, addr)) = self.relays.due(Instant::now()) else { return };
-        let circuit = addr.with(libp2p::multiaddr::Protocol::P2pCircuit);
-        match self.swarm.listen_on(circuit.clone()) {
-            Ok(l) => {
-                info!(relay = %id, nat = ?self.relays.nat, "not reachable directly; reserving a relay circuit");
-                self.relays.listener = Some(l);
-            }
-            Err(e) => warn!(%circuit, error = %Chain(&e), "relay circuit refused"),
         }
     }
 

@@ -49,7 +49,7 @@ pub(crate) enum Command {
     },
     Connected(oneshot::Sender<Vec<PeerId>>),
     RoutingAddrs(PeerId, oneshot::Sender<Vec<Multiaddr>>),
-    AddRelay(Multiaddr),
+    AddRelays(Vec<Multiaddr>),
     /// A tracker saw this node at an address it does not listen on.
     SeenElsewhere,
 }
@@ -126,13 +126,12 @@ impl Peer {
             loaded_tx,
             guard,
             remotes: HashMap::new(),
+            relay_dials: crate::relay::RelayDials::default(),
             direct: crate::direct::DirectFirst::default(),
             cfg,
         };
         let mut driver = driver;
-        for r in relays {
-            driver.add_relay(r);
-        }
+        driver.add_relays(relays);
         let external = driver.cfg.external.clone();
         let consume_only = driver.cfg.consume_only;
         let task = tokio::spawn(driver.run(rx, loaded));
@@ -279,11 +278,12 @@ impl Peer {
         self.ask(|reply| Command::RoutingAddrs(peer, reply)).await
     }
 
-    /// Adds a circuit relay (`…/p2p/RELAY_ID`, e.g. from an edge tracker's answer): the node
-    /// reserves a slot on it when it cannot be reached directly (see
-    /// [`PeerConfig::relay_after`]), uses it as an AutoNAT server, and as a Kademlia contact.
-    pub fn add_relay(&self, addr: Multiaddr) {
-        let _ = self.tx.send(Command::AddRelay(addr));
+    /// Adds circuit relays (`…/p2p/RELAY_ID`, e.g. an edge tracker's answer's, all of them at
+    /// once: a relay's addresses on every transport are known before a reservation is made on
+    /// it): the node reserves a slot on one when it cannot be reached directly (see
+    /// [`PeerConfig::relay_after`]), uses them as AutoNAT servers, and as Kademlia contacts.
+    pub fn add_relays(&self, addrs: Vec<Multiaddr>) {
+        let _ = self.tx.send(Command::AddRelays(addrs));
     }
 
     /// Whether the node serves nothing (a metered network), and so announces nothing.

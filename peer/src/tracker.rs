@@ -177,9 +177,7 @@ pub async fn announce_held(
             && let Some(t) = tracks.first()
             && let Ok(Ok(answer)) = tokio::time::timeout(Duration::from_secs(5), peers(http, edge, t, token)).await
         {
-            for relay in answer.relays {
-                peer.add_relay(relay);
-            }
+            peer.add_relays(answer.relays);
         }
         let (played, held, dropped) = (plan.tracks.len(), plan.held.len(), plan.dropped.len());
         match (r, report) {

@@ -287,7 +287,7 @@ async fn a_node_that_is_not_reachable_reserves_a_relay_circuit_by_itself() {
     let (store, chunks) = Mem::with_track("tides", 1, false);
     let hidden_cfg = PeerConfig { listen: vec![], relay_after: Duration::ZERO, ..cfg("/ip4/127.0.0.1/tcp/0") };
     let (hidden, _) = start(hidden_cfg, store);
-    hidden.add_relay(relay_addr.clone());
+    hidden.add_relays(vec![relay_addr.clone()]);
     let circuit = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
             let addrs = hidden.listen_addrs().await;

@@ -217,6 +217,8 @@ pub fn node(host: &Host, args: &[&str], listeners: usize) -> crate::Node {
 /// One play in `host`: `chorus fetch TRACK --p2p --no-mdns --json --quality normal` through
 /// `edge`, verifying with `key`, its cache and output in `dir`, with `extra` flags; the JSON
 /// summary (its `out` set to the file written), or what the command printed when it failed.
+/// With `CHORUS_TEST_STDERR` set, the play's log is printed too (with the test's
+/// `--nocapture`).
 ///
 /// # Errors
 /// The command's standard error when it failed.
@@ -239,6 +241,9 @@ pub fn play(
         .map_err(|e| format!("chorus fetch in {}: {e}", host.ns))?;
     if !out.status.success() {
         return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    if std::env::var_os("CHORUS_TEST_STDERR").is_some() {
+        eprintln!("LISTENER STDERR {}:\n{}", host.ns, String::from_utf8_lossy(&out.stderr));
     }
     let mut j: serde_json::Value =
         serde_json::from_slice(&out.stdout).map_err(|e| format!("the summary of the play in {}: {e}", host.ns))?;
