@@ -77,6 +77,10 @@ pub(crate) struct FetchArgs {
     /// no peer for the track; repeat.
     #[arg(long, value_name = "MULTIADDR", value_delimiter = ',')]
     p2p_bootstrap: Vec<chorus_peer::Multiaddr>,
+    /// With --p2p: where the peer node listens; repeat (default: TCP and QUIC on every IPv4
+    /// interface, ports chosen by the system). A fixed port is one a router can forward.
+    #[arg(long, value_name = "MULTIADDR", value_delimiter = ',')]
+    p2p_listen: Vec<chorus_peer::Multiaddr>,
     /// With --p2p: do not look for peers on the local network (mDNS).
     #[arg(long)]
     no_mdns: bool,
@@ -109,6 +113,7 @@ pub(crate) async fn run(a: FetchArgs) -> Result<()> {
         .play(a.play)
         .p2p(a.p2p)
         .p2p_bootstrap(a.p2p_bootstrap.clone())
+        .p2p_listen(a.p2p_listen.clone())
         .p2p_mdns(!a.no_mdns)
         .buffer_ahead(a.buffer_ahead.0);
     if let Some(dir) = &a.cache_dir {

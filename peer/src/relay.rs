@@ -100,9 +100,11 @@ impl RelayState {
         true
     }
 
-    /// Relay `id`'s first known address (TCP when it offers TCP).
-    pub(crate) fn addr_of(&self, id: PeerId) -> Option<Multiaddr> {
-        self.known.iter().find(|(r, _)| *r == id).map(|(_, a)| a.clone())
+    /// The address of relay `id` to reserve a circuit on over a connection on one of `open`:
+    /// the first known one on such a transport (TCP first), else its first known one.
+    pub(crate) fn addr_for(&self, id: PeerId, open: &[Transport]) -> Option<Multiaddr> {
+        let of_id = || self.known.iter().filter(|(r, _)| *r == id).map(|(_, a)| a);
+        of_id().find(|a| Transport::of(a).is_some_and(|t| open.contains(&t))).or_else(|| of_id().next()).cloned()
     }
 
     /// The relay to reserve a circuit on at `now`, if one is due: the node seems unreachable
@@ -294,7 +296,9 @@ mod tests {
         .collect();
         assert_eq!(Transport::of(&listening[3]), None, "a circuit is no transport to punch over");
         assert_eq!(r.observers(id, &listening, &[]), vec![tcp.clone(), quic.clone()]);
-        assert_eq!(r.addr_of(id), Some(tcp.clone()), "TCP first");
+        assert_eq!(r.addr_for(id, &[Transport::Quic, Transport::Tcp]), Some(tcp.clone()), "TCP first");
+        assert_eq!(r.addr_for(id, &[Transport::Quic]), Some(quic.clone()), "over the open connection");
+        assert_eq!(r.addr_for(id, &[]), Some(tcp.clone()));
         // Connected over TCP: QUIC is dialled.
         assert_eq!(r.observers(id, &listening, &[Transport::Tcp]), vec![quic]);
         // Connected over QUIC: TCP is dialled.

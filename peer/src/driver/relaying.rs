@@ -115,7 +115,7 @@ impl Driver {
     /// Asks relay `id`, connected, for a circuit.
     pub(super) fn reserve_on(&mut self, id: PeerId) {
         self.relays.reserving = None;
-        let Some(addr) = self.relays.addr_of(id) else { return };
+        let Some(addr) = self.relays.addr_for(id, &self.transports_to(id)) else { return };
         let circuit = addr.with(libp2p::multiaddr::Protocol::P2pCircuit);
         match self.swarm.listen_on(circuit.clone()) {
             Ok(l) => {
