@@ -780,8 +780,8 @@ step "Prometheus: rule unit tests (promtool test rules)"
 promtool test rules prometheus/rules_test.yml || fail "deploy/prometheus/rules_test.yml: a rule does not compute what it should"
 
 step "Kubernetes manifests (kubernetes-validate --strict, API $K8S_VERSION)"
-kubernetes-validate -k "$K8S_VERSION" --strict k8s/origin.yaml k8s/origin-s3.yaml k8s/edge.yaml k8s/tracker-redis.yaml ||
-  fail "deploy/k8s: manifests do not validate"
+kubernetes-validate -k "$K8S_VERSION" --strict k8s/origin.yaml k8s/origin-s3.yaml k8s/edge.yaml k8s/tracker-redis.yaml \
+  k8s-redis-cluster/tracker-redis-cluster.yaml || fail "deploy/k8s: manifests do not validate"
 if command -v kubectl >/dev/null 2>&1; then
   kubectl kustomize k8s >"$TMP/k8s-rendered.yaml" || fail "deploy/k8s: kubectl kustomize failed"
   kubernetes-validate -k "$K8S_VERSION" --strict "$TMP/k8s-rendered.yaml" || fail "deploy/k8s: the kustomize output does not validate"
@@ -798,6 +798,16 @@ if command -v kubectl >/dev/null 2>&1; then
   kubernetes-validate -k "$K8S_VERSION" --strict "$TMP/k8s-s3-rendered.yaml" ||
     fail "deploy/k8s with origin-s3.yaml: the kustomize output does not validate"
   pycheck upstreams "$TMP/k8s-s3-rendered.yaml"
+  # The overlay with the tracker on a Redis Cluster: one tracker (the cluster), the edges
+  # pointed at it.
+  echo "  with the tracker on a Redis Cluster (k8s-redis-cluster):"
+  kubectl kustomize k8s-redis-cluster >"$TMP/k8s-cluster-rendered.yaml" || fail "deploy/k8s-redis-cluster: kubectl kustomize failed"
+  kubernetes-validate -k "$K8S_VERSION" --strict "$TMP/k8s-cluster-rendered.yaml" ||
+    fail "deploy/k8s-redis-cluster: the kustomize output does not validate"
+  grep -q '^  name: chorus-tracker-redis$' "$TMP/k8s-cluster-rendered.yaml" &&
+    fail "deploy/k8s-redis-cluster: the one-Redis tracker is still in the output"
+  grep -q 'value: redis+cluster://' "$TMP/k8s-cluster-rendered.yaml" ||
+    fail "deploy/k8s-redis-cluster: the edges' CHORUS_TRACKER is not the cluster"
 else
   echo "  note: no kubectl, so kustomization.yaml is not rendered (kubectl kustomize deploy/k8s)"
 fi
