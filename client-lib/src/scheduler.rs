@@ -46,9 +46,13 @@
 //! ([`crate::abr`]) and when to look for peers again ([`crate::refresh`]). The second half of
 //! the file is their virtual-clock tests.
 
+use std::cell::OnceCell;
 use std::time::{Duration, Instant};
 
 use crate::abr::{self, AbrConfig, Quality};
+
+mod pairs;
+use pairs::Pairs;
 
 /// The segment holding media time `t`, given each segment's start (the last one for times past
 /// the end).
@@ -185,11 +189,11 @@ struct Source {
     kind: SourceKind,
     banned: bool,
     /// (segment, rendition) pairs a peer holds.
-    holds: std::collections::HashSet<(usize, usize)>,
+    holds: Pairs,
 }
 
 impl Source {
-    fn new(kind: SourceKind) -> Self {
+    fn new(kind: SourceKind, holds: Pairs) -> Self {
         Self {
             latency: None,
             throughput: None,
@@ -198,7 +202,7 @@ impl Source {
             down_until: None,
             kind,
             banned: false,
-            holds: std::collections::HashSet::new(),
+            holds,
         }
     }
 }
@@ -255,7 +259,7 @@ pub struct Scheduler {
     /// When playback is planned to start (a next track fetched ahead), if later than startup.
     planned: Option<Instant>,
     /// (segment, rendition) pairs the local cache holds.
-    cached: std::collections::HashSet<(usize, usize)>,
+    cached: Pairs,
     /// A remembered throughput estimate (bits/s) to start from.
     estimate: Option<f64>,
     /// A cold start (no estimate) whose first measurement has not been acted on yet.
@@ -273,6 +277,7 @@ impl Scheduler {
         sources: usize,
         now: Instant,
     ) -> Self {
+        let none = Pairs::new(segments.len(), ladder_bps.len());
         let mut starts = Vec::with_capacity(segments.len());
         let mut t = Duration::ZERO;
         for s in &segments {
@@ -285,7 +290,7 @@ impl Scheduler {
             state: vec![State::Pending; segments.len()],
             segments,
             starts,
-            sources: (0..sources).map(|_| Source::new(SourceKind::Edge)).collect(),
+            sources: (0..sources).map(|_| Source::new(SourceKind::Edge, none.clone())).collect(),
             created: now,
             play_start: None,
             stall_began: None,
@@ -296,7 +301,7 @@ impl Scheduler {
             limit: usize::MAX,
             awaiting_peers: false,
             planned: None,
-            cached: std::collections::HashSet::new(),
+            cached: none,
             estimate: None,
             warming: true,
         }
@@ -339,7 +344,7 @@ impl Scheduler {
     /// adaptation would pick, as it costs no network at all (a replay, or a preload fetched
     /// at another bitrate).
     pub fn set_cached(&mut self, segment: usize, rendition: usize) {
-        self.cached.insert((segment, rendition));
+        self.cached.insert(segment, rendition);
     }
 
     /// The best rendition of segment `i` the cache holds that the user's quality allows.
@@ -349,7 +354,7 @@ impl Scheduler {
             Quality::Fixed(f) => r == f.min(top),
             Quality::Auto { cap } => r <= cap.min(top),
         };
-        (0..self.ladder_bps.len()).rev().find(|&r| allowed(r) && self.cached.contains(&(i, r)))
+        (0..self.ladder_bps.len()).rev().find(|&r| allowed(r) && self.cached.contains(i, r))
     }
 
     /// Playback will start at `at`, not when the first segment arrives: the track is fetched
@@ -364,7 +369,7 @@ impl Scheduler {
 
     /// Adds a source (a peer that turned up); returns its id.
     pub fn add_source(&mut self, kind: SourceKind) -> SourceId {
-        self.sources.push(Source::new(kind));
+        self.sources.push(Source::new(kind, Pairs::new(self.segments.len(), self.ladder_bps.len())));
         SourceId(self.sources.len() - 1)
     }
 
@@ -374,10 +379,11 @@ impl Scheduler {
         self.awaiting_peers = on;
     }
 
-    /// Records that `source` holds `segment` in `rendition`.
+    /// Records that `source` holds `segment` in `rendition` (a segment or rendition this
+    /// track does not have is ignored).
     pub fn set_holds(&mut self, source: SourceId, segment: usize, rendition: usize) {
         if let Some(s) = self.sources.get_mut(source.0) {
-            s.holds.insert((segment, rendition));
+            s.holds.insert(segment, rendition);
         }
     }
 
@@ -385,10 +391,11 @@ impl Scheduler {
     /// holding a segment not fetched yet (what [`crate::refresh`] counts as working).
     #[must_use]
     pub fn working_peers(&self, now: Instant) -> usize {
+        let left = Pairs::segments_where(self.state.len(), |i| !matches!(self.state[i], State::Done));
         self.sources
             .iter()
             .filter(|s| s.kind == SourceKind::Peer && !s.banned && s.down_until.is_none_or(|u| u <= now))
-            .filter(|s| s.holds.iter().any(|&(seg, _)| !matches!(self.state.get(seg), Some(State::Done) | None)))
+            .filter(|s| s.holds.holds_any(&left))
             .count()
     }
 
@@ -543,19 +550,29 @@ impl Scheduler {
         due < now + self.cfg.peer_lead
     }
 
-    /// Whether `s` may be asked for segment `i` in `rendition` now.
-    fn eligible(&self, s: SourceId, i: usize, rendition: usize, now: Instant) -> bool {
+    /// What the peers that are up at `now` hold, together (for [`Scheduler::eligible`]).
+    fn held_by_up_peers(&self, now: Instant) -> Pairs {
+        let mut all = Pairs::new(self.segments.len(), self.ladder_bps.len());
+        for (k, p) in self.sources.iter().enumerate() {
+            if p.kind == SourceKind::Peer && self.up(SourceId(k), now) {
+                all.add_all(&p.holds);
+            }
+        }
+        all
+    }
+
+    /// Whether `s` may be asked for segment `i` in `rendition` now; `peers` is what the peers
+    /// that are up hold ([`Scheduler::held_by_up_peers`]), made when first needed.
+    fn eligible(&self, s: SourceId, i: usize, rendition: usize, now: Instant, peers: &OnceCell<Pairs>) -> bool {
         let src = &self.sources[s.0];
         match src.kind {
-            SourceKind::Peer => src.holds.contains(&(i, rendition)) && !self.urgent(i, now),
+            SourceKind::Peer => src.holds.contains(i, rendition) && !self.urgent(i, now),
             SourceKind::Edge if self.planned.is_some() => {
                 let due = self.deadline(i, now).unwrap_or(now);
                 due <= now + self.cfg.edge_window
             }
             SourceKind::Edge => {
-                let peer_has = self.sources.iter().enumerate().any(|(k, p)| {
-                    p.kind == SourceKind::Peer && p.holds.contains(&(i, rendition)) && self.up(SourceId(k), now)
-                });
+                let peer_has = peers.get_or_init(|| self.held_by_up_peers(now)).contains(i, rendition);
                 (!peer_has && !self.awaiting_peers)
                     || self.urgent(i, now)
                     || self.starts[i] <= self.playhead(now) + self.cfg.edge_window
@@ -604,13 +621,20 @@ impl Scheduler {
             .collect()
     }
 
-    fn ranked(&self, i: usize, rendition: usize, now: Instant, except: &[SourceId]) -> Vec<SourceId> {
+    fn ranked(
+        &self,
+        i: usize,
+        rendition: usize,
+        now: Instant,
+        except: &[SourceId],
+        peers: &OnceCell<Pairs>,
+    ) -> Vec<SourceId> {
         let bytes = self.segments[i].sizes.get(rendition).copied().unwrap_or(0);
         let mut v: Vec<SourceId> = (0..self.sources.len())
             .map(SourceId)
-            .filter(|s| self.up(*s, now) && !except.contains(s) && self.eligible(*s, i, rendition, now))
+            .filter(|s| self.up(*s, now) && !except.contains(s) && self.eligible(*s, i, rendition, now, peers))
             .collect();
-        v.sort_by_key(|s| (self.expected(*s, bytes), *s));
+        v.sort_by_cached_key(|s| (self.expected(*s, bytes), *s));
         v
     }
 
@@ -644,7 +668,7 @@ impl Scheduler {
                 continue;
             }
             let bytes = self.segments[i].sizes.get(a.rendition).copied().unwrap_or(0);
-            if let Some(&other) = self.ranked(i, a.rendition, now, &[a.source]).first() {
+            if let Some(&other) = self.ranked(i, a.rendition, now, &[a.source], &OnceCell::new()).first() {
                 let expected = self.expected(other, bytes);
                 if let State::InFlight(att) = &mut self.state[i] {
                     att.push(Attempt { source: other, rendition: a.rendition, started: now, expected });
@@ -657,6 +681,7 @@ impl Scheduler {
         // no source may be asked for yet (waiting for the edges' window) does not hold up the
         // ones after it that a peer can send.
         let mut from = 0;
+        let peers = OnceCell::new();
         loop {
             let inflight = self.state.iter().filter(|s| matches!(s, State::InFlight(_))).count();
             if inflight >= self.cfg.max_inflight {
@@ -676,7 +701,7 @@ impl Scheduler {
                 None => self.pick_rendition(i, now),
             };
             let bytes = self.segments[i].sizes.get(rendition).copied().unwrap_or(0);
-            let ranked = self.ranked(i, rendition, now, &self.saturated_peers());
+            let ranked = self.ranked(i, rendition, now, &self.saturated_peers(), &peers);
             let Some(&best) = ranked.first() else {
                 from = i + 1;
                 continue;

@@ -46,7 +46,7 @@
 //! `svg.rs`; the real scheduler, playout, dial guard, cache tier and tracker come from their
 //! crates.
 
-use std::cmp::Reverse;
+use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
@@ -212,7 +212,36 @@ struct Fetch {
     uploader: Option<u32>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// An event at its time. The queue pops the earliest first, and events at one time in the
+/// order they were queued (`seq`): only those two are compared, never the event.
+struct Timed {
+    at: Us,
+    seq: u64,
+    ev: Ev,
+}
+
+impl Ord for Timed {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // Reversed: BinaryHeap pops its greatest.
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+impl PartialOrd for Timed {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Timed {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+
+impl Eq for Timed {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ev {
     Arrive(u32),
     Leave(u32),
@@ -235,7 +264,7 @@ pub(crate) struct World<'a> {
     base: Instant,
     now: Us,
     seq: u64,
-    queue: BinaryHeap<Reverse<(Us, u64, Ev)>>,
+    queue: BinaryHeap<Timed>,
     listeners: Vec<Listener>,
     edges: Vec<Edge>,
     trackers: Vec<Tracker>,
@@ -400,7 +429,7 @@ impl<'a> World<'a> {
 
     fn at(&mut self, t: Us, ev: Ev) {
         self.seq += 1;
-        self.queue.push(Reverse((t, self.seq, ev)));
+        self.queue.push(Timed { at: t, seq: self.seq, ev });
     }
 
     fn instant(&self, t: Us) -> Instant {
@@ -414,7 +443,7 @@ impl<'a> World<'a> {
     pub(crate) fn run(mut self, progress: &mut dyn FnMut(u64)) -> Report {
         let end = us(self.cfg.duration);
         let mut next_progress = 60 * SEC;
-        while let Some(Reverse((t, _, ev))) = self.queue.pop() {
+        while let Some(Timed { at: t, ev, .. }) = self.queue.pop() {
             if t > end {
                 break;
             }

@@ -412,9 +412,14 @@ pub(crate) fn newest_and_sample<K: Ord + Copy, T>(
 
 /// Whether `e` is live at `now`: its own time has not run out (`ttl`, or `held_ttl` for a held
 /// track), and its peer announced within `ttl`.
+///
+/// An entry named within `ttl` needs no look at its peer: the announce that named it set the
+/// peer's time too, to the same instant or later, and a peer is forgotten only once silent for
+/// `ttl`. So only held entries older than `ttl` cost a lookup.
 fn live(e: &Entry, peers: &HashMap<String, PeerInfo>, (ttl, held_ttl): (Duration, Duration), now: Instant) -> bool {
+    let age = now.duration_since(e.seen);
     let lifetime = if e.held { held_ttl } else { ttl };
-    now.duration_since(e.seen) < lifetime && peers.get(&e.peer).is_some_and(|p| now.duration_since(p.seen) < ttl)
+    age < lifetime && (age < ttl || peers.get(&e.peer).is_some_and(|p| now.duration_since(p.seen) < ttl))
 }
 
 impl Tracker {
