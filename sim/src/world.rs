@@ -37,7 +37,7 @@
 //!   fails after two.
 //! - **The listener's own cache** answers in 1 ms (as the client reports it).
 //!
-//! One file of ~1 120 lines, past the usual ~600, on purpose: it is one idea, the event loop of
+//! One file of ~1 150 lines, past the usual ~600, on purpose: it is one idea, the event loop of
 //! `World`. Its handlers (arrive, open, search, step, fetch, done, announce, leave) all act on
 //! the same listeners, plays, fetches and counters and call one another's helpers; split by
 //! handler, every file would need all of that state, and a reader would follow one event
