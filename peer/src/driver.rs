@@ -139,6 +139,8 @@ impl Driver {
                     return;
                 }
                 let Some(peer) = peer else {
+                    // The application's own dial all the same (see `dial_app`).
+                    self.guard.lock().allow(&addr, Instant::now());
                     let r = self.swarm.dial(addr.clone()).map_err(|e| dial_error(addr.to_string(), None, e));
                     let _ = reply.send(r);
                     return;
