@@ -48,6 +48,11 @@ pub(crate) struct SimulateArgs {
     /// Listeners use no peers (every byte from the edges).
     #[arg(long)]
     no_p2p: bool,
+    /// Listeners do not preload the next track (by default, when 30 s of a track are left,
+    /// its successor's first 15 s are fetched from peers, and from the edge only when due, as
+    /// `Client::preload`; play mode only).
+    #[arg(long)]
+    no_preload: bool,
     /// Edges; listener n reaches edge n mod N.
     #[arg(long, value_name = "N", default_value_t = 1)]
     edges: usize,
@@ -98,9 +103,13 @@ pub(crate) struct SimulateArgs {
     #[arg(long, value_name = "N", default_value_t = 1)]
     seed: u64,
     /// Runs one scenario per value of one setting, e.g. edges=1,2,4 or mobile=0,0.3,0.7 (keys:
-    /// listeners, tracks, edges, mobile, tracker, p2p, zipf, behind-symmetric, warm-tracks).
+    /// listeners, tracks, edges, mobile, tracker, p2p, preload, zipf, behind-symmetric, warm-tracks).
     #[arg(long, value_name = "KEY=V1,V2,...")]
     sweep: Option<String>,
+    /// Scenarios of a sweep run this many at a time, each on a core of its own and with memory
+    /// of its own (default: the machine's cores). Each run is the same whatever this is.
+    #[arg(long, value_name = "N")]
+    jobs: Option<usize>,
     /// Also write every scenario's full report (with its timeline) as JSON.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -175,6 +184,7 @@ impl SimulateArgs {
             ladder_bps: self.ladder_kbps.iter().map(|k| k * 1000).collect(),
             quality,
             play: !self.fast,
+            preload: !self.no_preload,
             p2p: !self.no_p2p,
             edges: self.edges.max(1),
             edge_cache_bytes: self.edge_cache.0,
@@ -221,15 +231,20 @@ fn apply(mut cfg: SimConfig, key: &str, value: &str) -> Result<SimConfig> {
                 _ => bail!("--sweep tracker={value}: shared or per-edge"),
             }
         }
-        "p2p" => {
-            cfg.p2p = match value {
+        "p2p" | "preload" => {
+            let on = match value {
                 "on" => true,
                 "off" => false,
-                _ => bail!("--sweep p2p={value}: on or off"),
+                _ => bail!("--sweep {key}={value}: on or off"),
+            };
+            if key == "p2p" {
+                cfg.p2p = on;
+            } else {
+                cfg.preload = on;
             }
         }
         _ => bail!(
-            "--sweep {key}: one of listeners, tracks, edges, mobile, tracker, p2p, zipf, behind-symmetric, warm-tracks"
+            "--sweep {key}: one of listeners, tracks, edges, mobile, tracker, p2p, preload, zipf, behind-symmetric, warm-tracks"
         ),
     }
     Ok(cfg)
@@ -247,29 +262,7 @@ pub(crate) fn run(a: &SimulateArgs) -> Result<()> {
                 .collect::<Result<_>>()?
         }
     };
-    let mut reports: Vec<(String, Report)> = Vec::new();
-    for (i, (name, cfg)) in scenarios.iter().enumerate() {
-        let started = Instant::now();
-        let total = cfg.duration.as_secs() / 60;
-        let mut progress = |t: u64| {
-            eprintln!(
-                "[{}/{}] {name}: {}/{total} simulated minutes ({:.0} s)",
-                i + 1,
-                scenarios.len(),
-                t / 60,
-                started.elapsed().as_secs_f64()
-            );
-        };
-        let r = chorus_sim::run(cfg, &mut progress);
-        eprintln!(
-            "[{}/{}] {name}: done in {:.1} s ({} events)",
-            i + 1,
-            scenarios.len(),
-            started.elapsed().as_secs_f64(),
-            r.events
-        );
-        reports.push((name.clone(), r));
-    }
+    let reports = run_all(&scenarios, a.jobs);
     print_table(&reports);
     if let Some(path) = &a.json {
         let doc: Vec<serde_json::Value> =
@@ -295,6 +288,38 @@ pub(crate) fn run(a: &SimulateArgs) -> Result<()> {
         std::fs::write(path, svg).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// Runs every scenario, `jobs` at a time (default: the machine's cores), each in a thread of
+/// its own; the reports in the scenarios' order.
+fn run_all(scenarios: &[(String, SimConfig)], jobs: Option<usize>) -> Vec<(String, Report)> {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let jobs = jobs.unwrap_or(cores).clamp(1, scenarios.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let done: std::sync::Mutex<Vec<Option<Report>>> = std::sync::Mutex::new(vec![None; scenarios.len()]);
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((name, cfg)) = scenarios.get(i) else { return };
+                    let started = Instant::now();
+                    let total = cfg.duration.as_secs() / 60;
+                    let n = scenarios.len();
+                    let mut progress = |t: u64| {
+                        let secs = started.elapsed().as_secs_f64();
+                        eprintln!("[{}/{n}] {name}: {}/{total} simulated minutes ({secs:.0} s)", i + 1, t / 60);
+                    };
+                    let r = chorus_sim::run(cfg, &mut progress);
+                    let secs = started.elapsed().as_secs_f64();
+                    eprintln!("[{}/{n}] {name}: done in {secs:.1} s ({} events)", i + 1, r.events);
+                    done.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[i] = Some(r);
+                }
+            });
+        }
+    });
+    let done = done.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+    scenarios.iter().zip(done).filter_map(|((name, _), r)| Some((name.clone(), r?))).collect()
 }
 
 #[allow(clippy::cast_precision_loss)]
@@ -337,6 +362,15 @@ fn print_table(reports: &[(String, Report)]) {
             r.announced_names_per_sec,
             100.0 * hit,
         );
+        if r.preloads > 0 {
+            let pre = &r.preload_bytes;
+            println!(
+                "  {} preloads: {:.1}% of the edges' bytes, {:.1}% of the peers'",
+                r.preloads,
+                100.0 * pre.edge as f64 / r.bytes.edge.max(1) as f64,
+                100.0 * pre.peer as f64 / r.bytes.peer.max(1) as f64
+            );
+        }
         if r.edges.len() > 1 {
             for (i, e) in r.edges.iter().enumerate() {
                 println!(

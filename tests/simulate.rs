@@ -43,6 +43,34 @@ fn a_sweep_prints_a_row_per_scenario_and_writes_json_and_a_chart() {
     assert_eq!(doc[1]["report"]["edges"].as_array().unwrap().len(), 2);
     let chart = std::fs::read_to_string(&svg).unwrap();
     assert_eq!(chart.matches("<polyline").count(), 2);
+    // The scenarios ran side by side (one per core by default); one at a time, every figure
+    // is the same.
+    let one = dir.path().join("one.json");
+    let args = [
+        "simulate",
+        "--listeners",
+        "200",
+        "--tracks",
+        "100",
+        "--minutes",
+        "3",
+        "--arrive-minutes",
+        "1",
+        "--segments",
+        "5-8",
+        "--sweep",
+        "edges=1,2",
+        "--tracker",
+        "per-edge",
+        "--jobs",
+        "1",
+        "--json",
+        s(&one),
+    ];
+    let out = chorus(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), table);
+    assert_eq!(std::fs::read(&one).unwrap(), std::fs::read(&json).unwrap());
 }
 
 #[test]
@@ -56,6 +84,7 @@ fn bad_settings_are_refused_with_what_is_wrong() {
         (&["simulate", "--sweep", "tracker=sharde"][..], "shared or per-edge"),
         (&["simulate", "--sweep", "mobile=0.5,2"][..], "mobile=2"),
         (&["simulate", "--minutes", "inf"][..], "--minutes inf"),
+        (&["simulate", "--sweep", "preload=maybe"][..], "preload=maybe: on or off"),
     ] {
         let out = chorus(args);
         assert!(!out.status.success(), "{args:?}");

@@ -20,7 +20,7 @@
 //! connections (a dial costs round trips; a departed peer's request fails; behind NATs, a
 //! meeting through the edge's relay and a hole punched, or no connection at all: see
 //! [`SimConfig::behind_cone`]), and listeners' behaviour (Poisson-like arrivals, exponential
-//! sessions, Zipf track popularity). Not modelled: preloading the next track, seeks, Kademlia
+//! sessions, Zipf track popularity). Not modelled: seeks, Kademlia
 //! and mDNS discovery, the relay's own load, request coalescing at the edge, a disk tier. See
 //! [`world`] for the rules.
 
@@ -72,6 +72,10 @@ pub struct SimConfig {
     /// Play in real time (30 s ahead, 2 requests in flight), or fetch as fast as possible
     /// (`chorus fetch` without `--play`, the swarm benchmark's fast mode).
     pub play: bool,
+    /// In play mode, whether each listener preloads its next track's first 15 s when 30 s of
+    /// the current one are left (`Client::preload`, as bench/swarm.sh's player does): from
+    /// peers, and from the edge only for segments due within its window.
+    pub preload: bool,
     /// Whether listeners use peers.
     pub p2p: bool,
     /// Edges; listener `n` reaches edge `n mod edges`.
@@ -135,6 +139,7 @@ impl Default for SimConfig {
             ladder_bps: vec![24_000, 96_000, 160_000, 320_000],
             quality: Quality::Auto { cap: usize::MAX },
             play: true,
+            preload: true,
             p2p: true,
             edges: 1,
             edge_cache_bytes: 8 << 30,
@@ -229,6 +234,12 @@ pub struct Report {
     /// Plays that reached their end (the rest were cut by their listener leaving or the run
     /// ending).
     pub plays_completed: u64,
+    /// Preloads of a next track started ([`SimConfig::preload`]).
+    pub preloads: u64,
+    /// What the preloads fetched over the network, by source (counted in [`Report::bytes`]
+    /// too, as they crossed the network; read back from the cache when the track plays, they
+    /// are not counted again).
+    pub preload_bytes: Bytes,
     /// Completed plays that found no peer holding any of the track.
     pub plays_without_peers: u64,
     /// Played bytes of first segments that came from an edge (a start is urgent: the client

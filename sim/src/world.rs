@@ -13,6 +13,13 @@
 //!   named once and then every 45 minutes (5 s apart while a large cache goes in), unlisted
 //!   ones an hour later. With `SimConfig::warm_tracks` it arrives with that many tracks in its
 //!   cache, whole, drawn from the popularity of plays.
+//! - **Preloading** (`SimConfig::preload`, play mode): when 30 s of a track are left, the
+//!   listener draws its next track and preloads its first 15 s as `Client::preload` does: a
+//!   play of its own (manifest, peer search, the real scheduler with a planned start, so the
+//!   edge is asked only for segments due within its window) whose segments go to the cache,
+//!   announced as played at its first segment. The next track then opens from the cache; a
+//!   preload still running is cut short. Its bytes count where they crossed the network, and
+//!   not again when read back from the cache (as bench/swarm.sh counts them).
 //! - **Opening a track** costs a round trip to the edge (the manifest; one more for the first
 //!   connection of a session). With peers on, the tracker is asked once the manifest is in
 //!   (one round trip), then each listed peer that is online is dialled (four peer round trips:
@@ -81,6 +88,10 @@ const LOOK: Us = 2 * SEC;
 const ASK_AT_MOST: usize = 8;
 /// Segments fetched beyond the one the reader waits for (the client's default read-ahead).
 const READ_AHEAD: usize = 8;
+/// A preload starts when this much of the playing track is left (bench/swarm.sh's player).
+const PRELOAD_STARTS_IN: Duration = Duration::from_secs(30);
+/// What a preload fetches of the next track.
+const PRELOAD_AMOUNT: Duration = Duration::from_secs(15);
 
 /// A cached chunk's size, for the edge's tier.
 struct Size(u64);
@@ -128,6 +139,12 @@ struct Play {
     searching: bool,
     /// When it asks the tracker again (the client's policy).
     refresh: PeerRefresh,
+    /// A preload of the next track (`Client::preload`): what it fetches goes to the cache, and
+    /// nothing is played.
+    preload: bool,
+    /// Of a played track: the segments a preload fetched over the network (their bytes were
+    /// counted then, by source; read back from the cache they are not counted again).
+    preloaded: Vec<bool>,
 }
 
 /// What is between a listener and the internet (`SimConfig::behind_cone`, `behind_symmetric`).
@@ -183,11 +200,41 @@ struct Listener {
     /// The client's dial guard: new dials per track and period, backoff of failed addresses.
     dials: Dials,
     play: Option<Play>,
+    /// The preload of the next track, while it runs.
+    ahead: Option<Play>,
+    /// The next track, drawn when its preload started, and the segments the preload fetched
+    /// over the network.
+    next: Option<(u32, Vec<bool>)>,
     announces: u64,
     rng: Rng,
 }
 
+impl Play {
+    /// When its audio ends (`n` segments of `segment`), as far as is known now: its startup,
+    /// media and stalls so far; `None` before its first segment is out.
+    fn audio_end(&self, segment: Duration, n: u16) -> Option<Us> {
+        let stats = self.sched.stats();
+        let startup = stats.startup?;
+        Some(self.opened + us(startup + segment * u32::from(n) + stats.stalled))
+    }
+}
+
 impl Listener {
+    /// Its play or its preload with id `p`.
+    fn slot(&mut self, p: u64) -> Option<&mut Play> {
+        match &mut self.play {
+            Some(play) if play.id == p => Some(play),
+            _ => self.ahead.as_mut().filter(|a| a.id == p),
+        }
+    }
+
+    fn slot_ref(&self, p: u64) -> Option<&Play> {
+        match &self.play {
+            Some(play) if play.id == p => Some(play),
+            _ => self.ahead.as_ref().filter(|a| a.id == p),
+        }
+    }
+
     /// What it holds of `track` (of `n` segments): the rung + 1 of each segment, 0 where none.
     fn holding(&self, track: u32, n: usize) -> std::borrow::Cow<'_, [u8]> {
         if let Some(h) = self.held.get(&track) {
@@ -252,6 +299,8 @@ enum Ev {
     SearchDone(u32, u64),
     Refresh(u32, u64),
     TrackEnd(u32, u64),
+    /// 30 s of play `p` are left: the listener preloads its next track.
+    Preload(u32, u64),
     Announce(u32),
     /// One more announce soon, while a large cache goes in (no next period of its own).
     AnnounceSoon(u32),
@@ -282,6 +331,8 @@ pub(crate) struct World<'a> {
     interval: Bytes,
     timeline: Vec<Point>,
     plays: u64,
+    preloads: u64,
+    preload_bytes: Bytes,
     completed: u64,
     lonely: u64,
     edge_first: u64,
@@ -354,6 +405,8 @@ impl<'a> World<'a> {
                     peers: Vec::new(),
                     dials: Dials::with_table(64),
                     play: None,
+                    ahead: None,
+                    next: None,
                     announces: 0,
                     rng: r,
                 }
@@ -400,6 +453,8 @@ impl<'a> World<'a> {
             interval: Bytes::default(),
             timeline: Vec::new(),
             plays: 0,
+            preloads: 0,
+            preload_bytes: Bytes::default(),
             completed: 0,
             lonely: 0,
             edge_first: 0,
@@ -469,7 +524,7 @@ impl<'a> World<'a> {
                     && play.wake == Some(now)
                 {
                     play.wake = None;
-                    self.step(l);
+                    self.step(l, p);
                 }
             }
             Ev::Done(f) => self.done(f),
@@ -478,7 +533,7 @@ impl<'a> World<'a> {
                 if let Some(play) = self.play_mut(l, p) {
                     play.searching = false;
                     play.sched.set_awaiting_peers(false);
-                    self.step(l);
+                    self.step(l, p);
                 }
             }
             Ev::Refresh(l, p) => {
@@ -495,6 +550,7 @@ impl<'a> World<'a> {
                 }
             }
             Ev::TrackEnd(l, p) => self.track_end(l, p),
+            Ev::Preload(l, p) => self.preload(l, p),
             Ev::Announce(l) => {
                 if self.listeners[l as usize].online {
                     self.announce(l);
@@ -522,7 +578,7 @@ impl<'a> World<'a> {
     }
 
     fn play_mut(&mut self, l: u32, p: u64) -> Option<&mut Play> {
-        self.listeners[l as usize].play.as_mut().filter(|play| play.id == p)
+        self.listeners[l as usize].slot(p)
     }
 
     fn arrive(&mut self, l: u32) {
@@ -556,13 +612,15 @@ impl<'a> World<'a> {
         }
         li.online = false;
         li.play = None;
+        li.ahead = None;
+        li.next = None;
         li.peers.clear();
         self.online -= 1;
     }
 
-    /// Opens the next track of `l`'s session (or ends the session).
+    /// Opens the next track of `l`'s session (or ends the session): the one its preload drew,
+    /// else a new draw. A preload still running is cut short (what it fetched is in the cache).
     fn open(&mut self, l: u32) {
-        let cfg = self.cfg;
         let done = {
             let li = &self.listeners[l as usize];
             !li.online || li.plays_left == Some(0)
@@ -571,8 +629,43 @@ impl<'a> World<'a> {
             self.leave(l);
             return;
         }
-        let track = self.zipf.sample(&mut self.listeners[l as usize].rng);
-        let track = u32::try_from(track).unwrap_or(0);
+        if let Some(ahead) = self.listeners[l as usize].ahead.take() {
+            for f in ahead.inflight.into_values() {
+                self.cancel(f);
+            }
+        }
+        let (track, preloaded) = match self.listeners[l as usize].next.take() {
+            Some(next) => next,
+            None => (self.draw_track(l), Vec::new()),
+        };
+        let opened = self.now;
+        let li = &mut self.listeners[l as usize];
+        li.started.retain(|(t, _)| *t != track);
+        li.started.insert(0, (track, opened));
+        li.started.truncate(MAX_PLAYED);
+        // The manifest's round trip; the first request of a session also opens the connection.
+        let mut first = li.rtt;
+        if !li.connected_edge {
+            first += li.rtt;
+            li.connected_edge = true;
+        }
+        let mut play = self.new_play(l, track, None);
+        play.preloaded = preloaded;
+        let id = play.id;
+        self.listeners[l as usize].play = Some(play);
+        self.plays += 1;
+        self.begin(l, id, first);
+    }
+
+    fn draw_track(&mut self, l: u32) -> u32 {
+        u32::try_from(self.zipf.sample(&mut self.listeners[l as usize].rng)).unwrap_or(0)
+    }
+
+    /// A new play of `track` by `l` (not yet in its slot): a scheduler that knows what the
+    /// cache holds; for a preload (`plan`: when playback starts, and how much to fetch), one
+    /// that starts at that time and stops after that much.
+    fn new_play(&mut self, l: u32, track: u32, plan: Option<(Us, Duration)>) -> Play {
+        let cfg = self.cfg;
         let n = usize::from(self.track_segments[track as usize]);
         let segment_secs = cfg.segment.as_secs_f64();
         let segments: Vec<SegmentInfo> = (0..n)
@@ -590,49 +683,90 @@ impl<'a> World<'a> {
         let id = self.next_id;
         let opened = self.now;
         let mut sched = Scheduler::new(sc, cfg.ladder_bps.clone(), segments, 1, self.instant(opened));
-        let li = &mut self.listeners[l as usize];
-        li.started.retain(|(t, _)| *t != track);
-        li.started.insert(0, (track, opened));
-        li.started.truncate(MAX_PLAYED);
+        let li = &self.listeners[l as usize];
         for (k, r) in li.holding(track, n).iter().enumerate() {
             if *r > 0 {
                 sched.set_cached(k, usize::from(*r - 1));
             }
         }
-        // The manifest's round trip; the first request of a session also opens the connection.
-        let mut first = li.rtt;
-        if !li.connected_edge {
-            first += li.rtt;
-            li.connected_edge = true;
+        // A preload stops after the segments covering its amount (as `Client::preload`).
+        let mut upto = n;
+        if let Some((at, amount)) = plan {
+            sched.plan_start(self.instant(at));
+            upto = (sched.segment_at(amount.saturating_sub(Duration::from_millis(1))) + 1).min(n);
         }
         if cfg.p2p {
             sched.set_awaiting_peers(true);
         }
-        li.play = Some(Play {
+        Play {
             id,
             track,
             sched,
-            playout: Playout::new(n, 8, true),
+            playout: Playout::new(upto, 8, true),
             sources: vec![Src::Edge(li.edge)],
             opened,
-            wake: Some(opened + first),
+            wake: None,
             inflight: HashMap::default(),
             searching: cfg.p2p,
             refresh: PeerRefresh::new(),
-        });
-        self.plays += 1;
-        self.at(opened + first, Ev::Wake(l, id));
-        if cfg.p2p {
-            // The search starts once the manifest is in (the client opens the track first).
-            self.at(opened + first, Ev::Refresh(l, id));
+            preload: plan.is_some(),
+            preloaded: Vec::new(),
         }
+    }
+
+    /// Play `p` of `l` starts once its manifest is in, `after` from now: its first poll, and
+    /// its search for peers.
+    fn begin(&mut self, l: u32, p: u64, after: Us) {
+        let at = self.now + after;
+        if let Some(play) = self.play_mut(l, p) {
+            play.wake = Some(at);
+        }
+        self.at(at, Ev::Wake(l, p));
+        if self.cfg.p2p {
+            // The search starts once the manifest is in (the client opens the track first).
+            self.at(at, Ev::Refresh(l, p));
+        }
+    }
+
+    /// When 30 s of `l`'s play `p` are left, its next track's first 15 s are preloaded (as
+    /// `Client::preload` is called by a player, and by bench/swarm.sh): peers first, the edge
+    /// only for segments due within its window. Checked again later while stalls push the
+    /// end back.
+    fn preload(&mut self, l: u32, p: u64) {
+        let Some(end) = self.listeners[l as usize].play.as_ref().filter(|pl| pl.id == p).and_then(|pl| self.end_of(pl))
+        else {
+            return;
+        };
+        let li = &self.listeners[l as usize];
+        if !li.online || li.ahead.is_some() || li.next.is_some() || li.plays_left == Some(1) {
+            return;
+        }
+        let starts_in = us(PRELOAD_STARTS_IN);
+        if end > self.now + starts_in + SEC {
+            self.at(end - starts_in, Ev::Preload(l, p));
+            return;
+        }
+        let track = self.draw_track(l);
+        let play = self.new_play(l, track, Some((end.max(self.now), PRELOAD_AMOUNT)));
+        let id = play.id;
+        let li = &mut self.listeners[l as usize];
+        li.next = Some((track, Vec::new()));
+        li.ahead = Some(play);
+        let rtt = li.rtt;
+        self.preloads += 1;
+        self.begin(l, id, rtt);
+    }
+
+    /// When play `pl`'s audio ends, as far as is known now.
+    fn end_of(&self, pl: &Play) -> Option<Us> {
+        pl.audio_end(self.cfg.segment, self.track_segments[pl.track as usize])
     }
 
     /// Asks the tracker of `l`'s edge for peers of its track, and dials what it lists.
     fn search(&mut self, l: u32, p: u64) {
         let (track, edge, rtt) = {
             let li = &self.listeners[l as usize];
-            let Some(play) = &li.play else { return };
+            let Some(play) = li.slot_ref(p) else { return };
             (play.track, li.edge, li.rtt)
         };
         let tracker = if self.cfg.shared_tracker { 0 } else { edge };
@@ -693,7 +827,7 @@ impl<'a> World<'a> {
                 self.at(at, Ev::Holds(l, p, u));
             }
         }
-        if self.listeners[l as usize].play.as_ref().is_some_and(|pl| pl.searching) {
+        if self.listeners[l as usize].slot_ref(p).is_some_and(|pl| pl.searching) {
             self.at(last, Ev::SearchDone(l, p));
         }
     }
@@ -707,7 +841,7 @@ impl<'a> World<'a> {
         if !self.listeners[u as usize].online {
             return;
         }
-        let Some(track) = self.listeners[l as usize].play.as_ref().filter(|pl| pl.id == p).map(|pl| pl.track) else {
+        let Some(track) = self.listeners[l as usize].slot_ref(p).map(|pl| pl.track) else {
             return;
         };
         let n = usize::from(self.track_segments[track as usize]);
@@ -716,7 +850,7 @@ impl<'a> World<'a> {
         if !li.peers.contains(&u) {
             li.peers.push(u);
         }
-        let Some(play) = li.play.as_mut() else { return };
+        let Some(play) = li.slot(p) else { return };
         let sid = match play.sources.iter().position(|s| *s == Src::Peer(u)) {
             Some(i) => SourceId(i),
             None => {
@@ -729,17 +863,17 @@ impl<'a> World<'a> {
                 play.sched.set_holds(sid, k, usize::from(*r - 1));
             }
         }
-        self.step(l);
+        self.step(l, p);
     }
 
-    /// One turn of the driver loop for `l`'s play: poll, carry out, hand over.
-    fn step(&mut self, l: u32) {
+    /// One turn of the driver loop for `l`'s play (or preload) `p`: poll, carry out, hand over.
+    fn step(&mut self, l: u32, p: u64) {
         let now_i = self.instant(self.now);
         let mut fetches: Vec<(usize, usize, usize)> = Vec::new();
         let mut cancel: Vec<u64> = Vec::new();
         let mut failed = false;
         {
-            let Some(play) = self.listeners[l as usize].play.as_mut() else { return };
+            let Some(play) = self.listeners[l as usize].slot(p) else { return };
             play.sched.set_limit(play.playout.fetch_limit(READ_AHEAD));
             for a in play.sched.poll(now_i) {
                 match a {
@@ -763,75 +897,117 @@ impl<'a> World<'a> {
             self.cancel(f);
         }
         if failed {
-            // The track gives up (the edge failed it too often); the listener moves on.
-            let p = self.listeners[l as usize].play.as_ref().map_or(0, |pl| pl.id);
-            self.at(self.now, Ev::TrackEnd(l, p));
+            // The track gives up (the edge failed it too often); the listener moves on (a
+            // preload just stops).
+            let li = &mut self.listeners[l as usize];
+            if li.ahead.as_ref().is_some_and(|a| a.id == p) {
+                li.ahead = None;
+            } else {
+                self.at(self.now, Ev::TrackEnd(l, p));
+            }
             return;
         }
         for (segment, rung, source) in fetches {
-            self.start_fetch(l, segment, rung, source);
+            self.start_fetch(l, p, segment, rung, source);
         }
-        self.hand_over(l);
-        let Some(play) = self.listeners[l as usize].play.as_mut() else { return };
+        self.hand_over(l, p);
+        let Some(play) = self.listeners[l as usize].slot(p) else { return };
         if let Some(w) = play.sched.next_wakeup(now_i) {
             let w = us(w.saturating_duration_since(self.base)).max(self.now + 1);
             if play.wake.is_none_or(|cur| w < cur || cur < self.now) {
                 play.wake = Some(w);
-                let p = play.id;
                 self.at(w, Ev::Wake(l, p));
             }
         }
     }
 
     /// Hands over what is ready, counting played bytes by source; at the end, schedules the
-    /// track's end.
-    fn hand_over(&mut self, l: u32) {
+    /// track's end. A preload's segments go to the cache, not to a player: what it fetched
+    /// over the network is counted now, by source (as bench/swarm.sh counts it), and not
+    /// again when the track plays it from the cache.
+    fn hand_over(&mut self, l: u32, p: u64) {
         let cfg = self.cfg;
         let mut first_out = false;
         let mut first_edge = 0;
         let mut counted = Bytes::default();
         let mut end = None;
-        {
+        let (track, preload) = {
             let li = &mut self.listeners[l as usize];
-            let Some(play) = li.play.as_mut() else { return };
+            let Some(play) = li.slot(p) else { return };
+            let (track, preload) = (play.track, play.preload);
+            let mut fetched = Vec::new();
             while let Some(o) = play.playout.take() {
                 let size = (cfg.ladder_bps[o.rung] as f64 * cfg.segment.as_secs_f64() / 8.0) as u64;
                 match o.payload {
-                    Via::Edge if o.index == 0 => {
+                    Via::Edge if o.index == 0 && !preload => {
                         counted.edge += size;
                         first_edge += size;
                     }
                     Via::Edge => counted.edge += size,
                     Via::Peer => counted.peer += size,
+                    Via::Cache if preload || play.preloaded.get(o.index) == Some(&true) => {}
                     Via::Cache => counted.cache += size,
+                }
+                if preload && !matches!(o.payload, Via::Cache) {
+                    fetched.push(o.index);
                 }
                 first_out |= o.index == 0;
             }
             if play.playout.at_end() {
                 play.playout.end_sent();
-                // Played in real time, the track ends when its audio has played out; fetched
-                // as fast as possible, when its last segment is in.
-                let at = if cfg.play {
-                    let stats = play.sched.stats();
-                    let media = cfg.segment * u32::from(self.track_segments[play.track as usize]);
-                    play.opened + us(stats.startup.unwrap_or_default() + media + stats.stalled)
-                } else {
-                    self.now
-                };
-                end = Some((play.id, at));
+                if !preload {
+                    // Played in real time, the track ends when its audio has played out;
+                    // fetched as fast as possible, when its last segment is in.
+                    let n = self.track_segments[track as usize];
+                    let at = if cfg.play { play.audio_end(cfg.segment, n).unwrap_or(self.now) } else { self.now };
+                    end = Some(at);
+                }
             }
-        }
+            if preload {
+                if let Some((_, marks)) = li.next.as_mut().filter(|(t, _)| *t == track) {
+                    for k in fetched {
+                        if marks.len() <= k {
+                            marks.resize(k + 1, false);
+                        }
+                        marks[k] = true;
+                    }
+                }
+                if end.is_none() && li.ahead.as_ref().is_some_and(|a| a.playout.at_end()) {
+                    li.ahead = None;
+                }
+            }
+            (track, preload)
+        };
         self.edge_first += first_edge;
+        if preload {
+            self.preload_bytes.edge += counted.edge;
+            self.preload_bytes.peer += counted.peer;
+        }
         self.bytes.edge += counted.edge;
         self.bytes.peer += counted.peer;
         self.bytes.cache += counted.cache;
         self.interval.edge += counted.edge;
         self.interval.peer += counted.peer;
         self.interval.cache += counted.cache;
-        if first_out && self.serving(l) {
-            self.announce_playing(l);
+        if first_out {
+            if preload {
+                // The client names a preloaded track as played too (`Peer::play` at its
+                // first segment).
+                let li = &mut self.listeners[l as usize];
+                li.started.retain(|(t, _)| *t != track);
+                li.started.insert(0, (track, self.now));
+                li.started.truncate(MAX_PLAYED);
+            } else if cfg.play && cfg.preload {
+                let at = self.listeners[l as usize].play.as_ref().and_then(|pl| self.end_of(pl));
+                if let Some(at) = at {
+                    self.at(at.saturating_sub(us(PRELOAD_STARTS_IN)).max(self.now), Ev::Preload(l, p));
+                }
+            }
+            if self.serving(l) {
+                self.announce_playing(l, track);
+            }
         }
-        if let Some((p, at)) = end {
+        if let Some(at) = end {
             self.at(at.max(self.now), Ev::TrackEnd(l, p));
         }
     }
@@ -840,13 +1016,13 @@ impl<'a> World<'a> {
         self.cfg.p2p && self.listeners[l as usize].up > 0
     }
 
-    fn start_fetch(&mut self, l: u32, segment: usize, rung: usize, source: usize) {
+    fn start_fetch(&mut self, l: u32, p: u64, segment: usize, rung: usize, source: usize) {
         let cfg = self.cfg;
         let size = (cfg.ladder_bps[rung] as f64 * cfg.segment.as_secs_f64() / 8.0) as u64;
-        let (track, src, rtt, down, p) = {
+        let (track, src, rtt, down) = {
             let li = &self.listeners[l as usize];
-            let Some(play) = &li.play else { return };
-            (play.track, play.sources[source], li.rtt, li.down, play.id)
+            let Some(play) = li.slot_ref(p) else { return };
+            (play.track, play.sources[source], li.rtt, li.down)
         };
         self.next_id += 1;
         let id = self.next_id;
@@ -896,7 +1072,7 @@ impl<'a> World<'a> {
             id,
             Fetch { listener: l, play: p, segment, rung, source, bytes: size, started: self.now, from, uploader },
         );
-        if let Some(play) = self.listeners[l as usize].play.as_mut() {
+        if let Some(play) = self.listeners[l as usize].slot(p) {
             play.inflight.insert((segment, source), id);
         }
         self.at(self.now + took.max(1), Ev::Done(id));
@@ -925,7 +1101,7 @@ impl<'a> World<'a> {
         let mut cancels = Vec::new();
         let mut track = None;
         {
-            let Some(play) = self.listeners[l as usize].play.as_mut().filter(|pl| pl.id == fetch.play) else { return };
+            let Some(play) = self.listeners[l as usize].slot(fetch.play) else { return };
             play.inflight.remove(&(fetch.segment, fetch.source));
             let generation = play.playout.generation();
             if !play.playout.wanted(generation, fetch.segment) {
@@ -953,7 +1129,7 @@ impl<'a> World<'a> {
         if let Some(track) = track {
             self.hold(l, track, fetch.segment, fetch.rung);
         }
-        self.step(l);
+        self.step(l, fetch.play);
     }
 
     /// `l`'s cache now holds a segment of `track` (the client stores what it verified).
@@ -1017,10 +1193,9 @@ impl<'a> World<'a> {
         }
     }
 
-    /// `l` tells its tracker that it plays its track now (the client, once the first segment
-    /// is handed over).
-    fn announce_playing(&mut self, l: u32) {
-        let Some(track) = self.listeners[l as usize].play.as_ref().map(|p| p.track) else { return };
+    /// `l` tells its tracker that it plays `track` now (the client, once the first segment of
+    /// a play or a preload is handed over).
+    fn announce_playing(&mut self, l: u32, track: u32) {
         self.send_announce(l, vec![track], Vec::new(), Vec::new());
     }
 
@@ -1102,6 +1277,8 @@ impl<'a> World<'a> {
         Report {
             plays: self.plays,
             plays_completed: self.completed,
+            preloads: self.preloads,
+            preload_bytes: self.preload_bytes,
             plays_without_peers: self.lonely,
             edge_first_segment_bytes: self.edge_first,
             bytes: self.bytes,

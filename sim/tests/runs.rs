@@ -60,6 +60,20 @@ fn listeners_behind_nats_meet_through_the_relay_or_not_at_all() {
 }
 
 #[test]
+fn a_preloaded_next_track_starts_from_the_cache() {
+    let on = run(&small(), &mut |_| {});
+    let off = run(&SimConfig { preload: false, ..small() }, &mut |_| {});
+    assert!(on.preloads > 0 && off.preloads == 0, "{} preloads", on.preloads);
+    // Most plays after a listener's first start from what the preload fetched: at once,
+    // instead of a round trip to the edge and the first segment's transfer.
+    assert!(on.startup_ms.p50 < off.startup_ms.p50, "p50 {} ms vs {} ms", on.startup_ms.p50, off.startup_ms.p50);
+    assert!(on.bytes.peer > 0 && on.stalls_per_100_plays <= off.stalls_per_100_plays + 1.0, "{on:?}");
+    // Fetched as fast as possible, there is nothing to preload for.
+    let fast = run(&SimConfig { play: false, ..small() }, &mut |_| {});
+    assert_eq!(fast.preloads, 0);
+}
+
+#[test]
 fn edges_sharing_one_tracker_carry_less_than_edges_with_a_tracker_each() {
     let shared = run(&SimConfig { edges: 4, shared_tracker: true, ..small() }, &mut |_| {});
     let split = run(&SimConfig { edges: 4, shared_tracker: false, ..small() }, &mut |_| {});
