@@ -4,11 +4,11 @@
 //! plus its transmission time, not 40 ms per read) — each with an optional rate cap (an
 //! access link's uplink or downlink).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -59,17 +59,30 @@ async fn line(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp:
     tokio::join!(reader, writer);
 }
 
-/// Starts a relay on 127.0.0.1 (port chosen by the system) to `target`: bytes towards the
-/// target travel over `to_target`, bytes back over `from_target`. Returns its address; it
-/// runs until the process ends.
-pub(crate) async fn relay(target: SocketAddr, to_target: Link, from_target: Link) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+/// Starts a relay on `listen` (port chosen by the system) to `target`, whose connections to
+/// the target come from `from` (a host of the loopback network: the one address the target
+/// sees for this host, as a real one sees a listener's public address): bytes towards the
+/// target travel over `to_target`, bytes back over `from_target`. Returns its address; it runs
+/// until the process ends.
+pub(crate) async fn relay(
+    listen: IpAddr,
+    from: IpAddr,
+    target: SocketAddr,
+    to_target: Link,
+    from_target: Link,
+) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind((listen, 0)).await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
         loop {
             let Ok((client, _)) = listener.accept().await else { continue };
             tokio::spawn(async move {
-                let Ok(server) = TcpStream::connect(target).await else { return };
+                let connect = async {
+                    let socket = if from.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+                    socket.bind((from, 0).into())?;
+                    socket.connect(target).await
+                };
+                let Ok(server) = connect.await else { return };
                 let _ = client.set_nodelay(true);
                 let _ = server.set_nodelay(true);
                 let (cr, cw) = client.into_split();

@@ -19,6 +19,10 @@
 //! listens behind a relay with the same latency and announces the relay's address (so other
 //! peers reach it only through its access link), whose outgoing direction is capped at UPLINK
 //! bytes/s (0: no cap). A connection between two peers thus has the listener's access latency.
+//! Each client is a host of its own on the loopback network (client c is 127.1.c/250.c%250+1):
+//! the edge sees its requests and announces come from that address, and its peer node is
+//! reached there, so the edge's per-address limits (announces, peer queries, tracker budget)
+//! apply per listener as on the internet, not to the whole swarm as one address.
 //! In play mode, when 30 s of a track remain the client preloads the next track's first 15 s
 //! (`Client::preload`: from peers, from the edge only in time); PRELOAD=0 turns that off.
 //!
@@ -96,18 +100,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (key, popularity) = (key, popularity.clone());
         let dir = std::path::Path::new(work).join(format!("client{c}"));
         // The client's access link: to the edge, and in front of its peer node.
+        let host = std::net::IpAddr::from(host_of(c)?);
+        let local = std::net::IpAddr::from([127, 0, 0, 1]);
         let down = netem::Link { delay: one_way, rate: None };
-        let edge_via = netem::relay(edge_addrs[c % edge_addrs.len()], down, down).await?;
+        let edge_via = netem::relay(local, host, edge_addrs[c % edge_addrs.len()], down, down).await?;
         let port = free_port()?;
         let up = netem::Link { delay: one_way, rate: uplink };
-        let peer_via = netem::relay(([127, 0, 0, 1], port).into(), down, up).await?;
+        let peer_via = netem::relay(host, local, ([127, 0, 0, 1], port).into(), down, up).await?;
         tasks.spawn(async move {
             tokio::time::sleep(join_at).await;
             let client = ClientBuilder::new(vec![format!("http://{edge_via}")], key)
                 .p2p(true)
                 .p2p_mdns(false)
                 .p2p_listen(vec![format!("/ip4/127.0.0.1/tcp/{port}").parse()?])
-                .p2p_external(vec![format!("/ip4/127.0.0.1/tcp/{}", peer_via.port()).parse()?])
+                .p2p_external(vec![format!("/ip4/{host}/tcp/{}", peer_via.port()).parse()?])
                 .cache(dir, 1 << 30)
                 .quality(chorus_client::abr::Quality::Fixed(0))
                 .play(play)
@@ -214,6 +220,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let stalls: u64 = all.iter().map(|p| u64::from(p.summary.stalls)).sum();
     let rejected: u64 = all.iter().map(|p| p.summary.chunks_rejected).sum();
     let preloads = all.iter().filter(|p| p.preload.is_some()).count();
+    // Plays that met no peer holding any of the track (the simulator's plays_without_peers),
+    // and failed or BUSY requests (its peer_failures, and edge failures).
+    let lonely = all.iter().filter(|p| p.summary.peers == 0).count();
+    let failures: u64 = all.iter().map(|p| u64::from(p.summary.failures)).sum();
     println!(
         "{}",
         serde_json::json!({
@@ -230,7 +240,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "startup_minus_2rtt_plus_10ms": {"p50": over.get(over.len() / 2).copied().unwrap_or(0)},
             "stalls_per_100_plays": stalls as f64 * 100.0 / all.len().max(1) as f64,
             "chunks_rejected": rejected,
+            "plays_without_peers": lonely, "request_failures": failures,
         })
     );
     Ok(())
+}
+
+/// Client `c`'s host on the loopback network: 127.1.(c / 250).(c % 250 + 1), 250 to a /24 (the
+/// tracker's per-network cap is lifted by bench/swarm.sh), up to 64 000 clients.
+fn host_of(c: usize) -> Result<std::net::Ipv4Addr, Box<dyn std::error::Error>> {
+    let (net, host) = (u8::try_from(c / 250).map_err(|_| "at most 64 000 clients")?, (c % 250) as u8 + 1);
+    Ok(std::net::Ipv4Addr::new(127, 1, net, host))
 }

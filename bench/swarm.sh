@@ -53,8 +53,8 @@ done
 PIDS+=($!)
 # Port 0: read the bound URL from the log.
 for _ in $(seq 100); do ORIGIN=$(grep -o '"url":"http://[^"]*' "$WORK/origin.log" 2>/dev/null | head -1 | cut -d'"' -f4) && [ -n "$ORIGIN" ] && break; sleep 0.1; done
-# (Every listener here speaks from 127.0.0.1, one network standing for many: the tracker's
-# per-network cap, 4 by default, is lifted.)
+# (Each listener speaks from an address of its own, 250 to a /24 network (bench/swarm.rs): the
+# tracker's per-network cap, 4 by default, is lifted; its per-address limits apply as usual.)
 TRACKER_ARGS=()
 if [ "$TRACKER" = redis ]; then
   command -v redis-server >/dev/null || { echo "TRACKER=redis needs redis-server (apt-get install redis-server)" >&2; exit 1; }
