@@ -15,8 +15,21 @@ use chorus_core::TrackId;
 use chorus_core::p2p::{Multiaddr, PeerId};
 use lru::LruCache;
 
-/// New peers dialled per track within [`PERIOD`].
+/// New peers dialled per track within [`PERIOD`] (by its play, and as many by its preload).
 pub const NEW_DIALS_PER_TRACK: usize = 8;
+
+/// Which open of a track a dial is for: a preload of it and the play that follows each have a
+/// budget. The preload looks for holders of the track's first seconds, the play half a minute
+/// later for holders of the rest; one budget for both left the play without new peers for the
+/// rest of its minute (BENCHMARKS.md, "The next track's preload in the simulator": 5 points
+/// more of the bytes from the edges).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Open {
+    /// The track playing (or fetched).
+    Play,
+    /// A preload of the next track (`Client::preload`).
+    Preload,
+}
 /// Addresses of one listed peer tried at most: a peer that lists 8 ports gets no more tries
 /// than one that lists one.
 pub const ADDRS_PER_PEER: usize = 2;
@@ -40,8 +53,8 @@ struct Backoff {
 /// The client's dial state, shared by its tracks.
 #[derive(Debug)]
 pub struct Dials {
-    /// Per track: when its recent new peer dials were started.
-    budget: LruCache<TrackId, VecDeque<Instant>>,
+    /// Per track and open: when its recent new peer dials were started.
+    budget: LruCache<(TrackId, Open), VecDeque<Instant>>,
     backoff: LruCache<Multiaddr, Backoff>,
     /// List entries whose handshake showed another peer: never dialled again.
     false_entries: LruCache<(PeerId, Multiaddr), ()>,
@@ -92,11 +105,11 @@ impl Dials {
         ok.into_iter().take(ADDRS_PER_PEER).cloned().collect()
     }
 
-    /// Whether a new dial of `peer` (at `addrs`, from [`Dials::usable`]) for `track` may start
-    /// at `now`; if so, it is counted against the track's budget: one per peer, however many
-    /// addresses it lists.
-    pub fn admit(&mut self, track: &TrackId, peer: PeerId, addrs: &[Multiaddr], now: Instant) -> bool {
-        let recent = self.budget.get_or_insert_mut(track.clone(), VecDeque::new);
+    /// Whether a new dial of `peer` (at `addrs`, from [`Dials::usable`]) for `open` of `track`
+    /// may start at `now`; if so, it is counted against that budget: one per peer, however
+    /// many addresses it lists.
+    pub fn admit(&mut self, track: &TrackId, open: Open, peer: PeerId, addrs: &[Multiaddr], now: Instant) -> bool {
+        let recent = self.budget.get_or_insert_mut((track.clone(), open), VecDeque::new);
         while recent.front().is_some_and(|t| now.saturating_duration_since(*t) >= PERIOD) {
             recent.pop_front();
         }
@@ -161,7 +174,7 @@ mod tests {
     /// `usable` then `admit`, as a dial makes them: the addresses to try, or `None`.
     fn dial(d: &mut Dials, t: &TrackId, p: PeerId, listed: &[Multiaddr], now: Instant) -> Option<Vec<Multiaddr>> {
         let addrs = d.usable(p, listed, now);
-        (!addrs.is_empty() && d.admit(t, p, &addrs, now)).then_some(addrs)
+        (!addrs.is_empty() && d.admit(t, Open::Play, p, &addrs, now)).then_some(addrs)
     }
 
     #[test]
@@ -175,6 +188,9 @@ mod tests {
         assert!(dial(&mut d, &b, PeerId::random(), &[addr(100)], t0).is_some());
         assert!(dial(&mut d, &a, PeerId::random(), &[addr(101)], t0 + PERIOD - Duration::from_millis(1)).is_none());
         assert!(dial(&mut d, &a, PeerId::random(), &[addr(102)], t0 + PERIOD).is_some());
+        // A preload of the track has a budget of its own (and no more than that).
+        let pre = (0..20).filter(|n| d.admit(&a, Open::Preload, PeerId::random(), &[addr(200 + n)], t0)).count();
+        assert_eq!(pre, NEW_DIALS_PER_TRACK);
     }
 
     #[test]

@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use tokio::time::Instant;
 
+use crate::dials::Open;
 use crate::edges::{Edge, Tally};
 use crate::error::FetchError;
 use crate::fetch::{Came, ChunkSource, Fetcher, Got, Rejected};
@@ -236,7 +237,8 @@ impl Driver {
                     if let Some(p) = self.peer.clone() {
                         let (net, track, edges, tx) =
                             (self.net.clone(), self.track.clone(), self.edges.clone(), self.found_tx.clone());
-                        tokio::spawn(async move { crate::p2p::peers_holding(&net, &p, &track, &edges, &tx).await });
+                        let open = if self.preload { Open::Preload } else { Open::Play };
+                        tokio::spawn(async move { crate::p2p::peers_holding(&net, &p, &track, open, &edges, &tx).await });
                     }
                 },
                 j = tasks.join_next(), if !tasks.is_empty() => {

@@ -183,10 +183,11 @@ impl Client {
         let (found_tx, found_rx) = mpsc::unbounded_channel();
         if let Some(p) = &peer {
             sched.set_awaiting_peers(true);
+            let open = if plan.is_some() { crate::dials::Open::Preload } else { crate::dials::Open::Play };
             let (net, p, track, edges, tx) =
                 (inner.net.clone(), p.clone(), track.clone(), edges.clone(), found_tx.clone());
             tokio::spawn(async move {
-                crate::p2p::peers_holding(&net, &p, &track, &edges, &tx).await;
+                crate::p2p::peers_holding(&net, &p, &track, open, &edges, &tx).await;
                 let _ = tx.send(PeerNews::Done);
             });
         }

@@ -117,6 +117,7 @@ pub(crate) async fn peers_holding(
     net: &Fetcher,
     p: &Arc<Peer>,
     track: &TrackId,
+    open: crate::dials::Open,
     edges: &[Arc<Edge>],
     found: &mpsc::UnboundedSender<PeerNews>,
 ) {
@@ -161,7 +162,7 @@ pub(crate) async fn peers_holding(
         let (p, track, dials) = (p.clone(), track.clone(), net.dials.clone());
         asking.spawn(async move {
             // The budget is charged as the dial starts, once for the peer.
-            if !addrs.is_empty() && !dials.lock().admit(&track, id, &addrs, std::time::Instant::now()) {
+            if !addrs.is_empty() && !dials.lock().admit(&track, open, id, &addrs, std::time::Instant::now()) {
                 tracing::debug!(%track, peer = %id, "no dial: the track's budget of new dials is spent");
                 return None;
             }

@@ -58,7 +58,7 @@ use std::collections::BinaryHeap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use chorus_client::dials::Dials;
+use chorus_client::dials::{Dials, Open};
 use chorus_client::playout::Playout;
 use chorus_client::refresh::{self, PeerRefresh};
 use chorus_client::scheduler::{Action, Scheduler, SchedulerConfig, SegmentInfo, SourceId, SourceKind};
@@ -799,7 +799,9 @@ impl<'a> World<'a> {
             if !connected {
                 // The client's dial guard decides, as for a real client.
                 let usable = li.dials.usable(pid, std::slice::from_ref(&addr), now_i);
-                if usable.is_empty() || !li.dials.admit(&self.track_ids[track as usize], pid, &usable, now_i) {
+                // A preload and the play that follows each have a budget, as in the client.
+                let open = if li.ahead.as_ref().is_some_and(|a| a.id == p) { Open::Preload } else { Open::Play };
+                if usable.is_empty() || !li.dials.admit(&self.track_ids[track as usize], open, pid, &usable, now_i) {
                     continue;
                 }
                 self.dials += 1;
