@@ -25,6 +25,7 @@
 //! [`world`] for the rules.
 
 mod draw;
+mod queue;
 mod svg;
 mod world;
 

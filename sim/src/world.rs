@@ -53,8 +53,6 @@
 //! `svg.rs`; the real scheduler, playout, dial guard, cache tier and tracker come from their
 //! crates.
 
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
@@ -70,6 +68,7 @@ use chorus_edge::cache::tier::{Tier, Weighted};
 use chorus_edge::tracker::{Tracker, TrackerConfig, Verified};
 
 use crate::draw::{HashMap, Rng, Zipf, chunk_id, peer_id};
+use crate::queue::Queue;
 use crate::{Bytes, EdgeReport, Percentiles, Point, Report, Session, SimConfig};
 
 /// Microseconds of simulated time.
@@ -259,35 +258,6 @@ struct Fetch {
     uploader: Option<u32>,
 }
 
-/// An event at its time. The queue pops the earliest first, and events at one time in the
-/// order they were queued (`seq`): only those two are compared, never the event.
-struct Timed {
-    at: Us,
-    seq: u64,
-    ev: Ev,
-}
-
-impl Ord for Timed {
-    fn cmp(&self, other: &Self) -> Ordering {
-        // Reversed: BinaryHeap pops its greatest.
-        (other.at, other.seq).cmp(&(self.at, self.seq))
-    }
-}
-
-impl PartialOrd for Timed {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl PartialEq for Timed {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-
-impl Eq for Timed {}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ev {
     Arrive(u32),
@@ -312,8 +282,7 @@ pub(crate) struct World<'a> {
     cfg: &'a SimConfig,
     base: Instant,
     now: Us,
-    seq: u64,
-    queue: BinaryHeap<Timed>,
+    queue: Queue<Ev>,
     listeners: Vec<Listener>,
     edges: Vec<Edge>,
     trackers: Vec<Tracker>,
@@ -438,8 +407,7 @@ impl<'a> World<'a> {
             addrs,
             base: Instant::now(),
             now: 0,
-            seq: 0,
-            queue: BinaryHeap::new(),
+            queue: Queue::new(),
             listeners,
             edges,
             trackers,
@@ -483,8 +451,7 @@ impl<'a> World<'a> {
     }
 
     fn at(&mut self, t: Us, ev: Ev) {
-        self.seq += 1;
-        self.queue.push(Timed { at: t, seq: self.seq, ev });
+        self.queue.push(t, ev);
     }
 
     fn instant(&self, t: Us) -> Instant {
@@ -498,7 +465,7 @@ impl<'a> World<'a> {
     pub(crate) fn run(mut self, progress: &mut dyn FnMut(u64)) -> Report {
         let end = us(self.cfg.duration);
         let mut next_progress = 60 * SEC;
-        while let Some(Timed { at: t, ev, .. }) = self.queue.pop() {
+        while let Some((t, ev)) = self.queue.pop() {
             if t > end {
                 break;
             }
