@@ -44,6 +44,14 @@ pub const WRONG_CHUNK_BACKOFF: Duration = Duration::from_secs(3600);
 /// Entries kept in each table.
 const TABLE: usize = 4096;
 
+/// A table of at most `n` entries that takes memory as they come, not all of it up front (a
+/// simulation holds one per listener, a million of them).
+fn table<K: std::hash::Hash + Eq, V>(n: NonZeroUsize) -> LruCache<K, V> {
+    let mut t = LruCache::unbounded();
+    t.resize(n);
+    t
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Backoff {
     until: Instant,
@@ -74,12 +82,7 @@ impl Dials {
     #[must_use]
     pub fn with_table(entries: usize) -> Self {
         let n = NonZeroUsize::new(entries).unwrap_or(NonZeroUsize::MIN);
-        Self {
-            budget: LruCache::new(n),
-            backoff: LruCache::new(n),
-            false_entries: LruCache::new(n),
-            dialled: LruCache::new(n),
-        }
+        Self { budget: table(n), backoff: table(n), false_entries: table(n), dialled: table(n) }
     }
 
     /// The addresses listed for `peer` worth a dial at `now`: none proven false for it, none
@@ -191,6 +194,19 @@ mod tests {
         // A preload of the track has a budget of its own (and no more than that).
         let pre = (0..20).filter(|n| d.admit(&a, Open::Preload, PeerId::random(), &[addr(200 + n)], t0)).count();
         assert_eq!(pre, NEW_DIALS_PER_TRACK);
+    }
+
+    #[test]
+    fn every_table_keeps_its_bound() {
+        let mut d = Dials::with_table(4);
+        let t0 = Instant::now();
+        for n in 0..100u16 {
+            let track = TrackId::parse(&format!("t{n}")).unwrap();
+            assert!(dial(&mut d, &track, PeerId::random(), &[addr(n)], t0).is_some());
+            d.failed(&addr(n), t0);
+        }
+        assert_eq!((d.budget.len(), d.backoff.len(), d.dialled.len()), (4, 4, 4));
+        assert_eq!(d.budget.cap().get(), 4);
     }
 
     #[test]

@@ -117,9 +117,11 @@ impl<E> Queue<E> {
             self.bucket = next_far?;
         } else {
             self.bucket += 1;
+            // Taken whole, leaving the slot without memory: a bucket's room is kept only
+            // while it is in use, not 65 536 times over.
             let slot = &mut self.ring[(self.bucket % RING) as usize];
             self.in_ring -= slot.len();
-            std::mem::swap(&mut self.current, slot);
+            self.current = std::mem::take(slot);
         }
         while let Some(Reverse(Far(i))) = self.far.peek()
             && i.at / BUCKET <= self.bucket
