@@ -44,13 +44,13 @@
 //!   fails after two.
 //! - **The listener's own cache** answers in 1 ms (as the client reports it).
 //!
-//! One file of ~1 150 lines, past the usual ~600, on purpose: it is one idea, the event loop of
-//! `World`. Its handlers (arrive, open, search, step, fetch, done, announce, leave) all act on
+//! One file of ~1 300 lines, past the usual ~600, on purpose: it is one idea, the event loop of
+//! `World`. Its handlers (arrive, open, preload, search, step, fetch, done, announce, leave) all act on
 //! the same listeners, plays, fetches and counters and call one another's helpers; split by
 //! handler, every file would need all of that state, and a reader would follow one event
 //! across several files. What stands alone is elsewhere: the deterministic draws and ids in
-//! `draw.rs` (on `chorus-draw`), the report's types and percentiles in `lib.rs`, the charts in
-//! `svg.rs`; the real scheduler, playout, dial guard, cache tier and tracker come from their
+//! `draw.rs` (on `chorus-draw`), the event queue in `queue.rs`, the report's types and
+//! percentiles in `lib.rs`, the charts in `svg.rs`; the real scheduler, playout, dial guard, cache tier and tracker come from their
 //! crates.
 
 use std::net::{IpAddr, Ipv4Addr};
