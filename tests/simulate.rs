@@ -4,11 +4,9 @@
 
 use chorus_testkit::{chorus, s};
 
-#[test]
-fn a_sweep_prints_a_row_per_scenario_and_writes_json_and_a_chart() {
-    let dir = tempfile::tempdir().unwrap();
-    let (json, svg) = (dir.path().join("r.json"), dir.path().join("r.svg"));
-    let out = chorus(&[
+/// A small sweep (two edges, a tracker each), with `more` arguments.
+fn sweep(more: &[&str]) -> std::process::Output {
+    let args = [
         "simulate",
         "--listeners",
         "200",
@@ -24,11 +22,15 @@ fn a_sweep_prints_a_row_per_scenario_and_writes_json_and_a_chart() {
         "edges=1,2",
         "--tracker",
         "per-edge",
-        "--json",
-        s(&json),
-        "--svg",
-        s(&svg),
-    ]);
+    ];
+    chorus(&args.iter().chain(more).copied().collect::<Vec<_>>())
+}
+
+#[test]
+fn a_sweep_prints_a_row_per_scenario_and_writes_json_and_a_chart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (json, svg) = (dir.path().join("r.json"), dir.path().join("r.svg"));
+    let out = sweep(&["--json", s(&json), "--svg", s(&svg)]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.lines().next().unwrap().contains("edge%"), "{table}");
@@ -46,28 +48,7 @@ fn a_sweep_prints_a_row_per_scenario_and_writes_json_and_a_chart() {
     // The scenarios ran side by side (one per core by default); one at a time, every figure
     // is the same.
     let one = dir.path().join("one.json");
-    let args = [
-        "simulate",
-        "--listeners",
-        "200",
-        "--tracks",
-        "100",
-        "--minutes",
-        "3",
-        "--arrive-minutes",
-        "1",
-        "--segments",
-        "5-8",
-        "--sweep",
-        "edges=1,2",
-        "--tracker",
-        "per-edge",
-        "--jobs",
-        "1",
-        "--json",
-        s(&one),
-    ];
-    let out = chorus(&args);
+    let out = sweep(&["--jobs", "1", "--json", s(&one)]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout), table);
     assert_eq!(std::fs::read(&one).unwrap(), std::fs::read(&json).unwrap());
