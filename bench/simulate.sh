@@ -9,13 +9,17 @@
 #                                 # 500-track caches over catalogues of 2 000 to 200 000 tracks
 #
 # Each prints `chorus simulate`'s table; `headline` and `sweeps` also write JSON and SVG charts
-# into OUT (default: a new directory under /tmp). Release build.
+# into OUT (default: a new directory under /tmp). Release build. PRELOAD=on lets listeners
+# preload their next track (the simulator's default); by default this script passes
+# --no-preload, as the figures in docs/BENCHMARKS.md that it reproduces were made before
+# preloading was simulated.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:-calibrate}
 OUT=${OUT:-$(mktemp -d /tmp/chorus-sim.XXXXXX)}
 cargo build --release -q --bin chorus
 SIM="target/release/chorus simulate"
+[ "${PRELOAD:-off}" = on ] || SIM="$SIM --no-preload"
 echo "output in $OUT" >&2
 
 case "$MODE" in

@@ -109,7 +109,7 @@ pub(crate) struct SimulateArgs {
     /// Scenarios of a sweep run this many at a time, each on a core of its own and with memory
     /// of its own (default: the machine's cores). Each run is the same whatever this is.
     #[arg(long, value_name = "N")]
-    jobs: Option<usize>,
+    jobs: Option<std::num::NonZeroUsize>,
     /// Also write every scenario's full report (with its timeline) as JSON.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -262,7 +262,7 @@ pub(crate) fn run(a: &SimulateArgs) -> Result<()> {
                 .collect::<Result<_>>()?
         }
     };
-    let reports = run_all(&scenarios, a.jobs);
+    let reports = run_all(&scenarios, a.jobs.map(std::num::NonZeroUsize::get));
     print_table(&reports);
     if let Some(path) = &a.json {
         let doc: Vec<serde_json::Value> =

@@ -65,6 +65,7 @@ fn bad_settings_are_refused_with_what_is_wrong() {
         (&["simulate", "--sweep", "tracker=sharde"][..], "shared or per-edge"),
         (&["simulate", "--sweep", "mobile=0.5,2"][..], "mobile=2"),
         (&["simulate", "--minutes", "inf"][..], "--minutes inf"),
+        (&["simulate", "--jobs", "0"][..], "--jobs"),
         (&["simulate", "--sweep", "preload=maybe"][..], "preload=maybe: on or off"),
     ] {
         let out = chorus(args);

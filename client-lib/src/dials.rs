@@ -30,6 +30,7 @@ pub enum Open {
     /// A preload of the next track (`Client::preload`).
     Preload,
 }
+
 /// Addresses of one listed peer tried at most: a peer that lists 8 ports gets no more tries
 /// than one that lists one.
 pub const ADDRS_PER_PEER: usize = 2;

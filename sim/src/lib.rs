@@ -243,8 +243,8 @@ pub struct Report {
     pub preload_bytes: Bytes,
     /// Completed plays that found no peer holding any of the track.
     pub plays_without_peers: u64,
-    /// Played bytes of first segments that came from an edge (a start is urgent: the client
-    /// asks edges only).
+    /// Played bytes of first segments that came from an edge (a start that is neither cached
+    /// nor preloaded is urgent: the client asks edges only).
     pub edge_first_segment_bytes: u64,
     /// Played bytes by source.
     pub bytes: Bytes,

@@ -891,9 +891,9 @@ impl<'a> World<'a> {
     }
 
     /// Hands over what is ready, counting played bytes by source; at the end, schedules the
-    /// track's end. A preload's segments go to the cache, not to a player: what it fetched
-    /// over the network is counted now, by source (as bench/swarm.sh counts it), and not
-    /// again when the track plays it from the cache.
+    /// track's end. A preload's segments go to the cache, not to a player: its bytes were
+    /// counted as they arrived ([`World::preloaded`]); its hand-over only notes its start (the
+    /// announce) and its end, which frees it.
     fn hand_over(&mut self, l: u32, p: u64) {
         let cfg = self.cfg;
         let mut first_out = false;
@@ -904,25 +904,25 @@ impl<'a> World<'a> {
             let li = &mut self.listeners[l as usize];
             let Some(play) = li.slot(p) else { return };
             let (track, preload) = (play.track, play.preload);
-            let mut fetched = Vec::new();
             while let Some(o) = play.playout.take() {
+                first_out |= o.index == 0;
+                if preload {
+                    continue;
+                }
                 let size = (cfg.ladder_bps[o.rung] as f64 * cfg.segment.as_secs_f64() / 8.0) as u64;
                 match o.payload {
-                    Via::Edge if o.index == 0 && !preload => {
+                    Via::Edge if o.index == 0 => {
                         counted.edge += size;
                         first_edge += size;
                     }
                     Via::Edge => counted.edge += size,
                     Via::Peer => counted.peer += size,
-                    Via::Cache if preload || play.preloaded.get(o.index) == Some(&true) => {}
+                    Via::Cache if play.preloaded.get(o.index) == Some(&true) => {}
                     Via::Cache => counted.cache += size,
                 }
-                if preload && !matches!(o.payload, Via::Cache) {
-                    fetched.push(o.index);
-                }
-                first_out |= o.index == 0;
             }
-            if play.playout.at_end() {
+            let finished = play.playout.at_end();
+            if finished {
                 play.playout.end_sent();
                 if !preload {
                     // Played in real time, the track ends when its audio has played out;
@@ -932,26 +932,12 @@ impl<'a> World<'a> {
                     end = Some(at);
                 }
             }
-            if preload {
-                if let Some((_, marks)) = li.next.as_mut().filter(|(t, _)| *t == track) {
-                    for k in fetched {
-                        if marks.len() <= k {
-                            marks.resize(k + 1, false);
-                        }
-                        marks[k] = true;
-                    }
-                }
-                if end.is_none() && li.ahead.as_ref().is_some_and(|a| a.playout.at_end()) {
-                    li.ahead = None;
-                }
+            if preload && finished {
+                li.ahead = None;
             }
             (track, preload)
         };
         self.edge_first += first_edge;
-        if preload {
-            self.preload_bytes.edge += counted.edge;
-            self.preload_bytes.peer += counted.peer;
-        }
         self.bytes.edge += counted.edge;
         self.bytes.peer += counted.peer;
         self.bytes.cache += counted.cache;
@@ -1069,6 +1055,7 @@ impl<'a> World<'a> {
         let elapsed = Duration::from_micros(self.now - fetch.started);
         let mut cancels = Vec::new();
         let mut track = None;
+        let mut preloaded = None;
         {
             let Some(play) = self.listeners[l as usize].slot(fetch.play) else { return };
             play.inflight.remove(&(fetch.segment, fetch.source));
@@ -1088,6 +1075,9 @@ impl<'a> World<'a> {
                     }
                     play.playout.completed(fetch.segment, fetch.rung, from);
                     track = Some(play.track);
+                    if play.preload && !matches!(from, Via::Cache) {
+                        preloaded = Some(from);
+                    }
                 }
                 None => play.sched.on_failed(now_i, fetch.segment, SourceId(fetch.source)),
             }
@@ -1097,8 +1087,31 @@ impl<'a> World<'a> {
         }
         if let Some(track) = track {
             self.hold(l, track, fetch.segment, fetch.rung);
+            if let Some(from) = preloaded {
+                self.preloaded(l, track, fetch.segment, fetch.bytes, from);
+            }
         }
         self.step(l, fetch.play);
+    }
+
+    /// A preload of `track` by `l` fetched `segment` (`bytes`) over the network: counted now,
+    /// where it crossed the network (a preload cut short may never hand it over), and marked,
+    /// so that the play does not count it again when it reads it from the cache.
+    fn preloaded(&mut self, l: u32, track: u32, segment: usize, bytes: u64, from: Via) {
+        let (total, pre, interval) = (&mut self.bytes, &mut self.preload_bytes, &mut self.interval);
+        for b in [total, pre, interval] {
+            match from {
+                Via::Edge => b.edge += bytes,
+                Via::Peer => b.peer += bytes,
+                Via::Cache => {}
+            }
+        }
+        if let Some((_, marks)) = self.listeners[l as usize].next.as_mut().filter(|(t, _)| *t == track) {
+            if marks.len() <= segment {
+                marks.resize(segment + 1, false);
+            }
+            marks[segment] = true;
+        }
     }
 
     /// `l`'s cache now holds a segment of `track` (the client stores what it verified).
