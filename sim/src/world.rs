@@ -219,6 +219,13 @@ impl Play {
 }
 
 impl Listener {
+    /// Records that it started `track` at `at` (the latest first, at most `MAX_PLAYED`).
+    fn note_start(&mut self, track: u32, at: Us) {
+        self.started.retain(|(t, _)| *t != track);
+        self.started.insert(0, (track, at));
+        self.started.truncate(MAX_PLAYED);
+    }
+
     /// Its play or its preload with id `p`.
     fn slot(&mut self, p: u64) -> Option<&mut Play> {
         match &mut self.play {
@@ -607,9 +614,7 @@ impl<'a> World<'a> {
         };
         let opened = self.now;
         let li = &mut self.listeners[l as usize];
-        li.started.retain(|(t, _)| *t != track);
-        li.started.insert(0, (track, opened));
-        li.started.truncate(MAX_PLAYED);
+        li.note_start(track, opened);
         // The manifest's round trip; the first request of a session also opens the connection.
         let mut first = li.rtt;
         if !li.connected_edge {
@@ -731,10 +736,11 @@ impl<'a> World<'a> {
 
     /// Asks the tracker of `l`'s edge for peers of its track, and dials what it lists.
     fn search(&mut self, l: u32, p: u64) {
-        let (track, edge, rtt) = {
+        let (track, edge, rtt, open) = {
             let li = &self.listeners[l as usize];
             let Some(play) = li.slot_ref(p) else { return };
-            (play.track, li.edge, li.rtt)
+            // A preload and the play that follows each have a dial budget, as in the client.
+            (play.track, li.edge, li.rtt, if play.preload { Open::Preload } else { Open::Play })
         };
         let tracker = if self.cfg.shared_tracker { 0 } else { edge };
         let now = self.tokio_now();
@@ -766,8 +772,6 @@ impl<'a> World<'a> {
             if !connected {
                 // The client's dial guard decides, as for a real client.
                 let usable = li.dials.usable(pid, std::slice::from_ref(&addr), now_i);
-                // A preload and the play that follows each have a budget, as in the client.
-                let open = if li.ahead.as_ref().is_some_and(|a| a.id == p) { Open::Preload } else { Open::Play };
                 if usable.is_empty() || !li.dials.admit(&self.track_ids[track as usize], open, pid, &usable, now_i) {
                     continue;
                 }
@@ -841,8 +845,10 @@ impl<'a> World<'a> {
         let mut fetches: Vec<(usize, usize, usize)> = Vec::new();
         let mut cancel: Vec<u64> = Vec::new();
         let mut failed = false;
+        let preload;
         {
             let Some(play) = self.listeners[l as usize].slot(p) else { return };
+            preload = play.preload;
             play.sched.set_limit(play.playout.fetch_limit(READ_AHEAD));
             for a in play.sched.poll(now_i) {
                 match a {
@@ -868,9 +874,8 @@ impl<'a> World<'a> {
         if failed {
             // The track gives up (the edge failed it too often); the listener moves on (a
             // preload just stops).
-            let li = &mut self.listeners[l as usize];
-            if li.ahead.as_ref().is_some_and(|a| a.id == p) {
-                li.ahead = None;
+            if preload {
+                self.listeners[l as usize].ahead = None;
             } else {
                 self.at(self.now, Ev::TrackEnd(l, p));
             }
@@ -948,10 +953,7 @@ impl<'a> World<'a> {
             if preload {
                 // The client names a preloaded track as played too (`Peer::play` at its
                 // first segment).
-                let li = &mut self.listeners[l as usize];
-                li.started.retain(|(t, _)| *t != track);
-                li.started.insert(0, (track, self.now));
-                li.started.truncate(MAX_PLAYED);
+                self.listeners[l as usize].note_start(track, self.now);
             } else if cfg.play && cfg.preload {
                 let at = self.listeners[l as usize].play.as_ref().and_then(|pl| self.end_of(pl));
                 if let Some(at) = at {
