@@ -47,7 +47,6 @@
 //! (segment, rendition) pairs a source or the cache holds (`scheduler/pairs.rs`). The second half of
 //! the file is their virtual-clock tests.
 
-use std::cell::OnceCell;
 use std::time::{Duration, Instant};
 
 use crate::abr::{self, AbrConfig, Quality};
@@ -216,6 +215,27 @@ fn time_weighted(avg: Option<f64>, sample: f64, secs: f64, half_life: f64) -> f6
     })
 }
 
+/// The deadlines of a moment: segment `i` is due at `base + (start of i - offset)`.
+#[derive(Debug, Clone, Copy)]
+struct Deadlines {
+    /// When playback started (or is planned to), plus the stall time so far.
+    base: Instant,
+    /// Media time of the current session's start.
+    offset: Duration,
+}
+
+impl Deadlines {
+    fn of(self, media_start: Duration) -> Instant {
+        self.base + media_start.saturating_sub(self.offset)
+    }
+}
+
+/// What is queued on each source now: the bytes of the requests in flight to it, and how many.
+struct Load {
+    queued: Vec<u64>,
+    requests: Vec<usize>,
+}
+
 /// Playback and fetch statistics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -242,6 +262,12 @@ pub struct Scheduler {
     /// Media start time of each segment.
     starts: Vec<Duration>,
     state: Vec<State>,
+    /// Kept with `state` by [`Scheduler::set_state`], as the driver asks for them on every
+    /// event: segments done contiguously from the start, segments in flight, and which
+    /// segments are not done (a bitmap for [`Pairs::holds_any`]).
+    done_prefix: usize,
+    inflight: usize,
+    left: Vec<u64>,
     sources: Vec<Source>,
     created: Instant,
     play_start: Option<Instant>,
@@ -289,6 +315,9 @@ impl Scheduler {
             cfg,
             ladder_bps,
             state: vec![State::Pending; segments.len()],
+            done_prefix: 0,
+            inflight: 0,
+            left: Pairs::segments_where(segments.len(), |_| true),
             segments,
             starts,
             sources: (0..sources).map(|_| Source::new(SourceKind::Edge, none.clone())).collect(),
@@ -392,11 +421,10 @@ impl Scheduler {
     /// holding a segment not fetched yet (what [`crate::refresh`] counts as working).
     #[must_use]
     pub fn working_peers(&self, now: Instant) -> usize {
-        let left = Pairs::segments_where(self.state.len(), |i| !matches!(self.state[i], State::Done));
         self.sources
             .iter()
             .filter(|s| s.kind == SourceKind::Peer && !s.banned && s.down_until.is_none_or(|u| u <= now))
-            .filter(|s| s.holds.holds_any(&left))
+            .filter(|s| s.holds.holds_any(&self.left))
             .count()
     }
 
@@ -459,11 +487,11 @@ impl Scheduler {
         }
         let mut actions = Vec::new();
         let segment = segment.min(self.state.len());
-        for (i, st) in self.state.iter_mut().enumerate() {
-            if let State::InFlight(attempts) = st {
+        for i in 0..self.state.len() {
+            if let State::InFlight(attempts) = &self.state[i] {
                 actions.extend(attempts.iter().map(|a| Action::Cancel { segment: i, source: a.source }));
             }
-            *st = if i < segment { State::Done } else { State::Pending };
+            self.set_state(i, if i < segment { State::Done } else { State::Pending });
         }
         self.first = segment;
         self.play_start = None;
@@ -481,14 +509,36 @@ impl Scheduler {
 
     /// Whether every segment is fetched (from the current session's start on).
     #[must_use]
-    pub fn finished(&self) -> bool {
-        self.state.iter().all(|s| matches!(s, State::Done))
+    pub const fn finished(&self) -> bool {
+        self.done_prefix == self.state.len()
     }
 
     /// End (media time) of the audio fetched contiguously from the start.
     fn contiguous_end(&self) -> Duration {
-        let n = self.state.iter().take_while(|s| matches!(s, State::Done)).count();
-        self.media_start(n)
+        self.media_start(self.done_prefix)
+    }
+
+    /// Sets segment `i`'s state, keeping the counts and the bitmap of what is left.
+    fn set_state(&mut self, i: usize, new: State) {
+        let Some(old) = self.state.get_mut(i) else { return };
+        let was = (matches!(old, State::InFlight(_)), matches!(old, State::Done));
+        let now = (matches!(new, State::InFlight(_)), matches!(new, State::Done));
+        *old = new;
+        match (was.0, now.0) {
+            (false, true) => self.inflight += 1,
+            (true, false) => self.inflight -= 1,
+            _ => {}
+        }
+        let bit = 1u64 << (i % 64);
+        if now.1 {
+            self.left[i / 64] &= !bit;
+            while matches!(self.state.get(self.done_prefix), Some(State::Done)) {
+                self.done_prefix += 1;
+            }
+        } else {
+            self.left[i / 64] |= bit;
+            self.done_prefix = self.done_prefix.min(i);
+        }
     }
 
     /// Stall time of the current session, including a stall still going on at `now`.
@@ -520,8 +570,13 @@ impl Scheduler {
     /// possible).
     #[must_use]
     pub fn deadline(&self, i: usize, now: Instant) -> Option<Instant> {
+        self.deadlines(now).map(|d| d.of(self.media_start(i)))
+    }
+
+    /// What [`Scheduler::deadline`] needs at `now`, worked out once for many segments.
+    fn deadlines(&self, now: Instant) -> Option<Deadlines> {
         let start = self.play_start.or(self.planned)?;
-        Some(start + self.media_start(i).saturating_sub(self.offset()) + self.stalled_at(now))
+        Some(Deadlines { base: start + self.stalled_at(now), offset: self.offset() })
     }
 
     fn update_stall(&mut self, now: Instant) {
@@ -551,92 +606,95 @@ impl Scheduler {
         due < now + self.cfg.peer_lead
     }
 
-    /// What the peers that are up at `now` hold, together (for [`Scheduler::eligible`]).
-    fn held_by_up_peers(&self, now: Instant) -> Pairs {
-        let mut all = Pairs::new(self.segments.len(), self.ladder_bps.len());
-        for (k, p) in self.sources.iter().enumerate() {
-            if p.kind == SourceKind::Peer && self.up(SourceId(k), now) {
-                all.add_all(&p.holds);
-            }
-        }
-        all
+    /// Whether a peer that is up at `now` holds segment `i` in `rendition`.
+    fn held_by_up_peer(&self, i: usize, rendition: usize, now: Instant) -> bool {
+        self.sources
+            .iter()
+            .enumerate()
+            .any(|(k, p)| p.kind == SourceKind::Peer && p.holds.contains(i, rendition) && self.up(SourceId(k), now))
     }
 
-    /// Whether `s` may be asked for segment `i` in `rendition` now; `peers` is what the peers
-    /// that are up hold ([`Scheduler::held_by_up_peers`]), made when first needed.
-    fn eligible(&self, s: SourceId, i: usize, rendition: usize, now: Instant, peers: &OnceCell<Pairs>) -> bool {
+    /// Whether `s` may be asked for segment `i` in `rendition` now; `urgent`: whether the
+    /// segment is ([`Scheduler::urgent`]).
+    fn eligible(&self, s: SourceId, i: usize, rendition: usize, now: Instant, urgent: bool) -> bool {
         let src = &self.sources[s.0];
         match src.kind {
-            SourceKind::Peer => src.holds.contains(i, rendition) && !self.urgent(i, now),
+            SourceKind::Peer => !urgent && src.holds.contains(i, rendition),
             SourceKind::Edge if self.planned.is_some() => {
                 let due = self.deadline(i, now).unwrap_or(now);
                 due <= now + self.cfg.edge_window
             }
             SourceKind::Edge => {
-                let peer_has = peers.get_or_init(|| self.held_by_up_peers(now)).contains(i, rendition);
-                (!peer_has && !self.awaiting_peers)
-                    || self.urgent(i, now)
+                urgent
+                    || (!self.awaiting_peers && !self.held_by_up_peer(i, rendition, now))
                     || self.starts[i] <= self.playhead(now) + self.cfg.edge_window
             }
         }
     }
 
-    /// Expected time for `source` to deliver `bytes`, counting work already queued on it.
-    fn expected(&self, s: SourceId, bytes: u64) -> Duration {
-        let src = &self.sources[s.0];
-        let latency = src.latency.unwrap_or(self.cfg.initial_latency);
-        let tp = src.throughput.unwrap_or(self.cfg.initial_throughput).max(1.0);
-        let queued: u64 = self
-            .state
-            .iter()
-            .enumerate()
-            .filter_map(|(i, st)| match st {
-                State::InFlight(a) => a
-                    .iter()
-                    .find(|a| a.source == s)
-                    .map(|a| self.segments[i].sizes.get(a.rendition).copied().unwrap_or(0)),
-                _ => None,
-            })
-            .sum();
-        latency + Duration::from_secs_f64((bytes + queued) as f64 / tp)
-    }
-
-    /// Up sources that may be asked for segment `i` in `rendition`, best first, excluding
-    /// `except`.
-    /// Peers already asked for [`PEER_INFLIGHT`] segments: a peer serves each other peer at most
-    /// that many requests at once (it answers the rest BUSY), so more are not sent.
-    fn saturated_peers(&self) -> Vec<SourceId> {
-        let mut counts = vec![0usize; self.sources.len()];
-        for s in &self.state {
-            if let State::InFlight(attempts) = s {
-                for a in attempts {
-                    if let Some(c) = counts.get_mut(a.source.0) {
-                        *c += 1;
-                    }
+    /// What is in flight to each source now, in one pass over the segments.
+    fn load(&self) -> Load {
+        let mut load = Load { queued: vec![0; self.sources.len()], requests: vec![0; self.sources.len()] };
+        for (i, st) in self.state.iter().enumerate() {
+            let State::InFlight(attempts) = st else { continue };
+            for (k, a) in attempts.iter().enumerate() {
+                if let Some(c) = load.requests.get_mut(a.source.0) {
+                    *c += 1;
+                }
+                // A segment asked twice of one source is queued on it once.
+                if !attempts[..k].iter().any(|b| b.source == a.source)
+                    && let Some(q) = load.queued.get_mut(a.source.0)
+                {
+                    *q += self.segments[i].sizes.get(a.rendition).copied().unwrap_or(0);
                 }
             }
         }
-        (0..self.sources.len())
-            .filter(|&k| self.sources[k].kind == SourceKind::Peer && counts[k] >= PEER_INFLIGHT)
-            .map(SourceId)
-            .collect()
+        load
     }
 
+    /// Expected time for `source` to deliver `bytes`, counting work already queued on it
+    /// (`load`).
+    fn expected(&self, s: SourceId, bytes: u64, load: &Load) -> Duration {
+        let src = &self.sources[s.0];
+        let latency = src.latency.unwrap_or(self.cfg.initial_latency);
+        let tp = src.throughput.unwrap_or(self.cfg.initial_throughput).max(1.0);
+        let queued = load.queued.get(s.0).copied().unwrap_or(0);
+        latency + Duration::from_secs_f64((bytes + queued) as f64 / tp)
+    }
+
+    /// Whether `s` is a peer already asked for [`PEER_INFLIGHT`] segments: a peer serves each
+    /// other peer at most that many requests at once (it answers the rest BUSY), so more are
+    /// not sent.
+    fn saturated(&self, s: SourceId, load: &Load) -> bool {
+        self.sources[s.0].kind == SourceKind::Peer && load.requests.get(s.0).is_some_and(|c| *c >= PEER_INFLIGHT)
+    }
+
+    /// Up sources that may be asked for segment `i` in `rendition`, best first, except those
+    /// for which `except` says true.
+    /// Of them, the best two (by expected completion, then id).
     fn ranked(
         &self,
         i: usize,
         rendition: usize,
         now: Instant,
-        except: &[SourceId],
-        peers: &OnceCell<Pairs>,
-    ) -> Vec<SourceId> {
+        load: &Load,
+        except: impl Fn(SourceId) -> bool,
+    ) -> [Option<SourceId>; 2] {
         let bytes = self.segments[i].sizes.get(rendition).copied().unwrap_or(0);
-        let mut v: Vec<SourceId> = (0..self.sources.len())
-            .map(SourceId)
-            .filter(|s| self.up(*s, now) && !except.contains(s) && self.eligible(*s, i, rendition, now, peers))
-            .collect();
-        v.sort_by_cached_key(|s| (self.expected(*s, bytes), *s));
-        v
+        let urgent = self.urgent(i, now);
+        let mut best: [Option<(Duration, SourceId)>; 2] = [None, None];
+        for s in (0..self.sources.len()).map(SourceId) {
+            if !self.up(s, now) || except(s) || !self.eligible(s, i, rendition, now, urgent) {
+                continue;
+            }
+            let key = (self.expected(s, bytes, load), s);
+            if best[0].is_none_or(|b| key < b) {
+                best = [Some(key), best[0]];
+            } else if best[1].is_none_or(|b| key < b) {
+                best[1] = Some(key);
+            }
+        }
+        best.map(|b| b.map(|(_, s)| s))
     }
 
     /// The throughput bitrate adaptation goes by, bits/s: of each source, the lower of its
@@ -655,13 +713,17 @@ impl Scheduler {
         self.update_stall(now);
         let mut actions = Vec::new();
         // Hedge requests expected to miss their deadline.
+        let due = self.deadlines(now);
         for i in 0..self.state.len() {
+            if self.inflight == 0 {
+                break;
+            }
             let State::InFlight(attempts) = &self.state[i] else { continue };
             if attempts.len() != 1 {
                 continue;
             }
             let a = attempts[0].clone();
-            let Some(deadline) = self.deadline(i, now) else { continue };
+            let Some(deadline) = due.map(|d| d.of(self.starts[i])) else { continue };
             let finish = a.started + a.expected.max(now.saturating_duration_since(a.started));
             let late =
                 finish + self.cfg.hedge_margin > deadline || now.saturating_duration_since(a.started) > a.expected * 2;
@@ -669,8 +731,9 @@ impl Scheduler {
                 continue;
             }
             let bytes = self.segments[i].sizes.get(a.rendition).copied().unwrap_or(0);
-            if let Some(&other) = self.ranked(i, a.rendition, now, &[a.source], &OnceCell::new()).first() {
-                let expected = self.expected(other, bytes);
+            let load = self.load();
+            if let Some(other) = self.ranked(i, a.rendition, now, &load, |s| s == a.source)[0] {
+                let expected = self.expected(other, bytes, &load);
                 if let State::InFlight(att) = &mut self.state[i] {
                     att.push(Attempt { source: other, rendition: a.rendition, started: now, expected });
                 }
@@ -682,10 +745,8 @@ impl Scheduler {
         // no source may be asked for yet (waiting for the edges' window) does not hold up the
         // ones after it that a peer can send.
         let mut from = 0;
-        let peers = OnceCell::new();
         loop {
-            let inflight = self.state.iter().filter(|s| matches!(s, State::InFlight(_))).count();
-            if inflight >= self.cfg.max_inflight {
+            if self.inflight >= self.cfg.max_inflight {
                 break;
             }
             let Some(i) = self.state.iter().skip(from).position(|s| matches!(s, State::Pending)).map(|p| p + from)
@@ -702,31 +763,29 @@ impl Scheduler {
                 None => self.pick_rendition(i, now),
             };
             let bytes = self.segments[i].sizes.get(rendition).copied().unwrap_or(0);
-            let ranked = self.ranked(i, rendition, now, &self.saturated_peers(), &peers);
-            let Some(&best) = ranked.first() else {
+            let load = self.load();
+            let ranked = self.ranked(i, rendition, now, &load, |s| self.saturated(s, &load));
+            let Some(best) = ranked[0] else {
                 from = i + 1;
                 continue;
             };
             // Startup (and after a seek): race the first segment on the two best sources.
-            let race = if i == self.first && self.play_start.is_none() && self.urgent(i, now) {
-                ranked.get(1).copied()
-            } else {
-                None
-            };
+            let race =
+                if i == self.first && self.play_start.is_none() && self.urgent(i, now) { ranked[1] } else { None };
             let mut attempts =
-                vec![Attempt { source: best, rendition, started: now, expected: self.expected(best, bytes) }];
+                vec![Attempt { source: best, rendition, started: now, expected: self.expected(best, bytes, &load) }];
             actions.push(Action::Fetch { segment: i, rendition, source: best, hedge: false });
             if let Some(second) = race {
                 attempts.push(Attempt {
                     source: second,
                     rendition,
                     started: now,
-                    expected: self.expected(second, bytes),
+                    expected: self.expected(second, bytes, &load),
                 });
                 self.stats.hedges += 1;
                 actions.push(Action::Fetch { segment: i, rendition, source: second, hedge: true });
             }
-            self.state[i] = State::InFlight(attempts);
+            self.set_state(i, State::InFlight(attempts));
             self.last_rendition = Some(rendition);
             // The cold start's jump is spent once a request made after a measurement goes out
             // (not when a segment is passed over for want of a source).
@@ -755,9 +814,7 @@ impl Scheduler {
                 actions.push(Action::Cancel { segment, source: a.source });
             }
         }
-        if segment < self.state.len() {
-            self.state[segment] = State::Done;
-        }
+        self.set_state(segment, State::Done);
         if self.play_start.is_none() && matches!(self.state.get(self.first), Some(State::Done)) {
             self.play_start = Some(self.planned.map_or(now, |p| p.max(now)));
             if self.stats.startup.is_none() {
@@ -783,7 +840,7 @@ impl Scheduler {
         if let Some(State::InFlight(attempts)) = self.state.get_mut(segment) {
             attempts.retain(|a| a.source != source);
             if attempts.is_empty() {
-                self.state[segment] = State::Pending;
+                self.set_state(segment, State::Pending);
             }
         }
     }
@@ -814,40 +871,51 @@ impl Scheduler {
     /// time of the last poll: only later times are returned.
     #[must_use]
     pub fn next_wakeup(&self, now: Instant) -> Option<Instant> {
-        let mut times = Vec::new();
+        // What was due at or before `now` was decided by the poll at `now`; waking for it again
+        // would spin while, say, a segment waits for the edges' window.
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Instant| {
+            if t > now && next.is_none_or(|n| t < n) {
+                next = Some(t);
+            }
+        };
+        let due = self.deadlines(now);
         if let (Some(i), true) =
             (self.state.iter().position(|s| matches!(s, State::Pending)), self.play_start.or(self.planned).is_some())
             && i < self.limit
-            && let Some(due) = self.deadline(i, now)
+            && let Some(due) = due.map(|d| d.of(self.starts[i]))
         {
             let before = |d: Duration| due.checked_sub(d).unwrap_or(now);
-            times.push(before(self.cfg.buffer_ahead));
+            consider(before(self.cfg.buffer_ahead));
             // With peers: when the segment enters the edges' window, or turns urgent.
             if self.awaiting_peers
                 || self.planned.is_some()
                 || self.sources.iter().any(|s| s.kind == SourceKind::Peer && !s.banned)
             {
-                times.push(before(self.cfg.edge_window));
-                times.push(before(self.cfg.peer_lead));
+                consider(before(self.cfg.edge_window));
+                consider(before(self.cfg.peer_lead));
             }
         }
-        for (i, s) in self.state.iter().enumerate() {
-            if let (State::InFlight(a), Some(deadline)) = (s, self.deadline(i, now))
-                && a.len() == 1
-            {
-                times.push(deadline.checked_sub(self.cfg.hedge_margin + a[0].expected).unwrap_or(now));
-                times.push(a[0].started + a[0].expected * 2);
+        if let Some(due) = due.filter(|_| self.inflight > 0) {
+            for (i, s) in self.state.iter().enumerate() {
+                let State::InFlight(a) = s else { continue };
+                if a.len() != 1 {
+                    continue;
+                }
+                let deadline = due.of(self.starts[i]);
+                consider(deadline.checked_sub(self.cfg.hedge_margin + a[0].expected).unwrap_or(now));
+                consider(a[0].started + a[0].expected * 2);
                 if self.sources[a[0].source.0].kind == SourceKind::Peer {
                     // A late peer request is hedged once an edge may be asked for the segment.
-                    times.push(deadline.checked_sub(self.cfg.edge_window).unwrap_or(now));
-                    times.push(deadline.checked_sub(self.cfg.peer_lead).unwrap_or(now));
+                    consider(deadline.checked_sub(self.cfg.edge_window).unwrap_or(now));
+                    consider(deadline.checked_sub(self.cfg.peer_lead).unwrap_or(now));
                 }
             }
         }
-        times.extend(self.sources.iter().filter_map(|s| s.down_until));
-        // What was due at or before `now` was decided by the poll at `now`; waking for it again
-        // would spin while, say, a segment waits for the edges' window.
-        times.into_iter().filter(|t| *t > now).min()
+        for t in self.sources.iter().filter_map(|s| s.down_until) {
+            consider(t);
+        }
+        next
     }
 }
 
@@ -1365,5 +1433,39 @@ mod tests {
         }
         assert_eq!(renditions[0], 0, "start low");
         assert_eq!(*renditions.last().unwrap(), 1, "climb once the buffer is comfortable: {renditions:?}");
+    }
+
+    proptest::proptest! {
+        /// Whatever happens, the counts kept beside the segments' states (done from the
+        /// start, in flight, the bitmap of what is left) are what the states say.
+        #[test]
+        fn the_kept_counts_follow_the_states(ops in proptest::collection::vec((0u8..6, 0usize..70, 0u64..3_000), 1..120)) {
+            let t0 = Instant::now();
+            let cfg = SchedulerConfig { max_inflight: 4, ..SchedulerConfig::default() };
+            let mut s = Scheduler::new(cfg, LADDER.to_vec(), track(70), 1, t0);
+            let peer = s.add_source(SourceKind::Peer);
+            for i in 0..70 {
+                s.set_holds(peer, i, 0);
+            }
+            let mut now = t0;
+            for (op, i, dt) in ops {
+                now += ms(dt);
+                let source = SourceId(usize::from(op % 2 == 0));
+                match op {
+                    0 | 1 => drop(s.poll(now)),
+                    2 => drop(s.on_complete(now, i, source, 18_000, ms(dt))),
+                    3 => s.on_failed(now, i, source),
+                    4 => drop(s.seek(now, i)),
+                    _ => s.ban(now, peer),
+                }
+                let done = s.state.iter().take_while(|st| matches!(st, State::Done)).count();
+                let inflight = s.state.iter().filter(|st| matches!(st, State::InFlight(_))).count();
+                let left = Pairs::segments_where(70, |k| !matches!(s.state[k], State::Done));
+                proptest::prop_assert_eq!(s.done_prefix, done);
+                proptest::prop_assert_eq!(s.inflight, inflight);
+                proptest::prop_assert_eq!(&s.left, &left);
+                proptest::prop_assert_eq!(s.finished(), s.state.iter().all(|st| matches!(st, State::Done)));
+            }
+        }
     }
 }

@@ -7,42 +7,38 @@
 #[derive(Debug, Clone)]
 pub(super) struct Pairs {
     segments: usize,
-    /// One bitmap per rendition, allocated when its first pair is inserted.
-    bits: Vec<Vec<u64>>,
+    renditions: usize,
+    /// One bitmap per rendition, one after the other (`segments.div_ceil(64)` words each);
+    /// allocated when the first pair is inserted.
+    bits: Vec<u64>,
 }
 
 impl Pairs {
-    pub(super) fn new(segments: usize, renditions: usize) -> Self {
-        Self { segments, bits: vec![Vec::new(); renditions] }
+    pub(super) const fn new(segments: usize, renditions: usize) -> Self {
+        Self { segments, renditions, bits: Vec::new() }
+    }
+
+    const fn words(&self) -> usize {
+        self.segments.div_ceil(64)
     }
 
     /// Adds `(segment, rendition)`; false when it is out of range (and ignored).
     pub(super) fn insert(&mut self, segment: usize, rendition: usize) -> bool {
-        let segments = self.segments;
-        let Some(bits) = self.bits.get_mut(rendition).filter(|_| segment < segments) else { return false };
-        if bits.is_empty() {
-            bits.resize(segments.div_ceil(64), 0);
+        if segment >= self.segments || rendition >= self.renditions {
+            return false;
         }
-        bits[segment / 64] |= 1 << (segment % 64);
+        if self.bits.is_empty() {
+            self.bits.resize(self.words() * self.renditions, 0);
+        }
+        let w = rendition * self.words() + segment / 64;
+        self.bits[w] |= 1 << (segment % 64);
         true
     }
 
     pub(super) fn contains(&self, segment: usize, rendition: usize) -> bool {
-        self.bits.get(rendition).and_then(|b| b.get(segment / 64)).is_some_and(|w| w & (1 << (segment % 64)) != 0)
-    }
-
-    /// Adds every pair of `other` (of the same track).
-    pub(super) fn add_all(&mut self, other: &Self) {
-        for (mine, theirs) in self.bits.iter_mut().zip(&other.bits) {
-            if theirs.is_empty() {
-                continue;
-            }
-            if mine.is_empty() {
-                mine.clone_from(theirs);
-            } else {
-                mine.iter_mut().zip(theirs).for_each(|(m, t)| *m |= t);
-            }
-        }
+        segment < self.segments
+            && rendition < self.renditions
+            && self.bits.get(rendition * self.words() + segment / 64).is_some_and(|w| w & (1 << (segment % 64)) != 0)
     }
 
     /// The segments for which `f` says true, as a bitmap for [`Pairs::holds_any`].
@@ -57,7 +53,8 @@ impl Pairs {
     /// Whether a segment of `segments` (from [`Pairs::segments_where`]) is held in some
     /// rendition.
     pub(super) fn holds_any(&self, segments: &[u64]) -> bool {
-        self.bits.iter().any(|words| words.iter().zip(segments).any(|(w, s)| w & s != 0))
+        let words = self.words().max(1);
+        self.bits.chunks(words).any(|bitmap| bitmap.iter().zip(segments).any(|(w, s)| w & s != 0))
     }
 }
 
@@ -80,13 +77,5 @@ mod tests {
         assert!(!p.holds_any(&only(1)) && !p.holds_any(&only(128)));
         assert!(!p.holds_any(&Pairs::segments_where(130, |_| false)));
         assert!(!Pairs::new(130, 2).holds_any(&Pairs::segments_where(130, |_| true)));
-        let mut q = Pairs::new(130, 2);
-        assert!(q.insert(5, 0));
-        q.add_all(&p);
-        q.add_all(&Pairs::new(130, 2));
-        for (s, r) in [(5, 0), (0, 0), (129, 1), (64, 1)] {
-            assert!(q.contains(s, r), "{s} {r}");
-        }
-        assert!(!q.contains(5, 1) && !q.contains(1, 0));
     }
 }
