@@ -258,9 +258,13 @@ pub struct Stats {
 pub struct Scheduler {
     cfg: SchedulerConfig,
     ladder_bps: Vec<u64>,
-    segments: Vec<SegmentInfo>,
+    /// Each segment's size in each rendition, segment after segment (`ladder_bps.len()` a
+    /// segment, 0 where the track has none).
+    sizes: Vec<u64>,
     /// Media start time of each segment.
     starts: Vec<Duration>,
+    /// The track's end (media time).
+    end: Duration,
     state: Vec<State>,
     /// Kept with `state` by [`Scheduler::set_state`], as the driver asks for them on every
     /// event: segments done contiguously from the start, segments in flight, and which
@@ -268,6 +272,8 @@ pub struct Scheduler {
     done_prefix: usize,
     inflight: usize,
     left: Vec<u64>,
+    /// The segments in flight, ascending (their count is `inflight`).
+    flying: Vec<usize>,
     sources: Vec<Source>,
     created: Instant,
     play_start: Option<Instant>,
@@ -306,10 +312,12 @@ impl Scheduler {
     ) -> Self {
         let none = Pairs::new(segments.len(), ladder_bps.len());
         let mut starts = Vec::with_capacity(segments.len());
+        let mut sizes = Vec::with_capacity(segments.len() * ladder_bps.len());
         let mut t = Duration::ZERO;
         for s in &segments {
             starts.push(t);
             t += s.duration;
+            sizes.extend((0..ladder_bps.len()).map(|r| s.sizes.get(r).copied().unwrap_or(0)));
         }
         Self {
             cfg,
@@ -318,8 +326,10 @@ impl Scheduler {
             done_prefix: 0,
             inflight: 0,
             left: Pairs::segments_where(segments.len(), |_| true),
-            segments,
+            flying: Vec::new(),
+            sizes,
             starts,
+            end: t,
             sources: (0..sources).map(|_| Source::new(SourceKind::Edge, none.clone())).collect(),
             created: now,
             play_start: None,
@@ -357,7 +367,7 @@ impl Scheduler {
         if self.warming {
             return abr::warm(&self.cfg.abr, self.cfg.quality, &self.ladder_bps, tp);
         }
-        let segment = self.segments.get(i).map_or(Duration::ZERO, |s| s.duration);
+        let segment = if i < self.len() { self.media_start(i + 1) - self.starts[i] } else { Duration::ZERO };
         abr::choose(
             &self.cfg.abr,
             self.cfg.quality,
@@ -399,7 +409,7 @@ impl Scheduler {
 
     /// Adds a source (a peer that turned up); returns its id.
     pub fn add_source(&mut self, kind: SourceKind) -> SourceId {
-        self.sources.push(Source::new(kind, Pairs::new(self.segments.len(), self.ladder_bps.len())));
+        self.sources.push(Source::new(kind, Pairs::new(self.len(), self.ladder_bps.len())));
         SourceId(self.sources.len() - 1)
     }
 
@@ -434,7 +444,7 @@ impl Scheduler {
         if let Some(s) = self.sources.get_mut(source.0) {
             s.banned = true;
         }
-        for i in 0..self.state.len() {
+        for i in self.flying.clone() {
             if let State::InFlight(a) = &self.state[i]
                 && a.iter().any(|a| a.source == source)
             {
@@ -445,14 +455,14 @@ impl Scheduler {
 
     /// Number of segments.
     #[must_use]
-    pub fn len(&self) -> usize {
-        self.segments.len()
+    pub const fn len(&self) -> usize {
+        self.starts.len()
     }
 
     /// Whether the track has no segments.
     #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.segments.is_empty()
+    pub const fn is_empty(&self) -> bool {
+        self.starts.is_empty()
     }
 
     /// Media start time of segment `i` (the track's end for `i == len()`).
@@ -461,8 +471,17 @@ impl Scheduler {
         self.starts.get(i).copied().unwrap_or_else(|| self.track_end())
     }
 
-    fn track_end(&self) -> Duration {
-        self.starts.last().copied().unwrap_or_default() + self.segments.last().map_or(Duration::ZERO, |s| s.duration)
+    const fn track_end(&self) -> Duration {
+        self.end
+    }
+
+    /// Segment `i`'s size in `rendition` (0 for one the track does not have).
+    fn size(&self, i: usize, rendition: usize) -> u64 {
+        let renditions = self.ladder_bps.len();
+        if rendition >= renditions {
+            return 0;
+        }
+        self.sizes.get(i * renditions + rendition).copied().unwrap_or(0)
     }
 
     /// The segment holding media time `t` (the last one for times past the end).
@@ -525,8 +544,18 @@ impl Scheduler {
         let now = (matches!(new, State::InFlight(_)), matches!(new, State::Done));
         *old = new;
         match (was.0, now.0) {
-            (false, true) => self.inflight += 1,
-            (true, false) => self.inflight -= 1,
+            (false, true) => {
+                self.inflight += 1;
+                if let Err(at) = self.flying.binary_search(&i) {
+                    self.flying.insert(at, i);
+                }
+            }
+            (true, false) => {
+                self.inflight -= 1;
+                if let Ok(at) = self.flying.binary_search(&i) {
+                    self.flying.remove(at);
+                }
+            }
             _ => {}
         }
         let bit = 1u64 << (i % 64);
@@ -635,8 +664,8 @@ impl Scheduler {
     /// What is in flight to each source now, in one pass over the segments.
     fn load(&self) -> Load {
         let mut load = Load { queued: vec![0; self.sources.len()], requests: vec![0; self.sources.len()] };
-        for (i, st) in self.state.iter().enumerate() {
-            let State::InFlight(attempts) = st else { continue };
+        for &i in &self.flying {
+            let State::InFlight(attempts) = &self.state[i] else { continue };
             for (k, a) in attempts.iter().enumerate() {
                 if let Some(c) = load.requests.get_mut(a.source.0) {
                     *c += 1;
@@ -645,7 +674,7 @@ impl Scheduler {
                 if !attempts[..k].iter().any(|b| b.source == a.source)
                     && let Some(q) = load.queued.get_mut(a.source.0)
                 {
-                    *q += self.segments[i].sizes.get(a.rendition).copied().unwrap_or(0);
+                    *q += self.size(i, a.rendition);
                 }
             }
         }
@@ -680,7 +709,7 @@ impl Scheduler {
         load: &Load,
         except: impl Fn(SourceId) -> bool,
     ) -> [Option<SourceId>; 2] {
-        let bytes = self.segments[i].sizes.get(rendition).copied().unwrap_or(0);
+        let bytes = self.size(i, rendition);
         let urgent = self.urgent(i, now);
         let mut best: [Option<(Duration, SourceId)>; 2] = [None, None];
         for s in (0..self.sources.len()).map(SourceId) {
@@ -714,10 +743,8 @@ impl Scheduler {
         let mut actions = Vec::new();
         // Hedge requests expected to miss their deadline.
         let due = self.deadlines(now);
-        for i in 0..self.state.len() {
-            if self.inflight == 0 {
-                break;
-            }
+        for k in 0..self.flying.len() {
+            let i = self.flying[k];
             let State::InFlight(attempts) = &self.state[i] else { continue };
             if attempts.len() != 1 {
                 continue;
@@ -730,7 +757,7 @@ impl Scheduler {
             if !late {
                 continue;
             }
-            let bytes = self.segments[i].sizes.get(a.rendition).copied().unwrap_or(0);
+            let bytes = self.size(i, a.rendition);
             let load = self.load();
             if let Some(other) = self.ranked(i, a.rendition, now, &load, |s| s == a.source)[0] {
                 let expected = self.expected(other, bytes, &load);
@@ -762,7 +789,7 @@ impl Scheduler {
                 Some(r) => r,
                 None => self.pick_rendition(i, now),
             };
-            let bytes = self.segments[i].sizes.get(rendition).copied().unwrap_or(0);
+            let bytes = self.size(i, rendition);
             let load = self.load();
             let ranked = self.ranked(i, rendition, now, &load, |s| self.saturated(s, &load));
             let Some(best) = ranked[0] else {
@@ -897,8 +924,8 @@ impl Scheduler {
             }
         }
         if let Some(due) = due.filter(|_| self.inflight > 0) {
-            for (i, s) in self.state.iter().enumerate() {
-                let State::InFlight(a) = s else { continue };
+            for &i in &self.flying {
+                let State::InFlight(a) = &self.state[i] else { continue };
                 if a.len() != 1 {
                     continue;
                 }
@@ -1463,6 +1490,8 @@ mod tests {
                 let left = Pairs::segments_where(70, |k| !matches!(s.state[k], State::Done));
                 proptest::prop_assert_eq!(s.done_prefix, done);
                 proptest::prop_assert_eq!(s.inflight, inflight);
+                let flying: Vec<usize> = (0..70).filter(|k| matches!(s.state[*k], State::InFlight(_))).collect();
+                proptest::prop_assert_eq!(&s.flying, &flying);
                 proptest::prop_assert_eq!(&s.left, &left);
                 proptest::prop_assert_eq!(s.finished(), s.state.iter().all(|st| matches!(st, State::Done)));
             }
