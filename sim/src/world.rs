@@ -198,9 +198,9 @@ struct Listener {
     peers: Vec<u32>,
     /// The client's dial guard: new dials per track and period, backoff of failed addresses.
     dials: Dials,
-    play: Option<Play>,
+    play: Option<Box<Play>>,
     /// The preload of the next track, while it runs.
-    ahead: Option<Play>,
+    ahead: Option<Box<Play>>,
     /// The next track, drawn when its preload started, and the segments the preload fetched
     /// over the network.
     next: Option<(u32, Vec<bool>)>,
@@ -230,14 +230,14 @@ impl Listener {
     fn slot(&mut self, p: u64) -> Option<&mut Play> {
         match &mut self.play {
             Some(play) if play.id == p => Some(play),
-            _ => self.ahead.as_mut().filter(|a| a.id == p),
+            _ => self.ahead.as_deref_mut().filter(|a| a.id == p),
         }
     }
 
     fn slot_ref(&self, p: u64) -> Option<&Play> {
         match &self.play {
             Some(play) if play.id == p => Some(play),
-            _ => self.ahead.as_ref().filter(|a| a.id == p),
+            _ => self.ahead.as_deref().filter(|a| a.id == p),
         }
     }
 
@@ -624,7 +624,7 @@ impl<'a> World<'a> {
         let mut play = self.new_play(l, track, None);
         play.preloaded = preloaded;
         let id = play.id;
-        self.listeners[l as usize].play = Some(play);
+        self.listeners[l as usize].play = Some(Box::new(play));
         self.plays += 1;
         self.begin(l, id, first);
     }
@@ -723,7 +723,7 @@ impl<'a> World<'a> {
         let id = play.id;
         let li = &mut self.listeners[l as usize];
         li.next = Some((track, Vec::new()));
-        li.ahead = Some(play);
+        li.ahead = Some(Box::new(play));
         let rtt = li.rtt;
         self.preloads += 1;
         self.begin(l, id, rtt);
