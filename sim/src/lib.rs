@@ -26,6 +26,7 @@
 
 mod draw;
 mod queue;
+mod slab;
 mod svg;
 mod world;
 

@@ -69,6 +69,7 @@ use chorus_edge::tracker::{Tracker, TrackerConfig, Verified};
 
 use crate::draw::{HashMap, Rng, Zipf, chunk_id, peer_id};
 use crate::queue::Queue;
+use crate::slab::Slab;
 use crate::{Bytes, EdgeReport, Percentiles, Point, Report, Session, SimConfig};
 
 /// Microseconds of simulated time.
@@ -133,8 +134,8 @@ struct Play {
     opened: Us,
     /// The scheduled wakeup, so a later poll does not queue duplicates.
     wake: Option<Us>,
-    /// Fetches in flight: (segment, source) → fetch id.
-    inflight: HashMap<(usize, usize), u64>,
+    /// Fetches in flight: (segment, source) → fetch id (a handful: a list, not a map).
+    inflight: Vec<((usize, usize), u64)>,
     searching: bool,
     /// When it asks the tracker again (the client's policy).
     refresh: PeerRefresh,
@@ -209,6 +210,12 @@ struct Listener {
 }
 
 impl Play {
+    /// Takes the fetch in flight for `segment` from `source`, if any.
+    fn take_inflight(&mut self, segment: usize, source: usize) -> Option<u64> {
+        let at = self.inflight.iter().position(|(k, _)| *k == (segment, source))?;
+        Some(self.inflight.swap_remove(at).1)
+    }
+
     /// When its audio ends (`n` segments of `segment`), as far as is known now: its startup,
     /// media and stalls so far; `None` before its first segment is out.
     fn audio_end(&self, segment: Duration, n: u16) -> Option<Us> {
@@ -300,7 +307,7 @@ pub(crate) struct World<'a> {
     addrs: Vec<Multiaddr>,
     zipf: Zipf,
     rng: Rng,
-    fetches: HashMap<u64, Fetch>,
+    fetches: Slab<Fetch>,
     next_id: u64,
     // Counters.
     bytes: Bytes,
@@ -422,7 +429,7 @@ impl<'a> World<'a> {
             track_segments,
             zipf: Zipf::new(cfg.tracks, cfg.zipf),
             rng,
-            fetches: HashMap::default(),
+            fetches: Slab::default(),
             next_id: 0,
             bytes: Bytes::default(),
             interval: Bytes::default(),
@@ -604,7 +611,7 @@ impl<'a> World<'a> {
             return;
         }
         if let Some(ahead) = self.listeners[l as usize].ahead.take() {
-            for f in ahead.inflight.into_values() {
+            for (_, f) in ahead.inflight {
                 self.cancel(f);
             }
         }
@@ -678,7 +685,7 @@ impl<'a> World<'a> {
             sources: vec![Src::Edge(li.edge)],
             opened,
             wake: None,
-            inflight: HashMap::default(),
+            inflight: Vec::new(),
             searching: cfg.p2p,
             refresh: PeerRefresh::new(),
             preload: plan.is_some(),
@@ -861,7 +868,7 @@ impl<'a> World<'a> {
                         fetches.push((segment, rendition, source.0));
                     }
                     Action::Cancel { segment, source } => {
-                        if let Some(f) = play.inflight.remove(&(segment, source.0)) {
+                        if let Some(f) = play.take_inflight(segment, source.0) {
                             cancel.push(f);
                         }
                     }
@@ -981,8 +988,6 @@ impl<'a> World<'a> {
             let Some(play) = li.slot_ref(p) else { return };
             (play.track, play.sources[source], li.rtt, li.down)
         };
-        self.next_id += 1;
-        let id = self.next_id;
         let n = usize::from(self.track_segments[track as usize]);
         let held = self.listeners[l as usize].holding(track, n).get(segment).copied() == Some(rung as u8 + 1);
         let (took, from, uploader) = if held {
@@ -1025,19 +1030,27 @@ impl<'a> World<'a> {
         };
         // A peer that holds the segment answers it; one that no longer does is not asked (the
         // scheduler only asks holders).
-        self.fetches.insert(
-            id,
-            Fetch { listener: l, play: p, segment, rung, source, bytes: size, started: self.now, from, uploader },
-        );
+        let id = self.fetches.insert(Fetch {
+            listener: l,
+            play: p,
+            segment,
+            rung,
+            source,
+            bytes: size,
+            started: self.now,
+            from,
+            uploader,
+        });
         if let Some(play) = self.listeners[l as usize].slot(p) {
-            play.inflight.insert((segment, source), id);
+            play.inflight.retain(|(k, _)| *k != (segment, source));
+            play.inflight.push(((segment, source), id));
         }
         self.at(self.now + took.max(1), Ev::Done(id));
     }
 
     /// A cancelled request: its upload slot is freed now; its answer will be ignored.
     fn cancel(&mut self, f: u64) {
-        if let Some(fetch) = self.fetches.get_mut(&f) {
+        if let Some(fetch) = self.fetches.get_mut(f) {
             if let Some(u) = fetch.uploader.take() {
                 let up = &mut self.listeners[u as usize];
                 up.uploads = up.uploads.saturating_sub(1);
@@ -1047,7 +1060,7 @@ impl<'a> World<'a> {
     }
 
     fn done(&mut self, f: u64) {
-        let Some(fetch) = self.fetches.remove(&f) else { return };
+        let Some(fetch) = self.fetches.remove(f) else { return };
         if let Some(u) = fetch.uploader {
             let up = &mut self.listeners[u as usize];
             up.uploads = up.uploads.saturating_sub(1);
@@ -1060,7 +1073,7 @@ impl<'a> World<'a> {
         let mut preloaded = None;
         {
             let Some(play) = self.listeners[l as usize].slot(fetch.play) else { return };
-            play.inflight.remove(&(fetch.segment, fetch.source));
+            play.take_inflight(fetch.segment, fetch.source);
             let generation = play.playout.generation();
             if !play.playout.wanted(generation, fetch.segment) {
                 return;
@@ -1070,7 +1083,7 @@ impl<'a> World<'a> {
                     for a in play.sched.on_complete(now_i, fetch.segment, SourceId(fetch.source), fetch.bytes, elapsed)
                     {
                         if let Action::Cancel { segment, source } = a
-                            && let Some(c) = play.inflight.remove(&(segment, source.0))
+                            && let Some(c) = play.take_inflight(segment, source.0)
                         {
                             cancels.push(c);
                         }
