@@ -49,7 +49,7 @@
 //! the same listeners, plays, fetches and counters and call one another's helpers; split by
 //! handler, every file would need all of that state, and a reader would follow one event
 //! across several files. What stands alone is elsewhere: the deterministic draws and ids in
-//! `draw.rs` (on `chorus-draw`), the event queue in `queue.rs`, the report's types and
+//! `draw.rs` (on `chorus-draw`), the event queue in `queue.rs`, the fetches' table in `slab.rs`, the report's types and
 //! percentiles in `lib.rs`, the charts in `svg.rs`; the real scheduler, playout, dial guard, cache tier and tracker come from their
 //! crates.
 
