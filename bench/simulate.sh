@@ -7,6 +7,10 @@
 #   bench/simulate.sh sweeps      # 20 000 listeners: edges, uplink mix, listeners per track
 #   bench/simulate.sh warm        # 20 000 listeners: warm caches of 0 to 2 000 tracks, then
 #                                 # 500-track caches over catalogues of 2 000 to 200 000 tracks
+#   bench/simulate.sh speed       # the simulator's own speed: wall time, CPU and peak memory of
+#                                 # one run at 20 000 and one at 100 000 listeners (no preloads);
+#                                 # BASE=<rev> also builds that revision (in a worktree of its
+#                                 # own, target/sim-base) and runs it first, for a before/after
 #
 # Each prints `chorus simulate`'s table; `headline` and `sweeps` also write JSON and SVG charts
 # into OUT (default: a new directory under /tmp). Release build. PRELOAD=on lets listeners
@@ -49,8 +53,26 @@ case "$MODE" in
     $SIM --listeners "$L" --tracks 20000 --sweep warm-tracks=0,100,500,2000 --json "$OUT/warm.json" --svg "$OUT/warm.svg"
     $SIM --listeners "$L" --warm-tracks 500 --sweep tracks=2000,20000,200000 --json "$OUT/warm-tracks.json" --svg "$OUT/warm-tracks.svg"
     ;;
+  speed)
+    command -v /usr/bin/time >/dev/null || { echo "needs GNU time: apt-get install -y time" >&2; exit 2; }
+    BINS=()
+    if [ -n "${BASE:-}" ]; then
+      WT=target/sim-base/tree
+      rm -rf "$WT" && git worktree prune && git worktree add -q --detach "$WT" "$BASE"
+      (cd "$WT" && CARGO_TARGET_DIR="$PWD/../build" cargo build --release -q --bin chorus)
+      BINS+=("target/sim-base/build/release/chorus")
+    fi
+    BINS+=("target/release/chorus")
+    for L in 20000 100000; do
+      for B in "${BINS[@]}"; do
+        /usr/bin/time -f "$B, $L listeners: %e s wall, %U s CPU, %M KB peak" \
+          "$B" simulate --listeners "$L" --tracks 100000 --no-preload 2>&1 | tail -n 2
+      done
+    done
+    [ -z "${BASE:-}" ] || git worktree remove --force "$WT"
+    ;;
   *)
-    echo "usage: bench/simulate.sh calibrate|headline|sweeps|warm" >&2
+    echo "usage: bench/simulate.sh calibrate|headline|sweeps|warm|speed" >&2
     exit 2
     ;;
 esac
