@@ -40,7 +40,7 @@
 //! - **Reader pace**: [`Scheduler::set_limit`] stops requests at a segment index, so a driver
 //!   can bound what it holds for a reader that has not caught up.
 //!
-//! One idea in one file, past the usual ~600 lines (about 850 before the tests): the rules above
+//! One idea in one file, past the usual ~600 lines (about 950 before the tests): the rules above
 //! act on the same per-segment state and source estimates in one `poll`, and split apart they
 //! would each need all of it. What stands alone already lives apart: bitrate choice
 //! ([`crate::abr`]), when to look for peers again ([`crate::refresh`]), and the sets of
