@@ -270,8 +270,10 @@ async fn an_edge_killed_mid_track_the_track_completes_through_the_other() {
         after.push((seg.index, seg.source));
     }
     assert_eq!(after.iter().map(|(i, _)| *i).collect::<Vec<_>>(), (3..SEGMENTS).collect::<Vec<_>>());
-    // Segment 3 may have been fetched from edge 0 before it died; everything after comes from edge 1.
-    assert!(after[1..].iter().all(|(_, s)| *s == Source::Edge(slow.clone())), "{after:?}");
+    // Segments 3 and 4 may have been fetched from edge 0 before it died (the one waiting in
+    // the track's one-segment channel for the reader, and the read-ahead of one beyond it);
+    // everything after comes from edge 1.
+    assert!(after[2..].iter().all(|(_, s)| *s == Source::Edge(slow.clone())), "{after:?}");
     let summary = t.finish().await;
     assert_eq!(summary.chunks_rejected, 0);
 }
