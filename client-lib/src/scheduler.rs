@@ -267,12 +267,10 @@ pub struct Scheduler {
     end: Duration,
     state: Vec<State>,
     /// Kept with `state` by [`Scheduler::set_state`], as the driver asks for them on every
-    /// event: segments done contiguously from the start, segments in flight, and which
-    /// segments are not done (a bitmap for [`Pairs::holds_any`]).
+    /// event: segments done contiguously from the start, which segments are not done (a
+    /// bitmap for [`Pairs::holds_any`]), and the segments in flight, ascending.
     done_prefix: usize,
-    inflight: usize,
     left: Vec<u64>,
-    /// The segments in flight, ascending (their count is `inflight`).
     flying: Vec<usize>,
     sources: Vec<Source>,
     created: Instant,
@@ -324,7 +322,6 @@ impl Scheduler {
             ladder_bps,
             state: vec![State::Pending; segments.len()],
             done_prefix: 0,
-            inflight: 0,
             left: Pairs::segments_where(segments.len(), |_| true),
             flying: Vec::new(),
             sizes,
@@ -545,13 +542,11 @@ impl Scheduler {
         *old = new;
         match (was.0, now.0) {
             (false, true) => {
-                self.inflight += 1;
                 if let Err(at) = self.flying.binary_search(&i) {
                     self.flying.insert(at, i);
                 }
             }
             (true, false) => {
-                self.inflight -= 1;
                 if let Ok(at) = self.flying.binary_search(&i) {
                     self.flying.remove(at);
                 }
@@ -773,7 +768,7 @@ impl Scheduler {
         // ones after it that a peer can send.
         let mut from = 0;
         loop {
-            if self.inflight >= self.cfg.max_inflight {
+            if self.flying.len() >= self.cfg.max_inflight {
                 break;
             }
             let Some(i) = self.state.iter().skip(from).position(|s| matches!(s, State::Pending)).map(|p| p + from)
@@ -923,7 +918,7 @@ impl Scheduler {
                 consider(before(self.cfg.peer_lead));
             }
         }
-        if let Some(due) = due.filter(|_| self.inflight > 0) {
+        if let Some(due) = due.filter(|_| !self.flying.is_empty()) {
             for &i in &self.flying {
                 let State::InFlight(a) = &self.state[i] else { continue };
                 if a.len() != 1 {
@@ -1486,10 +1481,8 @@ mod tests {
                     _ => s.ban(now, peer),
                 }
                 let done = s.state.iter().take_while(|st| matches!(st, State::Done)).count();
-                let inflight = s.state.iter().filter(|st| matches!(st, State::InFlight(_))).count();
                 let left = Pairs::segments_where(70, |k| !matches!(s.state[k], State::Done));
                 proptest::prop_assert_eq!(s.done_prefix, done);
-                proptest::prop_assert_eq!(s.inflight, inflight);
                 let flying: Vec<usize> = (0..70).filter(|k| matches!(s.state[*k], State::InFlight(_))).collect();
                 proptest::prop_assert_eq!(&s.flying, &flying);
                 proptest::prop_assert_eq!(&s.left, &left);
