@@ -5,6 +5,9 @@
 
 /// The allocator: mimalloc, for the many short-lived allocations of per-packet QUIC work and
 /// per-request headers (glibc's malloc was about 5% of the edge's samples under HTTP/3 load).
+/// Built with `--features system-allocator`, the system's malloc instead, which heap profilers
+/// such as heaptrack can see (docs/BENCHMARKS.md, "Where the simulator's memory goes").
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

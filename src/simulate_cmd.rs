@@ -110,6 +110,10 @@ pub(crate) struct SimulateArgs {
     /// of its own (default: the machine's cores). Each run is the same whatever this is.
     #[arg(long, value_name = "N")]
     jobs: Option<std::num::NonZeroUsize>,
+    /// Threads of each scenario's run (default: the machine's cores shared among the jobs).
+    /// A run's results are the same whatever this is.
+    #[arg(long, value_name = "N")]
+    threads: Option<std::num::NonZeroUsize>,
     /// Also write every scenario's full report (with its timeline) as JSON.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -262,7 +266,8 @@ pub(crate) fn run(a: &SimulateArgs) -> Result<()> {
                 .collect::<Result<_>>()?
         }
     };
-    let reports = run_all(&scenarios, a.jobs.map(std::num::NonZeroUsize::get));
+    let reports =
+        run_all(&scenarios, a.jobs.map(std::num::NonZeroUsize::get), a.threads.map(std::num::NonZeroUsize::get));
     print_table(&reports);
     if let Some(path) = &a.json {
         let doc: Vec<serde_json::Value> =
@@ -290,11 +295,13 @@ pub(crate) fn run(a: &SimulateArgs) -> Result<()> {
     Ok(())
 }
 
-/// Runs every scenario, `jobs` at a time (default: the machine's cores), each in a thread of
-/// its own; the reports in the scenarios' order.
-fn run_all(scenarios: &[(String, SimConfig)], jobs: Option<usize>) -> Vec<(String, Report)> {
+/// Runs every scenario, `jobs` at a time (default: the machine's cores), each on `threads`
+/// threads of its own (default: the cores shared among the jobs); the reports in the
+/// scenarios' order.
+fn run_all(scenarios: &[(String, SimConfig)], jobs: Option<usize>, threads: Option<usize>) -> Vec<(String, Report)> {
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let jobs = jobs.unwrap_or(cores).clamp(1, scenarios.len().max(1));
+    let threads = threads.unwrap_or(cores / jobs).max(1);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let done: std::sync::Mutex<Vec<Option<Report>>> = std::sync::Mutex::new(vec![None; scenarios.len()]);
     std::thread::scope(|s| {
@@ -310,7 +317,7 @@ fn run_all(scenarios: &[(String, SimConfig)], jobs: Option<usize>) -> Vec<(Strin
                         let secs = started.elapsed().as_secs_f64();
                         eprintln!("[{}/{n}] {name}: {}/{total} simulated minutes ({secs:.0} s)", i + 1, t / 60);
                     };
-                    let r = chorus_sim::run(cfg, &mut progress);
+                    let r = chorus_sim::run(cfg, threads, &mut progress);
                     let secs = started.elapsed().as_secs_f64();
                     eprintln!("[{}/{n}] {name}: done in {secs:.1} s ({} events)", i + 1, r.events);
                     done.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[i] = Some(r);

@@ -25,10 +25,16 @@
 //! [`world`] for the rules.
 
 mod draw;
+mod hub;
+mod mail;
+mod par;
 mod queue;
 mod slab;
 mod svg;
 mod world;
+
+/// Microseconds of simulated time.
+pub(crate) type Us = u64;
 
 use std::time::Duration;
 
@@ -288,9 +294,9 @@ pub struct Report {
     pub peak_online: usize,
 }
 
-/// Runs `cfg` to its end; `progress` is called with the simulated seconds done, every
-/// simulated minute.
+/// Runs `cfg` to its end on `threads` threads (the report is the same whatever their
+/// number); `progress` is called with the simulated seconds done, every simulated minute.
 #[must_use]
-pub fn run(cfg: &SimConfig, progress: &mut dyn FnMut(u64)) -> Report {
-    world::World::new(cfg).run(progress)
+pub fn run(cfg: &SimConfig, threads: usize, progress: &mut dyn FnMut(u64)) -> Report {
+    par::run(cfg, threads, progress)
 }

@@ -100,10 +100,34 @@ impl<E> Queue<E> {
     }
 
     /// The earliest event, with its time.
+    #[cfg(test)]
     pub(crate) fn pop(&mut self) -> Option<(Us, E)> {
         loop {
             if let Some(item) = self.current.pop() {
                 return Some((item.at, item.ev));
+            }
+            self.advance()?;
+        }
+    }
+
+    /// The earliest event, with its time, if it is before `end`.
+    pub(crate) fn pop_before(&mut self, end: Us) -> Option<(Us, E)> {
+        loop {
+            if let Some(item) = self.current.last() {
+                if item.at >= end {
+                    return None;
+                }
+                return self.current.pop().map(|item| (item.at, item.ev));
+            }
+            self.advance()?;
+        }
+    }
+
+    /// The time of the earliest event, if any.
+    pub(crate) fn next_at(&mut self) -> Option<Us> {
+        loop {
+            if let Some(item) = self.current.last() {
+                return Some(item.at);
             }
             self.advance()?;
         }
@@ -140,7 +164,8 @@ mod tests {
     use super::*;
 
     /// Pops in (time, order queued) whatever the mix of near, far and same-time events, and
-    /// events queued while popping land in their place.
+    /// events queued while popping land in their place; `next_at` tells the earliest, and
+    /// `pop_before` pops it only before its bound.
     #[test]
     fn pops_in_time_then_queue_order_like_a_heap() {
         let mut q = Queue::new();
@@ -168,7 +193,10 @@ mod tests {
             q.push(at, round);
             reference.push(Reverse((at, seq, round)));
             if draw(3) == 0 {
-                let (t, ev) = q.pop().unwrap();
+                let next = q.next_at().unwrap();
+                assert!(q.pop_before(next).is_none(), "nothing before the earliest");
+                let (t, ev) = if draw(2) == 0 { q.pop().unwrap() } else { q.pop_before(next + 1).unwrap() };
+                assert_eq!(t, next);
                 let Reverse((rt, _, rev)) = reference.pop().unwrap();
                 now = t;
                 popped.push((t, ev));

@@ -1,7 +1,11 @@
-//! The simulated world: listeners, edges, trackers and one queue of timed events.
+//! The simulated world's listeners: a partition of them, with its own queue of timed events
+//! (`par.rs` runs the partitions and the hub, `hub.rs`, side by side).
 //!
 //! Time is microseconds since the start of the run; the real code gets it as
 //! `base + that` (a `std::time::Instant`, or tokio's for the tracker), so it runs unchanged.
+//! A listener's own state is touched by its own events only; whatever it learns of the edge,
+//! the tracker or another listener comes as mail (`mail.rs`), which takes its share of their
+//! round trip: a question is answered with the state of the one asked when it arrives.
 //!
 //! The rules of the model (see the crate docs for what runs for real):
 //! - **Listener**: arrives, opens a track (Zipf), plays it to its end (its startup plus its
@@ -24,9 +28,10 @@
 //!   connection of a session). With peers on, the tracker is asked once the manifest is in
 //!   (one round trip), then each listed peer that is online is dialled (four peer round trips:
 //!   TCP, noise, the negotiation of noise and yamux; none when already connected) and asked
-//!   what it holds on a new substream (two more: negotiation, then the request); each answer
-//!   joins the scheduler as it arrives, and the search ends after the last
-//!   (2 s at most, as in the client). The search runs again when the client's own
+//!   what it holds on a new substream (two more: negotiation, then the request); the peer
+//!   answers with what it holds when the request reaches it (half a round trip before the
+//!   answer is back; a departed peer's dial fails then); each answer joins the scheduler as it
+//!   arrives, and the search ends after the last (2 s at most, as in the client). The search runs again when the client's own
 //!   `refresh::PeerRefresh` says so (checked every 5 s while the track is being fetched).
 //! - **Behind NATs** (`SimConfig::behind_cone`, `behind_symmetric`): a peer behind an
 //!   endpoint-independent NAT is met through the edge's relay first (four round trips to the
@@ -36,24 +41,28 @@
 //!   connection reversed), and by no one else. A pair that cannot connect is not dialled:
 //!   chunks never cross the relay, as in the client.
 //! - **An edge request** takes the listener's round trip plus the size over its downlink; a
-//!   miss in the edge's cache adds the origin's round trip and transfer.
+//!   miss in the edge's cache adds the origin's round trip and transfer (the edge's cache and
+//!   the tracker see a request or an announce half a round trip after it left: `hub.rs`).
 //! - **A peer request** takes two round trips between the two (a new substream negotiates its
 //!   protocol, then asks) plus the size over the smaller of
-//!   the listener's downlink and the uploader's uplink shared by its uploads at that moment; an
-//!   uploader with all its upload slots busy answers BUSY after a round trip, a departed one
-//!   fails after two.
+//!   the listener's downlink and the uploader's uplink shared by its uploads when the request
+//!   reaches it (half a round trip after it left), which holds an upload slot until the last
+//!   byte leaves; an uploader with all its upload slots busy answers BUSY after a round trip,
+//!   a departed one fails after two. A cancel frees the slot when it reaches the uploader.
 //! - **The listener's own cache** answers in 1 ms (as the client reports it).
 //!
 //! One file of ~1 300 lines, past the usual ~600, on purpose: it is one idea, the event loop of
-//! `World`. Its handlers (arrive, open, preload, search, step, fetch, done, announce, leave) all act on
-//! the same listeners, plays, fetches and counters and call one another's helpers; split by
-//! handler, every file would need all of that state, and a reader would follow one event
-//! across several files. What stands alone is elsewhere: the deterministic draws and ids in
-//! `draw.rs` (on `chorus-draw`), the event queue in `queue.rs`, the fetches' table in `slab.rs`, the report's types and
-//! percentiles in `lib.rs`, the charts in `svg.rs`; the real scheduler, playout, dial guard, cache tier and tracker come from their
-//! crates.
+//! a partition of listeners. Its handlers (arrive, open, preload, search, step, fetch, done,
+//! announce, serve, leave) all act on the same listeners, plays, fetches and counters and call
+//! one another's helpers; split by handler, every file would need all of that state, and a
+//! reader would follow one event across several files. What stands alone is elsewhere: the
+//! deterministic draws and ids in `draw.rs` (on `chorus-draw`), the event queue in `queue.rs`,
+//! the fetches' table in `slab.rs`, the messages in `mail.rs`, the edges and trackers in
+//! `hub.rs`, the windows and threads in `par.rs`, the report's types and percentiles in
+//! `lib.rs`, the charts in `svg.rs`; the real scheduler, playout, dial guard, cache tier and
+//! tracker come from their crates.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use chorus_client::dials::{Dials, Open};
@@ -61,22 +70,18 @@ use chorus_client::playout::Playout;
 use chorus_client::refresh::{self, PeerRefresh};
 use chorus_client::scheduler::{Action, Scheduler, SchedulerConfig, SegmentInfo, SourceId, SourceKind};
 use chorus_core::TrackId;
-use chorus_core::holdings::{Holdings, MAX_PLAYED, PLAYED_FOR, SOON};
+use chorus_core::holdings::{Holdings, MAX_PLAYED, PLAYED_FOR, Plan, SOON};
 use chorus_core::p2p::{Multiaddr, PeerId};
-use chorus_edge::cache::sketch::Sketch;
-use chorus_edge::cache::tier::{Tier, Weighted};
-use chorus_edge::tracker::{Tracker, TrackerConfig, Verified};
 
-use crate::draw::{HashMap, Rng, Zipf, chunk_id, peer_id};
+use crate::draw::{HashMap, Rng, Zipf};
+use crate::hub::version;
+use crate::mail::{Held, Mail, Msg};
 use crate::queue::Queue;
 use crate::slab::Slab;
-use crate::{Bytes, EdgeReport, Percentiles, Point, Report, Session, SimConfig};
+use crate::{Bytes, Point, Session, SimConfig, Us};
 
-/// Microseconds of simulated time.
-type Us = u64;
-
-const MS: Us = 1_000;
-const SEC: Us = 1_000_000;
+pub(crate) const MS: Us = 1_000;
+pub(crate) const SEC: Us = 1_000_000;
 /// How often a serving listener announces ([`chorus_core::api::REANNOUNCE`]).
 const REANNOUNCE: Us = chorus_core::api::REANNOUNCE.as_secs() * SEC;
 /// How often a playing track checks whether to look for peers again (the client's
@@ -93,26 +98,10 @@ const PRELOAD_STARTS_IN: Duration = Duration::from_secs(30);
 /// What a preload fetches of the next track.
 const PRELOAD_AMOUNT: Duration = Duration::from_secs(15);
 
-/// A cached chunk's size, for the edge's tier.
-struct Size(u64);
-
-impl Weighted for Size {
-    fn weight(&self) -> u64 {
-        self.0
-    }
-}
-
-/// An edge: its cache (the real tier and sketch) and its counters.
-struct Edge {
-    cache: Tier<Size>,
-    sketch: Sketch,
-    report: EdgeReport,
-}
-
 /// Where a source of a play is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Src {
-    Edge(usize),
+    Edge(u32),
     Peer(u32),
 }
 
@@ -149,7 +138,7 @@ struct Play {
 
 /// What is between a listener and the internet (`SimConfig::behind_cone`, `behind_symmetric`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Nat {
+pub(crate) enum Nat {
     Public,
     Cone,
     Symmetric,
@@ -172,14 +161,61 @@ const fn reach(from: Nat, to: Nat) -> Reach {
     }
 }
 
-struct Listener {
-    ip: Ipv4Addr,
-    nat: Nat,
-    edge: usize,
-    rtt: Us,
-    down: u64,
+/// What does not change about a listener, known to every partition and the hub.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stat {
+    pub(crate) ip: Ipv4Addr,
+    pub(crate) nat: Nat,
+    pub(crate) edge: u32,
+    /// Round trip to its edge.
+    pub(crate) rtt: Us,
+    pub(crate) down: u64,
     /// 0: consume only.
-    up: u64,
+    pub(crate) up: u64,
+}
+
+/// What every partition and the hub read and no one changes.
+pub(crate) struct Ctx<'a> {
+    pub(crate) cfg: &'a SimConfig,
+    pub(crate) base: Instant,
+    pub(crate) stats: Vec<Stat>,
+    pub(crate) track_ids: Vec<TrackId>,
+    pub(crate) track_segments: Vec<u16>,
+    pub(crate) peer_ids: Vec<PeerId>,
+    pub(crate) addrs: Vec<Multiaddr>,
+    pub(crate) zipf: Zipf,
+    /// A segment's size per rung.
+    pub(crate) sizes: Vec<u64>,
+}
+
+impl Ctx<'_> {
+    pub(crate) fn stat(&self, l: u32) -> &Stat {
+        &self.stats[l as usize]
+    }
+
+    pub(crate) fn instant(&self, t: Us) -> Instant {
+        self.base + Duration::from_micros(t)
+    }
+
+    pub(crate) fn size(&self, rung: usize) -> u64 {
+        self.sizes.get(rung).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn ids(&self, tracks: &[u32]) -> Vec<TrackId> {
+        tracks.iter().map(|t| self.track_ids[*t as usize].clone()).collect()
+    }
+
+    /// The round trip between two listeners.
+    fn rtt_between(&self, a: u32, b: u32) -> Us {
+        (self.stat(a).rtt + self.stat(b).rtt) / 2 + us(self.cfg.core_rtt)
+    }
+
+    fn segments(&self, track: u32) -> usize {
+        usize::from(self.track_segments[track as usize])
+    }
+}
+
+pub(crate) struct Listener {
     online: bool,
     connected_edge: bool,
     plays_left: Option<u32>,
@@ -193,9 +229,12 @@ struct Listener {
     warm_rung: u8,
     /// What it has told its tracker (the client's own planner).
     holdings: Holdings<u32>,
+    /// The announce awaiting the tracker's answer.
+    announcing: Option<Box<Plan<u32>>>,
     /// Tracks it started, the latest first, with when (at most `MAX_PLAYED`).
     started: Vec<(u32, Us)>,
-    uploads: u32,
+    /// The uploads it serves: (listener, its fetch).
+    uploads: Vec<(u32, u64)>,
     peers: Vec<u32>,
     /// The client's dial guard: new dials per track and period, backoff of failed addresses.
     dials: Dials,
@@ -218,14 +257,38 @@ impl Play {
 
     /// When its audio ends (`n` segments of `segment`), as far as is known now: its startup,
     /// media and stalls so far; `None` before its first segment is out.
-    fn audio_end(&self, segment: Duration, n: u16) -> Option<Us> {
+    fn audio_end(&self, segment: Duration, n: usize) -> Option<Us> {
         let stats = self.sched.stats();
         let startup = stats.startup?;
-        Some(self.opened + us(startup + segment * u32::from(n) + stats.stalled))
+        Some(self.opened + us(startup + segment * u32::try_from(n).unwrap_or(u32::MAX) + stats.stalled))
     }
 }
 
 impl Listener {
+    /// A listener yet to arrive, with its own draws, and `warm` held from before at `warm_rung`.
+    pub(crate) fn new(rng: Rng, warm: Vec<u32>, warm_rung: u8) -> Self {
+        Self {
+            online: false,
+            connected_edge: false,
+            plays_left: None,
+            held: HashMap::default(),
+            held_order: Vec::new(),
+            warm,
+            warm_rung,
+            holdings: Holdings::default(),
+            announcing: None,
+            started: Vec::new(),
+            uploads: Vec::new(),
+            peers: Vec::new(),
+            dials: Dials::with_table(64),
+            play: None,
+            ahead: None,
+            next: None,
+            announces: 0,
+            rng,
+        }
+    }
+
     /// Records that it started `track` at `at` (the latest first, at most `MAX_PLAYED`).
     fn note_start(&mut self, track: u32, at: Us) {
         self.started.retain(|(t, _)| *t != track);
@@ -248,15 +311,23 @@ impl Listener {
         }
     }
 
-    /// What it holds of `track` (of `n` segments): the rung + 1 of each segment, 0 where none.
-    fn holding(&self, track: u32, n: usize) -> std::borrow::Cow<'_, [u8]> {
+    /// What it holds of `track`.
+    fn holding(&self, track: u32) -> Held {
         if let Some(h) = self.held.get(&track) {
-            return std::borrow::Cow::Borrowed(h.as_slice());
+            return Held::Some(h.clone());
         }
         if self.warm.binary_search(&track).is_ok() {
-            return std::borrow::Cow::Owned(vec![self.warm_rung; n]);
+            return Held::Whole(self.warm_rung);
         }
-        std::borrow::Cow::Borrowed(&[])
+        Held::None
+    }
+
+    /// The rung + 1 it holds of `segment` of `track` (0: none).
+    fn holds_segment(&self, track: u32, segment: usize) -> u8 {
+        if let Some(h) = self.held.get(&track) {
+            return h.get(segment).copied().unwrap_or(0);
+        }
+        if self.warm.binary_search(&track).is_ok() { self.warm_rung } else { 0 }
     }
 }
 
@@ -269,17 +340,18 @@ struct Fetch {
     bytes: u64,
     started: Us,
     from: Option<Via>,
-    uploader: Option<u32>,
+    /// The peer asked, until the fetch is cancelled.
+    peer: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ev {
+pub(crate) enum Ev {
     Arrive(u32),
     Leave(u32),
     Open(u32),
     Wake(u32, u64),
+    /// A fetch from the listener's own cache is in.
     Done(u64),
-    Holds(u32, u64, u32),
     SearchDone(u32, u64),
     Refresh(u32, u64),
     TrackEnd(u32, u64),
@@ -288,210 +360,124 @@ enum Ev {
     Announce(u32),
     /// One more announce soon, while a large cache goes in (no next period of its own).
     AnnounceSoon(u32),
+    /// Upload of `u` to (listener, fetch): its last byte has left.
+    UploadEnd(u32, u32, u64),
+    /// Mail (by its id in the partition's table).
+    Mail(u64),
     Sample,
-    Expire,
 }
 
-pub(crate) struct World<'a> {
-    cfg: &'a SimConfig,
-    base: Instant,
-    now: Us,
-    queue: Queue<Ev>,
-    listeners: Vec<Listener>,
-    edges: Vec<Edge>,
-    trackers: Vec<Tracker>,
-    track_ids: Vec<TrackId>,
-    track_segments: Vec<u16>,
-    /// Each listener's peer id and address, as its tracker entries list them.
-    peer_ids: Vec<PeerId>,
-    addrs: Vec<Multiaddr>,
-    zipf: Zipf,
-    rng: Rng,
-    fetches: Slab<Fetch>,
-    next_id: u64,
-    // Counters.
-    bytes: Bytes,
+/// What a partition counted.
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    pub(crate) bytes: Bytes,
     interval: Bytes,
-    timeline: Vec<Point>,
-    plays: u64,
-    preloads: u64,
-    preload_bytes: Bytes,
-    completed: u64,
-    lonely: u64,
-    edge_first: u64,
-    startups: Vec<u64>,
-    /// Per started play: its startup minus (2 × its round trip to the edge + 10 ms), µs.
-    over_budget: Vec<i64>,
-    stalls: u64,
-    announces: u64,
-    announced_names: u64,
-    queries: u64,
-    dials: u64,
-    dials_punched: u64,
-    peers_unreachable: u64,
-    peer_failures: u64,
-    events: u64,
-    online: usize,
-    peak_online: usize,
+    pub(crate) timeline: Vec<Point>,
+    pub(crate) plays: u64,
+    pub(crate) preloads: u64,
+    pub(crate) preload_bytes: Bytes,
+    pub(crate) completed: u64,
+    pub(crate) lonely: u64,
+    pub(crate) edge_first: u64,
+    pub(crate) startups: Vec<u64>,
+    /// Per started play: startup minus (2 × the listener's round trip + 10 ms), µs.
+    pub(crate) over_budget: Vec<i64>,
+    pub(crate) stalls: u64,
+    pub(crate) dials: u64,
+    pub(crate) dials_punched: u64,
+    pub(crate) peers_unreachable: u64,
+    pub(crate) peer_failures: u64,
+    pub(crate) events: u64,
+    pub(crate) online: usize,
 }
 
-impl<'a> World<'a> {
-    pub(crate) fn new(cfg: &'a SimConfig) -> Self {
-        let mut rng = Rng(cfg.seed);
-        let tracker_cfg = TrackerConfig {
-            per_network: cfg.per_network.max(1),
-            max_peers: usize::MAX,
-            max_tracks: usize::MAX,
-            max_sources: usize::MAX,
-            ..TrackerConfig::default()
-        };
-        let trackers = (0..if cfg.shared_tracker { 1 } else { cfg.edges.max(1) })
-            .map(|_| Tracker::new(tracker_cfg.clone()))
-            .collect();
-        let per24 = cfg.listeners_per_network.max(1);
-        let listeners: Vec<Listener> = (0..cfg.listeners)
-            .map(|n| {
-                let mut r = Rng(rng.next());
-                let net = u32::try_from(n / per24).unwrap_or(u32::MAX);
-                let host = u32::try_from(n % per24).unwrap_or(0) + 1;
-                let mobile = r.unit() < cfg.mobile;
-                // Drawn apart from the listener's own sequence, so that runs without NATs stay
-                // as they were.
-                let n64 = u64::try_from(n).unwrap_or(u64::MAX);
-                let behind =
-                    Rng(cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ n64.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1)
-                        .unit();
-                let nat = if behind < cfg.behind_symmetric {
-                    Nat::Symmetric
-                } else if behind < cfg.behind_symmetric + cfg.behind_cone {
-                    Nat::Cone
-                } else {
-                    Nat::Public
-                };
-                Listener {
-                    nat,
-                    ip: Ipv4Addr::from(0x0A00_0000u32.wrapping_add(net.wrapping_mul(256)).wrapping_add(host)),
-                    edge: n % cfg.edges.max(1),
-                    rtt: r.range((us(cfg.rtt.0), us(cfg.rtt.1))),
-                    down: r.range(cfg.downlink).max(1),
-                    up: if mobile { 0 } else { r.range(cfg.uplink) },
-                    online: false,
-                    connected_edge: false,
-                    plays_left: None,
-                    held: HashMap::default(),
-                    held_order: Vec::new(),
-                    warm: Vec::new(),
-                    warm_rung: 0,
-                    holdings: Holdings::default(),
-                    started: Vec::new(),
-                    uploads: 0,
-                    peers: Vec::new(),
-                    dials: Dials::with_table(64),
-                    play: None,
-                    ahead: None,
-                    next: None,
-                    announces: 0,
-                    rng: r,
-                }
-            })
-            .collect();
-        let items = usize::try_from(cfg.edge_cache_bytes / 65_536).unwrap_or(usize::MAX).max(1024);
-        let edges = (0..cfg.edges.max(1))
-            .map(|_| Edge {
-                cache: Tier::new(cfg.edge_cache_bytes),
-                sketch: Sketch::new(items),
-                report: EdgeReport::default(),
-            })
-            .collect();
-        // "t<number>" is a valid track id.
-        let track_ids = (0..cfg.tracks.max(1)).filter_map(|t| TrackId::parse(&format!("t{t}")).ok()).collect();
-        let track_segments = (0..cfg.tracks.max(1))
-            .map(|_| {
-                u16::try_from(rng.range((cfg.segments.0 as u64, cfg.segments.1 as u64))).unwrap_or(u16::MAX).max(1)
-            })
-            .collect();
-        let peer_ids: Vec<PeerId> = (0..cfg.listeners).map(|_| peer_id(&mut rng)).collect();
-        let addrs: Vec<Multiaddr> = listeners
-            .iter()
-            .map(|li: &Listener| Multiaddr::from(li.ip).with(chorus_core::p2p::multiaddr::Protocol::Tcp(4001)))
-            .collect();
-        let mut w = Self {
-            cfg,
-            peer_ids,
-            addrs,
-            base: Instant::now(),
+/// A partition of the listeners: those `l` with `l % parts == index`.
+pub(crate) struct Part<'a> {
+    ctx: &'a Ctx<'a>,
+    parts: u32,
+    now: Us,
+    /// The end of the window it runs through: what it sends arrives no earlier.
+    until: Us,
+    queue: Queue<Ev>,
+    /// Its listeners, `l` at `l / parts`.
+    listeners: Vec<Listener>,
+    fetches: Slab<Fetch>,
+    mail: Slab<Msg>,
+    out: Vec<Mail>,
+    next_id: u64,
+    pub(crate) tally: Tally,
+}
+
+impl<'a> Part<'a> {
+    pub(crate) fn new(ctx: &'a Ctx<'a>, parts: u32) -> Self {
+        let mut queue = Queue::new();
+        queue.push(us(ctx.cfg.sample).max(1), Ev::Sample);
+        Self {
+            ctx,
+            parts: parts.max(1),
             now: 0,
-            queue: Queue::new(),
-            listeners,
-            edges,
-            trackers,
-            track_ids,
-            track_segments,
-            zipf: Zipf::new(cfg.tracks, cfg.zipf),
-            rng,
+            until: 0,
+            queue,
+            listeners: Vec::new(),
             fetches: Slab::default(),
+            mail: Slab::default(),
+            out: Vec::new(),
             next_id: 0,
-            bytes: Bytes::default(),
-            interval: Bytes::default(),
-            timeline: Vec::new(),
-            plays: 0,
-            preloads: 0,
-            preload_bytes: Bytes::default(),
-            completed: 0,
-            lonely: 0,
-            edge_first: 0,
-            startups: Vec::new(),
-            over_budget: Vec::new(),
-            stalls: 0,
-            announces: 0,
-            announced_names: 0,
-            queries: 0,
-            dials: 0,
-            dials_punched: 0,
-            peers_unreachable: 0,
-            peer_failures: 0,
-            events: 0,
-            online: 0,
-            peak_online: 0,
-        };
-        w.warm_up();
-        for n in 0..w.listeners.len() {
-            let at = (w.rng.unit() * us(cfg.arrive_over) as f64) as Us;
-            w.at(at, Ev::Arrive(u32::try_from(n).unwrap_or(u32::MAX)));
+            tally: Tally::default(),
         }
-        w.at(us(cfg.sample).max(1), Ev::Sample);
-        w.at(30 * SEC, Ev::Expire);
-        w
+    }
+
+    /// Takes listener `l` (the next of this partition's, in order), arriving at `at`.
+    pub(crate) fn adopt(&mut self, l: u32, li: Listener, at: Us) {
+        debug_assert_eq!(l / self.parts, u32::try_from(self.listeners.len()).unwrap_or(u32::MAX));
+        self.listeners.push(li);
+        self.at(at, Ev::Arrive(l));
+    }
+
+    /// Runs through the window that ends at `until`, with `inbox` delivered first (in
+    /// [`crate::mail::canonical`] order); returns what it sent.
+    pub(crate) fn window(&mut self, until: Us, inbox: Vec<Mail>) -> Vec<Mail> {
+        self.until = until;
+        for m in inbox {
+            let id = self.mail.insert(m.msg);
+            self.queue.push(m.at, Ev::Mail(id));
+        }
+        while let Some((t, ev)) = self.queue.pop_before(until) {
+            self.now = t;
+            self.tally.events += 1;
+            self.handle(ev);
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    pub(crate) fn next_at(&mut self) -> Option<Us> {
+        self.queue.next_at()
+    }
+
+    /// The time of its last event.
+    pub(crate) const fn now(&self) -> Us {
+        self.now
+    }
+
+    fn li(&mut self, l: u32) -> &mut Listener {
+        &mut self.listeners[(l / self.parts) as usize]
+    }
+
+    fn li_ref(&self, l: u32) -> &Listener {
+        &self.listeners[(l / self.parts) as usize]
     }
 
     fn at(&mut self, t: Us, ev: Ev) {
         self.queue.push(t, ev);
     }
 
+    /// Sends `msg` from `from`, to arrive at `at` (never within the window it is sent in).
+    fn send(&mut self, from: u32, at: Us, msg: Msg) {
+        self.out.push(Mail { at: at.max(self.until), from, msg });
+    }
+
     fn instant(&self, t: Us) -> Instant {
-        self.base + Duration::from_micros(t)
-    }
-
-    fn tokio_now(&self) -> tokio::time::Instant {
-        tokio::time::Instant::from_std(self.instant(self.now))
-    }
-
-    pub(crate) fn run(mut self, progress: &mut dyn FnMut(u64)) -> Report {
-        let end = us(self.cfg.duration);
-        let mut next_progress = 60 * SEC;
-        while let Some((t, ev)) = self.queue.pop() {
-            if t > end {
-                break;
-            }
-            self.now = t;
-            self.events += 1;
-            if t >= next_progress {
-                progress(t / SEC);
-                next_progress += 60 * SEC;
-            }
-            self.handle(ev);
-        }
-        self.report()
+        self.ctx.instant(t)
     }
 
     fn handle(&mut self, ev: Ev) {
@@ -509,7 +495,6 @@ impl<'a> World<'a> {
                 }
             }
             Ev::Done(f) => self.done(f),
-            Ev::Holds(l, p, u) => self.holds(l, p, u),
             Ev::SearchDone(l, p) => {
                 if let Some(play) = self.play_mut(l, p) {
                     play.searching = false;
@@ -533,38 +518,65 @@ impl<'a> World<'a> {
             Ev::TrackEnd(l, p) => self.track_end(l, p),
             Ev::Preload(l, p) => self.preload(l, p),
             Ev::Announce(l) => {
-                if self.listeners[l as usize].online {
+                if self.li_ref(l).online {
                     self.announce(l);
                     self.at(self.now + REANNOUNCE, Ev::Announce(l));
                 }
             }
             Ev::AnnounceSoon(l) => {
-                if self.listeners[l as usize].online {
+                if self.li_ref(l).online {
                     self.announce(l);
                 }
             }
-            Ev::Sample => {
-                self.timeline.push(Point { t_s: self.now / SEC, bytes: self.interval, online: self.online });
-                self.interval = Bytes::default();
-                self.at(self.now + us(self.cfg.sample).max(1), Ev::Sample);
-            }
-            Ev::Expire => {
-                let now = self.tokio_now();
-                for t in &mut self.trackers {
-                    t.expire(now);
+            Ev::UploadEnd(u, l, f) => self.li(u).uploads.retain(|k| *k != (l, f)),
+            Ev::Mail(id) => {
+                if let Some(msg) = self.mail.remove(id) {
+                    self.deliver(msg);
                 }
-                self.at(self.now + 30 * SEC, Ev::Expire);
+            }
+            Ev::Sample => {
+                let t = &mut self.tally;
+                // Every partition samples: not an event of the model.
+                t.events -= 1;
+                t.timeline.push(Point { t_s: self.now / SEC, bytes: t.interval, online: t.online });
+                t.interval = Bytes::default();
+                self.at(self.now + us(self.ctx.cfg.sample).max(1), Ev::Sample);
             }
         }
     }
 
+    fn deliver(&mut self, msg: Msg) {
+        match msg {
+            Msg::Fetched { fetch, .. } => self.done(fetch),
+            Msg::Served { fetch, ok, .. } => {
+                if let Some(f) = self.fetches.get_mut(fetch) {
+                    f.from = ok.then_some(Via::Peer);
+                }
+                self.done(fetch);
+            }
+            Msg::Listed { l, p, peers } => self.listed(l, p, &peers),
+            Msg::Taken { l, unlisted } => self.taken(l, unlisted),
+            Msg::Have { u, l, p, track, dialled, join, answer_at } => {
+                let up = self.li_ref(u);
+                let (online, held) = if up.online { (true, up.holding(track)) } else { (false, Held::None) };
+                self.send(u, answer_at, Msg::Holds { l, p, u, online, dialled, join, held });
+            }
+            Msg::Holds { l, p, u, online, dialled, join, held } => self.holds(l, p, u, online, dialled, join, &held),
+            Msg::Request { u, l, fetch, size, sent } => self.serve(u, l, fetch, size, sent),
+            Msg::Cancel { u, l, fetch } => self.li(u).uploads.retain(|k| *k != (l, fetch)),
+            // Not for a listener.
+            Msg::EdgeGet { .. } | Msg::Query { .. } | Msg::Announce { .. } => {}
+        }
+    }
+
     fn play_mut(&mut self, l: u32, p: u64) -> Option<&mut Play> {
-        self.listeners[l as usize].slot(p)
+        self.li(l).slot(p)
     }
 
     fn arrive(&mut self, l: u32) {
-        let cfg = self.cfg;
-        let li = &mut self.listeners[l as usize];
+        let cfg = self.ctx.cfg;
+        let serving = self.serving(l);
+        let li = self.li(l);
         li.online = true;
         li.connected_edge = false;
         let stay = match cfg.session {
@@ -574,9 +586,7 @@ impl<'a> World<'a> {
             }
             Session::Mean(mean) => Some((-li.rng.unit().max(1e-12).ln() * us(mean) as f64) as Us),
         };
-        let serving = li.up > 0 && cfg.p2p;
-        self.online += 1;
-        self.peak_online = self.peak_online.max(self.online);
+        self.tally.online += 1;
         if let Some(stay) = stay {
             self.at(self.now + stay.max(SEC), Ev::Leave(l));
         }
@@ -587,7 +597,7 @@ impl<'a> World<'a> {
     }
 
     fn leave(&mut self, l: u32) {
-        let li = &mut self.listeners[l as usize];
+        let li = self.li(l);
         if !li.online {
             return;
         }
@@ -596,63 +606,60 @@ impl<'a> World<'a> {
         li.ahead = None;
         li.next = None;
         li.peers.clear();
-        self.online -= 1;
+        self.tally.online -= 1;
     }
 
     /// Opens the next track of `l`'s session (or ends the session): the one its preload drew,
     /// else a new draw. A preload still running is cut short (what it fetched is in the cache).
     fn open(&mut self, l: u32) {
         let done = {
-            let li = &self.listeners[l as usize];
+            let li = self.li_ref(l);
             !li.online || li.plays_left == Some(0)
         };
         if done {
             self.leave(l);
             return;
         }
-        if let Some(ahead) = self.listeners[l as usize].ahead.take() {
+        if let Some(ahead) = self.li(l).ahead.take() {
             for (_, f) in ahead.inflight {
                 self.cancel(f);
             }
         }
-        let (track, preloaded) = match self.listeners[l as usize].next.take() {
+        let (track, preloaded) = match self.li(l).next.take() {
             Some(next) => next,
             None => (self.draw_track(l), Vec::new()),
         };
         let opened = self.now;
-        let li = &mut self.listeners[l as usize];
+        let rtt = self.ctx.stat(l).rtt;
+        let li = self.li(l);
         li.note_start(track, opened);
         // The manifest's round trip; the first request of a session also opens the connection.
-        let mut first = li.rtt;
+        let mut first = rtt;
         if !li.connected_edge {
-            first += li.rtt;
+            first += rtt;
             li.connected_edge = true;
         }
         let mut play = self.new_play(l, track, None);
         play.preloaded = preloaded;
         let id = play.id;
-        self.listeners[l as usize].play = Some(Box::new(play));
-        self.plays += 1;
+        self.li(l).play = Some(Box::new(play));
+        self.tally.plays += 1;
         self.begin(l, id, first);
     }
 
     fn draw_track(&mut self, l: u32) -> u32 {
-        u32::try_from(self.zipf.sample(&mut self.listeners[l as usize].rng)).unwrap_or(0)
+        let zipf = &self.ctx.zipf;
+        u32::try_from(zipf.sample(&mut self.li(l).rng)).unwrap_or(0)
     }
 
     /// A new play of `track` by `l` (not yet in its slot): a scheduler that knows what the
     /// cache holds; for a preload (`plan`: when playback starts, and how much to fetch), one
     /// that starts at that time and stops after that much.
     fn new_play(&mut self, l: u32, track: u32, plan: Option<(Us, Duration)>) -> Play {
-        let cfg = self.cfg;
-        let n = usize::from(self.track_segments[track as usize]);
-        let segment_secs = cfg.segment.as_secs_f64();
-        let segments: Vec<SegmentInfo> = (0..n)
-            .map(|_| SegmentInfo {
-                duration: cfg.segment,
-                sizes: cfg.ladder_bps.iter().map(|b| (*b as f64 * segment_secs / 8.0) as u64).collect(),
-            })
-            .collect();
+        let cfg = self.ctx.cfg;
+        let n = self.ctx.segments(track);
+        let segments: Vec<SegmentInfo> =
+            (0..n).map(|_| SegmentInfo { duration: cfg.segment, sizes: self.ctx.sizes.clone() }).collect();
         let mut sc = SchedulerConfig { quality: cfg.quality, ..SchedulerConfig::default() };
         if !cfg.play {
             sc.buffer_ahead = Duration::from_secs(86_400 * 365);
@@ -662,10 +669,16 @@ impl<'a> World<'a> {
         let id = self.next_id;
         let opened = self.now;
         let mut sched = Scheduler::new(sc, cfg.ladder_bps.clone(), segments, 1, self.instant(opened));
-        let li = &self.listeners[l as usize];
-        for (k, r) in li.holding(track, n).iter().enumerate() {
-            if *r > 0 {
-                sched.set_cached(k, usize::from(*r - 1));
+        let li = self.li_ref(l);
+        match li.holding(track) {
+            Held::None => {}
+            Held::Whole(r) => (0..n).for_each(|k| sched.set_cached(k, usize::from(r.saturating_sub(1)))),
+            Held::Some(h) => {
+                for (k, r) in h.iter().enumerate() {
+                    if *r > 0 {
+                        sched.set_cached(k, usize::from(*r - 1));
+                    }
+                }
             }
         }
         // A preload stops after the segments covering its amount (as `Client::preload`).
@@ -682,7 +695,7 @@ impl<'a> World<'a> {
             track,
             sched,
             playout: Playout::new(upto, 8, true),
-            sources: vec![Src::Edge(li.edge)],
+            sources: vec![Src::Edge(self.ctx.stat(l).edge)],
             opened,
             wake: None,
             inflight: Vec::new(),
@@ -701,7 +714,7 @@ impl<'a> World<'a> {
             play.wake = Some(at);
         }
         self.at(at, Ev::Wake(l, p));
-        if self.cfg.p2p {
+        if self.ctx.cfg.p2p {
             // The search starts once the manifest is in (the client opens the track first).
             self.at(at, Ev::Refresh(l, p));
         }
@@ -712,11 +725,10 @@ impl<'a> World<'a> {
     /// only for segments due within its window. Checked again later while stalls push the
     /// end back.
     fn preload(&mut self, l: u32, p: u64) {
-        let Some(end) = self.listeners[l as usize].play.as_ref().filter(|pl| pl.id == p).and_then(|pl| self.end_of(pl))
-        else {
+        let Some(end) = self.li_ref(l).play.as_ref().filter(|pl| pl.id == p).and_then(|pl| self.end_of(pl)) else {
             return;
         };
-        let li = &self.listeners[l as usize];
+        let li = self.li_ref(l);
         if !li.online || li.ahead.is_some() || li.next.is_some() || li.plays_left == Some(1) {
             return;
         }
@@ -728,105 +740,110 @@ impl<'a> World<'a> {
         let track = self.draw_track(l);
         let play = self.new_play(l, track, Some((end.max(self.now), PRELOAD_AMOUNT)));
         let id = play.id;
-        let li = &mut self.listeners[l as usize];
+        let rtt = self.ctx.stat(l).rtt;
+        let li = self.li(l);
         li.next = Some((track, Vec::new()));
         li.ahead = Some(Box::new(play));
-        let rtt = li.rtt;
-        self.preloads += 1;
+        self.tally.preloads += 1;
         self.begin(l, id, rtt);
     }
 
     /// When play `pl`'s audio ends, as far as is known now.
     fn end_of(&self, pl: &Play) -> Option<Us> {
-        pl.audio_end(self.cfg.segment, self.track_segments[pl.track as usize])
+        pl.audio_end(self.ctx.cfg.segment, self.ctx.segments(pl.track))
     }
 
-    /// Asks the tracker of `l`'s edge for peers of its track, and dials what it lists.
+    /// Asks the tracker for peers of `l`'s track; what it lists is dialled when the answer
+    /// is in ([`Part::listed`]).
     fn search(&mut self, l: u32, p: u64) {
-        let (track, edge, rtt, open) = {
-            let li = &self.listeners[l as usize];
+        let Some(track) = self.li_ref(l).slot_ref(p).map(|pl| pl.track) else { return };
+        let rtt = self.ctx.stat(l).rtt;
+        self.send(l, self.now + rtt / 2, Msg::Query { l, p, track, sent: self.now });
+    }
+
+    /// The tracker listed `peers` for `l`'s play `p`: each that the dial guard admits is
+    /// dialled (unless connected already) and asked what it holds.
+    fn listed(&mut self, l: u32, p: u64, peers: &[u32]) {
+        let ctx = self.ctx;
+        let (track, open) = {
+            let li = self.li_ref(l);
             let Some(play) = li.slot_ref(p) else { return };
             // A preload and the play that follows each have a dial budget, as in the client.
-            (play.track, li.edge, li.rtt, if play.preload { Open::Preload } else { Open::Play })
+            (play.track, if play.preload { Open::Preload } else { Open::Play })
         };
-        let tracker = if self.cfg.shared_tracker { 0 } else { edge };
-        let now = self.tokio_now();
-        let listed = self.trackers[tracker].peers(now, &self.track_ids[track as usize], &mut self.rng);
-        self.queries += 1;
-        let mut last = self.now + rtt;
+        let me = *ctx.stat(l);
+        let mut last = self.now;
         let mut asked = 0;
-        for rec in listed {
-            let Some(u) = rec.peer_id.strip_prefix('L').and_then(|n| n.parse::<u32>().ok()) else { continue };
-            if u == l || asked >= ASK_AT_MOST || (u as usize) >= self.listeners.len() {
+        for &u in peers {
+            if u == l || asked >= ASK_AT_MOST || (u as usize) >= ctx.stats.len() {
                 continue;
             }
             asked += 1;
-            let rtt_pp = self.rtt_between(l, u);
-            let connected = self.listeners[l as usize].peers.contains(&u);
-            let how = reach(self.listeners[l as usize].nat, self.listeners[u as usize].nat);
+            let rtt_pp = ctx.rtt_between(l, u);
+            let them = ctx.stat(u);
+            let connected = self.li_ref(l).peers.contains(&u);
+            let how = reach(me.nat, them.nat);
             if !connected && how == Reach::Never {
-                self.peers_unreachable += 1;
+                self.tally.peers_unreachable += 1;
                 continue;
             }
             // Through the relay (the edges'): to it, the circuit with its handshakes (three
             // relayed round trips), DCUtR's exchange and sync (two), then the direct dial.
-            let relayed = self.listeners[l as usize].rtt + self.listeners[u as usize].rtt;
-            let meet = if how == Reach::Punched { 4 * self.listeners[l as usize].rtt + 5 * relayed } else { 0 };
-            let (pid, addr) = (self.peer_ids[u as usize], self.addrs[u as usize].clone());
+            let relayed = me.rtt + them.rtt;
+            let meet = if how == Reach::Punched { 4 * me.rtt + 5 * relayed } else { 0 };
             let now_i = self.instant(self.now);
-            let online = self.listeners[u as usize].online;
-            let li = &mut self.listeners[l as usize];
             if !connected {
                 // The client's dial guard decides, as for a real client.
-                let usable = li.dials.usable(pid, std::slice::from_ref(&addr), now_i);
-                if usable.is_empty() || !li.dials.admit(&self.track_ids[track as usize], open, pid, &usable, now_i) {
+                let (pid, addr) = (ctx.peer_ids[u as usize], &ctx.addrs[u as usize]);
+                let li = self.li(l);
+                let usable = li.dials.usable(pid, std::slice::from_ref(addr), now_i);
+                if usable.is_empty() || !li.dials.admit(&ctx.track_ids[track as usize], open, pid, &usable, now_i) {
                     continue;
                 }
-                self.dials += 1;
+                self.tally.dials += 1;
                 if how == Reach::Punched {
-                    self.dials_punched += 1;
+                    self.tally.dials_punched += 1;
                 }
-                if online {
-                    li.dials.succeeded(&addr);
-                } else {
-                    // A departed peer: the dial fails.
-                    li.dials.failed(&addr, now_i);
-                    continue;
-                }
-            } else if !online {
-                li.peers.retain(|p| *p != u);
-                continue;
             }
             // TCP (one round trip), noise XX (one and a half), multistream-select of noise and of
             // yamux: about four; then the have request on a new substream (negotiated, then
             // asked): two more.
             let dial = if connected { 0 } else { meet + 4 * rtt_pp };
-            let at = self.now + rtt + dial + 2 * rtt_pp;
-            last = last.max(at.min(self.now + rtt + LOOK));
-            if at <= self.now + rtt + LOOK {
-                self.at(at, Ev::Holds(l, p, u));
-            }
+            let at = self.now + dial + 2 * rtt_pp;
+            let join = at <= self.now + LOOK;
+            last = last.max(at.min(self.now + LOOK));
+            let have = Msg::Have { u, l, p, track, dialled: !connected, join, answer_at: at };
+            self.send(l, at - rtt_pp / 2, have);
         }
-        if self.listeners[l as usize].slot_ref(p).is_some_and(|pl| pl.searching) {
+        if self.li_ref(l).slot_ref(p).is_some_and(|pl| pl.searching) {
             self.at(last, Ev::SearchDone(l, p));
         }
     }
 
-    fn rtt_between(&self, a: u32, b: u32) -> Us {
-        (self.listeners[a as usize].rtt + self.listeners[b as usize].rtt) / 2 + us(self.cfg.core_rtt)
-    }
-
-    /// Peer `u` answered `l`'s have request: it joins `l`'s play with what it holds.
-    fn holds(&mut self, l: u32, p: u64, u: u32) {
-        if !self.listeners[u as usize].online {
+    /// Peer `u` answered `l`'s have request (`online`: it was there to): a new connection is
+    /// noted by the dial guard, and in time for the search, the peer joins `l`'s play with
+    /// what it holds.
+    #[allow(clippy::too_many_arguments)] // one message's fields
+    fn holds(&mut self, l: u32, p: u64, u: u32, online: bool, dialled: bool, join: bool, held: &Held) {
+        let now_i = self.instant(self.now);
+        let ctx = self.ctx;
+        let addr = &ctx.addrs[u as usize];
+        let li = self.li(l);
+        if dialled {
+            if online {
+                li.dials.succeeded(addr);
+            } else {
+                // A departed peer: the dial fails.
+                li.dials.failed(addr, now_i);
+            }
+        }
+        if !online {
+            li.peers.retain(|p| *p != u);
             return;
         }
-        let Some(track) = self.listeners[l as usize].slot_ref(p).map(|pl| pl.track) else {
+        if !join || li.slot_ref(p).is_none() {
             return;
-        };
-        let n = usize::from(self.track_segments[track as usize]);
-        let (li, up) = pair(&mut self.listeners, l as usize, u as usize);
-        let held = up.holding(track, n);
+        }
         if !li.peers.contains(&u) {
             li.peers.push(u);
         }
@@ -838,9 +855,19 @@ impl<'a> World<'a> {
                 play.sched.add_source(SourceKind::Peer)
             }
         };
-        for (k, r) in held.iter().enumerate() {
-            if *r > 0 {
-                play.sched.set_holds(sid, k, usize::from(*r - 1));
+        match held {
+            Held::None => {}
+            Held::Whole(r) => {
+                for k in 0..ctx.segments(play.track) {
+                    play.sched.set_holds(sid, k, usize::from(r.saturating_sub(1)));
+                }
+            }
+            Held::Some(h) => {
+                for (k, r) in h.iter().enumerate() {
+                    if *r > 0 {
+                        play.sched.set_holds(sid, k, usize::from(*r - 1));
+                    }
+                }
             }
         }
         self.step(l, p);
@@ -854,7 +881,7 @@ impl<'a> World<'a> {
         let mut failed = false;
         let preload;
         {
-            let Some(play) = self.listeners[l as usize].slot(p) else { return };
+            let Some(play) = self.li(l).slot(p) else { return };
             preload = play.preload;
             play.sched.set_limit(play.playout.fetch_limit(READ_AHEAD));
             for a in play.sched.poll(now_i) {
@@ -882,7 +909,7 @@ impl<'a> World<'a> {
             // The track gives up (the edge failed it too often); the listener moves on (a
             // preload just stops).
             if preload {
-                self.listeners[l as usize].ahead = None;
+                self.li(l).ahead = None;
             } else {
                 self.at(self.now, Ev::TrackEnd(l, p));
             }
@@ -892,10 +919,11 @@ impl<'a> World<'a> {
             self.start_fetch(l, p, segment, rung, source);
         }
         self.hand_over(l, p);
-        let Some(play) = self.listeners[l as usize].slot(p) else { return };
+        let (now, base) = (self.now, self.ctx.base);
+        let Some(play) = self.li(l).slot(p) else { return };
         if let Some(w) = play.sched.next_wakeup(now_i) {
-            let w = us(w.saturating_duration_since(self.base)).max(self.now + 1);
-            if play.wake.is_none_or(|cur| w < cur || cur < self.now) {
+            let w = us(w.saturating_duration_since(base)).max(now + 1);
+            if play.wake.is_none_or(|cur| w < cur || cur < now) {
                 play.wake = Some(w);
                 self.at(w, Ev::Wake(l, p));
             }
@@ -904,16 +932,18 @@ impl<'a> World<'a> {
 
     /// Hands over what is ready, counting played bytes by source; at the end, schedules the
     /// track's end. A preload's segments go to the cache, not to a player: its bytes were
-    /// counted as they arrived ([`World::preloaded`]); its hand-over only notes its start (the
+    /// counted as they arrived ([`Part::preloaded`]); its hand-over only notes its start (the
     /// announce) and its end, which frees it.
     fn hand_over(&mut self, l: u32, p: u64) {
-        let cfg = self.cfg;
+        let ctx = self.ctx;
+        let cfg = ctx.cfg;
         let mut first_out = false;
         let mut first_edge = 0;
         let mut counted = Bytes::default();
         let mut end = None;
+        let now = self.now;
         let (track, preload) = {
-            let li = &mut self.listeners[l as usize];
+            let li = self.li(l);
             let Some(play) = li.slot(p) else { return };
             let (track, preload) = (play.track, play.preload);
             while let Some(o) = play.playout.take() {
@@ -921,7 +951,7 @@ impl<'a> World<'a> {
                 if preload {
                     continue;
                 }
-                let size = (cfg.ladder_bps[o.rung] as f64 * cfg.segment.as_secs_f64() / 8.0) as u64;
+                let size = ctx.size(o.rung);
                 match o.payload {
                     Via::Edge if o.index == 0 => {
                         counted.edge += size;
@@ -939,8 +969,8 @@ impl<'a> World<'a> {
                 if !preload {
                     // Played in real time, the track ends when its audio has played out;
                     // fetched as fast as possible, when its last segment is in.
-                    let n = self.track_segments[track as usize];
-                    let at = if cfg.play { play.audio_end(cfg.segment, n).unwrap_or(self.now) } else { self.now };
+                    let at =
+                        if cfg.play { play.audio_end(cfg.segment, ctx.segments(track)).unwrap_or(now) } else { now };
                     end = Some(at);
                 }
             }
@@ -949,22 +979,22 @@ impl<'a> World<'a> {
             }
             (track, preload)
         };
-        self.edge_first += first_edge;
-        self.bytes.edge += counted.edge;
-        self.bytes.peer += counted.peer;
-        self.bytes.cache += counted.cache;
-        self.interval.edge += counted.edge;
-        self.interval.peer += counted.peer;
-        self.interval.cache += counted.cache;
+        let t = &mut self.tally;
+        t.edge_first += first_edge;
+        for b in [&mut t.bytes, &mut t.interval] {
+            b.edge += counted.edge;
+            b.peer += counted.peer;
+            b.cache += counted.cache;
+        }
         if first_out {
             if preload {
                 // The client names a preloaded track as played too (`Peer::play` at its
                 // first segment).
-                self.listeners[l as usize].note_start(track, self.now);
+                self.li(l).note_start(track, now);
             } else if cfg.play && cfg.preload {
-                let at = self.listeners[l as usize].play.as_ref().and_then(|pl| self.end_of(pl));
+                let at = self.li_ref(l).play.as_ref().and_then(|pl| self.end_of(pl));
                 if let Some(at) = at {
-                    self.at(at.saturating_sub(us(PRELOAD_STARTS_IN)).max(self.now), Ev::Preload(l, p));
+                    self.at(at.saturating_sub(us(PRELOAD_STARTS_IN)).max(now), Ev::Preload(l, p));
                 }
             }
             if self.serving(l) {
@@ -972,64 +1002,27 @@ impl<'a> World<'a> {
             }
         }
         if let Some(at) = end {
-            self.at(at.max(self.now), Ev::TrackEnd(l, p));
+            self.at(at.max(now), Ev::TrackEnd(l, p));
         }
     }
 
     fn serving(&self, l: u32) -> bool {
-        self.cfg.p2p && self.listeners[l as usize].up > 0
+        self.ctx.cfg.p2p && self.ctx.stat(l).up > 0
     }
 
     fn start_fetch(&mut self, l: u32, p: u64, segment: usize, rung: usize, source: usize) {
-        let cfg = self.cfg;
-        let size = (cfg.ladder_bps[rung] as f64 * cfg.segment.as_secs_f64() / 8.0) as u64;
-        let (track, src, rtt, down) = {
-            let li = &self.listeners[l as usize];
-            let Some(play) = li.slot_ref(p) else { return };
-            (play.track, play.sources[source], li.rtt, li.down)
+        let ctx = self.ctx;
+        let size = ctx.size(rung);
+        let Some((track, src)) = self.li_ref(l).slot_ref(p).map(|play| (play.track, play.sources[source])) else {
+            return;
         };
-        let n = usize::from(self.track_segments[track as usize]);
-        let held = self.listeners[l as usize].holding(track, n).get(segment).copied() == Some(rung as u8 + 1);
-        let (took, from, uploader) = if held {
-            (MS, Some(Via::Cache), None)
-        } else {
-            match src {
-                Src::Edge(e) => {
-                    let chunk = chunk_id(track, segment, rung);
-                    let edge = &mut self.edges[e];
-                    edge.sketch.increment(&chunk);
-                    edge.report.requests += 1;
-                    edge.report.egress_bytes += size;
-                    let mut took = rtt + transfer(size, down);
-                    if edge.cache.get(&chunk).is_some() {
-                        edge.report.hits += 1;
-                    } else {
-                        edge.report.origin_bytes += size;
-                        took += us(cfg.origin_rtt) + transfer(size, cfg.origin_bps);
-                        let _ = edge.cache.offer(chunk, Size(size), &edge.sketch);
-                    }
-                    (took, Some(Via::Edge), None)
-                }
-                Src::Peer(u) => {
-                    let rtt_pp = self.rtt_between(l, u);
-                    let up = &mut self.listeners[u as usize];
-                    if !up.online {
-                        self.peer_failures += 1;
-                        (2 * rtt_pp, None, None)
-                    } else if up.uploads >= cfg.max_uploads || up.up == 0 {
-                        self.peer_failures += 1;
-                        (rtt_pp, None, None)
-                    } else {
-                        up.uploads += 1;
-                        let rate = (up.up / u64::from(up.uploads)).min(down).max(1);
-                        // A request is a new substream: its protocol is negotiated first.
-                        (2 * rtt_pp + transfer(size, rate), Some(Via::Peer), Some(u))
-                    }
-                }
-            }
+        let held = self.li_ref(l).holds_segment(track, segment) == u8::try_from(rung + 1).unwrap_or(0);
+        let (from, peer) = match src {
+            _ if held => (Some(Via::Cache), None),
+            Src::Edge(_) => (Some(Via::Edge), None),
+            // Decided by the peer.
+            Src::Peer(u) => (None, Some(u)),
         };
-        // A peer that holds the segment answers it; one that no longer does is not asked (the
-        // scheduler only asks holders).
         let id = self.fetches.insert(Fetch {
             listener: l,
             play: p,
@@ -1039,32 +1032,68 @@ impl<'a> World<'a> {
             bytes: size,
             started: self.now,
             from,
-            uploader,
+            peer,
         });
-        if let Some(play) = self.listeners[l as usize].slot(p) {
+        if let Some(play) = self.li(l).slot(p) {
             play.inflight.retain(|(k, _)| *k != (segment, source));
             play.inflight.push(((segment, source), id));
         }
-        self.at(self.now + took.max(1), Ev::Done(id));
+        let now = self.now;
+        match src {
+            _ if held => self.at(now + MS, Ev::Done(id)),
+            Src::Edge(edge) => {
+                let (segment, rung) =
+                    (u16::try_from(segment).unwrap_or(u16::MAX), u8::try_from(rung).unwrap_or(u8::MAX));
+                let get = Msg::EdgeGet { l, edge, fetch: id, track, segment, rung, sent: now };
+                self.send(l, now + ctx.stat(l).rtt / 2, get);
+            }
+            Src::Peer(u) => {
+                let half = ctx.rtt_between(l, u) / 2;
+                self.send(l, now + half, Msg::Request { u, l, fetch: id, size, sent: now });
+            }
+        }
     }
 
-    /// A cancelled request: its upload slot is freed now; its answer will be ignored.
+    /// `l`'s request for its fetch `fetch` (`size` bytes, sent at `sent`) reaches `u`: served
+    /// if it is still there and has an upload slot free.
+    fn serve(&mut self, u: u32, l: u32, fetch: u64, size: u64, sent: Us) {
+        let ctx = self.ctx;
+        let rtt_pp = ctx.rtt_between(l, u);
+        let (max, up, down) = (ctx.cfg.max_uploads as usize, ctx.stat(u).up, ctx.stat(l).down);
+        let li = self.li(u);
+        let (at, ok) = if !li.online {
+            (sent + 2 * rtt_pp, false)
+        } else if li.uploads.len() >= max || up == 0 {
+            (sent + rtt_pp, false)
+        } else {
+            li.uploads.push((l, fetch));
+            let rate = (up / li.uploads.len() as u64).min(down).max(1);
+            // A request is a new substream: its protocol is negotiated first.
+            let at = sent + 2 * rtt_pp + transfer(size, rate);
+            self.at((at - rtt_pp / 2).max(self.now), Ev::UploadEnd(u, l, fetch));
+            (at, true)
+        };
+        if !ok {
+            self.tally.peer_failures += 1;
+        }
+        self.send(u, at.max(self.now + rtt_pp / 2), Msg::Served { l, fetch, ok });
+    }
+
+    /// A cancelled request: the peer asked frees its upload slot when the cancel reaches it;
+    /// the answer will be ignored.
     fn cancel(&mut self, f: u64) {
-        if let Some(fetch) = self.fetches.get_mut(f) {
-            if let Some(u) = fetch.uploader.take() {
-                let up = &mut self.listeners[u as usize];
-                up.uploads = up.uploads.saturating_sub(1);
-            }
-            fetch.play = 0;
+        let now = self.now;
+        let Some(fetch) = self.fetches.get_mut(f) else { return };
+        fetch.play = 0;
+        let (l, peer) = (fetch.listener, fetch.peer.take());
+        if let Some(u) = peer {
+            let half = self.ctx.rtt_between(l, u) / 2;
+            self.send(l, now + half, Msg::Cancel { u, l, fetch: f });
         }
     }
 
     fn done(&mut self, f: u64) {
         let Some(fetch) = self.fetches.remove(f) else { return };
-        if let Some(u) = fetch.uploader {
-            let up = &mut self.listeners[u as usize];
-            up.uploads = up.uploads.saturating_sub(1);
-        }
         let l = fetch.listener;
         let now_i = self.instant(self.now);
         let elapsed = Duration::from_micros(self.now - fetch.started);
@@ -1072,7 +1101,7 @@ impl<'a> World<'a> {
         let mut track = None;
         let mut preloaded = None;
         {
-            let Some(play) = self.listeners[l as usize].slot(fetch.play) else { return };
+            let Some(play) = self.li(l).slot(fetch.play) else { return };
             play.take_inflight(fetch.segment, fetch.source);
             let generation = play.playout.generation();
             if !play.playout.wanted(generation, fetch.segment) {
@@ -1113,15 +1142,15 @@ impl<'a> World<'a> {
     /// where it crossed the network (a preload cut short may never hand it over), and marked,
     /// so that the play does not count it again when it reads it from the cache.
     fn preloaded(&mut self, l: u32, track: u32, segment: usize, bytes: u64, from: Via) {
-        let (total, pre, interval) = (&mut self.bytes, &mut self.preload_bytes, &mut self.interval);
-        for b in [total, pre, interval] {
+        let t = &mut self.tally;
+        for b in [&mut t.bytes, &mut t.preload_bytes, &mut t.interval] {
             match from {
                 Via::Edge => b.edge += bytes,
                 Via::Peer => b.peer += bytes,
                 Via::Cache => {}
             }
         }
-        if let Some((_, marks)) = self.listeners[l as usize].next.as_mut().filter(|(t, _)| *t == track) {
+        if let Some((_, marks)) = self.li(l).next.as_mut().filter(|(t, _)| *t == track) {
             if marks.len() <= segment {
                 marks.resize(segment + 1, false);
             }
@@ -1131,8 +1160,8 @@ impl<'a> World<'a> {
 
     /// `l`'s cache now holds a segment of `track` (the client stores what it verified).
     fn hold(&mut self, l: u32, track: u32, segment: usize, rung: usize) {
-        let n = usize::from(self.track_segments[track as usize]);
-        let li = &mut self.listeners[l as usize];
+        let n = self.ctx.segments(track);
+        let li = self.li(l);
         // A track held from before starts as all it held.
         let before = if li.warm.binary_search(&track).is_ok() { li.warm_rung } else { 0 };
         let h = li.held.entry(track).or_insert_with(|| {
@@ -1145,55 +1174,31 @@ impl<'a> World<'a> {
     }
 
     fn track_end(&mut self, l: u32, p: u64) {
-        let Some(play) = self.listeners[l as usize].play.take_if(|pl| pl.id == p) else { return };
+        let Some(play) = self.li(l).play.take_if(|pl| pl.id == p) else { return };
         let stats = play.sched.stats();
         if let Some(s) = stats.startup {
-            self.startups.push(u64::try_from(s.as_millis()).unwrap_or(u64::MAX));
+            self.tally.startups.push(u64::try_from(s.as_millis()).unwrap_or(u64::MAX));
             // Against the target: within two round trips to the edge plus 10 ms.
-            let budget = 2 * self.listeners[l as usize].rtt + 10 * MS;
-            self.over_budget.push(i64::try_from(us(s)).unwrap_or(i64::MAX) - i64::try_from(budget).unwrap_or(0));
+            let budget = 2 * self.ctx.stat(l).rtt + 10 * MS;
+            self.tally.over_budget.push(i64::try_from(us(s)).unwrap_or(i64::MAX) - i64::try_from(budget).unwrap_or(0));
         }
-        self.stalls += u64::from(stats.stalls);
-        self.completed += 1;
+        self.tally.stalls += u64::from(stats.stalls);
+        self.tally.completed += 1;
         if play.sources.len() == 1 {
-            self.lonely += 1;
+            self.tally.lonely += 1;
         }
         // No announce here: the client announces a track's end only when it did not at its
         // first segment, which every completed play handed over.
-        let li = &mut self.listeners[l as usize];
-        if let Some(n) = li.plays_left.as_mut() {
+        if let Some(n) = self.li(l).plays_left.as_mut() {
             *n = n.saturating_sub(1);
         }
         self.at(self.now, Ev::Open(l));
     }
 
-    /// Fills each listener's cache with `SimConfig::warm_tracks` tracks drawn from the
-    /// popularity of plays (by a sequence of its own, so that cold runs stay as they were), at
-    /// the highest rung its downlink takes twice over.
-    fn warm_up(&mut self) {
-        let want = self.cfg.warm_tracks.min(self.cfg.tracks / 2);
-        if want == 0 {
-            return;
-        }
-        let ladder = &self.cfg.ladder_bps;
-        for (n, li) in self.listeners.iter_mut().enumerate() {
-            let mut r = Rng(self.cfg.seed.wrapping_mul(0xA076_1D64_78BD_642F)
-                ^ (n as u64).wrapping_mul(0xE703_7ED1_A0B4_28DB)
-                | 1);
-            let mut warm = std::collections::BTreeSet::new();
-            while warm.len() < want {
-                warm.insert(u32::try_from(self.zipf.sample(&mut r)).unwrap_or(0));
-            }
-            li.warm = warm.into_iter().collect();
-            let rung = ladder.iter().rposition(|b| *b * 2 <= li.down * 8).unwrap_or(0);
-            li.warm_rung = u8::try_from(rung + 1).unwrap_or(1);
-        }
-    }
-
     /// `l` tells its tracker that it plays `track` now (the client, once the first segment of
     /// a play or a preload is handed over).
     fn announce_playing(&mut self, l: u32, track: u32) {
-        self.send_announce(l, vec![track], Vec::new(), Vec::new());
+        self.send_announce(l, vec![track], Vec::new(), Vec::new(), false);
     }
 
     /// `l`'s round of announces: what its `Holdings` plans (the track it plays, then its cache,
@@ -1203,9 +1208,13 @@ impl<'a> World<'a> {
             return;
         }
         let now_i = self.instant(self.now);
-        let li = &self.listeners[l as usize];
-        // The tracks started within PLAYED_FOR that it holds some of, the latest first.
         let since = self.now.saturating_sub(us(PLAYED_FOR));
+        let li = self.li_ref(l);
+        if li.announcing.is_some() {
+            // The last one's answer is not in yet.
+            return;
+        }
+        // The tracks started within PLAYED_FOR that it holds some of, the latest first.
         let playing: Vec<u32> =
             li.started.iter().filter(|(t, at)| *at > since && li.held.contains_key(t)).map(|(t, _)| *t).collect();
         let mut holds: Vec<u32> = li.held_order.iter().rev().copied().collect();
@@ -1214,112 +1223,85 @@ impl<'a> World<'a> {
         if plan.tracks.is_empty() && plan.held.is_empty() && plan.dropped.is_empty() && holds.is_empty() {
             return;
         }
-        let more = plan.more;
-        let unlisted = self.send_announce(l, plan.tracks.clone(), plan.held.clone(), plan.dropped.clone());
-        if let Some(unlisted) = unlisted {
-            self.listeners[l as usize].holdings.taken(now_i, &plan, &unlisted, &[]);
-            if more {
-                self.at(self.now + us(SOON), Ev::AnnounceSoon(l));
-            }
-        }
+        self.send_announce(l, plan.tracks.clone(), plan.held.clone(), plan.dropped.clone(), true);
+        self.li(l).announcing = Some(Box::new(plan));
     }
 
-    /// One announce of `l` to its edge's tracker; the held tracks it did not list, when it
-    /// took the announce.
-    fn send_announce(&mut self, l: u32, tracks: Vec<u32>, held: Vec<u32>, dropped: Vec<u32>) -> Option<Vec<u32>> {
-        let tracker = if self.cfg.shared_tracker { 0 } else { self.listeners[l as usize].edge };
-        let now = self.tokio_now();
-        let li = &mut self.listeners[l as usize];
+    /// One announce of `l` to its edge's tracker (`reply`: it waits for the held tracks left
+    /// unlisted).
+    fn send_announce(&mut self, l: u32, tracks: Vec<u32>, held: Vec<u32>, dropped: Vec<u32>, reply: bool) {
+        let now = self.now;
+        let li = self.li(l);
         li.announces += 1;
-        let ids = |l: &[u32]| -> Vec<TrackId> { l.iter().map(|t| self.track_ids[*t as usize].clone()).collect() };
-        let names = (tracks.len() + held.len() + dropped.len()) as u64;
-        let ip = IpAddr::V4(li.ip);
-        // A later announce of the peer carries a later time: simulated milliseconds.
-        let ann = Verified::assume(
-            format!("L{l}"),
-            vec![format!("/ip4/{ip}/tcp/4001")],
-            ids(&tracks),
-            self.now / MS + li.announces,
-        )
-        .with_cache(ids(&held), ids(&dropped));
-        let t = &mut self.trackers[tracker];
-        if t.admit(now, ip).is_err() {
-            return None;
-        }
-        let unlisted = t.record(now, ip, ann).ok()?;
-        self.announces += 1;
-        self.announced_names += names;
-        Some(held.into_iter().filter(|h| unlisted.contains(&self.track_ids[*h as usize])).collect())
+        let version = version(now, li.announces);
+        let msg = Msg::Announce { l, version, tracks, held, dropped, reply, sent: now };
+        self.send(l, now + self.ctx.stat(l).rtt / 2, msg);
     }
 
-    fn report(self) -> Report {
-        let mut startups = self.startups;
-        startups.sort_unstable();
-        let pct = |p: f64| -> u64 {
-            if startups.is_empty() { 0 } else { startups[((startups.len() - 1) as f64 * p).round() as usize] }
-        };
-        let mut over = self.over_budget;
-        over.sort_unstable();
-        let over_p50_ms = if over.is_empty() { 0.0 } else { over[over.len() / 2] as f64 / MS as f64 };
-        let secs = (self.now as f64 / SEC as f64).max(1.0);
-        let edges = self
-            .edges
-            .into_iter()
-            .map(|e| {
-                let mut r = e.report;
-                r.hit_ratio = if r.requests == 0 { 0.0 } else { r.hits as f64 / r.requests as f64 };
-                r
-            })
-            .collect();
-        Report {
-            plays: self.plays,
-            plays_completed: self.completed,
-            preloads: self.preloads,
-            preload_bytes: self.preload_bytes,
-            plays_without_peers: self.lonely,
-            edge_first_segment_bytes: self.edge_first,
-            bytes: self.bytes,
-            edge_share: self.bytes.edge_share(),
-            timeline: self.timeline,
-            edges,
-            announces: self.announces,
-            announced_names: self.announced_names,
-            announced_names_per_sec: self.announced_names as f64 / secs,
-            queries: self.queries,
-            tracker_ops_per_sec: (self.announces + self.queries) as f64 / secs,
-            dials_per_play: if self.plays == 0 { 0.0 } else { self.dials as f64 / self.plays as f64 },
-            dials_punched: self.dials_punched,
-            peers_unreachable: self.peers_unreachable,
-            startup_ms: Percentiles { p50: pct(0.5), p95: pct(0.95), p99: pct(0.99) },
-            startup_over_2rtt_plus_10ms_p50: over_p50_ms,
-            stalls_per_100_plays: if self.completed == 0 {
-                0.0
-            } else {
-                100.0 * self.stalls as f64 / self.completed as f64
-            },
-            peer_failures: self.peer_failures,
-            events: self.events,
-            peak_online: self.peak_online,
+    /// The tracker's answer to `l`'s announce: the planner notes what it named (and what went
+    /// unlisted), and while a large cache goes in, one more announce follows soon.
+    fn taken(&mut self, l: u32, unlisted: Option<Vec<u32>>) {
+        let now_i = self.instant(self.now);
+        let li = self.li(l);
+        let Some(plan) = li.announcing.take() else { return };
+        let Some(unlisted) = unlisted else { return };
+        li.holdings.taken(now_i, &plan, &unlisted, &[]);
+        if plan.more && li.online {
+            self.at(self.now + us(SOON), Ev::AnnounceSoon(l));
         }
     }
 }
 
-/// Two distinct listeners, both mutable.
-fn pair(v: &mut [Listener], a: usize, b: usize) -> (&mut Listener, &Listener) {
-    if a < b {
-        let (x, y) = v.split_at_mut(b);
-        (&mut x[a], &y[0])
+/// Listener `n`'s draws and its place on the network, as the run's setup makes them.
+pub(crate) fn listener(cfg: &SimConfig, rng: &mut Rng, n: usize) -> (Stat, Rng) {
+    let per24 = cfg.listeners_per_network.max(1);
+    let mut r = Rng(rng.next());
+    let net = u32::try_from(n / per24).unwrap_or(u32::MAX);
+    let host = u32::try_from(n % per24).unwrap_or(0) + 1;
+    let mobile = r.unit() < cfg.mobile;
+    // Drawn apart from the listener's own sequence, so that runs without NATs stay as they were.
+    let n64 = u64::try_from(n).unwrap_or(u64::MAX);
+    let behind = Rng(cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ n64.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1).unit();
+    let nat = if behind < cfg.behind_symmetric {
+        Nat::Symmetric
+    } else if behind < cfg.behind_symmetric + cfg.behind_cone {
+        Nat::Cone
     } else {
-        let (x, y) = v.split_at_mut(a);
-        (&mut y[0], &x[b])
-    }
+        Nat::Public
+    };
+    let stat = Stat {
+        nat,
+        ip: Ipv4Addr::from(0x0A00_0000u32.wrapping_add(net.wrapping_mul(256)).wrapping_add(host)),
+        edge: u32::try_from(n % cfg.edges.max(1)).unwrap_or(0),
+        rtt: r.range((us(cfg.rtt.0), us(cfg.rtt.1))),
+        down: r.range(cfg.downlink).max(1),
+        up: if mobile { 0 } else { r.range(cfg.uplink) },
+    };
+    (stat, r)
 }
 
-fn us(d: Duration) -> Us {
+/// Listener `n`'s cache from before the run: `SimConfig::warm_tracks` tracks drawn from the
+/// popularity of plays (by a sequence of its own, so that cold runs stay as they were), at the
+/// highest rung its downlink takes twice over (as rung + 1).
+pub(crate) fn warm(cfg: &SimConfig, zipf: &Zipf, n: usize, down: u64) -> (Vec<u32>, u8) {
+    let want = cfg.warm_tracks.min(cfg.tracks / 2);
+    if want == 0 {
+        return (Vec::new(), 0);
+    }
+    let mut r = Rng(cfg.seed.wrapping_mul(0xA076_1D64_78BD_642F) ^ (n as u64).wrapping_mul(0xE703_7ED1_A0B4_28DB) | 1);
+    let mut warm = std::collections::BTreeSet::new();
+    while warm.len() < want {
+        warm.insert(u32::try_from(zipf.sample(&mut r)).unwrap_or(0));
+    }
+    let rung = cfg.ladder_bps.iter().rposition(|b| *b * 2 <= down * 8).unwrap_or(0);
+    (warm.into_iter().collect(), u8::try_from(rung + 1).unwrap_or(1))
+}
+
+pub(crate) fn us(d: Duration) -> Us {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Microseconds to move `bytes` at `rate` bytes/s.
-fn transfer(bytes: u64, rate: u64) -> Us {
+pub(crate) fn transfer(bytes: u64, rate: u64) -> Us {
     bytes.saturating_mul(SEC) / rate.max(1)
 }

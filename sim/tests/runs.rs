@@ -19,23 +19,24 @@ fn small() -> SimConfig {
 }
 
 #[test]
-fn the_same_seed_gives_the_same_run_and_every_byte_is_counted_once() {
-    let a = run(&small(), &mut |_| {});
-    let b = run(&small(), &mut |_| {});
+fn the_same_seed_gives_the_same_run_on_any_threads_and_every_byte_is_counted_once() {
+    let a = run(&small(), 1, &mut |_| {});
+    // On three threads (six partitions of listeners beside the hub): the same run.
+    let b = run(&small(), 3, &mut |_| {});
     assert_eq!(serde_json::to_string(&a).unwrap(), serde_json::to_string(&b).unwrap());
     assert!(a.plays > 300 && a.plays_completed > 0, "{a:?}");
     // The timeline adds up to the totals (the last interval may be cut by the end).
     let timeline: u64 = a.timeline.iter().map(|p| p.bytes.total()).sum();
     assert!(timeline <= a.bytes.total());
     assert!(a.bytes.peer > 0 && a.bytes.edge > 0);
-    let c = run(&SimConfig { seed: 2, ..small() }, &mut |_| {});
+    let c = run(&SimConfig { seed: 2, ..small() }, 1, &mut |_| {});
     assert_ne!(a.bytes.total(), c.bytes.total(), "another seed, another run");
 }
 
 #[test]
 fn without_peers_or_with_consumers_only_the_edges_carry_everything_but_the_cache() {
     for cfg in [SimConfig { p2p: false, ..small() }, SimConfig { mobile: 1.0, ..small() }] {
-        let r = run(&cfg, &mut |_| {});
+        let r = run(&cfg, 1, &mut |_| {});
         assert_eq!(r.bytes.peer, 0, "{cfg:?}");
         assert_eq!(r.announces, 0);
         assert!(r.bytes.edge > 0);
@@ -46,37 +47,37 @@ fn without_peers_or_with_consumers_only_the_edges_carry_everything_but_the_cache
 fn listeners_behind_nats_meet_through_the_relay_or_not_at_all() {
     // Behind home routers every pair punches through: peers still carry bytes, every new
     // connection punched.
-    let cone = run(&SimConfig { behind_cone: 1.0, ..small() }, &mut |_| {});
+    let cone = run(&SimConfig { behind_cone: 1.0, ..small() }, 1, &mut |_| {});
     assert!(cone.bytes.peer > 0 && cone.dials_punched > 0 && cone.peers_unreachable == 0, "{cone:?}");
     assert!((cone.dials_per_play * cone.plays as f64 - cone.dials_punched as f64).abs() < 0.5);
     // Behind symmetric NATs no two listeners ever connect: only the edges and the caches carry.
-    let sym = run(&SimConfig { behind_symmetric: 1.0, ..small() }, &mut |_| {});
+    let sym = run(&SimConfig { behind_symmetric: 1.0, ..small() }, 1, &mut |_| {});
     assert_eq!(sym.bytes.peer, 0, "{sym:?}");
     assert!(sym.peers_unreachable > 0 && sym.dials_punched == 0);
     // Without NATs nothing is punched, and nothing unreachable.
-    let open = run(&small(), &mut |_| {});
+    let open = run(&small(), 1, &mut |_| {});
     assert_eq!((open.dials_punched, open.peers_unreachable), (0, 0));
     assert!(open.edge_share < cone.edge_share + 0.05 && cone.edge_share < sym.edge_share);
 }
 
 #[test]
 fn a_preloaded_next_track_starts_from_the_cache() {
-    let on = run(&small(), &mut |_| {});
-    let off = run(&SimConfig { preload: false, ..small() }, &mut |_| {});
+    let on = run(&small(), 1, &mut |_| {});
+    let off = run(&SimConfig { preload: false, ..small() }, 1, &mut |_| {});
     assert!(on.preloads > 0 && off.preloads == 0, "{} preloads", on.preloads);
     // Most plays after a listener's first start from what the preload fetched: at once,
     // instead of a round trip to the edge and the first segment's transfer.
     assert!(on.startup_ms.p50 < off.startup_ms.p50, "p50 {} ms vs {} ms", on.startup_ms.p50, off.startup_ms.p50);
     assert!(on.bytes.peer > 0 && on.stalls_per_100_plays <= off.stalls_per_100_plays + 1.0, "{on:?}");
     // Fetched as fast as possible, there is nothing to preload for.
-    let fast = run(&SimConfig { play: false, ..small() }, &mut |_| {});
+    let fast = run(&SimConfig { play: false, ..small() }, 1, &mut |_| {});
     assert_eq!(fast.preloads, 0);
 }
 
 #[test]
 fn edges_sharing_one_tracker_carry_less_than_edges_with_a_tracker_each() {
-    let shared = run(&SimConfig { edges: 4, shared_tracker: true, ..small() }, &mut |_| {});
-    let split = run(&SimConfig { edges: 4, shared_tracker: false, ..small() }, &mut |_| {});
+    let shared = run(&SimConfig { edges: 4, shared_tracker: true, ..small() }, 1, &mut |_| {});
+    let split = run(&SimConfig { edges: 4, shared_tracker: false, ..small() }, 1, &mut |_| {});
     assert_eq!(shared.edges.len(), 4);
     assert!(
         shared.edge_share < split.edge_share,
