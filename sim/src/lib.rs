@@ -1,8 +1,9 @@
 //! `chorus simulate`: many listeners, tracks and edges on a virtual clock, for capacity planners
 //! (docs/capacity-planning.md, "Simulating a deployment").
 //!
-//! A discrete-event run in one thread. What decides is the code a deployment runs, called as
-//! its own drivers call it, with simulated time:
+//! A discrete-event run, on as many threads as it is given (the same run on any number: see
+//! `par.rs`). What decides is the code a deployment runs, called as its own drivers call it,
+//! with simulated time:
 //!
 //! - each play is a [`chorus_client::scheduler::Scheduler`] (with its ABR) and a
 //!   [`chorus_client::playout::Playout`], stepped as `client-lib/src/driver.rs` steps them:
@@ -22,7 +23,8 @@
 //! [`SimConfig::behind_cone`]), and listeners' behaviour (Poisson-like arrivals, exponential
 //! sessions, Zipf track popularity). Not modelled: seeks, Kademlia
 //! and mDNS discovery, the relay's own load, request coalescing at the edge, a disk tier. See
-//! [`world`] for the rules.
+//! [`world`] for the rules; every interaction between a listener and an edge, a tracker or
+//! another listener is a message that takes its share of their round trip (`mail.rs`).
 
 mod draw;
 mod hub;

@@ -233,8 +233,9 @@ pub(crate) struct Listener {
     announcing: Option<Box<Plan<u32>>>,
     /// Tracks it started, the latest first, with when (at most `MAX_PLAYED`).
     started: Vec<(u32, Us)>,
-    /// The uploads it serves: (listener, its fetch).
-    uploads: Vec<(u32, u64)>,
+    /// The uploads it serves: (listener, its fetch, when its last byte leaves); those past
+    /// their end are dropped when the next request comes.
+    uploads: Vec<(u32, u64, Us)>,
     peers: Vec<u32>,
     /// The client's dial guard: new dials per track and period, backoff of failed addresses.
     dials: Dials,
@@ -360,8 +361,6 @@ pub(crate) enum Ev {
     Announce(u32),
     /// One more announce soon, while a large cache goes in (no next period of its own).
     AnnounceSoon(u32),
-    /// Upload of `u` to (listener, fetch): its last byte has left.
-    UploadEnd(u32, u32, u64),
     /// Mail (by its id in the partition's table).
     Mail(u64),
     Sample,
@@ -528,7 +527,6 @@ impl<'a> Part<'a> {
                     self.announce(l);
                 }
             }
-            Ev::UploadEnd(u, l, f) => self.li(u).uploads.retain(|k| *k != (l, f)),
             Ev::Mail(id) => {
                 if let Some(msg) = self.mail.remove(id) {
                     self.deliver(msg);
@@ -563,7 +561,7 @@ impl<'a> Part<'a> {
             }
             Msg::Holds { l, p, u, online, dialled, join, held } => self.holds(l, p, u, online, dialled, join, &held),
             Msg::Request { u, l, fetch, size, sent } => self.serve(u, l, fetch, size, sent),
-            Msg::Cancel { u, l, fetch } => self.li(u).uploads.retain(|k| *k != (l, fetch)),
+            Msg::Cancel { u, l, fetch } => self.li(u).uploads.retain(|k| (k.0, k.1) != (l, fetch)),
             // Not for a listener.
             Msg::EdgeGet { .. } | Msg::Query { .. } | Msg::Announce { .. } => {}
         }
@@ -1060,17 +1058,18 @@ impl<'a> Part<'a> {
         let ctx = self.ctx;
         let rtt_pp = ctx.rtt_between(l, u);
         let (max, up, down) = (ctx.cfg.max_uploads as usize, ctx.stat(u).up, ctx.stat(l).down);
+        let now = self.now;
         let li = self.li(u);
+        li.uploads.retain(|k| k.2 > now);
         let (at, ok) = if !li.online {
             (sent + 2 * rtt_pp, false)
         } else if li.uploads.len() >= max || up == 0 {
             (sent + rtt_pp, false)
         } else {
-            li.uploads.push((l, fetch));
-            let rate = (up / li.uploads.len() as u64).min(down).max(1);
+            let rate = (up / (li.uploads.len() as u64 + 1)).min(down).max(1);
             // A request is a new substream: its protocol is negotiated first.
             let at = sent + 2 * rtt_pp + transfer(size, rate);
-            self.at((at - rtt_pp / 2).max(self.now), Ev::UploadEnd(u, l, fetch));
+            li.uploads.push((l, fetch, at - rtt_pp / 2));
             (at, true)
         };
         if !ok {
