@@ -8,7 +8,8 @@
 #   bench/simulate.sh warm        # 20 000 listeners: warm caches of 0 to 2 000 tracks, then
 #                                 # 500-track caches over catalogues of 2 000 to 200 000 tracks
 #   bench/simulate.sh speed       # the simulator's own speed: wall time, CPU and peak memory of
-#                                 # one run at 20 000 and one at 100 000 listeners (no preloads);
+#                                 # one run at 20 000 and one at 100 000 listeners (no preloads),
+#                                 # on one thread and on every core;
 #                                 # BASE=<rev> also builds that revision (in a worktree of its
 #                                 # own, target/sim-base) and runs it first, for a before/after
 #
@@ -65,8 +66,13 @@ case "$MODE" in
     BINS+=("target/release/chorus")
     for L in 20000 100000; do
       for B in "${BINS[@]}"; do
-        /usr/bin/time -f "$B, $L listeners: %e s wall, %U s CPU, %M KB peak" \
-          "$B" simulate --listeners "$L" --tracks 100000 --no-preload 2>&1 | tail -n 2
+        # On one thread and on every core, where the build has --threads (the same figures).
+        THREADS=("")
+        if "$B" simulate --help | grep -q -- --threads; then THREADS=(1 "$(nproc)"); fi
+        for T in "${THREADS[@]}"; do
+          /usr/bin/time -f "$B, $L listeners, ${T:-1} thread(s): %e s wall, %U s CPU, %M KB peak" \
+            "$B" simulate --listeners "$L" --tracks 100000 --no-preload ${T:+--threads "$T"} 2>&1 | tail -n 2
+        done
       done
     done
     [ -z "${BASE:-}" ] || git worktree remove --force "$WT"

@@ -199,6 +199,14 @@ impl Bytes {
     }
 }
 
+impl std::ops::AddAssign for Bytes {
+    fn add_assign(&mut self, b: Self) {
+        self.edge += b.edge;
+        self.peer += b.peer;
+        self.cache += b.cache;
+    }
+}
+
 /// One interval of the timeline.
 #[derive(Debug, Clone, Serialize)]
 pub struct Point {

@@ -25,7 +25,7 @@ use crate::draw::{Rng, Zipf, peer_id};
 use crate::hub::{Hub, HubTally};
 use crate::mail::{Mail, To, canonical};
 use crate::world::{Ctx, Listener, MS, Part, SEC, Tally, listener, us, warm};
-use crate::{Bytes, Percentiles, Report, SimConfig, Us};
+use crate::{Percentiles, Report, SimConfig, Us};
 
 /// No event: the end of time.
 const NEVER: Us = Us::MAX;
@@ -287,18 +287,13 @@ impl<'a> Shared<'a> {
 /// Adds partition `b`'s counts to `a`'s (their timelines point by point: every partition
 /// samples at the same times).
 fn add(a: &mut Tally, b: Tally) {
-    let sum = |x: &mut Bytes, y: Bytes| {
-        x.edge += y.edge;
-        x.peer += y.peer;
-        x.cache += y.cache;
-    };
-    sum(&mut a.bytes, b.bytes);
-    sum(&mut a.preload_bytes, b.preload_bytes);
+    a.bytes += b.bytes;
+    a.preload_bytes += b.preload_bytes;
     if a.timeline.is_empty() {
         a.timeline = b.timeline;
     } else {
         for (x, y) in a.timeline.iter_mut().zip(b.timeline) {
-            sum(&mut x.bytes, y.bytes);
+            x.bytes += y.bytes;
             x.online += y.online;
         }
     }

@@ -979,11 +979,8 @@ impl<'a> Part<'a> {
         };
         let t = &mut self.tally;
         t.edge_first += first_edge;
-        for b in [&mut t.bytes, &mut t.interval] {
-            b.edge += counted.edge;
-            b.peer += counted.peer;
-            b.cache += counted.cache;
-        }
+        t.bytes += counted;
+        t.interval += counted;
         if first_out {
             if preload {
                 // The client names a preloaded track as played too (`Peer::play` at its
