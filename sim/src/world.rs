@@ -237,8 +237,9 @@ pub(crate) struct Listener {
     /// their end are dropped when the next request comes.
     uploads: Vec<(u32, u64, Us)>,
     peers: Vec<u32>,
-    /// The client's dial guard: new dials per track and period, backoff of failed addresses.
-    dials: Dials,
+    /// The client's dial guard: new dials per track and period, backoff of failed addresses
+    /// (while it is online).
+    dials: Option<Box<Dials>>,
     play: Option<Box<Play>>,
     /// The preload of the next track, while it runs.
     ahead: Option<Box<Play>>,
@@ -281,7 +282,7 @@ impl Listener {
             started: Vec::new(),
             uploads: Vec::new(),
             peers: Vec::new(),
-            dials: Dials::with_table(64),
+            dials: None,
             play: None,
             ahead: None,
             next: None,
@@ -577,6 +578,7 @@ impl<'a> Part<'a> {
         let li = self.li(l);
         li.online = true;
         li.connected_edge = false;
+        li.dials = Some(Box::new(Dials::with_table(64)));
         let stay = match cfg.session {
             Session::Plays(n) => {
                 li.plays_left = Some(n);
@@ -599,11 +601,9 @@ impl<'a> Part<'a> {
         if !li.online {
             return;
         }
-        li.online = false;
-        li.play = None;
-        li.ahead = None;
-        li.next = None;
-        li.peers.clear();
+        // A listener leaves for good: what it held and knew goes (a departed listener only
+        // answers that it is gone), so that memory follows the listeners online.
+        *li = Listener::new(li.rng.clone(), Vec::new(), 0);
         self.tally.online -= 1;
     }
 
@@ -793,9 +793,9 @@ impl<'a> Part<'a> {
             if !connected {
                 // The client's dial guard decides, as for a real client.
                 let (pid, addr) = (ctx.peer_ids[u as usize], &ctx.addrs[u as usize]);
-                let li = self.li(l);
-                let usable = li.dials.usable(pid, std::slice::from_ref(addr), now_i);
-                if usable.is_empty() || !li.dials.admit(&ctx.track_ids[track as usize], open, pid, &usable, now_i) {
+                let Some(dials) = self.li(l).dials.as_deref_mut() else { return };
+                let usable = dials.usable(pid, std::slice::from_ref(addr), now_i);
+                if usable.is_empty() || !dials.admit(&ctx.track_ids[track as usize], open, pid, &usable, now_i) {
                     continue;
                 }
                 self.tally.dials += 1;
@@ -827,12 +827,12 @@ impl<'a> Part<'a> {
         let ctx = self.ctx;
         let addr = &ctx.addrs[u as usize];
         let li = self.li(l);
-        if dialled {
+        if dialled && let Some(dials) = li.dials.as_deref_mut() {
             if online {
-                li.dials.succeeded(addr);
+                dials.succeeded(addr);
             } else {
                 // A departed peer: the dial fails.
-                li.dials.failed(addr, now_i);
+                dials.failed(addr, now_i);
             }
         }
         if !online {
