@@ -9,11 +9,11 @@ use chorus_edge::cache::sketch::Sketch;
 use chorus_edge::cache::tier::{Tier, Weighted};
 use chorus_edge::tracker::{Tracker, TrackerConfig, Verified};
 
+use crate::ctx::{Ctx, SEC, transfer, us};
 use crate::draw::{Rng, chunk_id};
 use crate::mail::{HUB, Mail, Msg};
 use crate::queue::Queue;
 use crate::slab::Slab;
-use crate::world::{Ctx, MS, SEC, transfer, us};
 use crate::{EdgeReport, Us};
 
 /// How often the trackers drop what has expired.
@@ -211,10 +211,4 @@ impl<'a> Hub<'a> {
             _ => {}
         }
     }
-}
-
-/// A later announce of a listener carries a later version: simulated milliseconds, plus its
-/// count of announces.
-pub(crate) const fn version(now: Us, announces: u64) -> u64 {
-    now / MS + announces
 }

@@ -26,6 +26,7 @@
 //! [`world`] for the rules; every interaction between a listener and an edge, a tracker or
 //! another listener is a message that takes its share of their round trip (`mail.rs`).
 
+mod ctx;
 mod draw;
 mod hub;
 mod mail;

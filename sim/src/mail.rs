@@ -33,6 +33,23 @@ pub(crate) enum Held {
     Some(Vec<u8>),
 }
 
+impl Held {
+    /// Calls `f(segment, rung)` for each segment held of a track of `n` segments.
+    pub(crate) fn each(&self, n: usize, mut f: impl FnMut(usize, usize)) {
+        match self {
+            Self::None => {}
+            Self::Whole(r) => (0..n).for_each(|k| f(k, usize::from(r.saturating_sub(1)))),
+            Self::Some(h) => {
+                for (k, r) in h.iter().enumerate().take(n) {
+                    if *r > 0 {
+                        f(k, usize::from(*r - 1));
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) enum Msg {
     /// To the hub: `l` asks its edge for a segment of `track`, sent at `sent`.

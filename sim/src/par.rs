@@ -2,8 +2,9 @@
 //! beside them, all stepping through the same windows of simulated time.
 //!
 //! A window is as long as the shortest one-way delay between any two parties (half the
-//! shortest round trip to an edge: `SimConfig::rtt`), so nothing sent within a window arrives
-//! within it (`mail.rs`): within a window every partition and the hub run alone, on whichever
+//! shortest round trip to an edge: `SimConfig::rtt`; at least 0.1 ms, and with shorter round
+//! trips a message arrives at the end of the window it was sent in), so nothing sent within a
+//! window arrives within it (`mail.rs`): within a window every partition and the hub run alone, on whichever
 //! thread takes them, and between windows the mail is exchanged. The next window starts at the
 //! earliest event anywhere, so quiet stretches are skipped. Mail is delivered in an order that
 //! does not depend on the partitions ([`canonical`]), and a partition's own events touch its
@@ -21,10 +22,11 @@ use std::time::Instant;
 use chorus_core::p2p::Multiaddr;
 use chorus_core::p2p::multiaddr::Protocol;
 
+use crate::ctx::{Ctx, MS, SEC, listener, us, warm};
 use crate::draw::{Rng, Zipf, peer_id};
 use crate::hub::{Hub, HubTally};
 use crate::mail::{Mail, To, canonical};
-use crate::world::{Ctx, Listener, MS, Part, SEC, Tally, listener, us, warm};
+use crate::world::{Listener, Part, Tally};
 use crate::{Percentiles, Report, SimConfig, Us};
 
 /// No event: the end of time.
