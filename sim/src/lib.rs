@@ -301,7 +301,7 @@ pub struct Report {
     pub peer_failures: u64,
     /// Events processed.
     pub events: u64,
-    /// Peak listeners online.
+    /// Peak listeners online (counted between windows of simulated time, every few ms).
     pub peak_online: usize,
 }
 
