@@ -113,6 +113,12 @@ impl Dials {
     /// may start at `now`; if so, it is counted against that budget: one per peer, however
     /// many addresses it lists.
     pub fn admit(&mut self, track: &TrackId, open: Open, peer: PeerId, addrs: &[Multiaddr], now: Instant) -> bool {
+        // A budget whose dials are all a period old counts nothing, as if it were not there:
+        // drop such from the least recently used end, so the table holds the opens dialled for
+        // lately, not the last `TABLE` ever (a simulation keeps a million of these tables).
+        while self.budget.peek_lru().is_some_and(|(_, r)| r.back().is_none_or(|t| now.saturating_duration_since(*t) >= PERIOD)) {
+            self.budget.pop_lru();
+        }
         let recent = self.budget.get_or_insert_mut((track.clone(), open), VecDeque::new);
         while recent.front().is_some_and(|t| now.saturating_duration_since(*t) >= PERIOD) {
             recent.pop_front();
@@ -208,6 +214,24 @@ mod tests {
         }
         assert_eq!((d.budget.len(), d.backoff.len(), d.dialled.len()), (4, 4, 4));
         assert_eq!(d.budget.cap().get(), 4);
+    }
+
+    #[test]
+    fn a_budget_a_period_old_is_dropped_as_the_next_dial_comes() {
+        let mut d = Dials::default();
+        let t0 = Instant::now();
+        for n in 0..10u16 {
+            let track = TrackId::parse(&format!("t{n}")).unwrap();
+            assert!(dial(&mut d, &track, PeerId::random(), &[addr(n)], t0).is_some());
+        }
+        assert_eq!(d.budget.len(), 10);
+        let t = TrackId::parse("t0").unwrap();
+        assert!(dial(&mut d, &t, PeerId::random(), &[addr(50)], t0 + PERIOD - Duration::from_millis(1)).is_some());
+        assert_eq!(d.budget.len(), 10, "nothing a period old yet");
+        // A period after the others: only the track dialled since is kept, and its count holds.
+        assert!(dial(&mut d, &t, PeerId::random(), &[addr(51)], t0 + PERIOD).is_some());
+        assert_eq!(d.budget.len(), 1);
+        assert_eq!(d.budget.peek(&(t, Open::Play)).map(VecDeque::len), Some(2));
     }
 
     #[test]
