@@ -116,7 +116,11 @@ impl Dials {
         // A budget whose dials are all a period old counts nothing, as if it were not there:
         // drop such from the least recently used end, so the table holds the opens dialled for
         // lately, not the last `TABLE` ever (a simulation keeps a million of these tables).
-        while self.budget.peek_lru().is_some_and(|(_, r)| r.back().is_none_or(|t| now.saturating_duration_since(*t) >= PERIOD)) {
+        while self
+            .budget
+            .peek_lru()
+            .is_some_and(|(_, r)| r.back().is_none_or(|t| now.saturating_duration_since(*t) >= PERIOD))
+        {
             self.budget.pop_lru();
         }
         let recent = self.budget.get_or_insert_mut((track.clone(), open), VecDeque::new);

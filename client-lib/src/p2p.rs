@@ -138,7 +138,7 @@ pub(crate) async fn peers_holding(
     if cands.is_empty()
         && let Ok(Ok(found)) = tokio::time::timeout(LOOK, p.find_providers(track.clone())).await
     {
-        cands = found.into_iter().map(|id| (id, Vec::new())).collect();
+        cands = found;
     }
     tracing::debug!(%track, candidates = cands.len(), "peers from the tracker or Kademlia");
     for id in p.discovered() {

@@ -55,7 +55,7 @@ pub(crate) struct Driver {
     pub(crate) banned: HashSet<PeerId>,
     pub(crate) fetches: HashMap<OutboundRequestId, (PeerId, ChunkId, FetchReply)>,
     pub(crate) haves: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<ChunkId>, PeerError>>>,
-    pub(crate) providers: HashMap<kad::QueryId, (Vec<PeerId>, oneshot::Sender<Vec<PeerId>>)>,
+    pub(crate) providers: HashMap<kad::QueryId, Providers>,
     pub(crate) dials: HashMap<PeerId, Vec<oneshot::Sender<Result<(), PeerError>>>>,
     /// Responses being written, by request, with their peer and size.
     pub(crate) uploads: HashMap<request_response::InboundRequestId, (PeerId, usize)>,
@@ -91,6 +91,10 @@ pub(crate) enum Loaded {
 }
 
 type Event = <Behaviour as NetworkBehaviour>::ToSwarm;
+
+/// A Kademlia search for a track's providers: those found so far with their addresses, and
+/// where to answer.
+pub(crate) type Providers = (Vec<(PeerId, Vec<Multiaddr>)>, oneshot::Sender<Vec<(PeerId, Vec<Multiaddr>)>>);
 
 impl Driver {
     pub(crate) async fn run(
@@ -352,7 +356,37 @@ impl Driver {
                 if let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = r
                     && let Some((found, _)) = self.providers.get_mut(&id)
                 {
-                    found.extend(providers.into_iter().filter(|p| p != self.swarm.local_peer_id()));
+                    let me = *self.swarm.local_peer_id();
+                    for p in providers {
+                        if p == me || found.iter().any(|(f, _)| *f == p) {
+                            continue;
+                        }
+                        // The addresses the answer gave for the provider live in the query
+                        // only, which ends below: take them now, so the listener can dial it
+                        // (the event names providers by id alone). Kademlia hands them out to
+                        // the swarm's dials, by peer, through this call; it reads its routing
+                        // table and running queries, and ignores the connection id.
+                        let offered = self
+                            .swarm
+                            .behaviour_mut()
+                            .kad
+                            .handle_pending_outbound_connection(
+                                ConnectionId::new_unchecked(0),
+                                Some(p),
+                                &[],
+                                libp2p::core::Endpoint::Dialer,
+                            )
+                            .unwrap_or_default();
+                        let mut addrs: Vec<Multiaddr> = Vec::new();
+                        // Each ends in the provider's id, so that a dial of it checks the
+                        // handshake; one that names another peer is dropped.
+                        for a in offered.into_iter().filter_map(|a| a.with_p2p(p).ok()) {
+                            if !addrs.contains(&a) && addrs.len() < chorus_core::api::MAX_ADDRS {
+                                addrs.push(a);
+                            }
+                        }
+                        found.push((p, addrs));
+                    }
                 }
                 // Answer with the first providers found (a listener wants some peers now, not
                 // every provider after the whole walk), or with none once the query ends.

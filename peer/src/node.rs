@@ -45,7 +45,7 @@ pub(crate) enum Command {
     Unprovide(TrackId),
     FindProviders {
         track: TrackId,
-        reply: oneshot::Sender<Vec<PeerId>>,
+        reply: oneshot::Sender<Vec<(PeerId, Vec<Multiaddr>)>>,
     },
     Connected(oneshot::Sender<Vec<PeerId>>),
     RoutingAddrs(PeerId, oneshot::Sender<Vec<Multiaddr>>),
@@ -253,11 +253,14 @@ impl Peer {
         let _ = self.tx.send(Command::Unprovide(track));
     }
 
-    /// Providers of `track` found on Kademlia.
+    /// Providers of `track` found on Kademlia, each with the addresses the search learned for
+    /// it (from its provider record, or the routing table of the node that answered; none
+    /// when it learned none). They are as untrusted as a tracker's list: dial them through a
+    /// guard, with the peer id, so a handshake with another key fails.
     ///
     /// # Errors
     /// [`PeerError::Stopped`] when the node has stopped.
-    pub async fn find_providers(&self, track: TrackId) -> Result<Vec<PeerId>, PeerError> {
+    pub async fn find_providers(&self, track: TrackId) -> Result<Vec<(PeerId, Vec<Multiaddr>)>, PeerError> {
         self.ask(|reply| Command::FindProviders { track, reply }).await
     }
 

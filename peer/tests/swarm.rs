@@ -210,22 +210,24 @@ async fn kademlia_finds_the_providers_of_a_track() {
     provider.provide(track.clone());
     let (seeker, _) = start(with_boot("/ip4/127.0.0.1/tcp/0"), Arc::new(Mem::default()));
     seeker.dial(boot_addr).await.unwrap();
-    // Found, and then asked without any other introduction. The provider record can name the
-    // provider before the seeker's routing table holds an address for it (a `have` then fails
-    // to dial, as a client's would until its next search): both are waited for together.
-    let held = tokio::time::timeout(Duration::from_secs(20), async {
+    // Found with the addresses the search learned for it (the provider record can name the
+    // provider before the seeker's routing table holds any), each ending in its id: a dial of
+    // the first, then a have, succeed without any other introduction.
+    let addrs = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
             let found = seeker.find_providers(track.clone()).await.unwrap();
-            if found.contains(&provider.peer_id())
-                && let Ok(held) = seeker.have(provider.peer_id(), track.clone()).await
-            {
-                break held;
+            if let Some((_, addrs)) = found.into_iter().find(|(p, _)| *p == provider.peer_id()) {
+                break addrs;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     })
     .await
-    .expect("provider not found, or not asked, within 20 s");
+    .expect("provider not found within 20 s");
+    let first = addrs.first().expect("the provider comes with an address").clone();
+    assert_eq!(first.iter().last(), Some(chorus_core::p2p::multiaddr::Protocol::P2p(provider.peer_id())), "{addrs:?}");
+    seeker.dial(first).await.unwrap();
+    let held = seeker.have(provider.peer_id(), track.clone()).await.unwrap();
     assert_eq!(held.len(), 1);
 }
 
