@@ -67,8 +67,11 @@ pub struct Dials {
     backoff: LruCache<Multiaddr, Backoff>,
     /// List entries whose handshake showed another peer: never dialled again.
     false_entries: LruCache<(PeerId, Multiaddr), ()>,
-    /// The addresses dialled per peer, to back them off if the peer turns out to lie.
-    dialled: LruCache<PeerId, Vec<Multiaddr>>,
+    /// The addresses dialled per peer, to back them off if the peer turns out to lie; by
+    /// [`Dials::key`] of the peer.
+    dialled: LruCache<u64, Vec<Multiaddr>>,
+    /// The keys of [`Dials::key`], random per table.
+    hasher: std::hash::RandomState,
 }
 
 impl Default for Dials {
@@ -83,7 +86,22 @@ impl Dials {
     #[must_use]
     pub fn with_table(entries: usize) -> Self {
         let n = NonZeroUsize::new(entries).unwrap_or(NonZeroUsize::MIN);
-        Self { budget: table(n), backoff: table(n), false_entries: table(n), dialled: table(n) }
+        Self {
+            budget: table(n),
+            backoff: table(n),
+            false_entries: table(n),
+            dialled: table(n),
+            hasher: std::hash::RandomState::new(),
+        }
+    }
+
+    /// A peer in the `dialled` table: a keyed 64-bit hash of its id, not the id's 80 bytes (a
+    /// simulation holds a table for each of a million listeners). The keys are random per
+    /// table, so no one can make two ids meet on purpose; were two to meet by chance (2^-64 a
+    /// pair), a lying peer's addresses would be backed off with the other's, nothing more.
+    fn key(&self, peer: &PeerId) -> u64 {
+        use std::hash::BuildHasher as _;
+        self.hasher.hash_one(peer)
     }
 
     /// The addresses listed for `peer` worth a dial at `now`: none proven false for it, none
@@ -131,7 +149,8 @@ impl Dials {
             return false;
         }
         recent.push_back(now);
-        let dialled = self.dialled.get_or_insert_mut(peer, Vec::new);
+        let key = self.key(&peer);
+        let dialled = self.dialled.get_or_insert_mut(key, Vec::new);
         for a in addrs {
             if !dialled.contains(a) && dialled.len() < chorus_core::api::MAX_ADDRS {
                 dialled.push(a.clone());
@@ -160,7 +179,8 @@ impl Dials {
     /// `peer` sent a wrong chunk (it is banned by the node): its addresses are backed off for
     /// an hour, whoever lists them next.
     pub fn wrong_chunk(&mut self, peer: PeerId, now: Instant) {
-        for a in self.dialled.pop(&peer).unwrap_or_default() {
+        let key = self.key(&peer);
+        for a in self.dialled.pop(&key).unwrap_or_default() {
             self.backoff.put(a, Backoff { until: now + WRONG_CHUNK_BACKOFF, failures: u32::MAX });
         }
     }

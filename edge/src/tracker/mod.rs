@@ -35,6 +35,7 @@ pub use front::Front;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chorus_core::TrackId;
@@ -325,7 +326,9 @@ struct PeerInfo {
 /// One peer listed for a track.
 #[derive(Debug, Clone)]
 struct Entry {
-    peer: String,
+    /// The peer's id, shared with its [`Tracker::peers`] key and its other entries (an entry
+    /// per held track: a copy each was most of the table).
+    peer: Arc<str>,
     /// When an announce last named it: the order of entries ("newest", "stalest") is by it.
     seen: Instant,
     /// Named as held (in the peer's cache) by the latest or an earlier announce: it lives
@@ -342,7 +345,7 @@ pub struct Tracker {
     /// Per track: its peers, each with the time of its last announce of it.
     tracks: HashMap<TrackId, Vec<Entry>>,
     /// Per peer: its latest addresses.
-    peers: HashMap<String, PeerInfo>,
+    peers: HashMap<Arc<str>, PeerInfo>,
     buckets: HashMap<IpAddr, TokenBucket>,
     entries: usize,
     /// When a full table was last swept for room on the announce path (see [`SWEEP_GAP`]).
@@ -416,10 +419,10 @@ pub(crate) fn newest_and_sample<K: Ord + Copy, T>(
 /// An entry named within `ttl` needs no look at its peer: the announce that named it set the
 /// peer's time too, to the same instant or later, and a peer is forgotten only once silent for
 /// `ttl`. So only held entries older than `ttl` cost a lookup.
-fn live(e: &Entry, peers: &HashMap<String, PeerInfo>, (ttl, held_ttl): (Duration, Duration), now: Instant) -> bool {
+fn live(e: &Entry, peers: &HashMap<Arc<str>, PeerInfo>, (ttl, held_ttl): (Duration, Duration), now: Instant) -> bool {
     let age = now.duration_since(e.seen);
     let lifetime = if e.held { held_ttl } else { ttl };
-    age < lifetime && (age < ttl || peers.get(&e.peer).is_some_and(|p| now.duration_since(p.seen) < ttl))
+    age < lifetime && (age < ttl || peers.get(&*e.peer).is_some_and(|p| now.duration_since(p.seen) < ttl))
 }
 
 impl Tracker {
@@ -488,13 +491,13 @@ impl Tracker {
     pub fn record(&mut self, now: Instant, source: IpAddr, ann: Verified) -> Result<Vec<TrackId>, TrackerError> {
         let replay =
             |p: &PeerInfo| p.timestamp > ann.timestamp || (p.timestamp == ann.timestamp && p.content == ann.content);
-        if self.peers.get(&ann.peer_id).is_some_and(replay) {
+        if self.peers.get(ann.peer_id.as_str()).is_some_and(replay) {
             return Err(TrackerError::Superseded);
         }
         // At most one expiry sweep per announce, however many tracks it names, and at most one
         // per SWEEP_GAP over all announces.
         let mut swept = false;
-        if !self.peers.contains_key(&ann.peer_id) && self.peers.len() >= self.cfg.max_peers {
+        if !self.peers.contains_key(ann.peer_id.as_str()) && self.peers.len() >= self.cfg.max_peers {
             if may_sweep(&mut self.swept_at, now) {
                 self.expire(now);
             }
@@ -503,8 +506,12 @@ impl Tracker {
                 return Err(TrackerError::Full);
             }
         }
+        let id: Arc<str> = match self.peers.get_key_value(ann.peer_id.as_str()) {
+            Some((known, _)) => known.clone(),
+            None => Arc::from(ann.peer_id.as_str()),
+        };
         self.peers.insert(
-            ann.peer_id.clone(),
+            id.clone(),
             PeerInfo { addrs: ann.addrs, seen: now, timestamp: ann.timestamp, content: ann.content },
         );
         for track in &ann.dropped {
@@ -536,9 +543,9 @@ impl Tracker {
             let lifetimes = (self.cfg.ttl, self.cfg.held_ttl);
             list.retain(|e| live(e, peers, lifetimes, now));
             self.entries -= before - list.len();
-            let fresh = Entry { peer: ann.peer_id.clone(), seen: now, held, network: net };
+            let fresh = Entry { peer: id.clone(), seen: now, held, network: net };
             let own = list.iter().filter(|e| e.network == net).count();
-            if let Some(e) = list.iter_mut().find(|e| e.peer == ann.peer_id) {
+            if let Some(e) = list.iter_mut().find(|e| *e.peer == *ann.peer_id) {
                 // A holding played again, or a track played then cached: it stays a holding.
                 e.held |= held;
                 e.seen = now;
@@ -567,7 +574,7 @@ impl Tracker {
     pub fn forget(&mut self, peer: &str, track: &TrackId) {
         if let Some(list) = self.tracks.get_mut(track) {
             let before = list.len();
-            list.retain(|e| e.peer != peer);
+            list.retain(|e| &*e.peer != peer);
             self.entries -= before - list.len();
             if list.is_empty() {
                 self.tracks.remove(track);
@@ -589,7 +596,7 @@ impl Tracker {
         newest_and_sample(live, self.cfg.returned, rng)
             .into_iter()
             .filter_map(|e| {
-                self.peers.get(&e.peer).map(|p| PeerRecord { peer_id: e.peer.clone(), addrs: p.addrs.clone() })
+                self.peers.get(&*e.peer).map(|p| PeerRecord { peer_id: e.peer.to_string(), addrs: p.addrs.clone() })
             })
             .collect()
     }
@@ -597,7 +604,7 @@ impl Tracker {
     /// Every peer listed for `track`, live or not (tests compare both trackers with it).
     #[cfg(test)]
     pub(crate) fn listed(&self, track: &TrackId) -> Vec<String> {
-        self.tracks.get(track).map(|l| l.iter().map(|e| e.peer.clone()).collect()).unwrap_or_default()
+        self.tracks.get(track).map(|l| l.iter().map(|e| e.peer.to_string()).collect()).unwrap_or_default()
     }
 
     /// Drops expired entries and those of peers gone silent, tracks left empty, and those

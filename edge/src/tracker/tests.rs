@@ -135,7 +135,7 @@ fn networks_flooding_a_full_track_displace_each_other_not_a_seeder() {
     }
     assert_eq!(t.entries(), 32);
     let listed = &t.tracks[&track];
-    assert!(listed.iter().any(|e| e.peer == seeder), "the seeder was cycled out");
+    assert!(listed.iter().any(|e| *e.peer == *seeder), "the seeder was cycled out");
     // Each flooding network holds 4, but for the one that made room for the seeder.
     let mut per: HashMap<IpAddr, usize> = HashMap::new();
     for e in listed {
@@ -148,7 +148,7 @@ fn networks_flooding_a_full_track_displace_each_other_not_a_seeder() {
     let late = named(9999);
     announce(&mut t, start + Duration::from_secs(3), IpAddr::from([10, 99, 0, 1]), ann(&late, &["t"])).unwrap();
     let listed = &t.tracks[&track];
-    assert!(listed.iter().any(|e| e.peer == seeder) && listed.iter().any(|e| e.peer == late));
+    assert!(listed.iter().any(|e| *e.peer == *seeder) && listed.iter().any(|e| *e.peer == *late));
     // And while the flood goes on, the seeder is in the sampled half of some answers.
     let now = start + Duration::from_secs(4);
     assert!((0..20).any(|seed| t.peers(now, &track, &mut Counter(seed)).iter().any(|p| p.peer_id == seeder)));
