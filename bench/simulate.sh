@@ -3,6 +3,7 @@
 # beside the real swarm benchmark:
 #
 #   bench/simulate.sh calibrate   # the swarm benchmark's size (bench/swarm.sh defaults), 6 seeds
+#   bench/simulate.sh netns       # tests/netns.rs's swarm (two seeders, ten listeners at once), 6 seeds
 #   bench/simulate.sh headline    # 100 000 listeners, 100 000 tracks, 20 simulated minutes
 #   bench/simulate.sh sweeps      # 20 000 listeners: edges, uplink mix, listeners per track
 #   bench/simulate.sh warm        # 20 000 listeners: warm caches of 0 to 2 000 tracks, then
@@ -23,7 +24,7 @@ cd "$(dirname "$0")/.."
 MODE=${1:-calibrate}
 OUT=${OUT:-$(mktemp -d /tmp/chorus-sim.XXXXXX)}
 cargo build --release -q --bin chorus
-SIM="target/release/chorus simulate"
+SIM="${CHORUS:-target/release/chorus} simulate"
 [ "${PRELOAD:-off}" = on ] || SIM="$SIM --no-preload"
 echo "output in $OUT" >&2
 
@@ -37,6 +38,20 @@ case "$MODE" in
         --ladder-kbps 96 --quality 0 --fast --rtt-ms 20-80 --core-rtt-ms 0 \
         --uplink-kbps 1000000-1000000 --downlink-kbps 1000000-1000000 --mobile 0 \
         --minutes 30 --listeners-per-network 1 --per-network 1000 --seed "$seed" 2>/dev/null | tail -n 1
+    done
+    ;;
+  netns)
+    # tests/netns.rs's swarm: two listeners who keep their app open with the track (home 1's
+    # seeder, and home 2's first listener after its play), then ten who fetch it at once
+    # through two edges sharing one tracker; tides at "normal" (4 segments of 6 s, 96 kbit/s),
+    # fast mode, homes 10 to 25 ms from the core each way and edges 2 ms (round trips to an
+    # edge 24 to 54 ms; between two homes their sum less 8 ms, which --core-rtt-ms 31 gives on
+    # average), loopback rates, three listeners a home.
+    for seed in 1 2 3 4 5 6; do
+      $SIM --listeners 12 --seeders 2 --plays 1 --arrive-minutes 0.01 --tracks 1 --segments 4-4 \
+        --ladder-kbps 24,96 --quality 1 --fast --rtt-ms 24-54 --core-rtt-ms 31 --edges 2 \
+        --uplink-kbps 1000000-1000000 --downlink-kbps 1000000-1000000 --mobile 0 \
+        --minutes 2 --listeners-per-network 3 --seed "$seed" 2>/dev/null | tail -n 1
     done
     ;;
   headline)
@@ -78,7 +93,7 @@ case "$MODE" in
     [ -z "${BASE:-}" ] || git worktree remove --force "$WT"
     ;;
   *)
-    echo "usage: bench/simulate.sh calibrate|headline|sweeps|warm|speed" >&2
+    echo "usage: bench/simulate.sh calibrate|netns|headline|sweeps|warm|speed" >&2
     exit 2
     ;;
 esac

@@ -96,6 +96,10 @@ pub(crate) struct SimulateArgs {
     /// plays): what earlier days left. 0: cold caches.
     #[arg(long, value_name = "N", default_value_t = 0)]
     warm_tracks: usize,
+    /// Of --listeners, the first N hold every track from the start, stay online to the end and
+    /// never play (listeners who keep their app open: the seeders of tests/netns.rs).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    seeders: usize,
     /// Uploads a listener serves at once.
     #[arg(long, value_name = "N", default_value_t = 4)]
     max_uploads: u32,
@@ -204,6 +208,7 @@ impl SimulateArgs {
             mobile: self.mobile,
             behind_cone: self.behind_cone,
             warm_tracks: self.warm_tracks,
+            seeders: self.seeders,
             behind_symmetric: self.behind_symmetric,
             max_uploads: self.max_uploads,
             seed: self.seed,

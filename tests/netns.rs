@@ -159,6 +159,17 @@ fn listeners_in_four_homes_behind_two_edges_share_one_swarm() {
         carried,
         dropped,
     );
+    // The ten at once alone, with both seeders up: what `bench/simulate.sh netns` models.
+    let ten = &plays[1..];
+    let ten_edge: u64 = ten.iter().map(|j| j["bytes_by_source"]["edge"].as_u64().unwrap()).sum();
+    let ten_total: u64 = ten.iter().map(|j| j["bytes_total"].as_u64().unwrap()).sum();
+    let mut ten_startup: Vec<u64> = ten.iter().map(|j| j["startup_ms"].as_u64().unwrap()).collect();
+    ten_startup.sort_unstable();
+    eprintln!(
+        "the ten at once: {:.1}% of bytes from the edges; startup p50 {} ms",
+        100.0 * ten_edge as f64 / ten_total as f64,
+        percentile(&ten_startup, 0.5)
+    );
     assert_eq!(edge_bytes + peer_bytes + sum("cache"), total);
     // A 24 s track over links of 10 to 25 ms: no play runs dry, and each starts well within
     // seconds (upper bounds that only a hang would break; the figures are printed above).

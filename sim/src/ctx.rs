@@ -122,8 +122,14 @@ pub(crate) fn listener(cfg: &SimConfig, rng: &mut Rng, n: usize) -> (Stat, Rng) 
 
 /// Listener `n`'s cache from before the run: `SimConfig::warm_tracks` tracks drawn from the
 /// popularity of plays (by a sequence of its own, so that cold runs stay as they were), at the
-/// highest rung its downlink takes twice over (as rung + 1).
+/// highest rung its downlink takes twice over (as rung + 1); a seeder's is every track.
 pub(crate) fn warm(cfg: &SimConfig, zipf: &Zipf, n: usize, down: u64) -> (Vec<u32>, u8) {
+    let rung = cfg.ladder_bps.iter().rposition(|b| *b * 2 <= down * 8).unwrap_or(0);
+    let rung = u8::try_from(rung + 1).unwrap_or(1);
+    if n < cfg.seeders {
+        // A seeder holds the whole catalogue.
+        return ((0..u32::try_from(cfg.tracks.max(1)).unwrap_or(u32::MAX)).collect(), rung);
+    }
     let want = cfg.warm_tracks.min(cfg.tracks / 2);
     if want == 0 {
         return (Vec::new(), 0);
@@ -133,8 +139,7 @@ pub(crate) fn warm(cfg: &SimConfig, zipf: &Zipf, n: usize, down: u64) -> (Vec<u3
     while warm.len() < want {
         warm.insert(u32::try_from(zipf.sample(&mut r)).unwrap_or(0));
     }
-    let rung = cfg.ladder_bps.iter().rposition(|b| *b * 2 <= down * 8).unwrap_or(0);
-    (warm.into_iter().collect(), u8::try_from(rung + 1).unwrap_or(1))
+    (warm.into_iter().collect(), rung)
 }
 
 pub(crate) fn us(d: Duration) -> Us {

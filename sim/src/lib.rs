@@ -126,6 +126,12 @@ pub struct SimConfig {
     /// takes), drawn from the same popularity as its plays: what earlier days left. 0: cold
     /// caches.
     pub warm_tracks: usize,
+    /// Of the listeners, the first this many are seeders: online from the start to the end,
+    /// holding every track whole from before (at the rung their downlink takes), announcing
+    /// as soon as they arrive, and never playing. They stand for listeners who keep their app
+    /// open after playing (as `tests/netns.rs` and bench/swarm.sh's seeders do); the report's
+    /// plays are the others'.
+    pub seeders: usize,
     /// Uploads a listener serves at once at most (BUSY beyond).
     pub max_uploads: u32,
     /// Seed of every random draw: the same config and seed give the same run.
@@ -167,6 +173,7 @@ impl Default for SimConfig {
             behind_cone: 0.0,
             behind_symmetric: 0.0,
             warm_tracks: 0,
+            seeders: 0,
             max_uploads: 4,
             seed: 1,
             sample: Duration::from_secs(60),

@@ -94,6 +94,7 @@ pub(crate) fn run(cfg: &SimConfig, threads: usize, progress: &mut dyn FnMut(u64)
     for (n, r) in rngs.into_iter().enumerate() {
         let (held, rung) = warm(cfg, &ctx.zipf, n, ctx.stats[n].down);
         let at = (rng.unit() * us(cfg.arrive_over) as f64) as Us;
+        let at = if n < cfg.seeders { 0 } else { at };
         tasks[n % parts].adopt(u32::try_from(n).unwrap_or(u32::MAX), Listener::new(r, held, rung), at);
     }
     let hub = Hub::new(&ctx, rng);

@@ -16,7 +16,8 @@
 //!   played, and the rest of its cache as held tracks, each
 //!   named once and then every 45 minutes (5 s apart while a large cache goes in), unlisted
 //!   ones an hour later. With `SimConfig::warm_tracks` it arrives with that many tracks in its
-//!   cache, whole, drawn from the popularity of plays.
+//!   cache, whole, drawn from the popularity of plays. A seeder (`SimConfig::seeders`) arrives
+//!   at the start holding every track, announces at once, stays to the end and never plays.
 //! - **Preloading** (`SimConfig::preload`, play mode): when 30 s of a track are left, the
 //!   listener draws its next track and preloads its first 15 s as `Client::preload` does: a
 //!   play of its own (manifest, peer search, the real scheduler with a planned start, so the
@@ -497,6 +498,14 @@ impl<'a> Part<'a> {
         li.online = true;
         li.connected_edge = false;
         li.dials = Some(Box::new(Dials::with_table(64)));
+        if (l as usize) < cfg.seeders {
+            // A seeder: online to the end, announcing what it holds at once, never playing.
+            self.tally.online += 1;
+            if serving {
+                self.at(self.now, Ev::Announce(l));
+            }
+            return;
+        }
         let stay = match cfg.session {
             Session::Plays(n) => {
                 li.plays_left = Some(n);

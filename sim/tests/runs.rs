@@ -61,6 +61,31 @@ fn listeners_behind_nats_meet_through_the_relay_or_not_at_all() {
 }
 
 #[test]
+fn seeders_stay_serve_and_never_play() {
+    // tests/netns.rs's swarm: two listeners who keep their app open with the one track, ten
+    // who play it once, at once.
+    let cfg = SimConfig {
+        listeners: 12,
+        seeders: 2,
+        arrive_over: Duration::from_secs(3),
+        duration: Duration::from_secs(120),
+        session: Session::Plays(1),
+        tracks: 1,
+        segments: (4, 4),
+        ..SimConfig::default()
+    };
+    let r = run(&cfg, 1, &mut |_| {});
+    assert_eq!((r.plays, r.plays_completed, r.plays_without_peers), (10, 10, 0), "{r:?}");
+    assert!(r.bytes.peer > 0, "{r:?}");
+    // Both seeders are online at the end (the players have left), and each announced.
+    assert_eq!(r.timeline.last().map(|p| p.online), Some(2), "{r:?}");
+    assert!(r.announces >= 2);
+    // Without them, the first players find no peer.
+    let alone = run(&SimConfig { seeders: 0, listeners: 10, ..cfg }, 1, &mut |_| {});
+    assert!(alone.plays_without_peers > 0, "{alone:?}");
+}
+
+#[test]
 fn a_preloaded_next_track_starts_from_the_cache() {
     let on = run(&small(), 1, &mut |_| {});
     let off = run(&SimConfig { preload: false, ..small() }, 1, &mut |_| {});
