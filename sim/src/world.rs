@@ -47,8 +47,9 @@
 //! - **A peer request** takes two round trips between the two (a new substream negotiates its
 //!   protocol, then asks) plus the size over the smaller of
 //!   the listener's downlink and the uploader's uplink shared by its uploads when the request
-//!   reaches it (half a round trip after it left), which holds an upload slot until the last
-//!   byte leaves; an uploader with all its upload slots busy answers BUSY after a round trip,
+//!   reaches it (after the negotiation: a round trip and a half after it left; the uploader's
+//!   state is read half a round trip after), which holds an upload slot from then until its
+//!   last byte leaves; an uploader with all its upload slots busy answers BUSY after a round trip,
 //!   a departed one fails after two. A cancel frees the slot when it reaches the uploader.
 //! - **The listener's own cache** answers in 1 ms (as the client reports it).
 //!
@@ -152,9 +153,9 @@ pub(crate) struct Listener {
     announcing: Option<Box<Plan<u32>>>,
     /// Tracks it started, the latest first, with when (at most `MAX_PLAYED`).
     started: Vec<(u32, Us)>,
-    /// The uploads it serves: (listener, its fetch, when its last byte leaves); those past
-    /// their end are dropped when the next request comes.
-    uploads: Vec<(u32, u64, Us)>,
+    /// The uploads it serves: (listener, its fetch, when the request reached it, when its
+    /// last byte leaves); those past their end are dropped when the next request comes.
+    uploads: Vec<(u32, u64, Us, Us)>,
     peers: Vec<u32>,
     /// The client's dial guard: new dials per track and period, backoff of failed addresses
     /// (while it is online).
@@ -960,16 +961,21 @@ impl<'a> Part<'a> {
         let (max, up, down) = (ctx.cfg.max_uploads as usize, ctx.stat(u).up, ctx.stat(l).down);
         let now = self.now;
         let li = self.li(u);
-        li.uploads.retain(|k| k.2 > now);
+        li.uploads.retain(|k| k.3 > now);
+        // A request is a new substream: its protocol is negotiated first, so the request
+        // itself reaches the uploader a round trip after this message, and holds a slot from
+        // then until its last byte leaves (not from the negotiation on: that cost the model
+        // BUSY answers a real node does not give, bench/simulate.sh netns).
+        let arrives = sent + 3 * rtt_pp / 2;
+        let busy = li.uploads.iter().filter(|k| k.2 <= arrives && arrives < k.3).count();
         let (at, ok) = if !li.online {
             (sent + 2 * rtt_pp, false)
-        } else if li.uploads.len() >= max || up == 0 {
+        } else if busy >= max || up == 0 {
             (sent + rtt_pp, false)
         } else {
-            let rate = (up / (li.uploads.len() as u64 + 1)).min(down).max(1);
-            // A request is a new substream: its protocol is negotiated first.
+            let rate = (up / (busy as u64 + 1)).min(down).max(1);
             let at = sent + 2 * rtt_pp + transfer(size, rate);
-            li.uploads.push((l, fetch, at - rtt_pp / 2));
+            li.uploads.push((l, fetch, arrives, at - rtt_pp / 2));
             (at, true)
         };
         if !ok {
