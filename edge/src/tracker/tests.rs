@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 
 use super::*;
+use chorus_core::announce::SignedAnnounce;
 
 const PEER: &str = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN";
 

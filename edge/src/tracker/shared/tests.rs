@@ -11,7 +11,7 @@ use super::*;
 fn verified(peer: &str, tracks: &[&TrackId], timestamp: u64) -> Verified {
     let addrs = vec![format!("/ip4/127.0.0.1/tcp/4001/p2p/{peer}")];
     let tracks: Vec<TrackId> = tracks.iter().map(|t| (*t).clone()).collect();
-    let content = super::super::content_digest(&addrs, &tracks, &[], &[], "");
+    let content = super::super::verify::content_digest(&addrs, &tracks, &[], &[], "");
     Verified { peer_id: peer.to_owned(), addrs, tracks, held: Vec::new(), dropped: Vec::new(), timestamp, content }
 }
 
