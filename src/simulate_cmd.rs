@@ -166,6 +166,9 @@ impl SimulateArgs {
         if !(1..=254).contains(&self.listeners_per_network) {
             bail!("--listeners-per-network is from 1 to 254 (one /24)");
         }
+        if self.seeders >= self.listeners.max(1) {
+            bail!("--seeders {}: fewer than --listeners ({}), or no one plays", self.seeders, self.listeners);
+        }
         let quality = match self.quality.as_str() {
             "auto" => Quality::Auto { cap: usize::MAX },
             n => Quality::Fixed(

@@ -67,6 +67,7 @@ fn bad_settings_are_refused_with_what_is_wrong() {
         (&["simulate", "--minutes", "inf"][..], "--minutes inf"),
         (&["simulate", "--jobs", "0"][..], "--jobs"),
         (&["simulate", "--sweep", "preload=maybe"][..], "preload=maybe: on or off"),
+        (&["simulate", "--listeners", "10", "--seeders", "10"][..], "--seeders 10: fewer than --listeners (10)"),
     ] {
         let out = chorus(args);
         assert!(!out.status.success(), "{args:?}");
