@@ -69,12 +69,23 @@ impl Plan {
 /// What one tracker has been told, per held track: when to name it again.
 #[derive(Debug, Clone)]
 pub struct Holdings<T = TrackId> {
-    due: HashMap<T, Instant>,
+    /// When to name each held track again, in nanoseconds after `base`: 8 bytes where an
+    /// `Instant` takes 16 (a simulation keeps a planner for each of a million listeners).
+    due: HashMap<T, u64>,
+    /// The time of the first announce taken.
+    base: Option<Instant>,
 }
 
 impl<T> Default for Holdings<T> {
     fn default() -> Self {
-        Self { due: HashMap::new() }
+        Self { due: HashMap::new(), base: None }
+    }
+}
+
+impl<T> Holdings<T> {
+    /// `at` in nanoseconds after the base (0 before it, or with none yet).
+    fn offset(&self, at: Instant) -> u64 {
+        self.base.map_or(0, |b| u64::try_from(at.saturating_duration_since(b).as_nanos()).unwrap_or(u64::MAX))
     }
 }
 
@@ -93,7 +104,8 @@ impl<T: Clone + Eq + Hash + Ord> Holdings<T> {
         room -= dropped.len();
         // Never named first (in the cache's order), then those due, the longest due first.
         let fresh = holds.iter().filter(|t| !self.due.contains_key(*t) && !tracks.contains(t));
-        let mut due: Vec<(&T, Instant)> =
+        let now = self.offset(now);
+        let mut due: Vec<(&T, u64)> =
             self.due.iter().filter(|(t, at)| **at <= now && held_now.contains(t)).map(|(t, at)| (t, *at)).collect();
         due.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(b.0)));
         let candidates: Vec<&T> = fresh.chain(due.into_iter().map(|(t, _)| t)).collect();
@@ -105,6 +117,7 @@ impl<T: Clone + Eq + Hash + Ord> Holdings<T> {
     /// Records that a tracker took `plan` at `now`, answering that it did not list `unlisted`
     /// (full lists) nor `unknown` (tracks it cannot vouch for yet).
     pub fn taken(&mut self, now: Instant, plan: &Plan<T>, unlisted: &[T], unknown: &[T]) {
+        self.base.get_or_insert(now);
         for t in &plan.dropped {
             self.due.remove(t);
         }
@@ -116,7 +129,8 @@ impl<T: Clone + Eq + Hash + Ord> Holdings<T> {
             } else {
                 HELD_REANNOUNCE
             };
-            self.due.insert(t.clone(), now + wait);
+            let at = self.offset(now + wait);
+            self.due.insert(t.clone(), at);
         }
     }
 
