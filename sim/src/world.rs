@@ -53,7 +53,7 @@
 //!   a departed one fails after two. A cancel frees the slot when it reaches the uploader.
 //! - **The listener's own cache** answers in 1 ms (as the client reports it).
 //!
-//! One file of ~1 150 lines, past the usual ~600, on purpose: it is one idea, the event loop of
+//! One file of ~1 170 lines, past the usual ~600, on purpose: it is one idea, the event loop of
 //! a partition of listeners. Its handlers (arrive, open, preload, search, step, fetch, done,
 //! announce, serve, leave) all act on the same listeners, plays, fetches and counters and call
 //! one another's helpers; split by handler, every file would need all of that state, and a
@@ -153,9 +153,8 @@ pub(crate) struct Listener {
     announcing: Option<Box<Plan<u32>>>,
     /// Tracks it started, the latest first, with when (at most `MAX_PLAYED`).
     started: Vec<(u32, Us)>,
-    /// The uploads it serves: (listener, its fetch, when the request reached it, when its
-    /// last byte leaves); those past their end are dropped when the next request comes.
-    uploads: Vec<(u32, u64, Us, Us)>,
+    /// The uploads it serves; those past their end are dropped when the next request comes.
+    uploads: Vec<Upload>,
     peers: Vec<u32>,
     /// The client's dial guard: new dials per track and period, backoff of failed addresses
     /// (while it is online).
@@ -168,6 +167,17 @@ pub(crate) struct Listener {
     next: Option<(u32, Vec<bool>)>,
     announces: u64,
     rng: Rng,
+}
+
+/// An upload a listener serves.
+struct Upload {
+    /// To whom, and for which of its fetches.
+    to: u32,
+    fetch: u64,
+    /// From when the request reached the uploader to when its last byte leaves: it holds an
+    /// upload slot in between.
+    from: Us,
+    until: Us,
 }
 
 impl Play {
@@ -482,7 +492,7 @@ impl<'a> Part<'a> {
             }
             Msg::Holds { l, p, u, online, dialled, join, held } => self.holds(l, p, u, online, dialled, join, &held),
             Msg::Request { u, l, fetch, size, sent } => self.serve(u, l, fetch, size, sent),
-            Msg::Cancel { u, l, fetch } => self.li(u).uploads.retain(|k| (k.0, k.1) != (l, fetch)),
+            Msg::Cancel { u, l, fetch } => self.li(u).uploads.retain(|k| (k.to, k.fetch) != (l, fetch)),
             // Not for a listener.
             Msg::EdgeGet { .. } | Msg::Query { .. } | Msg::Announce { .. } => {}
         }
@@ -961,13 +971,13 @@ impl<'a> Part<'a> {
         let (max, up, down) = (ctx.cfg.max_uploads as usize, ctx.stat(u).up, ctx.stat(l).down);
         let now = self.now;
         let li = self.li(u);
-        li.uploads.retain(|k| k.3 > now);
+        li.uploads.retain(|k| k.until > now);
         // A request is a new substream: its protocol is negotiated first, so the request
         // itself reaches the uploader a round trip after this message, and holds a slot from
         // then until its last byte leaves (not from the negotiation on: that cost the model
         // BUSY answers a real node does not give, bench/simulate.sh netns).
         let arrives = sent + 3 * rtt_pp / 2;
-        let busy = li.uploads.iter().filter(|k| k.2 <= arrives && arrives < k.3).count();
+        let busy = li.uploads.iter().filter(|k| k.from <= arrives && arrives < k.until).count();
         let (at, ok) = if !li.online {
             (sent + 2 * rtt_pp, false)
         } else if busy >= max || up == 0 {
@@ -975,7 +985,7 @@ impl<'a> Part<'a> {
         } else {
             let rate = (up / (busy as u64 + 1)).min(down).max(1);
             let at = sent + 2 * rtt_pp + transfer(size, rate);
-            li.uploads.push((l, fetch, arrives, at - rtt_pp / 2));
+            li.uploads.push(Upload { to: l, fetch, from: arrives, until: at - rtt_pp / 2 });
             (at, true)
         };
         if !ok {
